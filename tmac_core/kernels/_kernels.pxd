@@ -1,0 +1,56 @@
+# Cython view of include/tmac/kernels.h (1:1). Everything is nogil: the
+# binding releases the GIL around every kernel call.
+from libc.stdint cimport uint8_t, uint16_t, int8_t, int32_t, uint64_t
+
+cdef extern from "tmac/kernels.h" nogil:
+    int TMAC_LAYOUT_VERSION
+    int TMAC_TILE_ROWS
+    int TMAC_OK
+    int TMAC_E_SHAPE
+    int TMAC_E_ISA
+    int TMAC_E_NOMEM
+    int TMAC_E_THREADS
+
+    ctypedef struct tmac_weight_t:
+        const uint8_t *planes
+        const uint16_t *scales
+        int32_t m, k, m_pad, k_pad, bits, group_size, n_groups
+        float tensor_scale
+
+    ctypedef struct tmac_cpu_features_t:
+        int is_x86_64, is_arm64
+        int sse3, ssse3, sse41, fma, f16c, avx, avx2, bmi2, osxsave
+        int avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512vbmi, avx_vnni
+        uint64_t xcr0
+        int os_avx, os_avx512
+        int neon, dotprod, i8mm, sve
+
+    ctypedef int tmac_isa_t
+    int TMAC_ISA_COUNT
+
+    int tmac_init(const char *force)
+    const tmac_cpu_features_t *tmac_cpu()
+    tmac_isa_t tmac_active_isa()
+    int tmac_isa_available(tmac_isa_t isa)
+    const char *tmac_isa_name(tmac_isa_t isa)
+    int tmac_isa_from_name(const char *name)
+    int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group)
+    int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_group,
+                       int8_t *entries, float *scales, float *sums)
+    int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+                  const float *sums, int n, int k_pad, int act_group, float *y, int ldy)
+    int tmac_pool_set_threads(int n)
+    int tmac_pool_get_threads()
+
+
+cdef class PackedWeight:
+    cdef tmac_weight_t c
+    cdef readonly object planes        # uint8 (m_pad/64, k_pad/8, bits, 64), flattened
+    cdef readonly object scales        # uint16 fp16 bits (m_pad/64, n_groups, 2, 64), flattened
+
+
+cdef class ActivationTables:
+    cdef readonly object entries       # int8 (n, k_pad/4, 16)
+    cdef readonly object scales        # float32 (n, k_pad/act_group)
+    cdef readonly object sums          # float32 (n, k_pad/act_group)
+    cdef readonly int n, k_pad, act_group

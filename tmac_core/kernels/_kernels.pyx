@@ -1,0 +1,191 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Binding of the C LUT kernels: tier detection, thread pool, table build and
+GEMM/GEMV. Every size is checked here before native code sees a pointer, and
+the GIL is released around every kernel call. Use the names re-exported by
+tmac_core.kernels; this module is its private half."""
+import os
+
+import numpy as np
+
+from tmac_core.errors import KernelError, UnsupportedCpuError
+
+_FORCED = os.environ.get("TMAC_KERNELS", "").strip().lower()
+if tmac_init(NULL) != TMAC_OK:
+    raise KernelError("kernel initialisation failed")
+if _FORCED and tmac_init(_FORCED.encode()) != TMAC_OK:
+    raise UnsupportedCpuError(
+        f"TMAC_KERNELS={_FORCED!r} asks for a kernel tier this CPU or build cannot run; "
+        f"available here: {', '.join(n for n in ('generic', 'avx2', 'avx512', 'neon') if tmac_isa_from_name(n.encode()) >= 0 and tmac_isa_available(tmac_isa_from_name(n.encode())))}")
+
+LAYOUT_VERSION = TMAC_LAYOUT_VERSION
+TILE_ROWS = TMAC_TILE_ROWS
+
+
+def cpu_features():
+    """What CPUID/XGETBV (x86) or the OS (ARM) report about this CPU."""
+    cdef const tmac_cpu_features_t *f = tmac_cpu()
+    return {
+        "arch": "x86_64" if f.is_x86_64 else ("arm64" if f.is_arm64 else "other"),
+        "sse3": bool(f.sse3), "ssse3": bool(f.ssse3), "sse4_1": bool(f.sse41),
+        "avx": bool(f.avx), "avx2": bool(f.avx2), "fma": bool(f.fma), "f16c": bool(f.f16c),
+        "bmi2": bool(f.bmi2), "osxsave": bool(f.osxsave),
+        "avx512f": bool(f.avx512f), "avx512bw": bool(f.avx512bw), "avx512vl": bool(f.avx512vl),
+        "avx512dq": bool(f.avx512dq), "avx512_vnni": bool(f.avx512vnni),
+        "avx512_vbmi": bool(f.avx512vbmi), "avx_vnni": bool(f.avx_vnni),
+        "xcr0": int(f.xcr0), "os_avx": bool(f.os_avx), "os_avx512": bool(f.os_avx512),
+        "neon": bool(f.neon), "dotprod": bool(f.dotprod), "i8mm": bool(f.i8mm), "sve": bool(f.sve),
+    }
+
+
+def available_isas():
+    """Tiers compiled in and runnable on this CPU, slowest first."""
+    return [tmac_isa_name(i).decode() for i in range(TMAC_ISA_COUNT) if tmac_isa_available(i)]
+
+
+def active_isa():
+    """The tier used when a call does not name one (best, or TMAC_KERNELS)."""
+    return tmac_isa_name(tmac_active_isa()).decode()
+
+
+cdef int _isa_id(object isa) except -1:
+    if isa is None:
+        return tmac_active_isa()
+    cdef int i = tmac_isa_from_name(str(isa).encode())
+    if i < 0:
+        raise ValueError(f"unknown kernel tier {isa!r}; tiers are generic, avx2, avx512, neon")
+    if not tmac_isa_available(i):
+        raise UnsupportedCpuError(f"kernel tier {isa!r} cannot run on this CPU or build; "
+                                  f"available: {', '.join(available_isas())}")
+    return i
+
+
+def set_num_threads(int n):
+    """Size of the kernel thread pool, from the next kernel call on (also mid-generation)."""
+    if n < 1 or n > 256:
+        raise ValueError(f"thread count must be between 1 and 256, got {n}")
+    tmac_pool_set_threads(n)
+
+
+def get_num_threads():
+    return tmac_pool_get_threads()
+
+
+cdef class PackedWeight:
+    """A weight matrix in the kernel layout (LAYOUT.md §Weights). Built by
+    tmac_core.kernels.pack(); holds the numpy buffers the struct points into."""
+
+    def __cinit__(self, planes, scales, int m, int k, int k_pad, int bits, int group_size, float tensor_scale):
+        planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
+        scales = np.ascontiguousarray(scales, dtype=np.uint16).reshape(-1)
+        if m < 1 or k < 1 or not (1 <= bits <= 4) or k_pad < k or group_size < 32 or group_size % 32 \
+                or k_pad % group_size or k_pad % 64 and group_size != 32:
+            raise ValueError(f"inconsistent packed weight: m={m} k={k} k_pad={k_pad} bits={bits} "
+                             f"group_size={group_size}")
+        cdef int m_pad = (m + TMAC_TILE_ROWS - 1) // TMAC_TILE_ROWS * TMAC_TILE_ROWS
+        cdef int n_groups = k_pad // group_size
+        expect_planes = (m_pad // TMAC_TILE_ROWS) * (k_pad // 8) * bits * 64
+        expect_scales = (m_pad // TMAC_TILE_ROWS) * n_groups * 2 * 64
+        if planes.shape[0] != expect_planes or scales.shape[0] != expect_scales:
+            raise ValueError(f"packed buffers have {planes.shape[0]} / {scales.shape[0]} elements, "
+                             f"the shape needs {expect_planes} / {expect_scales}")
+        if not (tensor_scale > 0 and tensor_scale < float("inf")):
+            raise ValueError(f"tensor_scale must be positive and finite, got {tensor_scale}")
+        self.planes = planes
+        self.scales = scales
+        cdef const uint8_t[::1] pv = planes
+        cdef const uint16_t[::1] sv = scales
+        self.c.planes = &pv[0]
+        self.c.scales = &sv[0]
+        self.c.m, self.c.k, self.c.m_pad, self.c.k_pad = m, k, m_pad, k_pad
+        self.c.bits, self.c.group_size, self.c.n_groups = bits, group_size, n_groups
+        self.c.tensor_scale = tensor_scale
+
+    @property
+    def shape(self):
+        return (self.c.m, self.c.k)
+
+    @property
+    def m(self): return self.c.m
+    @property
+    def k(self): return self.c.k
+    @property
+    def m_pad(self): return self.c.m_pad
+    @property
+    def k_pad(self): return self.c.k_pad
+    @property
+    def bits(self): return self.c.bits
+    @property
+    def group_size(self): return self.c.group_size
+    @property
+    def n_groups(self): return self.c.n_groups
+    @property
+    def tensor_scale(self): return self.c.tensor_scale
+
+    @property
+    def act_group(self):
+        """Activation-table group size this weight reads: 64 unless its groups are 32 wide."""
+        return 64 if self.c.group_size % 64 == 0 else 32
+
+    @property
+    def nbytes(self):
+        return self.planes.nbytes + self.scales.nbytes
+
+    def __reduce__(self):
+        return (PackedWeight, (self.planes, self.scales, self.c.m, self.c.k, self.c.k_pad, self.c.bits,
+                               self.c.group_size, self.c.tensor_scale))
+
+    def __repr__(self):
+        return (f"PackedWeight(m={self.c.m}, k={self.c.k}, bits={self.c.bits}, "
+                f"group_size={self.c.group_size}, {self.nbytes} bytes)")
+
+
+cdef class ActivationTables:
+    """16-entry int8 tables of one or more activation vectors (LAYOUT.md §Tables).
+    Build once per input vector and reuse for every matrix that reads it."""
+
+    def __cinit__(self, int n, int k_pad, int act_group):
+        if n < 1 or k_pad < 1 or act_group not in (32, 64) or k_pad % act_group:
+            raise ValueError(f"bad table shape n={n} k_pad={k_pad} act_group={act_group}")
+        self.n, self.k_pad, self.act_group = n, k_pad, act_group
+        self.entries = np.empty((n, k_pad // 4, 16), dtype=np.int8)
+        self.scales = np.empty((n, k_pad // act_group), dtype=np.float32)
+        self.sums = np.empty((n, k_pad // act_group), dtype=np.float32)
+
+
+def build_tables(x, int act_group, isa=None):
+    """Tables for x: float32 (n, k_pad), zero-padded by the caller."""
+    cdef int isa_id = _isa_id(isa)
+    cdef const float[:, ::1] xv = np.ascontiguousarray(x, dtype=np.float32)
+    cdef ActivationTables t = ActivationTables(xv.shape[0], xv.shape[1], act_group)
+    cdef int8_t[:, :, ::1] ev = t.entries
+    cdef float[:, ::1] sv = t.scales
+    cdef float[:, ::1] uv = t.sums
+    cdef int rc
+    with nogil:
+        rc = tmac_lut_build(isa_id, &xv[0, 0], t.n, t.k_pad, act_group, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0])
+    if rc != TMAC_OK:
+        raise KernelError(f"table build failed (code {rc})")
+    return t
+
+
+def gemm_tables(PackedWeight w, ActivationTables t, isa=None, out=None):
+    """y (n, m) = W @ x_i for each table set i. out: optional float32 (n, m) C-contiguous."""
+    cdef int isa_id = _isa_id(isa)
+    if t.k_pad != w.c.k_pad or tmac_check_shapes(&w.c, t.k_pad, t.act_group) != TMAC_OK:
+        raise ValueError(f"tables (k_pad={t.k_pad}, act_group={t.act_group}) do not fit weight "
+                         f"{w!r} (k_pad={w.c.k_pad})")
+    if out is None:
+        out = np.empty((t.n, w.c.m), dtype=np.float32)
+    cdef float[:, ::1] yv = out
+    if yv.shape[0] != t.n or yv.shape[1] != w.c.m:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {(t.n, w.c.m)}")
+    cdef const int8_t[:, :, ::1] ev = t.entries
+    cdef const float[:, ::1] sv = t.scales
+    cdef const float[:, ::1] uv = t.sums
+    cdef int rc
+    with nogil:
+        rc = tmac_gemm(isa_id, &w.c, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0], t.n, t.k_pad, t.act_group,
+                       &yv[0, 0], w.c.m)
+    if rc != TMAC_OK:
+        raise KernelError(f"gemm failed (code {rc})")
+    return out

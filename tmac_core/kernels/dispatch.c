@@ -1,0 +1,167 @@
+/* Tier selection and the threaded drivers around the per-tier kernels.
+ * Baseline flags only: this runs before anything is known about the CPU.
+ * A tier is offered only if it was compiled in AND this CPU and OS can run
+ * it; TMAC_KERNELS (passed in as `force`) may pick any offered tier and asking
+ * for another one is an error, never an illegal instruction. */
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "tmac/kernels.h"
+
+static tmac_cpu_features_t g_cpu;
+static tmac_kernel_table_t g_tables[TMAC_ISA_COUNT];
+static int g_available[TMAC_ISA_COUNT];
+static tmac_isa_t g_active = TMAC_ISA_GENERIC;
+static int g_initialized;
+
+static void fill_tables(void) {
+    g_tables[TMAC_ISA_GENERIC].lut_entries = tmac_lut_entries_generic;
+    g_tables[TMAC_ISA_GENERIC].gemv_tile = tmac_gemv_tile_generic;
+    g_available[TMAC_ISA_GENERIC] = 1;
+#if TMAC_ARCH_X86_64
+    if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX2)) {
+        g_tables[TMAC_ISA_AVX2].lut_entries = tmac_lut_entries_avx2;
+        g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
+        g_available[TMAC_ISA_AVX2] = 1;
+    }
+    if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX512)) {
+        /* the table build is O(K) per token; the AVX2 one is already fast
+         * enough next to the O(M*K) GEMV, so the tier reuses it */
+        g_tables[TMAC_ISA_AVX512].lut_entries = tmac_lut_entries_avx2;
+        g_tables[TMAC_ISA_AVX512].gemv_tile = tmac_gemv_tile_avx512;
+        g_available[TMAC_ISA_AVX512] = 1;
+    }
+#endif
+#if TMAC_ARCH_ARM64
+    g_tables[TMAC_ISA_NEON].lut_entries = tmac_lut_entries_neon;
+    g_tables[TMAC_ISA_NEON].gemv_tile = tmac_gemv_tile_neon;
+    g_available[TMAC_ISA_NEON] = 1;
+#endif
+}
+
+int tmac_init(const char *force) {
+    if (!g_initialized) {
+        tmac_cpu_detect(&g_cpu);
+        fill_tables();
+        g_active = TMAC_ISA_GENERIC;
+        for (int i = TMAC_ISA_COUNT - 1; i >= 0; i--)
+            if (g_available[i] && i != TMAC_ISA_NEON) { g_active = (tmac_isa_t)i; break; }
+        if (g_available[TMAC_ISA_NEON]) g_active = TMAC_ISA_NEON;
+        g_initialized = 1;
+    }
+    if (force && force[0]) {
+        int isa = tmac_isa_from_name(force);
+        if (isa < 0 || !g_available[isa]) return TMAC_E_ISA;
+        g_active = (tmac_isa_t)isa;
+    }
+    return TMAC_OK;
+}
+
+const tmac_cpu_features_t *tmac_cpu(void) { return &g_cpu; }
+tmac_isa_t tmac_active_isa(void) { return g_active; }
+
+int tmac_isa_available(tmac_isa_t isa) {
+    return isa >= 0 && isa < TMAC_ISA_COUNT && g_available[isa];
+}
+
+const tmac_kernel_table_t *tmac_table(tmac_isa_t isa) {
+    return tmac_isa_available(isa) ? &g_tables[isa] : NULL;
+}
+
+int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
+    if (act_group != 32 && act_group != 64) return TMAC_E_SHAPE;
+    if (w->bits < 1 || w->bits > TMAC_MAX_BITS) return TMAC_E_SHAPE;
+    if (w->m < 1 || w->k < 1 || w->k > w->k_pad || w->k_pad != k_pad) return TMAC_E_SHAPE;
+    if (w->m_pad != (w->m + TMAC_TILE_ROWS - 1) / TMAC_TILE_ROWS * TMAC_TILE_ROWS) return TMAC_E_SHAPE;
+    if (w->group_size < act_group || w->group_size % act_group) return TMAC_E_SHAPE;
+    if (k_pad % w->group_size || w->n_groups != k_pad / w->group_size) return TMAC_E_SHAPE;
+    if (!(w->tensor_scale > 0.0f) || isinf(w->tensor_scale)) return TMAC_E_SHAPE;
+    /* byte counts must fit a size_t and an int index of tiles */
+    if ((double)w->m_pad * (double)w->k_pad * w->bits / 8.0 > (double)SIZE_MAX / 2) return TMAC_E_SHAPE;
+    return TMAC_OK;
+}
+
+/* ---- table build ---- */
+
+#define LUT_CHUNK 2048             /* activations per work item: a multiple of every act group */
+
+typedef struct {
+    const tmac_kernel_table_t *kt;
+    const float *x;
+    int k_pad, act_group, chunks_per_row;
+    int8_t *entries;
+    float *scales, *sums;
+} lut_job_t;
+
+static void lut_task(void *ctx, int item, int thread) {
+    (void)thread;
+    const lut_job_t *j = (const lut_job_t *)ctx;
+    const int row = item / j->chunks_per_row, chunk = item % j->chunks_per_row;
+    const int k0 = chunk * LUT_CHUNK;
+    const int k1 = k0 + LUT_CHUNK < j->k_pad ? k0 + LUT_CHUNK : j->k_pad;
+    const float *x = j->x + (size_t)row * j->k_pad;
+    const int a0 = k0 / j->act_group, n_groups = j->k_pad / j->act_group;
+    float inv[LUT_CHUNK / 32];
+    float *scales = j->scales + (size_t)row * n_groups, *sums = j->sums + (size_t)row * n_groups;
+    tmac_lut_scales(x + k0, k1 - k0, j->act_group, scales + a0, inv, sums + a0);
+    /* entries use inv indexed from the chunk's first act group */
+    j->kt->lut_entries(x + k0, inv, j->act_group, 0, (k1 - k0) / 4,
+                       j->entries + (size_t)row * (j->k_pad / 4) * 16 + (size_t)(k0 / 4) * 16);
+}
+
+int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_group,
+                   int8_t *entries, float *scales, float *sums) {
+    const tmac_kernel_table_t *kt = tmac_table(isa);
+    if (!kt) return TMAC_E_ISA;
+    if ((act_group != 32 && act_group != 64) || k_pad <= 0 || k_pad % act_group || n <= 0) return TMAC_E_SHAPE;
+    lut_job_t j = {kt, x, k_pad, act_group, (k_pad + LUT_CHUNK - 1) / LUT_CHUNK, entries, scales, sums};
+    return tmac_parallel_for(n * j.chunks_per_row, lut_task, &j);
+}
+
+/* ---- GEMV / GEMM ---- */
+
+typedef struct {
+    const tmac_kernel_table_t *kt;
+    const tmac_weight_t *w;
+    const int8_t *entries;
+    const float *scales, *sums;
+    int n, k_pad, act_group, tokens_per_item, n_token_chunks, ldy;
+    float *y;
+} gemm_job_t;
+
+static void gemm_task(void *ctx, int item, int thread) {
+    (void)thread;
+    const gemm_job_t *j = (const gemm_job_t *)ctx;
+    const int tile = item / j->n_token_chunks, chunk = item % j->n_token_chunks;
+    const int t0 = chunk * j->tokens_per_item;
+    const int t1 = t0 + j->tokens_per_item < j->n ? t0 + j->tokens_per_item : j->n;
+    const int rows = j->w->m - tile * TMAC_TILE_ROWS < TMAC_TILE_ROWS ? j->w->m - tile * TMAC_TILE_ROWS
+                                                                       : TMAC_TILE_ROWS;
+    const int n_groups = j->k_pad / j->act_group;
+    TMAC_ALIGN(64) float y64[TMAC_TILE_ROWS];
+    /* the tile's weights stay in L1/L2 across the tokens of this item */
+    for (int t = t0; t < t1; t++) {
+        tmac_lut_t lut = {j->entries + (size_t)t * (j->k_pad / 4) * 16, j->scales + (size_t)t * n_groups,
+                          j->sums + (size_t)t * n_groups, j->k_pad, j->act_group};
+        j->kt->gemv_tile(j->w, &lut, tile, y64);
+        memcpy(j->y + (size_t)t * j->ldy + (size_t)tile * TMAC_TILE_ROWS, y64, sizeof(float) * (size_t)rows);
+    }
+}
+
+int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+              const float *sums, int n, int k_pad, int act_group, float *y, int ldy) {
+    const tmac_kernel_table_t *kt = tmac_table(isa);
+    if (!kt) return TMAC_E_ISA;
+    int rc = tmac_check_shapes(w, k_pad, act_group);
+    if (rc != TMAC_OK) return rc;
+    if (n <= 0 || ldy < w->m) return TMAC_E_SHAPE;
+    const int m_tiles = w->m_pad / TMAC_TILE_ROWS;
+    /* enough items to keep every thread busy; otherwise whole token ranges per tile */
+    const int want_items = 4 * tmac_pool_get_threads();
+    int n_chunks = m_tiles >= want_items ? 1 : (want_items + m_tiles - 1) / m_tiles;
+    if (n_chunks > n) n_chunks = n;
+    const int per_item = (n + n_chunks - 1) / n_chunks;
+    n_chunks = (n + per_item - 1) / per_item;
+    gemm_job_t j = {kt, w, entries, scales, sums, n, k_pad, act_group, per_item, n_chunks, ldy, y};
+    return tmac_parallel_for(m_tiles * n_chunks, gemm_task, &j);
+}

@@ -1,0 +1,80 @@
+/* Public C API of the LUT kernels: per-tier entry points (suffix = ISA tag,
+ * same file names in every tier folder) and the dispatching entry points the
+ * Cython binding and the runtime call. The generic tier is the spec. */
+#ifndef TMAC_KERNELS_H
+#define TMAC_KERNELS_H
+
+#include "tmac/layout.h"
+#include "tmac/cpu.h"
+
+#define TMAC_OK 0
+#define TMAC_E_SHAPE -1            /* inconsistent shapes or group sizes */
+#define TMAC_E_ISA -2              /* tier not compiled in or not supported by this CPU */
+#define TMAC_E_NOMEM -3
+#define TMAC_E_THREADS -4
+
+/* Per-tier kernels. lut_entries fills the tables of kgroups [g0, g1) of one
+ * activation vector whose per-group scales are already known (pass 2 of
+ * tmac_lut_build). gemv_tile computes the 64 outputs of one weight tile:
+ * y64[r] = sum over act groups of ((float)acc * ls) * sh + xs * c, fused
+ * multiply-adds in that order, then times tensor_scale. */
+typedef void (*tmac_lut_entries_fn)(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
+                                    int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
+typedef void (*tmac_gemv_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut, int tile,
+                                  float *TMAC_RESTRICT y64);
+
+typedef struct {
+    tmac_lut_entries_fn lut_entries;
+    tmac_gemv_tile_fn gemv_tile;
+} tmac_kernel_table_t;
+
+void tmac_lut_entries_generic(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
+                              int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
+void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+#if TMAC_ARCH_X86_64
+void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
+                           int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
+void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+#endif
+#if TMAC_ARCH_ARM64
+void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
+                           int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
+void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+#endif
+
+/* Pass 1 of the table build, shared by every tier so scales and sums are
+ * bit-identical everywhere: per act group, scale = max_g ((|x0|+|x1|)+(|x2|+|x3|)) / 127,
+ * inv = scale > 0 ? 1/scale : 0, sum = sequential sum of ((x0+x1)+(x2+x3)). */
+void tmac_lut_scales(const float *TMAC_RESTRICT x, int k_pad, int act_group,
+                     float *TMAC_RESTRICT scales, float *TMAC_RESTRICT inv_scales, float *TMAC_RESTRICT sums);
+
+/* ---- dispatch (dispatch.c) ---- */
+/* Fills the table once. force: NULL/"" for the best tier, else a tier name.
+ * Returns TMAC_OK, or TMAC_E_ISA if the forced tier is unknown or unsupported. */
+int tmac_init(const char *force);
+const tmac_cpu_features_t *tmac_cpu(void);
+tmac_isa_t tmac_active_isa(void);
+int tmac_isa_available(tmac_isa_t isa);    /* compiled in and runnable here */
+const tmac_kernel_table_t *tmac_table(tmac_isa_t isa);  /* NULL if not available */
+
+/* Checks a weight against a table set; TMAC_OK or TMAC_E_SHAPE. */
+int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group);
+
+/* Builds n tables (x: (n, k_pad) -> entries (n, k_pad/4, 16), scales/sums
+ * (n, k_pad/act_group)) on the thread pool with the given tier. */
+int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_group,
+                   int8_t *entries, float *scales, float *sums);
+/* y (n, ldy) += nothing: y[t*ldy + m] = (W @ x_t)[m] for the n tables in luts,
+ * which share k_pad and act_group (entries/scales/sums strided per token). */
+int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+              const float *sums, int n, int k_pad, int act_group, float *y, int ldy);
+
+/* ---- thread pool (thread_pool.c) ---- */
+typedef void (*tmac_task_fn)(void *ctx, int item, int thread);
+int tmac_pool_set_threads(int n);          /* takes effect at the next parallel call */
+int tmac_pool_get_threads(void);
+/* Runs fn(ctx, i, thread) for i in [0, n_items) on the pool and waits. */
+int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,65 @@
+/* Packed layouts of the LUT kernels, version TMAC_LAYOUT_VERSION.
+ * Written down three times: here (structs + static asserts), in LAYOUT.md
+ * (prose, same section names) and in tmac_core/kernels/layout.py (numpy
+ * pack/unpack, tested against golden bytes). Change one, change all three and
+ * bump the version. */
+#ifndef TMAC_LAYOUT_H
+#define TMAC_LAYOUT_H
+
+#include "tmac/platform.h"
+
+#define TMAC_LAYOUT_VERSION 1
+
+#define TMAC_TILE_ROWS 64          /* output rows per weight tile (one zmm of indices) */
+#define TMAC_KGROUP 4              /* activations per 16-entry table */
+#define TMAC_LUT_ENTRIES 16
+#define TMAC_KPAIR 8               /* activations per index byte: two kgroups */
+#define TMAC_MAX_BITS 4
+/* int16 accumulation bound (LAYOUT.md §Accumulation): 127 * 2 * (2^4 - 1) * A/8
+ * must stay <= 32767, which holds for A <= 64 (30480) and fails at A = 128. */
+#define TMAC_MAX_ACT_GROUP 64
+
+/* §Weights. w[m,k] = s[m,g] * (q[m,k] - z[m,g]), q in [0, 2^bits).
+ * planes: (m_pad/64 tiles, k_pad/8 kpairs, bits, 64 bytes). Byte p of a 64-byte
+ *   block: lane L = p/16, u = p%16, row = u < 8 ? 8L + u : 32 + 8L + (u - 8);
+ *   low nibble = plane bits of q at k = 8*kpair + 0..3 (bit j <-> k + j),
+ *   high nibble = the same for k = 8*kpair + 4..7.
+ * scales: (m_pad/64 tiles, n_groups, 2, 64) fp16, natural row order:
+ *   [0] = s/2 / tensor_scale, [1] = s*((2^bits-1)/2 - z) / tensor_scale. */
+typedef struct {
+    const uint8_t *planes;
+    const uint16_t *scales;
+    int32_t m, k;                  /* logical shape */
+    int32_t m_pad, k_pad;          /* m_pad = roundup(m, 64); k_pad % group_size == 0 */
+    int32_t bits;                  /* 1..4 */
+    int32_t group_size;            /* along K; multiple of 32 (k_pad for per-row scales) */
+    int32_t n_groups;              /* k_pad / group_size */
+    float tensor_scale;            /* power of two that keeps the fp16 scales in range */
+} tmac_weight_t;
+
+/* §Tables. One per activation vector x (k_pad,), zero-padded past k.
+ * entries: (k_pad/4, 16) int8; entry idx of kgroup g ~ sum_j x[4g+j] * (bit j of idx ? +1 : -1) / scale,
+ *   round half to even, |entry| <= 127, entries[15 - idx] = -entries[idx].
+ * scales: (k_pad/act_group) fp32 = max over the group's kgroups of sum|x_j| / 127.
+ * sums:   (k_pad/act_group) fp32 = sum of x over the group, in kgroup order. */
+typedef struct {
+    const int8_t *entries;
+    const float *scales;
+    const float *sums;
+    int32_t k_pad;
+    int32_t act_group;             /* 32 or 64 */
+} tmac_lut_t;
+
+TMAC_STATIC_ASSERT(TMAC_TILE_ROWS == 64, "the byte->row map assumes 4 lanes of 16 bytes");
+TMAC_STATIC_ASSERT(TMAC_KPAIR == 2 * TMAC_KGROUP, "one index byte holds two kgroups");
+TMAC_STATIC_ASSERT(127 * 2 * 15 * (TMAC_MAX_ACT_GROUP / TMAC_KPAIR) <= 32767,
+                   "int16 accumulators overflow at this activation group size");
+TMAC_STATIC_ASSERT(sizeof(uint16_t) == 2, "fp16 scales are stored as uint16");
+
+/* Row of the output tile that byte p (0..63) of an index block belongs to. */
+static inline int tmac_row_of_byte(int p) {
+    int lane = p >> 4, u = p & 15;
+    return u < 8 ? 8 * lane + u : 32 + 8 * lane + (u - 8);
+}
+
+#endif
