@@ -6,6 +6,22 @@
 #ifdef TMAC_EMULATE_X86
 #  define SIMDE_ENABLE_NATIVE_ALIASES
 #  include <simde/x86/avx512.h>
+/* SIMDe 0.7.4 (Debian 12) lacks these three; build them from 256-bit halves */
+static inline __m512i tmac_emu_cvtepi16_epi32(__m256i a) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(a))),
+                              _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)), 1);
+}
+static inline __m512 tmac_emu_cvtepi32_ps(__m512i a) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_cvtepi32_ps(_mm512_castsi512_si256(a))),
+                              _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(a, 1)), 1);
+}
+static inline __m512 tmac_emu_cvtph_ps(__m256i a) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_cvtph_ps(_mm256_castsi256_si128(a))),
+                              _mm256_cvtph_ps(_mm256_extracti128_si256(a, 1)), 1);
+}
+#  define _mm512_cvtepi16_epi32 tmac_emu_cvtepi16_epi32
+#  define _mm512_cvtepi32_ps tmac_emu_cvtepi32_ps
+#  define _mm512_cvtph_ps tmac_emu_cvtph_ps
 #else
 #  include <immintrin.h>
 #endif

@@ -1,0 +1,98 @@
+/* Runs one kernel tier on test cases written by tests/kernels/cross_cases.py
+ * and compares it with the generic tier compiled into the same binary AND
+ * with the outputs the Python extension's generic tier produced: tables and
+ * outputs must match bit for bit. Built for aarch64 (NEON, run under
+ * qemu-aarch64) or for x86 with SIMDe emulating AVX-512 (TMAC_EMULATE_X86). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tmac/kernels.h"
+
+#if defined(DRIVER_NEON)
+#  define TIER_NAME "neon"
+#  define TIER_TILE tmac_gemv_tile_neon
+#  define TIER_ENTRIES tmac_lut_entries_neon
+#elif defined(DRIVER_AVX512)
+#  define TIER_NAME "avx512"
+#  define TIER_TILE tmac_gemv_tile_avx512
+#  define TIER_ENTRIES tmac_lut_entries_avx2
+#else
+#  error "define DRIVER_NEON or DRIVER_AVX512"
+#endif
+
+static void *read_exact(FILE *f, size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p || fread(p, 1, n, f) != n) { fprintf(stderr, "short read\n"); exit(2); }
+    return p;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: %s cases.bin\n", argv[0]); return 2; }
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) { perror(argv[1]); return 2; }
+    int32_t n_cases;
+    if (fread(&n_cases, 4, 1, f) != 1) return 2;
+    int failures = 0;
+#if defined(DRIVER_NEON)
+    if (tmac_init(NULL) != TMAC_OK || tmac_active_isa() != TMAC_ISA_NEON) {
+        printf("FAIL dispatch did not pick neon\n");
+        failures++;
+    }
+    tmac_pool_set_threads(3);
+#endif
+    for (int c = 0; c < n_cases; c++) {
+        int32_t h[8];          /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad */
+        float tensor_scale;
+        if (fread(h, 4, 8, f) != 8 || fread(&tensor_scale, 4, 1, f) != 1) return 2;
+        const int m = h[0], k = h[1], k_pad = h[2], bits = h[3], gs = h[4], ag = h[5], n = h[6], m_pad = h[7];
+        const int tiles = m_pad / 64, n_groups = k_pad / gs, n_ag = k_pad / ag;
+        uint8_t *planes = read_exact(f, (size_t)tiles * (k_pad / 8) * bits * 64);
+        uint16_t *scales = read_exact(f, (size_t)tiles * n_groups * 128 * 2);
+        float *x = read_exact(f, (size_t)n * k_pad * 4);
+        float *y_expect = read_exact(f, (size_t)n * m * 4);
+        int8_t *e_expect = read_exact(f, (size_t)n * k_pad * 4);
+        tmac_weight_t w = {planes, scales, m, k, m_pad, k_pad, bits, gs, n_groups, tensor_scale};
+        int8_t *entries = malloc((size_t)n * k_pad * 4), *entries_g = malloc((size_t)k_pad * 4);
+        float *ls = malloc((size_t)n * n_ag * 4), *inv = malloc((size_t)n_ag * 4), *xs = malloc((size_t)n * n_ag * 4);
+        float *y = malloc((size_t)n * m * 4);
+        float y64[64], y64g[64];
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * k_pad;
+            tmac_lut_scales(xt, k_pad, ag, ls + t * n_ag, inv, xs + t * n_ag);
+            memset(entries + (size_t)t * k_pad * 4, 0x55, (size_t)k_pad * 4);     /* poison */
+            TIER_ENTRIES(xt, inv, ag, 0, k_pad / 4, entries + (size_t)t * k_pad * 4);
+            tmac_lut_entries_generic(xt, inv, ag, 0, k_pad / 4, entries_g);
+            if (memcmp(entries + (size_t)t * k_pad * 4, entries_g, (size_t)k_pad * 4) ||
+                memcmp(entries_g, e_expect + (size_t)t * k_pad * 4, (size_t)k_pad * 4)) bad |= 1;
+            tmac_lut_t lut = {entries + (size_t)t * k_pad * 4, ls + t * n_ag, xs + t * n_ag, k_pad, ag};
+            for (int tile = 0; tile < tiles; tile++) {
+                for (int r = 0; r < 64; r++) y64[r] = 0.0f / 0.0f;           /* poison */
+                TIER_TILE(&w, &lut, tile, y64);
+                tmac_gemv_tile_generic(&w, &lut, tile, y64g);
+                int rows = m - tile * 64 < 64 ? m - tile * 64 : 64;
+                if (memcmp(y64, y64g, sizeof y64)) bad |= 2;
+                if (memcmp(y64, y_expect + (size_t)t * m + tile * 64, (size_t)rows * 4)) bad |= 4;
+            }
+        }
+#if defined(DRIVER_NEON)
+        /* the threaded driver on the pool (3 threads), through dispatch */
+        for (int i = 0; i < n * m; i++) y[i] = 0.0f / 0.0f;
+        if (tmac_gemm(TMAC_ISA_NEON, &w, entries, ls, xs, n, k_pad, ag, y, m) != TMAC_OK ||
+            memcmp(y, y_expect, (size_t)n * m * 4)) bad |= 8;
+#endif
+        printf("%s case %d m=%d k=%d bits=%d group=%d act_group=%d n=%d: %s", TIER_NAME, c, m, k, bits, gs, ag, n,
+               bad ? "FAIL" : "ok");
+        if (bad & 1) printf(" [tables differ]");
+        if (bad & 2) printf(" [tile differs from generic]");
+        if (bad & 4) printf(" [tile differs from the extension's generic]");
+        if (bad & 8) printf(" [threaded gemm differs]");
+        printf("\n");
+        failures += bad != 0;
+        free(planes); free(scales); free(x); free(y_expect); free(e_expect);
+        free(entries); free(entries_g); free(ls); free(inv); free(xs); free(y);
+    }
+    fclose(f);
+    printf("%d cases, %d failed\n", n_cases, failures);
+    return failures ? 1 : 0;
+}

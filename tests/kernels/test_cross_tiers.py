@@ -1,0 +1,86 @@
+"""Tiers this CPU cannot run, checked anyway: the NEON tier cross-compiled
+for aarch64 and run under qemu-aarch64, and the AVX-512 tier compiled with
+SIMDe's portable AVX-512 emulation when the CPU has no AVX-512. A C driver
+(c/kernel_driver.c) runs the tier on cases written here and compares tables
+and outputs bit for bit with the generic tier, both in the same binary and
+as computed by this Python extension. CI installs the toolchains
+(.ci/run); elsewhere a missing toolchain skips with the reason, but under
+CI=true it fails."""
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tmac_core.kernels as K
+from tests.kernels.cases import BITS, SHAPES, make_activations, make_case
+
+KDIR = Path(K.__file__).resolve().parent
+DRIVER = Path(__file__).resolve().parent / "c" / "kernel_driver.c"
+BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "cpu_features.c", "dispatch.c", "thread_pool.c"]
+FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-I", str(KDIR / "include")]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(tool_ok: bool, what: str):
+    if not tool_ok:
+        if IN_CI:
+            pytest.fail(f"{what} is missing on this CI machine (.ci/run installs it)")
+        pytest.skip(f"{what} is not installed (apt-get install gcc-aarch64-linux-gnu qemu-user libsimde-dev)")
+
+
+def write_cases(path: Path, rng) -> int:
+    blobs = []
+    for (m, k, gs) in SHAPES:
+        for bits in BITS:
+            for n in (1, 3):
+                case = make_case(rng, m, k, gs, bits)
+                p = case.pack()
+                x = np.zeros((n, p.k_pad), np.float32)
+                x[:, :k] = make_activations(rng, n, k, "outliers")
+                tables = K.build_lut(x, act_group=p.act_group, isa="generic")
+                y = K.gemm_tables(p, tables, "generic")
+                header = struct.pack("<8if", p.m, p.k, p.k_pad, p.bits, p.group_size, p.act_group, n, p.m_pad,
+                                     p.tensor_scale)
+                blobs.append(header + p.planes.tobytes() + p.scales.tobytes() + x.tobytes() + y.tobytes()
+                             + tables.entries.tobytes())
+    path.write_bytes(struct.pack("<i", len(blobs)) + b"".join(blobs))
+    return len(blobs)
+
+
+def check_driver_output(out: subprocess.CompletedProcess, n_cases: int):
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert f"{n_cases} cases, 0 failed" in out.stdout
+
+
+def test_neon_tier_under_qemu(tmp_path, rng):
+    gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
+    exe = tmp_path / "driver_neon"
+    sources = [str(KDIR / s) for s in BASE_SOURCES + ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c"]]
+    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(DRIVER), "-static", "-pthread", "-lm",
+                    "-o", str(exe)], check=True, capture_output=True)
+    cases = tmp_path / "cases.bin"
+    n = write_cases(cases, rng)
+    check_driver_output(subprocess.run([qemu, str(exe), str(cases)], capture_output=True, text=True,
+                                       timeout=600), n)
+
+
+def test_avx512_tier(tmp_path, rng):
+    if "avx512" in K.available_isas():
+        pytest.skip("this CPU runs the AVX-512 tier natively: test_kernels_vs_generic covers it")
+    need(Path("/usr/include/simde/x86/avx512.h").exists() and shutil.which("gcc") is not None,
+         "SIMDe (libsimde-dev) for AVX-512 emulation")
+    need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
+    exe = tmp_path / "driver_avx512"
+    sources = [str(KDIR / s) for s in BASE_SOURCES + ["x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c",
+                                                  "x86/avx512/lut_gemv.c"]]
+    # native AVX2/FMA/F16C under the emulation, so emulated fused multiply-adds stay fused
+    subprocess.run(["gcc", *FLAGS, "-mavx2", "-mfma", "-mf16c", "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
+                    *sources, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)
+    cases = tmp_path / "cases.bin"
+    n = write_cases(cases, rng)
+    check_driver_output(subprocess.run([str(exe), str(cases)], capture_output=True, text=True, timeout=600), n)

@@ -1,0 +1,120 @@
+"""Every kernel tier this machine can run against the generic (scalar) spec:
+tables and outputs bit for bit, including padding, adversarial inputs and
+GEMM; and generic against a float64 mathematical reference (NMSE <= 1e-3).
+Outputs are poisoned with NaN before each call, so a tier that silently does
+nothing cannot pass."""
+import numpy as np
+import pytest
+
+import tmac_core.kernels as K
+from tests.kernels.cases import BITS, SHAPES, make_activations, make_case, nmse
+
+TIERS = [isa for isa in K.available_isas() if isa != "generic"]
+MAX_NMSE = 1e-3
+
+
+def run(packed, x, isa):
+    """gemm through prebuilt tables into a NaN-poisoned output buffer."""
+    tables = K.build_lut(x, k_pad=packed.k_pad, act_group=packed.act_group, isa=isa)
+    out = np.full((x.shape[0], packed.m), np.nan, dtype=np.float32)
+    K.gemm_tables(packed, tables, isa, out)
+    return tables, out
+
+
+def test_this_machine_has_a_simd_tier():
+    feats = K.cpu_features()
+    if feats["arch"] == "x86_64" and feats["avx2"] and feats["os_avx"]:
+        assert "avx2" in K.available_isas()
+    if feats["avx512bw"] and feats["avx512vl"] and feats["os_avx512"]:
+        assert "avx512" in K.available_isas()
+    if feats["arch"] == "arm64":
+        assert "neon" in K.available_isas()
+
+
+@pytest.mark.parametrize("isa", TIERS)
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("m,k,group_size", SHAPES)
+def test_tier_matches_generic_bit_for_bit(isa, bits, m, k, group_size, rng):
+    case = make_case(rng, m, k, group_size, bits)
+    packed = case.pack()
+    x = make_activations(rng, 3, k, "outliers")
+    t_ref, y_ref = run(packed, x, "generic")
+    t_got, y_got = run(packed, x, isa)
+    np.testing.assert_array_equal(t_got.entries, t_ref.entries)
+    np.testing.assert_array_equal(t_got.scales, t_ref.scales)
+    np.testing.assert_array_equal(t_got.sums, t_ref.sums)
+    assert not np.isnan(y_got).any()
+    np.testing.assert_array_equal(y_got, y_ref)
+
+
+@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("zeros", [True, False])
+@pytest.mark.parametrize("group_size", [32, 64, 128, "row", "tensor"])
+def test_matches_float64_reference(isa, bits, zeros, group_size, rng):
+    m, k = 96, 512
+    gs = k if group_size in ("row", "tensor") else group_size
+    case = make_case(rng, m, k, gs, bits, zeros=zeros, per_tensor=group_size == "tensor")
+    x = make_activations(rng, 2, k, "outliers")
+    ref = x.astype(np.float64) @ case.weights().T
+    _, got = run(case.pack(), x, isa)
+    assert nmse(ref, got) <= MAX_NMSE
+
+
+@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("codes", ["zero", "max"])
+@pytest.mark.parametrize("bits", BITS)
+def test_extreme_codes(isa, codes, bits, rng):
+    case = make_case(rng, 70, 256, 64, bits, codes=codes)
+    x = make_activations(rng, 2, 256)
+    ref = x.astype(np.float64) @ case.weights().T
+    _, got = run(case.pack(), x, isa)
+    assert nmse(ref, got) <= MAX_NMSE
+    _, y_gen = run(case.pack(), x, "generic")
+    np.testing.assert_array_equal(got, y_gen)
+
+
+@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("kind", ["extreme", "zero_groups", "outliers"])
+@pytest.mark.parametrize("bits", [1, 4, "ternary"])
+def test_adversarial_activations(isa, kind, bits, rng):
+    case = make_case(rng, 65, 512, 64, bits)
+    x = make_activations(rng, 2, 512, kind)
+    ref = x.astype(np.float64) @ case.weights().T
+    tables, got = run(case.pack(), x, isa)
+    assert np.abs(tables.entries).max() <= 127          # -128 never appears (mirror symmetry)
+    assert nmse(ref, got) <= MAX_NMSE
+    if kind == "zero_groups":
+        assert (tables.scales[:, ::2] == 0).all() and (tables.entries.reshape(2, -1, 256)[:, ::2] == 0).all()
+
+
+def test_all_zero_activations_give_exact_zero(rng):
+    packed = make_case(rng, 64, 128, 64, 2).pack()
+    for isa in ["generic", *TIERS]:
+        _, y = run(packed, np.zeros((1, 128), np.float32), isa)
+        assert (y == 0).all()
+
+
+@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("n", [2, 3, 8, 17, 64])
+def test_gemm_rows_equal_gemv(isa, n, rng):
+    case = make_case(rng, 150, 256, 64, 2)
+    packed = case.pack()
+    X = make_activations(rng, n, 256, "outliers")
+    Y = K.gemm(packed, X, isa=isa)
+    assert Y.shape == (n, 150)
+    for i in range(n):
+        np.testing.assert_array_equal(Y[i], K.gemv(packed, X[i], isa=isa))
+    ref = X.astype(np.float64) @ case.weights().T
+    assert nmse(ref, Y) <= MAX_NMSE
+
+
+def test_one_table_set_serves_matrices_of_mixed_bits(rng):
+    """The runtime builds the tables once per input and reads them with 2- and 4-bit matrices."""
+    x = make_activations(rng, 1, 512)[0]
+    cases = [make_case(rng, 80, 512, 64, b) for b in (2, 4, 3, "ternary")]
+    tables = K.build_lut(x)
+    for case in cases:
+        packed = case.pack()
+        np.testing.assert_array_equal(K.gemv(packed, tables), K.gemv(packed, x))
+        assert nmse(case.weights() @ x.astype(np.float64), K.gemv(packed, tables)) <= MAX_NMSE
