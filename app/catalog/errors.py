@@ -1,0 +1,100 @@
+"""Typed errors of the model catalog, downloads and installed-model management.
+
+Every error carries a sentence fit to show the user as is (`str(error)`) and
+the fields the UI needs to offer an action. Pure Python: must not import
+PySide6, huggingface_hub or tmac_core (so the UI can catch these without
+pulling in the network stack).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CatalogError(Exception):
+    """assets/catalog.json is missing, unreadable or fails validation (a packaging bug, not a user error)."""
+
+
+class ModelFileError(Exception):
+    """Base class for everything that can go wrong getting a model file onto disk."""
+
+
+class DownloadError(ModelFileError):
+    """Base class for download failures."""
+
+
+class ModelNotFoundError(DownloadError):
+    def __init__(self, repo_id: str, filename: str, detail: str = "") -> None:
+        self.repo_id, self.filename = repo_id, filename
+        super().__init__(f"{filename} was not found in {repo_id} on Hugging Face"
+                         + (f" ({detail})." if detail else "."))
+
+
+class GatedModelError(DownloadError):
+    def __init__(self, repo_id: str, detail: str = "") -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"{repo_id} requires accepting its license on huggingface.co/{repo_id} and a Hugging Face access "
+            "token (set HF_TOKEN or log in with `hf auth login`), then try again."
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class HubOfflineError(DownloadError):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("Cannot reach Hugging Face: you appear to be offline (or offline mode is on)."
+                         + (f" ({detail})" if detail else ""))
+
+
+class DownloadInterruptedError(DownloadError):
+    """The connection broke mid-file; the bytes so far are kept and the next attempt resumes."""
+
+    def __init__(self, bytes_done: int, total: int, detail: str = "") -> None:
+        self.bytes_done, self.total = bytes_done, total
+        super().__init__(f"The download was interrupted at {bytes_done} of {total} bytes; "
+                         "try again to resume." + (f" ({detail})" if detail else ""))
+
+
+class DownloadCancelledError(DownloadError):
+    def __init__(self, bytes_done: int, total: int) -> None:
+        self.bytes_done, self.total = bytes_done, total
+        super().__init__(f"Download cancelled at {bytes_done} of {total} bytes; it can be resumed later.")
+
+
+class DownloadInProgressError(DownloadError):
+    def __init__(self, filename: str) -> None:
+        super().__init__(f"{filename} is already being downloaded.")
+
+
+class DiskFullError(ModelFileError):
+    def __init__(self, folder: Path, needed: int | None = None, free: int | None = None) -> None:
+        self.folder, self.needed, self.free = Path(folder), needed, free
+        if needed is not None and free is not None:
+            text = (f"Not enough disk space in {self.folder}: {needed / 1e9:.2f} GB needed, "
+                    f"{free / 1e9:.2f} GB free.")
+        else:
+            text = f"The disk holding {self.folder} is full."
+        super().__init__(text + " Free some space or choose another models folder in Settings.")
+
+
+class ChecksumMismatchError(ModelFileError):
+    def __init__(self, filename: str, expected: str, actual: str) -> None:
+        self.filename, self.expected, self.actual = filename, expected, actual
+        super().__init__(f"{filename} arrived damaged (sha256 {actual[:12]}… instead of {expected[:12]}…); "
+                         "the bad file was deleted. Try the download again.")
+
+
+class HubProtocolError(DownloadError):
+    """The server answered something we refuse to trust (missing/odd commit, etag or size)."""
+
+
+class NotAGgufFileError(ModelFileError):
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path.name} is not a usable GGUF model file ({detail}).")
+
+
+class InstalledModelNotFoundError(ModelFileError, KeyError):
+    def __init__(self, model_key: str) -> None:
+        self.model_key = model_key
+        super().__init__(f"No installed model {model_key!r}.")

@@ -1,0 +1,75 @@
+"""Export one conversation to Markdown (for reading) or JSON (for machines, with per-message stats).
+
+Works on the plain `Conversation` / `Message` records of app.chat.store, so it
+needs no database handle. Pure Python: must not import PySide6 or tmac_core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Sequence
+
+from app.chat.store import Conversation, Message
+
+EXPORT_FORMAT_VERSION = 1
+_ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}
+_STATE_NOTES = {"partial": "(interrupted: the answer stopped early)", "error": "(ended with an error)",
+                "streaming": "(still being written)"}
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _stats_line(stats: dict) -> str:
+    """One short line such as `42 tokens · 17.3 tok/s · TTFT 0.21 s · 4 threads · 2-bit · avx2`."""
+    parts = []
+    if "tokens" in stats:
+        parts.append(f"{stats['tokens']} tokens")
+    if "tokens_per_s" in stats:
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if "ttft_s" in stats:
+        parts.append(f"TTFT {stats['ttft_s']:.2f} s")
+    if "prompt_tokens_per_s" in stats:
+        parts.append(f"prompt {stats['prompt_tokens_per_s']:.1f} tok/s")
+    if "threads" in stats:
+        parts.append(f"{stats['threads']} threads")
+    if "bits" in stats:
+        parts.append(f"{stats['bits']}-bit")
+    if "kernel_tier" in stats:
+        parts.append(str(stats["kernel_tier"]))
+    return " · ".join(parts)
+
+
+def to_markdown(conversation: Conversation, messages: Sequence[Message], *, include_stats: bool = True) -> str:
+    lines = [f"# {conversation.title}", ""]
+    meta = [f"Created {_iso(conversation.created)}"]
+    if conversation.model_id:
+        bits = f" ({conversation.bits}-bit)" if conversation.bits else ""
+        meta.append(f"model {conversation.model_id}{bits}")
+    lines += ["_" + ", ".join(meta) + "_", ""]
+    if conversation.system_prompt:
+        lines += ["## System prompt", "", conversation.system_prompt, ""]
+    for message in messages:
+        lines += [f"## {_ROLE_HEADINGS.get(message.role, message.role)}", ""]
+        lines += [message.content if message.content else "_(empty)_", ""]
+        note = _STATE_NOTES.get(message.state)
+        if note:
+            lines += [f"_{note}_", ""]
+        if include_stats and message.role == "assistant" and message.stats:
+            stats_line = _stats_line(message.stats)
+            if stats_line:
+                lines += [f"<sub>{stats_line}</sub>", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_json(conversation: Conversation, messages: Sequence[Message]) -> str:
+    document = {
+        "format": "tmac-chat-conversation",
+        "format_version": EXPORT_FORMAT_VERSION,
+        "conversation": dataclasses.asdict(conversation),
+        "messages": [dataclasses.asdict(message) for message in messages],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

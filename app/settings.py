@@ -1,0 +1,163 @@
+"""User settings: one frozen, versioned dataclass, loaded and saved atomically.
+
+`load_settings()` never raises for a bad file: a missing file gives defaults, a
+corrupt or unknown one gives defaults plus a human-readable problem (and a copy
+of the bad file kept beside it), an older schema is migrated step by step, a
+newer one is read for the fields we know. `save_settings()` writes through a
+temp file + fsync + os.replace. Pure Python: must not import PySide6 or tmac_core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from app.paths import atomic_write_bytes
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    schema_version: int = SCHEMA_VERSION
+    models_dir: str | None = None          # None → app.paths default
+    default_model_id: str | None = None    # catalog id or installed-model id
+    default_bits: int = 4                  # 2 or 4: the repack width
+    n_threads: int | None = None           # None → physical cores − 1 (decided by the worker)
+    context_length: int = 2048
+    system_prompt: str = "You are a helpful assistant."
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    max_new_tokens: int = 512
+    theme: str = "system"                  # "system" | "light" | "dark"
+    offline_mode: bool = False             # never touch the network (sets HF_HUB_OFFLINE before import)
+    show_perf_panel: bool = True
+
+    def replace(self, **changes: Any) -> "AppSettings":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SettingsLoadResult:
+    settings: AppSettings
+    problems: list[str] = field(default_factory=list)   # shown to the user once; empty when all was fine
+
+
+# A field that fails its check falls back to its default (and is reported), so one
+# bad value never discards the others.
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "models_dir": lambda v: v is None or isinstance(v, str),
+    "default_model_id": lambda v: v is None or isinstance(v, str),
+    "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
+    "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024),
+    "context_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
+    "system_prompt": lambda v: isinstance(v, str),
+    "temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 5.0,
+    "top_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
+    "top_k": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000,
+    "repeat_penalty": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.5 <= v <= 5.0,
+    "max_new_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
+    "theme": lambda v: v in ("system", "light", "dark"),
+    "offline_mode": lambda v: isinstance(v, bool),
+    "show_perf_panel": lambda v: isinstance(v, bool),
+}
+_FLOAT_FIELDS = {"temperature", "top_p", "repeat_penalty"}
+
+
+def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 (the first prototype) called these "threads", "bits" and "dark_mode".
+    out = dict(data)
+    if "threads" in out:
+        out["n_threads"] = out.pop("threads")
+    if "bits" in out:
+        out["default_bits"] = out.pop("bits")
+    if "dark_mode" in out:
+        out["theme"] = "dark" if out.pop("dark_mode") else "system"
+    return out
+
+
+# MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+
+
+def _keep_copy_of_bad_file(path: Path) -> str:
+    """Copy (not move) the unreadable file aside so the user's data is never lost by a later save."""
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        shutil.copy2(path, aside)
+        return f" A copy was kept as {aside.name}."
+    except OSError:
+        return ""
+
+
+def settings_from_dict(data: dict[str, Any]) -> SettingsLoadResult:
+    """Build AppSettings from a parsed JSON object, migrating and validating field by field."""
+    problems: list[str] = []
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append(f"Settings had an invalid schema_version {version!r}; read as version 1.")
+        version = 1
+    written_version = version
+    if version > SCHEMA_VERSION:
+        problems.append(
+            f"Settings were written by a newer T-MAC Chat (schema {version}, this app knows {SCHEMA_VERSION}); "
+            "fields this version does not know were ignored."
+        )
+    while version < SCHEMA_VERSION:
+        data = MIGRATIONS[version](data)
+        version += 1
+
+    defaults = AppSettings()
+    values: dict[str, Any] = {}
+    for name, check in _CHECKS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if check(value):
+            values[name] = float(value) if name in _FLOAT_FIELDS else value
+        else:
+            problems.append(f"Setting {name!r} had an invalid value {value!r}; using {getattr(defaults, name)!r}.")
+    unknown = sorted(set(data) - set(_CHECKS) - {"schema_version"})
+    if unknown and written_version <= SCHEMA_VERSION:  # newer files were reported above
+        problems.append(f"Unknown settings ignored: {', '.join(unknown)}.")
+    return SettingsLoadResult(AppSettings(**values), problems)
+
+
+def load_settings(path: Path) -> SettingsLoadResult:
+    """Read settings from `path`. Never raises for file contents; only reports."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return SettingsLoadResult(AppSettings())
+    except OSError as error:
+        return SettingsLoadResult(AppSettings(), [f"Could not read settings file {path}: {error}. Using defaults."])
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        kept = _keep_copy_of_bad_file(path)
+        return SettingsLoadResult(
+            AppSettings(), [f"Settings file {path} is corrupt ({error}); using defaults.{kept}"]
+        )
+    if not isinstance(data, dict):
+        kept = _keep_copy_of_bad_file(path)
+        return SettingsLoadResult(
+            AppSettings(), [f"Settings file {path} does not hold a JSON object; using defaults.{kept}"]
+        )
+    return settings_from_dict(data)
+
+
+def save_settings(settings: AppSettings, path: Path) -> None:
+    """Write atomically (temp + fsync + os.replace + directory fsync). Raises OSError on failure,
+    in which case the previous file is untouched."""
+    data = dataclasses.asdict(settings)
+    data["schema_version"] = SCHEMA_VERSION
+    payload = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    atomic_write_bytes(Path(path), payload)

@@ -1,0 +1,95 @@
+"""Fixtures for the Qt-free app layers: a private app home, a fake Hub, and a loopback-only network guard.
+
+Every test here gets TMAC_CHAT_HOME and HF_HOME in its own tmp_path, and any
+socket connection to a non-loopback address fails, so no test can reach the
+internet even by mistake. Must not import PySide6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # so `app` and `tests.fakehub` import from any working directory
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.fakehub.server import FakeHub  # noqa: E402
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address: object) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths and the like are local
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests/app: network access to {address!r} is blocked (loopback only)")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests/app: network access to {address!r} is blocked (loopback only)")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def private_homes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh app home and Hugging Face home per test; no token, online, no telemetry."""
+    monkeypatch.setenv("TMAC_CHAT_HOME", str(tmp_path / "tmac_home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "tmac_home"
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch):
+    """A running fake Hub; HF_ENDPOINT points at it. Stopped at the end of the test, whatever happens."""
+    hub = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture
+def fake_hub_with_cdn(monkeypatch: pytest.MonkeyPatch):
+    hub = FakeHub(cdn_redirect=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    try:
+        yield hub
+    finally:
+        hub.stop()

@@ -1,0 +1,171 @@
+"""Curated catalog validation and estimates; installed-model listing, local import and delete."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import struct
+from collections import namedtuple
+
+import pytest
+
+from app.catalog.catalog import (
+    DEFAULT_BANDWIDTH_BYTES_PER_S, default_catalog_path, estimate_variant, find_model, load_catalog, measure_memory_bandwidth,
+    packed_size_bytes, parse_catalog, predict_decode_tokens_per_s,
+)
+from app.catalog.errors import CatalogError, DiskFullError, InstalledModelNotFoundError, NotAGgufFileError
+from app.catalog.installed import (
+    delete_installed, find_installed, import_local_gguf, list_installed, read_gguf_header, verify_installed,
+)
+
+EXPECTED_IDS = {"smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct", "qwen2.5-0.5b-instruct",
+                "qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "tinyllama-1.1b-chat"}
+
+
+def gguf_bytes(version: int = 3, body: bytes = b"\0" * 64) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, 1, 2) + body
+
+
+def test_shipped_catalog_is_valid_and_complete():
+    models = load_catalog()
+    assert {m.id for m in models} == EXPECTED_IDS
+    for model in models:
+        assert [v.label for v in model.variants()] == ["4-bit", "2-bit"]
+        assert model.filename.endswith(".gguf") and model.size_bytes > model.parameters // 2
+        assert model.gated == model.id.startswith("llama-3.2")
+    assert find_model(models, "tinyllama-1.1b-chat").tied_embeddings is False
+
+
+def test_estimates_are_sane():
+    models = load_catalog()
+    by_size = sorted(models, key=lambda m: m.parameters)
+    for model in models:
+        four, two = (estimate_variant(v) for v in model.variants())
+        assert two.packed_bytes < four.packed_bytes < model.size_bytes
+        assert two.decode_tokens_per_s > four.decode_tokens_per_s > 0
+        assert four.ram_bytes > four.packed_bytes + four.kv_cache_bytes
+    assert (packed_size_bytes(by_size[0], 4) < packed_size_bytes(by_size[-1], 4))
+    smol = find_model(models, "smollm2-135m-instruct")
+    # 135M at 4 bits: ~85M matmul weights × 4.5/8 + 28M fp16 embeddings ≈ 104–120 MB
+    assert 100e6 < packed_size_bytes(smol, 4) < 125e6
+
+
+def test_speed_prediction_is_linear_in_bandwidth():
+    model = find_model(load_catalog(), "qwen2.5-0.5b-instruct")
+    slow = predict_decode_tokens_per_s(model, 2, 10e9)
+    assert predict_decode_tokens_per_s(model, 2, 20e9) == pytest.approx(2 * slow)
+    with pytest.raises(ValueError):
+        predict_decode_tokens_per_s(model, 2, 0)
+    assert estimate_variant(model.variants()[0], bandwidth_bytes_per_s=DEFAULT_BANDWIDTH_BYTES_PER_S).context == 2048
+
+
+def test_bandwidth_measurement_is_positive():
+    assert measure_memory_bandwidth(buffer_bytes=4 * 1024 * 1024, repeats=2) > 1e8
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda d: d.update(catalog_version=2),
+    lambda d: d["models"][0].pop("repo_id"),
+    lambda d: d["models"][0].update(bits=[3]),
+    lambda d: d["models"][0].update(filename="../evil.gguf"),
+    lambda d: d["models"][0].update(parameters=True),
+    lambda d: d["models"][1].update(id=d["models"][0]["id"]),
+    lambda d: d["models"][0].update(parameters=1000),
+])
+def test_invalid_catalog_is_rejected(breakage):
+    document = json.loads(default_catalog_path().read_text())
+    broken = copy.deepcopy(document)
+    breakage(broken)
+    with pytest.raises(CatalogError):
+        parse_catalog(broken)
+
+
+def test_unreadable_catalog(tmp_path):
+    (tmp_path / "c.json").write_text("{")
+    with pytest.raises(CatalogError):
+        load_catalog(tmp_path / "c.json")
+
+
+# ---- installed models ---------------------------------------------------------------------------
+
+def test_import_copy_lists_verifies_and_deletes(tmp_path, models_dir):
+    source = tmp_path / "my model.gguf"
+    source.write_bytes(gguf_bytes())
+    done = []
+    model = import_local_gguf(models_dir, source, progress=lambda d, t: done.append((d, t)))
+    assert model.source == "import-copy" and model.path.parent == models_dir / "local"
+    assert model.path.read_bytes() == source.read_bytes() and done[-1] == (model.size, model.size)
+    assert [m.key for m in list_installed(models_dir)] == ["local/my_model.gguf"]
+    assert verify_installed(model)
+    second = import_local_gguf(models_dir, source)  # same name again → a distinct entry
+    assert second.key == "local/my_model-2.gguf"
+    delete_installed(models_dir, model.key)
+    assert not model.path.exists() and [m.key for m in list_installed(models_dir)] == [second.key]
+    with pytest.raises(InstalledModelNotFoundError):
+        delete_installed(models_dir, model.key)
+
+
+def test_import_reference_never_deletes_the_original(tmp_path, models_dir):
+    source = tmp_path / "elsewhere.gguf"
+    source.write_bytes(gguf_bytes(version=2))
+    model = import_local_gguf(models_dir, source, copy=False)
+    assert model.source == "import-reference" and model.path == source.resolve()
+    assert find_installed(models_dir, "local/elsewhere.gguf").path == source.resolve()
+    delete_installed(models_dir, model.key)
+    assert source.exists() and list_installed(models_dir) == []
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"PK\x03\x04" + b"\0" * 40, "signature"),
+    (gguf_bytes(version=1), "version 1"),
+    (gguf_bytes(version=99), "version 99"),
+    (b"GGUF\x03\0", "signature"),
+    (b"GGUF" + struct.pack("<IQQ", 3, 10**12, 1), "implausible"),
+])
+def test_import_rejects_non_gguf(tmp_path, models_dir, content, reason):
+    source = tmp_path / "bad.gguf"
+    source.write_bytes(content)
+    with pytest.raises(NotAGgufFileError, match=reason):
+        import_local_gguf(models_dir, source)
+    assert list_installed(models_dir) == []
+
+
+def test_import_refuses_when_disk_is_too_small(tmp_path, models_dir, monkeypatch):
+    source = tmp_path / "m.gguf"
+    source.write_bytes(gguf_bytes())
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 90, 10))
+    with pytest.raises(DiskFullError):
+        import_local_gguf(models_dir, source)
+    assert list_installed(models_dir) == []
+
+
+def test_only_verified_complete_files_are_listed(tmp_path, models_dir):
+    source = tmp_path / "ok.gguf"
+    source.write_bytes(gguf_bytes())
+    good = import_local_gguf(models_dir, source)
+    repo = models_dir / "org--model-GGUF"
+    repo.mkdir()
+    (repo / "orphan.gguf").write_bytes(gguf_bytes())                   # no manifest: not verified
+    (repo / "x.gguf.incomplete").write_bytes(b"GGUF")
+    (repo / "broken.gguf").write_bytes(gguf_bytes())
+    (repo / "broken.gguf.manifest.json").write_text("{nope")           # corrupt manifest: skipped
+    (repo / "short.gguf").write_bytes(b"GGUF")
+    (repo / "short.gguf.manifest.json").write_text(json.dumps(
+        {"file": "short.gguf", "size": 999, "sha256": "0" * 64}))      # size mismatch: truncated file
+    partial = models_dir / ".partial"
+    partial.mkdir()
+    (partial / ("a" * 64 + ".incomplete")).write_bytes(b"GGUF")
+    assert [m.key for m in list_installed(models_dir)] == [good.key]
+    assert read_gguf_header(good.path)[0] == 3
+
+
+def test_tampered_file_fails_verification(tmp_path, models_dir):
+    source = tmp_path / "t.gguf"
+    source.write_bytes(gguf_bytes())
+    model = import_local_gguf(models_dir, source)
+    data = bytearray(model.path.read_bytes())
+    data[-1] ^= 1
+    model.path.write_bytes(bytes(data))
+    assert not verify_installed(model)

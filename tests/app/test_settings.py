@@ -1,0 +1,117 @@
+"""Settings: defaults, round trip, atomic save, migration, and bad files that must never crash."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from app import paths
+from app.settings import SCHEMA_VERSION, AppSettings, load_settings, save_settings, settings_from_dict
+
+
+@pytest.fixture
+def settings_file(tmp_path):
+    return tmp_path / "config" / "settings.json"
+
+
+def test_missing_file_gives_defaults_without_problems(settings_file):
+    result = load_settings(settings_file)
+    assert result.settings == AppSettings() and result.problems == []
+
+
+def test_round_trip(settings_file):
+    chosen = AppSettings().replace(default_bits=2, n_threads=3, theme="dark", temperature=0.1,
+                                   models_dir="/data/models", system_prompt="Ünïcode ✓")
+    save_settings(chosen, settings_file)
+    result = load_settings(settings_file)
+    assert result.settings == chosen and result.problems == []
+    assert json.loads(settings_file.read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(settings_file, monkeypatch):
+    save_settings(AppSettings(), settings_file)
+    original = settings_file.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        save_settings(AppSettings().replace(theme="dark"), settings_file)
+    assert settings_file.read_bytes() == original
+    assert [p.name for p in settings_file.parent.iterdir()] == ["settings.json"]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00garbage", b"[1, 2, 3]", b"", b"null"])
+def test_corrupt_file_gives_defaults_and_a_problem(settings_file, content):
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_bytes(content)
+    result = load_settings(settings_file)
+    assert result.settings == AppSettings()
+    assert len(result.problems) == 1 and str(settings_file) in result.problems[0]
+    kept = [p for p in settings_file.parent.iterdir() if ".bad-" in p.name]
+    assert kept and kept[0].read_bytes() == content  # the user's file is never lost
+
+
+def test_migration_from_version_1(settings_file):
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_text(json.dumps({"schema_version": 1, "threads": 6, "bits": 2, "dark_mode": True}))
+    result = load_settings(settings_file)
+    assert (result.settings.n_threads, result.settings.default_bits, result.settings.theme) == (6, 2, "dark")
+    assert result.problems == []
+
+
+def test_newer_version_keeps_known_fields_and_reports(settings_file):
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 5, "theme": "light", "hologram": 1}))
+    result = load_settings(settings_file)
+    assert result.settings.theme == "light"
+    assert len(result.problems) == 1 and "newer" in result.problems[0]
+
+
+def test_bad_field_values_fall_back_one_by_one():
+    result = settings_from_dict({"schema_version": SCHEMA_VERSION, "default_bits": 3, "n_threads": "many",
+                                 "theme": "dark", "temperature": True, "top_p": 0.5, "mystery": 1})
+    assert result.settings.default_bits == 4 and result.settings.n_threads is None
+    assert result.settings.theme == "dark" and result.settings.top_p == 0.5
+    assert result.settings.temperature == AppSettings().temperature
+    assert len(result.problems) == 4  # three bad values + one unknown field
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=20), st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                                                       st.text(max_size=10)), max_size=8))
+def test_any_json_object_loads_without_crashing(data):
+    result = settings_from_dict(data)
+    assert isinstance(result.settings, AppSettings)
+
+
+def test_paths_follow_tmac_chat_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMAC_CHAT_HOME", str(tmp_path / "home"))
+    resolved = paths.app_paths().ensure()
+    assert resolved.models_dir == tmp_path / "home" / "models" and resolved.models_dir.is_dir()
+    assert resolved.settings_file.parent == tmp_path / "home" / "config"
+    monkeypatch.delenv("TMAC_CHAT_HOME")
+    assert "TMACChat" in str(paths.app_paths().data_dir)
+
+
+def test_qt_free_zone_imports_no_pyside6():
+    """The pure layers must load in a fresh interpreter without PySide6 (and the catalog UI-facing
+    modules without huggingface_hub, which only download.py needs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "import app.paths, app.settings, app.chat.store, app.chat.export, app.chat.trim\n"
+        "import app.catalog.catalog, app.catalog.installed, app.catalog.errors, app.power.readers\n"
+        "assert 'huggingface_hub' not in sys.modules, 'catalog/installed pulled in huggingface_hub'\n"
+        "import app.catalog.download\n"
+        "assert not any(m.split('.')[0] == 'PySide6' for m in sys.modules), 'PySide6 imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)

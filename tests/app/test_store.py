@@ -1,0 +1,262 @@
+"""Chat-history store: persistence, streaming flushes, crash recovery, corrupt/newer files, search, edits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from app.chat import store as store_module
+from app.chat.errors import (
+    ConversationNotFoundError, CorruptDatabaseError, MessageStateError, NewerSchemaError,
+)
+from app.chat.store import SCHEMA_VERSION, ChatStore, move_database_aside
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATS = {"tokens": 12, "tokens_per_s": 20.5, "ttft_s": 0.3, "prompt_tokens_per_s": 150.0, "threads": 2,
+         "bits": 2, "kernel_tier": "avx2"}
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chats.sqlite3"
+
+
+def test_pragmas_and_schema_version(db_path):
+    with ChatStore(db_path) as chats:
+        assert chats._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert chats._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert chats._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert chats._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_survives_close_and_reopen(db_path):
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation("Trip", model_id="qwen2.5-0.5b-instruct", bits=2,
+                                                 system_prompt="Be brief.", sampling={"temperature": 0.2})
+        chats.add_message(conversation.id, "user", "Hello")
+        answer = chats.begin_assistant_message(conversation.id)
+        chats.append_partial(answer, "Hi ")
+        chats.append_partial(answer, "there")
+        chats.finish_message(answer, STATS)
+    with ChatStore(db_path) as chats:
+        (again,) = chats.list_conversations()
+        assert (again.title, again.model_id, again.bits, again.system_prompt, again.sampling) == (
+            "Trip", "qwen2.5-0.5b-instruct", 2, "Be brief.", {"temperature": 0.2})
+        messages = chats.list_messages(again.id)
+        assert [(m.role, m.content, m.state) for m in messages] == [
+            ("user", "Hello", "complete"), ("assistant", "Hi there", "complete")]
+        assert messages[1].stats == STATS
+        assert chats.recovered_message_ids == []
+
+
+def test_append_partial_coalesces_commits(db_path):
+    with ChatStore(db_path, flush_interval_s=0.25, flush_chars=1000) as chats:
+        conversation = chats.create_conversation()
+        message_id = chats.begin_assistant_message(conversation.id)
+        committed = [chats.append_partial(message_id, "x") for _ in range(50)]
+        assert committed.count(True) <= 1  # 50 quick tokens → at most one commit
+        chats._pending[message_id].last_flush -= 1.0  # pretend a second went by
+        assert chats.append_partial(message_id, "y") is True
+        stored = chats._db.execute("SELECT content FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
+        assert stored == "x" * 50 + "y"
+        assert chats.get_message(message_id).state == "streaming"
+
+
+def test_append_partial_flushes_on_size(db_path):
+    with ChatStore(db_path, flush_interval_s=3600, flush_chars=10) as chats:
+        conversation = chats.create_conversation()
+        message_id = chats.begin_assistant_message(conversation.id)
+        assert chats.append_partial(message_id, "12345") is False
+        assert chats.append_partial(message_id, "67890") is True
+
+
+def test_append_to_unknown_or_finished_message_is_an_error(db_path):
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation()
+        message_id = chats.begin_assistant_message(conversation.id)
+        chats.finish_message(message_id, state="error")
+        with pytest.raises(MessageStateError):
+            chats.append_partial(message_id, "late")
+        with pytest.raises(ConversationNotFoundError):
+            chats.add_message(999, "user", "nobody")
+
+
+def test_streaming_message_left_open_becomes_partial(db_path):
+    chats = ChatStore(db_path, flush_interval_s=0)
+    conversation = chats.create_conversation()
+    message_id = chats.begin_assistant_message(conversation.id)
+    chats.append_partial(message_id, "half an ans")
+    chats._db.close()  # no finish_message: as if the app died
+    with ChatStore(db_path) as reopened:
+        message = reopened.get_message(message_id)
+        assert (message.state, message.content) == ("partial", "half an ans")
+        assert reopened.recovered_message_ids == [message_id]
+        assert [hit.message_id for hit in reopened.search("half")] == [message_id]
+
+
+_STREAMER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from app.chat.store import ChatStore
+    chats = ChatStore(sys.argv[1], flush_interval_s=0.25, flush_chars=10**9)
+    conversation = chats.create_conversation("crash test")
+    chats.add_message(conversation.id, "user", "tell me a long story")
+    message_id = chats.begin_assistant_message(conversation.id)
+    print(message_id, flush=True)
+    sent = 0
+    while True:
+        chats.append_partial(message_id, "0123456789")
+        sent += 10
+        print(sent, flush=True)
+        time.sleep(0.005)
+""")
+
+
+def test_sigkill_while_streaming_loses_at_most_the_unflushed_tail(db_path):
+    child = subprocess.Popen([sys.executable, "-c", _STREAMER, str(db_path), str(REPO_ROOT)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        message_id = int(child.stdout.readline())
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < 1.2:
+            sent = int(child.stdout.readline())
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    rate = sent / 1.2  # chars per second the child was producing
+    with ChatStore(db_path) as chats:
+        (conversation,) = chats.list_conversations()
+        messages = chats.list_messages(conversation.id)
+        assert [m.content for m in messages if m.role == "user"] == ["tell me a long story"]
+        answer = chats.get_message(message_id)
+        assert answer.state == "partial"
+        assert answer.content == ("0123456789" * (len(answer.content) // 10))
+        lost = sent - len(answer.content)
+        assert lost <= rate * 0.25 + 200, (sent, len(answer.content))  # ≤ one flush interval (+ pipe slack)
+        assert chats._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_corrupt_file_gives_error_and_is_left_untouched(db_path):
+    db_path.write_bytes(b"this is not a database, just some bytes" * 100)
+    before = db_path.read_bytes()
+    with pytest.raises(CorruptDatabaseError) as caught:
+        ChatStore(db_path)
+    assert caught.value.path == db_path and str(db_path) in str(caught.value)
+    assert db_path.read_bytes() == before
+    moved = move_database_aside(db_path)
+    assert moved.read_bytes() == before and not db_path.exists()
+    with ChatStore(db_path) as fresh:  # a new, empty history can then be created
+        assert fresh.list_conversations() == []
+
+
+def test_damaged_page_in_real_database_is_detected(db_path):
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation()
+        for index in range(300):
+            chats.add_message(conversation.id, "user", f"message {index} " + "x" * 200)
+        chats._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db_path.read_bytes())
+    page = 4096
+    data[3 * page:4 * page] = b"\xff" * page  # trash one b-tree page in the middle
+    db_path.write_bytes(bytes(data))
+    before = db_path.read_bytes()
+    with pytest.raises(CorruptDatabaseError):
+        ChatStore(db_path)
+    assert db_path.read_bytes() == before
+
+
+def test_newer_schema_gives_error_and_is_left_untouched(db_path):
+    raw = sqlite3.connect(db_path)
+    raw.execute("CREATE TABLE future (x)")
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.commit()
+    raw.close()
+    before = db_path.read_bytes()
+    with pytest.raises(NewerSchemaError) as caught:
+        ChatStore(db_path)
+    assert caught.value.found_version == SCHEMA_VERSION + 1
+    assert db_path.read_bytes() == before
+
+
+def test_migrations_apply_in_order_with_backup(db_path, monkeypatch):
+    with ChatStore(db_path) as chats:
+        chats.add_message(chats.create_conversation("old").id, "user", "kept")
+    monkeypatch.setattr(store_module, "MIGRATIONS",
+                        [*store_module.MIGRATIONS, "ALTER TABLE conversations ADD COLUMN pinned INTEGER DEFAULT 0"])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with ChatStore(db_path) as chats:
+        assert chats._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert chats._db.execute("SELECT pinned FROM conversations").fetchone()[0] == 0
+        assert [m.content for m in chats.list_messages(chats.list_conversations()[0].id)] == ["kept"]
+    assert (db_path.parent / f"chats.backup-v{SCHEMA_VERSION}.sqlite3").exists()
+
+
+def test_list_order_rename_delete_restore_purge(db_path):
+    clock = iter(range(1000, 2000))
+    with ChatStore(db_path, clock=lambda: float(next(clock))) as chats:
+        first = chats.create_conversation("first")
+        second = chats.create_conversation("second")
+        assert [c.title for c in chats.list_conversations()] == ["second", "first"]
+        chats.add_message(first.id, "user", "bump")
+        assert [c.title for c in chats.list_conversations()] == ["first", "second"]
+        chats.rename_conversation(second.id, "renamed")
+        assert chats.get_conversation(second.id).title == "renamed"
+        chats.delete_conversation(first.id)
+        assert [c.title for c in chats.list_conversations()] == ["renamed"]
+        assert chats.search("bump") == []
+        chats.restore_conversation(first.id)
+        assert len(chats.list_conversations()) == 2
+        chats.delete_conversation(first.id)
+        assert chats.purge_deleted() == 1
+        with pytest.raises(ConversationNotFoundError):
+            chats.get_conversation(first.id)
+        assert chats._db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("use_fts", [True, False], ids=["fts5", "like"])
+def test_search(db_path, use_fts):
+    with ChatStore(db_path, use_fts=use_fts) as chats:
+        assert chats.has_fts is use_fts
+        a = chats.create_conversation("Cooking")
+        b = chats.create_conversation("Travel plans")
+        chats.add_message(a.id, "user", "How long do I boil an egg?")
+        chats.add_message(b.id, "user", "Trains from Lyon to Turin")
+        chats.add_message(b.id, "assistant", 'The "egg" train? 100% sure_not')
+        hits = chats.search("egg")
+        assert {(h.conversation_id, h.message_id is not None) for h in hits} == {(a.id, True), (b.id, True)}
+        assert [h.conversation_id for h in chats.search("travel")] == [b.id]  # title match
+        assert [h.conversation_id for h in chats.search("lyon turin")] == [b.id]
+        assert {h.message_id for h in chats.search('"egg"')} >= {m.id for m in chats.list_messages(b.id)[1:]}
+        assert chats.search("100%") and chats.search("") == []
+
+
+def test_edit_user_message_truncates_the_rest(db_path):
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation()
+        question = chats.add_message(conversation.id, "user", "What is 2+2?")
+        answer = chats.add_message(conversation.id, "assistant", "5")
+        follow_up = chats.add_message(conversation.id, "user", "Sure?")
+        removed = chats.edit_message_and_truncate(question.id, "What is 2+3?")
+        assert removed == [answer.id, follow_up.id]
+        assert [m.content for m in chats.list_messages(conversation.id)] == ["What is 2+3?"]
+        assert [h.message_id for h in chats.search("2+3")] == [question.id]
+        with pytest.raises(MessageStateError):
+            chats.edit_message_and_truncate(chats.add_message(conversation.id, "assistant", "5").id, "x")
+
+
+def test_regenerate_removes_last_answer(db_path):
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation()
+        chats.add_message(conversation.id, "user", "hi")
+        answer = chats.add_message(conversation.id, "assistant", "bad answer")
+        assert chats.truncate_after(answer.id, inclusive=True) == [answer.id]
+        assert [m.role for m in chats.list_messages(conversation.id)] == ["user"]
