@@ -39,6 +39,7 @@ cdef extern from "tmac/kernels.h" nogil:
                        int8_t *entries, float *scales, float *sums)
     int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
                   const float *sums, int n, int k_pad, int act_group, float *y, int ldy)
+    double tmac_now_seconds()
     int tmac_pool_set_threads(int n)
     int tmac_pool_get_threads()
 

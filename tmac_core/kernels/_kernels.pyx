@@ -189,3 +189,32 @@ def gemm_tables(PackedWeight w, ActivationTables t, isa=None, out=None):
     if rc != TMAC_OK:
         raise KernelError(f"gemm failed (code {rc})")
     return out
+
+
+def time_gemv(PackedWeight w, x, int iters, isa=None):
+    """Seconds per call of one full GEMV (table build + kernel) for x float32 (k_pad,),
+    timed in C around each call so Python overhead stays out of benchmarks."""
+    cdef int isa_id = _isa_id(isa)
+    cdef const float[::1] xv = np.ascontiguousarray(x, dtype=np.float32)
+    if xv.shape[0] != w.c.k_pad or iters < 1:
+        raise ValueError(f"x must have k_pad={w.c.k_pad} elements and iters >= 1")
+    cdef int ag = w.act_group
+    cdef ActivationTables t = ActivationTables(1, w.c.k_pad, ag)
+    cdef int8_t[:, :, ::1] ev = t.entries
+    cdef float[:, ::1] sv = t.scales
+    cdef float[:, ::1] uv = t.sums
+    y = np.empty(w.c.m, dtype=np.float32)
+    times = np.empty(iters, dtype=np.float64)
+    cdef float[::1] yv = y
+    cdef double[::1] tv = times
+    cdef int i, rc = 0
+    cdef double t0
+    with nogil:
+        for i in range(iters):
+            t0 = tmac_now_seconds()
+            rc = rc | tmac_lut_build(isa_id, &xv[0], 1, w.c.k_pad, ag, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0])
+            rc = rc | tmac_gemm(isa_id, &w.c, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0], 1, w.c.k_pad, ag, &yv[0], w.c.m)
+            tv[i] = tmac_now_seconds() - t0
+    if rc != TMAC_OK:
+        raise KernelError(f"gemv failed (code {rc})")
+    return times

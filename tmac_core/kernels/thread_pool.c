@@ -7,6 +7,9 @@
  * tens of microseconds. The size can be changed at any moment; the change is
  * applied, under the job mutex, at the start of the next call. Tasks must not
  * call tmac_parallel_for themselves. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#  define _POSIX_C_SOURCE 200809L     /* clock_gettime, sysconf under -std=c11 */
+#endif
 #include <stdlib.h>
 #include "tmac/kernels.h"
 
@@ -31,6 +34,7 @@ typedef CONDITION_VARIABLE cond_t;
 #  include <pthread.h>
 #  include <sched.h>
 #  include <unistd.h>
+#  include <time.h>
 typedef pthread_t thread_t;
 typedef pthread_mutex_t mutex_t;
 typedef pthread_cond_t cond_t;
@@ -183,6 +187,19 @@ static void pool_init_once(void) {
     g_pool.n_threads = 1;
     g_pool.wanted = online_cpus();
     g_pool_ready = 1;
+}
+
+double tmac_now_seconds(void) {
+#if defined(_WIN32)
+    LARGE_INTEGER f, t;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&t);
+    return (double)t.QuadPart / (double)f.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
 }
 
 int tmac_pool_set_threads(int n) {

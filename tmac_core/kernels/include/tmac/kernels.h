@@ -70,6 +70,9 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
 int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
               const float *sums, int n, int k_pad, int act_group, float *y, int ldy);
 
+/* Monotonic clock in seconds (benchmarks time calls in C, without Python overhead). */
+double tmac_now_seconds(void);
+
 /* ---- thread pool (thread_pool.c) ---- */
 typedef void (*tmac_task_fn)(void *ctx, int item, int thread);
 int tmac_pool_set_threads(int n);          /* takes effect at the next parallel call */

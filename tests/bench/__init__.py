@@ -1,0 +1,1 @@
+"""Benchmarks (`python build.py bench`): not collected by pytest."""
