@@ -113,7 +113,11 @@ def main(argv: list[str]) -> int:
         return bench(rest)
     if command == "run":
         setup()
-        return run([venv_python(), "-m", "tmac_core", "chat", "default", *rest])
+        if not (ROOT / "app" / "__main__.py").exists():
+            print("build.py: the desktop window is not built yet (the runtime and the app are in progress)",
+                  file=sys.stderr)
+            return 1
+        return run([venv_python(), "-m", "app", *rest])
     print(f"build.py: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
