@@ -1,0 +1,245 @@
+"""The tokenizer interface shared by the SentencePiece and byte-level BPE vocabularies.
+
+A `Tokenizer` is built from plain GGUF metadata (a mapping of `tokenizer.ggml.*` keys,
+never a reader object) and turns text into token ids and ids back into bytes. The one
+rule that matters for security lives here: special tokens (control and user-defined
+types) are recognised only in text the caller vouches for (`allow_special=True`, or the
+template-produced parts of a `RenderedChat`); the same strings typed by a user are
+plain text. Pure Python: no Qt, no `app` imports, no GGUF reader.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tmac_core.errors import TokenizerError
+from tmac_core.tokenizer.chat_template import MARK, RenderedChat, render_chat, unmark
+from tmac_core.tokenizer.detok import StreamingDetokenizer
+
+# GGUF token types; the numbering is SentencePiece's ModelProto.SentencePiece.Type.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# Control tokens that end a turn in common chat formats. llama.cpp uses the same kind of
+# text heuristic (llama-vocab.cpp, "auto-detect special tokens by text") because many
+# GGUF files do not set tokenizer.ggml.eot_token_id.
+_END_OF_TURN_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+    "<|eom_id|>", "<|end_of_text|>", "</s>",
+})
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _meta(md: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    value = md.get(key, default)
+    return default if value is None else value
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids for one model vocabulary.
+
+    Build one with `Tokenizer.from_gguf_metadata(md)`. Subclasses implement
+    `_encode_fragments` (plain text only, never special tokens).
+    """
+
+    model: str = ""  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+
+    def __init__(self, md: Mapping[str, Any]):
+        tokens = md.get("tokenizer.ggml.tokens")
+        if not tokens:
+            raise TokenizerError("tokenizer.ggml.tokens is missing or empty")
+        self.tokens: list[str] = [str(t) for t in tokens]
+        n = len(self.tokens)
+        types = list(_meta(md, "tokenizer.ggml.token_type", [NORMAL] * n))
+        if len(types) != n:
+            raise TokenizerError(
+                f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+        self.token_types: list[int] = [int(t) for t in types]
+        self.warnings: list[str] = []
+
+        def token_id(key: str) -> int | None:
+            value = md.get(key)
+            if value is None:
+                return None
+            value = int(value)
+            if not 0 <= value < n:
+                self.warnings.append(f"{key} = {value} is outside the vocabulary; ignored")
+                return None
+            return value
+
+        self.bos_id = token_id("tokenizer.ggml.bos_token_id")
+        self.eos_id = token_id("tokenizer.ggml.eos_token_id")
+        self.unk_id = token_id("tokenizer.ggml.unknown_token_id")
+        self.pad_id = token_id("tokenizer.ggml.padding_token_id")
+        self.add_bos = bool(_meta(md, "tokenizer.ggml.add_bos_token", self._default_add_bos()))
+        self.add_eos = bool(_meta(md, "tokenizer.ggml.add_eos_token", False))
+        if self.add_bos and self.bos_id is None:
+            self.warnings.append("add_bos_token is set but there is no BOS token; not adding it")
+            self.add_bos = False
+        if self.add_eos and self.eos_id is None:
+            self.add_eos = False
+        template = md.get("tokenizer.chat_template")
+        self.chat_template: str | None = str(template) if template else None
+
+        # Strings matched as special tokens in trusted text: control and user-defined.
+        # A one-character token cannot be guarded in message text (chat_template marks
+        # inside the string), so it is never matched as special.
+        self.special_tokens: dict[str, int] = {}
+        for i, (text, ttype) in enumerate(zip(self.tokens, self.token_types)):
+            if ttype in (CONTROL, USER_DEFINED) and len(text) >= 2 and MARK not in text:
+                self.special_tokens.setdefault(text, i)
+        # Longest first, so "<|im_start|>" wins over a shorter token that is its prefix.
+        alternatives = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_re = (re.compile("|".join(map(re.escape, alternatives)))
+                            if alternatives else None)
+
+        stop = {self.eos_id} if self.eos_id is not None else set()
+        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+            extra = token_id(key)
+            if extra is not None:
+                stop.add(extra)
+        for text, i in self.special_tokens.items():
+            if text in _END_OF_TURN_TEXTS and self.token_types[i] == CONTROL:
+                stop.add(i)
+        self.stop_ids: frozenset[int] = frozenset(stop)
+
+    # -- construction ---------------------------------------------------------------
+
+    @staticmethod
+    def from_gguf_metadata(md: Mapping[str, Any]) -> "Tokenizer":
+        """Build the tokenizer a GGUF file describes.
+
+        Args:
+            md: GGUF key/value metadata as plain Python values (str, int, float, bool,
+                lists of those). Only `tokenizer.*` keys are read.
+
+        Raises:
+            TokenizerError: unknown `tokenizer.ggml.model`, or a vocabulary that cannot
+                be turned into a working tokenizer.
+        """
+        model = md.get("tokenizer.ggml.model")
+        # Imported here: spm/bpe import this module for the base class.
+        if model == "llama":
+            from tmac_core.tokenizer.spm import SpmTokenizer
+            return SpmTokenizer(md)
+        if model == "gpt2":
+            from tmac_core.tokenizer.bpe import BpeTokenizer
+            return BpeTokenizer(md)
+        raise TokenizerError(f"unsupported tokenizer.ggml.model {model!r} "
+                             "(supported: 'llama' SentencePiece, 'gpt2' byte-level BPE)")
+
+    def _default_add_bos(self) -> bool:
+        return False
+
+    # -- encoding -------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def bos_text(self) -> str:
+        return self.tokens[self.bos_id] if self.bos_id is not None else ""
+
+    @property
+    def eos_text(self) -> str:
+        return self.tokens[self.eos_id] if self.eos_id is not None else ""
+
+    def encode(self, text: str, *, allow_special: bool, add_special: bool = False) -> list[int]:
+        """Token ids for `text`.
+
+        Args:
+            text: any str; lone surrogates are replaced by U+FFFD first.
+            allow_special: True only for text the program itself produced (a template,
+                a fixed prompt). False for anything a user typed: then "<|im_end|>" is
+                the characters "<", "|", ... and never the control token.
+            add_special: add BOS/EOS as the vocabulary's add_bos_token/add_eos_token say.
+        """
+        text = _SURROGATES.sub("\ufffd", text)
+        if allow_special:
+            fragments = self._split_special(text)
+        else:
+            fragments = [text] if text else []
+        return self._finish(self._encode_fragments(fragments), add_special)
+
+    def encode_chat(self, rendered: RenderedChat) -> list[int]:
+        """Token ids for a prompt made by `render_chat`, BOS added if the model wants one.
+
+        Special tokens are recognised in the template's own text only; message contents
+        were marked at render time so that special-token strings in them stay plain text.
+        """
+        missing = self.special_tokens.keys() - rendered.guarded
+        if missing:
+            raise TokenizerError(
+                "this prompt was rendered without guarding this vocabulary's special tokens "
+                f"(e.g. {sorted(missing)[0]!r}); render it with Tokenizer.apply_chat_template")
+        fragments = [f if isinstance(f, int) else unmark(_SURROGATES.sub("\ufffd", f))
+                     for f in self._split_special(rendered.marked)]
+        ids = self._encode_fragments([f for f in fragments if f != ""])
+        return self._finish(ids, add_special=True, eos=False)
+
+    def apply_chat_template(self, messages: Sequence[Any], *, add_generation_prompt: bool = True,
+                            tools: Sequence[Any] | None = None,
+                            **extra: Any) -> tuple[list[int], RenderedChat]:
+        """Render `messages` with the model's template (or the fallback) and tokenize.
+
+        Returns:
+            (ids, rendered): `rendered.notice` is a message for the user when the
+            built-in fallback template was used, else None.
+        """
+        rendered = render_chat(
+            self.chat_template, messages, bos_token=self.bos_text, eos_token=self.eos_text,
+            add_generation_prompt=add_generation_prompt, tools=tools,
+            special_tokens=tuple(self.special_tokens), **extra)
+        return self.encode_chat(rendered), rendered
+
+    def _split_special(self, text: str) -> list[str | int]:
+        if self._special_re is None:
+            return [text] if text else []
+        out: list[str | int] = []
+        pos = 0
+        for m in self._special_re.finditer(text):
+            if m.start() > pos:
+                out.append(text[pos:m.start()])
+            out.append(self.special_tokens[m.group()])
+            pos = m.end()
+        if pos < len(text):
+            out.append(text[pos:])
+        return out
+
+    def _finish(self, ids: list[int], add_special: bool, eos: bool = True) -> list[int]:
+        if add_special and self.add_bos and (not ids or ids[0] != self.bos_id):
+            ids.insert(0, self.bos_id)
+        if add_special and eos and self.add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    @abstractmethod
+    def _encode_fragments(self, fragments: Sequence[str | int]) -> list[int]:
+        """Encode a list of plain-text strings and already-resolved special token ids."""
+
+    # -- decoding -------------------------------------------------------------------
+
+    @abstractmethod
+    def token_bytes(self, token_id: int, *, special: bool = False) -> bytes:
+        """The raw bytes token `token_id` stands for (may be part of a UTF-8 character).
+
+        Control tokens give b"" unless `special` is True (then their text).
+        """
+
+    def strips_leading_space(self, token_id: int) -> bool:
+        """True if a leading space of this token is dropped at the start of a decode."""
+        return False
+
+    def decode(self, ids: Iterable[int], *, special: bool = False) -> str:
+        """Text for `ids`; invalid UTF-8 becomes U+FFFD. Same as streaming them."""
+        detok = StreamingDetokenizer(self, special=special)
+        return "".join(detok.add(i) for i in ids) + detok.finalize()
+
+    def _check_id(self, token_id: int) -> None:
+        if not 0 <= token_id < len(self.tokens):
+            raise TokenizerError(f"token id {token_id} is outside the vocabulary "
+                                 f"of {len(self.tokens)} tokens")
