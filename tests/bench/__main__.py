@@ -38,8 +38,10 @@ def kernel_targets(result: dict, bandwidth: float) -> str:
     get = lambda m, k, bits, t: best[(m, k, str(bits), t)]["ms"]      # noqa: E731
     lines = ["| target | measured | met |", "|---|---|---|"]
     two = get(4096, 14336, 2, 2)
+    tern = get(4096, 14336, "ternary/row", 2)
     lines.append(f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, BASELINES.md) "
-                 f"| {two:.3f} ms ({1.0 / two:.2f}× tq2_0) | {'yes' if two <= 0.33 else 'no'} |")
+                 f"| 2-bit g64: {two:.3f} ms ({1.0 / two:.2f}× tq2_0); ternary, per-row scales: {tern:.3f} ms "
+                 f"({1.0 / tern:.2f}× tq2_0) | {'yes' if min(two, tern) <= 0.33 else 'no'} |")
     four = best[(4096, 14336, "4", 2)]
     roof = four["mb"] * 1e6 / (bandwidth * 1e9) * 1e3
     lines.append(f"| 4-bit GEMV 4096×14336, 2 threads within 10% of the DRAM roofline "

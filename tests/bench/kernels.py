@@ -16,7 +16,10 @@ import tmac_core.kernels as K
 from tmac_core.kernels import _kernels
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (11008, 4096), (576, 1536)]   # (M, K)
-BITS = [1, 2, 3, 4, "ternary"]
+# (label, bits, group size): group 64 everywhere, plus 128-wide groups and
+# BitNet-style ternary with one scale per row (what llama.cpp's tq2_0 competes with)
+CONFIGS = [("1", 1, 64), ("2", 2, 64), ("3", 3, 64), ("4", 4, 64), ("ternary", 2, 64),
+           ("2 g128", 2, 128), ("4 g128", 4, 128), ("ternary/row", 2, "row")]
 THREADS = [1, 2]
 ITERS = 60
 
@@ -63,12 +66,13 @@ def _time_numpy(m, k, rng) -> float:
     return _median_ms(times)
 
 
-def _packed(m, k, bits, rng):
-    b = 2 if bits == "ternary" else bits
-    codes = rng.integers(0, 3 if bits == "ternary" else 1 << b, (m, k), dtype=np.uint8)
-    scales = rng.uniform(0.01, 0.05, (m, k // 64)).astype(np.float32)
-    zeros = np.ones_like(scales) if bits == "ternary" else None
-    return K.pack(codes, scales, zeros, bits=b, group_size=64)
+def _packed(m, k, label, bits, group, rng):
+    ternary = label.startswith("ternary")
+    gs = k if group == "row" else group
+    codes = rng.integers(0, 3 if ternary else 1 << bits, (m, k), dtype=np.uint8)
+    scales = rng.uniform(0.01, 0.05, (m, k // gs)).astype(np.float32)
+    zeros = np.ones_like(scales) if ternary else None
+    return K.pack(codes, scales, zeros, bits=bits, group_size=gs)
 
 
 def run(log=print) -> dict:
@@ -80,8 +84,8 @@ def run(log=print) -> dict:
         log(f"shape {m}x{k}")
         np_ms = _time_numpy(m, k, rng)
         ref_ms = {t: _time_reference(ref, m, k, t, rng) if ref else None for t in THREADS}
-        for bits in BITS:
-            packed = _packed(m, k, bits, rng)
+        for label, bits, group in CONFIGS:
+            packed = _packed(m, k, label, bits, group, rng)
             x = rng.standard_normal(packed.k_pad).astype(np.float32)
             for isa in K.available_isas():
                 for threads in THREADS:
@@ -89,9 +93,9 @@ def run(log=print) -> dict:
                     _kernels.time_gemv(packed, x, 5, isa)        # warm the pool and caches
                     ms = _median_ms(_kernels.time_gemv(packed, x, ITERS, isa))
                     gbps = packed.nbytes / (ms / 1e3) / 1e9
-                    rows.append(dict(m=m, k=k, bits=str(bits), isa=isa, threads=threads, ms=ms, gbps=gbps,
+                    rows.append(dict(m=m, k=k, bits=label, isa=isa, threads=threads, ms=ms, gbps=gbps,
                                      numpy_ms=np_ms, ref_ms=ref_ms[threads], mb=packed.nbytes / 1e6))
-                    log(f"  {bits}-bit {isa:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
+                    log(f"  {label:12s} {isa:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
     K.set_num_threads(saved)
     return {"rows": rows, "reference": ref is not None}
 
