@@ -3,6 +3,7 @@ appends a dated section to docs/BENCHMARKS.md."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,19 +22,23 @@ Peer numbers quoted from `BASELINES.md` are marked as such.
 """
 
 
-def read_bandwidth_gbs() -> float:
-    """Single-stream DRAM read bandwidth, numpy sum over 512 MB."""
-    a = np.ones(128 * 1024 * 1024, dtype=np.float32)
-    a.sum()
-    times = []
-    for _ in range(5):
+def read_bandwidth_gbs(threads: int) -> float:
+    """DRAM read bandwidth: numpy sums over 1 GB split across `threads` threads
+    (numpy releases the GIL in the reduction)."""
+    parts = [np.ones(256 * 1024 * 1024 // threads, dtype=np.float32) for _ in range(threads)]
+    best = float("inf")
+    for _ in range(4):
+        workers = [threading.Thread(target=p.sum) for p in parts]
         t = time.perf_counter()
-        a.sum()
-        times.append(time.perf_counter() - t)
-    return a.nbytes / min(times) / 1e9
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - t)
+    return sum(p.nbytes for p in parts) / best / 1e9
 
 
-def kernel_targets(result: dict, bandwidth: float) -> str:
+def kernel_targets(result: dict, bandwidth: dict) -> str:
     best = kernels.summary(result)
     get = lambda m, k, bits, t: best[(m, k, str(bits), t)]["ms"]      # noqa: E731
     lines = ["| target | measured | met |", "|---|---|---|"]
@@ -42,10 +47,11 @@ def kernel_targets(result: dict, bandwidth: float) -> str:
     lines.append(f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, BASELINES.md) "
                  f"| 2-bit g64: {two:.3f} ms ({1.0 / two:.2f}× tq2_0); ternary, per-row scales: {tern:.3f} ms "
                  f"({1.0 / tern:.2f}× tq2_0) | {'yes' if min(two, tern) <= 0.33 else 'no'} |")
-    four = best[(4096, 14336, "4", 2)]
-    roof = four["mb"] * 1e6 / (bandwidth * 1e9) * 1e3
-    lines.append(f"| 4-bit GEMV 4096×14336, 2 threads within 10% of the DRAM roofline "
-                 f"({four['mb']:.1f} MB at {bandwidth:.1f} GB/s measured = {roof:.3f} ms) "
+    cold = result["cold"]
+    four = cold[(4096, 14336, "4", 2)]
+    roof = four["mb"] * 1e6 / (bandwidth[2] * 1e9) * 1e3
+    lines.append(f"| 4-bit GEMV 4096×14336, 2 threads, weights from DRAM, within 10% of the roofline "
+                 f"({four['mb']:.1f} MB at {bandwidth[2]:.1f} GB/s measured = {roof:.3f} ms) "
                  f"| {four['ms']:.3f} ms ({four['ms'] / roof:.2f}× roofline; llama.cpp q4_K 2.5 ms) "
                  f"| {'yes' if four['ms'] <= 1.1 * roof else 'no'} |")
     b1, b2, b4 = (get(4096, 4096, b, 1) for b in (1, 2, 4))
@@ -53,9 +59,11 @@ def kernel_targets(result: dict, bandwidth: float) -> str:
                  f"| 1-bit/2-bit = {b1 / b2:.2f}, 2-bit/4-bit = {b2 / b4:.2f}, 1-bit/4-bit = {b1 / b4:.2f} "
                  f"| {'yes' if b1 / b2 <= 0.6 and b2 / b4 <= 0.6 else 'no'} |")
     for m, k in [(4096, 14336), (14336, 4096)]:
-        one, two_t = get(m, k, 4, 1), get(m, k, 4, 2)
-        lines.append(f"| 1 thread ≥ 85% of 2-thread throughput, DRAM-resident 4-bit {m}×{k} "
-                     f"| {100 * two_t / one:.0f}% | {'yes' if two_t / one >= 0.85 else 'no'} |")
+        for bits in ("2", "4"):
+            one, two_t = cold[(m, k, bits, 1)]["ms"], cold[(m, k, bits, 2)]["ms"]
+            lines.append(f"| 1 thread ≥ 85% of 2-thread throughput, weights from DRAM, {bits}-bit {m}×{k} "
+                         f"| {100 * two_t / one:.0f}% ({one:.3f} vs {two_t:.3f} ms) "
+                         f"| {'yes' if two_t / one >= 0.85 else 'no'} |")
     return "\n".join(lines)
 
 
@@ -66,15 +74,19 @@ def main(argv: list[str]) -> int:
         return 2
     machine = machine_line()
     print(machine, flush=True)
-    bandwidth = read_bandwidth_gbs()
-    print(f"DRAM read bandwidth (numpy sum, 1 thread): {bandwidth:.1f} GB/s", flush=True)
+    bandwidth = {t: read_bandwidth_gbs(t) for t in (1, 2)}
+    print(f"DRAM read bandwidth (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
+          f"{bandwidth[2]:.1f} GB/s on 2", flush=True)
     result = kernels.run()
     section = "\n".join([
         f"\n## Kernels — {machine}\n",
-        f"DRAM read bandwidth measured in this run: {bandwidth:.1f} GB/s (numpy sum over 512 MB).",
+        f"DRAM read bandwidth measured in this run (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
+        f"{bandwidth[2]:.1f} GB/s on 2. \"Weights from DRAM\" rows cycle through 6 copies of the matrix "
+        "so no call finds its weights in the 32 MB L3; the other rows repeat one matrix (warm caches).",
         "Latency is one full GEMV: activation-table build plus the LUT kernel, timed in C.",
         "The reference is a dequantize-to-int8 Q4 kernel (AVX2 maddubs, built for this CPU) run in the same process.\n",
-        "### Targets\n", kernel_targets(result, bandwidth), "\n### All shapes\n", kernels.markdown(result), "",
+        "### Targets\n", kernel_targets(result, bandwidth), "\n### Weights from DRAM\n", kernels.cold_markdown(result),
+        "\n### All shapes (warm)\n", kernels.markdown(result), "",
     ])
     print(section)
     text = DOC.read_text() if DOC.exists() else HEADER

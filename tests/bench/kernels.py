@@ -75,6 +75,23 @@ def _packed(m, k, label, bits, group, rng):
     return K.pack(codes, scales, zeros, bits=bits, group_size=gs)
 
 
+def time_cold(packed, x, threads, copies=6, iters=36) -> float:
+    """Median GEMV ms with the weights read from DRAM: calls cycle through
+    `copies` separate copies of the matrix, together far larger than the L3."""
+    clones = [K.PackedWeight(packed.planes.copy(), packed.scales.copy(), packed.m, packed.k, packed.k_pad,
+                             packed.bits, packed.group_size, packed.tensor_scale) for _ in range(copies)]
+    K.set_num_threads(threads)
+    tables = K.build_lut(x[: packed.k], k_pad=packed.k_pad, act_group=packed.act_group)
+    out = np.empty((1, packed.m), np.float32)
+    times = []
+    for i in range(iters):
+        w = clones[i % copies]
+        t = time.perf_counter()
+        K.gemm_tables(w, tables, None, out)
+        times.append(time.perf_counter() - t)
+    return _median_ms(times[copies:])
+
+
 def run(log=print) -> dict:
     rng = np.random.default_rng(0)
     ref = _load_reference()
@@ -96,8 +113,16 @@ def run(log=print) -> dict:
                     rows.append(dict(m=m, k=k, bits=label, isa=isa, threads=threads, ms=ms, gbps=gbps,
                                      numpy_ms=np_ms, ref_ms=ref_ms[threads], mb=packed.nbytes / 1e6))
                     log(f"  {label:12s} {isa:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
+    cold = {}
+    for label, bits, group in [("2", 2, 64), ("4", 4, 64)]:
+        for (m, k) in [(4096, 14336), (14336, 4096)]:
+            packed = _packed(m, k, label, bits, group, rng)
+            x = rng.standard_normal(packed.k_pad).astype(np.float32)
+            for threads in THREADS:
+                cold[(m, k, label, threads)] = dict(ms=time_cold(packed, x, threads), mb=packed.nbytes / 1e6)
+                log(f"  cold {m}x{k} {label}-bit {threads}t {cold[(m, k, label, threads)]['ms']:.3f} ms")
     K.set_num_threads(saved)
-    return {"rows": rows, "reference": ref is not None}
+    return {"rows": rows, "cold": cold, "reference": ref is not None}
 
 
 def markdown(result: dict) -> str:
@@ -108,6 +133,14 @@ def markdown(result: dict) -> str:
         ratio = f"{r['ref_ms'] / r['ms']:.2f}" if r["ref_ms"] else "n/a"
         out.append(f"| {r['m']}×{r['k']} | {r['bits']} | {r['isa']} | {r['threads']} | {r['ms']:.3f} | "
                    f"{r['mb']:.1f} | {r['gbps']:.1f} | {r['numpy_ms']:.3f} | {ref} | {ratio} |")
+    return "\n".join(out)
+
+
+def cold_markdown(result: dict) -> str:
+    out = ["| M×K | bits | threads | ms | MB | GB/s |", "|---|---|---|---|---|---|"]
+    for (m, k, label, threads), r in sorted(result["cold"].items()):
+        out.append(f"| {m}×{k} | {label} | {threads} | {r['ms']:.3f} | {r['mb']:.1f} | "
+                   f"{r['mb'] / r['ms']:.1f} |")
     return "\n".join(out)
 
 
