@@ -58,7 +58,9 @@ def install(reqs: list[str], stamp_name: str, pip_args: tuple = ()) -> None:
 
 
 def extension_is_fresh() -> bool:
-    built = list((ROOT / "tmac_core").rglob("_kernels*.so")) + list((ROOT / "tmac_core").rglob("_kernels*.pyd"))
+    built = [p for ext in ("*.so", "*.pyd") for p in (ROOT / "tmac_core").rglob(ext)]
+    if len(built) < 2:                       # kernels/_kernels and models/_llama
+        return False
     if not built:
         return False
     newest_source = max(p.stat().st_mtime for d in NATIVE_DIRS for p in d.rglob("*")

@@ -44,6 +44,10 @@ def target_arch(plat_name: str) -> str:
 
 class BuildExt(build_ext):
     def build_extension(self, ext):
+        if ext.name != "tmac_core.kernels._kernels":
+            if self.compiler.compiler_type != "msvc":
+                ext.extra_compile_args = GCC_COMMON
+            return super().build_extension(ext)
         msvc = self.compiler.compiler_type == "msvc"
         common = MSVC_COMMON if msvc else GCC_COMMON
         arch = target_arch(self.plat_name or sysconfig.get_platform())
@@ -63,6 +67,8 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"]),
+    # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
+    Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"], include_dirs=[K + "include"]),
 ]
 
 setup(

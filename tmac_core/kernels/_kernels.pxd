@@ -40,6 +40,9 @@ cdef extern from "tmac/kernels.h" nogil:
     int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
                   const float *sums, int n, int k_pad, int act_group, float *y, int ldy)
     double tmac_now_seconds()
+    ctypedef void (*tmac_task_fn)(void *ctx, int item, int thread) noexcept nogil
+    int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx)
+    float tmac_fp16_to_fp32(uint16_t h)
     int tmac_pool_set_threads(int n)
     int tmac_pool_get_threads()
 
@@ -55,3 +58,14 @@ cdef class ActivationTables:
     cdef readonly object scales        # float32 (n, k_pad/act_group)
     cdef readonly object sums          # float32 (n, k_pad/act_group)
     cdef readonly int n, k_pad, act_group
+
+
+# C-level entry points for other extension modules (the model runtime): they
+# reach the one kernel table and the one thread pool through this module.
+cdef int k_active_isa() noexcept nogil
+cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
+                     int8_t *entries, float *scales, float *sums) noexcept nogil
+cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+                const float *sums, int n, int k_pad, int act_group, float *y, int ldy) noexcept nogil
+cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil
+cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept

@@ -218,3 +218,25 @@ def time_gemv(PackedWeight w, x, int iters, isa=None):
     if rc != TMAC_OK:
         raise KernelError(f"gemv failed (code {rc})")
     return times
+
+
+cdef int k_active_isa() noexcept nogil:
+    return tmac_active_isa()
+
+
+cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
+                     int8_t *entries, float *scales, float *sums) noexcept nogil:
+    return tmac_lut_build(isa, x, n, k_pad, act_group, entries, scales, sums)
+
+
+cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+                const float *sums, int n, int k_pad, int act_group, float *y, int ldy) noexcept nogil:
+    return tmac_gemm(isa, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
+
+
+cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil:
+    return tmac_parallel_for(n_items, fn, ctx)
+
+
+cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept:
+    return &w.c

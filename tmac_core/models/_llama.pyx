@@ -1,0 +1,352 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Llama-family forward pass (llama, mistral, qwen2) on the LUT kernels.
+
+llama2.c-shaped and read top to bottom: embedding row, then per layer
+RMSNorm -> Q/K/V (one shared activation table) -> RoPE -> grouped-query
+attention over the KV cache -> output projection -> RMSNorm -> gate/up (one
+shared table) -> SwiGLU -> down; then the final norm and the output layer.
+A call processes a chunk of up to `max_batch` tokens (the GEMM path for
+prompts, n = 1 for decode) entirely in C with the GIL released; matrix
+multiplies and attention heads run on the kernel thread pool. No Qt.
+"""
+from libc.math cimport expf, sqrtf
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from tmac_core.errors import KernelError
+from tmac_core.kernels._kernels cimport (
+    PackedWeight, k_active_isa, k_gemm, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
+    tmac_weight_t,
+)
+
+cdef enum:
+    TILE = 64
+
+
+cdef struct Layer:
+    const float *attn_norm      # (dim,)
+    const float *ffn_norm       # (dim,)
+    const float *bq             # (q_dim,) or NULL (qwen2 biases)
+    const float *bk             # (kv_dim,) or NULL
+    const float *bv             # (kv_dim,) or NULL
+    const tmac_weight_t *wq     # (q_dim, dim)
+    const tmac_weight_t *wk     # (kv_dim, dim)
+    const tmac_weight_t *wv     # (kv_dim, dim)
+    const tmac_weight_t *wo     # (dim, q_dim)
+    const tmac_weight_t *w_gate # (hidden_dim, dim)
+    const tmac_weight_t *w_up   # (hidden_dim, dim)
+    const tmac_weight_t *w_down # (dim, hidden_dim)
+    int ag_in, ag_o, ag_down    # activation-table group of each input (32 or 64)
+
+
+cdef struct AttnTask:
+    const float *q              # (n, q_dim)
+    const float *k_cache        # (n_ctx, kv_dim) of this layer
+    const float *v_cache        # (n_ctx, kv_dim)
+    float *out                  # (n, q_dim)
+    float *scores               # (n * n_heads, n_ctx)
+    int pos, n_heads, group, head_dim, kv_dim, q_dim, n_ctx
+    float scale
+
+
+cdef void attention_task(void *ctx, int item, int thread) noexcept nogil:
+    """One (token, head): causal softmax attention over positions 0..pos+t."""
+    cdef AttnTask *a = <AttnTask *>ctx
+    cdef int t = item // a.n_heads, h = item % a.n_heads
+    cdef int last = a.pos + t, kvh = h // a.group, hd = a.head_dim, j, i
+    cdef const float *q = a.q + t * a.q_dim + h * hd
+    cdef float *s = a.scores + <size_t>item * a.n_ctx
+    cdef float *o = a.out + t * a.q_dim + h * hd
+    cdef const float *kr
+    cdef const float *vr
+    cdef float acc, mx = -3.0e38, total = 0.0, w
+    for j in range(last + 1):
+        kr = a.k_cache + <size_t>j * a.kv_dim + kvh * hd
+        acc = 0.0
+        for i in range(hd):
+            acc = acc + q[i] * kr[i]
+        s[j] = acc * a.scale
+        if s[j] > mx:
+            mx = s[j]
+    for j in range(last + 1):
+        s[j] = expf(s[j] - mx)
+        total = total + s[j]
+    memset(o, 0, hd * sizeof(float))
+    for j in range(last + 1):
+        w = s[j] / total
+        vr = a.v_cache + <size_t>j * a.kv_dim + kvh * hd
+        for i in range(hd):
+            o[i] = o[i] + w * vr[i]
+
+
+cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
+    cdef double ss = 0.0
+    cdef int i
+    for i in range(n):
+        ss = ss + x[i] * x[i]
+    cdef float inv = 1.0 / sqrtf(<float>(ss / n) + eps)
+    for i in range(n):
+        out[i] = x[i] * inv * weight[i]
+
+
+cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const float *sin_row,
+                      bint neox) noexcept nogil:
+    """Rotate each head's pairs: (2i, 2i+1) for llama files, (i, i + hd/2) for qwen2 (neox)."""
+    cdef int h, i, a, b
+    cdef float x0, x1
+    for h in range(n_heads):
+        for i in range(hd // 2):
+            a = h * hd + (i if neox else 2 * i)
+            b = a + (hd // 2 if neox else 1)
+            x0 = v[a]
+            x1 = v[b]
+            v[a] = x0 * cos_row[i] - x1 * sin_row[i]
+            v[b] = x0 * sin_row[i] + x1 * cos_row[i]
+
+
+cdef void embed_row(const tmac_weight_t *w, int row, float *out) noexcept nogil:
+    """Row `row` of a packed matrix as fp32: the embedding lookup reads the
+    same packed table the (tied) output layer multiplies by (LAYOUT.md §Weights)."""
+    cdef int tile = row // TILE, r = row % TILE
+    cdef int lane = (r % 32) // 8
+    cdef int byte_pos = 16 * lane + (r % 8) + (8 if r >= 32 else 0)
+    cdef int kpairs = w.k_pad // 8, kp, i, j, k, q
+    cdef const uint8_t *planes = w.planes + <size_t>tile * kpairs * w.bits * 64
+    cdef const uint16_t *sc = w.scales + <size_t>tile * w.n_groups * 128
+    cdef uint8_t byte
+    cdef float sh, c
+    for kp in range(kpairs):
+        for j in range(8):
+            k = 8 * kp + j
+            if k >= w.k:
+                break
+            q = 0
+            for i in range(w.bits):
+                byte = planes[(<size_t>kp * w.bits + i) * 64 + byte_pos]
+                q = q | ((((byte & 15) if j < 4 else (byte >> 4)) >> (j % 4)) & 1) << i
+            sh = tmac_fp16_to_fp32(sc[(k // w.group_size) * 128 + r])
+            c = tmac_fp16_to_fp32(sc[(k // w.group_size) * 128 + 64 + r])
+            out[k] = (2.0 * sh * q - sh * ((1 << w.bits) - 1) + c) * w.tensor_scale
+
+
+cdef class LlamaRuntime:
+    """Weights, KV cache and scratch of one loaded model; `forward` runs a chunk."""
+    cdef int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, q_dim, kv_dim
+    cdef int vocab_size, n_ctx, max_batch, ag_out, k_max
+    cdef float eps
+    cdef bint neox
+    cdef Layer *layers
+    cdef const tmac_weight_t *embedding
+    cdef const tmac_weight_t *output
+    cdef const float *output_norm
+    cdef float *rope_cos
+    cdef float *rope_sin
+    cdef float *k_cache
+    cdef float *v_cache
+    cdef float *x
+    cdef float *xb
+    cdef float *xb2
+    cdef float *q
+    cdef float *k
+    cdef float *v
+    cdef float *att
+    cdef float *hb
+    cdef float *hb2
+    cdef float *scores
+    cdef float *logits
+    cdef int8_t *lut_entries
+    cdef float *lut_scales
+    cdef float *lut_sums
+    cdef object _keep
+    cdef object _layers_buf
+    cdef readonly object logits_array
+
+    def __init__(self, cfg, weights, int n_ctx, int max_batch=32):
+        """cfg: tmac_core.config.ModelConfig; weights: dict of PackedWeight
+        (matrices) and float32 arrays (norms, biases) under llama.cpp names."""
+        self.dim, self.hidden_dim, self.n_layers = cfg.dim, cfg.hidden_dim, cfg.n_layers
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_dim, self.kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        self.vocab_size, self.eps, self.neox = cfg.vocab_size, cfg.norm_eps, cfg.arch == "qwen2"
+        if n_ctx < 1 or max_batch < 1:
+            raise ValueError("n_ctx and max_batch must be positive")
+        self.n_ctx, self.max_batch = n_ctx, max_batch
+        keep = []
+
+        def mat(name, m, k):
+            w = weights[name]
+            if not isinstance(w, PackedWeight) or w.shape != (m, k) or w.k_pad != k:
+                raise ValueError(f"{name}: expected a packed ({m}, {k}) matrix, got {w!r}")
+            keep.append(w)
+            return w
+
+        def vec(name, n, optional=False):
+            if optional and name not in weights:
+                return None
+            a = np.ascontiguousarray(weights[name], dtype=np.float32).reshape(-1)
+            if a.shape[0] != n:
+                raise ValueError(f"{name}: expected {n} floats, got {a.shape[0]}")
+            keep.append(a)
+            return a
+
+        cdef float[::1] fv
+        self._layers_buf = bytearray(sizeof(Layer) * self.n_layers)
+        cdef unsigned char[::1] lbuf = self._layers_buf
+        self.layers = <Layer *>&lbuf[0]
+        cdef Layer *L
+        k_max = max(self.dim, self.hidden_dim, self.q_dim)
+        for l in range(self.n_layers):
+            L = &self.layers[l]
+            p = f"blk.{l}."
+            fv = vec(p + "attn_norm.weight", self.dim); L.attn_norm = &fv[0]
+            fv = vec(p + "ffn_norm.weight", self.dim); L.ffn_norm = &fv[0]
+            L.bq = L.bk = L.bv = NULL
+            if cfg.qkv_bias:
+                fv = vec(p + "attn_q.bias", self.q_dim); L.bq = &fv[0]
+                fv = vec(p + "attn_k.bias", self.kv_dim); L.bk = &fv[0]
+                fv = vec(p + "attn_v.bias", self.kv_dim); L.bv = &fv[0]
+            wq, wk, wv = (mat(p + "attn_q.weight", self.q_dim, self.dim), mat(p + "attn_k.weight", self.kv_dim, self.dim),
+                          mat(p + "attn_v.weight", self.kv_dim, self.dim))
+            wo = mat(p + "attn_output.weight", self.dim, self.q_dim)
+            wg, wu = mat(p + "ffn_gate.weight", self.hidden_dim, self.dim), mat(p + "ffn_up.weight", self.hidden_dim, self.dim)
+            wd = mat(p + "ffn_down.weight", self.dim, self.hidden_dim)
+            L.wq, L.wk, L.wv, L.wo = k_weight(wq), k_weight(wk), k_weight(wv), k_weight(wo)
+            L.w_gate, L.w_up, L.w_down = k_weight(wg), k_weight(wu), k_weight(wd)
+            # one table per input vector, fine enough for every matrix that reads it
+            L.ag_in = min(w.act_group for w in (wq, wk, wv, wg, wu))
+            L.ag_o, L.ag_down = wo.act_group, wd.act_group
+        emb = mat("token_embd.weight", self.vocab_size, self.dim)
+        out = emb if cfg.tie_embeddings else mat("output.weight", self.vocab_size, self.dim)
+        self.embedding, self.output, self.ag_out = k_weight(emb), k_weight(out), out.act_group
+        fv = vec("output_norm.weight", self.dim); self.output_norm = &fv[0]
+
+        # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied)
+        inv_freq = np.asarray(weights["rope.inv_freq"], dtype=np.float64)
+        angles = np.arange(n_ctx, dtype=np.float64)[:, None] * inv_freq[None, :]
+        cos_t = np.ascontiguousarray(np.cos(angles), dtype=np.float32)
+        sin_t = np.ascontiguousarray(np.sin(angles), dtype=np.float32)
+        keep += [cos_t, sin_t]
+        fv = cos_t.reshape(-1); self.rope_cos = &fv[0]
+        fv = sin_t.reshape(-1); self.rope_sin = &fv[0]
+
+        def buf(*shape, dtype=np.float32):
+            a = np.zeros(shape, dtype=dtype)
+            keep.append(a)
+            return a
+
+        kc, vc = buf(self.n_layers * n_ctx * self.kv_dim), buf(self.n_layers * n_ctx * self.kv_dim)
+        fv = kc; self.k_cache = &fv[0]
+        fv = vc; self.v_cache = &fv[0]
+        B = max_batch
+        fv = buf(B * self.dim); self.x = &fv[0]
+        fv = buf(B * self.dim); self.xb = &fv[0]
+        fv = buf(B * self.dim); self.xb2 = &fv[0]
+        fv = buf(B * self.q_dim); self.q = &fv[0]
+        fv = buf(B * self.kv_dim); self.k = &fv[0]
+        fv = buf(B * self.kv_dim); self.v = &fv[0]
+        fv = buf(B * self.q_dim); self.att = &fv[0]
+        fv = buf(B * self.hidden_dim); self.hb = &fv[0]
+        fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
+        fv = buf(B * self.n_heads * n_ctx); self.scores = &fv[0]
+        self.logits_array = buf(B, self.vocab_size)
+        fv = self.logits_array.reshape(-1); self.logits = &fv[0]
+        cdef int8_t[::1] ev = buf(B * (k_max // 4) * 16, dtype=np.int8)
+        self.lut_entries = &ev[0]
+        fv = buf(B * (k_max // 32)); self.lut_scales = &fv[0]
+        fv = buf(B * (k_max // 32)); self.lut_sums = &fv[0]
+        self._keep = keep
+
+    def embedding_row(self, int token):
+        """The fp32 embedding of one token, as the forward pass reads it."""
+        if token < 0 or token >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        out = np.empty(self.dim, dtype=np.float32)
+        cdef float[::1] ov = out
+        embed_row(self.embedding, token, &ov[0])
+        return out
+
+    cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y,
+                    bint build) noexcept nogil:
+        """y (n, w.m) = x (n, k) @ W.T; build=False reuses the tables of the previous call."""
+        cdef int isa = k_active_isa(), rc = 0
+        if build:
+            rc = k_lut_build(isa, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
+        if rc == 0:
+            rc = k_gemm(isa, w, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, y, w.m)
+        return rc
+
+    cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
+        cdef int t, l, i, rc = 0, D = self.dim, HD = self.head_dim
+        cdef Layer *L
+        cdef AttnTask task
+        cdef float *kc
+        cdef float *vc
+        cdef float gate
+        for t in range(n):
+            embed_row(self.embedding, tokens[t], self.x + t * D)
+        for l in range(self.n_layers):
+            L = &self.layers[l]
+            kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim
+            vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
+            for t in range(n):
+                rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
+            rc |= self.matmul(L.wq, self.xb, n, D, L.ag_in, self.q, True)
+            rc |= self.matmul(L.wk, self.xb, n, D, L.ag_in, self.k, False)
+            rc |= self.matmul(L.wv, self.xb, n, D, L.ag_in, self.v, False)
+            for t in range(n):
+                if L.bq != NULL:
+                    for i in range(self.q_dim):
+                        self.q[t * self.q_dim + i] += L.bq[i]
+                    for i in range(self.kv_dim):
+                        self.k[t * self.kv_dim + i] += L.bk[i]
+                        self.v[t * self.kv_dim + i] += L.bv[i]
+                rope(self.q + t * self.q_dim, self.n_heads, HD, self.rope_cos + (pos + t) * (HD // 2),
+                     self.rope_sin + (pos + t) * (HD // 2), self.neox)
+                rope(self.k + t * self.kv_dim, self.n_kv_heads, HD, self.rope_cos + (pos + t) * (HD // 2),
+                     self.rope_sin + (pos + t) * (HD // 2), self.neox)
+                memcpy(kc + <size_t>(pos + t) * self.kv_dim, self.k + t * self.kv_dim, self.kv_dim * sizeof(float))
+                memcpy(vc + <size_t>(pos + t) * self.kv_dim, self.v + t * self.kv_dim, self.kv_dim * sizeof(float))
+            task.q, task.k_cache, task.v_cache, task.out, task.scores = self.q, kc, vc, self.att, self.scores
+            task.pos, task.n_heads, task.group, task.head_dim = pos, self.n_heads, self.n_heads // self.n_kv_heads, HD
+            task.kv_dim, task.q_dim, task.n_ctx, task.scale = self.kv_dim, self.q_dim, self.n_ctx, 1.0 / sqrtf(HD)
+            rc |= k_parallel_for(n * self.n_heads, attention_task, &task)
+            rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2, True)
+            for i in range(n * D):
+                self.x[i] += self.xb2[i]
+            for t in range(n):
+                rmsnorm(self.xb + t * D, self.x + t * D, L.ffn_norm, D, self.eps)
+            rc |= self.matmul(L.w_gate, self.xb, n, D, L.ag_in, self.hb, True)
+            rc |= self.matmul(L.w_up, self.xb, n, D, L.ag_in, self.hb2, False)
+            for i in range(n * self.hidden_dim):
+                gate = self.hb[i]
+                self.hb[i] = gate / (1.0 + expf(-gate)) * self.hb2[i]        # SwiGLU
+            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2, True)
+            for i in range(n * D):
+                self.x[i] += self.xb2[i]
+        if all_logits:
+            for t in range(n):
+                rmsnorm(self.xb + t * D, self.x + t * D, self.output_norm, D, self.eps)
+            rc |= self.matmul(self.output, self.xb, n, D, self.ag_out, self.logits, True)
+        else:
+            rmsnorm(self.xb, self.x + (n - 1) * D, self.output_norm, D, self.eps)
+            rc |= self.matmul(self.output, self.xb, 1, D, self.ag_out, self.logits, True)
+        return rc
+
+    def forward(self, tokens, int pos, bint all_logits=False):
+        """Runs tokens (at most max_batch) at positions pos.. and returns a view of
+        the logits: (vocab,) of the last token, or (n, vocab) with all_logits."""
+        cdef const int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32)
+        cdef int n = tv.shape[0], rc
+        if n < 1 or n > self.max_batch:
+            raise ValueError(f"a chunk holds 1..{self.max_batch} tokens, got {n}")
+        if pos < 0 or pos + n > self.n_ctx:
+            raise ValueError(f"positions {pos}..{pos + n - 1} do not fit the context of {self.n_ctx}")
+        if np.min(tokens) < 0 or np.max(tokens) >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        with nogil:
+            rc = self.forward_chunk(&tv[0], n, pos, all_logits)
+        if rc != 0:
+            raise KernelError(f"forward pass failed (code {rc})")
+        return self.logits_array[:n] if all_logits else self.logits_array[0]
