@@ -223,12 +223,16 @@ class Tokenizer(ABC):
 
     # -- decoding -------------------------------------------------------------------
 
-    @abstractmethod
     def token_bytes(self, token_id: int, *, special: bool = False) -> bytes:
         """The raw bytes token `token_id` stands for (may be part of a UTF-8 character).
 
-        Control tokens give b"" unless `special` is True (then their text).
+        Control tokens give b"" unless `special` is True (then their text). Subclasses
+        fill `self._bytes` (one entry per id) when they read the vocabulary.
         """
+        self._check_id(token_id)
+        if special and self.token_types[token_id] == CONTROL:
+            return self.tokens[token_id].encode("utf-8")
+        return self._bytes[token_id]
 
     def strips_leading_space(self, token_id: int) -> bool:
         """True if a leading space of this token is dropped at the start of a decode."""

@@ -172,9 +172,3 @@ class BpeTokenizer(Tokenizer):
             elif f:
                 ids.extend(self._tk.encode(f, add_special_tokens=False).ids)
         return ids
-
-    def token_bytes(self, token_id: int, *, special: bool = False) -> bytes:
-        self._check_id(token_id)
-        if special and self.token_types[token_id] == CONTROL:
-            return self.tokens[token_id].encode("utf-8")
-        return self._bytes[token_id]

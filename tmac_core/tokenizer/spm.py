@@ -152,11 +152,5 @@ class SpmTokenizer(Tokenizer):
             prev_special = False
         return ids
 
-    def token_bytes(self, token_id: int, *, special: bool = False) -> bytes:
-        self._check_id(token_id)
-        if special and self.token_types[token_id] == CONTROL:
-            return self.tokens[token_id].encode("utf-8")
-        return self._bytes[token_id]
-
     def strips_leading_space(self, token_id: int) -> bool:
         return self._lstrip[token_id]
