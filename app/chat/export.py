@@ -22,25 +22,14 @@ _STATE_NOTES = {"partial": "(interrupted: the answer stopped early)", "error": "
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
+_STATS_FORMATS = (("tokens", "{} tokens"), ("tokens_per_s", "{:.1f} tok/s"), ("ttft_s", "TTFT {:.2f} s"),
+                  ("prompt_tokens_per_s", "prompt {:.1f} tok/s"), ("threads", "{} threads"),
+                  ("bits", "{}-bit"), ("kernel_tier", "{}"))
+
 
 def _stats_line(stats: dict) -> str:
     """One short line such as `42 tokens · 17.3 tok/s · TTFT 0.21 s · 4 threads · 2-bit · avx2`."""
-    parts = []
-    if "tokens" in stats:
-        parts.append(f"{stats['tokens']} tokens")
-    if "tokens_per_s" in stats:
-        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
-    if "ttft_s" in stats:
-        parts.append(f"TTFT {stats['ttft_s']:.2f} s")
-    if "prompt_tokens_per_s" in stats:
-        parts.append(f"prompt {stats['prompt_tokens_per_s']:.1f} tok/s")
-    if "threads" in stats:
-        parts.append(f"{stats['threads']} threads")
-    if "bits" in stats:
-        parts.append(f"{stats['bits']}-bit")
-    if "kernel_tier" in stats:
-        parts.append(str(stats["kernel_tier"]))
-    return " · ".join(parts)
+    return " · ".join(fmt.format(stats[key]) for key, fmt in _STATS_FORMATS if key in stats)
 
 
 def to_markdown(conversation: Conversation, messages: Sequence[Message], *, include_stats: bool = True) -> str:

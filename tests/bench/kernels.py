@@ -4,7 +4,6 @@ float32 and an int8-dequant reference kernel measured in the same run."""
 from __future__ import annotations
 
 import ctypes
-import statistics
 import subprocess
 import tempfile
 import time
@@ -153,6 +152,3 @@ def summary(result: dict) -> dict:
             best[key] = r
     return best
 
-
-def median(xs):
-    return statistics.median(xs)

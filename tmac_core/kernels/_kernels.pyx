@@ -9,13 +9,8 @@ import numpy as np
 
 from tmac_core.errors import KernelError, UnsupportedCpuError
 
-_FORCED = os.environ.get("TMAC_KERNELS", "").strip().lower()
 if tmac_init(NULL) != TMAC_OK:
     raise KernelError("kernel initialisation failed")
-if _FORCED and tmac_init(_FORCED.encode()) != TMAC_OK:
-    raise UnsupportedCpuError(
-        f"TMAC_KERNELS={_FORCED!r} asks for a kernel tier this CPU or build cannot run; "
-        f"available here: {', '.join(n for n in ('generic', 'avx2', 'avx512', 'neon') if tmac_isa_from_name(n.encode()) >= 0 and tmac_isa_available(tmac_isa_from_name(n.encode())))}")
 
 LAYOUT_VERSION = TMAC_LAYOUT_VERSION
 TILE_ROWS = TMAC_TILE_ROWS
@@ -40,6 +35,12 @@ def cpu_features():
 def available_isas():
     """Tiers compiled in and runnable on this CPU, slowest first."""
     return [tmac_isa_name(i).decode() for i in range(TMAC_ISA_COUNT) if tmac_isa_available(i)]
+
+
+_FORCED = os.environ.get("TMAC_KERNELS", "").strip().lower()
+if _FORCED and tmac_init(_FORCED.encode()) != TMAC_OK:
+    raise UnsupportedCpuError(f"TMAC_KERNELS={_FORCED!r} asks for a kernel tier this CPU or build cannot run; "
+                              f"available here: {', '.join(available_isas())}")
 
 
 def active_isa():

@@ -43,10 +43,10 @@ int tmac_init(const char *force) {
     if (!g_initialized) {
         tmac_cpu_detect(&g_cpu);
         fill_tables();
+        /* best = highest available: x86 and ARM tiers never coexist in one build */
         g_active = TMAC_ISA_GENERIC;
-        for (int i = TMAC_ISA_COUNT - 1; i >= 0; i--)
-            if (g_available[i] && i != TMAC_ISA_NEON) { g_active = (tmac_isa_t)i; break; }
-        if (g_available[TMAC_ISA_NEON]) g_active = TMAC_ISA_NEON;
+        for (int i = TMAC_ISA_COUNT - 1; i > 0; i--)
+            if (g_available[i]) { g_active = (tmac_isa_t)i; break; }
         g_initialized = 1;
     }
     if (force && force[0]) {

@@ -97,8 +97,8 @@ def pack_arrays(codes, scales, zeros=None, *, bits: int, group_size: int):
 
     groups_out = k_pad // eff_group
     sc = np.zeros((m_pad, groups_out, 2), dtype=np.float64)
-    sc[:m, :, 0] = (half / tensor_scale) if groups_out == n_groups else (half / tensor_scale)[:, :1]
-    sc[:m, :, 1] = (offset / tensor_scale) if groups_out == n_groups else (offset / tensor_scale)[:, :1]
+    sc[:m, :, 0] = half / tensor_scale            # per-row scales: one group of k_pad columns
+    sc[:m, :, 1] = offset / tensor_scale
     sc16 = sc.astype(np.float16).reshape(tiles, TILE_ROWS, groups_out, 2).transpose(0, 2, 3, 1)
     return (planes.reshape(-1), np.ascontiguousarray(sc16).view(np.uint16).reshape(-1),
             k_pad, eff_group, float(tensor_scale))
