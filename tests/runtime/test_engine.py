@@ -1,0 +1,245 @@
+"""tmac_core.Engine on the real embedded SmolLM2: load and the repacked-model
+cache, streaming, finish reasons, cancel, thread changes mid-answer, KV reuse,
+context limits and typed errors."""
+import os
+import threading
+
+import pytest
+
+from tmac_core import ContextOverflowError, Engine, ModelFormatError, ModelLoadError, SamplingParams, TmacError
+from tmac_core.engine import EngineBusyError
+from tmac_core.loading import cache
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
+QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("repacked")
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir):
+    e = Engine.load("default", bits=4, cache_dir=cache_dir)
+    yield e
+    e.close()
+
+
+def answer(engine, messages=QUESTION, params=GREEDY, cancel=None):
+    chunks = list(engine.stream(messages, params, cancel=cancel))
+    return "".join(c.text for c in chunks), chunks
+
+
+def test_load_reports_the_model_and_fills_the_cache(engine, cache_dir):
+    info = engine.info
+    assert info.arch == "llama" and info.n_layers == 30 and info.dim == 576 and info.vocab_size == 49152
+    assert 130e6 < info.n_params < 140e6
+    assert 4.0 < info.bits_per_weight < 5.5 and info.bits == 4
+    assert info.isa in ("generic", "avx2", "avx512", "neon") and info.chat_template == "model"
+    assert info.n_ctx == 4096 and info.n_ctx_train == 8192
+    files = list(cache_dir.glob("*.tmacw"))
+    assert len(files) == 1 and files[0].stat().st_size >= info.packed_bytes
+
+
+def test_second_load_comes_from_the_cache_and_answers_the_same(engine, cache_dir):
+    again = Engine.load("default", bits=4, cache_dir=cache_dir)
+    try:
+        assert again.info.cache_hit and again.info.load_s < engine.info.load_s
+        engine.reset()
+        assert answer(again)[0] == answer(engine)[0]
+    finally:
+        again.close()
+
+
+def test_a_damaged_cache_file_is_rebuilt(engine, cache_dir, tmp_path):
+    folder = tmp_path / "c"
+    first = Engine.load("default", bits=4, cache_dir=folder)
+    first.close()
+    (file,) = folder.glob("*.tmacw")
+    data = bytearray(file.read_bytes())
+    data[20:40] = b"\xff" * 20                        # corrupt the JSON header
+    file.write_bytes(bytes(data))
+    rebuilt = Engine.load("default", bits=4, cache_dir=folder)
+    try:
+        assert not rebuilt.info.cache_hit
+        engine.reset()
+        assert answer(rebuilt)[0] == answer(engine)[0]
+        key = file.name[:-len(".tmacw")]
+        cache.load(file, key)                         # the rewritten file is valid again
+    finally:
+        rebuilt.close()
+
+
+def test_an_unwritable_cache_folder_still_loads(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    e = Engine.load("default", bits=4, cache_dir=blocker / "sub")
+    try:
+        assert not e.info.cache_hit and answer(e, params=SamplingParams(temperature=0, max_tokens=2))[0]
+    finally:
+        e.close()
+
+
+def test_stream_text_and_counters_are_consistent(engine):
+    engine.reset()
+    text, chunks = answer(engine)
+    final = chunks[-1]
+    assert final.token_id is None and final.finish_reason in ("stop", "length")
+    assert all(c.finish_reason is None and c.token_id is not None for c in chunks[:-1])
+    ids = [c.token_id for c in chunks[:-1]]
+    assert [c.generated_tokens for c in chunks[:-1]] == list(range(1, len(ids) + 1))
+    assert text == engine.tokenizer.decode(ids) and text.strip()
+    assert final.prompt_tokens == engine.count_tokens(QUESTION) and final.cached_tokens == 0
+    assert final.prompt_tok_s > 0 and final.decode_tok_s > 0 and 0 < final.ttft_s <= final.elapsed_s
+    assert final.cpu_s > 0 and final.threads >= 1
+
+
+def test_greedy_is_deterministic_and_kv_reuse_changes_nothing(engine):
+    engine.reset()
+    first, _ = answer(engine)
+    second, chunks = answer(engine)                   # same prompt again: all but one token cached
+    assert second == first and chunks[-1].cached_tokens == chunks[-1].prompt_tokens - 1
+    follow = QUESTION + [{"role": "assistant", "content": first},
+                         {"role": "user", "content": "And two more?"}]
+    reused, chunks = answer(engine, follow)
+    assert chunks[-1].cached_tokens > 0
+    engine.reset()
+    fresh, chunks = answer(engine, follow)
+    assert chunks[-1].cached_tokens == 0 and fresh == reused
+
+
+def test_max_tokens_gives_length(engine):
+    _, chunks = answer(engine, params=SamplingParams(temperature=0, max_tokens=3))
+    assert chunks[-1].finish_reason == "length" and chunks[-1].generated_tokens == 3
+
+
+def test_end_of_turn_gives_stop(engine):
+    _, chunks = answer(engine, [{"role": "user", "content": "Reply with just the word yes."}],
+                       SamplingParams(temperature=0, max_tokens=64))
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].generated_tokens < 64
+
+
+class CancelAfter:
+    """An event that turns on after `n` looks: cancel at a precise step."""
+
+    def __init__(self, n):
+        self.n, self.looks = n, 0
+
+    def is_set(self):
+        self.looks += 1
+        return self.looks > self.n
+
+
+def test_cancel_mid_prompt_returns_within_one_chunk(engine):
+    engine.reset()
+    long_prompt = [{"role": "user", "content": "word " * 200}]
+    cancel = CancelAfter(2)                           # two prompt chunks run, then cancel
+    _, chunks = answer(engine, long_prompt, cancel=cancel)
+    assert len(chunks) == 1 and chunks[0].finish_reason == "cancelled" and chunks[0].generated_tokens == 0
+    assert cancel.looks == 3
+    # the KV cache kept the chunks it computed: the next call reuses them
+    _, chunks = answer(engine, long_prompt, SamplingParams(temperature=0, max_tokens=1))
+    assert chunks[-1].cached_tokens == 64
+
+
+def test_cancel_mid_answer_stops_at_the_next_token(engine):
+    engine.reset()
+    n_prompt_chunks = -(-engine.count_tokens(QUESTION) // 32)
+    cancel = CancelAfter(n_prompt_chunks + 5)
+    _, chunks = answer(engine, params=SamplingParams(temperature=0, max_tokens=100), cancel=cancel)
+    assert chunks[-1].finish_reason == "cancelled" and chunks[-1].generated_tokens == 6
+
+
+def test_set_threads_during_an_answer_changes_nothing_in_greedy_output(engine):
+    params = SamplingParams(temperature=0, max_tokens=40, repeat_penalty=1.0)
+    engine.set_threads(2)
+    engine.reset()
+    baseline, _ = answer(engine, params=params)
+    seen = set()
+    engine.reset()
+    parts = []
+    for i, c in enumerate(engine.stream(QUESTION, params)):
+        parts.append(c.text)
+        seen.add(c.threads)
+        for j in range(3):                            # 100+ changes over the answer
+            engine.set_threads(1 + (i + j) % 2)
+    engine.set_threads(2)
+    assert "".join(parts) == baseline and seen == {1, 2}
+
+
+def test_context_full_mid_answer(engine, cache_dir):
+    n_prompt = engine.count_tokens(QUESTION)
+    small = Engine.load("default", bits=4, n_ctx=n_prompt + 3, cache_dir=cache_dir)
+    try:
+        _, chunks = answer(small, params=SamplingParams(temperature=0, max_tokens=500))
+        # 3 free positions: 3 tokens are fed back, the 4th is sampled from the last one
+        assert chunks[-1].finish_reason == "context_full" and chunks[-1].generated_tokens == 4
+    finally:
+        small.close()
+
+
+def test_prompt_longer_than_the_context_is_refused_with_counts(cache_dir):
+    small = Engine.load("default", bits=4, n_ctx=32, cache_dir=cache_dir)
+    try:
+        msgs = [{"role": "user", "content": "tell me a story " * 20}]
+        with pytest.raises(ContextOverflowError) as err:
+            small.stream(msgs)                        # refused at the call, before any chunk
+        assert err.value.n_prompt_tokens == small.count_tokens(msgs) and err.value.n_ctx == 32
+        assert str(small.count_tokens(msgs)) in str(err.value)
+    finally:
+        small.close()
+
+
+def test_two_streams_at_once_are_refused(engine):
+    first = engine.stream(QUESTION, GREEDY)
+    next(first)
+    with pytest.raises(EngineBusyError):
+        engine.stream(QUESTION, GREEDY)
+    first.close()                                     # abandoning a stream frees the engine
+    assert answer(engine, params=SamplingParams(temperature=0, max_tokens=2))[0]
+
+
+def test_bad_sources_and_arguments(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model file"):
+        Engine.load(tmp_path / "missing.gguf", cache_dir=False)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(200))
+    with pytest.raises(ModelFormatError):
+        Engine.load(bad, cache_dir=False)
+    with pytest.raises(ValueError, match="bits"):
+        Engine.load("default", bits=3, cache_dir=False)
+
+
+def test_closed_engine_refuses_work(cache_dir):
+    e = Engine.load("default", bits=4, cache_dir=cache_dir)
+    e.close()
+    with pytest.raises(TmacError, match="closed"):
+        e.stream(QUESTION)
+
+
+def test_2bit_preset_loads_and_answers(cache_dir):
+    e = Engine.load("default", bits=2, cache_dir=cache_dir)
+    try:
+        assert 2.0 < e.info.bits_per_weight <= 3.5 and e.info.bits == 2
+        text, chunks = answer(e)
+        assert text.strip() and chunks[-1].finish_reason in ("stop", "length")
+    finally:
+        e.close()
+
+
+def test_set_threads_is_safe_from_another_thread(engine):
+    errors = []
+
+    def hammer():
+        try:
+            for i in range(200):
+                engine.set_threads(1 + i % 2)
+        except Exception as e:      # pragma: no cover - the assertion below reports it
+            errors.append(e)
+    t = threading.Thread(target=hammer)
+    t.start()
+    text, _ = answer(engine, params=SamplingParams(temperature=0, max_tokens=8))
+    t.join()
+    engine.set_threads(2)
+    assert not errors and text

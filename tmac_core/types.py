@@ -1,0 +1,56 @@
+"""What the engine hands out: streamed chunks and a description of the loaded model.
+
+Plain frozen dataclasses of builtins, so they pickle across the app's process
+boundary unchanged. No Qt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FINISH_REASONS = ("stop", "length", "cancelled", "context_full")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of a streamed answer.
+
+    Every generated token gives one chunk (text may be "" while a UTF-8
+    character is incomplete). The last chunk has `finish_reason` set and
+    `token_id` None; its counters and speeds are the final ones.
+    """
+    text: str                     # new text since the previous chunk
+    token_id: int | None          # the token this chunk added; None on the final chunk
+    prompt_tokens: int            # tokens in the rendered prompt
+    cached_tokens: int            # of those, reused from the previous turn's KV cache
+    generated_tokens: int         # tokens generated so far in this answer
+    prompt_tok_s: float           # prompt tokens processed per second (0 when all cached)
+    decode_tok_s: float           # generated tokens per second after the first
+    ttft_s: float                 # seconds from the call to the first generated token
+    elapsed_s: float              # seconds since the call
+    cpu_s: float                  # CPU seconds this process used since the call (all threads)
+    threads: int                  # kernel threads used for the latest token
+    finish_reason: str | None = None   # one of FINISH_REASONS on the final chunk
+    notice: str | None = None     # a sentence for the user (template fallback), first chunk only
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The loaded model and how it runs."""
+    name: str                     # general.name, or the file name
+    source: str                   # path of the GGUF file
+    arch: str                     # "llama", "qwen2"
+    n_params: int                 # weights in the model
+    bits: int                     # requested: 2 or 4
+    bits_per_weight: float        # average over all repacked matrices (scales included)
+    packed_bytes: int             # bytes of repacked matrices
+    kv_cache_bytes: int           # bytes of the KV cache at n_ctx
+    n_ctx: int                    # context length the KV cache holds
+    n_ctx_train: int              # context length the model was trained with
+    vocab_size: int
+    n_layers: int
+    dim: int
+    isa: str                      # active kernel tier: generic, avx2, avx512, neon
+    n_threads: int
+    chat_template: str            # "model" or the name of the built-in fallback
+    cache_hit: bool               # weights came from the repacked-model cache
+    load_s: float                 # seconds Engine.load took
