@@ -163,3 +163,23 @@ def test_params_defaults():
     p = SamplingParams()
     assert (p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n,
             p.max_tokens, p.seed) == (0.7, 40, 0.95, 0.05, 1.1, 64, 512, None)
+
+
+def test_fast_top_p_equals_a_full_sort(rng):
+    """The candidate-sorting top-p keeps exactly what sorting the whole vocabulary keeps,
+    ties (kept in id order) and flat distributions included."""
+    from tmac_core.sampling import _softmax, _top_p_removed
+    for trial in range(60):
+        n = int(rng.integers(2, 5000))
+        x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 8.0])).astype(np.float32)
+        if trial % 3 == 0:
+            x = np.round(x, 1)                                  # many exact ties
+        if trial % 4 == 1:
+            x[rng.random(n) < 0.7] = -np.inf                    # as after top-k
+            x[0] = 1.0
+        top_p = float(rng.choice([0.05, 0.5, 0.9, 0.95, 0.999]))
+        order = np.argsort(-x, kind="stable")
+        n_keep = int(np.searchsorted(np.cumsum(_softmax(x)[order]), top_p)) + 1
+        expect = np.ones(n, dtype=bool)
+        expect[order[:n_keep]] = False
+        np.testing.assert_array_equal(_top_p_removed(x, top_p), expect)
