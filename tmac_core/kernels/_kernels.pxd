@@ -39,6 +39,9 @@ cdef extern from "tmac/kernels.h" nogil:
                        int8_t *entries, float *scales, float *sums)
     int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
                   const float *sums, int n, int k_pad, int act_group, float *y, int ldy)
+    int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+                        const float *scales, const float *sums, int n, int k_pad, int act_group,
+                        float *const *y, const int *ldy)
     double tmac_now_seconds()
     ctypedef void (*tmac_task_fn)(void *ctx, int item, int thread) noexcept nogil
     int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx)
@@ -67,5 +70,8 @@ cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
                      int8_t *entries, float *scales, float *sums) noexcept nogil
 cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
                 const float *sums, int n, int k_pad, int act_group, float *y, int ldy) noexcept nogil
+cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+                      const float *scales, const float *sums, int n, int k_pad, int act_group,
+                      float *const *y, const int *ldy) noexcept nogil
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept

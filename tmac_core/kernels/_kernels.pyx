@@ -235,6 +235,12 @@ cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const fl
     return tmac_gemm(isa, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
 
 
+cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+                      const float *scales, const float *sums, int n, int k_pad, int act_group,
+                      float *const *y, const int *ldy) noexcept nogil:
+    return tmac_gemm_multi(isa, n_w, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
+
+
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil:
     return tmac_parallel_for(n_items, fn, ctx)
 

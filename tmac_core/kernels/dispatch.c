@@ -148,20 +148,54 @@ static void gemm_task(void *ctx, int item, int thread) {
     }
 }
 
-int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
-              const float *sums, int n, int k_pad, int act_group, float *y, int ldy) {
+/* Several matrices that read the same tables (Q/K/V, gate/up) in one pool
+ * call: one wake-up and one barrier instead of one per matrix, and the tiles
+ * of all of them are shared out together (a 3-tile K matrix alone leaves one
+ * of two threads idle a third of the time). */
+typedef struct {
+    gemm_job_t jobs[TMAC_MAX_MULTI];
+    int first_item[TMAC_MAX_MULTI + 1];
+    int n_jobs;
+} multi_job_t;
+
+static void multi_task(void *ctx, int item, int thread) {
+    const multi_job_t *mj = (const multi_job_t *)ctx;
+    int j = 0;
+    while (item >= mj->first_item[j + 1]) j++;
+    gemm_task((void *)&mj->jobs[j], item - mj->first_item[j], thread);
+}
+
+int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+                    const float *scales, const float *sums, int n, int k_pad, int act_group,
+                    float *const *y, const int *ldy) {
     const tmac_kernel_table_t *kt = tmac_table(isa);
     if (!kt) return TMAC_E_ISA;
-    int rc = tmac_check_shapes(w, k_pad, act_group);
-    if (rc != TMAC_OK) return rc;
-    if (n <= 0 || ldy < w->m) return TMAC_E_SHAPE;
-    const int m_tiles = w->m_pad / TMAC_TILE_ROWS;
+    if (n_w < 1 || n_w > TMAC_MAX_MULTI || n <= 0) return TMAC_E_SHAPE;
+    int total_tiles = 0;
+    for (int i = 0; i < n_w; i++) {
+        int rc = tmac_check_shapes(w[i], k_pad, act_group);
+        if (rc != TMAC_OK) return rc;
+        if (ldy[i] < w[i]->m) return TMAC_E_SHAPE;
+        total_tiles += w[i]->m_pad / TMAC_TILE_ROWS;
+    }
     /* enough items to keep every thread busy; otherwise whole token ranges per tile */
     const int want_items = 4 * tmac_pool_get_threads();
-    int n_chunks = m_tiles >= want_items ? 1 : (want_items + m_tiles - 1) / m_tiles;
+    int n_chunks = total_tiles >= want_items ? 1 : (want_items + total_tiles - 1) / total_tiles;
     if (n_chunks > n) n_chunks = n;
     const int per_item = (n + n_chunks - 1) / n_chunks;
     n_chunks = (n + per_item - 1) / per_item;
-    gemm_job_t j = {kt, w, entries, scales, sums, n, k_pad, act_group, per_item, n_chunks, ldy, y};
-    return tmac_parallel_for(m_tiles * n_chunks, gemm_task, &j);
+    multi_job_t mj;
+    mj.n_jobs = n_w;
+    mj.first_item[0] = 0;
+    for (int i = 0; i < n_w; i++) {
+        gemm_job_t j = {kt, w[i], entries, scales, sums, n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
+        mj.jobs[i] = j;
+        mj.first_item[i + 1] = mj.first_item[i] + (w[i]->m_pad / TMAC_TILE_ROWS) * n_chunks;
+    }
+    return tmac_parallel_for(mj.first_item[n_w], multi_task, &mj);
+}
+
+int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
+              const float *sums, int n, int k_pad, int act_group, float *y, int ldy) {
+    return tmac_gemm_multi(isa, 1, &w, entries, scales, sums, n, k_pad, act_group, &y, &ldy);
 }

@@ -17,7 +17,7 @@ import numpy as np
 
 from tmac_core.errors import KernelError
 from tmac_core.kernels._kernels cimport (
-    PackedWeight, k_active_isa, k_gemm, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
+    PackedWeight, k_active_isa, k_gemm, k_gemm_multi, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
     tmac_weight_t,
 )
 
@@ -277,6 +277,16 @@ cdef class LlamaRuntime:
             rc = k_gemm(isa, w, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, y, w.m)
         return rc
 
+    cdef int matmul_shared(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys, const float *x,
+                           int n, int k, int ag) noexcept nogil:
+        """ys[i] (n, ws[i].m) = x (n, k) @ ws[i].T for matrices reading the same input:
+        one table build and one pool call for all of them."""
+        cdef int isa = k_active_isa()
+        cdef int rc = k_lut_build(isa, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
+        if rc == 0:
+            rc = k_gemm_multi(isa, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
+        return rc
+
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
         cdef int t, l, i, rc = 0, D = self.dim, HD = self.head_dim
         cdef Layer *L
@@ -284,6 +294,9 @@ cdef class LlamaRuntime:
         cdef float *kc
         cdef float *vc
         cdef float gate
+        cdef const tmac_weight_t *ws[3]
+        cdef float *ys[3]
+        cdef int ldys[3]
         for t in range(n):
             embed_row(self.embedding, tokens[t], self.x + t * D)
         for l in range(self.n_layers):
@@ -292,9 +305,10 @@ cdef class LlamaRuntime:
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
-            rc |= self.matmul(L.wq, self.xb, n, D, L.ag_in, self.q, True)
-            rc |= self.matmul(L.wk, self.xb, n, D, L.ag_in, self.k, False)
-            rc |= self.matmul(L.wv, self.xb, n, D, L.ag_in, self.v, False)
+            ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
+            ys[0], ys[1], ys[2] = self.q, self.k, self.v
+            ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
+            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.ag_in)
             for t in range(n):
                 if L.bq != NULL:
                     for i in range(self.q_dim):
@@ -317,8 +331,10 @@ cdef class LlamaRuntime:
                 self.x[i] += self.xb2[i]
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.ffn_norm, D, self.eps)
-            rc |= self.matmul(L.w_gate, self.xb, n, D, L.ag_in, self.hb, True)
-            rc |= self.matmul(L.w_up, self.xb, n, D, L.ag_in, self.hb2, False)
+            ws[0], ws[1] = L.w_gate, L.w_up
+            ys[0], ys[1] = self.hb, self.hb2
+            ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.ag_in)
             for i in range(n * self.hidden_dim):
                 gate = self.hb[i]
                 self.hb[i] = gate / (1.0 + expf(-gate)) * self.hb2[i]        # SwiGLU

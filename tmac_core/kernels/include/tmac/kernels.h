@@ -69,6 +69,12 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
  * which share k_pad and act_group (entries/scales/sums strided per token). */
 int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
               const float *sums, int n, int k_pad, int act_group, float *y, int ldy);
+/* tmac_gemm for n_w (<= TMAC_MAX_MULTI) matrices reading the same tables, in one
+ * pool call; results are identical to n_w separate tmac_gemm calls. */
+#define TMAC_MAX_MULTI 4
+int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+                    const float *scales, const float *sums, int n, int k_pad, int act_group,
+                    float *const *y, const int *ldy);
 
 /* Monotonic clock in seconds (benchmarks time calls in C, without Python overhead). */
 double tmac_now_seconds(void);
