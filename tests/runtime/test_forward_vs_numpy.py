@@ -63,10 +63,12 @@ def test_2bit_preset_matches_the_numpy_reference_on_its_own_weights(model):
     f, cfg, tokens = model
     w2 = llama.load_weights(f, cfg, 2)
     got, ref = run_chunks(cfg, w2, tokens), reference(cfg, w2, tokens)
-    # issue target 95 %; measured 84 % on this text (the 2-bit model's distributions are flat,
-    # median top-1 probability 0.16, so int8-table noise flips more of them): the gap is tracked
-    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.80
-    assert cosines(got, ref).mean() >= 0.995
+    # issue target 95 %; measured 92 % on this text with 32-wide tables for the 2-bit
+    # layers' attention-output and down inputs (84 % with 64-wide): the 2-bit model's
+    # distributions are flat (median top-1 probability 0.16), so int8-table noise flips
+    # more of them. The gap is tracked.
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.90
+    assert cosines(got, ref).mean() >= 0.998
     matrices = [v for v in w2.values() if isinstance(v, K.PackedWeight)]
     avg = sum(8.0 * m.nbytes for m in matrices) / sum(m.m * m.k for m in matrices)
     assert 2.5 <= avg <= 3.6
