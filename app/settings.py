@@ -28,17 +28,23 @@ class AppSettings:
     models_dir: str | None = None          # None → app.paths default
     default_model_id: str | None = None    # catalog id or installed-model id
     default_bits: int = 4                  # 2 or 4: the repack width
+    model_source: str = "default"          # what the chat loads: "default" (embedded model) or a .gguf path
     n_threads: int | None = None           # None → physical cores − 1 (decided by the worker)
     context_length: int = 2048
-    system_prompt: str = "You are a helpful assistant."
+    system_prompt: str = ""                # "" → the model's chat template supplies its own default (SmolLM2 has one)
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 40
+    min_p: float = 0.05
     repeat_penalty: float = 1.1
+    seed: int | None = None                # None → a fresh random seed per answer
     max_new_tokens: int = 512
     theme: str = "system"                  # "system" | "light" | "dark"
     offline_mode: bool = False             # never touch the network (sets HF_HUB_OFFLINE before import)
     show_perf_panel: bool = True
+    hf_token: str | None = None            # Hugging Face access token for gated models (plain text, like `hf auth login`)
+    memory_bandwidth: float | None = None  # bytes/s from app.hardware.measure_memory_bandwidth, measured once
+    memory_bandwidth_cpu: str | None = None  # the CPU that figure was measured on; another CPU re-measures
 
     def replace(self, **changes: Any) -> "AppSettings":
         return dataclasses.replace(self, **changes)
@@ -55,6 +61,7 @@ class SettingsLoadResult:
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "models_dir": lambda v: v is None or isinstance(v, str),
     "default_model_id": lambda v: v is None or isinstance(v, str),
+    "model_source": lambda v: isinstance(v, str) and bool(v),
     "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
     "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024),
     "context_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
@@ -62,13 +69,20 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 5.0,
     "top_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
     "top_k": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000,
+    "min_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
+    "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63),
     "repeat_penalty": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.5 <= v <= 5.0,
     "max_new_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
     "theme": lambda v: v in ("system", "light", "dark"),
     "offline_mode": lambda v: isinstance(v, bool),
     "show_perf_panel": lambda v: isinstance(v, bool),
+    "hf_token": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 512 and v.isprintable()
+                                        and not any(c.isspace() for c in v)),
+    "memory_bandwidth": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                and 1e6 <= v <= 1e14),
+    "memory_bandwidth_cpu": lambda v: v is None or isinstance(v, str),
 }
-_FLOAT_FIELDS = {"temperature", "top_p", "repeat_penalty"}
+_FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth"}
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +135,7 @@ def settings_from_dict(data: dict[str, Any]) -> SettingsLoadResult:
             continue
         value = data[name]
         if check(value):
-            values[name] = float(value) if name in _FLOAT_FIELDS else value
+            values[name] = float(value) if name in _FLOAT_FIELDS and value is not None else value
         else:
             problems.append(f"Setting {name!r} had an invalid value {value!r}; using {getattr(defaults, name)!r}.")
     unknown = sorted(set(data) - set(_CHECKS) - {"schema_version"})
@@ -161,3 +175,14 @@ def save_settings(settings: AppSettings, path: Path) -> None:
     data["schema_version"] = SCHEMA_VERSION
     payload = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
     atomic_write_bytes(Path(path), payload)
+
+
+def update_settings(path: Path, **changes: Any) -> AppSettings:
+    """Re-read the file, apply `changes`, save atomically and return the result.
+
+    Windows and dialogs that each own a few fields (the model manager's token and models folder,
+    the main window's theme) change only those, so one does not undo another's saved change.
+    """
+    current = load_settings(Path(path)).settings.replace(**changes)
+    save_settings(current, Path(path))
+    return current

@@ -19,9 +19,10 @@ from typing import Any
 
 from app.catalog.errors import CatalogError
 
-SCALE_OVERHEAD_BITS = 0.5             # per-group fp16 scale (and zero) amortised over a group of weights
-EMBEDDING_BYTES_PER_PARAM = 2         # token embeddings stay fp16: they are looked up, not multiplied
-KV_BYTES_PER_VALUE = 2                # fp16 KV cache
+SCALE_OVERHEAD_BITS = 0.5             # fp16 scale + fp16 zero per group of 64 weights (repack.py, layout.py)
+EMBEDDING_BYTES_PER_PARAM = 2         # only for packed_size_bytes' older fp16-embedding bound
+KV_BYTES_PER_VALUE = 4                # the runtime keeps K and V in fp32 (EngineInfo.kv_cache_bytes)
+TILE_ROWS = 64                        # packed matrices are padded to a multiple of 64 rows
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
 DEFAULT_CONTEXT = 2048
 DEFAULT_BANDWIDTH_BYTES_PER_S = 20e9  # a dual-channel DDR4 laptop, as achieved by a streaming read
@@ -157,9 +158,47 @@ def find_model(models: list[CatalogModel], model_id: str) -> CatalogModel:
 
 
 def packed_size_bytes(model: CatalogModel, bits: int) -> int:
-    """≈ matmul weights × (bits + scale overhead)/8 + fp16 embeddings (+ the untied output head, packed)."""
+    """An upper bound from before the runtime packed its embedding table: matmul weights ×
+    (bits + scale overhead)/8 + fp16 embeddings. estimate_variant uses runtime_packed_bytes."""
     packed = model.matmul_parameters * (bits + SCALE_OVERHEAD_BITS) / 8
     return int(packed + model.embedding_parameters * EMBEDDING_BYTES_PER_PARAM)
+
+
+def runtime_matrices(model: CatalogModel) -> list[tuple[str, int, int]]:
+    """(GGUF tensor name, rows, columns) of every matrix the runtime packs, embedding table included."""
+    q_dim, kv_dim = model.n_heads * model.head_dim, model.n_kv_heads * model.head_dim
+    out = [("token_embd.weight", model.vocab_size, model.dim)]
+    if not model.tied_embeddings:
+        out.append(("output.weight", model.vocab_size, model.dim))
+    for layer in range(model.n_layers):
+        b = f"blk.{layer}."
+        out += [(b + "attn_q.weight", q_dim, model.dim), (b + "attn_k.weight", kv_dim, model.dim),
+                (b + "attn_v.weight", kv_dim, model.dim), (b + "attn_output.weight", model.dim, q_dim),
+                (b + "ffn_gate.weight", model.hidden_dim, model.dim),
+                (b + "ffn_up.weight", model.hidden_dim, model.dim),
+                (b + "ffn_down.weight", model.dim, model.hidden_dim)]
+    return out
+
+
+def runtime_tensor_bits(model: CatalogModel, name: str, bits: int) -> int:
+    """The bits the runtime gives one matrix: a copy of tmac_core/models/llama.py:layer_bits
+    (the 2-bit preset keeps the embedding/output table, attn_v and the first and last layers at 4)."""
+    if bits != 2:
+        return bits
+    if name in ("token_embd.weight", "output.weight") or ".attn_v." in name:
+        return 4
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+    return 4 if layer in (0, model.n_layers - 1) else 2
+
+
+def _matrix_bytes(rows: int, cols: int, bits: int) -> float:
+    rows = -(-rows // TILE_ROWS) * TILE_ROWS
+    return rows * cols * (bits + SCALE_OVERHEAD_BITS) / 8
+
+
+def runtime_packed_bytes(model: CatalogModel, bits: int) -> int:
+    """Bytes of repacked matrices the runtime holds for a Q8_0 source at `bits` (EngineInfo.packed_bytes)."""
+    return int(sum(_matrix_bytes(r, c, runtime_tensor_bits(model, n, bits)) for n, r, c in runtime_matrices(model)))
 
 
 def kv_cache_bytes(model: CatalogModel, context: int) -> int:
@@ -168,11 +207,13 @@ def kv_cache_bytes(model: CatalogModel, context: int) -> int:
 
 
 def bytes_read_per_token(model: CatalogModel, bits: int, position: int) -> int:
-    """Memory traffic for one decode step at `position`: packed matmul weights, the output head
-    (the fp16 embedding table when tied; untied heads are in the packed weights) and the KV cache so far."""
-    weights = model.matmul_parameters * (bits + SCALE_OVERHEAD_BITS) / 8
-    head = model.embedding_parameters * EMBEDDING_BYTES_PER_PARAM if model.tied_embeddings else 0
-    return int(weights + head + kv_cache_bytes(model, position))
+    """Memory traffic for one decode step at `position`: every packed matrix except the embedding
+    table, which is read one row per token unless it doubles as the output head (tied), plus the
+    KV cache so far."""
+    weights = runtime_packed_bytes(model, bits)
+    if not model.tied_embeddings:
+        weights -= _matrix_bytes(model.vocab_size, model.dim, runtime_tensor_bits(model, "token_embd.weight", bits))
+    return int(weights + kv_cache_bytes(model, position))
 
 
 def predict_decode_tokens_per_s(model: CatalogModel, bits: int, bandwidth_bytes_per_s: float, *,
@@ -187,7 +228,7 @@ def estimate_variant(variant: ModelVariant, *, bandwidth_bytes_per_s: float = DE
                      context: int = DEFAULT_CONTEXT) -> VariantEstimate:
     model, bits = variant.model, variant.bits
     context = min(context, model.context_length)
-    packed = packed_size_bytes(model, bits)
+    packed = runtime_packed_bytes(model, bits)
     kv = kv_cache_bytes(model, context)
     return VariantEstimate(
         packed_bytes=packed, kv_cache_bytes=kv, ram_bytes=packed + kv + RUNTIME_OVERHEAD_BYTES,

@@ -141,6 +141,58 @@ def partial_path(models_dir: Path, sha256: str) -> Path:
     return Path(models_dir) / PARTIAL_DIR_NAME / f"{sha256}.incomplete"
 
 
+@dataclass(frozen=True)
+class PartialDownload:
+    """A download that stopped before the end (cancel, lost connection, app closed): it can be resumed."""
+    repo_id: str
+    filename: str
+    commit: str
+    sha256: str
+    size: int
+    bytes_done: int
+    path: Path          # the .incomplete file (may not exist yet if it stopped before the first byte)
+
+
+def list_partial_downloads(models_dir: Path) -> list[PartialDownload]:
+    """Every resumable download under `models_dir`, read from the sidecars download_model_file writes.
+
+    A sidecar that is unreadable or names an unsafe file is skipped (never trusted as a path).
+    """
+    folder = Path(models_dir) / PARTIAL_DIR_NAME
+    found = []
+    if not folder.is_dir():
+        return found
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+            repo_id, filename, sha256 = str(data["repo_id"]), str(data["filename"]), str(data["sha256"])
+            size, commit = int(data["size"]), str(data.get("commit", ""))
+            installed_file_path(models_dir, repo_id, filename)  # raises ValueError for unsafe names
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _SHA256.match(sha256) or sidecar.stem != sha256:
+            continue
+        part = partial_path(models_dir, sha256)
+        try:
+            done = part.stat().st_size
+        except OSError:
+            done = 0
+        found.append(PartialDownload(repo_id, filename, commit, sha256, size, min(done, size), part))
+    return found
+
+
+def discard_partial_download(models_dir: Path, sha256: str) -> None:
+    """Delete a partial download and its sidecar (the user chose to start over or not to resume)."""
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256: {sha256!r}")
+    with _active_lock:
+        if str(partial_path(models_dir, sha256)) in _active_downloads:
+            raise DownloadInProgressError(sha256[:12])
+    part = partial_path(models_dir, sha256)
+    part.unlink(missing_ok=True)
+    part.with_suffix(".json").unlink(missing_ok=True)
+
+
 def remove_stale_partials(models_dir: Path, *, older_than_s: float = 14 * 86400) -> list[Path]:
     """Start-up sweep: delete partial downloads nobody resumed for `older_than_s`. Returns what went."""
     folder = Path(models_dir) / PARTIAL_DIR_NAME

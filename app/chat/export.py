@@ -27,9 +27,10 @@ _STATS_FORMATS = (("tokens", "{} tokens"), ("tokens_per_s", "{:.1f} tok/s"), ("t
                   ("bits", "{}-bit"), ("kernel_tier", "{}"))
 
 
-def _stats_line(stats: dict) -> str:
+def stats_line(stats: dict) -> str:
     """One short line such as `42 tokens · 17.3 tok/s · TTFT 0.21 s · 4 threads · 2-bit · avx2`."""
-    return " · ".join(fmt.format(stats[key]) for key, fmt in _STATS_FORMATS if key in stats)
+    parts = [fmt.format(stats[key]) for key, fmt in _STATS_FORMATS if key in stats]
+    return " · ".join("1 thread" if part == "1 threads" else part for part in parts)
 
 
 def to_markdown(conversation: Conversation, messages: Sequence[Message], *, include_stats: bool = True) -> str:
@@ -48,9 +49,9 @@ def to_markdown(conversation: Conversation, messages: Sequence[Message], *, incl
         if note:
             lines += [f"_{note}_", ""]
         if include_stats and message.role == "assistant" and message.stats:
-            stats_line = _stats_line(message.stats)
-            if stats_line:
-                lines += [f"<sub>{stats_line}</sub>", ""]
+            stats_line_text = stats_line(message.stats)
+            if stats_line_text:
+                lines += [f"<sub>{stats_line_text}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

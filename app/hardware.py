@@ -1,0 +1,181 @@
+"""What this machine and this installation are: CPU model, cores, instruction sets, kernel tier,
+versions, memory bandwidth, the embedded model's file.
+
+With app/modelfile.py this is one of the two app modules allowed to reach into tmac_core
+below its public API (here `tmac_core.kernels` for the CPU features), so that app/ui never
+does. Pure Python: must not import PySide6.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+BANDWIDTH_BUFFER_BYTES = 128 * 1024 * 1024   # per side; far above any L3 a desktop CPU has today
+BANDWIDTH_MAX_THREADS = 8
+
+
+@dataclass(frozen=True)
+class InstructionSets:
+    arch: str                      # "x86_64", "arm64", ...
+    features: tuple[str, ...]      # the detected flags that are set ("avx2", "fma", "neon", ...)
+    available: tuple[str, ...]     # kernel tiers this CPU and OS can run ("generic", "avx2", ...)
+    active: str                    # the tier in use (TMAC_KERNELS may force one)
+
+
+def cpu_model_name() -> str:
+    """The CPU's marketing name ("AMD Ryzen 7 7840U ..."), or the best substitute the OS gives."""
+    name = ""
+    if sys.platform.startswith("linux"):
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            text = ""
+        for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
+            match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
+            if match and match.group(1).strip():
+                name = match.group(1).strip()
+                break
+    elif sys.platform == "darwin":
+        try:
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=2).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            name = ""
+    elif sys.platform == "win32":
+        try:
+            import winreg
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
+                                r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
+                name = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
+        except OSError:
+            name = ""
+    name = re.sub(r"\s+", " ", name or platform.processor() or "").strip()
+    return name or f"unknown {platform.machine() or 'CPU'}"
+
+
+def logical_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def physical_cores() -> int | None:
+    """Physical cores, or None when the OS does not say (SMT siblings counted once)."""
+    try:
+        import psutil  # optional
+        count = psutil.cpu_count(logical=False)
+        if count:
+            return int(count)
+    except ImportError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return None
+        pairs = set()
+        for block in text.split("\n\n"):
+            physical = re.search(r"^physical id\s*:\s*(\d+)", block, re.MULTILINE)
+            core = re.search(r"^core id\s*:\s*(\d+)", block, re.MULTILINE)
+            if physical and core:
+                pairs.add((physical.group(1), core.group(1)))
+        return len(pairs) or None
+    return None
+
+
+def total_memory_bytes() -> int | None:
+    """Physical RAM, or None if the OS does not say."""
+    try:
+        if sys.platform == "win32":
+            import ctypes
+
+            class MemoryStatus(ctypes.Structure):
+                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                            ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                            ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                            ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                            ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+            status = MemoryStatus()
+            status.dwLength = ctypes.sizeof(MemoryStatus)
+            if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+                return int(status.ullTotalPhys)
+            return None
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def machine_label() -> str:
+    """CPU model plus logical cores: what a measurement is keyed by ("Apple M2 (8 threads)")."""
+    return f"{cpu_model_name()} ({logical_cores()} threads)"
+
+
+def instruction_sets() -> InstructionSets:
+    """The runtime's own CPU detection (CPUID + XGETBV / getauxval / sysctl), as the kernels see it."""
+    from tmac_core import kernels
+    features = kernels.cpu_features()
+    flags = tuple(name for name, value in features.items()
+                  if value is True and not name.startswith("os_") and name != "osxsave")
+    return InstructionSets(arch=str(features.get("arch", platform.machine())), features=flags,
+                           available=tuple(kernels.available_isas()), active=str(kernels.active_isa()))
+
+
+def versions() -> dict[str, str]:
+    """Versions worth putting in a bug report."""
+    found = {"Python": platform.python_version(), "OS": f"{platform.system()} {platform.release()} "
+             f"({platform.machine()})"}
+    try:
+        import tmac_core
+        found["tmac_core"] = str(tmac_core.__version__)
+    except ImportError:
+        pass
+    from importlib import metadata
+    for dist in ("tmac-chat", "PySide6", "numpy", "huggingface_hub"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def embedded_model_path() -> Path | None:
+    """The SmolLM2-135M file the runtime loads for source "default", or None if it is not installed."""
+    try:
+        from tmac_core import default_model_path
+        return Path(default_model_path())
+    except Exception:  # noqa: BLE001 - ModelLoadError when missing; ImportError before the engine exists
+        return None
+
+
+def measure_memory_bandwidth(buffer_bytes: int = BANDWIDTH_BUFFER_BYTES, threads: int | None = None,
+                             repeats: int = 3) -> float:
+    """Copy bandwidth in bytes/s (read + written), best of `repeats`, with numpy on several threads.
+
+    Decode reads every weight once per token from RAM on all kernel threads, so a multi-threaded
+    streaming copy (numpy releases the GIL while copying) is the closest cheap stand-in. Takes
+    about 0.1–0.5 s and 2 × `buffer_bytes` of memory for that time.
+    """
+    import numpy as np
+
+    threads = max(1, min(threads or logical_cores(), BANDWIDTH_MAX_THREADS))
+    source = np.ones(buffer_bytes // 8, dtype=np.float64)     # written once so every page is mapped
+    target = np.zeros_like(source)
+    bounds = np.linspace(0, source.size, threads + 1).astype(np.int64)
+    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def copy(part: slice) -> None:
+        np.copyto(target[part], source[part])
+
+    best = float("inf")
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            list(pool.map(copy, slices))
+            best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / max(best, 1e-9)

@@ -1,0 +1,138 @@
+"""ChatView: the scrolling list of MessageWidgets for one conversation, with the streaming answer.
+
+Streamed text is buffered and painted by a timer (about 25 times a second), not
+per token: re-rendering Markdown for every token would cost more than the
+engine spends making it. The view follows the answer down only while the user
+is already at the bottom, so scrolling up to read is never fought.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from app.chat.records import Message
+from app.ui.message_widget import MessageWidget
+
+REPAINT_MS = 40
+EMPTY_TEXT = ("Ask anything. The model runs on this computer's CPU, offline.\n"
+              "Enter sends, Shift+Enter starts a new line, Esc stops the answer.")
+
+
+class ChatView(QScrollArea):
+    regenerateRequested = Signal(int)       # assistant message id
+    editSubmitted = Signal(int, str)        # user message id, new text
+
+    def __init__(self, dark: bool = False, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("chatView")
+        self.setAccessibleName("Conversation")
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.dark = dark
+        self.busy = False
+        self.widgets: dict[int, MessageWidget] = {}
+        self._pending: dict[int, str] = {}      # message id → text not painted yet
+        self._follow = True
+        content = QWidget()
+        content.setObjectName("chatContent")
+        self.column = QVBoxLayout(content)
+        self.column.setContentsMargins(24, 16, 24, 16)
+        self.column.setSpacing(12)
+        self.empty_label = QLabel(EMPTY_TEXT)
+        self.empty_label.setObjectName("emptyChat")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.column.addWidget(self.empty_label)
+        self.column.addStretch(1)
+        self.setWidget(content)
+        self._repaint = QTimer(self)
+        self._repaint.setSingleShot(True)
+        self._repaint.setInterval(REPAINT_MS)
+        self._repaint.timeout.connect(self._paint_pending)
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._on_scrolled)
+        bar.rangeChanged.connect(self._on_range_changed)
+
+    # ---- content ------------------------------------------------------------------------------
+
+    def set_messages(self, messages: list[Message]) -> None:
+        for widget in self.widgets.values():
+            self.column.removeWidget(widget)
+            widget.deleteLater()
+        self.widgets.clear()
+        self._pending.clear()
+        for message in messages:
+            self._add_widget(message)
+        self._after_change()
+        self._follow = True
+        QTimer.singleShot(0, self, self.scroll_to_bottom)
+
+    def add_message(self, message: Message) -> None:
+        self._add_widget(message)
+        self._after_change()
+        self._follow = True
+
+    def append_text(self, message_id: int, delta: str) -> None:
+        widget = self.widgets.get(message_id)
+        if widget is None:
+            return
+        base = self._pending.get(message_id, widget.text)
+        self._pending[message_id] = base + delta
+        if not self._repaint.isActive():
+            self._repaint.start()
+
+    def finish_message(self, message: Message) -> None:
+        self._pending.pop(message.id, None)
+        widget = self.widgets.get(message.id)
+        if widget is not None:
+            widget.set_message(message)
+        self._after_change()
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self._after_change()
+
+    def message_widget(self, message_id: int) -> MessageWidget | None:
+        return self.widgets.get(message_id)
+
+    def scroll_to_message(self, message_id: int) -> None:
+        widget = self.widgets.get(message_id)
+        if widget is not None:
+            self._follow = False
+            self.ensureWidgetVisible(widget, 0, 40)
+
+    def scroll_to_bottom(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _add_widget(self, message: Message) -> None:
+        widget = MessageWidget(message, self.dark)
+        widget.regenerateRequested.connect(self.regenerateRequested)
+        widget.editSubmitted.connect(self.editSubmitted)
+        self.column.insertWidget(self.column.count() - 1, widget)   # above the stretch
+        self.widgets[message.id] = widget
+
+    def _after_change(self) -> None:
+        self.empty_label.setVisible(not self.widgets)
+        last_answer = max((i for i, w in self.widgets.items() if w.message.role == "assistant"), default=None)
+        for message_id, widget in self.widgets.items():
+            widget.set_actions_enabled(not self.busy, can_regenerate=message_id == last_answer and not self.busy)
+
+    def _paint_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for message_id, text in pending.items():
+            widget = self.widgets.get(message_id)
+            if widget is not None:
+                widget.set_text(text)
+
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 24
+
+    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
+        if self._follow:
+            self.verticalScrollBar().setValue(maximum)

@@ -1,0 +1,403 @@
+"""MainWindow: wires the chat widgets to ChatSession and EngineClient; owns the one AppSettings.
+
+Layout: a "Chat" tab (chats sidebar | banners, conversation, composer | live
+performance and sampling settings) and a "Models" tab (ModelManagerPage).
+Menus reach the speed sweep, the 2-bit/4-bit comparison and "About this
+computer". Nothing here waits for the engine: every engine event arrives as a
+signal, and an engine crash only shows a banner with "Restart engine".
+
+Settings: changes made here are collected and written after a short pause with
+app.settings.update_settings (only the changed fields), so the model manager's
+own saves are never undone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+    QWidget,
+)
+
+from app.chat.store import ChatStore
+from app.paths import AppPaths
+from app.power.readers import PowerMeter
+from app.settings import AppSettings, update_settings
+from app.ui.about import AboutDialog
+from app.ui.banner import Banner
+from app.ui.chat_view import ChatView
+from app.ui.compare import CompareDialog
+from app.ui.composer import Composer
+from app.ui.conversation_list import ConversationList
+from app.ui.measure import MeasureDialog
+from app.ui.model_manager import ModelManagerPage
+from app.ui.perf_panel import PerfPanel
+from app.ui.sampling_panel import SamplingPanel
+from app.ui.theme import apply_theme, resolve_theme
+from app.workers.chat_session import ChatSession
+from app.workers.engine_client import DEAD, GENERATING, LOADING, READY, STARTING, EngineClient, default_thread_count
+
+SAVE_DELAY_MS = 500
+PURGE_DELETED_AFTER_S = 7 * 86400
+# The settings this window (and its panels) own; the model manager and the dialogs own the rest.
+WINDOW_FIELDS = ("system_prompt", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_new_tokens", "seed",
+                 "context_length", "theme", "model_source", "default_bits", "n_threads")
+STATE_TEXT = {"stopped": "Engine stopped", STARTING: "Starting the engine…", LOADING: "Loading the model…",
+              READY: "Ready", GENERATING: "Writing…", DEAD: "Engine stopped unexpectedly"}
+
+
+def engine_cache_dir(paths: AppPaths) -> Path:
+    """Where repacked models are cached: TMAC_CACHE_DIR (as in tmac_core) or <cache>/repacked."""
+    override = os.environ.get("TMAC_CACHE_DIR")
+    return Path(override).expanduser() if override else paths.cache_dir / "repacked"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings, paths: AppPaths, store: ChatStore, *,
+                 client: EngineClient | None = None, power_meter: PowerMeter | None = None,
+                 settings_problems: list[str] | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("T-MAC Chat")
+        self.setObjectName("mainWindow")
+        self.resize(1320, 840)
+        self.settings = settings
+        self.paths = paths
+        self.store = store
+        self.dark = resolve_theme(settings.theme) == "dark"
+        self.client = client or EngineClient(self, cache_dir=engine_cache_dir(paths))
+        self.session = ChatSession(store, self.client, lambda: self.settings, self)
+        self._pending_settings: dict = {}
+        self._save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.save_settings_now)
+        self._dialogs: list = []
+
+        self._build_chat_page(power_meter)
+        self.models_page = ModelManagerPage(settings, paths, self)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("mainTabs")
+        self.tabs.setAccessibleName("Pages")
+        self.tabs.addTab(self.chat_page, "Chat")
+        self.tabs.addTab(self.models_page, "Models")
+        self.setCentralWidget(self.tabs)
+        self._build_status_bar()
+        self._build_menus()
+        self._connect()
+
+        store.purge_deleted(older_than_s=PURGE_DELETED_AFTER_S)
+        self._show_startup_notes(settings_problems or [])
+        recent = store.list_conversations()
+        if recent:
+            self.session.open_conversation(recent[0].id)
+        else:
+            self.conversations.refresh()
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_color_scheme_changed)
+
+    # ---- building -----------------------------------------------------------------------------
+
+    def _build_chat_page(self, power_meter: PowerMeter | None) -> None:
+        self.conversations = ConversationList(self.store)
+        self.engine_banner = Banner("Engine status")
+        self.notice_banner = Banner("Notice")
+        self.chat_view = ChatView(dark=self.dark)
+        self.composer = Composer()
+        center = QWidget()
+        center_layout = QVBoxLayout(center)
+        center_layout.setContentsMargins(0, 0, 0, 0)
+        center_layout.setSpacing(4)
+        center_layout.addWidget(self.engine_banner)
+        center_layout.addWidget(self.notice_banner)
+        center_layout.addWidget(self.chat_view, 1)
+        center_layout.addWidget(self.composer)
+
+        self.perf_panel = PerfPanel(power_meter, threads=self.settings.n_threads or default_thread_count())
+        self.sampling_panel = SamplingPanel(self.settings)
+        side = QWidget()
+        side.setObjectName("sidePanel")
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.perf_panel)
+        settings_scroll = QScrollArea()
+        settings_scroll.setWidgetResizable(True)
+        settings_scroll.setWidget(self.sampling_panel)
+        settings_scroll.setAccessibleName("Sampling settings")
+        side_layout.addWidget(settings_scroll, 1)   # scrolls; the performance panel above always stays in view
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.conversations)
+        self.splitter.addWidget(center)
+        self.splitter.addWidget(side)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 760, 310])
+        self.splitter.setChildrenCollapsible(False)
+        self.chat_page = QWidget()
+        self.chat_page.setObjectName("chatPage")
+        page_layout = QVBoxLayout(self.chat_page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.addWidget(self.splitter)
+
+    def _build_status_bar(self) -> None:
+        self.state_label = QLabel(STATE_TEXT["stopped"])
+        self.state_label.setAccessibleName("Engine state")
+        self.model_label = QLabel()
+        self.model_label.setAccessibleName("Loaded model")
+        self.progress = QProgressBar()
+        self.progress.setAccessibleName("Model loading progress")
+        self.progress.setRange(0, 1000)
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        bar = self.statusBar()
+        bar.addWidget(self.state_label)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.model_label)
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self.new_chat_action = self._action(file_menu, "&New chat", self.new_chat, QKeySequence.StandardKey.New)
+        self._action(file_menu, "&Export chat…", self.conversations.export_with_dialog)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit_menu = menu.addMenu("&Edit")
+        self._action(edit_menu, "&Search chats", self.conversations.focus_search, QKeySequence.StandardKey.Find)
+        view_menu = menu.addMenu("&View")
+        theme_menu = view_menu.addMenu("&Theme")
+        group = QActionGroup(self)
+        for choice, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            action = self._action(theme_menu, label, lambda _=False, c=choice: self.set_theme(c))
+            action.setCheckable(True)
+            action.setChecked(self.settings.theme == choice)
+            group.addAction(action)
+        engine_menu = menu.addMenu("E&ngine")
+        self._action(engine_menu, "&Stop answer", self.session.stop, QKeySequence(Qt.Key.Key_Escape))
+        self._action(engine_menu, "&Restart engine", self.restart_engine)
+        tools_menu = menu.addMenu("&Tools")
+        self._action(tools_menu, "&Measure speed vs threads…", self.open_measure)
+        self._action(tools_menu, "&Compare 2-bit vs 4-bit…", self.open_compare)
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "&About this computer…", self.open_about)
+        # Ctrl+Enter sends from anywhere in the window (Enter already sends inside the prompt box).
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, self.composer.submit)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _connect(self) -> None:
+        session, client = self.session, self.client
+        session.conversationChanged.connect(self._on_session_conversation_changed)
+        session.historyChanged.connect(self._reload_messages)
+        session.messageAdded.connect(self._on_session_message_added)
+        session.answerText.connect(self.chat_view.append_text)
+        session.answerChunk.connect(self.perf_panel.show_chunk)
+        session.answerFinished.connect(self.chat_view.finish_message)
+        session.busyChanged.connect(self._on_session_busy)
+        session.notice.connect(self._on_session_notice)
+        client.stateChanged.connect(self._on_client_state)
+        client.loadProgress.connect(self._on_client_progress)
+        client.loaded.connect(self._on_client_loaded)
+        client.failed.connect(self._on_client_failed)
+        client.died.connect(self._on_client_died)
+        self.composer.sendRequested.connect(self._on_composer_send)
+        self.composer.stopRequested.connect(session.stop)
+        self.chat_view.regenerateRequested.connect(session.regenerate)
+        self.chat_view.editSubmitted.connect(session.edit_and_resend)
+        self.conversations.conversationActivated.connect(self._open_conversation)
+        self.conversations.searchHitActivated.connect(self._on_search_hit)
+        self.conversations.newRequested.connect(self.new_chat)
+        self.conversations.conversationDeleted.connect(self._on_conversation_deleted)
+        self.perf_panel.threadsChanged.connect(self.set_threads)
+        self.sampling_panel.settingsChanged.connect(lambda changes: self.change_settings(**changes))
+        self.sampling_panel.reloadRequested.connect(self.start_engine)
+        self.models_page.modelChosen.connect(self.load_model)
+        self.models_page.settingsChanged.connect(self._adopt_saved_settings)
+
+    # ---- engine -------------------------------------------------------------------------------
+
+    def start_engine(self) -> None:
+        """Load the model from the settings in a fresh engine process."""
+        self.engine_banner.hide()
+        self.client.load(self.settings.model_source, self.settings.default_bits,
+                         n_ctx=self.settings.context_length, n_threads=self.settings.n_threads or default_thread_count())
+
+    def load_model(self, source: str, bits: int) -> None:
+        self.change_settings(model_source=source, default_bits=bits)
+        self.start_engine()
+        self.tabs.setCurrentWidget(self.chat_page)
+
+    def restart_engine(self) -> None:
+        self.engine_banner.hide()
+        if self.client.state == "stopped" and self.client.info is None:
+            self.start_engine()
+        else:
+            self.client.restart()
+
+    def set_threads(self, n: int) -> None:
+        self.client.set_threads(n)
+        self.change_settings(n_threads=n)
+
+    def _on_client_state(self, state: str) -> None:
+        self.state_label.setText(STATE_TEXT.get(state, state))
+        ready = state in (READY, GENERATING)
+        self.composer.set_ready(ready, "" if ready else STATE_TEXT.get(state, state))
+        if state in (STARTING, LOADING):
+            self.progress.setValue(0)
+            self.progress.show()
+        else:
+            self.progress.hide()
+
+    def _on_client_progress(self, fraction: float, stage: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.state_label.setText(f"Loading the model: {stage}…")
+
+    def _on_client_loaded(self, info) -> None:
+        self.perf_panel.set_engine_info(info)
+        self.sampling_panel.mark_context_loaded(info.n_ctx)
+        threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
+        self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.isa} · {threads}")
+        self.models_page.set_active_model(self.settings.model_source)
+        self.perf_panel.set_threads(info.n_threads)
+
+    def _on_client_failed(self, request_id: int, error_type: str, text: str) -> None:
+        if request_id == -1:
+            self.engine_banner.show_message("error", f"The model could not be loaded ({error_type}): {text}",
+                                            "Load the built-in model", lambda: self.load_model("default", 4))
+
+    def _on_client_died(self, reason: str) -> None:
+        self.engine_banner.show_message(
+            "error", f"The engine stopped: {reason}. The window and your chats are fine; "
+                     "any answer in progress was saved up to where it stopped.",
+            "Restart engine", self.restart_engine)
+
+    # ---- chat ---------------------------------------------------------------------------------
+
+    def new_chat(self) -> None:
+        if self.session.busy:
+            self.session.stop()
+        self.notice_banner.hide()
+        self.session.new_conversation()
+        self.composer.prompt.setFocus()
+
+    def _open_conversation(self, conversation_id: int) -> None:
+        if self.session.busy:
+            self.session.stop()
+        self.notice_banner.hide()
+        self.session.open_conversation(conversation_id)
+
+    def _on_search_hit(self, conversation_id: int, message_id: int) -> None:
+        if conversation_id != self.session.conversation_id:
+            self._open_conversation(conversation_id)
+        if message_id:
+            QTimer.singleShot(50, self, lambda: self.chat_view.scroll_to_message(message_id))
+
+    def _on_conversation_deleted(self, conversation_id: int) -> None:
+        if conversation_id == self.session.conversation_id:
+            self.session.stop()
+            self.session.open_conversation(0)
+
+    def _on_session_conversation_changed(self, conversation_id: int) -> None:
+        self.conversations.set_current(conversation_id)
+        self._reload_messages(conversation_id)
+
+    def _reload_messages(self, conversation_id: int) -> None:
+        self.chat_view.set_messages(self.store.list_messages(conversation_id) if conversation_id else [])
+
+    def _on_session_message_added(self, message) -> None:
+        self.chat_view.add_message(message)
+        if message.role == "user":
+            self.conversations.refresh()   # the first message names the chat
+
+    def _on_session_busy(self, busy: bool) -> None:
+        self.composer.set_busy(busy)
+        self.chat_view.set_busy(busy)
+        if busy:
+            self.notice_banner.hide()
+            self.perf_panel.answer_started()
+
+    def _on_session_notice(self, kind: str, text: str) -> None:
+        self.notice_banner.show_message("info" if kind in ("trimmed", "template") else "error", text)
+
+    def _on_composer_send(self, text: str) -> None:
+        if self.session.send(text):
+            self.composer.clear()
+
+    # ---- dialogs ------------------------------------------------------------------------------
+
+    def _keep_open(self, dialog) -> None:
+        self._dialogs.append(dialog)
+        dialog.finished.connect(lambda _result: self._dialogs.remove(dialog))
+        dialog.show()
+
+    def open_measure(self) -> None:
+        dialog = MeasureDialog(self.settings, self.paths, self.settings.model_source, self.settings.default_bits, self)
+        dialog.threadsChosen.connect(lambda n: (self.perf_panel.set_threads(n), self.set_threads(n)))
+        dialog.settingsChanged.connect(self._adopt_saved_settings)
+        self._keep_open(dialog)
+
+    def open_compare(self) -> None:
+        self._keep_open(CompareDialog(self.settings, self.paths, self.settings.model_source, self))
+
+    def open_about(self) -> None:
+        self._keep_open(AboutDialog(self.settings, self.paths, self))
+
+    # ---- settings and theme -------------------------------------------------------------------
+
+    def change_settings(self, **changes) -> None:
+        self.settings = self.settings.replace(**changes)
+        self._pending_settings.update(changes)
+        self._save_timer.start()
+        if changes.keys() & self.sampling_panel.values().keys() and changes != self.sampling_panel.values():
+            self.sampling_panel.set_settings(self.settings)   # changed from elsewhere (self-test, a dialog)
+
+    def save_settings_now(self) -> None:
+        if not self._pending_settings:
+            return
+        changes, self._pending_settings = self._pending_settings, {}
+        try:
+            self.settings = update_settings(self.paths.settings_file, **changes)
+        except OSError as error:
+            self.statusBar().showMessage(f"Settings could not be saved: {error}", 10000)
+
+    def _adopt_saved_settings(self, settings: AppSettings) -> None:
+        """Another part of the app saved settings: take its fields, keep the ones this window owns."""
+        ours = {name: getattr(self.settings, name) for name in WINDOW_FIELDS}
+        self.settings = settings.replace(**ours)
+
+    def set_theme(self, choice: str) -> None:
+        self.change_settings(theme=choice)
+        self._restyle()
+
+    def _on_color_scheme_changed(self, _scheme) -> None:
+        if self.settings.theme == "system":
+            self._restyle()
+
+    def _restyle(self) -> None:
+        self.dark = apply_theme(QApplication.instance(), self.settings.theme) == "dark"
+        self.chat_view.dark = self.dark
+        self._reload_messages(self.session.conversation_id)   # code blocks pick their highlight colours
+
+    def _show_startup_notes(self, problems: list[str]) -> None:
+        notes = list(problems)
+        if self.store.recovered_message_ids:
+            count = len(self.store.recovered_message_ids)
+            notes.append(f"{count} answer{'s were' if count > 1 else ' was'} cut off when the app last stopped; "
+                         "the text written so far was kept.")
+        if notes:
+            self.notice_banner.show_message("info", " ".join(notes))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.session.close()
+        self.save_settings_now()
+        for dialog in list(self._dialogs):
+            dialog.close()
+        self.client.shutdown()
+        super().closeEvent(event)

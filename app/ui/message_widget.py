@@ -1,0 +1,223 @@
+"""One chat message on screen: who said it, the text (Markdown prose and code blocks), a Copy
+button, Edit (user) or Regenerate (assistant), and under an answer its stats line.
+
+The text is re-rendered as a list of blocks (app.ui.markdown_blocks); while an
+answer streams, blocks that did not change keep their widgets, so a growing code
+block is updated in place rather than rebuilt.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+)
+
+from app.chat.export import stats_line
+from app.chat.records import COMPLETE, ERROR, PARTIAL, STREAMING, Message
+from app.ui.code_block import CodeBlockWidget, flash_text
+from app.ui.markdown_blocks import Block, split_blocks
+
+ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def state_note(message: Message) -> str:
+    error = message.stats.get("error", "")
+    if message.state == STREAMING:
+        return ""
+    if message.state == PARTIAL:
+        if error.startswith("engine died"):
+            return "Interrupted: " + error.removeprefix("engine died: ") + "."
+        return "Stopped before the end." if not error else f"Interrupted ({error})."
+    if message.state == ERROR:
+        return f"No answer: {error}" if error else "No answer."
+    if message.stats.get("finish_reason") == "length":
+        return "Reached the max-tokens limit."
+    if message.stats.get("finish_reason") == "context_full":
+        return "Stopped: the context is full."
+    return ""
+
+
+class ProseLabel(QLabel):
+    """Markdown prose: wraps, selectable, links open in the browser."""
+
+    def __init__(self, text: str, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("messageText")
+        self.setTextFormat(Qt.TextFormat.MarkdownText)
+        self.setWordWrap(True)
+        self.setOpenExternalLinks(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setText(text)
+
+
+class MessageWidget(QFrame):
+    regenerateRequested = Signal(int)
+    editSubmitted = Signal(int, str)
+
+    def __init__(self, message: Message, dark: bool, parent=None) -> None:
+        super().__init__(parent)
+        self.message = message
+        self.dark = dark
+        self.text = message.content
+        self._blocks: list[tuple[Block, QWidget]] = []
+        self.setObjectName("userMessage" if message.role == "user" else "assistantMessage")
+        self.setAccessibleName(f"{ROLE_NAMES.get(message.role, message.role)} message")
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+
+        self.role_label = QLabel(ROLE_NAMES.get(message.role, message.role))
+        self.role_label.setObjectName("roleLabel")
+        self.copy_button = self._tool_button("Copy", "Copy message", "Copy the whole message as Markdown")
+        self.copy_button.clicked.connect(self.copy)
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self.role_label)
+        header.addStretch(1)
+        header.addWidget(self.copy_button)
+        self.edit_button = self.regenerate_button = None
+        if message.role == "user":
+            self.edit_button = self._tool_button("Edit", "Edit message", "Edit this message and send it again")
+            self.edit_button.clicked.connect(self.begin_edit)
+            header.addWidget(self.edit_button)
+        elif message.role == "assistant":
+            self.regenerate_button = self._tool_button("Regenerate", "Regenerate answer", "Ask for a new answer")
+            self.regenerate_button.clicked.connect(lambda: self.regenerateRequested.emit(self.message.id))
+            header.addWidget(self.regenerate_button)
+
+        self.body = QVBoxLayout()
+        self.body.setContentsMargins(0, 0, 0, 0)
+        self.body.setSpacing(6)
+        self.note_label = QLabel()
+        self.note_label.setObjectName("stateNote")
+        self.note_label.setWordWrap(True)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("statsLine")
+        self.stats_label.setAccessibleName("Answer statistics")
+        self.stats_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.editor = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        layout.setSpacing(4)
+        layout.addLayout(header)
+        layout.addLayout(self.body)
+        layout.addWidget(self.note_label)
+        layout.addWidget(self.stats_label)
+        self.set_message(message)
+
+    def _tool_button(self, text: str, accessible: str, tip: str) -> QPushButton:
+        button = QPushButton(text)
+        button.setObjectName("messageAction")
+        button.setAccessibleName(accessible)
+        button.setToolTip(tip)
+        button.setFlat(True)
+        button.setCursor(Qt.CursorShape.PointingHandCursor)
+        return button
+
+    # ---- content ------------------------------------------------------------------------------
+
+    def set_message(self, message: Message) -> None:
+        """Show a stored message (final text, state and stats)."""
+        self.message = message
+        self.set_text(message.content)
+        note = state_note(message)
+        self.note_label.setText(note)
+        self.note_label.setVisible(bool(note))
+        line = stats_line(message.stats) if message.role == "assistant" else ""
+        self.stats_label.setText(line)
+        self.stats_label.setVisible(bool(line))
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        blocks = split_blocks(text) or ([Block("text", "…")] if self.message.state == STREAMING else [])
+        for index, block in enumerate(blocks):
+            if index < len(self._blocks):
+                old, widget = self._blocks[index]
+                if old == block:
+                    continue
+                if old.kind == block.kind and (block.kind == "text" or old.language == block.language):
+                    self._update_block(widget, block)
+                    self._blocks[index] = (block, widget)
+                    continue
+                self._remove_blocks_from(index)
+            widget = self._make_block(block)
+            self.body.addWidget(widget)
+            self._blocks.append((block, widget))
+        self._remove_blocks_from(len(blocks))
+
+    def _make_block(self, block: Block) -> QWidget:
+        if block.kind == "code":
+            return CodeBlockWidget(block.text, block.language, self.dark)
+        return ProseLabel(block.text)
+
+    @staticmethod
+    def _update_block(widget: QWidget, block: Block) -> None:
+        if isinstance(widget, CodeBlockWidget):
+            widget.set_code(block.text)
+        else:
+            widget.setText(block.text)
+
+    def _remove_blocks_from(self, index: int) -> None:
+        for _, widget in self._blocks[index:]:
+            self.body.removeWidget(widget)
+            widget.deleteLater()
+        del self._blocks[index:]
+
+    def code_blocks(self) -> list[CodeBlockWidget]:
+        return [w for _, w in self._blocks if isinstance(w, CodeBlockWidget)]
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.text)
+        flash_text(self.copy_button, "Copied")
+
+    def set_actions_enabled(self, enabled: bool, can_regenerate: bool) -> None:
+        if self.edit_button is not None:
+            self.edit_button.setEnabled(enabled)
+        if self.regenerate_button is not None:
+            self.regenerate_button.setVisible(can_regenerate)
+            self.regenerate_button.setEnabled(enabled)
+
+    def begin_edit(self) -> None:
+        if self.editor is not None:
+            return
+        self.editor = QFrame()
+        self.editor.setObjectName("messageEditor")
+        text_box = QPlainTextEdit(self.message.content)
+        text_box.setAccessibleName("Edited message")
+        text_box.setObjectName("editBox")
+        save = QPushButton("Save && resend")
+        save.setAccessibleName("Save edited message and send it again")
+        save.setDefault(True)
+        cancel = QPushButton("Cancel")
+        cancel.setAccessibleName("Cancel editing")
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(cancel)
+        buttons.addWidget(save)
+        layout = QVBoxLayout(self.editor)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(text_box)
+        layout.addLayout(buttons)
+        save.clicked.connect(lambda: self.submit_edit(text_box.toPlainText()))
+        cancel.clicked.connect(self.end_edit)
+        self.body.addWidget(self.editor)
+        for _, widget in self._blocks:
+            widget.hide()
+        text_box.setFocus()
+
+    def submit_edit(self, text: str) -> None:
+        if text.strip():
+            self.end_edit()
+            self.editSubmitted.emit(self.message.id, text)
+
+    def end_edit(self) -> None:
+        if self.editor is None:
+            return
+        self.body.removeWidget(self.editor)
+        self.editor.deleteLater()
+        self.editor = None
+        for _, widget in self._blocks:
+            widget.show()

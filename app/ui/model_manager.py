@@ -1,0 +1,748 @@
+"""The model manager page: the embedded model, the curated catalog and imported files.
+
+Each model is a card with a visible 4-bit / 2-bit choice and, per bit width, the size on
+disk, the RAM it needs (packed weights + KV cache at the context-length setting) and a
+decode speed predicted from this machine's memory bandwidth (measured once, cached in
+settings; an estimate, and labelled as one). Catalog cards download with progress,
+speed, ETA, cancel and resume (also after a restart), and a model counts as installed only
+once its sha256 matched. A local GGUF is imported from a file dialog or by dropping it on
+the page, after the runtime's own reader accepted it. "Use" emits modelChosen(source, bits)
+where source is a file path or "default".
+
+Settings this page changes (token, models folder, measured bandwidth) are written with
+app.settings.update_settings and announced on settingsChanged(AppSettings).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QApplication, QButtonGroup, QCheckBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
+    QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget,
+)
+
+from app import hardware
+from app.catalog.catalog import (
+    DEFAULT_BANDWIDTH_BYTES_PER_S, CatalogModel, ModelVariant, VariantEstimate, estimate_variant, find_model,
+    load_catalog,
+)
+from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
+from app.catalog.errors import CatalogError
+from app.catalog.installed import InstalledModel, delete_installed, import_local_gguf, list_installed
+from app.paths import AppPaths
+from app.settings import AppSettings, update_settings
+from app.workers import download_worker
+from app.workers.download_worker import DownloadJob, pending_downloads
+from app.workers.tasks import run_in_background
+
+EMBEDDED_ID = "default"
+EMBEDDED_CATALOG_ID = "smollm2-135m-instruct"   # same shapes as the embedded file, for estimates
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "time left unknown"
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"about {seconds} s left"
+    if seconds < 3600:
+        return f"about {seconds // 60} min {seconds % 60:02d} s left"
+    return f"about {seconds // 3600} h {seconds % 3600 // 60:02d} min left"
+
+
+def progress_text(done: int, total: int, speed: float, eta: float | None) -> str:
+    return f"{format_bytes(done)} of {format_bytes(total)} · {format_bytes(speed)}/s · {format_duration(eta)}"
+
+
+@dataclass
+class CardState:
+    """What one card shows; the page rebuilds it from disk on refresh()."""
+    card_id: str                       # "default", a catalog id, or an installed key
+    kind: str                          # "embedded" | "catalog" | "local"
+    title: str
+    subtitle: str
+    model: CatalogModel | None         # shapes for the estimates (None until a local file is inspected)
+    installed: InstalledModel | None = None
+    source: str | None = None          # what "Use" emits: a path or "default"
+    download_bytes: int | None = None  # what the download / import occupies on disk
+
+
+class ModelCard(QFrame):
+    """One model: title, bit choice, per-variant estimates, status, progress, actions."""
+
+    def __init__(self, state: CardState, default_bits: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.setObjectName(f"card:{state.card_id}")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+
+        self.title_label = QLabel(f"<b>{state.title}</b>")
+        self.subtitle_label = QLabel(state.subtitle)
+        self.subtitle_label.setWordWrap(True)
+        self.subtitle_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.title_label)
+        layout.addWidget(self.subtitle_label)
+
+        bits_row = QHBoxLayout()
+        bits_row.addWidget(QLabel("Run at:"))
+        self.bits_group = QButtonGroup(self)
+        self.bits_buttons: dict[int, QRadioButton] = {}
+        for bits in (4, 2):
+            button = QRadioButton(f"{bits}-bit")
+            button.setObjectName(f"bits{bits}")
+            button.setAccessibleName(f"Run {state.title} at {bits} bits per weight")
+            self.bits_group.addButton(button, bits)
+            self.bits_buttons[bits] = button
+            bits_row.addWidget(button)
+        self.bits_buttons[default_bits if default_bits in (2, 4) else 4].setChecked(True)
+        bits_row.addStretch(1)
+        layout.addLayout(bits_row)
+
+        self.estimate_labels: dict[int, QLabel] = {}
+        for bits in (4, 2):
+            label = QLabel()
+            label.setObjectName(f"estimate{bits}")
+            label.setWordWrap(True)
+            self.estimate_labels[bits] = label
+            layout.addWidget(label)
+
+        self.status_label = QLabel()
+        self.status_label.setObjectName("status")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setObjectName("progress")
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setVisible(False)
+        layout.addWidget(self.progress_bar)
+        self.message_label = QLabel()
+        self.message_label.setObjectName("message")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label.setStyleSheet("color: #c0392b;")
+        self.message_label.setVisible(False)
+        layout.addWidget(self.message_label)
+
+        self.token_row = QWidget()
+        token_layout = QHBoxLayout(self.token_row)
+        token_layout.setContentsMargins(0, 0, 0, 0)
+        self.token_edit = QLineEdit()
+        self.token_edit.setObjectName("token")
+        self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token_edit.setPlaceholderText("Hugging Face access token (hf_…)")
+        self.token_edit.setAccessibleName("Hugging Face access token")
+        self.save_token_button = QPushButton("Save token and retry")
+        self.save_token_button.setObjectName("saveToken")
+        token_layout.addWidget(self.token_edit, 1)
+        token_layout.addWidget(self.save_token_button)
+        self.token_row.setVisible(False)
+        layout.addWidget(self.token_row)
+
+        actions = QHBoxLayout()
+        self.download_button = self._button("Download", "download", actions)
+        self.cancel_button = self._button("Cancel", "cancel", actions)
+        self.discard_button = self._button("Discard partial", "discard", actions)
+        self.use_button = self._button("Use", "use", actions)
+        self.measure_button = self._button("Measure speed…", "measure", actions)
+        self.compare_button = self._button("Compare 2-bit vs 4-bit…", "compare", actions)
+        self.delete_button = self._button("Delete…", "delete", actions)
+        actions.addStretch(1)
+        layout.addLayout(actions)
+
+    def _button(self, text: str, name: str, row: QHBoxLayout) -> QPushButton:
+        button = QPushButton(text)
+        button.setObjectName(name)
+        button.setAccessibleName(f"{text.rstrip('…')} {self.state.title}")
+        row.addWidget(button)
+        return button
+
+    @property
+    def bits(self) -> int:
+        return self.bits_group.checkedId()
+
+    def show_message(self, text: str) -> None:
+        self.message_label.setText(text)
+        self.message_label.setVisible(bool(text))
+
+
+class ModelManagerPage(QWidget):
+    modelChosen = Signal(str, int)        # source (a .gguf path or "default"), bits (2 or 4)
+    settingsChanged = Signal(object)      # AppSettings after this page saved a change
+
+    _importProgress = Signal(object, object)   # bytes copied, total (from the import thread)
+
+    def __init__(self, settings: AppSettings, paths: AppPaths, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings, self.paths = settings, paths
+        self.setAcceptDrops(True)
+        self.download_retries = 3          # in-call resumes after a dropped connection
+        self.active_source: str | None = None
+        try:
+            self.catalog: list[CatalogModel] = load_catalog()
+            catalog_problem = ""
+        except CatalogError as error:      # a packaging bug: say so, still show local models
+            self.catalog, catalog_problem = [], f"The model catalog could not be read: {error}"
+        self.cards: dict[str, ModelCard] = {}
+        self._jobs: dict[str, DownloadJob] = {}
+        self._summaries: dict[tuple[str, int, float], object] = {}   # (path, size, mtime) → summary | error
+        self._bandwidth: float | None = None
+        self._bandwidth_measuring = False
+        self._total_ram = hardware.total_memory_bytes()
+        self._build(catalog_problem)
+        self._importProgress.connect(self._on_import_progress, Qt.ConnectionType.QueuedConnection)
+        self._load_bandwidth()
+        models_dir = self.models_dir
+        run_in_background(lambda: remove_stale_partials(models_dir), context=self)
+        QApplication.instance().aboutToQuit.connect(self.shutdown)   # keep partial downloads resumable
+        self.refresh()
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def _build(self, catalog_problem: str) -> None:
+        outer = QVBoxLayout(self)
+        header = QLabel("<h2>Models</h2>")
+        outer.addWidget(header)
+
+        folder_row = QHBoxLayout()
+        self.folder_label = QLabel()
+        self.folder_label.setObjectName("modelsFolder")
+        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        folder_row.addWidget(self.folder_label, 1)
+        self.folder_button = QPushButton("Change folder…")
+        self.folder_button.setObjectName("changeFolder")
+        self.folder_button.clicked.connect(self._choose_folder)
+        folder_row.addWidget(self.folder_button)
+        self.open_folder_button = QPushButton("Open folder")
+        self.open_folder_button.clicked.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.models_dir))))
+        folder_row.addWidget(self.open_folder_button)
+        outer.addLayout(folder_row)
+
+        import_row = QHBoxLayout()
+        self.import_button = QPushButton("Import GGUF file…")
+        self.import_button.setObjectName("import")
+        self.import_button.clicked.connect(self._choose_import)
+        import_row.addWidget(self.import_button)
+        self.copy_check = QCheckBox("Copy into the models folder")
+        self.copy_check.setChecked(True)
+        self.copy_check.setToolTip("Unchecked: the file stays where it is and is used from there.")
+        import_row.addWidget(self.copy_check)
+        import_row.addWidget(QLabel("…or drop a .gguf file on this page."))
+        import_row.addStretch(1)
+        outer.addLayout(import_row)
+
+        self.notice_label = QLabel(catalog_problem)
+        self.notice_label.setObjectName("notice")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice_label.setVisible(bool(catalog_problem))
+        outer.addWidget(self.notice_label)
+        self.import_progress = QProgressBar()
+        self.import_progress.setRange(0, 1000)
+        self.import_progress.setVisible(False)
+        outer.addWidget(self.import_progress)
+
+        bandwidth_row = QHBoxLayout()
+        self.bandwidth_label = QLabel()
+        self.bandwidth_label.setObjectName("bandwidth")
+        self.bandwidth_label.setWordWrap(True)
+        bandwidth_row.addWidget(self.bandwidth_label, 1)
+        self.remeasure_button = QPushButton("Measure again")
+        self.remeasure_button.clicked.connect(lambda: self._measure_bandwidth(force=True))
+        bandwidth_row.addWidget(self.remeasure_button)
+        outer.addLayout(bandwidth_row)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        container = QWidget()
+        self.cards_layout = QVBoxLayout(container)
+        self.cards_layout.addStretch(1)
+        scroll.setWidget(container)
+        outer.addWidget(scroll, 1)
+
+    def _notice(self, text: str) -> None:
+        self.notice_label.setText(text)
+        self.notice_label.setVisible(bool(text))
+
+    # ---- settings ----------------------------------------------------------------------------
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.settings.models_dir) if self.settings.models_dir else self.paths.models_dir
+
+    def set_settings(self, settings: AppSettings) -> None:
+        """Take settings changed elsewhere (the main window's settings dialog)."""
+        folder_changed = settings.models_dir != self.settings.models_dir
+        self.settings = settings
+        if folder_changed:
+            self.refresh()
+        else:
+            self._update_estimates()
+
+    def _save(self, **changes) -> None:
+        self.settings = update_settings(self.paths.settings_file, **changes)
+        self.settingsChanged.emit(self.settings)
+
+    def set_active_model(self, source: str | None) -> None:
+        """The model the chat engine has loaded: it cannot be deleted while in use."""
+        self.active_source = source
+        self.refresh()
+
+    # ---- the cards ---------------------------------------------------------------------------
+
+    def card(self, card_id: str) -> ModelCard:
+        return self.cards[card_id]
+
+    def refresh(self) -> None:
+        """Re-read installed models and partial downloads from disk and update every card."""
+        folder = self.models_dir
+        self.folder_label.setText(f"Models folder: {folder}")
+        try:
+            installed = {m.key: m for m in list_installed(folder)}
+            partials = pending_downloads(folder)
+        except OSError as error:
+            installed, partials = {}, {}
+            self._notice(f"Cannot read the models folder {folder}: {error}")
+        states = [self._embedded_state()]
+        for model in self.catalog:
+            key = f"{model.repo_id}/{model.filename}"
+            entry = installed.pop(key, None)
+            subtitle = (f"{model.parameters / 1e6:,.0f}M parameters · {model.architecture} · "
+                        f"{model.context_length:,}-token context · license {model.license} · "
+                        f"{model.repo_id} ({model.source_quant} source, repacked when loaded)")
+            if model.gated:
+                subtitle += (" · Meta's Llama 3.2 license applies; if Hugging Face asks for it, accept the "
+                             "license on the model page and paste an access token here")
+            states.append(CardState(model.id, "catalog", model.name, subtitle, model, entry,
+                                    str(entry.path) if entry else None,
+                                    entry.size if entry else model.size_bytes))
+        for key, entry in installed.items():   # imports, and Hub files no longer in the catalog
+            origin = {"import-copy": "imported (copied into the models folder)",
+                      "import-reference": "imported (used where it is)"}.get(entry.source, f"from {entry.repo_id}")
+            states.append(CardState(key, "local", entry.filename, f"{origin} · {entry.path}", None, entry,
+                                    str(entry.path), entry.size))
+        wanted = {s.card_id for s in states}
+        for card_id in [c for c in self.cards if c not in wanted]:
+            if card_id not in self._jobs:
+                self.cards.pop(card_id).deleteLater()
+        for index, state in enumerate(states):
+            card = self.cards.get(state.card_id)
+            if card is None:
+                card = self._make_card(state)
+                self.cards[state.card_id] = card
+            card.state = state
+            self.cards_layout.removeWidget(card)
+            self.cards_layout.insertWidget(index, card)
+            self._update_card(card, partials)
+            if state.kind == "local":
+                self._inspect_local(card)
+        self._update_estimates()
+
+    def _embedded_state(self) -> CardState:
+        path = hardware.embedded_model_path()
+        try:
+            model = find_model(self.catalog, EMBEDDED_CATALOG_ID)
+        except CatalogError:
+            model = None
+        where = str(path) if path else "missing: reinstall the app"
+        return CardState(EMBEDDED_ID, "embedded", "SmolLM2 135M Instruct (built in)",
+                         f"Always installed, works offline · {where}", model, None, EMBEDDED_ID,
+                         path.stat().st_size if path and path.exists() else None)
+
+    def _make_card(self, state: CardState) -> ModelCard:
+        card = ModelCard(state, self.settings.default_bits)
+        card_id = state.card_id
+        card.bits_group.idToggled.connect(lambda _id, _on: self._update_estimates())
+        card.download_button.clicked.connect(lambda: self.start_download(card_id))
+        card.cancel_button.clicked.connect(lambda: self.cancel_download(card_id))
+        card.discard_button.clicked.connect(lambda: self._discard_partial(card_id))
+        card.use_button.clicked.connect(lambda: self._use(card_id))
+        card.delete_button.clicked.connect(lambda: self._confirm_delete(card_id))
+        card.measure_button.clicked.connect(lambda: self._open_measure(card_id))
+        card.compare_button.clicked.connect(lambda: self._open_compare(card_id))
+        card.save_token_button.clicked.connect(lambda: self._save_token_and_retry(card_id))
+        card.token_edit.returnPressed.connect(lambda: self._save_token_and_retry(card_id))
+        return card
+
+    def _update_card(self, card: ModelCard, partials: dict | None = None) -> None:
+        state = card.state
+        job = self._jobs.get(state.card_id)
+        downloading = job is not None and job.running
+        usable = state.source is not None and (state.kind != "embedded" or state.download_bytes is not None)
+        partial = None
+        if state.kind == "catalog" and state.installed is None and partials is not None:
+            partial = partials.get((state.model.repo_id, state.model.filename))
+        card.download_button.setVisible(state.kind == "catalog" and state.installed is None and not downloading)
+        card.download_button.setText("Resume" if partial else "Download")
+        card.cancel_button.setVisible(downloading)
+        card.discard_button.setVisible(partial is not None and not downloading)
+        card.progress_bar.setVisible(downloading or partial is not None)
+        card.use_button.setVisible(usable)
+        card.measure_button.setVisible(usable)
+        card.compare_button.setVisible(usable)
+        card.delete_button.setVisible(state.installed is not None)
+        in_use = state.source is not None and state.source == self.active_source
+        card.delete_button.setEnabled(not in_use and not downloading)
+        card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
+        if downloading:
+            return   # the job's signals own the status line meanwhile
+        if state.installed is not None:
+            sha = state.installed.sha256
+            card.status_label.setText(f"Installed · {format_bytes(state.installed.size)} · sha256 {sha[:12]}… verified"
+                                      + (" · in use" if in_use else ""))
+        elif state.kind == "embedded":
+            card.status_label.setText(("Installed" + (" · in use" if in_use else "")) if usable
+                                      else "The built-in model file is missing.")
+        elif partial is not None:
+            fraction = partial.bytes_done / max(partial.size, 1)
+            card.progress_bar.setValue(int(1000 * fraction))
+            card.status_label.setText(f"Paused at {fraction:.0%} ({format_bytes(partial.bytes_done)} of "
+                                      f"{format_bytes(partial.size)}); Resume continues where it stopped.")
+        elif state.kind == "catalog":
+            card.status_label.setText(f"Not downloaded · {format_bytes(state.download_bytes)} download "
+                                      "(one file serves both 4-bit and 2-bit)")
+
+    # ---- estimates ---------------------------------------------------------------------------
+
+    def _load_bandwidth(self) -> None:
+        cpu = hardware.cpu_model_name()
+        if self.settings.memory_bandwidth and self.settings.memory_bandwidth_cpu == cpu:
+            self._bandwidth = self.settings.memory_bandwidth
+        else:
+            self._measure_bandwidth()
+
+    def _measure_bandwidth(self, force: bool = False) -> None:
+        if self._bandwidth_measuring:
+            return
+        self._bandwidth_measuring = True
+        self.remeasure_button.setEnabled(False)
+        self.bandwidth_label.setText("Measuring this computer's memory bandwidth for the speed estimates…")
+
+        def done(bandwidth: float) -> None:
+            self._bandwidth_measuring = False
+            self.remeasure_button.setEnabled(True)
+            self._bandwidth = bandwidth
+            try:
+                self._save(memory_bandwidth=float(bandwidth), memory_bandwidth_cpu=hardware.cpu_model_name())
+            except OSError as error:
+                self._notice(f"Could not save settings: {error}")
+            self._update_estimates()
+
+        def failed(error: BaseException) -> None:
+            self._bandwidth_measuring = False
+            self.remeasure_button.setEnabled(True)
+            self.bandwidth_label.setText(f"Could not measure memory bandwidth ({error}); speed estimates assume "
+                                         f"{DEFAULT_BANDWIDTH_BYTES_PER_S / 1e9:.0f} GB/s.")
+
+        run_in_background(hardware.measure_memory_bandwidth, done, failed, context=self)
+
+    def _update_estimates(self) -> None:
+        bandwidth = self._bandwidth
+        if bandwidth is not None:
+            self.bandwidth_label.setText(
+                f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
+                f"({bandwidth / 1e9:.1f} GB/s, multi-threaded copy), at about 70 % efficiency. RAM includes the "
+                f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures.")
+        for card in self.cards.values():
+            model = card.state.model
+            for bits, label in card.estimate_labels.items():
+                if model is None:
+                    label.setText(f"{bits}-bit: checking the file…")
+                    continue
+                estimate = estimate_variant(ModelVariant(model, bits), context=self.settings.context_length,
+                                            bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S)
+                text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
+                label.setText(f"<b>{text}</b>" if bits == card.bits else text)
+
+    def _estimate_text(self, state: CardState, bits: int, e: VariantEstimate, measured: bool) -> str:
+        disk = f"{format_bytes(state.download_bytes)} file + {format_bytes(e.packed_bytes)} repacked cache"
+        ram = f"needs ≈ {format_bytes(e.ram_bytes)} RAM"
+        if self._total_ram and e.ram_bytes > 0.8 * self._total_ram:
+            ram += f" <span style='color:#c0392b'>(this computer has {format_bytes(self._total_ram)})</span>"
+        speed = f"≈ {e.decode_tokens_per_s:.0f} tokens/s (estimate)" if measured else "speed: measuring…"
+        return f"{bits}-bit: {disk} · {ram} · {speed}"
+
+    def _inspect_local(self, card: ModelCard) -> None:
+        path = Path(card.state.source)
+        try:
+            stat = path.stat()
+        except OSError as error:
+            card.show_message(f"The file cannot be read: {error}")
+            return
+        key = (str(path), stat.st_size, stat.st_mtime)
+        if key in self._summaries:
+            self._apply_summary(card, self._summaries[key])
+            return
+        self._summaries[key] = None     # in flight
+
+        def inspect():
+            from app.modelfile import inspect_gguf
+            return inspect_gguf(path)
+
+        def done(summary) -> None:
+            self._summaries[key] = summary
+            if self.cards.get(card.state.card_id) is card:
+                self._apply_summary(card, summary)
+                self._update_estimates()
+
+        def failed(error: BaseException) -> None:
+            self._summaries[key] = error
+            if self.cards.get(card.state.card_id) is card:
+                self._apply_summary(card, error)
+
+        run_in_background(inspect, done, failed, context=card)
+
+    def _apply_summary(self, card: ModelCard, summary) -> None:
+        if summary is None:
+            return
+        if isinstance(summary, BaseException):
+            card.show_message(f"This file does not pass the model check: {summary}")
+            card.use_button.setEnabled(False)
+            return
+        card.state.model = summary.as_catalog_model(card.state.card_id)
+        card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
+        card.subtitle_label.setText(f"{summary.n_params / 1e6:,.0f}M parameters · {summary.arch} · "
+                                    f"{summary.context_length:,}-token context · {summary.file_type} source · "
+                                    f"{card.state.subtitle}")
+        card.use_button.setEnabled(True)
+
+    # ---- downloads ---------------------------------------------------------------------------
+
+    def start_download(self, card_id: str) -> None:
+        card = self.cards[card_id]
+        model = card.state.model
+        if card_id in self._jobs and self._jobs[card_id].running:
+            return
+        card.show_message("")
+        card.token_row.setVisible(False)
+        if self.settings.offline_mode:
+            card.show_message("Offline mode is on (Settings), so nothing is downloaded. Switch it off to download.")
+            return
+        job = DownloadJob(model.repo_id, model.filename, self.models_dir, token=self.settings.hf_token,
+                          expected_size=model.size_bytes, retries=self.download_retries, parent=self)
+        self._jobs[card_id] = job
+        job.progress.connect(lambda done, total, speed, eta: self._on_progress(card_id, done, total, speed, eta))
+        job.finished.connect(lambda entry: self._on_finished(card_id, entry))
+        job.failed.connect(lambda kind, text: self._on_failed(card_id, kind, text))
+        job.cancelled.connect(lambda done, total: self._on_cancelled(card_id, done, total))
+        card.status_label.setText("Asking Hugging Face for the file…")
+        job.start()
+        self._update_card(card)
+
+    def cancel_download(self, card_id: str) -> None:
+        job = self._jobs.get(card_id)
+        if job is not None:
+            job.cancel()
+            self.cards[card_id].status_label.setText("Cancelling…")
+
+    def _on_progress(self, card_id: str, done: int, total: int, speed: float, eta: float | None) -> None:
+        card = self.cards[card_id]
+        card.progress_bar.setVisible(True)
+        card.progress_bar.setValue(int(1000 * done / max(total, 1)))
+        verifying = " · verifying sha256…" if done >= total else ""
+        card.status_label.setText("Downloading: " + progress_text(done, total, speed, eta) + verifying)
+
+    def _job_ended(self, card_id: str) -> None:
+        job = self._jobs.pop(card_id, None)
+        if job is not None:
+            job.deleteLater()
+
+    def _on_finished(self, card_id: str, entry: InstalledModel) -> None:
+        self._job_ended(card_id)
+        for stale in list_partial_downloads(self.models_dir):   # an older version of the same file
+            if (stale.repo_id, stale.filename) == (entry.repo_id, entry.filename) and stale.sha256 != entry.sha256:
+                discard_partial_download(self.models_dir, stale.sha256)
+        self.refresh()
+
+    def _on_cancelled(self, card_id: str, done: int, total: int) -> None:
+        self._job_ended(card_id)
+        self.refresh()
+
+    def _on_failed(self, card_id: str, kind: str, text: str) -> None:
+        self._job_ended(card_id)
+        self.refresh()
+        card = self.cards[card_id]
+        if kind == download_worker.OFFLINE:
+            text += " Check the network connection, then try again; the models you have keep working offline."
+        card.show_message(text)
+        if kind == download_worker.GATED:
+            card.show_message(text + " You can also paste a token below; it is kept in this app's settings.")
+            card.token_row.setVisible(True)
+            card.token_edit.setFocus()
+
+    def _save_token_and_retry(self, card_id: str) -> None:
+        token = self.cards[card_id].token_edit.text().strip()
+        if not token:
+            self.cards[card_id].show_message("Paste a Hugging Face access token first (huggingface.co → "
+                                             "Settings → Access Tokens, type “read”).")
+            return
+        try:
+            self._save(hf_token=token)
+        except (OSError, ValueError) as error:
+            self.cards[card_id].show_message(f"Could not save the token: {error}")
+            return
+        self.cards[card_id].token_edit.clear()
+        self.start_download(card_id)
+
+    def _discard_partial(self, card_id: str) -> None:
+        model = self.cards[card_id].state.model
+        partial = pending_downloads(self.models_dir).get((model.repo_id, model.filename))
+        if partial is not None:
+            discard_partial_download(self.models_dir, partial.sha256)
+        self.refresh()
+
+    def shutdown(self, wait_s: float = 2.0) -> None:
+        """Cancel running downloads (their bytes are kept for resuming) at application exit."""
+        for job in list(self._jobs.values()):
+            job.cancel()
+        for job in list(self._jobs.values()):
+            job.wait(wait_s)
+
+    # ---- use, delete, measure, compare -------------------------------------------------------
+
+    def _use(self, card_id: str) -> None:
+        card = self.cards[card_id]
+        if card.state.source is not None:
+            self.modelChosen.emit(card.state.source, card.bits)
+
+    def _confirm_delete(self, card_id: str) -> None:
+        card = self.cards[card_id]
+        entry = card.state.installed
+        if entry is None:
+            return
+        own_file = entry.source != "import-reference"
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete model",
+                          f"Delete {entry.filename} ({format_bytes(entry.size)})?" +
+                          ("" if own_file else "\nThe original file is yours and stays where it is; only the "
+                                               "entry is removed."),
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setObjectName("confirmDelete")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda result: self._delete(card_id, entry.key)
+                             if result == QMessageBox.StandardButton.Yes else None)
+        box.finished.connect(box.deleteLater)
+        box.open()
+
+    def _delete(self, card_id: str, key: str) -> None:
+        try:
+            delete_installed(self.models_dir, key)
+        except (OSError, KeyError) as error:
+            self.cards[card_id].show_message(f"Could not delete: {error}")
+            return
+        self.refresh()
+
+    def _open_measure(self, card_id: str) -> None:
+        from app.ui.measure import MeasureDialog
+        card = self.cards[card_id]
+        dialog = MeasureDialog(self.settings, self.paths, card.state.source, card.bits, parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    def _open_compare(self, card_id: str) -> None:
+        from app.ui.compare import CompareDialog
+        dialog = CompareDialog(self.settings, self.paths, self.cards[card_id].state.source, parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    # ---- models folder -----------------------------------------------------------------------
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the models folder", str(self.models_dir))
+        if folder:
+            self.set_models_dir(folder)
+
+    def set_models_dir(self, folder: str | None) -> bool:
+        """Switch to another models folder (None: the default). Refused while a download runs."""
+        if any(job.running for job in self._jobs.values()):
+            self._notice("Wait for the downloads to finish (or cancel them) before changing folders.")
+            return False
+        if folder is not None:
+            path = Path(folder).expanduser()
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                self._notice(f"Cannot use {path} as the models folder: {error}")
+                return False
+            if not os.access(path, os.W_OK):
+                self._notice(f"Cannot use {path} as the models folder: it is not writable.")
+                return False
+            folder = str(path.resolve())
+        try:
+            self._save(models_dir=folder)
+        except OSError as error:
+            self._notice(f"Could not save settings: {error}")
+            return False
+        self._notice(f"Models folder: {self.models_dir}. Models in the previous folder stay there.")
+        self.refresh()
+        return True
+
+    # ---- import ------------------------------------------------------------------------------
+
+    def _choose_import(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import GGUF model", str(Path.home()),
+                                                "GGUF models (*.gguf);;All files (*)")
+        if files:
+            self.import_files(files)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.import_files(files)
+
+    def import_files(self, files: list[str]) -> None:
+        """Check each file with the runtime's reader, then copy (or reference) it into the models folder."""
+        for file in files:
+            self._import_one(Path(file))
+
+    def _import_one(self, source: Path) -> None:
+        models_dir, copy = self.models_dir, self.copy_check.isChecked()
+        self._notice(f"Checking {source.name}…")
+        self.import_button.setEnabled(False)
+
+        def work():
+            from app.modelfile import inspect_gguf
+            summary = inspect_gguf(source)
+            entry = import_local_gguf(models_dir, source, copy=copy, progress=self._importProgress.emit)
+            return summary, entry
+
+        def done(result) -> None:
+            summary, entry = result
+            self.import_button.setEnabled(True)
+            self.import_progress.setVisible(False)
+            self._notice(f"Imported {source.name}: {summary.name}, {summary.arch}, "
+                                      f"{summary.n_params / 1e6:,.0f}M parameters.")
+            self.refresh()
+
+        def failed(error: BaseException) -> None:
+            self.import_button.setEnabled(True)
+            self.import_progress.setVisible(False)
+            self._notice(f"Could not import {source.name}: {error}")
+
+        run_in_background(work, done, failed, context=self)
+
+    @Slot(object, object)
+    def _on_import_progress(self, done: int, total: int) -> None:
+        self.import_progress.setVisible(done < total)
+        self.import_progress.setValue(int(1000 * done / max(total, 1)))
+        self._notice(f"Copying: {format_bytes(done)} of {format_bytes(total)}")

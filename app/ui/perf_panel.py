@@ -1,0 +1,199 @@
+"""PerfPanel: live numbers for the answer being written, and the thread slider.
+
+Decode tok/s, time to first token and prompt tok/s come from the engine's
+chunks. CPU-seconds per token and CPU use come from Chunk.cpu_s and elapsed_s
+(the engine process's own CPU time, all threads). Watts and joules per token
+come from app.power.PowerMeter (RAPL or a discharging battery), which measures
+the whole CPU package or system, not just this app: the label says which. With
+no sensor the panel says so plainly instead of showing a made-up number.
+
+The slider calls EngineClient.set_threads while an answer runs; the "now
+using" figure is Chunk.threads, i.e. what the engine actually applied.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+
+from app.power.readers import NO_SENSOR_REASON, PowerMeter
+
+POWER_SAMPLE_S = 0.5
+REFRESH_MS = 200
+
+
+def _value_label(name: str, object_name: str = "perfValue") -> QLabel:
+    label = QLabel("–")
+    label.setObjectName(object_name)
+    label.setAccessibleName(name)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+class PerfPanel(QWidget):
+    threadsChanged = Signal(int)
+
+    def __init__(self, power_meter: PowerMeter | None = None, threads: int | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("perfPanel")
+        self.setAccessibleName("Performance")
+        self.meter = power_meter if power_meter is not None else PowerMeter()
+        self.cpu_count = os.cpu_count() or 1
+        self.last_chunk = None
+        self._power_start = None
+        self._power_last_t = 0.0
+
+        self.speed = _value_label("Decode speed", "perfBig")
+        self.speed_caption = QLabel("tokens / s")
+        self.speed_caption.setObjectName("perfCaption")
+        self.ttft = _value_label("Time to first token")
+        self.prompt_speed = _value_label("Prompt speed")
+        self.tokens = _value_label("Tokens")
+        self.cpu_per_token = _value_label("CPU seconds per token")
+        self.cpu_use = _value_label("CPU use")
+        self.power = _value_label("Power")
+        self.energy = _value_label("Energy per token")
+        self.threads_used = _value_label("Threads in use")
+        self.kernel = _value_label("Kernel")
+        self.model = _value_label("Model")
+        self.model.setWordWrap(True)
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("threadSlider")
+        self.slider.setAccessibleName("Threads")
+        self.slider.setAccessibleDescription("How many CPU threads the engine uses; applies from the next token.")
+        self.slider.setRange(1, self.cpu_count)
+        self.slider.setValue(min(threads or self.cpu_count, self.cpu_count))
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setPageStep(1)
+        self.slider_value = QLabel(str(self.slider.value()))
+        self.slider_value.setObjectName("perfValue")
+        self.slider_value.setMinimumWidth(24)
+        self.slider.valueChanged.connect(self._on_slider_moved)
+        slider_row = QHBoxLayout()
+        slider_row.addWidget(self.slider, 1)
+        slider_row.addWidget(self.slider_value)
+
+        headline = QVBoxLayout()
+        headline.setSpacing(0)
+        headline.addWidget(self.speed, alignment=Qt.AlignmentFlag.AlignLeft)
+        headline.addWidget(self.speed_caption)
+        live = QGroupBox("This answer")
+        form = QFormLayout(live)
+        form.addRow(headline)
+        form.addRow("First token", self.ttft)
+        form.addRow("Prompt", self.prompt_speed)
+        form.addRow("Tokens", self.tokens)
+        form.addRow("CPU time", self.cpu_per_token)
+        form.addRow("CPU use", self.cpu_use)
+        form.addRow("Power", self.power)
+        form.addRow("Energy", self.energy)
+        engine = QGroupBox("Engine")
+        engine_form = QFormLayout(engine)
+        engine_form.addRow("Threads", slider_row)
+        engine_form.addRow("In use", self.threads_used)
+        engine_form.addRow("Kernel", self.kernel)
+        engine_form.addRow("Model", self.model)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(live)
+        layout.addWidget(engine)
+        self._show_power_unavailable()
+        # Repainting eight labels per token would take CPU from the engine for numbers nobody can read.
+        self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
+        self._refresh_timer.timeout.connect(self._render_latest)
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def set_engine_info(self, info) -> None:
+        if info is None:
+            self.kernel.setText("–")
+            self.model.setText("not loaded")
+            return
+        self.kernel.setText(f"{info.isa} · {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight)")
+        self.model.setText(f"{info.name}\n{info.n_params / 1e6:.0f} M parameters · context {info.n_ctx}")
+        self.threads_used.setText(str(info.n_threads))
+
+    def set_threads(self, n: int) -> None:
+        """Move the slider without asking the engine (e.g. restoring a setting)."""
+        self.slider.blockSignals(True)
+        self.slider.setValue(max(1, min(n, self.cpu_count)))
+        self.slider.blockSignals(False)
+        self.slider_value.setText(str(self.slider.value()))
+
+    def answer_started(self) -> None:
+        self.last_chunk = None
+        for label in (self.speed, self.ttft, self.prompt_speed, self.tokens, self.cpu_per_token, self.cpu_use):
+            label.setText("…")
+        self._power_start = self.meter.read()
+        self._power_last_t = 0.0
+        if self.meter.sensor is not None:
+            self.power.setText("…")
+            self.energy.setText("…")
+
+    def show_chunk(self, chunk) -> None:
+        """Called per token; the labels are refreshed a few times a second (and at the end)."""
+        self.last_chunk = chunk
+        if chunk.finish_reason is not None:
+            self._refresh_timer.stop()
+            self._render(chunk)
+        elif not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    def _render_latest(self) -> None:
+        if self.last_chunk is not None:
+            self._render(self.last_chunk)
+
+    def _render(self, chunk) -> None:
+        if chunk.generated_tokens >= 2 or chunk.finish_reason:
+            self.speed.setText(f"{chunk.decode_tok_s:.1f}")
+        if chunk.generated_tokens >= 1:
+            self.ttft.setText(f"{chunk.ttft_s:.2f} s")
+        cached = f" ({chunk.cached_tokens} cached)" if chunk.cached_tokens else ""
+        if chunk.prompt_tok_s > 0:
+            self.prompt_speed.setText(f"{chunk.prompt_tok_s:.0f} tok/s · {chunk.prompt_tokens} tokens{cached}")
+        else:
+            self.prompt_speed.setText(f"{chunk.prompt_tokens} tokens{cached}")
+        self.tokens.setText(str(chunk.generated_tokens))
+        if chunk.generated_tokens:
+            self.cpu_per_token.setText(f"{chunk.cpu_s / chunk.generated_tokens * 1000:.1f} ms CPU / token")
+        if chunk.elapsed_s > 0:
+            cores = chunk.cpu_s / chunk.elapsed_s
+            self.cpu_use.setText(f"{cores:.1f} of {self.cpu_count} cores ({100 * cores / self.cpu_count:.0f} %)")
+        self.threads_used.setText(str(chunk.threads))
+        self._update_power(chunk)
+
+    # ---- power --------------------------------------------------------------------------------
+
+    def _show_power_unavailable(self) -> None:
+        if self.meter.sensor is None:
+            self.power.setText(NO_SENSOR_REASON)
+            self.power.setToolTip(self.meter.unavailable_reason or "")
+            self.power.setWordWrap(True)
+            self.energy.setText("–")
+        else:
+            self.power.setToolTip(f"Measured: {self.meter.label}")
+
+    def _update_power(self, chunk) -> None:
+        if self.meter.sensor is None or self._power_start is None:
+            return
+        now = time.monotonic()
+        if now - self._power_last_t < POWER_SAMPLE_S and not chunk.finish_reason:
+            return
+        self._power_last_t = now
+        reading = self.meter.read()
+        watts = self.meter.watts_between(self._power_start, reading)
+        joules = self.meter.joules_between(self._power_start, reading)
+        if watts is not None:
+            self.power.setText(f"{watts:.1f} W ({self.meter.label})")
+        if joules is not None and chunk.generated_tokens:
+            self.energy.setText(f"{joules / chunk.generated_tokens:.3f} J / token")
+
+    # ---- slider -------------------------------------------------------------------------------
+
+    def _on_slider_moved(self, value: int) -> None:
+        self.slider_value.setText(str(value))
+        self.threadsChanged.emit(value)

@@ -1,0 +1,151 @@
+"""SamplingPanel: system prompt and sampling settings (temperature, top-k, top-p, min-p, repeat
+penalty, max tokens, seed) plus the context length; every change is saved to AppSettings.
+
+Sampling changes apply to the next answer. The context length sizes the KV
+cache, so it applies when the model is loaded again; the panel says so and
+offers the reload. The panel emits only its own fields, so the window's one
+AppSettings (which the thread slider also changes) stays the single source.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (
+    QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from app.settings import AppSettings
+
+NO_SEED = -1
+
+
+class SamplingPanel(QWidget):
+    settingsChanged = Signal(dict)        # the AppSettings fields this panel owns, to apply with replace()
+    reloadRequested = Signal()            # the context length changed and the user asked to apply it
+
+    def __init__(self, settings: AppSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("samplingPanel")
+        self.setAccessibleName("Sampling settings")
+        self._loaded_context = settings.context_length
+        self._loading = False
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setAccessibleName("System prompt")
+        self.system_prompt.setPlaceholderText("Instructions the model sees before every chat. "
+                                              "Empty: the model's own default.")
+        self.system_prompt.setFixedHeight(72)
+        self.temperature = self._double("Temperature", 0.0, 2.0, 0.05, "0 = always the most likely token")
+        self.top_k = self._int("Top-k", 0, 1000, "0 = off")
+        self.top_p = self._double("Top-p", 0.01, 1.0, 0.01, "1 = off")
+        self.min_p = self._double("Min-p", 0.0, 1.0, 0.01, "0 = off")
+        self.repeat_penalty = self._double("Repeat penalty", 1.0, 2.0, 0.01, "1 = off")
+        self.max_tokens = self._int("Max tokens", 1, 32768, "Longest answer, in tokens")
+        self.seed = self._int("Seed", NO_SEED, 2**31 - 1, "Same seed and settings give the same answer")
+        self.seed.setSpecialValueText("random")
+        self.context = self._int("Context length", 128, 131072, "Tokens the model can see; applies on reload")
+        self.context.setSingleStep(256)
+        self.context_note = QLabel("Applies when the model is reloaded.")
+        self.context_note.setObjectName("hint")
+        self.context_note.setWordWrap(True)
+        self.reload_button = QPushButton("Reload model")
+        self.reload_button.setAccessibleName("Reload model with the new context length")
+        self.reload_button.clicked.connect(self.reloadRequested)
+        self.reset_button = QPushButton("Reset to defaults")
+        self.reset_button.setAccessibleName("Reset sampling settings to defaults")
+        self.reset_button.clicked.connect(self.reset_to_defaults)
+
+        sampling = QGroupBox("Sampling")
+        form = QFormLayout(sampling)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Min-p", self.min_p)
+        form.addRow("Repeat penalty", self.repeat_penalty)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Seed", self.seed)
+        form.addRow(self.reset_button)
+        model = QGroupBox("Context")
+        model_form = QFormLayout(model)
+        model_form.addRow("Length", self.context)
+        model_form.addRow(self.context_note)
+        model_form.addRow(self.reload_button)
+        prompt = QGroupBox("System prompt")
+        prompt_layout = QVBoxLayout(prompt)
+        prompt_layout.addWidget(self.system_prompt)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 0, 8, 8)
+        layout.addWidget(prompt)
+        layout.addWidget(sampling)
+        layout.addWidget(model)
+        layout.addStretch(1)
+
+        # Typing in the system prompt saves after a pause, not per keystroke.
+        self._save_timer = QTimer(self, singleShot=True, interval=400)
+        self._save_timer.timeout.connect(self._emit)
+        self.system_prompt.textChanged.connect(lambda: None if self._loading else self._save_timer.start())
+        for box in (self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty, self.max_tokens,
+                    self.seed, self.context):
+            box.valueChanged.connect(self._emit)
+        self.set_settings(settings)
+
+    def _double(self, name: str, low: float, high: float, step: float, tip: str) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(low, high)
+        box.setSingleStep(step)
+        box.setDecimals(2)
+        box.setAccessibleName(name)
+        box.setToolTip(tip)
+        return box
+
+    def _int(self, name: str, low: int, high: int, tip: str) -> QSpinBox:
+        box = QSpinBox()
+        box.setRange(low, high)
+        box.setAccessibleName(name)
+        box.setToolTip(tip)
+        return box
+
+    def set_settings(self, settings: AppSettings) -> None:
+        self._loading = True
+        if self.system_prompt.toPlainText() != settings.system_prompt:
+            self.system_prompt.setPlainText(settings.system_prompt)
+        self.temperature.setValue(settings.temperature)
+        self.top_k.setValue(settings.top_k)
+        self.top_p.setValue(settings.top_p)
+        self.min_p.setValue(settings.min_p)
+        self.repeat_penalty.setValue(max(1.0, settings.repeat_penalty))
+        self.max_tokens.setValue(settings.max_new_tokens)
+        self.seed.setValue(NO_SEED if settings.seed is None else min(settings.seed, 2**31 - 1))
+        self.context.setValue(settings.context_length)
+        self._save_timer.stop()
+        self._loading = False
+        self._show_context_state()
+
+    def mark_context_loaded(self, n_ctx: int) -> None:
+        """The engine now runs with this context; the reload hint hides when it matches the setting."""
+        self._loaded_context = n_ctx
+        self._show_context_state()
+
+    def reset_to_defaults(self) -> None:
+        defaults = AppSettings()
+        self.set_settings(defaults.replace(system_prompt=self.system_prompt.toPlainText(),
+                                           context_length=self.context.value()))
+        self._emit()
+
+    def _show_context_state(self) -> None:
+        pending = self.context.value() != self._loaded_context
+        self.context_note.setVisible(pending)
+        self.reload_button.setVisible(pending)
+
+    def values(self) -> dict:
+        seed = self.seed.value()
+        return {"system_prompt": self.system_prompt.toPlainText(), "temperature": round(self.temperature.value(), 2),
+                "top_k": self.top_k.value(), "top_p": round(self.top_p.value(), 2),
+                "min_p": round(self.min_p.value(), 2), "repeat_penalty": round(self.repeat_penalty.value(), 2),
+                "max_new_tokens": self.max_tokens.value(), "seed": None if seed == NO_SEED else seed,
+                "context_length": self.context.value()}
+
+    def _emit(self) -> None:
+        if self._loading:
+            return
+        self._show_context_state()
+        self.settingsChanged.emit(self.values())

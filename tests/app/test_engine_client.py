@@ -1,0 +1,195 @@
+"""EngineClient against the real engine process on the embedded SmolLM2 (spawned, no mocks).
+
+Covers: load + streamed answer, stop mid-answer, set_threads mid-answer (the
+engine's Chunk.threads changes), SIGKILL mid-answer → died + restart, load
+failure, context overflow with counts, and trimming a long history by whole turns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, LONG_PROMPT, ChunkLog, engine_cache_dir  # noqa: F401
+
+pytest.importorskip("pytestqt")
+
+from app.workers.engine_client import EngineClient, describe_exit  # noqa: E402
+from tmac_core import SamplingParams  # noqa: E402
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16, seed=0)
+
+
+@pytest.fixture
+def client(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
+    engine = EngineClient(cache_dir=engine_cache_dir)
+    yield engine
+    engine.shutdown()
+
+
+def load(qtbot, client, **options) -> object:
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        client.load("default", 4, **{"n_ctx": 512, **options})
+    assert client.state == "ready"
+    return blocker.args[0]
+
+
+def wait_finished(qtbot, log: ChunkLog, request_id: int) -> list:
+    qtbot.waitUntil(lambda: bool(log.finished(request_id) or log.failures or log.deaths), timeout=ANSWER_TIMEOUT_MS)
+    assert not log.failures and not log.deaths, (log.failures, log.deaths)
+    return log.of(request_id)
+
+
+def test_load_then_stream_a_greedy_answer(qtbot, client):
+    states = []
+    client.stateChanged.connect(states.append)
+    info = load(qtbot, client)
+    assert (info.bits, info.n_ctx, info.arch) == (4, 512, "llama")
+    assert info.isa in ("generic", "avx2", "avx512", "neon")
+    log = ChunkLog().attach(client)
+
+    request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    chunks = wait_finished(qtbot, log, request_id)
+
+    assert len(chunks) >= 3, "the answer should arrive token by token, not in one piece"
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert "Paris" in log.text(request_id)
+    assert chunks[-1].generated_tokens == len(chunks) - 1
+    assert states[:3] == ["starting", "loading", "ready"] and states[-1] == "ready"
+    assert "generating" in states
+
+
+def test_the_same_greedy_prompt_gives_the_same_answer(qtbot, client):
+    load(qtbot, client)
+    log = ChunkLog().attach(client)
+    messages = [{"role": "user", "content": "Name three colours."}]
+    first = client.generate(messages, GREEDY)
+    wait_finished(qtbot, log, first)
+    second = client.generate(messages, GREEDY)
+    wait_finished(qtbot, log, second)
+    assert log.text(first) == log.text(second) != ""
+    assert log.of(second)[-1].cached_tokens > 0, "the second turn should reuse the KV cache of the prompt"
+
+
+def test_stop_ends_the_answer_early(qtbot, client):
+    load(qtbot, client)
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
+                                 SamplingParams(temperature=0.0, max_tokens=400))
+    qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    client.stop()
+    chunks = wait_finished(qtbot, log, request_id)
+    assert chunks[-1].finish_reason == "cancelled"
+    assert chunks[-1].generated_tokens < 100
+    assert client.state == "ready"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to change the thread count")
+def test_set_threads_applies_during_the_answer(qtbot, client):
+    load(qtbot, client, n_threads=2)
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
+                                 SamplingParams(temperature=0.0, max_tokens=300))
+    qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    assert log.of(request_id)[0].threads == 2
+    client.set_threads(1)
+    qtbot.waitUntil(lambda: log.of(request_id)[-1].threads == 1, timeout=ANSWER_TIMEOUT_MS)
+    assert not log.finished(request_id) or log.of(request_id)[-1].finish_reason != "stop", \
+        "the change must land while the answer is still running"
+    client.set_threads(2)
+    qtbot.waitUntil(lambda: log.of(request_id)[-1].threads == 2, timeout=ANSWER_TIMEOUT_MS)
+    client.stop()
+    chunks = wait_finished(qtbot, log, request_id)
+    assert [c.threads for c in chunks].count(1) >= 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
+def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
+    load(qtbot, client)
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
+                                 SamplingParams(temperature=0.0, max_tokens=400))
+    qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    with qtbot.waitSignal(client.died, timeout=10_000) as blocker:
+        os.kill(client.pid, signal.SIGKILL)
+    assert "SIGKILL" in blocker.args[0]
+    assert client.state == "dead"
+    assert not log.finished(request_id)
+
+    info = None
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        client.restart()
+    info = blocker.args[0]
+    assert info.n_ctx == 512 and client.state == "ready"
+    again = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    qtbot.waitUntil(lambda: log.finished(again), timeout=ANSWER_TIMEOUT_MS)
+    assert log.text(again).strip()
+
+
+def test_generate_before_load_fails_politely(qtbot, client):
+    with qtbot.waitSignal(client.failed, timeout=2000) as blocker:
+        request_id = client.generate([{"role": "user", "content": "hi"}], GREEDY)
+    assert blocker.args[:2] == [request_id, "EngineNotReady"]
+
+
+def test_a_missing_model_file_is_a_load_failure(qtbot, client, tmp_path):
+    with qtbot.waitSignal(client.failed, timeout=LOAD_TIMEOUT_MS) as blocker:
+        client.load(str(tmp_path / "missing.gguf"), 4)
+    request_id, error_type, text = blocker.args
+    assert (request_id, error_type) == (-1, "ModelLoadError")
+    assert "missing.gguf" in text
+    qtbot.waitUntil(lambda: client.state == "stopped", timeout=5000)
+
+
+def test_context_overflow_is_reported_with_the_counts(qtbot, client):
+    load(qtbot, client, n_ctx=64)
+    log = ChunkLog().attach(client)
+    long_text = "Please summarise this. " + "The quick brown fox jumps over the lazy dog. " * 30
+    request_id = client.generate([{"role": "user", "content": long_text}], GREEDY, fit_to_context=False)
+    qtbot.waitUntil(lambda: bool(log.failures), timeout=ANSWER_TIMEOUT_MS)
+    failed_id, error_type, text = log.failures[0]
+    assert (failed_id, error_type) == (request_id, "ContextOverflowError")
+    assert "holds 64" in text and "tokens" in text
+    assert client.state == "ready", "an overflow is the request's failure, not the engine's"
+
+
+def test_a_long_history_is_trimmed_by_whole_turns(qtbot, client):
+    load(qtbot, client, n_ctx=256)
+    log = ChunkLog().attach(client)
+    filler = "This is an old message about gardening and tomatoes. " * 6
+    messages = [{"role": "system", "content": "You are brief."}]
+    for turn in range(6):
+        messages += [{"role": "user", "content": f"Question {turn}: {filler}"},
+                     {"role": "assistant", "content": f"Answer {turn}: {filler}"}]
+    messages.append({"role": "user", "content": "What is 2 + 2?"})
+    request_id = client.generate(messages, SamplingParams(temperature=0.0, max_tokens=8))
+    chunks = wait_finished(qtbot, log, request_id)
+
+    assert len(log.trims) == 1
+    trimmed_id, dropped, tokens, n_ctx = log.trims[0]
+    assert trimmed_id == request_id and n_ctx == 256
+    assert dropped >= 2 and dropped % 2 == 0, "whole turns (question + answer) are dropped"
+    assert chunks[-1].prompt_tokens == tokens <= 256 - 8
+    assert chunks[-1].finish_reason in ("stop", "length")
+
+
+def test_describe_exit_names_signals_and_codes():
+    assert describe_exit(-9).startswith("the engine process was killed by SIGKILL")
+    assert describe_exit(3) == "the engine process exited with code 3"
+    assert describe_exit(0xC0000005) == "the engine process crashed with code 0xC0000005"
+    assert describe_exit(None) == "the engine process stopped responding"
+
+
+def test_a_second_request_while_busy_waits_for_the_first_to_stop(qtbot, client):
+    load(qtbot, client)
+    log = ChunkLog().attach(client)
+    first = client.generate([{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=400))
+    qtbot.waitUntil(lambda: len(log.of(first)) >= 2, timeout=ANSWER_TIMEOUT_MS)
+    second = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    t0 = time.monotonic()
+    wait_finished(qtbot, log, second)
+    assert log.of(first)[-1].finish_reason == "cancelled"
+    assert log.text(second).strip() and time.monotonic() - t0 < 30
