@@ -68,7 +68,8 @@ class BuildExt(build_ext):
 extensions = [
     Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"]),
     # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
-    Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"], include_dirs=[K + "include"]),
+    Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"],
+              include_dirs=[K + "include", "tmac_core/models"]),
 ]
 
 setup(

@@ -51,34 +51,51 @@ cdef struct AttnTask:
     float scale
 
 
+cdef extern from "ops.h" nogil:
+    float tmac_dot(const float *a, const float *b, int n)
+
+
 cdef void attention_task(void *ctx, int item, int thread) noexcept nogil:
-    """One (token, head): causal softmax attention over positions 0..pos+t."""
+    """One (token, KV head): causal softmax attention over positions 0..pos+t
+    for every query head that shares this KV head. Each K and V row is read
+    once for the whole group: the cache has been evicted by the weights by
+    now, and reading it once per query head made attention memory-bound."""
     cdef AttnTask *a = <AttnTask *>ctx
-    cdef int t = item // a.n_heads, h = item % a.n_heads
-    cdef int last = a.pos + t, kvh = h // a.group, hd = a.head_dim, j, i
-    cdef const float *q = a.q + t * a.q_dim + h * hd
-    cdef float *s = a.scores + <size_t>item * a.n_ctx
-    cdef float *o = a.out + t * a.q_dim + h * hd
+    cdef int n_kv = a.n_heads // a.group
+    cdef int t = item // n_kv, kvh = item % n_kv
+    cdef int last = a.pos + t, hd = a.head_dim, G = a.group, j, i, g
+    cdef const float *q0 = a.q + t * a.q_dim + kvh * G * hd          # (G, hd) query heads
+    cdef float *s0 = a.scores + (<size_t>t * a.n_heads + kvh * G) * a.n_ctx   # (G, n_ctx)
+    cdef float *o0 = a.out + t * a.q_dim + kvh * G * hd              # (G, hd)
     cdef const float *kr
     cdef const float *vr
-    cdef float acc, mx = -3.0e38, total = 0.0, w
+    cdef float *s
+    cdef float *o
+    cdef float mx, total, w
     for j in range(last + 1):
         kr = a.k_cache + <size_t>j * a.kv_dim + kvh * hd
-        acc = 0.0
-        for i in range(hd):
-            acc = acc + q[i] * kr[i]
-        s[j] = acc * a.scale
-        if s[j] > mx:
-            mx = s[j]
+        for g in range(G):
+            s0[<size_t>g * a.n_ctx + j] = tmac_dot(q0 + g * hd, kr, hd) * a.scale
+    for g in range(G):
+        s = s0 + <size_t>g * a.n_ctx
+        mx = -3.0e38
+        for j in range(last + 1):
+            if s[j] > mx:
+                mx = s[j]
+        total = 0.0
+        for j in range(last + 1):
+            s[j] = expf(s[j] - mx)
+            total = total + s[j]
+        for j in range(last + 1):
+            s[j] = s[j] / total
+    memset(o0, 0, G * hd * sizeof(float))
     for j in range(last + 1):
-        s[j] = expf(s[j] - mx)
-        total = total + s[j]
-    memset(o, 0, hd * sizeof(float))
-    for j in range(last + 1):
-        w = s[j] / total
         vr = a.v_cache + <size_t>j * a.kv_dim + kvh * hd
-        for i in range(hd):
-            o[i] = o[i] + w * vr[i]
+        for g in range(G):
+            w = s0[<size_t>g * a.n_ctx + j]
+            o = o0 + g * hd
+            for i in range(hd):
+                o[i] = o[i] + w * vr[i]
 
 
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
@@ -332,7 +349,7 @@ cdef class LlamaRuntime:
             task.q, task.k_cache, task.v_cache, task.out, task.scores = self.q, kc, vc, self.att, self.scores
             task.pos, task.n_heads, task.group, task.head_dim = pos, self.n_heads, self.n_heads // self.n_kv_heads, HD
             task.kv_dim, task.q_dim, task.n_ctx, task.scale = self.kv_dim, self.q_dim, self.n_ctx, 1.0 / sqrtf(HD)
-            rc |= k_parallel_for(n * self.n_heads, attention_task, &task)
+            rc |= k_parallel_for(n * self.n_kv_heads, attention_task, &task)
             rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2, True)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
