@@ -4,7 +4,8 @@ everything else on a fresh machine.
 
     python build.py setup   create .venv, install dependencies, build the extension in place
     python build.py test    setup, then the whole test suite, then again with TMAC_KERNELS=generic
-    python build.py bench   setup + the benchmark extra, then the benchmarks (writes docs/BENCHMARKS.md)
+    python build.py bench   setup + the benchmark extra (llama-cpp-python), then the kernel and
+                            end-to-end benchmarks (written into docs/BENCHMARKS.md)
     python build.py run     setup, then launch the app on the embedded model
 """
 from __future__ import annotations
@@ -91,14 +92,17 @@ def test(args: list[str]) -> int:
 
 
 def bench(args: list[str]) -> int:
+    """Kernel benchmark, then the end-to-end one against llama.cpp (`bench kernels`,
+    `bench e2e [options]` run one of them)."""
     setup()
-    # llama.cpp (the peer) built from source, tuned for this CPU: only ever a benchmark extra
-    env = dict(os.environ, CMAKE_ARGS=os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=ON"))
+    # llama.cpp (the peer) built from source, tuned for this CPU: only ever a benchmark
+    # extra. pip's source build reads CMAKE_ARGS from the environment it inherits.
+    os.environ.setdefault("CMAKE_ARGS", "-DGGML_NATIVE=ON")
     try:
         install(requirements("bench"), "bench")
     except SystemExit:
         print("build.py: llama-cpp-python could not be installed; benchmarking without the peer", flush=True)
-    return run([venv_python(), "-m", "tests.bench", *args], env=env)
+    return run([venv_python(), "-m", "tests.bench", *(args or ["all"])])
 
 
 def main(argv: list[str]) -> int:
@@ -115,10 +119,6 @@ def main(argv: list[str]) -> int:
         return bench(rest)
     if command == "run":
         setup()
-        if not (ROOT / "app" / "__main__.py").exists():
-            print("build.py: the desktop window is not built yet (the runtime and the app are in progress)",
-                  file=sys.stderr)
-            return 1
         return run([venv_python(), "-m", "app", *rest])
     print(f"build.py: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2

@@ -53,12 +53,23 @@ def open_store(paths):
     return None
 
 
+def missing_display() -> bool:
+    """Linux/BSD without X11 or Wayland: Qt would abort with a cryptic xcb error."""
+    return (sys.platform.startswith(("linux", "freebsd")) and not os.environ.get("QT_QPA_PLATFORM")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.self_test:
         from app.self_test import run_self_test
 
         return run_self_test(args.timeout)
+    if missing_display():
+        print("T-MAC Chat needs a display and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n"
+              "Run it from a desktop session, or under a virtual one: xvfb-run python -m app\n"
+              "To check the app without a display: python -m app --self-test", file=sys.stderr)
+        return 2
 
     from app.paths import app_paths
     from app.settings import load_settings
