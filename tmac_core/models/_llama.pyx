@@ -13,6 +13,8 @@ from libc.math cimport expf, sqrtf
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memset
 
+import mmap
+
 import numpy as np
 
 from tmac_core.errors import KernelError
@@ -260,7 +262,17 @@ cdef class LlamaRuntime:
             keep.append(a)
             return a
 
-        kc, vc = buf(self.n_layers * n_ctx * self.kv_dim), buf(self.n_layers * n_ctx * self.kv_dim)
+        def lazy_zeros(n):
+            """n float32 zeros in an anonymous mapping: pages become resident only as
+            positions are written. numpy would advise transparent huge pages for a
+            large array, and then a few positions per layer fault in 2 MB each, so a
+            4096-token cache is fully resident after ~200 tokens."""
+            area = mmap.mmap(-1, max(n, 1) * 4)
+            a = np.frombuffer(area, dtype=np.float32, count=n)
+            keep.append(area)
+            return a
+
+        kc, vc = lazy_zeros(self.n_layers * n_ctx * self.kv_dim), lazy_zeros(self.n_layers * n_ctx * self.kv_dim)
         fv = kc; self.k_cache = &fv[0]
         fv = vc; self.v_cache = &fv[0]
         B = max_batch
