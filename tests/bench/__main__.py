@@ -1,5 +1,7 @@
-"""`python -m tests.bench [kernels]`: runs the benchmarks, prints them, and
-appends a dated section to docs/BENCHMARKS.md."""
+"""`python -m tests.bench [kernels|e2e|all] [e2e options]`: runs the benchmarks and
+prints them. `kernels` (the default) appends a dated section to docs/BENCHMARKS.md;
+`e2e` (tests/bench/e2e.py, our runtime against llama.cpp) rewrites its own section
+between the e2e markers; `all` runs both, kernels first."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench import kernels
+from tests.bench import e2e, kernels
 from tests.bench.machine import machine_line
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
@@ -68,10 +70,17 @@ def kernel_targets(result: dict, bandwidth: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    which = argv[0] if argv else "kernels"
-    if which not in ("kernels", "all"):
-        print(f"unknown benchmark {which!r}; choose kernels or all", file=sys.stderr)
+    which, rest = (argv[0], argv[1:]) if argv else ("kernels", [])
+    if which not in ("kernels", "e2e", "all"):
+        print(f"unknown benchmark {which!r}; choose kernels, e2e or all", file=sys.stderr)
         return 2
+    code = run_kernels() if which in ("kernels", "all") else 0
+    if which in ("e2e", "all"):
+        code = e2e.main(rest) or code
+    return code
+
+
+def run_kernels() -> int:
     machine = machine_line()
     print(machine, flush=True)
     bandwidth = {t: read_bandwidth_gbs(t) for t in (1, 2)}
@@ -90,8 +99,12 @@ def main(argv: list[str]) -> int:
     ])
     print(section)
     text = DOC.read_text() if DOC.exists() else HEADER
-    DOC.write_text(text.rstrip("\n") + "\n" + section)
-    print(f"appended to {DOC}")
+    if e2e.START in text:          # kernel sections stay together, above the end-to-end one
+        at = text.index(e2e.START)
+        DOC.write_text(text[:at].rstrip("\n") + "\n" + section + "\n" + text[at:])
+    else:
+        DOC.write_text(text.rstrip("\n") + "\n" + section)
+    print(f"added to {DOC}")
     return 0
 
 

@@ -1,0 +1,430 @@
+"""End-to-end benchmark: our runtime next to llama.cpp (llama-cpp-python), same run.
+
+Speed: prompt (128 random token ids) and decode (64 greedy steps) tokens per
+second, medians, at 1 and 2 threads, every measurement in a fresh process
+(`python -m tmac_core bench` for ours, tests/bench/peer.py for llama.cpp),
+ours and the peer alternating so that machine noise hits both:
+  * SmolLM2-135M-Instruct (the embedded Q4_1 file): llama.cpp on Q4_1 and on a
+    Q4_0 requantization; ours at 4 bits and at the 2-bit preset;
+  * a synthetic 1.17B Llama (random weights, written as F16 by tmac_core.synth):
+    llama.cpp on Q4_0, Q2_K and TQ2_0 made from it by llama_model_quantize; ours
+    at 4 bits (the Q4_0 file), the 2-bit preset (the F16 file) and ternary (the
+    TQ2_0 file, repacked exactly).
+Quality: perplexity of SmolLM2 on tests/data/alice_ch1-2.txt, llama-perplexity's
+definition (tmac_core.perplexity), the same token ids for every engine: float
+(the Q4_1 file dequantized, tests/bench/ppl_reference.py), ours at 4 and 2 bits,
+llama.cpp Q4_1 and Q2_K.
+Memory: our resident set after a (cache-hit) load against the packed weights
+plus the KV cache.
+
+Writes its section of docs/BENCHMARKS.md between the e2e markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+MODELS = ROOT / "build" / "bench-models"
+CACHE = MODELS / "repacked"
+TEXT = ROOT / "tests" / "data" / "alice_ch1-2.txt"
+START, END = "<!-- e2e:start -->", "<!-- e2e:end -->"
+PROMPT, GEN, CTX = 128, 64, 512
+THREADS = (1, 2)
+RSS_FACTOR = 1.15
+
+
+def run_json(cmd: list, timeout: float = 3600) -> dict:
+    """Run a command that prints one JSON object last on stdout; RuntimeError with its
+    stderr tail if it fails."""
+    proc = subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"{' '.join(str(c) for c in cmd[:4])}... exited {proc.returncode}: {tail}")
+    return json.loads(lines[-1])
+
+
+def peer_python() -> str | None:
+    """A Python that imports llama_cpp: this one (build.py installs the bench extra
+    into the venv), else $TMAC_BENCH_PEER_PYTHON."""
+    for python in (sys.executable, os.environ.get("TMAC_BENCH_PEER_PYTHON")):
+        if python and subprocess.run([python, "-c", "import llama_cpp"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def busy_cores(window: float = 0.5) -> float:
+    """Cores' worth of CPU time used by anything on the machine over `window` seconds."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]          # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except OSError:
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
+def wait_for_quiet(max_wait: float = 180.0) -> float:
+    """Wait (up to max_wait s) until other work uses < 0.25 core: a 2-core machine shared
+    with other jobs otherwise halves one side's numbers at random. Returns the load
+    seen last, so the report can say when a number was taken on a busy machine."""
+    deadline = time.monotonic() + max_wait
+    load = busy_cores()
+    while load >= 0.25 and time.monotonic() < deadline:
+        time.sleep(2.0)
+        load = busy_cores()
+    return load
+
+
+def attempt(label: str, fn, quiet: bool = False):
+    """Run one measurement; a failure is recorded and reported, not fatal for the rest."""
+    load = wait_for_quiet() if quiet else None
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+        print(f"  {label}: FAILED {e}", flush=True)
+        return {"error": str(e)}
+    if load is not None:
+        result["busy_cores_before"] = load
+    busy = f", machine busy ({load:.1f} cores)" if load is not None and load >= 0.25 else ""
+    print(f"  {label}: {_brief(result)} ({time.perf_counter() - t0:.0f} s{busy})", flush=True)
+    return result
+
+
+def _brief(r: dict) -> str:
+    keys = ("prompt_tok_s", "decode_tok_s", "ppl", "bytes", "load_s")
+    return ", ".join(f"{k} {r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float)))
+
+
+# -- models -----------------------------------------------------------------------------
+
+def synth_spec():
+    from tmac_core.synth import SynthSpec
+    return SynthSpec(weight_type="f16")
+
+
+def prepare_models(peer: str | None) -> dict:
+    """Paths of every file the benchmark reads, made once and kept in build/bench-models."""
+    from tmac_core.engine import default_model_path
+    from tmac_core.synth import write_synthetic
+    MODELS.mkdir(parents=True, exist_ok=True)
+    s = synth_spec()
+    stem = f"synth-d{s.dim}-f{s.hidden_dim}-l{s.n_layers}-h{s.n_heads}-kv{s.n_kv_heads}-v{s.vocab_size}-s{s.seed}"
+    files = {"smol_q4_1": default_model_path(), "synth_f16": str(MODELS / f"{stem}-f16.gguf")}
+    if not os.path.exists(files["synth_f16"]):
+        print(f"writing the synthetic model ({s.n_params / 1e9:.2f} B parameters, F16)", flush=True)
+        write_synthetic(files["synth_f16"], s)
+    wanted = [("smol_q4_0", "smol_q4_1", "q4_0", "smollm2-135m-instruct-q4_0"),
+              ("smol_q2_k", "smol_q4_1", "q2_k", "smollm2-135m-instruct-q2_k"),
+              ("synth_q4_0", "synth_f16", "q4_0", f"{stem}-q4_0"),
+              ("synth_q2_k", "synth_f16", "q2_k", f"{stem}-q2_k"),
+              ("synth_tq2_0", "synth_f16", "tq2_0", f"{stem}-tq2_0")]
+    for key, src, qtype, name in wanted:
+        path = MODELS / f"{name}.gguf"
+        if not path.exists() and peer:
+            attempt(f"llama_model_quantize {qtype} -> {path.name}",
+                    lambda: run_json([peer, "-m", "tests.bench.peer", "quantize", files[src], path, qtype]))
+        if path.exists():
+            files[key] = str(path)
+    return files
+
+
+def tensor_mix(path: str) -> tuple[float, str]:
+    """(bits per weight over the 2-D tensors, 'TYPE×count, ...') of a GGUF file."""
+    from tmac_core.loading.gguf import GGUFFile
+    counts: dict[str, int] = {}
+    nbytes = elements = 0
+    with GGUFFile.open(path) as g:
+        for info in g.tensors.values():
+            if len(info.shape) == 2:
+                nbytes += info.nbytes
+                elements += info.n_elements
+                counts[info.ggml_type.name] = counts.get(info.ggml_type.name, 0) + 1
+    mix = ", ".join(f"{t}×{n}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return 8.0 * nbytes / max(elements, 1), mix
+
+
+# -- measurements -----------------------------------------------------------------------
+
+def ours_cmd(*args) -> list:
+    return [sys.executable, "-m", "tmac_core", *args, "--json", "--cache-dir", CACHE]
+
+
+def speed_configs(files: dict) -> list[tuple[str, str, str, str, int | None]]:
+    """(model group, label, engine, file key, bits)."""
+    return [("SmolLM2-135M", "llama.cpp Q4_1", "peer", "smol_q4_1", None),
+            ("SmolLM2-135M", "llama.cpp Q4_0", "peer", "smol_q4_0", None),
+            ("SmolLM2-135M", "ours 4-bit", "ours", "smol_q4_1", 4),
+            ("SmolLM2-135M", "ours 2-bit preset", "ours", "smol_q4_1", 2),
+            ("synthetic 1.17B", "llama.cpp Q4_0", "peer", "synth_q4_0", None),
+            ("synthetic 1.17B", "llama.cpp Q2_K", "peer", "synth_q2_k", None),
+            ("synthetic 1.17B", "llama.cpp TQ2_0", "peer", "synth_tq2_0", None),
+            ("synthetic 1.17B", "ours 4-bit (Q4_0 file)", "ours", "synth_q4_0", 4),
+            ("synthetic 1.17B", "ours 2-bit preset (F16 file)", "ours", "synth_f16", 2),
+            ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "ours", "synth_tq2_0", 2)]
+
+
+def measure_speed(files: dict, peer: str | None, repeats: int, groups: set[str]) -> tuple[dict, dict]:
+    """speed[(group, label, threads)] and first_load[(group, label)] (our cache-miss loads)."""
+    configs = [c for c in speed_configs(files) if c[0] in groups and c[3] in files
+               and (c[2] == "ours" or peer)]
+    first_load = {}
+    print("our first loads (repack and fill the cache; a cache hit when the cache is warm)", flush=True)
+    for group, label, engine, key, bits in configs:
+        if engine == "ours":
+            first_load[(group, label)] = attempt(f"{group} {label}", lambda: run_json(ours_cmd(
+                "bench", files[key], "--bits", bits, "--threads", 2, "--repeats", 0)))
+    speed = {}
+    for group in [g for g in dict.fromkeys(c[0] for c in configs)]:
+        for threads in THREADS:
+            print(f"{group}, {threads} thread(s): prompt {PROMPT}, decode {GEN}, median of {repeats}", flush=True)
+            for g, label, engine, key, bits in configs:
+                if g != group:
+                    continue
+                common = ["--threads", threads, "--prompt-tokens", PROMPT, "--gen-tokens", GEN, "--repeats", repeats]
+                cmd = (ours_cmd("bench", files[key], "--bits", bits, *common) if engine == "ours"
+                       else [peer, "-m", "tests.bench.peer", "bench", files[key], *common])
+                speed[(group, label, threads)] = attempt(label, lambda: run_json(cmd), quiet=True)
+    return speed, first_load
+
+
+def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
+    from tests.bench.ppl_reference import float_perplexity
+    from tmac_core import perplexity as ppl
+    from tmac_core.loading.gguf import GGUFFile
+    from tmac_core.tokenizer import Tokenizer
+    with GGUFFile.open(files["smol_q4_1"]) as g:
+        tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+    tokens = ppl.tokenize(tokenizer, TEXT.read_text(encoding="utf-8"))
+    bos = tokenizer.bos_id if tokenizer.add_bos else None
+    limit = [] if chunks is None else ["--chunks", chunks]
+    print(f"perplexity of SmolLM2 on {TEXT.name}: {len(tokens)} tokens, ctx {CTX}", flush=True)
+    quality = {"n_tokens": len(tokens)}
+
+    def float_ref():
+        r = float_perplexity(files["smol_q4_1"], tokens, CTX, bos, chunks)
+        return {"ppl": r.ppl, "nll_stderr": r.nll_stderr, "tokens_scored": r.tokens_scored, "chunks": r.chunks,
+                "seconds": r.seconds}
+    quality["float (Q4_1 dequantized)"] = attempt("float reference", float_ref)
+    for bits in (4, 2):
+        quality[f"ours {bits}-bit" + (" preset" if bits == 2 else "")] = attempt(f"ours {bits}-bit", lambda: run_json(
+            ours_cmd("perplexity", files["smol_q4_1"], "--bits", bits, "--file", TEXT, "--ctx", CTX, *limit)))
+    if peer:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(tokens, f)
+        try:
+            quality["peer_tokenization_matches"] = attempt("llama.cpp tokenization", lambda: {"match": run_json(
+                [peer, "-m", "tests.bench.peer", "tokenize", files["smol_q4_1"], "--file", TEXT])["tokens"] == tokens})
+            for label, key in (("llama.cpp Q4_1", "smol_q4_1"), ("llama.cpp Q2_K", "smol_q2_k")):
+                if key in files:
+                    quality[label] = attempt(label, lambda: run_json(
+                        [peer, "-m", "tests.bench.peer", "ppl", files[key], "--tokens", f.name, "--ctx", CTX,
+                         "--bos", -1 if bos is None else bos, *limit]))
+                    quality[label]["bits_per_weight"], quality[label]["mix"] = tensor_mix(files[key])
+        finally:
+            os.unlink(f.name)
+    return quality
+
+
+# -- report -----------------------------------------------------------------------------
+
+def _num(x, fmt=".1f") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) else "—"
+
+
+def _get(d: dict | None, key: str):
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def speed_table(speed: dict, files: dict) -> str:
+    rows = ["| model | engine and file | bits/weight | decode 1 thr | decode 2 thr | prompt 1 thr | prompt 2 thr |",
+            "|---|---|---|---|---|---|---|"]
+    for group, label, engine, key, bits in speed_configs(files):
+        one, two = speed.get((group, label, 1)), speed.get((group, label, 2))
+        if one is None and two is None:
+            continue
+        bpw = (_get(one, "bits_per_weight") or _get(two, "bits_per_weight")) if engine == "ours" \
+            else tensor_mix(files[key])[0]
+        cells = [_num(_get(r, k)) for k in ("decode_tok_s", "prompt_tok_s") for r in (one, two)]
+        rows.append(f"| {group} | {label} | {_num(bpw, '.2f')} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def targets(speed: dict, quality: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) rows; met None when a side is missing."""
+    out = []
+
+    def ratio(ours, peer, metric, threads, peer_threads=None):
+        a = _get(speed.get(ours + (threads,)), metric)
+        b = _get(speed.get(peer + (peer_threads or threads,)), metric)
+        return (a / b, a, b) if a and b else (None, a, b)
+
+    def speed_row(name, ours, peer, metric, threads, need, peer_threads=None):
+        r, a, b = ratio(ours, peer, metric, threads, peer_threads)
+        shown = f"{_num(a)} vs {_num(b)} tok/s = {_num(r, '.2f')}×" if r else "not measured"
+        out.append((name, shown, None if r is None else r >= need))
+
+    smol, syn = "SmolLM2-135M", "synthetic 1.17B"
+    for t, need in ((1, 1.5), (2, 1.3)):
+        speed_row(f"SmolLM2 4-bit decode ≥ {need}× llama.cpp Q4_0, {t} thread{'s' * (t > 1)}",
+                  (smol, "ours 4-bit"), (smol, "llama.cpp Q4_0"), "decode_tok_s", t, need)
+    for label in ("ours 2-bit preset (F16 file)", "ours ternary (TQ2_0 file)"):
+        speed_row(f"1.17B {label.removeprefix('ours ')} decode ≥ 1.5× llama.cpp TQ2_0, 1 thread",
+                  (syn, label), (syn, "llama.cpp TQ2_0"), "decode_tok_s", 1, 1.5)
+        speed_row(f"1.17B {label.removeprefix('ours ')} decode on 1 thread ≥ llama.cpp TQ2_0 on 2",
+                  (syn, label), (syn, "llama.cpp TQ2_0"), "decode_tok_s", 1, 1.0, peer_threads=2)
+    for t in THREADS:
+        speed_row(f"SmolLM2 4-bit prompt ≥ llama.cpp Q4_0, {t} thr", (smol, "ours 4-bit"), (smol, "llama.cpp Q4_0"),
+                  "prompt_tok_s", t, 1.0)
+        speed_row(f"1.17B 4-bit prompt ≥ llama.cpp Q4_0, {t} thr", (syn, "ours 4-bit (Q4_0 file)"),
+                  (syn, "llama.cpp Q4_0"), "prompt_tok_s", t, 1.0)
+        speed_row(f"1.17B 2-bit prompt ≥ 1.5× llama.cpp Q2_K, {t} thr", (syn, "ours 2-bit preset (F16 file)"),
+                  (syn, "llama.cpp Q2_K"), "prompt_tok_s", t, 1.5)
+    ref, four = _get(quality.get("float (Q4_1 dequantized)"), "ppl"), _get(quality.get("ours 4-bit"), "ppl")
+    out.append(("SmolLM2 4-bit perplexity within 1% of float",
+                f"{_num(four, '.3f')} vs {_num(ref, '.3f')} ({_num(100 * (four / ref - 1), '+.2f')}%)"
+                if four and ref else "not measured", None if not (four and ref) else four <= 1.01 * ref))
+    two, q2k = quality.get("ours 2-bit preset"), quality.get("llama.cpp Q2_K")
+    bpw2, ppl2, ppl_q2k = _get(two, "bits_per_weight"), _get(two, "ppl"), _get(q2k, "ppl")
+    out.append(("SmolLM2 2-bit preset ≤ 3 bits/weight and perplexity ≤ llama.cpp Q2_K",
+                f"{_num(bpw2, '.2f')} bits/weight, ppl {_num(ppl2, '.3f')} vs {_num(ppl_q2k, '.3f')}"
+                f" ({_num(_get(q2k, 'bits_per_weight'), '.2f')} bits/weight)",
+                None if not (bpw2 and ppl2 and ppl_q2k) else (bpw2 <= 3.0 and ppl2 <= ppl_q2k)))
+    return out
+
+
+def memory_rows(speed: dict, files: dict) -> tuple[str, list]:
+    rows = ["| model | ours | RSS after load | RSS after the runs | interpreter before load | packed weights "
+            "| KV cache (n_ctx) | after runs ÷ (packed + KV) |", "|---|---|---|---|---|---|---|---|"]
+    checks = []
+    mib = lambda b: f"{b / 2**20:.0f} MiB"      # noqa: E731
+    for group, label, engine, key, bits in speed_configs(files):
+        r = speed.get((group, label, 1))
+        if engine != "ours" or not isinstance(r, dict) or "rss_bytes" not in r:
+            continue
+        budget = r["packed_bytes"] + r["kv_cache_bytes"]
+        rss = r.get("rss_after_run_bytes") or r["rss_bytes"]
+        ratio = rss / budget
+        rows.append(f"| {group} | {label} | {mib(r['rss_bytes'])} | {mib(rss)} | {mib(r['rss_baseline_bytes'])} | "
+                    f"{mib(r['packed_bytes'])} | {mib(r['kv_cache_bytes'])} ({r['n_ctx']}) | {ratio:.2f} |")
+        checks.append((f"{group} {label}: RSS ≤ {RSS_FACTOR} × (packed + KV)",
+                       f"{mib(rss)} vs {mib(RSS_FACTOR * budget)} ({ratio:.2f}×)", ratio <= RSS_FACTOR))
+    return "\n".join(rows), checks
+
+
+def quality_table(quality: dict) -> str:
+    rows = ["| engine | bits/weight | perplexity | ± | tokens scored | chunks |", "|---|---|---|---|---|---|"]
+    for label in ("float (Q4_1 dequantized)", "ours 4-bit", "ours 2-bit preset", "llama.cpp Q4_1", "llama.cpp Q2_K"):
+        r = quality.get(label)
+        if not isinstance(r, dict):
+            continue
+        bpw = "32 (float)" if label.startswith("float") else _num(_get(r, "bits_per_weight"), ".2f")
+        err = _get(r, "ppl") * _get(r, "nll_stderr") if _get(r, "ppl") and _get(r, "nll_stderr") else None
+        rows.append(f"| {label} | {bpw} | {_num(_get(r, 'ppl'), '.3f')} | {_num(err, '.3f')} | "
+                    f"{_get(r, 'tokens_scored') or '—'} | {_get(r, 'chunks') or '—'} |")
+    return "\n".join(rows)
+
+
+def render(machine: str, peer: str | None, speed: dict, first_load: dict, quality: dict, files: dict,
+           repeats: int) -> str:
+    checks = targets(speed, quality)
+    mem_table, mem_checks = memory_rows(speed, files)
+    checks += mem_checks
+    verdict = {True: "yes", False: "no", None: "not measured"}
+    lines = [f"## End to end — {machine}", "",
+             f"Prompt: {PROMPT} random token ids (seed 0) in one go; decode: {GEN} greedy steps after it; "
+             f"median of {repeats} runs after a warm-up, each engine in its own process, ours and llama.cpp "
+             "alternating. Ours: `python -m tmac_core bench` (runtime.forward + argmax, chunks of 32 prompt "
+             "tokens); llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch 512, "
+             "n_threads = n_threads_batch, weights loaded without mmap. "
+             + ("Peer: llama-cpp-python " + _peer_version(peer) + "." if peer
+                else "**llama-cpp-python was not available: no peer numbers in this run.**"), "",
+             busy_note(speed), "", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
+    lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files), ""]
+    lines += ["llama.cpp tensor types: " + "; ".join(f"{k}: {tensor_mix(v)[1]}" for k, v in files.items()
+                                                     if k != "synth_f16"), ""]
+    if first_load:
+        lines += ["First loads of ours (repack + cache write when the cache was cold): "
+                  + "; ".join(f"{g} {lab}: {_num(_get(r, 'load_s'))} s{' (cache hit)' if _get(r, 'cache_hit') else ''}"
+                              for (g, lab), r in first_load.items()), ""]
+    lines += ["### Quality: SmolLM2-135M perplexity", "",
+              f"`{TEXT.relative_to(ROOT)}` ({quality.get('n_tokens', '?')} tokens; Alice in Wonderland ch. I–II, "
+              f"public domain), ctx {CTX}, second half of each chunk scored (llama-perplexity's definition, "
+              "`tmac_core/perplexity.py`), identical token ids for every engine"
+              + ("" if not isinstance(quality.get("peer_tokenization_matches"), dict) else
+                 f" (llama.cpp's own tokenization {'matches' if quality['peer_tokenization_matches'].get('match') else 'differs'})")
+              + ".", "", quality_table(quality), "",
+              "### Memory (ours, 1-thread bench process, warm cache)", "",
+              "The weights are mapped from the repack cache file and the KV cache is allocated lazily, so "
+              "the resident set right after loading understates what a running model holds; the target is "
+              f"checked on the resident set after the {PROMPT}+{GEN}-token runs.", "", mem_table, ""]
+    return "\n".join(lines)
+
+
+def busy_note(speed: dict) -> str:
+    loads = [r["busy_cores_before"] for r in speed.values() if isinstance(r, dict) and "busy_cores_before" in r]
+    busy = [x for x in loads if x >= 0.25]
+    return (f"Before each speed measurement the harness waited (up to 3 min) for other work on the machine "
+            f"to drop below 0.25 core: {len(loads) - len(busy)} of {len(loads)} measurements started on an idle "
+            "machine" + (f"; {len(busy)} started with {max(busy):.1f} cores busy elsewhere and may read low."
+                         if busy else "."))
+
+
+def _peer_version(peer: str) -> str:
+    out = subprocess.run([peer, "-c", "import llama_cpp; print(llama_cpp.__version__)"], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    block = f"{START}\n{section.rstrip()}\n{END}"
+    if START in text and END in text:
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main(argv: list[str]) -> int:
+    from tests.bench.machine import machine_line
+    p = argparse.ArgumentParser(prog="python -m tests.bench e2e")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--only", choices=("smollm2", "synth"), default=None, help="one model group (development)")
+    p.add_argument("--no-quality", action="store_true", help="skip the perplexity runs (development)")
+    p.add_argument("--chunks", type=int, default=None, help="perplexity chunks (default: the whole text)")
+    p.add_argument("--no-doc", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
+    a = p.parse_args(argv)
+    machine = machine_line()
+    print(machine, flush=True)
+    peer = peer_python()
+    if peer is None:
+        print("llama-cpp-python is not importable here (nor from $TMAC_BENCH_PEER_PYTHON): ours only", flush=True)
+    files = prepare_models(peer)
+    groups = {"smollm2": {"SmolLM2-135M"}, "synth": {"synthetic 1.17B"}}.get(a.only, {"SmolLM2-135M", "synthetic 1.17B"})
+    speed, first_load = measure_speed(files, peer, a.repeats, groups)
+    quality = {} if a.no_quality else measure_quality(files, peer, a.chunks)
+    section = render(machine, peer, speed, first_load, quality, files, a.repeats)
+    print("\n" + section)
+    if not a.no_doc:
+        write_doc(section)
+        print(f"\nwritten between the e2e markers of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,478 @@
+"""`python -m tmac_core`: the runtime from a terminal, for people and for scripts.
+
+    info          CPU features and kernel tiers
+    generate      one answer to --prompt, streamed to stdout, timings on stderr
+    chat          an interactive conversation (/reset, /exit; Ctrl+C stops an answer)
+    perplexity    llama-perplexity's measure on a text file (tmac_core.perplexity)
+    bench         prompt and decode tokens per second on random token ids
+    synth         write a random-weight Llama GGUF (tmac_core.synth)
+
+Every command takes --json: then stdout carries exactly one JSON object (chat: one
+per answer). Errors exit with code 2 and one line naming the problem, or
+{"error": type, "message": ...} with --json; never a traceback for a TmacError.
+This is the one module of tmac_core that prints and exits; the library below it
+does neither. Heavy imports happen inside the commands, so even a broken kernel
+build is reported as an error line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from tmac_core.errors import TmacError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A bad command line or input file, reported like a TmacError."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):            # argparse would print usage and exit by itself
+        raise CliError(f"{self.prog}: {message}")
+
+
+def _say(*parts, **kw) -> None:
+    print(*parts, file=sys.stderr, flush=True, **kw)
+
+
+def _emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _rss_bytes(field: str = "VmRSS") -> int:
+    """Resident set size from /proc/self/status, else the peak from getrusage."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@contextlib.contextmanager
+def _interrupt_sets(event: threading.Event):
+    """Ctrl+C sets the cancel event (the engine stops within one token) instead of
+    raising KeyboardInterrupt in the middle of the answer."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _status_line(prefix: str):
+    """A progress callback redrawing one stderr line, drawn only when its text changes."""
+    shown = [None]
+
+    def progress(fraction: float, stage: str = "") -> None:
+        line = f"{prefix}{stage} {100 * fraction:3.0f}%"
+        if line != shown[0]:
+            shown[0] = line
+            _say(f"\r{line}\033[K", end="")
+    return progress
+
+
+def _load(args, n_ctx: int | None = None):
+    from tmac_core.engine import Engine
+    # a redrawn status line belongs on terminals only, not in logs or pipes
+    progress = _status_line("loading: ") if not args.json and sys.stderr.isatty() else None
+    cache_dir = False if args.no_cache else args.cache_dir
+    try:
+        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads,
+                             n_ctx=n_ctx or args.ctx, progress=progress, cache_dir=cache_dir)
+    except ValueError as e:              # Engine.load's documented refusal of bits / n_ctx / threads
+        raise CliError(str(e)) from None
+    if progress:
+        _say("\r\033[K", end="")
+    return engine
+
+
+def _timings(final) -> dict:
+    return {"prompt_tokens": final.prompt_tokens, "cached_tokens": final.cached_tokens,
+            "generated_tokens": final.generated_tokens, "prompt_tok_s": final.prompt_tok_s,
+            "decode_tok_s": final.decode_tok_s, "ttft_s": final.ttft_s, "elapsed_s": final.elapsed_s,
+            "threads": final.threads, "finish_reason": final.finish_reason}
+
+
+def _timing_line(final) -> str:
+    return (f"prompt: {final.prompt_tokens} tokens at {final.prompt_tok_s:.1f} tok/s"
+            f" ({final.cached_tokens} cached) · decode: {final.generated_tokens} tokens at"
+            f" {final.decode_tok_s:.1f} tok/s · ttft {final.ttft_s:.3f} s · {final.threads} threads"
+            f" · finish: {final.finish_reason}")
+
+
+def _params(args):
+    from tmac_core.sampling import SamplingParams
+    try:
+        return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                              max_tokens=args.max_tokens, seed=args.seed)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _answer(engine, messages, params, echo: bool):
+    """Stream one answer; Ctrl+C cancels it. Returns (text, final chunk)."""
+    cancel = threading.Event()
+    parts, final = [], None
+    with _interrupt_sets(cancel):
+        for chunk in engine.stream(messages, params, cancel=cancel):
+            parts.append(chunk.text)
+            if echo and chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+            if chunk.notice and echo:
+                _say(f"[{chunk.notice}]")
+            final = chunk
+    return "".join(parts), final
+
+
+# -- commands -------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    import tmac_core
+    from tmac_core import kernels
+    feats = kernels.cpu_features()
+    try:
+        from tmac_core.engine import default_model_path
+        default_model = default_model_path()
+    except TmacError:
+        default_model = None
+    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "features": sorted(k for k, v in feats.items() if v is True),
+            "available_tiers": list(kernels.available_isas()), "active_tier": kernels.active_isa(),
+            "forced_by_env": os.environ.get("TMAC_KERNELS") or None,
+            "default_threads": kernels.get_num_threads(), "default_model": default_model}
+    if args.json:
+        _emit(info)
+    else:
+        print(f"tmac_core {info['version']} on {info['cpu']} ({info['cpu_count']} logical CPUs, {info['arch']})")
+        print(f"CPU features: {' '.join(info['features']) or 'none detected'}")
+        forced = f", forced by TMAC_KERNELS={info['forced_by_env']}" if info["forced_by_env"] else ""
+        print(f"kernel tiers: {', '.join(info['available_tiers'])} (active: {info['active_tier']}{forced})")
+        print(f"default threads: {info['default_threads']}")
+        print(f"embedded model: {default_model or 'missing'}")
+    return 0
+
+
+def _cpu_model() -> str:
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cmd_generate(args) -> int:
+    params = _params(args)
+    engine = _load(args)
+    messages = ([{"role": "system", "content": args.system}] if args.system else [])
+    messages.append({"role": "user", "content": args.prompt})
+    text, final = _answer(engine, messages, params, echo=not args.json)
+    if args.json:
+        _emit({"text": text, "model": engine.info.name, "bits": engine.bits,
+               "bits_per_weight": engine.info.bits_per_weight, "isa": engine.info.isa, **_timings(final)})
+    else:
+        print(flush=True)
+        _say(_timing_line(final))
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from tmac_core.errors import ContextOverflowError
+    params = _params(args)
+    engine = _load(args)
+    with contextlib.suppress(ImportError):      # not on Windows: plain input() there
+        import readline  # noqa: F401  (importing it gives input() line editing and history)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(system)
+    if not args.json:
+        info = engine.info
+        _say(f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.isa},"
+             f" {info.n_threads} threads, context {info.n_ctx}.")
+        _say("Type a message. /reset forgets the conversation, /exit quits; Ctrl+C stops an answer.")
+    while True:
+        try:
+            line = input("" if args.json else "> ")
+        except EOFError:
+            break
+        except KeyboardInterrupt:        # at the prompt: a fresh line, not the end of the program
+            print()
+            continue
+        command = line.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            break
+        if command == "/reset":
+            history = list(system)
+            engine.reset()
+            if not args.json:
+                _say("(conversation forgotten)")
+            continue
+        history.append({"role": "user", "content": line})
+        try:
+            text, final = _answer(engine, history, params, echo=not args.json)
+        except ContextOverflowError as e:
+            history.pop()
+            if args.json:
+                _emit({"error": "ContextOverflowError", "message": str(e)})
+            else:
+                _say(f"[{e}; /reset to start over]")
+            continue
+        # a stopped answer stays in the history as far as it got, as the model saw it
+        history.append({"role": "assistant", "content": text})
+        if args.json:
+            _emit({"role": "assistant", "content": text, **_timings(final)})
+        else:
+            print(flush=True)
+            if final.finish_reason == "cancelled":
+                _say("[stopped]")
+            _say(_timing_line(final))
+    return 0
+
+
+def cmd_perplexity(args) -> int:
+    from tmac_core import perplexity as ppl
+    from tmac_core.engine import PROMPT_CHUNK
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise CliError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    engine = _load(args, n_ctx=args.ctx)
+    tokenizer = engine.tokenizer
+    tokens = ppl.tokenize(tokenizer, text)
+    bos = tokenizer.bos_id if tokenizer.add_bos else None
+
+    def forward(chunk, pos, all_logits):
+        return engine.runtime.forward(chunk, pos, all_logits=all_logits)
+
+    def progress(done, total, running):
+        _say(f"[{done}/{total}] ppl {running:.4f}")
+
+    result = ppl.perplexity(forward, tokens, args.ctx, bos, max_chunks=args.chunks, batch=PROMPT_CHUNK,
+                            reset=engine.reset, progress=None if args.json else progress)
+    info = engine.info
+    out = {"ppl": result.ppl, "nll": result.nll, "nll_stderr": result.nll_stderr,
+           "tokens_scored": result.tokens_scored, "chunks": result.chunks, "ctx": result.ctx,
+           "n_tokens": result.n_tokens, "bos_replaced": bos is not None, "bits": info.bits,
+           "bits_per_weight": info.bits_per_weight, "seconds": result.seconds,
+           "tok_s": result.chunks * result.ctx / max(result.seconds, 1e-9), "model": info.name,
+           "threads": info.n_threads, "isa": info.isa}
+    if args.json:
+        _emit(out)
+    else:
+        print(f"PPL = {result.ppl:.4f} +/- {result.ppl * result.nll_stderr:.4f} over {result.tokens_scored}"
+              f" tokens ({result.chunks} chunks of {result.ctx}; {info.bits}-bit,"
+              f" {info.bits_per_weight:.2f} bits/weight; {result.seconds:.1f} s)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import numpy as np
+    from tmac_core.engine import PROMPT_CHUNK
+    baseline = _rss_bytes()                     # interpreter, numpy, kernels: before any weight
+    engine = _load(args)
+    rss = _rss_bytes()
+    info = engine.info
+    n_p, n_g = args.prompt_tokens, args.gen_tokens
+    if n_p + n_g + 1 > engine.n_ctx:
+        raise CliError(f"{n_p} prompt + {n_g} generated tokens do not fit the context of {engine.n_ctx}")
+    prompt = np.random.default_rng(args.seed).integers(0, info.vocab_size, n_p, dtype=np.int32)
+    forward = engine.runtime.forward
+
+    def run_once() -> tuple[float, float]:
+        # the same procedure as the llama.cpp side of tests/bench/e2e.py: prompt in
+        # chunks, then greedy argmax steps, no sampler
+        engine.reset()
+        t0 = time.perf_counter()
+        for pos in range(0, n_p, PROMPT_CHUNK):
+            logits = forward(prompt[pos:pos + PROMPT_CHUNK], pos)
+        t1 = time.perf_counter()
+        token = int(np.argmax(logits))
+        for i in range(n_g):
+            token = int(np.argmax(forward(np.array([token], np.int32), n_p + i)))
+        t2 = time.perf_counter()
+        return n_p / (t1 - t0), n_g / max(t2 - t1, 1e-9)
+
+    runs = []
+    if args.repeats > 0 and n_p > 0:
+        run_once()                              # warm-up: page in weights, settle the thread pool
+        runs = [run_once() for _ in range(args.repeats)]
+    # the weights are mapped from the repack cache and the KV cache is allocated
+    # lazily, so what a running model holds shows only after it has run
+    rss_run = _rss_bytes() if runs else None
+    med = (lambda xs: float(np.median(xs)) if xs else None)      # noqa: E731
+    out = {"model": info.name, "source": info.source, "n_params": info.n_params, "bits": info.bits,
+           "bits_per_weight": info.bits_per_weight, "packed_bytes": info.packed_bytes,
+           "kv_cache_bytes": info.kv_cache_bytes, "n_ctx": info.n_ctx, "rss_bytes": rss,
+           "rss_after_run_bytes": rss_run, "rss_baseline_bytes": baseline, "rss_peak_bytes": _rss_bytes("VmHWM"), "isa": info.isa,
+           "threads": engine.n_threads, "prompt_tokens": n_p, "gen_tokens": n_g, "repeats": len(runs),
+           "prompt_tok_s": med([r[0] for r in runs]), "decode_tok_s": med([r[1] for r in runs]),
+           "prompt_tok_s_runs": [r[0] for r in runs], "decode_tok_s_runs": [r[1] for r in runs],
+           "load_s": info.load_s, "cache_hit": info.cache_hit}
+    if args.json:
+        _emit(out)
+    else:
+        print(f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
+              f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.isa}, {engine.n_threads} threads")
+        if runs:
+            print(f"prompt ({n_p} tokens): {out['prompt_tok_s']:.1f} tok/s · decode ({n_g} tokens):"
+                  f" {out['decode_tok_s']:.1f} tok/s · median of {len(runs)}")
+        after = f", after the runs: {rss_run / 2**20:.0f} MiB" if runs else ""
+        print(f"resident memory after load: {rss / 2**20:.0f} MiB{after} (interpreter before load:"
+              f" {baseline / 2**20:.0f} MiB; KV cache budget {info.kv_cache_bytes / 2**20:.0f} MiB)")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from tmac_core.synth import SynthSpec, write_synthetic
+    spec = SynthSpec(dim=args.dim, hidden_dim=args.ffn, n_layers=args.layers, n_heads=args.heads,
+                     n_kv_heads=args.kv_heads, vocab_size=args.vocab, seq_len=args.ctx_train,
+                     weight_type=args.type, tie_embeddings=args.tie_embeddings, add_bos=args.add_bos,
+                     seed=args.seed)
+    try:
+        spec.check()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    progress = _status_line(f"writing {args.out}:") if not args.json and sys.stderr.isatty() else None
+    t0 = time.perf_counter()
+    size = write_synthetic(args.out, spec, progress)
+    out = {"path": os.path.abspath(args.out), "bytes": size, "n_params": spec.n_params, "type": args.type,
+           "seconds": time.perf_counter() - t0}
+    if args.json:
+        _emit(out)
+    else:
+        if progress:
+            _say("")
+        print(f"wrote {out['path']}: {spec.n_params / 1e6:.1f}M parameters, {args.type}, {size / 2**20:.1f} MiB"
+              f" in {out['seconds']:.1f} s")
+    return 0
+
+
+# -- the command line -------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tmac_core", description="T-MAC Chat's CPU runtime from the terminal.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, func, help: str, model: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        if model:
+            p.add_argument("model", help='a .gguf file, or "default" (the embedded SmolLM2-135M-Instruct)')
+            p.add_argument("--bits", type=int, choices=(2, 4), default=4, help="weight bits (2 is a preset"
+                           " that keeps the most sensitive tensors at 4)")
+            p.add_argument("--threads", type=_positive, default=None, help="kernel threads (default: all cores)")
+            p.add_argument("--ctx", type=_positive, default=None, help="context length (KV cache size)")
+            p.add_argument("--cache-dir", default=None, help="repacked-model cache folder"
+                           " (default: the user cache, or $TMAC_CACHE_DIR)")
+            p.add_argument("--no-cache", action="store_true", help="repack in memory, read and write no cache")
+        return p
+
+    def sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
+        p.add_argument("--max-tokens", type=_positive, default=max_tokens)
+        p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+        p.add_argument("--top-k", type=int, default=40)
+        p.add_argument("--top-p", type=float, default=0.95)
+        p.add_argument("--min-p", type=float, default=0.05)
+        p.add_argument("--repeat-penalty", type=float, default=1.1)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--system", default=None, help="a system message")
+
+    command("info", cmd_info, "CPU features and kernel tiers", model=False)
+    p = command("generate", cmd_generate, "answer one prompt (text on stdout, timings on stderr)")
+    p.add_argument("--prompt", required=True)
+    sampling(p, 256)
+    p = command("chat", cmd_chat, "interactive chat (/reset, /exit; Ctrl+C stops an answer)")
+    sampling(p, 512)
+    p = command("perplexity", cmd_perplexity, "perplexity of a text file, as llama-perplexity defines it")
+    p.add_argument("--file", required=True, help="UTF-8 text")
+    p.add_argument("--chunks", type=_positive, default=None, help="score at most this many chunks")
+    p.set_defaults(ctx=512)
+    p = command("bench", cmd_bench, "prompt and decode speed on random token ids (medians)")
+    p.add_argument("--prompt-tokens", type=_positive, default=128)
+    p.add_argument("--gen-tokens", type=_positive, default=64)
+    p.add_argument("--repeats", type=_count, default=3, help="measured runs after one warm-up (0: load only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
+    p = command("synth", cmd_synth, "write a random-weight Llama GGUF for benchmarks", model=False)
+    p.add_argument("out", help="output .gguf path")
+    p.add_argument("--dim", type=_positive, default=2048)
+    p.add_argument("--ffn", type=_positive, default=5632)
+    p.add_argument("--layers", type=_positive, default=22)
+    p.add_argument("--heads", type=_positive, default=32)
+    p.add_argument("--kv-heads", type=_positive, default=4)
+    p.add_argument("--vocab", type=_positive, default=49152)
+    p.add_argument("--ctx-train", type=_positive, default=4096, help="the context length the file declares")
+    p.add_argument("--type", default="q4_0", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"))
+    p.add_argument("--tie-embeddings", action="store_true", help="no separate output.weight")
+    p.add_argument("--add-bos", action="store_true", help="the vocabulary adds a BOS token to every text")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _fail(as_json: bool, kind: str, message: str) -> int:
+    message = " ".join(str(message).split()) or kind          # one line, whatever the exception held
+    if as_json:
+        _emit({"error": kind, "message": message})
+    else:
+        _say(f"tmac_core: error: {message}" if kind == "CliError" else f"tmac_core: {kind}: {message}")
+    return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except CliError as e:
+        return _fail(as_json, "CliError", str(e))
+    except TmacError as e:
+        return _fail(as_json, type(e).__name__, str(e))
+    except OSError as e:                 # an unreadable --file, a full disk for synth
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(as_json, type(e).__name__, f"{where}{e.strerror or e}")
+    except KeyboardInterrupt:
+        _fail(as_json, "Interrupted", "interrupted")
+        return EXIT_INTERRUPTED
