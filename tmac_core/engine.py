@@ -180,7 +180,9 @@ class Engine:
         if self._info is None:
             cfg = self.config
             packed = [w for w in self._weights.values() if isinstance(w, kernels.PackedWeight)]
-            n_matrix = sum(w.m * w.k for w in packed)
+            # a residual pass adds bytes, not parameters
+            n_matrix = sum(w.m * w.k for k, w in self._weights.items()
+                           if isinstance(w, kernels.PackedWeight) and not k.endswith(".residual"))
             n_other = sum(np.asarray(w).size for k, w in self._weights.items()
                           if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq")
             packed_bytes = sum(w.nbytes for w in packed)

@@ -41,6 +41,9 @@ def run_chunks(cfg, weights, tokens, chunk=32):
 def reference(cfg, weights, tokens):
     dense = {k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
              for k, v in weights.items() if k != "rope.inv_freq"}
+    if "output.residual" in dense:      # the runtime adds a second 4-bit pass to the output layer
+        out = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
+        dense[out] = dense[out] + dense.pop("output.residual")
     return llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"])
 
 
@@ -116,12 +119,22 @@ def test_q4_1_repacks_exactly(model):
     assert err <= 2.0 ** -10 * np.abs(source).max()
 
 
+def test_output_residual_brings_the_tied_table_close_to_its_source(model, weights4):
+    f, cfg, _ = model
+    source = dequantize_tensor(f, "token_embd.weight").reshape(cfg.vocab_size, cfg.dim)
+    four = K.dequantize(weights4["token_embd.weight"])
+    both = four + K.dequantize(weights4["output.residual"])
+    err4, err8 = np.abs(four - source).mean(), np.abs(both - source).mean()
+    assert err8 < err4 / 8                     # ~8-bit weights where the logits are made
+
+
 def test_embedding_rows_come_from_the_packed_table(model, weights4):
     _, cfg, _ = model
     emb = weights4["token_embd.weight"]
     rt = llama.build_runtime(cfg, weights4, n_ctx=8, max_batch=1)
     rows = [0, 1, 31, 32, 63, 64, 100, 4097, cfg.vocab_size - 1]       # every lane/half of a tile
-    dense = K.dequantize(emb)
+    # the tied table carries a second 4-bit pass (its Q8_0 source is more precise than 4 bits)
+    dense = K.dequantize(emb) + K.dequantize(weights4["output.residual"])
     for r in rows:
         np.testing.assert_allclose(rt.embedding_row(r), dense[r], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError):

@@ -32,7 +32,7 @@ from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
 MAGIC = b"TMACW\0\0\1"
 ALIGN = 64
 # Bump when repack.py or the bits presets change what a cached file holds.
-QUANTIZER_VERSION = 1
+QUANTIZER_VERSION = 2     # 2: output-layer residual pass
 _DTYPES = {"uint8", "uint16", "float32", "float64"}
 
 

@@ -159,6 +159,9 @@ cdef class LlamaRuntime:
     cdef Layer *layers
     cdef const tmac_weight_t *embedding
     cdef const tmac_weight_t *output
+    cdef const tmac_weight_t *output_residual   # second 4-bit pass of the output layer, or NULL
+    cdef const tmac_weight_t *embedding_residual  # the same matrix when embeddings are tied, or NULL
+    cdef float *logits_residual                  # (max_batch, vocab) scratch for that pass
     cdef const float *output_norm
     cdef float *rope_cos
     cdef float *rope_sin
@@ -246,6 +249,14 @@ cdef class LlamaRuntime:
         emb = mat("token_embd.weight", self.vocab_size, self.dim)
         out = emb if cfg.tie_embeddings else mat("output.weight", self.vocab_size, self.dim)
         self.embedding, self.output, self.ag_out = k_weight(emb), k_weight(out), out.act_group
+        self.output_residual = self.embedding_residual = NULL
+        if "output.residual" in weights:
+            # output = out + residual, each 4-bit: ~8-bit logits for one more table pass
+            res = mat("output.residual", self.vocab_size, self.dim)
+            self.output_residual = k_weight(res)
+            self.ag_out = min(out.act_group, res.act_group)
+            if cfg.tie_embeddings:
+                self.embedding_residual = self.output_residual
         fv = vec("output_norm.weight", self.dim); self.output_norm = &fv[0]
 
         # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied)
@@ -287,6 +298,8 @@ cdef class LlamaRuntime:
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
         fv = buf(B * self.n_heads * n_ctx); self.scores = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
+        if self.output_residual != NULL:
+            fv = buf(B * self.vocab_size); self.logits_residual = &fv[0]
         fv = self.logits_array.reshape(-1); self.logits = &fv[0]
         cdef int8_t[::1] ev = buf(B * (k_max // 4) * 16, dtype=np.int8)
         self.lut_entries = &ev[0]
@@ -299,9 +312,21 @@ cdef class LlamaRuntime:
         if token < 0 or token >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
         out = np.empty(self.dim, dtype=np.float32)
+        scratch = np.empty(self.dim, dtype=np.float32)
         cdef float[::1] ov = out
-        embed_row(self.embedding, token, &ov[0])
+        cdef float[::1] sv = scratch
+        self.embed(token, &ov[0], &sv[0])
         return out
+
+    cdef void embed(self, int token, float *out, float *scratch) noexcept nogil:
+        """out (dim,) = the token's embedding row (plus its residual row when the
+        tied output layer carries one); scratch (dim,) may not alias out."""
+        cdef int i
+        embed_row(self.embedding, token, out)
+        if self.embedding_residual != NULL:
+            embed_row(self.embedding_residual, token, scratch)
+            for i in range(self.dim):
+                out[i] = out[i] + scratch[i]
 
     cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y,
                     bint build) noexcept nogil:
@@ -334,7 +359,7 @@ cdef class LlamaRuntime:
         cdef float *ys[3]
         cdef int ldys[3]
         for t in range(n):
-            embed_row(self.embedding, tokens[t], self.x + t * D)
+            self.embed(tokens[t], self.x + t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
             kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim
@@ -377,13 +402,18 @@ cdef class LlamaRuntime:
             rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2, True)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
-        if all_logits:
-            for t in range(n):
-                rmsnorm(self.xb + t * D, self.x + t * D, self.output_norm, D, self.eps)
-            rc |= self.matmul(self.output, self.xb, n, D, self.ag_out, self.logits, True)
+        cdef int n_out = n if all_logits else 1
+        for t in range(n_out):
+            rmsnorm(self.xb + t * D, self.x + (t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
+        if self.output_residual == NULL:
+            rc |= self.matmul(self.output, self.xb, n_out, D, self.ag_out, self.logits, True)
         else:
-            rmsnorm(self.xb, self.x + (n - 1) * D, self.output_norm, D, self.eps)
-            rc |= self.matmul(self.output, self.xb, 1, D, self.ag_out, self.logits, True)
+            ws[0], ws[1] = self.output, self.output_residual
+            ys[0], ys[1] = self.logits, self.logits_residual
+            ldys[0], ldys[1] = self.vocab_size, self.vocab_size
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.ag_out)
+            for i in range(n_out * self.vocab_size):
+                self.logits[i] = self.logits[i] + self.logits_residual[i]
         return rc
 
     def forward(self, tokens, int pos, bint all_logits=False):

@@ -9,9 +9,10 @@ from typing import Callable
 import numpy as np
 
 from tmac_core.config import ModelConfig
+from tmac_core.kernels import PackedWeight, dequantize, pack
 from tmac_core.loading.dequant import dequantize_tensor
-from tmac_core.loading.gguf import GGUFFile
-from tmac_core.loading.repack import repack
+from tmac_core.loading.gguf import GGMLType, GGUFFile
+from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
 
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -46,6 +47,24 @@ def layer_bits(cfg: ModelConfig, name: str, bits: int) -> int:
     return 4 if layer in (0, cfg.n_layers - 1) else 2
 
 
+# Source types with more than ~5 bits per weight: their output layer would lose
+# precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so it gets a
+# second 4-bit pass on the residual.
+PRECISE_TYPES = frozenset({GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K,
+                           GGMLType.Q5_K, GGMLType.Q5_0, GGMLType.Q5_1})
+
+
+def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight) -> PackedWeight:
+    """The output layer's error after 4-bit packing, itself packed at 4 bits in
+    32-wide groups: logits = W4·x + R4·x carry ~8-bit weights. This is where
+    the logits' precision is decided, and one extra pass over one matrix costs
+    what llama.cpp pays for keeping that matrix at Q6_K/Q8_0."""
+    w = dequantize_tensor(gguf, name).reshape(packed.m, packed.k)
+    residual = w - dequantize(packed)
+    codes, scales, zeros = quantize(residual, 4, 32)
+    return pack(codes, scales, zeros, bits=4, group_size=32)
+
+
 def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int,
                  progress: Callable[[float], None] | None = None) -> dict:
     """Every tensor the runtime needs: PackedWeight matrices, float32 vectors."""
@@ -58,6 +77,9 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int,
         weights[name] = repack(gguf, name, layer_bits(cfg, name, bits))
         if progress:
             progress((i + 1) / len(names))
+    out_name = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
+    if bits == 4 and gguf.tensors[out_name].ggml_type in PRECISE_TYPES:   # 2-bit stays small
+        weights["output.residual"] = output_residual(gguf, out_name, weights[out_name])
     vectors = ["output_norm.weight"] + [f"blk.{l}.{n}.weight" for l in range(cfg.n_layers)
                                         for n in ("attn_norm", "ffn_norm")]
     if cfg.qkv_bias:
