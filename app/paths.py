@@ -34,6 +34,13 @@ class AppPaths:
     def chat_db_file(self) -> Path:
         return self.data_dir / "chats.sqlite3"
 
+    @property
+    def engine_cache_dir(self) -> Path:
+        """The repacked-model cache every engine process shares: TMAC_CACHE_DIR (as in
+        tmac_core), else <cache>/repacked. Read at call time, like TMAC_CHAT_HOME."""
+        override = os.environ.get("TMAC_CACHE_DIR")
+        return Path(override).expanduser() if override else self.cache_dir / "repacked"
+
     def ensure(self) -> "AppPaths":
         """Create every folder (idempotent) and return self."""
         for folder in (self.data_dir, self.cache_dir, self.config_dir, self.models_dir):

@@ -91,7 +91,7 @@ class SelfTest:
 def run_self_test(timeout_s: float) -> int:
     if _needs_offscreen():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("TMAC_CACHE_DIR", str(app_paths().cache_dir / "repacked"))   # the user's, before the swap
+    os.environ.setdefault("TMAC_CACHE_DIR", str(app_paths().engine_cache_dir))   # the user's, before the swap
     with tempfile.TemporaryDirectory(prefix="tmac-self-test-") as home:
         os.environ[HOME_ENV_VAR] = home
         try:

@@ -9,14 +9,14 @@ Engine and friends are imported on first use, so `import tmac_core.types`
 (what the GUI process needs) does not load numpy or the compiled kernels.
 """
 from tmac_core.errors import (  # noqa: F401
-    ChatTemplateError, ContextOverflowError, KernelError, ModelFormatError, ModelLoadError,
-    TemplateSecurityError, TmacError, TokenizerError, UnsupportedCpuError, UnsupportedModelError,
+    ChatTemplateError, ContextOverflowError, EngineBusyError, KernelError, ModelFormatError, ModelLoadError,
+    PerplexityError, TemplateSecurityError, TmacError, TokenizerError, UnsupportedCpuError, UnsupportedModelError,
 )
 from tmac_core.types import Chunk, EngineInfo  # noqa: F401
 
 __version__ = "0.1.0"
 
-_LAZY = {"Engine": "tmac_core.engine", "EngineBusyError": "tmac_core.engine",
+_LAZY = {"Engine": "tmac_core.engine",
          "default_model_path": "tmac_core.engine", "SamplingParams": "tmac_core.sampling",
          "SamplingError": "tmac_core.sampling"}
 

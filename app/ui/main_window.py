@@ -13,13 +13,10 @@ own saves are never undone.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QApplication, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+    QApplication, QLabel, QMainWindow, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
     QWidget,
 )
 
@@ -50,12 +47,6 @@ STATE_TEXT = {"stopped": "Engine stopped", STARTING: "Starting the engine…", L
               READY: "Ready", GENERATING: "Writing…", DEAD: "Engine stopped unexpectedly"}
 
 
-def engine_cache_dir(paths: AppPaths) -> Path:
-    """Where repacked models are cached: TMAC_CACHE_DIR (as in tmac_core) or <cache>/repacked."""
-    override = os.environ.get("TMAC_CACHE_DIR")
-    return Path(override).expanduser() if override else paths.cache_dir / "repacked"
-
-
 class MainWindow(QMainWindow):
     def __init__(self, settings: AppSettings, paths: AppPaths, store: ChatStore, *,
                  client: EngineClient | None = None, power_meter: PowerMeter | None = None,
@@ -68,7 +59,7 @@ class MainWindow(QMainWindow):
         self.paths = paths
         self.store = store
         self.dark = resolve_theme(settings.theme) == "dark"
-        self.client = client or EngineClient(self, cache_dir=engine_cache_dir(paths))
+        self.client = client or EngineClient(self, cache_dir=paths.engine_cache_dir)
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._pending_settings: dict = {}
         self._save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)

@@ -28,7 +28,7 @@ from app.perf.sweep import (
     points_from_record, thread_counts,
 )
 from app.settings import AppSettings, update_settings
-from app.workers.sweep_runner import SWEEP_CONTEXT, SweepRunner, engine_cache_dir
+from app.workers.sweep_runner import SWEEP_CONTEXT, SweepRunner
 
 BITS_COLORS = {4: QColor("#2e86de"), 2: QColor("#e67e22")}
 
@@ -330,7 +330,7 @@ class MeasureDialog(QDialog):
         self._set_points([])
         self.runner = SweepRunner(self.source, bits_list=bits_list, threads=self.threads,
                                   measurements_dir=self.measurements_dir, max_tokens=self.tokens_spin.value(),
-                                  n_ctx=self.n_ctx, cache_dir=engine_cache_dir(self.paths), parent=self)
+                                  n_ctx=self.n_ctx, cache_dir=self.paths.engine_cache_dir, parent=self)
         self.runner.status.connect(self.status_label.setText)
         self.runner.pointMeasured.connect(lambda point: self._set_points(self.points + [point]))
         self.runner.recordSaved.connect(

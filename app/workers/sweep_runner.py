@@ -10,7 +10,6 @@ When a bit width is done its record (app.perf.sweep) is saved as JSON. QtCore on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -22,13 +21,6 @@ from app.workers.engine_client import EngineClient
 
 WARMUP_TOKENS = 8
 SWEEP_CONTEXT = 512
-
-
-def engine_cache_dir(paths) -> Path:
-    """The repacked-model cache the chat's engine uses too (TMAC_CACHE_DIR, else <cache>/repacked), so a
-    measurement does not repack the model again. Same rule as app.ui.main_window.engine_cache_dir."""
-    override = os.environ.get("TMAC_CACHE_DIR")
-    return Path(override).expanduser() if override else Path(paths.cache_dir) / "repacked"
 
 
 class SweepRunner(QObject):

@@ -19,7 +19,7 @@ import numpy as np
 
 from tmac_core.errors import KernelError
 from tmac_core.kernels._kernels cimport (
-    PackedWeight, k_active_isa, k_gemm, k_gemm_multi, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
+    PackedWeight, k_active_isa, k_gemm_multi, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
     tmac_weight_t,
 )
 
@@ -328,15 +328,10 @@ cdef class LlamaRuntime:
             for i in range(self.dim):
                 out[i] = out[i] + scratch[i]
 
-    cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y,
-                    bint build) noexcept nogil:
-        """y (n, w.m) = x (n, k) @ W.T; build=False reuses the tables of the previous call."""
-        cdef int isa = k_active_isa(), rc = 0
-        if build:
-            rc = k_lut_build(isa, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
-        if rc == 0:
-            rc = k_gemm(isa, w, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, y, w.m)
-        return rc
+    cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y) noexcept nogil:
+        """y (n, w.m) = x (n, k) @ W.T."""
+        cdef int ld = w.m
+        return self.matmul_shared(1, &w, &y, &ld, x, n, k, ag)
 
     cdef int matmul_shared(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys, const float *x,
                            int n, int k, int ag) noexcept nogil:
@@ -387,7 +382,7 @@ cdef class LlamaRuntime:
             task.pos, task.n_heads, task.group, task.head_dim = pos, self.n_heads, self.n_heads // self.n_kv_heads, HD
             task.kv_dim, task.q_dim, task.n_ctx, task.scale = self.kv_dim, self.q_dim, self.n_ctx, 1.0 / sqrtf(HD)
             rc |= k_parallel_for(n * self.n_kv_heads, attention_task, &task)
-            rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2, True)
+            rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
             for t in range(n):
@@ -399,14 +394,14 @@ cdef class LlamaRuntime:
             for i in range(n * self.hidden_dim):
                 gate = self.hb[i]
                 self.hb[i] = gate / (1.0 + expf(-gate)) * self.hb2[i]        # SwiGLU
-            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2, True)
+            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + t * D, self.x + (t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
         if self.output_residual == NULL:
-            rc |= self.matmul(self.output, self.xb, n_out, D, self.ag_out, self.logits, True)
+            rc |= self.matmul(self.output, self.xb, n_out, D, self.ag_out, self.logits)
         else:
             ws[0], ws[1] = self.output, self.output_residual
             ys[0], ys[1] = self.logits, self.logits_residual
