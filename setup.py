@@ -19,16 +19,16 @@ K = "tmac_core/kernels/"
 X86 = {"x86_64", "amd64", "x64"}
 ARM = {"arm64", "aarch64"}
 
-BASELINE_SOURCES = [K + "generic/lut_build.c", K + "generic/lut_gemv.c", K + "cpu_features.c",
-                    K + "dispatch.c", K + "thread_pool.c"]
+BASELINE_SOURCES = [K + "generic/lut_build.c", K + "generic/lut_gemv.c", K + "generic/attention.c",
+                    K + "cpu_features.c", K + "dispatch.c", K + "attention.c", K + "thread_pool.c"]
 # (sources, gcc/clang flags, msvc flags, architectures)
 TIER_UNITS = [
-    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c"],
+    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c", K + "x86/avx2/attention.c"],
      ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"], X86),
     ([K + "x86/avx512/lut_gemv.c"],
      ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
      ["/arch:AVX512"], X86),
-    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c"], [], [], ARM),
+    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c", K + "arm/neon/attention.c"], [], [], ARM),
 ]
 GCC_COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
 MSVC_COMMON = ["/O2", "/fp:precise"]
@@ -69,7 +69,7 @@ extensions = [
     Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"]),
     # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
     Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"],
-              include_dirs=[K + "include", "tmac_core/models"]),
+              include_dirs=[K + "include"]),
 ]
 
 setup(

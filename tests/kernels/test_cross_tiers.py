@@ -20,7 +20,10 @@ from tests.kernels.cases import BITS, SHAPES, make_activations, make_case
 
 KDIR = Path(K.__file__).resolve().parent
 DRIVER = Path(__file__).resolve().parent / "c" / "kernel_driver.c"
-BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "cpu_features.c", "dispatch.c", "thread_pool.c"]
+BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "generic/attention.c", "cpu_features.c", "dispatch.c",
+                "attention.c", "thread_pool.c"]
+NEON_SOURCES = ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c"]
+ATTN_DRIVER = Path(__file__).resolve().parent / "c" / "attention_driver.c"
 FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-I", str(KDIR / "include")]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -60,13 +63,26 @@ def test_neon_tier_under_qemu(tmp_path, rng):
     gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
     exe = tmp_path / "driver_neon"
-    sources = [str(KDIR / s) for s in BASE_SOURCES + ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c"]]
+    sources = [str(KDIR / s) for s in BASE_SOURCES + NEON_SOURCES]
     subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(DRIVER), "-static", "-pthread", "-lm",
                     "-o", str(exe)], check=True, capture_output=True)
     cases = tmp_path / "cases.bin"
     n = write_cases(cases, rng)
     check_driver_output(subprocess.run([qemu, str(exe), str(cases)], capture_output=True, text=True,
                                        timeout=600), n)
+
+
+def test_neon_attention_under_qemu(tmp_path):
+    # the AVX-512 tier runs the AVX2 attention block, which test_attention covers natively
+    gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
+    exe = tmp_path / "attention_neon"
+    sources = [str(KDIR / s) for s in BASE_SOURCES + NEON_SOURCES]
+    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(ATTN_DRIVER), "-static", "-pthread", "-lm",
+                    "-o", str(exe)], check=True, capture_output=True)
+    out = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "33 cases, 0 failed" in out.stdout
 
 
 def test_avx512_tier(tmp_path, rng):
@@ -77,7 +93,7 @@ def test_avx512_tier(tmp_path, rng):
     need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
     exe = tmp_path / "driver_avx512"
     sources = [str(KDIR / s) for s in BASE_SOURCES + ["x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c",
-                                                  "x86/avx512/lut_gemv.c"]]
+                                                  "x86/avx2/attention.c", "x86/avx512/lut_gemv.c"]]
     # native AVX2/FMA/F16C under the emulation, so emulated fused multiply-adds stay fused
     subprocess.run(["gcc", *FLAGS, "-mavx2", "-mfma", "-mf16c", "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
                     *sources, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)

@@ -46,6 +46,11 @@ cdef extern from "tmac/kernels.h" nogil:
     ctypedef void (*tmac_task_fn)(void *ctx, int item, int thread) noexcept nogil
     int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx)
     float tmac_fp16_to_fp32(uint16_t h)
+    uint16_t tmac_fp32_to_fp16(float f)
+    int TMAC_ATTN_BLOCK
+    int tmac_attention(tmac_isa_t isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
+                       const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale, float *out)
+    void tmac_fp32_to_fp16_row(const float *x, uint16_t *out, int n)
     int tmac_pool_set_threads(int n)
     int tmac_pool_get_threads()
 
@@ -73,5 +78,9 @@ cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const fl
 cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                       const float *scales, const float *sums, int n, int k_pad, int act_group,
                       float *const *y, const int *ldy) noexcept nogil
+cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
+                     const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale,
+                     float *out) noexcept nogil
+cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept

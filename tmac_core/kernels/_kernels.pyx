@@ -221,6 +221,45 @@ def time_gemv(PackedWeight w, x, int iters, isa=None):
     return times
 
 
+def attention(q, k_cache, v_cache, int pos, int n_kv_heads, float scale, isa=None):
+    """Causal grouped-query attention of n queries at positions pos..pos+n-1.
+    q: float32 (n, n_heads, hd); k_cache, v_cache: uint16 fp16 bits (n_kv_heads, n_ctx, hd)
+    holding positions 0..pos+n-1. Returns float32 (n, n_heads, hd)."""
+    cdef int isa_id = _isa_id(isa)
+    cdef const float[:, :, ::1] qv = np.ascontiguousarray(q, dtype=np.float32)
+    cdef const uint16_t[:, :, ::1] kv = np.ascontiguousarray(k_cache, dtype=np.uint16)
+    cdef const uint16_t[:, :, ::1] vv = np.ascontiguousarray(v_cache, dtype=np.uint16)
+    cdef int n = qv.shape[0], n_heads = qv.shape[1], hd = qv.shape[2], n_ctx = kv.shape[1]
+    if tuple(k_cache.shape) != tuple(v_cache.shape) or kv.shape[0] != n_kv_heads or kv.shape[2] != hd:
+        raise ValueError(f"caches {tuple(k_cache.shape)}, {tuple(v_cache.shape)} do not fit "
+                         f"{n_kv_heads} KV heads of {hd}")
+    if n < 1 or pos < 0 or pos + n > n_ctx:
+        raise ValueError(f"queries at {pos}..{pos + n - 1} do not fit a cache of {n_ctx} positions")
+    out = np.empty((n, n_heads, hd), dtype=np.float32)
+    cdef float[:, :, ::1] ov = out
+    cdef int rc
+    with nogil:
+        rc = tmac_attention(isa_id, &qv[0, 0, 0], n, pos, n_heads, n_kv_heads, hd, &kv[0, 0, 0], &vv[0, 0, 0],
+                            n_ctx, scale, &ov[0, 0, 0])
+    if rc != TMAC_OK:
+        raise KernelError(f"attention failed (code {rc})")
+    return out
+
+
+def to_fp16(x):
+    """float32 -> fp16 bits (uint16), rounded as the KV cache rounds them."""
+    cdef const float[::1] xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty(xv.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] ov = out
+    if xv.shape[0]:
+        with nogil:
+            tmac_fp32_to_fp16_row(&xv[0], &ov[0], xv.shape[0])
+    return out.reshape(np.shape(x))
+
+
+ATTN_BLOCK = TMAC_ATTN_BLOCK
+
+
 cdef int k_active_isa() noexcept nogil:
     return tmac_active_isa()
 
@@ -239,6 +278,16 @@ cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int
                       const float *scales, const float *sums, int n, int k_pad, int act_group,
                       float *const *y, const int *ldy) noexcept nogil:
     return tmac_gemm_multi(isa, n_w, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
+
+
+cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
+                     const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale,
+                     float *out) noexcept nogil:
+    return tmac_attention(isa, q, n, pos, n_heads, n_kv_heads, hd, k_cache, v_cache, n_ctx, scale, out)
+
+
+cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil:
+    tmac_fp32_to_fp16_row(x, out, n)
 
 
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil:

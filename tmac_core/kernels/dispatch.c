@@ -17,24 +17,29 @@ static int g_initialized;
 static void fill_tables(void) {
     g_tables[TMAC_ISA_GENERIC].lut_entries = tmac_lut_entries_generic;
     g_tables[TMAC_ISA_GENERIC].gemv_tile = tmac_gemv_tile_generic;
+    g_tables[TMAC_ISA_GENERIC].attn_block = tmac_attn_block_generic;
     g_available[TMAC_ISA_GENERIC] = 1;
 #if TMAC_ARCH_X86_64
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX2)) {
         g_tables[TMAC_ISA_AVX2].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
+        g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_available[TMAC_ISA_AVX2] = 1;
     }
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX512)) {
-        /* the table build is O(K) per token; the AVX2 one is already fast
-         * enough next to the O(M*K) GEMV, so the tier reuses it */
+        /* the table build is O(K) per token and attention reads fp16 rows of
+         * 64-128 values; the AVX2 ones are already fast enough next to the
+         * O(M*K) GEMV, so the tier reuses them */
         g_tables[TMAC_ISA_AVX512].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX512].gemv_tile = tmac_gemv_tile_avx512;
+        g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
         g_available[TMAC_ISA_AVX512] = 1;
     }
 #endif
 #if TMAC_ARCH_ARM64
     g_tables[TMAC_ISA_NEON].lut_entries = tmac_lut_entries_neon;
     g_tables[TMAC_ISA_NEON].gemv_tile = tmac_gemv_tile_neon;
+    g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
     g_available[TMAC_ISA_NEON] = 1;
 #endif
 }

@@ -7,11 +7,11 @@ attention over the KV cache -> output projection -> RMSNorm -> gate/up (one
 shared table) -> SwiGLU -> down; then the final norm and the output layer.
 A call processes a chunk of up to `max_batch` tokens (the GEMM path for
 prompts, n = 1 for decode) entirely in C with the GIL released; matrix
-multiplies and attention heads run on the kernel thread pool. No Qt.
+multiplies and attention (fp16 KV cache, tmac_attention) run on the kernel
+thread pool. No Qt.
 """
 from libc.math cimport expf, sqrtf
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
-from libc.string cimport memcpy, memset
 
 import mmap
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from tmac_core.errors import KernelError
 from tmac_core.kernels._kernels cimport (
-    PackedWeight, k_active_isa, k_gemm_multi, k_lut_build, k_parallel_for, k_weight, tmac_fp16_to_fp32,
-    tmac_weight_t,
+    PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_weight,
+    tmac_fp16_to_fp32, tmac_weight_t,
 )
 
 cdef enum:
@@ -41,63 +41,6 @@ cdef struct Layer:
     const tmac_weight_t *w_up   # (hidden_dim, dim)
     const tmac_weight_t *w_down # (dim, hidden_dim)
     int ag_in, ag_o, ag_down    # activation-table group of each input (32 or 64)
-
-
-cdef struct AttnTask:
-    const float *q              # (n, q_dim)
-    const float *k_cache        # (n_ctx, kv_dim) of this layer
-    const float *v_cache        # (n_ctx, kv_dim)
-    float *out                  # (n, q_dim)
-    float *scores               # (n * n_heads, n_ctx)
-    int pos, n_heads, group, head_dim, kv_dim, q_dim, n_ctx
-    float scale
-
-
-cdef extern from "ops.h" nogil:
-    float tmac_dot(const float *a, const float *b, int n)
-
-
-cdef void attention_task(void *ctx, int item, int thread) noexcept nogil:
-    """One (token, KV head): causal softmax attention over positions 0..pos+t
-    for every query head that shares this KV head. Each K and V row is read
-    once for the whole group: the cache has been evicted by the weights by
-    now, and reading it once per query head made attention memory-bound."""
-    cdef AttnTask *a = <AttnTask *>ctx
-    cdef int n_kv = a.n_heads // a.group
-    cdef int t = item // n_kv, kvh = item % n_kv
-    cdef int last = a.pos + t, hd = a.head_dim, G = a.group, j, i, g
-    cdef const float *q0 = a.q + t * a.q_dim + kvh * G * hd          # (G, hd) query heads
-    cdef float *s0 = a.scores + (<size_t>t * a.n_heads + kvh * G) * a.n_ctx   # (G, n_ctx)
-    cdef float *o0 = a.out + t * a.q_dim + kvh * G * hd              # (G, hd)
-    cdef const float *kr
-    cdef const float *vr
-    cdef float *s
-    cdef float *o
-    cdef float mx, total, w
-    for j in range(last + 1):
-        kr = a.k_cache + <size_t>j * a.kv_dim + kvh * hd
-        for g in range(G):
-            s0[<size_t>g * a.n_ctx + j] = tmac_dot(q0 + g * hd, kr, hd) * a.scale
-    for g in range(G):
-        s = s0 + <size_t>g * a.n_ctx
-        mx = -3.0e38
-        for j in range(last + 1):
-            if s[j] > mx:
-                mx = s[j]
-        total = 0.0
-        for j in range(last + 1):
-            s[j] = expf(s[j] - mx)
-            total = total + s[j]
-        for j in range(last + 1):
-            s[j] = s[j] / total
-    memset(o0, 0, G * hd * sizeof(float))
-    for j in range(last + 1):
-        vr = a.v_cache + <size_t>j * a.kv_dim + kvh * hd
-        for g in range(G):
-            w = s0[<size_t>g * a.n_ctx + j]
-            o = o0 + g * hd
-            for i in range(hd):
-                o[i] = o[i] + w * vr[i]
 
 
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
@@ -165,8 +108,8 @@ cdef class LlamaRuntime:
     cdef const float *output_norm
     cdef float *rope_cos
     cdef float *rope_sin
-    cdef float *k_cache
-    cdef float *v_cache
+    cdef uint16_t *k_cache          # (n_layers, n_kv_heads, n_ctx, head_dim) fp16
+    cdef uint16_t *v_cache          # same
     cdef float *x
     cdef float *xb
     cdef float *xb2
@@ -176,7 +119,6 @@ cdef class LlamaRuntime:
     cdef float *att
     cdef float *hb
     cdef float *hb2
-    cdef float *scores
     cdef float *logits
     cdef int8_t *lut_entries
     cdef float *lut_scales
@@ -274,18 +216,20 @@ cdef class LlamaRuntime:
             return a
 
         def lazy_zeros(n):
-            """n float32 zeros in an anonymous mapping: pages become resident only as
+            """n fp16 zeros in an anonymous mapping: pages become resident only as
             positions are written. numpy would advise transparent huge pages for a
             large array, and then a few positions per layer fault in 2 MB each, so a
             4096-token cache is fully resident after ~200 tokens."""
-            area = mmap.mmap(-1, max(n, 1) * 4)
-            a = np.frombuffer(area, dtype=np.float32, count=n)
+            area = mmap.mmap(-1, max(n, 1) * 2)
+            a = np.frombuffer(area, dtype=np.uint16, count=n)
             keep.append(area)
             return a
 
-        kc, vc = lazy_zeros(self.n_layers * n_ctx * self.kv_dim), lazy_zeros(self.n_layers * n_ctx * self.kv_dim)
-        fv = kc; self.k_cache = &fv[0]
-        fv = vc; self.v_cache = &fv[0]
+        # fp16 K/V (as llama.cpp keeps them): half the bytes attention streams per
+        # token; each (layer, KV head) is contiguous so a block of positions is one read
+        cdef uint16_t[::1] hv
+        hv = lazy_zeros(self.n_layers * n_ctx * self.kv_dim); self.k_cache = &hv[0]
+        hv = lazy_zeros(self.n_layers * n_ctx * self.kv_dim); self.v_cache = &hv[0]
         B = max_batch
         fv = buf(B * self.dim); self.x = &fv[0]
         fv = buf(B * self.dim); self.xb = &fv[0]
@@ -296,7 +240,6 @@ cdef class LlamaRuntime:
         fv = buf(B * self.q_dim); self.att = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
-        fv = buf(B * self.n_heads * n_ctx); self.scores = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
         if self.output_residual != NULL:
             fv = buf(B * self.vocab_size); self.logits_residual = &fv[0]
@@ -344,11 +287,10 @@ cdef class LlamaRuntime:
         return rc
 
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
-        cdef int t, l, i, rc = 0, D = self.dim, HD = self.head_dim
+        cdef int t, l, i, h, rc = 0, D = self.dim, HD = self.head_dim
         cdef Layer *L
-        cdef AttnTask task
-        cdef float *kc
-        cdef float *vc
+        cdef uint16_t *kc
+        cdef uint16_t *vc
         cdef float gate
         cdef const tmac_weight_t *ws[3]
         cdef float *ys[3]
@@ -357,7 +299,7 @@ cdef class LlamaRuntime:
             self.embed(tokens[t], self.x + t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
-            kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim
+            kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim      # (n_kv_heads, n_ctx, HD)
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
@@ -376,12 +318,13 @@ cdef class LlamaRuntime:
                      self.rope_sin + (pos + t) * (HD // 2), self.neox)
                 rope(self.k + t * self.kv_dim, self.n_kv_heads, HD, self.rope_cos + (pos + t) * (HD // 2),
                      self.rope_sin + (pos + t) * (HD // 2), self.neox)
-                memcpy(kc + <size_t>(pos + t) * self.kv_dim, self.k + t * self.kv_dim, self.kv_dim * sizeof(float))
-                memcpy(vc + <size_t>(pos + t) * self.kv_dim, self.v + t * self.kv_dim, self.kv_dim * sizeof(float))
-            task.q, task.k_cache, task.v_cache, task.out, task.scores = self.q, kc, vc, self.att, self.scores
-            task.pos, task.n_heads, task.group, task.head_dim = pos, self.n_heads, self.n_heads // self.n_kv_heads, HD
-            task.kv_dim, task.q_dim, task.n_ctx, task.scale = self.kv_dim, self.q_dim, self.n_ctx, 1.0 / sqrtf(HD)
-            rc |= k_parallel_for(n * self.n_kv_heads, attention_task, &task)
+                for h in range(self.n_kv_heads):
+                    k_fp32_to_fp16_row(self.k + t * self.kv_dim + h * HD,
+                                       kc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
+                    k_fp32_to_fp16_row(self.v + t * self.kv_dim + h * HD,
+                                       vc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
+            rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
+                              self.n_ctx, 1.0 / sqrtf(HD), self.att)
             rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]

@@ -23,10 +23,31 @@ typedef void (*tmac_lut_entries_fn)(const float *TMAC_RESTRICT x, const float *T
 typedef void (*tmac_gemv_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut, int tile,
                                   float *TMAC_RESTRICT y64);
 
+/* Attention over an fp16 KV cache is cut into blocks of TMAC_ATTN_BLOCK key
+ * positions counted from position 0. attn_block computes one block of one KV
+ * head for the G query heads that share it (q: (G, hd); k, v: (n_pos, hd)
+ * fp16 bits, n_pos <= TMAC_ATTN_BLOCK):
+ *   s[g][j] = scale * dot(q[g], k[j]),  m[g] = max_j s[g][j],
+ *   l[g] = sum_j exp(s[g][j] - m[g]),   o[g] = sum_j exp(s[g][j] - m[g]) * v[j]
+ * (o not divided by l). SIMD tiers need hd % 8 == 0; tmac_attention uses the
+ * generic twin for other head sizes. Tiers differ from generic in summation
+ * order and in exp (a polynomial), so they agree to ~1e-6, not bit for bit. */
+#define TMAC_ATTN_BLOCK 64
+#define TMAC_ATTN_MAX_GROUP 16         /* query heads per KV head */
+#define TMAC_ATTN_MAX_HEAD_DIM 256
+typedef void (*tmac_attn_block_fn)(const float *TMAC_RESTRICT q, int G, int hd, float scale,
+                                   const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
+                                   float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
+
 typedef struct {
     tmac_lut_entries_fn lut_entries;
     tmac_gemv_tile_fn gemv_tile;
+    tmac_attn_block_fn attn_block;
 } tmac_kernel_table_t;
+
+void tmac_attn_block_generic(const float *TMAC_RESTRICT q, int G, int hd, float scale,
+                             const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
+                             float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
 
 void tmac_lut_entries_generic(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                               int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
@@ -36,11 +57,17 @@ void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
                            int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float scale,
+                          const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
+                          float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
 #endif
 #if TMAC_ARCH_ARM64
 void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                            int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_attn_block_neon(const float *TMAC_RESTRICT q, int G, int hd, float scale,
+                          const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
+                          float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
 #endif
 
 /* Pass 1 of the table build, shared by every tier so scales and sums are
@@ -75,6 +102,19 @@ int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, con
 int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                     const float *scales, const float *sums, int n, int k_pad, int act_group,
                     float *const *y, const int *ldy);
+
+/* ---- attention (attention.c) ---- */
+/* Causal grouped-query attention of n query tokens at positions pos..pos+n-1:
+ * q, out: (n, n_heads * hd); query head h reads KV head h / (n_heads / n_kv_heads).
+ * k_cache, v_cache: (n_kv_heads, n_ctx, hd) fp16 bits holding positions
+ * 0..pos+n-1. Each query's blocks are folded in block order by one scalar
+ * function, so a query's output does not depend on n, on how the work is
+ * shared out or on the thread count. TMAC_E_SHAPE for inconsistent sizes,
+ * TMAC_E_NOMEM if scratch cannot be allocated. */
+int tmac_attention(tmac_isa_t isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
+                   const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale, float *out);
+/* out[i] = x[i] rounded to fp16 (nearest, ties to even; what F16C and NEON do). */
+void tmac_fp32_to_fp16_row(const float *x, uint16_t *out, int n);
 
 /* Monotonic clock in seconds (benchmarks time calls in C, without Python overhead). */
 double tmac_now_seconds(void);

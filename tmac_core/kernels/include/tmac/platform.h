@@ -50,4 +50,26 @@ static inline float tmac_fp16_to_fp32(uint16_t h) {
     return f;
 }
 
+/* binary32 -> binary16, round to nearest, ties to even (as F16C's and NEON's
+ * conversions do); overflow gives inf, NaN stays NaN. */
+static inline uint16_t tmac_fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return sign | 0x7E00u;                  /* NaN */
+    if (ax >= 0x477FF000u) return sign | 0x7C00u;                 /* >= 65520 rounds to inf */
+    if (ax >= 0x38800000u) {                                      /* normal half: >= 2^-14 */
+        const uint32_t r = ax + 0xFFFu + ((ax >> 13) & 1u);       /* carry may bump the exponent */
+        return sign | (uint16_t)((r - 0x38000000u) >> 13);
+    }
+    if (ax < 0x33000000u) return sign;                            /* < 2^-25: rounds to zero */
+    /* subnormal half: round(mantissa * 2^(e - 126)) in units of 2^-24 */
+    const uint32_t e = ax >> 23, mant = (ax & 0x7FFFFFu) | 0x800000u, shift = 126u - e;
+    uint32_t q = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (q & 1u))) q++;             /* q may reach 0x400: the smallest normal */
+    return sign | (uint16_t)q;
+}
+
 #endif
