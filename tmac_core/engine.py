@@ -188,7 +188,7 @@ class Engine:
                 name=str(name), source=self.source, arch=cfg.arch, n_params=n_matrix + n_other,
                 bits=self.bits, bits_per_weight=8.0 * packed_bytes / max(n_matrix, 1),
                 packed_bytes=packed_bytes,
-                kv_cache_bytes=2 * cfg.n_layers * self.n_ctx * cfg.n_kv_heads * cfg.head_dim * 4,
+                kv_cache_bytes=2 * cfg.n_layers * self.n_ctx * cfg.n_kv_heads * cfg.head_dim * 2,   # fp16 K and V
                 n_ctx=self.n_ctx, n_ctx_train=cfg.seq_len, vocab_size=cfg.vocab_size,
                 n_layers=cfg.n_layers, dim=cfg.dim, isa=kernels.active_isa(), n_threads=self.n_threads,
                 chat_template="model" if rendered.template == "gguf" else rendered.template,

@@ -21,7 +21,7 @@ from app.catalog.errors import CatalogError
 
 SCALE_OVERHEAD_BITS = 0.5             # fp16 scale + fp16 zero per group of 64 weights (repack.py, layout.py)
 EMBEDDING_BYTES_PER_PARAM = 2         # only for packed_size_bytes' older fp16-embedding bound
-KV_BYTES_PER_VALUE = 4                # the runtime keeps K and V in fp32 (EngineInfo.kv_cache_bytes)
+KV_BYTES_PER_VALUE = 2                # the runtime keeps K and V in fp16 (EngineInfo.kv_cache_bytes)
 TILE_ROWS = 64                        # packed matrices are padded to a multiple of 64 rows
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
 DEFAULT_CONTEXT = 2048
