@@ -20,7 +20,7 @@ from typing import Any
 from app.catalog.errors import CatalogError
 
 SCALE_OVERHEAD_BITS = 0.5             # fp16 scale + fp16 zero per group of 64 weights (repack.py, layout.py)
-EMBEDDING_BYTES_PER_PARAM = 2         # only for packed_size_bytes' older fp16-embedding bound
+RESIDUAL_SCALE_OVERHEAD_BITS = 1.0    # the output residual pass uses 32-wide groups
 KV_BYTES_PER_VALUE = 2                # the runtime keeps K and V in fp16 (EngineInfo.kv_cache_bytes)
 TILE_ROWS = 64                        # packed matrices are padded to a multiple of 64 rows
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
@@ -59,15 +59,6 @@ class CatalogModel:
     tied_embeddings: bool
     bits: tuple[int, ...]
     size_is_approximate: bool = True
-
-    @property
-    def embedding_parameters(self) -> int:
-        return self.vocab_size * self.dim
-
-    @property
-    def matmul_parameters(self) -> int:
-        """Weights that go through the LUT kernels (everything but the embedding table and norms)."""
-        return self.parameters - self.embedding_parameters
 
     def variants(self) -> list["ModelVariant"]:
         return [ModelVariant(self, b) for b in self.bits]
@@ -157,13 +148,6 @@ def find_model(models: list[CatalogModel], model_id: str) -> CatalogModel:
     raise CatalogError(f"no catalog model {model_id!r}")
 
 
-def packed_size_bytes(model: CatalogModel, bits: int) -> int:
-    """An upper bound from before the runtime packed its embedding table: matmul weights ×
-    (bits + scale overhead)/8 + fp16 embeddings. estimate_variant uses runtime_packed_bytes."""
-    packed = model.matmul_parameters * (bits + SCALE_OVERHEAD_BITS) / 8
-    return int(packed + model.embedding_parameters * EMBEDDING_BYTES_PER_PARAM)
-
-
 def runtime_matrices(model: CatalogModel) -> list[tuple[str, int, int]]:
     """(GGUF tensor name, rows, columns) of every matrix the runtime packs, embedding table included."""
     q_dim, kv_dim = model.n_heads * model.head_dim, model.n_kv_heads * model.head_dim
@@ -191,14 +175,19 @@ def runtime_tensor_bits(model: CatalogModel, name: str, bits: int) -> int:
     return 4 if layer in (0, model.n_layers - 1) else 2
 
 
-def _matrix_bytes(rows: int, cols: int, bits: int) -> float:
+def _matrix_bytes(rows: int, cols: int, bits: int, scale_overhead_bits: float = SCALE_OVERHEAD_BITS) -> float:
     rows = -(-rows // TILE_ROWS) * TILE_ROWS
-    return rows * cols * (bits + SCALE_OVERHEAD_BITS) / 8
+    return rows * cols * (bits + scale_overhead_bits) / 8
 
 
 def runtime_packed_bytes(model: CatalogModel, bits: int) -> int:
-    """Bytes of repacked matrices the runtime holds for a Q8_0 source at `bits` (EngineInfo.packed_bytes)."""
-    return int(sum(_matrix_bytes(r, c, runtime_tensor_bits(model, n, bits)) for n, r, c in runtime_matrices(model)))
+    """Bytes of repacked matrices the runtime holds for a Q8_0 source at `bits` (EngineInfo.packed_bytes).
+    At 4 bits a Q8_0 output table also gets a second 4-bit pass on its residual in 32-wide groups
+    (tmac_core/models/llama.py:output_residual)."""
+    total = sum(_matrix_bytes(r, c, runtime_tensor_bits(model, n, bits)) for n, r, c in runtime_matrices(model))
+    if bits == 4:
+        total += _matrix_bytes(model.vocab_size, model.dim, 4, scale_overhead_bits=RESIDUAL_SCALE_OVERHEAD_BITS)
+    return int(total)
 
 
 def kv_cache_bytes(model: CatalogModel, context: int) -> int:

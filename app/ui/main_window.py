@@ -31,7 +31,7 @@ from app.ui.compare import CompareDialog
 from app.ui.composer import Composer
 from app.ui.conversation_list import ConversationList
 from app.ui.measure import MeasureDialog
-from app.ui.model_manager import ModelManagerPage
+from app.ui.model_manager import ModelManagerPage, two_bit_warning
 from app.ui.perf_panel import PerfPanel
 from app.ui.sampling_panel import SamplingPanel
 from app.ui.theme import apply_theme, resolve_theme
@@ -257,6 +257,12 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.isa} · {threads}")
         self.models_page.set_active_model(self.settings.model_source)
         self.perf_panel.set_threads(info.n_threads)
+        # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its
+        # answers may be nonsense; in the engine banner, which stays up while chatting, and never blocks.
+        warning = two_bit_warning(info.n_params) if info.bits == 2 else ""
+        if warning:
+            source = self.settings.model_source
+            self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))
 
     def _on_client_failed(self, request_id: int, error_type: str, text: str) -> None:
         if request_id == -1:

@@ -7,7 +7,8 @@ settings; an estimate, and labelled as one). Catalog cards download with progres
 speed, ETA, cancel and resume (also after a restart), and a model counts as installed only
 once its sha256 matched. A local GGUF is imported from a file dialog or by dropping it on
 the page, after the runtime's own reader accepted it. "Use" emits modelChosen(source, bits)
-where source is a file path or "default".
+where source is a file path or "default". Choosing 2-bit for a model under ~1B parameters
+shows a warning on its card (two_bit_warning) but is still allowed.
 
 Settings this page changes (token, models folder, measured bandwidth) are written with
 app.settings.update_settings and announced on settingsChanged(AppSettings).
@@ -42,6 +43,9 @@ from app.workers.tasks import run_in_background
 
 EMBEDDED_ID = "default"
 EMBEDDED_CATALOG_ID = "smollm2-135m-instruct"   # same shapes as the embedded file, for estimates
+# Below this the 2-bit preset (~3.1 bits/weight) ruins a model: SmolLM2-135M's perplexity on English text goes
+# from 19.3 at 4 bits to ~670 at 2 bits (docs/BENCHMARKS.md), while ~1B-parameter models hold up far better.
+TWO_BIT_MIN_PARAMETERS = 1_000_000_000
 
 
 def format_bytes(n: float | None) -> str:
@@ -51,6 +55,21 @@ def format_bytes(n: float | None) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.0f} {unit}"
     return f"{int(n)} B"
+
+
+def format_parameters(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}" if unit == "B" else f"{n / scale:.0f}{unit}"
+    return str(n)
+
+
+def two_bit_warning(parameters: int | None) -> str:
+    """Why 2-bit is a poor choice for a model of this size; "" when it is fine or the size is unknown."""
+    if not parameters or parameters >= TWO_BIT_MIN_PARAMETERS:
+        return ""
+    return (f"2-bit is for models of about 1B parameters and more: at {format_parameters(parameters)} parameters "
+            "this model's answers turn to nonsense. Use 4-bit for this model.")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -121,6 +140,19 @@ class ModelCard(QFrame):
             self.estimate_labels[bits] = label
             layout.addWidget(label)
 
+        # Shown while 2-bit is selected on a small model; a warning, not a refusal.
+        self.bits_warning_label = QLabel()
+        self.bits_warning_label.setObjectName("bitsWarning")
+        self.bits_warning_label.setAccessibleName("2-bit quality warning")
+        self.bits_warning_label.setWordWrap(True)
+        self.bits_warning_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a border, not a text colour, so it reads in the light and the dark theme alike
+        self.bits_warning_label.setStyleSheet("QLabel { border: 1px solid #e0a800; border-left: 4px solid #e0a800;"
+                                              " border-radius: 4px; padding: 4px 8px; }")
+        layout.addWidget(self.bits_warning_label)
+        self.bits_group.idToggled.connect(lambda _id, _on: self.update_bits_warning())
+        self.update_bits_warning()
+
         self.status_label = QLabel()
         self.status_label.setObjectName("status")
         self.status_label.setWordWrap(True)
@@ -174,6 +206,16 @@ class ModelCard(QFrame):
     @property
     def bits(self) -> int:
         return self.bits_group.checkedId()
+
+    def update_bits_warning(self) -> None:
+        """Follow the bit choice and what is known of the model (a local file's size arrives later)."""
+        model = self.state.model
+        warning = two_bit_warning(model.parameters if model is not None else None)
+        self.bits_warning_label.setText(f"⚠ {warning}" if warning else "")
+        self.bits_warning_label.setAccessibleDescription(warning)
+        self.bits_warning_label.setVisible(bool(warning) and self.bits == 2)
+        # heard when the 2-bit button gets focus, before it is chosen
+        self.bits_buttons[2].setAccessibleDescription(warning)
 
     def show_message(self, text: str) -> None:
         self.message_label.setText(text)
@@ -461,6 +503,7 @@ class ModelManagerPage(QWidget):
                 f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures.")
         for card in self.cards.values():
             model = card.state.model
+            card.update_bits_warning()
             for bits, label in card.estimate_labels.items():
                 if model is None:
                     label.setText(f"{bits}-bit: checking the file…")

@@ -372,7 +372,7 @@ def test_copy_buttons_copy_the_code_block_and_the_message(open_window, qtbot):
 def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window, qtbot):
     h = open_window()
     h.start_engine()
-    assert h.window.client.info.bits == 4
+    assert h.window.client.info.bits == 4 and not h.window.engine_banner.isVisible()
     progress: list[float] = []
     h.window.client.loadProgress.connect(lambda fraction, _stage: progress.append(fraction))
     with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
@@ -386,6 +386,13 @@ def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window,
     assert (saved.model_source, saved.default_bits) == ("default", 2)
     h.send("Say hi.")
     assert h.wait_answer().stats["bits"] == 2
+    # 135M parameters at 2 bits: the answers turn to nonsense, and the chat says so without blocking.
+    banner = h.window.engine_banner
+    assert banner.isVisible() and banner.kind == "warning" and "135M parameters" in banner.label.text()
+    assert banner.action_button.text() == "Load at 4-bit"
+    with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        banner.action_button.click()
+    assert blocker.args[0].bits == 4 and not banner.isVisible()
 
 
 def test_theme_choice_restyles_and_is_saved(open_window):

@@ -19,7 +19,7 @@ from app.catalog.download import partial_path
 from app.catalog.installed import list_installed
 from app.paths import app_paths
 from app.settings import AppSettings, load_settings
-from app.ui.model_manager import ModelManagerPage
+from app.ui.model_manager import CardState, ModelCard, ModelManagerPage
 from tests.runtime.conftest import tiny_llama
 
 SMOL_ID, SMOL_REPO, SMOL_FILE = "smollm2-135m-instruct", "bartowski/SmolLM2-135M-Instruct-GGUF", \
@@ -302,6 +302,48 @@ def test_embedded_model_is_always_there_and_used_as_default(qtbot, make_page):
     with qtbot.waitSignal(page.modelChosen) as chosen:
         card.use_button.click()
     assert chosen.args == ["default", 2]
+
+
+def test_two_bit_on_a_small_model_warns_on_its_card_but_is_allowed(qtbot, make_page):
+    page = make_page()
+    card = page.card("default")      # the embedded SmolLM2-135M: perplexity ~670 at 2 bits
+    warning = card.bits_warning_label
+    assert card.bits == 4 and not warning.isVisibleTo(page)
+    card.bits_buttons[2].click()
+    assert warning.isVisibleTo(page) and "135M parameters" in warning.text() and "Use 4-bit" in warning.text()
+    assert warning.accessibleName() and "nonsense" in card.bits_buttons[2].accessibleDescription()
+    with qtbot.waitSignal(page.modelChosen) as chosen:
+        card.use_button.click()
+    assert chosen.args == ["default", 2]
+    card.bits_buttons[4].click()
+    assert not warning.isVisibleTo(page)
+
+
+def test_two_bit_warning_follows_the_parameter_count(qtbot, make_page):
+    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9,
+                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
+    for card_id in (LLAMA_ID, "tinyllama-1.1b-chat", "smollm2-1.7b-instruct"):     # 1B and more: fine at 2 bits
+        card = page.card(card_id)
+        assert card.bits == 2 and not card.bits_warning_label.isVisibleTo(page), card_id
+    qwen = page.card("qwen2.5-0.5b-instruct")
+    assert qwen.bits_warning_label.isVisibleTo(page) and "494M parameters" in qwen.bits_warning_label.text()
+
+
+def test_two_bit_warning_on_a_local_file_waits_for_its_size(qtbot, make_page, paths, tmp_path):
+    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9,
+                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
+    page.import_files([str(write_tiny_gguf(tmp_path))])
+    qtbot.waitUntil(lambda: "local/tiny.gguf" in page.cards, timeout=TIMEOUT_MS)
+    card = page.card("local/tiny.gguf")
+    qtbot.waitUntil(lambda: card.state.model is not None, timeout=TIMEOUT_MS)
+    parameters = card.state.model.parameters       # read from the file: the tiny test model's ~60 thousand
+    assert parameters < 1e6 and card.bits_warning_label.isVisibleTo(page)
+    assert f"{parameters / 1e3:.0f}k parameters" in card.bits_warning_label.text()
+
+    # Until the file is read (or if it cannot be) the size is unknown, and unknown warns of nothing.
+    unread = ModelCard(CardState("local/x.gguf", "local", "x.gguf", "", None), default_bits=2)
+    qtbot.addWidget(unread)
+    assert unread.bits == 2 and unread.bits_warning_label.text() == "" and unread.bits_warning_label.isHidden()
 
 
 def test_bandwidth_is_measured_once_and_cached_in_settings(qtbot, make_page, paths):
