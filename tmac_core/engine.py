@@ -32,7 +32,7 @@ from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer
 from tmac_core.types import Chunk, EngineInfo
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MAX_CTX = 4096        # KV cache cap when the caller does not ask: fp32 K and V per layer
+DEFAULT_MAX_CTX = 4096        # KV cache cap when the caller does not ask: fp16 K and V per layer
 PROMPT_CHUNK = 32             # tokens per GEMM call while reading the prompt (the runtime's max_batch)
 
 Progress = Callable[[float, str], None]
