@@ -59,13 +59,19 @@ def check_driver_output(out: subprocess.CompletedProcess, n_cases: int):
     assert f"{n_cases} cases, 0 failed" in out.stdout
 
 
-def test_neon_tier_under_qemu(tmp_path, rng):
+def build_neon(tmp_path: Path, driver: Path) -> tuple[str, Path]:
+    """qemu-aarch64 and a static aarch64 build of the kernels with the NEON tier and `driver`."""
     gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
-    exe = tmp_path / "driver_neon"
+    exe = tmp_path / f"{driver.stem}_neon"
     sources = [str(KDIR / s) for s in BASE_SOURCES + NEON_SOURCES]
-    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(DRIVER), "-static", "-pthread", "-lm",
+    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(driver), "-static", "-pthread", "-lm",
                     "-o", str(exe)], check=True, capture_output=True)
+    return qemu, exe
+
+
+def test_neon_tier_under_qemu(tmp_path, rng):
+    qemu, exe = build_neon(tmp_path, DRIVER)
     cases = tmp_path / "cases.bin"
     n = write_cases(cases, rng)
     check_driver_output(subprocess.run([qemu, str(exe), str(cases)], capture_output=True, text=True,
@@ -74,15 +80,8 @@ def test_neon_tier_under_qemu(tmp_path, rng):
 
 def test_neon_attention_under_qemu(tmp_path):
     # the AVX-512 tier runs the AVX2 attention block, which test_attention covers natively
-    gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
-    need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
-    exe = tmp_path / "attention_neon"
-    sources = [str(KDIR / s) for s in BASE_SOURCES + NEON_SOURCES]
-    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(ATTN_DRIVER), "-static", "-pthread", "-lm",
-                    "-o", str(exe)], check=True, capture_output=True)
-    out = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "33 cases, 0 failed" in out.stdout
+    qemu, exe = build_neon(tmp_path, ATTN_DRIVER)
+    check_driver_output(subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600), 33)
 
 
 def test_avx512_tier(tmp_path, rng):

@@ -84,7 +84,7 @@ void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float sca
             for (int j = 0; j < n_pos; j++) {
                 const __m256 w = _mm256_set1_ps(s[g][j]);
                 const uint16_t *vr = v + (size_t)j * hd + c;
-                if (nv == 8) {
+                if (nv == 8) {          /* the common case with a constant trip count: fully unrolled */
                     for (int u = 0; u < 8; u++) acc[u] = _mm256_fmadd_ps(w, load_ph(vr + 8 * u), acc[u]);
                 } else {
                     for (int u = 0; u < nv; u++) acc[u] = _mm256_fmadd_ps(w, load_ph(vr + 8 * u), acc[u]);
