@@ -60,6 +60,19 @@ typedef pthread_cond_t cond_t;
 #define MAX_THREADS 256
 #define SPIN_ROUNDS 4096           /* ~0.1-0.3 ms of pause before sleeping */
 
+/* The items of a job are split into one contiguous range per thread, each
+ * with its own counter on its own cache line: a thread claims its items
+ * without bouncing a shared line between cores (a 64-row tile is ~1-2 us of
+ * work, a contended atomic ~0.1 us), and walks memory in order, which the
+ * hardware prefetcher follows. A thread whose range runs out helps with the
+ * others' ranges through the same counters, so a slow or descheduled thread
+ * delays the job by at most the items it already claimed. */
+typedef struct {
+    long next;                     /* atomic: next unclaimed item */
+    long end;
+    char pad[64 - 2 * sizeof(long)];
+} item_range_t;
+
 typedef struct {
     mutex_t job_lock;              /* one parallel_for (or resize) at a time */
     mutex_t sleep_lock;
@@ -68,8 +81,8 @@ typedef struct {
     int n_threads;                 /* current size, including the calling thread */
     thread_t workers[MAX_THREADS];
     /* the job */
-    long generation, next_item, n_done, n_sleeping, stop;   /* atomics */
-    int n_items;
+    long generation, n_done, n_sleeping, stop;   /* atomics */
+    TMAC_ALIGN(64) item_range_t ranges[MAX_THREADS];
     tmac_task_fn fn;
     void *ctx;
 } pool_t;
@@ -89,8 +102,11 @@ static int online_cpus(void) {
 }
 
 static void run_items(pool_t *p, int thread) {
-    long i;
-    while ((i = ATOMIC_ADD(&p->next_item, 1)) < p->n_items) p->fn(p->ctx, (int)i, thread);
+    for (int r = 0; r < p->n_threads; r++) {       /* own range first, then help the next ones */
+        item_range_t *range = &p->ranges[(thread + r) % p->n_threads];
+        long i;
+        while ((i = ATOMIC_ADD(&range->next, 1)) < range->end) p->fn(p->ctx, (int)i, thread);
+    }
 }
 
 /* Returns once the job generation differs from the one this worker last saw. */
@@ -229,8 +245,10 @@ int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
     } else {
         p->fn = fn;
         p->ctx = ctx;
-        p->n_items = n_items;
-        ATOMIC_STORE(&p->next_item, 0);
+        for (int t = 0; t < p->n_threads; t++) {
+            p->ranges[t].end = (long)n_items * (t + 1) / p->n_threads;
+            ATOMIC_STORE(&p->ranges[t].next, (long)n_items * t / p->n_threads);
+        }
         ATOMIC_STORE(&p->n_done, 0);
         wake_workers(p);
         run_items(p, 0);
