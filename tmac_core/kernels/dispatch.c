@@ -23,6 +23,7 @@ static void fill_tables(void) {
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX2)) {
         g_tables[TMAC_ISA_AVX2].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
+        g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_available[TMAC_ISA_AVX2] = 1;
     }
@@ -143,13 +144,20 @@ static void gemm_task(void *ctx, int item, int thread) {
     const int rows = j->w->m - tile * TMAC_TILE_ROWS < TMAC_TILE_ROWS ? j->w->m - tile * TMAC_TILE_ROWS
                                                                        : TMAC_TILE_ROWS;
     const int n_groups = j->k_pad / j->act_group;
-    TMAC_ALIGN(64) float y64[TMAC_TILE_ROWS];
+    TMAC_ALIGN(64) float y64[2][TMAC_TILE_ROWS];
     /* the tile's weights stay in L1/L2 across the tokens of this item */
-    for (int t = t0; t < t1; t++) {
-        tmac_lut_t lut = {j->entries + (size_t)t * (j->k_pad / 4) * 16, j->scales + (size_t)t * n_groups,
-                          j->sums + (size_t)t * n_groups, j->k_pad, j->act_group};
-        j->kt->gemv_tile(j->w, &lut, tile, y64);
-        memcpy(j->y + (size_t)t * j->ldy + (size_t)tile * TMAC_TILE_ROWS, y64, sizeof(float) * (size_t)rows);
+    for (int t = t0; t < t1;) {
+        tmac_lut_t lut[2];
+        const int pair = j->kt->gemv2_tile != NULL && t + 1 < t1;
+        for (int u = 0; u <= pair; u++) {
+            lut[u] = (tmac_lut_t){j->entries + (size_t)(t + u) * (j->k_pad / 4) * 16,
+                                  j->scales + (size_t)(t + u) * n_groups, j->sums + (size_t)(t + u) * n_groups,
+                                  j->k_pad, j->act_group};
+        }
+        if (pair) j->kt->gemv2_tile(j->w, &lut[0], &lut[1], tile, y64[0], y64[1]);
+        else j->kt->gemv_tile(j->w, &lut[0], tile, y64[0]);
+        for (int u = 0; u <= pair; u++, t++)
+            memcpy(j->y + (size_t)t * j->ldy + (size_t)tile * TMAC_TILE_ROWS, y64[u], sizeof(float) * (size_t)rows);
     }
 }
 

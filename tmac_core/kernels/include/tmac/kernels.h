@@ -22,6 +22,11 @@ typedef void (*tmac_lut_entries_fn)(const float *TMAC_RESTRICT x, const float *T
                                     int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 typedef void (*tmac_gemv_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut, int tile,
                                   float *TMAC_RESTRICT y64);
+/* gemv2_tile: gemv_tile for two activation vectors at once, bit-identical to
+ * two gemv_tile calls (prompt chunks share one pass over the index bytes).
+ * Optional: NULL in a tier's table means GEMM loops gemv_tile. */
+typedef void (*tmac_gemv2_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1,
+                                   int tile, float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
 
 /* Attention over an fp16 KV cache is cut into blocks of TMAC_ATTN_BLOCK key
  * positions counted from position 0. attn_block computes one block of one KV
@@ -42,6 +47,7 @@ typedef void (*tmac_attn_block_fn)(const float *TMAC_RESTRICT q, int G, int hd, 
 typedef struct {
     tmac_lut_entries_fn lut_entries;
     tmac_gemv_tile_fn gemv_tile;
+    tmac_gemv2_tile_fn gemv2_tile;
     tmac_attn_block_fn attn_block;
 } tmac_kernel_table_t;
 
@@ -56,6 +62,8 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
 void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                            int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
+                          float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
 void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
