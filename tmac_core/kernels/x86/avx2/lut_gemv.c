@@ -73,7 +73,7 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
  * 16-31/48-63) is a separate pass, so 4 accumulators, 4 tables and the
  * nibbles fit the 16 ymm registers. bits stays a run-time value and the plane
  * weight doubles in a register: with bits constant GCC unrolls the planes,
- * interleaves them and spills accumulators to the stack (measured ~15% slower).
+ * interleaves them and spills accumulators to the stack (9% slower at 4 bits).
  * Integer sums are exact in any order and the epilogue is the one-token one,
  * so y0/y1 equal two gemv_tile calls bit for bit. */
 TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
