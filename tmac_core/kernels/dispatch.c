@@ -33,6 +33,7 @@ static void fill_tables(void) {
          * O(M*K) GEMV, so the tier reuses them */
         g_tables[TMAC_ISA_AVX512].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX512].gemv_tile = tmac_gemv_tile_avx512;
+        g_tables[TMAC_ISA_AVX512].gemv2_tile = tmac_gemv2_tile_avx512;
         g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
         g_available[TMAC_ISA_AVX512] = 1;
     }

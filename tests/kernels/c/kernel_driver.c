@@ -15,6 +15,7 @@
 #elif defined(DRIVER_AVX512)
 #  define TIER_NAME "avx512"
 #  define TIER_TILE tmac_gemv_tile_avx512
+#  define TIER_TILE2 tmac_gemv2_tile_avx512     /* two-token tile (optional per tier) */
 #  define TIER_ENTRIES tmac_lut_entries_avx2
 #else
 #  error "define DRIVER_NEON or DRIVER_AVX512"
@@ -75,6 +76,22 @@ int main(int argc, char **argv) {
                 if (memcmp(y64, y_expect + (size_t)t * m + tile * 64, (size_t)rows * 4)) bad |= 4;
             }
         }
+#if defined(TIER_TILE2)
+        /* every adjacent pair of tokens through the two-token tile */
+        for (int t = 0; t + 1 < n; t++) {
+            tmac_lut_t lut0 = {entries + (size_t)t * k_pad * 4, ls + t * n_ag, xs + t * n_ag, k_pad, ag};
+            tmac_lut_t lut1 = {entries + (size_t)(t + 1) * k_pad * 4, ls + (t + 1) * n_ag, xs + (t + 1) * n_ag,
+                               k_pad, ag};
+            float y64b[64];
+            for (int tile = 0; tile < tiles; tile++) {
+                for (int r = 0; r < 64; r++) y64[r] = y64b[r] = 0.0f / 0.0f;      /* poison */
+                TIER_TILE2(&w, &lut0, &lut1, tile, y64, y64b);
+                int rows = m - tile * 64 < 64 ? m - tile * 64 : 64;
+                if (memcmp(y64, y_expect + (size_t)t * m + tile * 64, (size_t)rows * 4) ||
+                    memcmp(y64b, y_expect + (size_t)(t + 1) * m + tile * 64, (size_t)rows * 4)) bad |= 16;
+            }
+        }
+#endif
 #if defined(DRIVER_NEON)
         /* the threaded driver on the pool (3 threads), through dispatch */
         for (int i = 0; i < n * m; i++) y[i] = 0.0f / 0.0f;
@@ -87,6 +104,7 @@ int main(int argc, char **argv) {
         if (bad & 2) printf(" [tile differs from generic]");
         if (bad & 4) printf(" [tile differs from the extension's generic]");
         if (bad & 8) printf(" [threaded gemm differs]");
+        if (bad & 16) printf(" [two-token tile differs]");
         printf("\n");
         failures += bad != 0;
         free(planes); free(scales); free(x); free(y_expect); free(e_expect);

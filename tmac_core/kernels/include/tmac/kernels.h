@@ -65,6 +65,8 @@ void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile
 void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                           float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemv2_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
+                            float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
 void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
                           float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
