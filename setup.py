@@ -20,15 +20,18 @@ X86 = {"x86_64", "amd64", "x64"}
 ARM = {"arm64", "aarch64"}
 
 BASELINE_SOURCES = [K + "generic/lut_build.c", K + "generic/lut_gemv.c", K + "generic/attention.c",
-                    K + "cpu_features.c", K + "dispatch.c", K + "attention.c", K + "thread_pool.c"]
+                    K + "generic/activation.c", K + "cpu_features.c", K + "dispatch.c", K + "attention.c",
+                    K + "thread_pool.c"]
 # (sources, gcc/clang flags, msvc flags, architectures)
 TIER_UNITS = [
-    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c", K + "x86/avx2/attention.c"],
+    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c", K + "x86/avx2/attention.c",
+      K + "x86/avx2/activation.c"],
      ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"], X86),
     ([K + "x86/avx512/lut_gemv.c"],
      ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
      ["/arch:AVX512"], X86),
-    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c", K + "arm/neon/attention.c"], [], [], ARM),
+    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c", K + "arm/neon/attention.c",
+      K + "arm/neon/activation.c"], [], [], ARM),
 ]
 GCC_COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
 MSVC_COMMON = ["/O2", "/fp:precise"]

@@ -20,10 +20,11 @@ from tests.kernels.cases import BITS, SHAPES, make_activations, make_case
 
 KDIR = Path(K.__file__).resolve().parent
 DRIVER = Path(__file__).resolve().parent / "c" / "kernel_driver.c"
-BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "generic/attention.c", "cpu_features.c", "dispatch.c",
-                "attention.c", "thread_pool.c"]
-NEON_SOURCES = ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c"]
+BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "generic/attention.c", "generic/activation.c",
+                "cpu_features.c", "dispatch.c", "attention.c", "thread_pool.c"]
+NEON_SOURCES = ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c", "arm/neon/activation.c"]
 ATTN_DRIVER = Path(__file__).resolve().parent / "c" / "attention_driver.c"
+SWIGLU_DRIVER = Path(__file__).resolve().parent / "c" / "swiglu_driver.c"
 FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-I", str(KDIR / "include")]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -39,7 +40,7 @@ def write_cases(path: Path, rng) -> int:
     blobs = []
     for (m, k, gs) in SHAPES:
         for bits in BITS:
-            for n in (1, 3):
+            for n in (1, 3, 9):     # 9: the threaded GEMM forms token pairs
                 case = make_case(rng, m, k, gs, bits)
                 p = case.pack()
                 x = np.zeros((n, p.k_pad), np.float32)
@@ -84,6 +85,11 @@ def test_neon_attention_under_qemu(tmp_path):
     check_driver_output(subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600), 33)
 
 
+def test_neon_swiglu_under_qemu(tmp_path):
+    qemu, exe = build_neon(tmp_path, SWIGLU_DRIVER)
+    check_driver_output(subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600), 41)
+
+
 def test_avx512_tier(tmp_path, rng):
     if "avx512" in K.available_isas():
         pytest.skip("this CPU runs the AVX-512 tier natively: test_kernels_vs_generic covers it")
@@ -92,7 +98,8 @@ def test_avx512_tier(tmp_path, rng):
     need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
     exe = tmp_path / "driver_avx512"
     sources = [str(KDIR / s) for s in BASE_SOURCES + ["x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c",
-                                                  "x86/avx2/attention.c", "x86/avx512/lut_gemv.c"]]
+                                                  "x86/avx2/attention.c", "x86/avx2/activation.c",
+                                                  "x86/avx512/lut_gemv.c"]]
     # native AVX2/FMA/F16C under the emulation, so emulated fused multiply-adds stay fused
     subprocess.run(["gcc", *FLAGS, "-mavx2", "-mfma", "-mf16c", "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
                     *sources, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)

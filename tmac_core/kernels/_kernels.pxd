@@ -51,6 +51,7 @@ cdef extern from "tmac/kernels.h" nogil:
     int tmac_attention(tmac_isa_t isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
                        const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale, float *out)
     void tmac_fp32_to_fp16_row(const float *x, uint16_t *out, int n)
+    int tmac_swiglu(tmac_isa_t isa, float *gate, const float *up, int n)
     int tmac_pool_set_threads(int n)
     int tmac_pool_get_threads()
 
@@ -82,5 +83,6 @@ cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n
                      const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale,
                      float *out) noexcept nogil
 cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil
+cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept

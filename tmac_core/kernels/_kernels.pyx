@@ -257,6 +257,23 @@ def to_fp16(x):
     return out.reshape(np.shape(x))
 
 
+def swiglu(gate, up, isa=None):
+    """silu(gate) * up, elementwise, as the forward pass computes it (float32)."""
+    cdef int isa_id = _isa_id(isa)
+    out = np.array(gate, dtype=np.float32, order="C", copy=True)
+    cdef const float[::1] uv = np.ascontiguousarray(up, dtype=np.float32).reshape(-1)
+    if out.shape != np.shape(up):
+        raise ValueError(f"gate {out.shape} and up {np.shape(up)} differ in shape")
+    cdef float[::1] gv = out.reshape(-1)
+    cdef int rc = TMAC_OK
+    if gv.shape[0]:
+        with nogil:
+            rc = tmac_swiglu(isa_id, &gv[0], &uv[0], gv.shape[0])
+    if rc != TMAC_OK:
+        raise KernelError(f"swiglu failed (code {rc})")
+    return out
+
+
 ATTN_BLOCK = TMAC_ATTN_BLOCK
 
 
@@ -288,6 +305,10 @@ cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n
 
 cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil:
     tmac_fp32_to_fp16_row(x, out, n)
+
+
+cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil:
+    return tmac_swiglu(isa, gate, up, n)
 
 
 cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil:

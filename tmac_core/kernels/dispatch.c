@@ -18,6 +18,7 @@ static void fill_tables(void) {
     g_tables[TMAC_ISA_GENERIC].lut_entries = tmac_lut_entries_generic;
     g_tables[TMAC_ISA_GENERIC].gemv_tile = tmac_gemv_tile_generic;
     g_tables[TMAC_ISA_GENERIC].attn_block = tmac_attn_block_generic;
+    g_tables[TMAC_ISA_GENERIC].swiglu = tmac_swiglu_generic;
     g_available[TMAC_ISA_GENERIC] = 1;
 #if TMAC_ARCH_X86_64
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX2)) {
@@ -25,6 +26,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
         g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
+        g_tables[TMAC_ISA_AVX2].swiglu = tmac_swiglu_avx2;
         g_available[TMAC_ISA_AVX2] = 1;
     }
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX512)) {
@@ -35,13 +37,16 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX512].gemv_tile = tmac_gemv_tile_avx512;
         g_tables[TMAC_ISA_AVX512].gemv2_tile = tmac_gemv2_tile_avx512;
         g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
+        g_tables[TMAC_ISA_AVX512].swiglu = tmac_swiglu_avx2;
         g_available[TMAC_ISA_AVX512] = 1;
     }
 #endif
 #if TMAC_ARCH_ARM64
     g_tables[TMAC_ISA_NEON].lut_entries = tmac_lut_entries_neon;
     g_tables[TMAC_ISA_NEON].gemv_tile = tmac_gemv_tile_neon;
+    g_tables[TMAC_ISA_NEON].gemv2_tile = tmac_gemv2_tile_neon;
     g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
+    g_tables[TMAC_ISA_NEON].swiglu = tmac_swiglu_neon;
     g_available[TMAC_ISA_NEON] = 1;
 #endif
 }
@@ -85,6 +90,13 @@ int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
     if (!(w->tensor_scale > 0.0f) || isinf(w->tensor_scale)) return TMAC_E_SHAPE;
     /* byte counts must fit a size_t and an int index of tiles */
     if ((double)w->m_pad * (double)w->k_pad * w->bits / 8.0 > (double)SIZE_MAX / 2) return TMAC_E_SHAPE;
+    return TMAC_OK;
+}
+
+int tmac_swiglu(tmac_isa_t isa, float *gate, const float *up, int n) {
+    const tmac_kernel_table_t *kt = tmac_table(isa);
+    if (!kt) return TMAC_E_ISA;
+    if (n > 0) kt->swiglu(gate, up, n);
     return TMAC_OK;
 }
 

@@ -10,7 +10,7 @@ prompts, n = 1 for decode) entirely in C with the GIL released; matrix
 multiplies and attention (fp16 KV cache, tmac_attention) run on the kernel
 thread pool. No Qt.
 """
-from libc.math cimport expf, sqrtf
+from libc.math cimport sqrtf
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 
 import mmap
@@ -19,7 +19,7 @@ import numpy as np
 
 from tmac_core.errors import KernelError
 from tmac_core.kernels._kernels cimport (
-    PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_weight,
+    PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_swiglu, k_weight,
     tmac_fp16_to_fp32, tmac_weight_t,
 )
 
@@ -291,7 +291,6 @@ cdef class LlamaRuntime:
         cdef Layer *L
         cdef uint16_t *kc
         cdef uint16_t *vc
-        cdef float gate
         cdef const tmac_weight_t *ws[3]
         cdef float *ys[3]
         cdef int ldys[3]
@@ -334,9 +333,7 @@ cdef class LlamaRuntime:
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
             rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.ag_in)
-            for i in range(n * self.hidden_dim):
-                gate = self.hb[i]
-                self.hb[i] = gate / (1.0 + expf(-gate)) * self.hb2[i]        # SwiGLU
+            rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)
             rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]

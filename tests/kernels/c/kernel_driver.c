@@ -11,6 +11,7 @@
 #if defined(DRIVER_NEON)
 #  define TIER_NAME "neon"
 #  define TIER_TILE tmac_gemv_tile_neon
+#  define TIER_TILE2 tmac_gemv2_tile_neon
 #  define TIER_ENTRIES tmac_lut_entries_neon
 #elif defined(DRIVER_AVX512)
 #  define TIER_NAME "avx512"

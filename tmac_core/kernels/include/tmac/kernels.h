@@ -44,17 +44,24 @@ typedef void (*tmac_attn_block_fn)(const float *TMAC_RESTRICT q, int G, int hd, 
                                    const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
                                    float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
 
+/* §activation. swiglu: gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i] in
+ * place (SwiGLU's silu(gate) * up). SIMD tiers use a polynomial exp and agree
+ * with generic to a few ulp. */
+typedef void (*tmac_swiglu_fn)(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
+
 typedef struct {
     tmac_lut_entries_fn lut_entries;
     tmac_gemv_tile_fn gemv_tile;
     tmac_gemv2_tile_fn gemv2_tile;
     tmac_attn_block_fn attn_block;
+    tmac_swiglu_fn swiglu;
 } tmac_kernel_table_t;
 
 void tmac_attn_block_generic(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                              const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
                              float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
 
+void tmac_swiglu_generic(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
 void tmac_lut_entries_generic(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                               int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
@@ -67,6 +74,7 @@ void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const 
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
 void tmac_gemv2_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                             float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
+void tmac_swiglu_avx2(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
 void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
                           float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
@@ -75,6 +83,9 @@ void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float sca
 void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                            int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
+                          float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
+void tmac_swiglu_neon(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
 void tmac_attn_block_neon(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
                           float *TMAC_RESTRICT m, float *TMAC_RESTRICT l, float *TMAC_RESTRICT o);
@@ -112,6 +123,10 @@ int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, con
 int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                     const float *scales, const float *sums, int n, int k_pad, int act_group,
                     float *const *y, const int *ldy);
+
+/* SwiGLU of n values in place with the tier's swiglu (serial: it is O(n) next
+ * to the O(n * dim) matrices around it). TMAC_E_ISA or TMAC_OK. */
+int tmac_swiglu(tmac_isa_t isa, float *gate, const float *up, int n);
 
 /* ---- attention (attention.c) ---- */
 /* Causal grouped-query attention of n query tokens at positions pos..pos+n-1:
