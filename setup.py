@@ -10,10 +10,12 @@ not write.
 """
 import platform
 import sysconfig
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 K = "tmac_core/kernels/"
 X86 = {"x86_64", "amd64", "x64"}
@@ -51,6 +53,9 @@ class BuildExt(build_ext):
             if self.compiler.compiler_type != "msvc":
                 ext.extra_compile_args = GCC_COMMON
             return super().build_extension(ext)
+        target = self.get_ext_fullpath(ext.name)
+        if not (self.force or newer_group(list(ext.sources) + list(ext.depends), target, "newer")):
+            return      # nothing changed: skip compiling the C files too, not just the link
         msvc = self.compiler.compiler_type == "msvc"
         common = MSVC_COMMON if msvc else GCC_COMMON
         arch = target_arch(self.plat_name or sysconfig.get_platform())
@@ -68,11 +73,17 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
+# Every C file and header: setuptools relinks an extension only when one of its
+# sources or depends is newer than the built module, and the kernels' C files
+# reach the link as extra objects, which it does not look at.
+KERNEL_DEPENDS = sorted(str(p) for p in Path(K).rglob("*") if p.suffix in (".c", ".h") and p.name != "_kernels.c")
+
 extensions = [
-    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"]),
+    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"],
+              depends=KERNEL_DEPENDS),
     # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
     Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"],
-              include_dirs=[K + "include"]),
+              include_dirs=[K + "include"], depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS),
 ]
 
 setup(
