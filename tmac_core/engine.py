@@ -23,7 +23,7 @@ import numpy as np
 
 from tmac_core import kernels
 from tmac_core.config import ModelConfig
-from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError  # noqa: F401
+from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import get_architecture

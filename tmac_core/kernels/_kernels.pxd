@@ -43,8 +43,6 @@ cdef extern from "tmac/kernels.h" nogil:
                         const float *scales, const float *sums, int n, int k_pad, int act_group,
                         float *const *y, const int *ldy)
     double tmac_now_seconds()
-    ctypedef void (*tmac_task_fn)(void *ctx, int item, int thread) noexcept nogil
-    int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx)
     float tmac_fp16_to_fp32(uint16_t h)
     uint16_t tmac_fp32_to_fp16(float f)
     int TMAC_ATTN_BLOCK
@@ -74,8 +72,6 @@ cdef class ActivationTables:
 cdef int k_active_isa() noexcept nogil
 cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
                      int8_t *entries, float *scales, float *sums) noexcept nogil
-cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
-                const float *sums, int n, int k_pad, int act_group, float *y, int ldy) noexcept nogil
 cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                       const float *scales, const float *sums, int n, int k_pad, int act_group,
                       float *const *y, const int *ldy) noexcept nogil
@@ -84,5 +80,4 @@ cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n
                      float *out) noexcept nogil
 cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil
 cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil
-cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept

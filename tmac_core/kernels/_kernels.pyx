@@ -286,11 +286,6 @@ cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
     return tmac_lut_build(isa, x, n, k_pad, act_group, entries, scales, sums)
 
 
-cdef int k_gemm(int isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,
-                const float *sums, int n, int k_pad, int act_group, float *y, int ldy) noexcept nogil:
-    return tmac_gemm(isa, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
-
-
 cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                       const float *scales, const float *sums, int n, int k_pad, int act_group,
                       float *const *y, const int *ldy) noexcept nogil:
@@ -309,10 +304,6 @@ cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogi
 
 cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil:
     return tmac_swiglu(isa, gate, up, n)
-
-
-cdef int k_parallel_for(int n_items, tmac_task_fn fn, void *ctx) noexcept nogil:
-    return tmac_parallel_for(n_items, fn, ctx)
 
 
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept:
