@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.paths import atomic_write_bytes
+from tmac_core.types import MAX_THREADS
 
 SCHEMA_VERSION = 2
 
@@ -63,7 +64,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "default_model_id": lambda v: v is None or isinstance(v, str),
     "model_source": lambda v: isinstance(v, str) and bool(v),
     "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
-    "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024),
+    "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THREADS),
     "context_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
     "system_prompt": lambda v: isinstance(v, str),
     "temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 5.0,

@@ -137,8 +137,8 @@ class Engine:
 
     def set_threads(self, n: int) -> None:
         """Kernel threads for the next token (safe to call from any thread, mid-answer too)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
-            raise ValueError(f"thread count must be an integer in [1, 1024], got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= kernels.MAX_THREADS:
+            raise ValueError(f"thread count must be an integer in [1, {kernels.MAX_THREADS}], got {n!r}")
         self._pending_threads = n
 
     def _apply_threads(self) -> None:

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 FINISH_REASONS = ("stop", "length", "cancelled", "context_full")
 
+# The largest kernel thread pool (TMAC_MAX_THREADS in kernels.h; tmac_core.kernels
+# asserts they agree). Here so the app can validate a thread count without
+# loading the native extension.
+MAX_THREADS = 256
+
 
 @dataclass(frozen=True)
 class Chunk:

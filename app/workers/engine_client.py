@@ -26,6 +26,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.workers.engine_host import LOAD_REQUEST, engine_host_main
+from tmac_core.types import MAX_THREADS
 
 STOPPED, STARTING, LOADING, READY, GENERATING, DEAD = "stopped", "starting", "loading", "ready", "generating", "dead"
 BUSY_POLL_MS = 15
@@ -137,8 +138,8 @@ class EngineClient(QObject):
             self._cancel.set()
 
     def set_threads(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
-            raise ValueError(f"thread count must be an integer in [1, 1024], got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"thread count must be an integer in [1, {MAX_THREADS}], got {n!r}")
         self._threads = n
         if self._conn is not None and self.state not in (DEAD, STOPPED):
             self._safe_send(("set_threads", n))

@@ -115,3 +115,14 @@ def test_qt_free_zone_imports_no_pyside6():
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
+def test_a_thread_count_the_kernels_refuse_is_refused_when_read():
+    """One limit everywhere: a saved count the thread pool would reject mid-answer
+    (it caps at tmac_core.types.MAX_THREADS) falls back to the default when read."""
+    from tmac_core.types import MAX_THREADS
+
+    fits = settings_from_dict({"schema_version": SCHEMA_VERSION, "n_threads": MAX_THREADS})
+    too_many = settings_from_dict({"schema_version": SCHEMA_VERSION, "n_threads": MAX_THREADS + 1})
+    assert fits.settings.n_threads == MAX_THREADS and not fits.problems
+    assert too_many.settings.n_threads is None and len(too_many.problems) == 1

@@ -244,3 +244,15 @@ def test_set_threads_is_safe_from_another_thread(engine):
     t.join()
     engine.set_threads(2)
     assert not errors and text
+
+
+def test_thread_counts_past_the_pool_limit_are_refused_before_any_answer(engine):
+    from tmac_core import kernels
+    from tmac_core.types import MAX_THREADS
+
+    assert kernels.MAX_THREADS == MAX_THREADS
+    with pytest.raises(ValueError, match="thread count"):
+        engine.set_threads(MAX_THREADS + 1)
+    with pytest.raises(ValueError, match="thread count"):
+        kernels.set_num_threads(MAX_THREADS + 1)
+    engine.set_threads(2)

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmac_core import types
 from tmac_core.kernels import layout
 from tmac_core.kernels._kernels import (
-    ATTN_BLOCK, LAYOUT_VERSION, ActivationTables, PackedWeight, active_isa, attention, available_isas,
+    ATTN_BLOCK, LAYOUT_VERSION, MAX_THREADS, ActivationTables, PackedWeight, active_isa, attention, available_isas,
     build_tables, cpu_features, gemm_tables, get_num_threads, set_num_threads, swiglu, to_fp16,
 )
 
 __all__ = [
-    "ATTN_BLOCK", "ActivationTables", "PackedWeight", "LAYOUT_VERSION", "active_isa", "attention", "available_isas",
+    "ATTN_BLOCK", "ActivationTables", "PackedWeight", "LAYOUT_VERSION", "MAX_THREADS", "active_isa", "attention", "available_isas",
     "build_lut", "cpu_features", "dequantize", "gemm", "gemv", "get_num_threads", "pack",
     "set_num_threads", "swiglu", "to_fp16",
 ]
 
 assert LAYOUT_VERSION == layout.LAYOUT_VERSION, "layout.py and layout.h disagree"
+assert MAX_THREADS == types.MAX_THREADS, "tmac_core.types and kernels.h disagree on the thread limit"
 
 
 def pack(codes, scales, zeros=None, *, bits: int, group_size: int) -> PackedWeight:

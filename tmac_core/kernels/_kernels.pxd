@@ -10,6 +10,7 @@ cdef extern from "tmac/kernels.h" nogil:
     int TMAC_E_ISA
     int TMAC_E_NOMEM
     int TMAC_E_THREADS
+    int TMAC_MAX_THREADS
 
     ctypedef struct tmac_weight_t:
         const uint8_t *planes

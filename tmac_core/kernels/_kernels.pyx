@@ -13,6 +13,7 @@ if tmac_init(NULL) != TMAC_OK:
     raise KernelError("kernel initialisation failed")
 
 LAYOUT_VERSION = TMAC_LAYOUT_VERSION
+MAX_THREADS = TMAC_MAX_THREADS
 TILE_ROWS = TMAC_TILE_ROWS
 
 
@@ -62,8 +63,8 @@ cdef int _isa_id(object isa) except -1:
 
 def set_num_threads(int n):
     """Size of the kernel thread pool, from the next kernel call on (also mid-generation)."""
-    if n < 1 or n > 256:
-        raise ValueError(f"thread count must be between 1 and 256, got {n}")
+    if n < 1 or n > TMAC_MAX_THREADS:
+        raise ValueError(f"thread count must be between 1 and {TMAC_MAX_THREADS}, got {n}")
     tmac_pool_set_threads(n)
 
 

@@ -57,7 +57,7 @@ typedef pthread_cond_t cond_t;
 #  define ATOMIC_ADD(p, v) __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)
 #endif
 
-#define MAX_THREADS 256
+#define MAX_THREADS TMAC_MAX_THREADS
 #define SPIN_ROUNDS 4096           /* ~0.1-0.3 ms of pause before sleeping */
 
 /* The items of a job are split into one contiguous range per thread, each

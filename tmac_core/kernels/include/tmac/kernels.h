@@ -145,6 +145,7 @@ void tmac_fp32_to_fp16_row(const float *x, uint16_t *out, int n);
 double tmac_now_seconds(void);
 
 /* ---- thread pool (thread_pool.c) ---- */
+#define TMAC_MAX_THREADS 256               /* tmac_core.types.MAX_THREADS mirrors it */
 typedef void (*tmac_task_fn)(void *ctx, int item, int thread);
 int tmac_pool_set_threads(int n);          /* takes effect at the next parallel call */
 int tmac_pool_get_threads(void);
