@@ -54,6 +54,10 @@ def default_model_path() -> str:
     return path
 
 
+def _is_sha256(text: str) -> bool:
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 class Engine:
     """One loaded model with its KV cache. Use from one thread at a time,
     except set_threads() (any thread) and the cancel event."""
@@ -75,8 +79,12 @@ class Engine:
     @classmethod
     def load(cls, source: str | os.PathLike, bits: int | None = None, n_threads: int | None = None,
              n_ctx: int | None = None, progress: Progress | None = None,
-             cache_dir: str | os.PathLike | None | bool = None) -> "Engine":
+             cache_dir: str | os.PathLike | None | bool = None,
+             source_sha256: str | None = None) -> "Engine":
         """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
+
+        `source_sha256` is the file's sha256 when the caller already knows it (the
+        app's download manifest): the cache key then costs no re-read of the file.
 
         Raises:
             ModelLoadError / ModelFormatError: missing or corrupt file.
@@ -92,6 +100,8 @@ class Engine:
         path = default_model_path() if str(source) == "default" else os.fspath(source)
         if not os.path.isfile(path):
             raise ModelLoadError(f"{path}: no such model file")
+        if source_sha256 is not None and not _is_sha256(source_sha256):
+            raise ValueError(f"source_sha256 must be 64 lowercase hex digits, got {source_sha256!r}")
         report(0.0, "reading the model file")
         gguf = GGUFFile.open(path)
         cfg = ModelConfig.from_gguf(gguf)
@@ -107,8 +117,8 @@ class Engine:
                                                    else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
-            key = cache.cache_key(cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file")),
-                                  bits)
+            digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
+            key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
             try:
                 weights, cache_hit = cache.load(file, key), True

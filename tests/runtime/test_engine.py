@@ -53,6 +53,23 @@ def test_second_load_comes_from_the_cache_and_answers_the_same(engine, cache_dir
         again.close()
 
 
+def test_a_known_sha256_keys_the_cache_without_reading_the_file(engine, cache_dir, monkeypatch):
+    """The app passes the sha256 its download manifest holds; the engine then does not re-hash."""
+    from tmac_core.engine import default_model_path
+    from tmac_core.filehash import sha256_file
+    from tmac_core.loading import cache
+
+    digest = sha256_file(default_model_path())
+    monkeypatch.setattr(cache, "source_hash", lambda *a, **k: pytest.fail("the model file was hashed again"))
+    again = Engine.load("default", bits=4, cache_dir=cache_dir, source_sha256=digest)
+    try:
+        assert again.info.cache_hit
+    finally:
+        again.close()
+    with pytest.raises(ValueError, match="source_sha256"):
+        Engine.load("default", bits=4, cache_dir=cache_dir, source_sha256="not-a-digest")
+
+
 def test_a_damaged_cache_file_is_rebuilt(engine, cache_dir, tmp_path):
     folder = tmp_path / "c"
     first = Engine.load("default", bits=4, cache_dir=folder)

@@ -17,7 +17,6 @@ place, so a crash or a full disk leaves no half file behind.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -27,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from tmac_core.filehash import sha256_file
 from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
 
 MAGIC = b"TMACW\0\0\1"
@@ -48,16 +48,8 @@ def default_cache_dir() -> Path:
 def source_hash(path: str | os.PathLike, progress: Callable[[float], None] | None = None) -> str:
     """sha256 of the model file's content (not its name or mtime: a copied or
     re-downloaded file hits the same cache entry, an edited one does not)."""
-    h = hashlib.sha256()
-    total = max(os.path.getsize(path), 1)
-    done = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done / total)
-    return h.hexdigest()
+    report = None if progress is None else (lambda done, total: progress(done / max(total, 1)))
+    return sha256_file(path, progress=report)
 
 
 def cache_key(source_sha256: str, bits: int) -> str:
