@@ -18,6 +18,7 @@ from app.chat.export import stats_line
 from app.chat.records import COMPLETE, ERROR, PARTIAL, STREAMING, Message
 from app.ui.code_block import CodeBlockWidget, flash_text
 from app.ui.markdown_blocks import Block, split_blocks
+from app.ui.markdown_html import prose_to_html
 
 ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
@@ -40,17 +41,27 @@ def state_note(message: Message) -> str:
 
 
 class ProseLabel(QLabel):
-    """Markdown prose: wraps, selectable, links open in the browser."""
+    """One prose block: wraps, selectable, links open in the browser.
 
-    def __init__(self, text: str, parent=None) -> None:
+    `markdown` True renders the block through app.ui.markdown_html (answers);
+    False shows it as the exact characters typed (the user's own messages)."""
+
+    def __init__(self, text: str, markdown: bool = True, parent=None) -> None:
         super().__init__(parent)
+        self.markdown = markdown
         self.setObjectName("messageText")
-        self.setTextFormat(Qt.TextFormat.MarkdownText)
+        self.setTextFormat(Qt.TextFormat.RichText if markdown else Qt.TextFormat.PlainText)
         self.setWordWrap(True)
-        self.setOpenExternalLinks(True)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.setOpenExternalLinks(markdown)
+        flags = Qt.TextInteractionFlag.TextBrowserInteraction if markdown else \
+            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        self.setTextInteractionFlags(flags)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setText(text)
+        self.set_source(text)
+
+    def set_source(self, text: str) -> None:
+        self.source = text
+        self.setText(prose_to_html(text) if self.markdown else text)
 
 
 class MessageWidget(QFrame):
@@ -130,13 +141,16 @@ class MessageWidget(QFrame):
 
     def set_text(self, text: str) -> None:
         self.text = text
-        blocks = split_blocks(text) or ([Block("text", "…")] if self.message.state == STREAMING else [])
+        if self.message.role == "user":     # what the user typed, exactly: no Markdown, no HTML
+            blocks = [Block("plain", text)] if text else []
+        else:
+            blocks = split_blocks(text) or ([Block("text", "…")] if self.message.state == STREAMING else [])
         for index, block in enumerate(blocks):
             if index < len(self._blocks):
                 old, widget = self._blocks[index]
                 if old == block:
                     continue
-                if old.kind == block.kind and (block.kind == "text" or old.language == block.language):
+                if old.kind == block.kind and (block.kind != "code" or old.language == block.language):
                     self._update_block(widget, block)
                     self._blocks[index] = (block, widget)
                     continue
@@ -149,14 +163,14 @@ class MessageWidget(QFrame):
     def _make_block(self, block: Block) -> QWidget:
         if block.kind == "code":
             return CodeBlockWidget(block.text, block.language, self.dark)
-        return ProseLabel(block.text)
+        return ProseLabel(block.text, markdown=block.kind == "text")
 
     @staticmethod
     def _update_block(widget: QWidget, block: Block) -> None:
         if isinstance(widget, CodeBlockWidget):
             widget.set_code(block.text)
-        else:
-            widget.setText(block.text)
+        elif isinstance(widget, ProseLabel):
+            widget.set_source(block.text)
 
     def _remove_blocks_from(self, index: int) -> None:
         for _, widget in self._blocks[index:]:

@@ -1,0 +1,103 @@
+"""What a message shows: answers as Markdown with raw HTML off, the user's text exactly as typed.
+
+Checked on the real widgets (offscreen Qt, no engine): the text a reader sees is
+the label's document as plain text, so a tag swallowed by the renderer fails here.
+"""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QTextDocument  # noqa: E402
+
+from app.chat.records import COMPLETE, Message  # noqa: E402
+from app.ui.message_widget import MessageWidget, ProseLabel  # noqa: E402
+
+
+def message(role: str, content: str) -> Message:
+    return Message(id=1, conversation_id=1, role=role, content=content, created=0.0, stats={}, state=COMPLETE)
+
+
+def shown(widget: MessageWidget) -> str:
+    """The text a reader sees in the message's prose labels, blocks joined by blank lines."""
+    parts = []
+    for label in widget.findChildren(ProseLabel):
+        if label.textFormat() == Qt.TextFormat.PlainText:
+            parts.append(label.text())
+        else:
+            document = QTextDocument()
+            document.setHtml(label.text())
+            parts.append(document.toPlainText())
+    return "\n\n".join(parts).replace("\u2028", "\n")
+
+
+@pytest.fixture
+def render(qtbot):
+    def render_(role: str, content: str) -> MessageWidget:
+        widget = MessageWidget(message(role, content), dark=False)
+        qtbot.addWidget(widget)
+        return widget
+    return render_
+
+
+@pytest.mark.parametrize("text, visible", [
+    ("What is the difference between <div> and <span>?", "What is the difference between <div> and <span>?"),
+    ("<<Title>>\nThe rest of the answer.", "<<Title>>\nThe rest of the answer."),
+    ("<html><body><p>hi</p></body></html>", "<html><body><p>hi</p></body></html>"),
+    ("<script>alert(1)</script> after", "<script>alert(1)</script> after"),
+    ("Use a <br> tag & an &lt;em&gt; entity", "Use a <br> tag & an <em> entity"),
+])
+def test_angle_brackets_in_an_answer_are_shown_as_text(render, text, visible):
+    assert shown(render("assistant", text)) == visible
+
+
+def test_single_line_breaks_stay_line_breaks(render):
+    poem = "Roses are red,\nviolets are blue,\nsugar is sweet"
+    assert shown(render("assistant", poem)) == poem
+    address = "221B Baker Street\nLondon\nNW1 6XE"
+    assert shown(render("assistant", address)) == address
+
+
+def test_indented_text_is_prose_not_code(render):
+    widget = render("assistant", "Pasted:\n\n    first indented line\n    second indented line")
+    assert widget.code_blocks() == []
+    assert "first indented line\nsecond indented line" in shown(widget)
+
+
+def test_markdown_still_renders_in_answers(render):
+    widget = render("assistant", "**bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nx = 1\n```")
+    (label, *_rest) = widget.findChildren(ProseLabel)
+    assert "<strong>bold</strong>" in label.text() and "<code>code</code>" in label.text()
+    assert "<table" in label.text()
+    assert [block.code for block in widget.code_blocks()] == ["x = 1"]
+
+
+def test_a_javascript_link_is_not_a_link(render):
+    widget = render("assistant", "[click](javascript:alert(1))")
+    assert "href" not in widget.findChildren(ProseLabel)[0].text()
+
+
+def test_the_users_message_is_shown_exactly_as_typed(render):
+    typed = "<b>not bold</b>\n    indented\n**not strong**\n```\nnot a code block"
+    widget = render("user", typed)
+    (label,) = widget.findChildren(ProseLabel)
+    assert label.textFormat() == Qt.TextFormat.PlainText and label.text() == typed
+    assert widget.code_blocks() == []
+
+
+# Characters Markdown does not consume in running text (no emphasis, links, entities,
+# autolinks or line-start markers), so every one of them must reach the screen.
+_SAFE = string.ascii_letters + string.digits + " <>/\"='&"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=_SAFE, min_size=1, max_size=30), min_size=1, max_size=4))
+def test_no_character_of_an_answer_vanishes(render, lines):
+    text = "\n".join("x" + line.rstrip() for line in lines)
+    assert shown(render("assistant", text)) == text
