@@ -8,7 +8,7 @@ block is updated in place rather than rebuilt.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
@@ -62,6 +62,40 @@ class ProseLabel(QLabel):
     def set_source(self, text: str) -> None:
         self.source = text
         self.setText(prose_to_html(text) if self.markdown else text)
+
+
+class EditBox(QPlainTextEdit):
+    """The box for editing an older message. Ctrl+Enter and Esc are its own keys while it
+    has focus: the window's "send the draft" and "stop the answer" shortcuts must not
+    fire for them (Qt offers every key to window shortcuts first; accepting the
+    ShortcutOverride claims it for this widget)."""
+
+    submitted = Signal()
+    cancelled = Signal()
+
+    @staticmethod
+    def _owned(event) -> str | None:
+        key, ctrl = event.key(), bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and ctrl:
+            return "submit"
+        if key == Qt.Key.Key_Escape and event.modifiers() == Qt.KeyboardModifier.NoModifier:
+            return "cancel"
+        return None
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and self._owned(event):
+            event.accept()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event) -> None:
+        owned = self._owned(event)
+        if owned == "submit":
+            self.submitted.emit()
+        elif owned == "cancel":
+            self.cancelled.emit()
+        else:
+            super().keyPressEvent(event)
 
 
 class MessageWidget(QFrame):
@@ -199,7 +233,8 @@ class MessageWidget(QFrame):
             return
         self.editor = QFrame()
         self.editor.setObjectName("messageEditor")
-        text_box = QPlainTextEdit(self.message.content)
+        text_box = EditBox(self.message.content)
+        text_box.setToolTip("Ctrl+Enter saves and resends; Esc cancels")
         text_box.setAccessibleName("Edited message")
         text_box.setObjectName("editBox")
         save = QPushButton("Save && resend")
@@ -217,6 +252,8 @@ class MessageWidget(QFrame):
         layout.addLayout(buttons)
         save.clicked.connect(lambda: self.submit_edit(text_box.toPlainText()))
         cancel.clicked.connect(self.end_edit)
+        text_box.submitted.connect(save.click)
+        text_box.cancelled.connect(self.end_edit)
         self.body.addWidget(self.editor)
         for _, widget in self._blocks:
             widget.hide()
