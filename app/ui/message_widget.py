@@ -8,10 +8,10 @@ block is updated in place rather than rebuilt.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+    QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from app.chat.export import stats_line
@@ -40,28 +40,64 @@ def state_note(message: Message) -> str:
     return ""
 
 
-class ProseLabel(QLabel):
-    """One prose block: wraps, selectable, links open in the browser.
+class ProseLabel(QTextBrowser):
+    """One prose block: wraps to the width it is given, selectable, links open in the browser.
 
     `markdown` True renders the block through app.ui.markdown_html (answers);
-    False shows it as the exact characters typed (the user's own messages)."""
+    False shows it as the exact characters typed (the user's own messages).
+    A frameless, scroll-less text browser whose height follows its text rather
+    than a QLabel: a label cannot break a long word (a URL, a hash), so one such
+    word used to widen the whole conversation past the window's right edge.
+    Here lines wrap at word boundaries, or anywhere when a word is wider than
+    the line, and selecting and copying gives back exactly the characters shown."""
 
     def __init__(self, text: str, markdown: bool = True, parent=None) -> None:
         super().__init__(parent)
         self.markdown = markdown
+        self.source_text = ""
         self.setObjectName("messageText")
-        self.setTextFormat(Qt.TextFormat.RichText if markdown else Qt.TextFormat.PlainText)
-        self.setWordWrap(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setOpenExternalLinks(markdown)
+        self.setOpenLinks(markdown)
         flags = Qt.TextInteractionFlag.TextBrowserInteraction if markdown else \
             Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
         self.setTextInteractionFlags(flags)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.viewport().setAutoFillBackground(False)
+        self.document().setDocumentMargin(0)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(40)
         self.set_source(text)
 
     def set_source(self, text: str) -> None:
-        self.source = text
-        self.setText(prose_to_html(text) if self.markdown else text)
+        self.source_text = text
+        if self.markdown:
+            self.setHtml(prose_to_html(text))
+        else:
+            self.setPlainText(text)
+        self._fit_height()
+
+    def shown_text(self) -> str:
+        """What a reader sees: the document as plain text (line separators as newlines)."""
+        return self.document().toPlainText().replace("\u2028", "\n")
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        self.document().setTextWidth(max(self.viewport().width(), 1))
+        height = int(self.document().size().height() + 0.999) + self.frameWidth() * 2
+        if self.height() != height:
+            self.setFixedHeight(height)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(super().sizeHint().width(), self.height())
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        event.ignore()      # the conversation scrolls, not this block (it has nothing to scroll)
 
 
 class EditBox(QPlainTextEdit):

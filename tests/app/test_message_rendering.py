@@ -1,7 +1,7 @@
 """What a message shows: answers as Markdown with raw HTML off, the user's text exactly as typed.
 
 Checked on the real widgets (offscreen Qt, no engine): the text a reader sees is
-the label's document as plain text, so a tag swallowed by the renderer fails here.
+the block's document as plain text, so a tag swallowed by the renderer fails here.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QTextDocument  # noqa: E402
 
 from app.chat.records import COMPLETE, Message  # noqa: E402
+from app.ui.markdown_html import prose_to_html  # noqa: E402
 from app.ui.message_widget import MessageWidget, ProseLabel  # noqa: E402
 
 
@@ -25,16 +24,8 @@ def message(role: str, content: str) -> Message:
 
 
 def shown(widget: MessageWidget) -> str:
-    """The text a reader sees in the message's prose labels, blocks joined by blank lines."""
-    parts = []
-    for label in widget.findChildren(ProseLabel):
-        if label.textFormat() == Qt.TextFormat.PlainText:
-            parts.append(label.text())
-        else:
-            document = QTextDocument()
-            document.setHtml(label.text())
-            parts.append(document.toPlainText())
-    return "\n\n".join(parts).replace("\u2028", "\n")
+    """The text a reader sees in the message's prose blocks, blocks joined by blank lines."""
+    return "\n\n".join(label.shown_text() for label in widget.findChildren(ProseLabel))
 
 
 @pytest.fixture
@@ -73,21 +64,22 @@ def test_indented_text_is_prose_not_code(render):
 def test_markdown_still_renders_in_answers(render):
     widget = render("assistant", "**bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nx = 1\n```")
     (label, *_rest) = widget.findChildren(ProseLabel)
-    assert "<strong>bold</strong>" in label.text() and "<code>code</code>" in label.text()
-    assert "<table" in label.text()
+    html = prose_to_html(label.source_text)
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<table" in html
+    assert label.document().toPlainText().startswith("bold and code")
     assert [block.code for block in widget.code_blocks()] == ["x = 1"]
 
 
 def test_a_javascript_link_is_not_a_link(render):
     widget = render("assistant", "[click](javascript:alert(1))")
-    assert "href" not in widget.findChildren(ProseLabel)[0].text()
+    assert "href" not in widget.findChildren(ProseLabel)[0].toHtml()
 
 
 def test_the_users_message_is_shown_exactly_as_typed(render):
     typed = "<b>not bold</b>\n    indented\n**not strong**\n```\nnot a code block"
     widget = render("user", typed)
     (label,) = widget.findChildren(ProseLabel)
-    assert label.textFormat() == Qt.TextFormat.PlainText and label.text() == typed
+    assert not label.markdown and label.toPlainText() == typed
     assert widget.code_blocks() == []
 
 
@@ -101,3 +93,23 @@ _SAFE = string.ascii_letters + string.digits + " <>/\"='&"
 def test_no_character_of_an_answer_vanishes(render, lines):
     text = "\n".join("x" + line.rstrip() for line in lines)
     assert shown(render("assistant", text)) == text
+
+
+def test_a_long_word_wraps_inside_a_narrow_conversation(qtbot):
+    """At a small window a long URL, a wide table or a long code line must not push the
+    conversation past the right edge (it has no horizontal scroll bar)."""
+    from app.chat.records import COMPLETE as DONE
+    from app.ui.chat_view import ChatView
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    text = ("https://example.com/" + "x" * 300 + "\n\n| a | b |\n|---|---|\n| " + "cell " * 60 + " | b |"
+            + "\n\n```\n" + "y" * 400 + "\n```")
+    view.set_messages([Message(1, 1, "user", "z" * 300, 0.0, {}, DONE), Message(2, 1, "assistant", text, 0.0, {}, DONE)])
+    view.resize(500, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.waitUntil(lambda: view.widget().width() <= view.viewport().width(), timeout=2000)
+    for label in view.findChildren(ProseLabel):
+        assert label.geometry().right() <= view.viewport().width()
+        assert label.document().size().width() <= label.viewport().width() + 1
