@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QPushButton,
     QVBoxLayout, QWidget,
@@ -58,6 +59,11 @@ class ConversationList(QWidget):
         self.list.itemClicked.connect(self._on_item_activated)
         self.list.itemActivated.connect(self._on_item_activated)
         self.list.itemChanged.connect(self._on_item_renamed)
+        # Delete (and Backspace, the Mac's delete key) on the focused list deletes the chat under
+        # the cursor, with the same Undo bar as the button; not while a title is being edited,
+        # since the editor then has the focus.
+        for key in (QKeySequence.StandardKey.Delete, QKeySequence(Qt.Key.Key_Backspace)):
+            QShortcut(key, self.list, self._delete_current_item, context=Qt.ShortcutContext.WidgetShortcut)
         self.rename_button = self._small_button("Rename", "Rename chat", self.begin_rename)
         self.delete_button = self._small_button("Delete", "Delete chat", lambda: self.delete(self.current_id))
         self.export_button = self._small_button("Export…", "Export chat", self.export_with_dialog)
@@ -182,6 +188,11 @@ class ConversationList(QWidget):
         self._undo_timer.start()
         self.conversationDeleted.emit(conversation_id)
         self.refresh()
+
+    def _delete_current_item(self) -> None:
+        item = self.list.currentItem()
+        if item is not None and item.data(ID_ROLE):
+            self.delete(item.data(ID_ROLE))
 
     def undo_delete(self) -> None:
         if self.deleted_id:

@@ -1,0 +1,54 @@
+"""The chat list from the keyboard: Delete removes the focused chat (with Undo), not while renaming."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QLineEdit  # noqa: E402
+
+from app.chat.store import ChatStore  # noqa: E402
+from app.ui.conversation_list import ID_ROLE, ConversationList  # noqa: E402
+
+
+@pytest.fixture
+def chat_list(qtbot, tmp_path):
+    store = ChatStore(tmp_path / "chats.db")
+    first = store.create_conversation("First")
+    second = store.create_conversation("Second")
+    widget = ConversationList(store)
+    qtbot.addWidget(widget)
+    widget.set_current(second.id)
+    widget.show()
+    qtbot.waitExposed(widget)
+    yield widget, store, first, second
+    store.close()
+
+
+@pytest.mark.parametrize("key", [Qt.Key.Key_Delete, Qt.Key.Key_Backspace])
+def test_delete_key_deletes_the_focused_chat_with_undo(qtbot, chat_list, key):
+    widget, store, first, second = chat_list
+    row = next(r for r in range(widget.list.count()) if widget.list.item(r).data(ID_ROLE) == first.id)
+    widget.list.setCurrentRow(row)
+    widget.list.setFocus()
+    qtbot.waitUntil(widget.list.hasFocus, timeout=2000)
+    with qtbot.waitSignal(widget.conversationDeleted, timeout=2000) as deleted:
+        qtbot.keyClick(widget.list, key)
+    assert deleted.args == [first.id]
+    assert [c.id for c in store.list_conversations()] == [second.id]
+    assert widget.undo_bar.isVisible()
+    widget.undo_delete()
+    assert {c.id for c in store.list_conversations()} == {first.id, second.id}
+
+
+def test_delete_while_renaming_edits_the_title_instead(qtbot, chat_list):
+    widget, store, _first, second = chat_list
+    widget.begin_rename()
+    editor = widget.list.findChild(QLineEdit)
+    qtbot.waitUntil(lambda: editor is not None and editor.hasFocus(), timeout=2000)
+    editor.selectAll()
+    qtbot.keyClick(editor, Qt.Key.Key_Delete)
+    assert editor.text() == ""
+    assert {c.id for c in store.list_conversations()} >= {second.id}
