@@ -3,13 +3,14 @@
 Streamed text is buffered and painted by a timer (about 25 times a second), not
 per token: re-rendering Markdown for every token would cost more than the
 engine spends making it. The view follows the answer down only while the user
-is already at the bottom, so scrolling up to read is never fought.
+is already at the bottom, so scrolling up to read is never fought; a "Jump to
+latest" button floats over the bottom edge whenever there is more below.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
@@ -51,6 +52,13 @@ class ChatView(QScrollArea):
         self._repaint.setSingleShot(True)
         self._repaint.setInterval(REPAINT_MS)
         self._repaint.timeout.connect(self._paint_pending)
+        self.latest_button = QPushButton("↓  Latest", self.viewport())
+        self.latest_button.setObjectName("jumpToLatest")
+        self.latest_button.setAccessibleName("Jump to the latest message")
+        self.latest_button.setToolTip("Jump to the latest message (End)")
+        self.latest_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.latest_button.clicked.connect(self.jump_to_latest)
+        self.latest_button.hide()
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range_changed)
@@ -107,6 +115,12 @@ class ChatView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
 
+    def jump_to_latest(self) -> None:
+        """Back to the newest text, following the answer again."""
+        self._follow = True
+        self.scroll_to_bottom()
+        self._update_latest_button()
+
     # ---- internals ----------------------------------------------------------------------------
 
     def _add_widget(self, message: Message) -> None:
@@ -132,7 +146,30 @@ class ChatView(QScrollArea):
     def _on_scrolled(self, value: int) -> None:
         bar = self.verticalScrollBar()
         self._follow = value >= bar.maximum() - 24
+        self._update_latest_button()
 
     def _on_range_changed(self, _minimum: int, maximum: int) -> None:
         if self._follow:
             self.verticalScrollBar().setValue(maximum)
+        self._update_latest_button()
+
+    def _update_latest_button(self) -> None:
+        bar = self.verticalScrollBar()
+        more_below = bar.value() < bar.maximum() - 24
+        if more_below:
+            button = self.latest_button
+            button.adjustSize()
+            area = self.viewport().rect()
+            button.move(area.right() - button.width() - 16, area.bottom() - button.height() - 12)
+            button.raise_()
+        self.latest_button.setVisible(more_below)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._update_latest_button()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key.Key_End and event.modifiers() == Qt.KeyboardModifier.NoModifier:
+            self.jump_to_latest()
+        else:
+            super().keyPressEvent(event)

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 pytest.importorskip("pytestqt")
 
+from PySide6.QtCore import Qt  # noqa: E402
+
 
 from app.chat.records import COMPLETE, Message  # noqa: E402
 from app.ui.markdown_html import prose_to_html  # noqa: E402
@@ -113,3 +115,28 @@ def test_a_long_word_wraps_inside_a_narrow_conversation(qtbot):
     for label in view.findChildren(ProseLabel):
         assert label.geometry().right() <= view.viewport().width()
         assert label.document().size().width() <= label.viewport().width() + 1
+
+
+def test_jump_to_latest_appears_when_scrolled_up_and_brings_the_answer_back(qtbot):
+    from app.chat.records import COMPLETE as DONE
+    from app.ui.chat_view import ChatView
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.set_messages([Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * 6, 0.0, {}, DONE)
+                       for i in range(1, 30)])
+    view.resize(600, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+    assert not view.latest_button.isVisible()
+    bar.setValue(0)
+    assert view.latest_button.isVisible()
+    assert view.viewport().rect().contains(view.latest_button.geometry())
+    view.latest_button.click()
+    assert bar.value() == bar.maximum() and not view.latest_button.isVisible()
+    bar.setValue(0)
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_End)
+    assert bar.value() == bar.maximum()
