@@ -9,6 +9,8 @@ latest" button floats over the bottom edge whenever there is more below.
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
@@ -16,6 +18,7 @@ from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
 
 REPAINT_MS = 40
+TARGET_SETTLE_S = 1.0       # how long a scrolled-to message is held in view while heights settle
 EMPTY_TEXT = ("Ask anything. The model runs on this computer's CPU, offline.\n"
               "Enter sends, Shift+Enter starts a new line, Esc stops the answer.")
 
@@ -36,6 +39,8 @@ class ChatView(QScrollArea):
         self.widgets: dict[int, MessageWidget] = {}
         self._pending: dict[int, str] = {}      # message id → text not painted yet
         self._follow = True
+        self._target: int | None = None     # a message to keep in view while the layout settles
+        self._target_until = 0.0
         content = QWidget()
         content.setObjectName("chatContent")
         self.column = QVBoxLayout(content)
@@ -75,7 +80,8 @@ class ChatView(QScrollArea):
             self._add_widget(message)
         self._after_change()
         self._follow = True
-        QTimer.singleShot(0, self, self.scroll_to_bottom)
+        self._target = None
+        QTimer.singleShot(0, self, self._settle_after_load)
 
     def add_message(self, message: Message) -> None:
         self._add_widget(message)
@@ -106,18 +112,30 @@ class ChatView(QScrollArea):
         return self.widgets.get(message_id)
 
     def scroll_to_message(self, message_id: int) -> None:
-        widget = self.widgets.get(message_id)
-        if widget is not None:
-            self._follow = False
-            self.ensureWidgetVisible(widget, 0, 40)
+        """Bring one message into view (a search hit) and keep it there while the chat that was
+        just opened finishes its layout: blocks above it settle their heights over the next
+        few events, which would otherwise push the hit away again."""
+        if message_id not in self.widgets:
+            return
+        self._follow = False
+        self._target = message_id
+        self._target_until = time.monotonic() + TARGET_SETTLE_S
+        self._show_target()
 
     def scroll_to_bottom(self) -> None:
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
 
+    def _settle_after_load(self) -> None:
+        if self._target is not None:
+            self._show_target()
+        else:
+            self.scroll_to_bottom()
+
     def jump_to_latest(self) -> None:
         """Back to the newest text, following the answer again."""
         self._follow = True
+        self._target = None
         self.scroll_to_bottom()
         self._update_latest_button()
 
@@ -149,9 +167,19 @@ class ChatView(QScrollArea):
         self._update_latest_button()
 
     def _on_range_changed(self, _minimum: int, maximum: int) -> None:
-        if self._follow:
+        if self._target is not None:
+            self._show_target()
+        elif self._follow:
             self.verticalScrollBar().setValue(maximum)
         self._update_latest_button()
+
+    def _show_target(self) -> None:
+        widget = self.widgets.get(self._target) if self._target is not None else None
+        if widget is None or time.monotonic() > self._target_until:
+            self._target = None
+            return
+        self.widget().layout().activate()
+        self.ensureWidgetVisible(widget, 0, 40)
 
     def _update_latest_button(self) -> None:
         bar = self.verticalScrollBar()

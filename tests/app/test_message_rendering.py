@@ -140,3 +140,27 @@ def test_jump_to_latest_appears_when_scrolled_up_and_brings_the_answer_back(qtbo
     view.setFocus()
     qtbot.keyClick(view, Qt.Key.Key_End)
     assert bar.value() == bar.maximum()
+
+
+@pytest.mark.parametrize("delay_ms", [0, 50])
+def test_opening_a_search_hit_shows_that_message_not_the_top_or_the_end(qtbot, delay_ms):
+    """A search hit opens its chat and scrolls to the hit, also when the chat was just loaded
+    (its blocks are still being laid out) and a later block changes height."""
+    from PySide6.QtCore import QTimer
+
+    from app.chat.records import COMPLETE as DONE
+    from app.ui.chat_view import ChatView
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.resize(600, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    messages = [Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * (3 + i % 5), 0.0, {}, DONE)
+                for i in range(1, 60)]
+    view.set_messages(messages)
+    QTimer.singleShot(delay_ms, view, lambda: view.scroll_to_message(20))
+    qtbot.wait(400)
+    target = view.message_widget(20)
+    top = target.mapTo(view.viewport(), target.rect().topLeft()).y()
+    assert 0 <= top < view.viewport().height() - 40, f"the hit is at y={top}, outside the view"
