@@ -426,11 +426,11 @@ class ChatStore:
             # Each word quoted, so user input can never be parsed as FTS5 syntax; "*" allows prefixes.
             match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
             rows = self._db.execute(
-                "SELECT m.id, m.conversation_id, c.title, snippet(messages_fts, 0, '[', ']', '…', 12) AS snip"
+                "SELECT m.id, m.conversation_id, c.title, snippet(messages_fts, 0, char(2), char(3), '…', 12) AS snip"
                 " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
                 " JOIN conversations c ON c.id = m.conversation_id"
                 " WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY m.id DESC LIMIT ?", (match, limit))
-            hits += [SearchHit(r["conversation_id"], r["title"], r["id"], r["snip"]) for r in rows]
+            hits += [SearchHit(r["conversation_id"], r["title"], r["id"], _unmark(r["snip"])) for r in rows]
         else:
             clause = " AND ".join("m.content LIKE ? ESCAPE '\\'" for _ in terms)
             rows = self._db.execute(
@@ -452,6 +452,13 @@ class ChatStore:
             self._db.execute("DELETE FROM messages_fts")
             self._db.execute("INSERT INTO messages_fts (rowid, content) SELECT id, content FROM messages"
                              " WHERE state != ?", (STREAMING,))
+
+
+def _unmark(snippet: str) -> str:
+    """FTS5 marks the matched words with the two markers given to snippet(): control
+    characters no chat text contains, dropped here (brackets were shown raw, and could
+    not be told apart from brackets in the text)."""
+    return snippet.replace("\x02", "").replace("\x03", "")
 
 
 def _like(term: str) -> str:

@@ -260,3 +260,13 @@ def test_regenerate_removes_last_answer(db_path):
         answer = chats.add_message(conversation.id, "assistant", "bad answer")
         assert chats.truncate_after(answer.id, inclusive=True) == [answer.id]
         assert [m.role for m in chats.list_messages(conversation.id)] == ["user"]
+
+
+@pytest.mark.parametrize("use_fts", [True, False], ids=["fts5", "like"])
+def test_search_snippets_are_the_text_itself_without_markers(db_path, use_fts):
+    with ChatStore(db_path, use_fts=use_fts) as chats:
+        chat = chats.create_conversation("Arrays")
+        chats.add_message(chat.id, "user", "Index [0] of the array, then the egg")
+        (hit,) = [h for h in chats.search("egg") if h.message_id]
+        assert "[0]" in hit.snippet and "egg" in hit.snippet
+        assert not any(c in hit.snippet for c in "\x02\x03") and "[egg]" not in hit.snippet
