@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QPushButton,
     QVBoxLayout, QWidget,
@@ -80,6 +80,22 @@ class ConversationList(QWidget):
         self.undo_bar.hide()
         self._undo_timer = QTimer(self, singleShot=True, interval=UNDO_SECONDS * 1000)
         self._undo_timer.timeout.connect(self.undo_bar.hide)
+        self._last_export_folder: Path | None = None
+        self.notice_folder: Path | None = None
+        self.notice_bar = QFrame()
+        self.notice_bar.setObjectName("noticeBar")
+        self.notice_label = QLabel()
+        self.notice_label.setWordWrap(True)
+        self.show_folder_button = QPushButton("Show folder")
+        self.show_folder_button.setAccessibleName("Show the export folder")
+        self.show_folder_button.clicked.connect(self._open_notice_folder)
+        notice_layout = QHBoxLayout(self.notice_bar)
+        notice_layout.setContentsMargins(8, 4, 4, 4)
+        notice_layout.addWidget(self.notice_label, 1)
+        notice_layout.addWidget(self.show_folder_button)
+        self.notice_bar.hide()
+        self._notice_timer = QTimer(self, singleShot=True, interval=UNDO_SECONDS * 1000)
+        self._notice_timer.timeout.connect(self.notice_bar.hide)
         actions = QHBoxLayout()
         for button in (self.rename_button, self.delete_button, self.export_button):
             actions.addWidget(button)
@@ -90,6 +106,7 @@ class ConversationList(QWidget):
         layout.addWidget(self.list, 1)
         layout.addLayout(actions)
         layout.addWidget(self.undo_bar)
+        layout.addWidget(self.notice_bar)
         self.refresh()
 
     def _small_button(self, text: str, accessible: str, slot) -> QPushButton:
@@ -202,15 +219,45 @@ class ConversationList(QWidget):
             self.refresh()
             self.conversationActivated.emit(restored)
 
+    def export_folder(self) -> Path:
+        """Where the Export dialog opens: the folder of the last export, else Documents (never
+        the process's working directory, which for an installed app is meaningless)."""
+        if self._last_export_folder is not None and self._last_export_folder.is_dir():
+            return self._last_export_folder
+        for location in (QStandardPaths.StandardLocation.DocumentsLocation,
+                         QStandardPaths.StandardLocation.HomeLocation):
+            folder = QStandardPaths.writableLocation(location)
+            if folder and Path(folder).is_dir():
+                return Path(folder)
+        return Path.home()
+
     def export_with_dialog(self) -> None:
         if not self.current_id:
             return
         title = self.store.get_conversation(self.current_id).title
         safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip() or "chat"
-        path, chosen = QFileDialog.getSaveFileName(self, "Export chat", f"{safe}.md",
+        path, chosen = QFileDialog.getSaveFileName(self, "Export chat", str(self.export_folder() / f"{safe}.md"),
                                                    "Markdown (*.md);;JSON with stats (*.json)")
-        if path:
-            self.export_to(self.current_id, Path(path), "json" if "json" in chosen.lower() else "markdown")
+        if not path:
+            return
+        try:
+            written = self.export_to(self.current_id, Path(path), "json" if "json" in chosen.lower() else "markdown")
+        except OSError as error:
+            self.show_notice(f"Could not export “{title}”: {error.strerror or error}.")
+            return
+        self.show_notice(f"Exported “{title}” to {written.name}.", folder=written.parent)
+
+    def show_notice(self, text: str, folder: Path | None = None) -> None:
+        """A line under the list that says what just happened, with "Show folder" after an export."""
+        self.notice_label.setText(text)
+        self.notice_folder = folder
+        self.show_folder_button.setVisible(folder is not None)
+        self.notice_bar.show()
+        self._notice_timer.start()
+
+    def _open_notice_folder(self) -> None:
+        if self.notice_folder is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.notice_folder)))
 
     def export_to(self, conversation_id: int, path: Path, fmt: str) -> Path:
         """Write one chat as Markdown or JSON; the suffix is added if missing."""
@@ -222,6 +269,7 @@ class ConversationList(QWidget):
         messages = self.store.list_messages(conversation_id)
         text = export.to_json(conversation, messages) if fmt == "json" else export.to_markdown(conversation, messages)
         path.write_text(text, encoding="utf-8")
+        self._last_export_folder = path.parent
         return path
 
     def _show_menu(self, position) -> None:

@@ -52,3 +52,36 @@ def test_delete_while_renaming_edits_the_title_instead(qtbot, chat_list):
     qtbot.keyClick(editor, Qt.Key.Key_Delete)
     assert editor.text() == ""
     assert {c.id for c in store.list_conversations()} >= {second.id}
+
+
+def test_export_opens_in_documents_and_says_where_it_wrote(qtbot, chat_list, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    widget, _store, _first, second = chat_list
+    offered = []
+
+    def choose(_parent, _caption, start, _filters):
+        offered.append(start)
+        return str(tmp_path / "exported"), "JSON with stats (*.json)"
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", choose)
+    monkeypatch.chdir(tmp_path / "..")
+    widget.export_with_dialog()
+    assert (tmp_path / "exported.json").is_file()
+    assert widget.notice_bar.isVisible() and "exported.json" in widget.notice_label.text()
+    assert widget.show_folder_button.isVisible() and widget.notice_folder == tmp_path
+    assert not offered[0].startswith(str(tmp_path.parent) + "/Second"), "not the working directory"
+    assert offered[0].endswith("Second.md")
+    widget.export_with_dialog()
+    assert offered[1] == str(tmp_path / "Second.md"), "the next export starts where the last one went"
+
+
+def test_a_failed_export_says_so(qtbot, chat_list, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    widget, *_ = chat_list
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *a: (str(tmp_path / "no" / "such" / "folder" / "x.md"), "Markdown (*.md)"))
+    widget.export_with_dialog()
+    assert widget.notice_bar.isVisible() and "Could not export" in widget.notice_label.text()
+    assert not widget.show_folder_button.isVisible()
