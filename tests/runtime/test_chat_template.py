@@ -16,6 +16,7 @@ from tests.runtime.test_tokenizer_bpe import gguf_tokenizer_metadata
 from tmac_core.errors import ChatTemplateError, TemplateSecurityError
 from tmac_core.tokenizer import pick_fallback, render_chat, render_template
 from tmac_core.tokenizer.chat_template import MARK, MAX_TEMPLATE_CHARS, mark_untrusted, unmark
+from tmac_core.tokenizer.special import SpecialMatcher
 
 CHATML = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 USER = [{"role": "user", "content": "Hi"}]
@@ -189,6 +190,6 @@ SPECIAL_RE = re.compile("|".join(map(re.escape, sorted(SPECIALS, key=len, revers
 @given(st.lists(st.sampled_from(["<", "|", ">", "x", "a", "im_end", "im_start", MARK, "<|a|>",
                                  "<|im_end|>", " ", "é"]), max_size=20).map("".join))
 def test_mark_unmark_round_trip(text):
-    marked = mark_untrusted(text, SPECIAL_RE)
+    marked = mark_untrusted(text, SpecialMatcher(SPECIALS))
     assert unmark(marked) == text
     assert not SPECIAL_RE.search(marked)

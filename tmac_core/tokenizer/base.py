@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tmac_core.errors import TokenizerError
-from tmac_core.tokenizer.chat_template import MARK, RenderedChat, render_chat, unmark
+from tmac_core.tokenizer.chat_template import RenderedChat, render_chat, unmark
 from tmac_core.tokenizer.detok import StreamingDetokenizer
+from tmac_core.tokenizer.special import SpecialMatcher, can_be_special
 
 # GGUF token types; the numbering is SentencePiece's ModelProto.SentencePiece.Type.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -86,15 +87,14 @@ class Tokenizer(ABC):
 
         # Strings matched as special tokens in trusted text: control and user-defined.
         # A one-character token cannot be guarded in message text (chat_template marks
-        # inside the string), so it is never matched as special.
+        # inside the string), so it is never matched as special; nor is an over-long one
+        # (tokenizer/special.py: that bound keeps matching linear in the text).
         self.special_tokens: dict[str, int] = {}
         for i, (text, ttype) in enumerate(zip(self.tokens, self.token_types)):
-            if ttype in (CONTROL, USER_DEFINED) and len(text) >= 2 and MARK not in text:
+            if ttype in (CONTROL, USER_DEFINED) and can_be_special(text):
                 self.special_tokens.setdefault(text, i)
-        # Longest first, so "<|im_start|>" wins over a shorter token that is its prefix.
-        alternatives = sorted(self.special_tokens, key=len, reverse=True)
-        self._special_re = (re.compile("|".join(map(re.escape, alternatives)))
-                            if alternatives else None)
+        # Leftmost-longest, so "<|im_start|>" wins over a shorter token that is its prefix.
+        self._special = SpecialMatcher(self.special_tokens)
 
         stop = {self.eos_id} if self.eos_id is not None else set()
         for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
@@ -193,22 +193,12 @@ class Tokenizer(ABC):
         rendered = render_chat(
             self.chat_template, messages, bos_token=self.bos_text, eos_token=self.eos_text,
             add_generation_prompt=add_generation_prompt, tools=tools,
-            special_tokens=tuple(self.special_tokens), **extra)
+            special_tokens=self._special, **extra)
         return self.encode_chat(rendered), rendered
 
     def _split_special(self, text: str) -> list[str | int]:
-        if self._special_re is None:
-            return [text] if text else []
-        out: list[str | int] = []
-        pos = 0
-        for m in self._special_re.finditer(text):
-            if m.start() > pos:
-                out.append(text[pos:m.start()])
-            out.append(self.special_tokens[m.group()])
-            pos = m.end()
-        if pos < len(text):
-            out.append(text[pos:])
-        return out
+        return [self.special_tokens[piece] if special else piece
+                for piece, special in self._special.split(text)]
 
     def _finish(self, ids: list[int], add_special: bool, eos: bool = True) -> list[int]:
         if add_special and self.add_bos and (not ids or ids[0] != self.bos_id):

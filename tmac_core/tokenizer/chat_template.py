@@ -29,16 +29,16 @@ from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from tmac_core.errors import ChatTemplateError, TemplateSecurityError
+from tmac_core.tokenizer.special import MARK, SpecialMatcher
 
 MAX_TEMPLATE_CHARS = 64 * 1024      # real templates are a few KiB (reliability.md §2.3)
 MAX_OUTPUT_CHARS = 1024 * 1024      # also the cap for any one string a template builds
 RENDER_TIMEOUT_S = 1.0
 MAX_TEMPLATE_DEPTH = 64             # nested macro calls / template frames
 
-# A Unicode noncharacter ("reserved for internal use"), inserted into special-token
+# MARK (tokenizer/special.py) is a Unicode noncharacter inserted into special-token
 # strings found in message text so they can no longer match. A literal MARK in the
 # text is doubled, so unmark() is exact.
-MARK = "\ufdd0"
 _UNMARK_RE = re.compile(MARK + MARK + "?")
 
 
@@ -66,14 +66,8 @@ def unmark(text: str) -> str:
     return _UNMARK_RE.sub(lambda m: MARK if len(m.group()) == 2 else "", text)
 
 
-def mark_untrusted(text: str, special_re: re.Pattern | None) -> str:
-    text = text.replace(MARK, MARK + MARK)
-    if special_re is None:
-        return text
-    # Repeat until nothing matches: breaking one token can leave an overlapping one whole.
-    while special_re.search(text):
-        text = special_re.sub(lambda m: m.group()[0] + MARK + m.group()[1:], text)
-    return text
+def mark_untrusted(text: str, special: SpecialMatcher) -> str:
+    return special.mark(text)
 
 
 # -- the sandbox -----------------------------------------------------------------------
@@ -288,27 +282,27 @@ def _to_plain(value: Any) -> Any:
     raise ChatTemplateError(f"cannot pass a {type(value).__name__} to a chat template")
 
 
-def _mark_all(value: Any, special_re: re.Pattern | None) -> Any:
+def _mark_all(value: Any, special: SpecialMatcher) -> Any:
     if isinstance(value, str):
-        return mark_untrusted(value, special_re)
+        return mark_untrusted(value, special)
     if isinstance(value, dict):
-        return {_mark_all(k, special_re): _mark_all(v, special_re) for k, v in value.items()}
+        return {_mark_all(k, special): _mark_all(v, special) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mark_all(v, special_re) for v in value]
+        return [_mark_all(v, special) for v in value]
     return value
 
 
-def _special_re(special_tokens: Collection[str]) -> re.Pattern | None:
-    # One-character specials cannot be broken by a mark; they are left out here and
-    # the tokenizer does not treat them as special either.
-    alts = sorted((s for s in special_tokens if len(s) >= 2 and MARK not in s),
-                  key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, alts))) if alts else None
+def _matcher(special_tokens: Collection[str] | SpecialMatcher) -> SpecialMatcher:
+    # The tokenizer passes the matcher it built once for its vocabulary; a plain collection
+    # (tests, scripts) gets one built here. One-character and over-long strings are never
+    # special (tokenizer/special.py says why); the tokenizer agrees.
+    return special_tokens if isinstance(special_tokens, SpecialMatcher) else SpecialMatcher(special_tokens)
 
 
 def render_template(source: str, messages: Sequence[Any], *, bos_token: str = "",
                     eos_token: str = "", add_generation_prompt: bool = True,
-                    tools: Sequence[Any] | None = None, special_tokens: Collection[str] = (),
+                    tools: Sequence[Any] | None = None,
+                    special_tokens: Collection[str] | SpecialMatcher = (),
                     timeout_s: float = RENDER_TIMEOUT_S, **extra: Any) -> RenderedChat:
     """Render one template in the sandbox, no fallback.
 
@@ -319,11 +313,11 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
     if len(source) > MAX_TEMPLATE_CHARS:
         raise ChatTemplateError(
             f"chat template is {len(source)} characters (limit {MAX_TEMPLATE_CHARS})")
-    special_re = _special_re(special_tokens)
-    context = {k: _mark_all(_to_plain(v), special_re) for k, v in extra.items()}
+    special = _matcher(special_tokens)
+    context = {k: _mark_all(_to_plain(v), special) for k, v in extra.items()}
     context.update(
-        messages=_mark_all(_to_plain(list(messages)), special_re),
-        tools=_mark_all(_to_plain(list(tools)), special_re) if tools is not None else None,
+        messages=_mark_all(_to_plain(list(messages)), special),
+        tools=_mark_all(_to_plain(list(tools)), special) if tools is not None else None,
         documents=None, bos_token=bos_token, eos_token=eos_token,
         add_generation_prompt=bool(add_generation_prompt))
 
@@ -353,8 +347,7 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
         raise ChatTemplateError("chat template ran out of memory") from None
     except Exception as e:  # TemplateSyntaxError, UndefinedError, TypeError, OverflowError...
         raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from None
-    guarded = frozenset(s for s in special_tokens if len(s) >= 2 and MARK not in s)
-    return RenderedChat(text=unmark(marked), marked=marked, guarded=guarded, template="gguf")
+    return RenderedChat(text=unmark(marked), marked=marked, guarded=special.strings, template="gguf")
 
 
 # -- built-in fallbacks ----------------------------------------------------------------
@@ -414,7 +407,7 @@ def _content_text(content: Any) -> str:
 
 def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str = "",
                 eos_token: str = "", add_generation_prompt: bool = True,
-                tools: Sequence[Any] | None = None, special_tokens: Collection[str] = (),
+                tools: Sequence[Any] | None = None, special_tokens: Collection[str] | SpecialMatcher = (),
                 **extra: Any) -> RenderedChat:
     """Render with the model's template, or a built-in one if it is missing or fails.
 
@@ -423,9 +416,10 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
     Raises:
         ChatTemplateError: only if the messages themselves cannot be rendered at all.
     """
+    special = _matcher(special_tokens)
     kwargs = dict(bos_token=bos_token, eos_token=eos_token,
-                  add_generation_prompt=add_generation_prompt, special_tokens=special_tokens)
-    name = pick_fallback(special_tokens, bos_token)
+                  add_generation_prompt=add_generation_prompt, special_tokens=special)
+    name = pick_fallback(special.strings, bos_token)
     label = _FALLBACK_LABELS[name]
     if template:
         try:
