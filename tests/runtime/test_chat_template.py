@@ -193,3 +193,52 @@ def test_mark_unmark_round_trip(text):
     marked = mark_untrusted(text, SpecialMatcher(SPECIALS))
     assert unmark(marked) == text
     assert not SPECIAL_RE.search(marked)
+
+
+# Memory, not only time: each of these asks for gigabytes in one step or in many small
+# ones; all must stop early, and the process must not grow by more than the budget.
+@pytest.mark.parametrize("payload", [
+    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | string }}",
+    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | tojson }}",
+    "{{ [[[[[1]]]]] | tojson(indent=999999) }}",
+    "{{ ('%999999s' * 1000) % ((1,) * 1000) }}",
+    "{{ ('%*d' * 1000) % ((999999, 1) * 1000) }}",
+    "{{ ('{:999999}' * 1000).format(*range(1000)) }}",
+    "{{ ('{:{w}}' * 1000).format(*range(1000), w=999999) }}",
+    "{{ ('\\t' * 1000).expandtabs(999999) }}",
+    "{{ ('&' * 900000) | escape }}",
+    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | pprint }}",
+    "{% set ns = namespace(l=[]) %}{% for i in range(3000) %}{% set ns.l = ns.l + ['x' * 1000000] %}"
+    "{% endfor %}{{ ns.l | length }}",
+    "{% set ns = namespace(s='') %}{% for i in range(3000) %}{% set ns.s = ns.s ~ ('y' * 400000)[:1] %}"
+    "{% set ns.t = 'z' * 1000000 %}{% endfor %}",
+])
+def test_templates_are_bounded_in_memory(payload):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ChatTemplateError):
+            render_template(payload, USER, timeout_s=5.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 400 * 1024 * 1024, f"peak {peak >> 20} MiB"
+
+
+def test_a_realistic_long_chat_still_renders():
+    long_chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 2000 + str(i)}
+                 for i in range(80)]
+    template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] | trim + "
+                "'<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' }}")
+    rendered = render_template(template, long_chat, special_tokens=CHATML)
+    assert rendered.text.count("<|im_start|>") == 81 and len(rendered.text) > 800_000
+
+
+def test_messages_longer_than_any_prompt_are_their_own_error():
+    from tmac_core.tokenizer.chat_template import PromptTooLongError
+
+    with pytest.raises(PromptTooLongError) as too_long:
+        render_chat("{{ messages[0]['content'] }}", [{"role": "user", "content": "x" * 2_000_000}],
+                    special_tokens=CHATML)
+    assert too_long.value.n_chars == 2_000_000

@@ -13,6 +13,7 @@ wrote from the same text typed by a user. Pure Python: no Qt, no `app`, no token
 from __future__ import annotations
 
 import dataclasses
+import contextvars
 import datetime
 import functools
 import json
@@ -33,6 +34,7 @@ from tmac_core.tokenizer.special import MARK, SpecialMatcher
 
 MAX_TEMPLATE_CHARS = 64 * 1024      # real templates are a few KiB (reliability.md §2.3)
 MAX_OUTPUT_CHARS = 1024 * 1024      # also the cap for any one string a template builds
+MAX_RENDER_BYTES = 128 * 1024 * 1024   # bytes of strings and containers one render may create in all
 RENDER_TIMEOUT_S = 1.0
 MAX_TEMPLATE_DEPTH = 64             # nested macro calls / template frames
 
@@ -72,6 +74,16 @@ def mark_untrusted(text: str, special: SpecialMatcher) -> str:
 
 # -- the sandbox -----------------------------------------------------------------------
 
+class PromptTooLongError(ChatTemplateError):
+    """The messages alone are longer than any prompt a template may render: not a template
+    problem (no fallback would fit either). The engine turns it into ContextOverflowError
+    with token counts."""
+
+    def __init__(self, n_chars: int) -> None:
+        super().__init__(f"the messages are {n_chars} characters; a prompt holds at most {MAX_OUTPUT_CHARS}")
+        self.n_chars = n_chars
+
+
 class _Raised(Exception):
     """raise_exception() was called by the template."""
 
@@ -94,6 +106,76 @@ def _check_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
 
 
 _WIDE_FORMAT = re.compile(r"\d{7,}")
+_DIGITS = re.compile(r"\d+")
+
+
+def _text_size(value: Any, limit: int = MAX_OUTPUT_CHARS, indent: int = 0) -> int:
+    """An upper bound on len(str(value)) and len(json.dumps(value, indent=indent)), found
+    without building either: a list holding one big string a million times is small in
+    memory but not as text. Stops counting once past `limit` (so the walk is bounded too)."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack and total <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            total += 6 * len(item) + 2         # JSON escapes one character as at most 6
+        elif isinstance(item, dict):
+            total += 2 + len(item) * (4 + indent * (depth + 1))
+            stack.extend((x, depth + 1) for pair in item.items() for x in pair)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + len(item) * (2 + indent * (depth + 1))
+            stack.extend((x, depth + 1) for x in item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += min(item.bit_length() // 3 + 2, 5000)
+        else:
+            total += 32                         # float, bool, None, jinja Undefined, ...
+    return total
+
+
+def _format_size(fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> int:
+    """Upper bound on the length of fmt % args or fmt.format(*args, **kwargs): every digit
+    run in the format may be a width or precision, and star or nested fields take theirs
+    from the arguments, which count at their numeric value as well as their text."""
+    values = [*args, *(kwargs or {}).values()]
+    widths = sum(int(d) for d in _DIGITS.findall(fmt)[:10_000] if len(d) < 12)
+    numbers = sum(abs(v) for v in values if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1 << 40)
+    return len(fmt) + widths + numbers + sum(_text_size(v) for v in values)
+
+
+# Bytes the current render has created so far (a one-element list, so the guards can add
+# to it); None outside a render. A ContextVar, so concurrent renders on two threads each
+# have their own.
+_spent: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("tmac_template_bytes", default=None)
+
+
+def _charge(value: Any) -> None:
+    """Count what a template operation created against the render's memory budget. The
+    budget counts everything created, freed or not: cheap (no allocation tracing), and
+    bounding the total also bounds what is held at once, e.g. a loop that keeps a new
+    big string each time round, which no per-operation check sees."""
+    spent = _spent.get()
+    if spent is None:
+        return
+    if isinstance(value, str):
+        spent[0] += len(value) if value.isascii() else 4 * len(value)
+    elif isinstance(value, (bytes, list, tuple, set, frozenset)):
+        spent[0] += 8 * len(value)
+    elif isinstance(value, dict):
+        spent[0] += 64 * len(value)
+    else:
+        return
+    if spent[0] > MAX_RENDER_BYTES:
+        raise SecurityError(f"the template needed more than {MAX_RENDER_BYTES >> 20} MiB")
+
+
+def _check_result(value: Any, what: str) -> Any:
+    """After any call a template makes: no single string or container past the cap, and
+    the render's total within budget. The checks before each call stop one huge
+    allocation; these stop the next step and the sum of many."""
+    if isinstance(value, (str, bytes, list, tuple, dict, set)):
+        _check_len(len(value), what)
+        _charge(value)
+    return value
 
 
 def _guard_call(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -103,6 +185,13 @@ def _guard_call(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
     if isinstance(owner, str):
         if name in ("format", "format_map") and _WIDE_FORMAT.search(owner):
             raise SecurityError("format width is too large")
+        if name == "format":
+            _check_len(_format_size(owner, args, kwargs), "str.format")
+        if name == "format_map" and args:
+            _check_len(_format_size(owner, [args[0]]), "str.format_map")
+        if name == "expandtabs":
+            size = args[0] if args else kwargs.get("tabsize", 8)
+            _check_len(len(owner) + owner.count("\t") * (size if isinstance(size, int) else 8), "str.expandtabs")
         if name == "replace" and len(args) >= 2:
             _check_len(len(owner) * max(1, len(str(args[1]))), "str.replace")
         if name == "join" and len(args) == 1:
@@ -113,7 +202,7 @@ def _guard_call(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
 def _concat(parts: Sequence[Any]) -> str:
     strs = [str(p) for p in parts]
     _check_len(sum(map(len, strs)), "string concatenation")
-    return "".join(strs)
+    return _check_result("".join(strs), "string concatenation")
 
 
 class _GuardedCodeGenerator(CodeGenerator):
@@ -157,11 +246,15 @@ class _Environment(ImmutableSandboxedEnvironment):
             if isinstance(left, int) and isinstance(right, int) and right > 0:
                 if left.bit_length() * right > 4096:
                     raise SecurityError("power is too large")
-        elif operator == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left):
-            raise SecurityError("format width is too large")
+        elif operator == "%" and isinstance(left, str):
+            if _WIDE_FORMAT.search(left):
+                raise SecurityError("format width is too large")
+            values = list(right.values()) if isinstance(right, Mapping) else \
+                list(right) if isinstance(right, tuple) else [right]
+            _check_len(_format_size(left, values), "%-formatting")
         elif operator == "+" and isinstance(left, seqs) and isinstance(right, seqs):
             _check_len(len(left) + len(right), "concatenation")
-        return super().call_binop(context, operator, left, right)
+        return _check_result(super().call_binop(context, operator, left, right), f"the result of {operator!r}")
 
     def wrap_str_format(self, value: Any) -> Any:
         # Jinja wraps str.format at attribute access (CVE-2024-56326 fix), so the width
@@ -169,11 +262,21 @@ class _Environment(ImmutableSandboxedEnvironment):
         owner = getattr(value, "__self__", None)
         if isinstance(owner, str) and _WIDE_FORMAT.search(owner):
             raise SecurityError("format width is too large")
-        return super().wrap_str_format(value)
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None or not isinstance(owner, str):
+            return wrapped
+        format_map = getattr(value, "__name__", "") == "format_map"
+
+        def sized_format(*args: Any, **kwargs: Any) -> Any:
+            # Widths can also come from the arguments ('{:{w}}'.format(w=...)), and many
+            # modest fields add up: bound the whole result before it is built.
+            _check_len(_format_size(owner, [args[0]] if format_map and args else args, kwargs), "str.format")
+            return wrapped(*args, **kwargs)
+        return sized_format
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _guard_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        return _check_result(super().call(__context, __obj, *args, **kwargs), "a call's result")
 
 
 def _guard_filter(name: str, fn: Any) -> Any:
@@ -195,8 +298,21 @@ def _guard_filter(name: str, fn: Any) -> Any:
             _check_len(len(str(value)) * max(1, len(str(rest[1]))), "replace")
         if name == "indent" and rest and isinstance(rest[0], int):
             _check_len(len(str(value)) + str(value).count("\n") * rest[0], "indent")
-        return fn(*args, **kwargs)
+        if name in _TEXT_FILTERS:
+            indent = kwargs.get("indent", rest[0] if name == "tojson" and rest else 0)
+            indent = indent if isinstance(indent, int) and not isinstance(indent, bool) else 0
+            _check_len(_text_size(value, indent=indent) * _TEXT_FILTERS[name], f"|{name}")
+        if name == "format":
+            _check_len(_format_size(str(value), rest, kwargs), "|format")
+        return _check_result(fn(*args, **kwargs), f"|{name}")
     return guarded
+
+
+# Filters that turn any value into text, with how many characters one character of
+# the value's text can become (escaping: '&' -> '&amp;'; urlize wraps a word in a link).
+_TEXT_FILTERS = {"string": 1, "tojson": 1, "pprint": 1, "list": 1, "escape": 6, "e": 6, "forceescape": 6,
+                 "urlize": 12, "xmlattr": 6, "wordwrap": 2, "title": 1, "capitalize": 1, "upper": 3, "lower": 3,
+                 "center": 1, "trim": 1, "striptags": 1, "urlencode": 9, "safe": 1, "items": 1, "dictsort": 1}
 
 
 def _tojson(value: Any, indent: int | None = None, **kwargs: Any) -> str:
@@ -233,22 +349,25 @@ def _guarded_run(fn: Any, timeout_s: float) -> Any:
 
     Every new frame and every line of template code checks the clock; the hook is
     per-thread and the previous one (a debugger, coverage) is put back afterwards.
+    The render's memory budget (_charge) is opened here too.
     """
     deadline = time.monotonic() + timeout_s
     depth = 0
+
+    def check_limits() -> None:
+        if time.monotonic() > deadline:
+            raise _Abort(f"rendering took longer than {timeout_s:g} s")
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         nonlocal depth
         if event == "return":
             depth -= 1
-        if time.monotonic() > deadline:
-            raise _Abort(f"rendering took longer than {timeout_s:g} s")
+        check_limits()
         return local
 
     def on_call(frame: Any, event: str, arg: Any) -> Any:
         nonlocal depth
-        if time.monotonic() > deadline:
-            raise _Abort(f"rendering took longer than {timeout_s:g} s")
+        check_limits()
         if frame.f_code.co_filename == "<template>":
             depth += 1
             if depth > MAX_TEMPLATE_DEPTH:
@@ -257,11 +376,13 @@ def _guarded_run(fn: Any, timeout_s: float) -> Any:
         return None
 
     previous = sys.gettrace()
+    budget = _spent.set([0])
     sys.settrace(on_call)
     try:
         return fn()
     finally:
         sys.settrace(previous)
+        _spent.reset(budget)
 
 
 def _to_plain(value: Any) -> Any:
@@ -328,6 +449,7 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
             size += len(piece)
             if size > MAX_OUTPUT_CHARS:
                 raise ChatTemplateError(f"rendered prompt exceeds {MAX_OUTPUT_CHARS} characters")
+            _charge(piece)
             out.append(piece)
         return "".join(out)
 
@@ -414,8 +536,13 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
     Never raises for a bad model template: the result's `notice` explains the fallback.
 
     Raises:
+        PromptTooLongError: the messages alone exceed MAX_OUTPUT_CHARS.
         ChatTemplateError: only if the messages themselves cannot be rendered at all.
     """
+    n_chars = sum(len(_content_text(m.get("content")) if isinstance(m, Mapping) else
+                      _content_text(getattr(m, "content", ""))) for m in messages)
+    if n_chars > MAX_OUTPUT_CHARS:
+        raise PromptTooLongError(n_chars)
     special = _matcher(special_tokens)
     kwargs = dict(bos_token=bos_token, eos_token=eos_token,
                   add_generation_prompt=add_generation_prompt, special_tokens=special)
