@@ -38,7 +38,7 @@ cdef struct Layer:
     const tmac_weight_t *w_gate # (hidden_dim, dim)
     const tmac_weight_t *w_up   # (hidden_dim, dim)
     const tmac_weight_t *w_down # (dim, hidden_dim)
-    int ag_in, ag_o, ag_down    # activation-table group of each input (32 or 64)
+    int act_group_in, act_group_o, act_group_down   # activation-table group of each input (32 or 64)
 
 
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
@@ -69,7 +69,7 @@ cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const
 cdef class LlamaRuntime:
     """Weights, KV cache and scratch of one loaded model; `forward` runs a chunk."""
     cdef int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, q_dim, kv_dim
-    cdef int vocab_size, n_ctx, max_batch, ag_out, k_max
+    cdef int vocab_size, n_ctx, max_batch, act_group_out
     cdef float eps
     cdef bint neox
     cdef Layer *layers
@@ -83,16 +83,16 @@ cdef class LlamaRuntime:
     cdef float *rope_sin
     cdef uint16_t *k_cache          # (n_layers, n_kv_heads, n_ctx, head_dim) fp16
     cdef uint16_t *v_cache          # same
-    cdef float *x
-    cdef float *xb
-    cdef float *xb2
-    cdef float *q
-    cdef float *k
-    cdef float *v
-    cdef float *att
-    cdef float *hb
-    cdef float *hb2
-    cdef float *logits
+    cdef float *x                   # (max_batch, dim) residual stream
+    cdef float *xb                  # (max_batch, dim) normed input of a block
+    cdef float *xb2                 # (max_batch, dim) a block's output before the residual add
+    cdef float *q                   # (max_batch, q_dim)
+    cdef float *k                   # (max_batch, kv_dim)
+    cdef float *v                   # (max_batch, kv_dim)
+    cdef float *attn_out            # (max_batch, q_dim) attention output, input of attn_output
+    cdef float *hb                  # (max_batch, hidden_dim) gate, then silu(gate) * up
+    cdef float *hb2                 # (max_batch, hidden_dim) up
+    cdef float *logits              # (max_batch, vocab_size)
     cdef int8_t *lut_entries
     cdef float *lut_scales
     cdef float *lut_sums
@@ -172,18 +172,18 @@ cdef class LlamaRuntime:
             L.wq, L.wk, L.wv, L.wo = k_weight(wq), k_weight(wk), k_weight(wv), k_weight(wo)
             L.w_gate, L.w_up, L.w_down = k_weight(wg), k_weight(wu), k_weight(wd)
             # one table per input vector, fine enough for every matrix that reads it
-            L.ag_in = min(w.act_group for w in (wq, wk, wv, wg, wu))
-            L.ag_o, L.ag_down = wo.act_group, wd.act_group
+            L.act_group_in = min(w.act_group for w in (wq, wk, wv, wg, wu))
+            L.act_group_o, L.act_group_down = wo.act_group, wd.act_group
             # <=2-bit layers: attention outputs and SwiGLU products carry outlier
             # channels, and a 32-wide table scale keeps one from flattening 63
             # neighbours (2-bit SmolLM2 top-1 agreement 84% -> 90% of the float pass)
             if wo.bits <= 2:
-                L.ag_o = 32
+                L.act_group_o = 32
             if wd.bits <= 2:
-                L.ag_down = 32
+                L.act_group_down = 32
         emb = matrices["token_embd"]
         out = emb if cfg.tie_embeddings else matrices["output"]
-        self.embedding, self.output, self.ag_out = k_weight(emb), k_weight(out), out.act_group
+        self.embedding, self.output, self.act_group_out = k_weight(emb), k_weight(out), out.act_group
         self.output_residual = self.embedding_residual = NULL
         if "output.residual" in weights:
             # output = out + residual, each 4-bit: ~8-bit logits for one more table pass
@@ -192,7 +192,7 @@ cdef class LlamaRuntime:
                 raise ValueError(f"output.residual: expected a packed {out.shape} matrix, got {res!r}")
             keep.append(res)
             self.output_residual = k_weight(res)
-            self.ag_out = min(out.act_group, res.act_group)
+            self.act_group_out = min(out.act_group, res.act_group)
             if cfg.tie_embeddings:
                 self.embedding_residual = self.output_residual
 
@@ -233,7 +233,7 @@ cdef class LlamaRuntime:
         fv = buf(B * self.q_dim); self.q = &fv[0]
         fv = buf(B * self.kv_dim); self.k = &fv[0]
         fv = buf(B * self.kv_dim); self.v = &fv[0]
-        fv = buf(B * self.q_dim); self.att = &fv[0]
+        fv = buf(B * self.q_dim); self.attn_out = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
@@ -290,18 +290,21 @@ cdef class LlamaRuntime:
         cdef const tmac_weight_t *ws[3]
         cdef float *ys[3]
         cdef int ldys[3]
+        # 1. embedding rows into the residual stream x
         for t in range(n):
             self.embed(tokens[t], self.x + t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
             kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim      # (n_kv_heads, n_ctx, HD)
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
+            # 2. attention: RMSNorm, then q, k, v from one shared table
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
-            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.ag_in)
+            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.act_group_in)
+            # 3. biases (qkv_bias), RoPE, and k, v into the fp16 cache at positions pos..pos+n-1
             for t in range(n):
                 if L.bq != NULL:
                     for i in range(self.q_dim):
@@ -318,31 +321,34 @@ cdef class LlamaRuntime:
                                        kc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
                     k_fp32_to_fp16_row(self.v + t * self.kv_dim + h * HD,
                                        vc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
+            # 4. grouped-query attention over the cache, output projection, residual add
             rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
-                              self.n_ctx, 1.0 / sqrtf(HD), self.att)
-            rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2)
+                              self.n_ctx, 1.0 / sqrtf(HD), self.attn_out)
+            rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
+            # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.ffn_norm, D, self.eps)
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.ag_in)
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in)
             rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)
-            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2)
+            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
+        # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + t * D, self.x + (t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
         if self.output_residual == NULL:
-            rc |= self.matmul(self.output, self.xb, n_out, D, self.ag_out, self.logits)
+            rc |= self.matmul(self.output, self.xb, n_out, D, self.act_group_out, self.logits)
         else:
             ws[0], ws[1] = self.output, self.output_residual
             ys[0], ys[1] = self.logits, self.logits_residual
             ldys[0], ldys[1] = self.vocab_size, self.vocab_size
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.ag_out)
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
             for i in range(n_out * self.vocab_size):
                 self.logits[i] = self.logits[i] + self.logits_residual[i]
         return rc
