@@ -1,4 +1,6 @@
-"""Import boundaries, checked in fresh interpreters: the runtime and the Qt-free app layers never load PySide6."""
+"""Import boundaries, checked in fresh interpreters: the runtime and the Qt-free app layers never load PySide6;
+what the app reads about models (tmac_core.plan, tmac_core.types, the architecture registry) loads neither
+numpy nor the compiled runtime."""
 
 from __future__ import annotations
 
@@ -36,3 +38,22 @@ def test_the_probe_can_see_qt_when_it_is_imported():
 def test_the_gui_side_does_not_load_the_kernels():
     loaded = modules_loaded_by("import app.ui.main_window")
     assert "tmac_core.kernels._kernels" not in loaded and "tmac_core.engine" not in loaded
+
+
+HEAVY = ("numpy", "tmac_core.kernels", "tmac_core.kernels._kernels", "tmac_core.models._llama",
+         "tmac_core.models.loader", "tmac_core.loading.gguf", "tmac_core.engine")
+
+
+@pytest.mark.parametrize("statement", [
+    "import tmac_core.plan, tmac_core.types",
+    "import tmac_core, tmac_core.models, tmac_core.filehash",
+    "import app.catalog.catalog, app.catalog.installed",
+])
+def test_the_model_plan_loads_neither_numpy_nor_the_runtime(statement):
+    loaded = modules_loaded_by(statement)
+    assert not loaded & set(HEAVY)
+
+
+def test_the_probe_can_see_numpy_when_the_runtime_is_imported():
+    # Guards the test above, as for Qt.
+    assert set(HEAVY) <= modules_loaded_by("import tmac_core.engine, tmac_core.models.loader")

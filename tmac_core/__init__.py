@@ -4,20 +4,22 @@ A library, not an app: no Qt, no printing, no exiting; it raises the typed
 errors of tmac_core.errors. The public API:
 
     from tmac_core import Engine, SamplingParams, Chunk, EngineInfo, default_model_path
+    from tmac_core import inspect_model, ModelSummary, ModelConfig
 
-Engine and friends are imported on first use, so `import tmac_core.types`
-(what the GUI process needs) does not load numpy or the compiled kernels.
+Engine, inspect_model and friends are imported on first use, so `import tmac_core.types`
+and `tmac_core.plan` (what the GUI process needs) do not load numpy or the compiled kernels.
 """
 from tmac_core.errors import (  # noqa: F401
     ChatTemplateError, ContextOverflowError, EngineBusyError, KernelError, ModelFormatError, ModelLoadError,
     PerplexityError, TemplateSecurityError, TmacError, TokenizerError, UnsupportedCpuError, UnsupportedModelError,
 )
-from tmac_core.types import Chunk, EngineInfo  # noqa: F401
+from tmac_core.plan import ModelConfig  # noqa: F401
+from tmac_core.types import Chunk, EngineInfo, ModelSummary  # noqa: F401
 
 __version__ = "0.1.0"
 
 _LAZY = {"Engine": "tmac_core.engine",
-         "default_model_path": "tmac_core.engine", "SamplingParams": "tmac_core.sampling",
+         "default_model_path": "tmac_core.engine", "inspect_model": "tmac_core.config", "SamplingParams": "tmac_core.sampling",
          "SamplingError": "tmac_core.sampling"}
 
 

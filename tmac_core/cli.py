@@ -345,11 +345,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
-    spec = SynthSpec(dim=args.dim, hidden_dim=args.ffn, n_layers=args.layers, n_heads=args.heads,
-                     n_kv_heads=args.kv_heads, vocab_size=args.vocab, seq_len=args.ctx_train,
-                     weight_type=args.type, tie_embeddings=args.tie_embeddings, add_bos=args.add_bos,
-                     seed=args.seed)
+    config = ARCHITECTURES["llama"].config(
+        dim=args.dim, hidden_dim=args.ffn, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
+        head_dim=args.dim // args.heads, vocab_size=args.vocab, seq_len=args.ctx_train,
+        tie_embeddings=args.tie_embeddings)
+    spec = SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)
     try:
         spec.check()
     except ValueError as e:

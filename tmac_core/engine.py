@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from tmac_core import kernels
+from tmac_core import kernels, plan
 from tmac_core.config import ModelConfig
 from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError
 from tmac_core.loading import cache
@@ -191,14 +191,14 @@ class Engine:
                            if isinstance(w, kernels.PackedWeight) and not k.endswith(".residual"))
             n_other = sum(np.asarray(w).size for k, w in self._weights.items()
                           if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq")
-            packed_bytes = sum(w.nbytes for w in packed)
+            packed_bytes = sum(w.nbytes for w in packed)    # measured: equals plan.packed_bytes (tests/app)
             name = self._gguf.metadata.get("general.name") or os.path.basename(self.source)
             _, rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
             self._info = EngineInfo(
                 name=str(name), source=self.source, arch=cfg.arch, n_params=n_matrix + n_other,
                 bits=self.bits, bits_per_weight=8.0 * packed_bytes / max(n_matrix, 1),
                 packed_bytes=packed_bytes,
-                kv_cache_bytes=2 * cfg.n_layers * self.n_ctx * cfg.n_kv_heads * cfg.head_dim * 2,   # fp16 K and V
+                kv_cache_bytes=plan.kv_cache_bytes(cfg, self.n_ctx),
                 n_ctx=self.n_ctx, n_ctx_train=cfg.seq_len, vocab_size=cfg.vocab_size,
                 n_layers=cfg.n_layers, dim=cfg.dim, isa=kernels.active_isa(), n_threads=self.n_threads,
                 chat_template="model" if rendered.template == "gguf" else rendered.template,

@@ -1,11 +1,12 @@
-"""Random-weight Llama GGUF files for benchmarks: real shapes and timings, garbage text.
+"""Random-weight GGUF files for benchmarks: real shapes and timings, garbage text.
 
 `write_synthetic(path, SynthSpec(...))` streams the tensors to disk a slab of rows at
 a time, so a 1.17B-parameter file needs memory for one slab, not for the model.
 Weights are N(0, 0.02), norms 1. The vocabulary is byte-level BPE ("gpt2"): three
 ChatML control tokens, the 256 byte tokens and merged pairs up to vocab_size, so both
-our tokenizer and llama.cpp's load the file and tokenize any text. Imports numpy and
-tmac_core.loading only: no Qt.
+our tokenizer and llama.cpp's load the file and tokenize any text. The tensors are the
+ones tmac_core.plan lists for the spec's ModelConfig. Imports numpy, tmac_core.loading
+and the plan: no Qt.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from tmac_core.loading.gguf import BLOCK_LAYOUT, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLType, ValueType
 from tmac_core.loading.gguf_write import encode_tensor, encode_value
+from tmac_core.models import ARCHITECTURES
+from tmac_core.plan import ModelConfig, gguf_shapes, n_params
 from tmac_core.tokenizer.bpe import bytes_to_unicode
 
 WEIGHT_TYPES = {"f32": GGMLType.F32, "f16": GGMLType.F16, "bf16": GGMLType.BF16,
@@ -32,60 +35,49 @@ SLAB_ELEMENTS = 1 << 23      # rows generated and encoded together: ~32 MB of fl
 STD = 0.02
 
 
+# The 1.17B benchmark model of BASELINES.md: TinyLlama's shape with SmolLM2's vocabulary.
+BENCH_CONFIG = ARCHITECTURES["llama"].config(dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4,
+                                             head_dim=64, vocab_size=49152, seq_len=4096)
+
+
 @dataclass(frozen=True)
 class SynthSpec:
-    """Shape of the model; the defaults are the 1.17B benchmark model of BASELINES.md."""
-    dim: int = 2048
-    hidden_dim: int = 5632
-    n_layers: int = 22
-    n_heads: int = 32
-    n_kv_heads: int = 4
-    vocab_size: int = 49152
-    seq_len: int = 4096
+    """The model to write (its ModelConfig) and how to fill it."""
+    config: ModelConfig = BENCH_CONFIG
     weight_type: str = "q4_0"
-    tie_embeddings: bool = False
     add_bos: bool = False          # the vocabulary asks for a BOS before every text (Llama-3 style)
     seed: int = 0
 
     def check(self) -> None:
         """ValueError naming the first shape llama.cpp or our runtime would refuse."""
+        c = self.config
         if self.weight_type not in WEIGHT_TYPES:
             raise ValueError(f"weight type {self.weight_type!r} is not one of {', '.join(WEIGHT_TYPES)}")
         for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
-            raise ValueError(f"{self.n_heads} heads must split dim {self.dim} into even head sizes")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"{self.n_kv_heads} kv heads do not divide {self.n_heads} heads")
+            if getattr(c, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(c, name)}")
+        if c.dim % c.n_heads or (c.dim // c.n_heads) % 2 or c.head_dim != c.dim // c.n_heads:
+            raise ValueError(f"{c.n_heads} heads must split dim {c.dim} into even head sizes")
+        if c.n_heads % c.n_kv_heads:
+            raise ValueError(f"{c.n_kv_heads} kv heads do not divide {c.n_heads} heads")
         block = BLOCK_LAYOUT[WEIGHT_TYPES[self.weight_type]][0]
-        if self.dim % max(block, 32) or self.hidden_dim % max(block, 32):
-            raise ValueError(f"dim and hidden_dim must be multiples of 32, got {self.dim} and {self.hidden_dim}")
-        if not len(SPECIALS) + 256 < self.vocab_size <= len(SPECIALS) + 256 + 256 * 256:
+        if c.dim % max(block, 32) or c.hidden_dim % max(block, 32):
+            raise ValueError(f"dim and hidden_dim must be multiples of 32, got {c.dim} and {c.hidden_dim}")
+        if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256:
             raise ValueError(f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 65536}]"
                              " (specials, 256 bytes, at least one merged pair)")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Tensor name -> numpy shape (rows, row length), in file order."""
-        head_dim = self.dim // self.n_heads
-        q_dim, kv_dim = self.n_heads * head_dim, self.n_kv_heads * head_dim
-        shapes = {"token_embd.weight": (self.vocab_size, self.dim)}
-        for i in range(self.n_layers):
-            b = f"blk.{i}."
-            shapes.update({b + "attn_norm.weight": (self.dim,), b + "attn_q.weight": (q_dim, self.dim),
-                           b + "attn_k.weight": (kv_dim, self.dim), b + "attn_v.weight": (kv_dim, self.dim),
-                           b + "attn_output.weight": (self.dim, q_dim), b + "ffn_norm.weight": (self.dim,),
-                           b + "ffn_gate.weight": (self.hidden_dim, self.dim),
-                           b + "ffn_up.weight": (self.hidden_dim, self.dim),
-                           b + "ffn_down.weight": (self.dim, self.hidden_dim)})
-        shapes["output_norm.weight"] = (self.dim,)
-        if not self.tie_embeddings:
-            shapes["output.weight"] = (self.vocab_size, self.dim)
-        return shapes
+        """Tensor name -> numpy shape (rows, row length), in file order: the embedding
+        table, the blocks, then the output norm and layer (the order fixes each
+        tensor's random stream, so it stays as the benchmark files were written)."""
+        shapes = {name: shape[::-1] for name, shape in gguf_shapes(self.config).items()}
+        place = {name: 0 if name == "token_embd.weight" else 1 if name.startswith("blk.") else 2 for name in shapes}
+        return {name: shapes[name] for name in sorted(shapes, key=place.__getitem__)}
 
     @property
     def n_params(self) -> int:
-        return sum(int(np.prod(s)) for s in self.tensor_shapes().values())
+        return n_params(self.config)
 
 
 def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
@@ -102,24 +94,25 @@ def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
 
 
 def _metadata(spec: SynthSpec) -> list[tuple[str, object, ValueType, ValueType | None]]:
-    tokens, types, merges = vocabulary(spec.vocab_size)
-    head_dim = spec.dim // spec.n_heads
+    c = spec.config
+    tokens, types, merges = vocabulary(c.vocab_size)
     s, u, f = ValueType.STRING, ValueType.UINT32, ValueType.FLOAT32
+    p = c.arch + "."
     size = f"{spec.n_params / 1e9:.2f}B" if spec.n_params >= 1e9 else f"{spec.n_params / 1e6:.1f}M"
     return [
-        ("general.architecture", "llama", s, None),
-        ("general.name", f"synthetic llama {size} ({spec.weight_type})", s, None),
+        ("general.architecture", c.arch, s, None),
+        ("general.name", f"synthetic {c.arch} {size} ({spec.weight_type})", s, None),
         ("general.file_type", FILE_TYPES[spec.weight_type], u, None),
-        ("llama.block_count", spec.n_layers, u, None),
-        ("llama.context_length", spec.seq_len, u, None),
-        ("llama.embedding_length", spec.dim, u, None),
-        ("llama.feed_forward_length", spec.hidden_dim, u, None),
-        ("llama.attention.head_count", spec.n_heads, u, None),
-        ("llama.attention.head_count_kv", spec.n_kv_heads, u, None),
-        ("llama.rope.freq_base", 10000.0, f, None),
-        ("llama.attention.layer_norm_rms_epsilon", 1e-5, f, None),
-        ("llama.rope.dimension_count", head_dim, u, None),
-        ("llama.vocab_size", spec.vocab_size, u, None),
+        (p + "block_count", c.n_layers, u, None),
+        (p + "context_length", c.seq_len, u, None),
+        (p + "embedding_length", c.dim, u, None),
+        (p + "feed_forward_length", c.hidden_dim, u, None),
+        (p + "attention.head_count", c.n_heads, u, None),
+        (p + "attention.head_count_kv", c.n_kv_heads, u, None),
+        (p + "rope.freq_base", c.rope_theta, f, None),
+        (p + "attention.layer_norm_rms_epsilon", c.norm_eps, f, None),
+        (p + "rope.dimension_count", c.head_dim, u, None),
+        (p + "vocab_size", c.vocab_size, u, None),
         ("tokenizer.ggml.model", "gpt2", s, None),
         ("tokenizer.ggml.pre", "gpt-2", s, None),
         ("tokenizer.ggml.tokens", tokens, ValueType.ARRAY, s),
@@ -175,8 +168,9 @@ def write_synthetic(path: str | os.PathLike, spec: SynthSpec,
             f.write(_header(spec, shapes))
             for index, (name, shape) in enumerate(shapes.items()):
                 ggml_type = _tensor_type(spec, shape)
-                if len(shape) == 1:
-                    f.write(encode_tensor(np.ones(shape, np.float32), ggml_type).tobytes())
+                if len(shape) == 1:     # norms 1, biases 0
+                    fill = np.ones if name.endswith(".weight") else np.zeros
+                    f.write(encode_tensor(fill(shape, np.float32), ggml_type).tobytes())
                 else:
                     rng = np.random.default_rng([spec.seed, index])
                     rows, k = shape

@@ -1,11 +1,14 @@
 """What the engine hands out: streamed chunks and a description of the loaded model.
 
-Plain frozen dataclasses of builtins, so they pickle across the app's process
-boundary unchanged. No Qt.
+Plain frozen dataclasses of builtins (and tmac_core.plan's ModelConfig, itself one),
+so they pickle across the app's process boundary unchanged. Standard library only:
+the app imports this module without loading numpy or the compiled runtime. No Qt.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tmac_core.plan import ModelConfig
 
 FINISH_REASONS = ("stop", "length", "cancelled", "context_full")
 
@@ -59,3 +62,21 @@ class EngineInfo:
     chat_template: str            # "model" or the name of the built-in fallback
     cache_hit: bool               # weights came from the repacked-model cache
     load_s: float                 # seconds Engine.load took
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model file as the runtime reads it, before loading (tmac_core.inspect_model)."""
+    path: str                     # the GGUF file
+    name: str                     # general.name, or the file name without its suffix
+    gguf_arch: str                # general.architecture as written ("mistral" runs as config.arch "llama")
+    config: ModelConfig           # shapes, flags, trained context (config.seq_len)
+    n_params: int                 # elements over all tensors
+    file_size: int                # bytes
+    file_type: str                # the most common tensor type by elements ("Q8_0", "Q4_1", ...)
+    tensor_types: dict[str, str] = field(hash=False)   # tensor name → GGML type name (tmac_core.plan's `source`)
+    gguf_version: int = 3
+
+    @property
+    def arch(self) -> str:
+        return self.config.arch

@@ -4,25 +4,27 @@ Every catalog model has one source GGUF on the Hub; the runtime repacks it to
 4 or 2 bits at load time, so each model offers a "4-bit" and a "2-bit" variant.
 For a variant we estimate the packed size, the RAM needed at the default
 context, and a decode speed from a memory-bandwidth model (decode is bandwidth
-bound: every weight is read once per token). Pure Python: must not import
-PySide6, huggingface_hub or tmac_core.
+bound: every weight is read once per token). The sizes are the runtime's own:
+tmac_core.plan lists the matrices and their packed bytes exactly. Pure Python: may
+import tmac_core.plan, tmac_core.types and the architecture registry
+(tmac_core.models), which load neither numpy nor the compiled runtime; must not
+import PySide6, huggingface_hub or the rest of tmac_core.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.catalog.errors import CatalogError
+from tmac_core.errors import UnsupportedModelError
+from tmac_core.models import architecture
+from tmac_core.plan import ModelConfig, TensorSpec, kv_cache_bytes, matrix_bytes, packed_bytes, tensor_plan
+from tmac_core.types import ModelSummary
 
-SCALE_OVERHEAD_BITS = 0.5             # fp16 scale + fp16 zero per group of 64 weights (repack.py, layout.py)
-RESIDUAL_SCALE_OVERHEAD_BITS = 1.0    # the output residual pass uses 32-wide groups
-KV_BYTES_PER_VALUE = 2                # the runtime keeps K and V in fp16 (EngineInfo.kv_cache_bytes)
-TILE_ROWS = 64                        # packed matrices are padded to a multiple of 64 rows
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
 DEFAULT_CONTEXT = 2048
 DEFAULT_BANDWIDTH_BYTES_PER_S = 20e9  # a dual-channel DDR4 laptop, as achieved by a streaming read
@@ -38,27 +40,29 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class CatalogModel:
+    """A model the page offers: where to get it and its ModelConfig (shapes for the estimates)."""
     id: str
     name: str
     repo_id: str
     filename: str
-    source_quant: str
+    source_quant: str             # GGML type of the source file's matrices ("Q8_0")
     size_bytes: int               # approximate; the Hub's size is authoritative at download time
     license: str
     parameters: int
-    architecture: str
-    context_length: int
     gated: bool
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    tied_embeddings: bool
+    config: ModelConfig           # catalog.json lists shapes only: rope_theta/norm_eps keep their defaults
     bits: tuple[int, ...]
     size_is_approximate: bool = True
+    tensor_types: dict[str, str] = field(default_factory=dict, hash=False)   # per tensor, for an inspected file
+
+    @classmethod
+    def from_summary(cls, summary: ModelSummary, model_id: str) -> CatalogModel:
+        """An inspected local file as a CatalogModel, so the same estimates apply to it."""
+        path = Path(summary.path)
+        return cls(id=model_id, name=summary.name, repo_id="local/local", filename=path.name,
+                   source_quant=summary.file_type, size_bytes=summary.file_size, license="",
+                   parameters=summary.n_params, gated=False, config=summary.config, bits=(4, 2),
+                   size_is_approximate=False, tensor_types=summary.tensor_types)
 
     def variants(self) -> list["ModelVariant"]:
         return [ModelVariant(self, b) for b in self.bits]
@@ -125,10 +129,19 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
                 raise CatalogError(f"{where}: {name} must be positive")
         if entry["vocab_size"] * entry["dim"] >= entry["parameters"]:
             raise CatalogError(f"{where}: parameters smaller than the embedding table")
-        fields = {name: entry[name] for name in _REQUIRED}
-        fields["bits"] = tuple(entry["bits"])
-        fields["size_is_approximate"] = bool(entry.get("size_is_approximate", True))
-        models.append(CatalogModel(**fields))
+        try:
+            arch = architecture(entry["architecture"])
+        except UnsupportedModelError as error:
+            raise CatalogError(f"{where}: {error}") from None
+        config = arch.config(dim=entry["dim"], hidden_dim=entry["hidden_dim"], n_layers=entry["n_layers"],
+                             n_heads=entry["n_heads"], n_kv_heads=entry["n_kv_heads"], head_dim=entry["head_dim"],
+                             vocab_size=entry["vocab_size"], seq_len=entry["context_length"],
+                             tie_embeddings=entry["tied_embeddings"])
+        models.append(CatalogModel(
+            id=entry["id"], name=entry["name"], repo_id=entry["repo_id"], filename=entry["filename"],
+            source_quant=entry["source_quant"], size_bytes=entry["size_bytes"], license=entry["license"],
+            parameters=entry["parameters"], gated=entry["gated"], config=config, bits=tuple(entry["bits"]),
+            size_is_approximate=bool(entry.get("size_is_approximate", True))))
     return models
 
 
@@ -148,61 +161,18 @@ def find_model(models: list[CatalogModel], model_id: str) -> CatalogModel:
     raise CatalogError(f"no catalog model {model_id!r}")
 
 
-def runtime_matrices(model: CatalogModel) -> list[tuple[str, int, int]]:
-    """(GGUF tensor name, rows, columns) of every matrix the runtime packs, embedding table included."""
-    q_dim, kv_dim = model.n_heads * model.head_dim, model.n_kv_heads * model.head_dim
-    out = [("token_embd.weight", model.vocab_size, model.dim)]
-    if not model.tied_embeddings:
-        out.append(("output.weight", model.vocab_size, model.dim))
-    for layer in range(model.n_layers):
-        b = f"blk.{layer}."
-        out += [(b + "attn_q.weight", q_dim, model.dim), (b + "attn_k.weight", kv_dim, model.dim),
-                (b + "attn_v.weight", kv_dim, model.dim), (b + "attn_output.weight", model.dim, q_dim),
-                (b + "ffn_gate.weight", model.hidden_dim, model.dim),
-                (b + "ffn_up.weight", model.hidden_dim, model.dim),
-                (b + "ffn_down.weight", model.dim, model.hidden_dim)]
-    return out
-
-
-def runtime_tensor_bits(model: CatalogModel, name: str, bits: int) -> int:
-    """The bits the runtime gives one matrix: a copy of tmac_core/models/llama.py:layer_bits
-    (the 2-bit preset keeps the embedding/output table, attn_v and the first and last layers at 4)."""
-    if bits != 2:
-        return bits
-    if name in ("token_embd.weight", "output.weight") or ".attn_v." in name:
-        return 4
-    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
-    return 4 if layer in (0, model.n_layers - 1) else 2
-
-
-def _matrix_bytes(rows: int, cols: int, bits: int, scale_overhead_bits: float = SCALE_OVERHEAD_BITS) -> float:
-    rows = -(-rows // TILE_ROWS) * TILE_ROWS
-    return rows * cols * (bits + scale_overhead_bits) / 8
-
-
-def runtime_packed_bytes(model: CatalogModel, bits: int) -> int:
-    """Bytes of repacked matrices the runtime holds for a Q8_0 source at `bits` (EngineInfo.packed_bytes).
-    At 4 bits a Q8_0 output table also gets a second 4-bit pass on its residual in 32-wide groups
-    (tmac_core/models/llama.py:output_residual)."""
-    total = sum(_matrix_bytes(r, c, runtime_tensor_bits(model, n, bits)) for n, r, c in runtime_matrices(model))
-    if bits == 4:
-        total += _matrix_bytes(model.vocab_size, model.dim, 4, scale_overhead_bits=RESIDUAL_SCALE_OVERHEAD_BITS)
-    return int(total)
-
-
-def kv_cache_bytes(model: CatalogModel, context: int) -> int:
-    # K and V, per layer, per KV head: (seq_len, head_dim)
-    return 2 * model.n_layers * model.n_kv_heads * model.head_dim * context * KV_BYTES_PER_VALUE
+def variant_plan(model: CatalogModel, bits: int) -> list[TensorSpec]:
+    """The matrices the runtime will pack for this model at `bits` (tmac_core.plan)."""
+    return tensor_plan(model.config, bits, model.tensor_types or model.source_quant)
 
 
 def bytes_read_per_token(model: CatalogModel, bits: int, position: int) -> int:
     """Memory traffic for one decode step at `position`: every packed matrix except the embedding
     table, which is read one row per token unless it doubles as the output head (tied), plus the
     KV cache so far."""
-    weights = runtime_packed_bytes(model, bits)
-    if not model.tied_embeddings:
-        weights -= _matrix_bytes(model.vocab_size, model.dim, runtime_tensor_bits(model, "token_embd.weight", bits))
-    return int(weights + kv_cache_bytes(model, position))
+    tied = model.config.tie_embeddings
+    weights = sum(matrix_bytes(spec) for spec in variant_plan(model, bits) if tied or spec.role != "token_embd")
+    return weights + kv_cache_bytes(model.config, position)
 
 
 def predict_decode_tokens_per_s(model: CatalogModel, bits: int, bandwidth_bytes_per_s: float, *,
@@ -216,9 +186,9 @@ def predict_decode_tokens_per_s(model: CatalogModel, bits: int, bandwidth_bytes_
 def estimate_variant(variant: ModelVariant, *, bandwidth_bytes_per_s: float = DEFAULT_BANDWIDTH_BYTES_PER_S,
                      context: int = DEFAULT_CONTEXT) -> VariantEstimate:
     model, bits = variant.model, variant.bits
-    context = min(context, model.context_length)
-    packed = runtime_packed_bytes(model, bits)
-    kv = kv_cache_bytes(model, context)
+    context = min(context, model.config.seq_len)
+    packed = packed_bytes(variant_plan(model, bits))
+    kv = kv_cache_bytes(model.config, context)
     return VariantEstimate(
         packed_bytes=packed, kv_cache_bytes=kv, ram_bytes=packed + kv + RUNTIME_OVERHEAD_BYTES,
         bytes_per_token=bytes_read_per_token(model, bits, min(256, context)),
@@ -226,18 +196,3 @@ def estimate_variant(variant: ModelVariant, *, bandwidth_bytes_per_s: float = DE
                                                         position=min(256, context)),
         context=context,
     )
-
-
-def measure_memory_bandwidth(buffer_bytes: int = 64 * 1024 * 1024, repeats: int = 3) -> float:
-    """Rough copy bandwidth in bytes/s (read + write counted), best of `repeats`. ~50 ms; stdlib only.
-
-    A bytearray slice assignment is one memcpy, so this measures the memory system, not Python.
-    """
-    source = bytearray(buffer_bytes)
-    target = bytearray(buffer_bytes)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        target[:] = source
-        best = min(best, time.perf_counter() - start)
-    return 2 * buffer_bytes / max(best, 1e-9)

@@ -4,19 +4,19 @@ A model counts as installed only when its manifest (`<file>.manifest.json`,
 written after the sha256 check) exists and the file's size matches it.
 Partial downloads live in `<models>/.partial/` and are never listed. Layout:
 `<models>/<owner>--<name>/<file>` for Hub files, `<models>/local/<file>` for
-imports (a referenced import keeps only its manifest there). Pure Python: must
-not import PySide6, huggingface_hub or tmac_core.
+imports (a referenced import keeps only its manifest there). Files are checked by
+the runtime's own reader (tmac_core.inspect_model, imported when an import runs:
+it loads numpy) and hashed by tmac_core.filehash. Must not import PySide6 or
+huggingface_hub.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 import shutil
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -25,14 +25,14 @@ from typing import Callable
 
 from app.catalog.errors import DiskFullError, DownloadCancelledError, InstalledModelNotFoundError, NotAGgufFileError
 from app.paths import atomic_write_bytes, fsync_directory
+from tmac_core.errors import ModelFormatError, ModelLoadError
+from tmac_core.filehash import HashCancelled, sha256_file
+from tmac_core.types import ModelSummary
 
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_DIR_NAME = ".partial"
 LOCAL_DIR_NAME = "local"
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_GGUF_VERSIONS = (2, 3)
 DISK_MARGIN_BYTES = 100_000_000      # keep this much free after a download/copy: the OS and the chat DB need room
-_HASH_BLOCK = 4 * 1024 * 1024
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -80,31 +80,23 @@ def free_disk_bytes(folder: Path) -> int:
 
 
 def sha256_of_file(path: Path, *, cancel: threading.Event | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            if cancel is not None and cancel.is_set():
-                raise DownloadCancelledError(0, 0)
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_gguf_header(path: Path) -> tuple[int, int, int]:
-    """Return (version, tensor_count, metadata_kv_count) or raise NotAGgufFileError. Reads 24 bytes."""
+    """Hex sha256 of a file; DownloadCancelledError when `cancel` is set mid-way."""
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(24)
-    except OSError as error:
-        raise NotAGgufFileError(Path(path), f"cannot read: {error.strerror or error}") from error
-    if len(header) < 24 or header[:4] != GGUF_MAGIC:
-        raise NotAGgufFileError(Path(path), "it does not start with the GGUF signature")
-    version, tensor_count, kv_count = struct.unpack("<IQQ", header[4:24])
-    if version not in SUPPORTED_GGUF_VERSIONS:
-        raise NotAGgufFileError(Path(path), f"GGUF version {version} is not supported (need 2 or 3)")
-    # Sanity bounds only; the runtime's hardened reader does the full check when loading.
-    if tensor_count > 1_000_000 or kv_count > 1_000_000:
-        raise NotAGgufFileError(Path(path), "its header counts are implausible")
-    return version, tensor_count, kv_count
+        return sha256_file(path, should_stop=cancel.is_set if cancel is not None else None)
+    except HashCancelled:
+        raise DownloadCancelledError(0, 0) from None
+
+
+def check_model_file(path: Path) -> ModelSummary:
+    """The runtime's full check of a GGUF (tmac_core.inspect_model); NotAGgufFileError with
+    the runtime's reason when it fails."""
+    from tmac_core import inspect_model          # loads numpy: only where a file is imported
+    try:
+        return inspect_model(path)
+    except ModelFormatError as error:
+        raise NotAGgufFileError(Path(path), f"{error.field}: {error.reason}") from error
+    except ModelLoadError as error:
+        raise NotAGgufFileError(Path(path), str(error)) from error
 
 
 def _model_from_manifest(manifest_file: Path, models_dir: Path) -> InstalledModel | None:
@@ -178,14 +170,18 @@ def _unique_local_name(local_dir: Path, name: str) -> str:
 
 def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
                       progress: Callable[[int, int], None] | None = None,
-                      cancel: threading.Event | None = None) -> InstalledModel:
-    """Add a GGUF from disk: check its header, hash it, then copy it in (or just reference it).
+                      cancel: threading.Event | None = None,
+                      summary: ModelSummary | None = None) -> InstalledModel:
+    """Add a GGUF from disk: check it with the runtime's reader, then copy it in while
+    hashing it (or hash it and just reference it).
 
-    `progress(bytes_done, total)` is called during the copy. A copy is written under a temp name
-    and renamed only when complete.
+    `summary` is the file's tmac_core.inspect_model result when the caller already has
+    it (the check then is not repeated). `progress(bytes_done, total)` is called during
+    the copy. A copy is written under a temp name and renamed only when complete.
     """
     source = Path(source).resolve()
-    version, _, _ = read_gguf_header(source)
+    if summary is None:
+        summary = check_model_file(source)
     size = source.stat().st_size
     local_dir = Path(models_dir) / LOCAL_DIR_NAME
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -197,19 +193,15 @@ def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
             raise DiskFullError(local_dir, size + DISK_MARGIN_BYTES, free)
         target = local_dir / name
         temp = local_dir / f".{name}.importing"
-        digest, done = hashlib.sha256(), 0
         try:
-            with open(source, "rb") as reader, open(temp, "wb") as writer:
-                while block := reader.read(_HASH_BLOCK):
-                    if cancel is not None and cancel.is_set():
-                        raise DownloadCancelledError(done, size)
-                    digest.update(block)
-                    writer.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, size)
+            with open(temp, "wb") as writer:
+                digest = sha256_file(source, progress=progress, copy_to=writer,
+                                     should_stop=cancel.is_set if cancel is not None else None)
                 writer.flush()
                 os.fsync(writer.fileno())
+        except HashCancelled as stopped:
+            temp.unlink(missing_ok=True)
+            raise DownloadCancelledError(stopped.done, stopped.total) from None
         except OSError as error:
             temp.unlink(missing_ok=True)
             if error.errno == errno.ENOSPC:
@@ -222,14 +214,11 @@ def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
         fsync_directory(local_dir)
         stored, kind = name, "import-copy"
     else:
-        digest = hashlib.sha256()
-        with open(source, "rb") as reader:
-            while block := reader.read(_HASH_BLOCK):
-                digest.update(block)
+        digest = sha256_file(source)
         stored, kind = str(source), "import-reference"
     manifest_file = local_dir / (name + MANIFEST_SUFFIX)
-    write_manifest(manifest_file, {"file": stored, "size": size, "sha256": digest.hexdigest(), "source": kind,
-                                   "repo_id": None, "commit": None, "gguf_version": version,
+    write_manifest(manifest_file, {"file": stored, "size": size, "sha256": digest, "source": kind,
+                                   "repo_id": None, "commit": None, "gguf_version": summary.gguf_version,
                                    "installed_at": time.time()})
     model = _model_from_manifest(manifest_file, Path(models_dir))
     assert model is not None

@@ -365,8 +365,8 @@ class ModelManagerPage(QWidget):
         for model in self.catalog:
             key = f"{model.repo_id}/{model.filename}"
             entry = installed.pop(key, None)
-            subtitle = (f"{model.parameters / 1e6:,.0f}M parameters · {model.architecture} · "
-                        f"{model.context_length:,}-token context · license {model.license} · "
+            subtitle = (f"{model.parameters / 1e6:,.0f}M parameters · {model.config.arch} · "
+                        f"{model.config.seq_len:,}-token context · license {model.license} · "
                         f"{model.repo_id} ({model.source_quant} source, repacked when loaded)")
             if model.gated:
                 subtitle += (" · Meta's Llama 3.2 license applies; if Hugging Face asks for it, accept the "
@@ -535,8 +535,8 @@ class ModelManagerPage(QWidget):
         self._summaries[key] = None     # in flight
 
         def inspect():
-            from app.modelfile import inspect_gguf
-            return inspect_gguf(path)
+            from tmac_core import inspect_model
+            return inspect_model(path)
 
         def done(summary) -> None:
             self._summaries[key] = summary
@@ -558,10 +558,10 @@ class ModelManagerPage(QWidget):
             card.show_message(f"This file does not pass the model check: {summary}")
             card.use_button.setEnabled(False)
             return
-        card.state.model = summary.as_catalog_model(card.state.card_id)
+        card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
         card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
         card.subtitle_label.setText(f"{summary.n_params / 1e6:,.0f}M parameters · {summary.arch} · "
-                                    f"{summary.context_length:,}-token context · {summary.file_type} source · "
+                                    f"{summary.config.seq_len:,}-token context · {summary.file_type} source · "
                                     f"{card.state.subtitle}")
         card.use_button.setEnabled(True)
 
@@ -764,9 +764,10 @@ class ModelManagerPage(QWidget):
         self.import_button.setEnabled(False)
 
         def work():
-            from app.modelfile import inspect_gguf
-            summary = inspect_gguf(source)
-            entry = import_local_gguf(models_dir, source, copy=copy, progress=self._importProgress.emit)
+            from tmac_core import inspect_model
+            summary = inspect_model(source)
+            entry = import_local_gguf(models_dir, source, copy=copy, progress=self._importProgress.emit,
+                                      summary=summary)
             return summary, entry
 
         def done(result) -> None:

@@ -11,13 +11,13 @@ from collections import namedtuple
 import pytest
 
 from app.catalog.catalog import (
-    DEFAULT_BANDWIDTH_BYTES_PER_S, default_catalog_path, estimate_variant, find_model, load_catalog, measure_memory_bandwidth,
-    parse_catalog, predict_decode_tokens_per_s,
+    DEFAULT_BANDWIDTH_BYTES_PER_S, default_catalog_path, estimate_variant, find_model, load_catalog, parse_catalog,
+    predict_decode_tokens_per_s,
 )
 from app.catalog.errors import CatalogError, DiskFullError, InstalledModelNotFoundError, NotAGgufFileError
-from app.catalog.installed import (
-    delete_installed, find_installed, import_local_gguf, list_installed, read_gguf_header, verify_installed,
-)
+from app.catalog.installed import delete_installed, find_installed, import_local_gguf, list_installed, verify_installed
+from tests.runtime.conftest import tiny_llama
+from tmac_core import inspect_model
 
 EXPECTED_IDS = {"smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct", "qwen2.5-0.5b-instruct",
                 "qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "tinyllama-1.1b-chat"}
@@ -27,6 +27,13 @@ def gguf_bytes(version: int = 3, body: bytes = b"\0" * 64) -> bytes:
     return b"GGUF" + struct.pack("<IQQ", version, 1, 2) + body
 
 
+def model_bytes(version: int = 3) -> bytes:
+    """A small valid model: imports run the runtime's full check."""
+    writer = tiny_llama()
+    writer.version = version
+    return writer.build()[0]
+
+
 def test_shipped_catalog_is_valid_and_complete():
     models = load_catalog()
     assert {m.id for m in models} == EXPECTED_IDS
@@ -34,7 +41,7 @@ def test_shipped_catalog_is_valid_and_complete():
         assert [v.label for v in model.variants()] == ["4-bit", "2-bit"]
         assert model.filename.endswith(".gguf") and model.size_bytes > model.parameters // 2
         assert model.gated == model.id.startswith("llama-3.2")
-    assert find_model(models, "tinyllama-1.1b-chat").tied_embeddings is False
+    assert find_model(models, "tinyllama-1.1b-chat").config.tie_embeddings is False
 
 
 def test_estimates_are_sane():
@@ -69,10 +76,6 @@ def test_speed_prediction_is_linear_in_bandwidth():
     assert estimate_variant(model.variants()[0], bandwidth_bytes_per_s=DEFAULT_BANDWIDTH_BYTES_PER_S).context == 2048
 
 
-def test_bandwidth_measurement_is_positive():
-    assert measure_memory_bandwidth(buffer_bytes=4 * 1024 * 1024, repeats=2) > 1e8
-
-
 @pytest.mark.parametrize("breakage", [
     lambda d: d.update(catalog_version=2),
     lambda d: d["models"][0].pop("repo_id"),
@@ -100,7 +103,7 @@ def test_unreadable_catalog(tmp_path):
 
 def test_import_copy_lists_verifies_and_deletes(tmp_path, models_dir):
     source = tmp_path / "my model.gguf"
-    source.write_bytes(gguf_bytes())
+    source.write_bytes(model_bytes())
     done = []
     model = import_local_gguf(models_dir, source, progress=lambda d, t: done.append((d, t)))
     assert model.source == "import-copy" and model.path.parent == models_dir / "local"
@@ -117,7 +120,7 @@ def test_import_copy_lists_verifies_and_deletes(tmp_path, models_dir):
 
 def test_import_reference_never_deletes_the_original(tmp_path, models_dir):
     source = tmp_path / "elsewhere.gguf"
-    source.write_bytes(gguf_bytes(version=2))
+    source.write_bytes(model_bytes(version=2))
     model = import_local_gguf(models_dir, source, copy=False)
     assert model.source == "import-reference" and model.path == source.resolve()
     assert find_installed(models_dir, "local/elsewhere.gguf").path == source.resolve()
@@ -125,12 +128,14 @@ def test_import_reference_never_deletes_the_original(tmp_path, models_dir):
     assert source.exists() and list_installed(models_dir) == []
 
 
+# the reasons are the runtime reader's (tmac_core.loading.gguf), the one GGUF parser
 @pytest.mark.parametrize("content,reason", [
-    (b"PK\x03\x04" + b"\0" * 40, "signature"),
+    (b"PK\x03\x04" + b"\0" * 40, "not a GGUF file"),
     (gguf_bytes(version=1), "version 1"),
     (gguf_bytes(version=99), "version 99"),
-    (b"GGUF\x03\0", "signature"),
-    (b"GGUF" + struct.pack("<IQQ", 3, 10**12, 1), "implausible"),
+    (b"GGUF\x03\0", "version"),
+    (b"GGUF" + struct.pack("<IQQ", 3, 10**12, 1), "tensor count"),
+    (gguf_bytes(), "kv"),                       # a plausible header over garbage
 ])
 def test_import_rejects_non_gguf(tmp_path, models_dir, content, reason):
     source = tmp_path / "bad.gguf"
@@ -142,7 +147,7 @@ def test_import_rejects_non_gguf(tmp_path, models_dir, content, reason):
 
 def test_import_refuses_when_disk_is_too_small(tmp_path, models_dir, monkeypatch):
     source = tmp_path / "m.gguf"
-    source.write_bytes(gguf_bytes())
+    source.write_bytes(model_bytes())
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 90, 10))
     with pytest.raises(DiskFullError):
@@ -152,7 +157,7 @@ def test_import_refuses_when_disk_is_too_small(tmp_path, models_dir, monkeypatch
 
 def test_only_verified_complete_files_are_listed(tmp_path, models_dir):
     source = tmp_path / "ok.gguf"
-    source.write_bytes(gguf_bytes())
+    source.write_bytes(model_bytes())
     good = import_local_gguf(models_dir, source)
     repo = models_dir / "org--model-GGUF"
     repo.mkdir()
@@ -167,12 +172,12 @@ def test_only_verified_complete_files_are_listed(tmp_path, models_dir):
     partial.mkdir()
     (partial / ("a" * 64 + ".incomplete")).write_bytes(b"GGUF")
     assert [m.key for m in list_installed(models_dir)] == [good.key]
-    assert read_gguf_header(good.path)[0] == 3
+    assert inspect_model(good.path).gguf_version == 3
 
 
 def test_tampered_file_fails_verification(tmp_path, models_dir):
     source = tmp_path / "t.gguf"
-    source.write_bytes(gguf_bytes())
+    source.write_bytes(model_bytes())
     model = import_local_gguf(models_dir, source)
     data = bytearray(model.path.read_bytes())
     data[-1] ^= 1

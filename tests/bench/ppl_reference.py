@@ -13,7 +13,7 @@ from tmac_core import perplexity as ppl
 from tmac_core.config import ModelConfig
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
-from tmac_core.models.llama import inv_frequencies
+from tmac_core.models.loader import inv_frequencies
 
 
 def float_model(path: str):

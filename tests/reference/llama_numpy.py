@@ -36,8 +36,8 @@ def forward(cfg, W, tokens, inv_freq):
         q, k, v = (h @ W[p + f"attn_{m}.weight"].T for m in "qkv")
         if cfg.qkv_bias:
             q, k, v = q + W[p + "attn_q.bias"], k + W[p + "attn_k.bias"], v + W[p + "attn_v.bias"]
-        q = rope(q, cfg.n_heads, hd, pos, inv_freq, cfg.arch == "qwen2").reshape(n, cfg.n_heads, hd)
-        k = rope(k, cfg.n_kv_heads, hd, pos, inv_freq, cfg.arch == "qwen2").reshape(n, cfg.n_kv_heads, hd)
+        q = rope(q, cfg.n_heads, hd, pos, inv_freq, cfg.rope_style == "neox").reshape(n, cfg.n_heads, hd)
+        k = rope(k, cfg.n_kv_heads, hd, pos, inv_freq, cfg.rope_style == "neox").reshape(n, cfg.n_kv_heads, hd)
         v = v.reshape(n, cfg.n_kv_heads, hd)
         group = cfg.n_heads // cfg.n_kv_heads
         out = np.empty((n, cfg.n_heads, hd))

@@ -16,6 +16,8 @@ import pytest
 
 from tmac_core.loading.gguf import GGMLType, ValueType
 from tmac_core.loading.gguf_write import GGUFWriter
+from tmac_core.models import ARCHITECTURES
+from tmac_core.plan import gguf_shapes
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -51,13 +53,17 @@ def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_la
                skip_keys: tuple[str, ...] = (), skip_tensors: tuple[str, ...] = (),
                key_overrides: dict | None = None, shape_overrides: dict | None = None,
                seed: int = 0) -> GGUFWriter:
-    """A valid random-weight model as a writer, before build().
+    """A valid random-weight model as a writer, before build(): the tensors tmac_core.plan
+    lists for the architecture (an unregistered `arch` gets Llama's, to test the refusal).
 
     key_overrides maps key → (value, ValueType) and replaces or adds metadata;
     shape_overrides maps tensor name → numpy shape.
     """
     rng = np.random.default_rng(seed)
     head_dim = dim // n_heads
+    cfg = ARCHITECTURES.get(arch, ARCHITECTURES["llama"]).config(
+        dim=dim, hidden_dim=hidden_dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+        head_dim=head_dim, vocab_size=vocab_size, seq_len=seq_len, tie_embeddings=tie_embeddings)
     p = arch + "."
     kv = {
         "general.architecture": (arch, ValueType.STRING),
@@ -68,8 +74,8 @@ def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_la
         p + "feed_forward_length": (hidden_dim, ValueType.UINT32),
         p + "attention.head_count": (n_heads, ValueType.UINT32),
         p + "attention.head_count_kv": (n_kv_heads, ValueType.UINT32),
-        p + "rope.freq_base": (10000.0, ValueType.FLOAT32),
-        p + "attention.layer_norm_rms_epsilon": (1e-5, ValueType.FLOAT32),
+        p + "rope.freq_base": (cfg.rope_theta, ValueType.FLOAT32),
+        p + "attention.layer_norm_rms_epsilon": (cfg.norm_eps, ValueType.FLOAT32),
         p + "rope.dimension_count": (head_dim, ValueType.UINT32),
         "tokenizer.ggml.model": ("gpt2", ValueType.STRING),
     }
@@ -80,20 +86,7 @@ def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_la
             w.add(key, value, vtype)
     if "tokenizer.ggml.tokens" not in skip_keys:
         w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(vocab_size)], ValueType.STRING)
-    q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
-    shapes = {"token_embd.weight": (vocab_size, dim), "output_norm.weight": (dim,)}
-    if not tie_embeddings:
-        shapes["output.weight"] = (vocab_size, dim)
-    for i in range(n_layers):
-        b = f"blk.{i}."
-        shapes.update({b + "attn_norm.weight": (dim,), b + "attn_q.weight": (q_dim, dim),
-                       b + "attn_k.weight": (kv_dim, dim), b + "attn_v.weight": (kv_dim, dim),
-                       b + "attn_output.weight": (dim, q_dim), b + "ffn_norm.weight": (dim,),
-                       b + "ffn_gate.weight": (hidden_dim, dim), b + "ffn_up.weight": (hidden_dim, dim),
-                       b + "ffn_down.weight": (dim, hidden_dim)})
-        if arch == "qwen2":
-            shapes.update({b + "attn_q.bias": (q_dim,), b + "attn_k.bias": (kv_dim,),
-                           b + "attn_v.bias": (kv_dim,)})
+    shapes = {name: shape[::-1] for name, shape in gguf_shapes(cfg).items()}     # numpy order
     shapes.update(shape_overrides or {})
     for name, shape in shapes.items():
         if name in skip_tensors:

@@ -10,7 +10,7 @@ from tmac_core.config import ModelConfig
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.repack import bits_per_weight, quantize, repack
-from tmac_core.models import llama
+from tmac_core.models import loader
 from tmac_core.tokenizer import Tokenizer
 
 TEXT = ("The city of Paris is the capital of France. It is known for the Eiffel Tower, the Louvre museum, "
@@ -29,11 +29,11 @@ def model(smollm2):
 @pytest.fixture(scope="module")
 def weights4(model):
     f, cfg, _ = model
-    return llama.load_weights(f, cfg, 4)
+    return loader.load_weights(f, cfg, 4)
 
 
 def run_chunks(cfg, weights, tokens, chunk=32):
-    rt = llama.build_runtime(cfg, weights, n_ctx=128)
+    rt = loader.build_runtime(cfg, weights, n_ctx=128)
     return np.concatenate([np.array(rt.forward(tokens[i:i + chunk], i, all_logits=True))
                            for i in range(0, len(tokens), chunk)])
 
@@ -76,7 +76,7 @@ def test_4bit_logits_match_the_numpy_reference(model, weights4):
 
 def test_2bit_preset_matches_the_numpy_reference_on_its_own_weights(model):
     f, cfg, tokens = model
-    w2 = llama.load_weights(f, cfg, 2)
+    w2 = loader.load_weights(f, cfg, 2)
     got, ref = run_chunks(cfg, w2, tokens), reference(cfg, w2, tokens)
     # issue target 95 %, not reached. 32-wide tables for the 2-bit layers' attention-output
     # and down inputs lifted it from 84 % (64-wide); the 2-bit model's distributions are
@@ -94,7 +94,7 @@ def test_2bit_preset_matches_the_numpy_reference_on_its_own_weights(model):
 def test_decode_one_token_at_a_time_equals_the_prompt_path(model, weights4):
     _, cfg, tokens = model
     batch = run_chunks(cfg, weights4, tokens[:20], chunk=20)
-    rt = llama.build_runtime(cfg, weights4, n_ctx=64)
+    rt = loader.build_runtime(cfg, weights4, n_ctx=64)
     for i in range(20):
         np.testing.assert_array_equal(np.array(rt.forward(tokens[i:i + 1], i)), batch[i])
 
@@ -113,7 +113,7 @@ def test_thread_count_does_not_change_logits(model, weights4):
 
 def test_forward_refuses_bad_input(model, weights4):
     _, cfg, _ = model
-    rt = llama.build_runtime(cfg, weights4, n_ctx=16, max_batch=4)
+    rt = loader.build_runtime(cfg, weights4, n_ctx=16, max_batch=4)
     with pytest.raises(ValueError, match="context"):
         rt.forward(np.ones(4, np.int32), 14)
     with pytest.raises(ValueError, match="chunk"):
@@ -145,7 +145,7 @@ def test_output_residual_brings_the_tied_table_close_to_its_source(model, weight
 def test_embedding_rows_come_from_the_packed_table(model, weights4):
     _, cfg, _ = model
     emb = weights4["token_embd.weight"]
-    rt = llama.build_runtime(cfg, weights4, n_ctx=8, max_batch=1)
+    rt = loader.build_runtime(cfg, weights4, n_ctx=8, max_batch=1)
     rows = [0, 1, 31, 32, 63, 64, 100, 4097, cfg.vocab_size - 1]       # every lane/half of a tile
     # the tied table carries a second 4-bit pass (its Q8_0 source is more precise than 4 bits)
     dense = K.dequantize(emb) + K.dequantize(weights4["output.residual"])

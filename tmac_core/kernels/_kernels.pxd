@@ -36,6 +36,7 @@ cdef extern from "tmac/kernels.h" nogil:
     const char *tmac_isa_name(tmac_isa_t isa)
     int tmac_isa_from_name(const char *name)
     int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group)
+    void tmac_weight_row_f32(const tmac_weight_t *w, int row, float *out)
     int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_group,
                        int8_t *entries, float *scales, float *sums)
     int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,

@@ -275,6 +275,18 @@ def swiglu(gate, up, isa=None):
     return out
 
 
+def weight_row(PackedWeight w, int row):
+    """Row `row` of a packed matrix as float32 (K,), read by tmac_weight_row_f32 as the
+    runtime reads its embedding table (layout.py's dequantize is the reference)."""
+    if row < 0 or row >= w.c.m:
+        raise ValueError(f"row must lie in [0, {w.c.m}), got {row}")
+    out = np.empty(w.c.k, dtype=np.float32)
+    cdef float[::1] ov = out
+    with nogil:
+        tmac_weight_row_f32(&w.c, row, &ov[0])
+    return out
+
+
 ATTN_BLOCK = TMAC_ATTN_BLOCK
 
 

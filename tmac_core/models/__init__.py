@@ -1,18 +1,38 @@
-"""Model architectures, registered in one explicit dict (PyInstaller cannot see
-dynamic imports). A new architecture is one file, one line here, one test."""
-from tmac_core.errors import UnsupportedModelError
-from tmac_core.models import llama
+"""Model architectures: one file each in this package, registered in one explicit
+dict (PyInstaller cannot see dynamic imports). An architecture file holds an
+`Architecture` (tmac_core.plan): the flags its ModelConfig carries, which the plan,
+the loader and the forward pass switch on. Adding one is one file, one line in
+ARCHITECTURES, one test (CONTRIBUTING.md).
 
+Standard library only at import, like tmac_core.plan: the app reads the registry to
+build a ModelConfig from its catalog. The loader (numpy, the compiled runtime) is
+imported by `get_architecture`, when a model is loaded.
+"""
+from tmac_core.errors import UnsupportedModelError
+from tmac_core.models import llama, qwen2
+from tmac_core.plan import Architecture
+
+# GGUF `general.architecture` → the architecture we run it as
 ARCHITECTURES = {
-    "llama": llama,      # Llama 2/3/3.2, SmolLM2, TinyLlama, Mistral (same graph)
-    "qwen2": llama,      # + q/k/v biases and neox RoPE, switched by ModelConfig
+    "llama": llama.ARCH,      # Llama 2/3/3.2, SmolLM2, TinyLlama
+    "mistral": llama.ARCH,    # older llama.cpp converts Mistral under its own key prefix, Llama's tensors
+    "qwen2": qwen2.ARCH,
 }
 
 
-def get_architecture(arch: str):
+def architecture(name: str) -> Architecture:
+    """The registered architecture for a GGUF `general.architecture` (or ModelConfig.arch)."""
     try:
-        return ARCHITECTURES[arch]
+        return ARCHITECTURES[name]
     except KeyError:
-        raise UnsupportedModelError(
-            f"model architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHITECTURES))})"
-        ) from None
+        raise UnsupportedModelError(f"unsupported architecture {name!r}"
+                                    f" (supported: {', '.join(sorted(ARCHITECTURES))})") from None
+
+
+def get_architecture(arch: str):
+    """The loader for a ModelConfig.arch: `load_weights(gguf, cfg, bits, progress)` and
+    `build_runtime(cfg, weights, n_ctx, max_batch)`. Every registered architecture runs
+    on the one Llama-family graph, switched by the ModelConfig's flags."""
+    architecture(arch)
+    from tmac_core.models import loader
+    return loader

@@ -11,26 +11,24 @@ multiplies and attention (fp16 KV cache, tmac_attention) run on the kernel
 thread pool. No Qt.
 """
 from libc.math cimport sqrtf
-from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.stdint cimport int8_t, int32_t, uint16_t
 
 import mmap
 
 import numpy as np
 
-from tmac_core.errors import KernelError
+from tmac_core.errors import KernelError, UnsupportedModelError
 from tmac_core.kernels._kernels cimport (
     PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_swiglu, k_weight,
-    tmac_fp16_to_fp32, tmac_weight_t,
+    tmac_weight_row_f32, tmac_weight_t,
 )
-
-cdef enum:
-    TILE = 64
+from tmac_core.plan import tensor_plan, vector_plan
 
 
 cdef struct Layer:
     const float *attn_norm      # (dim,)
     const float *ffn_norm       # (dim,)
-    const float *bq             # (q_dim,) or NULL (qwen2 biases)
+    const float *bq             # (q_dim,) or NULL (ModelConfig.qkv_bias)
     const float *bk             # (kv_dim,) or NULL
     const float *bv             # (kv_dim,) or NULL
     const tmac_weight_t *wq     # (q_dim, dim)
@@ -40,7 +38,7 @@ cdef struct Layer:
     const tmac_weight_t *w_gate # (hidden_dim, dim)
     const tmac_weight_t *w_up   # (hidden_dim, dim)
     const tmac_weight_t *w_down # (dim, hidden_dim)
-    int ag_in, ag_o, ag_down    # activation-table group of each input (32 or 64)
+    int act_group_in, act_group_o, act_group_down   # activation-table group of each input (32 or 64)
 
 
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
@@ -55,7 +53,7 @@ cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n,
 
 cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const float *sin_row,
                       bint neox) noexcept nogil:
-    """Rotate each head's pairs: (2i, 2i+1) for llama files, (i, i + hd/2) for qwen2 (neox)."""
+    """Rotate each head's pairs: (2i, 2i+1) (rope_style "interleaved"), or (i, i + hd/2) ("neox")."""
     cdef int h, i, a, b
     cdef float x0, x1
     for h in range(n_heads):
@@ -68,35 +66,10 @@ cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const
             v[b] = x0 * sin_row[i] + x1 * cos_row[i]
 
 
-cdef void embed_row(const tmac_weight_t *w, int row, float *out) noexcept nogil:
-    """Row `row` of a packed matrix as fp32: the embedding lookup reads the
-    same packed table the (tied) output layer multiplies by (LAYOUT.md §Weights)."""
-    cdef int tile = row // TILE, r = row % TILE
-    cdef int lane = (r % 32) // 8
-    cdef int byte_pos = 16 * lane + (r % 8) + (8 if r >= 32 else 0)
-    cdef int kpairs = w.k_pad // 8, kp, i, j, k, q
-    cdef const uint8_t *planes = w.planes + <size_t>tile * kpairs * w.bits * 64
-    cdef const uint16_t *sc = w.scales + <size_t>tile * w.n_groups * 128
-    cdef uint8_t byte
-    cdef float sh, c
-    for kp in range(kpairs):
-        for j in range(8):
-            k = 8 * kp + j
-            if k >= w.k:
-                break
-            q = 0
-            for i in range(w.bits):
-                byte = planes[(<size_t>kp * w.bits + i) * 64 + byte_pos]
-                q = q | ((((byte & 15) if j < 4 else (byte >> 4)) >> (j % 4)) & 1) << i
-            sh = tmac_fp16_to_fp32(sc[(k // w.group_size) * 128 + r])
-            c = tmac_fp16_to_fp32(sc[(k // w.group_size) * 128 + 64 + r])
-            out[k] = (2.0 * sh * q - sh * ((1 << w.bits) - 1) + c) * w.tensor_scale
-
-
 cdef class LlamaRuntime:
     """Weights, KV cache and scratch of one loaded model; `forward` runs a chunk."""
     cdef int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, q_dim, kv_dim
-    cdef int vocab_size, n_ctx, max_batch, ag_out, k_max
+    cdef int vocab_size, n_ctx, max_batch, act_group_out
     cdef float eps
     cdef bint neox
     cdef Layer *layers
@@ -110,16 +83,16 @@ cdef class LlamaRuntime:
     cdef float *rope_sin
     cdef uint16_t *k_cache          # (n_layers, n_kv_heads, n_ctx, head_dim) fp16
     cdef uint16_t *v_cache          # same
-    cdef float *x
-    cdef float *xb
-    cdef float *xb2
-    cdef float *q
-    cdef float *k
-    cdef float *v
-    cdef float *att
-    cdef float *hb
-    cdef float *hb2
-    cdef float *logits
+    cdef float *x                   # (max_batch, dim) residual stream
+    cdef float *xb                  # (max_batch, dim) normed input of a block
+    cdef float *xb2                 # (max_batch, dim) a block's output before the residual add
+    cdef float *q                   # (max_batch, q_dim)
+    cdef float *k                   # (max_batch, kv_dim)
+    cdef float *v                   # (max_batch, kv_dim)
+    cdef float *attn_out            # (max_batch, q_dim) attention output, input of attn_output
+    cdef float *hb                  # (max_batch, hidden_dim) gate, then silu(gate) * up
+    cdef float *hb2                 # (max_batch, hidden_dim) up
+    cdef float *logits              # (max_batch, vocab_size)
     cdef int8_t *lut_entries
     cdef float *lut_scales
     cdef float *lut_sums
@@ -128,30 +101,31 @@ cdef class LlamaRuntime:
     cdef readonly object logits_array
 
     def __init__(self, cfg, weights, int n_ctx, int max_batch=32):
-        """cfg: tmac_core.config.ModelConfig; weights: dict of PackedWeight
-        (matrices) and float32 arrays (norms, biases) under llama.cpp names."""
+        """cfg: tmac_core.plan.ModelConfig; weights: dict of PackedWeight (matrices)
+        and float32 arrays (norms, biases) under the names tmac_core.plan lists."""
+        if cfg.ffn_act != "silu" or cfg.sub_norms:
+            raise UnsupportedModelError(f"the forward pass has no {cfg.ffn_act!r} feed-forward"
+                                        f"{' or sub-norms' if cfg.sub_norms else ''} yet")
         self.dim, self.hidden_dim, self.n_layers = cfg.dim, cfg.hidden_dim, cfg.n_layers
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_dim, self.kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-        self.vocab_size, self.eps, self.neox = cfg.vocab_size, cfg.norm_eps, cfg.arch == "qwen2"
+        self.vocab_size, self.eps, self.neox = cfg.vocab_size, cfg.norm_eps, cfg.rope_style == "neox"
         if n_ctx < 1 or max_batch < 1:
             raise ValueError("n_ctx and max_batch must be positive")
         self.n_ctx, self.max_batch = n_ctx, max_batch
         keep = []
 
-        def mat(name, m, k):
-            w = weights[name]
-            if not isinstance(w, PackedWeight) or w.shape != (m, k) or w.k_pad != k:
-                raise ValueError(f"{name}: expected a packed ({m}, {k}) matrix, got {w!r}")
+        def mat(spec):
+            w = weights[spec.name]
+            if not isinstance(w, PackedWeight) or w.shape != (spec.rows, spec.cols) or w.k_pad != spec.cols:
+                raise ValueError(f"{spec.name}: expected a packed ({spec.rows}, {spec.cols}) matrix, got {w!r}")
             keep.append(w)
             return w
 
-        def vec(name, n, optional=False):
-            if optional and name not in weights:
-                return None
-            a = np.ascontiguousarray(weights[name], dtype=np.float32).reshape(-1)
-            if a.shape[0] != n:
-                raise ValueError(f"{name}: expected {n} floats, got {a.shape[0]}")
+        def vec(spec):
+            a = np.ascontiguousarray(weights[spec.name], dtype=np.float32).reshape(-1)
+            if a.shape[0] != spec.size:
+                raise ValueError(f"{spec.name}: expected {spec.size} floats, got {a.shape[0]}")
             keep.append(a)
             return a
 
@@ -160,46 +134,67 @@ cdef class LlamaRuntime:
         cdef unsigned char[::1] lbuf = self._layers_buf
         self.layers = <Layer *>&lbuf[0]
         cdef Layer *L
-        k_max = max(self.dim, self.hidden_dim, self.q_dim)
         for l in range(self.n_layers):
             L = &self.layers[l]
-            p = f"blk.{l}."
-            fv = vec(p + "attn_norm.weight", self.dim); L.attn_norm = &fv[0]
-            fv = vec(p + "ffn_norm.weight", self.dim); L.ffn_norm = &fv[0]
             L.bq = L.bk = L.bv = NULL
-            if cfg.qkv_bias:
-                fv = vec(p + "attn_q.bias", self.q_dim); L.bq = &fv[0]
-                fv = vec(p + "attn_k.bias", self.kv_dim); L.bk = &fv[0]
-                fv = vec(p + "attn_v.bias", self.kv_dim); L.bv = &fv[0]
-            wq, wk, wv = (mat(p + "attn_q.weight", self.q_dim, self.dim), mat(p + "attn_k.weight", self.kv_dim, self.dim),
-                          mat(p + "attn_v.weight", self.kv_dim, self.dim))
-            wo = mat(p + "attn_output.weight", self.dim, self.q_dim)
-            wg, wu = mat(p + "ffn_gate.weight", self.hidden_dim, self.dim), mat(p + "ffn_up.weight", self.hidden_dim, self.dim)
-            wd = mat(p + "ffn_down.weight", self.dim, self.hidden_dim)
+        # Names and shapes from the plan; the bits and groups each matrix was packed with
+        # are the loader's (checked against the plan there) and travel in its PackedWeight.
+        # The residual pass is the loader's choice too: present or not.
+        matrices = {}
+        for spec in tensor_plan(cfg, 4):
+            if spec.layer < 0:
+                matrices[spec.role] = mat(spec)
+            else:
+                matrices[spec.role, spec.layer] = mat(spec)
+        for spec in vector_plan(cfg):
+            if spec.role == "rope_freqs":           # folded into rope.inv_freq by the loader
+                continue
+            fv = vec(spec)
+            if spec.role == "output_norm":
+                self.output_norm = &fv[0]
+                continue
+            L = &self.layers[spec.layer]
+            if spec.role == "attn_norm":
+                L.attn_norm = &fv[0]
+            elif spec.role == "ffn_norm":
+                L.ffn_norm = &fv[0]
+            elif spec.role == "attn_q_bias":
+                L.bq = &fv[0]
+            elif spec.role == "attn_k_bias":
+                L.bk = &fv[0]
+            elif spec.role == "attn_v_bias":
+                L.bv = &fv[0]
+        for l in range(self.n_layers):
+            L = &self.layers[l]
+            wq, wk, wv = matrices["attn_q", l], matrices["attn_k", l], matrices["attn_v", l]
+            wo, wd = matrices["attn_output", l], matrices["ffn_down", l]
+            wg, wu = matrices["ffn_gate", l], matrices["ffn_up", l]
             L.wq, L.wk, L.wv, L.wo = k_weight(wq), k_weight(wk), k_weight(wv), k_weight(wo)
             L.w_gate, L.w_up, L.w_down = k_weight(wg), k_weight(wu), k_weight(wd)
             # one table per input vector, fine enough for every matrix that reads it
-            L.ag_in = min(w.act_group for w in (wq, wk, wv, wg, wu))
-            L.ag_o, L.ag_down = wo.act_group, wd.act_group
+            L.act_group_in = min(w.act_group for w in (wq, wk, wv, wg, wu))
+            L.act_group_o, L.act_group_down = wo.act_group, wd.act_group
             # <=2-bit layers: attention outputs and SwiGLU products carry outlier
             # channels, and a 32-wide table scale keeps one from flattening 63
             # neighbours (2-bit SmolLM2 top-1 agreement 84% -> 90% of the float pass)
             if wo.bits <= 2:
-                L.ag_o = 32
+                L.act_group_o = 32
             if wd.bits <= 2:
-                L.ag_down = 32
-        emb = mat("token_embd.weight", self.vocab_size, self.dim)
-        out = emb if cfg.tie_embeddings else mat("output.weight", self.vocab_size, self.dim)
-        self.embedding, self.output, self.ag_out = k_weight(emb), k_weight(out), out.act_group
+                L.act_group_down = 32
+        emb = matrices["token_embd"]
+        out = emb if cfg.tie_embeddings else matrices["output"]
+        self.embedding, self.output, self.act_group_out = k_weight(emb), k_weight(out), out.act_group
         self.output_residual = self.embedding_residual = NULL
         if "output.residual" in weights:
             # output = out + residual, each 4-bit: ~8-bit logits for one more table pass
-            res = mat("output.residual", self.vocab_size, self.dim)
+            res = weights["output.residual"]
+            if not isinstance(res, PackedWeight) or res.shape != out.shape or res.k_pad != out.k:
+                raise ValueError(f"output.residual: expected a packed {out.shape} matrix, got {res!r}")
+            keep.append(res)
             self.output_residual = k_weight(res)
-            self.ag_out = min(out.act_group, res.act_group)
+            self.act_group_out = min(out.act_group, res.act_group)
             if cfg.tie_embeddings:
                 self.embedding_residual = self.output_residual
-        fv = vec("output_norm.weight", self.dim); self.output_norm = &fv[0]
 
         # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied)
         inv_freq = np.asarray(weights["rope.inv_freq"], dtype=np.float64)
@@ -231,13 +226,14 @@ cdef class LlamaRuntime:
         hv = lazy_zeros(self.n_layers * n_ctx * self.kv_dim); self.k_cache = &hv[0]
         hv = lazy_zeros(self.n_layers * n_ctx * self.kv_dim); self.v_cache = &hv[0]
         B = max_batch
+        k_max = max(self.dim, self.hidden_dim, self.q_dim)
         fv = buf(B * self.dim); self.x = &fv[0]
         fv = buf(B * self.dim); self.xb = &fv[0]
         fv = buf(B * self.dim); self.xb2 = &fv[0]
         fv = buf(B * self.q_dim); self.q = &fv[0]
         fv = buf(B * self.kv_dim); self.k = &fv[0]
         fv = buf(B * self.kv_dim); self.v = &fv[0]
-        fv = buf(B * self.q_dim); self.att = &fv[0]
+        fv = buf(B * self.q_dim); self.attn_out = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
@@ -265,9 +261,9 @@ cdef class LlamaRuntime:
         """out (dim,) = the token's embedding row (plus its residual row when the
         tied output layer carries one); scratch (dim,) may not alias out."""
         cdef int i
-        embed_row(self.embedding, token, out)
+        tmac_weight_row_f32(self.embedding, token, out)
         if self.embedding_residual != NULL:
-            embed_row(self.embedding_residual, token, scratch)
+            tmac_weight_row_f32(self.embedding_residual, token, scratch)
             for i in range(self.dim):
                 out[i] = out[i] + scratch[i]
 
@@ -294,18 +290,21 @@ cdef class LlamaRuntime:
         cdef const tmac_weight_t *ws[3]
         cdef float *ys[3]
         cdef int ldys[3]
+        # 1. embedding rows into the residual stream x
         for t in range(n):
             self.embed(tokens[t], self.x + t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
             kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim      # (n_kv_heads, n_ctx, HD)
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
+            # 2. attention: RMSNorm, then q, k, v from one shared table
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
-            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.ag_in)
+            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.act_group_in)
+            # 3. biases (qkv_bias), RoPE, and k, v into the fp16 cache at positions pos..pos+n-1
             for t in range(n):
                 if L.bq != NULL:
                     for i in range(self.q_dim):
@@ -322,31 +321,34 @@ cdef class LlamaRuntime:
                                        kc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
                     k_fp32_to_fp16_row(self.v + t * self.kv_dim + h * HD,
                                        vc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
+            # 4. grouped-query attention over the cache, output projection, residual add
             rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
-                              self.n_ctx, 1.0 / sqrtf(HD), self.att)
-            rc |= self.matmul(L.wo, self.att, n, self.q_dim, L.ag_o, self.xb2)
+                              self.n_ctx, 1.0 / sqrtf(HD), self.attn_out)
+            rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
+            # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
             for t in range(n):
                 rmsnorm(self.xb + t * D, self.x + t * D, L.ffn_norm, D, self.eps)
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.ag_in)
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in)
             rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)
-            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.ag_down, self.xb2)
+            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2)
             for i in range(n * D):
                 self.x[i] += self.xb2[i]
+        # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + t * D, self.x + (t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
         if self.output_residual == NULL:
-            rc |= self.matmul(self.output, self.xb, n_out, D, self.ag_out, self.logits)
+            rc |= self.matmul(self.output, self.xb, n_out, D, self.act_group_out, self.logits)
         else:
             ws[0], ws[1] = self.output, self.output_residual
             ys[0], ys[1] = self.logits, self.logits_residual
             ldys[0], ldys[1] = self.vocab_size, self.vocab_size
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.ag_out)
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
             for i in range(n_out * self.vocab_size):
                 self.logits[i] = self.logits[i] + self.logits_residual[i]
         return rc

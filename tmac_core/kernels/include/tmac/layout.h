@@ -62,4 +62,32 @@ static inline int tmac_row_of_byte(int p) {
     return u < 8 ? 8 * lane + u : 32 + 8 * lane + (u - 8);
 }
 
+/* Byte (0..63) of an index block that holds row r (0..63) of the tile: the inverse of
+ * tmac_row_of_byte. */
+static inline int tmac_byte_of_row(int r) {
+    return 16 * ((r % 32) / 8) + (r % 8) + (r >= 32 ? 8 : 0);
+}
+
+/* Row `row` (0 <= row < w->m) of a packed matrix as fp32: out[k] for k < w->k, the
+ * weights the kernel multiplies by, w = 2*sh*q - sh*(2^bits - 1) + c (layout.py's
+ * dequantize, in double, rounded once to float). The model runtime reads the
+ * embedding table this way: the same packed table the (tied) output layer uses. */
+static inline void tmac_weight_row_f32(const tmac_weight_t *w, int row, float *out) {
+    int tile = row / TMAC_TILE_ROWS, r = row % TMAC_TILE_ROWS, byte_pos = tmac_byte_of_row(r);
+    int kpairs = w->k_pad / TMAC_KPAIR;
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * w->bits * 64;     /* (kpairs, bits, 64) */
+    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;    /* (n_groups, 2, 64) */
+    for (int k = 0; k < w->k; k++) {
+        int kp = k / TMAC_KPAIR, j = k % TMAC_KPAIR, q = 0;
+        for (int i = 0; i < w->bits; i++) {
+            uint8_t byte = planes[((size_t)kp * w->bits + i) * 64 + byte_pos];
+            int nibble = j < TMAC_KGROUP ? (byte & 15) : (byte >> 4);
+            q |= ((nibble >> (j % TMAC_KGROUP)) & 1) << i;
+        }
+        const uint16_t *sg = scales + (size_t)(k / w->group_size) * 2 * 64;
+        double sh = tmac_fp16_to_fp32(sg[r]), c = tmac_fp16_to_fp32(sg[64 + r]);
+        out[k] = (float)((2.0 * sh * q - sh * ((1 << w->bits) - 1) + c) * w->tensor_scale);
+    }
+}
+
 #endif
