@@ -3,7 +3,10 @@
 The system prompt is always kept and the newest turn is never split; what was
 dropped is returned so the UI can tell the user ("3 older messages are not
 visible to the model"). Works on anything with `.role` and `.content`
-(store Messages, tmac_core ChatMessages). Pure Python: must not import PySide6
+(store Messages, the engine protocol's ChatLines). Two ways to count:
+`fit_prompt` renders candidate prompts and measures them exactly (what the engine
+process uses: the render that fits is the prompt it generates from);
+`fit_history` adds up per-message estimates. Pure Python: must not import PySide6
 or tmac_core.
 """
 
@@ -19,6 +22,7 @@ class HasRoleAndContent(Protocol):
 
 
 MessageT = TypeVar("MessageT", bound=HasRoleAndContent)
+PromptT = TypeVar("PromptT")
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,46 @@ def fit_history(messages: Sequence[MessageT], count_tokens: Callable[[MessageT],
     dropped = [m for turn in turns[:dropped_turn_count] for m in turn]
     kept = system + [m for turn in kept_turns for m in turn]
     return FittedHistory(kept=kept, dropped=dropped, tokens=used, fits=used <= budget)
+
+
+@dataclass(frozen=True)
+class FittedPrompt(Generic[MessageT, PromptT]):
+    kept: list[MessageT]        # in original order, system prompt first
+    dropped: list[MessageT]     # in original order; empty when everything fitted
+    prompt: PromptT             # render(kept), ready for generation
+    tokens: int                 # size(prompt)
+    fits: bool                  # False when even the system prompt + newest turn exceed the budget
+
+
+def fit_prompt(messages: Sequence[MessageT], render: Callable[[list[MessageT]], PromptT],
+               size: Callable[[PromptT], int], budget: int) -> FittedPrompt[MessageT, PromptT]:
+    """Render the history; when it is over `budget` tokens, drop the fewest oldest whole turns that fit.
+
+    One render when everything fits (the usual turn). Otherwise a binary search on how many
+    turns to drop, about log2(turns) more renders, since dropping a turn never lengthens the
+    prompt. The newest turn is always kept: when it alone (with the system prompt) is over
+    budget, fits=False and generation reports the overflow with the real count.
+    """
+    system, turns = split_into_turns(messages)
+    renders: dict[int, tuple[list[MessageT], PromptT, int]] = {}
+
+    def without_oldest(drop: int) -> tuple[list[MessageT], PromptT, int]:
+        if drop not in renders:
+            kept = system + [m for turn in turns[drop:] for m in turn]
+            prompt = render(kept)
+            renders[drop] = (kept, prompt, size(prompt))
+        return renders[drop]
+
+    drop = 0
+    if without_oldest(0)[2] > budget and len(turns) > 1:
+        low, high = 1, len(turns) - 1       # dropping fewer than `low` turns does not fit
+        drop = high                         # the most we may drop, if nothing fits
+        while low <= high:
+            middle = (low + high) // 2
+            if without_oldest(middle)[2] <= budget:
+                drop, high = middle, middle - 1
+            else:
+                low = middle + 1
+    kept, prompt, tokens = without_oldest(drop)
+    dropped = [m for turn in turns[:drop] for m in turn]
+    return FittedPrompt(kept=kept, dropped=dropped, prompt=prompt, tokens=tokens, fits=tokens <= budget)

@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, Signal
 from app.chat.store import COMPLETE, ERROR, PARTIAL, ChatStore, Message
 from app.settings import AppSettings
 from app.workers.engine_client import EngineClient
+from tmac_core.errors import ContextOverflowError
 
 NEW_CHAT_TITLE = "New chat"
 TITLE_LENGTH = 48
@@ -188,14 +189,14 @@ class ChatSession(QObject):
                                     f"{'are' if dropped != 1 else 'is'} not visible to the model: the context holds "
                                     f"{n_ctx} tokens and the rest of this chat uses {tokens}.")
 
-    def _on_client_failed(self, request_id: int, error_type: str, text: str) -> None:
+    def _on_client_failed(self, request_id: int, kind: str, text: str) -> None:
         if request_id != self.request_id or self.answer_id is None:
             return
         stats = stats_from(self._last_chunk, self.client.info) if self._last_chunk else {}
-        stats["error"] = f"{error_type}: {text}"
+        stats["error"] = f"{kind}: {text}"
         has_text = bool(self.store.get_message(self.answer_id).content)
         self._finish(PARTIAL if has_text else ERROR, stats)
-        self.notice.emit("overflow" if error_type == "ContextOverflowError" else "error", text)
+        self.notice.emit("overflow" if kind == ContextOverflowError.kind else "error", text)
 
     def _on_client_died(self, reason: str) -> None:
         if self.answer_id is None:

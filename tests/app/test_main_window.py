@@ -29,6 +29,7 @@ from app.chat.store import ChatStore  # noqa: E402
 from app.paths import app_paths  # noqa: E402
 from app.settings import AppSettings, load_settings  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
+from app.workers.protocol import EngineState  # noqa: E402
 
 
 class Harness:
@@ -377,7 +378,7 @@ def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window,
     h.window.client.loadProgress.connect(lambda fraction, _stage: progress.append(fraction))
     with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         h.window.models_page.modelChosen.emit("default", 2)
-        assert h.window.progress.isVisible() or h.window.client.state == "ready"
+        assert h.window.progress.isVisible() or h.window.client.state == EngineState.READY
     assert blocker.args[0].bits == 2 and progress and progress[-1] == 1.0
     assert not h.window.progress.isVisible() and "2-bit" in h.window.model_label.text()
     assert h.window.tabs.currentWidget() is h.window.chat_page
