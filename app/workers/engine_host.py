@@ -41,14 +41,19 @@ def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
 
     Returns app.chat.trim.FittedPrompt whose `prompt` is engine.render's (token ids,
     template notice) for the kept messages: rendered once when everything fits, and
-    the ids go to generation as they are. If the system prompt and the newest turn
+    the ids go to generation as they are; a history that is too long renders again
+    a few times, near the size that fits. If the system prompt and the newest turn
     alone do not fit, Engine.stream_tokens raises ContextOverflowError with the counts.
     """
     from app.chat.trim import fit_prompt
 
     reserve = max(1, min(max_tokens, engine.n_ctx // 4))   # room for the answer
+
+    def estimate(message: ChatLine) -> int:   # content plus the template's role markers; renders check it
+        return len(engine.tokenizer.encode(message.content, allow_special=False)) + 8
+
     return fit_prompt(list(messages), lambda kept: engine.render(_as_dicts(kept)), lambda prompt: len(prompt[0]),
-                      engine.n_ctx - reserve)
+                      engine.n_ctx - reserve, estimate)
 
 
 def _as_dicts(messages) -> list[dict[str, str]]:

@@ -108,6 +108,19 @@ def test_set_threads_applies_during_the_answer(qtbot, client):
     assert [c.threads for c in chunks].count(1) >= 1
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to change the thread count")
+def test_set_threads_while_loading_applies_once_loaded(qtbot, client):
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        client.load("default", 4, n_ctx=512, n_threads=2)
+        assert client.state in (EngineState.STARTING, EngineState.LOADING)
+        client.set_threads(1)       # the process is still starting: the engine does not exist yet
+    assert blocker.args[0].n_threads == 1 and client.threads == 1
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    chunks = wait_finished(qtbot, log, request_id)
+    assert {chunk.threads for chunk in chunks} == {1}
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
 def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
     load(qtbot, client)
