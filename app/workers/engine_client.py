@@ -260,6 +260,10 @@ class EngineClient(QObject):
             pass  # the pipe closed: the liveness check in _poll reports it
 
     def _handle(self, reply: Reply) -> None:
+        if isinstance(reply, (Progress, Loaded, LoadFailed)) and self.state != LOADING:
+            log.warning("skipped %s from the engine process: it is %s, not loading", type(reply).__name__,
+                        self.state.value)
+            return
         if isinstance(reply, ChunkMsg):
             self.chunk.emit(reply.request_id, reply.chunk)
             if reply.chunk.finish_reason is not None:

@@ -16,7 +16,7 @@ import pytest
 from app.workers.engine_host import EngineHost
 from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, ChunkLog, engine_cache_dir  # noqa: F401
 from app.workers.protocol import (
-    NOT_READY, ChatLine, ChunkMsg, Failed, Generate, Load, Loaded, LoadFailed, Progress, ProtocolError, SetThreads,
+    NOT_READY, ChatLine, ChunkMsg, EngineState, Failed, Generate, Load, Loaded, LoadFailed, Progress, ProtocolError, SetThreads,
     Shutdown, Trimmed, decode_reply, decode_request, encode, error_kind,
 )
 from tmac_core.errors import ContextOverflowError, ModelFormatError, ModelLoadError
@@ -175,6 +175,7 @@ def test_the_engine_client_skips_garbage_from_the_engine(qtbot, caplog):
     client = EngineClient()
     window_end, engine_end = multiprocessing.Pipe(duplex=True)
     client._conn = window_end       # the client's receiving path, fed by this test instead of a process
+    client._set_state(EngineState.LOADING)
     progress, load_failures = [], []
     client.loadProgress.connect(lambda fraction, stage: progress.append((fraction, stage)))
     client.loadFailed.connect(lambda kind, message: load_failures.append((kind, message)))
@@ -208,3 +209,22 @@ def test_the_engine_process_outlives_garbage_on_its_pipe(qtbot, engine_cache_dir
     finally:
         client.shutdown()
 
+
+
+def test_the_engine_client_skips_load_replies_when_not_loading(qtbot, caplog):
+    from app.workers.engine_client import EngineClient
+
+    client = EngineClient()
+    window_end, engine_end = multiprocessing.Pipe(duplex=True)
+    client._conn = window_end
+    loaded, load_failures = [], []
+    client.loaded.connect(loaded.append)
+    client.loadFailed.connect(lambda kind, message: load_failures.append(kind))
+    for reply in (Loaded(INFO), LoadFailed("model_load", "x"), Progress(0.5, "x")):
+        engine_end.send_bytes(encode(reply))
+    client._drain()
+    assert loaded == [] and load_failures == [] and client.info is None
+    assert sum("not loading" in record.getMessage() for record in caplog.records) == 3
+    client._conn = None
+    window_end.close()
+    engine_end.close()
