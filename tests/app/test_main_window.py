@@ -299,7 +299,7 @@ def test_chat_list_search_rename_delete_undo_and_export(open_window, tmp_path, q
     assert markdown.suffix == ".md" and "# Tomato planting" in text and "Plant them deep" in text
     exported = json.loads(listing.export_to(first.id, tmp_path / "chat.json", "json").read_text(encoding="utf-8"))
     assert [m["content"] for m in exported["messages"]][0] == "How deep should I plant tomato seedlings?"
-    assert exported["messages"][1]["stats"]["tokens"] == 9
+    assert exported["messages"][1]["stats"]["generated_tokens"] == 9
 
 
 def test_shortcuts_new_chat_and_find(open_window, qtbot):
