@@ -228,3 +228,12 @@ def test_the_engine_client_skips_load_replies_when_not_loading(qtbot, caplog):
     client._conn = None
     window_end.close()
     engine_end.close()
+
+
+def test_the_protocol_loads_neither_qt_nor_numpy():
+    # Both processes import it; the window only decodes replies, which need no SamplingParams.
+    from tests.test_boundaries import modules_loaded_by
+
+    loaded = modules_loaded_by("import app.workers.protocol as p\n"
+                               f"p.decode_reply({encode(ChunkMsg(1, CHUNK))!r})\np.decode_reply({encode(Loaded(INFO))!r})")
+    assert not {name for name in loaded if name.split(".")[0] in ("PySide6", "shiboken6", "numpy")}
