@@ -17,8 +17,8 @@ Stop does not travel here: the window sets a shared Event that the engine checks
 between tokens. Failures carry a stable `kind` (tmac_core's error classes own theirs;
 the ones below are the protocol's own), never a class name.
 
-No Qt and no numpy at import: both processes import this module, and the window
-imports SamplingParams only to decode, which it never does for a request.
+No Qt here, and numpy only once a Generate is decoded, which happens in the
+engine process: the window imports this module too and decodes replies only.
 """
 
 from __future__ import annotations
