@@ -35,8 +35,9 @@ class SelfTest:
         self.last_chunk = None
         self.timer = QTimer(singleShot=True, interval=int(timeout_s * 1000))
         self.timer.timeout.connect(lambda: self.fail(f"no answer within {timeout_s:.0f} s "
-                                                     f"(engine state: {window.client.state})"))
+                                                     f"(engine state: {window.client.state.value})"))
         window.client.loaded.connect(self.on_loaded)
+        window.client.loadFailed.connect(lambda kind, text: self.fail(f"load failed: {kind}: {text}"))
         window.client.failed.connect(self.on_failed)
         window.client.died.connect(lambda reason: self.fail(f"engine process died: {reason}"))
         window.session.answerChunk.connect(self.on_chunk)
@@ -53,8 +54,8 @@ class SelfTest:
         if not self.window.session.busy:
             self.fail("the composer did not send the message")
 
-    def on_failed(self, request_id: int, error_type: str, text: str) -> None:
-        self.fail(f"{'load' if request_id == -1 else 'generate'} failed: {error_type}: {text}")
+    def on_failed(self, request_id: int, kind: str, text: str) -> None:
+        self.fail(f"generate failed: {kind}: {text}")
 
     def on_chunk(self, chunk) -> None:
         self.last_chunk = chunk

@@ -1,23 +1,31 @@
 """Typed errors of the runtime. The runtime never prints or exits: it raises these.
 
+Each class has a stable `kind`, a short identifier that crosses process
+boundaries (the app's engine protocol) and that callers match on instead of a
+class name. A subclass has its own kind; its parents' kinds stay unchanged.
+
 Pure Python: no Qt, no app imports.
 """
 
 
 class TmacError(Exception):
     """Base class of every error the runtime raises on purpose."""
+    kind = "runtime"
 
 
 class KernelError(TmacError):
     """A kernel call was refused (bad shape, unknown or unavailable instruction set)."""
+    kind = "kernel"
 
 
 class UnsupportedCpuError(KernelError):
     """A kernel tier was asked for that this CPU (or its operating system) cannot run."""
+    kind = "unsupported_cpu"
 
 
 class ModelLoadError(TmacError):
     """A model could not be loaded."""
+    kind = "model_load"
 
 
 class ModelFormatError(ModelLoadError):
@@ -25,6 +33,7 @@ class ModelFormatError(ModelLoadError):
 
     The message names the file, the field and the byte offset where the problem was found.
     """
+    kind = "model_format"
 
     def __init__(self, path, field: str, offset: int | None, reason: str):
         self.path = str(path)
@@ -37,22 +46,27 @@ class ModelFormatError(ModelLoadError):
 
 class UnsupportedModelError(ModelLoadError):
     """A well-formed model this runtime does not support (architecture, tensor type...)."""
+    kind = "unsupported_model"
 
 
 class TokenizerError(TmacError):
     """The model's vocabulary could not be turned into a working tokenizer."""
+    kind = "tokenizer"
 
 
 class ChatTemplateError(TmacError):
     """The chat template could not be rendered."""
+    kind = "chat_template"
 
 
 class TemplateSecurityError(ChatTemplateError):
     """The chat template tried to do something a sandboxed template may not do."""
+    kind = "template_security"
 
 
 class ContextOverflowError(TmacError):
     """A prompt does not fit in the model's context window."""
+    kind = "context_overflow"
 
     def __init__(self, n_prompt_tokens: int, n_ctx: int, message: str | None = None):
         self.n_prompt_tokens = n_prompt_tokens
@@ -63,7 +77,9 @@ class ContextOverflowError(TmacError):
 
 class EngineBusyError(TmacError):
     """Engine.stream() was called while another answer from the same engine is running."""
+    kind = "engine_busy"
 
 
 class PerplexityError(TmacError):
     """The text or the settings cannot give a perplexity (too short a text, bad ctx)."""
+    kind = "perplexity"

@@ -1,7 +1,8 @@
 """Typed errors of the model catalog, downloads and installed-model management.
 
 Every error carries a sentence fit to show the user as is (`str(error)`) and
-the fields the UI needs to offer an action. Pure Python: must not import
+the fields the UI needs to offer an action, and a stable `kind` (a short
+identifier the UI matches on to choose that action). Pure Python: must not import
 PySide6, huggingface_hub or tmac_core (so the UI can catch these without
 pulling in the network stack).
 """
@@ -13,10 +14,12 @@ from pathlib import Path
 
 class CatalogError(Exception):
     """assets/catalog.json is missing, unreadable or fails validation (a packaging bug, not a user error)."""
+    kind = "catalog"
 
 
 class ModelFileError(Exception):
     """Base class for everything that can go wrong getting a model file onto disk."""
+    kind = "error"
 
 
 class DownloadError(ModelFileError):
@@ -24,6 +27,8 @@ class DownloadError(ModelFileError):
 
 
 class ModelNotFoundError(DownloadError):
+    kind = "not_found"
+
     def __init__(self, repo_id: str, filename: str, detail: str = "") -> None:
         self.repo_id, self.filename = repo_id, filename
         super().__init__(f"{filename} was not found in {repo_id} on Hugging Face"
@@ -31,6 +36,8 @@ class ModelNotFoundError(DownloadError):
 
 
 class GatedModelError(DownloadError):
+    kind = "gated"
+
     def __init__(self, repo_id: str, detail: str = "") -> None:
         self.repo_id = repo_id
         super().__init__(
@@ -41,6 +48,8 @@ class GatedModelError(DownloadError):
 
 
 class HubOfflineError(DownloadError):
+    kind = "offline"
+
     def __init__(self, detail: str = "") -> None:
         super().__init__("Cannot reach Hugging Face: you appear to be offline (or offline mode is on)."
                          + (f" ({detail})" if detail else ""))
@@ -48,6 +57,7 @@ class HubOfflineError(DownloadError):
 
 class DownloadInterruptedError(DownloadError):
     """The connection broke mid-file; the bytes so far are kept and the next attempt resumes."""
+    kind = "interrupted"
 
     def __init__(self, bytes_done: int, total: int, detail: str = "") -> None:
         self.bytes_done, self.total = bytes_done, total
@@ -56,17 +66,23 @@ class DownloadInterruptedError(DownloadError):
 
 
 class DownloadCancelledError(DownloadError):
+    kind = "cancelled"
+
     def __init__(self, bytes_done: int, total: int) -> None:
         self.bytes_done, self.total = bytes_done, total
         super().__init__(f"Download cancelled at {bytes_done} of {total} bytes; it can be resumed later.")
 
 
 class DownloadInProgressError(DownloadError):
+    kind = "in_progress"
+
     def __init__(self, filename: str) -> None:
         super().__init__(f"{filename} is already being downloaded.")
 
 
 class DiskFullError(ModelFileError):
+    kind = "disk_full"
+
     def __init__(self, folder: Path, needed: int | None = None, free: int | None = None) -> None:
         self.folder, self.needed, self.free = Path(folder), needed, free
         if needed is not None and free is not None:
@@ -78,6 +94,8 @@ class DiskFullError(ModelFileError):
 
 
 class ChecksumMismatchError(ModelFileError):
+    kind = "checksum"
+
     def __init__(self, filename: str, expected: str, actual: str) -> None:
         self.filename, self.expected, self.actual = filename, expected, actual
         super().__init__(f"{filename} arrived damaged (sha256 {actual[:12]}… instead of {expected[:12]}…); "
@@ -86,15 +104,20 @@ class ChecksumMismatchError(ModelFileError):
 
 class HubProtocolError(DownloadError):
     """The server answered something we refuse to trust (missing/odd commit, etag or size)."""
+    kind = "protocol"
 
 
 class NotAGgufFileError(ModelFileError):
+    kind = "not_gguf"
+
     def __init__(self, path: Path, detail: str) -> None:
         self.path = Path(path)
         super().__init__(f"{self.path.name} is not a usable GGUF model file ({detail}).")
 
 
 class InstalledModelNotFoundError(ModelFileError, KeyError):
+    kind = "not_installed"
+
     def __init__(self, model_key: str) -> None:
         self.model_key = model_key
         super().__init__(f"No installed model {model_key!r}.")

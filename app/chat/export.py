@@ -11,7 +11,7 @@ import json
 import time
 from typing import Sequence
 
-from app.chat.store import Conversation, Message
+from app.chat.store import AnswerStats, Conversation, Message
 
 EXPORT_FORMAT_VERSION = 1
 _ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}
@@ -22,14 +22,14 @@ _STATE_NOTES = {"partial": "(interrupted: the answer stopped early)", "error": "
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
-_STATS_FORMATS = (("tokens", "{} tokens"), ("tokens_per_s", "{:.1f} tok/s"), ("ttft_s", "TTFT {:.2f} s"),
-                  ("prompt_tokens_per_s", "prompt {:.1f} tok/s"), ("threads", "{} threads"),
-                  ("bits", "{}-bit"), ("kernel_tier", "{}"))
+_STATS_FORMATS = (("generated_tokens", "{} tokens"), ("decode_tok_s", "{:.1f} tok/s"), ("ttft_s", "TTFT {:.2f} s"),
+                  ("prompt_tok_s", "prompt {:.1f} tok/s"), ("threads", "{} threads"),
+                  ("bits", "{}-bit"), ("tier", "{}"))
 
 
-def stats_line(stats: dict) -> str:
+def stats_line(stats: AnswerStats) -> str:
     """One short line such as `42 tokens · 17.3 tok/s · TTFT 0.21 s · 4 threads · 2-bit · avx2`."""
-    parts = [fmt.format(stats[key]) for key, fmt in _STATS_FORMATS if key in stats]
+    parts = [fmt.format(getattr(stats, name)) for name, fmt in _STATS_FORMATS if getattr(stats, name) is not None]
     return " · ".join("1 thread" if part == "1 threads" else part for part in parts)
 
 
@@ -60,6 +60,6 @@ def to_json(conversation: Conversation, messages: Sequence[Message]) -> str:
         "format": "tmac-chat-conversation",
         "format_version": EXPORT_FORMAT_VERSION,
         "conversation": dataclasses.asdict(conversation),
-        "messages": [dataclasses.asdict(message) for message in messages],
+        "messages": [dict(dataclasses.asdict(message), stats=message.stats.to_json()) for message in messages],
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -27,7 +27,7 @@ from app.chat.errors import (
     NewerSchemaError,
 )
 from app.chat.records import (  # re-exported: callers import the record types from here
-    COMPLETE, ERROR, MESSAGE_STATES, PARTIAL, ROLES, STREAMING, Conversation, Message, SearchHit,
+    COMPLETE, ERROR, MESSAGE_STATES, PARTIAL, ROLES, STREAMING, AnswerStats, Conversation, Message, SearchHit,
     conversation_from_row as _conversation_from_row, message_from_row as _message_from_row,
 )
 
@@ -274,7 +274,7 @@ class ChatStore:
 
     # ---- messages ------------------------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, content: str, *, stats: dict[str, Any] | None = None,
+    def add_message(self, conversation_id: int, role: str, content: str, *, stats: AnswerStats | None = None,
                     state: str = COMPLETE) -> Message:
         """Store one whole message in its own transaction (committed, fsynced) and return it."""
         if role not in ROLES:
@@ -287,14 +287,14 @@ class ChatStore:
                 self._db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (message_id, content))
         return self.get_message(message_id)
 
-    def _insert_message(self, conversation_id: int, role: str, content: str, stats: dict[str, Any] | None,
+    def _insert_message(self, conversation_id: int, role: str, content: str, stats: AnswerStats | None,
                         state: str) -> int:
         if self._db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
             raise ConversationNotFoundError(conversation_id)
         cursor = self._db.execute(
             "INSERT INTO messages (conversation_id, role, content, created, stats_json, state)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (conversation_id, role, content, self._clock(), json.dumps(stats or {}), state),
+            (conversation_id, role, content, self._clock(), _stats_json(stats), state),
         )
         self._touch(conversation_id)
         return cursor.lastrowid
@@ -317,7 +317,7 @@ class ChatStore:
                                 (conversation_id,)).fetchall()
         return [self.get_message(row["id"]) for row in rows]
 
-    def begin_assistant_message(self, conversation_id: int, *, stats: dict[str, Any] | None = None) -> int:
+    def begin_assistant_message(self, conversation_id: int, *, stats: AnswerStats | None = None) -> int:
         """Create an empty assistant message in state "streaming"; returns its id."""
         with self._transaction():
             message_id = self._insert_message(conversation_id, "assistant", "", stats, STREAMING)
@@ -352,7 +352,7 @@ class ChatStore:
             pending.chars = 0
             pending.last_flush = time.monotonic()
 
-    def finish_message(self, message_id: int, stats: dict[str, Any] | None = None, state: str = COMPLETE) -> Message:
+    def finish_message(self, message_id: int, stats: AnswerStats | None = None, state: str = COMPLETE) -> Message:
         """End a streaming message: flush, record stats, set its final state (complete/partial/error)."""
         if state not in (COMPLETE, PARTIAL, ERROR):
             raise ValueError(f"final state must be complete, partial or error, not {state!r}")
@@ -366,7 +366,7 @@ class ChatStore:
                     raise MessageNotFoundError(message_id)
                 self._db.execute(
                     "UPDATE messages SET content = content || ?, state = ?, stats_json = ? WHERE id = ?",
-                    (text, state, json.dumps(stats or {}), message_id),
+                    (text, state, _stats_json(stats), message_id),
                 )
                 self._touch(row["conversation_id"])
                 if self.has_fts:
@@ -469,3 +469,7 @@ def _snippet(content: str, term: str, width: int = 60) -> str:
     at = content.lower().find(term.lower())
     start = max(0, at - width // 2)
     return ("…" if start else "") + content[start:start + width] + ("…" if start + width < len(content) else "")
+
+
+def _stats_json(stats: AnswerStats | None) -> str:
+    return json.dumps(stats.to_json() if stats is not None else {})

@@ -3,8 +3,10 @@
 The system prompt is always kept and the newest turn is never split; what was
 dropped is returned so the UI can tell the user ("3 older messages are not
 visible to the model"). Works on anything with `.role` and `.content`
-(store Messages, tmac_core ChatMessages). Pure Python: must not import PySide6
-or tmac_core.
+(store Messages, the engine protocol's ChatLines). `fit_history` adds up
+per-message estimates; `fit_prompt` starts from its guess and measures rendered
+prompts exactly (what the engine process uses: the render that fits is the
+prompt it generates from). Pure Python: must not import PySide6 or tmac_core.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class HasRoleAndContent(Protocol):
 
 
 MessageT = TypeVar("MessageT", bound=HasRoleAndContent)
+PromptT = TypeVar("PromptT")
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,50 @@ def fit_history(messages: Sequence[MessageT], count_tokens: Callable[[MessageT],
     dropped = [m for turn in turns[:dropped_turn_count] for m in turn]
     kept = system + [m for turn in kept_turns for m in turn]
     return FittedHistory(kept=kept, dropped=dropped, tokens=used, fits=used <= budget)
+
+
+@dataclass(frozen=True)
+class FittedPrompt(Generic[MessageT, PromptT]):
+    kept: list[MessageT]        # in original order, system prompt first
+    dropped: list[MessageT]     # in original order; empty when everything fitted
+    prompt: PromptT             # render(kept), ready for generation
+    tokens: int                 # size(prompt)
+    fits: bool                  # False when even the system prompt + newest turn exceed the budget
+
+
+def fit_prompt(messages: Sequence[MessageT], render: Callable[[list[MessageT]], PromptT],
+               size: Callable[[PromptT], int], budget: int,
+               estimate: Callable[[MessageT], int]) -> FittedPrompt[MessageT, PromptT]:
+    """Render the history; when it is over `budget` tokens, drop the fewest oldest whole turns that fit.
+
+    One render when everything fits (the usual turn). Otherwise `estimate` (a per-message count
+    as fit_history takes, read only for the newest turns) guesses how many turns to drop, and
+    exact renders from the guess find the fewest that fit, since dropping a turn never lengthens
+    the prompt: with a fair estimate two or three more renders, each about the budget's size.
+    The newest turn is always kept: when it alone (with the system prompt) is over budget,
+    fits=False and generation reports the overflow with the real count.
+    """
+    system, turns = split_into_turns(messages)
+    renders: dict[int, tuple[list[MessageT], PromptT, int]] = {}
+
+    def without_oldest(drop: int) -> tuple[list[MessageT], PromptT, int]:
+        if drop not in renders:
+            kept = system + [m for turn in turns[drop:] for m in turn]
+            prompt = render(kept)
+            renders[drop] = (kept, prompt, size(prompt))
+        return renders[drop]
+
+    def fits(drop: int) -> bool:
+        return without_oldest(drop)[2] <= budget
+
+    drop, most = 0, len(turns) - 1
+    if not fits(0) and most > 0:
+        guess = len(split_into_turns(fit_history(messages, estimate, budget).dropped)[1])
+        drop = min(max(guess, 1), most)
+        while drop < most and not fits(drop):       # the guess kept too much
+            drop += 1
+        while drop > 1 and fits(drop - 1):          # the guess dropped more than needed
+            drop -= 1
+    kept, prompt, tokens = without_oldest(drop)
+    dropped = [m for turn in turns[:drop] for m in turn]
+    return FittedPrompt(kept=kept, dropped=dropped, prompt=prompt, tokens=tokens, fits=tokens <= budget)

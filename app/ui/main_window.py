@@ -13,6 +13,8 @@ own saves are never undone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.catalog.installed import list_installed
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
@@ -36,15 +39,17 @@ from app.ui.perf_panel import PerfPanel
 from app.ui.sampling_panel import SamplingPanel
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
-from app.workers.engine_client import DEAD, GENERATING, LOADING, READY, STARTING, EngineClient, default_thread_count
+from app.workers.engine_client import EngineClient, default_thread_count
+from app.workers.protocol import EngineState
 
 SAVE_DELAY_MS = 500
 PURGE_DELETED_AFTER_S = 7 * 86400
 # The settings this window (and its panels) own; the model manager and the dialogs own the rest.
 WINDOW_FIELDS = ("system_prompt", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_new_tokens", "seed",
                  "context_length", "theme", "model_source", "default_bits", "n_threads")
-STATE_TEXT = {"stopped": "Engine stopped", STARTING: "Starting the engine…", LOADING: "Loading the model…",
-              READY: "Ready", GENERATING: "Writing…", DEAD: "Engine stopped unexpectedly"}
+STATE_TEXT = {EngineState.STOPPED: "Engine stopped", EngineState.STARTING: "Starting the engine…",
+              EngineState.LOADING: "Loading the model…", EngineState.READY: "Ready", EngineState.GENERATING: "Writing…",
+              EngineState.DEAD: "Engine stopped unexpectedly"}
 
 
 class MainWindow(QMainWindow):
@@ -131,7 +136,7 @@ class MainWindow(QMainWindow):
         page_layout.addWidget(self.splitter)
 
     def _build_status_bar(self) -> None:
-        self.state_label = QLabel(STATE_TEXT["stopped"])
+        self.state_label = QLabel(STATE_TEXT[EngineState.STOPPED])
         self.state_label.setAccessibleName("Engine state")
         self.model_label = QLabel()
         self.model_label.setAccessibleName("Loaded model")
@@ -196,7 +201,7 @@ class MainWindow(QMainWindow):
         client.stateChanged.connect(self._on_client_state)
         client.loadProgress.connect(self._on_client_progress)
         client.loaded.connect(self._on_client_loaded)
-        client.failed.connect(self._on_client_failed)
+        client.loadFailed.connect(self._on_client_load_failed)
         client.died.connect(self._on_client_died)
         self.composer.sendRequested.connect(self._on_composer_send)
         self.composer.stopRequested.connect(session.stop)
@@ -216,18 +221,35 @@ class MainWindow(QMainWindow):
 
     def start_engine(self) -> None:
         """Load the model from the settings in a fresh engine process."""
-        self.engine_banner.hide()
-        self.client.load(self.settings.model_source, self.settings.default_bits,
-                         n_ctx=self.settings.context_length, n_threads=self.settings.n_threads or default_thread_count())
+        self._load(self.settings.model_source, self.settings.default_bits)
 
     def load_model(self, source: str, bits: int) -> None:
-        self.change_settings(model_source=source, default_bits=bits)
-        self.start_engine()
+        self.change_settings(model_source=source, default_bits=bits)   # the model to load at the next start
+        self._load(source, bits)
         self.tabs.setCurrentWidget(self.chat_page)
+
+    def _load(self, source: str, bits: int) -> None:
+        self.engine_banner.hide()
+        self.client.load(source, bits, n_ctx=self.settings.context_length,
+                         n_threads=self.settings.n_threads or default_thread_count(),
+                         source_sha256=self._known_sha256(source))
+
+    def _known_sha256(self, source: str) -> str | None:
+        """The file's sha256 from its install manifest, so the engine need not re-read a multi-GB file.
+        None for the embedded model and for a referenced import (its file is outside our folder and
+        may have changed since): the engine then hashes the file itself."""
+        if source == "default":
+            return None
+        target = Path(source).resolve()
+        for model in list_installed(self.models_page.models_dir):
+            if model.source != "import-reference" and model.path.resolve() == target:
+                digest = model.sha256
+                return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+        return None
 
     def restart_engine(self) -> None:
         self.engine_banner.hide()
-        if self.client.state == "stopped" and self.client.info is None:
+        if self.client.state == EngineState.STOPPED and self.client.info is None:
             self.start_engine()
         else:
             self.client.restart()
@@ -236,11 +258,11 @@ class MainWindow(QMainWindow):
         self.client.set_threads(n)
         self.change_settings(n_threads=n)
 
-    def _on_client_state(self, state: str) -> None:
-        self.state_label.setText(STATE_TEXT.get(state, state))
-        ready = state in (READY, GENERATING)
-        self.composer.set_ready(ready, "" if ready else STATE_TEXT.get(state, state))
-        if state in (STARTING, LOADING):
+    def _on_client_state(self, state: EngineState) -> None:
+        self.state_label.setText(STATE_TEXT[state])
+        ready = state in (EngineState.READY, EngineState.GENERATING)
+        self.composer.set_ready(ready, "" if ready else STATE_TEXT[state])
+        if state in (EngineState.STARTING, EngineState.LOADING):
             self.progress.setValue(0)
             self.progress.show()
         else:
@@ -264,10 +286,9 @@ class MainWindow(QMainWindow):
             source = self.settings.model_source
             self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))
 
-    def _on_client_failed(self, request_id: int, error_type: str, text: str) -> None:
-        if request_id == -1:
-            self.engine_banner.show_message("error", f"The model could not be loaded ({error_type}): {text}",
-                                            "Load the built-in model", lambda: self.load_model("default", 4))
+    def _on_client_load_failed(self, kind: str, text: str) -> None:
+        self.engine_banner.show_message("error", f"The model could not be loaded ({kind}): {text}",
+                                        "Load the built-in model", lambda: self.load_model("default", 4))
 
     def _on_client_died(self, reason: str) -> None:
         self.engine_banner.show_message(

@@ -24,7 +24,7 @@ ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
 
 def state_note(message: Message) -> str:
-    error = message.stats.get("error", "")
+    error = message.stats.error or ""
     if message.state == STREAMING:
         return ""
     if message.state == PARTIAL:
@@ -33,9 +33,9 @@ def state_note(message: Message) -> str:
         return "Stopped before the end." if not error else f"Interrupted ({error})."
     if message.state == ERROR:
         return f"No answer: {error}" if error else "No answer."
-    if message.stats.get("finish_reason") == "length":
+    if message.stats.finish_reason == "length":
         return "Reached the max-tokens limit."
-    if message.stats.get("finish_reason") == "context_full":
+    if message.stats.finish_reason == "context_full":
         return "Stopped: the context is full."
     return ""
 

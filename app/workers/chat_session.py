@@ -14,13 +14,15 @@ answer streams.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from app.chat.store import COMPLETE, ERROR, PARTIAL, ChatStore, Message
+from app.chat.store import COMPLETE, ERROR, PARTIAL, AnswerStats, ChatStore, Message
 from app.settings import AppSettings
 from app.workers.engine_client import EngineClient
+from tmac_core.errors import ContextOverflowError
 
 NEW_CHAT_TITLE = "New chat"
 TITLE_LENGTH = 48
@@ -38,19 +40,6 @@ def sampling_params_from(settings: AppSettings):
     return SamplingParams(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                           min_p=settings.min_p, repeat_penalty=settings.repeat_penalty,
                           max_tokens=settings.max_new_tokens, seed=settings.seed)
-
-
-def stats_from(chunk, info) -> dict:
-    """The per-message stats line, kept with the message (keys listed in app.chat.records)."""
-    stats = {"tokens": chunk.generated_tokens, "tokens_per_s": round(chunk.decode_tok_s, 2),
-             "ttft_s": round(chunk.ttft_s, 3), "prompt_tokens_per_s": round(chunk.prompt_tok_s, 1),
-             "threads": chunk.threads, "prompt_tokens": chunk.prompt_tokens, "cached_tokens": chunk.cached_tokens,
-             "cpu_s": round(chunk.cpu_s, 3), "elapsed_s": round(chunk.elapsed_s, 3)}
-    if chunk.finish_reason:
-        stats["finish_reason"] = chunk.finish_reason
-    if info is not None:
-        stats.update(bits=info.bits, kernel_tier=info.isa, model=info.name)
-    return stats
 
 
 class ChatSession(QObject):
@@ -146,8 +135,7 @@ class ChatSession(QObject):
         """The window is closing: keep the answer in progress as a partial one, now."""
         if self.busy:
             self.client.stop()
-            stats = stats_from(self._last_chunk, self.client.info) if self._last_chunk else {}
-            self._finish(PARTIAL, stats)
+            self._finish(PARTIAL, self._stats_so_far())
 
     def _ask(self) -> None:
         settings = self._settings()
@@ -178,7 +166,7 @@ class ChatSession(QObject):
         self.answerChunk.emit(chunk)
         if chunk.finish_reason is not None and self.answer_id is not None:  # a listener may have closed us
             state = PARTIAL if chunk.finish_reason == "cancelled" else COMPLETE
-            self._finish(state, stats_from(chunk, self.client.info))
+            self._finish(state, AnswerStats.from_chunk(chunk, self.client.info))
 
     def _on_client_trimmed(self, request_id: int, dropped: int, tokens: int, n_ctx: int) -> None:
         if request_id != self.request_id:
@@ -188,25 +176,25 @@ class ChatSession(QObject):
                                     f"{'are' if dropped != 1 else 'is'} not visible to the model: the context holds "
                                     f"{n_ctx} tokens and the rest of this chat uses {tokens}.")
 
-    def _on_client_failed(self, request_id: int, error_type: str, text: str) -> None:
+    def _on_client_failed(self, request_id: int, kind: str, text: str) -> None:
         if request_id != self.request_id or self.answer_id is None:
             return
-        stats = stats_from(self._last_chunk, self.client.info) if self._last_chunk else {}
-        stats["error"] = f"{error_type}: {text}"
+        stats = dataclasses.replace(self._stats_so_far(), error=f"{kind}: {text}")
         has_text = bool(self.store.get_message(self.answer_id).content)
         self._finish(PARTIAL if has_text else ERROR, stats)
-        self.notice.emit("overflow" if error_type == "ContextOverflowError" else "error", text)
+        self.notice.emit("overflow" if kind == ContextOverflowError.kind else "error", text)
 
     def _on_client_died(self, reason: str) -> None:
         if self.answer_id is None:
             return
-        stats = stats_from(self._last_chunk, self.client.info) if self._last_chunk else {}
-        stats["error"] = f"engine died: {reason}"
-        self._finish(PARTIAL, stats)
+        self._finish(PARTIAL, dataclasses.replace(self._stats_so_far(), error=f"engine died: {reason}"))
 
-    def _finish(self, state: str, stats: dict) -> None:
+    def _stats_so_far(self) -> AnswerStats:
+        return AnswerStats.from_chunk(self._last_chunk, self.client.info) if self._last_chunk else AnswerStats()
+
+    def _finish(self, state: str, stats: AnswerStats) -> None:
         if self._trimmed:
-            stats["trimmed_messages"] = self._trimmed
+            stats = dataclasses.replace(stats, trimmed_messages=self._trimmed)
         message: Message = self.store.finish_message(self.answer_id, stats, state)
         self.answer_id = None
         self.request_id = None

@@ -83,6 +83,7 @@ class CompareRunner(QObject):
             lambda fraction, stage: self.status.emit(f"Loading the {bits}-bit model: {stage} ({fraction:.0%})"))
         client.loaded.connect(lambda info: self._on_loaded(client, bits, info))
         client.chunk.connect(lambda request_id, chunk: self._on_chunk(client, bits, request_id, chunk))
+        client.loadFailed.connect(lambda kind, message: self._fail(client, bits, message))
         client.failed.connect(lambda request_id, kind, message: self._on_failed(client, bits, request_id, message))
         client.died.connect(lambda reason: self._fail(client, bits, f"The engine stopped: {reason}."))
         self.variantStarted.emit(bits)
@@ -112,7 +113,7 @@ class CompareRunner(QObject):
             self._next()
 
     def _on_failed(self, client: EngineClient, bits: int, request_id: int, message: str) -> None:
-        if client is self._client and (request_id == -1 or request_id == self._request):
+        if client is self._client and request_id == self._request:
             self._fail(client, bits, message)
 
     def _fail(self, client: EngineClient, bits: int, message: str) -> None:

@@ -23,25 +23,18 @@ from app.catalog.download import (
 )
 from app.catalog.errors import (
     ChecksumMismatchError, DiskFullError, DownloadCancelledError, DownloadInProgressError,
-    DownloadInterruptedError, GatedModelError, HubOfflineError, HubProtocolError, ModelNotFoundError,
+    DownloadInterruptedError, GatedModelError, HubOfflineError, HubProtocolError, ModelFileError, ModelNotFoundError,
 )
 
 # Failure kinds (the first argument of DownloadJob.failed), so the UI can offer the right action.
-NOT_FOUND, GATED, OFFLINE, DISK_FULL, CHECKSUM = "not_found", "gated", "offline", "disk_full", "checksum"
-INTERRUPTED, IN_PROGRESS, PROTOCOL, ERROR = "interrupted", "in_progress", "protocol", "error"
-
-_KINDS: list[tuple[type[BaseException], str]] = [
-    (ModelNotFoundError, NOT_FOUND), (GatedModelError, GATED), (HubOfflineError, OFFLINE),
-    (DiskFullError, DISK_FULL), (ChecksumMismatchError, CHECKSUM), (DownloadInterruptedError, INTERRUPTED),
-    (DownloadInProgressError, IN_PROGRESS), (HubProtocolError, PROTOCOL),
-]
+# Each error class owns its kind; these names are for the UI's comparisons.
+NOT_FOUND, GATED, OFFLINE = ModelNotFoundError.kind, GatedModelError.kind, HubOfflineError.kind
+DISK_FULL, CHECKSUM, INTERRUPTED = DiskFullError.kind, ChecksumMismatchError.kind, DownloadInterruptedError.kind
+IN_PROGRESS, PROTOCOL, ERROR = DownloadInProgressError.kind, HubProtocolError.kind, ModelFileError.kind
 
 
 def failure_kind(error: BaseException) -> str:
-    for kind_type, kind in _KINDS:
-        if isinstance(error, kind_type):
-            return kind
-    return ERROR
+    return error.kind if isinstance(error, ModelFileError) else ERROR
 
 
 def pending_downloads(models_dir: Path) -> dict[tuple[str, str], PartialDownload]:

@@ -12,26 +12,37 @@ exit code or signal name.
 Stop sets a shared Event that the engine checks between tokens; no pipe
 round-trip. Every load starts a fresh process (the old one is retired), so
 "load another model" and restart() share one path and memory is really freed.
+The messages are app.workers.protocol's typed records, sent as JSON; a reply
+that does not decode is logged and skipped, so a confused engine process cannot
+run code here or take the window down.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.workers.engine_host import LOAD_REQUEST, engine_host_main
+from app.workers.engine_host import engine_host_main
+from app.workers.protocol import (
+    NOT_READY, RESTARTED, SUPERSEDED, ChatLine, ChunkMsg, EngineState, Failed, Generate, Load, Loaded, LoadFailed,
+    Progress, ProtocolError, Reply, Request, SetThreads, Shutdown, Trimmed, decode_reply, encode,
+)
 from tmac_core.types import MAX_THREADS
 
-STOPPED, STARTING, LOADING, READY, GENERATING, DEAD = "stopped", "starting", "loading", "ready", "generating", "dead"
+STOPPED, STARTING, LOADING = EngineState.STOPPED, EngineState.STARTING, EngineState.LOADING
+READY, GENERATING, DEAD = EngineState.READY, EngineState.GENERATING, EngineState.DEAD
 BUSY_POLL_MS = 15
 IDLE_POLL_MS = 100
 RETIRE_GRACE_S = 5.0      # a retired process gets this long to exit by itself before it is killed
+
+log = logging.getLogger(__name__)
 
 
 def default_thread_count() -> int:
@@ -60,11 +71,12 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 class EngineClient(QObject):
-    stateChanged = Signal(str)          # stopped | starting | loading | ready | generating | dead
+    stateChanged = Signal(object)       # app.workers.protocol.EngineState
     loadProgress = Signal(float, str)   # fraction 0..1, stage
     loaded = Signal(object)             # tmac_core.types.EngineInfo
+    loadFailed = Signal(str, str)       # error kind, message for the user (the process is then gone: STOPPED)
     chunk = Signal(int, object)         # request id, tmac_core.types.Chunk
-    failed = Signal(int, str, str)      # request id (-1 = load), error type name, message for the user
+    failed = Signal(int, str, str)      # request id, error kind (protocol.py, tmac_core.errors), message for the user
     died = Signal(str)                  # the process ended unexpectedly: reason
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
 
@@ -78,10 +90,10 @@ class EngineClient(QObject):
         self._process = None
         self._conn = None
         self._cancel = None
-        self._last_load: dict[str, Any] | None = None
+        self._last_load: Load | None = None
         self._threads: int | None = None
         self._next_request = 1
-        self._queued: tuple[int, list[dict], dict, bool] | None = None   # waits for the running answer to end
+        self._queued: Generate | None = None   # waits for the running answer to end
         self._retired: list[tuple[Any, float]] = []
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._poll)
@@ -94,14 +106,21 @@ class EngineClient(QObject):
 
     @property
     def threads(self) -> int | None:
-        """The thread count last asked for (None: the engine's default)."""
+        """The thread count last asked for (None: the engine's default). Kept for the next load
+        and for a change made while loading, which is sent when the model is loaded."""
         return self._threads
 
-    def load(self, source: str, bits: int, n_ctx: int | None = None, n_threads: int | None = None) -> None:
-        """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`."""
+    def load(self, source: str, bits: int, n_ctx: int | None = None, n_threads: int | None = None,
+             source_sha256: str | None = None) -> None:
+        """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`.
+
+        `source_sha256`: the file's digest when the caller knows it (a download manifest), so
+        the engine does not re-read the file to find its repacked copy in the cache.
+        """
         if n_threads is not None:
             self._threads = n_threads
-        self._last_load = {"source": str(source), "bits": int(bits), "n_ctx": n_ctx}
+        self._last_load = Load(source=str(source), bits=int(bits), n_ctx=n_ctx, n_threads=None,
+                               cache_dir=self.cache_dir, source_sha256=source_sha256)
         self._start_process()
 
     def restart(self) -> None:
@@ -110,7 +129,7 @@ class EngineClient(QObject):
             raise RuntimeError("restart() before any load()")
         self._start_process()
 
-    def generate(self, messages: list[dict], params, fit_to_context: bool = True) -> int:
+    def generate(self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True) -> int:
         """Ask for an answer; chunks arrive on `chunk` with the returned id.
 
         If an answer is still running it is stopped first and this one starts when it
@@ -119,10 +138,12 @@ class EngineClient(QObject):
         """
         request_id = self._next_request
         self._next_request += 1
-        request = (request_id, [dict(m) for m in messages], dataclasses.asdict(params), fit_to_context)
+        lines = tuple(ChatLine(str(m["role"]), str(m["content"])) for m in messages)
+        request = Generate(request_id, lines, params, bool(fit_to_context))
         if self.state == GENERATING:
             if self._queued is not None:    # superseded before it started
-                self._emit_later(self.failed.emit, self._queued[0], "Superseded", "A newer request replaced this one.")
+                self._emit_later(self.failed.emit, self._queued.request_id, SUPERSEDED,
+                                 "A newer request replaced this one.")
             self._queued = request
             self.stop()
         elif self.state == READY:
@@ -130,7 +151,7 @@ class EngineClient(QObject):
         else:
             reason = "The engine has stopped; restart it first." if self.state == DEAD else \
                 "The model is not loaded yet."
-            self._emit_later(self.failed.emit, request_id, "EngineNotReady", reason)
+            self._emit_later(self.failed.emit, request_id, NOT_READY, reason)
         return request_id
 
     def stop(self) -> None:
@@ -141,8 +162,8 @@ class EngineClient(QObject):
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"thread count must be an integer in [1, {MAX_THREADS}], got {n!r}")
         self._threads = n
-        if self._conn is not None and self.state not in (DEAD, STOPPED):
-            self._safe_send(("set_threads", n))
+        if self.state in (READY, GENERATING):     # while loading it waits for Loaded (see _handle)
+            self._safe_send(SetThreads(n))
 
     def shutdown(self) -> None:
         """Stop the process (at app exit). Waits at most ~1 s, then kills it."""
@@ -172,8 +193,7 @@ class EngineClient(QObject):
         self._process.start()
         child_end.close()   # ours is closed so EOF on parent_end means the child is gone
         self._conn = parent_end
-        options = dict(self._last_load, n_threads=self._threads, cache_dir=self.cache_dir)
-        self._conn.send(("load", options))
+        self._conn.send_bytes(encode(dataclasses.replace(self._last_load, n_threads=self._threads)))
         self._set_state(LOADING)
         self._timer.start(BUSY_POLL_MS)
 
@@ -188,7 +208,7 @@ class EngineClient(QObject):
         self.active_request = None
         if conn is not None:
             try:
-                conn.send(("shutdown",))
+                conn.send_bytes(encode(Shutdown()))
             except (OSError, ValueError):
                 pass
             conn.close()
@@ -198,7 +218,7 @@ class EngineClient(QObject):
         interrupted = self.active_request
         process = self._detach_process()
         if interrupted is not None:
-            self.failed.emit(interrupted, "EngineRestarted", "The engine was restarted before the answer finished.")
+            self.failed.emit(interrupted, RESTARTED, "The engine was restarted before the answer finished.")
         if process is not None:
             self._retired.append((process, time.monotonic()))
 
@@ -229,34 +249,46 @@ class EngineClient(QObject):
     def _drain(self) -> None:
         try:
             while self._conn is not None and self._conn.poll():
-                self._handle(self._conn.recv())
+                data = self._conn.recv_bytes()
+                try:
+                    reply = decode_reply(data)
+                except ProtocolError as error:
+                    log.warning("skipped a malformed message from the engine process: %s", error)
+                    continue
+                self._handle(reply)
         except (EOFError, OSError):
             pass  # the pipe closed: the liveness check in _poll reports it
 
-    def _handle(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "chunk":
-            _, request_id, chunk = message
-            self.chunk.emit(request_id, chunk)
-            if chunk.finish_reason is not None:
-                self._request_ended(request_id)
-        elif kind == "progress":
-            self.loadProgress.emit(message[1], message[2])
-        elif kind == "loaded":
-            self.info = message[1]
+    def _handle(self, reply: Reply) -> None:
+        if isinstance(reply, (Progress, Loaded, LoadFailed)) and self.state != LOADING:
+            log.warning("skipped %s from the engine process: it is %s, not loading", type(reply).__name__,
+                        self.state.value)
+            return
+        if isinstance(reply, ChunkMsg):
+            self.chunk.emit(reply.request_id, reply.chunk)
+            if reply.chunk.finish_reason is not None:
+                self._request_ended(reply.request_id)
+        elif isinstance(reply, Progress):
+            self.loadProgress.emit(reply.fraction, reply.stage)
+        elif isinstance(reply, Loaded):
+            info = reply.info
+            if self._threads is not None and info.n_threads != self._threads:
+                # The count changed while the model was loading: the engine applies it before its first token.
+                if not self._safe_send(SetThreads(self._threads)):
+                    return
+                info = dataclasses.replace(info, n_threads=self._threads)
+            self.info = info
             self._set_state(READY)
-            self.loaded.emit(self.info)
-        elif kind == "trimmed":
-            self.trimmed.emit(*message[1:])
-        elif kind == "failed":
-            _, request_id, error_type, text = message
-            if request_id == LOAD_REQUEST:
-                self._retire_current()
-                self._set_state(STOPPED)
-                self.failed.emit(request_id, error_type, text)
-            else:
-                self.failed.emit(request_id, error_type, text)
-                self._request_ended(request_id)
+            self.loaded.emit(info)
+        elif isinstance(reply, Trimmed):
+            self.trimmed.emit(reply.request_id, reply.dropped_messages, reply.prompt_tokens, reply.n_ctx)
+        elif isinstance(reply, LoadFailed):
+            self._retire_current()
+            self._set_state(STOPPED)
+            self.loadFailed.emit(reply.kind, reply.message)
+        elif isinstance(reply, Failed):
+            self.failed.emit(reply.request_id, reply.kind, reply.message)
+            self._request_ended(reply.request_id)
 
     def _request_ended(self, request_id: int) -> None:
         if request_id != self.active_request:
@@ -268,17 +300,17 @@ class EngineClient(QObject):
         else:
             self._set_state(READY)
 
-    def _send_generate(self, request: tuple) -> None:
+    def _send_generate(self, request: Generate) -> None:
         self._cancel.clear()    # cleared here, before the command, so an old Stop cannot hit the new answer
-        self.active_request = request[0]
+        self.active_request = request.request_id
         self._set_state(GENERATING)
-        if not self._safe_send(("generate", *request)):
+        if not self._safe_send(request):
             return
         self._timer.start(BUSY_POLL_MS)
 
-    def _safe_send(self, message: tuple) -> bool:
+    def _safe_send(self, request: Request) -> bool:
         try:
-            self._conn.send(message)
+            self._conn.send_bytes(encode(request))
             return True
         except (OSError, ValueError):
             self._on_process_died()
@@ -298,7 +330,7 @@ class EngineClient(QObject):
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: EngineState) -> None:
         if state == self.state:
             return
         self.state = state

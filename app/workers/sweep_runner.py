@@ -47,6 +47,7 @@ class SweepRunner(QObject):
         self._client.loaded.connect(self._on_loaded)
         self._client.loadProgress.connect(self._on_load_progress)
         self._client.chunk.connect(self._on_chunk)
+        self._client.loadFailed.connect(lambda kind, message: self._fail(message))
         self._client.failed.connect(self._on_failed)
         self._client.died.connect(lambda reason: self._fail(f"The engine stopped: {reason}."))
         self._pending_bits: list[int] = []
@@ -157,8 +158,8 @@ class SweepRunner(QObject):
 
     # ---- failures ----------------------------------------------------------------------------
 
-    def _on_failed(self, request_id: int, error_type: str, message: str) -> None:
-        if self.running and (request_id == -1 or request_id == self._request):
+    def _on_failed(self, request_id: int, kind: str, message: str) -> None:
+        if self.running and request_id == self._request:
             self._fail(message)
 
     def _fail(self, message: str) -> None:

@@ -18,7 +18,9 @@ from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, LONG_PROMP
 pytest.importorskip("pytestqt")
 
 from app.workers.engine_client import EngineClient, describe_exit  # noqa: E402
+from app.workers.protocol import NOT_READY, EngineState  # noqa: E402
 from tmac_core import SamplingParams  # noqa: E402
+from tmac_core.errors import ContextOverflowError, ModelLoadError  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, seed=0)
 
@@ -33,7 +35,7 @@ def client(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
 def load(qtbot, client, **options) -> object:
     with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         client.load("default", 4, **{"n_ctx": 512, **options})
-    assert client.state == "ready"
+    assert client.state == EngineState.READY
     return blocker.args[0]
 
 
@@ -58,8 +60,8 @@ def test_load_then_stream_a_greedy_answer(qtbot, client):
     assert chunks[-1].finish_reason in ("stop", "length")
     assert "Paris" in log.text(request_id)
     assert chunks[-1].generated_tokens == len(chunks) - 1
-    assert states[:3] == ["starting", "loading", "ready"] and states[-1] == "ready"
-    assert "generating" in states
+    assert states[:3] == [EngineState.STARTING, EngineState.LOADING, EngineState.READY]
+    assert states[-1] == EngineState.READY and EngineState.GENERATING in states
 
 
 def test_the_same_greedy_prompt_gives_the_same_answer(qtbot, client):
@@ -84,7 +86,7 @@ def test_stop_ends_the_answer_early(qtbot, client):
     chunks = wait_finished(qtbot, log, request_id)
     assert chunks[-1].finish_reason == "cancelled"
     assert chunks[-1].generated_tokens < 100
-    assert client.state == "ready"
+    assert client.state == EngineState.READY
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to change the thread count")
@@ -106,6 +108,19 @@ def test_set_threads_applies_during_the_answer(qtbot, client):
     assert [c.threads for c in chunks].count(1) >= 1
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to change the thread count")
+def test_set_threads_while_loading_applies_once_loaded(qtbot, client):
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        client.load("default", 4, n_ctx=512, n_threads=2)
+        assert client.state in (EngineState.STARTING, EngineState.LOADING)
+        client.set_threads(1)       # the process is still starting: the engine does not exist yet
+    assert blocker.args[0].n_threads == 1 and client.threads == 1
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    chunks = wait_finished(qtbot, log, request_id)
+    assert {chunk.threads for chunk in chunks} == {1}
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
 def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
     load(qtbot, client)
@@ -116,14 +131,14 @@ def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
     with qtbot.waitSignal(client.died, timeout=10_000) as blocker:
         os.kill(client.pid, signal.SIGKILL)
     assert "SIGKILL" in blocker.args[0]
-    assert client.state == "dead"
+    assert client.state == EngineState.DEAD
     assert not log.finished(request_id)
 
     info = None
     with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         client.restart()
     info = blocker.args[0]
-    assert info.n_ctx == 512 and client.state == "ready"
+    assert info.n_ctx == 512 and client.state == EngineState.READY
     again = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
     qtbot.waitUntil(lambda: log.finished(again), timeout=ANSWER_TIMEOUT_MS)
     assert log.text(again).strip()
@@ -132,16 +147,16 @@ def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
 def test_generate_before_load_fails_politely(qtbot, client):
     with qtbot.waitSignal(client.failed, timeout=2000) as blocker:
         request_id = client.generate([{"role": "user", "content": "hi"}], GREEDY)
-    assert blocker.args[:2] == [request_id, "EngineNotReady"]
+    assert blocker.args[:2] == [request_id, NOT_READY]
 
 
 def test_a_missing_model_file_is_a_load_failure(qtbot, client, tmp_path):
-    with qtbot.waitSignal(client.failed, timeout=LOAD_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(client.loadFailed, timeout=LOAD_TIMEOUT_MS) as blocker:
         client.load(str(tmp_path / "missing.gguf"), 4)
-    request_id, error_type, text = blocker.args
-    assert (request_id, error_type) == (-1, "ModelLoadError")
+    kind, text = blocker.args
+    assert kind == ModelLoadError.kind
     assert "missing.gguf" in text
-    qtbot.waitUntil(lambda: client.state == "stopped", timeout=5000)
+    qtbot.waitUntil(lambda: client.state == EngineState.STOPPED, timeout=5000)
 
 
 def test_context_overflow_is_reported_with_the_counts(qtbot, client):
@@ -151,9 +166,9 @@ def test_context_overflow_is_reported_with_the_counts(qtbot, client):
     request_id = client.generate([{"role": "user", "content": long_text}], GREEDY, fit_to_context=False)
     qtbot.waitUntil(lambda: bool(log.failures), timeout=ANSWER_TIMEOUT_MS)
     failed_id, error_type, text = log.failures[0]
-    assert (failed_id, error_type) == (request_id, "ContextOverflowError")
+    assert (failed_id, error_type) == (request_id, ContextOverflowError.kind)
     assert "holds 64" in text and "tokens" in text
-    assert client.state == "ready", "an overflow is the request's failure, not the engine's"
+    assert client.state == EngineState.READY, "an overflow is the request's failure, not the engine's"
 
 
 def test_a_long_history_is_trimmed_by_whole_turns(qtbot, client):

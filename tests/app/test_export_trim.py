@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings, strategies as st
 
 from app.chat.export import to_json, to_markdown
-from app.chat.store import ChatStore
+from app.chat.store import AnswerStats, ChatStore
 from app.chat.trim import fit_history, split_into_turns
 
 
@@ -19,12 +19,12 @@ def _conversation(tmp_path):
     chats.add_message(conversation.id, "user", "How long to boil an egg?")
     answer = chats.begin_assistant_message(conversation.id)
     chats.append_partial(answer, "About **7 minutes**.")
-    chats.finish_message(answer, {"tokens": 9, "tokens_per_s": 31.25, "ttft_s": 0.12, "threads": 2, "bits": 4,
-                                  "kernel_tier": "avx2"})
+    chats.finish_message(answer, AnswerStats(generated_tokens=9, decode_tok_s=31.25, ttft_s=0.12, threads=2, bits=4,
+                                             tier="avx2"))
     chats.add_message(conversation.id, "user", "And soft?")
     cut = chats.begin_assistant_message(conversation.id)
     chats.append_partial(cut, "Abou")
-    chats.finish_message(cut, {}, state="partial")
+    chats.finish_message(cut, AnswerStats(), state="partial")
     result = chats.get_conversation(conversation.id), chats.list_messages(conversation.id)
     chats.close()
     return result
@@ -48,7 +48,7 @@ def test_json_export_includes_stats_and_states(tmp_path):
     assert document["format"] == "tmac-chat-conversation" and document["format_version"] == 1
     assert document["conversation"]["title"] == "Eggs"
     assert [m["role"] for m in document["messages"]] == ["user", "assistant", "user", "assistant"]
-    assert document["messages"][1]["stats"]["tokens_per_s"] == 31.25
+    assert document["messages"][1]["stats"]["decode_tok_s"] == 31.25
     assert document["messages"][3]["state"] == "partial"
 
 

@@ -25,10 +25,11 @@ from PySide6.QtWidgets import (  # noqa: E402
     QAbstractButton, QAbstractSlider, QAbstractSpinBox, QLineEdit, QListWidget, QPlainTextEdit, QScrollBar,
 )
 
-from app.chat.store import ChatStore  # noqa: E402
+from app.chat.store import AnswerStats, ChatStore  # noqa: E402
 from app.paths import app_paths  # noqa: E402
 from app.settings import AppSettings, load_settings  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
+from app.workers.protocol import EngineState  # noqa: E402
 
 
 class Harness:
@@ -99,9 +100,9 @@ def test_send_streams_an_answer_into_the_view_the_panel_and_the_database(open_wi
     user, stored = h.messages()
     assert (user.role, user.content) == ("user", "What is the capital of France?")
     assert stored.state == "complete" and stored.content == answer.content
-    for key in ("tokens", "tokens_per_s", "ttft_s", "prompt_tokens_per_s", "threads", "bits", "kernel_tier"):
-        assert key in stored.stats, key
-    assert stored.stats["bits"] == info.bits and stored.stats["kernel_tier"] == info.isa
+    for name in ("generated_tokens", "decode_tok_s", "ttft_s", "prompt_tok_s", "threads", "bits", "tier"):
+        assert getattr(stored.stats, name) is not None, name
+    assert stored.stats.bits == info.bits and stored.stats.tier == info.isa
     assert "tok/s" in shown.stats_label.text() and shown.stats_label.isVisible()
     assert float(h.window.perf_panel.speed.text()) > 0
     assert h.window.conversations.list.item(0).text() == "What is the capital of France?"
@@ -148,7 +149,7 @@ def test_thread_slider_changes_the_engine_threads_mid_answer(open_window):
     h.qtbot.waitUntil(lambda: h.window.perf_panel.threads_used.text() == "1", timeout=5000)
     h.window.session.stop()
     answer = h.wait_answer()
-    assert answer.stats["threads"] == 1
+    assert answer.stats.threads == 1
     h.window.save_settings_now()
     assert load_settings(h.window.paths.settings_file).settings.n_threads == 1
 
@@ -258,7 +259,7 @@ def test_a_long_chat_is_trimmed_and_the_user_is_told(open_window):
     h.start_engine()
     h.send("What is 2 + 2?")
     answer = h.wait_answer()
-    assert answer.state == "complete" and answer.stats["trimmed_messages"] >= 2
+    assert answer.state == "complete" and answer.stats.trimmed_messages >= 2
     banner = h.window.notice_banner
     assert banner.isVisible() and "not visible to the model" in banner.label.text()
     assert len(h.messages()) == 18, "trimming limits what the model sees, never the stored history"
@@ -270,7 +271,7 @@ def test_chat_list_search_rename_delete_undo_and_export(open_window, tmp_path, q
         first = store.create_conversation("Tomatoes")
         store.add_message(first.id, "user", "How deep should I plant tomato seedlings?")
         store.add_message(first.id, "assistant", "Plant them deep, up to the first leaves.",
-                          stats={"tokens": 9, "tokens_per_s": 50.0})
+                          stats=AnswerStats(generated_tokens=9, decode_tok_s=50.0))
         second = store.create_conversation("Bread")
         store.add_message(second.id, "user", "Why does sourdough rise?")
     h = open_window()
@@ -298,7 +299,7 @@ def test_chat_list_search_rename_delete_undo_and_export(open_window, tmp_path, q
     assert markdown.suffix == ".md" and "# Tomato planting" in text and "Plant them deep" in text
     exported = json.loads(listing.export_to(first.id, tmp_path / "chat.json", "json").read_text(encoding="utf-8"))
     assert [m["content"] for m in exported["messages"]][0] == "How deep should I plant tomato seedlings?"
-    assert exported["messages"][1]["stats"]["tokens"] == 9
+    assert exported["messages"][1]["stats"]["generated_tokens"] == 9
 
 
 def test_shortcuts_new_chat_and_find(open_window, qtbot):
@@ -377,7 +378,7 @@ def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window,
     h.window.client.loadProgress.connect(lambda fraction, _stage: progress.append(fraction))
     with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         h.window.models_page.modelChosen.emit("default", 2)
-        assert h.window.progress.isVisible() or h.window.client.state == "ready"
+        assert h.window.progress.isVisible() or h.window.client.state == EngineState.READY
     assert blocker.args[0].bits == 2 and progress and progress[-1] == 1.0
     assert not h.window.progress.isVisible() and "2-bit" in h.window.model_label.text()
     assert h.window.tabs.currentWidget() is h.window.chat_page
@@ -385,7 +386,7 @@ def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window,
     saved = load_settings(h.window.paths.settings_file).settings
     assert (saved.model_source, saved.default_bits) == ("default", 2)
     h.send("Say hi.")
-    assert h.wait_answer().stats["bits"] == 2
+    assert h.wait_answer().stats.bits == 2
     # 135M parameters at 2 bits: the answers turn to nonsense, and the chat says so without blocking.
     banner = h.window.engine_banner
     assert banner.isVisible() and banner.kind == "warning" and "135M parameters" in banner.label.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -17,11 +18,11 @@ from app.chat import store as store_module
 from app.chat.errors import (
     ConversationNotFoundError, CorruptDatabaseError, MessageStateError, NewerSchemaError,
 )
-from app.chat.store import SCHEMA_VERSION, ChatStore, move_database_aside
+from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, move_database_aside
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STATS = {"tokens": 12, "tokens_per_s": 20.5, "ttft_s": 0.3, "prompt_tokens_per_s": 150.0, "threads": 2,
-         "bits": 2, "kernel_tier": "avx2"}
+STATS = AnswerStats(generated_tokens=12, decode_tok_s=20.5, ttft_s=0.3, prompt_tok_s=150.0, threads=2, bits=2,
+                    tier="avx2")
 
 
 @pytest.fixture
@@ -270,3 +271,40 @@ def test_search_snippets_are_the_text_itself_without_markers(db_path, use_fts):
         (hit,) = [h for h in chats.search("egg") if h.message_id]
         assert "[0]" in hit.snippet and "egg" in hit.snippet
         assert not any(c in hit.snippet for c in "\x02\x03") and "[egg]" not in hit.snippet
+
+
+def test_stats_rows_written_before_answer_stats_still_load(db_path):
+    # What the app stored before AnswerStats: a dict with its own key names.
+    old = {"tokens": 12, "tokens_per_s": 20.5, "ttft_s": 0.3, "prompt_tokens_per_s": 150.0, "threads": 2,
+           "prompt_tokens": 30, "cached_tokens": 8, "cpu_s": 1.25, "elapsed_s": 0.9, "finish_reason": "length",
+           "bits": 2, "kernel_tier": "avx2", "model": "SmolLM2", "error": "stopped", "trimmed_messages": 4}
+    with ChatStore(db_path) as chats:
+        conversation = chats.create_conversation()
+        answer = chats.add_message(conversation.id, "assistant", "Hi")
+        damaged = chats.add_message(conversation.id, "assistant", "Hello")
+        with chats._transaction():
+            chats._db.execute("UPDATE messages SET stats_json = ? WHERE id = ?", (json.dumps(old), answer.id))
+            chats._db.execute("UPDATE messages SET stats_json = ? WHERE id = ?",
+                              (json.dumps({"tokens": "many", "threads": True, "bits": 4, "later": 1}), damaged.id))
+    with ChatStore(db_path) as chats:
+        stats = chats.get_message(answer.id).stats
+        assert stats == AnswerStats(generated_tokens=12, decode_tok_s=20.5, ttft_s=0.3, prompt_tok_s=150.0, threads=2,
+                                    prompt_tokens=30, cached_tokens=8, cpu_s=1.25, elapsed_s=0.9,
+                                    finish_reason="length", bits=2, tier="avx2", model="SmolLM2", error="stopped",
+                                    trimmed_messages=4)
+        assert chats.get_message(damaged.id).stats == AnswerStats(bits=4), "bad values are skipped, not fatal"
+        chats.finish_message(chats.begin_assistant_message(conversation.id), stats)
+        row = chats._db.execute("SELECT stats_json FROM messages ORDER BY id DESC LIMIT 1").fetchone()[0]
+        assert json.loads(row) == stats.to_json() and "decode_tok_s" in json.loads(row)
+
+
+def test_answer_stats_from_a_final_chunk():
+    from tmac_core.types import Chunk
+
+    chunk = Chunk(text="", token_id=None, prompt_tokens=30, cached_tokens=8, generated_tokens=12,
+                  prompt_tok_s=150.04, decode_tok_s=20.512, ttft_s=0.3004, elapsed_s=0.9001, cpu_s=1.2501, threads=2,
+                  finish_reason="stop")
+    stats = AnswerStats.from_chunk(chunk)
+    assert (stats.generated_tokens, stats.decode_tok_s, stats.prompt_tok_s, stats.ttft_s) == (12, 20.51, 150.0, 0.3)
+    assert stats.finish_reason == "stop" and stats.bits is None and stats.error is None
+    assert AnswerStats.from_json(stats.to_json()) == stats

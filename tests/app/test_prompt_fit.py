@@ -1,0 +1,140 @@
+"""Fitting a chat into the context renders the prompt once per turn: fit_prompt on its own
+(exact counts, fewest turns dropped, few renders), then the engine process's Generate on the
+real embedded model, counting every chat-template render."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from app.chat.trim import fit_prompt, split_into_turns
+from app.workers.engine_host import EngineHost
+from app.workers.protocol import ChatLine, ChunkMsg, Failed, Generate, Trimmed, decode_reply
+from tests.app.live_engine import engine_cache_dir  # noqa: F401  (fixture)
+from tmac_core.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class Msg:
+    role: str
+    content: str
+
+
+class CountingRender:
+    """A stand-in chat template: 3 tokens per message plus its words, 2 for the generation prompt."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, messages: list[Msg]) -> list[int]:
+        self.calls += 1
+        return [0] * (2 + sum(3 + len(m.content.split()) for m in messages))
+
+
+def _history(spec: list[tuple[str, int]]) -> list[Msg]:
+    return [Msg("system", "be brief")] + [Msg(role, "w " * n) for role, n in spec]
+
+
+def _words(message: Msg) -> int:
+    return 3 + len(message.content.split())     # exact: what CountingRender adds per message
+
+
+def test_a_history_that_fits_is_rendered_once():
+    render = CountingRender()
+    history = _history([("user", 5), ("assistant", 9), ("user", 2)])
+    fitted = fit_prompt(history, render, len, 100, _words)
+    assert render.calls == 1 and fitted.kept == history and fitted.dropped == [] and fitted.fits
+    assert fitted.tokens == len(fitted.prompt) == 2 + (3 + 2) + (3 + 5) + (3 + 9) + (3 + 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 40)), max_size=40),
+       st.integers(0, 400), st.integers(-3, 6))
+def test_the_fewest_oldest_turns_are_dropped(spec, budget, estimate_error):
+    history = _history(spec)
+    render = CountingRender()
+    fitted = fit_prompt(history, render, len, budget, lambda m: max(0, _words(m) + estimate_error))
+    system, turns = split_into_turns(history)
+    drop = len(turns) - len(split_into_turns(fitted.kept)[1])
+    assert fitted.dropped + fitted.kept[1:] == history[1:] and fitted.kept[0] is history[0]
+    assert fitted.prompt == CountingRender()(fitted.kept) and fitted.tokens == len(fitted.prompt)
+    if drop:
+        kept_one_more = system + [m for turn in turns[drop - 1:] for m in turn]
+        assert len(CountingRender()(kept_one_more)) > budget, "dropped more turns than needed"
+        assert fitted.kept[1].role == "user"
+    assert fitted.fits == (fitted.tokens <= budget)
+    if not fitted.fits:
+        assert drop == max(len(turns) - 1, 0), "an overflow only once all but the newest turn are dropped"
+    if estimate_error == 0:     # an exact estimate: the whole chat, the guess, and the turn before it
+        assert render.calls <= 3
+
+
+# ---- the engine process's path, on the real model ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine(engine_cache_dir):  # noqa: F811
+    from tmac_core import Engine
+
+    engine = Engine.load("default", bits=4, n_ctx=256, cache_dir=engine_cache_dir)
+    yield engine
+    engine.close()
+
+
+def _generate(engine, messages: list[dict], fit: bool = True, max_tokens: int = 4) -> tuple[int, list]:
+    """Run one Generate through EngineHost; returns (chat-template renders, replies)."""
+    window_end, engine_end = multiprocessing.Pipe(duplex=True)
+    host = EngineHost(engine_end, threading.Event())
+    host.engine = engine
+    tokenizer = engine.tokenizer
+    original = tokenizer.apply_chat_template
+    calls = []
+    tokenizer.apply_chat_template = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    try:
+        lines = tuple(ChatLine(m["role"], m["content"]) for m in messages)
+        host.generate(Generate(1, lines, SamplingParams(temperature=0.0, max_tokens=max_tokens), fit))
+    finally:
+        del tokenizer.apply_chat_template
+    replies = []
+    while window_end.poll():
+        replies.append(decode_reply(window_end.recv_bytes()))
+    window_end.close()
+    engine_end.close()
+    return len(calls), replies
+
+
+def _long_chat(turns: int) -> list[dict]:
+    filler = "This is an old message about gardening and tomatoes. " * 4
+    messages = [{"role": "system", "content": "You are brief."}]
+    for turn in range(turns):
+        messages += [{"role": "user", "content": f"Question {turn}: {filler}"},
+                     {"role": "assistant", "content": f"Answer {turn}: {filler}"}]
+    return messages + [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def test_a_fitting_turn_renders_the_prompt_once(engine):
+    messages = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Say hi."}]
+    for fit in (True, False):
+        renders, replies = _generate(engine, messages, fit=fit)
+        assert renders == 1, f"fit={fit}: the prompt was rendered {renders} times"
+        assert all(isinstance(r, ChunkMsg) for r in replies) and replies[-1].chunk.finish_reason is not None
+        assert replies[-1].chunk.prompt_tokens == engine.count_tokens(messages)
+
+
+def test_a_trimmed_turn_renders_a_few_times_and_generates_from_the_fitting_ids(engine):
+    messages = _long_chat(turns=12)
+    renders, replies = _generate(engine, messages)
+    trimmed, *chunks = replies
+    assert isinstance(trimmed, Trimmed) and trimmed.dropped_messages >= 2 and trimmed.dropped_messages % 2 == 0
+    assert not any(isinstance(r, Failed) for r in chunks) and chunks[-1].chunk.finish_reason is not None
+    assert chunks[-1].chunk.prompt_tokens == trimmed.prompt_tokens <= 256 - 4
+    # One render of the whole chat, the estimate's guess, and a turn either side of it (measured: 3);
+    # generation renders nothing more.
+    assert 2 <= renders <= 4, renders
+    kept = [messages[0]] + messages[1 + trimmed.dropped_messages:]
+    assert engine.count_tokens(kept) == trimmed.prompt_tokens
+    one_more = [messages[0]] + messages[1 + trimmed.dropped_messages - 2:]
+    assert engine.count_tokens(one_more) > 256 - 4, "trimming dropped more turns than it had to"
