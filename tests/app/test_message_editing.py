@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QAction, QKeySequence, QShortcut  # noqa: E402
 from PySide6.QtWidgets import QMainWindow, QPlainTextEdit  # noqa: E402
 
-from app.chat.records import COMPLETE, Message  # noqa: E402
+from app.chat.records import COMPLETE, AnswerStats, Message  # noqa: E402
 from app.ui.message_widget import MessageWidget  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def window_with_message(qtbot):
     window.addAction(stop)
     for keys in ("Ctrl+Return", "Ctrl+Enter"):
         QShortcut(QKeySequence(keys), window, lambda: fired.append("send draft"))
-    message = Message(id=7, conversation_id=1, role="user", content="first text", created=0.0, stats={},
+    message = Message(id=7, conversation_id=1, role="user", content="first text", created=0.0, stats=AnswerStats(),
                       state=COMPLETE)
     widget = MessageWidget(message, dark=False)
     window.setCentralWidget(widget)

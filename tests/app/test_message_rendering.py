@@ -16,13 +16,13 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 
-from app.chat.records import COMPLETE, Message  # noqa: E402
+from app.chat.records import COMPLETE, AnswerStats, Message  # noqa: E402
 from app.ui.markdown_html import prose_to_html  # noqa: E402
 from app.ui.message_widget import MessageWidget, ProseLabel  # noqa: E402
 
 
 def message(role: str, content: str) -> Message:
-    return Message(id=1, conversation_id=1, role=role, content=content, created=0.0, stats={}, state=COMPLETE)
+    return Message(id=1, conversation_id=1, role=role, content=content, created=0.0, stats=AnswerStats(), state=COMPLETE)
 
 
 def shown(widget: MessageWidget) -> str:
@@ -107,7 +107,7 @@ def test_a_long_word_wraps_inside_a_narrow_conversation(qtbot):
     qtbot.addWidget(view)
     text = ("https://example.com/" + "x" * 300 + "\n\n| a | b |\n|---|---|\n| " + "cell " * 60 + " | b |"
             + "\n\n```\n" + "y" * 400 + "\n```")
-    view.set_messages([Message(1, 1, "user", "z" * 300, 0.0, {}, DONE), Message(2, 1, "assistant", text, 0.0, {}, DONE)])
+    view.set_messages([Message(1, 1, "user", "z" * 300, 0.0, AnswerStats(), DONE), Message(2, 1, "assistant", text, 0.0, AnswerStats(), DONE)])
     view.resize(500, 400)
     view.show()
     qtbot.waitExposed(view)
@@ -123,7 +123,7 @@ def test_jump_to_latest_appears_when_scrolled_up_and_brings_the_answer_back(qtbo
 
     view = ChatView()
     qtbot.addWidget(view)
-    view.set_messages([Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * 6, 0.0, {}, DONE)
+    view.set_messages([Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * 6, 0.0, AnswerStats(), DONE)
                        for i in range(1, 30)])
     view.resize(600, 400)
     view.show()
@@ -156,7 +156,7 @@ def test_opening_a_search_hit_shows_that_message_not_the_top_or_the_end(qtbot, d
     view.resize(600, 400)
     view.show()
     qtbot.waitExposed(view)
-    messages = [Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * (3 + i % 5), 0.0, {}, DONE)
+    messages = [Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * (3 + i % 5), 0.0, AnswerStats(), DONE)
                 for i in range(1, 60)]
     view.set_messages(messages)
     QTimer.singleShot(delay_ms, view, lambda: view.scroll_to_message(20))
