@@ -218,5 +218,5 @@ class SamplingPanel(QWidget):
     def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
         if self._loading:
             return
-        if not self.conversation_id and changed & set(CONVERSATION_FIELDS) or "context_length" in changed:
+        if (not self.conversation_id and changed & set(CONVERSATION_FIELDS)) or "context_length" in changed:
             self.set_settings(self._shown_settings())   # changed elsewhere (the self-test, a script)
