@@ -20,7 +20,7 @@ from app.settings import AppSettings, check_changes, save_settings
 
 SAVE_DELAY_S = 0.5
 
-Subscriber = Callable[[AppSettings, frozenset], None]   # (the new settings, the names of the fields that changed)
+Subscriber = Callable[[AppSettings, frozenset[str]], None]   # (the new settings, the names of the fields that changed)
 
 
 class SettingsStore:
