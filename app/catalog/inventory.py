@@ -4,7 +4,8 @@
 partial downloads into one list of CardState (catalog order, then imports and Hub files no
 longer in the catalog); `card_actions` says which actions a card offers given what is
 running (a download, the model the chat uses): download, resume, cancel, discard, use,
-delete, and whether it is in use. The page (app.ui.model_manager) only draws these.
+delete, and whether it is in use; `superseded_partials` names the partial downloads a
+finished download made useless. The page (app.ui.model_manager) only draws these.
 
 Also here: the rule that 2-bit ruins small models (TWO_BIT_MIN_PARAMETERS, two_bit_warning),
 shared by the Models page and the chat window. Pure Python: must not import PySide6.
@@ -117,6 +118,12 @@ def merge_inventory(catalog: list[CatalogModel], installed: list[InstalledModel]
         states.append(CardState(key, LOCAL, entry.filename, f"{origin} · {entry.path}", None, entry,
                                 str(entry.path), entry.size))
     return states
+
+
+def superseded_partials(partials: list[PartialDownload], installed: InstalledModel) -> list[PartialDownload]:
+    """Partial downloads of an older version of a file that is now installed: nothing will resume them."""
+    return [p for p in partials if (p.repo_id, p.filename) == (installed.repo_id, installed.filename)
+            and p.sha256 != installed.sha256]
 
 
 def card_actions(state: CardState, *, downloading: bool, active_source: str | None) -> CardActions:

@@ -34,7 +34,9 @@ from app.catalog.catalog import (
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError
 from app.catalog.installed import InstalledModel, delete_installed, import_local_gguf, list_installed
-from app.catalog.inventory import CATALOG, EMBEDDED, LOCAL, CardState, card_actions, merge_inventory, two_bit_warning
+from app.catalog.inventory import (
+    CATALOG, EMBEDDED, LOCAL, CardState, card_actions, merge_inventory, superseded_partials, two_bit_warning,
+)
 from app.paths import AppPaths
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
@@ -522,9 +524,8 @@ class ModelManagerPage(QWidget):
 
     def _on_finished(self, card_id: str, entry: InstalledModel) -> None:
         self._job_ended(card_id)
-        for stale in list_partial_downloads(self.models_dir):   # an older version of the same file
-            if (stale.repo_id, stale.filename) == (entry.repo_id, entry.filename) and stale.sha256 != entry.sha256:
-                discard_partial_download(self.models_dir, stale.sha256)
+        for stale in superseded_partials(list_partial_downloads(self.models_dir), entry):
+            discard_partial_download(self.models_dir, stale.sha256)
         self.refresh()
 
     def _on_cancelled(self, card_id: str, done: int, total: int) -> None:

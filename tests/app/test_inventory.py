@@ -17,7 +17,7 @@ from app.catalog.download import PartialDownload
 from app.catalog.installed import InstalledModel
 from app.catalog.inventory import (
     CATALOG, EMBEDDED, EMBEDDED_ID, LOCAL, TWO_BIT_MIN_PARAMETERS, CardState, card_actions, merge_inventory,
-    two_bit_warning,
+    superseded_partials, two_bit_warning,
 )
 
 SMOL_ID, SMOL_REPO, SMOL_FILE = "smollm2-135m-instruct", "bartowski/SmolLM2-135M-Instruct-GGUF", \
@@ -127,3 +127,11 @@ def test_inventory_loads_without_qt():
             "assert not any(m.split('.')[0] == 'PySide6' for m in sys.modules), 'PySide6 imported'\n"
             "assert 'huggingface_hub' not in sys.modules, 'the inventory pulled in huggingface_hub'\n")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True, timeout=60)
+
+
+def test_a_finished_download_supersedes_partials_of_other_versions_of_its_file(tmp_path):
+    entry = installed_entry(tmp_path, f"{SMOL_REPO}/{SMOL_FILE}", repo_id=SMOL_REPO, filename=SMOL_FILE)
+    same = partial(tmp_path, SMOL_REPO, SMOL_FILE, 10, 100)                       # sha256 "cd…", not "ab…"
+    current = PartialDownload(SMOL_REPO, SMOL_FILE, "c0ffee", entry.sha256, 100, 100, tmp_path / "x.incomplete")
+    other = partial(tmp_path, SMOL_REPO, "other.gguf", 10, 100)
+    assert superseded_partials([same, current, other], entry) == [same]
