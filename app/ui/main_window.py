@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.catalog.inventory import two_bit_warning
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
-from app.catalog.inventory import two_bit_warning
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
 from app.ui.about import AboutDialog
