@@ -67,6 +67,7 @@ class AboutDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("About T-MAC Chat")
         self.setMinimumWidth(760)
+        self.settings_store = settings_store
         self.facts = about_facts(settings_store.current, paths)   # a snapshot: the dialog shows the moment it opened
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<h2>T-MAC Chat</h2>Chat with language models offline, on the CPU, "

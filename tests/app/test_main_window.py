@@ -366,6 +366,26 @@ def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
     assert load_settings(h.window.paths.settings_file).settings.max_new_tokens == 3
 
 
+def test_every_window_shares_the_one_settings_store(open_window, tmp_path):
+    h = open_window(theme="light")
+    window, settings = h.window, h.window.settings_store
+    window.open_measure()
+    window.open_about()
+    holders = [window.models_page, window.perf_panel, window.sampling_panel] + window._dialogs
+    assert len(holders) == 5 and all(holder.settings_store is settings for holder in holders)
+    settings.update(n_threads=1)                    # as the speed sweep's "Use the best thread count" does
+    assert window.perf_panel.slider.value() == 1 and window.client._threads == 1
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    settings.update(models_dir=str(folder))
+    assert str(folder) in window.models_page.folder_label.text()
+    settings.update(theme="dark")
+    assert window.dark
+    with pytest.raises(ValueError, match="n_threads"):
+        settings.update(n_threads=0)
+    assert window.settings.n_threads == 1
+
+
 def test_every_control_has_an_accessible_name(open_window):
     paths = app_paths().ensure()
     with ChatStore(paths.chat_db_file) as store:
