@@ -73,6 +73,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from app.paths import app_paths
     from app.settings import load_settings
+    from app.settings_store import SettingsStore
 
     paths = app_paths().ensure()
     loaded = load_settings(paths.settings_file)
@@ -86,7 +87,8 @@ def run(argv: list[str] | None = None) -> int:
     store = open_store(paths)
     if store is None:
         return 1
-    window = MainWindow(loaded.settings, paths, store, settings_problems=loaded.problems)
+    settings = SettingsStore(loaded.settings, paths.settings_file)   # the one store every window shares
+    window = MainWindow(settings, paths, store, settings_problems=loaded.problems)
     window.show()
     window.start_engine()
     try:

@@ -45,7 +45,7 @@ class SelfTest:
 
     def start(self) -> None:
         self.timer.start()
-        self.window.change_settings(temperature=0.0, max_new_tokens=MAX_TOKENS, seed=0)
+        self.window.settings_store.update(temperature=0.0, max_new_tokens=MAX_TOKENS, seed=0)
         self.window.start_engine()
 
     def on_loaded(self, _info) -> None:
@@ -106,13 +106,14 @@ def _run_in(paths, timeout_s: float) -> int:
     from app.chat.store import ChatStore
     from app.main import make_application
     from app.settings import AppSettings
+    from app.settings_store import SettingsStore
     from app.ui.main_window import MainWindow
     from app.ui.theme import apply_theme
 
     app = make_application()
     apply_theme(app, "system")
     with ChatStore(paths.chat_db_file) as store:
-        window = MainWindow(AppSettings(), paths, store)
+        window = MainWindow(SettingsStore(AppSettings(), paths.settings_file), paths, store)
         window.show()
         test = SelfTest(window, app, timeout_s)
         test.start()

@@ -4,7 +4,11 @@
 corrupt or unknown one gives defaults plus a human-readable problem (and a copy
 of the bad file kept beside it), an older schema is migrated step by step, a
 newer one is read for the fields we know. `save_settings()` writes through a
-temp file + fsync + os.replace. Pure Python: must not import PySide6 or tmac_core.
+temp file + fsync + os.replace. While the app runs, app.settings_store.SettingsStore holds
+the one current AppSettings and changes go through it (checked by `check_changes`).
+
+Which settings belong to a conversation is decided here (CONVERSATION_FIELDS).
+Pure Python: must not import PySide6 or tmac_core.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ from typing import Any, Callable
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
 class AppSettings:
     schema_version: int = SCHEMA_VERSION
     models_dir: str | None = None          # None → app.paths default
-    default_model_id: str | None = None    # catalog id or installed-model id
     default_bits: int = 4                  # 2 or 4: the repack width
     model_source: str = "default"          # what the chat loads: "default" (embedded model) or a .gguf path
     n_threads: int | None = None           # None → physical cores − 1 (decided by the worker)
     context_length: int = 2048
+    # The system prompt and sampling below are the defaults a new chat starts from (CONVERSATION_FIELDS).
     system_prompt: str = ""                # "" → the model's chat template supplies its own default (SmolLM2 has one)
     temperature: float = 0.7
     top_p: float = 0.9
@@ -42,7 +46,6 @@ class AppSettings:
     max_new_tokens: int = 512
     theme: str = "system"                  # "system" | "light" | "dark"
     offline_mode: bool = False             # never touch the network (sets HF_HUB_OFFLINE before import)
-    show_perf_panel: bool = True
     hf_token: str | None = None            # Hugging Face access token for gated models (plain text, like `hf auth login`)
     memory_bandwidth: float | None = None  # bytes/s from app.hardware.measure_memory_bandwidth, measured once
     memory_bandwidth_cpu: str | None = None  # the CPU that figure was measured on; another CPU re-measures
@@ -61,7 +64,6 @@ class SettingsLoadResult:
 # bad value never discards the others.
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "models_dir": lambda v: v is None or isinstance(v, str),
-    "default_model_id": lambda v: v is None or isinstance(v, str),
     "model_source": lambda v: isinstance(v, str) and bool(v),
     "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
     "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THREADS),
@@ -76,7 +78,6 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "max_new_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
     "theme": lambda v: v in ("system", "light", "dark"),
     "offline_mode": lambda v: isinstance(v, bool),
-    "show_perf_panel": lambda v: isinstance(v, bool),
     "hf_token": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 512 and v.isprintable()
                                         and not any(c.isspace() for c in v)),
     "memory_bandwidth": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -98,8 +99,23 @@ def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _migrate_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 2 saved two fields nothing read: "show_perf_panel" (the panel is always shown) and
+    # "default_model_id" (never written; "model_source" says what the chat loads). Dropped quietly.
+    return {name: value for name, value in data.items() if name not in ("show_perf_panel", "default_model_id")}
+
+
 # MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+# Per conversation, with a global default (the common expectation in chat apps): a chat keeps the system
+# prompt and sampling preset it was given, in its own row (app.chat.store: conversations.system_prompt and
+# sampling_json, whose keys are these field names). A new chat starts from the values in AppSettings; the
+# sampling panel edits the open chat, and "Use as default for new chats" copies them into AppSettings.
+# Everything else is global: the model, its bits and context length (they size the one loaded engine),
+# threads, theme, folders, token, bandwidth.
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_new_tokens", "seed")
+CONVERSATION_FIELDS = ("system_prompt",) + SAMPLING_FIELDS
 
 
 def _keep_copy_of_bad_file(path: Path) -> str:
@@ -110,6 +126,35 @@ def _keep_copy_of_bad_file(path: Path) -> str:
         return f" A copy was kept as {aside.name}."
     except OSError:
         return ""
+
+
+def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The values to apply for `changes`, checked like a loaded file's; raises ValueError for the first
+    unknown field or bad value (so a caller applies all of them or none)."""
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        check = _CHECKS.get(name)
+        if check is None:
+            raise ValueError(f"There is no setting called {name!r}.")
+        if not check(value):
+            raise ValueError(f"Setting {name!r} cannot be {value!r} (its default is {getattr(AppSettings(), name)!r}).")
+        values[name] = float(value) if name in _FLOAT_FIELDS and value is not None else value
+    return values
+
+
+def conversation_sampling(settings: AppSettings) -> dict[str, Any]:
+    """The sampling preset of `settings` as a conversation row stores it (sampling_json)."""
+    return {name: getattr(settings, name) for name in SAMPLING_FIELDS}
+
+
+def for_conversation(defaults: AppSettings, system_prompt: str, sampling: dict[str, Any]) -> AppSettings:
+    """The settings a chat runs with: `defaults` with the chat's own system prompt and sampling.
+
+    A sampling key the row lacks (rows written before chats kept their sampling hold {}) or whose
+    value fails its check takes the default's value; unknown keys are ignored.
+    """
+    own = {name: value for name, value in sampling.items() if name in SAMPLING_FIELDS and _CHECKS[name](value)}
+    return defaults.replace(system_prompt=system_prompt, **check_changes(own))
 
 
 def settings_from_dict(data: dict[str, Any]) -> SettingsLoadResult:
@@ -177,13 +222,3 @@ def save_settings(settings: AppSettings, path: Path) -> None:
     payload = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
     atomic_write_bytes(Path(path), payload)
 
-
-def update_settings(path: Path, **changes: Any) -> AppSettings:
-    """Re-read the file, apply `changes`, save atomically and return the result.
-
-    Windows and dialogs that each own a few fields (the model manager's token and models folder,
-    the main window's theme) change only those, so one does not undo another's saved change.
-    """
-    current = load_settings(Path(path)).settings.replace(**changes)
-    save_settings(current, Path(path))
-    return current

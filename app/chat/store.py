@@ -227,6 +227,16 @@ class ChatStore:
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         self._update_conversation(conversation_id, "title = ?", (title,))
 
+    def set_conversation_settings(self, conversation_id: int, *, system_prompt: str, sampling: dict[str, Any]) -> None:
+        """The chat's own system prompt and sampling preset (keys: app.settings.SAMPLING_FIELDS).
+
+        The row is the truth for its chat (app.settings.CONVERSATION_FIELDS says why); `sampling_json`
+        written as {} by older versions means "the defaults". Not a new message, so the chat keeps its
+        place in the list (`updated` is not touched).
+        """
+        self._update_conversation(conversation_id, "system_prompt = ?, sampling_json = ?",
+                                  (system_prompt, json.dumps(sampling)), touch=False)
+
     def update_conversation(self, conversation_id: int, *, model_id: str | None = None, bits: int | None = None,
                             system_prompt: str | None = None, sampling: dict[str, Any] | None = None) -> None:
         """Change the per-conversation model/bits/system prompt/sampling; None leaves a field as it is."""

@@ -19,6 +19,8 @@ from app import hardware
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
 from app.settings import AppSettings
+from app.settings_store import SettingsStore
+from app.ui.units import format_bandwidth, format_gb
 
 
 def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]:
@@ -33,7 +35,7 @@ def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]
         features = tiers = f"unavailable ({error})"
         arch = "?"
     memory = hardware.total_memory_bytes()
-    bandwidth = (f"{settings.memory_bandwidth / 1e9:.1f} GB/s (measured on {settings.memory_bandwidth_cpu})"
+    bandwidth = (f"{format_bandwidth(settings.memory_bandwidth)} (measured on {settings.memory_bandwidth_cpu})"
                  if settings.memory_bandwidth else "not measured yet (the model manager measures it)")
     meter = PowerMeter()
     power = meter.label if meter.sensor is not None else meter.unavailable_reason
@@ -43,7 +45,7 @@ def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]
         ("CPU", hardware.cpu_model_name()),
         ("Architecture", arch),
         ("Cores", f"{hardware.logical_cores()} logical" + (f", {physical} physical" if physical else "")),
-        ("Memory", f"{memory / 1e9:.1f} GB" if memory else "unknown"),
+        ("Memory", format_gb(memory) if memory else "unknown"),
         ("Instruction sets", features),
         ("Kernel tiers", tiers),
         ("Memory bandwidth", bandwidth),
@@ -61,11 +63,12 @@ def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]
 
 
 class AboutDialog(QDialog):
-    def __init__(self, settings: AppSettings, paths: AppPaths, parent: QWidget | None = None) -> None:
+    def __init__(self, settings_store: SettingsStore, paths: AppPaths, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("About T-MAC Chat")
         self.setMinimumWidth(760)
-        self.facts = about_facts(settings, paths)
+        self.settings_store = settings_store
+        self.facts = about_facts(settings_store.current, paths)   # a snapshot: the dialog shows the moment it opened
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<h2>T-MAC Chat</h2>Chat with language models offline, on the CPU, "
                                 "through lookup-table low-bit kernels."))

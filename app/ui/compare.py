@@ -15,21 +15,18 @@ from PySide6.QtWidgets import (
 )
 
 from app.paths import AppPaths
-from app.settings import AppSettings
+from app.settings_store import SettingsStore
+from app.ui.units import format_mb, format_tok_s
 from app.workers.compare_runner import COMPARE_CONTEXT, COMPARE_TOKENS, CompareRunner
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 BITS_ORDER = (4, 2)
 
 
-def format_mb(n: int) -> str:
-    return f"{n / 1e6:.0f} MB"
-
-
 def stats_text(info, chunk) -> str:
     """The figures under one answer (EngineInfo + the final Chunk)."""
     memory = info.packed_bytes + info.kv_cache_bytes
-    return (f"decode {chunk.decode_tok_s:.1f} tokens/s · prompt {chunk.prompt_tok_s:.1f} tokens/s · "
+    return (f"decode {format_tok_s(chunk.decode_tok_s)} · prompt {format_tok_s(chunk.prompt_tok_s)} · "
             f"{chunk.generated_tokens} tokens ({chunk.finish_reason})\n"
             f"{info.bits_per_weight:.2f} bits per weight · memory {format_mb(memory)} "
             f"({format_mb(info.packed_bytes)} weights + {format_mb(info.kv_cache_bytes)} KV cache at "
@@ -37,10 +34,11 @@ def stats_text(info, chunk) -> str:
 
 
 class CompareDialog(QDialog):
-    def __init__(self, settings: AppSettings, paths: AppPaths, model_source: str, parent: QWidget | None = None, *,
-                 max_tokens: int = COMPARE_TOKENS, n_ctx: int = COMPARE_CONTEXT, prompt: str = DEFAULT_PROMPT) -> None:
+    def __init__(self, settings_store: SettingsStore, paths: AppPaths, model_source: str,
+                 parent: QWidget | None = None, *, max_tokens: int = COMPARE_TOKENS, n_ctx: int = COMPARE_CONTEXT,
+                 prompt: str = DEFAULT_PROMPT) -> None:
         super().__init__(parent)
-        self.settings, self.paths, self.source, self.n_ctx = settings, paths, model_source, n_ctx
+        self.settings_store, self.paths, self.source, self.n_ctx = settings_store, paths, model_source, n_ctx
         self.runner: CompareRunner | None = None
         name = "the built-in SmolLM2 135M" if model_source == "default" else Path(model_source).name
         self.setWindowTitle(f"2-bit vs 4-bit — {name}")
@@ -105,7 +103,7 @@ class CompareDialog(QDialog):
             self.answers[bits].clear()
             self.stats[bits].setText("waiting…")
         self.runner = CompareRunner(self.source, prompt, bits_order=BITS_ORDER, max_tokens=self.tokens_spin.value(),
-                                    n_ctx=self.n_ctx, n_threads=self.settings.n_threads,
+                                    n_ctx=self.n_ctx, n_threads=self.settings_store.current.n_threads,
                                     cache_dir=self.paths.engine_cache_dir, parent=self)
         self.runner.status.connect(self.status_label.setText)
         self.runner.variantStarted.connect(lambda bits: self.stats[bits].setText("loading…"))

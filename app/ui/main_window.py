@@ -1,4 +1,4 @@
-"""MainWindow: wires the chat widgets to ChatSession and EngineClient; owns the one AppSettings.
+"""MainWindow: wires the chat widgets to ChatSession and EngineClient, and all of them to the SettingsStore.
 
 Layout: a "Chat" tab (chats sidebar | banners, conversation, composer | live
 performance and sampling settings) and a "Models" tab (ModelManagerPage).
@@ -6,16 +6,19 @@ Menus reach the speed sweep, the 2-bit/4-bit comparison and "About this
 computer". Nothing here waits for the engine: every engine event arrives as a
 signal, and an engine crash only shows a banner with "Restart engine".
 
-Settings: changes made here are collected and written after a short pause with
-app.settings.update_settings (only the changed fields), so the model manager's
-own saves are never undone.
+Settings: the window, its panels, the Models page and the dialogs share one
+app.settings_store.SettingsStore; each writes its changes there and follows the
+changes it cares about (threads reach the engine, the theme restyles). The store
+saves after a short pause; closing the window writes what is pending. A chat's own
+system prompt and sampling live in its ChatStore row (the sampling panel).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication, QLabel, QMainWindow, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
@@ -23,10 +26,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.catalog.installed import list_installed
+from app.catalog.inventory import two_bit_warning
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
-from app.settings import AppSettings, update_settings
+from app.settings import AppSettings
+from app.settings_store import SettingsStore
 from app.ui.about import AboutDialog
 from app.ui.banner import Banner
 from app.ui.chat_view import ChatView
@@ -34,7 +39,7 @@ from app.ui.compare import CompareDialog
 from app.ui.composer import Composer
 from app.ui.conversation_list import ConversationList
 from app.ui.measure import MeasureDialog
-from app.ui.model_manager import ModelManagerPage, two_bit_warning
+from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
 from app.ui.sampling_panel import SamplingPanel
 from app.ui.theme import apply_theme, resolve_theme
@@ -42,37 +47,32 @@ from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
 from app.workers.protocol import EngineState
 
-SAVE_DELAY_MS = 500
 PURGE_DELETED_AFTER_S = 7 * 86400
-# The settings this window (and its panels) own; the model manager and the dialogs own the rest.
-WINDOW_FIELDS = ("system_prompt", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_new_tokens", "seed",
-                 "context_length", "theme", "model_source", "default_bits", "n_threads")
 STATE_TEXT = {EngineState.STOPPED: "Engine stopped", EngineState.STARTING: "Starting the engine…",
               EngineState.LOADING: "Loading the model…", EngineState.READY: "Ready", EngineState.GENERATING: "Writing…",
               EngineState.DEAD: "Engine stopped unexpectedly"}
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, settings: AppSettings, paths: AppPaths, store: ChatStore, *,
+    _settingsSaveFailed = Signal(str)     # from the settings store's save thread
+
+    def __init__(self, settings_store: SettingsStore, paths: AppPaths, store: ChatStore, *,
                  client: EngineClient | None = None, power_meter: PowerMeter | None = None,
                  settings_problems: list[str] | None = None) -> None:
         super().__init__()
         self.setWindowTitle("T-MAC Chat")
         self.setObjectName("mainWindow")
         self.resize(1320, 840)
-        self.settings = settings
+        self.settings_store = settings_store
         self.paths = paths
         self.store = store
-        self.dark = resolve_theme(settings.theme) == "dark"
+        self.dark = resolve_theme(self.settings.theme) == "dark"
         self.client = client or EngineClient(self, cache_dir=paths.engine_cache_dir)
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
-        self._pending_settings: dict = {}
-        self._save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
-        self._save_timer.timeout.connect(self.save_settings_now)
         self._dialogs: list = []
 
         self._build_chat_page(power_meter)
-        self.models_page = ModelManagerPage(settings, paths, self)
+        self.models_page = ModelManagerPage(settings_store, paths, self)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("mainTabs")
         self.tabs.setAccessibleName("Pages")
@@ -109,8 +109,8 @@ class MainWindow(QMainWindow):
         center_layout.addWidget(self.chat_view, 1)
         center_layout.addWidget(self.composer)
 
-        self.perf_panel = PerfPanel(power_meter, threads=self.settings.n_threads or default_thread_count())
-        self.sampling_panel = SamplingPanel(self.settings)
+        self.perf_panel = PerfPanel(power_meter, self.settings_store, default_threads=default_thread_count())
+        self.sampling_panel = SamplingPanel(self.settings_store, self.store)
         side = QWidget()
         side.setObjectName("sidePanel")
         side_layout = QVBoxLayout(side)
@@ -211,11 +211,13 @@ class MainWindow(QMainWindow):
         self.conversations.searchHitActivated.connect(self._on_search_hit)
         self.conversations.newRequested.connect(self.new_chat)
         self.conversations.conversationDeleted.connect(self._on_conversation_deleted)
-        self.perf_panel.threadsChanged.connect(self.set_threads)
-        self.sampling_panel.settingsChanged.connect(lambda changes: self.change_settings(**changes))
         self.sampling_panel.reloadRequested.connect(self.start_engine)
         self.models_page.modelChosen.connect(self.load_model)
-        self.models_page.settingsChanged.connect(self._adopt_saved_settings)
+        self._settingsSaveFailed.connect(
+            lambda text: self.statusBar().showMessage(f"Settings could not be saved: {text}", 10000))
+        unsubscribe = self.settings_store.subscribe(self._on_settings_changed)
+        stop_errors = self.settings_store.on_save_error(lambda error: self._settingsSaveFailed.emit(str(error)))
+        self.destroyed.connect(lambda *_: (unsubscribe(), stop_errors()))
 
     # ---- engine -------------------------------------------------------------------------------
 
@@ -224,7 +226,7 @@ class MainWindow(QMainWindow):
         self._load(self.settings.model_source, self.settings.default_bits)
 
     def load_model(self, source: str, bits: int) -> None:
-        self.change_settings(model_source=source, default_bits=bits)   # the model to load at the next start
+        self.settings_store.update(model_source=source, default_bits=bits)   # the model to load at the next start
         self._load(source, bits)
         self.tabs.setCurrentWidget(self.chat_page)
 
@@ -253,10 +255,6 @@ class MainWindow(QMainWindow):
             self.start_engine()
         else:
             self.client.restart()
-
-    def set_threads(self, n: int) -> None:
-        self.client.set_threads(n)
-        self.change_settings(n_threads=n)
 
     def _on_client_state(self, state: EngineState) -> None:
         self.state_label.setText(STATE_TEXT[state])
@@ -324,6 +322,7 @@ class MainWindow(QMainWindow):
 
     def _on_session_conversation_changed(self, conversation_id: int) -> None:
         self.conversations.set_current(conversation_id)
+        self.sampling_panel.show_conversation(conversation_id)
         self._reload_messages(conversation_id)
 
     def _reload_messages(self, conversation_id: int) -> None:
@@ -345,6 +344,7 @@ class MainWindow(QMainWindow):
         self.notice_banner.show_message("info" if kind in ("trimmed", "template") else "error", text)
 
     def _on_composer_send(self, text: str) -> None:
+        self.sampling_panel.save_now()     # a system prompt still being typed applies to this message
         if self.session.send(text):
             self.composer.clear()
 
@@ -356,43 +356,30 @@ class MainWindow(QMainWindow):
         dialog.show()
 
     def open_measure(self) -> None:
-        dialog = MeasureDialog(self.settings, self.paths, self.settings.model_source, self.settings.default_bits, self)
-        dialog.threadsChosen.connect(lambda n: (self.perf_panel.set_threads(n), self.set_threads(n)))
-        dialog.settingsChanged.connect(self._adopt_saved_settings)
-        self._keep_open(dialog)
+        self._keep_open(MeasureDialog(self.settings_store, self.paths, self.settings.model_source,
+                                      self.settings.default_bits, self))
 
     def open_compare(self) -> None:
-        self._keep_open(CompareDialog(self.settings, self.paths, self.settings.model_source, self))
+        self._keep_open(CompareDialog(self.settings_store, self.paths, self.settings.model_source, self))
 
     def open_about(self) -> None:
-        self._keep_open(AboutDialog(self.settings, self.paths, self))
+        self._keep_open(AboutDialog(self.settings_store, self.paths, self))
 
     # ---- settings and theme -------------------------------------------------------------------
 
-    def change_settings(self, **changes) -> None:
-        self.settings = self.settings.replace(**changes)
-        self._pending_settings.update(changes)
-        self._save_timer.start()
-        if changes.keys() & self.sampling_panel.values().keys() and changes != self.sampling_panel.values():
-            self.sampling_panel.set_settings(self.settings)   # changed from elsewhere (self-test, a dialog)
+    @property
+    def settings(self) -> AppSettings:
+        """The app's current settings (the store's; never a copy kept here)."""
+        return self.settings_store.current
 
-    def save_settings_now(self) -> None:
-        if not self._pending_settings:
-            return
-        changes, self._pending_settings = self._pending_settings, {}
-        try:
-            self.settings = update_settings(self.paths.settings_file, **changes)
-        except OSError as error:
-            self.statusBar().showMessage(f"Settings could not be saved: {error}", 10000)
-
-    def _adopt_saved_settings(self, settings: AppSettings) -> None:
-        """Another part of the app saved settings: take its fields, keep the ones this window owns."""
-        ours = {name: getattr(self.settings, name) for name in WINDOW_FIELDS}
-        self.settings = settings.replace(**ours)
+    def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
+        if "n_threads" in changed and settings.n_threads:
+            self.client.set_threads(settings.n_threads)   # from the slider or the speed sweep; applies mid-answer
+        if "theme" in changed:
+            self._restyle()
 
     def set_theme(self, choice: str) -> None:
-        self.change_settings(theme=choice)
-        self._restyle()
+        self.settings_store.update(theme=choice)
 
     def _on_color_scheme_changed(self, _scheme) -> None:
         if self.settings.theme == "system":
@@ -414,7 +401,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.session.close()
-        self.save_settings_now()
+        try:
+            self.settings_store.flush()
+        except OSError as error:   # the window is going away: say it where it can still be read
+            print(f"T-MAC Chat: settings could not be saved: {error}", file=sys.stderr)
         for dialog in list(self._dialogs):
             dialog.close()
         self.client.shutdown()

@@ -10,14 +10,14 @@ the page, after the runtime's own reader accepted it. "Use" emits modelChosen(so
 where source is a file path or "default". Choosing 2-bit for a model under ~1B parameters
 shows a warning on its card (two_bit_warning) but is still allowed.
 
-Settings this page changes (token, models folder, measured bandwidth) are written with
-app.settings.update_settings and announced on settingsChanged(AppSettings).
+Which cards exist, their state and the actions each allows come from app.catalog.inventory;
+this page draws them. Settings it changes (token, models folder, measured bandwidth) go
+through the app's one SettingsStore, which the page also follows (models folder, context).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl, Signal, Slot
@@ -29,75 +29,21 @@ from PySide6.QtWidgets import (
 
 from app import hardware
 from app.catalog.catalog import (
-    DEFAULT_BANDWIDTH_BYTES_PER_S, CatalogModel, ModelVariant, VariantEstimate, estimate_variant, find_model,
-    load_catalog,
+    DEFAULT_BANDWIDTH_BYTES_PER_S, CatalogModel, ModelVariant, VariantEstimate, estimate_variant, load_catalog,
 )
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError
 from app.catalog.installed import InstalledModel, delete_installed, import_local_gguf, list_installed
+from app.catalog.inventory import (
+    CATALOG, EMBEDDED, LOCAL, CardState, card_actions, merge_inventory, superseded_partials, two_bit_warning,
+)
 from app.paths import AppPaths
-from app.settings import AppSettings, update_settings
+from app.settings import AppSettings
+from app.settings_store import SettingsStore
+from app.ui.units import format_bandwidth, format_bytes, format_parameters, format_tok_s, progress_text
 from app.workers import download_worker
 from app.workers.download_worker import DownloadJob, pending_downloads
 from app.workers.tasks import run_in_background
-
-EMBEDDED_ID = "default"
-EMBEDDED_CATALOG_ID = "smollm2-135m-instruct"   # same shapes as the embedded file, for estimates
-# Below this the 2-bit preset (~3.1 bits/weight) ruins a model: SmolLM2-135M's perplexity on English text goes
-# from 19.3 at 4 bits to ~670 at 2 bits (docs/BENCHMARKS.md), while ~1B-parameter models hold up far better.
-TWO_BIT_MIN_PARAMETERS = 1_000_000_000
-
-
-def format_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.0f} {unit}"
-    return f"{int(n)} B"
-
-
-def format_parameters(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}" if unit == "B" else f"{n / scale:.0f}{unit}"
-    return str(n)
-
-
-def two_bit_warning(parameters: int | None) -> str:
-    """Why 2-bit is a poor choice for a model of this size; "" when it is fine or the size is unknown."""
-    if not parameters or parameters >= TWO_BIT_MIN_PARAMETERS:
-        return ""
-    return (f"2-bit is for models of about 1B parameters and more: at {format_parameters(parameters)} parameters "
-            "this model's answers turn to nonsense. Use 4-bit for this model.")
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "time left unknown"
-    seconds = int(seconds + 0.5)
-    if seconds < 60:
-        return f"about {seconds} s left"
-    if seconds < 3600:
-        return f"about {seconds // 60} min {seconds % 60:02d} s left"
-    return f"about {seconds // 3600} h {seconds % 3600 // 60:02d} min left"
-
-
-def progress_text(done: int, total: int, speed: float, eta: float | None) -> str:
-    return f"{format_bytes(done)} of {format_bytes(total)} · {format_bytes(speed)}/s · {format_duration(eta)}"
-
-
-@dataclass
-class CardState:
-    """What one card shows; the page rebuilds it from disk on refresh()."""
-    card_id: str                       # "default", a catalog id, or an installed key
-    kind: str                          # "embedded" | "catalog" | "local"
-    title: str
-    subtitle: str
-    model: CatalogModel | None         # shapes for the estimates (None until a local file is inspected)
-    installed: InstalledModel | None = None
-    source: str | None = None          # what "Use" emits: a path or "default"
-    download_bytes: int | None = None  # what the download / import occupies on disk
 
 
 class ModelCard(QFrame):
@@ -224,13 +170,12 @@ class ModelCard(QFrame):
 
 class ModelManagerPage(QWidget):
     modelChosen = Signal(str, int)        # source (a .gguf path or "default"), bits (2 or 4)
-    settingsChanged = Signal(object)      # AppSettings after this page saved a change
 
     _importProgress = Signal(object, object)   # bytes copied, total (from the import thread)
 
-    def __init__(self, settings: AppSettings, paths: AppPaths, parent: QWidget | None = None) -> None:
+    def __init__(self, settings_store: SettingsStore, paths: AppPaths, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.settings, self.paths = settings, paths
+        self.settings_store, self.paths = settings_store, paths
         self.setAcceptDrops(True)
         self.download_retries = 3          # in-call resumes after a dropped connection
         self.active_source: str | None = None
@@ -251,6 +196,8 @@ class ModelManagerPage(QWidget):
         models_dir = self.models_dir
         run_in_background(lambda: remove_stale_partials(models_dir), context=self)
         QApplication.instance().aboutToQuit.connect(self.shutdown)   # keep partial downloads resumable
+        unsubscribe = settings_store.subscribe(self._on_settings_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
         self.refresh()
 
     # ---- layout ------------------------------------------------------------------------------
@@ -325,21 +272,21 @@ class ModelManagerPage(QWidget):
     # ---- settings ----------------------------------------------------------------------------
 
     @property
+    def settings(self) -> AppSettings:
+        return self.settings_store.current
+
+    @property
     def models_dir(self) -> Path:
         return Path(self.settings.models_dir) if self.settings.models_dir else self.paths.models_dir
 
-    def set_settings(self, settings: AppSettings) -> None:
-        """Take settings changed elsewhere (the main window's settings dialog)."""
-        folder_changed = settings.models_dir != self.settings.models_dir
-        self.settings = settings
-        if folder_changed:
+    def _on_settings_changed(self, _settings: AppSettings, changed: frozenset[str]) -> None:
+        if "models_dir" in changed:
             self.refresh()
-        else:
-            self._update_estimates()
+        elif "context_length" in changed:
+            self._update_estimates()   # the RAM estimates include the KV cache at this context
 
     def _save(self, **changes) -> None:
-        self.settings = update_settings(self.paths.settings_file, **changes)
-        self.settingsChanged.emit(self.settings)
+        self.settings_store.update(**changes)
 
     def set_active_model(self, source: str | None) -> None:
         """The model the chat engine has loaded: it cannot be deleted while in use."""
@@ -356,29 +303,11 @@ class ModelManagerPage(QWidget):
         folder = self.models_dir
         self.folder_label.setText(f"Models folder: {folder}")
         try:
-            installed = {m.key: m for m in list_installed(folder)}
-            partials = pending_downloads(folder)
+            installed, partials = list_installed(folder), pending_downloads(folder)
         except OSError as error:
-            installed, partials = {}, {}
+            installed, partials = [], {}
             self._notice(f"Cannot read the models folder {folder}: {error}")
-        states = [self._embedded_state()]
-        for model in self.catalog:
-            key = f"{model.repo_id}/{model.filename}"
-            entry = installed.pop(key, None)
-            subtitle = (f"{model.parameters / 1e6:,.0f}M parameters · {model.config.arch} · "
-                        f"{model.config.seq_len:,}-token context · license {model.license} · "
-                        f"{model.repo_id} ({model.source_quant} source, repacked when loaded)")
-            if model.gated:
-                subtitle += (" · Meta's Llama 3.2 license applies; if Hugging Face asks for it, accept the "
-                             "license on the model page and paste an access token here")
-            states.append(CardState(model.id, "catalog", model.name, subtitle, model, entry,
-                                    str(entry.path) if entry else None,
-                                    entry.size if entry else model.size_bytes))
-        for key, entry in installed.items():   # imports, and Hub files no longer in the catalog
-            origin = {"import-copy": "imported (copied into the models folder)",
-                      "import-reference": "imported (used where it is)"}.get(entry.source, f"from {entry.repo_id}")
-            states.append(CardState(key, "local", entry.filename, f"{origin} · {entry.path}", None, entry,
-                                    str(entry.path), entry.size))
+        states = merge_inventory(self.catalog, installed, partials, hardware.embedded_model_path())
         wanted = {s.card_id for s in states}
         for card_id in [c for c in self.cards if c not in wanted]:
             if card_id not in self._jobs:
@@ -391,21 +320,10 @@ class ModelManagerPage(QWidget):
             card.state = state
             self.cards_layout.removeWidget(card)
             self.cards_layout.insertWidget(index, card)
-            self._update_card(card, partials)
-            if state.kind == "local":
+            self._update_card(card)
+            if state.kind == LOCAL:
                 self._inspect_local(card)
         self._update_estimates()
-
-    def _embedded_state(self) -> CardState:
-        path = hardware.embedded_model_path()
-        try:
-            model = find_model(self.catalog, EMBEDDED_CATALOG_ID)
-        except CatalogError:
-            model = None
-        where = str(path) if path else "missing: reinstall the app"
-        return CardState(EMBEDDED_ID, "embedded", "SmolLM2 135M Instruct (built in)",
-                         f"Always installed, works offline · {where}", model, None, EMBEDDED_ID,
-                         path.stat().st_size if path and path.exists() else None)
 
     def _make_card(self, state: CardState) -> ModelCard:
         card = ModelCard(state, self.settings.default_bits)
@@ -422,25 +340,22 @@ class ModelManagerPage(QWidget):
         card.token_edit.returnPressed.connect(lambda: self._save_token_and_retry(card_id))
         return card
 
-    def _update_card(self, card: ModelCard, partials: dict | None = None) -> None:
+    def _update_card(self, card: ModelCard) -> None:
         state = card.state
         job = self._jobs.get(state.card_id)
         downloading = job is not None and job.running
-        usable = state.source is not None and (state.kind != "embedded" or state.download_bytes is not None)
-        partial = None
-        if state.kind == "catalog" and state.installed is None and partials is not None:
-            partial = partials.get((state.model.repo_id, state.model.filename))
-        card.download_button.setVisible(state.kind == "catalog" and state.installed is None and not downloading)
-        card.download_button.setText("Resume" if partial else "Download")
-        card.cancel_button.setVisible(downloading)
-        card.discard_button.setVisible(partial is not None and not downloading)
-        card.progress_bar.setVisible(downloading or partial is not None)
-        card.use_button.setVisible(usable)
-        card.measure_button.setVisible(usable)
-        card.compare_button.setVisible(usable)
-        card.delete_button.setVisible(state.installed is not None)
-        in_use = state.source is not None and state.source == self.active_source
-        card.delete_button.setEnabled(not in_use and not downloading)
+        actions = card_actions(state, downloading=downloading, active_source=self.active_source)
+        card.download_button.setVisible(actions.download)
+        card.download_button.setText("Resume" if actions.resume else "Download")
+        card.cancel_button.setVisible(actions.cancel)
+        card.discard_button.setVisible(actions.discard)
+        card.progress_bar.setVisible(downloading or actions.resume)
+        card.use_button.setVisible(actions.use)
+        card.measure_button.setVisible(actions.use)
+        card.compare_button.setVisible(actions.use)
+        card.delete_button.setVisible(actions.delete)
+        card.delete_button.setEnabled(actions.delete_allowed)
+        in_use = actions.in_use
         card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
         if downloading:
             return   # the job's signals own the status line meanwhile
@@ -448,15 +363,16 @@ class ModelManagerPage(QWidget):
             sha = state.installed.sha256
             card.status_label.setText(f"Installed · {format_bytes(state.installed.size)} · sha256 {sha[:12]}… verified"
                                       + (" · in use" if in_use else ""))
-        elif state.kind == "embedded":
-            card.status_label.setText(("Installed" + (" · in use" if in_use else "")) if usable
+        elif state.kind == EMBEDDED:
+            card.status_label.setText(("Installed" + (" · in use" if in_use else "")) if actions.use
                                       else "The built-in model file is missing.")
-        elif partial is not None:
+        elif actions.resume:
+            partial = state.partial
             fraction = partial.bytes_done / max(partial.size, 1)
             card.progress_bar.setValue(int(1000 * fraction))
             card.status_label.setText(f"Paused at {fraction:.0%} ({format_bytes(partial.bytes_done)} of "
                                       f"{format_bytes(partial.size)}); Resume continues where it stopped.")
-        elif state.kind == "catalog":
+        elif state.kind == CATALOG:
             card.status_label.setText(f"Not downloaded · {format_bytes(state.download_bytes)} download "
                                       "(one file serves both 4-bit and 2-bit)")
 
@@ -490,7 +406,7 @@ class ModelManagerPage(QWidget):
             self._bandwidth_measuring = False
             self.remeasure_button.setEnabled(True)
             self.bandwidth_label.setText(f"Could not measure memory bandwidth ({error}); speed estimates assume "
-                                         f"{DEFAULT_BANDWIDTH_BYTES_PER_S / 1e9:.0f} GB/s.")
+                                         f"{format_bandwidth(DEFAULT_BANDWIDTH_BYTES_PER_S, digits=0)}.")
 
         run_in_background(hardware.measure_memory_bandwidth, done, failed, context=self)
 
@@ -499,7 +415,7 @@ class ModelManagerPage(QWidget):
         if bandwidth is not None:
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
-                f"({bandwidth / 1e9:.1f} GB/s, multi-threaded copy), at about 70 % efficiency. RAM includes the "
+                f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
                 f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures.")
         for card in self.cards.values():
             model = card.state.model
@@ -518,7 +434,7 @@ class ModelManagerPage(QWidget):
         ram = f"needs ≈ {format_bytes(e.ram_bytes)} RAM"
         if self._total_ram and e.ram_bytes > 0.8 * self._total_ram:
             ram += f" <span style='color:#c0392b'>(this computer has {format_bytes(self._total_ram)})</span>"
-        speed = f"≈ {e.decode_tokens_per_s:.0f} tokens/s (estimate)" if measured else "speed: measuring…"
+        speed = f"≈ {format_tok_s(e.decode_tokens_per_s, digits=0)} (estimate)" if measured else "speed: measuring…"
         return f"{bits}-bit: {disk} · {ram} · {speed}"
 
     def _inspect_local(self, card: ModelCard) -> None:
@@ -560,7 +476,7 @@ class ModelManagerPage(QWidget):
             return
         card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
         card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
-        card.subtitle_label.setText(f"{summary.n_params / 1e6:,.0f}M parameters · {summary.arch} · "
+        card.subtitle_label.setText(f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
                                     f"{summary.config.seq_len:,}-token context · {summary.file_type} source · "
                                     f"{card.state.subtitle}")
         card.use_button.setEnabled(True)
@@ -608,9 +524,8 @@ class ModelManagerPage(QWidget):
 
     def _on_finished(self, card_id: str, entry: InstalledModel) -> None:
         self._job_ended(card_id)
-        for stale in list_partial_downloads(self.models_dir):   # an older version of the same file
-            if (stale.repo_id, stale.filename) == (entry.repo_id, entry.filename) and stale.sha256 != entry.sha256:
-                discard_partial_download(self.models_dir, stale.sha256)
+        for stale in superseded_partials(list_partial_downloads(self.models_dir), entry):
+            discard_partial_download(self.models_dir, stale.sha256)
         self.refresh()
 
     def _on_cancelled(self, card_id: str, done: int, total: int) -> None:
@@ -693,13 +608,13 @@ class ModelManagerPage(QWidget):
     def _open_measure(self, card_id: str) -> None:
         from app.ui.measure import MeasureDialog
         card = self.cards[card_id]
-        dialog = MeasureDialog(self.settings, self.paths, card.state.source, card.bits, parent=self)
+        dialog = MeasureDialog(self.settings_store, self.paths, card.state.source, card.bits, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
 
     def _open_compare(self, card_id: str) -> None:
         from app.ui.compare import CompareDialog
-        dialog = CompareDialog(self.settings, self.paths, self.cards[card_id].state.source, parent=self)
+        dialog = CompareDialog(self.settings_store, self.paths, self.cards[card_id].state.source, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
 
@@ -775,7 +690,7 @@ class ModelManagerPage(QWidget):
             self.import_button.setEnabled(True)
             self.import_progress.setVisible(False)
             self._notice(f"Imported {source.name}: {summary.name}, {summary.arch}, "
-                                      f"{summary.n_params / 1e6:,.0f}M parameters.")
+                         f"{format_parameters(summary.n_params)} parameters.")
             self.refresh()
 
         def failed(error: BaseException) -> None:

@@ -7,8 +7,10 @@ come from app.power.PowerMeter (RAPL or a discharging battery), which measures
 the whole CPU package or system, not just this app: the label says which. With
 no sensor the panel says so plainly instead of showing a made-up number.
 
-The slider calls EngineClient.set_threads while an answer runs; the "now
-using" figure is Chunk.threads, i.e. what the engine actually applied.
+The slider writes n_threads to the app's SettingsStore (the window passes the
+change on to EngineClient.set_threads, also while an answer runs) and follows the
+store when another window changes it; the "now using" figure is Chunk.threads,
+i.e. what the engine actually applied.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from __future__ import annotations
 import os
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from app.power.readers import NO_SENSOR_REASON, PowerMeter
+from app.settings import AppSettings
+from app.settings_store import SettingsStore
+from app.ui.units import (
+    format_cpu_ms_per_token, format_joules_per_token, format_parameters, format_seconds, format_tok_s, format_watts,
+)
 
 POWER_SAMPLE_S = 0.5
 REFRESH_MS = 200
@@ -34,10 +41,10 @@ def _value_label(name: str, object_name: str = "perfValue") -> QLabel:
 
 
 class PerfPanel(QWidget):
-    threadsChanged = Signal(int)
-
-    def __init__(self, power_meter: PowerMeter | None = None, threads: int | None = None, parent=None) -> None:
+    def __init__(self, power_meter: PowerMeter | None, settings_store: SettingsStore, *,
+                 default_threads: int | None = None, parent=None) -> None:
         super().__init__(parent)
+        self.settings_store = settings_store
         self.setObjectName("perfPanel")
         self.setAccessibleName("Performance")
         self.meter = power_meter if power_meter is not None else PowerMeter()
@@ -66,6 +73,7 @@ class PerfPanel(QWidget):
         self.slider.setAccessibleName("Threads")
         self.slider.setAccessibleDescription("How many CPU threads the engine uses; applies from the next token.")
         self.slider.setRange(1, self.cpu_count)
+        threads = settings_store.current.n_threads or default_threads
         self.slider.setValue(min(threads or self.cpu_count, self.cpu_count))
         self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setPageStep(1)
@@ -105,6 +113,8 @@ class PerfPanel(QWidget):
         # Repainting eight labels per token would take CPU from the engine for numbers nobody can read.
         self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
         self._refresh_timer.timeout.connect(self._render_latest)
+        unsubscribe = settings_store.subscribe(self._on_settings_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
 
     # ---- inputs -------------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class PerfPanel(QWidget):
             self.model.setText("not loaded")
             return
         self.kernel.setText(f"{info.isa} · {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight)")
-        self.model.setText(f"{info.name}\n{info.n_params / 1e6:.0f} M parameters · context {info.n_ctx}")
+        self.model.setText(f"{info.name}\n{format_parameters(info.n_params)} parameters · context {info.n_ctx}")
         self.threads_used.setText(str(info.n_threads))
 
     def set_threads(self, n: int) -> None:
@@ -151,15 +161,16 @@ class PerfPanel(QWidget):
         if chunk.generated_tokens >= 2 or chunk.finish_reason:
             self.speed.setText(f"{chunk.decode_tok_s:.1f}")
         if chunk.generated_tokens >= 1:
-            self.ttft.setText(f"{chunk.ttft_s:.2f} s")
+            self.ttft.setText(format_seconds(chunk.ttft_s))
         cached = f" ({chunk.cached_tokens} cached)" if chunk.cached_tokens else ""
         if chunk.prompt_tok_s > 0:
-            self.prompt_speed.setText(f"{chunk.prompt_tok_s:.0f} tok/s · {chunk.prompt_tokens} tokens{cached}")
+            rate = format_tok_s(chunk.prompt_tok_s, digits=0, unit="tok/s")
+            self.prompt_speed.setText(f"{rate} · {chunk.prompt_tokens} tokens{cached}")
         else:
             self.prompt_speed.setText(f"{chunk.prompt_tokens} tokens{cached}")
         self.tokens.setText(str(chunk.generated_tokens))
         if chunk.generated_tokens:
-            self.cpu_per_token.setText(f"{chunk.cpu_s / chunk.generated_tokens * 1000:.1f} ms CPU / token")
+            self.cpu_per_token.setText(format_cpu_ms_per_token(chunk.cpu_s / chunk.generated_tokens))
         if chunk.elapsed_s > 0:
             cores = chunk.cpu_s / chunk.elapsed_s
             self.cpu_use.setText(f"{cores:.1f} of {self.cpu_count} cores ({100 * cores / self.cpu_count:.0f} %)")
@@ -188,12 +199,16 @@ class PerfPanel(QWidget):
         watts = self.meter.watts_between(self._power_start, reading)
         joules = self.meter.joules_between(self._power_start, reading)
         if watts is not None:
-            self.power.setText(f"{watts:.1f} W ({self.meter.label})")
+            self.power.setText(f"{format_watts(watts)} ({self.meter.label})")
         if joules is not None and chunk.generated_tokens:
-            self.energy.setText(f"{joules / chunk.generated_tokens:.3f} J / token")
+            self.energy.setText(format_joules_per_token(joules / chunk.generated_tokens))
 
     # ---- slider -------------------------------------------------------------------------------
 
     def _on_slider_moved(self, value: int) -> None:
         self.slider_value.setText(str(value))
-        self.threadsChanged.emit(value)
+        self.settings_store.update(n_threads=value)
+
+    def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
+        if "n_threads" in changed and settings.n_threads and settings.n_threads != self.slider.value():
+            self.set_threads(settings.n_threads)   # chosen elsewhere (the speed sweep's "Use the best")

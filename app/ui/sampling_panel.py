@@ -1,10 +1,12 @@
-"""SamplingPanel: system prompt and sampling settings (temperature, top-k, top-p, min-p, repeat
-penalty, max tokens, seed) plus the context length; every change is saved to AppSettings.
+"""SamplingPanel: the open chat's system prompt and sampling (temperature, top-k, top-p, min-p,
+repeat penalty, max tokens, seed), and the global context length.
 
-Sampling changes apply to the next answer. The context length sizes the KV
-cache, so it applies when the model is loaded again; the panel says so and
-offers the reload. The panel emits only its own fields, so the window's one
-AppSettings (which the thread slider also changes) stays the single source.
+A chat keeps its own system prompt and sampling (app.settings.CONVERSATION_FIELDS): with a
+chat open the panel edits that chat's row in the ChatStore, and "Use as default for new
+chats" copies the values into the SettingsStore, where new chats start from. With no chat
+open it edits those defaults directly. Changes apply to the next answer. The context length
+is global and sizes the KV cache, so it applies when the model is loaded again; the panel
+says so and offers the reload.
 """
 
 from __future__ import annotations
@@ -14,21 +16,31 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from app.settings import AppSettings
+from app.chat.errors import ConversationNotFoundError
+from app.chat.store import ChatStore
+from app.settings import CONVERSATION_FIELDS, AppSettings, for_conversation
+from app.settings_store import SettingsStore
 
 NO_SEED = -1
 
 
 class SamplingPanel(QWidget):
-    settingsChanged = Signal(dict)        # the AppSettings fields this panel owns, to apply with replace()
     reloadRequested = Signal()            # the context length changed and the user asked to apply it
 
-    def __init__(self, settings: AppSettings, parent=None) -> None:
+    def __init__(self, settings_store: SettingsStore, chat_store: ChatStore, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("samplingPanel")
         self.setAccessibleName("Sampling settings")
-        self._loaded_context = settings.context_length
+        self.settings_store, self.chat_store = settings_store, chat_store
+        self.conversation_id = 0          # the chat whose values are shown; 0: the defaults for new chats
+        self._loaded_context = settings_store.current.context_length
         self._loading = False
+        self.scope_label = QLabel()
+        self.scope_label.setObjectName("hint")
+        self.scope_label.setWordWrap(True)
+        self.default_button = QPushButton("Use as default for new chats")
+        self.default_button.setAccessibleName("Use this chat's system prompt and sampling as the default for new chats")
+        self.default_button.clicked.connect(self.use_as_default)
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setAccessibleName("System prompt")
         self.system_prompt.setPlaceholderText("Instructions the model sees before every chat. "
@@ -74,8 +86,10 @@ class SamplingPanel(QWidget):
         prompt_layout.addWidget(self.system_prompt)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 0, 8, 8)
+        layout.addWidget(self.scope_label)
         layout.addWidget(prompt)
         layout.addWidget(sampling)
+        layout.addWidget(self.default_button)
         layout.addWidget(model)
         layout.addStretch(1)
 
@@ -86,7 +100,9 @@ class SamplingPanel(QWidget):
         for box in (self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty, self.max_tokens,
                     self.seed, self.context):
             box.valueChanged.connect(self._emit)
-        self.set_settings(settings)
+        unsubscribe = settings_store.subscribe(self._on_settings_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
+        self.show_conversation(0)
 
     def _double(self, name: str, low: float, high: float, step: float, tip: str) -> QDoubleSpinBox:
         box = QDoubleSpinBox()
@@ -103,6 +119,25 @@ class SamplingPanel(QWidget):
         box.setAccessibleName(name)
         box.setToolTip(tip)
         return box
+
+    def show_conversation(self, conversation_id: int) -> None:
+        """Show (and from now on edit) this chat's values; 0 shows the defaults for new chats."""
+        self._save_timer.stop()
+        self.conversation_id = conversation_id
+        self.set_settings(self._shown_settings())
+        self.scope_label.setText("This chat's system prompt and sampling." if conversation_id
+                                 else "Defaults for new chats.")
+        self.default_button.setVisible(bool(conversation_id))
+
+    def _shown_settings(self) -> AppSettings:
+        defaults = self.settings_store.current
+        if not self.conversation_id:
+            return defaults
+        try:
+            conversation = self.chat_store.get_conversation(self.conversation_id)
+        except ConversationNotFoundError:
+            return defaults
+        return for_conversation(defaults, conversation.system_prompt, conversation.sampling)
 
     def set_settings(self, settings: AppSettings) -> None:
         self._loading = True
@@ -144,8 +179,44 @@ class SamplingPanel(QWidget):
                 "max_new_tokens": self.max_tokens.value(), "seed": None if seed == NO_SEED else seed,
                 "context_length": self.context.value()}
 
+    def chat_values(self) -> dict:
+        """The values that belong to a chat (CONVERSATION_FIELDS), as shown."""
+        values = self.values()
+        return {name: values[name] for name in CONVERSATION_FIELDS}
+
+    def save_now(self) -> None:
+        """Store a system prompt still being typed (before a message is sent)."""
+        if self._save_timer.isActive():
+            self._save_timer.stop()
+            self._emit()
+
+    def use_as_default(self) -> None:
+        self.settings_store.update(**self.chat_values())
+
     def _emit(self) -> None:
         if self._loading:
             return
         self._show_context_state()
-        self.settingsChanged.emit(self.values())
+        self._loading = True     # our own store changes need not be shown again
+        try:
+            context = self.context.value()
+            if context != self.settings_store.current.context_length:
+                self.settings_store.update(context_length=context)
+            values = self.chat_values()
+            if not self.conversation_id:
+                self.settings_store.update(**values)
+                return
+            system_prompt = values.pop("system_prompt")
+            try:
+                self.chat_store.set_conversation_settings(self.conversation_id, system_prompt=system_prompt,
+                                                          sampling=values)
+            except ConversationNotFoundError:   # purged meanwhile: nothing left to change
+                pass
+        finally:
+            self._loading = False
+
+    def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
+        if self._loading:
+            return
+        if (not self.conversation_id and changed & set(CONVERSATION_FIELDS)) or "context_length" in changed:
+            self.set_settings(self._shown_settings())   # changed elsewhere (the self-test, a script)

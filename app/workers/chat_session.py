@@ -20,7 +20,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, Signal
 
 from app.chat.store import COMPLETE, ERROR, PARTIAL, AnswerStats, ChatStore, Message
-from app.settings import AppSettings
+from app.settings import AppSettings, conversation_sampling, for_conversation
 from app.workers.engine_client import EngineClient
 from tmac_core.errors import ContextOverflowError
 
@@ -83,15 +83,15 @@ class ChatSession(QObject):
         if self.conversation_id and not self.busy and not self.store.list_messages(self.conversation_id):
             self.conversationChanged.emit(self.conversation_id)
             return self.conversation_id
-        conversation = self.store.create_conversation(NEW_CHAT_TITLE, **self._conversation_fields())
+        # A new chat starts from the default system prompt and sampling (app.settings.CONVERSATION_FIELDS).
+        conversation = self.store.create_conversation(NEW_CHAT_TITLE, **self._conversation_fields(self._settings()))
         self.open_conversation(conversation.id)
         return conversation.id
 
-    def _conversation_fields(self) -> dict:
-        settings = self._settings()
+    def _conversation_fields(self, settings: AppSettings) -> dict:
         info = self.client.info
-        return {"model_id": info.name if info else settings.default_model_id,
-                "bits": info.bits if info else settings.default_bits, "system_prompt": settings.system_prompt}
+        return {"model_id": info.name if info else None, "bits": info.bits if info else settings.default_bits,
+                "system_prompt": settings.system_prompt, "sampling": conversation_sampling(settings)}
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -138,13 +138,15 @@ class ChatSession(QObject):
             self._finish(PARTIAL, self._stats_so_far())
 
     def _ask(self) -> None:
-        settings = self._settings()
+        # The conversation row is the truth for its system prompt and sampling; the global settings fill the rest.
+        conversation = self.store.get_conversation(self.conversation_id)
+        settings = for_conversation(self._settings(), conversation.system_prompt, conversation.sampling)
         # Empty answers (failed, or cut off before their first token) would only confuse the model.
         history = [m for m in self.store.list_messages(self.conversation_id)
                    if not (m.role == "assistant" and not m.content)]
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         messages += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
-        self.store.update_conversation(self.conversation_id, **self._conversation_fields())
+        self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
         self.answer_id = self.store.begin_assistant_message(self.conversation_id)
         self._last_chunk = None
         self._trimmed = 0

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 from app.chat.store import AnswerStats, ChatStore  # noqa: E402
 from app.paths import app_paths  # noqa: E402
 from app.settings import AppSettings, load_settings  # noqa: E402
+from app.settings_store import SettingsStore  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
 from app.workers.protocol import EngineState  # noqa: E402
 
@@ -74,7 +75,7 @@ def open_window(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
         store = ChatStore(paths.chat_db_file)
         stores.append(store)
         base = {"temperature": 0.0, "seed": 0, "max_new_tokens": 24, "context_length": 512}
-        window = MainWindow(AppSettings(**{**base, **settings}), paths, store)
+        window = MainWindow(SettingsStore(AppSettings(**{**base, **settings}), paths.settings_file), paths, store)
         qtbot.addWidget(window)
         window.show()
         return Harness(qtbot, window)
@@ -150,7 +151,7 @@ def test_thread_slider_changes_the_engine_threads_mid_answer(open_window):
     h.window.session.stop()
     answer = h.wait_answer()
     assert answer.stats.threads == 1
-    h.window.save_settings_now()
+    h.window.settings_store.flush()
     assert load_settings(h.window.paths.settings_file).settings.n_threads == 1
 
 
@@ -324,10 +325,66 @@ def test_sampling_panel_changes_are_saved(open_window, qtbot):
     panel.seed.setValue(42)
     panel.system_prompt.setPlainText("Answer like a pirate.")
     qtbot.waitUntil(lambda: h.window.settings.system_prompt == "Answer like a pirate.", timeout=3000)
-    h.window.save_settings_now()
+    h.window.settings_store.flush()
     saved = load_settings(h.window.paths.settings_file).settings
     assert (saved.temperature, saved.seed, saved.system_prompt) == (1.25, 42, "Answer like a pirate.")
     assert saved.max_new_tokens == 24, "fields nobody touched keep their values"
+
+
+def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
+    paths = app_paths().ensure()
+    with ChatStore(paths.chat_db_file) as store:
+        old = store.create_conversation("Old chat")       # as written before chats kept their sampling: {}
+        store.add_message(old.id, "user", "hello")
+    h = open_window()
+    panel = h.window.sampling_panel
+    assert h.window.session.conversation_id == old.id and panel.conversation_id == old.id
+    assert panel.max_tokens.value() == 24 and panel.default_button.isVisible(), "an old chat runs with the defaults"
+
+    h.window.new_chat()
+    short = h.window.session.conversation_id
+    assert short != old.id and panel.conversation_id == short
+    panel.max_tokens.setValue(3)
+    panel.system_prompt.setPlainText("Answer like a pirate.")
+    h.start_engine()
+    h.send("Tell me a long story about the sea.")
+    assert h.wait_answer().stats["tokens"] <= 3
+    row = h.window.store.get_conversation(short)
+    assert row.system_prompt == "Answer like a pirate." and row.sampling["max_new_tokens"] == 3
+    assert (h.window.settings.max_new_tokens, h.window.settings.system_prompt) == (24, ""), "defaults untouched"
+
+    h.window.conversations.conversationActivated.emit(old.id)
+    assert panel.max_tokens.value() == 24 and panel.system_prompt.toPlainText() == ""
+    h.window.conversations.conversationActivated.emit(short)
+    assert panel.max_tokens.value() == 3 and panel.system_prompt.toPlainText() == "Answer like a pirate."
+    qtbot.mouseClick(panel.default_button, Qt.MouseButton.LeftButton)
+    assert (h.window.settings.max_new_tokens, h.window.settings.system_prompt) == (3, "Answer like a pirate.")
+    h.window.new_chat()
+    fresh = h.window.store.get_conversation(h.window.session.conversation_id)
+    assert fresh.id not in (old.id, short) and fresh.sampling["max_new_tokens"] == 3
+    assert fresh.system_prompt == "Answer like a pirate."
+    h.window.settings_store.flush()
+    assert load_settings(h.window.paths.settings_file).settings.max_new_tokens == 3
+
+
+def test_every_window_shares_the_one_settings_store(open_window, tmp_path):
+    h = open_window(theme="light")
+    window, settings = h.window, h.window.settings_store
+    window.open_measure()
+    window.open_about()
+    holders = [window.models_page, window.perf_panel, window.sampling_panel] + window._dialogs
+    assert len(holders) == 5 and all(holder.settings_store is settings for holder in holders)
+    settings.update(n_threads=1)                    # as the speed sweep's "Use the best thread count" does
+    assert window.perf_panel.slider.value() == 1 and window.client._threads == 1
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    settings.update(models_dir=str(folder))
+    assert str(folder) in window.models_page.folder_label.text()
+    settings.update(theme="dark")
+    assert window.dark
+    with pytest.raises(ValueError, match="n_threads"):
+        settings.update(n_threads=0)
+    assert window.settings.n_threads == 1
 
 
 def test_every_control_has_an_accessible_name(open_window):
@@ -382,7 +439,7 @@ def test_choosing_a_model_on_the_models_page_loads_it_with_progress(open_window,
     assert blocker.args[0].bits == 2 and progress and progress[-1] == 1.0
     assert not h.window.progress.isVisible() and "2-bit" in h.window.model_label.text()
     assert h.window.tabs.currentWidget() is h.window.chat_page
-    h.window.save_settings_now()
+    h.window.settings_store.flush()
     saved = load_settings(h.window.paths.settings_file).settings
     assert (saved.model_source, saved.default_bits) == ("default", 2)
     h.send("Say hi.")
@@ -402,7 +459,7 @@ def test_theme_choice_restyles_and_is_saved(open_window):
     assert h.window.dark and h.window.palette().window().color().lightness() < 80
     h.window.set_theme("light")
     assert not h.window.dark and h.window.palette().window().color().lightness() > 200
-    h.window.save_settings_now()
+    h.window.settings_store.flush()
     assert load_settings(h.window.paths.settings_file).settings.theme == "light"
 
 

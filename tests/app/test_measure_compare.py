@@ -16,6 +16,7 @@ from app import hardware
 from app.paths import AppPaths
 from app.perf.sweep import MEASUREMENTS_DIR_NAME, load_records, record_path
 from app.settings import AppSettings, load_settings
+from app.settings_store import SettingsStore
 from app.ui.about import AboutDialog
 from app.ui.compare import CompareDialog
 from app.ui.measure import MeasureDialog
@@ -38,7 +39,8 @@ def paths(tmp_path, shared_cache):
 
 def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
     threads = sorted({1, os.cpu_count() or 1})
-    dialog = MeasureDialog(AppSettings(), paths, "default", 4, threads=threads, tokens=8, bits_list=[4])
+    store = SettingsStore(AppSettings(), paths.settings_file)
+    dialog = MeasureDialog(store, paths, "default", 4, threads=threads, tokens=8, bits_list=[4])
     qtbot.addWidget(dialog)
     assert dialog.bits_checks[4].isChecked() and not dialog.bits_checks[2].isChecked()
     assert dialog.table.rowCount() == 0 and dialog.chart.points == []
@@ -64,21 +66,23 @@ def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
     assert record["isa"] in hardware.instruction_sets().available
     assert load_records(folder, "default")[0] == record
 
-    with qtbot.waitSignal(dialog.settingsChanged) as changed:
-        dialog.use_button.click()
-    assert changed.args[0].n_threads == record["best"]["threads"]
+    changed = []
+    store.subscribe(lambda settings, _names: changed.append(settings))
+    dialog.use_button.click()
+    assert changed[-1].n_threads == record["best"]["threads"]
+    store.flush()
     assert load_settings(paths.settings_file).settings.n_threads == record["best"]["threads"]
     dialog.close()
 
     # Opening the dialog again shows the saved sweep without measuring.
-    again = MeasureDialog(AppSettings(), paths, "default", 4, threads=threads)
+    again = MeasureDialog(SettingsStore(AppSettings(), paths.settings_file), paths, "default", 4, threads=threads)
     qtbot.addWidget(again)
     assert again.table.rowCount() == len(threads) and "saved on" in again.status_label.text()
     assert again.runner is None
 
 
 def test_compare_answers_with_both_variants_one_after_the_other(qtbot, paths):
-    dialog = CompareDialog(AppSettings(n_threads=1), paths, "default", max_tokens=12, n_ctx=256,
+    dialog = CompareDialog(SettingsStore(AppSettings(n_threads=1), None), paths, "default", max_tokens=12, n_ctx=256,
                            prompt="Name three colours.")
     qtbot.addWidget(dialog)
     dialog.run_button.click()
@@ -99,7 +103,7 @@ def test_compare_answers_with_both_variants_one_after_the_other(qtbot, paths):
 
 
 def test_about_dialog_lists_machine_kernels_and_folders(qtbot, paths):
-    dialog = AboutDialog(AppSettings(memory_bandwidth=12.5e9, memory_bandwidth_cpu="X"), paths)
+    dialog = AboutDialog(SettingsStore(AppSettings(memory_bandwidth=12.5e9, memory_bandwidth_cpu="X"), None), paths)
     qtbot.addWidget(dialog)
     facts = dict(dialog.facts)
     isa = hardware.instruction_sets()

@@ -18,8 +18,10 @@ from app.catalog import installed
 from app.catalog.download import partial_path
 from app.catalog.installed import list_installed
 from app.paths import app_paths
+from app.catalog.inventory import CardState
 from app.settings import AppSettings, load_settings
-from app.ui.model_manager import CardState, ModelCard, ModelManagerPage
+from app.settings_store import SettingsStore
+from app.ui.model_manager import ModelCard, ModelManagerPage
 from tests.runtime.conftest import tiny_llama
 
 SMOL_ID, SMOL_REPO, SMOL_FILE = "smollm2-135m-instruct", "bartowski/SmolLM2-135M-Instruct-GGUF", \
@@ -43,7 +45,7 @@ def make_page(qtbot, paths):
 
     def make(settings: AppSettings | None = None) -> ModelManagerPage:
         settings = settings or AppSettings(memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name())
-        page = ModelManagerPage(settings, paths)
+        page = ModelManagerPage(SettingsStore(settings, paths.settings_file), paths)
         qtbot.addWidget(page)
         pages.append(page)
         return page
@@ -177,9 +179,11 @@ def test_gated_model_asks_for_a_token_saves_it_and_retries(qtbot, fake_hub, make
     assert "token" in card.message_label.text() and "license" in card.message_label.text()
     assert card.token_row.isVisibleTo(page) and card.state.installed is None
     card.token_edit.setText(fake_hub.valid_token)
-    with qtbot.waitSignal(page.settingsChanged) as changed:
-        card.save_token_button.click()
-    assert changed.args[0].hf_token == fake_hub.valid_token
+    changed = []
+    page.settings_store.subscribe(lambda settings, _names: changed.append(settings))
+    card.save_token_button.click()
+    assert changed[-1].hf_token == fake_hub.valid_token
+    page.settings_store.flush()
     assert load_settings(paths.settings_file).settings.hf_token == fake_hub.valid_token
     wait_idle(qtbot, page, LLAMA_ID)
     assert card.state.installed is not None and not card.token_row.isVisibleTo(page)
@@ -282,9 +286,9 @@ def test_import_of_a_bad_file_shows_the_specific_error(qtbot, make_page, paths, 
 def test_models_folder_setting(qtbot, make_page, paths, tmp_path):
     page = make_page()
     other = tmp_path / "elsewhere" / "models"
-    with qtbot.waitSignal(page.settingsChanged):
-        assert page.set_models_dir(str(other))
+    assert page.set_models_dir(str(other))
     assert page.models_dir == other.resolve() and other.is_dir()
+    page.settings_store.flush()
     assert load_settings(paths.settings_file).settings.models_dir == str(other.resolve())
     assert str(other.resolve()) in page.folder_label.text()
     page.import_files([str(write_tiny_gguf(tmp_path))])
@@ -350,6 +354,7 @@ def test_bandwidth_is_measured_once_and_cached_in_settings(qtbot, make_page, pat
     page = make_page(AppSettings())
     assert "speed: measuring" in page.card(SMOL_ID).estimate_labels[4].text()
     qtbot.waitUntil(lambda: page.settings.memory_bandwidth is not None, timeout=TIMEOUT_MS)
+    page.settings_store.flush()
     saved = load_settings(paths.settings_file).settings
     assert saved.memory_bandwidth > 1e8 and saved.memory_bandwidth_cpu == hardware.cpu_model_name()
     assert "tokens/s (estimate)" in page.card(SMOL_ID).estimate_labels[4].text()

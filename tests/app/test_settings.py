@@ -126,3 +126,39 @@ def test_a_thread_count_the_kernels_refuse_is_refused_when_read():
     too_many = settings_from_dict({"schema_version": SCHEMA_VERSION, "n_threads": MAX_THREADS + 1})
     assert fits.settings.n_threads == MAX_THREADS and not fits.problems
     assert too_many.settings.n_threads is None and len(too_many.problems) == 1
+
+
+def test_a_version_2_file_drops_the_fields_nothing_read_without_a_complaint(settings_file):
+    """Every file saved before the settings store held show_perf_panel and default_model_id."""
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_text(json.dumps({"schema_version": 2, "show_perf_panel": False, "default_model_id": None,
+                                         "theme": "dark", "n_threads": 3}))
+    result = load_settings(settings_file)
+    assert (result.settings.theme, result.settings.n_threads) == ("dark", 3) and result.problems == []
+    assert not hasattr(result.settings, "show_perf_panel") and not hasattr(result.settings, "default_model_id")
+
+
+def test_check_changes_checks_like_loading_and_names_the_bad_field():
+    from app.settings import check_changes
+
+    assert check_changes({"temperature": 1, "theme": "light"}) == {"temperature": 1.0, "theme": "light"}
+    with pytest.raises(ValueError, match="'top_p'"):
+        check_changes({"top_p": 0.0})
+    with pytest.raises(ValueError, match="no setting called 'show_perf_panel'"):
+        check_changes({"show_perf_panel": True})
+
+
+def test_a_conversation_keeps_its_own_prompt_and_sampling_over_the_defaults():
+    from app.settings import CONVERSATION_FIELDS, SAMPLING_FIELDS, conversation_sampling, for_conversation
+
+    defaults = AppSettings(system_prompt="Be brief.", temperature=0.7, max_new_tokens=512, context_length=4096)
+    chat = for_conversation(defaults, "Answer like a pirate.", {"temperature": 0.1, "seed": 7})
+    assert (chat.system_prompt, chat.temperature, chat.seed) == ("Answer like a pirate.", 0.1, 7)
+    assert chat.max_new_tokens == 512 and chat.context_length == 4096, "the rest comes from the defaults"
+    # Rows written before chats kept their sampling hold {}: they run with the defaults' sampling.
+    assert for_conversation(defaults, "", {}) == defaults.replace(system_prompt="")
+    # A value that fails its check, or a key that is not sampling, is ignored rather than trusted.
+    odd = for_conversation(defaults, "x", {"temperature": "hot", "top_k": 5, "n_threads": 9, "theme": "dark"})
+    assert (odd.temperature, odd.top_k, odd.n_threads, odd.theme) == (0.7, 5, None, "system")
+    assert set(conversation_sampling(chat)) == set(SAMPLING_FIELDS) and CONVERSATION_FIELDS[0] == "system_prompt"
+    assert for_conversation(defaults, chat.system_prompt, conversation_sampling(chat)) == chat

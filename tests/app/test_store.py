@@ -308,3 +308,27 @@ def test_answer_stats_from_a_final_chunk():
     assert (stats.generated_tokens, stats.decode_tok_s, stats.prompt_tok_s, stats.ttft_s) == (12, 20.51, 150.0, 0.3)
     assert stats.finish_reason == "stop" and stats.bits is None and stats.error is None
     assert AnswerStats.from_json(stats.to_json()) == stats
+
+
+def test_a_chat_keeps_its_own_system_prompt_and_sampling(db_path):
+    """The conversation row is the truth for its chat's system prompt and sampling (app.settings
+    CONVERSATION_FIELDS); changing them does not move the chat in the list."""
+    from app.settings import AppSettings, conversation_sampling, for_conversation
+
+    ticks = iter(range(1, 1000))
+    defaults = AppSettings(system_prompt="Be brief.", temperature=0.7)
+    with ChatStore(db_path, clock=lambda: float(next(ticks))) as chats:
+        older = chats.create_conversation("Older", system_prompt=defaults.system_prompt,
+                                          sampling=conversation_sampling(defaults))
+        newer = chats.create_conversation("Newer")      # as rows were written before chats kept their sampling
+        chats.set_conversation_settings(older.id, system_prompt="Answer like a pirate.",
+                                        sampling=conversation_sampling(defaults.replace(temperature=0.1, seed=7)))
+        assert [c.id for c in chats.list_conversations()] == [newer.id, older.id]
+        with pytest.raises(ConversationNotFoundError):
+            chats.set_conversation_settings(999, system_prompt="", sampling={})
+    with ChatStore(db_path) as chats:
+        own = chats.get_conversation(older.id)
+        chat = for_conversation(defaults, own.system_prompt, own.sampling)
+        assert (chat.system_prompt, chat.temperature, chat.seed, chat.top_k) == ("Answer like a pirate.", 0.1, 7, 40)
+        old = chats.get_conversation(newer.id)
+        assert old.sampling == {} and for_conversation(defaults, old.system_prompt, old.sampling).temperature == 0.7

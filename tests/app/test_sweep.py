@@ -116,3 +116,39 @@ def test_record_file_names_are_safe():
 def test_model_key():
     assert model_key_for("default") == "default"
     assert model_key_for("/models/local/My-Model.Q8_0.gguf") == "My-Model.Q8_0.gguf"
+
+
+def test_the_chart_axes_and_cost_pick_round_numbers_and_the_available_metric():
+    from app.ui.sweep_chart import cost_metric, cost_of, cost_unit, nice_ceiling
+
+    assert [nice_ceiling(v) for v in (0, 0.45, 0.7, 1.0, 1.3, 2.2, 4.1, 7.0, 23.0)] == [1, 0.5, 1, 1, 2, 2.5, 5, 10, 25]
+    with_energy = [pt(1, 10.0, 4.8, joules=2.4), pt(2, 18.0, 5.0, joules=2.0)]
+    assert cost_metric(with_energy) == "joules_per_token" and cost_unit("joules_per_token") == "J / token"
+    mixed = with_energy + [pt(4, 19.0, 6.0)]
+    assert cost_metric(mixed) == "cpu_s_per_token" and cost_unit("cpu_s_per_token") == "CPU ms / token"
+    assert cost_of(mixed[0], "cpu_s_per_token") == pytest.approx(100.0)   # 4.8 CPU-s / 48 tokens, in ms
+
+
+def test_the_chart_draws_both_bit_widths_and_describes_the_best(qtbot):
+    from PySide6.QtGui import QColor
+
+    from app.ui.sweep_chart import BITS_COLORS, SweepChart
+
+    chart = SweepChart()
+    qtbot.addWidget(chart)
+    chart.resize(480, 300)
+    empty = chart.grab().toImage()
+    points = [pt(1, 10.0, 4.8), pt(2, 18.5, 5.0), pt(4, 19.5, 6.0), pt(1, 14.0, 4.0, bits=2), pt(2, 25.0, 4.4, bits=2)]
+    chart.set_data(points, max_threads=4)
+    assert sorted(chart.best) == [2, 4] and chart.best[4].best.threads == 2
+    assert "4-bit best at 2 threads, 18.5 tokens/s" in chart.accessibleDescription()
+    drawn = chart.grab().toImage()
+    colours = {drawn.pixelColor(x, y).name() for x in range(0, drawn.width(), 2) for y in range(0, drawn.height(), 2)}
+    for bits in (4, 2):
+        near = [c for c in colours if _close(QColor(c), BITS_COLORS[bits])]
+        assert near, f"no {bits}-bit line drawn"
+    assert empty.size() == drawn.size() and empty != drawn
+
+
+def _close(a, b, tolerance=40) -> bool:
+    return abs(a.red() - b.red()) + abs(a.green() - b.green()) + abs(a.blue() - b.blue()) < tolerance
