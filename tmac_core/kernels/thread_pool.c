@@ -68,8 +68,9 @@ typedef pthread_cond_t cond_t;
  * others' ranges through the same counters, so a slow or descheduled thread
  * delays the job by at most the items it already claimed. */
 typedef struct {
-    long next;                     /* atomic: next unclaimed item */
-    long end;
+    long next;                     /* atomic: next unclaimed item; overshoots end by at most */
+    long end;                      /* MAX_THREADS, and n_items <= TMAC_MAX_ITEMS = 2^30, so a
+                                    * 32-bit long (Windows) is enough */
     char pad[64 - 2 * sizeof(long)];
 } item_range_t;
 
@@ -194,7 +195,7 @@ static int start_workers(pool_t *p, int n) {
 }
 
 static void pool_init_once(void) {
-    /* called from tmac_init, which the binding runs once at import */
+    /* first called from tmac_init, which the binding runs once at import */
     if (g_pool_ready) return;
     MUTEX_INIT(&g_pool.job_lock);
     MUTEX_INIT(&g_pool.sleep_lock);
@@ -233,6 +234,7 @@ int tmac_pool_get_threads(void) {
 int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
     pool_t *p = &g_pool;
     int rc = TMAC_OK;
+    if (n_items < 0 || n_items > TMAC_MAX_ITEMS || !fn) return TMAC_E_SHAPE;
     pool_init_once();
     MUTEX_LOCK(&p->job_lock);
     int wanted = (int)ATOMIC_LOAD(&p->wanted);
@@ -246,8 +248,9 @@ int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
         p->fn = fn;
         p->ctx = ctx;
         for (int t = 0; t < p->n_threads; t++) {
-            p->ranges[t].end = (long)n_items * (t + 1) / p->n_threads;
-            ATOMIC_STORE(&p->ranges[t].next, (long)n_items * t / p->n_threads);
+            /* the products need 64 bits (2^30 items * 256 threads); the quotients fit a long */
+            p->ranges[t].end = (long)((int64_t)n_items * (t + 1) / p->n_threads);
+            ATOMIC_STORE(&p->ranges[t].next, (long)((int64_t)n_items * t / p->n_threads));
         }
         ATOMIC_STORE(&p->n_done, 0);
         wake_workers(p);
