@@ -1,8 +1,8 @@
 """Size arithmetic at the kernel API: shapes whose byte counts wrap a 32-bit
 int, or exceed the limits of kernels.h (MAX_DIM, MAX_ELEMS), are refused with
-a ValueError before native code reads a byte or anything large is allocated.
-Every case runs in a child process, so a segfault or a hang fails its test
-instead of killing pytest."""
+a ValueError before native code reads a byte or anything large is allocated;
+and the thread pool works in a child after fork. Every case runs in a child
+process, so a segfault or a hang fails its test instead of killing pytest."""
 import os
 import subprocess
 import sys
@@ -141,3 +141,90 @@ def test_attention_sizes_are_checked_in_64_bits(case):
 def test_limits_are_the_documented_ones():
     assert MAX_DIM == 1 << 24 and MAX_ELEMS == 1 << 36
     assert (1 << 18) * (1 << 18) <= MAX_ELEMS        # a 2^18 x 2^18 matrix is accepted with real buffers
+
+
+FORK_CASE = """
+import os, sys, threading, time
+from tests.kernels.cases import make_activations, make_case
+
+rng = np.random.default_rng(1)
+packed = make_case(rng, 700, 512, 64, 2).pack()
+X = make_activations(rng, 5, 512)
+K.set_num_threads(2)
+ref = K.gemm(packed, X)                      # starts the pool's worker thread
+
+def child():
+    ok = K.get_num_threads() == 2
+    for _ in range(20):
+        ok = ok and np.array_equal(K.gemm(packed, X), ref) and np.array_equal(K.gemv(packed, X[0]), ref[0])
+    if sys.platform == "linux":              # the child's pool really runs its own second thread
+        ok = ok and len(os.listdir("/proc/self/task")) >= 2
+    os._exit(0 if ok else 3)
+
+def fork_and_wait():
+    pid = os.fork()
+    if pid == 0:
+        child()
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                raise SystemExit(f"child exited with {code}")
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise SystemExit("child hung: its pool waited for threads that fork did not copy")
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_pool_works_in_a_forked_child():
+    r = isolated(FORK_CASE + """
+fork_and_wait()
+assert np.array_equal(K.gemm(packed, X), ref)      # and the parent's pool is untouched
+print("ok")
+""")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_fork_while_another_thread_runs_kernels():
+    # the pool's locks may be held by the other thread at the moment of the fork
+    r = isolated(FORK_CASE + """
+stop = threading.Event()
+errors = []
+def busy():
+    while not stop.is_set():
+        if not np.array_equal(K.gemm(packed, X), ref):
+            errors.append("parent result changed")
+t = threading.Thread(target=busy)
+t.start()
+try:
+    for _ in range(10):
+        fork_and_wait()
+finally:
+    stop.set()
+    t.join()
+assert not errors, errors
+print("ok")
+""")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_multiprocessing_fork_workers_use_the_pool():
+    r = isolated(FORK_CASE + """
+import multiprocessing as mp
+
+def work(i):
+    return np.array_equal(K.gemm(packed, X), ref)
+
+with mp.get_context("fork").Pool(2) as pool:
+    assert all(pool.map_async(work, range(8)).get(timeout=60))
+print("ok")
+""")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]

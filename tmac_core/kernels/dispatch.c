@@ -59,7 +59,7 @@ int tmac_init(const char *force) {
         g_active = TMAC_ISA_GENERIC;
         for (int i = TMAC_ISA_COUNT - 1; i > 0; i--)
             if (g_available[i]) { g_active = (tmac_isa_t)i; break; }
-        /* the pool's one-time setup here, at import,
+        /* the pool's one-time setup (and its fork handler) here, at import,
          * before any thread can race to it from a nogil kernel call */
         (void)tmac_pool_get_threads();
         g_initialized = 1;

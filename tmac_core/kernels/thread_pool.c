@@ -6,7 +6,8 @@
  * decode step issues hundreds of sub-millisecond calls and a futex wake costs
  * tens of microseconds. The size can be changed at any moment; the change is
  * applied, under the job mutex, at the start of the next call. Tasks must not
- * call tmac_parallel_for themselves. */
+ * call tmac_parallel_for themselves. A forked child gets a fresh pool (see
+ * atfork_child). */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #  define _POSIX_C_SOURCE 200809L     /* clock_gettime, sysconf under -std=c11 */
 #endif
@@ -194,6 +195,33 @@ static int start_workers(pool_t *p, int n) {
     return TMAC_OK;
 }
 
+#if !defined(_WIN32)
+/* fork() copies only the calling thread. The child's pool still counts the
+ * parent's workers, so its first parallel call would post a job nobody takes
+ * and wait for them forever; and a lock or condition variable may be copied
+ * mid-use by a thread that does not exist in the child. This handler runs in
+ * the child right after fork, before any other code there: it forgets the
+ * workers (nothing to join: they were never copied), re-creates the locks and
+ * condition variables, and the next parallel call starts `wanted` new threads.
+ * Chosen over a getpid() check at each call: that is a system call (glibc
+ * stopped caching the pid in 2.25) on a path a decode step takes hundreds of
+ * times, and it would have to run before taking job_lock, which a parent
+ * thread may have held at the moment of the fork. The parent keeps its pool
+ * untouched, and no prepare handler is needed: a job in flight in the parent
+ * is the parent's, the child never waits for it. Windows has no fork. */
+static void atfork_child(void) {
+    pool_t *p = &g_pool;
+    MUTEX_INIT(&p->job_lock);
+    MUTEX_INIT(&p->sleep_lock);
+    COND_INIT(&p->work_cv);
+    COND_INIT(&p->done_cv);
+    p->n_threads = 1;
+    p->n_sleeping = 0;
+    p->n_done = 0;
+    p->stop = 0;
+}
+#endif
+
 static void pool_init_once(void) {
     /* first called from tmac_init, which the binding runs once at import */
     if (g_pool_ready) return;
@@ -203,6 +231,9 @@ static void pool_init_once(void) {
     COND_INIT(&g_pool.done_cv);
     g_pool.n_threads = 1;
     g_pool.wanted = online_cpus();
+#if !defined(_WIN32)
+    pthread_atfork(NULL, NULL, atfork_child);
+#endif
     g_pool_ready = 1;
 }
 

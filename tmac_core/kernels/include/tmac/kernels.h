@@ -163,7 +163,8 @@ typedef void (*tmac_task_fn)(void *ctx, int item, int thread);
 int tmac_pool_set_threads(int n);          /* takes effect at the next parallel call */
 int tmac_pool_get_threads(void);
 /* Runs fn(ctx, i, thread) for i in [0, n_items) on the pool and waits;
- * TMAC_E_SHAPE unless 0 <= n_items <= TMAC_MAX_ITEMS. */
+ * TMAC_E_SHAPE unless 0 <= n_items <= TMAC_MAX_ITEMS. The pool survives fork():
+ * the child starts its own threads at its first parallel call (POSIX). */
 int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx);
 
 #endif
