@@ -119,9 +119,9 @@ def test_table_sizes_are_checked_in_64_bits(case):
 
 
 def attention_call(n, heads, hd, n_kv, n_ctx, pos):
-    return (f"refused(K.attention, as_strided(np.zeros(1, np.float32), shape=({n}, {heads}, {hd}), strides=(0, 0, 0)), "
-            f"as_strided(np.zeros(1, np.uint16), shape=({n_kv}, {n_ctx}, {hd}), strides=(0, 0, 0)), "
-            f"as_strided(np.zeros(1, np.uint16), shape=({n_kv}, {n_ctx}, {hd}), strides=(0, 0, 0)), {pos}, {n_kv}, 0.125)")
+    q = f"as_strided(np.zeros(1, np.float32), shape=({n}, {heads}, {hd}), strides=(0, 0, 0))"
+    cache = f"as_strided(np.zeros(1, np.uint16), shape=({n_kv}, {n_ctx}, {hd}), strides=(0, 0, 0))"
+    return f"refused(K.attention, {q}, {cache}, {cache}, {pos}, {n_kv}, 0.125)"
 
 
 @pytest.mark.parametrize("case", [
@@ -228,3 +228,97 @@ with mp.get_context("fork").Pool(2) as pool:
 print("ok")
 """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+C_ENTRY_POINTS = """
+import ctypes, sys
+from ctypes import POINTER, c_float, c_int, c_int32, c_void_p
+import tmac_core.kernels._kernels as mod
+
+lib = ctypes.CDLL(mod.__file__)       # the C API the model runtime calls directly, without the binding
+E_SHAPE, OK = -1, 0
+
+class Weight(ctypes.Structure):
+    _fields_ = [("planes", c_void_p), ("scales", c_void_p), ("m", c_int32), ("k", c_int32), ("m_pad", c_int32),
+                ("k_pad", c_int32), ("bits", c_int32), ("group_size", c_int32), ("n_groups", c_int32),
+                ("tensor_scale", c_float)]
+
+buf = ctypes.create_string_buffer(1 << 16)        # every pointer below points into 64 KiB
+p = ctypes.cast(buf, c_void_p)
+failed = []
+
+def expect(name, got, want):
+    if got != want:
+        failed.append(f"{name}: {got} != {want}")
+
+def weight(m, k, k_pad, bits, group_size, m_pad=None, n_groups=None):
+    m_pad = (m + 63) // 64 * 64 if m_pad is None else m_pad
+    n_groups = k_pad // group_size if n_groups is None else n_groups
+    return Weight(p, p, m, k, m_pad, k_pad, bits, group_size, n_groups, 1.0)
+
+I32 = 2**31 - 1
+for name, w, ag, want in [
+    ("ok", weight(64, 64, 64, 2, 64), 64, OK),
+    ("2^18 x 2^18 is within the limits", weight(2**18, 2**18, 2**18, 4, 32), 32, OK),
+    ("2^19 x 2^18 > MAX_ELEMS", weight(2**19, 2**18, 2**18, 1, 2**18), 64, E_SHAPE),
+    ("2^24 x 2^24", weight(2**24, 2**24, 2**24, 1, 2**24), 64, E_SHAPE),
+    ("m > MAX_DIM", weight(2**24 + 1, 64, 64, 2, 64), 64, E_SHAPE),
+    ("m near INT_MAX", weight(I32, 64, 64, 2, 64, m_pad=-(2**31)), 64, E_SHAPE),
+    ("m_pad wrapped", weight(2**18, 64, 64, 2, 64, m_pad=2**18 - 2**32 + 2**18), 64, E_SHAPE),
+    ("k_pad near INT_MAX", weight(64, 64, I32 - 63, 2, 64), 64, E_SHAPE),
+    ("negative m", weight(-64, 64, 64, 2, 64, m_pad=-64), 64, E_SHAPE),
+    ("negative k", weight(64, -1, 64, 2, 64), 64, E_SHAPE),
+    ("n_groups lies", weight(64, 64, 128, 2, 64, n_groups=1), 64, E_SHAPE),
+    ("bits 0", weight(64, 64, 64, 0, 64), 64, E_SHAPE),
+    ("group_size 0", weight(64, 64, 64, 2, 0, n_groups=0), 64, E_SHAPE),
+]:
+    expect("check_shapes " + name, lib.tmac_check_shapes(ctypes.byref(w), w.k_pad, ag), want)
+expect("NULL planes", lib.tmac_check_shapes(ctypes.byref(Weight(None, p, 64, 64, 64, 64, 2, 64, 1, 1.0)), 64, 64),
+       E_SHAPE)
+
+isa = lib.tmac_active_isa()
+for name, n, k_pad in [("n * k_pad > MAX_ELEMS", 2**18 + 1, 2**18), ("MAX_DIM^2", 2**24, 2**24),
+                       ("n near INT_MAX", I32, 64), ("k_pad near INT_MAX", 1, 2**31 - 64), ("n < 0", -1, 64)]:
+    expect("lut_build " + name, lib.tmac_lut_build(isa, p, n, k_pad, 64, p, p, p), E_SHAPE)
+
+w = weight(64, 64, 64, 2, 64)
+ws = (POINTER(Weight) * 1)(ctypes.pointer(w))
+ys = (c_void_p * 1)(p)
+for name, n, k_pad, ldy in [("n > MAX_DIM", 2**24 + 1, 64, 64), ("n near INT_MAX", I32, 64, 64),
+                            ("ldy < m", 1, 64, 63), ("k_pad differs", 1, 128, 64)]:
+    ld = (c_int * 1)(ldy)
+    expect("gemm " + name, lib.tmac_gemm_multi(isa, 1, ws, p, p, p, n, k_pad, 64, ys, ld), E_SHAPE)
+
+lib.tmac_attention.argtypes = [c_int, c_void_p, c_int, c_int, c_int, c_int, c_int, c_void_p, c_void_p, c_int,
+                               c_float, c_void_p]
+for name, n, pos, heads, n_kv, hd, n_ctx in [
+    ("n_ctx > MAX_DIM", 1, 0, 8, 2, 64, 2**24 + 1),
+    ("pos + n past INT_MAX", 2, I32 - 1, 8, 2, 64, I32),
+    ("heads > MAX_HEADS", 1, 0, 2**17, 2**13, 64, 256),
+    ("decode items > MAX_ITEMS", 1, 2**24 - 1, 2**16, 2**13, 64, 2**24),
+    ("prompt items > MAX_ITEMS", 2**24, 0, 2**16, 2**12, 64, 2**24),
+]:
+    expect("attention " + name, lib.tmac_attention(isa, p, n, pos, heads, n_kv, hd, p, p, n_ctx, 0.125, p), E_SHAPE)
+# 2^30 decode items are allowed, but their 4.5 TB of partial results cannot be allocated: a clean error
+expect("attention scratch too large", lib.tmac_attention(isa, p, 1, 2**24 - 1, 2**16, 2**12, 64, p, p, 2**24, 0.125, p),
+       -3)
+
+TASK = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int)
+seen = []
+task = TASK(lambda ctx, item, thread: seen.append(item))
+lib.tmac_parallel_for.argtypes = [c_int, TASK, c_void_p]
+for n in (-1, 2**30 + 1, I32):
+    expect(f"parallel_for {n} items", lib.tmac_parallel_for(n, task, None), E_SHAPE)
+lib.tmac_pool_set_threads(3)
+expect("parallel_for 0 items", lib.tmac_parallel_for(0, task, None), OK)
+expect("parallel_for 5000 items", lib.tmac_parallel_for(5000, task, None), OK)
+expect("each item once", sorted(seen), list(range(5000)))
+print("\\n".join(failed) or "ok")
+sys.exit(1 if failed else 0)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the extension does not export its C symbols on Windows")
+def test_c_entry_points_refuse_out_of_range_sizes():
+    r = isolated(C_ENTRY_POINTS)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]
