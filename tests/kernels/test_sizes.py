@@ -94,6 +94,14 @@ def test_packed_weight_sizes_are_checked_in_64_bits(case):
     assert_refused(case)
 
 
+@pytest.mark.parametrize("tensor_scale", ["2**1000", "1e39", "1e-50", "float('nan')", "-1.0"])
+def test_tensor_scale_must_be_a_positive_finite_float32(tensor_scale):
+    # 1e39 is finite as a double but inf as the float32 the struct holds; 1e-50 rounds to 0
+    r = isolated(f"refused(K.PackedWeight, np.zeros(1024, np.uint8), np.zeros(128, np.uint16), 1, 64, 64, 2, 64, "
+                 f"{tensor_scale})")
+    assert r.returncode == 0 and "ValueError: tensor_scale" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
 def test_a_real_weight_still_packs_and_runs():
     r = isolated("""
         from tests.kernels.cases import make_case

@@ -101,7 +101,7 @@ cdef class PackedWeight:
     """A weight matrix in the kernel layout (LAYOUT.md §Weights). Built by
     tmac_core.kernels.pack(); holds the numpy buffers the struct points into."""
 
-    def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, float tensor_scale):
+    def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, tensor_scale):
         m = _size("m", m, 1, TMAC_MAX_DIM)
         k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
         k = _size("k", k, 1, k_pad)
@@ -122,7 +122,12 @@ cdef class PackedWeight:
         if np.size(planes) != expect_planes or np.size(scales) != expect_scales:
             raise ValueError(f"packed buffers have {np.size(planes)} / {np.size(scales)} elements, "
                              f"the shape needs {expect_planes} / {expect_scales}")
-        if not (tensor_scale > 0 and tensor_scale < float("inf")):
+        try:
+            ts = float(tensor_scale)
+        except OverflowError:
+            ts = float("inf")
+        # and finite as a float32, the type the kernels multiply by
+        if not (ts > 0 and np.isfinite(np.float32(ts)) and np.float32(ts) > 0):
             raise ValueError(f"tensor_scale must be positive and finite, got {tensor_scale}")
         planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
         scales = np.ascontiguousarray(scales, dtype=np.uint16).reshape(-1)
@@ -137,7 +142,7 @@ cdef class PackedWeight:
         self.c.scales = &sv[0]
         self.c.m, self.c.k, self.c.m_pad, self.c.k_pad = m, k, m_pad, k_pad
         self.c.bits, self.c.group_size, self.c.n_groups = bits, group_size, n_groups
-        self.c.tensor_scale = tensor_scale
+        self.c.tensor_scale = ts
         # the C check every kernel call makes, once here: a weight that exists is usable
         if tmac_check_shapes(&self.c, k_pad, 64 if group_size % 64 == 0 else 32) != TMAC_OK:
             raise ValueError(f"packed weight m={m} k={k} k_pad={k_pad} bits={bits} group_size={group_size} "
