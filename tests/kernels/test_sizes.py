@@ -146,6 +146,11 @@ def test_attention_sizes_are_checked_in_64_bits(case):
     assert_refused(case)
 
 
+@pytest.mark.parametrize("n", [0, -1, 257, 2**32 + 2, 2**64])
+def test_thread_counts_past_the_limit_are_value_errors(n):
+    assert_refused(f"refused(K.set_num_threads, {n})")
+
+
 def test_limits_are_the_documented_ones():
     assert MAX_DIM == 1 << 24 and MAX_ELEMS == 1 << 36
     assert (1 << 18) * (1 << 18) <= MAX_ELEMS        # a 2^18 x 2^18 matrix is accepted with real buffers

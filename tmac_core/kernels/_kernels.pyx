@@ -86,11 +86,9 @@ def _raise_for(int rc, what):
     raise KernelError(f"{what} failed (code {rc})")
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     """Size of the kernel thread pool, from the next kernel call on (also mid-generation)."""
-    if n < 1 or n > TMAC_MAX_THREADS:
-        raise ValueError(f"thread count must be between 1 and {TMAC_MAX_THREADS}, got {n}")
-    tmac_pool_set_threads(n)
+    tmac_pool_set_threads(_size("thread count", n, 1, TMAC_MAX_THREADS))
 
 
 def get_num_threads():
