@@ -1,6 +1,6 @@
 # Cython view of include/tmac/kernels.h (1:1). Everything is nogil: the
 # binding releases the GIL around every kernel call.
-from libc.stdint cimport uint8_t, uint16_t, int8_t, int32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, int8_t, int32_t, int64_t, uint64_t
 
 cdef extern from "tmac/kernels.h" nogil:
     int TMAC_LAYOUT_VERSION
@@ -11,6 +11,10 @@ cdef extern from "tmac/kernels.h" nogil:
     int TMAC_E_NOMEM
     int TMAC_E_THREADS
     int TMAC_MAX_THREADS
+    int TMAC_MAX_DIM
+    int64_t TMAC_MAX_ELEMS
+    int TMAC_MAX_HEADS
+    int TMAC_MAX_ITEMS
 
     ctypedef struct tmac_weight_t:
         const uint8_t *planes
@@ -48,6 +52,8 @@ cdef extern from "tmac/kernels.h" nogil:
     float tmac_fp16_to_fp32(uint16_t h)
     uint16_t tmac_fp32_to_fp16(float f)
     int TMAC_ATTN_BLOCK
+    int TMAC_ATTN_MAX_GROUP
+    int TMAC_ATTN_MAX_HEAD_DIM
     int tmac_attention(tmac_isa_t isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
                        const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale, float *out)
     void tmac_fp32_to_fp16_row(const float *x, uint16_t *out, int n)

@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Binding of the C LUT kernels: tier detection, thread pool, table build and
-GEMM/GEMV. Every size is checked here before native code sees a pointer, and
-the GIL is released around every kernel call. Use the names re-exported by
+GEMM/GEMV. Every size is checked here before native code sees a pointer, in
+Python ints (no wrap-around) against the limits of kernels.h, and the GIL is
+released around every kernel call. Use the names re-exported by
 tmac_core.kernels; this module is its private half."""
+import operator
 import os
 
 import numpy as np
@@ -15,6 +17,11 @@ if tmac_init(NULL) != TMAC_OK:
 LAYOUT_VERSION = TMAC_LAYOUT_VERSION
 MAX_THREADS = TMAC_MAX_THREADS
 TILE_ROWS = TMAC_TILE_ROWS
+# size limits of the API (kernels.h); anything larger is a ValueError here
+MAX_DIM = TMAC_MAX_DIM              # m, k_pad, tokens per call, KV positions
+MAX_ELEMS = TMAC_MAX_ELEMS          # m_pad * k_pad of a weight; n * k_pad of tables
+MAX_HEADS = TMAC_MAX_HEADS
+cdef Py_ssize_t ELEMENTWISE_CHUNK = 1 << 30   # elementwise kernels take an int count: longer inputs go in pieces
 
 
 def cpu_features():
@@ -61,11 +68,27 @@ cdef int _isa_id(object isa) except -1:
     return i
 
 
-def set_num_threads(int n):
+def _size(name, value, lo, hi):
+    """value as a Python int in [lo, hi], else a ValueError naming it (never a
+    wrapped C int or an OverflowError)."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name}={v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _raise_for(int rc, what):
+    if rc == TMAC_E_SHAPE:
+        raise ValueError(f"{what}: inconsistent or too large shapes")
+    raise KernelError(f"{what} failed (code {rc})")
+
+
+def set_num_threads(n):
     """Size of the kernel thread pool, from the next kernel call on (also mid-generation)."""
-    if n < 1 or n > TMAC_MAX_THREADS:
-        raise ValueError(f"thread count must be between 1 and {TMAC_MAX_THREADS}, got {n}")
-    tmac_pool_set_threads(n)
+    tmac_pool_set_threads(_size("thread count", n, 1, TMAC_MAX_THREADS))
 
 
 def get_num_threads():
@@ -76,22 +99,39 @@ cdef class PackedWeight:
     """A weight matrix in the kernel layout (LAYOUT.md §Weights). Built by
     tmac_core.kernels.pack(); holds the numpy buffers the struct points into."""
 
-    def __cinit__(self, planes, scales, int m, int k, int k_pad, int bits, int group_size, float tensor_scale):
-        planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
-        scales = np.ascontiguousarray(scales, dtype=np.uint16).reshape(-1)
-        if m < 1 or k < 1 or not (1 <= bits <= 4) or k_pad < k or group_size < 32 or group_size % 32 \
-                or k_pad % group_size or k_pad % 64 and group_size != 32:
+    def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, tensor_scale):
+        m = _size("m", m, 1, TMAC_MAX_DIM)
+        k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
+        k = _size("k", k, 1, k_pad)
+        bits = _size("bits", bits, 1, 4)
+        group_size = _size("group_size", group_size, 32, k_pad)
+        if group_size % 32 or k_pad % group_size or k_pad % 64 and group_size != 32:
             raise ValueError(f"inconsistent packed weight: m={m} k={k} k_pad={k_pad} bits={bits} "
                              f"group_size={group_size}")
-        cdef int m_pad = (m + TMAC_TILE_ROWS - 1) // TMAC_TILE_ROWS * TMAC_TILE_ROWS
-        cdef int n_groups = k_pad // group_size
+        m_pad = (m + TMAC_TILE_ROWS - 1) // TMAC_TILE_ROWS * TMAC_TILE_ROWS
+        if m_pad * k_pad > TMAC_MAX_ELEMS:
+            raise ValueError(f"packed weight of {m} x {k_pad} is larger than the kernels' limit of "
+                             f"{TMAC_MAX_ELEMS} elements")
+        n_groups = k_pad // group_size
+        # Python ints: these products must not wrap, whatever the shape claims
         expect_planes = (m_pad // TMAC_TILE_ROWS) * (k_pad // 8) * bits * 64
         expect_scales = (m_pad // TMAC_TILE_ROWS) * n_groups * 2 * 64
+        # sizes before the contiguous copies, so a wrong claim is refused before anything is allocated
+        if np.size(planes) != expect_planes or np.size(scales) != expect_scales:
+            raise ValueError(f"packed buffers have {np.size(planes)} / {np.size(scales)} elements, "
+                             f"the shape needs {expect_planes} / {expect_scales}")
+        try:
+            ts = float(tensor_scale)
+        except OverflowError:
+            ts = float("inf")
+        # and finite as a float32, the type the kernels multiply by
+        if not (ts > 0 and np.isfinite(np.float32(ts)) and np.float32(ts) > 0):
+            raise ValueError(f"tensor_scale must be positive and finite, got {tensor_scale}")
+        planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
+        scales = np.ascontiguousarray(scales, dtype=np.uint16).reshape(-1)
         if planes.shape[0] != expect_planes or scales.shape[0] != expect_scales:
             raise ValueError(f"packed buffers have {planes.shape[0]} / {scales.shape[0]} elements, "
                              f"the shape needs {expect_planes} / {expect_scales}")
-        if not (tensor_scale > 0 and tensor_scale < float("inf")):
-            raise ValueError(f"tensor_scale must be positive and finite, got {tensor_scale}")
         self.planes = planes
         self.scales = scales
         cdef const uint8_t[::1] pv = planes
@@ -100,7 +140,11 @@ cdef class PackedWeight:
         self.c.scales = &sv[0]
         self.c.m, self.c.k, self.c.m_pad, self.c.k_pad = m, k, m_pad, k_pad
         self.c.bits, self.c.group_size, self.c.n_groups = bits, group_size, n_groups
-        self.c.tensor_scale = tensor_scale
+        self.c.tensor_scale = ts
+        # the C check every kernel call makes, once here: a weight that exists is usable
+        if tmac_check_shapes(&self.c, k_pad, 64 if group_size % 64 == 0 else 32) != TMAC_OK:
+            raise ValueError(f"packed weight m={m} k={k} k_pad={k_pad} bits={bits} group_size={group_size} "
+                             f"fails the kernels' shape check")
 
     @property
     def shape(self):
@@ -145,28 +189,38 @@ cdef class ActivationTables:
     """16-entry int8 tables of one or more activation vectors (LAYOUT.md §Tables).
     Build once per input vector and reuse for every matrix that reads it."""
 
-    def __cinit__(self, int n, int k_pad, int act_group):
-        if n < 1 or k_pad < 1 or act_group not in (32, 64) or k_pad % act_group:
+    def __cinit__(self, n, k_pad, act_group):
+        n = _size("n", n, 1, TMAC_MAX_DIM)
+        k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
+        act_group = _size("act_group", act_group, 32, 64)
+        if act_group not in (32, 64) or k_pad % act_group:
             raise ValueError(f"bad table shape n={n} k_pad={k_pad} act_group={act_group}")
+        if n * k_pad > TMAC_MAX_ELEMS:
+            raise ValueError(f"tables for {n} x {k_pad} activations are larger than the kernels' limit of "
+                             f"{TMAC_MAX_ELEMS} elements")
         self.n, self.k_pad, self.act_group = n, k_pad, act_group
         self.entries = np.empty((n, k_pad // 4, 16), dtype=np.int8)
         self.scales = np.empty((n, k_pad // act_group), dtype=np.float32)
         self.sums = np.empty((n, k_pad // act_group), dtype=np.float32)
 
 
-def build_tables(x, int act_group, isa=None):
+def build_tables(x, act_group, isa=None):
     """Tables for x: float32 (n, k_pad), zero-padded by the caller."""
     cdef int isa_id = _isa_id(isa)
+    shape = np.shape(x)
+    if len(shape) != 2:
+        raise ValueError(f"activations must be 2-D (n, k_pad), got shape {shape}")
+    # sizes checked before the contiguous copy below can allocate anything
+    cdef ActivationTables t = ActivationTables(shape[0], shape[1], act_group)
     cdef const float[:, ::1] xv = np.ascontiguousarray(x, dtype=np.float32)
-    cdef ActivationTables t = ActivationTables(xv.shape[0], xv.shape[1], act_group)
     cdef int8_t[:, :, ::1] ev = t.entries
     cdef float[:, ::1] sv = t.scales
     cdef float[:, ::1] uv = t.sums
     cdef int rc
     with nogil:
-        rc = tmac_lut_build(isa_id, &xv[0, 0], t.n, t.k_pad, act_group, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0])
+        rc = tmac_lut_build(isa_id, &xv[0, 0], t.n, t.k_pad, t.act_group, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0])
     if rc != TMAC_OK:
-        raise KernelError(f"table build failed (code {rc})")
+        _raise_for(rc, "table build")
     return t
 
 
@@ -189,7 +243,7 @@ def gemm_tables(PackedWeight w, ActivationTables t, isa=None, out=None):
         rc = tmac_gemm(isa_id, &w.c, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0], t.n, t.k_pad, t.act_group,
                        &yv[0, 0], w.c.m)
     if rc != TMAC_OK:
-        raise KernelError(f"gemm failed (code {rc})")
+        _raise_for(rc, "gemm")
     return out
 
 
@@ -218,32 +272,44 @@ def time_gemv(PackedWeight w, x, int iters, isa=None):
             rc = rc | tmac_gemm(isa_id, &w.c, &ev[0, 0, 0], &sv[0, 0], &uv[0, 0], 1, w.c.k_pad, ag, &yv[0], w.c.m)
             tv[i] = tmac_now_seconds() - t0
     if rc != TMAC_OK:
-        raise KernelError(f"gemv failed (code {rc})")
+        _raise_for(rc, "gemv")
     return times
 
 
-def attention(q, k_cache, v_cache, int pos, int n_kv_heads, float scale, isa=None):
+def attention(q, k_cache, v_cache, pos, n_kv_heads, float scale, isa=None):
     """Causal grouped-query attention of n queries at positions pos..pos+n-1.
     q: float32 (n, n_heads, hd); k_cache, v_cache: uint16 fp16 bits (n_kv_heads, n_ctx, hd)
     holding positions 0..pos+n-1. Returns float32 (n, n_heads, hd)."""
     cdef int isa_id = _isa_id(isa)
+    # sizes as Python ints, bounded, before any of them becomes a C int and
+    # before the contiguous copies below can allocate anything
+    q_shape, k_shape = np.shape(q), np.shape(k_cache)
+    if len(q_shape) != 3 or len(k_shape) != 3 or k_shape != np.shape(v_cache):
+        raise ValueError(f"q {q_shape} must be (n, n_heads, hd) and the caches {k_shape}, {np.shape(v_cache)} "
+                         f"one (n_kv_heads, n_ctx, hd) shape")
+    n_ctx = _size("n_ctx", k_shape[1], 1, TMAC_MAX_DIM)
+    n_q = _size("query count", q_shape[0], 1, n_ctx)
+    heads = _size("n_heads", q_shape[1], 1, TMAC_MAX_HEADS)
+    head_dim = _size("head_dim", q_shape[2], 1, TMAC_ATTN_MAX_HEAD_DIM)
+    kv_heads = _size("n_kv_heads", n_kv_heads, 1, heads)
+    if k_shape[0] != kv_heads or k_shape[2] != head_dim:
+        raise ValueError(f"caches {k_shape} do not fit {kv_heads} KV heads of {head_dim}")
+    if heads % kv_heads or heads // kv_heads > TMAC_ATTN_MAX_GROUP:
+        raise ValueError(f"{heads} query heads do not share {kv_heads} KV heads in groups of at most "
+                         f"{TMAC_ATTN_MAX_GROUP}")
+    pos = _size("pos", pos, 0, n_ctx - n_q)
     cdef const float[:, :, ::1] qv = np.ascontiguousarray(q, dtype=np.float32)
     cdef const uint16_t[:, :, ::1] kv = np.ascontiguousarray(k_cache, dtype=np.uint16)
     cdef const uint16_t[:, :, ::1] vv = np.ascontiguousarray(v_cache, dtype=np.uint16)
-    cdef int n = qv.shape[0], n_heads = qv.shape[1], hd = qv.shape[2], n_ctx = kv.shape[1]
-    if tuple(k_cache.shape) != tuple(v_cache.shape) or kv.shape[0] != n_kv_heads or kv.shape[2] != hd:
-        raise ValueError(f"caches {tuple(k_cache.shape)}, {tuple(v_cache.shape)} do not fit "
-                         f"{n_kv_heads} KV heads of {hd}")
-    if n < 1 or pos < 0 or pos + n > n_ctx:
-        raise ValueError(f"queries at {pos}..{pos + n - 1} do not fit a cache of {n_ctx} positions")
+    cdef int n = n_q, n_heads = heads, hd = head_dim, n_kv = kv_heads, c_pos = pos, c_ctx = n_ctx
     out = np.empty((n, n_heads, hd), dtype=np.float32)
     cdef float[:, :, ::1] ov = out
     cdef int rc
     with nogil:
-        rc = tmac_attention(isa_id, &qv[0, 0, 0], n, pos, n_heads, n_kv_heads, hd, &kv[0, 0, 0], &vv[0, 0, 0],
-                            n_ctx, scale, &ov[0, 0, 0])
+        rc = tmac_attention(isa_id, &qv[0, 0, 0], n, c_pos, n_heads, n_kv, hd, &kv[0, 0, 0], &vv[0, 0, 0],
+                            c_ctx, scale, &ov[0, 0, 0])
     if rc != TMAC_OK:
-        raise KernelError(f"attention failed (code {rc})")
+        _raise_for(rc, "attention")
     return out
 
 
@@ -252,9 +318,12 @@ def to_fp16(x):
     cdef const float[::1] xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     out = np.empty(xv.shape[0], dtype=np.uint16)
     cdef uint16_t[::1] ov = out
-    if xv.shape[0]:
-        with nogil:
-            tmac_fp32_to_fp16_row(&xv[0], &ov[0], xv.shape[0])
+    cdef Py_ssize_t i = 0, total = xv.shape[0]
+    with nogil:
+        while i < total:
+            tmac_fp32_to_fp16_row(&xv[i], &ov[i],
+                                  <int>(total - i if total - i < ELEMENTWISE_CHUNK else ELEMENTWISE_CHUNK))
+            i += ELEMENTWISE_CHUNK
     return out.reshape(np.shape(x))
 
 
@@ -267,11 +336,14 @@ def swiglu(gate, up, isa=None):
         raise ValueError(f"gate {out.shape} and up {np.shape(up)} differ in shape")
     cdef float[::1] gv = out.reshape(-1)
     cdef int rc = TMAC_OK
-    if gv.shape[0]:
-        with nogil:
-            rc = tmac_swiglu(isa_id, &gv[0], &uv[0], gv.shape[0])
+    cdef Py_ssize_t i = 0, total = gv.shape[0]
+    with nogil:
+        while i < total:
+            rc = rc | tmac_swiglu(isa_id, &gv[i], &uv[i],
+                                  <int>(total - i if total - i < ELEMENTWISE_CHUNK else ELEMENTWISE_CHUNK))
+            i += ELEMENTWISE_CHUNK
     if rc != TMAC_OK:
-        raise KernelError(f"swiglu failed (code {rc})")
+        _raise_for(rc, "swiglu")
     return out
 
 

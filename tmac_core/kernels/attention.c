@@ -44,8 +44,8 @@ static int block_len(int b, int last) {
 static void prompt_task(void *ctx, int item, int thread) {
     (void)thread;
     const attn_job_t *j = (const attn_job_t *)ctx;
-    const int t = item / j->n_kv, kvh = item % j->n_kv, G = j->G, hd = j->hd, last = j->pos + t;
-    const int q_dim = j->n_heads * hd;
+    const int t = item / j->n_kv, kvh = item % j->n_kv, G = j->G, hd = j->hd, last = j->pos + t;  /* < n_ctx */
+    const size_t q_dim = (size_t)j->n_heads * hd;
     const float *q = j->q + (size_t)t * q_dim + (size_t)kvh * G * hd;           /* (G, hd) */
     const uint16_t *k = j->k + (size_t)kvh * j->n_ctx * hd, *v = j->v + (size_t)kvh * j->n_ctx * hd;
     float bm[TMAC_ATTN_MAX_GROUP], bl[TMAC_ATTN_MAX_GROUP], acc_m[TMAC_ATTN_MAX_GROUP], acc_l[TMAC_ATTN_MAX_GROUP];
@@ -78,19 +78,27 @@ int tmac_attention(tmac_isa_t isa, const float *q, int n, int pos, int n_heads, 
                    const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale, float *out) {
     const tmac_kernel_table_t *kt = tmac_table(isa);
     if (!kt) return TMAC_E_ISA;
-    if (n < 1 || pos < 0 || n_ctx < 1 || (long long)pos + n > n_ctx) return TMAC_E_SHAPE;
-    if (n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads) return TMAC_E_SHAPE;
+    if (n < 1 || pos < 0 || n_ctx < 1 || n_ctx > TMAC_MAX_DIM || (int64_t)pos + n > n_ctx) return TMAC_E_SHAPE;
+    if (n_heads < 1 || n_heads > TMAC_MAX_HEADS || n_kv_heads < 1 || n_heads % n_kv_heads) return TMAC_E_SHAPE;
     if (n_heads / n_kv_heads > TMAC_ATTN_MAX_GROUP || hd < 1 || hd > TMAC_ATTN_MAX_HEAD_DIM) return TMAC_E_SHAPE;
     if (!isfinite(scale) || !q || !k_cache || !v_cache || !out) return TMAC_E_SHAPE;
-    if ((double)n_kv_heads * n_ctx * hd > (double)SIZE_MAX / 4 || (double)n * n_heads * hd > (double)SIZE_MAX / 8)
+    /* with the bounds above the element counts fit int64; they must also be addressable */
+    if ((uint64_t)n_kv_heads * (uint64_t)n_ctx * (uint64_t)hd > (uint64_t)PTRDIFF_MAX / sizeof(uint16_t) ||
+        (uint64_t)n * (uint64_t)n_heads * (uint64_t)hd > (uint64_t)PTRDIFF_MAX / sizeof(float))
         return TMAC_E_SHAPE;
     attn_job_t j = {hd % 8 == 0 ? kt->attn_block : tmac_attn_block_generic, q, k_cache, v_cache, out, NULL,
                     pos, n_heads, n_kv_heads, n_heads / n_kv_heads, hd, n_ctx, 0, scale};
-    if (n > 1) return tmac_parallel_for(n * n_kv_heads, prompt_task, &j);
+    if (n > 1) {
+        if ((int64_t)n * n_kv_heads > TMAC_MAX_ITEMS) return TMAC_E_SHAPE;
+        return tmac_parallel_for(n * n_kv_heads, prompt_task, &j);
+    }
 
     j.n_blocks = pos / TMAC_ATTN_BLOCK + 1;
+    if ((int64_t)n_kv_heads * j.n_blocks > TMAC_MAX_ITEMS) return TMAC_E_SHAPE;
     const size_t per_item = (size_t)j.G * (hd + 2);
-    j.partials = malloc(sizeof(float) * per_item * (size_t)n_kv_heads * j.n_blocks);
+    const uint64_t n_partials = (uint64_t)per_item * (uint64_t)n_kv_heads * (uint64_t)j.n_blocks;
+    if (n_partials > (uint64_t)SIZE_MAX / sizeof(float)) return TMAC_E_NOMEM;
+    j.partials = malloc(sizeof(float) * (size_t)n_partials);
     if (!j.partials) return TMAC_E_NOMEM;
     int rc = tmac_parallel_for(n_kv_heads * j.n_blocks, decode_task, &j);
     if (rc == TMAC_OK) {

@@ -59,6 +59,9 @@ int tmac_init(const char *force) {
         g_active = TMAC_ISA_GENERIC;
         for (int i = TMAC_ISA_COUNT - 1; i > 0; i--)
             if (g_available[i]) { g_active = (tmac_isa_t)i; break; }
+        /* the pool's one-time setup (and its fork handler) here, at import,
+         * before any thread can race to it from a nogil kernel call */
+        (void)tmac_pool_get_threads();
         g_initialized = 1;
     }
     if (force && force[0]) {
@@ -81,15 +84,21 @@ const tmac_kernel_table_t *tmac_table(tmac_isa_t isa) {
 }
 
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
+    if (!w || !w->planes || !w->scales) return TMAC_E_SHAPE;
     if (act_group != 32 && act_group != 64) return TMAC_E_SHAPE;
     if (w->bits < 1 || w->bits > TMAC_MAX_BITS) return TMAC_E_SHAPE;
-    if (w->m < 1 || w->k < 1 || w->k > w->k_pad || w->k_pad != k_pad) return TMAC_E_SHAPE;
+    /* bounds first: every sum and product below then stays inside int / int64 */
+    if (w->m < 1 || w->m > TMAC_MAX_DIM || w->k_pad < 1 || w->k_pad > TMAC_MAX_DIM) return TMAC_E_SHAPE;
+    if (w->k < 1 || w->k > w->k_pad || w->k_pad != k_pad) return TMAC_E_SHAPE;
     if (w->m_pad != (w->m + TMAC_TILE_ROWS - 1) / TMAC_TILE_ROWS * TMAC_TILE_ROWS) return TMAC_E_SHAPE;
     if (w->group_size < act_group || w->group_size % act_group) return TMAC_E_SHAPE;
     if (k_pad % w->group_size || w->n_groups != k_pad / w->group_size) return TMAC_E_SHAPE;
     if (!(w->tensor_scale > 0.0f) || isinf(w->tensor_scale)) return TMAC_E_SHAPE;
-    /* byte counts must fit a size_t and an int index of tiles */
-    if ((double)w->m_pad * (double)w->k_pad * w->bits / 8.0 > (double)SIZE_MAX / 2) return TMAC_E_SHAPE;
+    if ((int64_t)w->m_pad * w->k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;
+    /* the two buffers' sizes must be addressable (a 32-bit build) */
+    const uint64_t plane_bytes = (uint64_t)w->m_pad * (uint64_t)w->k_pad / 8 * (uint64_t)w->bits;
+    const uint64_t scale_bytes = (uint64_t)w->m_pad * (uint64_t)w->n_groups * 2 * sizeof(uint16_t);
+    if (plane_bytes > (uint64_t)PTRDIFF_MAX || scale_bytes > (uint64_t)PTRDIFF_MAX) return TMAC_E_SHAPE;
     return TMAC_OK;
 }
 
@@ -133,8 +142,12 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
     const tmac_kernel_table_t *kt = tmac_table(isa);
     if (!kt) return TMAC_E_ISA;
     if ((act_group != 32 && act_group != 64) || k_pad <= 0 || k_pad % act_group || n <= 0) return TMAC_E_SHAPE;
+    if (k_pad > TMAC_MAX_DIM || n > TMAC_MAX_DIM || (int64_t)n * k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;
+    if (!x || !entries || !scales || !sums) return TMAC_E_SHAPE;
     lut_job_t j = {kt, x, k_pad, act_group, (k_pad + LUT_CHUNK - 1) / LUT_CHUNK, entries, scales, sums};
-    return tmac_parallel_for(n * j.chunks_per_row, lut_task, &j);
+    const int64_t n_items = (int64_t)n * j.chunks_per_row;
+    if (n_items > TMAC_MAX_ITEMS) return TMAC_E_SHAPE;
+    return tmac_parallel_for((int)n_items, lut_task, &j);
 }
 
 /* ---- GEMV / GEMM ---- */
@@ -155,7 +168,7 @@ static void gemm_task(void *ctx, int item, int thread) {
     const int t0 = chunk * j->tokens_per_item;
     const int t1 = t0 + j->tokens_per_item < j->n ? t0 + j->tokens_per_item : j->n;
     const int rows = j->w->m - tile * TMAC_TILE_ROWS < TMAC_TILE_ROWS ? j->w->m - tile * TMAC_TILE_ROWS
-                                                                       : TMAC_TILE_ROWS;
+                                                                       : TMAC_TILE_ROWS;   /* m <= TMAC_MAX_DIM */
     const int n_groups = j->k_pad / j->act_group;
     TMAC_ALIGN(64) float y64[2][TMAC_TILE_ROWS];
     /* the tile's weights stay in L1/L2 across the tokens of this item */
@@ -196,12 +209,14 @@ int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, cons
                     float *const *y, const int *ldy) {
     const tmac_kernel_table_t *kt = tmac_table(isa);
     if (!kt) return TMAC_E_ISA;
-    if (n_w < 1 || n_w > TMAC_MAX_MULTI || n <= 0) return TMAC_E_SHAPE;
-    int total_tiles = 0;
+    if (n_w < 1 || n_w > TMAC_MAX_MULTI || n <= 0 || n > TMAC_MAX_DIM) return TMAC_E_SHAPE;
+    if (!w || !entries || !scales || !sums || !y || !ldy) return TMAC_E_SHAPE;
+    if ((int64_t)n * k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;         /* the tables' size */
+    int total_tiles = 0;           /* <= TMAC_MAX_MULTI * TMAC_MAX_DIM / 64: an int */
     for (int i = 0; i < n_w; i++) {
         int rc = tmac_check_shapes(w[i], k_pad, act_group);
         if (rc != TMAC_OK) return rc;
-        if (ldy[i] < w[i]->m) return TMAC_E_SHAPE;
+        if (!y[i] || ldy[i] < w[i]->m) return TMAC_E_SHAPE;
         total_tiles += w[i]->m_pad / TMAC_TILE_ROWS;
     }
     /* enough items to keep every thread busy; otherwise whole token ranges per tile */
@@ -213,12 +228,15 @@ int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, cons
     multi_job_t mj;
     mj.n_jobs = n_w;
     mj.first_item[0] = 0;
+    int64_t n_items = 0;
     for (int i = 0; i < n_w; i++) {
         gemm_job_t j = {kt, w[i], entries, scales, sums, n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
         mj.jobs[i] = j;
-        mj.first_item[i + 1] = mj.first_item[i] + (w[i]->m_pad / TMAC_TILE_ROWS) * n_chunks;
+        n_items += (int64_t)(w[i]->m_pad / TMAC_TILE_ROWS) * n_chunks;
+        if (n_items > TMAC_MAX_ITEMS) return TMAC_E_SHAPE;
+        mj.first_item[i + 1] = (int)n_items;
     }
-    return tmac_parallel_for(mj.first_item[n_w], multi_task, &mj);
+    return tmac_parallel_for((int)n_items, multi_task, &mj);
 }
 
 int tmac_gemm(tmac_isa_t isa, const tmac_weight_t *w, const int8_t *entries, const float *scales,

@@ -6,7 +6,8 @@
  * decode step issues hundreds of sub-millisecond calls and a futex wake costs
  * tens of microseconds. The size can be changed at any moment; the change is
  * applied, under the job mutex, at the start of the next call. Tasks must not
- * call tmac_parallel_for themselves. */
+ * call tmac_parallel_for themselves. A forked child gets a fresh pool (see
+ * atfork_child). */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #  define _POSIX_C_SOURCE 200809L     /* clock_gettime, sysconf under -std=c11 */
 #endif
@@ -68,8 +69,9 @@ typedef pthread_cond_t cond_t;
  * others' ranges through the same counters, so a slow or descheduled thread
  * delays the job by at most the items it already claimed. */
 typedef struct {
-    long next;                     /* atomic: next unclaimed item */
-    long end;
+    long next;                     /* atomic: next unclaimed item; overshoots end by at most */
+    long end;                      /* MAX_THREADS, and n_items <= TMAC_MAX_ITEMS = 2^30, so a
+                                    * 32-bit long (Windows) is enough */
     char pad[64 - 2 * sizeof(long)];
 } item_range_t;
 
@@ -193,8 +195,35 @@ static int start_workers(pool_t *p, int n) {
     return TMAC_OK;
 }
 
+#if !defined(_WIN32)
+/* fork() copies only the calling thread. The child's pool still counts the
+ * parent's workers, so its first parallel call would post a job nobody takes
+ * and wait for them forever; and a lock or condition variable may be copied
+ * mid-use by a thread that does not exist in the child. This handler runs in
+ * the child right after fork, before any other code there: it forgets the
+ * workers (nothing to join: they were never copied), re-creates the locks and
+ * condition variables, and the next parallel call starts `wanted` new threads.
+ * Chosen over a getpid() check at each call: that is a system call (glibc
+ * stopped caching the pid in 2.25) on a path a decode step takes hundreds of
+ * times, and it would have to run before taking job_lock, which a parent
+ * thread may have held at the moment of the fork. The parent keeps its pool
+ * untouched, and no prepare handler is needed: a job in flight in the parent
+ * is the parent's, the child never waits for it. Windows has no fork. */
+static void atfork_child(void) {
+    pool_t *p = &g_pool;
+    MUTEX_INIT(&p->job_lock);
+    MUTEX_INIT(&p->sleep_lock);
+    COND_INIT(&p->work_cv);
+    COND_INIT(&p->done_cv);
+    p->n_threads = 1;
+    p->n_sleeping = 0;
+    p->n_done = 0;
+    p->stop = 0;
+}
+#endif
+
 static void pool_init_once(void) {
-    /* called from tmac_init, which the binding runs once at import */
+    /* first called from tmac_init, which the binding runs once at import */
     if (g_pool_ready) return;
     MUTEX_INIT(&g_pool.job_lock);
     MUTEX_INIT(&g_pool.sleep_lock);
@@ -202,6 +231,9 @@ static void pool_init_once(void) {
     COND_INIT(&g_pool.done_cv);
     g_pool.n_threads = 1;
     g_pool.wanted = online_cpus();
+#if !defined(_WIN32)
+    pthread_atfork(NULL, NULL, atfork_child);
+#endif
     g_pool_ready = 1;
 }
 
@@ -233,6 +265,7 @@ int tmac_pool_get_threads(void) {
 int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
     pool_t *p = &g_pool;
     int rc = TMAC_OK;
+    if (n_items < 0 || n_items > TMAC_MAX_ITEMS || !fn) return TMAC_E_SHAPE;
     pool_init_once();
     MUTEX_LOCK(&p->job_lock);
     int wanted = (int)ATOMIC_LOAD(&p->wanted);
@@ -246,8 +279,9 @@ int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
         p->fn = fn;
         p->ctx = ctx;
         for (int t = 0; t < p->n_threads; t++) {
-            p->ranges[t].end = (long)n_items * (t + 1) / p->n_threads;
-            ATOMIC_STORE(&p->ranges[t].next, (long)n_items * t / p->n_threads);
+            /* the products need 64 bits (2^30 items * 256 threads); the quotients fit a long */
+            p->ranges[t].end = (long)((int64_t)n_items * (t + 1) / p->n_threads);
+            ATOMIC_STORE(&p->ranges[t].next, (long)((int64_t)n_items * t / p->n_threads));
         }
         ATOMIC_STORE(&p->n_done, 0);
         wake_workers(p);

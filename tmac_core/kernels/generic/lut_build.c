@@ -10,7 +10,7 @@ void tmac_lut_scales(const float *TMAC_RESTRICT x, int k_pad, int act_group,
     for (int a = 0; a < n_groups; a++) {
         float amax = 0.0f, sum = 0.0f;
         for (int g = a * act_group / 4; g < (a + 1) * act_group / 4; g++) {
-            const float *v = x + 4 * g;
+            const float *v = x + (size_t)4 * g;
             /* pairwise order, as a 2-wide SIMD tree would do it */
             float mag = (fabsf(v[0]) + fabsf(v[1])) + (fabsf(v[2]) + fabsf(v[3]));
             if (mag > amax) amax = mag;
@@ -29,9 +29,9 @@ void tmac_lut_scales(const float *TMAC_RESTRICT x, int k_pad, int act_group,
 void tmac_lut_entries_generic(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                               int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries) {
     for (int g = g0; g < g1; g++) {
-        const float *v = x + 4 * g;
+        const float *v = x + (size_t)4 * g;
         const float inv = inv_scales[(4 * g) / act_group];
-        int8_t *e = entries + 16 * g;
+        int8_t *e = entries + (size_t)16 * g;
         for (int idx = 0; idx < 8; idx++) {
             float s0 = (idx & 1) ? v[0] : -v[0];
             float s1 = (idx & 2) ? v[1] : -v[1];

@@ -17,7 +17,7 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
     for (int a = 0; a < n_act_groups; a++) {
         int32_t acc[64] = {0};                  /* fits int16: see TMAC_MAX_ACT_GROUP */
         for (int kp = a * pairs_per_group; kp < (a + 1) * pairs_per_group; kp++) {
-            const int8_t *t_lo = lut->entries + 16 * (2 * kp);      /* kgroup of the low nibbles */
+            const int8_t *t_lo = lut->entries + (size_t)32 * kp;      /* kgroup of the low nibbles */
             const int8_t *t_hi = t_lo + 16;                          /* kgroup of the high nibbles */
             for (int i = 0; i < bits; i++) {
                 const uint8_t *block = planes + ((size_t)kp * bits + i) * 64;
@@ -28,7 +28,7 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
             }
         }
         const float ls = lut->scales[a], xs = lut->sums[a];
-        const uint16_t *sg = scales + (size_t)((a * lut->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sg = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
         for (int r = 0; r < 64; r++) {
             assert(acc[r] >= -32768 && acc[r] <= 32767);
             float t = (float)acc[r] * ls;

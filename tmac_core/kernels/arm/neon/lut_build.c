@@ -28,7 +28,7 @@ void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
     const uint32x4_t n0h = vld1q_u32(k_neg_hi[0]), n1h = vld1q_u32(k_neg_hi[1]), n2h = vld1q_u32(k_neg_hi[2]);
     const float32x4_t lim = vdupq_n_f32(127.0f), nlim = vdupq_n_f32(-127.0f);
     for (int g = g0; g < g1; g++) {
-        const float *v = x + 4 * g;
+        const float *v = x + (size_t)4 * g;
         const float32x4_t inv = vdupq_n_f32(inv_scales[(4 * g) / act_group]);
         const float32x4_t x0 = vdupq_n_f32(v[0]), x1 = vdupq_n_f32(v[1]), x2 = vdupq_n_f32(v[2]);
         const float32x4_t e3 = vdupq_n_f32(-v[3]);
@@ -39,7 +39,7 @@ void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
         int16x8_t q16 = vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(t_lo)), vqmovn_s32(vcvtnq_s32_f32(t_hi)));
         int8x8_t q8 = vqmovn_s16(q16);                       /* entries 0..7 */
         int8x8_t mirrored = vneg_s8(vrev64_s8(q8));           /* entries 8..15 = -entries 7..0 */
-        vst1q_s8(entries + 16 * g, vcombine_s8(q8, mirrored));
+        vst1q_s8(entries + (size_t)16 * g, vcombine_s8(q8, mirrored));
     }
 }
 #endif

@@ -56,7 +56,7 @@ void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile
             }
         }
         const float32x4_t ls = vdupq_n_f32(lut->scales[a]), xs = vdupq_n_f32(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)((a * lut->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         for (int j = 0; j < 8; j++) epilogue8(acc[j], ls, xs, sh + 8 * j, c + 8 * j, y + 8 * j);
     }
@@ -124,7 +124,7 @@ void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const 
             acc0[2 * half] = a0; acc0[2 * half + 1] = a1; acc0[4 + 2 * half] = a2; acc0[5 + 2 * half] = a3;
             acc1[2 * half] = b0; acc1[2 * half + 1] = b1; acc1[4 + 2 * half] = b2; acc1[5 + 2 * half] = b3;
         }
-        const uint16_t *sh = scales + (size_t)((a * lut0->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         float32x4_t ls = vdupq_n_f32(lut0->scales[a]), xs = vdupq_n_f32(lut0->sums[a]);
         for (int j = 0; j < 8; j++) epilogue8(acc0[j], ls, xs, sh + 8 * j, c + 8 * j, y0 + 8 * j);

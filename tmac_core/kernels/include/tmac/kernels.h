@@ -13,6 +13,17 @@
 #define TMAC_E_NOMEM -3
 #define TMAC_E_THREADS -4
 
+/* Size limits of the API, checked at every entry point (and again by the
+ * binding, which says which one failed). The struct fields and loop indices
+ * are int; every offset into a buffer is computed in size_t from them, and
+ * these bounds keep every int product (tile * 64, n_heads * hd, item counts)
+ * far from INT_MAX. 2^24 is 64x the widest published LLM matrix dimension
+ * (a 256k vocabulary); 2^36 elements is a 32 GiB 4-bit matrix. */
+#define TMAC_MAX_DIM (1 << 24)                /* m, k_pad, tokens per call, KV positions */
+#define TMAC_MAX_ELEMS ((int64_t)1 << 36)     /* m_pad * k_pad of a weight; n * k_pad of tables */
+#define TMAC_MAX_HEADS (1 << 16)              /* query heads of one attention call */
+#define TMAC_MAX_ITEMS (1 << 30)              /* work items of one tmac_parallel_for */
+
 /* Per-tier kernels. lut_entries fills the tables of kgroups [g0, g1) of one
  * activation vector whose per-group scales are already known (pass 2 of
  * tmac_lut_build). gemv_tile computes the 64 outputs of one weight tile:
@@ -106,7 +117,9 @@ tmac_isa_t tmac_active_isa(void);
 int tmac_isa_available(tmac_isa_t isa);    /* compiled in and runnable here */
 const tmac_kernel_table_t *tmac_table(tmac_isa_t isa);  /* NULL if not available */
 
-/* Checks a weight against a table set; TMAC_OK or TMAC_E_SHAPE. */
+/* Checks a weight against a table set, the size limits above included (its
+ * buffers must hold m_pad/64 * k_pad/8 * bits * 64 bytes and m_pad/64 *
+ * n_groups * 128 fp16 values: the caller's part); TMAC_OK or TMAC_E_SHAPE. */
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group);
 
 /* Builds n tables (x: (n, k_pad) -> entries (n, k_pad/4, 16), scales/sums
@@ -149,7 +162,9 @@ double tmac_now_seconds(void);
 typedef void (*tmac_task_fn)(void *ctx, int item, int thread);
 int tmac_pool_set_threads(int n);          /* takes effect at the next parallel call */
 int tmac_pool_get_threads(void);
-/* Runs fn(ctx, i, thread) for i in [0, n_items) on the pool and waits. */
+/* Runs fn(ctx, i, thread) for i in [0, n_items) on the pool and waits;
+ * TMAC_E_SHAPE unless 0 <= n_items <= TMAC_MAX_ITEMS. The pool survives fork():
+ * the child starts its own threads at its first parallel call (POSIX). */
 int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx);
 
 #endif

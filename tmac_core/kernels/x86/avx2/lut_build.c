@@ -22,7 +22,7 @@ void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
     const __m256 lim = _mm256_set1_ps(127.0f);
 
     for (int g = g0; g < g1; g++) {
-        const float *v = x + 4 * g;
+        const float *v = x + (size_t)4 * g;
         const __m256 inv = _mm256_set1_ps(inv_scales[(4 * g) / act_group]);
         __m256 e0 = _mm256_xor_ps(_mm256_broadcast_ss(v + 0), neg0);
         __m256 e1 = _mm256_xor_ps(_mm256_broadcast_ss(v + 1), neg1);
@@ -35,6 +35,6 @@ void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
         __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
         __m128i b8 = _mm_packs_epi16(w16, w16);                 /* entries 0..7 twice */
         __m128i out = _mm_sign_epi8(_mm_shuffle_epi8(b8, mirror), upper_sign);
-        _mm_storeu_si128((__m128i *)(entries + 16 * g), out);
+        _mm_storeu_si128((__m128i *)(entries + (size_t)16 * g), out);
     }
 }

@@ -55,7 +55,7 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             }
         }
         const __m256 ls = _mm256_set1_ps(lut->scales[a]), xs = _mm256_set1_ps(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)((a * lut->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         epilogue16(acc0, ls, xs, sh + 0, c + 0, y + 0);
         epilogue16(acc2, ls, xs, sh + 16, c + 16, y + 16);
@@ -117,7 +117,7 @@ TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, cons
             acc[0][2 * half] = a0; acc[0][2 * half + 1] = a1;
             acc[1][2 * half] = b0; acc[1][2 * half + 1] = b1;
         }
-        const uint16_t *sh = scales + (size_t)((a * lut0->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         __m256 ls = _mm256_set1_ps(lut0->scales[a]), xs = _mm256_set1_ps(lut0->sums[a]);
         epilogue16(acc[0][0], ls, xs, sh + 0, c + 0, y0 + 0);

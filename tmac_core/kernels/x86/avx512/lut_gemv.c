@@ -47,7 +47,7 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             }
         }
         const __m512 ls = _mm512_set1_ps(lut->scales[a]), xs = _mm512_set1_ps(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)((a * lut->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         epilogue32(acc_lo, ls, xs, sh, c, y);
         epilogue32(acc_hi, ls, xs, sh + 32, c + 32, y + 32);
@@ -98,7 +98,7 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
                 b_hi = _mm512_add_epi16(b_hi, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
             }
         }
-        const uint16_t *sh = scales + (size_t)((a * lut0->act_group) / w->group_size) * 2 * 64;
+        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
         const uint16_t *c = sh + 64;
         __m512 ls = _mm512_set1_ps(lut0->scales[a]), xs = _mm512_set1_ps(lut0->sums[a]);
         epilogue32(a_lo, ls, xs, sh, c, y0);
