@@ -145,13 +145,14 @@ def _answer(engine, messages, params, echo: bool):
 def cmd_info(args) -> int:
     import tmac_core
     from tmac_core import kernels
+    from tmac_core.machine import cpu_model_name
     feats = kernels.cpu_features()
     try:
         from tmac_core.engine import default_model_path
         default_model = default_model_path()
     except TmacError:
         default_model = None
-    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": _cpu_model(),
+    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": cpu_model_name(),
             "cpu_count": os.cpu_count(),
             "features": sorted(k for k, v in feats.items() if v is True),
             "available_tiers": list(kernels.available_isas()), "active_tier": kernels.active_isa(),
@@ -167,18 +168,6 @@ def cmd_info(args) -> int:
         print(f"default threads: {info['default_threads']}")
         print(f"embedded model: {default_model or 'missing'}")
     return 0
-
-
-def _cpu_model() -> str:
-    import platform
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cmd_generate(args) -> int:
