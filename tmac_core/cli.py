@@ -89,10 +89,9 @@ def _load(args, n_ctx: int | None = None):
     from tmac_core.engine import Engine
     # a redrawn status line belongs on terminals only, not in logs or pipes
     progress = _status_line("loading: ") if not args.json and sys.stderr.isatty() else None
-    cache_dir = False if args.no_cache else args.cache_dir
     try:
-        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads,
-                             n_ctx=n_ctx or args.ctx, progress=progress, cache_dir=cache_dir)
+        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads, n_ctx=n_ctx or args.ctx,
+                             progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     except ValueError as e:              # Engine.load's documented refusal of bits / n_ctx / threads
         raise CliError(str(e)) from None
     if progress:

@@ -79,10 +79,13 @@ class Engine:
     @classmethod
     def load(cls, source: str | os.PathLike, bits: int | None = None, n_threads: int | None = None,
              n_ctx: int | None = None, progress: Progress | None = None,
-             cache_dir: str | os.PathLike | None | bool = None,
+             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
              source_sha256: str | None = None) -> "Engine":
         """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
 
+        `cache_dir` is the repacked-model cache folder; None means the default one
+        (cache.default_cache_dir(): $TMAC_CACHE_DIR, else the per-user cache).
+        `use_cache=False` repacks in memory and reads and writes no cache file.
         `source_sha256` is the file's sha256 when the caller already knows it (the
         app's download manifest): the cache key then costs no re-read of the file.
 
@@ -91,11 +94,15 @@ class Engine:
             UnsupportedModelError: an architecture or tensor type we do not run.
             TokenizerError: a vocabulary that cannot be tokenized.
             ValueError: bits not 2 or 4, n_threads or n_ctx out of range.
+            TypeError: a bool for cache_dir (the cache is switched by use_cache).
         """
         t0 = time.perf_counter()
         bits = 4 if bits is None else bits
         if bits not in (2, 4):
             raise ValueError(f"bits must be 2 or 4, got {bits!r}")
+        if isinstance(cache_dir, bool):
+            raise TypeError("cache_dir is a folder or None (the default folder); "
+                            "turn the cache off with use_cache=False")
         report = progress or (lambda fraction, stage: None)
         path = default_model_path() if str(source) == "default" else os.fspath(source)
         if not os.path.isfile(path):
@@ -113,8 +120,7 @@ class Engine:
             raise ValueError(f"n_ctx must be in [16, {max(cfg.seq_len, 16) * 4}], got {n_ctx}")
 
         weights, cache_hit = None, False
-        folder = None if cache_dir is False else (cache.default_cache_dir() if cache_dir in (None, True)
-                                                   else cache_dir)
+        folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))

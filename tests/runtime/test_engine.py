@@ -1,6 +1,6 @@
 """tmac_core.Engine on the real embedded SmolLM2: load and the repacked-model
 cache, streaming, finish reasons, cancel, thread changes mid-answer, KV reuse,
-context limits and typed errors."""
+context limits and typed errors; the cache parameters on a tiny synthetic model."""
 import os
 import threading
 
@@ -220,13 +220,13 @@ def test_two_streams_at_once_are_refused(engine):
 
 def test_bad_sources_and_arguments(tmp_path):
     with pytest.raises(ModelLoadError, match="no such model file"):
-        Engine.load(tmp_path / "missing.gguf", cache_dir=False)
+        Engine.load(tmp_path / "missing.gguf", use_cache=False)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(200))
     with pytest.raises(ModelFormatError):
-        Engine.load(bad, cache_dir=False)
+        Engine.load(bad, use_cache=False)
     with pytest.raises(ValueError, match="bits"):
-        Engine.load("default", bits=3, cache_dir=False)
+        Engine.load("default", bits=3, use_cache=False)
 
 
 def test_closed_engine_refuses_work(cache_dir):
@@ -273,3 +273,55 @@ def test_thread_counts_past_the_pool_limit_are_refused_before_any_answer(engine)
     with pytest.raises(ValueError, match="thread count"):
         kernels.set_num_threads(MAX_THREADS + 1)
     engine.set_threads(2)
+
+
+# -- the cache parameters -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 0.1M-parameter random Llama (tmac_core.synth): repacks in well under a second."""
+    from tmac_core.synth import SynthSpec, write_synthetic
+    path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
+    write_synthetic(path, SynthSpec(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320,
+                                    weight_type="q8_0", seed=5))
+    return path
+
+
+def cached_files(folder):
+    """{name: mtime} of the cache files in `folder` (a rewrite changes the mtime)."""
+    return {f.name: f.stat().st_mtime_ns for f in folder.glob("*.tmacw")}
+
+
+def load_tiny(path, **kw):
+    e = Engine.load(path, bits=4, n_ctx=64, **kw)
+    hit = e.info.cache_hit
+    e.close()
+    return hit
+
+
+def test_cache_dir_none_means_the_default_folder_and_a_path_means_that_folder(tiny_model, tmp_path, monkeypatch):
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))      # cache.default_cache_dir() reads it
+    assert not load_tiny(tiny_model) and len(cached_files(default)) == 1
+    assert load_tiny(tiny_model, cache_dir=None)
+    assert not load_tiny(tiny_model, cache_dir=chosen) and cached_files(chosen).keys() == cached_files(default).keys()
+    assert load_tiny(tiny_model, cache_dir=chosen)
+
+
+def test_use_cache_false_reads_and_writes_no_cache_file(tiny_model, tmp_path, monkeypatch):
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))
+    load_tiny(tiny_model)
+    load_tiny(tiny_model, cache_dir=chosen)
+    before = cached_files(default), cached_files(chosen)
+    assert len(before[0]) == len(before[1]) == 1
+    # both folders hold a hit: not taking it shows no read, the unchanged files show no write
+    assert not load_tiny(tiny_model, use_cache=False)
+    assert not load_tiny(tiny_model, cache_dir=chosen, use_cache=False)
+    assert (cached_files(default), cached_files(chosen)) == before
+
+
+def test_cache_dir_refuses_the_old_boolean_switch(tiny_model):
+    for value in (False, True):
+        with pytest.raises(TypeError, match="use_cache"):
+            Engine.load(tiny_model, bits=4, cache_dir=value)
