@@ -197,9 +197,7 @@ def reference_ppl(path, text: str, ctx: int, max_chunks: int | None = None):
         chunk = list(tokens[i * ctx:(i + 1) * ctx])
         if tok.add_bos:
             chunk[0] = tok.bos_id
-        logits = np.concatenate([np.array(engine.runtime.forward(np.array(chunk[p:p + 32], np.int32), p,
-                                                                 all_logits=True), np.float64)
-                                 for p in range(0, ctx, 32)])
+        logits = np.asarray(engine.score(chunk), np.float64)
         for j in range(ctx // 2, ctx - 1):
             row = logits[j]
             nll += math.log(np.exp(row - row.max()).sum()) + row.max() - row[chunk[j + 1]]
