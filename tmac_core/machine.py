@@ -26,7 +26,8 @@ def cpu_model_name() -> str:
         except OSError:
             text = ""
         for key in _CPUINFO_KEYS:
-            match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
+            # [ \t], not \s: an empty value must not borrow the next line
+            match = re.search(rf"^{key}[ \t]*:[ \t]*(.+)$", text, re.MULTILINE)
             if match and match.group(1).strip():
                 name = match.group(1).strip()
                 break
