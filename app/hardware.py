@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from tmac_core.machine import cpu_model_name  # noqa: F401  (the app reads it from here)
 
 BANDWIDTH_BUFFER_BYTES = 128 * 1024 * 1024   # per side; far above any L3 a desktop CPU has today
 BANDWIDTH_MAX_THREADS = 8
@@ -28,37 +29,6 @@ class InstructionSets:
     features: tuple[str, ...]      # the detected flags that are set ("avx2", "fma", "neon", ...)
     available: tuple[str, ...]     # kernel tiers this CPU and OS can run ("generic", "avx2", ...)
     active: str                    # the tier in use (TMAC_KERNELS may force one)
-
-
-def cpu_model_name() -> str:
-    """The CPU's marketing name ("AMD Ryzen 7 7840U ..."), or the best substitute the OS gives."""
-    name = ""
-    if sys.platform.startswith("linux"):
-        try:
-            text = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            text = ""
-        for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
-            match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-            if match and match.group(1).strip():
-                name = match.group(1).strip()
-                break
-    elif sys.platform == "darwin":
-        try:
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=2).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            name = ""
-    elif sys.platform == "win32":
-        try:
-            import winreg
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
-                                r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
-                name = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
-        except OSError:
-            name = ""
-    name = re.sub(r"\s+", " ", name or platform.processor() or "").strip()
-    return name or f"unknown {platform.machine() or 'CPU'}"
 
 
 def logical_cores() -> int:

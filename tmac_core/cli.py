@@ -89,10 +89,9 @@ def _load(args, n_ctx: int | None = None):
     from tmac_core.engine import Engine
     # a redrawn status line belongs on terminals only, not in logs or pipes
     progress = _status_line("loading: ") if not args.json and sys.stderr.isatty() else None
-    cache_dir = False if args.no_cache else args.cache_dir
     try:
-        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads,
-                             n_ctx=n_ctx or args.ctx, progress=progress, cache_dir=cache_dir)
+        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads, n_ctx=n_ctx or args.ctx,
+                             progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     except ValueError as e:              # Engine.load's documented refusal of bits / n_ctx / threads
         raise CliError(str(e)) from None
     if progress:
@@ -145,13 +144,14 @@ def _answer(engine, messages, params, echo: bool):
 def cmd_info(args) -> int:
     import tmac_core
     from tmac_core import kernels
+    from tmac_core.machine import cpu_model_name
     feats = kernels.cpu_features()
     try:
         from tmac_core.engine import default_model_path
         default_model = default_model_path()
     except TmacError:
         default_model = None
-    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": _cpu_model(),
+    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": cpu_model_name(),
             "cpu_count": os.cpu_count(),
             "features": sorted(k for k, v in feats.items() if v is True),
             "available_tiers": list(kernels.available_isas()), "active_tier": kernels.active_isa(),
@@ -167,18 +167,6 @@ def cmd_info(args) -> int:
         print(f"default threads: {info['default_threads']}")
         print(f"embedded model: {default_model or 'missing'}")
     return 0
-
-
-def _cpu_model() -> str:
-    import platform
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cmd_generate(args) -> int:
@@ -252,7 +240,6 @@ def cmd_chat(args) -> int:
 
 def cmd_perplexity(args) -> int:
     from tmac_core import perplexity as ppl
-    from tmac_core.engine import PROMPT_CHUNK
     try:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
@@ -263,14 +250,11 @@ def cmd_perplexity(args) -> int:
     tokens = ppl.tokenize(tokenizer, text)
     bos = tokenizer.bos_id if tokenizer.add_bos else None
 
-    def forward(chunk, pos, all_logits):
-        return engine.runtime.forward(chunk, pos, all_logits=all_logits)
-
     def progress(done, total, running):
         _say(f"[{done}/{total}] ppl {running:.4f}")
 
-    result = ppl.perplexity(forward, tokens, args.ctx, bos, max_chunks=args.chunks, batch=PROMPT_CHUNK,
-                            reset=engine.reset, progress=None if args.json else progress)
+    result = ppl.perplexity(engine.forward, tokens, args.ctx, bos, max_chunks=args.chunks,
+                            progress=None if args.json else progress)
     info = engine.info
     out = {"ppl": result.ppl, "nll": result.nll, "nll_stderr": result.nll_stderr,
            "tokens_scored": result.tokens_scored, "chunks": result.chunks, "ctx": result.ctx,
@@ -289,7 +273,6 @@ def cmd_perplexity(args) -> int:
 
 def cmd_bench(args) -> int:
     import numpy as np
-    from tmac_core.engine import PROMPT_CHUNK
     baseline = _rss_bytes()                     # interpreter, numpy, kernels: before any weight
     engine = _load(args)
     rss = _rss_bytes()
@@ -298,19 +281,17 @@ def cmd_bench(args) -> int:
     if n_p + n_g + 1 > engine.n_ctx:
         raise CliError(f"{n_p} prompt + {n_g} generated tokens do not fit the context of {engine.n_ctx}")
     prompt = np.random.default_rng(args.seed).integers(0, info.vocab_size, n_p, dtype=np.int32)
-    forward = engine.runtime.forward
 
     def run_once() -> tuple[float, float]:
-        # the same procedure as the llama.cpp side of tests/bench/e2e.py: prompt in
-        # chunks, then greedy argmax steps, no sampler
-        engine.reset()
+        # the same procedure as the llama.cpp side of tests/bench/e2e.py: the prompt
+        # from position 0 (the engine reads it in GEMM chunks), then greedy argmax
+        # steps, no sampler
         t0 = time.perf_counter()
-        for pos in range(0, n_p, PROMPT_CHUNK):
-            logits = forward(prompt[pos:pos + PROMPT_CHUNK], pos)
+        logits = engine.forward(prompt, 0)
         t1 = time.perf_counter()
         token = int(np.argmax(logits))
         for i in range(n_g):
-            token = int(np.argmax(forward(np.array([token], np.int32), n_p + i)))
+            token = int(np.argmax(engine.forward([token], n_p + i)))
         t2 = time.perf_counter()
         return n_p / (t1 - t0), n_g / max(t2 - t1, 1e-9)
 

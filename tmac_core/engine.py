@@ -6,10 +6,17 @@
 
 Load: open the GGUF (bounds-checked), read the config and tokenizer, then take
 the repacked weights from the cache file (mmap) or repack and write that file.
-Stream: render the chat template, reuse the KV cache for the prompt prefix the
-previous turn already computed, run the rest through the GEMM path in chunks,
-then decode token by token. Cancel and thread changes are looked at between
-chunks and between tokens, so both act within one step. No Qt.
+Stream: render the chat template, then three layers (gpt-fast's prefill and
+decode_one_token, mlx-lm's generate_step under stream_generate):
+  _prefill  reuses the KV cache for the prompt prefix the previous turn already
+            computed and runs the rest through the GEMM path in chunks;
+  _decode   samples a token, feeds it back, repeats: a generator of token ids
+            (public as generate_tokens) that returns the finish reason;
+  _chunks   adds the detokenizer, counters and timing and yields Chunks
+            (stream, stream_tokens).
+Cancel and thread changes are looked at between chunks and between tokens, so
+both act within one step. forward / score run token ids straight through the
+model (perplexity, benchmarks) on the same KV cache. No Qt.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import importlib.util
 import os
 import threading
 import time
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Generator, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -79,10 +86,13 @@ class Engine:
     @classmethod
     def load(cls, source: str | os.PathLike, bits: int | None = None, n_threads: int | None = None,
              n_ctx: int | None = None, progress: Progress | None = None,
-             cache_dir: str | os.PathLike | None | bool = None,
+             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
              source_sha256: str | None = None) -> "Engine":
         """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
 
+        `cache_dir` is the repacked-model cache folder; None means the default one
+        (cache.default_cache_dir(): $TMAC_CACHE_DIR, else the per-user cache).
+        `use_cache=False` repacks in memory and reads and writes no cache file.
         `source_sha256` is the file's sha256 when the caller already knows it (the
         app's download manifest): the cache key then costs no re-read of the file.
 
@@ -91,11 +101,15 @@ class Engine:
             UnsupportedModelError: an architecture or tensor type we do not run.
             TokenizerError: a vocabulary that cannot be tokenized.
             ValueError: bits not 2 or 4, n_threads or n_ctx out of range.
+            TypeError: a bool for cache_dir (the cache is switched by use_cache).
         """
         t0 = time.perf_counter()
         bits = 4 if bits is None else bits
         if bits not in (2, 4):
             raise ValueError(f"bits must be 2 or 4, got {bits!r}")
+        if isinstance(cache_dir, bool):
+            raise TypeError("cache_dir is a folder or None (the default folder); "
+                            "turn the cache off with use_cache=False")
         report = progress or (lambda fraction, stage: None)
         path = default_model_path() if str(source) == "default" else os.fspath(source)
         if not os.path.isfile(path):
@@ -113,8 +127,7 @@ class Engine:
             raise ValueError(f"n_ctx must be in [16, {max(cfg.seq_len, 16) * 4}], got {n_ctx}")
 
         weights, cache_hit = None, False
-        folder = None if cache_dir is False else (cache.default_cache_dir() if cache_dir in (None, True)
-                                                   else cache_dir)
+        folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
@@ -205,6 +218,62 @@ class Engine:
                 cache_hit=self._cache_hit, load_s=self._load_s)
         return self._info
 
+    # -- the forward pass ----------------------------------------------------------
+
+    def forward(self, tokens: Sequence[int] | np.ndarray, pos: int, all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` (n >= 1 ids) at positions pos .. pos+n-1 and return their logits.
+
+        The KV cache keeps its first `pos` positions (pos may not exceed what it
+        holds; 0 starts a fresh sequence) and then holds `tokens`, so a later
+        stream() reuses them as a prompt prefix. n is limited only by n_ctx: the
+        engine splits the call into GEMM calls of PROMPT_CHUNK tokens.
+
+        Returns a new float32 array: (vocab,) the logits after the last token,
+        or (n, vocab) with all_logits (row i scores the token after tokens[i]).
+
+        Raises: ValueError for no tokens, ids outside the vocabulary or a pos past
+        the cached positions; ContextOverflowError when pos + n > n_ctx;
+        EngineBusyError while a stream runs.
+        """
+        self._check_open()
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+            raise ValueError(f"tokens must be a non-empty sequence of integer ids, got shape {arr.shape}"
+                             f" of {arr.dtype}")
+        ids = arr.tolist()
+        if not 0 <= pos <= len(self._tokens):
+            raise ValueError(f"pos must be in [0, {len(self._tokens)}] (the positions the KV cache holds), got {pos}")
+        if pos + len(ids) > self.n_ctx:
+            raise ContextOverflowError(pos + len(ids), self.n_ctx,
+                                       f"positions {pos}..{pos + len(ids) - 1} do not fit the context of {self.n_ctx}")
+        if min(ids) < 0 or max(ids) >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusyError("this engine is generating an answer")
+        try:
+            out = np.empty((len(ids), self.config.vocab_size), np.float32) if all_logits else None
+            for start in range(0, len(ids), PROMPT_CHUNK):
+                logits = self._step(ids[start:start + PROMPT_CHUNK], pos + start, all_logits)
+                if out is not None:
+                    out[start:start + PROMPT_CHUNK] = logits
+            return out if out is not None else np.array(logits, np.float32)
+        finally:
+            self._busy.release()
+
+    def score(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits (n, vocab) float32 at every position of `tokens`, run from an empty
+        KV cache: row i is the model's prediction of tokens[i + 1] (perplexity, evals)."""
+        return self.forward(tokens, 0, all_logits=True)
+
+    def _step(self, ids: list[int], pos: int, all_logits: bool = False) -> np.ndarray:
+        """One runtime call on at most PROMPT_CHUNK ids at `pos`, with the latest thread
+        count. Returns the runtime's logits buffer, which the next call overwrites."""
+        self._apply_threads()
+        del self._tokens[pos:]              # from pos on the KV cache is rewritten: no longer a prefix
+        logits = self.runtime.forward(np.asarray(ids, np.int32), pos, all_logits=all_logits)
+        self._tokens.extend(ids)
+        return logits
+
     # -- generation ----------------------------------------------------------------
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], str | None]:
@@ -230,6 +299,19 @@ class Engine:
     def stream_tokens(self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None,
                       notice: str | None = None) -> Iterator[Chunk]:
         """stream() on an already tokenized prompt."""
+        self._begin(ids)
+        return self._released(self._chunks(list(ids), params or SamplingParams(), cancel, notice))
+
+    def generate_tokens(self, ids: Sequence[int], params: SamplingParams | None = None,
+                        cancel=None) -> Iterator[int]:
+        """The token ids stream_tokens() puts in its chunks, without text or timing
+        (mlx-lm's generate_step): prefill, then one sampled id at a time until a
+        stop token (not yielded), max_tokens, a full context or cancel. Raises as stream()."""
+        self._begin(ids)
+        return self._released(self._generate(list(ids), params or SamplingParams(), cancel))
+
+    def _begin(self, ids: Sequence[int]) -> None:
+        """Refuse a prompt that cannot be answered, then take the engine (released by _released)."""
         self._check_open()
         if len(ids) + 1 > self.n_ctx:
             raise ContextOverflowError(len(ids), self.n_ctx,
@@ -239,27 +321,67 @@ class Engine:
             raise ValueError("the prompt is empty")
         if not self._busy.acquire(blocking=False):
             raise EngineBusyError("this engine is already generating an answer")
-        return self._generate(list(ids), params or SamplingParams(), cancel, notice)
 
-    def _generate(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+    def _released(self, steps: Iterator) -> Iterator:
+        """`steps`, then the engine is free again (also when the caller closes it early)."""
         try:
-            yield from self._run(ids, params, cancel, notice)
+            yield from steps
         finally:
             self._busy.release()
 
-    def _run(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+    def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[int]:
+        cancelled = (lambda: cancel is not None and cancel.is_set())
+        _, logits = self._prefill(ids, cancelled)
+        if logits is not None:
+            yield from self._decode(ids, logits, params, cancelled)
+
+    def _prefill(self, ids: list[int], cancelled: Callable[[], bool]) -> tuple[int, np.ndarray | None]:
+        """Bring the KV cache to the prompt `ids`: keep the positions whose tokens
+        equal the prompt's, run the rest in PROMPT_CHUNK-token GEMM calls, looking
+        at cancel before each. Returns (positions reused, logits (vocab,) after the
+        last prompt token), the logits None when cancelled; the cache keeps the
+        chunks it finished either way."""
+        # always recompute the last prompt token: its logits start the answer
+        cached, limit = 0, min(len(self._tokens), len(ids) - 1)
+        while cached < limit and self._tokens[cached] == ids[cached]:
+            cached += 1
+        del self._tokens[cached:]
+        logits = None
+        for start in range(cached, len(ids), PROMPT_CHUNK):
+            if cancelled():
+                return cached, None
+            logits = self._step(ids[start:start + PROMPT_CHUNK], start)
+        return cached, logits
+
+    def _decode(self, ids: list[int], logits: np.ndarray, params: SamplingParams,
+                cancelled: Callable[[], bool]) -> Generator[int, None, str]:
+        """Sample, feed back, repeat: yields each generated id and returns the finish
+        reason ("stop": a stop token was sampled; it is neither yielded nor fed back)."""
+        sampler = Sampler(params)
+        sampler.accept(ids)
+        stop_ids = self.tokenizer.stop_ids
+        generated = 0
+        while True:
+            token = sampler.sample(logits)
+            if token in stop_ids:
+                return "stop"
+            generated += 1
+            yield token
+            if generated >= params.max_tokens:
+                return "length"
+            if len(self._tokens) + 1 > self.n_ctx:
+                return "context_full"
+            if cancelled():
+                return "cancelled"
+            logits = self._step([token], len(self._tokens))
+
+    def _chunks(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+        """The token generator with text and timing: prefill, then one Chunk per id
+        _decode yields (detokenized), then the final Chunk with its finish reason."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         cancelled = (lambda: cancel is not None and cancel.is_set())
         n_prompt = len(ids)
-        # KV cache reuse: keep the positions whose tokens equal the new prompt's,
-        # but always recompute the last prompt token (its logits start the answer).
-        cached = 0
-        limit = min(len(self._tokens), n_prompt - 1)
-        while cached < limit and self._tokens[cached] == ids[cached]:
-            cached += 1
-        self._tokens = self._tokens[:cached]
-        generated, ttft, t_first = 0, 0.0, 0.0
-        prompt_tok_s = 0.0
+        generated, ttft, t_first, prompt_tok_s = 0, 0.0, 0.0, 0.0
 
         def chunk(text: str, token: int | None, finish: str | None = None) -> Chunk:
             now = time.perf_counter()
@@ -270,43 +392,26 @@ class Engine:
                          threads=self._threads, finish_reason=finish,
                          notice=notice if (generated <= 1 or finish) else None)
 
-        logits = None
-        for start in range(cached, n_prompt, PROMPT_CHUNK):
-            if cancelled():
-                yield chunk("", None, "cancelled")
-                return
-            self._apply_threads()
-            part = ids[start:start + PROMPT_CHUNK]
-            logits = self.runtime.forward(np.asarray(part, np.int32), start)
-            self._tokens.extend(part)
-        t_prompt = time.perf_counter()
-        prompt_tok_s = (n_prompt - cached) / max(t_prompt - t0, 1e-9)
+        cached, logits = self._prefill(ids, cancelled)
+        if logits is None:
+            yield chunk("", None, "cancelled")
+            return
+        prompt_tok_s = (n_prompt - cached) / max(time.perf_counter() - t0, 1e-9)
 
-        sampler = Sampler(params)
-        sampler.accept(ids)
         detok = StreamingDetokenizer(self.tokenizer)
-        stop_ids = self.tokenizer.stop_ids
-        finish = None
+        steps = self._decode(ids, logits, params, cancelled)
         while True:
-            token = sampler.sample(logits)
+            try:
+                token = next(steps)
+            except StopIteration as end:        # the generator's return value: the finish reason
+                finish = end.value
+                break
             if generated == 0:
                 t_first = time.perf_counter()
                 ttft = t_first - t0
-            if token in stop_ids:
-                finish = "stop"
-                break
             generated += 1
             yield chunk(detok.add(token), token)
-            if generated >= params.max_tokens:
-                finish = "length"
-                break
-            if len(self._tokens) + 1 > self.n_ctx:
-                finish = "context_full"
-                break
-            if cancelled():
-                finish = "cancelled"
-                break
-            self._apply_threads()
-            logits = self.runtime.forward(np.asarray([token], np.int32), len(self._tokens))
-            self._tokens.append(token)
+        if generated == 0:                      # the first sampled token was a stop token
+            t_first = time.perf_counter()
+            ttft = t_first - t0
         yield chunk(detok.finalize(), None, finish)

@@ -26,8 +26,9 @@ import numpy as np
 
 from tmac_core.errors import PerplexityError
 
-# forward(tokens int32 (n,), pos, all_logits): logits (n, vocab) when all_logits; else the
-# caller ignores the result (positions before ctx//2 are only context, their logits unused)
+# forward(tokens int32 (n,), pos, all_logits), Engine.forward's shape: runs any n tokens at
+# positions pos.. (pos 0: a fresh sequence); returns logits (n, vocab) when all_logits, else
+# something the caller ignores (positions before ctx//2 are only context, their logits unused)
 Forward = Callable[[np.ndarray, int, bool], np.ndarray]
 
 
@@ -101,10 +102,10 @@ def summarize(nlls: Sequence[np.ndarray], ctx: int, n_tokens: int, seconds: floa
 
 
 def perplexity(forward: Forward, tokens: Sequence[int], ctx: int, bos_id: int | None, *,
-               max_chunks: int | None = None, batch: int = 32, reset: Callable[[], None] | None = None,
+               max_chunks: int | None = None,
                progress: Callable[[int, int, float], None] | None = None) -> PerplexityResult:
-    """Run the definition above through `forward` on at most `batch` tokens a call,
-    calling `reset` before each chunk.
+    """Run the definition above through `forward`, two calls a chunk: its first
+    ctx//2 tokens as context only, then the rest with the logits of every position.
 
     progress(chunk_done, n_chunks, running_ppl) is called after every chunk.
     """
@@ -113,17 +114,10 @@ def perplexity(forward: Forward, tokens: Sequence[int], ctx: int, bos_id: int | 
     t0 = time.perf_counter()
     nlls = []
     for i in range(total):
-        if reset is not None:
-            reset()
         chunk = chunk_tokens(tokens, i, ctx, bos_id)
-        kept = []
-        for pos in range(0, ctx, batch):
-            part = chunk[pos:pos + batch]
-            needed = pos + len(part) > first
-            logits = forward(part, pos, needed)
-            if needed:                             # copy: forward returns a reused buffer
-                kept.append(np.array(logits[max(first, pos) - pos:], dtype=np.float32))
-        nlls.append(chunk_nll(np.concatenate(kept), chunk, offset=first))
+        forward(chunk[:first], 0, False)
+        logits = forward(chunk[first:], first, True)       # rows for positions first .. ctx-1
+        nlls.append(chunk_nll(logits, chunk, offset=first))
         if progress is not None:
             progress(i + 1, total, math.exp(float(np.concatenate(nlls).mean())))
     return summarize(nlls, ctx, len(tokens), time.perf_counter() - t0)

@@ -348,7 +348,7 @@ def render(machine: str, peer: str | None, speed: dict, first_load: dict, qualit
     lines = [f"## End to end — {machine}", "",
              f"Prompt: {PROMPT} random token ids (seed 0) in one go; decode: {GEN} greedy steps after it; "
              f"median of {repeats} runs after a warm-up, each engine in its own process, ours and llama.cpp "
-             "alternating. Ours: `python -m tmac_core bench` (runtime.forward + argmax, chunks of 32 prompt "
+             "alternating. Ours: `python -m tmac_core bench` (Engine.forward + argmax, chunks of 32 prompt "
              "tokens); llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch 512, "
              "n_threads = n_threads_batch, weights loaded without mmap. "
              + ("Peer: llama-cpp-python " + _peer_version(peer) + "." if peer

@@ -99,7 +99,7 @@ def test_synth_file_reads_back_with_an_independent_reader(tiny):
 def test_synth_round_trip_through_the_loader(tiny):
     from tmac_core import Engine
     path, _ = tiny
-    engine = Engine.load(path, bits=4, cache_dir=False, n_ctx=64)
+    engine = Engine.load(path, bits=4, use_cache=False, n_ctx=64)
     info = engine.info
     assert (info.dim, info.n_layers, info.vocab_size, info.n_ctx_train) == (64, 2, 320, 8192)
     text = "Byte-level: any text at all, even ünïcödé ✓\n"
@@ -188,7 +188,7 @@ def test_ctrl_c_stops_the_answer_not_the_chat(cache_dir, tiny):
 def reference_ppl(path, text: str, ctx: int, max_chunks: int | None = None):
     """llama-perplexity's loop written out plainly: all logits of each chunk at once."""
     from tmac_core import Engine
-    engine = Engine.load(path, bits=4, cache_dir=False, n_ctx=ctx)
+    engine = Engine.load(path, bits=4, use_cache=False, n_ctx=ctx)
     tok = engine.tokenizer
     tokens = tok.encode(text, allow_special=False, add_special=True)
     n_chunk = len(tokens) // ctx if max_chunks is None else min(len(tokens) // ctx, max_chunks)
@@ -197,9 +197,7 @@ def reference_ppl(path, text: str, ctx: int, max_chunks: int | None = None):
         chunk = list(tokens[i * ctx:(i + 1) * ctx])
         if tok.add_bos:
             chunk[0] = tok.bos_id
-        logits = np.concatenate([np.array(engine.runtime.forward(np.array(chunk[p:p + 32], np.int32), p,
-                                                                 all_logits=True), np.float64)
-                                 for p in range(0, ctx, 32)])
+        logits = np.asarray(engine.score(chunk), np.float64)
         for j in range(ctx // 2, ctx - 1):
             row = logits[j]
             nll += math.log(np.exp(row - row.max()).sum()) + row.max() - row[chunk[j + 1]]

@@ -1,9 +1,11 @@
 """tmac_core.Engine on the real embedded SmolLM2: load and the repacked-model
 cache, streaming, finish reasons, cancel, thread changes mid-answer, KV reuse,
-context limits and typed errors."""
+context limits and typed errors; the token-level API (forward, score,
+generate_tokens); the cache parameters on a tiny synthetic model."""
 import os
 import threading
 
+import numpy as np
 import pytest
 
 from tmac_core import ContextOverflowError, Engine, ModelFormatError, ModelLoadError, SamplingParams, TmacError
@@ -220,13 +222,13 @@ def test_two_streams_at_once_are_refused(engine):
 
 def test_bad_sources_and_arguments(tmp_path):
     with pytest.raises(ModelLoadError, match="no such model file"):
-        Engine.load(tmp_path / "missing.gguf", cache_dir=False)
+        Engine.load(tmp_path / "missing.gguf", use_cache=False)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(200))
     with pytest.raises(ModelFormatError):
-        Engine.load(bad, cache_dir=False)
+        Engine.load(bad, use_cache=False)
     with pytest.raises(ValueError, match="bits"):
-        Engine.load("default", bits=3, cache_dir=False)
+        Engine.load("default", bits=3, use_cache=False)
 
 
 def test_closed_engine_refuses_work(cache_dir):
@@ -273,3 +275,138 @@ def test_thread_counts_past_the_pool_limit_are_refused_before_any_answer(engine)
     with pytest.raises(ValueError, match="thread count"):
         kernels.set_num_threads(MAX_THREADS + 1)
     engine.set_threads(2)
+
+
+# -- the token-level API: forward, score, generate_tokens ------------------------------
+
+PLAIN_GREEDY = SamplingParams(temperature=0, max_tokens=12, repeat_penalty=1.0)   # pure argmax
+
+
+def test_score_agrees_with_every_greedy_step_of_a_stream(engine):
+    """Teacher forcing equals greedy decoding: score() over prompt + answer picks, at
+    each position from the last prompt token on, the token the stream produced."""
+    engine.reset()
+    ids, _ = engine.render(QUESTION)
+    _, chunks = answer(engine, params=PLAIN_GREEDY)
+    generated = [c.token_id for c in chunks[:-1]]
+    assert len(generated) >= 2
+    logits = engine.score(ids + generated)
+    assert logits.shape == (len(ids) + len(generated), engine.info.vocab_size) and logits.dtype == np.float32
+    picks = logits[len(ids) - 1:-1].argmax(axis=1).tolist()
+    assert picks == generated
+    if chunks[-1].finish_reason == "stop":      # the stop token the stream did not show
+        assert int(logits[-1].argmax()) in engine.tokenizer.stop_ids
+
+
+def test_forward_in_pieces_equals_score_and_leaves_a_reusable_prefix(engine):
+    ids, _ = engine.render(QUESTION)
+    whole = engine.score(ids)
+    assert len(ids) - 3 > 32
+    head = engine.forward(ids[:3], 0, all_logits=True)
+    tail = engine.forward(np.asarray(ids[3:], np.int32), 3, all_logits=True)     # two GEMM chunks
+    assert np.array_equal(np.concatenate([head, tail]), whole)
+    last = engine.forward(ids[-1:], len(ids) - 1)          # rewrite the last position: same logits
+    assert last.shape == (engine.info.vocab_size,) and np.array_equal(last, whole[-1])
+    # the copy is the caller's: later calls do not change it
+    engine.forward(ids[:3], 0)
+    assert np.array_equal(last, whole[-1])
+    # the KV cache holds what forward ran: a stream on the same prompt reuses it
+    engine.forward(ids, 0)
+    _, chunks = answer(engine, params=SamplingParams(temperature=0, max_tokens=1))
+    assert chunks[-1].cached_tokens == len(ids) - 1
+
+
+def test_forward_refusals(engine):
+    engine.reset()
+    engine.forward([1, 2, 3], 0)
+    with pytest.raises(ValueError, match="pos"):
+        engine.forward([4], 5)                               # positions 3, 4 were never computed
+    with pytest.raises(ValueError, match="token ids"):
+        engine.forward([engine.info.vocab_size], 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        engine.forward([], 0)
+    with pytest.raises(ValueError, match="non-empty"):
+        engine.forward([[1, 2]], 0)
+    with pytest.raises(ContextOverflowError) as err:
+        engine.forward([1] * engine.n_ctx, 3)
+    assert err.value.n_ctx == engine.n_ctx
+    busy = engine.stream(QUESTION, GREEDY)
+    next(busy)
+    with pytest.raises(EngineBusyError):
+        engine.score([1, 2])
+    busy.close()
+    assert engine.score([1, 2]).shape == (2, engine.info.vocab_size)
+
+
+@pytest.mark.parametrize("params", [PLAIN_GREEDY, SamplingParams(temperature=0.8, max_tokens=16, seed=7)],
+                         ids=["greedy", "seeded"])
+def test_generate_tokens_yields_the_ids_the_stream_puts_in_its_chunks(engine, params):
+    engine.reset()
+    ids, _ = engine.render(QUESTION)
+    streamed = [c.token_id for c in engine.stream_tokens(ids, params)][:-1]
+    engine.reset()
+    generated = list(engine.generate_tokens(ids, params))
+    assert generated == streamed and generated
+    assert not set(generated) & engine.tokenizer.stop_ids
+    # the generator holds the engine like a stream does, and cancel stops it the same way
+    steps = engine.generate_tokens(ids, params)
+    next(steps)
+    with pytest.raises(EngineBusyError):
+        engine.stream(QUESTION)
+    steps.close()
+    engine.reset()
+    n_prompt_chunks = -(-len(ids) // 32)
+    assert len(list(engine.generate_tokens(ids, params, cancel=CancelAfter(n_prompt_chunks + 2)))) == 3
+    assert list(engine.generate_tokens(ids, params, cancel=CancelAfter(0))) == []
+
+
+# -- the cache parameters -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 0.1M-parameter random Llama (tmac_core.synth): repacks in well under a second."""
+    from tmac_core.synth import SynthSpec, write_synthetic
+    path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
+    write_synthetic(path, SynthSpec(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320,
+                                    weight_type="q8_0", seed=5))
+    return path
+
+
+def cached_files(folder):
+    """{name: mtime} of the cache files in `folder` (a rewrite changes the mtime)."""
+    return {f.name: f.stat().st_mtime_ns for f in folder.glob("*.tmacw")}
+
+
+def load_tiny(path, **kw):
+    e = Engine.load(path, bits=4, n_ctx=64, **kw)
+    hit = e.info.cache_hit
+    e.close()
+    return hit
+
+
+def test_cache_dir_none_means_the_default_folder_and_a_path_means_that_folder(tiny_model, tmp_path, monkeypatch):
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))      # cache.default_cache_dir() reads it
+    assert not load_tiny(tiny_model) and len(cached_files(default)) == 1
+    assert load_tiny(tiny_model, cache_dir=None)
+    assert not load_tiny(tiny_model, cache_dir=chosen) and cached_files(chosen).keys() == cached_files(default).keys()
+    assert load_tiny(tiny_model, cache_dir=chosen)
+
+
+def test_use_cache_false_reads_and_writes_no_cache_file(tiny_model, tmp_path, monkeypatch):
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))
+    load_tiny(tiny_model)
+    load_tiny(tiny_model, cache_dir=chosen)
+    before = cached_files(default), cached_files(chosen)
+    assert len(before[0]) == len(before[1]) == 1
+    # both folders hold a hit: not taking it shows no read, the unchanged files show no write
+    assert not load_tiny(tiny_model, use_cache=False)
+    assert not load_tiny(tiny_model, cache_dir=chosen, use_cache=False)
+    assert (cached_files(default), cached_files(chosen)) == before
+
+
+def test_cache_dir_refuses_the_old_boolean_switch(tiny_model):
+    for value in (False, True):
+        with pytest.raises(TypeError, match="use_cache"):
+            Engine.load(tiny_model, bits=4, cache_dir=value)
