@@ -348,7 +348,7 @@ def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
     panel.system_prompt.setPlainText("Answer like a pirate.")
     h.start_engine()
     h.send("Tell me a long story about the sea.")
-    assert h.wait_answer().stats["tokens"] <= 3
+    assert h.wait_answer().stats.generated_tokens <= 3
     row = h.window.store.get_conversation(short)
     assert row.system_prompt == "Answer like a pirate." and row.sampling["max_new_tokens"] == 3
     assert (h.window.settings.max_new_tokens, h.window.settings.system_prompt) == (24, ""), "defaults untouched"
