@@ -36,6 +36,7 @@ from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import get_architecture
 from tmac_core.sampling import Sampler, SamplingParams
 from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer
+from tmac_core.tokenizer.chat_template import PromptTooLongError
 from tmac_core.types import Chunk, EngineInfo
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -278,9 +279,20 @@ class Engine:
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], str | None]:
         """Prompt token ids for `messages` (with the generation prompt) and the
-        template notice, if the built-in fallback was used."""
+        template notice, if the built-in fallback was used.
+
+        Raises ContextOverflowError (with token counts) when the messages alone are longer
+        than any prompt a chat template may render (tokenizer.chat_template.MAX_OUTPUT_CHARS)."""
         self._check_open()
-        ids, rendered = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+        try:
+            ids, rendered = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+        except PromptTooLongError as error:
+            # Longer than any prompt may be, so no template is run on it; the user is told in
+            # tokens, like any prompt that does not fit, and the count is of the contents alone.
+            n_tokens = sum(len(self.tokenizer.encode(str(m.get("content") or ""), allow_special=False))
+                           for m in messages)
+            raise ContextOverflowError(n_tokens, self.n_ctx, f"the messages are {n_tokens} tokens"
+                                       f" ({error.n_chars} characters) but the context holds {self.n_ctx}") from None
         return ids, rendered.notice
 
     def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:

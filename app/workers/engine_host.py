@@ -46,14 +46,29 @@ def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
     alone do not fit, Engine.stream_tokens raises ContextOverflowError with the counts.
     """
     from app.chat.trim import fit_prompt
+    from tmac_core.errors import ContextOverflowError
 
     reserve = max(1, min(max_tokens, engine.n_ctx // 4))   # room for the answer
 
     def estimate(message: ChatLine) -> int:   # content plus the template's role markers; renders check it
         return len(engine.tokenizer.encode(message.content, allow_special=False)) + 8
 
-    return fit_prompt(list(messages), lambda kept: engine.render(_as_dicts(kept)), lambda prompt: len(prompt[0]),
-                      engine.n_ctx - reserve, estimate)
+    def render(kept: list[ChatLine]) -> tuple[list[int], str | None] | ContextOverflowError:
+        # A history far too long to render at all (Engine.render says so with its token count)
+        # is simply one that does not fit: trimming goes on, and the error is raised only if
+        # even the newest turn is too long.
+        try:
+            return engine.render(_as_dicts(kept))
+        except ContextOverflowError as error:
+            return error
+
+    def size(prompt: tuple[list[int], str | None] | ContextOverflowError) -> int:
+        return prompt.n_prompt_tokens if isinstance(prompt, ContextOverflowError) else len(prompt[0])
+
+    fitted = fit_prompt(list(messages), render, size, engine.n_ctx - reserve, estimate)
+    if isinstance(fitted.prompt, ContextOverflowError):
+        raise fitted.prompt
+    return fitted
 
 
 def _as_dicts(messages) -> list[dict[str, str]]:

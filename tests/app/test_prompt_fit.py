@@ -138,3 +138,23 @@ def test_a_trimmed_turn_renders_a_few_times_and_generates_from_the_fitting_ids(e
     assert engine.count_tokens(kept) == trimmed.prompt_tokens
     one_more = [messages[0]] + messages[1 + trimmed.dropped_messages - 2:]
     assert engine.count_tokens(one_more) > 256 - 4, "trimming dropped more turns than it had to"
+
+
+def test_messages_longer_than_any_prompt_fail_as_a_context_overflow_with_counts(engine):
+    """A pasted megabyte is a prompt that does not fit, told in tokens: not a chat template
+    'refused by the sandbox', and not a fallback template's failure."""
+    huge = "All work and no play makes Jack a dull boy. " * 30_000       # 1.3 M characters
+    _renders, replies = _generate(engine, [{"role": "user", "content": huge}])
+    (failed,) = replies
+    assert isinstance(failed, Failed) and failed.kind == "context_overflow"
+    assert "tokens" in failed.message and "holds 256" in failed.message
+    assert "sandbox" not in failed.message and "template" not in failed.message
+
+
+def test_an_old_huge_message_is_trimmed_away_like_any_other(engine):
+    messages = [{"role": "user", "content": "x " * 700_000}, {"role": "assistant", "content": "Too long."},
+                {"role": "user", "content": "What is 2 + 2?"}]
+    _renders, replies = _generate(engine, messages)
+    trimmed, *chunks = replies
+    assert isinstance(trimmed, Trimmed) and trimmed.dropped_messages == 2
+    assert not any(isinstance(r, Failed) for r in chunks) and chunks[-1].chunk.finish_reason is not None
