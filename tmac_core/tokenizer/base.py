@@ -41,7 +41,7 @@ def _meta(md: Mapping[str, Any], key: str, default: Any = None) -> Any:
 class Tokenizer(ABC):
     """Text <-> token ids for one model vocabulary.
 
-    Build one with `Tokenizer.from_gguf_metadata(md)`. Subclasses implement
+    Build one with `tokenizer_from_gguf(md)` (tokenizer/load.py). Subclasses implement
     `_encode_fragments` (plain text only, never special tokens).
     """
 
@@ -109,27 +109,14 @@ class Tokenizer(ABC):
     # -- construction ---------------------------------------------------------------
 
     @staticmethod
-    def from_gguf_metadata(md: Mapping[str, Any]) -> "Tokenizer":
-        """Build the tokenizer a GGUF file describes.
+    def from_gguf_metadata(md: Mapping[str, Any]) -> Tokenizer:
+        """Old spelling of `tmac_core.tokenizer.tokenizer_from_gguf`, kept only while
+        `tmac_core/engine.py` still calls it. Its import is the one import cycle left
+        (base -> load -> spm/bpe -> base), allowed by name in tests/test_import_cycles.py:
+        delete this method and that allowance together."""
+        from tmac_core.tokenizer.load import tokenizer_from_gguf
 
-        Args:
-            md: GGUF key/value metadata as plain Python values (str, int, float, bool,
-                lists of those). Only `tokenizer.*` keys are read.
-
-        Raises:
-            TokenizerError: unknown `tokenizer.ggml.model`, or a vocabulary that cannot
-                be turned into a working tokenizer.
-        """
-        model = md.get("tokenizer.ggml.model")
-        # Imported here: spm/bpe import this module for the base class.
-        if model == "llama":
-            from tmac_core.tokenizer.spm import SpmTokenizer
-            return SpmTokenizer(md)
-        if model == "gpt2":
-            from tmac_core.tokenizer.bpe import BpeTokenizer
-            return BpeTokenizer(md)
-        raise TokenizerError(f"unsupported tokenizer.ggml.model {model!r} "
-                             "(supported: 'llama' SentencePiece, 'gpt2' byte-level BPE)")
+        return tokenizer_from_gguf(md)
 
     def _default_add_bos(self) -> bool:
         return False
