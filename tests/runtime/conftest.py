@@ -14,8 +14,8 @@ import struct
 import numpy as np
 import pytest
 
+from tests.runtime.gguf_writer import GGUFWriter
 from tmac_core.loading.gguf import GGMLType, ValueType
-from tmac_core.loading.gguf_write import GGUFWriter
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -26,11 +26,6 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def padded_k(k: int, group_size: int) -> int:
-    """k_pad for a matrix with k columns: k itself for grouped scales, a multiple of 64 per row."""
-    return k if group_size in GROUP_SIZES and k % group_size == 0 else _round_up(k, 64)
-
-
 def pack_arrays(codes, scales, zeros=None, *, bits: int, group_size: int):
     """Packs codes into the kernel layout.
 
