@@ -18,7 +18,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 NO_SENSOR_REASON = "no power sensor on this machine"
 
@@ -91,11 +92,14 @@ class PowerReading:
 
 
 class PowerSensor(Protocol):
+    """What PowerMeter needs of a sensor; the classes below match it by shape (no base class)."""
+
     name: str
     label: str                                # shown next to the number: what is being measured
 
     def unavailable_reason(self) -> str | None: ...   # None when usable
     def read(self) -> PowerReading: ...
+    def joules_between(self, start: PowerReading, end: PowerReading) -> float | None: ...
 
 
 def _read_text(path: Path) -> str:
@@ -213,8 +217,11 @@ class UnsupportedPlatformSensor:
     def read(self) -> PowerReading:
         raise RuntimeError(self.unavailable_reason())
 
+    def joules_between(self, start: PowerReading, end: PowerReading) -> float | None:
+        raise RuntimeError(self.unavailable_reason())
 
-def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platform) -> list:
+
+def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platform) -> list[PowerSensor]:
     if platform.startswith("linux"):
         return [RaplSensor(sysfs_root), BatterySensor(sysfs_root)]
     return [UnsupportedPlatformSensor("macOS" if platform == "darwin" else platform)]
@@ -223,11 +230,11 @@ def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platfor
 class PowerMeter:
     """Uses the first sensor that works; otherwise `sensor` is None and `unavailable_reason` says why."""
 
-    def __init__(self, sensors: Sequence | None = None, *, sysfs_root: str | Path = "/sys",
+    def __init__(self, sensors: Sequence[PowerSensor] | None = None, *, sysfs_root: str | Path = "/sys",
                  platform: str = sys.platform) -> None:
         candidates = list(sensors) if sensors is not None else default_sensors(sysfs_root, platform)
-        self.sensor = None
-        reasons = []
+        self.sensor: PowerSensor | None = None
+        reasons: list[str] = []
         for sensor in candidates:
             reason = sensor.unavailable_reason()
             if reason is None:
@@ -251,7 +258,7 @@ class PowerMeter:
 
     def watts_between(self, start: PowerReading | None, end: PowerReading | None) -> float | None:
         joules = self.joules_between(start, end)
-        if joules is None or end.t <= start.t:
+        if joules is None or start is None or end is None or end.t <= start.t:
             return None
         return joules / (end.t - start.t)
 
