@@ -9,6 +9,7 @@ edge, with the reason, and the allowance fails once the edge is gone so it canno
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,9 +89,15 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+@functools.cache
+def _parsed_graph() -> dict[str, frozenset[str]]:
     modules = project_modules()
-    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+    return {name: frozenset(imports_of(name, path, modules)) for name, path in modules.items()}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a fresh copy: callers may edit it)."""
+    return {name: set(imported) for name, imported in _parsed_graph().items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """Export one conversation to Markdown (for reading) or JSON (for machines, with per-message stats).
 
-Works on the plain `Conversation` / `Message` records of app.chat.store, so it
+Works on the plain `Conversation` / `Message` records of app.chat.records, so it
 needs no database handle. Pure Python: must not import PySide6 or tmac_core.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from app.chat.store import Conversation, Message
+from app.chat.records import Conversation, Message
 
 EXPORT_FORMAT_VERSION = 1
 _ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}
@@ -27,7 +28,7 @@ _STATS_FORMATS = (("tokens", "{} tokens"), ("tokens_per_s", "{:.1f} tok/s"), ("t
                   ("bits", "{}-bit"), ("kernel_tier", "{}"))
 
 
-def stats_line(stats: dict) -> str:
+def stats_line(stats: dict[str, Any]) -> str:
     """One short line such as `42 tokens · 17.3 tok/s · TTFT 0.21 s · 4 threads · 2-bit · avx2`."""
     parts = [fmt.format(stats[key]) for key, fmt in _STATS_FORMATS if key in stats]
     return " · ".join("1 thread" if part == "1 threads" else part for part in parts)

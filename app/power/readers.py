@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Protocol
 
 NO_SENSOR_REASON = "no power sensor on this machine"
@@ -73,12 +73,13 @@ class CpuTimeReader:
     @staticmethod
     def system_utilisation_between(start: CpuSample, end: CpuSample) -> float | None:
         """Fraction (0..1) of all cores busy between two samples, or None if unknown."""
-        if None in (start.system_busy, start.system_total, end.system_busy, end.system_total):
+        busy0, total0, busy1, total1 = start.system_busy, start.system_total, end.system_busy, end.system_total
+        if busy0 is None or total0 is None or busy1 is None or total1 is None:
             return None
-        total = end.system_total - start.system_total
+        total = total1 - total0
         if total <= 0:
             return None
-        return max(0.0, min(1.0, (end.system_busy - start.system_busy) / total))
+        return max(0.0, min(1.0, (busy1 - busy0) / total))
 
 
 # ---- power sensors -------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Tokenizer(ABC):
     """
 
     model: str = ""  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    _bytes: list[bytes]  # the bytes of each token id; a subclass fills it when it reads the vocabulary
 
     def __init__(self, md: Mapping[str, Any]):
         tokens = md.get("tokenizer.ggml.tokens")
@@ -198,10 +199,12 @@ class Tokenizer(ABC):
         return out
 
     def _finish(self, ids: list[int], add_special: bool, eos: bool = True) -> list[int]:
-        if add_special and self.add_bos and (not ids or ids[0] != self.bos_id):
-            ids.insert(0, self.bos_id)
-        if add_special and eos and self.add_eos:
-            ids.append(self.eos_id)
+        # add_bos / add_eos are only ever True with their token id set (see __init__)
+        bos_id, eos_id = self.bos_id, self.eos_id
+        if add_special and self.add_bos and bos_id is not None and (not ids or ids[0] != bos_id):
+            ids.insert(0, bos_id)
+        if add_special and eos and self.add_eos and eos_id is not None:
+            ids.append(eos_id)
         return ids
 
     @abstractmethod

@@ -66,7 +66,7 @@ def unmark(text: str) -> str:
     return _UNMARK_RE.sub(lambda m: MARK if len(m.group()) == 2 else "", text)
 
 
-def mark_untrusted(text: str, special_re: re.Pattern | None) -> str:
+def mark_untrusted(text: str, special_re: re.Pattern[str] | None) -> str:
     text = text.replace(MARK, MARK + MARK)
     if special_re is None:
         return text
@@ -125,7 +125,7 @@ def _concat(parts: Sequence[Any]) -> str:
 class _GuardedCodeGenerator(CodeGenerator):
     # `a ~ b` compiles to str_join(...), which the sandbox does not intercept; route it
     # through a size check so doubling a string in a recursive macro cannot exhaust RAM.
-    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
+    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:  # noqa: N802  (Jinja's visitor name)
         self.write("environment.tmac_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
@@ -177,7 +177,7 @@ class _Environment(ImmutableSandboxedEnvironment):
             raise SecurityError("format width is too large")
         return super().wrap_str_format(value)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805  (Jinja's signature)
         _guard_call(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -288,7 +288,7 @@ def _to_plain(value: Any) -> Any:
     raise ChatTemplateError(f"cannot pass a {type(value).__name__} to a chat template")
 
 
-def _mark_all(value: Any, special_re: re.Pattern | None) -> Any:
+def _mark_all(value: Any, special_re: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
         return mark_untrusted(value, special_re)
     if isinstance(value, dict):
@@ -298,7 +298,7 @@ def _mark_all(value: Any, special_re: re.Pattern | None) -> Any:
     return value
 
 
-def _special_re(special_tokens: Collection[str]) -> re.Pattern | None:
+def _special_re(special_tokens: Collection[str]) -> re.Pattern[str] | None:
     # One-character specials cannot be broken by a mark; they are left out here and
     # the tokenizer does not treat them as special either.
     alts = sorted((s for s in special_tokens if len(s) >= 2 and MARK not in s),
@@ -351,7 +351,7 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
         raise ChatTemplateError("chat template recursed too deeply") from None
     except MemoryError:
         raise ChatTemplateError("chat template ran out of memory") from None
-    except Exception as e:  # TemplateSyntaxError, UndefinedError, TypeError, OverflowError...
+    except Exception as e:  # noqa: BLE001  TemplateSyntaxError, UndefinedError, TypeError, OverflowError...
         raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from None
     guarded = frozenset(s for s in special_tokens if len(s) >= 2 and MARK not in s)
     return RenderedChat(text=unmark(marked), marked=marked, guarded=guarded, template="gguf")
@@ -423,8 +423,8 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
     Raises:
         ChatTemplateError: only if the messages themselves cannot be rendered at all.
     """
-    kwargs = dict(bos_token=bos_token, eos_token=eos_token,
-                  add_generation_prompt=add_generation_prompt, special_tokens=special_tokens)
+    kwargs: dict[str, Any] = dict(bos_token=bos_token, eos_token=eos_token,
+                                  add_generation_prompt=add_generation_prompt, special_tokens=special_tokens)
     name = pick_fallback(special_tokens, bos_token)
     label = _FALLBACK_LABELS[name]
     if template:
