@@ -20,6 +20,8 @@ pytest.importorskip("pytestqt")
 from app.workers.engine_client import EngineClient, describe_exit  # noqa: E402
 from tmac_core import SamplingParams  # noqa: E402
 
+pytestmark = pytest.mark.engine
+
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, seed=0)
 
 

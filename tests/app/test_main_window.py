@@ -30,6 +30,8 @@ from app.paths import app_paths  # noqa: E402
 from app.settings import AppSettings, load_settings  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
 
+pytestmark = pytest.mark.engine
+
 
 class Harness:
     """A MainWindow plus what it emitted, with the steps the tests repeat."""

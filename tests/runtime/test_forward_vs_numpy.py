@@ -13,6 +13,8 @@ from tmac_core.loading.repack import bits_per_weight, quantize, repack
 from tmac_core.models import llama
 from tmac_core.tokenizer import tokenizer_from_gguf
 
+pytestmark = pytest.mark.engine
+
 TEXT = ("The city of Paris is the capital of France. It is known for the Eiffel Tower, the Louvre museum, "
         "and its cafes along the river Seine. Every year millions of visitors come to see its art, eat its "
         "food, and walk through its old streets and parks in the spring sunshine.")
