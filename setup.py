@@ -1,16 +1,14 @@
-"""Builds the one native extension, tmac_core.kernels._kernels.
+"""Builds the two native extensions, tmac_core.kernels._kernels and tmac_core.models._llama.
 
-This is the one place compiler flags live. Baseline files (generic tier,
-detection, dispatch, thread pool, Cython glue) get no -m ISA flags and never
--march=native, so the binary runs on any x86-64 / ARMv8; each SIMD tier is its
-own set of translation units with its own flags and is only called after
-run-time detection. -ffp-contract=off everywhere: the tiers must round
-exactly like the generic spec, so no compiler may fuse a multiply-add we did
-not write.
+The C sources and compiler flags come from tmac_core/kernels/sources.py, the one list the
+cross-tier tests compile from too (its docstring says why each flag is there). This file only
+decides which of those units this target gets, compiles them and links them into _kernels.
 """
+import importlib.util
 import platform
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -18,25 +16,21 @@ from setuptools.command.build_ext import build_ext
 from setuptools.modified import newer_group
 
 K = "tmac_core/kernels/"
-X86 = {"x86_64", "amd64", "x64"}
-ARM = {"arm64", "aarch64"}
 
-BASELINE_SOURCES = [K + "generic/lut_build.c", K + "generic/lut_gemv.c", K + "generic/attention.c",
-                    K + "generic/activation.c", K + "cpu_features.c", K + "dispatch.c", K + "attention.c",
-                    K + "thread_pool.c"]
-# (sources, gcc/clang flags, msvc flags, architectures)
-TIER_UNITS = [
-    ([K + "x86/avx2/lut_build.c", K + "x86/avx2/lut_gemv.c", K + "x86/avx2/attention.c",
-      K + "x86/avx2/activation.c"],
-     ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"], X86),
-    ([K + "x86/avx512/lut_gemv.c"],
-     ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
-     ["/arch:AVX512"], X86),
-    ([K + "arm/neon/lut_build.c", K + "arm/neon/lut_gemv.c", K + "arm/neon/attention.c",
-      K + "arm/neon/activation.c"], [], [], ARM),
-]
-GCC_COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
-MSVC_COMMON = ["/O2", "/fp:precise"]
+
+def _load_by_path(path: str) -> ModuleType:
+    # by path, not `import tmac_core...`: the package is not importable before it is built
+    spec = importlib.util.spec_from_file_location("_tmac_kernel_sources", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SOURCES = _load_by_path(K + "sources.py")
+BASELINE_SOURCES = [K + s for s in SOURCES.BASELINE_SOURCES]
+GCC_COMMON = list(SOURCES.GCC_COMMON)
+MSVC_COMMON = list(SOURCES.MSVC_COMMON)
 
 
 def target_arch(plat_name: str) -> str:
@@ -48,7 +42,7 @@ def target_arch(plat_name: str) -> str:
 
 
 class BuildExt(build_ext):
-    def build_extension(self, ext):
+    def build_extension(self, ext: Extension) -> None:
         if ext.name != "tmac_core.kernels._kernels":
             if self.compiler.compiler_type != "msvc":
                 ext.extra_compile_args = GCC_COMMON
@@ -61,11 +55,11 @@ class BuildExt(build_ext):
         arch = target_arch(self.plat_name or sysconfig.get_platform())
         objects = self.compiler.compile(BASELINE_SOURCES, output_dir=self.build_temp,
                                         include_dirs=ext.include_dirs, extra_postargs=common)
-        for sources, gcc_flags, msvc_flags, archs in TIER_UNITS:
-            if arch in archs:
-                objects += self.compiler.compile(sources, output_dir=self.build_temp,
-                                                 include_dirs=ext.include_dirs,
-                                                 extra_postargs=common + (msvc_flags if msvc else gcc_flags))
+        for unit in SOURCES.TIER_UNITS:
+            if arch in unit.archs:
+                flags = list(unit.msvc_flags if msvc else unit.gcc_flags)
+                objects += self.compiler.compile([K + s for s in unit.sources], output_dir=self.build_temp,
+                                                 include_dirs=ext.include_dirs, extra_postargs=common + flags)
         ext.extra_objects = list(ext.extra_objects or []) + objects
         if not msvc:
             ext.extra_compile_args = GCC_COMMON
@@ -73,17 +67,18 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-# Every C file and header: setuptools relinks an extension only when one of its
-# sources or depends is newer than the built module, and the kernels' C files
-# reach the link as extra objects, which it does not look at.
+# Every C file and header, and the flag list: setuptools relinks an extension only when one
+# of its sources or depends is newer than the built module, and the kernels' C files reach
+# the link as extra objects, which it does not look at.
 KERNEL_DEPENDS = sorted(str(p) for p in Path(K).rglob("*") if p.suffix in (".c", ".h") and p.name != "_kernels.c")
+KERNEL_DEPENDS.append(K + "sources.py")
 
 extensions = [
-    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + "include"],
+    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + SOURCES.INCLUDE_DIR],
               depends=KERNEL_DEPENDS),
     # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
     Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"],
-              include_dirs=[K + "include"], depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS),
+              include_dirs=[K + SOURCES.INCLUDE_DIR], depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS),
 ]
 
 setup(

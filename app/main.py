@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-APP_DISPLAY_NAME = "T-MAC Chat"
+from app.application import APP_DISPLAY_NAME, make_application, missing_display
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,16 +19,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="open the window, load the built-in model, answer one message, print a JSON report")
     parser.add_argument("--timeout", type=float, default=180.0, help="self-test time limit in seconds")
     return parser.parse_args(argv)
-
-
-def make_application():
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("TMACChat")
-    app.setApplicationDisplayName(APP_DISPLAY_NAME)
-    app.setOrganizationName("TMAC")
-    return app
 
 
 def open_store(paths):
@@ -51,12 +41,6 @@ def open_store(paths):
     except ChatStoreError as error:
         QMessageBox.critical(None, APP_DISPLAY_NAME, str(error))
     return None
-
-
-def missing_display() -> bool:
-    """Linux/BSD without X11 or Wayland: Qt would abort with a cryptic xcb error."""
-    return (sys.platform.startswith(("linux", "freebsd")) and not os.environ.get("QT_QPA_PLATFORM")
-            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ class AppPaths:
         override = os.environ.get("TMAC_CACHE_DIR")
         return Path(override).expanduser() if override else self.cache_dir / "repacked"
 
-    def ensure(self) -> "AppPaths":
+    def ensure(self) -> AppPaths:
         """Create every folder (idempotent) and return self."""
         for folder in (self.data_dir, self.cache_dir, self.config_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)

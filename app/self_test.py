@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 
+from app.application import make_application, missing_display
 from app.paths import HOME_ENV_VAR, app_paths
 
 PROMPT = "Say hello in one short sentence."
 MAX_TOKENS = 32
-
-
-def _needs_offscreen() -> bool:
-    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 class SelfTest:
@@ -90,7 +86,7 @@ class SelfTest:
 
 
 def run_self_test(timeout_s: float) -> int:
-    if _needs_offscreen():
+    if missing_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("TMAC_CACHE_DIR", str(app_paths().engine_cache_dir))   # the user's, before the swap
     with tempfile.TemporaryDirectory(prefix="tmac-self-test-") as home:
@@ -104,7 +100,6 @@ def run_self_test(timeout_s: float) -> int:
 
 def _run_in(paths, timeout_s: float) -> int:
     from app.chat.store import ChatStore
-    from app.main import make_application
     from app.settings import AppSettings
     from app.settings_store import SettingsStore
     from app.ui.main_window import MainWindow

@@ -35,7 +35,7 @@ from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import get_architecture
 from tmac_core.sampling import Sampler, SamplingParams
-from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer
+from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
 from tmac_core.tokenizer.chat_template import PromptTooLongError
 from tmac_core.types import Chunk, EngineInfo
 
@@ -121,7 +121,7 @@ class Engine:
         gguf = GGUFFile.open(path)
         cfg = ModelConfig.from_gguf(gguf)
         arch = get_architecture(cfg.arch)
-        tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
+        tokenizer = tokenizer_from_gguf(gguf.metadata)
         if n_ctx is None:
             n_ctx = min(cfg.seq_len, DEFAULT_MAX_CTX)
         if not 16 <= n_ctx <= max(cfg.seq_len, 16) * 4:

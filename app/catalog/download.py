@@ -21,25 +21,46 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.errors import (
-    EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from app.catalog.errors import (
-    ChecksumMismatchError, DiskFullError, DownloadCancelledError, DownloadError, DownloadInProgressError,
-    DownloadInterruptedError, GatedModelError, HubOfflineError, HubProtocolError, ModelNotFoundError,
+    ChecksumMismatchError,
+    DiskFullError,
+    DownloadCancelledError,
+    DownloadError,
+    DownloadInProgressError,
+    DownloadInterruptedError,
+    GatedModelError,
+    HubOfflineError,
+    HubProtocolError,
+    ModelNotFoundError,
 )
 from app.catalog.installed import (
-    DISK_MARGIN_BYTES, MANIFEST_SUFFIX, PARTIAL_DIR_NAME, InstalledModel, _model_from_manifest, free_disk_bytes,
-    installed_file_path, manifest_path_for, sha256_of_file, write_manifest,
+    DISK_MARGIN_BYTES,
+    MANIFEST_SUFFIX,
+    PARTIAL_DIR_NAME,
+    InstalledModel,
+    _model_from_manifest,
+    free_disk_bytes,
+    installed_file_path,
+    manifest_path_for,
+    sha256_of_file,
+    write_manifest,
 )
 from app.paths import fsync_directory
 
@@ -159,7 +180,7 @@ def list_partial_downloads(models_dir: Path) -> list[PartialDownload]:
     A sidecar that is unreadable or names an unsafe file is skipped (never trusted as a path).
     """
     folder = Path(models_dir) / PARTIAL_DIR_NAME
-    found = []
+    found: list[PartialDownload] = []
     if not folder.is_dir():
         return found
     for sidecar in sorted(folder.glob("*.json")):
@@ -276,11 +297,12 @@ def _write_hub_manifest(models_dir: Path, final_path: Path, info: RemoteFileInfo
     return model
 
 
-def _write_chunk(handle, chunk: bytes) -> None:
+def _write_chunk(handle: BinaryIO, chunk: bytes) -> None:
     handle.write(chunk)  # a separate function so tests can simulate ENOSPC mid-write
 
 
-def _fetch_into(part: Path, info: RemoteFileInfo, token, endpoint: str, progress, cancel, retries: int,
+def _fetch_into(part: Path, info: RemoteFileInfo, token: str | bool | None, endpoint: str,
+                progress: Callable[[DownloadProgress], None] | None, cancel: threading.Event | None, retries: int,
                 timeout: float) -> str:
     """Fill `part` up to info.size with HTTP Range requests; return the sha256 of the whole file."""
     digest = hashlib.sha256()
@@ -315,7 +337,8 @@ def _fetch_into(part: Path, info: RemoteFileInfo, token, endpoint: str, progress
                     digest, offset = hashlib.sha256(), 0
                 with open(part, "ab" if offset else "wb") as handle:
                     try:
-                        for chunk in response.iter_bytes():  # as received: a 1 MiB buffer would lose its bytes on a drop
+                        # as received: a 1 MiB buffer would lose its bytes on a drop
+                        for chunk in response.iter_bytes():
                             if cancel is not None and cancel.is_set():
                                 raise DownloadCancelledError(offset, info.size)
                             if offset + len(chunk) > info.size:

@@ -1,6 +1,6 @@
 """Export one conversation to Markdown (for reading) or JSON (for machines, with per-message stats).
 
-Works on the plain `Conversation` / `Message` records of app.chat.store, so it
+Works on the plain `Conversation` / `Message` records of app.chat.records, so it
 needs no database handle. Pure Python: must not import PySide6 or tmac_core.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from app.chat.store import AnswerStats, Conversation, Message
+from app.chat.records import AnswerStats, Conversation, Message
 
 EXPORT_FORMAT_VERSION = 1
 _ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}

@@ -20,9 +20,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from app.paths import atomic_write_bytes
 
@@ -90,10 +91,13 @@ def best_tradeoff(points: Iterable[SweepPoint], speed_fraction: float = SPEED_FR
         raise ValueError("best_tradeoff compares runs of one bit width at a time")
     fastest = max(usable, key=lambda p: (p.decode_tok_s, -p.threads))
     candidates = [p for p in usable if p.decode_tok_s >= speed_fraction * fastest.decode_tok_s]
-    if all(p.joules_per_token is not None for p in candidates):
-        metric, cost = "joules_per_token", (lambda p: p.joules_per_token)
-    else:
-        metric, cost = "cpu_s_per_token", (lambda p: p.cpu_s_per_token)
+    use_joules = all(p.joules_per_token is not None for p in candidates)
+    metric = "joules_per_token" if use_joules else "cpu_s_per_token"
+
+    def cost(p: SweepPoint) -> float:
+        joules = p.joules_per_token
+        return joules if use_joules and joules is not None else p.cpu_s_per_token
+
     best = min(candidates, key=lambda p: (cost(p), p.threads))
     unit = "joules" if metric == "joules_per_token" else "CPU-seconds"
     rule = (f"fewest {unit} per token among thread counts within {speed_fraction:.0%} "
@@ -154,7 +158,7 @@ def points_from_record(record: dict[str, Any]) -> list[SweepPoint]:
 def load_records(folder: Path, model_key: str | None = None) -> list[dict[str, Any]]:
     """Every readable record (optionally of one model), newest first. Unreadable files are skipped."""
     folder = Path(folder)
-    found = []
+    found: list[dict[str, Any]] = []
     if not folder.is_dir():
         return found
     for path in folder.glob("*.json"):

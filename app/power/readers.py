@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 NO_SENSOR_REASON = "no power sensor on this machine"
 
@@ -72,12 +73,13 @@ class CpuTimeReader:
     @staticmethod
     def system_utilisation_between(start: CpuSample, end: CpuSample) -> float | None:
         """Fraction (0..1) of all cores busy between two samples, or None if unknown."""
-        if None in (start.system_busy, start.system_total, end.system_busy, end.system_total):
+        busy0, total0, busy1, total1 = start.system_busy, start.system_total, end.system_busy, end.system_total
+        if busy0 is None or total0 is None or busy1 is None or total1 is None:
             return None
-        total = end.system_total - start.system_total
+        total = total1 - total0
         if total <= 0:
             return None
-        return max(0.0, min(1.0, (end.system_busy - start.system_busy) / total))
+        return max(0.0, min(1.0, (busy1 - busy0) / total))
 
 
 # ---- power sensors -------------------------------------------------------------------------------
@@ -91,11 +93,14 @@ class PowerReading:
 
 
 class PowerSensor(Protocol):
+    """What PowerMeter needs of a sensor; the classes below match it by shape (no base class)."""
+
     name: str
     label: str                                # shown next to the number: what is being measured
 
     def unavailable_reason(self) -> str | None: ...   # None when usable
     def read(self) -> PowerReading: ...
+    def joules_between(self, start: PowerReading, end: PowerReading) -> float | None: ...
 
 
 def _read_text(path: Path) -> str:
@@ -213,8 +218,11 @@ class UnsupportedPlatformSensor:
     def read(self) -> PowerReading:
         raise RuntimeError(self.unavailable_reason())
 
+    def joules_between(self, start: PowerReading, end: PowerReading) -> float | None:
+        raise RuntimeError(self.unavailable_reason())
 
-def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platform) -> list:
+
+def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platform) -> list[PowerSensor]:
     if platform.startswith("linux"):
         return [RaplSensor(sysfs_root), BatterySensor(sysfs_root)]
     return [UnsupportedPlatformSensor("macOS" if platform == "darwin" else platform)]
@@ -223,11 +231,11 @@ def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platfor
 class PowerMeter:
     """Uses the first sensor that works; otherwise `sensor` is None and `unavailable_reason` says why."""
 
-    def __init__(self, sensors: Sequence | None = None, *, sysfs_root: str | Path = "/sys",
+    def __init__(self, sensors: Sequence[PowerSensor] | None = None, *, sysfs_root: str | Path = "/sys",
                  platform: str = sys.platform) -> None:
         candidates = list(sensors) if sensors is not None else default_sensors(sysfs_root, platform)
-        self.sensor = None
-        reasons = []
+        self.sensor: PowerSensor | None = None
+        reasons: list[str] = []
         for sensor in candidates:
             reason = sensor.unavailable_reason()
             if reason is None:
@@ -251,7 +259,7 @@ class PowerMeter:
 
     def watts_between(self, start: PowerReading | None, end: PowerReading | None) -> float | None:
         joules = self.joules_between(start, end)
-        if joules is None or end.t <= start.t:
+        if joules is None or start is None or end is None or end.t <= start.t:
             return None
         return joules / (end.t - start.t)
 

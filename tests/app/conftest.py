@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # so `app` and `tests.fakehub` import from any working directory
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.fakehub.server import FakeHub  # noqa: E402
+from tests.fakehub.server import FakeHub
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -75,7 +71,7 @@ def models_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch):
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """A running fake Hub; HF_ENDPOINT points at it. Stopped at the end of the test, whatever happens."""
     hub = FakeHub().start()
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
@@ -86,7 +82,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def fake_hub_with_cdn(monkeypatch: pytest.MonkeyPatch):
+def fake_hub_with_cdn(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     hub = FakeHub(cdn_redirect=True).start()
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     try:

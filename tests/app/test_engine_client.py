@@ -22,6 +22,8 @@ from app.workers.protocol import NOT_READY, EngineState  # noqa: E402
 from tmac_core import SamplingParams  # noqa: E402
 from tmac_core.errors import ContextOverflowError, ModelLoadError  # noqa: E402
 
+pytestmark = pytest.mark.engine
+
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, seed=0)
 
 

@@ -32,6 +32,8 @@ from app.settings_store import SettingsStore  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
 from app.workers.protocol import EngineState  # noqa: E402
 
+pytestmark = pytest.mark.engine
+
 
 class Harness:
     """A MainWindow plus what it emitted, with the steps the tests repeat."""

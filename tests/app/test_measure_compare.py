@@ -22,6 +22,8 @@ from app.ui.compare import CompareDialog
 from app.ui.measure import MeasureDialog
 from app.workers.tasks import run_in_background
 
+pytestmark = pytest.mark.engine
+
 ENGINE_TIMEOUT_MS = 240_000   # the first 2-bit load repacks the model (~20 s on a small VM)
 
 

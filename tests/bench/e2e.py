@@ -206,9 +206,9 @@ def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
     from tests.bench.ppl_reference import float_perplexity
     from tmac_core import perplexity as ppl
     from tmac_core.loading.gguf import GGUFFile
-    from tmac_core.tokenizer import Tokenizer
+    from tmac_core.tokenizer import tokenizer_from_gguf
     with GGUFFile.open(files["smol_q4_1"]) as g:
-        tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+        tokenizer = tokenizer_from_gguf(g.metadata)
     tokens = ppl.tokenize(tokenizer, TEXT.read_text(encoding="utf-8"))
     bos = tokenizer.bos_id if tokenizer.add_bos else None
     limit = [] if chunks is None else ["--chunks", chunks]

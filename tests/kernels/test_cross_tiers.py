@@ -17,15 +17,14 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.kernels.cases import BITS, SHAPES, make_activations, make_case
+from tmac_core.kernels import sources
 
 KDIR = Path(K.__file__).resolve().parent
 DRIVER = Path(__file__).resolve().parent / "c" / "kernel_driver.c"
-BASE_SOURCES = ["generic/lut_build.c", "generic/lut_gemv.c", "generic/attention.c", "generic/activation.c",
-                "cpu_features.c", "dispatch.c", "attention.c", "thread_pool.c"]
-NEON_SOURCES = ["arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c", "arm/neon/activation.c"]
 ATTN_DRIVER = Path(__file__).resolve().parent / "c" / "attention_driver.c"
 SWIGLU_DRIVER = Path(__file__).resolve().parent / "c" / "swiglu_driver.c"
-FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-I", str(KDIR / "include")]
+# the shipped build's flags and file lists (sources.py), so these runs test what setup.py builds
+FLAGS = [*sources.GCC_COMMON, "-I", str(KDIR / sources.INCLUDE_DIR)]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -65,8 +64,8 @@ def build_neon(tmp_path: Path, driver: Path) -> tuple[str, Path]:
     gcc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
     exe = tmp_path / f"{driver.stem}_neon"
-    sources = [str(KDIR / s) for s in BASE_SOURCES + NEON_SOURCES]
-    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *sources, str(driver), "-static", "-pthread", "-lm",
+    files = [str(KDIR / s) for s in sources.sources_for("aarch64")]
+    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *files, str(driver), "-static", "-pthread", "-lm",
                     "-o", str(exe)], check=True, capture_output=True)
     return qemu, exe
 
@@ -97,12 +96,11 @@ def test_avx512_tier(tmp_path, rng):
          "SIMDe (libsimde-dev) for AVX-512 emulation")
     need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
     exe = tmp_path / "driver_avx512"
-    sources = [str(KDIR / s) for s in BASE_SOURCES + ["x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c",
-                                                  "x86/avx2/attention.c", "x86/avx2/activation.c",
-                                                  "x86/avx512/lut_gemv.c"]]
-    # native AVX2/FMA/F16C under the emulation, so emulated fused multiply-adds stay fused
-    subprocess.run(["gcc", *FLAGS, "-mavx2", "-mfma", "-mf16c", "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
-                    *sources, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)
+    files = [str(KDIR / s) for s in sources.sources_for("x86_64")]
+    # every file with the AVX2 tier's flags: native AVX2/FMA/F16C under the emulation, so emulated
+    # fused multiply-adds stay fused
+    subprocess.run(["gcc", *FLAGS, *sources.TIER_UNIT["avx2"].gcc_flags, "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
+                    *files, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)
     cases = tmp_path / "cases.bin"
     n = write_cases(cases, rng)
     check_driver_output(subprocess.run([str(exe), str(cases)], capture_output=True, text=True, timeout=600), n)

@@ -14,8 +14,8 @@ import struct
 import numpy as np
 import pytest
 
+from tests.runtime.gguf_writer import GGUFWriter
 from tmac_core.loading.gguf import GGMLType, ValueType
-from tmac_core.loading.gguf_write import GGUFWriter
 from tmac_core.models import ARCHITECTURES
 from tmac_core.plan import gguf_shapes
 

@@ -18,6 +18,8 @@ import pytest
 
 from tmac_core import perplexity as ppl
 
+pytestmark = pytest.mark.engine
+
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = ROOT / "tests" / "data" / "alice_ch1-2.txt"
 TINY = ["--dim", "64", "--ffn", "128", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab", "320"]

@@ -12,6 +12,8 @@ from tmac_core import ContextOverflowError, Engine, ModelFormatError, ModelLoadE
 from tmac_core.engine import EngineBusyError
 from tmac_core.loading import cache
 
+pytestmark = pytest.mark.engine
+
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 

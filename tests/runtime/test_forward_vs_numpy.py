@@ -11,7 +11,9 @@ from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.repack import bits_per_weight, quantize, repack
 from tmac_core.models import loader
-from tmac_core.tokenizer import Tokenizer
+from tmac_core.tokenizer import tokenizer_from_gguf
+
+pytestmark = pytest.mark.engine
 
 TEXT = ("The city of Paris is the capital of France. It is known for the Eiffel Tower, the Louvre museum, "
         "and its cafes along the river Seine. Every year millions of visitors come to see its art, eat its "
@@ -22,7 +24,7 @@ TEXT = ("The city of Paris is the capital of France. It is known for the Eiffel 
 def model(smollm2):
     f = GGUFFile.open(smollm2)
     cfg = ModelConfig.from_gguf(f)
-    tokens = np.array(Tokenizer.from_gguf_metadata(f.metadata).encode(TEXT, allow_special=False)[:64], np.int32)
+    tokens = np.array(tokenizer_from_gguf(f.metadata).encode(TEXT, allow_special=False)[:64], np.int32)
     return f, cfg, tokens
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.runtime.gguf_writer import GGUFWriter
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
 from tmac_core.loading.gguf import GGUFFile, ValueType
-from tmac_core.loading.gguf_write import GGUFWriter
 
 U64_MAX = 2**64 - 1
 

@@ -9,9 +9,9 @@ import gguf as gguf_py
 import numpy as np
 import pytest
 
+from tests.runtime.gguf_writer import GGUFWriter
 from tmac_core.errors import ModelFormatError, ModelLoadError
 from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile, ValueType
-from tmac_core.loading.gguf_write import GGUFWriter
 
 
 def test_block_table_matches_ggml():

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.reference.bpe_slow import PRE, SlowBPE
 from tmac_core.errors import TokenizerError
-from tmac_core.tokenizer import Tokenizer
+from tmac_core.tokenizer import tokenizer_from_gguf
 from tmac_core.tokenizer.bpe import PRE_TOKENIZERS, bytes_to_unicode
 
 DATA = pathlib.Path(__file__).parent.parent / "data"
@@ -49,11 +49,11 @@ def md(smollm2_reference):
 
 @pytest.fixture(scope="module")
 def tok(md):
-    return Tokenizer.from_gguf_metadata(md)
+    return tokenizer_from_gguf(md)
 
 
 def _with_pre(md, pre):
-    return Tokenizer.from_gguf_metadata({**md, "tokenizer.ggml.pre": pre})
+    return tokenizer_from_gguf({**md, "tokenizer.ggml.pre": pre})
 
 
 def _slow(md, pre):
@@ -198,23 +198,23 @@ def _tiny_md(pre="gpt-2", **extra):
 
 @pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))
 def test_every_known_pre_tokenizer_builds(pre):
-    tok = Tokenizer.from_gguf_metadata(_tiny_md(pre))
+    tok = tokenizer_from_gguf(_tiny_md(pre))
     assert tok.warnings == []
     text = "I'm the 1st: über 12345 ok?!\n\n  x"
     assert tok.decode(tok.encode(text, allow_special=False)) == text
 
 
 def test_unknown_or_missing_pre_warns_not_raises():
-    tok = Tokenizer.from_gguf_metadata(_tiny_md("brand-new-model"))
+    tok = tokenizer_from_gguf(_tiny_md("brand-new-model"))
     assert any("brand-new-model" in w for w in tok.warnings)
     assert tok.encode(" the", allow_special=False) == [tok.tokens.index("Ġthe")]
     missing = _tiny_md()
     del missing["tokenizer.ggml.pre"]
-    assert any("missing" in w for w in Tokenizer.from_gguf_metadata(missing).warnings)
+    assert any("missing" in w for w in tokenizer_from_gguf(missing).warnings)
 
 
 def test_user_defined_tokens_need_trust():
-    tok = Tokenizer.from_gguf_metadata(_tiny_md())
+    tok = tokenizer_from_gguf(_tiny_md())
     tool = tok.tokens.index("<|tool|>")
     assert tool not in tok.encode("<|tool|>", allow_special=False)
     assert tok.encode("<|tool|>", allow_special=True) == [tool]
@@ -223,10 +223,10 @@ def test_user_defined_tokens_need_trust():
 
 
 def test_llama3_defaults_add_bos():
-    tok = Tokenizer.from_gguf_metadata(_tiny_md("llama-bpe"))
+    tok = tokenizer_from_gguf(_tiny_md("llama-bpe"))
     assert tok.add_bos and tok.encode("x", allow_special=False, add_special=True)[0] == 0
     no_bos = _tiny_md("llama-bpe", **{"tokenizer.ggml.add_bos_token": False})
-    tok = Tokenizer.from_gguf_metadata(no_bos)
+    tok = tokenizer_from_gguf(no_bos)
     assert not tok.add_bos
 
 
@@ -238,11 +238,11 @@ def test_llama3_defaults_add_bos():
 ])
 def test_bad_metadata_is_a_tokenizer_error(change, message):
     with pytest.raises(TokenizerError, match=message):
-        Tokenizer.from_gguf_metadata(_tiny_md(**change))
+        tokenizer_from_gguf(_tiny_md(**change))
 
 
 def test_out_of_range_ids():
-    tok = Tokenizer.from_gguf_metadata(_tiny_md(**{"tokenizer.ggml.eos_token_id": 10**6}))
+    tok = tokenizer_from_gguf(_tiny_md(**{"tokenizer.ggml.eos_token_id": 10**6}))
     assert tok.eos_id is None and any("eos_token_id" in w for w in tok.warnings)
     with pytest.raises(TokenizerError):
         tok.token_bytes(10**6)

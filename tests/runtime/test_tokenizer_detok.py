@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.runtime.test_tokenizer_bpe import gguf_tokenizer_metadata
 from tests.runtime.test_tokenizer_spm import to_gguf_metadata, train_model
-from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer
+from tmac_core.tokenizer import StreamingDetokenizer, tokenizer_from_gguf
 
 TEXTS = [
     "plain ascii", "emoji 😀👍🏽 family 👨‍👩‍👧 flag 🇯🇵", "中文字符与日本語のかな", "한국어 문장",
@@ -21,7 +21,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def bpe(smollm2_reference):
-    return Tokenizer.from_gguf_metadata(gguf_tokenizer_metadata(smollm2_reference))
+    return tokenizer_from_gguf(gguf_tokenizer_metadata(smollm2_reference))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def spm_model():
 
 @pytest.fixture(scope="module")
 def spm(spm_model):
-    return Tokenizer.from_gguf_metadata(to_gguf_metadata(spm_model))
+    return tokenizer_from_gguf(to_gguf_metadata(spm_model))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from tmac_core.errors import TokenizerError
-from tmac_core.tokenizer import Tokenizer
+from tmac_core.tokenizer import tokenizer_from_gguf
 
 CORPUS = """The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.
 Le cœur a ses raisons que la raison ne connaît point. Ça va très bien, merci !
@@ -72,7 +72,7 @@ def md(model):
 
 @pytest.fixture(scope="module")
 def tok(md):
-    return Tokenizer.from_gguf_metadata(md)
+    return tokenizer_from_gguf(md)
 
 
 STRINGS = [
@@ -132,7 +132,7 @@ def test_duplicate_and_empty_pieces_are_tolerated(md):
     tokens[400], tokens[401] = tokens[402], ""
     tokens[10] = tokens[11]  # a byte token: byte fallback goes off, with a warning
     bad["tokenizer.ggml.tokens"] = tokens
-    tok = Tokenizer.from_gguf_metadata(bad)
+    tok = tokenizer_from_gguf(bad)
     assert len([w for w in tok.warnings if "duplicate" in w]) == 3
     assert any("byte fallback is off" in w for w in tok.warnings)
     assert tok.decode(tok.encode("hello world", allow_special=False)) == "hello world"
@@ -143,7 +143,7 @@ def test_remove_extra_whitespaces_mode(model, md):
     proto.ParseFromString(model)
     proto.normalizer_spec.remove_extra_whitespaces = True
     sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
-    tok = Tokenizer.from_gguf_metadata({**md, "tokenizer.ggml.remove_extra_whitespaces": True})
+    tok = tokenizer_from_gguf({**md, "tokenizer.ggml.remove_extra_whitespaces": True})
     for text in ["  hello   world  ", "a\n\n b", "x"]:
         assert tok.encode(text, allow_special=False) == sp.encode(text)
 
@@ -153,9 +153,9 @@ def test_missing_unknown_token_is_an_error(md):
     bad["tokenizer.ggml.token_type"] = [1 if t == 2 else t for t in md["tokenizer.ggml.token_type"]]
     del bad["tokenizer.ggml.unknown_token_id"]
     with pytest.raises(TokenizerError, match="unknown"):
-        Tokenizer.from_gguf_metadata(bad)
+        tokenizer_from_gguf(bad)
 
 
 def test_score_count_mismatch(md):
     with pytest.raises(TokenizerError, match="scores"):
-        Tokenizer.from_gguf_metadata({**md, "tokenizer.ggml.scores": [0.0]})
+        tokenizer_from_gguf({**md, "tokenizer.ggml.scores": [0.0]})

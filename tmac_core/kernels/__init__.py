@@ -7,17 +7,31 @@ No Qt, no app imports. Scripts outside the project rely on these names.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from tmac_core import types
 from tmac_core.kernels import layout
 from tmac_core.kernels._kernels import (
-    ATTN_BLOCK, LAYOUT_VERSION, MAX_THREADS, ActivationTables, PackedWeight, active_isa, attention, available_isas,
-    build_tables, cpu_features, gemm_tables, get_num_threads, set_num_threads, swiglu, to_fp16,
+    ATTN_BLOCK,
+    LAYOUT_VERSION,
+    MAX_THREADS,
+    ActivationTables,
+    PackedWeight,
+    active_isa,
+    attention,
+    available_isas,
+    build_tables,
+    cpu_features,
+    gemm_tables,
+    get_num_threads,
+    set_num_threads,
+    swiglu,
+    to_fp16,
 )
 
 __all__ = [
-    "ATTN_BLOCK", "ActivationTables", "PackedWeight", "LAYOUT_VERSION", "MAX_THREADS", "active_isa", "attention", "available_isas",
-    "build_lut", "cpu_features", "dequantize", "gemm", "gemv", "get_num_threads", "pack",
+    "ATTN_BLOCK", "ActivationTables", "PackedWeight", "LAYOUT_VERSION", "MAX_THREADS", "active_isa", "attention",
+    "available_isas", "build_lut", "cpu_features", "dequantize", "gemm", "gemv", "get_num_threads", "pack",
     "set_num_threads", "swiglu", "to_fp16",
 ]
 
@@ -25,7 +39,8 @@ assert LAYOUT_VERSION == layout.LAYOUT_VERSION, "layout.py and layout.h disagree
 assert MAX_THREADS == types.MAX_THREADS, "tmac_core.types and kernels.h disagree on the thread limit"
 
 
-def pack(codes, scales, zeros=None, *, bits: int, group_size: int) -> PackedWeight:
+def pack(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int,
+         group_size: int) -> PackedWeight:
     """Packs b-bit codes into the kernel layout.
 
     Args:
@@ -42,26 +57,27 @@ def pack(codes, scales, zeros=None, *, bits: int, group_size: int) -> PackedWeig
     return PackedWeight(planes, scale_bits, m, k, k_pad, bits, eff_group, tensor_scale)
 
 
-def dequantize(packed: PackedWeight) -> np.ndarray:
+def dequantize(packed: PackedWeight) -> NDArray[np.float64]:
     """The float64 (M, K) weights the kernel computes with (fp16 scale rounding included)."""
     return layout.dequantize(packed.planes, packed.scales, packed.m, packed.k, packed.k_pad,
                              packed.bits, packed.group_size, packed.tensor_scale)
 
 
-def _padded_rows(x, k: int, k_pad: int) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != k:
-        raise ValueError(f"activations must have {k} columns, got shape {x.shape}")
-    if not np.isfinite(x).all():
+def _padded_rows(x: ArrayLike, k: int, k_pad: int) -> NDArray[np.float32]:
+    rows = np.asarray(x, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != k:
+        raise ValueError(f"activations must have {k} columns, got shape {rows.shape}")
+    if not np.isfinite(rows).all():
         raise ValueError("activations must be finite")
     if k_pad == k:
-        return np.ascontiguousarray(x)
-    out = np.zeros((x.shape[0], k_pad), dtype=np.float32)
-    out[:, :k] = x
+        return np.ascontiguousarray(rows)
+    out = np.zeros((rows.shape[0], k_pad), dtype=np.float32)
+    out[:, :k] = rows
     return out
 
 
-def build_lut(x, *, k_pad: int | None = None, act_group: int = 64, isa: str | None = None) -> ActivationTables:
+def build_lut(x: ArrayLike, *, k_pad: int | None = None, act_group: int = 64,
+              isa: str | None = None) -> ActivationTables:
     """Activation tables for x (K,) or (N, K), shared by every matrix that reads x.
 
     Args:
@@ -74,7 +90,7 @@ def build_lut(x, *, k_pad: int | None = None, act_group: int = 64, isa: str | No
     return build_tables(_padded_rows(x2, x2.shape[1], k_pad or x2.shape[1]), act_group, isa)
 
 
-def gemm(packed: PackedWeight, X, *, isa: str | None = None) -> np.ndarray:
+def gemm(packed: PackedWeight, X: ArrayLike | ActivationTables, *, isa: str | None = None) -> NDArray[np.float32]:
     """Y (N, M) = X (N, K) @ W.T, through the LUT kernels. X may be prebuilt ActivationTables."""
     if isinstance(X, ActivationTables):
         return gemm_tables(packed, X, isa)
@@ -82,13 +98,13 @@ def gemm(packed: PackedWeight, X, *, isa: str | None = None) -> np.ndarray:
     return gemm_tables(packed, tables, isa)
 
 
-def gemv(packed: PackedWeight, x, *, isa: str | None = None) -> np.ndarray:
+def gemv(packed: PackedWeight, x: ArrayLike | ActivationTables, *, isa: str | None = None) -> NDArray[np.float32]:
     """y (M,) = W @ x for x float32 (K,) or single-vector ActivationTables."""
     if isinstance(x, ActivationTables):
         if x.n != 1:
             raise ValueError(f"gemv takes tables of one vector, got {x.n}")
         return gemm_tables(packed, x, isa)[0]
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 1:
-        raise ValueError(f"gemv takes a 1-D vector, got shape {x.shape}")
-    return gemm(packed, x[None, :], isa=isa)[0]
+    vector = np.asarray(x, dtype=np.float32)
+    if vector.ndim != 1:
+        raise ValueError(f"gemv takes a 1-D vector, got shape {vector.shape}")
+    return gemm(packed, vector[None, :], isa=isa)[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 LAYOUT_VERSION = 1
 TILE_ROWS = 64
@@ -26,12 +27,8 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def padded_k(k: int, group_size: int) -> int:
-    """k_pad for a matrix with k columns: k itself for grouped scales, a multiple of 64 per row."""
-    return k if group_size in GROUP_SIZES and k % group_size == 0 else _round_up(k, 64)
-
-
-def pack_arrays(codes, scales, zeros=None, *, bits: int, group_size: int):
+def pack_arrays(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int,
+                group_size: int) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
     """Packs codes into the kernel layout.
 
     Args:
@@ -68,14 +65,14 @@ def pack_arrays(codes, scales, zeros=None, *, bits: int, group_size: int):
     else:
         raise ValueError(f"group_size must be 32, 64, 128 or K={k} (per row), got {group_size}")
     n_groups = k // group_size
-    scales = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
-    zeros = (np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64) if zeros is None
-             else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups)))
-    if not (np.isfinite(scales).all() and np.isfinite(zeros).all()):
+    s = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
+    z = (np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64) if zeros is None
+         else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups)))
+    if not (np.isfinite(s).all() and np.isfinite(z).all()):
         raise ValueError("scales and zeros must be finite")
 
-    half = scales / 2.0                                             # (m, n_groups)
-    offset = scales * (((1 << bits) - 1) / 2.0 - zeros)            # (m, n_groups)
+    half = s / 2.0                                                  # (m, n_groups)
+    offset = s * (((1 << bits) - 1) / 2.0 - z)                      # (m, n_groups)
     peak = max(float(np.abs(half).max()), float(np.abs(offset).max()))
     # a power of two keeps the division exact and puts the peak in [2^14, 2^15)
     tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
@@ -104,7 +101,7 @@ def pack_arrays(codes, scales, zeros=None, *, bits: int, group_size: int):
             k_pad, eff_group, float(tensor_scale))
 
 
-def unpack_codes(planes, m: int, k: int, k_pad: int, bits: int) -> np.ndarray:
+def unpack_codes(planes: ArrayLike, m: int, k: int, k_pad: int, bits: int) -> NDArray[np.uint8]:
     """Inverse of the plane packing: uint8 codes (m, k)."""
     m_pad = _round_up(m, TILE_ROWS)
     tiles = m_pad // TILE_ROWS
@@ -119,17 +116,18 @@ def unpack_codes(planes, m: int, k: int, k_pad: int, bits: int) -> np.ndarray:
     return q[:m, :k]
 
 
-def unpack_scales(scales, m: int, k_pad: int, group_size: int, tensor_scale: float):
+def unpack_scales(scales: ArrayLike, m: int, k_pad: int, group_size: int,
+                  tensor_scale: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(s/2, c) as float64 (m, k_pad // group_size), including the fp16 rounding the kernel sees."""
     tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
     groups = k_pad // group_size
-    sc = np.asarray(scales, dtype=np.uint16).view(np.float16).reshape(tiles, groups, 2, TILE_ROWS)
-    sc = sc.transpose(0, 3, 1, 2).reshape(tiles * TILE_ROWS, groups, 2).astype(np.float64) * tensor_scale
+    sc16 = np.asarray(scales, dtype=np.uint16).view(np.float16).reshape(tiles, groups, 2, TILE_ROWS)
+    sc = sc16.transpose(0, 3, 1, 2).reshape(tiles * TILE_ROWS, groups, 2).astype(np.float64) * tensor_scale
     return sc[:m, :, 0], sc[:m, :, 1]
 
 
-def dequantize(planes, scales, m: int, k: int, k_pad: int, bits: int, group_size: int,
-               tensor_scale: float) -> np.ndarray:
+def dequantize(planes: ArrayLike, scales: ArrayLike, m: int, k: int, k_pad: int, bits: int, group_size: int,
+               tensor_scale: float) -> NDArray[np.float64]:
     """The float64 weights (m, k) the kernel multiplies by: w = 2*sh*q - sh*(2^b - 1) + c."""
     q = unpack_codes(planes, m, k, k_pad, bits).astype(np.float64)
     half, offset = unpack_scales(scales, m, k_pad, group_size, tensor_scale)

@@ -9,7 +9,7 @@ in cache. Imports numpy and `tmac_core.loading.gguf` only: no Qt, no `gguf` pack
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,11 +32,11 @@ def _nibbles(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1)
 
 
-def _q4_0(blocks):   # {half d; uint8 qs[16]}
+def _q4_0(blocks: np.ndarray) -> np.ndarray:   # {half d; uint8 qs[16]}
     return (_nibbles(blocks[:, 2:18]).astype(np.int8) - np.int8(8)) * _half(blocks, 0)
 
 
-def _q4_1(blocks):   # {half d; half m; uint8 qs[16]}
+def _q4_1(blocks: np.ndarray) -> np.ndarray:   # {half d; half m; uint8 qs[16]}
     return _nibbles(blocks[:, 4:20]) * _half(blocks, 0) + _half(blocks, 2)
 
 
@@ -45,17 +45,17 @@ def _fifth_bits(qh: np.ndarray) -> np.ndarray:
     return np.unpackbits(qh, axis=1, bitorder="little") << np.uint8(4)
 
 
-def _q5_0(blocks):   # {half d; uint8 qh[4]; uint8 qs[16]}
+def _q5_0(blocks: np.ndarray) -> np.ndarray:   # {half d; uint8 qh[4]; uint8 qs[16]}
     q = _nibbles(blocks[:, 6:22]) | _fifth_bits(blocks[:, 2:6])
     return (q.astype(np.int8) - np.int8(16)) * _half(blocks, 0)
 
 
-def _q5_1(blocks):   # {half d; half m; uint8 qh[4]; uint8 qs[16]}
+def _q5_1(blocks: np.ndarray) -> np.ndarray:   # {half d; half m; uint8 qh[4]; uint8 qs[16]}
     q = _nibbles(blocks[:, 8:24]) | _fifth_bits(blocks[:, 4:8])
     return q * _half(blocks, 0) + _half(blocks, 2)
 
 
-def _q8_0(blocks):   # {half d; int8 qs[32]}
+def _q8_0(blocks: np.ndarray) -> np.ndarray:   # {half d; int8 qs[32]}
     return blocks[:, 2:34].view(np.int8) * _half(blocks, 0)
 
 
@@ -68,7 +68,7 @@ def _crumbs(qs: np.ndarray) -> np.ndarray:
     return (qs.reshape(-1, 2, 1, 32) >> _CRUMB_SHIFTS[:, None]) & np.uint8(3)
 
 
-def _q2_k(blocks):   # {uint8 scales[16]; uint8 qs[64]; half d; half dmin}
+def _q2_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 scales[16]; uint8 qs[64]; half d; half dmin}
     n = len(blocks)
     scales = blocks[:, 0:16]
     dl = (_half(blocks, 80) * (scales & np.uint8(0x0F))).reshape(n, 16, 1)
@@ -85,7 +85,7 @@ def _q3_k_scales(s: np.ndarray) -> np.ndarray:
     return (lo | (hi.reshape(-1, 16) << np.uint8(4))).astype(np.int8) - np.int8(32)
 
 
-def _q3_k(blocks):   # {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d}
+def _q3_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d}
     n = len(blocks)
     dl = (_half(blocks, 108) * _q3_k_scales(blocks[:, 96:108])).reshape(n, 16, 1)
     # Pass p = 4h + s uses bit p of hmask[l]; a clear bit subtracts 4.
@@ -111,7 +111,7 @@ def _k4_nibbles(qs: np.ndarray) -> np.ndarray:
     return ((qs.reshape(-1, 4, 1, 32) >> _NIBBLE_SHIFTS[:, None]) & np.uint8(0x0F)).reshape(-1, 8, 32)
 
 
-def _q4_k(blocks):   # {half d; half dmin; uint8 scales[12]; uint8 qs[128]}
+def _q4_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scales[12]; uint8 qs[128]}
     n = len(blocks)
     scales, mins = _k4_scales_mins(blocks[:, 4:16])
     d = (_half(blocks, 0) * scales).reshape(n, 8, 1)
@@ -119,7 +119,7 @@ def _q4_k(blocks):   # {half d; half dmin; uint8 scales[12]; uint8 qs[128]}
     return (d * _k4_nibbles(blocks[:, 16:144]) - m).reshape(n, 256)
 
 
-def _q5_k(blocks):   # {half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}
+def _q5_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}
     n = len(blocks)
     scales, mins = _k4_scales_mins(blocks[:, 4:16])
     d = (_half(blocks, 0) * scales).reshape(n, 8, 1)
@@ -130,7 +130,7 @@ def _q5_k(blocks):   # {half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8
     return (d * q - m).reshape(n, 256)
 
 
-def _q6_k(blocks):   # {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d}
+def _q6_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d}
     n = len(blocks)
     # Per half h (128 values): pass k in 0..3 takes nibble k//2 of ql[64h + 32(k%2) + l]
     # and bits 2k..2k+1 of qh[32h + l].
@@ -147,19 +147,19 @@ def _ternary_digits(qs: np.ndarray, width: int, n_digits: int) -> np.ndarray:
     return ((scaled.astype(np.uint16) * np.uint16(3)) >> np.uint16(8)).reshape(len(qs), -1)
 
 
-def _tq1_0(blocks):  # {uint8 qs[48]; uint8 qh[4]; half d}
+def _tq1_0(blocks: np.ndarray) -> np.ndarray:  # {uint8 qs[48]; uint8 qh[4]; half d}
     digits = np.concatenate([_ternary_digits(blocks[:, 0:32], 32, 5),
                              _ternary_digits(blocks[:, 32:48], 16, 5),
                              _ternary_digits(blocks[:, 48:52], 4, 4)], axis=1)
     return (digits.astype(np.int8) - np.int8(1)) * _half(blocks, 52)
 
 
-def _tq2_0(blocks):  # {uint8 qs[64]; half d}
+def _tq2_0(blocks: np.ndarray) -> np.ndarray:  # {uint8 qs[64]; half d}
     q = _crumbs(blocks[:, 0:64]).reshape(len(blocks), 256)
     return (q.astype(np.int8) - np.int8(1)) * _half(blocks, 64)
 
 
-def _bf16(blocks):
+def _bf16(blocks: np.ndarray) -> np.ndarray:
     return (blocks.copy().view("<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 

@@ -17,7 +17,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -148,10 +148,10 @@ class _Cursor:
 
     __slots__ = ("buf", "pos", "end", "path")
 
-    def __init__(self, buf, end: int, path: str):
+    def __init__(self, buf: bytes | mmap.mmap, end: int, path: str):
         self.buf, self.pos, self.end, self.path = buf, 0, end, path
 
-    def fail(self, field: str, reason: str, offset: int | None = None):
+    def fail(self, field: str, reason: str, offset: int | None = None) -> NoReturn:
         raise ModelFormatError(self.path, field, self.pos if offset is None else offset, reason)
 
     def need(self, n: int, field: str) -> None:
@@ -159,7 +159,7 @@ class _Cursor:
             self.fail(field, f"needs {n} bytes but only {self.end - self.pos} remain"
                              " (file truncated or corrupt)")
 
-    def scalar(self, fmt: str, size: int, field: str):
+    def scalar(self, fmt: str, size: int, field: str) -> Any:
         self.need(size, field)
         value = struct.unpack_from(fmt, self.buf, self.pos)[0]
         self.pos += size
@@ -194,7 +194,8 @@ class _Cursor:
 
     def string_array(self, count: int, field: str) -> list[str]:
         # Hot path: a vocabulary is ~50-250k strings, so the checks are inlined.
-        buf, pos, end, out = self.buf, self.pos, self.end, []
+        buf, pos, end = self.buf, self.pos, self.end
+        out: list[str] = []
         unpack = struct.Struct("<Q").unpack_from
         for i in range(count):
             if end - pos < 8:
@@ -219,7 +220,7 @@ def _value_type(cur: _Cursor, type_id: int, field: str, offset: int) -> ValueTyp
         cur.fail(field, f"invalid metadata value type {type_id}", offset)
 
 
-def _read_value(cur: _Cursor, vtype: ValueType, field: str, depth: int):
+def _read_value(cur: _Cursor, vtype: ValueType, field: str, depth: int) -> tuple[Any, ValueType | None]:
     """One metadata value. Returns (value, element type or None)."""
     if vtype in SCALAR_FORMATS:
         fmt, _ = SCALAR_FORMATS[vtype]
@@ -235,7 +236,7 @@ def _read_value(cur: _Cursor, vtype: ValueType, field: str, depth: int):
     return _read_array(cur, field, depth)
 
 
-def _read_array(cur: _Cursor, field: str, depth: int):
+def _read_array(cur: _Cursor, field: str, depth: int) -> tuple[Any, ValueType]:
     start = cur.pos
     elem_type = _value_type(cur, cur.u32(field + ".element_type"), field + ".element_type", start)
     count_at = cur.pos
@@ -336,19 +337,19 @@ class GGUFFile:
     Views from `tensor_bytes` keep the mapping alive after `close()`.
     """
 
-    def __init__(self, buf, size: int, path: str, mapping: mmap.mmap | None = None):
+    def __init__(self, buf: bytes | mmap.mmap, size: int, path: str, mapping: mmap.mmap | None = None):
         self.path = path
         self.file_size = size
-        self._buf = buf
+        self._buf: bytes | mmap.mmap | None = buf   # None once closed
         self._mmap = mapping
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, tuple[ValueType, ValueType | None]] = {}
         self._kv_where: dict[str, tuple[int, int]] = {}   # key → (kv index, value offset)
         self.tensors: dict[str, TensorInfo] = {}
-        self._parse()
+        self._parse(buf)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> GGUFFile:
+    def open(cls, path: str | os.PathLike[str]) -> GGUFFile:
         path = os.fspath(path)
         try:
             with open(path, "rb") as f:
@@ -372,7 +373,7 @@ class GGUFFile:
     def __enter__(self) -> GGUFFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -384,11 +385,11 @@ class GGUFFile:
             self._mmap = None
         self._buf = None
 
-    def _parse(self) -> None:
-        cur = _Cursor(self._buf, self.file_size, self.path)
+    def _parse(self, buf: bytes | mmap.mmap) -> None:
+        cur = _Cursor(buf, self.file_size, self.path)
         if self.file_size < 4:
             cur.fail("magic", f"not a GGUF file (too short: {self.file_size} bytes)", 0)
-        magic = self._buf[0:4]
+        magic = buf[0:4]
         if magic != GGUF_MAGIC:
             cur.fail("magic", f"not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})", 0)
         cur.pos = 4
@@ -474,7 +475,7 @@ class GGUFFile:
             return f"kv[{index}] {key!r}", offset
         return f"kv {key!r}", None
 
-    def _typed(self, key: str, default, allowed: frozenset, what: str):
+    def _typed(self, key: str, default: Any, allowed: frozenset[ValueType], what: str) -> Any:
         if key not in self.metadata:
             if default is not _MISSING:
                 return _MISSING
@@ -485,7 +486,7 @@ class GGUFFile:
             raise ModelFormatError(self.path, field, offset, f"expected {what}, found {vtype.name}")
         return self.metadata[key]
 
-    def _reject(self, key: str, reason: str):
+    def _reject(self, key: str, reason: str) -> NoReturn:
         field, offset = self.kv_location(key)
         raise ModelFormatError(self.path, field, offset, reason)
 
@@ -525,7 +526,7 @@ class GGUFFile:
         return default if value is _MISSING else value
 
     def get_array(self, key: str, default: Any = _MISSING, *,
-                  element_type: ValueType | frozenset | None = None):
+                  element_type: ValueType | frozenset[ValueType] | None = None) -> Any:
         """An array: a read-only numpy array for numbers, a list of str for strings.
 
         Args:
@@ -538,7 +539,8 @@ class GGUFFile:
         allowed = {element_type} if isinstance(element_type, ValueType) else element_type
         if allowed is not None and found not in allowed:
             names = "/".join(sorted(t.name for t in allowed))
-            self._reject(key, f"expected an array of {names}, found an array of {found.name}")
+            found_name = "no type" if found is None else found.name
+            self._reject(key, f"expected an array of {names}, found an array of {found_name}")
         return value
 
     @property

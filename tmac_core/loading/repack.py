@@ -19,7 +19,7 @@ CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)   # shrink factors trie
 ROW_CHUNK = 1024                                            # rows quantized at a time (memory)
 
 
-def _q4_blocks(raw: np.ndarray, with_min: bool):
+def _q4_blocks(raw: np.ndarray, with_min: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Q4_0 {half d; u8 qs[16]} / Q4_1 {half d; half m; u8 qs[16]} blocks -> codes, d, m."""
     blocks = raw.reshape(-1, 20 if with_min else 18)
     qs = blocks[:, 4:20] if with_min else blocks[:, 2:18]
@@ -36,7 +36,7 @@ def _exact_q4(gguf: GGUFFile, name: str) -> PackedWeight:
     codes, d, mins = _q4_blocks(gguf.tensor_bytes(name), with_min)
     codes = codes.reshape(m_rows, k)
     d = d.reshape(m_rows, k // 32)
-    if not with_min:
+    if mins is None:        # Q4_0
         return pack(codes, d, np.full_like(d, 8.0), bits=4, group_size=32)
     mins = mins.reshape(m_rows, k // 32)
     # w = d*q + m = d*(q - z) with z = -m/d; a block with d == 0 is the constant m = m*(q - (-1)) at q = 0
@@ -57,7 +57,7 @@ def _exact_ternary(gguf: GGUFFile, name: str) -> PackedWeight:
     return pack(codes.reshape(m_rows, k).astype(np.uint8), scales, np.ones_like(scales), bits=2, group_size=128)
 
 
-def quantize(w: np.ndarray, bits: int, group_size: int):
+def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Our quantizer: codes, scales, zeros for float weights (M, K), per group along K.
 
     Error weights follow llama.cpp's make_qkx2_quants idea: a weight's square
@@ -90,7 +90,8 @@ def quantize(w: np.ndarray, bits: int, group_size: int):
     return codes, scales, zeros
 
 
-def _refit(g, imp, q, s, z):
+def _refit(g: np.ndarray, imp: np.ndarray, q: np.ndarray, s: np.ndarray,
+           z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares of g ~ a*q + b for fixed codes; returns (s, z) = (a, -b/a)."""
     sw = imp.sum(axis=2, keepdims=True)
     mq, mg = (imp * q).sum(axis=2, keepdims=True) / sw, (imp * g).sum(axis=2, keepdims=True) / sw

@@ -42,11 +42,12 @@ def _meta(md: Mapping[str, Any], key: str, default: Any = None) -> Any:
 class Tokenizer(ABC):
     """Text <-> token ids for one model vocabulary.
 
-    Build one with `Tokenizer.from_gguf_metadata(md)`. Subclasses implement
+    Build one with `tokenizer_from_gguf(md)` (tokenizer/load.py). Subclasses implement
     `_encode_fragments` (plain text only, never special tokens).
     """
 
     model: str = ""  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    _bytes: list[bytes]  # the bytes of each token id; a subclass fills it when it reads the vocabulary
 
     def __init__(self, md: Mapping[str, Any]):
         tokens = md.get("tokenizer.ggml.tokens")
@@ -105,31 +106,6 @@ class Tokenizer(ABC):
             if text in _END_OF_TURN_TEXTS and self.token_types[i] == CONTROL:
                 stop.add(i)
         self.stop_ids: frozenset[int] = frozenset(stop)
-
-    # -- construction ---------------------------------------------------------------
-
-    @staticmethod
-    def from_gguf_metadata(md: Mapping[str, Any]) -> "Tokenizer":
-        """Build the tokenizer a GGUF file describes.
-
-        Args:
-            md: GGUF key/value metadata as plain Python values (str, int, float, bool,
-                lists of those). Only `tokenizer.*` keys are read.
-
-        Raises:
-            TokenizerError: unknown `tokenizer.ggml.model`, or a vocabulary that cannot
-                be turned into a working tokenizer.
-        """
-        model = md.get("tokenizer.ggml.model")
-        # Imported here: spm/bpe import this module for the base class.
-        if model == "llama":
-            from tmac_core.tokenizer.spm import SpmTokenizer
-            return SpmTokenizer(md)
-        if model == "gpt2":
-            from tmac_core.tokenizer.bpe import BpeTokenizer
-            return BpeTokenizer(md)
-        raise TokenizerError(f"unsupported tokenizer.ggml.model {model!r} "
-                             "(supported: 'llama' SentencePiece, 'gpt2' byte-level BPE)")
 
     def _default_add_bos(self) -> bool:
         return False
@@ -201,10 +177,12 @@ class Tokenizer(ABC):
                 for piece, special in self._special.split(text)]
 
     def _finish(self, ids: list[int], add_special: bool, eos: bool = True) -> list[int]:
-        if add_special and self.add_bos and (not ids or ids[0] != self.bos_id):
-            ids.insert(0, self.bos_id)
-        if add_special and eos and self.add_eos:
-            ids.append(self.eos_id)
+        # add_bos / add_eos are only ever True with their token id set (see __init__)
+        bos_id, eos_id = self.bos_id, self.eos_id
+        if add_special and self.add_bos and bos_id is not None and (not ids or ids[0] != bos_id):
+            ids.insert(0, bos_id)
+        if add_special and eos and self.add_eos and eos_id is not None:
+            ids.append(eos_id)
         return ids
 
     @abstractmethod

@@ -98,6 +98,7 @@ class BpeTokenizer(Tokenizer):
     model = "gpt2"
 
     def __init__(self, md: Mapping[str, Any]):
+        self._pre_warning: str | None = None
         pre = md.get("tokenizer.ggml.pre")
         if not pre:
             self._pre_warning = "tokenizer.ggml.pre is missing; using llama.cpp's 'default'"
@@ -128,9 +129,8 @@ class BpeTokenizer(Tokenizer):
         return self._add_bos_default
 
     def _build(self, md: Mapping[str, Any], ignore_merges: bool) -> Any:
-        from tokenizers import Regex
+        from tokenizers import Regex, models, pre_tokenizers
         from tokenizers import Tokenizer as HfTokenizer
-        from tokenizers import models, pre_tokenizers
 
         vocab: dict[str, int] = {}
         for i, (text, ttype) in enumerate(zip(self.tokens, self.token_types)):

@@ -208,7 +208,7 @@ def _concat(parts: Sequence[Any]) -> str:
 class _GuardedCodeGenerator(CodeGenerator):
     # `a ~ b` compiles to str_join(...), which the sandbox does not intercept; route it
     # through a size check so doubling a string in a recursive macro cannot exhaust RAM.
-    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
+    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:  # noqa: N802  (Jinja's visitor name)
         self.write("environment.tmac_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
@@ -274,7 +274,7 @@ class _Environment(ImmutableSandboxedEnvironment):
             return wrapped(*args, **kwargs)
         return sized_format
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805  (Jinja's signature)
         _guard_call(__obj, args, kwargs)
         return _check_result(super().call(__context, __obj, *args, **kwargs), "a call's result")
 
@@ -467,7 +467,7 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
         raise ChatTemplateError("chat template recursed too deeply") from None
     except MemoryError:
         raise ChatTemplateError("chat template ran out of memory") from None
-    except Exception as e:  # TemplateSyntaxError, UndefinedError, TypeError, OverflowError...
+    except Exception as e:  # noqa: BLE001  TemplateSyntaxError, UndefinedError, TypeError, OverflowError...
         raise ChatTemplateError(f"chat template failed: {type(e).__name__}: {e}") from None
     return RenderedChat(text=unmark(marked), marked=marked, guarded=special.strings, template="gguf")
 
@@ -544,8 +544,8 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
     if n_chars > MAX_OUTPUT_CHARS:
         raise PromptTooLongError(n_chars)
     special = _matcher(special_tokens)
-    kwargs = dict(bos_token=bos_token, eos_token=eos_token,
-                  add_generation_prompt=add_generation_prompt, special_tokens=special)
+    kwargs: dict[str, Any] = dict(bos_token=bos_token, eos_token=eos_token,
+                                  add_generation_prompt=add_generation_prompt, special_tokens=special)
     name = pick_fallback(special.strings, bos_token)
     label = _FALLBACK_LABELS[name]
     if template:
