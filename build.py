@@ -16,6 +16,7 @@ everything else on a fresh machine.
                             end-to-end benchmarks (written into docs/BENCHMARKS.md)
     python build.py run     setup, then launch the app on the embedded model
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 NATIVE_DIRS = [ROOT / "tmac_core"]
 NATIVE_SUFFIXES = {".c", ".h", ".pyx", ".pxd"}
-KERNEL_SOURCE_LIST = ROOT / "tmac_core" / "kernels" / "sources.py"   # the C file list and flags
+KERNEL_SOURCE_LIST = ROOT / "tmac_core" / "kernels" / "sources.py"  # the C file list and flags
 # The second, TMAC_KERNELS=generic pass: what the kernel tier can change. The tiers are compared
 # with each other in one process by tests/kernels already; SQLite, settings, downloads and
 # widgets do not depend on the tier, so they run once.
@@ -79,10 +80,9 @@ def install(reqs: list[str], stamp_name: str, pip_args: tuple[str, ...] = ()) ->
 
 def extension_is_fresh() -> bool:
     built = [p for ext in ("*.so", "*.pyd") for p in (ROOT / "tmac_core").rglob(ext)]
-    if len(built) < 2:                       # kernels/_kernels and models/_llama
+    if len(built) < 2:  # kernels/_kernels and models/_llama
         return False
-    newest_source = max(p.stat().st_mtime for d in NATIVE_DIRS for p in d.rglob("*")
-                        if p.suffix in NATIVE_SUFFIXES)
+    newest_source = max(p.stat().st_mtime for d in NATIVE_DIRS for p in d.rglob("*") if p.suffix in NATIVE_SUFFIXES)
     newest_source = max(newest_source, (ROOT / "setup.py").stat().st_mtime, KERNEL_SOURCE_LIST.stat().st_mtime)
     return min(p.stat().st_mtime for p in built) > newest_source
 
@@ -99,13 +99,13 @@ def setup(build_extension: bool = True) -> None:
 
 def lint() -> int:
     """Every check runs, so one run lists every problem; the result fails if any failed."""
-    setup(build_extension=False)     # the checks read sources and the .pyi stubs, not the built modules
+    setup(build_extension=False)  # the checks read sources and the .pyi stubs, not the built modules
     install(requirements("lint"), "lint")
     checks: dict[str, list[object]] = {
         "ruff check": [venv_python(), "-m", "ruff", "check", "--output-format", "concise", "."],
         "ruff format": [venv_python(), "-m", "ruff", "format", "--check", "--output-format", "concise", "."],
-        "mypy": [venv_python(), "-m", "mypy"],                  # files and strictness: pyproject.toml
-        "lint-imports": [venv_script("lint-imports")],          # the zone table's import contracts
+        "mypy": [venv_python(), "-m", "mypy"],  # files and strictness: pyproject.toml
+        "lint-imports": [venv_script("lint-imports")],  # the zone table's import contracts
     }
     failed = [name for name, cmd in checks.items() if run(cmd) != 0]
     if failed:

@@ -4,6 +4,7 @@ The C sources and compiler flags come from tmac_core/kernels/sources.py, the one
 cross-tier tests compile from too (its docstring says why each flag is there). This file only
 decides which of those units this target gets, compiles them and links them into _kernels.
 """
+
 import importlib.util
 import platform
 import sysconfig
@@ -49,17 +50,22 @@ class BuildExt(build_ext):
             return super().build_extension(ext)
         target = self.get_ext_fullpath(ext.name)
         if not (self.force or newer_group(list(ext.sources) + list(ext.depends), target, "newer")):
-            return      # nothing changed: skip compiling the C files too, not just the link
+            return  # nothing changed: skip compiling the C files too, not just the link
         msvc = self.compiler.compiler_type == "msvc"
         common = MSVC_COMMON if msvc else GCC_COMMON
         arch = target_arch(self.plat_name or sysconfig.get_platform())
-        objects = self.compiler.compile(BASELINE_SOURCES, output_dir=self.build_temp,
-                                        include_dirs=ext.include_dirs, extra_postargs=common)
+        objects = self.compiler.compile(
+            BASELINE_SOURCES, output_dir=self.build_temp, include_dirs=ext.include_dirs, extra_postargs=common
+        )
         for unit in SOURCES.TIER_UNITS:
             if arch in unit.archs:
                 flags = list(unit.msvc_flags if msvc else unit.gcc_flags)
-                objects += self.compiler.compile([K + s for s in unit.sources], output_dir=self.build_temp,
-                                                 include_dirs=ext.include_dirs, extra_postargs=common + flags)
+                objects += self.compiler.compile(
+                    [K + s for s in unit.sources],
+                    output_dir=self.build_temp,
+                    include_dirs=ext.include_dirs,
+                    extra_postargs=common + flags,
+                )
         ext.extra_objects = list(ext.extra_objects or []) + objects
         if not msvc:
             ext.extra_compile_args = GCC_COMMON
@@ -74,11 +80,19 @@ KERNEL_DEPENDS = sorted(str(p) for p in Path(K).rglob("*") if p.suffix in (".c",
 KERNEL_DEPENDS.append(K + "sources.py")
 
 extensions = [
-    Extension("tmac_core.kernels._kernels", sources=[K + "_kernels.pyx"], include_dirs=[K + SOURCES.INCLUDE_DIR],
-              depends=KERNEL_DEPENDS),
+    Extension(
+        "tmac_core.kernels._kernels",
+        sources=[K + "_kernels.pyx"],
+        include_dirs=[K + SOURCES.INCLUDE_DIR],
+        depends=KERNEL_DEPENDS,
+    ),
     # the model runtime reaches the kernels through _kernels' C-level exports (one pool, one table)
-    Extension("tmac_core.models._llama", sources=["tmac_core/models/_llama.pyx"],
-              include_dirs=[K + SOURCES.INCLUDE_DIR], depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS),
+    Extension(
+        "tmac_core.models._llama",
+        sources=["tmac_core/models/_llama.pyx"],
+        include_dirs=[K + SOURCES.INCLUDE_DIR],
+        depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS,
+    ),
 ]
 
 setup(

@@ -10,7 +10,7 @@ import sys
 
 
 def main() -> None:
-    multiprocessing.freeze_support()   # a frozen (PyInstaller) app re-enters here for its engine process
+    multiprocessing.freeze_support()  # a frozen (PyInstaller) app re-enters here for its engine process
     from app.main import run
 
     sys.exit(run(sys.argv[1:]))

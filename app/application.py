@@ -32,5 +32,9 @@ def make_application() -> QApplication:
 def missing_display() -> bool:
     """Linux/BSD without X11 or Wayland and no QT_QPA_PLATFORM chosen: Qt would abort with a
     cryptic xcb error."""
-    return (sys.platform.startswith(("linux", "freebsd")) and not os.environ.get("QT_QPA_PLATFORM")
-            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+    return (
+        sys.platform.startswith(("linux", "freebsd"))
+        and not os.environ.get("QT_QPA_PLATFORM")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    )

@@ -19,16 +19,16 @@ from pathlib import Path
 
 from tmac_core.machine import cpu_model_name  # noqa: F401  (the app reads it from here)
 
-BANDWIDTH_BUFFER_BYTES = 128 * 1024 * 1024   # per side; far above any L3 a desktop CPU has today
+BANDWIDTH_BUFFER_BYTES = 128 * 1024 * 1024  # per side; far above any L3 a desktop CPU has today
 BANDWIDTH_MAX_THREADS = 8
 
 
 @dataclass(frozen=True)
 class InstructionSets:
-    arch: str                      # "x86_64", "arm64", ...
-    features: tuple[str, ...]      # the detected flags that are set ("avx2", "fma", "neon", ...)
-    available: tuple[str, ...]     # kernel tiers this CPU and OS can run ("generic", "avx2", ...)
-    active: str                    # the tier in use (TMAC_KERNELS may force one)
+    arch: str  # "x86_64", "arm64", ...
+    features: tuple[str, ...]  # the detected flags that are set ("avx2", "fma", "neon", ...)
+    available: tuple[str, ...]  # kernel tiers this CPU and OS can run ("generic", "avx2", ...)
+    active: str  # the tier in use (TMAC_KERNELS may force one)
 
 
 def logical_cores() -> int:
@@ -39,6 +39,7 @@ def physical_cores() -> int | None:
     """Physical cores, or None when the OS does not say (SMT siblings counted once)."""
     try:
         import psutil  # optional
+
         count = psutil.cpu_count(logical=False)
         if count:
             return int(count)
@@ -66,11 +67,18 @@ def total_memory_bytes() -> int | None:
             import ctypes
 
             class MemoryStatus(ctypes.Structure):
-                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
-                            ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                            ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
-                            ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
-                            ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+                _fields_ = [
+                    ("dwLength", ctypes.c_ulong),
+                    ("dwMemoryLoad", ctypes.c_ulong),
+                    ("ullTotalPhys", ctypes.c_ulonglong),
+                    ("ullAvailPhys", ctypes.c_ulonglong),
+                    ("ullTotalPageFile", ctypes.c_ulonglong),
+                    ("ullAvailPageFile", ctypes.c_ulonglong),
+                    ("ullTotalVirtual", ctypes.c_ulonglong),
+                    ("ullAvailVirtual", ctypes.c_ulonglong),
+                    ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+                ]
+
             status = MemoryStatus()
             status.dwLength = ctypes.sizeof(MemoryStatus)
             if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
@@ -89,23 +97,33 @@ def machine_label() -> str:
 def instruction_sets() -> InstructionSets:
     """The runtime's own CPU detection (CPUID + XGETBV / getauxval / sysctl), as the kernels see it."""
     from tmac_core import kernels
+
     features = kernels.cpu_features()
-    flags = tuple(name for name, value in features.items()
-                  if value is True and not name.startswith("os_") and name != "osxsave")
-    return InstructionSets(arch=str(features.get("arch", platform.machine())), features=flags,
-                           available=tuple(kernels.available_isas()), active=str(kernels.active_isa()))
+    flags = tuple(
+        name for name, value in features.items() if value is True and not name.startswith("os_") and name != "osxsave"
+    )
+    return InstructionSets(
+        arch=str(features.get("arch", platform.machine())),
+        features=flags,
+        available=tuple(kernels.available_isas()),
+        active=str(kernels.active_isa()),
+    )
 
 
 def versions() -> dict[str, str]:
     """Versions worth putting in a bug report."""
-    found = {"Python": platform.python_version(), "OS": f"{platform.system()} {platform.release()} "
-             f"({platform.machine()})"}
+    found = {
+        "Python": platform.python_version(),
+        "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
+    }
     try:
         import tmac_core
+
         found["tmac_core"] = str(tmac_core.__version__)
     except ImportError:
         pass
     from importlib import metadata
+
     for dist in ("tmac-chat", "PySide6", "numpy", "huggingface_hub"):
         try:
             found[dist] = metadata.version(dist)
@@ -118,13 +136,15 @@ def embedded_model_path() -> Path | None:
     """The SmolLM2-135M file the runtime loads for source "default", or None if it is not installed."""
     try:
         from tmac_core import default_model_path
+
         return Path(default_model_path())
     except Exception:  # noqa: BLE001 - ModelLoadError when missing; ImportError before the engine exists
         return None
 
 
-def measure_memory_bandwidth(buffer_bytes: int = BANDWIDTH_BUFFER_BYTES, threads: int | None = None,
-                             repeats: int = 3) -> float:
+def measure_memory_bandwidth(
+    buffer_bytes: int = BANDWIDTH_BUFFER_BYTES, threads: int | None = None, repeats: int = 3
+) -> float:
     """Copy bandwidth in bytes/s (read + written), best of `repeats`, with numpy on several threads.
 
     Decode reads every weight once per token from RAM on all kernel threads, so a multi-threaded
@@ -134,7 +154,7 @@ def measure_memory_bandwidth(buffer_bytes: int = BANDWIDTH_BUFFER_BYTES, threads
     import numpy as np
 
     threads = max(1, min(threads or logical_cores(), BANDWIDTH_MAX_THREADS))
-    source = np.ones(buffer_bytes // 8, dtype=np.float64)     # written once so every page is mapped
+    source = np.ones(buffer_bytes // 8, dtype=np.float64)  # written once so every page is mapped
     target = np.zeros_like(source)
     bounds = np.linspace(0, source.size, threads + 1).astype(np.int64)
     slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -15,8 +15,11 @@ from app.application import APP_DISPLAY_NAME, make_application, missing_display
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description="Offline chat with language models on the CPU.")
-    parser.add_argument("--self-test", action="store_true",
-                        help="open the window, load the built-in model, answer one message, print a JSON report")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the window, load the built-in model, answer one message, print a JSON report",
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="self-test time limit in seconds")
     return parser.parse_args(argv)
 
@@ -32,9 +35,12 @@ def open_store(paths):
         return ChatStore(paths.chat_db_file)
     except CorruptDatabaseError as error:
         answer = QMessageBox.critical(
-            None, APP_DISPLAY_NAME, f"{error}\n\nMove the damaged file aside and start with an empty history? "
+            None,
+            APP_DISPLAY_NAME,
+            f"{error}\n\nMove the damaged file aside and start with an empty history? "
             "The file is kept, renamed, so it can still be recovered.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        )
         if answer == QMessageBox.StandardButton.Yes:
             move_database_aside(error.path)
             return ChatStore(paths.chat_db_file)
@@ -50,9 +56,12 @@ def run(argv: list[str] | None = None) -> int:
 
         return run_self_test(args.timeout)
     if missing_display():
-        print("T-MAC Chat needs a display and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n"
-              "Run it from a desktop session, or under a virtual one: xvfb-run python -m app\n"
-              "To check the app without a display: python -m app --self-test", file=sys.stderr)
+        print(
+            "T-MAC Chat needs a display and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n"
+            "Run it from a desktop session, or under a virtual one: xvfb-run python -m app\n"
+            "To check the app without a display: python -m app --self-test",
+            file=sys.stderr,
+        )
         return 2
 
     from app.paths import app_paths
@@ -62,7 +71,7 @@ def run(argv: list[str] | None = None) -> int:
     paths = app_paths().ensure()
     loaded = load_settings(paths.settings_file)
     if loaded.settings.offline_mode:
-        os.environ["HF_HUB_OFFLINE"] = "1"   # before huggingface_hub is first imported
+        os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is first imported
     app = make_application()
     from app.ui.main_window import MainWindow
     from app.ui.theme import apply_theme
@@ -71,7 +80,7 @@ def run(argv: list[str] | None = None) -> int:
     store = open_store(paths)
     if store is None:
         return 1
-    settings = SettingsStore(loaded.settings, paths.settings_file)   # the one store every window shares
+    settings = SettingsStore(loaded.settings, paths.settings_file)  # the one store every window shares
     window = MainWindow(settings, paths, store, settings_problems=loaded.problems)
     window.show()
     window.start_engine()

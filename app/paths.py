@@ -21,10 +21,10 @@ HOME_ENV_VAR = "TMAC_CHAT_HOME"
 
 @dataclass(frozen=True)
 class AppPaths:
-    data_dir: Path      # chat database, settings backups
-    cache_dir: Path     # repacked model cache (safe to delete)
-    config_dir: Path    # settings.json
-    models_dir: Path    # downloaded and imported GGUF files (default; a setting may override)
+    data_dir: Path  # chat database, settings backups
+    cache_dir: Path  # repacked model cache (safe to delete)
+    config_dir: Path  # settings.json
+    models_dir: Path  # downloaded and imported GGUF files (default; a setting may override)
 
     @property
     def settings_file(self) -> Path:

@@ -30,8 +30,9 @@ class SelfTest:
         self.exit_code: int | None = None
         self.last_chunk = None
         self.timer = QTimer(singleShot=True, interval=int(timeout_s * 1000))
-        self.timer.timeout.connect(lambda: self.fail(f"no answer within {timeout_s:.0f} s "
-                                                     f"(engine state: {window.client.state.value})"))
+        self.timer.timeout.connect(
+            lambda: self.fail(f"no answer within {timeout_s:.0f} s (engine state: {window.client.state.value})")
+        )
         window.client.loaded.connect(self.on_loaded)
         window.client.loadFailed.connect(lambda kind, text: self.fail(f"load failed: {kind}: {text}"))
         window.client.failed.connect(self.on_failed)
@@ -67,10 +68,23 @@ class SelfTest:
         if shown is None or shown.text != stored.content:
             return self.fail("the answer on screen differs from the stored one")
         info = window.client.info
-        self.report({"ok": True, "tokens": chunk.generated_tokens, "decode_tok_s": round(chunk.decode_tok_s, 2),
-                     "prompt_tok_s": round(chunk.prompt_tok_s, 1), "ttft_s": round(chunk.ttft_s, 3),
-                     "isa": info.isa, "threads": chunk.threads, "bits": info.bits, "answer": stored.content,
-                     "model": info.name, "load_s": round(info.load_s, 2), "finish_reason": chunk.finish_reason}, 0)
+        self.report(
+            {
+                "ok": True,
+                "tokens": chunk.generated_tokens,
+                "decode_tok_s": round(chunk.decode_tok_s, 2),
+                "prompt_tok_s": round(chunk.prompt_tok_s, 1),
+                "ttft_s": round(chunk.ttft_s, 3),
+                "isa": info.isa,
+                "threads": chunk.threads,
+                "bits": info.bits,
+                "answer": stored.content,
+                "model": info.name,
+                "load_s": round(info.load_s, 2),
+                "finish_reason": chunk.finish_reason,
+            },
+            0,
+        )
 
     def fail(self, reason: str) -> None:
         self.report({"ok": False, "reason": reason}, 1)
@@ -88,12 +102,12 @@ class SelfTest:
 def run_self_test(timeout_s: float) -> int:
     if missing_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("TMAC_CACHE_DIR", str(app_paths().engine_cache_dir))   # the user's, before the swap
+    os.environ.setdefault("TMAC_CACHE_DIR", str(app_paths().engine_cache_dir))  # the user's, before the swap
     with tempfile.TemporaryDirectory(prefix="tmac-self-test-") as home:
         os.environ[HOME_ENV_VAR] = home
         try:
             return _run_in(app_paths().ensure(), timeout_s)
-        except Exception as error:  # a crash while building the window is a failed self-test, said as JSON
+        except Exception as error:  # noqa: BLE001 (a crash while building the window is a failed self-test, said as JSON)
             print(json.dumps({"ok": False, "reason": f"{type(error).__name__}: {error}"}), flush=True)
             return 1
 

@@ -17,9 +17,10 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
@@ -30,34 +31,34 @@ SCHEMA_VERSION = 3
 @dataclass(frozen=True)
 class AppSettings:
     schema_version: int = SCHEMA_VERSION
-    models_dir: str | None = None          # None → app.paths default
-    default_bits: int = 4                  # 2 or 4: the repack width
-    model_source: str = "default"          # what the chat loads: "default" (embedded model) or a .gguf path
-    n_threads: int | None = None           # None → physical cores − 1 (decided by the worker)
+    models_dir: str | None = None  # None → app.paths default
+    default_bits: int = 4  # 2 or 4: the repack width
+    model_source: str = "default"  # what the chat loads: "default" (embedded model) or a .gguf path
+    n_threads: int | None = None  # None → physical cores − 1 (decided by the worker)
     context_length: int = 2048
     # The system prompt and sampling below are the defaults a new chat starts from (CONVERSATION_FIELDS).
-    system_prompt: str = ""                # "" → the model's chat template supplies its own default (SmolLM2 has one)
+    system_prompt: str = ""  # "" → the model's chat template supplies its own default (SmolLM2 has one)
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
-    seed: int | None = None                # None → a fresh random seed per answer
+    seed: int | None = None  # None → a fresh random seed per answer
     max_new_tokens: int = 512
-    theme: str = "system"                  # "system" | "light" | "dark"
-    offline_mode: bool = False             # never touch the network (sets HF_HUB_OFFLINE before import)
-    hf_token: str | None = None            # Hugging Face access token for gated models (plain text, like `hf auth login`)
+    theme: str = "system"  # "system" | "light" | "dark"
+    offline_mode: bool = False  # never touch the network (sets HF_HUB_OFFLINE before import)
+    hf_token: str | None = None  # Hugging Face access token for gated models (plain text, like `hf auth login`)
     memory_bandwidth: float | None = None  # bytes/s from app.hardware.measure_memory_bandwidth, measured once
     memory_bandwidth_cpu: str | None = None  # the CPU that figure was measured on; another CPU re-measures
 
-    def replace(self, **changes: Any) -> "AppSettings":
+    def replace(self, **changes: Any) -> AppSettings:
         return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class SettingsLoadResult:
     settings: AppSettings
-    problems: list[str] = field(default_factory=list)   # shown to the user once; empty when all was fine
+    problems: list[str] = field(default_factory=list)  # shown to the user once; empty when all was fine
 
 
 # A field that fails its check falls back to its default (and is reported), so one
@@ -78,10 +79,12 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "max_new_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
     "theme": lambda v: v in ("system", "light", "dark"),
     "offline_mode": lambda v: isinstance(v, bool),
-    "hf_token": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 512 and v.isprintable()
-                                        and not any(c.isspace() for c in v)),
-    "memory_bandwidth": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                and 1e6 <= v <= 1e14),
+    "hf_token": lambda v: (
+        v is None or (isinstance(v, str) and 0 < len(v) <= 512 and v.isprintable() and not any(c.isspace() for c in v))
+    ),
+    "memory_bandwidth": lambda v: (
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 1e6 <= v <= 1e14)
+    ),
     "memory_bandwidth_cpu": lambda v: v is None or isinstance(v, str),
 }
 _FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth"}
@@ -203,9 +206,7 @@ def load_settings(path: Path) -> SettingsLoadResult:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         kept = _keep_copy_of_bad_file(path)
-        return SettingsLoadResult(
-            AppSettings(), [f"Settings file {path} is corrupt ({error}); using defaults.{kept}"]
-        )
+        return SettingsLoadResult(AppSettings(), [f"Settings file {path} is corrupt ({error}); using defaults.{kept}"])
     if not isinstance(data, dict):
         kept = _keep_copy_of_bad_file(path)
         return SettingsLoadResult(
@@ -221,4 +222,3 @@ def save_settings(settings: AppSettings, path: Path) -> None:
     data["schema_version"] = SCHEMA_VERSION
     payload = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
     atomic_write_bytes(Path(path), payload)
-

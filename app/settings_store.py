@@ -13,14 +13,15 @@ Pure Python (threading only): must not import PySide6.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.settings import AppSettings, check_changes, save_settings
 
 SAVE_DELAY_S = 0.5
 
-Subscriber = Callable[[AppSettings, frozenset[str]], None]   # (the new settings, the names of the fields that changed)
+Subscriber = Callable[[AppSettings, frozenset[str]], None]  # (the new settings, the names of the fields that changed)
 
 
 class SettingsStore:
@@ -36,10 +37,10 @@ class SettingsStore:
 
     def __init__(self, settings: AppSettings, path: Path | None, *, save_delay_s: float = SAVE_DELAY_S) -> None:
         self._current = settings
-        self.path = Path(path) if path is not None else None   # None: kept in memory only
+        self.path = Path(path) if path is not None else None  # None: kept in memory only
         self.save_delay_s = save_delay_s
-        self._lock = threading.Lock()          # guards _current, _dirty and _timer
-        self._save_lock = threading.Lock()     # one writer at a time, so saves land in order
+        self._lock = threading.Lock()  # guards _current, _dirty and _timer
+        self._save_lock = threading.Lock()  # one writer at a time, so saves land in order
         self._dirty = False
         self._timer: threading.Timer | None = None
         self._subscribers: list[Subscriber] = []
@@ -75,6 +76,7 @@ class SettingsStore:
         def unsubscribe() -> None:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
+
         return unsubscribe
 
     def on_save_error(self, handler: Callable[[OSError], None]) -> Callable[[], None]:
@@ -97,14 +99,14 @@ class SettingsStore:
 
     # ---- saving ------------------------------------------------------------------------------
 
-    def _schedule_save(self) -> None:   # called with _lock held
+    def _schedule_save(self) -> None:  # called with _lock held
         if self.path is None:
             self._dirty = False
             return
         if self._timer is not None:
-            self._timer.cancel()        # a later change restarts the wait: one write per burst
+            self._timer.cancel()  # a later change restarts the wait: one write per burst
         self._timer = threading.Timer(self.save_delay_s, self._save)
-        self._timer.daemon = True       # never keeps a closing app alive; flush() is the quit-time write
+        self._timer.daemon = True  # never keeps a closing app alive; flush() is the quit-time write
         self._timer.start()
 
     def _save(self, raise_errors: bool = False) -> None:
@@ -117,7 +119,7 @@ class SettingsStore:
                 save_settings(snapshot, self.path)
             except OSError as error:
                 with self._lock:
-                    self._dirty = True   # still unsaved: the next change or flush() tries again
+                    self._dirty = True  # still unsaved: the next change or flush() tries again
                 if raise_errors:
                     raise
                 for handler in list(self._error_handlers):

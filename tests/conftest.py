@@ -1,4 +1,5 @@
 """Suite-wide fixtures and settings. Qt, when a test needs it, runs offscreen."""
+
 import os
 
 import numpy as np

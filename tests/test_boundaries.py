@@ -20,11 +20,14 @@ def modules_loaded_by(statement: str) -> set[str]:
     return set(done.stdout.split())
 
 
-@pytest.mark.parametrize("statement", [
-    "import tmac_core, tmac_core.engine",
-    "import app.chat, app.chat.store, app.chat.export, app.chat.trim, app.catalog, app.settings, app.paths",
-    "import app.workers.engine_host",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import tmac_core, tmac_core.engine",
+        "import app.chat, app.chat.store, app.chat.export, app.chat.trim, app.catalog, app.settings, app.paths",
+        "import app.workers.engine_host",
+    ],
+)
 def test_no_qt_below_the_ui(statement):
     loaded = modules_loaded_by(statement)
     assert not {name for name in loaded if name.split(".")[0] in ("PySide6", "shiboken6")}
@@ -40,15 +43,25 @@ def test_the_gui_side_does_not_load_the_kernels():
     assert "tmac_core.kernels._kernels" not in loaded and "tmac_core.engine" not in loaded
 
 
-HEAVY = ("numpy", "tmac_core.kernels", "tmac_core.kernels._kernels", "tmac_core.models._llama",
-         "tmac_core.models.loader", "tmac_core.loading.gguf", "tmac_core.engine")
+HEAVY = (
+    "numpy",
+    "tmac_core.kernels",
+    "tmac_core.kernels._kernels",
+    "tmac_core.models._llama",
+    "tmac_core.models.loader",
+    "tmac_core.loading.gguf",
+    "tmac_core.engine",
+)
 
 
-@pytest.mark.parametrize("statement", [
-    "import tmac_core.plan, tmac_core.types",
-    "import tmac_core, tmac_core.models, tmac_core.filehash",
-    "import app.catalog.catalog, app.catalog.installed",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import tmac_core.plan, tmac_core.types",
+        "import tmac_core, tmac_core.models, tmac_core.filehash",
+        "import app.catalog.catalog, app.catalog.installed",
+    ],
+)
 def test_the_model_plan_loads_neither_numpy_nor_the_runtime(statement):
     loaded = modules_loaded_by(statement)
     assert not loaded & set(HEAVY)

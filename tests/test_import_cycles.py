@@ -38,7 +38,8 @@ def _is_type_checking_block(node: ast.AST) -> bool:
         return False
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
@@ -70,11 +71,11 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets = [alias.name for alias in node.names]
         else:
             base = node.module or ""
-            if node.level:     # relative: from the package this module is in (or is)
+            if node.level:  # relative: from the package this module is in (or is)
                 package = module.split(".")
                 if not is_package:
                     package = package[:-1]
-                package = package[:len(package) - (node.level - 1)]
+                package = package[: len(package) - (node.level - 1)]
                 base = ".".join(package + ([base] if base else []))
             # `from a import b` imports a.b when that is a module, else a name from a
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
@@ -162,11 +163,11 @@ def test_the_cycle_finder_sees_lazy_imports():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     modules = project_modules()
-    assert "app.main" in imports_of("app.__main__", modules["app.__main__"], modules)   # inside main()
+    assert "app.main" in imports_of("app.__main__", modules["app.__main__"], modules)  # inside main()
     graph = import_graph()
     assert "tmac_core.tokenizer.base" in graph["tmac_core.tokenizer.bpe"]
     assert "tmac_core.tokenizer.load" in graph["tmac_core.tokenizer"]
-    assert "tmac_core.models._llama" in graph["tmac_core.models.llama"]        # a Cython module
+    assert "tmac_core.models._llama" in graph["tmac_core.models.llama"]  # a Cython module
 
 
 def test_relative_imports_resolve(tmp_path):
@@ -174,5 +175,8 @@ def test_relative_imports_resolve(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from . import store\nfrom .records import Message\nfrom ..catalog import download\n")
     modules = project_modules()
-    assert imports_of("app.chat.probe", probe, modules) == {"app.chat.store", "app.chat.records",
-                                                             "app.catalog.download"}
+    assert imports_of("app.chat.probe", probe, modules) == {
+        "app.chat.store",
+        "app.chat.records",
+        "app.catalog.download",
+    }

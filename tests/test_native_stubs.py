@@ -42,8 +42,13 @@ def _public(names: Iterable[str]) -> set[str]:
 
 def _defined_in(module: ModuleType) -> set[str]:
     """The module's public names, less what it imported (modules, other modules' classes)."""
-    return {name for name, value in vars(module).items() if not name.startswith("_")
-            and not isinstance(value, ModuleType) and getattr(value, "__module__", module.__name__) == module.__name__}
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, ModuleType)
+        and getattr(value, "__module__", module.__name__) == module.__name__
+    }
 
 
 def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, bool]]:
@@ -57,9 +62,9 @@ def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, bool]]:
 
 def _runtime_params(fn: object) -> list[tuple[str, bool]] | None:
     try:
-        signature = inspect.signature(fn)   # type: ignore[arg-type]
+        signature = inspect.signature(fn)  # type: ignore[arg-type]
     except (ValueError, TypeError):
-        return None                         # slot wrappers (__init__ of a cdef class) expose none
+        return None  # slot wrappers (__init__ of a cdef class) expose none
     return [(p.name, p.default is not inspect.Parameter.empty) for p in signature.parameters.values()]
 
 
@@ -86,14 +91,15 @@ def test_stub_signatures_match_the_extension(module_name):
             cls = getattr(module, name)
             for member, member_node in _names(node.body).items():
                 is_property = isinstance(member_node, ast.FunctionDef) and any(
-                    isinstance(d, ast.Name) and d.id == "property" for d in member_node.decorator_list)
+                    isinstance(d, ast.Name) and d.id == "property" for d in member_node.decorator_list
+                )
                 if isinstance(member_node, ast.FunctionDef) and not is_property:
                     pairs.append((f"{name}.{member}", member_node, getattr(cls, member)))
         for label, stub_fn, runtime_fn in pairs:
             if stub_fn.name.startswith("__"):
-                continue        # __init__ of a cdef class: the extension exposes (*args, **kwargs)
+                continue  # __init__ of a cdef class: the extension exposes (*args, **kwargs)
             runtime = _runtime_params(runtime_fn)
             if runtime is not None:
                 assert _stub_params(stub_fn) == runtime, label
                 checked += 1
-    assert checked >= 2   # the check ran on real signatures, not on none
+    assert checked >= 2  # the check ran on real signatures, not on none

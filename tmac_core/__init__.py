@@ -9,22 +9,38 @@ errors of tmac_core.errors. The public API:
 Engine, inspect_model and friends are imported on first use, so `import tmac_core.types`
 and `tmac_core.plan` (what the GUI process needs) do not load numpy or the compiled kernels.
 """
+
 from tmac_core.errors import (  # noqa: F401
-    ChatTemplateError, ContextOverflowError, EngineBusyError, KernelError, ModelFormatError, ModelLoadError,
-    PerplexityError, TemplateSecurityError, TmacError, TokenizerError, UnsupportedCpuError, UnsupportedModelError,
+    ChatTemplateError,
+    ContextOverflowError,
+    EngineBusyError,
+    KernelError,
+    ModelFormatError,
+    ModelLoadError,
+    PerplexityError,
+    TemplateSecurityError,
+    TmacError,
+    TokenizerError,
+    UnsupportedCpuError,
+    UnsupportedModelError,
 )
 from tmac_core.plan import ModelConfig  # noqa: F401
 from tmac_core.types import Chunk, EngineInfo, ModelSummary  # noqa: F401
 
 __version__ = "0.1.0"
 
-_LAZY = {"Engine": "tmac_core.engine",
-         "default_model_path": "tmac_core.engine", "inspect_model": "tmac_core.config", "SamplingParams": "tmac_core.sampling",
-         "SamplingError": "tmac_core.sampling"}
+_LAZY = {
+    "Engine": "tmac_core.engine",
+    "default_model_path": "tmac_core.engine",
+    "inspect_model": "tmac_core.config",
+    "SamplingParams": "tmac_core.sampling",
+    "SamplingError": "tmac_core.sampling",
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
         import importlib
+
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tmac_core' has no attribute {name!r}")

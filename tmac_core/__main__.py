@@ -1,4 +1,5 @@
 """`python -m tmac_core ...`: see tmac_core/cli.py."""
+
 import sys
 
 from tmac_core.cli import main

@@ -14,6 +14,7 @@ This is the one module of tmac_core that prints and exits; the library below it
 does neither. Heavy imports happen inside the commands, so even a broken kernel
 build is reported as an error line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):            # argparse would print usage and exit by itself
+    def error(self, message):  # argparse would print usage and exit by itself
         raise CliError(f"{self.prog}: {message}")
 
 
@@ -58,6 +59,7 @@ def _rss_bytes(field: str = "VmRSS") -> int:
     except OSError:
         pass
     import resource
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -82,17 +84,26 @@ def _status_line(prefix: str):
         if line != shown[0]:
             shown[0] = line
             _say(f"\r{line}\033[K", end="")
+
     return progress
 
 
 def _load(args, n_ctx: int | None = None):
     from tmac_core.engine import Engine
+
     # a redrawn status line belongs on terminals only, not in logs or pipes
     progress = _status_line("loading: ") if not args.json and sys.stderr.isatty() else None
     try:
-        engine = Engine.load(args.model, bits=args.bits, n_threads=args.threads, n_ctx=n_ctx or args.ctx,
-                             progress=progress, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    except ValueError as e:              # Engine.load's documented refusal of bits / n_ctx / threads
+        engine = Engine.load(
+            args.model,
+            bits=args.bits,
+            n_threads=args.threads,
+            n_ctx=n_ctx or args.ctx,
+            progress=progress,
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+        )
+    except ValueError as e:  # Engine.load's documented refusal of bits / n_ctx / threads
         raise CliError(str(e)) from None
     if progress:
         _say("\r\033[K", end="")
@@ -100,25 +111,41 @@ def _load(args, n_ctx: int | None = None):
 
 
 def _timings(final) -> dict:
-    return {"prompt_tokens": final.prompt_tokens, "cached_tokens": final.cached_tokens,
-            "generated_tokens": final.generated_tokens, "prompt_tok_s": final.prompt_tok_s,
-            "decode_tok_s": final.decode_tok_s, "ttft_s": final.ttft_s, "elapsed_s": final.elapsed_s,
-            "threads": final.threads, "finish_reason": final.finish_reason}
+    return {
+        "prompt_tokens": final.prompt_tokens,
+        "cached_tokens": final.cached_tokens,
+        "generated_tokens": final.generated_tokens,
+        "prompt_tok_s": final.prompt_tok_s,
+        "decode_tok_s": final.decode_tok_s,
+        "ttft_s": final.ttft_s,
+        "elapsed_s": final.elapsed_s,
+        "threads": final.threads,
+        "finish_reason": final.finish_reason,
+    }
 
 
 def _timing_line(final) -> str:
-    return (f"prompt: {final.prompt_tokens} tokens at {final.prompt_tok_s:.1f} tok/s"
-            f" ({final.cached_tokens} cached) · decode: {final.generated_tokens} tokens at"
-            f" {final.decode_tok_s:.1f} tok/s · ttft {final.ttft_s:.3f} s · {final.threads} threads"
-            f" · finish: {final.finish_reason}")
+    return (
+        f"prompt: {final.prompt_tokens} tokens at {final.prompt_tok_s:.1f} tok/s"
+        f" ({final.cached_tokens} cached) · decode: {final.generated_tokens} tokens at"
+        f" {final.decode_tok_s:.1f} tok/s · ttft {final.ttft_s:.3f} s · {final.threads} threads"
+        f" · finish: {final.finish_reason}"
+    )
 
 
 def _params(args):
     from tmac_core.sampling import SamplingParams
+
     try:
-        return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                              max_tokens=args.max_tokens, seed=args.seed)
+        return SamplingParams(
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            repeat_penalty=args.repeat_penalty,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
     except ValueError as e:
         raise CliError(str(e)) from None
 
@@ -141,22 +168,31 @@ def _answer(engine, messages, params, echo: bool):
 
 # -- commands -------------------------------------------------------------------------
 
+
 def cmd_info(args) -> int:
     import tmac_core
     from tmac_core import kernels
     from tmac_core.machine import cpu_model_name
+
     feats = kernels.cpu_features()
     try:
         from tmac_core.engine import default_model_path
+
         default_model = default_model_path()
     except TmacError:
         default_model = None
-    info = {"version": tmac_core.__version__, "arch": feats.get("arch"), "cpu": cpu_model_name(),
-            "cpu_count": os.cpu_count(),
-            "features": sorted(k for k, v in feats.items() if v is True),
-            "available_tiers": list(kernels.available_isas()), "active_tier": kernels.active_isa(),
-            "forced_by_env": os.environ.get("TMAC_KERNELS") or None,
-            "default_threads": kernels.get_num_threads(), "default_model": default_model}
+    info = {
+        "version": tmac_core.__version__,
+        "arch": feats.get("arch"),
+        "cpu": cpu_model_name(),
+        "cpu_count": os.cpu_count(),
+        "features": sorted(k for k, v in feats.items() if v is True),
+        "available_tiers": list(kernels.available_isas()),
+        "active_tier": kernels.active_isa(),
+        "forced_by_env": os.environ.get("TMAC_KERNELS") or None,
+        "default_threads": kernels.get_num_threads(),
+        "default_model": default_model,
+    }
     if args.json:
         _emit(info)
     else:
@@ -172,12 +208,20 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     params = _params(args)
     engine = _load(args)
-    messages = ([{"role": "system", "content": args.system}] if args.system else [])
+    messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
     text, final = _answer(engine, messages, params, echo=not args.json)
     if args.json:
-        _emit({"text": text, "model": engine.info.name, "bits": engine.bits,
-               "bits_per_weight": engine.info.bits_per_weight, "isa": engine.info.isa, **_timings(final)})
+        _emit(
+            {
+                "text": text,
+                "model": engine.info.name,
+                "bits": engine.bits,
+                "bits_per_weight": engine.info.bits_per_weight,
+                "isa": engine.info.isa,
+                **_timings(final),
+            }
+        )
     else:
         print(flush=True)
         _say(_timing_line(final))
@@ -186,23 +230,26 @@ def cmd_generate(args) -> int:
 
 def cmd_chat(args) -> int:
     from tmac_core.errors import ContextOverflowError
+
     params = _params(args)
     engine = _load(args)
-    with contextlib.suppress(ImportError):      # not on Windows: plain input() there
+    with contextlib.suppress(ImportError):  # not on Windows: plain input() there
         import readline  # noqa: F401  (importing it gives input() line editing and history)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history = list(system)
     if not args.json:
         info = engine.info
-        _say(f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.isa},"
-             f" {info.n_threads} threads, context {info.n_ctx}.")
+        _say(
+            f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.isa},"
+            f" {info.n_threads} threads, context {info.n_ctx}."
+        )
         _say("Type a message. /reset forgets the conversation, /exit quits; Ctrl+C stops an answer.")
     while True:
         try:
             line = input("" if args.json else "> ")
         except EOFError:
             break
-        except KeyboardInterrupt:        # at the prompt: a fresh line, not the end of the program
+        except KeyboardInterrupt:  # at the prompt: a fresh line, not the end of the program
             print()
             continue
         command = line.strip()
@@ -240,6 +287,7 @@ def cmd_chat(args) -> int:
 
 def cmd_perplexity(args) -> int:
     from tmac_core import perplexity as ppl
+
     try:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
@@ -253,27 +301,42 @@ def cmd_perplexity(args) -> int:
     def progress(done, total, running):
         _say(f"[{done}/{total}] ppl {running:.4f}")
 
-    result = ppl.perplexity(engine.forward, tokens, args.ctx, bos, max_chunks=args.chunks,
-                            progress=None if args.json else progress)
+    result = ppl.perplexity(
+        engine.forward, tokens, args.ctx, bos, max_chunks=args.chunks, progress=None if args.json else progress
+    )
     info = engine.info
-    out = {"ppl": result.ppl, "nll": result.nll, "nll_stderr": result.nll_stderr,
-           "tokens_scored": result.tokens_scored, "chunks": result.chunks, "ctx": result.ctx,
-           "n_tokens": result.n_tokens, "bos_replaced": bos is not None, "bits": info.bits,
-           "bits_per_weight": info.bits_per_weight, "seconds": result.seconds,
-           "tok_s": result.chunks * result.ctx / max(result.seconds, 1e-9), "model": info.name,
-           "threads": info.n_threads, "isa": info.isa}
+    out = {
+        "ppl": result.ppl,
+        "nll": result.nll,
+        "nll_stderr": result.nll_stderr,
+        "tokens_scored": result.tokens_scored,
+        "chunks": result.chunks,
+        "ctx": result.ctx,
+        "n_tokens": result.n_tokens,
+        "bos_replaced": bos is not None,
+        "bits": info.bits,
+        "bits_per_weight": info.bits_per_weight,
+        "seconds": result.seconds,
+        "tok_s": result.chunks * result.ctx / max(result.seconds, 1e-9),
+        "model": info.name,
+        "threads": info.n_threads,
+        "isa": info.isa,
+    }
     if args.json:
         _emit(out)
     else:
-        print(f"PPL = {result.ppl:.4f} +/- {result.ppl * result.nll_stderr:.4f} over {result.tokens_scored}"
-              f" tokens ({result.chunks} chunks of {result.ctx}; {info.bits}-bit,"
-              f" {info.bits_per_weight:.2f} bits/weight; {result.seconds:.1f} s)")
+        print(
+            f"PPL = {result.ppl:.4f} +/- {result.ppl * result.nll_stderr:.4f} over {result.tokens_scored}"
+            f" tokens ({result.chunks} chunks of {result.ctx}; {info.bits}-bit,"
+            f" {info.bits_per_weight:.2f} bits/weight; {result.seconds:.1f} s)"
+        )
     return 0
 
 
 def cmd_bench(args) -> int:
     import numpy as np
-    baseline = _rss_bytes()                     # interpreter, numpy, kernels: before any weight
+
+    baseline = _rss_bytes()  # interpreter, numpy, kernels: before any weight
     engine = _load(args)
     rss = _rss_bytes()
     info = engine.info
@@ -297,41 +360,72 @@ def cmd_bench(args) -> int:
 
     runs = []
     if args.repeats > 0 and n_p > 0:
-        run_once()                              # warm-up: page in weights, settle the thread pool
+        run_once()  # warm-up: page in weights, settle the thread pool
         runs = [run_once() for _ in range(args.repeats)]
     # the weights are mapped from the repack cache and the KV cache is allocated
     # lazily, so what a running model holds shows only after it has run
     rss_run = _rss_bytes() if runs else None
-    med = (lambda xs: float(np.median(xs)) if xs else None)      # noqa: E731
-    out = {"model": info.name, "source": info.source, "n_params": info.n_params, "bits": info.bits,
-           "bits_per_weight": info.bits_per_weight, "packed_bytes": info.packed_bytes,
-           "kv_cache_bytes": info.kv_cache_bytes, "n_ctx": info.n_ctx, "rss_bytes": rss,
-           "rss_after_run_bytes": rss_run, "rss_baseline_bytes": baseline, "rss_peak_bytes": _rss_bytes("VmHWM"), "isa": info.isa,
-           "threads": engine.n_threads, "prompt_tokens": n_p, "gen_tokens": n_g, "repeats": len(runs),
-           "prompt_tok_s": med([r[0] for r in runs]), "decode_tok_s": med([r[1] for r in runs]),
-           "prompt_tok_s_runs": [r[0] for r in runs], "decode_tok_s_runs": [r[1] for r in runs],
-           "load_s": info.load_s, "cache_hit": info.cache_hit}
+    med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
+    out = {
+        "model": info.name,
+        "source": info.source,
+        "n_params": info.n_params,
+        "bits": info.bits,
+        "bits_per_weight": info.bits_per_weight,
+        "packed_bytes": info.packed_bytes,
+        "kv_cache_bytes": info.kv_cache_bytes,
+        "n_ctx": info.n_ctx,
+        "rss_bytes": rss,
+        "rss_after_run_bytes": rss_run,
+        "rss_baseline_bytes": baseline,
+        "rss_peak_bytes": _rss_bytes("VmHWM"),
+        "isa": info.isa,
+        "threads": engine.n_threads,
+        "prompt_tokens": n_p,
+        "gen_tokens": n_g,
+        "repeats": len(runs),
+        "prompt_tok_s": med([r[0] for r in runs]),
+        "decode_tok_s": med([r[1] for r in runs]),
+        "prompt_tok_s_runs": [r[0] for r in runs],
+        "decode_tok_s_runs": [r[1] for r in runs],
+        "load_s": info.load_s,
+        "cache_hit": info.cache_hit,
+    }
     if args.json:
         _emit(out)
     else:
-        print(f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
-              f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.isa}, {engine.n_threads} threads")
+        print(
+            f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
+            f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.isa}, {engine.n_threads} threads"
+        )
         if runs:
-            print(f"prompt ({n_p} tokens): {out['prompt_tok_s']:.1f} tok/s · decode ({n_g} tokens):"
-                  f" {out['decode_tok_s']:.1f} tok/s · median of {len(runs)}")
+            print(
+                f"prompt ({n_p} tokens): {out['prompt_tok_s']:.1f} tok/s · decode ({n_g} tokens):"
+                f" {out['decode_tok_s']:.1f} tok/s · median of {len(runs)}"
+            )
         after = f", after the runs: {rss_run / 2**20:.0f} MiB" if runs else ""
-        print(f"resident memory after load: {rss / 2**20:.0f} MiB{after} (interpreter before load:"
-              f" {baseline / 2**20:.0f} MiB; KV cache budget {info.kv_cache_bytes / 2**20:.0f} MiB)")
+        print(
+            f"resident memory after load: {rss / 2**20:.0f} MiB{after} (interpreter before load:"
+            f" {baseline / 2**20:.0f} MiB; KV cache budget {info.kv_cache_bytes / 2**20:.0f} MiB)"
+        )
     return 0
 
 
 def cmd_synth(args) -> int:
     from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
+
     config = ARCHITECTURES["llama"].config(
-        dim=args.dim, hidden_dim=args.ffn, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
-        head_dim=args.dim // args.heads, vocab_size=args.vocab, seq_len=args.ctx_train,
-        tie_embeddings=args.tie_embeddings)
+        dim=args.dim,
+        hidden_dim=args.ffn,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        n_kv_heads=args.kv_heads,
+        head_dim=args.dim // args.heads,
+        vocab_size=args.vocab,
+        seq_len=args.ctx_train,
+        tie_embeddings=args.tie_embeddings,
+    )
     spec = SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)
     try:
         spec.check()
@@ -340,22 +434,31 @@ def cmd_synth(args) -> int:
     progress = _status_line(f"writing {args.out}:") if not args.json and sys.stderr.isatty() else None
     t0 = time.perf_counter()
     size = write_synthetic(args.out, spec, progress)
-    out = {"path": os.path.abspath(args.out), "bytes": size, "n_params": spec.n_params, "type": args.type,
-           "seconds": time.perf_counter() - t0}
+    out = {
+        "path": os.path.abspath(args.out),
+        "bytes": size,
+        "n_params": spec.n_params,
+        "type": args.type,
+        "seconds": time.perf_counter() - t0,
+    }
     if args.json:
         _emit(out)
     else:
         if progress:
             _say("")
-        print(f"wrote {out['path']}: {spec.n_params / 1e6:.1f}M parameters, {args.type}, {size / 2**20:.1f} MiB"
-              f" in {out['seconds']:.1f} s")
+        print(
+            f"wrote {out['path']}: {spec.n_params / 1e6:.1f}M parameters, {args.type}, {size / 2**20:.1f} MiB"
+            f" in {out['seconds']:.1f} s"
+        )
     return 0
 
 
 # -- the command line -------------------------------------------------------------------
 
+
 def _int_at_least(minimum: int, rule: str):
     """An argparse type: an integer >= minimum, else a message naming the rule."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -364,6 +467,7 @@ def _int_at_least(minimum: int, rule: str):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} {rule}")
         return value
+
     return parse
 
 
@@ -381,12 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
         if model:
             p.add_argument("model", help='a .gguf file, or "default" (the embedded SmolLM2-135M-Instruct)')
-            p.add_argument("--bits", type=int, choices=(2, 4), default=4, help="weight bits (2 is a preset"
-                           " that keeps the most sensitive tensors at 4)")
+            p.add_argument(
+                "--bits",
+                type=int,
+                choices=(2, 4),
+                default=4,
+                help="weight bits (2 is a preset that keeps the most sensitive tensors at 4)",
+            )
             p.add_argument("--threads", type=_positive, default=None, help="kernel threads (default: all cores)")
             p.add_argument("--ctx", type=_positive, default=None, help="context length (KV cache size)")
-            p.add_argument("--cache-dir", default=None, help="repacked-model cache folder"
-                           " (default: the user cache, or $TMAC_CACHE_DIR)")
+            p.add_argument(
+                "--cache-dir",
+                default=None,
+                help="repacked-model cache folder (default: the user cache, or $TMAC_CACHE_DIR)",
+            )
             p.add_argument("--no-cache", action="store_true", help="repack in memory, read and write no cache")
         return p
 
@@ -432,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(as_json: bool, kind: str, message: str) -> int:
-    message = " ".join(str(message).split()) or kind          # one line, whatever the exception held
+    message = " ".join(str(message).split()) or kind  # one line, whatever the exception held
     if as_json:
         _emit({"error": kind, "message": message})
     else:
@@ -450,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(as_json, "CliError", str(e))
     except TmacError as e:
         return _fail(as_json, type(e).__name__, str(e))
-    except OSError as e:                 # an unreadable --file, a full disk for synth
+    except OSError as e:  # an unreadable --file, a full disk for synth
         where = f"{e.filename}: " if e.filename else ""
         return _fail(as_json, type(e).__name__, f"{where}{e.strerror or e}")
     except KeyboardInterrupt:

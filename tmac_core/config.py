@@ -46,21 +46,19 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
     p = gguf_arch + "."
     dim = gguf.get_int(p + "embedding_length", min_value=1, max_value=MAX_DIM)
     n_heads = gguf.get_int(p + "attention.head_count", min_value=1, max_value=MAX_HEADS)
-    n_kv_heads = gguf.get_int(p + "attention.head_count_kv", n_heads, min_value=1,
-                              max_value=MAX_HEADS)
+    n_kv_heads = gguf.get_int(p + "attention.head_count_kv", n_heads, min_value=1, max_value=MAX_HEADS)
     if dim % n_heads:
         _fail(gguf, p + "attention.head_count", f"{n_heads} heads do not divide dim {dim}")
     if n_heads % n_kv_heads:
-        _fail(gguf, p + "attention.head_count_kv",
-              f"{n_kv_heads} kv heads do not divide {n_heads} heads")
-    head_dim = gguf.get_int(p + "attention.key_length", dim // n_heads, min_value=1,
-                            max_value=MAX_HEAD_DIM)
+        _fail(gguf, p + "attention.head_count_kv", f"{n_kv_heads} kv heads do not divide {n_heads} heads")
+    head_dim = gguf.get_int(p + "attention.key_length", dim // n_heads, min_value=1, max_value=MAX_HEAD_DIM)
     if gguf.get_int(p + "attention.value_length", head_dim) != head_dim:
         raise UnsupportedModelError(f"{gguf.path}: key and value head sizes differ")
     rope_dim = gguf.get_int(p + "rope.dimension_count", head_dim, min_value=1)
     if rope_dim != head_dim:
-        raise UnsupportedModelError(f"{gguf.path}: partial rotary embedding ({rope_dim} of"
-                                    f" {head_dim} head dimensions) is not supported")
+        raise UnsupportedModelError(
+            f"{gguf.path}: partial rotary embedding ({rope_dim} of {head_dim} head dimensions) is not supported"
+        )
     if head_dim % 2:
         _fail(gguf, p + "attention.key_length", f"head size {head_dim} is odd; RoPE needs pairs")
     tokens = gguf.get_array("tokenizer.ggml.tokens", element_type=ValueType.STRING)
@@ -69,8 +67,7 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         _fail(gguf, "tokenizer.ggml.tokens", f"{vocab_size} tokens outside [1, {MAX_VOCAB}]")
     declared_vocab = gguf.get_int(p + "vocab_size", vocab_size)
     if declared_vocab != vocab_size:
-        _fail(gguf, p + "vocab_size", f"says {declared_vocab} but the vocabulary has"
-              f" {vocab_size} tokens")
+        _fail(gguf, p + "vocab_size", f"says {declared_vocab} but the vocabulary has {vocab_size} tokens")
     config = arch.config(
         dim=dim,
         hidden_dim=gguf.get_int(p + "feed_forward_length", min_value=1, max_value=MAX_HIDDEN_DIM),
@@ -81,8 +78,7 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         vocab_size=vocab_size,
         seq_len=gguf.get_int(p + "context_length", min_value=1, max_value=MAX_SEQ_LEN),
         rope_theta=gguf.get_float(p + "rope.freq_base", 10000.0, positive=True),
-        norm_eps=gguf.get_float(p + "attention.layer_norm_rms_epsilon", positive=True,
-                                max_value=1.0),
+        norm_eps=gguf.get_float(p + "attention.layer_norm_rms_epsilon", positive=True, max_value=1.0),
         rope_scaling=_rope_scaling(gguf, p),
         tie_embeddings="output.weight" not in gguf.tensors,
         rope_freqs="rope_freqs.weight" in gguf.tensors,
@@ -107,17 +103,23 @@ def inspect_model(path: str | os.PathLike) -> ModelSummary:
         config = config_from_gguf(gguf)
         try:
             name = str(gguf.get_str("general.name", "")).strip()
-        except ModelFormatError:     # a mistyped name is no reason to refuse the model
+        except ModelFormatError:  # a mistyped name is no reason to refuse the model
             name = ""
         tensor_types = {name_: info.ggml_type.name for name_, info in gguf.tensors.items()}
         counts: dict[str, int] = {}
         for info in gguf.tensors.values():
             counts[info.ggml_type.name] = counts.get(info.ggml_type.name, 0) + info.n_elements
         return ModelSummary(
-            path=os.fspath(gguf.path), name=name or Path(gguf.path).stem, gguf_arch=gguf.architecture,
-            config=config, n_params=sum(counts.values()), file_size=gguf.file_size,
-            file_type=max(counts, key=counts.__getitem__) if counts else "?", tensor_types=tensor_types,
-            gguf_version=gguf.version)
+            path=os.fspath(gguf.path),
+            name=name or Path(gguf.path).stem,
+            gguf_arch=gguf.architecture,
+            config=config,
+            n_params=sum(counts.values()),
+            file_size=gguf.file_size,
+            file_type=max(counts, key=counts.__getitem__) if counts else "?",
+            tensor_types=tensor_types,
+            gguf_version=gguf.version,
+        )
 
 
 def _fail(gguf: GGUFFile, key: str, reason: str):
@@ -133,15 +135,14 @@ def _rope_scaling(gguf: GGUFFile, p: str) -> RopeScaling | None:
         if kind == "none" or factor == 1.0:
             return None
         # llama.cpp reads a factor without a type as linear scaling.
-        raise UnsupportedModelError(f"{gguf.path}: RoPE scaling type {kind or 'linear'!r} is not"
-                                    " supported (supported: llama3)")
+        raise UnsupportedModelError(
+            f"{gguf.path}: RoPE scaling type {kind or 'linear'!r} is not supported (supported: llama3)"
+        )
     # ggml has no keys for these; llama.cpp bakes them into rope_freqs.weight. Our own
     # writer stores them so a file can carry Llama-3 scaling without that tensor.
     low = gguf.get_float(p + "rope.scaling.low_freq_factor", 1.0, positive=True)
     high = gguf.get_float(p + "rope.scaling.high_freq_factor", 4.0, positive=True)
     if high <= low:
-        _fail(gguf, p + "rope.scaling.high_freq_factor",
-              f"high_freq_factor {high} must exceed low_freq_factor {low}")
-    original = gguf.get_int(p + "rope.scaling.original_context_length", 8192, min_value=1,
-                            max_value=MAX_SEQ_LEN)
+        _fail(gguf, p + "rope.scaling.high_freq_factor", f"high_freq_factor {high} must exceed low_freq_factor {low}")
+    original = gguf.get_int(p + "rope.scaling.original_context_length", 8192, min_value=1, max_value=MAX_SEQ_LEN)
     return RopeScaling(factor, low, high, original)

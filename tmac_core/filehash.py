@@ -4,13 +4,15 @@ The one implementation for the runtime's cache key and the app's download and
 import checks. Standard library only, so the app may import it without numpy
 or the native extension.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
-BLOCK_BYTES = 16 << 20     # 16 MiB reads: a 4 GB file is ~250 calls, each long enough to show progress
+BLOCK_BYTES = 16 << 20  # 16 MiB reads: a 4 GB file is ~250 calls, each long enough to show progress
 
 
 class HashCancelled(Exception):
@@ -21,8 +23,13 @@ class HashCancelled(Exception):
         self.done, self.total = done, total
 
 
-def sha256_file(path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None, copy_to: BinaryIO | None = None) -> str:
+def sha256_file(
+    path: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    copy_to: BinaryIO | None = None,
+) -> str:
     """Hex sha256 of the file's bytes. `progress(done, total)` after every block;
     `should_stop()` before every block (HashCancelled when it says so); every block
     is also written to `copy_to` when given (copy and hash in one read)."""

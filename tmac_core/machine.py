@@ -4,6 +4,7 @@ About page and sweep records, and the benchmark reports.
 
 Standard library only (no numpy, no kernels), so the GUI process may import it.
 """
+
 from __future__ import annotations
 
 import platform
@@ -33,15 +34,16 @@ def cpu_model_name() -> str:
                 break
     elif sys.platform == "darwin":
         try:
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=2).stdout.strip()
+            name = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=2
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             name = ""
     elif sys.platform == "win32":
         try:
             import winreg
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
-                                r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
+
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
                 name = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
         except OSError:
             name = ""

@@ -15,12 +15,13 @@ are comparable:
 numpy and tmac_core.errors only, so the benchmark's llama.cpp side and float
 reference can score their logits with the same functions. No Qt.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,12 +36,12 @@ Forward = Callable[[np.ndarray, int, bool], np.ndarray]
 @dataclass(frozen=True)
 class PerplexityResult:
     ppl: float
-    nll: float                # mean negative log-likelihood, nats per token
-    nll_stderr: float         # standard error of that mean (llama.cpp prints ppl ± ppl·stderr)
+    nll: float  # mean negative log-likelihood, nats per token
+    nll_stderr: float  # standard error of that mean (llama.cpp prints ppl ± ppl·stderr)
     tokens_scored: int
     chunks: int
     ctx: int
-    n_tokens: int             # tokens in the whole text
+    n_tokens: int  # tokens in the whole text
     seconds: float
 
 
@@ -48,8 +49,10 @@ def tokenize(tokenizer, text: str) -> list[int]:
     """llama.cpp's common_tokenize(ctx, text, add_special=true, parse_special=false)."""
     if getattr(tokenizer, "add_eos", False):
         # llama-perplexity asserts this too: an EOS after the text would be scored as text
-        raise PerplexityError("this vocabulary appends an end-of-sequence token to every text;"
-                              " llama-perplexity refuses such models and so do we")
+        raise PerplexityError(
+            "this vocabulary appends an end-of-sequence token to every text;"
+            " llama-perplexity refuses such models and so do we"
+        )
     return tokenizer.encode(text, allow_special=False, add_special=True)
 
 
@@ -61,15 +64,17 @@ def n_chunks(n_tokens: int, ctx: int, max_chunks: int | None = None) -> int:
     if ctx < 4:
         raise PerplexityError(f"a perplexity context must hold at least 4 tokens, got {ctx}")
     if n_tokens < 2 * ctx:
-        raise PerplexityError(f"the text is {n_tokens} tokens; a context of {ctx} needs at least"
-                              f" {2 * ctx} (llama-perplexity's rule: two chunks)")
+        raise PerplexityError(
+            f"the text is {n_tokens} tokens; a context of {ctx} needs at least"
+            f" {2 * ctx} (llama-perplexity's rule: two chunks)"
+        )
     n = n_tokens // ctx
     return n if max_chunks is None else max(1, min(n, max_chunks))
 
 
 def chunk_tokens(tokens: Sequence[int], index: int, ctx: int, bos_id: int | None) -> np.ndarray:
     """Tokens of chunk `index`, its first one replaced by BOS when bos_id is given."""
-    chunk = np.array(tokens[index * ctx:(index + 1) * ctx], dtype=np.int32)
+    chunk = np.array(tokens[index * ctx : (index + 1) * ctx], dtype=np.int32)
     if bos_id is not None:
         chunk[0] = bos_id
     return chunk
@@ -84,10 +89,11 @@ def chunk_nll(logits: np.ndarray, chunk: np.ndarray, offset: int = 0) -> np.ndar
     ctx = len(chunk)
     first, n = ctx // 2, scored_per_chunk(ctx)
     if offset > first or len(logits) < first - offset + n:
-        raise ValueError(f"logits from position {offset} ({len(logits)} rows) do not cover"
-                         f" positions {first}..{ctx - 2}")
-    rows = np.asarray(logits[first - offset:first - offset + n], dtype=np.float64)
-    targets = chunk[first + 1:ctx]
+        raise ValueError(
+            f"logits from position {offset} ({len(logits)} rows) do not cover positions {first}..{ctx - 2}"
+        )
+    rows = np.asarray(logits[first - offset : first - offset + n], dtype=np.float64)
+    targets = chunk[first + 1 : ctx]
     top = rows.max(axis=1)
     log_z = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
     return log_z - rows[np.arange(n), targets]
@@ -97,13 +103,27 @@ def summarize(nlls: Sequence[np.ndarray], ctx: int, n_tokens: int, seconds: floa
     every = np.concatenate(list(nlls))
     mean = float(every.mean())
     stderr = float(every.std() / math.sqrt(len(every) - 1)) if len(every) > 1 else 0.0
-    return PerplexityResult(ppl=math.exp(mean), nll=mean, nll_stderr=stderr, tokens_scored=len(every),
-                            chunks=len(nlls), ctx=ctx, n_tokens=n_tokens, seconds=seconds)
+    return PerplexityResult(
+        ppl=math.exp(mean),
+        nll=mean,
+        nll_stderr=stderr,
+        tokens_scored=len(every),
+        chunks=len(nlls),
+        ctx=ctx,
+        n_tokens=n_tokens,
+        seconds=seconds,
+    )
 
 
-def perplexity(forward: Forward, tokens: Sequence[int], ctx: int, bos_id: int | None, *,
-               max_chunks: int | None = None,
-               progress: Callable[[int, int, float], None] | None = None) -> PerplexityResult:
+def perplexity(
+    forward: Forward,
+    tokens: Sequence[int],
+    ctx: int,
+    bos_id: int | None,
+    *,
+    max_chunks: int | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> PerplexityResult:
     """Run the definition above through `forward`, two calls a chunk: its first
     ctx//2 tokens as context only, then the rest with the logits of every position.
 
@@ -116,7 +136,7 @@ def perplexity(forward: Forward, tokens: Sequence[int], ctx: int, bos_id: int | 
     for i in range(total):
         chunk = chunk_tokens(tokens, i, ctx, bos_id)
         forward(chunk[:first], 0, False)
-        logits = forward(chunk[first:], first, True)       # rows for positions first .. ctx-1
+        logits = forward(chunk[first:], first, True)  # rows for positions first .. ctx-1
         nlls.append(chunk_nll(logits, chunk, offset=first))
         if progress is not None:
             progress(i + 1, total, math.exp(float(np.concatenate(nlls).mean())))

@@ -10,16 +10,17 @@ names; shapes here are (rows, cols) as the kernels see a matrix, GGUF lists ne0 
 Standard library only: the app imports this module (and tmac_core.types) without
 loading numpy or the compiled runtime (tests/test_boundaries.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-TILE_ROWS = 64                # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
-GROUP_SIZES = (32, 64, 128)   # scale groups along K (kernels/layout.py GROUP_SIZES)
-KV_BYTES_PER_VALUE = 2        # the KV cache holds fp16 K and V (models/_llama.pyx)
-ROPE_STYLES = ("interleaved", "neox")   # pairs (2i, 2i+1) as llama, or (i, i + hd/2) as qwen2
-FFN_ACTIVATIONS = ("silu",)             # gated FFN: down(act(gate) * up)
+TILE_ROWS = 64  # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
+GROUP_SIZES = (32, 64, 128)  # scale groups along K (kernels/layout.py GROUP_SIZES)
+KV_BYTES_PER_VALUE = 2  # the KV cache holds fp16 K and V (models/_llama.pyx)
+ROPE_STYLES = ("interleaved", "neox")  # pairs (2i, 2i+1) as llama, or (i, i + hd/2) as qwen2
+FFN_ACTIVATIONS = ("silu",)  # gated FFN: down(act(gate) * up)
 
 # Source types with more than ~5 bits per weight: their output layer would lose
 # precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so the 4-bit
@@ -35,6 +36,7 @@ MATRIX_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up
 @dataclass(frozen=True)
 class RopeScaling:
     """Llama-3 RoPE frequency scaling (HF `rope_scaling` with rope_type "llama3")."""
+
     factor: float
     low_freq_factor: float
     high_freq_factor: float
@@ -48,25 +50,26 @@ class ModelConfig:
     Build it through an `Architecture` (tmac_core.models.architecture(name).config(...))
     or `ModelConfig.from_gguf`, so the flags below are decided once, by the architecture.
     """
-    dim: int                 # embedding width (d_model)
-    hidden_dim: int          # feed-forward width
+
+    dim: int  # embedding width (d_model)
+    hidden_dim: int  # feed-forward width
     n_layers: int
     n_heads: int
-    n_kv_heads: int          # grouped-query attention: n_heads % n_kv_heads == 0
-    head_dim: int            # usually dim // n_heads; Mistral-Nemo-style files differ
+    n_kv_heads: int  # grouped-query attention: n_heads % n_kv_heads == 0
+    head_dim: int  # usually dim // n_heads; Mistral-Nemo-style files differ
     vocab_size: int
-    seq_len: int             # trained context length
-    rope_theta: float = 10000.0    # GGUF's default when the key is absent
-    norm_eps: float = 1e-5         # RMSNorm epsilon (always read from a file; the catalog lists shapes only)
+    seq_len: int  # trained context length
+    rope_theta: float = 10000.0  # GGUF's default when the key is absent
+    norm_eps: float = 1e-5  # RMSNorm epsilon (always read from a file; the catalog lists shapes only)
     rope_scaling: RopeScaling | None = None
-    tie_embeddings: bool = False   # output projection reuses token_embd.weight
-    arch: str = "llama"            # the architecture we run it as (tmac_core.models.ARCHITECTURES)
-    rope_freqs: bool = False       # file has `rope_freqs.weight` (ggml per-frequency divisors)
+    tie_embeddings: bool = False  # output projection reuses token_embd.weight
+    arch: str = "llama"  # the architecture we run it as (tmac_core.models.ARCHITECTURES)
+    rope_freqs: bool = False  # file has `rope_freqs.weight` (ggml per-frequency divisors)
     # Architecture flags: the forward pass and the plan switch on these, never on `arch`.
-    rope_style: str = "interleaved"   # one of ROPE_STYLES
-    qkv_bias: bool = False            # q, k and v projections carry biases (qwen2)
-    ffn_act: str = "silu"             # one of FFN_ACTIVATIONS
-    sub_norms: bool = False           # RMSNorm before attn_output and ffn_down (BitNet's sub-norms)
+    rope_style: str = "interleaved"  # one of ROPE_STYLES
+    qkv_bias: bool = False  # q, k and v projections carry biases (qwen2)
+    ffn_act: str = "silu"  # one of FFN_ACTIVATIONS
+    sub_norms: bool = False  # RMSNorm before attn_output and ffn_down (BitNet's sub-norms)
 
     @classmethod
     def from_gguf(cls, gguf) -> ModelConfig:
@@ -78,6 +81,7 @@ class ModelConfig:
                 or has the wrong shape.
         """
         from tmac_core.config import config_from_gguf
+
         return config_from_gguf(gguf)
 
     def expected_tensors(self) -> dict[str, tuple[int, ...]]:
@@ -92,15 +96,18 @@ class ModelConfig:
     def check_tensors(self, gguf) -> None:
         """ModelFormatError naming the first missing or misshapen tensor."""
         from tmac_core.errors import ModelFormatError
+
         for name, expected in self.expected_tensors().items():
             info = gguf.tensors.get(name)
             if info is None:
-                raise ModelFormatError(gguf.path, f"tensor {name!r}", None,
-                                       "required tensor is missing")
+                raise ModelFormatError(gguf.path, f"tensor {name!r}", None, "required tensor is missing")
             if info.shape != expected:
-                raise ModelFormatError(gguf.path, f"tensor {name!r}", info.offset,
-                                       f"has shape {list(info.shape)}, expected {list(expected)}"
-                                       " (GGUF order, ne0 first)")
+                raise ModelFormatError(
+                    gguf.path,
+                    f"tensor {name!r}",
+                    info.offset,
+                    f"has shape {list(info.shape)}, expected {list(expected)} (GGUF order, ne0 first)",
+                )
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,8 @@ class Architecture:
 
     One instance per file in tmac_core/models/, registered in models/__init__.py.
     """
-    name: str                          # ModelConfig.arch
+
+    name: str  # ModelConfig.arch
     rope_style: str = "interleaved"
     qkv_bias: bool = False
     ffn_act: str = "silu"
@@ -117,34 +125,44 @@ class Architecture:
 
     def __post_init__(self):
         if self.rope_style not in ROPE_STYLES or self.ffn_act not in FFN_ACTIVATIONS:
-            raise ValueError(f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r}"
-                             f" not among {ROPE_STYLES} / {FFN_ACTIVATIONS}")
+            raise ValueError(
+                f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r}"
+                f" not among {ROPE_STYLES} / {FFN_ACTIVATIONS}"
+            )
 
     def config(self, **fields) -> ModelConfig:
         """A ModelConfig of this architecture: the shapes given, the flags decided here."""
-        return ModelConfig(**fields, arch=self.name, rope_style=self.rope_style, qkv_bias=self.qkv_bias,
-                           ffn_act=self.ffn_act, sub_norms=self.sub_norms)
+        return ModelConfig(
+            **fields,
+            arch=self.name,
+            rope_style=self.rope_style,
+            qkv_bias=self.qkv_bias,
+            ffn_act=self.ffn_act,
+            sub_norms=self.sub_norms,
+        )
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     """One packed matrix the runtime holds: y (rows,) = W (rows, cols) @ x (cols,)."""
-    name: str                # GGUF tensor name ("output.residual" is ours: no GGUF tensor)
+
+    name: str  # GGUF tensor name ("output.residual" is ours: no GGUF tensor)
     rows: int
     cols: int
-    role: str                # "token_embd", "output", "output_residual" or one of MATRIX_ROLES
-    bits: int                # 1..4
-    group_size: int          # scale group along K (PackedWeight.group_size)
-    act_group: int           # activation-table group it reads (PackedWeight.act_group)
-    layer: int = -1          # block index, -1 outside the blocks
+    role: str  # "token_embd", "output", "output_residual" or one of MATRIX_ROLES
+    bits: int  # 1..4
+    group_size: int  # scale group along K (PackedWeight.group_size)
+    act_group: int  # activation-table group it reads (PackedWeight.act_group)
+    layer: int = -1  # block index, -1 outside the blocks
 
 
 @dataclass(frozen=True)
 class VectorSpec:
     """One float32 vector the runtime holds (norm weights, biases) or the loader reads."""
+
     name: str
     size: int
-    role: str                # "attn_norm", "ffn_norm", "output_norm", "attn_q_bias", ...
+    role: str  # "attn_norm", "ffn_norm", "output_norm", "attn_q_bias", ...
     layer: int = -1
 
 
@@ -178,9 +196,15 @@ def _matrices(cfg: ModelConfig) -> list[tuple[str, int, int, str, int]]:
     out = [("token_embd.weight", cfg.vocab_size, cfg.dim, "token_embd", -1)]
     if not cfg.tie_embeddings:
         out.append(("output.weight", cfg.vocab_size, cfg.dim, "output", -1))
-    shapes = {"attn_q": (q_dim, cfg.dim), "attn_k": (kv_dim, cfg.dim), "attn_v": (kv_dim, cfg.dim),
-              "attn_output": (cfg.dim, q_dim), "ffn_gate": (cfg.hidden_dim, cfg.dim),
-              "ffn_up": (cfg.hidden_dim, cfg.dim), "ffn_down": (cfg.dim, cfg.hidden_dim)}
+    shapes = {
+        "attn_q": (q_dim, cfg.dim),
+        "attn_k": (kv_dim, cfg.dim),
+        "attn_v": (kv_dim, cfg.dim),
+        "attn_output": (cfg.dim, q_dim),
+        "ffn_gate": (cfg.hidden_dim, cfg.dim),
+        "ffn_up": (cfg.hidden_dim, cfg.dim),
+        "ffn_down": (cfg.dim, cfg.hidden_dim),
+    }
     for layer in range(cfg.n_layers):
         out += [(f"blk.{layer}.{role}.weight", *shapes[role], role, layer) for role in MATRIX_ROLES]
     return out
@@ -198,6 +222,7 @@ def tensor_plan(cfg: ModelConfig, bits: int, source: str | Mapping[str, str] | N
         (ModelSummary.tensor_types), or None when unknown (then: our quantizer's groups,
         no residual pass). It decides the exact-repack groups and the residual pass.
     """
+
     def type_of(name: str) -> str | None:
         return source if source is None or isinstance(source, str) else source.get(name)
 
@@ -206,9 +231,18 @@ def tensor_plan(cfg: ModelConfig, bits: int, source: str | Mapping[str, str] | N
         b = layer_bits(cfg, role, layer, bits)
         group = group_size_for(b, cols, type_of(name))
         plan.append(TensorSpec(name, rows, cols, role, b, group, act_group_for(group), layer))
-    if bits == 4 and type_of(output_source(cfg)) in PRECISE_TYPES:     # the 2-bit preset stays small
-        plan.append(TensorSpec("output.residual", cfg.vocab_size, cfg.dim, "output_residual",
-                               RESIDUAL_BITS, RESIDUAL_GROUP, act_group_for(RESIDUAL_GROUP)))
+    if bits == 4 and type_of(output_source(cfg)) in PRECISE_TYPES:  # the 2-bit preset stays small
+        plan.append(
+            TensorSpec(
+                "output.residual",
+                cfg.vocab_size,
+                cfg.dim,
+                "output_residual",
+                RESIDUAL_BITS,
+                RESIDUAL_GROUP,
+                act_group_for(RESIDUAL_GROUP),
+            )
+        )
     return plan
 
 
@@ -220,22 +254,45 @@ def vector_plan(cfg: ModelConfig) -> list[VectorSpec]:
         out.append(VectorSpec("rope_freqs.weight", cfg.head_dim // 2, "rope_freqs"))
     for layer in range(cfg.n_layers):
         b = f"blk.{layer}."
-        out += [VectorSpec(b + "attn_norm.weight", cfg.dim, "attn_norm", layer),
-                VectorSpec(b + "ffn_norm.weight", cfg.dim, "ffn_norm", layer)]
+        out += [
+            VectorSpec(b + "attn_norm.weight", cfg.dim, "attn_norm", layer),
+            VectorSpec(b + "ffn_norm.weight", cfg.dim, "ffn_norm", layer),
+        ]
         if cfg.qkv_bias:
-            out += [VectorSpec(b + "attn_q.bias", q_dim, "attn_q_bias", layer),
-                    VectorSpec(b + "attn_k.bias", kv_dim, "attn_k_bias", layer),
-                    VectorSpec(b + "attn_v.bias", kv_dim, "attn_v_bias", layer)]
+            out += [
+                VectorSpec(b + "attn_q.bias", q_dim, "attn_q_bias", layer),
+                VectorSpec(b + "attn_k.bias", kv_dim, "attn_k_bias", layer),
+                VectorSpec(b + "attn_v.bias", kv_dim, "attn_v_bias", layer),
+            ]
         if cfg.sub_norms:
-            out += [VectorSpec(b + "attn_sub_norm.weight", q_dim, "attn_sub_norm", layer),
-                    VectorSpec(b + "ffn_sub_norm.weight", cfg.hidden_dim, "ffn_sub_norm", layer)]
+            out += [
+                VectorSpec(b + "attn_sub_norm.weight", q_dim, "attn_sub_norm", layer),
+                VectorSpec(b + "ffn_sub_norm.weight", cfg.hidden_dim, "ffn_sub_norm", layer),
+            ]
     return out
 
 
 # llama.cpp's file-index order: top-level tensors, then each block's in graph order
-FILE_ORDER = ("token_embd", "output_norm", "output", "rope_freqs", "attn_norm", "attn_q", "attn_k", "attn_v",
-              "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "attn_q_bias", "attn_k_bias",
-              "attn_v_bias", "attn_sub_norm", "ffn_sub_norm")
+FILE_ORDER = (
+    "token_embd",
+    "output_norm",
+    "output",
+    "rope_freqs",
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "attn_q_bias",
+    "attn_k_bias",
+    "attn_v_bias",
+    "attn_sub_norm",
+    "ffn_sub_norm",
+)
 
 
 def gguf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -271,6 +328,21 @@ def n_params(cfg: ModelConfig) -> int:
     return sum(rows * cols for _, rows, cols, _, _ in _matrices(cfg)) + sum(v.size for v in vector_plan(cfg))
 
 
-__all__ = ["Architecture", "ModelConfig", "RopeScaling", "TensorSpec", "VectorSpec", "act_group_for",
-           "gguf_shapes", "group_size_for", "kv_cache_bytes", "layer_bits", "matrix_bytes", "n_params",
-           "output_source", "packed_bytes", "tensor_plan", "vector_plan"]
+__all__ = [
+    "Architecture",
+    "ModelConfig",
+    "RopeScaling",
+    "TensorSpec",
+    "VectorSpec",
+    "act_group_for",
+    "gguf_shapes",
+    "group_size_for",
+    "kv_cache_bytes",
+    "layer_bits",
+    "matrix_bytes",
+    "n_params",
+    "output_source",
+    "packed_bytes",
+    "tensor_plan",
+    "vector_plan",
+]

@@ -30,6 +30,7 @@ class SamplingParams:
     temperature 0 means greedy; top_k 0, top_p 1 and min_p 0 switch those filters off;
     repeat_penalty 1 switches the penalty off; repeat_last_n -1 means the whole history.
     """
+
     temperature: float = 0.7
     top_k: int = 40
     top_p: float = 0.95
@@ -45,8 +46,7 @@ class SamplingParams:
 
         for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise bad(name, "must be a finite number")
         for name in ("top_k", "repeat_last_n", "max_tokens"):
             value = getattr(self, name)
@@ -66,8 +66,9 @@ class SamplingParams:
             raise bad("repeat_last_n", "must be >= -1 (-1 = whole history, 0 = off)")
         if self.max_tokens < 1:
             raise bad("max_tokens", "must be >= 1")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2**64):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64
+        ):
             raise bad("seed", "must be None or an integer in [0, 2**64)")
 
 
@@ -118,8 +119,10 @@ class Sampler:
             # +inf beats everything: keep only those (their softmax would be NaN).
             x = np.where(np.isposinf(x), np.float32(0.0), np.float32(-np.inf))
         if not np.isfinite(x).any():
-            raise SamplingError("every logit is NaN or -inf: the model produced no usable "
-                                "distribution (corrupt weights or an overflow upstream?)")
+            raise SamplingError(
+                "every logit is NaN or -inf: the model produced no usable "
+                "distribution (corrupt weights or an overflow upstream?)"
+            )
         if p.repeat_penalty != 1.0 and self._history:
             seen = np.unique(np.fromiter(self._history, dtype=np.int64))
             seen = seen[(seen >= 0) & (seen < x.size)]
@@ -146,7 +149,7 @@ class Sampler:
     def _pick(self, x: np.ndarray) -> int:
         if self.params.temperature == 0.0:
             return int(np.argmax(x))
-        alive = np.flatnonzero(x > -np.inf)        # after top-k: tens of tokens, not the vocabulary
+        alive = np.flatnonzero(x > -np.inf)  # after top-k: tens of tokens, not the vocabulary
         probs = _softmax(x[alive] / np.float32(self.params.temperature))
         cdf = np.cumsum(probs)
         u = self._rng.random() * cdf[-1]
@@ -157,7 +160,7 @@ def _top_p_removed(x: np.ndarray, top_p: float) -> np.ndarray:
     """Indices outside the smallest most-probable prefix whose mass reaches top_p
     (ties in stable id order). Sorts a few hundred candidates instead of the
     whole vocabulary when they already hold the mass: ~50x faster per token."""
-    alive = np.flatnonzero(x > -np.inf)           # after top-k: tens of tokens
+    alive = np.flatnonzero(x > -np.inf)  # after top-k: tens of tokens
     xa = x[alive]
     probs = _softmax(xa)
     m = 256
@@ -165,7 +168,7 @@ def _top_p_removed(x: np.ndarray, top_p: float) -> np.ndarray:
         if m >= xa.size:
             order = np.argsort(-xa, kind="stable")
         else:
-            cand = np.sort(np.argpartition(-xa, m - 1)[:m])     # id order, so ties sort stably
+            cand = np.sort(np.argpartition(-xa, m - 1)[:m])  # id order, so ties sort stably
             order = cand[np.argsort(-xa[cand], kind="stable")]
         cum = np.cumsum(probs[order])
         n_keep = min(int(np.searchsorted(cum, top_p)) + 1, order.size)

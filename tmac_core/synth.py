@@ -8,12 +8,13 @@ our tokenizer and llama.cpp's load the file and tokenize any text. The tensors a
 ones tmac_core.plan lists for the spec's ModelConfig. Imports numpy, tmac_core.loading
 and the plan: no Qt.
 """
+
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -23,29 +24,39 @@ from tmac_core.models import ARCHITECTURES
 from tmac_core.plan import ModelConfig, gguf_shapes, n_params
 from tmac_core.tokenizer.bpe import bytes_to_unicode
 
-WEIGHT_TYPES = {"f32": GGMLType.F32, "f16": GGMLType.F16, "bf16": GGMLType.BF16,
-                "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0, "q4_1": GGMLType.Q4_1}
+WEIGHT_TYPES = {
+    "f32": GGMLType.F32,
+    "f16": GGMLType.F16,
+    "bf16": GGMLType.BF16,
+    "q8_0": GGMLType.Q8_0,
+    "q4_0": GGMLType.Q4_0,
+    "q4_1": GGMLType.Q4_1,
+}
 # llama.cpp's `enum llama_ftype` for general.file_type (informational)
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "bf16": 32}
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
-          " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
-          "{{ '<|im_start|>assistant\\n' }}{% endif %}")
-SLAB_ELEMENTS = 1 << 23      # rows generated and encoded together: ~32 MB of float32
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SLAB_ELEMENTS = 1 << 23  # rows generated and encoded together: ~32 MB of float32
 STD = 0.02
 
 
 # The 1.17B benchmark model of BASELINES.md: TinyLlama's shape with SmolLM2's vocabulary.
-BENCH_CONFIG = ARCHITECTURES["llama"].config(dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4,
-                                             head_dim=64, vocab_size=49152, seq_len=4096)
+BENCH_CONFIG = ARCHITECTURES["llama"].config(
+    dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64, vocab_size=49152, seq_len=4096
+)
 
 
 @dataclass(frozen=True)
 class SynthSpec:
     """The model to write (its ModelConfig) and how to fill it."""
+
     config: ModelConfig = BENCH_CONFIG
     weight_type: str = "q4_0"
-    add_bos: bool = False          # the vocabulary asks for a BOS before every text (Llama-3 style)
+    add_bos: bool = False  # the vocabulary asks for a BOS before every text (Llama-3 style)
     seed: int = 0
 
     def check(self) -> None:
@@ -64,8 +75,10 @@ class SynthSpec:
         if c.dim % max(block, 32) or c.hidden_dim % max(block, 32):
             raise ValueError(f"dim and hidden_dim must be multiples of 32, got {c.dim} and {c.hidden_dim}")
         if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256:
-            raise ValueError(f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 65536}]"
-                             " (specials, 256 bytes, at least one merged pair)")
+            raise ValueError(
+                f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 65536}]"
+                " (specials, 256 bytes, at least one merged pair)"
+            )
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Tensor name -> numpy shape (rows, row length), in file order: the embedding
@@ -84,12 +97,21 @@ def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     """Tokens, token types and merges: specials, the 256 byte tokens, then two-byte
     merges, commonest-looking bytes (space, letters, digits) first."""
     chars = bytes_to_unicode()
-    order = sorted(range(256), key=lambda b: (b != 0x20, not chr(b).islower(), not chr(b).isalpha(),
-                                              not chr(b).isdigit(), not 0x21 <= b < 0x7F, b))
+    order = sorted(
+        range(256),
+        key=lambda b: (
+            b != 0x20,
+            not chr(b).islower(),
+            not chr(b).isalpha(),
+            not chr(b).isdigit(),
+            not 0x21 <= b < 0x7F,
+            b,
+        ),
+    )
     n_merges = vocab_size - len(SPECIALS) - 256
     merges = [f"{chars[a]} {chars[b]}" for a in order for b in order][:n_merges]
     tokens = list(SPECIALS) + [chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
-    types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))     # CONTROL, NORMAL
+    types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))  # CONTROL, NORMAL
     return tokens, types, merges
 
 
@@ -150,8 +172,7 @@ def _header(spec: SynthSpec, shapes: dict[str, tuple[int, ...]]) -> bytes:
     return bytes(out)
 
 
-def write_synthetic(path: str | os.PathLike, spec: SynthSpec,
-                    progress: Callable[[float], None] | None = None) -> int:
+def write_synthetic(path: str | os.PathLike, spec: SynthSpec, progress: Callable[[float], None] | None = None) -> int:
     """Write the model to `path` (atomically: a temp file, then a rename); returns its size.
 
     Each tensor draws from its own seeded generator, so a tensor's values depend on
@@ -168,7 +189,7 @@ def write_synthetic(path: str | os.PathLike, spec: SynthSpec,
             f.write(_header(spec, shapes))
             for index, (name, shape) in enumerate(shapes.items()):
                 ggml_type = _tensor_type(spec, shape)
-                if len(shape) == 1:     # norms 1, biases 0
+                if len(shape) == 1:  # norms 1, biases 0
                     fill = np.ones if name.endswith(".weight") else np.zeros
                     f.write(encode_tensor(fill(shape, np.float32), ggml_type).tobytes())
                 else:

@@ -28,43 +28,71 @@ from tmac_core.types import ModelSummary
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
 DEFAULT_CONTEXT = 2048
 DEFAULT_BANDWIDTH_BYTES_PER_S = 20e9  # a dual-channel DDR4 laptop, as achieved by a streaming read
-BANDWIDTH_EFFICIENCY = 0.7            # kernels reach ~60–80 % of streaming bandwidth in practice
+BANDWIDTH_EFFICIENCY = 0.7  # kernels reach ~60–80 % of streaming bandwidth in practice
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "id": str, "name": str, "repo_id": str, "filename": str, "source_quant": str, "size_bytes": int,
-    "license": str, "parameters": int, "architecture": str, "context_length": int, "gated": bool,
-    "dim": int, "hidden_dim": int, "n_layers": int, "n_heads": int, "n_kv_heads": int, "head_dim": int,
-    "vocab_size": int, "tied_embeddings": bool, "bits": list,
+    "id": str,
+    "name": str,
+    "repo_id": str,
+    "filename": str,
+    "source_quant": str,
+    "size_bytes": int,
+    "license": str,
+    "parameters": int,
+    "architecture": str,
+    "context_length": int,
+    "gated": bool,
+    "dim": int,
+    "hidden_dim": int,
+    "n_layers": int,
+    "n_heads": int,
+    "n_kv_heads": int,
+    "head_dim": int,
+    "vocab_size": int,
+    "tied_embeddings": bool,
+    "bits": list,
 }
 
 
 @dataclass(frozen=True)
 class CatalogModel:
     """A model the page offers: where to get it and its ModelConfig (shapes for the estimates)."""
+
     id: str
     name: str
     repo_id: str
     filename: str
-    source_quant: str             # GGML type of the source file's matrices ("Q8_0")
-    size_bytes: int               # approximate; the Hub's size is authoritative at download time
+    source_quant: str  # GGML type of the source file's matrices ("Q8_0")
+    size_bytes: int  # approximate; the Hub's size is authoritative at download time
     license: str
     parameters: int
     gated: bool
-    config: ModelConfig           # catalog.json lists shapes only: rope_theta/norm_eps keep their defaults
+    config: ModelConfig  # catalog.json lists shapes only: rope_theta/norm_eps keep their defaults
     bits: tuple[int, ...]
     size_is_approximate: bool = True
-    tensor_types: dict[str, str] = field(default_factory=dict, hash=False)   # per tensor, for an inspected file
+    tensor_types: dict[str, str] = field(default_factory=dict, hash=False)  # per tensor, for an inspected file
 
     @classmethod
     def from_summary(cls, summary: ModelSummary, model_id: str) -> CatalogModel:
         """An inspected local file as a CatalogModel, so the same estimates apply to it."""
         path = Path(summary.path)
-        return cls(id=model_id, name=summary.name, repo_id="local/local", filename=path.name,
-                   source_quant=summary.file_type, size_bytes=summary.file_size, license="",
-                   parameters=summary.n_params, gated=False, config=summary.config, bits=(4, 2),
-                   size_is_approximate=False, tensor_types=summary.tensor_types)
+        return cls(
+            id=model_id,
+            name=summary.name,
+            repo_id="local/local",
+            filename=path.name,
+            source_quant=summary.file_type,
+            size_bytes=summary.file_size,
+            license="",
+            parameters=summary.n_params,
+            gated=False,
+            config=summary.config,
+            bits=(4, 2),
+            size_is_approximate=False,
+            tensor_types=summary.tensor_types,
+        )
 
-    def variants(self) -> list["ModelVariant"]:
+    def variants(self) -> list[ModelVariant]:
         return [ModelVariant(self, b) for b in self.bits]
 
 
@@ -84,11 +112,11 @@ class ModelVariant:
 
 @dataclass(frozen=True)
 class VariantEstimate:
-    packed_bytes: int             # repacked weights on disk / mapped in memory
-    kv_cache_bytes: int           # at `context` tokens
-    ram_bytes: int                # packed + KV + runtime overhead
-    bytes_per_token: int          # memory read to produce one token (weights + output head + KV)
-    decode_tokens_per_s: float    # bandwidth model; an upper-bound style estimate, not a promise
+    packed_bytes: int  # repacked weights on disk / mapped in memory
+    kv_cache_bytes: int  # at `context` tokens
+    ram_bytes: int  # packed + KV + runtime overhead
+    bytes_per_token: int  # memory read to produce one token (weights + output head + KV)
+    decode_tokens_per_s: float  # bandwidth model; an upper-bound style estimate, not a promise
     context: int
 
 
@@ -123,8 +151,18 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
             raise CatalogError(f"{where}: filename must be a plain file name")
         if not entry["bits"] or any(b not in (2, 4) for b in entry["bits"]):
             raise CatalogError(f"{where}: bits must be a non-empty list of 2 and/or 4")
-        for name in ("size_bytes", "parameters", "context_length", "dim", "n_layers", "n_heads", "n_kv_heads",
-                     "head_dim", "vocab_size", "hidden_dim"):
+        for name in (
+            "size_bytes",
+            "parameters",
+            "context_length",
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "vocab_size",
+            "hidden_dim",
+        ):
             if entry[name] <= 0:
                 raise CatalogError(f"{where}: {name} must be positive")
         if entry["vocab_size"] * entry["dim"] >= entry["parameters"]:
@@ -133,15 +171,33 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
             arch = architecture(entry["architecture"])
         except UnsupportedModelError as error:
             raise CatalogError(f"{where}: {error}") from None
-        config = arch.config(dim=entry["dim"], hidden_dim=entry["hidden_dim"], n_layers=entry["n_layers"],
-                             n_heads=entry["n_heads"], n_kv_heads=entry["n_kv_heads"], head_dim=entry["head_dim"],
-                             vocab_size=entry["vocab_size"], seq_len=entry["context_length"],
-                             tie_embeddings=entry["tied_embeddings"])
-        models.append(CatalogModel(
-            id=entry["id"], name=entry["name"], repo_id=entry["repo_id"], filename=entry["filename"],
-            source_quant=entry["source_quant"], size_bytes=entry["size_bytes"], license=entry["license"],
-            parameters=entry["parameters"], gated=entry["gated"], config=config, bits=tuple(entry["bits"]),
-            size_is_approximate=bool(entry.get("size_is_approximate", True))))
+        config = arch.config(
+            dim=entry["dim"],
+            hidden_dim=entry["hidden_dim"],
+            n_layers=entry["n_layers"],
+            n_heads=entry["n_heads"],
+            n_kv_heads=entry["n_kv_heads"],
+            head_dim=entry["head_dim"],
+            vocab_size=entry["vocab_size"],
+            seq_len=entry["context_length"],
+            tie_embeddings=entry["tied_embeddings"],
+        )
+        models.append(
+            CatalogModel(
+                id=entry["id"],
+                name=entry["name"],
+                repo_id=entry["repo_id"],
+                filename=entry["filename"],
+                source_quant=entry["source_quant"],
+                size_bytes=entry["size_bytes"],
+                license=entry["license"],
+                parameters=entry["parameters"],
+                gated=entry["gated"],
+                config=config,
+                bits=tuple(entry["bits"]),
+                size_is_approximate=bool(entry.get("size_is_approximate", True)),
+            )
+        )
     return models
 
 
@@ -175,24 +231,35 @@ def bytes_read_per_token(model: CatalogModel, bits: int, position: int) -> int:
     return weights + kv_cache_bytes(model.config, position)
 
 
-def predict_decode_tokens_per_s(model: CatalogModel, bits: int, bandwidth_bytes_per_s: float, *,
-                                position: int = 256, efficiency: float = BANDWIDTH_EFFICIENCY) -> float:
+def predict_decode_tokens_per_s(
+    model: CatalogModel,
+    bits: int,
+    bandwidth_bytes_per_s: float,
+    *,
+    position: int = 256,
+    efficiency: float = BANDWIDTH_EFFICIENCY,
+) -> float:
     """Decode speed from the bandwidth model: usable bandwidth ÷ bytes read per token."""
     if bandwidth_bytes_per_s <= 0:
         raise ValueError("bandwidth must be positive")
     return bandwidth_bytes_per_s * efficiency / bytes_read_per_token(model, bits, position)
 
 
-def estimate_variant(variant: ModelVariant, *, bandwidth_bytes_per_s: float = DEFAULT_BANDWIDTH_BYTES_PER_S,
-                     context: int = DEFAULT_CONTEXT) -> VariantEstimate:
+def estimate_variant(
+    variant: ModelVariant,
+    *,
+    bandwidth_bytes_per_s: float = DEFAULT_BANDWIDTH_BYTES_PER_S,
+    context: int = DEFAULT_CONTEXT,
+) -> VariantEstimate:
     model, bits = variant.model, variant.bits
     context = min(context, model.config.seq_len)
     packed = packed_bytes(variant_plan(model, bits))
     kv = kv_cache_bytes(model.config, context)
     return VariantEstimate(
-        packed_bytes=packed, kv_cache_bytes=kv, ram_bytes=packed + kv + RUNTIME_OVERHEAD_BYTES,
+        packed_bytes=packed,
+        kv_cache_bytes=kv,
+        ram_bytes=packed + kv + RUNTIME_OVERHEAD_BYTES,
         bytes_per_token=bytes_read_per_token(model, bits, min(256, context)),
-        decode_tokens_per_s=predict_decode_tokens_per_s(model, bits, bandwidth_bytes_per_s,
-                                                        position=min(256, context)),
+        decode_tokens_per_s=predict_decode_tokens_per_s(model, bits, bandwidth_bytes_per_s, position=min(256, context)),
         context=context,
     )

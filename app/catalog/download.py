@@ -84,7 +84,7 @@ class RemoteFileInfo:
     commit: str
     size: int
     sha256: str
-    url: str            # where the bytes are (resolve URL pinned to `commit`, or the CDN location)
+    url: str  # where the bytes are (resolve URL pinned to `commit`, or the CDN location)
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,15 @@ def _translate(error: BaseException, repo_id: str, filename: str) -> DownloadErr
     return DownloadError(f"Download of {filename} failed: {error}")
 
 
-def fetch_file_info(repo_id: str, filename: str, *, revision: str = "main", token: str | bool | None = None,
-                    endpoint: str | None = None, timeout: float = 10.0) -> RemoteFileInfo:
+def fetch_file_info(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str = "main",
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    timeout: float = 10.0,
+) -> RemoteFileInfo:
     """Ask the Hub for the file's commit, size and LFS sha256 (no body is downloaded)."""
     if hub_offline():
         raise HubOfflineError("HF_HUB_OFFLINE is set")
@@ -144,8 +151,9 @@ def fetch_file_info(repo_id: str, filename: str, *, revision: str = "main", toke
     if not _SHA256.match(sha256) or not size:
         # Not an LFS etag (or no size): the per-file LFS sha256 is in the repo info.
         try:
-            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=commit, files_metadata=True,
-                                                                     timeout=timeout)
+            info = HfApi(endpoint=endpoint, token=token).model_info(
+                repo_id, revision=commit, files_metadata=True, timeout=timeout
+            )
         except Exception as error:  # noqa: BLE001
             raise _translate(error, repo_id, filename) from error
         sibling = next((s for s in info.siblings or [] if s.rfilename == filename), None)
@@ -165,13 +173,14 @@ def partial_path(models_dir: Path, sha256: str) -> Path:
 @dataclass(frozen=True)
 class PartialDownload:
     """A download that stopped before the end (cancel, lost connection, app closed): it can be resumed."""
+
     repo_id: str
     filename: str
     commit: str
     sha256: str
     size: int
     bytes_done: int
-    path: Path          # the .incomplete file (may not exist yet if it stopped before the first byte)
+    path: Path  # the .incomplete file (may not exist yet if it stopped before the first byte)
 
 
 def list_partial_downloads(models_dir: Path) -> list[PartialDownload]:
@@ -229,11 +238,19 @@ def remove_stale_partials(models_dir: Path, *, older_than_s: float = 14 * 86400)
     return removed
 
 
-def download_model_file(repo_id: str, filename: str, models_dir: Path, *, revision: str = "main",
-                        token: str | bool | None = None, endpoint: str | None = None,
-                        progress: Callable[[DownloadProgress], None] | None = None,
-                        cancel: threading.Event | None = None, retries: int = 3,
-                        timeout: float = 10.0) -> InstalledModel:
+def download_model_file(
+    repo_id: str,
+    filename: str,
+    models_dir: Path,
+    *,
+    revision: str = "main",
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    retries: int = 3,
+    timeout: float = 10.0,
+) -> InstalledModel:
     """Download, verify and install one GGUF; resumes any earlier partial download of the same file.
 
     Raises ModelNotFoundError, GatedModelError, HubOfflineError, DiskFullError, ChecksumMismatchError,
@@ -252,9 +269,17 @@ def download_model_file(repo_id: str, filename: str, models_dir: Path, *, revisi
             raise DownloadInProgressError(filename)
         _active_downloads.add(str(part))
     try:
-        part.with_suffix(".json").write_text(json.dumps({
-            "repo_id": repo_id, "filename": filename, "commit": info.commit, "size": info.size,
-            "sha256": info.sha256}))
+        part.with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "repo_id": repo_id,
+                    "filename": filename,
+                    "commit": info.commit,
+                    "size": info.size,
+                    "sha256": info.sha256,
+                }
+            )
+        )
         offset = part.stat().st_size if part.exists() else 0
         needed = info.size - min(offset, info.size) + DISK_MARGIN_BYTES
         free = free_disk_bytes(models_dir)
@@ -290,8 +315,18 @@ def _already_installed(models_dir: Path, final_path: Path, info: RemoteFileInfo)
 
 def _write_hub_manifest(models_dir: Path, final_path: Path, info: RemoteFileInfo) -> InstalledModel:
     manifest = final_path.with_name(final_path.name + MANIFEST_SUFFIX)
-    write_manifest(manifest, {"file": final_path.name, "size": info.size, "sha256": info.sha256, "source": "hub",
-                              "repo_id": info.repo_id, "commit": info.commit, "installed_at": time.time()})
+    write_manifest(
+        manifest,
+        {
+            "file": final_path.name,
+            "size": info.size,
+            "sha256": info.sha256,
+            "source": "hub",
+            "repo_id": info.repo_id,
+            "commit": info.commit,
+            "installed_at": time.time(),
+        },
+    )
     model = _model_from_manifest(manifest, models_dir)
     assert model is not None
     return model
@@ -301,9 +336,16 @@ def _write_chunk(handle: BinaryIO, chunk: bytes) -> None:
     handle.write(chunk)  # a separate function so tests can simulate ENOSPC mid-write
 
 
-def _fetch_into(part: Path, info: RemoteFileInfo, token: str | bool | None, endpoint: str,
-                progress: Callable[[DownloadProgress], None] | None, cancel: threading.Event | None, retries: int,
-                timeout: float) -> str:
+def _fetch_into(
+    part: Path,
+    info: RemoteFileInfo,
+    token: str | bool | None,
+    endpoint: str,
+    progress: Callable[[DownloadProgress], None] | None,
+    cancel: threading.Event | None,
+    retries: int,
+    timeout: float,
+) -> str:
     """Fill `part` up to info.size with HTTP Range requests; return the sha256 of the whole file."""
     digest = hashlib.sha256()
     offset = 0
@@ -328,8 +370,9 @@ def _fetch_into(part: Path, info: RemoteFileInfo, token: str | bool | None, endp
         if offset:
             request_headers["Range"] = f"bytes={offset}-"
         try:
-            with get_session().stream("GET", info.url, headers=request_headers, follow_redirects=True,
-                                      timeout=_http.Timeout(timeout)) as response:
+            with get_session().stream(
+                "GET", info.url, headers=request_headers, follow_redirects=True, timeout=_http.Timeout(timeout)
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     hf_raise_for_status(response)

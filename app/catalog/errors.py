@@ -14,11 +14,13 @@ from pathlib import Path
 
 class CatalogError(Exception):
     """assets/catalog.json is missing, unreadable or fails validation (a packaging bug, not a user error)."""
+
     kind = "catalog"
 
 
 class ModelFileError(Exception):
     """Base class for everything that can go wrong getting a model file onto disk."""
+
     kind = "error"
 
 
@@ -31,8 +33,9 @@ class ModelNotFoundError(DownloadError):
 
     def __init__(self, repo_id: str, filename: str, detail: str = "") -> None:
         self.repo_id, self.filename = repo_id, filename
-        super().__init__(f"{filename} was not found in {repo_id} on Hugging Face"
-                         + (f" ({detail})." if detail else "."))
+        super().__init__(
+            f"{filename} was not found in {repo_id} on Hugging Face" + (f" ({detail})." if detail else ".")
+        )
 
 
 class GatedModelError(DownloadError):
@@ -42,8 +45,7 @@ class GatedModelError(DownloadError):
         self.repo_id = repo_id
         super().__init__(
             f"{repo_id} requires accepting its license on huggingface.co/{repo_id} and a Hugging Face access "
-            "token (set HF_TOKEN or log in with `hf auth login`), then try again."
-            + (f" ({detail})" if detail else "")
+            "token (set HF_TOKEN or log in with `hf auth login`), then try again." + (f" ({detail})" if detail else "")
         )
 
 
@@ -51,18 +53,23 @@ class HubOfflineError(DownloadError):
     kind = "offline"
 
     def __init__(self, detail: str = "") -> None:
-        super().__init__("Cannot reach Hugging Face: you appear to be offline (or offline mode is on)."
-                         + (f" ({detail})" if detail else ""))
+        super().__init__(
+            "Cannot reach Hugging Face: you appear to be offline (or offline mode is on)."
+            + (f" ({detail})" if detail else "")
+        )
 
 
 class DownloadInterruptedError(DownloadError):
     """The connection broke mid-file; the bytes so far are kept and the next attempt resumes."""
+
     kind = "interrupted"
 
     def __init__(self, bytes_done: int, total: int, detail: str = "") -> None:
         self.bytes_done, self.total = bytes_done, total
-        super().__init__(f"The download was interrupted at {bytes_done} of {total} bytes; "
-                         "try again to resume." + (f" ({detail})" if detail else ""))
+        super().__init__(
+            f"The download was interrupted at {bytes_done} of {total} bytes; "
+            "try again to resume." + (f" ({detail})" if detail else "")
+        )
 
 
 class DownloadCancelledError(DownloadError):
@@ -86,8 +93,7 @@ class DiskFullError(ModelFileError):
     def __init__(self, folder: Path, needed: int | None = None, free: int | None = None) -> None:
         self.folder, self.needed, self.free = Path(folder), needed, free
         if needed is not None and free is not None:
-            text = (f"Not enough disk space in {self.folder}: {needed / 1e9:.2f} GB needed, "
-                    f"{free / 1e9:.2f} GB free.")
+            text = f"Not enough disk space in {self.folder}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free."
         else:
             text = f"The disk holding {self.folder} is full."
         super().__init__(text + " Free some space or choose another models folder in Settings.")
@@ -98,12 +104,15 @@ class ChecksumMismatchError(ModelFileError):
 
     def __init__(self, filename: str, expected: str, actual: str) -> None:
         self.filename, self.expected, self.actual = filename, expected, actual
-        super().__init__(f"{filename} arrived damaged (sha256 {actual[:12]}… instead of {expected[:12]}…); "
-                         "the bad file was deleted. Try the download again.")
+        super().__init__(
+            f"{filename} arrived damaged (sha256 {actual[:12]}… instead of {expected[:12]}…); "
+            "the bad file was deleted. Try the download again."
+        )
 
 
 class HubProtocolError(DownloadError):
     """The server answered something we refuse to trust (missing/odd commit, etag or size)."""
+
     kind = "protocol"
 
 

@@ -19,9 +19,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from app.catalog.errors import DiskFullError, DownloadCancelledError, InstalledModelNotFoundError, NotAGgufFileError
 from app.paths import atomic_write_bytes, fsync_directory
@@ -32,17 +32,17 @@ from tmac_core.types import ModelSummary
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_DIR_NAME = ".partial"
 LOCAL_DIR_NAME = "local"
-DISK_MARGIN_BYTES = 100_000_000      # keep this much free after a download/copy: the OS and the chat DB need room
+DISK_MARGIN_BYTES = 100_000_000  # keep this much free after a download/copy: the OS and the chat DB need room
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
 class InstalledModel:
-    key: str                  # "owner/name/file.gguf" for Hub files, "local/file.gguf" for imports
-    path: Path                # the GGUF to load
+    key: str  # "owner/name/file.gguf" for Hub files, "local/file.gguf" for imports
+    path: Path  # the GGUF to load
     size: int
     sha256: str
-    source: str               # "hub" | "import-copy" | "import-reference"
+    source: str  # "hub" | "import-copy" | "import-reference"
     repo_id: str | None
     filename: str
     commit: str | None
@@ -90,7 +90,8 @@ def sha256_of_file(path: Path, *, cancel: threading.Event | None = None) -> str:
 def check_model_file(path: Path) -> ModelSummary:
     """The runtime's full check of a GGUF (tmac_core.inspect_model); NotAGgufFileError with
     the runtime's reason when it fails."""
-    from tmac_core import inspect_model          # loads numpy: only where a file is imported
+    from tmac_core import inspect_model  # loads numpy: only where a file is imported
+
     try:
         return inspect_model(path)
     except ModelFormatError as error:
@@ -114,11 +115,23 @@ def _model_from_manifest(manifest_file: Path, models_dir: Path) -> InstalledMode
         return None
     relative_folder = manifest_file.parent.relative_to(models_dir).as_posix()
     filename = path.name
-    key = (f"{data['repo_id']}/{filename}" if data.get("repo_id")
-           else f"{relative_folder}/{manifest_file.name[:-len(MANIFEST_SUFFIX)]}")
-    return InstalledModel(key=key, path=path, size=size, sha256=sha256, source=data.get("source", "hub"),
-                          repo_id=data.get("repo_id"), filename=filename, commit=data.get("commit"),
-                          installed_at=float(data.get("installed_at", 0.0)), manifest_path=manifest_file)
+    key = (
+        f"{data['repo_id']}/{filename}"
+        if data.get("repo_id")
+        else f"{relative_folder}/{manifest_file.name[: -len(MANIFEST_SUFFIX)]}"
+    )
+    return InstalledModel(
+        key=key,
+        path=path,
+        size=size,
+        sha256=sha256,
+        source=data.get("source", "hub"),
+        repo_id=data.get("repo_id"),
+        filename=filename,
+        commit=data.get("commit"),
+        installed_at=float(data.get("installed_at", 0.0)),
+        manifest_path=manifest_file,
+    )
 
 
 def list_installed(models_dir: Path) -> list[InstalledModel]:
@@ -168,10 +181,15 @@ def _unique_local_name(local_dir: Path, name: str) -> str:
     return candidate
 
 
-def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
-                      progress: Callable[[int, int], None] | None = None,
-                      cancel: threading.Event | None = None,
-                      summary: ModelSummary | None = None) -> InstalledModel:
+def import_local_gguf(
+    models_dir: Path,
+    source: Path,
+    *,
+    copy: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    summary: ModelSummary | None = None,
+) -> InstalledModel:
     """Add a GGUF from disk: check it with the runtime's reader, then copy it in while
     hashing it (or hash it and just reference it).
 
@@ -195,8 +213,9 @@ def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
         temp = local_dir / f".{name}.importing"
         try:
             with open(temp, "wb") as writer:
-                digest = sha256_file(source, progress=progress, copy_to=writer,
-                                     should_stop=cancel.is_set if cancel is not None else None)
+                digest = sha256_file(
+                    source, progress=progress, copy_to=writer, should_stop=cancel.is_set if cancel is not None else None
+                )
                 writer.flush()
                 os.fsync(writer.fileno())
         except HashCancelled as stopped:
@@ -217,9 +236,19 @@ def import_local_gguf(models_dir: Path, source: Path, *, copy: bool = True,
         digest = sha256_file(source)
         stored, kind = str(source), "import-reference"
     manifest_file = local_dir / (name + MANIFEST_SUFFIX)
-    write_manifest(manifest_file, {"file": stored, "size": size, "sha256": digest, "source": kind,
-                                   "repo_id": None, "commit": None, "gguf_version": summary.gguf_version,
-                                   "installed_at": time.time()})
+    write_manifest(
+        manifest_file,
+        {
+            "file": stored,
+            "size": size,
+            "sha256": digest,
+            "source": kind,
+            "repo_id": None,
+            "commit": None,
+            "gguf_version": summary.gguf_version,
+            "installed_at": time.time(),
+        },
+    )
     model = _model_from_manifest(manifest_file, Path(models_dir))
     assert model is not None
     return model

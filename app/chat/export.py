@@ -10,22 +10,31 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from app.chat.records import AnswerStats, Conversation, Message
 
 EXPORT_FORMAT_VERSION = 1
 _ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}
-_STATE_NOTES = {"partial": "(interrupted: the answer stopped early)", "error": "(ended with an error)",
-                "streaming": "(still being written)"}
+_STATE_NOTES = {
+    "partial": "(interrupted: the answer stopped early)",
+    "error": "(ended with an error)",
+    "streaming": "(still being written)",
+}
 
 
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
-_STATS_FORMATS = (("generated_tokens", "{} tokens"), ("decode_tok_s", "{:.1f} tok/s"), ("ttft_s", "TTFT {:.2f} s"),
-                  ("prompt_tok_s", "prompt {:.1f} tok/s"), ("threads", "{} threads"),
-                  ("bits", "{}-bit"), ("tier", "{}"))
+
+_STATS_FORMATS = (
+    ("generated_tokens", "{} tokens"),
+    ("decode_tok_s", "{:.1f} tok/s"),
+    ("ttft_s", "TTFT {:.2f} s"),
+    ("prompt_tok_s", "prompt {:.1f} tok/s"),
+    ("threads", "{} threads"),
+    ("bits", "{}-bit"),
+    ("tier", "{}"),
+)
 
 
 def stats_line(stats: AnswerStats) -> str:

@@ -27,38 +27,47 @@ class AnswerStats:
     message). Stored as a JSON object of the fields that are set (`to_json`);
     `from_json` also reads the keys that rows written before this record used.
     """
+
     generated_tokens: int | None = None
-    decode_tok_s: float | None = None       # generated tokens per second after the first
-    ttft_s: float | None = None             # seconds to the first generated token
-    prompt_tok_s: float | None = None       # prompt tokens processed per second
+    decode_tok_s: float | None = None  # generated tokens per second after the first
+    ttft_s: float | None = None  # seconds to the first generated token
+    prompt_tok_s: float | None = None  # prompt tokens processed per second
     prompt_tokens: int | None = None
-    cached_tokens: int | None = None        # of the prompt, reused from the previous turn's KV cache
-    threads: int | None = None              # kernel threads of the last token
-    cpu_s: float | None = None              # CPU seconds of the engine process for this answer
+    cached_tokens: int | None = None  # of the prompt, reused from the previous turn's KV cache
+    threads: int | None = None  # kernel threads of the last token
+    cpu_s: float | None = None  # CPU seconds of the engine process for this answer
     elapsed_s: float | None = None
-    finish_reason: str | None = None        # tmac_core.types.FINISH_REASONS
+    finish_reason: str | None = None  # tmac_core.types.FINISH_REASONS
     bits: int | None = None
-    tier: str | None = None                 # the kernel tier: generic, avx2, avx512, neon
+    tier: str | None = None  # the kernel tier: generic, avx2, avx512, neon
     model: str | None = None
-    error: str | None = None                # why the answer failed or was cut short
-    trimmed_messages: int | None = None     # older messages the model did not see
+    error: str | None = None  # why the answer failed or was cut short
+    trimmed_messages: int | None = None  # older messages the model did not see
 
     @classmethod
-    def from_chunk(cls, chunk, info=None) -> "AnswerStats":
+    def from_chunk(cls, chunk, info=None) -> AnswerStats:
         """From a tmac_core.types.Chunk (the final one, or the last before a failure) and EngineInfo."""
-        return cls(generated_tokens=chunk.generated_tokens, decode_tok_s=round(chunk.decode_tok_s, 2),
-                   ttft_s=round(chunk.ttft_s, 3), prompt_tok_s=round(chunk.prompt_tok_s, 1),
-                   prompt_tokens=chunk.prompt_tokens, cached_tokens=chunk.cached_tokens, threads=chunk.threads,
-                   cpu_s=round(chunk.cpu_s, 3), elapsed_s=round(chunk.elapsed_s, 3),
-                   finish_reason=chunk.finish_reason or None,
-                   bits=info.bits if info is not None else None, tier=info.isa if info is not None else None,
-                   model=info.name if info is not None else None)
+        return cls(
+            generated_tokens=chunk.generated_tokens,
+            decode_tok_s=round(chunk.decode_tok_s, 2),
+            ttft_s=round(chunk.ttft_s, 3),
+            prompt_tok_s=round(chunk.prompt_tok_s, 1),
+            prompt_tokens=chunk.prompt_tokens,
+            cached_tokens=chunk.cached_tokens,
+            threads=chunk.threads,
+            cpu_s=round(chunk.cpu_s, 3),
+            elapsed_s=round(chunk.elapsed_s, 3),
+            finish_reason=chunk.finish_reason or None,
+            bits=info.bits if info is not None else None,
+            tier=info.isa if info is not None else None,
+            model=info.name if info is not None else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
 
     @classmethod
-    def from_json(cls, data: Any) -> "AnswerStats":
+    def from_json(cls, data: Any) -> AnswerStats:
         """Read a stored object. Unknown keys (a newer app's) and values of the wrong type are skipped:
         a damaged stats line must not hide the message."""
         if not isinstance(data, dict):
@@ -73,18 +82,22 @@ class AnswerStats:
         return cls(**values)
 
 
-_NUMBER = (int, float)     # JSON may hold a float field as an integer (20.0 → 20)
+_NUMBER = (int, float)  # JSON may hold a float field as an integer (20.0 → 20)
 
 
 def _stored_type(hint: Any) -> Any:
-    (kind,) = [t for t in typing.get_args(hint) if t is not type(None)]    # X of `X | None`
+    (kind,) = [t for t in typing.get_args(hint) if t is not type(None)]  # X of `X | None`
     return _NUMBER if kind is float else kind
 
 
 _STATS_TYPES = {name: _stored_type(hint) for name, hint in typing.get_type_hints(AnswerStats).items()}
 # Keys of rows written before AnswerStats existed → its field names.
-_OLD_STATS_KEYS = {"tokens": "generated_tokens", "tokens_per_s": "decode_tok_s",
-                   "prompt_tokens_per_s": "prompt_tok_s", "kernel_tier": "tier"}
+_OLD_STATS_KEYS = {
+    "tokens": "generated_tokens",
+    "tokens_per_s": "decode_tok_s",
+    "prompt_tokens_per_s": "prompt_tok_s",
+    "kernel_tier": "tier",
+}
 
 
 @dataclass(frozen=True)
@@ -115,15 +128,31 @@ class Message:
 class SearchHit:
     conversation_id: int
     conversation_title: str
-    message_id: int | None      # None when only the title matched
+    message_id: int | None  # None when only the title matched
     snippet: str
 
 
 def conversation_from_row(row: sqlite3.Row) -> Conversation:
-    return Conversation(row["id"], row["title"], row["created"], row["updated"], row["model_id"], row["bits"],
-                        row["system_prompt"], json.loads(row["sampling_json"]), row["deleted_at"])
+    return Conversation(
+        row["id"],
+        row["title"],
+        row["created"],
+        row["updated"],
+        row["model_id"],
+        row["bits"],
+        row["system_prompt"],
+        json.loads(row["sampling_json"]),
+        row["deleted_at"],
+    )
 
 
 def message_from_row(row: sqlite3.Row) -> Message:
-    return Message(row["id"], row["conversation_id"], row["role"], row["content"], row["created"],
-                   AnswerStats.from_json(json.loads(row["stats_json"])), row["state"])
+    return Message(
+        row["id"],
+        row["conversation_id"],
+        row["role"],
+        row["content"],
+        row["created"],
+        AnswerStats.from_json(json.loads(row["stats_json"])),
+        row["state"],
+    )

@@ -17,18 +17,37 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from app.chat.errors import (
-    ChatStoreError, ConversationNotFoundError, CorruptDatabaseError, MessageNotFoundError, MessageStateError,
+    ChatStoreError,
+    ConversationNotFoundError,
+    CorruptDatabaseError,
+    MessageNotFoundError,
+    MessageStateError,
     NewerSchemaError,
 )
 from app.chat.records import (  # re-exported: callers import the record types from here
-    COMPLETE, ERROR, MESSAGE_STATES, PARTIAL, ROLES, STREAMING, AnswerStats, Conversation, Message, SearchHit,
-    conversation_from_row as _conversation_from_row, message_from_row as _message_from_row,
+    COMPLETE,
+    ERROR,
+    MESSAGE_STATES,
+    PARTIAL,
+    ROLES,
+    STREAMING,
+    AnswerStats,
+    Conversation,
+    Message,
+    SearchHit,
+)
+from app.chat.records import (
+    conversation_from_row as _conversation_from_row,
+)
+from app.chat.records import (
+    message_from_row as _message_from_row,
 )
 
 _SCHEMA_V1 = """
@@ -70,10 +89,12 @@ class _PendingText:
 
 def _locked(method):
     """Serialize a read on the shared connection (writes already hold the lock via _transaction)."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self._lock:
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
@@ -107,8 +128,15 @@ def move_database_aside(path: Path) -> Path:
 class ChatStore:
     """One SQLite file of conversations. Safe to share between threads (calls are serialized)."""
 
-    def __init__(self, path: Path, *, flush_interval_s: float = 0.25, flush_chars: int = 512,
-                 clock: Callable[[], float] = time.time, use_fts: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_interval_s: float = 0.25,
+        flush_chars: int = 512,
+        clock: Callable[[], float] = time.time,
+        use_fts: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
         self.flush_chars = flush_chars
@@ -191,7 +219,7 @@ class ChatStore:
                 self.flush(message_id)
             self._db.close()
 
-    def __enter__(self) -> "ChatStore":
+    def __enter__(self) -> ChatStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -199,8 +227,15 @@ class ChatStore:
 
     # ---- conversations -------------------------------------------------------------------------
 
-    def create_conversation(self, title: str = "New chat", *, model_id: str | None = None, bits: int | None = None,
-                            system_prompt: str = "", sampling: dict[str, Any] | None = None) -> Conversation:
+    def create_conversation(
+        self,
+        title: str = "New chat",
+        *,
+        model_id: str | None = None,
+        bits: int | None = None,
+        system_prompt: str = "",
+        sampling: dict[str, Any] | None = None,
+    ) -> Conversation:
         now = self._clock()
         with self._transaction():
             cursor = self._db.execute(
@@ -234,18 +269,30 @@ class ChatStore:
         written as {} by older versions means "the defaults". Not a new message, so the chat keeps its
         place in the list (`updated` is not touched).
         """
-        self._update_conversation(conversation_id, "system_prompt = ?, sampling_json = ?",
-                                  (system_prompt, json.dumps(sampling)), touch=False)
+        self._update_conversation(
+            conversation_id, "system_prompt = ?, sampling_json = ?", (system_prompt, json.dumps(sampling)), touch=False
+        )
 
-    def update_conversation(self, conversation_id: int, *, model_id: str | None = None, bits: int | None = None,
-                            system_prompt: str | None = None, sampling: dict[str, Any] | None = None) -> None:
+    def update_conversation(
+        self,
+        conversation_id: int,
+        *,
+        model_id: str | None = None,
+        bits: int | None = None,
+        system_prompt: str | None = None,
+        sampling: dict[str, Any] | None = None,
+    ) -> None:
         """Change the per-conversation model/bits/system prompt/sampling; None leaves a field as it is."""
         current = self.get_conversation(conversation_id)
         self._update_conversation(
-            conversation_id, "model_id = ?, bits = ?, system_prompt = ?, sampling_json = ?",
-            (model_id if model_id is not None else current.model_id, bits if bits is not None else current.bits,
-             system_prompt if system_prompt is not None else current.system_prompt,
-             json.dumps(sampling if sampling is not None else current.sampling)),
+            conversation_id,
+            "model_id = ?, bits = ?, system_prompt = ?, sampling_json = ?",
+            (
+                model_id if model_id is not None else current.model_id,
+                bits if bits is not None else current.bits,
+                system_prompt if system_prompt is not None else current.system_prompt,
+                json.dumps(sampling if sampling is not None else current.sampling),
+            ),
         )
 
     def delete_conversation(self, conversation_id: int) -> None:
@@ -259,23 +306,31 @@ class ChatStore:
         """Really remove soft-deleted conversations (and their messages). Returns how many."""
         cutoff = self._clock() - older_than_s
         with self._transaction():
-            ids = [r["id"] for r in self._db.execute(
-                "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff,))]
+            ids = [
+                r["id"]
+                for r in self._db.execute(
+                    "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff,)
+                )
+            ]
             for conversation_id in ids:
                 if self.has_fts:
-                    self._db.execute("DELETE FROM messages_fts WHERE rowid IN "
-                                     "(SELECT id FROM messages WHERE conversation_id = ?)", (conversation_id,))
+                    self._db.execute(
+                        "DELETE FROM messages_fts WHERE rowid IN (SELECT id FROM messages WHERE conversation_id = ?)",
+                        (conversation_id,),
+                    )
                 self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
         return len(ids)
 
-    def _update_conversation(self, conversation_id: int, assignments: str, values: tuple, *,
-                             touch: bool = True) -> None:
+    def _update_conversation(
+        self, conversation_id: int, assignments: str, values: tuple, *, touch: bool = True
+    ) -> None:
         if touch:
             assignments += ", updated = ?"
             values = (*values, self._clock())
         with self._transaction():
-            cursor = self._db.execute(f"UPDATE conversations SET {assignments} WHERE id = ?",
-                                      (*values, conversation_id))
+            cursor = self._db.execute(
+                f"UPDATE conversations SET {assignments} WHERE id = ?", (*values, conversation_id)
+            )
             if cursor.rowcount == 0:
                 raise ConversationNotFoundError(conversation_id)
 
@@ -284,8 +339,9 @@ class ChatStore:
 
     # ---- messages ------------------------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, content: str, *, stats: AnswerStats | None = None,
-                    state: str = COMPLETE) -> Message:
+    def add_message(
+        self, conversation_id: int, role: str, content: str, *, stats: AnswerStats | None = None, state: str = COMPLETE
+    ) -> Message:
         """Store one whole message in its own transaction (committed, fsynced) and return it."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
@@ -297,8 +353,9 @@ class ChatStore:
                 self._db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (message_id, content))
         return self.get_message(message_id)
 
-    def _insert_message(self, conversation_id: int, role: str, content: str, stats: AnswerStats | None,
-                        state: str) -> int:
+    def _insert_message(
+        self, conversation_id: int, role: str, content: str, stats: AnswerStats | None, state: str
+    ) -> int:
         if self._db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
             raise ConversationNotFoundError(conversation_id)
         cursor = self._db.execute(
@@ -323,8 +380,9 @@ class ChatStore:
     @_locked
     def list_messages(self, conversation_id: int) -> list[Message]:
         self.get_conversation(conversation_id)
-        rows = self._db.execute("SELECT id FROM messages WHERE conversation_id = ? ORDER BY id",
-                                (conversation_id,)).fetchall()
+        rows = self._db.execute(
+            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        ).fetchall()
         return [self.get_message(row["id"]) for row in rows]
 
     def begin_assistant_message(self, conversation_id: int, *, stats: AnswerStats | None = None) -> int:
@@ -370,8 +428,9 @@ class ChatStore:
             pending = self._pending.pop(message_id, None)
             text = "".join(pending.parts) if pending else ""
             with self._transaction():
-                row = self._db.execute("SELECT conversation_id, content FROM messages WHERE id = ?",
-                                       (message_id,)).fetchone()
+                row = self._db.execute(
+                    "SELECT conversation_id, content FROM messages WHERE id = ?", (message_id,)
+                ).fetchone()
                 if row is None:
                     raise MessageNotFoundError(message_id)
                 self._db.execute(
@@ -381,8 +440,9 @@ class ChatStore:
                 self._touch(row["conversation_id"])
                 if self.has_fts:
                     self._db.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,))
-                    self._db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)",
-                                     (message_id, row["content"] + text))
+                    self._db.execute(
+                        "INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (message_id, row["content"] + text)
+                    )
         return self.get_message(message_id)
 
     def edit_message_and_truncate(self, message_id: int, new_content: str) -> list[int]:
@@ -409,8 +469,12 @@ class ChatStore:
         return removed
 
     def _delete_after(self, conversation_id: int, after_id: int) -> list[int]:
-        ids = [r["id"] for r in self._db.execute(
-            "SELECT id FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id", (conversation_id, after_id))]
+        ids = [
+            r["id"]
+            for r in self._db.execute(
+                "SELECT id FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id", (conversation_id, after_id)
+            )
+        ]
         for message_id in ids:
             self._pending.pop(message_id, None)
             self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
@@ -429,8 +493,10 @@ class ChatStore:
         hits: list[SearchHit] = []
         title_clause = " AND ".join("c.title LIKE ? ESCAPE '\\'" for _ in terms)
         for row in self._db.execute(
-                f"SELECT c.id, c.title FROM conversations c WHERE c.deleted_at IS NULL AND {title_clause}"
-                " ORDER BY c.updated DESC LIMIT ?", (*[_like(t) for t in terms], limit)):
+            f"SELECT c.id, c.title FROM conversations c WHERE c.deleted_at IS NULL AND {title_clause}"
+            " ORDER BY c.updated DESC LIMIT ?",
+            (*[_like(t) for t in terms], limit),
+        ):
             hits.append(SearchHit(row["id"], row["title"], None, row["title"]))
         if self.has_fts:
             # Each word quoted, so user input can never be parsed as FTS5 syntax; "*" allows prefixes.
@@ -439,16 +505,21 @@ class ChatStore:
                 "SELECT m.id, m.conversation_id, c.title, snippet(messages_fts, 0, char(2), char(3), '…', 12) AS snip"
                 " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
                 " JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY m.id DESC LIMIT ?", (match, limit))
+                " WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY m.id DESC LIMIT ?",
+                (match, limit),
+            )
             hits += [SearchHit(r["conversation_id"], r["title"], r["id"], _unmark(r["snip"])) for r in rows]
         else:
             clause = " AND ".join("m.content LIKE ? ESCAPE '\\'" for _ in terms)
             rows = self._db.execute(
                 "SELECT m.id, m.conversation_id, c.title, m.content FROM messages m"
                 f" JOIN conversations c ON c.id = m.conversation_id WHERE c.deleted_at IS NULL AND {clause}"
-                " ORDER BY m.id DESC LIMIT ?", (*[_like(t) for t in terms], limit))
-            hits += [SearchHit(r["conversation_id"], r["title"], r["id"], _snippet(r["content"], terms[0]))
-                     for r in rows]
+                " ORDER BY m.id DESC LIMIT ?",
+                (*[_like(t) for t in terms], limit),
+            )
+            hits += [
+                SearchHit(r["conversation_id"], r["title"], r["id"], _snippet(r["content"], terms[0])) for r in rows
+            ]
         return hits[:limit]
 
     def _rebuild_fts_if_stale(self) -> None:
@@ -460,8 +531,10 @@ class ChatStore:
             return
         with self._transaction():
             self._db.execute("DELETE FROM messages_fts")
-            self._db.execute("INSERT INTO messages_fts (rowid, content) SELECT id, content FROM messages"
-                             " WHERE state != ?", (STREAMING,))
+            self._db.execute(
+                "INSERT INTO messages_fts (rowid, content) SELECT id, content FROM messages WHERE state != ?",
+                (STREAMING,),
+            )
 
 
 def _unmark(snippet: str) -> str:
@@ -478,7 +551,7 @@ def _like(term: str) -> str:
 def _snippet(content: str, term: str, width: int = 60) -> str:
     at = content.lower().find(term.lower())
     start = max(0, at - width // 2)
-    return ("…" if start else "") + content[start:start + width] + ("…" if start + width < len(content) else "")
+    return ("…" if start else "") + content[start : start + width] + ("…" if start + width < len(content) else "")
 
 
 def _stats_json(stats: AnswerStats | None) -> str:

@@ -11,8 +11,9 @@ prompt it generates from). Pure Python: must not import PySide6 or tmac_core.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 
 class HasRoleAndContent(Protocol):
@@ -26,10 +27,10 @@ PromptT = TypeVar("PromptT")
 
 @dataclass(frozen=True)
 class FittedHistory(Generic[MessageT]):
-    kept: list[MessageT]        # in original order, system prompt first
-    dropped: list[MessageT]     # in original order; empty when everything fitted
-    tokens: int                 # token count of `kept`
-    fits: bool                  # False when even the system prompt + newest turn exceed the budget
+    kept: list[MessageT]  # in original order, system prompt first
+    dropped: list[MessageT]  # in original order; empty when everything fitted
+    tokens: int  # token count of `kept`
+    fits: bool  # False when even the system prompt + newest turn exceed the budget
 
 
 def split_into_turns(messages: Sequence[MessageT]) -> tuple[list[MessageT], list[list[MessageT]]]:
@@ -48,8 +49,9 @@ def split_into_turns(messages: Sequence[MessageT]) -> tuple[list[MessageT], list
     return system, turns
 
 
-def fit_history(messages: Sequence[MessageT], count_tokens: Callable[[MessageT], int],
-                budget: int) -> FittedHistory[MessageT]:
+def fit_history(
+    messages: Sequence[MessageT], count_tokens: Callable[[MessageT], int], budget: int
+) -> FittedHistory[MessageT]:
     """Keep the system prompt and as many of the newest whole turns as fit in `budget` tokens.
 
     `count_tokens(message)` should include the chat template's per-message overhead. The newest
@@ -74,16 +76,20 @@ def fit_history(messages: Sequence[MessageT], count_tokens: Callable[[MessageT],
 
 @dataclass(frozen=True)
 class FittedPrompt(Generic[MessageT, PromptT]):
-    kept: list[MessageT]        # in original order, system prompt first
-    dropped: list[MessageT]     # in original order; empty when everything fitted
-    prompt: PromptT             # render(kept), ready for generation
-    tokens: int                 # size(prompt)
-    fits: bool                  # False when even the system prompt + newest turn exceed the budget
+    kept: list[MessageT]  # in original order, system prompt first
+    dropped: list[MessageT]  # in original order; empty when everything fitted
+    prompt: PromptT  # render(kept), ready for generation
+    tokens: int  # size(prompt)
+    fits: bool  # False when even the system prompt + newest turn exceed the budget
 
 
-def fit_prompt(messages: Sequence[MessageT], render: Callable[[list[MessageT]], PromptT],
-               size: Callable[[PromptT], int], budget: int,
-               estimate: Callable[[MessageT], int]) -> FittedPrompt[MessageT, PromptT]:
+def fit_prompt(
+    messages: Sequence[MessageT],
+    render: Callable[[list[MessageT]], PromptT],
+    size: Callable[[PromptT], int],
+    budget: int,
+    estimate: Callable[[MessageT], int],
+) -> FittedPrompt[MessageT, PromptT]:
     """Render the history; when it is over `budget` tokens, drop the fewest oldest whole turns that fit.
 
     One render when everything fits (the usual turn). Otherwise `estimate` (a per-message count
@@ -110,9 +116,9 @@ def fit_prompt(messages: Sequence[MessageT], render: Callable[[list[MessageT]], 
     if not fits(0) and most > 0:
         guess = len(split_into_turns(fit_history(messages, estimate, budget).dropped)[1])
         drop = min(max(guess, 1), most)
-        while drop < most and not fits(drop):       # the guess kept too much
+        while drop < most and not fits(drop):  # the guess kept too much
             drop += 1
-        while drop > 1 and fits(drop - 1):          # the guess dropped more than needed
+        while drop > 1 and fits(drop - 1):  # the guess dropped more than needed
             drop -= 1
     kept, prompt, tokens = without_oldest(drop)
     dropped = [m for turn in turns[:drop] for m in turn]

@@ -42,8 +42,8 @@ class SweepPoint:
     decode_tok_s: float
     prompt_tok_s: float
     generated_tokens: int
-    cpu_s: float                  # CPU seconds of the engine process over the run (all threads)
-    joules: float | None          # energy over the run, None without a sensor
+    cpu_s: float  # CPU seconds of the engine process over the run (all threads)
+    joules: float | None  # energy over the run, None without a sensor
 
     @property
     def cpu_s_per_token(self) -> float:
@@ -60,15 +60,21 @@ class SweepPoint:
 class Tradeoff:
     best: SweepPoint
     fastest: SweepPoint
-    metric: str                   # "joules_per_token" | "cpu_s_per_token"
-    rule: str                     # the rule in words, for the chart's legend and the record
+    metric: str  # "joules_per_token" | "cpu_s_per_token"
+    rule: str  # the rule in words, for the chart's legend and the record
 
 
 def point_from_chunk(bits: int, threads: int, chunk: Any, joules: float | None = None) -> SweepPoint:
     """A SweepPoint from a run's final tmac_core.types.Chunk (the one with finish_reason set)."""
-    return SweepPoint(bits=bits, threads=threads, decode_tok_s=float(chunk.decode_tok_s),
-                      prompt_tok_s=float(chunk.prompt_tok_s), generated_tokens=int(chunk.generated_tokens),
-                      cpu_s=float(chunk.cpu_s), joules=None if joules is None else float(joules))
+    return SweepPoint(
+        bits=bits,
+        threads=threads,
+        decode_tok_s=float(chunk.decode_tok_s),
+        prompt_tok_s=float(chunk.prompt_tok_s),
+        generated_tokens=int(chunk.generated_tokens),
+        cpu_s=float(chunk.cpu_s),
+        joules=None if joules is None else float(joules),
+    )
 
 
 def thread_counts(max_threads: int, limit: int = MAX_SWEEP_POINTS) -> list[int]:
@@ -100,8 +106,7 @@ def best_tradeoff(points: Iterable[SweepPoint], speed_fraction: float = SPEED_FR
 
     best = min(candidates, key=lambda p: (cost(p), p.threads))
     unit = "joules" if metric == "joules_per_token" else "CPU-seconds"
-    rule = (f"fewest {unit} per token among thread counts within {speed_fraction:.0%} "
-            "of the fastest decode speed")
+    rule = f"fewest {unit} per token among thread counts within {speed_fraction:.0%} of the fastest decode speed"
     return Tradeoff(best=best, fastest=fastest, metric=metric, rule=rule)
 
 
@@ -120,26 +125,54 @@ def record_path(folder: Path, model_key: str, bits: int, machine: str) -> Path:
     return Path(folder) / f"{_slug(model_key)}--{bits}bit--{_slug(machine)}.json"
 
 
-def make_record(*, model_key: str, model_name: str, source: str, bits: int, machine: str, cpu_model: str,
-                logical_cores: int, isa: str, prompt: str, max_tokens: int, points: list[SweepPoint],
-                power_label: str, power_unavailable_reason: str | None,
-                created_at: float | None = None) -> dict[str, Any]:
+def make_record(
+    *,
+    model_key: str,
+    model_name: str,
+    source: str,
+    bits: int,
+    machine: str,
+    cpu_model: str,
+    logical_cores: int,
+    isa: str,
+    prompt: str,
+    max_tokens: int,
+    points: list[SweepPoint],
+    power_label: str,
+    power_unavailable_reason: str | None,
+    created_at: float | None = None,
+) -> dict[str, Any]:
     """The JSON-ready record of one bit width's sweep, with the chosen trade-off and its rule."""
     own = sorted((p for p in points if p.bits == bits), key=lambda p: p.threads)
     choice = best_tradeoff(own)
     return {
         "record_version": RECORD_VERSION,
         "created_at": time.time() if created_at is None else created_at,
-        "model_key": model_key, "model_name": model_name, "source": source, "bits": bits,
-        "machine": machine, "cpu_model": cpu_model, "logical_cores": logical_cores, "isa": isa,
-        "prompt": prompt, "max_tokens": max_tokens,
-        "power_sensor": power_label, "power_unavailable_reason": power_unavailable_reason,
-        "points": [dict(asdict(p), cpu_s_per_token=p.cpu_s_per_token, joules_per_token=p.joules_per_token)
-                   for p in own],
-        "best": None if choice is None else {
-            "threads": choice.best.threads, "decode_tok_s": choice.best.decode_tok_s,
-            "metric": choice.metric, "rule": choice.rule, "fastest_threads": choice.fastest.threads,
-            "fastest_decode_tok_s": choice.fastest.decode_tok_s},
+        "model_key": model_key,
+        "model_name": model_name,
+        "source": source,
+        "bits": bits,
+        "machine": machine,
+        "cpu_model": cpu_model,
+        "logical_cores": logical_cores,
+        "isa": isa,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "power_sensor": power_label,
+        "power_unavailable_reason": power_unavailable_reason,
+        "points": [
+            dict(asdict(p), cpu_s_per_token=p.cpu_s_per_token, joules_per_token=p.joules_per_token) for p in own
+        ],
+        "best": None
+        if choice is None
+        else {
+            "threads": choice.best.threads,
+            "decode_tok_s": choice.best.decode_tok_s,
+            "metric": choice.metric,
+            "rule": choice.rule,
+            "fastest_threads": choice.fastest.threads,
+            "fastest_decode_tok_s": choice.fastest.decode_tok_s,
+        },
     }
 
 

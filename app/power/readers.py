@@ -26,11 +26,12 @@ NO_SENSOR_REASON = "no power sensor on this machine"
 
 # ---- CPU time ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CpuSample:
-    t: float                        # time.monotonic()
-    process_cpu_s: float            # user + system seconds of this process (all threads)
-    system_busy: float | None       # cumulative non-idle CPU time, all cores (unit cancels out)
+    t: float  # time.monotonic()
+    process_cpu_s: float  # user + system seconds of this process (all threads)
+    system_busy: float | None  # cumulative non-idle CPU time, all cores (unit cancels out)
     system_total: float | None
 
 
@@ -63,8 +64,9 @@ class CpuTimeReader:
 
     def sample(self) -> CpuSample:
         system = self.system_times()
-        return CpuSample(time.monotonic(), self.process_cpu_seconds(),
-                         system[0] if system else None, system[1] if system else None)
+        return CpuSample(
+            time.monotonic(), self.process_cpu_seconds(), system[0] if system else None, system[1] if system else None
+        )
 
     @staticmethod
     def process_cpu_seconds_between(start: CpuSample, end: CpuSample) -> float:
@@ -84,21 +86,22 @@ class CpuTimeReader:
 
 # ---- power sensors -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PowerReading:
     sensor: str
-    t: float                                  # time.monotonic()
+    t: float  # time.monotonic()
     energy_uj: tuple[int, ...] | None = None  # cumulative counters (RAPL), one per zone
-    watts: float | None = None                # instantaneous power (battery)
+    watts: float | None = None  # instantaneous power (battery)
 
 
 class PowerSensor(Protocol):
     """What PowerMeter needs of a sensor; the classes below match it by shape (no base class)."""
 
     name: str
-    label: str                                # shown next to the number: what is being measured
+    label: str  # shown next to the number: what is being measured
 
-    def unavailable_reason(self) -> str | None: ...   # None when usable
+    def unavailable_reason(self) -> str | None: ...  # None when usable
     def read(self) -> PowerReading: ...
     def joules_between(self, start: PowerReading, end: PowerReading) -> float | None: ...
 
@@ -131,8 +134,10 @@ class RaplSensor:
             for zone in zones:
                 int(self._read_text(zone / "energy_uj"))
         except PermissionError:
-            return ("RAPL energy counters are readable by root only on this system (Linux ≥ 5.10); "
-                    "an administrator can allow it with a udev rule")
+            return (
+                "RAPL energy counters are readable by root only on this system (Linux ≥ 5.10); "
+                "an administrator can allow it with a udev rule"
+            )
         except (OSError, ValueError) as error:
             return f"RAPL counters unreadable ({error})"
         return None
@@ -172,9 +177,9 @@ class BatterySensor:
             if self._read_text(battery / "status") != "Discharging":
                 return None  # on AC the battery rate says nothing about what the CPU draws
             if (battery / "power_now").exists():
-                return abs(int(self._read_text(battery / "power_now"))) / 1e6          # µW
-            current = int(self._read_text(battery / "current_now"))                     # µA (negative = discharging)
-            voltage = int(self._read_text(battery / "voltage_now"))                     # µV
+                return abs(int(self._read_text(battery / "power_now"))) / 1e6  # µW
+            current = int(self._read_text(battery / "current_now"))  # µA (negative = discharging)
+            voltage = int(self._read_text(battery / "voltage_now"))  # µV
             return abs(current) * voltage / 1e12
         except (OSError, ValueError):
             return None
@@ -231,8 +236,13 @@ def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platfor
 class PowerMeter:
     """Uses the first sensor that works; otherwise `sensor` is None and `unavailable_reason` says why."""
 
-    def __init__(self, sensors: Sequence[PowerSensor] | None = None, *, sysfs_root: str | Path = "/sys",
-                 platform: str = sys.platform) -> None:
+    def __init__(
+        self,
+        sensors: Sequence[PowerSensor] | None = None,
+        *,
+        sysfs_root: str | Path = "/sys",
+        platform: str = sys.platform,
+    ) -> None:
         candidates = list(sensors) if sensors is not None else default_sensors(sysfs_root, platform)
         self.sensor: PowerSensor | None = None
         reasons: list[str] = []
@@ -243,7 +253,8 @@ class PowerMeter:
                 break
             reasons.append(reason)
         self.unavailable_reason: str | None = (
-            None if self.sensor else NO_SENSOR_REASON + (f" ({'; '.join(reasons)})" if reasons else ""))
+            None if self.sensor else NO_SENSOR_REASON + (f" ({'; '.join(reasons)})" if reasons else "")
+        )
 
     @property
     def label(self) -> str:
@@ -263,8 +274,9 @@ class PowerMeter:
             return None
         return joules / (end.t - start.t)
 
-    def measure_watts(self, interval_s: float = 1.0,
-                      sleep: Callable[[float], None] = time.sleep) -> tuple[float | None, str | None]:
+    def measure_watts(
+        self, interval_s: float = 1.0, sleep: Callable[[float], None] = time.sleep
+    ) -> tuple[float | None, str | None]:
         """Average watts over `interval_s`: (watts, None) or (None, human reason)."""
         if self.sensor is None:
             return None, self.unavailable_reason

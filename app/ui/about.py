@@ -35,8 +35,11 @@ def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]
         features = tiers = f"unavailable ({error})"
         arch = "?"
     memory = hardware.total_memory_bytes()
-    bandwidth = (f"{format_bandwidth(settings.memory_bandwidth)} (measured on {settings.memory_bandwidth_cpu})"
-                 if settings.memory_bandwidth else "not measured yet (the model manager measures it)")
+    bandwidth = (
+        f"{format_bandwidth(settings.memory_bandwidth)} (measured on {settings.memory_bandwidth_cpu})"
+        if settings.memory_bandwidth
+        else "not measured yet (the model manager measures it)"
+    )
     meter = PowerMeter()
     power = meter.label if meter.sensor is not None else meter.unavailable_reason
     models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
@@ -68,10 +71,14 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About T-MAC Chat")
         self.setMinimumWidth(760)
         self.settings_store = settings_store
-        self.facts = about_facts(settings_store.current, paths)   # a snapshot: the dialog shows the moment it opened
+        self.facts = about_facts(settings_store.current, paths)  # a snapshot: the dialog shows the moment it opened
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<h2>T-MAC Chat</h2>Chat with language models offline, on the CPU, "
-                                "through lookup-table low-bit kernels."))
+        layout.addWidget(
+            QLabel(
+                "<h2>T-MAC Chat</h2>Chat with language models offline, on the CPU, "
+                "through lookup-table low-bit kernels."
+            )
+        )
         grid = QGridLayout()
         self.value_labels: dict[str, QLabel] = {}
         for row, (name, value) in enumerate(self.facts):

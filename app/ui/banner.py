@@ -3,7 +3,7 @@ button ("The engine stopped … [Restart engine]", "3 older messages are not vis
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
@@ -32,8 +32,9 @@ class Banner(QFrame):
         layout.addWidget(self.close_button)
         self.hide()
 
-    def show_message(self, kind: str, text: str, action_text: str = "",
-                     action: Callable[[], None] | None = None) -> None:
+    def show_message(
+        self, kind: str, text: str, action_text: str = "", action: Callable[[], None] | None = None
+    ) -> None:
         """kind: "warning" | "error" | "info" (styled by the theme's QFrame#banner[kind=...])."""
         self.kind = kind
         self.setProperty("kind", kind)

@@ -18,14 +18,16 @@ from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
 
 REPAINT_MS = 40
-TARGET_SETTLE_S = 1.0       # how long a scrolled-to message is held in view while heights settle
-EMPTY_TEXT = ("Ask anything. The model runs on this computer's CPU, offline.\n"
-              "Enter sends, Shift+Enter starts a new line, Esc stops the answer.")
+TARGET_SETTLE_S = 1.0  # how long a scrolled-to message is held in view while heights settle
+EMPTY_TEXT = (
+    "Ask anything. The model runs on this computer's CPU, offline.\n"
+    "Enter sends, Shift+Enter starts a new line, Esc stops the answer."
+)
 
 
 class ChatView(QScrollArea):
-    regenerateRequested = Signal(int)       # assistant message id
-    editSubmitted = Signal(int, str)        # user message id, new text
+    regenerateRequested = Signal(int)  # assistant message id
+    editSubmitted = Signal(int, str)  # user message id, new text
 
     def __init__(self, dark: bool = False, parent=None) -> None:
         super().__init__(parent)
@@ -37,9 +39,9 @@ class ChatView(QScrollArea):
         self.dark = dark
         self.busy = False
         self.widgets: dict[int, MessageWidget] = {}
-        self._pending: dict[int, str] = {}      # message id → text not painted yet
+        self._pending: dict[int, str] = {}  # message id → text not painted yet
         self._follow = True
-        self._target: int | None = None     # a message to keep in view while the layout settles
+        self._target: int | None = None  # a message to keep in view while the layout settles
         self._target_until = 0.0
         content = QWidget()
         content.setObjectName("chatContent")
@@ -145,7 +147,7 @@ class ChatView(QScrollArea):
         widget = MessageWidget(message, self.dark)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.editSubmitted.connect(self.editSubmitted)
-        self.column.insertWidget(self.column.count() - 1, widget)   # above the stretch
+        self.column.insertWidget(self.column.count() - 1, widget)  # above the stretch
         self.widgets[message.id] = widget
 
     def _after_change(self) -> None:

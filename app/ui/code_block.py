@@ -8,13 +8,12 @@ lexer would not know it is inside a docstring).
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QGuiApplication, QSyntaxHighlighter, QTextCharFormat
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout
-
 from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.styles import get_style_by_name
 from pygments.util import ClassNotFound
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QGuiApplication, QSyntaxHighlighter, QTextCharFormat
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QVBoxLayout
 
 LIGHT_STYLE, DARK_STYLE = "friendly", "github-dark"
 
@@ -121,7 +120,7 @@ class CodeBlockWidget(QFrame):
             return
         self.code = code
         self.highlighter.lex(code)
-        self.editor.setPlainText(code)   # re-highlights through highlightBlock
+        self.editor.setPlainText(code)  # re-highlights through highlightBlock
         self._fit_height()
 
     def copy(self) -> None:

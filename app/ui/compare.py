@@ -10,8 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox,
-    QVBoxLayout, QWidget,
+    QDialog,
+    QDialogButtonBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.paths import AppPaths
@@ -26,17 +34,27 @@ BITS_ORDER = (4, 2)
 def stats_text(info, chunk) -> str:
     """The figures under one answer (EngineInfo + the final Chunk)."""
     memory = info.packed_bytes + info.kv_cache_bytes
-    return (f"decode {format_tok_s(chunk.decode_tok_s)} · prompt {format_tok_s(chunk.prompt_tok_s)} · "
-            f"{chunk.generated_tokens} tokens ({chunk.finish_reason})\n"
-            f"{info.bits_per_weight:.2f} bits per weight · memory {format_mb(memory)} "
-            f"({format_mb(info.packed_bytes)} weights + {format_mb(info.kv_cache_bytes)} KV cache at "
-            f"{info.n_ctx} tokens) · {info.n_threads} threads · {info.isa}")
+    return (
+        f"decode {format_tok_s(chunk.decode_tok_s)} · prompt {format_tok_s(chunk.prompt_tok_s)} · "
+        f"{chunk.generated_tokens} tokens ({chunk.finish_reason})\n"
+        f"{info.bits_per_weight:.2f} bits per weight · memory {format_mb(memory)} "
+        f"({format_mb(info.packed_bytes)} weights + {format_mb(info.kv_cache_bytes)} KV cache at "
+        f"{info.n_ctx} tokens) · {info.n_threads} threads · {info.isa}"
+    )
 
 
 class CompareDialog(QDialog):
-    def __init__(self, settings_store: SettingsStore, paths: AppPaths, model_source: str,
-                 parent: QWidget | None = None, *, max_tokens: int = COMPARE_TOKENS, n_ctx: int = COMPARE_CONTEXT,
-                 prompt: str = DEFAULT_PROMPT) -> None:
+    def __init__(
+        self,
+        settings_store: SettingsStore,
+        paths: AppPaths,
+        model_source: str,
+        parent: QWidget | None = None,
+        *,
+        max_tokens: int = COMPARE_TOKENS,
+        n_ctx: int = COMPARE_CONTEXT,
+        prompt: str = DEFAULT_PROMPT,
+    ) -> None:
         super().__init__(parent)
         self.settings_store, self.paths, self.source, self.n_ctx = settings_store, paths, model_source, n_ctx
         self.runner: CompareRunner | None = None
@@ -44,8 +62,10 @@ class CompareDialog(QDialog):
         self.setWindowTitle(f"2-bit vs 4-bit — {name}")
         self.resize(900, 600)
         layout = QVBoxLayout(self)
-        intro = QLabel(f"<b>{name}</b>: the same prompt, answered greedily by the 4-bit and then the 2-bit "
-                       "variant, each alone on the machine so the speeds compare fairly.")
+        intro = QLabel(
+            f"<b>{name}</b>: the same prompt, answered greedily by the 4-bit and then the 2-bit "
+            "variant, each alone on the machine so the speeds compare fairly."
+        )
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.prompt_edit = QPlainTextEdit(prompt)
@@ -102,14 +122,22 @@ class CompareDialog(QDialog):
         for bits in BITS_ORDER:
             self.answers[bits].clear()
             self.stats[bits].setText("waiting…")
-        self.runner = CompareRunner(self.source, prompt, bits_order=BITS_ORDER, max_tokens=self.tokens_spin.value(),
-                                    n_ctx=self.n_ctx, n_threads=self.settings_store.current.n_threads,
-                                    cache_dir=self.paths.engine_cache_dir, parent=self)
+        self.runner = CompareRunner(
+            self.source,
+            prompt,
+            bits_order=BITS_ORDER,
+            max_tokens=self.tokens_spin.value(),
+            n_ctx=self.n_ctx,
+            n_threads=self.settings_store.current.n_threads,
+            cache_dir=self.paths.engine_cache_dir,
+            parent=self,
+        )
         self.runner.status.connect(self.status_label.setText)
         self.runner.variantStarted.connect(lambda bits: self.stats[bits].setText("loading…"))
         self.runner.text.connect(self._append)
         self.runner.variantFinished.connect(
-            lambda bits, chunk: self.stats[bits].setText(stats_text(self.runner.infos[bits], chunk)))
+            lambda bits, chunk: self.stats[bits].setText(stats_text(self.runner.infos[bits], chunk))
+        )
         self.runner.failed.connect(lambda bits, message: self.stats[bits].setText(f"failed: {message}"))
         self.runner.finished.connect(self._finished)
         self.run_button.setEnabled(False)

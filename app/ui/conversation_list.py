@@ -12,8 +12,17 @@ from pathlib import Path
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMenu, QPushButton,
-    QVBoxLayout, QWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.chat import export
@@ -26,7 +35,7 @@ UNDO_SECONDS = 10
 
 class ConversationList(QWidget):
     conversationActivated = Signal(int)
-    searchHitActivated = Signal(int, int)   # conversation id, message id (0 = title match)
+    searchHitActivated = Signal(int, int)  # conversation id, message id (0 = title match)
     newRequested = Signal()
     conversationDeleted = Signal(int)
 
@@ -188,7 +197,7 @@ class ConversationList(QWidget):
         if title:
             self.rename(item.data(ID_ROLE), title)
         else:
-            self.refresh()   # an empty title is not a title: put the old one back
+            self.refresh()  # an empty title is not a title: put the old one back
 
     def rename(self, conversation_id: int, title: str) -> None:
         self.store.rename_conversation(conversation_id, title)
@@ -224,8 +233,10 @@ class ConversationList(QWidget):
         the process's working directory, which for an installed app is meaningless)."""
         if self._last_export_folder is not None and self._last_export_folder.is_dir():
             return self._last_export_folder
-        for location in (QStandardPaths.StandardLocation.DocumentsLocation,
-                         QStandardPaths.StandardLocation.HomeLocation):
+        for location in (
+            QStandardPaths.StandardLocation.DocumentsLocation,
+            QStandardPaths.StandardLocation.HomeLocation,
+        ):
             folder = QStandardPaths.writableLocation(location)
             if folder and Path(folder).is_dir():
                 return Path(folder)
@@ -236,8 +247,9 @@ class ConversationList(QWidget):
             return
         title = self.store.get_conversation(self.current_id).title
         safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip() or "chat"
-        path, chosen = QFileDialog.getSaveFileName(self, "Export chat", str(self.export_folder() / f"{safe}.md"),
-                                                   "Markdown (*.md);;JSON with stats (*.json)")
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export chat", str(self.export_folder() / f"{safe}.md"), "Markdown (*.md);;JSON with stats (*.json)"
+        )
         if not path:
             return
         try:

@@ -21,7 +21,14 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QApplication, QLabel, QMainWindow, QProgressBar, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+    QApplication,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -48,17 +55,29 @@ from app.workers.engine_client import EngineClient, default_thread_count
 from app.workers.protocol import EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
-STATE_TEXT = {EngineState.STOPPED: "Engine stopped", EngineState.STARTING: "Starting the engine…",
-              EngineState.LOADING: "Loading the model…", EngineState.READY: "Ready", EngineState.GENERATING: "Writing…",
-              EngineState.DEAD: "Engine stopped unexpectedly"}
+STATE_TEXT = {
+    EngineState.STOPPED: "Engine stopped",
+    EngineState.STARTING: "Starting the engine…",
+    EngineState.LOADING: "Loading the model…",
+    EngineState.READY: "Ready",
+    EngineState.GENERATING: "Writing…",
+    EngineState.DEAD: "Engine stopped unexpectedly",
+}
 
 
 class MainWindow(QMainWindow):
-    _settingsSaveFailed = Signal(str)     # from the settings store's save thread
+    _settingsSaveFailed = Signal(str)  # from the settings store's save thread
 
-    def __init__(self, settings_store: SettingsStore, paths: AppPaths, store: ChatStore, *,
-                 client: EngineClient | None = None, power_meter: PowerMeter | None = None,
-                 settings_problems: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings_store: SettingsStore,
+        paths: AppPaths,
+        store: ChatStore,
+        *,
+        client: EngineClient | None = None,
+        power_meter: PowerMeter | None = None,
+        settings_problems: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.setWindowTitle("T-MAC Chat")
         self.setObjectName("mainWindow")
@@ -120,7 +139,7 @@ class MainWindow(QMainWindow):
         settings_scroll.setWidgetResizable(True)
         settings_scroll.setWidget(self.sampling_panel)
         settings_scroll.setAccessibleName("Sampling settings")
-        side_layout.addWidget(settings_scroll, 1)   # scrolls; the performance panel above always stays in view
+        side_layout.addWidget(settings_scroll, 1)  # scrolls; the performance panel above always stays in view
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.conversations)
@@ -214,7 +233,8 @@ class MainWindow(QMainWindow):
         self.sampling_panel.reloadRequested.connect(self.start_engine)
         self.models_page.modelChosen.connect(self.load_model)
         self._settingsSaveFailed.connect(
-            lambda text: self.statusBar().showMessage(f"Settings could not be saved: {text}", 10000))
+            lambda text: self.statusBar().showMessage(f"Settings could not be saved: {text}", 10000)
+        )
         unsubscribe = self.settings_store.subscribe(self._on_settings_changed)
         stop_errors = self.settings_store.on_save_error(lambda error: self._settingsSaveFailed.emit(str(error)))
         self.destroyed.connect(lambda *_: (unsubscribe(), stop_errors()))
@@ -226,15 +246,19 @@ class MainWindow(QMainWindow):
         self._load(self.settings.model_source, self.settings.default_bits)
 
     def load_model(self, source: str, bits: int) -> None:
-        self.settings_store.update(model_source=source, default_bits=bits)   # the model to load at the next start
+        self.settings_store.update(model_source=source, default_bits=bits)  # the model to load at the next start
         self._load(source, bits)
         self.tabs.setCurrentWidget(self.chat_page)
 
     def _load(self, source: str, bits: int) -> None:
         self.engine_banner.hide()
-        self.client.load(source, bits, n_ctx=self.settings.context_length,
-                         n_threads=self.settings.n_threads or default_thread_count(),
-                         source_sha256=self._known_sha256(source))
+        self.client.load(
+            source,
+            bits,
+            n_ctx=self.settings.context_length,
+            n_threads=self.settings.n_threads or default_thread_count(),
+            source_sha256=self._known_sha256(source),
+        )
 
     def _known_sha256(self, source: str) -> str | None:
         """The file's sha256 from its install manifest, so the engine need not re-read a multi-GB file.
@@ -285,14 +309,21 @@ class MainWindow(QMainWindow):
             self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))
 
     def _on_client_load_failed(self, kind: str, text: str) -> None:
-        self.engine_banner.show_message("error", f"The model could not be loaded ({kind}): {text}",
-                                        "Load the built-in model", lambda: self.load_model("default", 4))
+        self.engine_banner.show_message(
+            "error",
+            f"The model could not be loaded ({kind}): {text}",
+            "Load the built-in model",
+            lambda: self.load_model("default", 4),
+        )
 
     def _on_client_died(self, reason: str) -> None:
         self.engine_banner.show_message(
-            "error", f"The engine stopped: {reason}. The window and your chats are fine; "
-                     "any answer in progress was saved up to where it stopped.",
-            "Restart engine", self.restart_engine)
+            "error",
+            f"The engine stopped: {reason}. The window and your chats are fine; "
+            "any answer in progress was saved up to where it stopped.",
+            "Restart engine",
+            self.restart_engine,
+        )
 
     # ---- chat ---------------------------------------------------------------------------------
 
@@ -331,7 +362,7 @@ class MainWindow(QMainWindow):
     def _on_session_message_added(self, message) -> None:
         self.chat_view.add_message(message)
         if message.role == "user":
-            self.conversations.refresh()   # the first message names the chat
+            self.conversations.refresh()  # the first message names the chat
 
     def _on_session_busy(self, busy: bool) -> None:
         self.composer.set_busy(busy)
@@ -344,7 +375,7 @@ class MainWindow(QMainWindow):
         self.notice_banner.show_message("info" if kind in ("trimmed", "template") else "error", text)
 
     def _on_composer_send(self, text: str) -> None:
-        self.sampling_panel.save_now()     # a system prompt still being typed applies to this message
+        self.sampling_panel.save_now()  # a system prompt still being typed applies to this message
         if self.session.send(text):
             self.composer.clear()
 
@@ -356,8 +387,9 @@ class MainWindow(QMainWindow):
         dialog.show()
 
     def open_measure(self) -> None:
-        self._keep_open(MeasureDialog(self.settings_store, self.paths, self.settings.model_source,
-                                      self.settings.default_bits, self))
+        self._keep_open(
+            MeasureDialog(self.settings_store, self.paths, self.settings.model_source, self.settings.default_bits, self)
+        )
 
     def open_compare(self) -> None:
         self._keep_open(CompareDialog(self.settings_store, self.paths, self.settings.model_source, self))
@@ -374,7 +406,7 @@ class MainWindow(QMainWindow):
 
     def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
         if "n_threads" in changed and settings.n_threads:
-            self.client.set_threads(settings.n_threads)   # from the slider or the speed sweep; applies mid-answer
+            self.client.set_threads(settings.n_threads)  # from the slider or the speed sweep; applies mid-answer
         if "theme" in changed:
             self._restyle()
 
@@ -388,14 +420,16 @@ class MainWindow(QMainWindow):
     def _restyle(self) -> None:
         self.dark = apply_theme(QApplication.instance(), self.settings.theme) == "dark"
         self.chat_view.dark = self.dark
-        self._reload_messages(self.session.conversation_id)   # code blocks pick their highlight colours
+        self._reload_messages(self.session.conversation_id)  # code blocks pick their highlight colours
 
     def _show_startup_notes(self, problems: list[str]) -> None:
         notes = list(problems)
         if self.store.recovered_message_ids:
             count = len(self.store.recovered_message_ids)
-            notes.append(f"{count} answer{'s were' if count > 1 else ' was'} cut off when the app last stopped; "
-                         "the text written so far was kept.")
+            notes.append(
+                f"{count} answer{'s were' if count > 1 else ' was'} cut off when the app last stopped; "
+                "the text written so far was kept."
+            )
         if notes:
             self.notice_banner.show_message("info", " ".join(notes))
 
@@ -403,7 +437,7 @@ class MainWindow(QMainWindow):
         self.session.close()
         try:
             self.settings_store.flush()
-        except OSError as error:   # the window is going away: say it where it can still be read
+        except OSError as error:  # the window is going away: say it where it can still be read
             print(f"T-MAC Chat: settings could not be saved: {error}", file=sys.stderr)
         for dialog in list(self._dialogs):
             dialog.close()

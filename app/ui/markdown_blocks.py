@@ -16,7 +16,7 @@ _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")
 
 @dataclass(frozen=True)
 class Block:
-    kind: str           # "text" (Markdown prose), "code" (fenced) or "plain" (shown as typed)
+    kind: str  # "text" (Markdown prose), "code" (fenced) or "plain" (shown as typed)
     text: str
     language: str = ""  # the fence's info word, e.g. "python"; "" when none
     closed: bool = True  # False for a code block still being streamed

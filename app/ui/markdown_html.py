@@ -24,7 +24,7 @@ _TABLE_OPEN = '<table border="1" cellspacing="0" cellpadding="4">'
 def _renderer() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "breaks": True, "typographer": False})
     md.enable(["table", "strikethrough"])
-    md.disable("code")        # indented code blocks: pasted indented text is prose
+    md.disable("code")  # indented code blocks: pasted indented text is prose
     return md
 
 

@@ -14,14 +14,30 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox, QDialog, QDialogButtonBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox,
-    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app import hardware
 from app.paths import AppPaths
 from app.perf.sweep import (
-    MEASUREMENTS_DIR_NAME, SWEEP_TOKENS, SweepPoint, load_records, model_key_for, points_from_record, thread_counts,
+    MEASUREMENTS_DIR_NAME,
+    SWEEP_TOKENS,
+    SweepPoint,
+    load_records,
+    model_key_for,
+    points_from_record,
+    thread_counts,
 )
 from app.settings_store import SettingsStore
 from app.ui.sweep_chart import SweepChart
@@ -30,9 +46,19 @@ from app.workers.sweep_runner import SWEEP_CONTEXT, SweepRunner
 
 
 class MeasureDialog(QDialog):
-    def __init__(self, settings_store: SettingsStore, paths: AppPaths, model_source: str, bits: int,
-                 parent: QWidget | None = None, *, threads: list[int] | None = None, tokens: int = SWEEP_TOKENS,
-                 bits_list: list[int] | None = None, n_ctx: int = SWEEP_CONTEXT) -> None:
+    def __init__(
+        self,
+        settings_store: SettingsStore,
+        paths: AppPaths,
+        model_source: str,
+        bits: int,
+        parent: QWidget | None = None,
+        *,
+        threads: list[int] | None = None,
+        tokens: int = SWEEP_TOKENS,
+        bits_list: list[int] | None = None,
+        n_ctx: int = SWEEP_CONTEXT,
+    ) -> None:
         super().__init__(parent)
         self.settings_store, self.paths, self.source = settings_store, paths, model_source
         self.machine = hardware.machine_label()
@@ -50,7 +76,8 @@ class MeasureDialog(QDialog):
             f"Generates the same short prompt greedily with each thread count ({', '.join(map(str, self.threads))}) "
             "and records decode speed, CPU time per token and, where this computer has a readable power sensor, "
             "energy per token. Best trade-off: the fewest joules (or CPU-seconds) per token among the thread "
-            "counts within 90 % of the fastest.")
+            "counts within 90 % of the fastest."
+        )
         explain.setWordWrap(True)
         layout.addWidget(explain)
 
@@ -82,8 +109,9 @@ class MeasureDialog(QDialog):
         self.chart = SweepChart()
         layout.addWidget(self.chart, 1)
         self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["bits", "threads", "decode tok/s", "prompt tok/s",
-                                              "CPU ms / token", "J / token"])
+        self.table.setHorizontalHeaderLabels(
+            ["bits", "threads", "decode tok/s", "prompt tok/s", "CPU ms / token", "J / token"]
+        )
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
@@ -113,8 +141,11 @@ class MeasureDialog(QDialog):
     # ---- results -----------------------------------------------------------------------------
 
     def _show_saved(self) -> None:
-        records = [r for r in load_records(self.measurements_dir, model_key_for(self.source))
-                   if r.get("machine") == self.machine]
+        records = [
+            r
+            for r in load_records(self.measurements_dir, model_key_for(self.source))
+            if r.get("machine") == self.machine
+        ]
         newest: dict[int, dict] = {}
         for record in records:
             newest.setdefault(record["bits"], record)
@@ -129,9 +160,14 @@ class MeasureDialog(QDialog):
         self.chart.set_data(self.points, max(self.threads))
         self.table.setRowCount(len(self.points))
         for row, p in enumerate(sorted(self.points, key=lambda p: (-p.bits, p.threads))):
-            values = [f"{p.bits}", f"{p.threads}", f"{p.decode_tok_s:.1f}", f"{p.prompt_tok_s:.1f}",
-                      f"{p.cpu_s_per_token * 1000:.1f}",
-                      "—" if p.joules_per_token is None else f"{p.joules_per_token:.3f}"]
+            values = [
+                f"{p.bits}",
+                f"{p.threads}",
+                f"{p.decode_tok_s:.1f}",
+                f"{p.prompt_tok_s:.1f}",
+                f"{p.cpu_s_per_token * 1000:.1f}",
+                "—" if p.joules_per_token is None else f"{p.joules_per_token:.3f}",
+            ]
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -139,11 +175,16 @@ class MeasureDialog(QDialog):
         lines = []
         for bits, choice in sorted(self.chart.best.items(), reverse=True):
             b = choice.best
-            cost = (f"{b.joules_per_token:.3f} J" if choice.metric == "joules_per_token"
-                    else f"{b.cpu_s_per_token * 1000:.1f} CPU ms")
-            lines.append(f"{bits}-bit: best trade-off {b.threads} threads ({format_tok_s(b.decode_tok_s)}, {cost} "
-                         f"per token); fastest {choice.fastest.threads} threads "
-                         f"({format_tok_s(choice.fastest.decode_tok_s)}).")
+            cost = (
+                f"{b.joules_per_token:.3f} J"
+                if choice.metric == "joules_per_token"
+                else f"{b.cpu_s_per_token * 1000:.1f} CPU ms"
+            )
+            lines.append(
+                f"{bits}-bit: best trade-off {b.threads} threads ({format_tok_s(b.decode_tok_s)}, {cost} "
+                f"per token); fastest {choice.fastest.threads} threads "
+                f"({format_tok_s(choice.fastest.decode_tok_s)})."
+            )
         if self.chart.best:
             lines.append("Rule: " + next(iter(self.chart.best.values())).rule + ".")
         self.best_label.setText("\n".join(lines))
@@ -161,7 +202,7 @@ class MeasureDialog(QDialog):
         if threads is None:
             return
         try:
-            self.settings_store.update(n_threads=threads)   # the chat's engine and thread slider follow the store
+            self.settings_store.update(n_threads=threads)  # the chat's engine and thread slider follow the store
         except ValueError as error:
             self.status_label.setText(f"Could not use {threads} threads: {error}")
             return
@@ -174,13 +215,21 @@ class MeasureDialog(QDialog):
         if not bits_list or (self.runner is not None and self.runner.running):
             return
         self._set_points([])
-        self.runner = SweepRunner(self.source, bits_list=bits_list, threads=self.threads,
-                                  measurements_dir=self.measurements_dir, max_tokens=self.tokens_spin.value(),
-                                  n_ctx=self.n_ctx, cache_dir=self.paths.engine_cache_dir, parent=self)
+        self.runner = SweepRunner(
+            self.source,
+            bits_list=bits_list,
+            threads=self.threads,
+            measurements_dir=self.measurements_dir,
+            max_tokens=self.tokens_spin.value(),
+            n_ctx=self.n_ctx,
+            cache_dir=self.paths.engine_cache_dir,
+            parent=self,
+        )
         self.runner.status.connect(self.status_label.setText)
         self.runner.pointMeasured.connect(lambda point: self._set_points(self.points + [point]))
         self.runner.recordSaved.connect(
-            lambda bits, record, path: self.status_label.setText(f"{bits}-bit results saved to {path}"))
+            lambda bits, record, path: self.status_label.setText(f"{bits}-bit results saved to {path}")
+        )
         self.runner.finished.connect(self._finished)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

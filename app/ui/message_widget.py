@@ -11,11 +11,19 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.chat.export import stats_line
-from app.chat.records import COMPLETE, ERROR, PARTIAL, STREAMING, Message
+from app.chat.records import ERROR, PARTIAL, STREAMING, Message
 from app.ui.code_block import CodeBlockWidget, flash_text
 from app.ui.markdown_blocks import Block, split_blocks
 from app.ui.markdown_html import prose_to_html
@@ -62,8 +70,11 @@ class ProseLabel(QTextBrowser):
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setOpenExternalLinks(markdown)
         self.setOpenLinks(markdown)
-        flags = Qt.TextInteractionFlag.TextBrowserInteraction if markdown else \
-            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        flags = (
+            Qt.TextInteractionFlag.TextBrowserInteraction
+            if markdown
+            else Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
         self.setTextInteractionFlags(flags)
         self.viewport().setAutoFillBackground(False)
         self.document().setDocumentMargin(0)
@@ -97,7 +108,7 @@ class ProseLabel(QTextBrowser):
         return QSize(super().sizeHint().width(), self.height())
 
     def wheelEvent(self, event) -> None:  # noqa: N802
-        event.ignore()      # the conversation scrolls, not this block (it has nothing to scroll)
+        event.ignore()  # the conversation scrolls, not this block (it has nothing to scroll)
 
 
 class EditBox(QPlainTextEdit):
@@ -211,7 +222,7 @@ class MessageWidget(QFrame):
 
     def set_text(self, text: str) -> None:
         self.text = text
-        if self.message.role == "user":     # what the user typed, exactly: no Markdown, no HTML
+        if self.message.role == "user":  # what the user typed, exactly: no Markdown, no HTML
             blocks = [Block("plain", text)] if text else []
         else:
             blocks = split_blocks(text) or ([Block("text", "…")] if self.message.state == STREAMING else [])

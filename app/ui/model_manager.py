@@ -23,19 +23,44 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QApplication, QButtonGroup, QCheckBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
-    QPushButton, QRadioButton, QScrollArea, QVBoxLayout, QWidget,
+    QApplication,
+    QButtonGroup,
+    QCheckBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app import hardware
 from app.catalog.catalog import (
-    DEFAULT_BANDWIDTH_BYTES_PER_S, CatalogModel, ModelVariant, VariantEstimate, estimate_variant, load_catalog,
+    DEFAULT_BANDWIDTH_BYTES_PER_S,
+    CatalogModel,
+    ModelVariant,
+    VariantEstimate,
+    estimate_variant,
+    load_catalog,
 )
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError
 from app.catalog.installed import InstalledModel, delete_installed, import_local_gguf, list_installed
 from app.catalog.inventory import (
-    CATALOG, EMBEDDED, LOCAL, CardState, card_actions, merge_inventory, superseded_partials, two_bit_warning,
+    CATALOG,
+    EMBEDDED,
+    LOCAL,
+    CardState,
+    card_actions,
+    merge_inventory,
+    superseded_partials,
+    two_bit_warning,
 )
 from app.paths import AppPaths
 from app.settings import AppSettings
@@ -93,8 +118,10 @@ class ModelCard(QFrame):
         self.bits_warning_label.setWordWrap(True)
         self.bits_warning_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # a border, not a text colour, so it reads in the light and the dark theme alike
-        self.bits_warning_label.setStyleSheet("QLabel { border: 1px solid #e0a800; border-left: 4px solid #e0a800;"
-                                              " border-radius: 4px; padding: 4px 8px; }")
+        self.bits_warning_label.setStyleSheet(
+            "QLabel { border: 1px solid #e0a800; border-left: 4px solid #e0a800;"
+            " border-radius: 4px; padding: 4px 8px; }"
+        )
         layout.addWidget(self.bits_warning_label)
         self.bits_group.idToggled.connect(lambda _id, _on: self.update_bits_warning())
         self.update_bits_warning()
@@ -169,24 +196,24 @@ class ModelCard(QFrame):
 
 
 class ModelManagerPage(QWidget):
-    modelChosen = Signal(str, int)        # source (a .gguf path or "default"), bits (2 or 4)
+    modelChosen = Signal(str, int)  # source (a .gguf path or "default"), bits (2 or 4)
 
-    _importProgress = Signal(object, object)   # bytes copied, total (from the import thread)
+    _importProgress = Signal(object, object)  # bytes copied, total (from the import thread)
 
     def __init__(self, settings_store: SettingsStore, paths: AppPaths, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings_store, self.paths = settings_store, paths
         self.setAcceptDrops(True)
-        self.download_retries = 3          # in-call resumes after a dropped connection
+        self.download_retries = 3  # in-call resumes after a dropped connection
         self.active_source: str | None = None
         try:
             self.catalog: list[CatalogModel] = load_catalog()
             catalog_problem = ""
-        except CatalogError as error:      # a packaging bug: say so, still show local models
+        except CatalogError as error:  # a packaging bug: say so, still show local models
             self.catalog, catalog_problem = [], f"The model catalog could not be read: {error}"
         self.cards: dict[str, ModelCard] = {}
         self._jobs: dict[str, DownloadJob] = {}
-        self._summaries: dict[tuple[str, int, float], object] = {}   # (path, size, mtime) → summary | error
+        self._summaries: dict[tuple[str, int, float], object] = {}  # (path, size, mtime) → summary | error
         self._bandwidth: float | None = None
         self._bandwidth_measuring = False
         self._total_ram = hardware.total_memory_bytes()
@@ -195,7 +222,7 @@ class ModelManagerPage(QWidget):
         self._load_bandwidth()
         models_dir = self.models_dir
         run_in_background(lambda: remove_stale_partials(models_dir), context=self)
-        QApplication.instance().aboutToQuit.connect(self.shutdown)   # keep partial downloads resumable
+        QApplication.instance().aboutToQuit.connect(self.shutdown)  # keep partial downloads resumable
         unsubscribe = settings_store.subscribe(self._on_settings_changed)
         self.destroyed.connect(lambda *_: unsubscribe())
         self.refresh()
@@ -218,7 +245,8 @@ class ModelManagerPage(QWidget):
         folder_row.addWidget(self.folder_button)
         self.open_folder_button = QPushButton("Open folder")
         self.open_folder_button.clicked.connect(
-            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.models_dir))))
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.models_dir)))
+        )
         folder_row.addWidget(self.open_folder_button)
         outer.addLayout(folder_row)
 
@@ -283,7 +311,7 @@ class ModelManagerPage(QWidget):
         if "models_dir" in changed:
             self.refresh()
         elif "context_length" in changed:
-            self._update_estimates()   # the RAM estimates include the KV cache at this context
+            self._update_estimates()  # the RAM estimates include the KV cache at this context
 
     def _save(self, **changes) -> None:
         self.settings_store.update(**changes)
@@ -358,23 +386,31 @@ class ModelManagerPage(QWidget):
         in_use = actions.in_use
         card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
         if downloading:
-            return   # the job's signals own the status line meanwhile
+            return  # the job's signals own the status line meanwhile
         if state.installed is not None:
             sha = state.installed.sha256
-            card.status_label.setText(f"Installed · {format_bytes(state.installed.size)} · sha256 {sha[:12]}… verified"
-                                      + (" · in use" if in_use else ""))
+            card.status_label.setText(
+                f"Installed · {format_bytes(state.installed.size)} · sha256 {sha[:12]}… verified"
+                + (" · in use" if in_use else "")
+            )
         elif state.kind == EMBEDDED:
-            card.status_label.setText(("Installed" + (" · in use" if in_use else "")) if actions.use
-                                      else "The built-in model file is missing.")
+            card.status_label.setText(
+                ("Installed" + (" · in use" if in_use else ""))
+                if actions.use
+                else "The built-in model file is missing."
+            )
         elif actions.resume:
             partial = state.partial
             fraction = partial.bytes_done / max(partial.size, 1)
             card.progress_bar.setValue(int(1000 * fraction))
-            card.status_label.setText(f"Paused at {fraction:.0%} ({format_bytes(partial.bytes_done)} of "
-                                      f"{format_bytes(partial.size)}); Resume continues where it stopped.")
+            card.status_label.setText(
+                f"Paused at {fraction:.0%} ({format_bytes(partial.bytes_done)} of "
+                f"{format_bytes(partial.size)}); Resume continues where it stopped."
+            )
         elif state.kind == CATALOG:
-            card.status_label.setText(f"Not downloaded · {format_bytes(state.download_bytes)} download "
-                                      "(one file serves both 4-bit and 2-bit)")
+            card.status_label.setText(
+                f"Not downloaded · {format_bytes(state.download_bytes)} download (one file serves both 4-bit and 2-bit)"
+            )
 
     # ---- estimates ---------------------------------------------------------------------------
 
@@ -405,8 +441,10 @@ class ModelManagerPage(QWidget):
         def failed(error: BaseException) -> None:
             self._bandwidth_measuring = False
             self.remeasure_button.setEnabled(True)
-            self.bandwidth_label.setText(f"Could not measure memory bandwidth ({error}); speed estimates assume "
-                                         f"{format_bandwidth(DEFAULT_BANDWIDTH_BYTES_PER_S, digits=0)}.")
+            self.bandwidth_label.setText(
+                f"Could not measure memory bandwidth ({error}); speed estimates assume "
+                f"{format_bandwidth(DEFAULT_BANDWIDTH_BYTES_PER_S, digits=0)}."
+            )
 
         run_in_background(hardware.measure_memory_bandwidth, done, failed, context=self)
 
@@ -416,7 +454,8 @@ class ModelManagerPage(QWidget):
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
                 f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
-                f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures.")
+                f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures."
+            )
         for card in self.cards.values():
             model = card.state.model
             card.update_bits_warning()
@@ -424,8 +463,11 @@ class ModelManagerPage(QWidget):
                 if model is None:
                     label.setText(f"{bits}-bit: checking the file…")
                     continue
-                estimate = estimate_variant(ModelVariant(model, bits), context=self.settings.context_length,
-                                            bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S)
+                estimate = estimate_variant(
+                    ModelVariant(model, bits),
+                    context=self.settings.context_length,
+                    bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S,
+                )
                 text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
                 label.setText(f"<b>{text}</b>" if bits == card.bits else text)
 
@@ -448,10 +490,11 @@ class ModelManagerPage(QWidget):
         if key in self._summaries:
             self._apply_summary(card, self._summaries[key])
             return
-        self._summaries[key] = None     # in flight
+        self._summaries[key] = None  # in flight
 
         def inspect():
             from tmac_core import inspect_model
+
             return inspect_model(path)
 
         def done(summary) -> None:
@@ -476,9 +519,11 @@ class ModelManagerPage(QWidget):
             return
         card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
         card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
-        card.subtitle_label.setText(f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
-                                    f"{summary.config.seq_len:,}-token context · {summary.file_type} source · "
-                                    f"{card.state.subtitle}")
+        card.subtitle_label.setText(
+            f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
+            f"{summary.config.seq_len:,}-token context · {summary.file_type} source · "
+            f"{card.state.subtitle}"
+        )
         card.use_button.setEnabled(True)
 
     # ---- downloads ---------------------------------------------------------------------------
@@ -493,8 +538,15 @@ class ModelManagerPage(QWidget):
         if self.settings.offline_mode:
             card.show_message("Offline mode is on (Settings), so nothing is downloaded. Switch it off to download.")
             return
-        job = DownloadJob(model.repo_id, model.filename, self.models_dir, token=self.settings.hf_token,
-                          expected_size=model.size_bytes, retries=self.download_retries, parent=self)
+        job = DownloadJob(
+            model.repo_id,
+            model.filename,
+            self.models_dir,
+            token=self.settings.hf_token,
+            expected_size=model.size_bytes,
+            retries=self.download_retries,
+            parent=self,
+        )
         self._jobs[card_id] = job
         job.progress.connect(lambda done, total, speed, eta: self._on_progress(card_id, done, total, speed, eta))
         job.finished.connect(lambda entry: self._on_finished(card_id, entry))
@@ -547,8 +599,9 @@ class ModelManagerPage(QWidget):
     def _save_token_and_retry(self, card_id: str) -> None:
         token = self.cards[card_id].token_edit.text().strip()
         if not token:
-            self.cards[card_id].show_message("Paste a Hugging Face access token first (huggingface.co → "
-                                             "Settings → Access Tokens, type “read”).")
+            self.cards[card_id].show_message(
+                "Paste a Hugging Face access token first (huggingface.co → Settings → Access Tokens, type “read”)."
+            )
             return
         try:
             self._save(hf_token=token)
@@ -585,15 +638,19 @@ class ModelManagerPage(QWidget):
         if entry is None:
             return
         own_file = entry.source != "import-reference"
-        box = QMessageBox(QMessageBox.Icon.Warning, "Delete model",
-                          f"Delete {entry.filename} ({format_bytes(entry.size)})?" +
-                          ("" if own_file else "\nThe original file is yours and stays where it is; only the "
-                                               "entry is removed."),
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Delete model",
+            f"Delete {entry.filename} ({format_bytes(entry.size)})?"
+            + ("" if own_file else "\nThe original file is yours and stays where it is; only the entry is removed."),
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
         box.setObjectName("confirmDelete")
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda result: self._delete(card_id, entry.key)
-                             if result == QMessageBox.StandardButton.Yes else None)
+        box.finished.connect(
+            lambda result: self._delete(card_id, entry.key) if result == QMessageBox.StandardButton.Yes else None
+        )
         box.finished.connect(box.deleteLater)
         box.open()
 
@@ -607,6 +664,7 @@ class ModelManagerPage(QWidget):
 
     def _open_measure(self, card_id: str) -> None:
         from app.ui.measure import MeasureDialog
+
         card = self.cards[card_id]
         dialog = MeasureDialog(self.settings_store, self.paths, card.state.source, card.bits, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -614,6 +672,7 @@ class ModelManagerPage(QWidget):
 
     def _open_compare(self, card_id: str) -> None:
         from app.ui.compare import CompareDialog
+
         dialog = CompareDialog(self.settings_store, self.paths, self.cards[card_id].state.source, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
@@ -653,8 +712,9 @@ class ModelManagerPage(QWidget):
     # ---- import ------------------------------------------------------------------------------
 
     def _choose_import(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Import GGUF model", str(Path.home()),
-                                                "GGUF models (*.gguf);;All files (*)")
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Import GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
+        )
         if files:
             self.import_files(files)
 
@@ -680,17 +740,21 @@ class ModelManagerPage(QWidget):
 
         def work():
             from tmac_core import inspect_model
+
             summary = inspect_model(source)
-            entry = import_local_gguf(models_dir, source, copy=copy, progress=self._importProgress.emit,
-                                      summary=summary)
+            entry = import_local_gguf(
+                models_dir, source, copy=copy, progress=self._importProgress.emit, summary=summary
+            )
             return summary, entry
 
         def done(result) -> None:
             summary, entry = result
             self.import_button.setEnabled(True)
             self.import_progress.setVisible(False)
-            self._notice(f"Imported {source.name}: {summary.name}, {summary.arch}, "
-                         f"{format_parameters(summary.n_params)} parameters.")
+            self._notice(
+                f"Imported {source.name}: {summary.name}, {summary.arch}, "
+                f"{format_parameters(summary.n_params)} parameters."
+            )
             self.refresh()
 
         def failed(error: BaseException) -> None:

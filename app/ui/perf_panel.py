@@ -25,7 +25,12 @@ from app.power.readers import NO_SENSOR_REASON, PowerMeter
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
 from app.ui.units import (
-    format_cpu_ms_per_token, format_joules_per_token, format_parameters, format_seconds, format_tok_s, format_watts,
+    format_cpu_ms_per_token,
+    format_joules_per_token,
+    format_parameters,
+    format_seconds,
+    format_tok_s,
+    format_watts,
 )
 
 POWER_SAMPLE_S = 0.5
@@ -41,8 +46,14 @@ def _value_label(name: str, object_name: str = "perfValue") -> QLabel:
 
 
 class PerfPanel(QWidget):
-    def __init__(self, power_meter: PowerMeter | None, settings_store: SettingsStore, *,
-                 default_threads: int | None = None, parent=None) -> None:
+    def __init__(
+        self,
+        power_meter: PowerMeter | None,
+        settings_store: SettingsStore,
+        *,
+        default_threads: int | None = None,
+        parent=None,
+    ) -> None:
         super().__init__(parent)
         self.settings_store = settings_store
         self.setObjectName("perfPanel")
@@ -211,4 +222,4 @@ class PerfPanel(QWidget):
 
     def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
         if "n_threads" in changed and settings.n_threads and settings.n_threads != self.slider.value():
-            self.set_threads(settings.n_threads)   # chosen elsewhere (the speed sweep's "Use the best")
+            self.set_threads(settings.n_threads)  # chosen elsewhere (the speed sweep's "Use the best")

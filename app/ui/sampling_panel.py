@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
-    QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.chat.errors import ConversationNotFoundError
@@ -25,14 +33,14 @@ NO_SEED = -1
 
 
 class SamplingPanel(QWidget):
-    reloadRequested = Signal()            # the context length changed and the user asked to apply it
+    reloadRequested = Signal()  # the context length changed and the user asked to apply it
 
     def __init__(self, settings_store: SettingsStore, chat_store: ChatStore, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("samplingPanel")
         self.setAccessibleName("Sampling settings")
         self.settings_store, self.chat_store = settings_store, chat_store
-        self.conversation_id = 0          # the chat whose values are shown; 0: the defaults for new chats
+        self.conversation_id = 0  # the chat whose values are shown; 0: the defaults for new chats
         self._loaded_context = settings_store.current.context_length
         self._loading = False
         self.scope_label = QLabel()
@@ -43,8 +51,9 @@ class SamplingPanel(QWidget):
         self.default_button.clicked.connect(self.use_as_default)
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setAccessibleName("System prompt")
-        self.system_prompt.setPlaceholderText("Instructions the model sees before every chat. "
-                                              "Empty: the model's own default.")
+        self.system_prompt.setPlaceholderText(
+            "Instructions the model sees before every chat. Empty: the model's own default."
+        )
         self.system_prompt.setFixedHeight(72)
         self.temperature = self._double("Temperature", 0.0, 2.0, 0.05, "0 = always the most likely token")
         self.top_k = self._int("Top-k", 0, 1000, "0 = off")
@@ -97,8 +106,16 @@ class SamplingPanel(QWidget):
         self._save_timer = QTimer(self, singleShot=True, interval=400)
         self._save_timer.timeout.connect(self._emit)
         self.system_prompt.textChanged.connect(lambda: None if self._loading else self._save_timer.start())
-        for box in (self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty, self.max_tokens,
-                    self.seed, self.context):
+        for box in (
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.min_p,
+            self.repeat_penalty,
+            self.max_tokens,
+            self.seed,
+            self.context,
+        ):
             box.valueChanged.connect(self._emit)
         unsubscribe = settings_store.subscribe(self._on_settings_changed)
         self.destroyed.connect(lambda *_: unsubscribe())
@@ -125,8 +142,9 @@ class SamplingPanel(QWidget):
         self._save_timer.stop()
         self.conversation_id = conversation_id
         self.set_settings(self._shown_settings())
-        self.scope_label.setText("This chat's system prompt and sampling." if conversation_id
-                                 else "Defaults for new chats.")
+        self.scope_label.setText(
+            "This chat's system prompt and sampling." if conversation_id else "Defaults for new chats."
+        )
         self.default_button.setVisible(bool(conversation_id))
 
     def _shown_settings(self) -> AppSettings:
@@ -162,8 +180,9 @@ class SamplingPanel(QWidget):
 
     def reset_to_defaults(self) -> None:
         defaults = AppSettings()
-        self.set_settings(defaults.replace(system_prompt=self.system_prompt.toPlainText(),
-                                           context_length=self.context.value()))
+        self.set_settings(
+            defaults.replace(system_prompt=self.system_prompt.toPlainText(), context_length=self.context.value())
+        )
         self._emit()
 
     def _show_context_state(self) -> None:
@@ -173,11 +192,17 @@ class SamplingPanel(QWidget):
 
     def values(self) -> dict:
         seed = self.seed.value()
-        return {"system_prompt": self.system_prompt.toPlainText(), "temperature": round(self.temperature.value(), 2),
-                "top_k": self.top_k.value(), "top_p": round(self.top_p.value(), 2),
-                "min_p": round(self.min_p.value(), 2), "repeat_penalty": round(self.repeat_penalty.value(), 2),
-                "max_new_tokens": self.max_tokens.value(), "seed": None if seed == NO_SEED else seed,
-                "context_length": self.context.value()}
+        return {
+            "system_prompt": self.system_prompt.toPlainText(),
+            "temperature": round(self.temperature.value(), 2),
+            "top_k": self.top_k.value(),
+            "top_p": round(self.top_p.value(), 2),
+            "min_p": round(self.min_p.value(), 2),
+            "repeat_penalty": round(self.repeat_penalty.value(), 2),
+            "max_new_tokens": self.max_tokens.value(),
+            "seed": None if seed == NO_SEED else seed,
+            "context_length": self.context.value(),
+        }
 
     def chat_values(self) -> dict:
         """The values that belong to a chat (CONVERSATION_FIELDS), as shown."""
@@ -197,7 +222,7 @@ class SamplingPanel(QWidget):
         if self._loading:
             return
         self._show_context_state()
-        self._loading = True     # our own store changes need not be shown again
+        self._loading = True  # our own store changes need not be shown again
         try:
             context = self.context.value()
             if context != self.settings_store.current.context_length:
@@ -208,9 +233,10 @@ class SamplingPanel(QWidget):
                 return
             system_prompt = values.pop("system_prompt")
             try:
-                self.chat_store.set_conversation_settings(self.conversation_id, system_prompt=system_prompt,
-                                                          sampling=values)
-            except ConversationNotFoundError:   # purged meanwhile: nothing left to change
+                self.chat_store.set_conversation_settings(
+                    self.conversation_id, system_prompt=system_prompt, sampling=values
+                )
+            except ConversationNotFoundError:  # purged meanwhile: nothing left to change
                 pass
         finally:
             self._loading = False
@@ -219,4 +245,4 @@ class SamplingPanel(QWidget):
         if self._loading:
             return
         if (not self.conversation_id and changed & set(CONVERSATION_FIELDS)) or "context_length" in changed:
-            self.set_settings(self._shown_settings())   # changed elsewhere (the self-test, a script)
+            self.set_settings(self._shown_settings())  # changed elsewhere (the self-test, a script)

@@ -47,7 +47,7 @@ def cost_unit(metric: str) -> str:
 class SweepChart(QWidget):
     """Tokens/s and cost per token against threads, per bit width; the best trade-off ringed."""
 
-    MARGINS = (58, 18, 64, 42)   # left, top, right, bottom
+    MARGINS = (58, 18, 64, 42)  # left, top, right, bottom
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -66,8 +66,10 @@ class SweepChart(QWidget):
             choice = best_tradeoff([p for p in points if p.bits == bits])
             if choice is not None:
                 self.best[bits] = choice
-        summary = "; ".join(f"{bits}-bit best at {c.best.threads} threads, {format_tok_s(c.best.decode_tok_s)}"
-                            for bits, c in self.best.items())
+        summary = "; ".join(
+            f"{bits}-bit best at {c.best.threads} threads, {format_tok_s(c.best.decode_tok_s)}"
+            for bits, c in self.best.items()
+        )
         self.setAccessibleDescription(summary or "No measurements yet.")
         self.update()
 
@@ -124,25 +126,29 @@ class SweepChart(QWidget):
                 painter.drawText(center + QPointF(-40, -14), f"best {bits}-bit: {choice.best.threads}t")
         self._legend(painter, plot, text_color, metric)
 
-    def _axes(self, painter: QPainter, plot: QRectF, color: QColor, max_speed: float, max_cost: float,
-              metric: str, x_of) -> None:
+    def _axes(
+        self, painter: QPainter, plot: QRectF, color: QColor, max_speed: float, max_cost: float, metric: str, x_of
+    ) -> None:
         painter.setPen(QPen(color, 1))
         for i in range(5):
             fraction = i / 4
             y = plot.bottom() - fraction * plot.height()
             painter.drawLine(QPointF(plot.left() - 4, y), QPointF(plot.left(), y))
-            painter.drawText(QRectF(0, y - 8, plot.left() - 6, 16), Qt.AlignmentFlag.AlignRight,
-                             f"{max_speed * fraction:g}")
+            painter.drawText(
+                QRectF(0, y - 8, plot.left() - 6, 16), Qt.AlignmentFlag.AlignRight, f"{max_speed * fraction:g}"
+            )
             painter.drawLine(QPointF(plot.right(), y), QPointF(plot.right() + 4, y))
-            painter.drawText(QRectF(plot.right() + 6, y - 8, 60, 16), Qt.AlignmentFlag.AlignLeft,
-                             f"{max_cost * fraction:g}")
+            painter.drawText(
+                QRectF(plot.right() + 6, y - 8, 60, 16), Qt.AlignmentFlag.AlignLeft, f"{max_cost * fraction:g}"
+            )
         ticks = thread_counts(self.max_threads, limit=16)
         for threads in ticks:
             x = x_of(threads)
             painter.drawLine(QPointF(x, plot.bottom()), QPointF(x, plot.bottom() + 4))
             painter.drawText(QRectF(x - 15, plot.bottom() + 5, 30, 14), Qt.AlignmentFlag.AlignHCenter, str(threads))
-        painter.drawText(QRectF(plot.left(), plot.bottom() + 20, plot.width(), 16), Qt.AlignmentFlag.AlignHCenter,
-                         "threads")
+        painter.drawText(
+            QRectF(plot.left(), plot.bottom() + 20, plot.width(), 16), Qt.AlignmentFlag.AlignHCenter, "threads"
+        )
         painter.save()
         painter.translate(12, plot.center().y())
         painter.rotate(-90)

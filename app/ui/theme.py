@@ -15,10 +15,28 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
 PALETTES = {
-    "light": {"window": "#f4f5f7", "base": "#ffffff", "alt": "#f0f1f4", "text": "#1d1f24", "muted": "#6b7280",
-              "button": "#ffffff", "highlight": "#2563eb", "highlight_text": "#ffffff", "link": "#1d4ed8"},
-    "dark": {"window": "#1b1c1f", "base": "#232428", "alt": "#2a2c31", "text": "#e6e7ea", "muted": "#9aa0aa",
-             "button": "#2b2d32", "highlight": "#3b82f6", "highlight_text": "#ffffff", "link": "#93c5fd"},
+    "light": {
+        "window": "#f4f5f7",
+        "base": "#ffffff",
+        "alt": "#f0f1f4",
+        "text": "#1d1f24",
+        "muted": "#6b7280",
+        "button": "#ffffff",
+        "highlight": "#2563eb",
+        "highlight_text": "#ffffff",
+        "link": "#1d4ed8",
+    },
+    "dark": {
+        "window": "#1b1c1f",
+        "base": "#232428",
+        "alt": "#2a2c31",
+        "text": "#e6e7ea",
+        "muted": "#9aa0aa",
+        "button": "#2b2d32",
+        "highlight": "#3b82f6",
+        "highlight_text": "#ffffff",
+        "link": "#93c5fd",
+    },
 }
 
 
@@ -29,7 +47,7 @@ def themes_dir() -> Path:
 
 
 def resolve_theme(choice: str) -> str:
-    """"light" or "dark" for a setting of "system", "light" or "dark"."""
+    """ "light" or "dark" for a setting of "system", "light" or "dark"."""
     if choice in ("light", "dark"):
         return choice
     scheme = QGuiApplication.styleHints().colorScheme()

@@ -12,8 +12,17 @@ from __future__ import annotations
 from app.catalog.inventory import format_parameters
 
 __all__ = [
-    "format_bandwidth", "format_bytes", "format_cpu_ms_per_token", "format_gb", "format_joules_per_token",
-    "format_mb", "format_parameters", "format_seconds", "format_time_left", "format_tok_s", "format_watts",
+    "format_bandwidth",
+    "format_bytes",
+    "format_cpu_ms_per_token",
+    "format_gb",
+    "format_joules_per_token",
+    "format_mb",
+    "format_parameters",
+    "format_seconds",
+    "format_time_left",
+    "format_tok_s",
+    "format_watts",
     "progress_text",
 ]
 

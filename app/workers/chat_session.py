@@ -15,7 +15,7 @@ answer streams.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
@@ -30,30 +30,37 @@ TITLE_LENGTH = 48
 
 def title_from(text: str) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= TITLE_LENGTH else line[:TITLE_LENGTH - 1].rstrip() + "…"
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 def sampling_params_from(settings: AppSettings):
     """The tmac_core SamplingParams for the current settings (validated by its constructor)."""
     from tmac_core import SamplingParams
 
-    return SamplingParams(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                          min_p=settings.min_p, repeat_penalty=settings.repeat_penalty,
-                          max_tokens=settings.max_new_tokens, seed=settings.seed)
+    return SamplingParams(
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        min_p=settings.min_p,
+        repeat_penalty=settings.repeat_penalty,
+        max_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+    )
 
 
 class ChatSession(QObject):
-    conversationChanged = Signal(int)       # the conversation now shown (0 = none yet)
-    historyChanged = Signal(int)            # messages were added/removed other than by streaming: reload the view
-    messageAdded = Signal(object)           # Message (the user's, or the empty answer that starts streaming)
-    answerText = Signal(int, str)           # message id, text delta
-    answerChunk = Signal(object)            # tmac_core Chunk of the current answer (for the perf panel)
-    answerFinished = Signal(object)         # the final Message
+    conversationChanged = Signal(int)  # the conversation now shown (0 = none yet)
+    historyChanged = Signal(int)  # messages were added/removed other than by streaming: reload the view
+    messageAdded = Signal(object)  # Message (the user's, or the empty answer that starts streaming)
+    answerText = Signal(int, str)  # message id, text delta
+    answerChunk = Signal(object)  # tmac_core Chunk of the current answer (for the perf panel)
+    answerFinished = Signal(object)  # the final Message
     busyChanged = Signal(bool)
-    notice = Signal(str, str)               # kind ("trimmed" | "template" | "error" | "overflow"), text
+    notice = Signal(str, str)  # kind ("trimmed" | "template" | "error" | "overflow"), text
 
-    def __init__(self, store: ChatStore, client: EngineClient, settings: Callable[[], AppSettings],
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, store: ChatStore, client: EngineClient, settings: Callable[[], AppSettings], parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.store = store
         self.client = client
@@ -90,8 +97,12 @@ class ChatSession(QObject):
 
     def _conversation_fields(self, settings: AppSettings) -> dict:
         info = self.client.info
-        return {"model_id": info.name if info else None, "bits": info.bits if info else settings.default_bits,
-                "system_prompt": settings.system_prompt, "sampling": conversation_sampling(settings)}
+        return {
+            "model_id": info.name if info else None,
+            "bits": info.bits if info else settings.default_bits,
+            "system_prompt": settings.system_prompt,
+            "sampling": conversation_sampling(settings),
+        }
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -142,8 +153,9 @@ class ChatSession(QObject):
         conversation = self.store.get_conversation(self.conversation_id)
         settings = for_conversation(self._settings(), conversation.system_prompt, conversation.sampling)
         # Empty answers (failed, or cut off before their first token) would only confuse the model.
-        history = [m for m in self.store.list_messages(self.conversation_id)
-                   if not (m.role == "assistant" and not m.content)]
+        history = [
+            m for m in self.store.list_messages(self.conversation_id) if not (m.role == "assistant" and not m.content)
+        ]
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         messages += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
         self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
@@ -161,7 +173,7 @@ class ChatSession(QObject):
             return
         self._last_chunk = chunk
         if chunk.notice and chunk.generated_tokens <= 1:
-            self.notice.emit("template", chunk.notice)   # e.g. the model's chat template was replaced by a fallback
+            self.notice.emit("template", chunk.notice)  # e.g. the model's chat template was replaced by a fallback
         if chunk.text:
             self.store.append_partial(self.answer_id, chunk.text)
             self.answerText.emit(self.answer_id, chunk.text)
@@ -174,9 +186,12 @@ class ChatSession(QObject):
         if request_id != self.request_id:
             return
         self._trimmed = dropped
-        self.notice.emit("trimmed", f"{dropped} older message{'s' if dropped != 1 else ''} "
-                                    f"{'are' if dropped != 1 else 'is'} not visible to the model: the context holds "
-                                    f"{n_ctx} tokens and the rest of this chat uses {tokens}.")
+        self.notice.emit(
+            "trimmed",
+            f"{dropped} older message{'s' if dropped != 1 else ''} "
+            f"{'are' if dropped != 1 else 'is'} not visible to the model: the context holds "
+            f"{n_ctx} tokens and the rest of this chat uses {tokens}.",
+        )
 
     def _on_client_failed(self, request_id: int, kind: str, text: str) -> None:
         if request_id != self.request_id or self.answer_id is None:

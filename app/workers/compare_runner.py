@@ -20,16 +20,25 @@ COMPARE_CONTEXT = 1024
 
 class CompareRunner(QObject):
     status = Signal(str)
-    variantStarted = Signal(int)            # bits
-    loaded = Signal(int, object)            # bits, tmac_core.types.EngineInfo
-    text = Signal(int, str)                 # bits, new text
-    variantFinished = Signal(int, object)   # bits, final tmac_core.types.Chunk
-    failed = Signal(int, str)               # bits, message for the user
-    finished = Signal(bool)                 # True when every variant answered
+    variantStarted = Signal(int)  # bits
+    loaded = Signal(int, object)  # bits, tmac_core.types.EngineInfo
+    text = Signal(int, str)  # bits, new text
+    variantFinished = Signal(int, object)  # bits, final tmac_core.types.Chunk
+    failed = Signal(int, str)  # bits, message for the user
+    finished = Signal(bool)  # True when every variant answered
 
-    def __init__(self, source: str, prompt: str, *, bits_order: tuple[int, ...] = (4, 2),
-                 max_tokens: int = COMPARE_TOKENS, n_ctx: int = COMPARE_CONTEXT, n_threads: int | None = None,
-                 cache_dir: Path | None = None, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        prompt: str,
+        *,
+        bits_order: tuple[int, ...] = (4, 2),
+        max_tokens: int = COMPARE_TOKENS,
+        n_ctx: int = COMPARE_CONTEXT,
+        n_threads: int | None = None,
+        cache_dir: Path | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.source, self.prompt, self.bits_order = source, prompt, tuple(bits_order)
         self.max_tokens, self.n_ctx, self.n_threads, self.cache_dir = max_tokens, n_ctx, n_threads, cache_dir
@@ -69,7 +78,7 @@ class CompareRunner(QObject):
             client.deleteLater()
 
     def _next(self) -> None:
-        self._close_client()     # the previous variant's process is gone before the next starts
+        self._close_client()  # the previous variant's process is gone before the next starts
         if not self._pending:
             self.running = False
             self.status.emit("Done.")
@@ -80,7 +89,8 @@ class CompareRunner(QObject):
         client = EngineClient(self, cache_dir=self.cache_dir)
         self._client = client
         client.loadProgress.connect(
-            lambda fraction, stage: self.status.emit(f"Loading the {bits}-bit model: {stage} ({fraction:.0%})"))
+            lambda fraction, stage: self.status.emit(f"Loading the {bits}-bit model: {stage} ({fraction:.0%})")
+        )
         client.loaded.connect(lambda info: self._on_loaded(client, bits, info))
         client.chunk.connect(lambda request_id, chunk: self._on_chunk(client, bits, request_id, chunk))
         client.loadFailed.connect(lambda kind, message: self._fail(client, bits, message))
@@ -94,11 +104,13 @@ class CompareRunner(QObject):
         if client is not self._client:
             return
         from tmac_core import SamplingParams
+
         self.infos[bits] = info
         self.loaded.emit(bits, info)
         self.status.emit(f"{bits}-bit: answering…")
-        params = SamplingParams(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                max_tokens=self.max_tokens, seed=0)
+        params = SamplingParams(
+            temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, max_tokens=self.max_tokens, seed=0
+        )
         self._request = client.generate([{"role": "user", "content": self.prompt}], params)
 
     def _on_chunk(self, client: EngineClient, bits: int, request_id: int, chunk) -> None:

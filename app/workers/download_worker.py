@@ -19,11 +19,23 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from app.catalog import installed
 from app.catalog.download import (
-    DownloadProgress, PartialDownload, download_model_file, hub_offline, list_partial_downloads,
+    DownloadProgress,
+    PartialDownload,
+    download_model_file,
+    hub_offline,
+    list_partial_downloads,
 )
 from app.catalog.errors import (
-    ChecksumMismatchError, DiskFullError, DownloadCancelledError, DownloadInProgressError,
-    DownloadInterruptedError, GatedModelError, HubOfflineError, HubProtocolError, ModelFileError, ModelNotFoundError,
+    ChecksumMismatchError,
+    DiskFullError,
+    DownloadCancelledError,
+    DownloadInProgressError,
+    DownloadInterruptedError,
+    GatedModelError,
+    HubOfflineError,
+    HubProtocolError,
+    ModelFileError,
+    ModelNotFoundError,
 )
 
 # Failure kinds (the first argument of DownloadJob.failed), so the UI can offer the right action.
@@ -53,16 +65,25 @@ def check_free_space(models_dir: Path, expected_size: int, already_have: int = 0
 class DownloadJob(QObject):
     """Download one file. Create on the GUI thread, connect, then start(); one use per job."""
 
-    progress = Signal(object, object, float, object)   # bytes done, total, bytes/s, seconds left (None: unknown)
-    finished = Signal(object)                          # app.catalog.installed.InstalledModel (sha256 verified)
-    failed = Signal(str, str)                          # kind (NOT_FOUND, GATED, ...), message for the user
-    cancelled = Signal(object, object)                 # bytes kept on disk, total: resumable later
+    progress = Signal(object, object, float, object)  # bytes done, total, bytes/s, seconds left (None: unknown)
+    finished = Signal(object)  # app.catalog.installed.InstalledModel (sha256 verified)
+    failed = Signal(str, str)  # kind (NOT_FOUND, GATED, ...), message for the user
+    cancelled = Signal(object, object)  # bytes kept on disk, total: resumable later
 
-    _relay = Signal(str, object)                       # worker thread → GUI thread
+    _relay = Signal(str, object)  # worker thread → GUI thread
 
-    def __init__(self, repo_id: str, filename: str, models_dir: Path, *, token: str | None = None,
-                 expected_size: int | None = None, retries: int = 3, timeout: float = 10.0,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        repo_id: str,
+        filename: str,
+        models_dir: Path,
+        *,
+        token: str | None = None,
+        expected_size: int | None = None,
+        retries: int = 3,
+        timeout: float = 10.0,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.repo_id, self.filename, self.models_dir = repo_id, filename, Path(models_dir)
         self.token, self.expected_size, self.retries, self.timeout = token, expected_size, retries, timeout
@@ -109,9 +130,16 @@ class DownloadJob(QObject):
 
     def _run(self) -> None:
         try:
-            model = download_model_file(self.repo_id, self.filename, self.models_dir, token=self.token,
-                                        progress=self._report, cancel=self._cancel, retries=self.retries,
-                                        timeout=self.timeout)
+            model = download_model_file(
+                self.repo_id,
+                self.filename,
+                self.models_dir,
+                token=self.token,
+                progress=self._report,
+                cancel=self._cancel,
+                retries=self.retries,
+                timeout=self.timeout,
+            )
         except DownloadCancelledError as error:
             self._relay.emit("cancelled", error)
         except Exception as error:  # noqa: BLE001 - the thread boundary: everything becomes a message

@@ -25,14 +25,33 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.workers.engine_host import engine_host_main
 from app.workers.protocol import (
-    NOT_READY, RESTARTED, SUPERSEDED, ChatLine, ChunkMsg, EngineState, Failed, Generate, Load, Loaded, LoadFailed,
-    Progress, ProtocolError, Reply, Request, SetThreads, Shutdown, Trimmed, decode_reply, encode,
+    NOT_READY,
+    RESTARTED,
+    SUPERSEDED,
+    ChatLine,
+    ChunkMsg,
+    EngineState,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    LoadFailed,
+    Progress,
+    ProtocolError,
+    Reply,
+    Request,
+    SetThreads,
+    Shutdown,
+    Trimmed,
+    decode_reply,
+    encode,
 )
 from tmac_core.types import MAX_THREADS
 
@@ -40,7 +59,7 @@ STOPPED, STARTING, LOADING = EngineState.STOPPED, EngineState.STARTING, EngineSt
 READY, GENERATING, DEAD = EngineState.READY, EngineState.GENERATING, EngineState.DEAD
 BUSY_POLL_MS = 15
 IDLE_POLL_MS = 100
-RETIRE_GRACE_S = 5.0      # a retired process gets this long to exit by itself before it is killed
+RETIRE_GRACE_S = 5.0  # a retired process gets this long to exit by itself before it is killed
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +81,25 @@ def describe_exit(exitcode: int | None) -> str:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        hint = {"SIGKILL": " (often the system running out of memory)", "SIGILL": " (an unsupported CPU instruction)",
-                "SIGSEGV": " (a crash in native code)"}.get(name, "")
+        hint = {
+            "SIGKILL": " (often the system running out of memory)",
+            "SIGILL": " (an unsupported CPU instruction)",
+            "SIGSEGV": " (a crash in native code)",
+        }.get(name, "")
         return f"the engine process was killed by {name}{hint}"
-    if exitcode > 0xFFFF:   # Windows NTSTATUS codes such as 0xC0000005 (access violation)
+    if exitcode > 0xFFFF:  # Windows NTSTATUS codes such as 0xC0000005 (access violation)
         return f"the engine process crashed with code 0x{exitcode:08X}"
     return f"the engine process exited with code {exitcode}"
 
 
 class EngineClient(QObject):
-    stateChanged = Signal(object)       # app.workers.protocol.EngineState
-    loadProgress = Signal(float, str)   # fraction 0..1, stage
-    loaded = Signal(object)             # tmac_core.types.EngineInfo
-    loadFailed = Signal(str, str)       # error kind, message for the user (the process is then gone: STOPPED)
-    chunk = Signal(int, object)         # request id, tmac_core.types.Chunk
-    failed = Signal(int, str, str)      # request id, error kind (protocol.py, tmac_core.errors), message for the user
-    died = Signal(str)                  # the process ended unexpectedly: reason
+    stateChanged = Signal(object)  # app.workers.protocol.EngineState
+    loadProgress = Signal(float, str)  # fraction 0..1, stage
+    loaded = Signal(object)  # tmac_core.types.EngineInfo
+    loadFailed = Signal(str, str)  # error kind, message for the user (the process is then gone: STOPPED)
+    chunk = Signal(int, object)  # request id, tmac_core.types.Chunk
+    failed = Signal(int, str, str)  # request id, error kind (protocol.py, tmac_core.errors), message for the user
+    died = Signal(str)  # the process ended unexpectedly: reason
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
 
     def __init__(self, parent: QObject | None = None, cache_dir: str | os.PathLike | None = None) -> None:
@@ -93,7 +115,7 @@ class EngineClient(QObject):
         self._last_load: Load | None = None
         self._threads: int | None = None
         self._next_request = 1
-        self._queued: Generate | None = None   # waits for the running answer to end
+        self._queued: Generate | None = None  # waits for the running answer to end
         self._retired: list[tuple[Any, float]] = []
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._poll)
@@ -110,8 +132,14 @@ class EngineClient(QObject):
         and for a change made while loading, which is sent when the model is loaded."""
         return self._threads
 
-    def load(self, source: str, bits: int, n_ctx: int | None = None, n_threads: int | None = None,
-             source_sha256: str | None = None) -> None:
+    def load(
+        self,
+        source: str,
+        bits: int,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        source_sha256: str | None = None,
+    ) -> None:
         """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`.
 
         `source_sha256`: the file's digest when the caller knows it (a download manifest), so
@@ -119,8 +147,14 @@ class EngineClient(QObject):
         """
         if n_threads is not None:
             self._threads = n_threads
-        self._last_load = Load(source=str(source), bits=int(bits), n_ctx=n_ctx, n_threads=None,
-                               cache_dir=self.cache_dir, source_sha256=source_sha256)
+        self._last_load = Load(
+            source=str(source),
+            bits=int(bits),
+            n_ctx=n_ctx,
+            n_threads=None,
+            cache_dir=self.cache_dir,
+            source_sha256=source_sha256,
+        )
         self._start_process()
 
     def restart(self) -> None:
@@ -141,16 +175,18 @@ class EngineClient(QObject):
         lines = tuple(ChatLine(str(m["role"]), str(m["content"])) for m in messages)
         request = Generate(request_id, lines, params, bool(fit_to_context))
         if self.state == GENERATING:
-            if self._queued is not None:    # superseded before it started
-                self._emit_later(self.failed.emit, self._queued.request_id, SUPERSEDED,
-                                 "A newer request replaced this one.")
+            if self._queued is not None:  # superseded before it started
+                self._emit_later(
+                    self.failed.emit, self._queued.request_id, SUPERSEDED, "A newer request replaced this one."
+                )
             self._queued = request
             self.stop()
         elif self.state == READY:
             self._send_generate(request)
         else:
-            reason = "The engine has stopped; restart it first." if self.state == DEAD else \
-                "The model is not loaded yet."
+            reason = (
+                "The engine has stopped; restart it first." if self.state == DEAD else "The model is not loaded yet."
+            )
             self._emit_later(self.failed.emit, request_id, NOT_READY, reason)
         return request_id
 
@@ -162,7 +198,7 @@ class EngineClient(QObject):
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
             raise ValueError(f"thread count must be an integer in [1, {MAX_THREADS}], got {n!r}")
         self._threads = n
-        if self.state in (READY, GENERATING):     # while loading it waits for Loaded (see _handle)
+        if self.state in (READY, GENERATING):  # while loading it waits for Loaded (see _handle)
             self._safe_send(SetThreads(n))
 
     def shutdown(self) -> None:
@@ -187,11 +223,12 @@ class EngineClient(QObject):
         self.info = None
         parent_end, child_end = self._context.Pipe(duplex=True)
         self._cancel = self._context.Event()
-        self._process = self._context.Process(target=engine_host_main, args=(child_end, self._cancel),
-                                              name="tmac-engine", daemon=True)
+        self._process = self._context.Process(
+            target=engine_host_main, args=(child_end, self._cancel), name="tmac-engine", daemon=True
+        )
         self._set_state(STARTING)
         self._process.start()
-        child_end.close()   # ours is closed so EOF on parent_end means the child is gone
+        child_end.close()  # ours is closed so EOF on parent_end means the child is gone
         self._conn = parent_end
         self._conn.send_bytes(encode(dataclasses.replace(self._last_load, n_threads=self._threads)))
         self._set_state(LOADING)
@@ -261,8 +298,9 @@ class EngineClient(QObject):
 
     def _handle(self, reply: Reply) -> None:
         if isinstance(reply, (Progress, Loaded, LoadFailed)) and self.state != LOADING:
-            log.warning("skipped %s from the engine process: it is %s, not loading", type(reply).__name__,
-                        self.state.value)
+            log.warning(
+                "skipped %s from the engine process: it is %s, not loading", type(reply).__name__, self.state.value
+            )
             return
         if isinstance(reply, ChunkMsg):
             self.chunk.emit(reply.request_id, reply.chunk)
@@ -301,7 +339,7 @@ class EngineClient(QObject):
             self._set_state(READY)
 
     def _send_generate(self, request: Generate) -> None:
-        self._cancel.clear()    # cleared here, before the command, so an old Stop cannot hit the new answer
+        self._cancel.clear()  # cleared here, before the command, so an old Stop cannot hit the new answer
         self.active_request = request.request_id
         self._set_state(GENERATING)
         if not self._safe_send(request):
@@ -318,11 +356,11 @@ class EngineClient(QObject):
 
     def _on_process_died(self) -> None:
         process = self._process
-        self._drain()   # chunks sent just before the end are still the user's text
+        self._drain()  # chunks sent just before the end are still the user's text
         if self._process is not process:
-            return      # a load failure arrived in the drain and already retired it
+            return  # a load failure arrived in the drain and already retired it
         if process is not None:
-            process.join(0.05)   # the exit code is usually there already; never wait longer
+            process.join(0.05)  # the exit code is usually there already; never wait longer
         reason = describe_exit(process.exitcode if process is not None else None)
         self._detach_process()
         self._set_state(DEAD)

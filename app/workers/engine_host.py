@@ -27,11 +27,27 @@ import threading
 import time
 
 from app.workers.protocol import (
-    NOT_READY, ChatLine, ChunkMsg, Failed, Generate, Load, Loaded, LoadFailed, Progress, ProtocolError, Reply,
-    Request, SetThreads, Shutdown, Trimmed, decode_request, encode, error_kind,
+    NOT_READY,
+    ChatLine,
+    ChunkMsg,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    LoadFailed,
+    Progress,
+    ProtocolError,
+    Reply,
+    Request,
+    SetThreads,
+    Shutdown,
+    Trimmed,
+    decode_request,
+    encode,
+    error_kind,
 )
 
-PROGRESS_INTERVAL_S = 0.05    # the repacker reports hundreds of steps; the GUI needs ~20 a second
+PROGRESS_INTERVAL_S = 0.05  # the repacker reports hundreds of steps; the GUI needs ~20 a second
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +64,9 @@ def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
     from app.chat.trim import fit_prompt
     from tmac_core.errors import ContextOverflowError
 
-    reserve = max(1, min(max_tokens, engine.n_ctx // 4))   # room for the answer
+    reserve = max(1, min(max_tokens, engine.n_ctx // 4))  # room for the answer
 
-    def estimate(message: ChatLine) -> int:   # content plus the template's role markers; renders check it
+    def estimate(message: ChatLine) -> int:  # content plus the template's role markers; renders check it
         return len(engine.tokenizer.encode(message.content, allow_special=False)) + 8
 
     def render(kept: list[ChatLine]) -> tuple[list[int], str | None] | ContextOverflowError:
@@ -81,8 +97,8 @@ class EngineHost:
     def __init__(self, conn, cancel) -> None:
         self.conn = conn
         self.cancel = cancel
-        self.engine = None          # set by the main thread once loaded; the reader only reads it
-        self.requests: "queue.Queue[Request]" = queue.Queue()
+        self.engine = None  # set by the main thread once loaded; the reader only reads it
+        self.requests: queue.Queue[Request] = queue.Queue()
 
     def send(self, reply: Reply) -> None:
         self.conn.send_bytes(encode(reply))
@@ -137,7 +153,7 @@ class EngineHost:
         try:
             engine.set_threads(n)
         except ValueError as error:
-            log.warning("engine process: %s", error)   # the client validates, so this is only a stale value
+            log.warning("engine process: %s", error)  # the client validates, so this is only a stale value
 
     def load(self, request: Load) -> None:
         last = {"t": 0.0, "stage": None}
@@ -149,13 +165,20 @@ class EngineHost:
                 self.send(Progress(float(fraction), str(stage)))
 
         try:
-            from tmac_core import Engine   # here: importing the kernels can itself fail (UnsupportedCpuError)
+            from tmac_core import Engine  # here: importing the kernels can itself fail (UnsupportedCpuError)
 
-            engine = Engine.load(request.source, bits=request.bits, n_threads=request.n_threads, n_ctx=request.n_ctx,
-                                 progress=progress, cache_dir=request.cache_dir, source_sha256=request.source_sha256)
+            engine = Engine.load(
+                request.source,
+                bits=request.bits,
+                n_threads=request.n_threads,
+                n_ctx=request.n_ctx,
+                progress=progress,
+                cache_dir=request.cache_dir,
+                source_sha256=request.source_sha256,
+            )
         except (BrokenPipeError, EOFError):
             raise
-        except Exception as error:  # every load failure is reported, typed, to the user
+        except Exception as error:  # noqa: BLE001 (every load failure is reported, typed, to the user)
             self.send(LoadFailed(error_kind(error), str(error)))
             return
         self.engine = engine
@@ -179,13 +202,18 @@ class EngineHost:
             for chunk in engine.stream_tokens(ids, request.params, cancel=self.cancel, notice=notice):
                 self.send(ChunkMsg(request_id, chunk))
         except ContextOverflowError as error:
-            self.send(Failed(request_id, error.kind,
-                             f"The prompt is {error.n_prompt_tokens} tokens but the model's context holds "
-                             f"{error.n_ctx}, so there is no room for an answer. Shorten the message or "
-                             "raise the context length."))
+            self.send(
+                Failed(
+                    request_id,
+                    error.kind,
+                    f"The prompt is {error.n_prompt_tokens} tokens but the model's context holds "
+                    f"{error.n_ctx}, so there is no room for an answer. Shorten the message or "
+                    "raise the context length.",
+                )
+            )
         except (BrokenPipeError, EOFError):
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (any failure of one answer is reported; the engine goes on)
             self.send(Failed(request_id, error_kind(error), str(error)))
 
 

@@ -38,23 +38,24 @@ if TYPE_CHECKING:
     from tmac_core.sampling import SamplingParams
 
 # Failure kinds that are not a tmac_core error's own (those are `error.kind`).
-NOT_READY = "not_ready"                 # no model is loaded (yet, or any more)
-SUPERSEDED = "superseded"               # a newer request replaced this one before it started
-RESTARTED = "restarted"                 # the engine process was replaced mid-answer
-INVALID_ARGUMENT = "invalid_argument"   # a ValueError: a setting out of range
+NOT_READY = "not_ready"  # no model is loaded (yet, or any more)
+SUPERSEDED = "superseded"  # a newer request replaced this one before it started
+RESTARTED = "restarted"  # the engine process was replaced mid-answer
+INVALID_ARGUMENT = "invalid_argument"  # a ValueError: a setting out of range
 OUT_OF_MEMORY = "out_of_memory"
 OS_ERROR = "os_error"
-INTERNAL = "internal"                   # anything else: a bug
+INTERNAL = "internal"  # anything else: a bug
 
 
 class EngineState(enum.Enum):
     """Where the engine process is, as the window sees it."""
-    STOPPED = "stopped"         # no process (before the first load, after a load failure or shutdown)
-    STARTING = "starting"       # the process is being spawned
-    LOADING = "loading"         # Load sent, Loaded not yet received
+
+    STOPPED = "stopped"  # no process (before the first load, after a load failure or shutdown)
+    STARTING = "starting"  # the process is being spawned
+    LOADING = "loading"  # Load sent, Loaded not yet received
     READY = "ready"
     GENERATING = "generating"
-    DEAD = "dead"               # the process ended unexpectedly
+    DEAD = "dead"  # the process ended unexpectedly
 
 
 class ProtocolError(ValueError):
@@ -77,27 +78,31 @@ def error_kind(error: BaseException) -> str:
 @dataclass(frozen=True)
 class ChatLine:
     """One message of a chat as the engine renders it."""
+
     role: str
     content: str
 
 
 # ---- requests --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Load:
     """Load a model (a .gguf path, or "default" for the embedded one). Answered by Loaded or LoadFailed."""
+
     source: str
     bits: int
     n_ctx: int | None
     n_threads: int | None
-    cache_dir: str | None               # None: the engine's default repacked-model cache
-    source_sha256: str | None           # the file's sha256 when the app knows it (skips a re-hash)
+    cache_dir: str | None  # None: the engine's default repacked-model cache
+    source_sha256: str | None  # the file's sha256 when the app knows it (skips a re-hash)
 
 
 @dataclass(frozen=True)
 class Generate:
     """Answer `messages`. Answered by ChunkMsgs (the last has a finish_reason) or Failed;
     with `fit`, by a Trimmed first when the oldest turns had to be dropped."""
+
     request_id: int
     messages: tuple[ChatLine, ...]
     params: SamplingParams
@@ -107,6 +112,7 @@ class Generate:
 @dataclass(frozen=True)
 class SetThreads:
     """Kernel threads from the next token on (applied by the engine process's reader thread)."""
+
     n: int
 
 
@@ -117,10 +123,11 @@ class Shutdown:
 
 # ---- replies ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Progress:
-    fraction: float             # 0..1
-    stage: str                  # a few words for the user
+    fraction: float  # 0..1
+    stage: str  # a few words for the user
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class Loaded:
 @dataclass(frozen=True)
 class LoadFailed:
     kind: str
-    message: str                # a sentence for the user
+    message: str  # a sentence for the user
 
 
 @dataclass(frozen=True)
@@ -143,8 +150,8 @@ class ChunkMsg:
 @dataclass(frozen=True)
 class Trimmed:
     request_id: int
-    dropped_messages: int       # oldest messages the model does not see
-    prompt_tokens: int          # tokens of the prompt that is generated from
+    dropped_messages: int  # oldest messages the model does not see
+    prompt_tokens: int  # tokens of the prompt that is generated from
     n_ctx: int
 
 
@@ -152,19 +159,26 @@ class Trimmed:
 class Failed:
     request_id: int
     kind: str
-    message: str                # a sentence for the user
+    message: str  # a sentence for the user
 
 
-Request = Union[Load, Generate, SetThreads, Shutdown]
-Reply = Union[Progress, Loaded, LoadFailed, ChunkMsg, Trimmed, Failed]
+Request = Load | Generate | SetThreads | Shutdown
+Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed
 
 REQUEST_TYPES: dict[str, type] = {"load": Load, "generate": Generate, "set_threads": SetThreads, "shutdown": Shutdown}
-REPLY_TYPES: dict[str, type] = {"progress": Progress, "loaded": Loaded, "load_failed": LoadFailed, "chunk": ChunkMsg,
-                                "trimmed": Trimmed, "failed": Failed}
+REPLY_TYPES: dict[str, type] = {
+    "progress": Progress,
+    "loaded": Loaded,
+    "load_failed": LoadFailed,
+    "chunk": ChunkMsg,
+    "trimmed": Trimmed,
+    "failed": Failed,
+}
 _TAGS = {cls: tag for tag, cls in (REQUEST_TYPES | REPLY_TYPES).items()}
 
 
 # ---- encoding --------------------------------------------------------------------------------
+
 
 def encode(message: Request | Reply) -> bytes:
     """One message as UTF-8 JSON bytes (nested records become objects, tuples become arrays)."""
@@ -187,7 +201,7 @@ def decode_reply(data: bytes) -> Reply:
 def _decode(data: bytes, kinds: dict[str, type]) -> Any:
     try:
         document = json.loads(bytes(data).decode("utf-8"))
-    except (ValueError, TypeError, RecursionError) as error:    # UnicodeDecodeError is a ValueError
+    except (ValueError, TypeError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"not a JSON message ({error})") from None
     if not isinstance(document, dict):
         raise ProtocolError(f"a message is a JSON object, not {type(document).__name__}")
@@ -202,8 +216,9 @@ def _hints(cls: type) -> dict[str, Any]:
     hints = _HINTS.get(cls)
     if hints is None:
         names: dict[str, Any] = {}
-        if cls is Generate:     # numpy comes with it: only the engine process decodes a Generate
+        if cls is Generate:  # numpy comes with it: only the engine process decodes a Generate
             from tmac_core.sampling import SamplingParams
+
             names["SamplingParams"] = SamplingParams
         hints = _HINTS[cls] = typing.get_type_hints(cls, localns=names)
     return hints
@@ -224,7 +239,7 @@ def _record(cls: type, fields: Any, where: str) -> Any:
     values = {name: _value(fields[name], hints[name], f"{where}.{name}") for name in names}
     try:
         return cls(**values)
-    except (TypeError, ValueError) as error:   # the record's own checks (SamplingParams ranges)
+    except (TypeError, ValueError) as error:  # the record's own checks (SamplingParams ranges)
         raise ProtocolError(f"{where}: {error}") from None
 
 
@@ -236,7 +251,7 @@ def _value(value: Any, hint: Any, where: str) -> Any:
             return None
         (inner,) = [option for option in options if option is not type(None)]
         return _value(value, inner, where)
-    if origin is tuple:     # tuple[X, ...]
+    if origin is tuple:  # tuple[X, ...]
         if not isinstance(value, list):
             raise ProtocolError(f"{where}: expected an array, got {type(value).__name__}")
         inner = typing.get_args(hint)[0]
@@ -251,12 +266,12 @@ def _value(value: Any, hint: Any, where: str) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         try:
             value = float(value) if ok else value
-        except OverflowError:   # an integer beyond any float
+        except OverflowError:  # an integer beyond any float
             ok = False
     elif hint is str:
         ok = isinstance(value, str)
     else:
-        raise ProtocolError(f"{where}: no rule for {hint!r}")   # a field type this decoder does not know
+        raise ProtocolError(f"{where}: no rule for {hint!r}")  # a field type this decoder does not know
     if not ok:
         raise ProtocolError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
     return value

@@ -24,16 +24,26 @@ SWEEP_CONTEXT = 512
 
 
 class SweepRunner(QObject):
-    status = Signal(str)                    # a sentence about what is happening
-    pointMeasured = Signal(object)          # app.perf.sweep.SweepPoint
+    status = Signal(str)  # a sentence about what is happening
+    pointMeasured = Signal(object)  # app.perf.sweep.SweepPoint
     recordSaved = Signal(int, object, str)  # bits, record dict, JSON path
-    finished = Signal(bool)                 # True: every run done; False: failed or cancelled
-    failed = Signal(str)                    # message for the user (then finished(False))
+    finished = Signal(bool)  # True: every run done; False: failed or cancelled
+    failed = Signal(str)  # message for the user (then finished(False))
 
-    def __init__(self, source: str, *, bits_list: list[int], threads: list[int], measurements_dir: Path,
-                 max_tokens: int = SWEEP_TOKENS, prompt: str = SWEEP_PROMPT, n_ctx: int = SWEEP_CONTEXT,
-                 cache_dir: Path | None = None, power_meter: PowerMeter | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        bits_list: list[int],
+        threads: list[int],
+        measurements_dir: Path,
+        max_tokens: int = SWEEP_TOKENS,
+        prompt: str = SWEEP_PROMPT,
+        n_ctx: int = SWEEP_CONTEXT,
+        cache_dir: Path | None = None,
+        power_meter: PowerMeter | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         if not bits_list or not threads:
             raise ValueError("a sweep needs at least one bit width and one thread count")
@@ -118,8 +128,10 @@ class SweepRunner(QObject):
             self._next_bits()
             return
         self._threads = self._pending_threads.pop(0)
-        self.status.emit(f"{self._bits}-bit: generating {self.max_tokens} tokens with {self._threads} "
-                         f"thread{'s' if self._threads > 1 else ''}…")
+        self.status.emit(
+            f"{self._bits}-bit: generating {self.max_tokens} tokens with {self._threads} "
+            f"thread{'s' if self._threads > 1 else ''}…"
+        )
         self._client.set_threads(self._threads)
         self._power_start = self.power.read()
         self._request = self._client.generate(self._messages(), self._params(self.max_tokens))
@@ -133,9 +145,15 @@ class SweepRunner(QObject):
             self._next_run()
             return
         joules = self.power.joules_between(self._power_start, self.power.read())
-        point = SweepPoint(bits=self._bits, threads=chunk.threads or self._threads,
-                           decode_tok_s=float(chunk.decode_tok_s), prompt_tok_s=float(chunk.prompt_tok_s),
-                           generated_tokens=int(chunk.generated_tokens), cpu_s=float(chunk.cpu_s), joules=joules)
+        point = SweepPoint(
+            bits=self._bits,
+            threads=chunk.threads or self._threads,
+            decode_tok_s=float(chunk.decode_tok_s),
+            prompt_tok_s=float(chunk.prompt_tok_s),
+            generated_tokens=int(chunk.generated_tokens),
+            cpu_s=float(chunk.cpu_s),
+            joules=joules,
+        )
         self.points.append(point)
         self.pointMeasured.emit(point)
         self._next_run()
@@ -143,11 +161,20 @@ class SweepRunner(QObject):
     def _save_record(self) -> None:
         info = self._info
         record = make_record(
-            model_key=model_key_for(self.source), model_name=getattr(info, "name", self.source),
-            source=self.source, bits=self._bits, machine=hardware.machine_label(),
-            cpu_model=hardware.cpu_model_name(), logical_cores=hardware.logical_cores(),
-            isa=getattr(info, "isa", "?"), prompt=self.prompt, max_tokens=self.max_tokens, points=self.points,
-            power_label=self.power.label, power_unavailable_reason=self.power.unavailable_reason)
+            model_key=model_key_for(self.source),
+            model_name=getattr(info, "name", self.source),
+            source=self.source,
+            bits=self._bits,
+            machine=hardware.machine_label(),
+            cpu_model=hardware.cpu_model_name(),
+            logical_cores=hardware.logical_cores(),
+            isa=getattr(info, "isa", "?"),
+            prompt=self.prompt,
+            max_tokens=self.max_tokens,
+            points=self.points,
+            power_label=self.power.label,
+            power_unavailable_reason=self.power.unavailable_reason,
+        )
         try:
             path = save_record(self.measurements_dir, record)
         except OSError as error:
@@ -179,5 +206,7 @@ class SweepRunner(QObject):
 
     def _params(self, max_tokens: int):
         from tmac_core import SamplingParams
-        return SamplingParams(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                              max_tokens=max_tokens, seed=0)
+
+        return SamplingParams(
+            temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, max_tokens=max_tokens, seed=0
+        )

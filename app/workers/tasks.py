@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
@@ -59,9 +60,13 @@ def _log_error(error: BaseException) -> None:
     log.error("background task failed:\n%s", "".join(traceback.format_exception(error)))
 
 
-def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
-                      on_error: Callable[[BaseException], None] | None = None, *,
-                      context: QObject | None = None) -> Future:
+def run_in_background(
+    fn: Callable[[], Any],
+    on_done: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    *,
+    context: QObject | None = None,
+) -> Future:
     """Run `fn()` on the pool; then, on the GUI thread, `on_done(result)` or `on_error(exception)`.
 
     Without `on_error` an exception is logged. Returns the concurrent.futures.Future (for
@@ -69,8 +74,8 @@ def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None] | No
     """
     dispatcher, executor = _ensure_started()
 
-    def finished(future: Future) -> None:            # on the worker thread
-        def deliver() -> None:                       # on the GUI thread
+    def finished(future: Future) -> None:  # on the worker thread
+        def deliver() -> None:  # on the GUI thread
             if context is not None and not shiboken6.isValid(context):
                 return
             if future.cancelled():
@@ -80,6 +85,7 @@ def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None] | No
                 (on_error or _log_error)(error)
             elif on_done is not None:
                 on_done(future.result())
+
         if shiboken6.isValid(dispatcher):
             dispatcher.deliver.emit(deliver)
 

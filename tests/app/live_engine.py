@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-LOAD_TIMEOUT_MS = 120_000     # the first load repacks the model (~10-20 s on a slow CI machine)
+LOAD_TIMEOUT_MS = 120_000  # the first load repacks the model (~10-20 s on a slow CI machine)
 ANSWER_TIMEOUT_MS = 60_000
 # Greedy decoding of this prompt gives a long answer, so there is time to act mid-answer.
-LONG_PROMPT = "Write a long story about a dragon who learns to fly."   # greedy: 300+ tokens
+LONG_PROMPT = "Write a long story about a dragon who learns to fly."  # greedy: 300+ tokens
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ class ChunkLog:
     deaths: list[str] = field(default_factory=list)
     trims: list[tuple[int, int, int, int]] = field(default_factory=list)
 
-    def attach(self, client) -> "ChunkLog":
+    def attach(self, client) -> ChunkLog:
         client.chunk.connect(lambda rid, chunk: self.chunks.setdefault(rid, []).append(chunk))
         client.failed.connect(lambda *args: self.failures.append(args))
         client.died.connect(self.deaths.append)

@@ -11,7 +11,12 @@ from collections import namedtuple
 import pytest
 
 from app.catalog.catalog import (
-    DEFAULT_BANDWIDTH_BYTES_PER_S, default_catalog_path, estimate_variant, find_model, load_catalog, parse_catalog,
+    DEFAULT_BANDWIDTH_BYTES_PER_S,
+    default_catalog_path,
+    estimate_variant,
+    find_model,
+    load_catalog,
+    parse_catalog,
     predict_decode_tokens_per_s,
 )
 from app.catalog.errors import CatalogError, DiskFullError, InstalledModelNotFoundError, NotAGgufFileError
@@ -19,8 +24,16 @@ from app.catalog.installed import delete_installed, find_installed, import_local
 from tests.runtime.conftest import tiny_llama
 from tmac_core import inspect_model
 
-EXPECTED_IDS = {"smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct", "qwen2.5-0.5b-instruct",
-                "qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "tinyllama-1.1b-chat"}
+EXPECTED_IDS = {
+    "smollm2-135m-instruct",
+    "smollm2-360m-instruct",
+    "smollm2-1.7b-instruct",
+    "qwen2.5-0.5b-instruct",
+    "qwen2.5-1.5b-instruct",
+    "llama-3.2-1b-instruct",
+    "llama-3.2-3b-instruct",
+    "tinyllama-1.1b-chat",
+}
 
 
 def gguf_bytes(version: int = 3, body: bytes = b"\0" * 64) -> bytes:
@@ -76,15 +89,18 @@ def test_speed_prediction_is_linear_in_bandwidth():
     assert estimate_variant(model.variants()[0], bandwidth_bytes_per_s=DEFAULT_BANDWIDTH_BYTES_PER_S).context == 2048
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda d: d.update(catalog_version=2),
-    lambda d: d["models"][0].pop("repo_id"),
-    lambda d: d["models"][0].update(bits=[3]),
-    lambda d: d["models"][0].update(filename="../evil.gguf"),
-    lambda d: d["models"][0].update(parameters=True),
-    lambda d: d["models"][1].update(id=d["models"][0]["id"]),
-    lambda d: d["models"][0].update(parameters=1000),
-])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d.update(catalog_version=2),
+        lambda d: d["models"][0].pop("repo_id"),
+        lambda d: d["models"][0].update(bits=[3]),
+        lambda d: d["models"][0].update(filename="../evil.gguf"),
+        lambda d: d["models"][0].update(parameters=True),
+        lambda d: d["models"][1].update(id=d["models"][0]["id"]),
+        lambda d: d["models"][0].update(parameters=1000),
+    ],
+)
 def test_invalid_catalog_is_rejected(breakage):
     document = json.loads(default_catalog_path().read_text())
     broken = copy.deepcopy(document)
@@ -100,6 +116,7 @@ def test_unreadable_catalog(tmp_path):
 
 
 # ---- installed models ---------------------------------------------------------------------------
+
 
 def test_import_copy_lists_verifies_and_deletes(tmp_path, models_dir):
     source = tmp_path / "my model.gguf"
@@ -129,14 +146,17 @@ def test_import_reference_never_deletes_the_original(tmp_path, models_dir):
 
 
 # the reasons are the runtime reader's (tmac_core.loading.gguf), the one GGUF parser
-@pytest.mark.parametrize("content,reason", [
-    (b"PK\x03\x04" + b"\0" * 40, "not a GGUF file"),
-    (gguf_bytes(version=1), "version 1"),
-    (gguf_bytes(version=99), "version 99"),
-    (b"GGUF\x03\0", "version"),
-    (b"GGUF" + struct.pack("<IQQ", 3, 10**12, 1), "tensor count"),
-    (gguf_bytes(), "kv"),                       # a plausible header over garbage
-])
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"PK\x03\x04" + b"\0" * 40, "not a GGUF file"),
+        (gguf_bytes(version=1), "version 1"),
+        (gguf_bytes(version=99), "version 99"),
+        (b"GGUF\x03\0", "version"),
+        (b"GGUF" + struct.pack("<IQQ", 3, 10**12, 1), "tensor count"),
+        (gguf_bytes(), "kv"),  # a plausible header over garbage
+    ],
+)
 def test_import_rejects_non_gguf(tmp_path, models_dir, content, reason):
     source = tmp_path / "bad.gguf"
     source.write_bytes(content)
@@ -161,13 +181,14 @@ def test_only_verified_complete_files_are_listed(tmp_path, models_dir):
     good = import_local_gguf(models_dir, source)
     repo = models_dir / "org--model-GGUF"
     repo.mkdir()
-    (repo / "orphan.gguf").write_bytes(gguf_bytes())                   # no manifest: not verified
+    (repo / "orphan.gguf").write_bytes(gguf_bytes())  # no manifest: not verified
     (repo / "x.gguf.incomplete").write_bytes(b"GGUF")
     (repo / "broken.gguf").write_bytes(gguf_bytes())
-    (repo / "broken.gguf.manifest.json").write_text("{nope")           # corrupt manifest: skipped
+    (repo / "broken.gguf.manifest.json").write_text("{nope")  # corrupt manifest: skipped
     (repo / "short.gguf").write_bytes(b"GGUF")
-    (repo / "short.gguf.manifest.json").write_text(json.dumps(
-        {"file": "short.gguf", "size": 999, "sha256": "0" * 64}))      # size mismatch: truncated file
+    (repo / "short.gguf.manifest.json").write_text(
+        json.dumps({"file": "short.gguf", "size": 999, "sha256": "0" * 64})
+    )  # size mismatch: truncated file
     partial = models_dir / ".partial"
     partial.mkdir()
     (partial / ("a" * 64 + ".incomplete")).write_bytes(b"GGUF")

@@ -80,8 +80,11 @@ def test_a_failed_export_says_so(qtbot, chat_list, tmp_path, monkeypatch):
     from PySide6.QtWidgets import QFileDialog
 
     widget, *_ = chat_list
-    monkeypatch.setattr(QFileDialog, "getSaveFileName",
-                        lambda *a: (str(tmp_path / "no" / "such" / "folder" / "x.md"), "Markdown (*.md)"))
+    monkeypatch.setattr(
+        QFileDialog,
+        "getSaveFileName",
+        lambda *a: (str(tmp_path / "no" / "such" / "folder" / "x.md"), "Markdown (*.md)"),
+    )
     widget.export_with_dialog()
     assert widget.notice_bar.isVisible() and "Could not export" in widget.notice_label.text()
     assert not widget.show_folder_button.isVisible()

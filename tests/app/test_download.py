@@ -16,8 +16,13 @@ import pytest
 from app.catalog import download
 from app.catalog.download import DownloadProgress, download_model_file, fetch_file_info, partial_path
 from app.catalog.errors import (
-    ChecksumMismatchError, DiskFullError, DownloadCancelledError, DownloadInterruptedError, GatedModelError,
-    HubOfflineError, ModelNotFoundError,
+    ChecksumMismatchError,
+    DiskFullError,
+    DownloadCancelledError,
+    DownloadInterruptedError,
+    GatedModelError,
+    HubOfflineError,
+    ModelNotFoundError,
 )
 from app.catalog.installed import list_installed
 
@@ -206,6 +211,7 @@ def test_stale_partials_are_swept(models_dir):
     fresh.write_bytes(b"y")
     old = time.time() - 30 * 86400
     import os
+
     os.utime(stale, (old, old))
     assert download.remove_stale_partials(models_dir) == [stale]
     assert fresh.exists() and not stale.exists()

@@ -81,8 +81,9 @@ def test_the_same_greedy_prompt_gives_the_same_answer(qtbot, client):
 def test_stop_ends_the_answer_early(qtbot, client):
     load(qtbot, client)
     log = ChunkLog().attach(client)
-    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
-                                 SamplingParams(temperature=0.0, max_tokens=400))
+    request_id = client.generate(
+        [{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=400)
+    )
     qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
     client.stop()
     chunks = wait_finished(qtbot, log, request_id)
@@ -95,14 +96,16 @@ def test_stop_ends_the_answer_early(qtbot, client):
 def test_set_threads_applies_during_the_answer(qtbot, client):
     load(qtbot, client, n_threads=2)
     log = ChunkLog().attach(client)
-    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
-                                 SamplingParams(temperature=0.0, max_tokens=300))
+    request_id = client.generate(
+        [{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=300)
+    )
     qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
     assert log.of(request_id)[0].threads == 2
     client.set_threads(1)
     qtbot.waitUntil(lambda: log.of(request_id)[-1].threads == 1, timeout=ANSWER_TIMEOUT_MS)
-    assert not log.finished(request_id) or log.of(request_id)[-1].finish_reason != "stop", \
+    assert not log.finished(request_id) or log.of(request_id)[-1].finish_reason != "stop", (
         "the change must land while the answer is still running"
+    )
     client.set_threads(2)
     qtbot.waitUntil(lambda: log.of(request_id)[-1].threads == 2, timeout=ANSWER_TIMEOUT_MS)
     client.stop()
@@ -115,7 +118,7 @@ def test_set_threads_while_loading_applies_once_loaded(qtbot, client):
     with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
         client.load("default", 4, n_ctx=512, n_threads=2)
         assert client.state in (EngineState.STARTING, EngineState.LOADING)
-        client.set_threads(1)       # the process is still starting: the engine does not exist yet
+        client.set_threads(1)  # the process is still starting: the engine does not exist yet
     assert blocker.args[0].n_threads == 1 and client.threads == 1
     log = ChunkLog().attach(client)
     request_id = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
@@ -127,8 +130,9 @@ def test_set_threads_while_loading_applies_once_loaded(qtbot, client):
 def test_kill_mid_answer_reports_death_and_restart_reloads(qtbot, client):
     load(qtbot, client)
     log = ChunkLog().attach(client)
-    request_id = client.generate([{"role": "user", "content": LONG_PROMPT}],
-                                 SamplingParams(temperature=0.0, max_tokens=400))
+    request_id = client.generate(
+        [{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=400)
+    )
     qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
     with qtbot.waitSignal(client.died, timeout=10_000) as blocker:
         os.kill(client.pid, signal.SIGKILL)
@@ -179,8 +183,10 @@ def test_a_long_history_is_trimmed_by_whole_turns(qtbot, client):
     filler = "This is an old message about gardening and tomatoes. " * 6
     messages = [{"role": "system", "content": "You are brief."}]
     for turn in range(6):
-        messages += [{"role": "user", "content": f"Question {turn}: {filler}"},
-                     {"role": "assistant", "content": f"Answer {turn}: {filler}"}]
+        messages += [
+            {"role": "user", "content": f"Question {turn}: {filler}"},
+            {"role": "assistant", "content": f"Answer {turn}: {filler}"},
+        ]
     messages.append({"role": "user", "content": "What is 2 + 2?"})
     request_id = client.generate(messages, SamplingParams(temperature=0.0, max_tokens=8))
     chunks = wait_finished(qtbot, log, request_id)

@@ -1,5 +1,6 @@
 """The Models page's estimate for a file equals what the engine reports after loading
 it, byte for byte: both come from tmac_core.plan, and the engine counts what it built."""
+
 from __future__ import annotations
 
 import pytest

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.chat.export import to_json, to_markdown
 from app.chat.store import AnswerStats, ChatStore
@@ -14,13 +15,15 @@ from app.chat.trim import fit_history, split_into_turns
 
 def _conversation(tmp_path):
     chats = ChatStore(tmp_path / "c.sqlite3")
-    conversation = chats.create_conversation("Eggs", model_id="smollm2-135m-instruct", bits=4,
-                                             system_prompt="Be brief.")
+    conversation = chats.create_conversation(
+        "Eggs", model_id="smollm2-135m-instruct", bits=4, system_prompt="Be brief."
+    )
     chats.add_message(conversation.id, "user", "How long to boil an egg?")
     answer = chats.begin_assistant_message(conversation.id)
     chats.append_partial(answer, "About **7 minutes**.")
-    chats.finish_message(answer, AnswerStats(generated_tokens=9, decode_tok_s=31.25, ttft_s=0.12, threads=2, bits=4,
-                                             tier="avx2"))
+    chats.finish_message(
+        answer, AnswerStats(generated_tokens=9, decode_tok_s=31.25, ttft_s=0.12, threads=2, bits=4, tier="avx2")
+    )
     chats.add_message(conversation.id, "user", "And soft?")
     cut = chats.begin_assistant_message(conversation.id)
     chats.append_partial(cut, "Abou")
@@ -63,10 +66,14 @@ def _tokens(message: Msg) -> int:
 
 
 def _history():
-    return [Msg("system", "be nice"),
-            Msg("user", "one two"), Msg("assistant", "three four five"),
-            Msg("user", "six"), Msg("assistant", "seven eight"),
-            Msg("user", "nine ten eleven")]
+    return [
+        Msg("system", "be nice"),
+        Msg("user", "one two"),
+        Msg("assistant", "three four five"),
+        Msg("user", "six"),
+        Msg("assistant", "seven eight"),
+        Msg("user", "nine ten eleven"),
+    ]
 
 
 def test_everything_fits():
@@ -97,8 +104,9 @@ def test_history_starting_with_assistant_is_one_turn():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 30)), max_size=20),
-       st.integers(0, 200))
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 30)), max_size=20), st.integers(0, 200)
+)
 def test_trim_invariants(spec, budget):
     history = [Msg("system", "s")] + [Msg(role, "w " * n) for role, n in spec]
     fitted = fit_history(history, _tokens, budget)

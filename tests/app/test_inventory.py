@@ -16,12 +16,23 @@ from app.catalog.catalog import load_catalog
 from app.catalog.download import PartialDownload
 from app.catalog.installed import InstalledModel
 from app.catalog.inventory import (
-    CATALOG, EMBEDDED, EMBEDDED_ID, LOCAL, TWO_BIT_MIN_PARAMETERS, CardState, card_actions, merge_inventory,
-    superseded_partials, two_bit_warning,
+    CATALOG,
+    EMBEDDED,
+    EMBEDDED_ID,
+    LOCAL,
+    TWO_BIT_MIN_PARAMETERS,
+    CardState,
+    card_actions,
+    merge_inventory,
+    superseded_partials,
+    two_bit_warning,
 )
 
-SMOL_ID, SMOL_REPO, SMOL_FILE = "smollm2-135m-instruct", "bartowski/SmolLM2-135M-Instruct-GGUF", \
-    "SmolLM2-135M-Instruct-Q8_0.gguf"
+SMOL_ID, SMOL_REPO, SMOL_FILE = (
+    "smollm2-135m-instruct",
+    "bartowski/SmolLM2-135M-Instruct-GGUF",
+    "SmolLM2-135M-Instruct-Q8_0.gguf",
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +40,28 @@ def catalog():
     return load_catalog()
 
 
-def installed_entry(models_dir: Path, key: str, *, source: str = "hub", repo_id: str | None = None,
-                    filename: str | None = None, size: int = 1234) -> InstalledModel:
+def installed_entry(
+    models_dir: Path,
+    key: str,
+    *,
+    source: str = "hub",
+    repo_id: str | None = None,
+    filename: str | None = None,
+    size: int = 1234,
+) -> InstalledModel:
     path = models_dir / key
-    return InstalledModel(key=key, path=path, size=size, sha256="ab" * 32, source=source, repo_id=repo_id,
-                          filename=filename or Path(key).name, commit=None, installed_at=0.0,
-                          manifest_path=path.with_suffix(".json"))
+    return InstalledModel(
+        key=key,
+        path=path,
+        size=size,
+        sha256="ab" * 32,
+        source=source,
+        repo_id=repo_id,
+        filename=filename or Path(key).name,
+        commit=None,
+        installed_at=0.0,
+        manifest_path=path.with_suffix(".json"),
+    )
 
 
 def partial(models_dir: Path, repo_id: str, filename: str, done: int, size: int) -> PartialDownload:
@@ -69,8 +96,10 @@ def test_an_installed_catalog_model_a_partial_download_and_an_import(catalog, em
     smol_entry = installed_entry(tmp_path, f"{SMOL_REPO}/{SMOL_FILE}", repo_id=SMOL_REPO, filename=SMOL_FILE)
     imported = installed_entry(tmp_path, "local/tiny.gguf", source="import-reference")
     gone = installed_entry(tmp_path, "someone/old-repo/old.gguf", repo_id="someone/old-repo")
-    partials = {(llama.repo_id, llama.filename): partial(tmp_path, llama.repo_id, llama.filename, 40, 100),
-                (SMOL_REPO, SMOL_FILE): partial(tmp_path, SMOL_REPO, SMOL_FILE, 10, 100)}
+    partials = {
+        (llama.repo_id, llama.filename): partial(tmp_path, llama.repo_id, llama.filename, 40, 100),
+        (SMOL_REPO, SMOL_FILE): partial(tmp_path, SMOL_REPO, SMOL_FILE, 10, 100),
+    }
     states = merge_inventory(catalog, [imported, smol_entry, gone], partials, embedded)
 
     cards = by_id(states)
@@ -123,15 +152,17 @@ def test_two_bit_warning_below_a_billion_parameters():
 
 
 def test_inventory_loads_without_qt():
-    code = ("import sys, app.catalog.inventory\n"
-            "assert not any(m.split('.')[0] == 'PySide6' for m in sys.modules), 'PySide6 imported'\n"
-            "assert 'huggingface_hub' not in sys.modules, 'the inventory pulled in huggingface_hub'\n")
+    code = (
+        "import sys, app.catalog.inventory\n"
+        "assert not any(m.split('.')[0] == 'PySide6' for m in sys.modules), 'PySide6 imported'\n"
+        "assert 'huggingface_hub' not in sys.modules, 'the inventory pulled in huggingface_hub'\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True, timeout=60)
 
 
 def test_a_finished_download_supersedes_partials_of_other_versions_of_its_file(tmp_path):
     entry = installed_entry(tmp_path, f"{SMOL_REPO}/{SMOL_FILE}", repo_id=SMOL_REPO, filename=SMOL_FILE)
-    same = partial(tmp_path, SMOL_REPO, SMOL_FILE, 10, 100)                       # sha256 "cd…", not "ab…"
+    same = partial(tmp_path, SMOL_REPO, SMOL_FILE, 10, 100)  # sha256 "cd…", not "ab…"
     current = PartialDownload(SMOL_REPO, SMOL_FILE, "c0ffee", entry.sha256, 100, 100, tmp_path / "x.incomplete")
     other = partial(tmp_path, SMOL_REPO, "other.gguf", 10, 100)
     assert superseded_partials([same, current, other], entry) == [same]

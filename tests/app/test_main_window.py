@@ -22,7 +22,13 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
-    QAbstractButton, QAbstractSlider, QAbstractSpinBox, QLineEdit, QListWidget, QPlainTextEdit, QScrollBar,
+    QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QScrollBar,
 )
 
 from app.chat.store import AnswerStats, ChatStore  # noqa: E402
@@ -231,7 +237,7 @@ def test_conversations_survive_an_app_restart(open_window):
     h.window.close()
     h.window.store.close()
 
-    again = open_window()          # a new window and store on the same data folder
+    again = open_window()  # a new window and store on the same data folder
     assert again.window.session.conversation_id == answer.conversation_id
     assert again.window.conversations.list.item(0).text() == "What is the capital of France?"
     widget = again.window.chat_view.message_widget(answer.id)
@@ -273,8 +279,12 @@ def test_chat_list_search_rename_delete_undo_and_export(open_window, tmp_path, q
     with ChatStore(paths.chat_db_file) as store:
         first = store.create_conversation("Tomatoes")
         store.add_message(first.id, "user", "How deep should I plant tomato seedlings?")
-        store.add_message(first.id, "assistant", "Plant them deep, up to the first leaves.",
-                          stats=AnswerStats(generated_tokens=9, decode_tok_s=50.0))
+        store.add_message(
+            first.id,
+            "assistant",
+            "Plant them deep, up to the first leaves.",
+            stats=AnswerStats(generated_tokens=9, decode_tok_s=50.0),
+        )
         second = store.create_conversation("Bread")
         store.add_message(second.id, "user", "Why does sourdough rise?")
     h = open_window()
@@ -283,8 +293,11 @@ def test_chat_list_search_rename_delete_undo_and_export(open_window, tmp_path, q
 
     qtbot.keyClicks(listing.search_box, "seedlings")
     qtbot.waitUntil(lambda: listing.list.count() == 1 and "seedlings" in listing.list.item(0).text(), timeout=3000)
-    qtbot.mouseClick(listing.list.viewport(), Qt.MouseButton.LeftButton,
-                     pos=listing.list.visualItemRect(listing.list.item(0)).center())
+    qtbot.mouseClick(
+        listing.list.viewport(),
+        Qt.MouseButton.LeftButton,
+        pos=listing.list.visualItemRect(listing.list.item(0)).center(),
+    )
     assert h.window.session.conversation_id == first.id
     listing.search_box.clear()
     qtbot.waitUntil(lambda: listing.list.count() == 2, timeout=3000)
@@ -312,7 +325,7 @@ def test_shortcuts_new_chat_and_find(open_window, qtbot):
         store.add_message(old.id, "user", "hello")
     h = open_window()
     assert h.window.session.conversation_id == old.id
-    h.window.activateWindow()   # window shortcuts only fire in the active window
+    h.window.activateWindow()  # window shortcuts only fire in the active window
     qtbot.waitUntil(h.window.isActiveWindow, timeout=3000)
     qtbot.keyClick(h.window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
     assert h.window.session.conversation_id != old.id and h.window.chat_view.widgets == {}
@@ -336,7 +349,7 @@ def test_sampling_panel_changes_are_saved(open_window, qtbot):
 def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
     paths = app_paths().ensure()
     with ChatStore(paths.chat_db_file) as store:
-        old = store.create_conversation("Old chat")       # as written before chats kept their sampling: {}
+        old = store.create_conversation("Old chat")  # as written before chats kept their sampling: {}
         store.add_message(old.id, "user", "hello")
     h = open_window()
     panel = h.window.sampling_panel
@@ -376,7 +389,7 @@ def test_every_window_shares_the_one_settings_store(open_window, tmp_path):
     window.open_about()
     holders = [window.models_page, window.perf_panel, window.sampling_panel] + window._dialogs
     assert len(holders) == 5 and all(holder.settings_store is settings for holder in holders)
-    settings.update(n_threads=1)                    # as the speed sweep's "Use the best thread count" does
+    settings.update(n_threads=1)  # as the speed sweep's "Use the best thread count" does
     assert window.perf_panel.slider.value() == 1 and window.client._threads == 1
     folder = tmp_path / "elsewhere"
     folder.mkdir()
@@ -404,7 +417,7 @@ def test_every_control_has_an_accessible_name(open_window):
     for kind in kinds:
         for widget in h.window.chat_page.findChildren(kind):
             if isinstance(widget, QScrollBar) or widget.objectName() == "qt_spinbox_lineedit":
-                continue   # parts of a scroll area or a spin box, named through their owner
+                continue  # parts of a scroll area or a spin box, named through their owner
             if widget.isVisibleTo(h.window.chat_page) and not widget.accessibleName():
                 unnamed.append(f"{type(widget).__name__} {widget.objectName()!r}")
     assert not unnamed, unnamed
@@ -465,13 +478,19 @@ def test_theme_choice_restyles_and_is_saved(open_window):
     assert load_settings(h.window.paths.settings_file).settings.theme == "light"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Just prose.", [("text", "Just prose.", "")]),
-    ("Intro\n```python\nx = 1\n```\nOutro", [("text", "Intro", ""), ("code", "x = 1", "python"), ("text", "Outro", "")]),
-    ("Streaming\n```c\nint x;\nint y", [("text", "Streaming", ""), ("code", "int x;\nint y", "c")]),
-    ("~~~\nplain\n~~~", [("code", "plain", "")]),
-    ("````md\n```inner```\n````", [("code", "```inner```", "md")]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Just prose.", [("text", "Just prose.", "")]),
+        (
+            "Intro\n```python\nx = 1\n```\nOutro",
+            [("text", "Intro", ""), ("code", "x = 1", "python"), ("text", "Outro", "")],
+        ),
+        ("Streaming\n```c\nint x;\nint y", [("text", "Streaming", ""), ("code", "int x;\nint y", "c")]),
+        ("~~~\nplain\n~~~", [("code", "plain", "")]),
+        ("````md\n```inner```\n````", [("code", "```inner```", "md")]),
+    ],
+)
 def test_messages_split_into_prose_and_code_blocks(text, expected):
     from app.ui.markdown_blocks import split_blocks
 

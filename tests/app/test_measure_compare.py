@@ -24,7 +24,7 @@ from app.workers.tasks import run_in_background
 
 pytestmark = pytest.mark.engine
 
-ENGINE_TIMEOUT_MS = 240_000   # the first 2-bit load repacks the model (~20 s on a small VM)
+ENGINE_TIMEOUT_MS = 240_000  # the first 2-bit load repacks the model (~20 s on a small VM)
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +35,12 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture
 def paths(tmp_path, shared_cache):
-    return AppPaths(data_dir=tmp_path / "data", cache_dir=shared_cache, config_dir=tmp_path / "config",
-                    models_dir=tmp_path / "models").ensure()
+    return AppPaths(
+        data_dir=tmp_path / "data",
+        cache_dir=shared_cache,
+        config_dir=tmp_path / "config",
+        models_dir=tmp_path / "models",
+    ).ensure()
 
 
 def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
@@ -56,8 +60,10 @@ def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
         assert 0 < p.generated_tokens <= 8 and p.decode_tok_s > 0 and p.cpu_s > 0
     assert dialog.table.rowCount() == len(threads)
     assert 4 in dialog.chart.best and "best trade-off" in dialog.best_label.text()
-    assert "Rule: fewest CPU-seconds per token among thread counts within 90% of the fastest" in \
-        dialog.best_label.text() or "Rule: fewest joules" in dialog.best_label.text()
+    assert (
+        "Rule: fewest CPU-seconds per token among thread counts within 90% of the fastest" in dialog.best_label.text()
+        or "Rule: fewest joules" in dialog.best_label.text()
+    )
 
     folder = paths.data_dir / MEASUREMENTS_DIR_NAME
     saved = record_path(folder, "default", 4, hardware.machine_label())
@@ -84,15 +90,21 @@ def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
 
 
 def test_compare_answers_with_both_variants_one_after_the_other(qtbot, paths):
-    dialog = CompareDialog(SettingsStore(AppSettings(n_threads=1), None), paths, "default", max_tokens=12, n_ctx=256,
-                           prompt="Name three colours.")
+    dialog = CompareDialog(
+        SettingsStore(AppSettings(n_threads=1), None),
+        paths,
+        "default",
+        max_tokens=12,
+        n_ctx=256,
+        prompt="Name three colours.",
+    )
     qtbot.addWidget(dialog)
     dialog.run_button.click()
     runner = dialog.runner
     with qtbot.waitSignal(runner.finished, timeout=ENGINE_TIMEOUT_MS) as finished:
         pass
     assert finished.args == [True], dialog.status_label.text()
-    assert list(runner.finals) == [4, 2]      # 4-bit first, then 2-bit
+    assert list(runner.finals) == [4, 2]  # 4-bit first, then 2-bit
     for bits in (4, 2):
         answer = dialog.answers[bits].toPlainText()
         assert answer.strip() and answer == runner.answers[bits]
@@ -101,7 +113,7 @@ def test_compare_answers_with_both_variants_one_after_the_other(qtbot, paths):
         assert "decode" in stats and "bits per weight" in stats and "KV cache" in stats
     assert runner.infos[2].packed_bytes < runner.infos[4].packed_bytes
     assert runner.infos[2].bits_per_weight < runner.infos[4].bits_per_weight
-    assert runner._client is None   # both engine processes are gone
+    assert runner._client is None  # both engine processes are gone
 
 
 def test_about_dialog_lists_machine_kernels_and_folders(qtbot, paths):

@@ -31,8 +31,9 @@ def window_with_message(qtbot):
     window.addAction(stop)
     for keys in ("Ctrl+Return", "Ctrl+Enter"):
         QShortcut(QKeySequence(keys), window, lambda: fired.append("send draft"))
-    message = Message(id=7, conversation_id=1, role="user", content="first text", created=0.0, stats=AnswerStats(),
-                      state=COMPLETE)
+    message = Message(
+        id=7, conversation_id=1, role="user", content="first text", created=0.0, stats=AnswerStats(), state=COMPLETE
+    )
     widget = MessageWidget(message, dark=False)
     window.setCentralWidget(widget)
     qtbot.addWidget(window)

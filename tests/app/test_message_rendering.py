@@ -9,12 +9,12 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
-
 
 from app.chat.records import COMPLETE, AnswerStats, Message  # noqa: E402
 from app.ui.markdown_html import prose_to_html  # noqa: E402
@@ -22,7 +22,9 @@ from app.ui.message_widget import MessageWidget, ProseLabel  # noqa: E402
 
 
 def message(role: str, content: str) -> Message:
-    return Message(id=1, conversation_id=1, role=role, content=content, created=0.0, stats=AnswerStats(), state=COMPLETE)
+    return Message(
+        id=1, conversation_id=1, role=role, content=content, created=0.0, stats=AnswerStats(), state=COMPLETE
+    )
 
 
 def shown(widget: MessageWidget) -> str:
@@ -36,16 +38,20 @@ def render(qtbot):
         widget = MessageWidget(message(role, content), dark=False)
         qtbot.addWidget(widget)
         return widget
+
     return render_
 
 
-@pytest.mark.parametrize("text, visible", [
-    ("What is the difference between <div> and <span>?", "What is the difference between <div> and <span>?"),
-    ("<<Title>>\nThe rest of the answer.", "<<Title>>\nThe rest of the answer."),
-    ("<html><body><p>hi</p></body></html>", "<html><body><p>hi</p></body></html>"),
-    ("<script>alert(1)</script> after", "<script>alert(1)</script> after"),
-    ("Use a <br> tag & an &lt;em&gt; entity", "Use a <br> tag & an <em> entity"),
-])
+@pytest.mark.parametrize(
+    "text, visible",
+    [
+        ("What is the difference between <div> and <span>?", "What is the difference between <div> and <span>?"),
+        ("<<Title>>\nThe rest of the answer.", "<<Title>>\nThe rest of the answer."),
+        ("<html><body><p>hi</p></body></html>", "<html><body><p>hi</p></body></html>"),
+        ("<script>alert(1)</script> after", "<script>alert(1)</script> after"),
+        ("Use a <br> tag & an &lt;em&gt; entity", "Use a <br> tag & an <em> entity"),
+    ],
+)
 def test_angle_brackets_in_an_answer_are_shown_as_text(render, text, visible):
     assert shown(render("assistant", text)) == visible
 
@@ -105,9 +111,22 @@ def test_a_long_word_wraps_inside_a_narrow_conversation(qtbot):
 
     view = ChatView()
     qtbot.addWidget(view)
-    text = ("https://example.com/" + "x" * 300 + "\n\n| a | b |\n|---|---|\n| " + "cell " * 60 + " | b |"
-            + "\n\n```\n" + "y" * 400 + "\n```")
-    view.set_messages([Message(1, 1, "user", "z" * 300, 0.0, AnswerStats(), DONE), Message(2, 1, "assistant", text, 0.0, AnswerStats(), DONE)])
+    text = (
+        "https://example.com/"
+        + "x" * 300
+        + "\n\n| a | b |\n|---|---|\n| "
+        + "cell " * 60
+        + " | b |"
+        + "\n\n```\n"
+        + "y" * 400
+        + "\n```"
+    )
+    view.set_messages(
+        [
+            Message(1, 1, "user", "z" * 300, 0.0, AnswerStats(), DONE),
+            Message(2, 1, "assistant", text, 0.0, AnswerStats(), DONE),
+        ]
+    )
     view.resize(500, 400)
     view.show()
     qtbot.waitExposed(view)
@@ -123,8 +142,12 @@ def test_jump_to_latest_appears_when_scrolled_up_and_brings_the_answer_back(qtbo
 
     view = ChatView()
     qtbot.addWidget(view)
-    view.set_messages([Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * 6, 0.0, AnswerStats(), DONE)
-                       for i in range(1, 30)])
+    view.set_messages(
+        [
+            Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * 6, 0.0, AnswerStats(), DONE)
+            for i in range(1, 30)
+        ]
+    )
     view.resize(600, 400)
     view.show()
     qtbot.waitExposed(view)
@@ -156,8 +179,10 @@ def test_opening_a_search_hit_shows_that_message_not_the_top_or_the_end(qtbot, d
     view.resize(600, 400)
     view.show()
     qtbot.waitExposed(view)
-    messages = [Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * (3 + i % 5), 0.0, AnswerStats(), DONE)
-                for i in range(1, 60)]
+    messages = [
+        Message(i, 1, "user" if i % 2 else "assistant", f"message {i}\n" * (3 + i % 5), 0.0, AnswerStats(), DONE)
+        for i in range(1, 60)
+    ]
     view.set_messages(messages)
     QTimer.singleShot(delay_ms, view, lambda: view.scroll_to_message(20))
     qtbot.wait(400)

@@ -17,17 +17,23 @@ from app import hardware
 from app.catalog import installed
 from app.catalog.download import partial_path
 from app.catalog.installed import list_installed
-from app.paths import app_paths
 from app.catalog.inventory import CardState
+from app.paths import app_paths
 from app.settings import AppSettings, load_settings
 from app.settings_store import SettingsStore
 from app.ui.model_manager import ModelCard, ModelManagerPage
 from tests.runtime.conftest import tiny_llama
 
-SMOL_ID, SMOL_REPO, SMOL_FILE = "smollm2-135m-instruct", "bartowski/SmolLM2-135M-Instruct-GGUF", \
-    "SmolLM2-135M-Instruct-Q8_0.gguf"
-LLAMA_ID, LLAMA_REPO, LLAMA_FILE = "llama-3.2-1b-instruct", "bartowski/Llama-3.2-1B-Instruct-GGUF", \
-    "Llama-3.2-1B-Instruct-Q8_0.gguf"
+SMOL_ID, SMOL_REPO, SMOL_FILE = (
+    "smollm2-135m-instruct",
+    "bartowski/SmolLM2-135M-Instruct-GGUF",
+    "SmolLM2-135M-Instruct-Q8_0.gguf",
+)
+LLAMA_ID, LLAMA_REPO, LLAMA_FILE = (
+    "llama-3.2-1b-instruct",
+    "bartowski/Llama-3.2-1B-Instruct-GGUF",
+    "Llama-3.2-1B-Instruct-Q8_0.gguf",
+)
 DATA = b"GGUF" + random.Random(11).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
 TIMEOUT_MS = 15_000
@@ -164,7 +170,7 @@ def test_corrupted_same_size_body_is_rejected(qtbot, fake_hub, make_page, paths)
 
 
 def test_missing_file_says_not_found(qtbot, fake_hub, make_page):
-    page = make_page()   # the fake Hub has no such repo
+    page = make_page()  # the fake Hub has no such repo
     page.card(SMOL_ID).download_button.click()
     wait_idle(qtbot, page, SMOL_ID)
     assert "was not found" in page.card(SMOL_ID).message_label.text()
@@ -201,8 +207,9 @@ def test_unreachable_hub_says_offline(qtbot, fake_hub, make_page):
 
 def test_offline_mode_setting_makes_no_request(qtbot, fake_hub, make_page):
     serve_smol(fake_hub)
-    page = make_page(AppSettings(offline_mode=True, memory_bandwidth=20e9,
-                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
+    page = make_page(
+        AppSettings(offline_mode=True, memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name())
+    )
     page.card(SMOL_ID).download_button.click()
     assert "Offline mode is on" in page.card(SMOL_ID).message_label.text()
     qtbot.wait(100)
@@ -225,11 +232,13 @@ def drop_files(page, files):
     while a real drag is in progress, which an offscreen test cannot start)."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(f)) for f in files])
-    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     assert page.event(enter) and enter.isAccepted()
-    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
+    drop = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     assert page.event(drop) and drop.isAccepted()
 
 
@@ -267,10 +276,13 @@ def test_import_by_drop_checks_copies_lists_and_deletes(qtbot, make_page, paths,
     assert not copy.exists() and source.exists() and list_installed(paths.models_dir) == []
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda data: data[: len(data) // 2], "tensor"),                 # truncated: the tensor data is missing
-    (lambda data: b"NOPE" + data[4:], "not a GGUF"),                   # wrong magic
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda data: data[: len(data) // 2], "tensor"),  # truncated: the tensor data is missing
+        (lambda data: b"NOPE" + data[4:], "not a GGUF"),  # wrong magic
+    ],
+)
 def test_import_of_a_bad_file_shows_the_specific_error(qtbot, make_page, paths, tmp_path, damage, expected):
     good = write_tiny_gguf(tmp_path, "good.gguf").read_bytes()
     bad = tmp_path / "bad.gguf"
@@ -298,8 +310,7 @@ def test_models_folder_setting(qtbot, make_page, paths, tmp_path):
 
 
 def test_embedded_model_is_always_there_and_used_as_default(qtbot, make_page):
-    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9,
-                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
+    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name()))
     card = page.card("default")
     assert card.status_label.text() == "Installed" and not card.delete_button.isVisibleTo(page)
     assert card.bits == 2
@@ -310,7 +321,7 @@ def test_embedded_model_is_always_there_and_used_as_default(qtbot, make_page):
 
 def test_two_bit_on_a_small_model_warns_on_its_card_but_is_allowed(qtbot, make_page):
     page = make_page()
-    card = page.card("default")      # the embedded SmolLM2-135M: perplexity ~670 at 2 bits
+    card = page.card("default")  # the embedded SmolLM2-135M: perplexity ~670 at 2 bits
     warning = card.bits_warning_label
     assert card.bits == 4 and not warning.isVisibleTo(page)
     card.bits_buttons[2].click()
@@ -324,9 +335,8 @@ def test_two_bit_on_a_small_model_warns_on_its_card_but_is_allowed(qtbot, make_p
 
 
 def test_two_bit_warning_follows_the_parameter_count(qtbot, make_page):
-    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9,
-                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
-    for card_id in (LLAMA_ID, "tinyllama-1.1b-chat", "smollm2-1.7b-instruct"):     # 1B and more: fine at 2 bits
+    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name()))
+    for card_id in (LLAMA_ID, "tinyllama-1.1b-chat", "smollm2-1.7b-instruct"):  # 1B and more: fine at 2 bits
         card = page.card(card_id)
         assert card.bits == 2 and not card.bits_warning_label.isVisibleTo(page), card_id
     qwen = page.card("qwen2.5-0.5b-instruct")
@@ -334,13 +344,12 @@ def test_two_bit_warning_follows_the_parameter_count(qtbot, make_page):
 
 
 def test_two_bit_warning_on_a_local_file_waits_for_its_size(qtbot, make_page, paths, tmp_path):
-    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9,
-                                 memory_bandwidth_cpu=hardware.cpu_model_name()))
+    page = make_page(AppSettings(default_bits=2, memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name()))
     page.import_files([str(write_tiny_gguf(tmp_path))])
     qtbot.waitUntil(lambda: "local/tiny.gguf" in page.cards, timeout=TIMEOUT_MS)
     card = page.card("local/tiny.gguf")
     qtbot.waitUntil(lambda: card.state.model is not None, timeout=TIMEOUT_MS)
-    parameters = card.state.model.parameters       # read from the file: the tiny test model's ~60 thousand
+    parameters = card.state.model.parameters  # read from the file: the tiny test model's ~60 thousand
     assert parameters < 1e6 and card.bits_warning_label.isVisibleTo(page)
     assert f"{parameters / 1e3:.0f}k parameters" in card.bits_warning_label.text()
 
@@ -359,7 +368,7 @@ def test_bandwidth_is_measured_once_and_cached_in_settings(qtbot, make_page, pat
     assert saved.memory_bandwidth > 1e8 and saved.memory_bandwidth_cpu == hardware.cpu_model_name()
     assert "tokens/s (estimate)" in page.card(SMOL_ID).estimate_labels[4].text()
     assert "GB/s" in page.bandwidth_label.text()
-    second = make_page(saved)     # cached: no new measurement, estimates at once
+    second = make_page(saved)  # cached: no new measurement, estimates at once
     assert "tokens/s (estimate)" in second.card(SMOL_ID).estimate_labels[4].text()
     assert not second._bandwidth_measuring
     # A 2-bit variant reads fewer bytes per token than the 4-bit one, so its estimate is faster.

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from app.power.readers import (
-    NO_SENSOR_REASON, BatterySensor, CpuSample, CpuTimeReader, PowerMeter, PowerReading, RaplSensor,
+    NO_SENSOR_REASON,
+    BatterySensor,
+    CpuSample,
+    CpuTimeReader,
+    PowerMeter,
+    PowerReading,
+    RaplSensor,
 )
 
 

@@ -9,7 +9,8 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.chat.trim import fit_prompt, split_into_turns
 from app.workers.engine_host import EngineHost
@@ -40,7 +41,7 @@ def _history(spec: list[tuple[str, int]]) -> list[Msg]:
 
 
 def _words(message: Msg) -> int:
-    return 3 + len(message.content.split())     # exact: what CountingRender adds per message
+    return 3 + len(message.content.split())  # exact: what CountingRender adds per message
 
 
 def test_a_history_that_fits_is_rendered_once():
@@ -52,8 +53,11 @@ def test_a_history_that_fits_is_rendered_once():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 40)), max_size=40),
-       st.integers(0, 400), st.integers(-3, 6))
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 40)), max_size=40),
+    st.integers(0, 400),
+    st.integers(-3, 6),
+)
 def test_the_fewest_oldest_turns_are_dropped(spec, budget, estimate_error):
     history = _history(spec)
     render = CountingRender()
@@ -63,17 +67,18 @@ def test_the_fewest_oldest_turns_are_dropped(spec, budget, estimate_error):
     assert fitted.dropped + fitted.kept[1:] == history[1:] and fitted.kept[0] is history[0]
     assert fitted.prompt == CountingRender()(fitted.kept) and fitted.tokens == len(fitted.prompt)
     if drop:
-        kept_one_more = system + [m for turn in turns[drop - 1:] for m in turn]
+        kept_one_more = system + [m for turn in turns[drop - 1 :] for m in turn]
         assert len(CountingRender()(kept_one_more)) > budget, "dropped more turns than needed"
         assert fitted.kept[1].role == "user"
     assert fitted.fits == (fitted.tokens <= budget)
     if not fitted.fits:
         assert drop == max(len(turns) - 1, 0), "an overflow only once all but the newest turn are dropped"
-    if estimate_error == 0:     # an exact estimate: the whole chat, the guess, and the turn before it
+    if estimate_error == 0:  # an exact estimate: the whole chat, the guess, and the turn before it
         assert render.calls <= 3
 
 
 # ---- the engine process's path, on the real model ------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engine(engine_cache_dir):  # noqa: F811
@@ -110,8 +115,10 @@ def _long_chat(turns: int) -> list[dict]:
     filler = "This is an old message about gardening and tomatoes. " * 4
     messages = [{"role": "system", "content": "You are brief."}]
     for turn in range(turns):
-        messages += [{"role": "user", "content": f"Question {turn}: {filler}"},
-                     {"role": "assistant", "content": f"Answer {turn}: {filler}"}]
+        messages += [
+            {"role": "user", "content": f"Question {turn}: {filler}"},
+            {"role": "assistant", "content": f"Answer {turn}: {filler}"},
+        ]
     return messages + [{"role": "user", "content": "What is 2 + 2?"}]
 
 
@@ -134,16 +141,16 @@ def test_a_trimmed_turn_renders_a_few_times_and_generates_from_the_fitting_ids(e
     # One render of the whole chat, the estimate's guess, and a turn either side of it (measured: 3);
     # generation renders nothing more.
     assert 2 <= renders <= 4, renders
-    kept = [messages[0]] + messages[1 + trimmed.dropped_messages:]
+    kept = [messages[0]] + messages[1 + trimmed.dropped_messages :]
     assert engine.count_tokens(kept) == trimmed.prompt_tokens
-    one_more = [messages[0]] + messages[1 + trimmed.dropped_messages - 2:]
+    one_more = [messages[0]] + messages[1 + trimmed.dropped_messages - 2 :]
     assert engine.count_tokens(one_more) > 256 - 4, "trimming dropped more turns than it had to"
 
 
 def test_messages_longer_than_any_prompt_fail_as_a_context_overflow_with_counts(engine):
     """A pasted megabyte is a prompt that does not fit, told in tokens: not a chat template
     'refused by the sandbox', and not a fallback template's failure."""
-    huge = "All work and no play makes Jack a dull boy. " * 30_000       # 1.3 M characters
+    huge = "All work and no play makes Jack a dull boy. " * 30_000  # 1.3 M characters
     _renders, replies = _generate(engine, [{"role": "user", "content": huge}])
     (failed,) = replies
     assert isinstance(failed, Failed) and failed.kind == "context_overflow"
@@ -152,8 +159,11 @@ def test_messages_longer_than_any_prompt_fail_as_a_context_overflow_with_counts(
 
 
 def test_an_old_huge_message_is_trimmed_away_like_any_other(engine):
-    messages = [{"role": "user", "content": "x " * 700_000}, {"role": "assistant", "content": "Too long."},
-                {"role": "user", "content": "What is 2 + 2?"}]
+    messages = [
+        {"role": "user", "content": "x " * 700_000},
+        {"role": "assistant", "content": "Too long."},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
     _renders, replies = _generate(engine, messages)
     trimmed, *chunks = replies
     assert isinstance(trimmed, Trimmed) and trimmed.dropped_messages == 2

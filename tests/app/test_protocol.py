@@ -14,34 +14,85 @@ import threading
 import pytest
 
 from app.workers.engine_host import EngineHost
-from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, ChunkLog, engine_cache_dir  # noqa: F401
 from app.workers.protocol import (
-    NOT_READY, ChatLine, ChunkMsg, EngineState, Failed, Generate, Load, Loaded, LoadFailed, Progress, ProtocolError, SetThreads,
-    Shutdown, Trimmed, decode_reply, decode_request, encode, error_kind,
+    NOT_READY,
+    ChatLine,
+    ChunkMsg,
+    EngineState,
+    Failed,
+    Generate,
+    Load,
+    Loaded,
+    LoadFailed,
+    Progress,
+    ProtocolError,
+    SetThreads,
+    Shutdown,
+    Trimmed,
+    decode_reply,
+    decode_request,
+    encode,
+    error_kind,
 )
+from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, ChunkLog, engine_cache_dir  # noqa: F401
 from tmac_core.errors import ContextOverflowError, ModelFormatError, ModelLoadError
 from tmac_core.sampling import SamplingParams
 from tmac_core.types import Chunk, EngineInfo
 
-CHUNK = Chunk(text="héllo", token_id=42, prompt_tokens=10, cached_tokens=3, generated_tokens=1, prompt_tok_s=120.5,
-              decode_tok_s=0.0, ttft_s=0.25, elapsed_s=0.3, cpu_s=0.5, threads=2)
-INFO = EngineInfo(name="SmolLM2", source="/m/model.gguf", arch="llama", n_params=134_515_008, bits=4,
-                  bits_per_weight=4.5, packed_bytes=75_000_000, kv_cache_bytes=11_796_480, n_ctx=512,
-                  n_ctx_train=8192, vocab_size=49152, n_layers=30, dim=576, isa="avx2", n_threads=2,
-                  chat_template="model", cache_hit=True, load_s=1.5)
+CHUNK = Chunk(
+    text="héllo",
+    token_id=42,
+    prompt_tokens=10,
+    cached_tokens=3,
+    generated_tokens=1,
+    prompt_tok_s=120.5,
+    decode_tok_s=0.0,
+    ttft_s=0.25,
+    elapsed_s=0.3,
+    cpu_s=0.5,
+    threads=2,
+)
+INFO = EngineInfo(
+    name="SmolLM2",
+    source="/m/model.gguf",
+    arch="llama",
+    n_params=134_515_008,
+    bits=4,
+    bits_per_weight=4.5,
+    packed_bytes=75_000_000,
+    kv_cache_bytes=11_796_480,
+    n_ctx=512,
+    n_ctx_train=8192,
+    vocab_size=49152,
+    n_layers=30,
+    dim=576,
+    isa="avx2",
+    n_threads=2,
+    chat_template="model",
+    cache_hit=True,
+    load_s=1.5,
+)
 REQUESTS = [
     Load(source="default", bits=4, n_ctx=512, n_threads=None, cache_dir="/tmp/c", source_sha256="ab" * 32),
     Load(source="/m/x.gguf", bits=2, n_ctx=None, n_threads=3, cache_dir=None, source_sha256=None),
-    Generate(7, (ChatLine("system", "Be brief."), ChatLine("user", "Hi ✓")),
-             SamplingParams(temperature=0.0, top_k=0, max_tokens=16, seed=2**63), True),
+    Generate(
+        7,
+        (ChatLine("system", "Be brief."), ChatLine("user", "Hi ✓")),
+        SamplingParams(temperature=0.0, top_k=0, max_tokens=16, seed=2**63),
+        True,
+    ),
     Generate(8, (), SamplingParams(), False),
     SetThreads(3),
     Shutdown(),
 ]
 REPLIES = [
-    Progress(0.5, "repacking to 4 bits"), Loaded(INFO), LoadFailed("model_format", "bad file"),
-    ChunkMsg(7, CHUNK), ChunkMsg(7, dataclasses.replace(CHUNK, token_id=None, finish_reason="stop", notice="n")),
-    Trimmed(7, 4, 200, 256), Failed(7, "context_overflow", "too long"),
+    Progress(0.5, "repacking to 4 bits"),
+    Loaded(INFO),
+    LoadFailed("model_format", "bad file"),
+    ChunkMsg(7, CHUNK),
+    ChunkMsg(7, dataclasses.replace(CHUNK, token_id=None, finish_reason="stop", notice="n")),
+    Trimmed(7, 4, 200, 256),
+    Failed(7, "context_overflow", "too long"),
 ]
 
 
@@ -53,7 +104,9 @@ def test_every_request_round_trips(message):
     assert again == message
     if isinstance(message, Generate):
         assert type(again.params) is SamplingParams and type(again.messages[0] if again.messages else None) in (
-            ChatLine, type(None))
+            ChatLine,
+            type(None),
+        )
 
 
 @pytest.mark.parametrize("message", REPLIES, ids=lambda m: type(m).__name__)
@@ -141,6 +194,7 @@ def test_errors_cross_as_stable_kinds():
 
 # ---- both ends of a real pipe -----------------------------------------------------------------
 
+
 def _replies(conn, timeout: float = 30.0) -> list:
     replies = []
     while conn.poll(timeout):
@@ -157,7 +211,7 @@ def test_the_engine_host_skips_garbage_and_keeps_serving(caplog):
     runner.start()
     for data in (b"\x80\x04garbage", b'{"type": "chunk"', b'{"type": "rm_rf"}', pickle.dumps(("shutdown",))):
         window_end.send_bytes(data)
-    window_end.send_bytes(encode(SetThreads(2)))     # before any model: logged and ignored
+    window_end.send_bytes(encode(SetThreads(2)))  # before any model: logged and ignored
     window_end.send_bytes(encode(Generate(5, (ChatLine("user", "hi"),), SamplingParams(), True)))
     assert _replies(window_end) == [Failed(5, NOT_READY, "No model is loaded in the engine process.")]
     window_end.send_bytes(encode(Load("/nonexistent/model.gguf", 4, None, None, None, None)))
@@ -174,7 +228,7 @@ def test_the_engine_client_skips_garbage_from_the_engine(qtbot, caplog):
 
     client = EngineClient()
     window_end, engine_end = multiprocessing.Pipe(duplex=True)
-    client._conn = window_end       # the client's receiving path, fed by this test instead of a process
+    client._conn = window_end  # the client's receiving path, fed by this test instead of a process
     client._set_state(EngineState.LOADING)
     progress, load_failures = [], []
     client.loadProgress.connect(lambda fraction, stage: progress.append((fraction, stage)))
@@ -202,13 +256,13 @@ def test_the_engine_process_outlives_garbage_on_its_pipe(qtbot, engine_cache_dir
         client._conn.send_bytes(b"\x80\x04\x95garbage\x00")
         client._conn.send_bytes(pickle.dumps(("shutdown",)))
         log = ChunkLog().attach(client)
-        request_id = client.generate([{"role": "user", "content": "Say hi."}], SamplingParams(temperature=0.0,
-                                                                                              max_tokens=4))
+        request_id = client.generate(
+            [{"role": "user", "content": "Say hi."}], SamplingParams(temperature=0.0, max_tokens=4)
+        )
         qtbot.waitUntil(lambda: log.finished(request_id) or bool(log.failures), timeout=ANSWER_TIMEOUT_MS)
         assert not log.failures and not log.deaths and client.pid == pid and os.getpid() != pid
     finally:
         client.shutdown()
-
 
 
 def test_the_engine_client_skips_load_replies_when_not_loading(qtbot, caplog):
@@ -234,6 +288,8 @@ def test_the_protocol_loads_neither_qt_nor_numpy():
     # Both processes import it; the window only decodes replies, which need no SamplingParams.
     from tests.test_boundaries import modules_loaded_by
 
-    loaded = modules_loaded_by("import app.workers.protocol as p\n"
-                               f"p.decode_reply({encode(ChunkMsg(1, CHUNK))!r})\np.decode_reply({encode(Loaded(INFO))!r})")
+    loaded = modules_loaded_by(
+        "import app.workers.protocol as p\n"
+        f"p.decode_reply({encode(ChunkMsg(1, CHUNK))!r})\np.decode_reply({encode(Loaded(INFO))!r})"
+    )
     assert not {name for name in loaded if name.split(".")[0] in ("PySide6", "shiboken6", "numpy")}

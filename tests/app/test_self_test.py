@@ -21,9 +21,15 @@ def run_self_test(env_changes: dict, timeout_s: int = 240) -> tuple[subprocess.C
     env = {**os.environ, **env_changes}
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
-    env.pop("QT_QPA_PLATFORM", None)   # the self-test must pick offscreen by itself
-    done = subprocess.run([sys.executable, "-m", "app", "--self-test", "--timeout", "180"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+    env.pop("QT_QPA_PLATFORM", None)  # the self-test must pick offscreen by itself
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "--self-test", "--timeout", "180"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, (done.stdout, done.stderr[-2000:])
     return done, json.loads(lines[0])
@@ -43,7 +49,8 @@ def test_self_test_answers_and_reports(engine_cache_dir, tmp_path):  # noqa: F81
 
 def test_self_test_failure_is_reported_as_json_and_a_nonzero_exit(tmp_path):
     # A kernel tier this machine cannot have makes the engine refuse to load: the report must say so.
-    done, report = run_self_test({"TMAC_CACHE_DIR": str(tmp_path / "cache"), "TMAC_KERNELS": "no-such-tier"},
-                                 timeout_s=120)
+    done, report = run_self_test(
+        {"TMAC_CACHE_DIR": str(tmp_path / "cache"), "TMAC_KERNELS": "no-such-tier"}, timeout_s=120
+    )
     assert done.returncode != 0
     assert report["ok"] is False and report["reason"]

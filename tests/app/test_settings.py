@@ -6,7 +6,9 @@ import json
 import os
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app import paths
 from app.settings import SCHEMA_VERSION, AppSettings, load_settings, save_settings, settings_from_dict
@@ -23,8 +25,9 @@ def test_missing_file_gives_defaults_without_problems(settings_file):
 
 
 def test_round_trip(settings_file):
-    chosen = AppSettings().replace(default_bits=2, n_threads=3, theme="dark", temperature=0.1,
-                                   models_dir="/data/models", system_prompt="Ünïcode ✓")
+    chosen = AppSettings().replace(
+        default_bits=2, n_threads=3, theme="dark", temperature=0.1, models_dir="/data/models", system_prompt="Ünïcode ✓"
+    )
     save_settings(chosen, settings_file)
     result = load_settings(settings_file)
     assert result.settings == chosen and result.problems == []
@@ -73,8 +76,17 @@ def test_newer_version_keeps_known_fields_and_reports(settings_file):
 
 
 def test_bad_field_values_fall_back_one_by_one():
-    result = settings_from_dict({"schema_version": SCHEMA_VERSION, "default_bits": 3, "n_threads": "many",
-                                 "theme": "dark", "temperature": True, "top_p": 0.5, "mystery": 1})
+    result = settings_from_dict(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "default_bits": 3,
+            "n_threads": "many",
+            "theme": "dark",
+            "temperature": True,
+            "top_p": 0.5,
+            "mystery": 1,
+        }
+    )
     assert result.settings.default_bits == 4 and result.settings.n_threads is None
     assert result.settings.theme == "dark" and result.settings.top_p == 0.5
     assert result.settings.temperature == AppSettings().temperature
@@ -82,8 +94,13 @@ def test_bad_field_values_fall_back_one_by_one():
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=20), st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                                                       st.text(max_size=10)), max_size=8))
+@given(
+    st.dictionaries(
+        st.text(max_size=20),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+        max_size=8,
+    )
+)
 def test_any_json_object_loads_without_crashing(data):
     result = settings_from_dict(data)
     assert isinstance(result.settings, AppSettings)
@@ -131,8 +148,11 @@ def test_a_thread_count_the_kernels_refuse_is_refused_when_read():
 def test_a_version_2_file_drops_the_fields_nothing_read_without_a_complaint(settings_file):
     """Every file saved before the settings store held show_perf_panel and default_model_id."""
     settings_file.parent.mkdir(parents=True)
-    settings_file.write_text(json.dumps({"schema_version": 2, "show_perf_panel": False, "default_model_id": None,
-                                         "theme": "dark", "n_threads": 3}))
+    settings_file.write_text(
+        json.dumps(
+            {"schema_version": 2, "show_perf_panel": False, "default_model_id": None, "theme": "dark", "n_threads": 3}
+        )
+    )
     result = load_settings(settings_file)
     assert (result.settings.theme, result.settings.n_threads) == ("dark", 3) and result.problems == []
     assert not hasattr(result.settings, "show_perf_panel") and not hasattr(result.settings, "default_model_id")

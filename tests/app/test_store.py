@@ -16,13 +16,17 @@ import pytest
 
 from app.chat import store as store_module
 from app.chat.errors import (
-    ConversationNotFoundError, CorruptDatabaseError, MessageStateError, NewerSchemaError,
+    ConversationNotFoundError,
+    CorruptDatabaseError,
+    MessageStateError,
+    NewerSchemaError,
 )
 from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, move_database_aside
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STATS = AnswerStats(generated_tokens=12, decode_tok_s=20.5, ttft_s=0.3, prompt_tok_s=150.0, threads=2, bits=2,
-                    tier="avx2")
+STATS = AnswerStats(
+    generated_tokens=12, decode_tok_s=20.5, ttft_s=0.3, prompt_tok_s=150.0, threads=2, bits=2, tier="avx2"
+)
 
 
 @pytest.fixture
@@ -40,8 +44,9 @@ def test_pragmas_and_schema_version(db_path):
 
 def test_survives_close_and_reopen(db_path):
     with ChatStore(db_path) as chats:
-        conversation = chats.create_conversation("Trip", model_id="qwen2.5-0.5b-instruct", bits=2,
-                                                 system_prompt="Be brief.", sampling={"temperature": 0.2})
+        conversation = chats.create_conversation(
+            "Trip", model_id="qwen2.5-0.5b-instruct", bits=2, system_prompt="Be brief.", sampling={"temperature": 0.2}
+        )
         chats.add_message(conversation.id, "user", "Hello")
         answer = chats.begin_assistant_message(conversation.id)
         chats.append_partial(answer, "Hi ")
@@ -50,10 +55,17 @@ def test_survives_close_and_reopen(db_path):
     with ChatStore(db_path) as chats:
         (again,) = chats.list_conversations()
         assert (again.title, again.model_id, again.bits, again.system_prompt, again.sampling) == (
-            "Trip", "qwen2.5-0.5b-instruct", 2, "Be brief.", {"temperature": 0.2})
+            "Trip",
+            "qwen2.5-0.5b-instruct",
+            2,
+            "Be brief.",
+            {"temperature": 0.2},
+        )
         messages = chats.list_messages(again.id)
         assert [(m.role, m.content, m.state) for m in messages] == [
-            ("user", "Hello", "complete"), ("assistant", "Hi there", "complete")]
+            ("user", "Hello", "complete"),
+            ("assistant", "Hi there", "complete"),
+        ]
         assert messages[1].stats == STATS
         assert chats.recovered_message_ids == []
 
@@ -122,8 +134,9 @@ _STREAMER = textwrap.dedent("""
 
 
 def test_sigkill_while_streaming_loses_at_most_the_unflushed_tail(db_path):
-    child = subprocess.Popen([sys.executable, "-c", _STREAMER, str(db_path), str(REPO_ROOT)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STREAMER, str(db_path), str(REPO_ROOT)], stdout=subprocess.PIPE, text=True
+    )
     try:
         message_id = int(child.stdout.readline())
         started, sent = time.monotonic(), 0
@@ -167,7 +180,7 @@ def test_damaged_page_in_real_database_is_detected(db_path):
         chats._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db_path.read_bytes())
     page = 4096
-    data[3 * page:4 * page] = b"\xff" * page  # trash one b-tree page in the middle
+    data[3 * page : 4 * page] = b"\xff" * page  # trash one b-tree page in the middle
     db_path.write_bytes(bytes(data))
     before = db_path.read_bytes()
     with pytest.raises(CorruptDatabaseError):
@@ -191,8 +204,11 @@ def test_newer_schema_gives_error_and_is_left_untouched(db_path):
 def test_migrations_apply_in_order_with_backup(db_path, monkeypatch):
     with ChatStore(db_path) as chats:
         chats.add_message(chats.create_conversation("old").id, "user", "kept")
-    monkeypatch.setattr(store_module, "MIGRATIONS",
-                        [*store_module.MIGRATIONS, "ALTER TABLE conversations ADD COLUMN pinned INTEGER DEFAULT 0"])
+    monkeypatch.setattr(
+        store_module,
+        "MIGRATIONS",
+        [*store_module.MIGRATIONS, "ALTER TABLE conversations ADD COLUMN pinned INTEGER DEFAULT 0"],
+    )
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with ChatStore(db_path) as chats:
         assert chats._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
@@ -275,23 +291,52 @@ def test_search_snippets_are_the_text_itself_without_markers(db_path, use_fts):
 
 def test_stats_rows_written_before_answer_stats_still_load(db_path):
     # What the app stored before AnswerStats: a dict with its own key names.
-    old = {"tokens": 12, "tokens_per_s": 20.5, "ttft_s": 0.3, "prompt_tokens_per_s": 150.0, "threads": 2,
-           "prompt_tokens": 30, "cached_tokens": 8, "cpu_s": 1.25, "elapsed_s": 0.9, "finish_reason": "length",
-           "bits": 2, "kernel_tier": "avx2", "model": "SmolLM2", "error": "stopped", "trimmed_messages": 4}
+    old = {
+        "tokens": 12,
+        "tokens_per_s": 20.5,
+        "ttft_s": 0.3,
+        "prompt_tokens_per_s": 150.0,
+        "threads": 2,
+        "prompt_tokens": 30,
+        "cached_tokens": 8,
+        "cpu_s": 1.25,
+        "elapsed_s": 0.9,
+        "finish_reason": "length",
+        "bits": 2,
+        "kernel_tier": "avx2",
+        "model": "SmolLM2",
+        "error": "stopped",
+        "trimmed_messages": 4,
+    }
     with ChatStore(db_path) as chats:
         conversation = chats.create_conversation()
         answer = chats.add_message(conversation.id, "assistant", "Hi")
         damaged = chats.add_message(conversation.id, "assistant", "Hello")
         with chats._transaction():
             chats._db.execute("UPDATE messages SET stats_json = ? WHERE id = ?", (json.dumps(old), answer.id))
-            chats._db.execute("UPDATE messages SET stats_json = ? WHERE id = ?",
-                              (json.dumps({"tokens": "many", "threads": True, "bits": 4, "later": 1}), damaged.id))
+            chats._db.execute(
+                "UPDATE messages SET stats_json = ? WHERE id = ?",
+                (json.dumps({"tokens": "many", "threads": True, "bits": 4, "later": 1}), damaged.id),
+            )
     with ChatStore(db_path) as chats:
         stats = chats.get_message(answer.id).stats
-        assert stats == AnswerStats(generated_tokens=12, decode_tok_s=20.5, ttft_s=0.3, prompt_tok_s=150.0, threads=2,
-                                    prompt_tokens=30, cached_tokens=8, cpu_s=1.25, elapsed_s=0.9,
-                                    finish_reason="length", bits=2, tier="avx2", model="SmolLM2", error="stopped",
-                                    trimmed_messages=4)
+        assert stats == AnswerStats(
+            generated_tokens=12,
+            decode_tok_s=20.5,
+            ttft_s=0.3,
+            prompt_tok_s=150.0,
+            threads=2,
+            prompt_tokens=30,
+            cached_tokens=8,
+            cpu_s=1.25,
+            elapsed_s=0.9,
+            finish_reason="length",
+            bits=2,
+            tier="avx2",
+            model="SmolLM2",
+            error="stopped",
+            trimmed_messages=4,
+        )
         assert chats.get_message(damaged.id).stats == AnswerStats(bits=4), "bad values are skipped, not fatal"
         chats.finish_message(chats.begin_assistant_message(conversation.id), stats)
         row = chats._db.execute("SELECT stats_json FROM messages ORDER BY id DESC LIMIT 1").fetchone()[0]
@@ -301,9 +346,20 @@ def test_stats_rows_written_before_answer_stats_still_load(db_path):
 def test_answer_stats_from_a_final_chunk():
     from tmac_core.types import Chunk
 
-    chunk = Chunk(text="", token_id=None, prompt_tokens=30, cached_tokens=8, generated_tokens=12,
-                  prompt_tok_s=150.04, decode_tok_s=20.512, ttft_s=0.3004, elapsed_s=0.9001, cpu_s=1.2501, threads=2,
-                  finish_reason="stop")
+    chunk = Chunk(
+        text="",
+        token_id=None,
+        prompt_tokens=30,
+        cached_tokens=8,
+        generated_tokens=12,
+        prompt_tok_s=150.04,
+        decode_tok_s=20.512,
+        ttft_s=0.3004,
+        elapsed_s=0.9001,
+        cpu_s=1.2501,
+        threads=2,
+        finish_reason="stop",
+    )
     stats = AnswerStats.from_chunk(chunk)
     assert (stats.generated_tokens, stats.decode_tok_s, stats.prompt_tok_s, stats.ttft_s) == (12, 20.51, 150.0, 0.3)
     assert stats.finish_reason == "stop" and stats.bits is None and stats.error is None
@@ -318,11 +374,15 @@ def test_a_chat_keeps_its_own_system_prompt_and_sampling(db_path):
     ticks = iter(range(1, 1000))
     defaults = AppSettings(system_prompt="Be brief.", temperature=0.7)
     with ChatStore(db_path, clock=lambda: float(next(ticks))) as chats:
-        older = chats.create_conversation("Older", system_prompt=defaults.system_prompt,
-                                          sampling=conversation_sampling(defaults))
-        newer = chats.create_conversation("Newer")      # as rows were written before chats kept their sampling
-        chats.set_conversation_settings(older.id, system_prompt="Answer like a pirate.",
-                                        sampling=conversation_sampling(defaults.replace(temperature=0.1, seed=7)))
+        older = chats.create_conversation(
+            "Older", system_prompt=defaults.system_prompt, sampling=conversation_sampling(defaults)
+        )
+        newer = chats.create_conversation("Newer")  # as rows were written before chats kept their sampling
+        chats.set_conversation_settings(
+            older.id,
+            system_prompt="Answer like a pirate.",
+            sampling=conversation_sampling(defaults.replace(temperature=0.1, seed=7)),
+        )
         assert [c.id for c in chats.list_conversations()] == [newer.id, older.id]
         with pytest.raises(ConversationNotFoundError):
             chats.set_conversation_settings(999, system_prompt="", sampling={})

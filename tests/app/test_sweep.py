@@ -9,14 +9,30 @@ from types import SimpleNamespace
 import pytest
 
 from app.perf.sweep import (
-    RECORD_VERSION, SweepPoint, best_tradeoff, load_records, make_record, model_key_for, point_from_chunk,
-    points_from_record, record_path, save_record, thread_counts,
+    RECORD_VERSION,
+    SweepPoint,
+    best_tradeoff,
+    load_records,
+    make_record,
+    model_key_for,
+    point_from_chunk,
+    points_from_record,
+    record_path,
+    save_record,
+    thread_counts,
 )
 
 
 def pt(threads, tok_s, cpu_s, tokens=48, joules=None, bits=4):
-    return SweepPoint(bits=bits, threads=threads, decode_tok_s=tok_s, prompt_tok_s=100.0,
-                      generated_tokens=tokens, cpu_s=cpu_s, joules=joules)
+    return SweepPoint(
+        bits=bits,
+        threads=threads,
+        decode_tok_s=tok_s,
+        prompt_tok_s=100.0,
+        generated_tokens=tokens,
+        cpu_s=cpu_s,
+        joules=joules,
+    )
 
 
 def test_thread_counts_all_when_few_and_spread_when_many():
@@ -76,11 +92,23 @@ def test_point_from_final_chunk():
 
 def _record(bits=4, machine="Test CPU 9000 (8 threads)", created_at=1000.0, points=None):
     return make_record(
-        model_key="default", model_name="SmolLM2", source="default", bits=bits, machine=machine,
-        cpu_model="Test CPU 9000", logical_cores=8, isa="avx2", prompt="p", max_tokens=48,
-        points=points if points is not None else [pt(2, 18.0, 5.0, bits=bits), pt(1, 10.0, 4.8, bits=bits),
-                                                  pt(4, 5.0, 1.0, bits=6 - bits)],
-        power_label="unavailable", power_unavailable_reason="no power sensor", created_at=created_at)
+        model_key="default",
+        model_name="SmolLM2",
+        source="default",
+        bits=bits,
+        machine=machine,
+        cpu_model="Test CPU 9000",
+        logical_cores=8,
+        isa="avx2",
+        prompt="p",
+        max_tokens=48,
+        points=points
+        if points is not None
+        else [pt(2, 18.0, 5.0, bits=bits), pt(1, 10.0, 4.8, bits=bits), pt(4, 5.0, 1.0, bits=6 - bits)],
+        power_label="unavailable",
+        power_unavailable_reason="no power sensor",
+        created_at=created_at,
+    )
 
 
 def test_record_keeps_its_bits_only_sorted_with_the_choice(tmp_path):
@@ -98,7 +126,7 @@ def test_record_keeps_its_bits_only_sorted_with_the_choice(tmp_path):
 def test_one_file_per_model_bits_machine_and_newest_first(tmp_path):
     save_record(tmp_path, _record(bits=4, created_at=1.0))
     save_record(tmp_path, _record(bits=2, created_at=2.0))
-    save_record(tmp_path, _record(bits=4, created_at=3.0))          # replaces the first
+    save_record(tmp_path, _record(bits=4, created_at=3.0))  # replaces the first
     save_record(tmp_path, _record(bits=4, machine="Other CPU", created_at=4.0))
     (tmp_path / "broken.json").write_text("{not json")
     records = load_records(tmp_path)
@@ -126,7 +154,7 @@ def test_the_chart_axes_and_cost_pick_round_numbers_and_the_available_metric():
     assert cost_metric(with_energy) == "joules_per_token" and cost_unit("joules_per_token") == "J / token"
     mixed = with_energy + [pt(4, 19.0, 6.0)]
     assert cost_metric(mixed) == "cpu_s_per_token" and cost_unit("cpu_s_per_token") == "CPU ms / token"
-    assert cost_of(mixed[0], "cpu_s_per_token") == pytest.approx(100.0)   # 4.8 CPU-s / 48 tokens, in ms
+    assert cost_of(mixed[0], "cpu_s_per_token") == pytest.approx(100.0)  # 4.8 CPU-s / 48 tokens, in ms
 
 
 def test_the_chart_draws_both_bit_widths_and_describes_the_best(qtbot):

@@ -2,6 +2,7 @@
 prints them. `kernels` (the default) appends a dated section to docs/BENCHMARKS.md;
 `e2e` (tests/bench/e2e.py, our runtime against llama.cpp) rewrites its own section
 between the e2e markers; `all` runs both, kernels first."""
+
 from __future__ import annotations
 
 import sys
@@ -42,30 +43,38 @@ def read_bandwidth_gbs(threads: int) -> float:
 
 def kernel_targets(result: dict, bandwidth: dict) -> str:
     best = kernels.summary(result)
-    get = lambda m, k, bits, t: best[(m, k, str(bits), t)]["ms"]      # noqa: E731
+    get = lambda m, k, bits, t: best[(m, k, str(bits), t)]["ms"]  # noqa: E731
     lines = ["| target | measured | met |", "|---|---|---|"]
     two = get(4096, 14336, 2, 2)
     tern = get(4096, 14336, "ternary/row", 2)
-    lines.append(f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, BASELINES.md) "
-                 f"| 2-bit g64: {two:.3f} ms ({1.0 / two:.2f}× tq2_0); ternary, per-row scales: {tern:.3f} ms "
-                 f"({1.0 / tern:.2f}× tq2_0) | {'yes' if min(two, tern) <= 0.33 else 'no'} |")
+    lines.append(
+        f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, BASELINES.md) "
+        f"| 2-bit g64: {two:.3f} ms ({1.0 / two:.2f}× tq2_0); ternary, per-row scales: {tern:.3f} ms "
+        f"({1.0 / tern:.2f}× tq2_0) | {'yes' if min(two, tern) <= 0.33 else 'no'} |"
+    )
     cold = result["cold"]
     four = cold[(4096, 14336, "4", 2)]
     roof = four["mb"] * 1e6 / (bandwidth[2] * 1e9) * 1e3
-    lines.append(f"| 4-bit GEMV 4096×14336, 2 threads, weights from DRAM, within 10% of the roofline "
-                 f"({four['mb']:.1f} MB at {bandwidth[2]:.1f} GB/s measured = {roof:.3f} ms) "
-                 f"| {four['ms']:.3f} ms ({four['ms'] / roof:.2f}× roofline; llama.cpp q4_K 2.5 ms) "
-                 f"| {'yes' if four['ms'] <= 1.1 * roof else 'no'} |")
+    lines.append(
+        f"| 4-bit GEMV 4096×14336, 2 threads, weights from DRAM, within 10% of the roofline "
+        f"({four['mb']:.1f} MB at {bandwidth[2]:.1f} GB/s measured = {roof:.3f} ms) "
+        f"| {four['ms']:.3f} ms ({four['ms'] / roof:.2f}× roofline; llama.cpp q4_K 2.5 ms) "
+        f"| {'yes' if four['ms'] <= 1.1 * roof else 'no'} |"
+    )
     b1, b2, b4 = (get(4096, 4096, b, 1) for b in (1, 2, 4))
-    lines.append(f"| time linear in bits (4096×4096, in cache, 1 thread): 1-bit ≈ ½ 2-bit ≈ ¼ 4-bit "
-                 f"| 1-bit/2-bit = {b1 / b2:.2f}, 2-bit/4-bit = {b2 / b4:.2f}, 1-bit/4-bit = {b1 / b4:.2f} "
-                 f"| {'yes' if b1 / b2 <= 0.6 and b2 / b4 <= 0.6 else 'no'} |")
+    lines.append(
+        f"| time linear in bits (4096×4096, in cache, 1 thread): 1-bit ≈ ½ 2-bit ≈ ¼ 4-bit "
+        f"| 1-bit/2-bit = {b1 / b2:.2f}, 2-bit/4-bit = {b2 / b4:.2f}, 1-bit/4-bit = {b1 / b4:.2f} "
+        f"| {'yes' if b1 / b2 <= 0.6 and b2 / b4 <= 0.6 else 'no'} |"
+    )
     for m, k in [(4096, 14336), (14336, 4096)]:
         for bits in ("2", "4"):
             one, two_t = cold[(m, k, bits, 1)]["ms"], cold[(m, k, bits, 2)]["ms"]
-            lines.append(f"| 1 thread ≥ 85% of 2-thread throughput, weights from DRAM, {bits}-bit {m}×{k} "
-                         f"| {100 * two_t / one:.0f}% ({one:.3f} vs {two_t:.3f} ms) "
-                         f"| {'yes' if two_t / one >= 0.85 else 'no'} |")
+            lines.append(
+                f"| 1 thread ≥ 85% of 2-thread throughput, weights from DRAM, {bits}-bit {m}×{k} "
+                f"| {100 * two_t / one:.0f}% ({one:.3f} vs {two_t:.3f} ms) "
+                f"| {'yes' if two_t / one >= 0.85 else 'no'} |"
+            )
     return "\n".join(lines)
 
 
@@ -84,22 +93,33 @@ def run_kernels() -> int:
     machine = machine_line()
     print(machine, flush=True)
     bandwidth = {t: read_bandwidth_gbs(t) for t in (1, 2)}
-    print(f"DRAM read bandwidth (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
-          f"{bandwidth[2]:.1f} GB/s on 2", flush=True)
+    print(
+        f"DRAM read bandwidth (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
+        f"{bandwidth[2]:.1f} GB/s on 2",
+        flush=True,
+    )
     result = kernels.run()
-    section = "\n".join([
-        f"\n## Kernels — {machine}\n",
-        f"DRAM read bandwidth measured in this run (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
-        f"{bandwidth[2]:.1f} GB/s on 2. \"Weights from DRAM\" rows cycle through 6 copies of the matrix "
-        "so no call finds its weights in the 32 MB L3; the other rows repeat one matrix (warm caches).",
-        "Latency is one full GEMV: activation-table build plus the LUT kernel, timed in C.",
-        "The reference is a dequantize-to-int8 Q4 kernel (AVX2 maddubs, built for this CPU) run in the same process.\n",
-        "### Targets\n", kernel_targets(result, bandwidth), "\n### Weights from DRAM\n", kernels.cold_markdown(result),
-        "\n### All shapes (warm)\n", kernels.markdown(result), "",
-    ])
+    section = "\n".join(
+        [
+            f"\n## Kernels — {machine}\n",
+            f"DRAM read bandwidth measured in this run (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
+            f'{bandwidth[2]:.1f} GB/s on 2. "Weights from DRAM" rows cycle through 6 copies of the matrix '
+            "so no call finds its weights in the 32 MB L3; the other rows repeat one matrix (warm caches).",
+            "Latency is one full GEMV: activation-table build plus the LUT kernel, timed in C.",
+            "The reference is a dequantize-to-int8 Q4 kernel (AVX2 maddubs, built for this CPU)"
+            " run in the same process.\n",
+            "### Targets\n",
+            kernel_targets(result, bandwidth),
+            "\n### Weights from DRAM\n",
+            kernels.cold_markdown(result),
+            "\n### All shapes (warm)\n",
+            kernels.markdown(result),
+            "",
+        ]
+    )
     print(section)
     text = DOC.read_text() if DOC.exists() else HEADER
-    if e2e.START in text:          # kernel sections stay together, above the end-to-end one
+    if e2e.START in text:  # kernel sections stay together, above the end-to-end one
         at = text.index(e2e.START)
         DOC.write_text(text[:at].rstrip("\n") + "\n" + section + "\n" + text[at:])
     else:

@@ -19,6 +19,7 @@ plus the KV cache.
 
 Writes its section of docs/BENCHMARKS.md between the e2e markers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -64,10 +64,12 @@ def peer_python() -> str | None:
 
 def busy_cores(window: float = 0.5) -> float:
     """Cores' worth of CPU time used by anything on the machine over `window` seconds."""
+
     def sample():
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]          # total, idle + iowait
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
     try:
         total0, idle0 = sample()
         time.sleep(window)
@@ -112,8 +114,10 @@ def _brief(r: dict) -> str:
 
 # -- models -----------------------------------------------------------------------------
 
+
 def synth_spec():
     from tmac_core.synth import SynthSpec
+
     return SynthSpec(weight_type="f16")
 
 
@@ -121,6 +125,7 @@ def prepare_models(peer: str | None) -> dict:
     """Paths of every file the benchmark reads, made once and kept in build/bench-models."""
     from tmac_core.engine import default_model_path
     from tmac_core.synth import write_synthetic
+
     MODELS.mkdir(parents=True, exist_ok=True)
     s = synth_spec()
     stem = f"synth-d{s.dim}-f{s.hidden_dim}-l{s.n_layers}-h{s.n_heads}-kv{s.n_kv_heads}-v{s.vocab_size}-s{s.seed}"
@@ -128,16 +133,22 @@ def prepare_models(peer: str | None) -> dict:
     if not os.path.exists(files["synth_f16"]):
         print(f"writing the synthetic model ({s.n_params / 1e9:.2f} B parameters, F16)", flush=True)
         write_synthetic(files["synth_f16"], s)
-    wanted = [("smol_q4_0", "smol_q4_1", "q4_0", "smollm2-135m-instruct-q4_0"),
-              ("smol_q2_k", "smol_q4_1", "q2_k", "smollm2-135m-instruct-q2_k"),
-              ("synth_q4_0", "synth_f16", "q4_0", f"{stem}-q4_0"),
-              ("synth_q2_k", "synth_f16", "q2_k", f"{stem}-q2_k"),
-              ("synth_tq2_0", "synth_f16", "tq2_0", f"{stem}-tq2_0")]
+    wanted = [
+        ("smol_q4_0", "smol_q4_1", "q4_0", "smollm2-135m-instruct-q4_0"),
+        ("smol_q2_k", "smol_q4_1", "q2_k", "smollm2-135m-instruct-q2_k"),
+        ("synth_q4_0", "synth_f16", "q4_0", f"{stem}-q4_0"),
+        ("synth_q2_k", "synth_f16", "q2_k", f"{stem}-q2_k"),
+        ("synth_tq2_0", "synth_f16", "tq2_0", f"{stem}-tq2_0"),
+    ]
     for key, src, qtype, name in wanted:
         path = MODELS / f"{name}.gguf"
         if not path.exists() and peer:
-            attempt(f"llama_model_quantize {qtype} -> {path.name}",
-                    lambda: run_json([peer, "-m", "tests.bench.peer", "quantize", files[src], path, qtype]))
+            attempt(
+                f"llama_model_quantize {qtype} -> {path.name}",
+                lambda src=src, path=path, qtype=qtype: run_json(
+                    [peer, "-m", "tests.bench.peer", "quantize", files[src], path, qtype]
+                ),
+            )
         if path.exists():
             files[key] = str(path)
     return files
@@ -146,6 +157,7 @@ def prepare_models(peer: str | None) -> dict:
 def tensor_mix(path: str) -> tuple[float, str]:
     """(bits per weight over the 2-D tensors, 'TYPE×count, ...') of a GGUF file."""
     from tmac_core.loading.gguf import GGUFFile
+
     counts: dict[str, int] = {}
     nbytes = elements = 0
     with GGUFFile.open(path) as g:
@@ -160,34 +172,40 @@ def tensor_mix(path: str) -> tuple[float, str]:
 
 # -- measurements -----------------------------------------------------------------------
 
+
 def ours_cmd(*args) -> list:
     return [sys.executable, "-m", "tmac_core", *args, "--json", "--cache-dir", CACHE]
 
 
 def speed_configs(files: dict) -> list[tuple[str, str, str, str, int | None]]:
     """(model group, label, engine, file key, bits)."""
-    return [("SmolLM2-135M", "llama.cpp Q4_1", "peer", "smol_q4_1", None),
-            ("SmolLM2-135M", "llama.cpp Q4_0", "peer", "smol_q4_0", None),
-            ("SmolLM2-135M", "ours 4-bit", "ours", "smol_q4_1", 4),
-            ("SmolLM2-135M", "ours 2-bit preset", "ours", "smol_q4_1", 2),
-            ("synthetic 1.17B", "llama.cpp Q4_0", "peer", "synth_q4_0", None),
-            ("synthetic 1.17B", "llama.cpp Q2_K", "peer", "synth_q2_k", None),
-            ("synthetic 1.17B", "llama.cpp TQ2_0", "peer", "synth_tq2_0", None),
-            ("synthetic 1.17B", "ours 4-bit (Q4_0 file)", "ours", "synth_q4_0", 4),
-            ("synthetic 1.17B", "ours 2-bit preset (F16 file)", "ours", "synth_f16", 2),
-            ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "ours", "synth_tq2_0", 2)]
+    return [
+        ("SmolLM2-135M", "llama.cpp Q4_1", "peer", "smol_q4_1", None),
+        ("SmolLM2-135M", "llama.cpp Q4_0", "peer", "smol_q4_0", None),
+        ("SmolLM2-135M", "ours 4-bit", "ours", "smol_q4_1", 4),
+        ("SmolLM2-135M", "ours 2-bit preset", "ours", "smol_q4_1", 2),
+        ("synthetic 1.17B", "llama.cpp Q4_0", "peer", "synth_q4_0", None),
+        ("synthetic 1.17B", "llama.cpp Q2_K", "peer", "synth_q2_k", None),
+        ("synthetic 1.17B", "llama.cpp TQ2_0", "peer", "synth_tq2_0", None),
+        ("synthetic 1.17B", "ours 4-bit (Q4_0 file)", "ours", "synth_q4_0", 4),
+        ("synthetic 1.17B", "ours 2-bit preset (F16 file)", "ours", "synth_f16", 2),
+        ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "ours", "synth_tq2_0", 2),
+    ]
 
 
 def measure_speed(files: dict, peer: str | None, repeats: int, groups: set[str]) -> tuple[dict, dict]:
     """speed[(group, label, threads)] and first_load[(group, label)] (our cache-miss loads)."""
-    configs = [c for c in speed_configs(files) if c[0] in groups and c[3] in files
-               and (c[2] == "ours" or peer)]
+    configs = [c for c in speed_configs(files) if c[0] in groups and c[3] in files and (c[2] == "ours" or peer)]
     first_load = {}
     print("our first loads (repack and fill the cache; a cache hit when the cache is warm)", flush=True)
     for group, label, engine, key, bits in configs:
         if engine == "ours":
-            first_load[(group, label)] = attempt(f"{group} {label}", lambda: run_json(ours_cmd(
-                "bench", files[key], "--bits", bits, "--threads", 2, "--repeats", 0)))
+            first_load[(group, label)] = attempt(
+                f"{group} {label}",
+                lambda key=key, bits=bits: run_json(
+                    ours_cmd("bench", files[key], "--bits", bits, "--threads", 2, "--repeats", 0)
+                ),
+            )
     speed = {}
     for group in [g for g in dict.fromkeys(c[0] for c in configs)]:
         for threads in THREADS:
@@ -196,9 +214,12 @@ def measure_speed(files: dict, peer: str | None, repeats: int, groups: set[str])
                 if g != group:
                     continue
                 common = ["--threads", threads, "--prompt-tokens", PROMPT, "--gen-tokens", GEN, "--repeats", repeats]
-                cmd = (ours_cmd("bench", files[key], "--bits", bits, *common) if engine == "ours"
-                       else [peer, "-m", "tests.bench.peer", "bench", files[key], *common])
-                speed[(group, label, threads)] = attempt(label, lambda: run_json(cmd), quiet=True)
+                cmd = (
+                    ours_cmd("bench", files[key], "--bits", bits, *common)
+                    if engine == "ours"
+                    else [peer, "-m", "tests.bench.peer", "bench", files[key], *common]
+                )
+                speed[(group, label, threads)] = attempt(label, lambda cmd=cmd: run_json(cmd), quiet=True)
     return speed, first_load
 
 
@@ -207,6 +228,7 @@ def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
     from tmac_core import perplexity as ppl
     from tmac_core.loading.gguf import GGUFFile
     from tmac_core.tokenizer import tokenizer_from_gguf
+
     with GGUFFile.open(files["smol_q4_1"]) as g:
         tokenizer = tokenizer_from_gguf(g.metadata)
     tokens = ppl.tokenize(tokenizer, TEXT.read_text(encoding="utf-8"))
@@ -217,23 +239,56 @@ def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
 
     def float_ref():
         r = float_perplexity(files["smol_q4_1"], tokens, CTX, bos, chunks)
-        return {"ppl": r.ppl, "nll_stderr": r.nll_stderr, "tokens_scored": r.tokens_scored, "chunks": r.chunks,
-                "seconds": r.seconds}
+        return {
+            "ppl": r.ppl,
+            "nll_stderr": r.nll_stderr,
+            "tokens_scored": r.tokens_scored,
+            "chunks": r.chunks,
+            "seconds": r.seconds,
+        }
+
     quality["float (Q4_1 dequantized)"] = attempt("float reference", float_ref)
     for bits in (4, 2):
-        quality[f"ours {bits}-bit" + (" preset" if bits == 2 else "")] = attempt(f"ours {bits}-bit", lambda: run_json(
-            ours_cmd("perplexity", files["smol_q4_1"], "--bits", bits, "--file", TEXT, "--ctx", CTX, *limit)))
+        quality[f"ours {bits}-bit" + (" preset" if bits == 2 else "")] = attempt(
+            f"ours {bits}-bit",
+            lambda bits=bits: run_json(
+                ours_cmd("perplexity", files["smol_q4_1"], "--bits", bits, "--file", TEXT, "--ctx", CTX, *limit)
+            ),
+        )
     if peer:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(tokens, f)
         try:
-            quality["peer_tokenization_matches"] = attempt("llama.cpp tokenization", lambda: {"match": run_json(
-                [peer, "-m", "tests.bench.peer", "tokenize", files["smol_q4_1"], "--file", TEXT])["tokens"] == tokens})
+            quality["peer_tokenization_matches"] = attempt(
+                "llama.cpp tokenization",
+                lambda: {
+                    "match": run_json([peer, "-m", "tests.bench.peer", "tokenize", files["smol_q4_1"], "--file", TEXT])[
+                        "tokens"
+                    ]
+                    == tokens
+                },
+            )
             for label, key in (("llama.cpp Q4_1", "smol_q4_1"), ("llama.cpp Q2_K", "smol_q2_k")):
                 if key in files:
-                    quality[label] = attempt(label, lambda: run_json(
-                        [peer, "-m", "tests.bench.peer", "ppl", files[key], "--tokens", f.name, "--ctx", CTX,
-                         "--bos", -1 if bos is None else bos, *limit]))
+                    quality[label] = attempt(
+                        label,
+                        lambda key=key: run_json(
+                            [
+                                peer,
+                                "-m",
+                                "tests.bench.peer",
+                                "ppl",
+                                files[key],
+                                "--tokens",
+                                f.name,
+                                "--ctx",
+                                CTX,
+                                "--bos",
+                                -1 if bos is None else bos,
+                                *limit,
+                            ]
+                        ),
+                    )
                     quality[label]["bits_per_weight"], quality[label]["mix"] = tensor_mix(files[key])
         finally:
             os.unlink(f.name)
@@ -241,6 +296,7 @@ def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
 
 
 # -- report -----------------------------------------------------------------------------
+
 
 def _num(x, fmt=".1f") -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else "—"
@@ -251,14 +307,19 @@ def _get(d: dict | None, key: str):
 
 
 def speed_table(speed: dict, files: dict) -> str:
-    rows = ["| model | engine and file | bits/weight | decode 1 thr | decode 2 thr | prompt 1 thr | prompt 2 thr |",
-            "|---|---|---|---|---|---|---|"]
-    for group, label, engine, key, bits in speed_configs(files):
+    rows = [
+        "| model | engine and file | bits/weight | decode 1 thr | decode 2 thr | prompt 1 thr | prompt 2 thr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group, label, engine, key, _bits in speed_configs(files):
         one, two = speed.get((group, label, 1)), speed.get((group, label, 2))
         if one is None and two is None:
             continue
-        bpw = (_get(one, "bits_per_weight") or _get(two, "bits_per_weight")) if engine == "ours" \
+        bpw = (
+            (_get(one, "bits_per_weight") or _get(two, "bits_per_weight"))
+            if engine == "ours"
             else tensor_mix(files[key])[0]
+        )
         cells = [_num(_get(r, k)) for k in ("decode_tok_s", "prompt_tok_s") for r in (one, two)]
         rows.append(f"| {group} | {label} | {_num(bpw, '.2f')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -280,49 +341,106 @@ def targets(speed: dict, quality: dict) -> list[tuple[str, str, bool | None]]:
 
     smol, syn = "SmolLM2-135M", "synthetic 1.17B"
     for t, need in ((1, 1.5), (2, 1.3)):
-        speed_row(f"SmolLM2 4-bit decode ≥ {need}× llama.cpp Q4_0, {t} thread{'s' * (t > 1)}",
-                  (smol, "ours 4-bit"), (smol, "llama.cpp Q4_0"), "decode_tok_s", t, need)
+        speed_row(
+            f"SmolLM2 4-bit decode ≥ {need}× llama.cpp Q4_0, {t} thread{'s' * (t > 1)}",
+            (smol, "ours 4-bit"),
+            (smol, "llama.cpp Q4_0"),
+            "decode_tok_s",
+            t,
+            need,
+        )
     for label in ("ours 2-bit preset (F16 file)", "ours ternary (TQ2_0 file)"):
-        speed_row(f"1.17B {label.removeprefix('ours ')} decode ≥ 1.5× llama.cpp TQ2_0, 1 thread",
-                  (syn, label), (syn, "llama.cpp TQ2_0"), "decode_tok_s", 1, 1.5)
-        speed_row(f"1.17B {label.removeprefix('ours ')} decode on 1 thread ≥ llama.cpp TQ2_0 on 2",
-                  (syn, label), (syn, "llama.cpp TQ2_0"), "decode_tok_s", 1, 1.0, peer_threads=2)
+        speed_row(
+            f"1.17B {label.removeprefix('ours ')} decode ≥ 1.5× llama.cpp TQ2_0, 1 thread",
+            (syn, label),
+            (syn, "llama.cpp TQ2_0"),
+            "decode_tok_s",
+            1,
+            1.5,
+        )
+        speed_row(
+            f"1.17B {label.removeprefix('ours ')} decode on 1 thread ≥ llama.cpp TQ2_0 on 2",
+            (syn, label),
+            (syn, "llama.cpp TQ2_0"),
+            "decode_tok_s",
+            1,
+            1.0,
+            peer_threads=2,
+        )
     for t in THREADS:
-        speed_row(f"SmolLM2 4-bit prompt ≥ llama.cpp Q4_0, {t} thr", (smol, "ours 4-bit"), (smol, "llama.cpp Q4_0"),
-                  "prompt_tok_s", t, 1.0)
-        speed_row(f"1.17B 4-bit prompt ≥ llama.cpp Q4_0, {t} thr", (syn, "ours 4-bit (Q4_0 file)"),
-                  (syn, "llama.cpp Q4_0"), "prompt_tok_s", t, 1.0)
-        speed_row(f"1.17B 2-bit prompt ≥ 1.5× llama.cpp Q2_K, {t} thr", (syn, "ours 2-bit preset (F16 file)"),
-                  (syn, "llama.cpp Q2_K"), "prompt_tok_s", t, 1.5)
+        speed_row(
+            f"SmolLM2 4-bit prompt ≥ llama.cpp Q4_0, {t} thr",
+            (smol, "ours 4-bit"),
+            (smol, "llama.cpp Q4_0"),
+            "prompt_tok_s",
+            t,
+            1.0,
+        )
+        speed_row(
+            f"1.17B 4-bit prompt ≥ llama.cpp Q4_0, {t} thr",
+            (syn, "ours 4-bit (Q4_0 file)"),
+            (syn, "llama.cpp Q4_0"),
+            "prompt_tok_s",
+            t,
+            1.0,
+        )
+        speed_row(
+            f"1.17B 2-bit prompt ≥ 1.5× llama.cpp Q2_K, {t} thr",
+            (syn, "ours 2-bit preset (F16 file)"),
+            (syn, "llama.cpp Q2_K"),
+            "prompt_tok_s",
+            t,
+            1.5,
+        )
     ref, four = _get(quality.get("float (Q4_1 dequantized)"), "ppl"), _get(quality.get("ours 4-bit"), "ppl")
-    out.append(("SmolLM2 4-bit perplexity within 1% of float",
-                f"{_num(four, '.3f')} vs {_num(ref, '.3f')} ({_num(100 * (four / ref - 1), '+.2f')}%)"
-                if four and ref else "not measured", None if not (four and ref) else four <= 1.01 * ref))
+    out.append(
+        (
+            "SmolLM2 4-bit perplexity within 1% of float",
+            f"{_num(four, '.3f')} vs {_num(ref, '.3f')} ({_num(100 * (four / ref - 1), '+.2f')}%)"
+            if four and ref
+            else "not measured",
+            None if not (four and ref) else four <= 1.01 * ref,
+        )
+    )
     two, q2k = quality.get("ours 2-bit preset"), quality.get("llama.cpp Q2_K")
     bpw2, ppl2, ppl_q2k = _get(two, "bits_per_weight"), _get(two, "ppl"), _get(q2k, "ppl")
-    out.append(("SmolLM2 2-bit preset ≤ 3 bits/weight and perplexity ≤ llama.cpp Q2_K",
-                f"{_num(bpw2, '.2f')} bits/weight, ppl {_num(ppl2, '.3f')} vs {_num(ppl_q2k, '.3f')}"
-                f" ({_num(_get(q2k, 'bits_per_weight'), '.2f')} bits/weight)",
-                None if not (bpw2 and ppl2 and ppl_q2k) else (bpw2 <= 3.0 and ppl2 <= ppl_q2k)))
+    out.append(
+        (
+            "SmolLM2 2-bit preset ≤ 3 bits/weight and perplexity ≤ llama.cpp Q2_K",
+            f"{_num(bpw2, '.2f')} bits/weight, ppl {_num(ppl2, '.3f')} vs {_num(ppl_q2k, '.3f')}"
+            f" ({_num(_get(q2k, 'bits_per_weight'), '.2f')} bits/weight)",
+            None if not (bpw2 and ppl2 and ppl_q2k) else (bpw2 <= 3.0 and ppl2 <= ppl_q2k),
+        )
+    )
     return out
 
 
 def memory_rows(speed: dict, files: dict) -> tuple[str, list]:
-    rows = ["| model | ours | RSS after load | RSS after the runs | interpreter before load | packed weights "
-            "| KV cache (n_ctx) | after runs ÷ (packed + KV) |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | ours | RSS after load | RSS after the runs | interpreter before load | packed weights "
+        "| KV cache (n_ctx) | after runs ÷ (packed + KV) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     checks = []
-    mib = lambda b: f"{b / 2**20:.0f} MiB"      # noqa: E731
-    for group, label, engine, key, bits in speed_configs(files):
+    mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
+    for group, label, engine, _key, _bits in speed_configs(files):
         r = speed.get((group, label, 1))
         if engine != "ours" or not isinstance(r, dict) or "rss_bytes" not in r:
             continue
         budget = r["packed_bytes"] + r["kv_cache_bytes"]
         rss = r.get("rss_after_run_bytes") or r["rss_bytes"]
         ratio = rss / budget
-        rows.append(f"| {group} | {label} | {mib(r['rss_bytes'])} | {mib(rss)} | {mib(r['rss_baseline_bytes'])} | "
-                    f"{mib(r['packed_bytes'])} | {mib(r['kv_cache_bytes'])} ({r['n_ctx']}) | {ratio:.2f} |")
-        checks.append((f"{group} {label}: RSS ≤ {RSS_FACTOR} × (packed + KV)",
-                       f"{mib(rss)} vs {mib(RSS_FACTOR * budget)} ({ratio:.2f}×)", ratio <= RSS_FACTOR))
+        rows.append(
+            f"| {group} | {label} | {mib(r['rss_bytes'])} | {mib(rss)} | {mib(r['rss_baseline_bytes'])} | "
+            f"{mib(r['packed_bytes'])} | {mib(r['kv_cache_bytes'])} ({r['n_ctx']}) | {ratio:.2f} |"
+        )
+        checks.append(
+            (
+                f"{group} {label}: RSS ≤ {RSS_FACTOR} × (packed + KV)",
+                f"{mib(rss)} vs {mib(RSS_FACTOR * budget)} ({ratio:.2f}×)",
+                ratio <= RSS_FACTOR,
+            )
+        )
     return "\n".join(rows), checks
 
 
@@ -334,55 +452,95 @@ def quality_table(quality: dict) -> str:
             continue
         bpw = "32 (float)" if label.startswith("float") else _num(_get(r, "bits_per_weight"), ".2f")
         err = _get(r, "ppl") * _get(r, "nll_stderr") if _get(r, "ppl") and _get(r, "nll_stderr") else None
-        rows.append(f"| {label} | {bpw} | {_num(_get(r, 'ppl'), '.3f')} | {_num(err, '.3f')} | "
-                    f"{_get(r, 'tokens_scored') or '—'} | {_get(r, 'chunks') or '—'} |")
+        rows.append(
+            f"| {label} | {bpw} | {_num(_get(r, 'ppl'), '.3f')} | {_num(err, '.3f')} | "
+            f"{_get(r, 'tokens_scored') or '—'} | {_get(r, 'chunks') or '—'} |"
+        )
     return "\n".join(rows)
 
 
-def render(machine: str, peer: str | None, speed: dict, first_load: dict, quality: dict, files: dict,
-           repeats: int) -> str:
+def render(
+    machine: str, peer: str | None, speed: dict, first_load: dict, quality: dict, files: dict, repeats: int
+) -> str:
     checks = targets(speed, quality)
     mem_table, mem_checks = memory_rows(speed, files)
     checks += mem_checks
     verdict = {True: "yes", False: "no", None: "not measured"}
-    lines = [f"## End to end — {machine}", "",
-             f"Prompt: {PROMPT} random token ids (seed 0) in one go; decode: {GEN} greedy steps after it; "
-             f"median of {repeats} runs after a warm-up, each engine in its own process, ours and llama.cpp "
-             "alternating. Ours: `python -m tmac_core bench` (Engine.forward + argmax, chunks of 32 prompt "
-             "tokens); llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch 512, "
-             "n_threads = n_threads_batch, weights loaded without mmap. "
-             + ("Peer: llama-cpp-python " + _peer_version(peer) + "." if peer
-                else "**llama-cpp-python was not available: no peer numbers in this run.**"), "",
-             busy_note(speed), "", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines = [
+        f"## End to end — {machine}",
+        "",
+        f"Prompt: {PROMPT} random token ids (seed 0) in one go; decode: {GEN} greedy steps after it; "
+        f"median of {repeats} runs after a warm-up, each engine in its own process, ours and llama.cpp "
+        "alternating. Ours: `python -m tmac_core bench` (Engine.forward + argmax, chunks of 32 prompt "
+        "tokens); llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch 512, "
+        "n_threads = n_threads_batch, weights loaded without mmap. "
+        + (
+            "Peer: llama-cpp-python " + _peer_version(peer) + "."
+            if peer
+            else "**llama-cpp-python was not available: no peer numbers in this run.**"
+        ),
+        "",
+        busy_note(speed),
+        "",
+        "### Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
     lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files), ""]
-    lines += ["llama.cpp tensor types: " + "; ".join(f"{k}: {tensor_mix(v)[1]}" for k, v in files.items()
-                                                     if k != "synth_f16"), ""]
+    lines += [
+        "llama.cpp tensor types: "
+        + "; ".join(f"{k}: {tensor_mix(v)[1]}" for k, v in files.items() if k != "synth_f16"),
+        "",
+    ]
     if first_load:
-        lines += ["First loads of ours (repack + cache write when the cache was cold): "
-                  + "; ".join(f"{g} {lab}: {_num(_get(r, 'load_s'))} s{' (cache hit)' if _get(r, 'cache_hit') else ''}"
-                              for (g, lab), r in first_load.items()), ""]
-    lines += ["### Quality: SmolLM2-135M perplexity", "",
-              f"`{TEXT.relative_to(ROOT)}` ({quality.get('n_tokens', '?')} tokens; Alice in Wonderland ch. I–II, "
-              f"public domain), ctx {CTX}, second half of each chunk scored (llama-perplexity's definition, "
-              "`tmac_core/perplexity.py`), identical token ids for every engine"
-              + ("" if not isinstance(quality.get("peer_tokenization_matches"), dict) else
-                 f" (llama.cpp's own tokenization {'matches' if quality['peer_tokenization_matches'].get('match') else 'differs'})")
-              + ".", "", quality_table(quality), "",
-              "### Memory (ours, 1-thread bench process, warm cache)", "",
-              "The weights are mapped from the repack cache file and the KV cache is allocated lazily, so "
-              "the resident set right after loading understates what a running model holds; the target is "
-              f"checked on the resident set after the {PROMPT}+{GEN}-token runs.", "", mem_table, ""]
+        lines += [
+            "First loads of ours (repack + cache write when the cache was cold): "
+            + "; ".join(
+                f"{g} {lab}: {_num(_get(r, 'load_s'))} s{' (cache hit)' if _get(r, 'cache_hit') else ''}"
+                for (g, lab), r in first_load.items()
+            ),
+            "",
+        ]
+    lines += [
+        "### Quality: SmolLM2-135M perplexity",
+        "",
+        f"`{TEXT.relative_to(ROOT)}` ({quality.get('n_tokens', '?')} tokens; Alice in Wonderland ch. I–II, "
+        f"public domain), ctx {CTX}, second half of each chunk scored (llama-perplexity's definition, "
+        "`tmac_core/perplexity.py`), identical token ids for every engine"
+        + (
+            ""
+            if not isinstance(quality.get("peer_tokenization_matches"), dict)
+            else " (llama.cpp's own tokenization "
+            + ("matches" if quality["peer_tokenization_matches"].get("match") else "differs")
+            + ")"
+        )
+        + ".",
+        "",
+        quality_table(quality),
+        "",
+        "### Memory (ours, 1-thread bench process, warm cache)",
+        "",
+        "The weights are mapped from the repack cache file and the KV cache is allocated lazily, so "
+        "the resident set right after loading understates what a running model holds; the target is "
+        f"checked on the resident set after the {PROMPT}+{GEN}-token runs.",
+        "",
+        mem_table,
+        "",
+    ]
     return "\n".join(lines)
 
 
 def busy_note(speed: dict) -> str:
     loads = [r["busy_cores_before"] for r in speed.values() if isinstance(r, dict) and "busy_cores_before" in r]
     busy = [x for x in loads if x >= 0.25]
-    return (f"Before each speed measurement the harness waited (up to 3 min) for other work on the machine "
-            f"to drop below 0.25 core: {len(loads) - len(busy)} of {len(loads)} measurements started on an idle "
-            "machine" + (f"; {len(busy)} started with {max(busy):.1f} cores busy elsewhere and may read low."
-                         if busy else "."))
+    return (
+        f"Before each speed measurement the harness waited (up to 3 min) for other work on the machine "
+        f"to drop below 0.25 core: {len(loads) - len(busy)} of {len(loads)} measurements started on an idle "
+        "machine"
+        + (f"; {len(busy)} started with {max(busy):.1f} cores busy elsewhere and may read low." if busy else ".")
+    )
 
 
 def _peer_version(peer: str) -> str:
@@ -394,7 +552,7 @@ def write_doc(section: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     block = f"{START}\n{section.rstrip()}\n{END}"
     if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     DOC.write_text(text)
@@ -402,6 +560,7 @@ def write_doc(section: str) -> None:
 
 def main(argv: list[str]) -> int:
     from tests.bench.machine import machine_line
+
     p = argparse.ArgumentParser(prog="python -m tests.bench e2e")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", choices=("smollm2", "synth"), default=None, help="one model group (development)")
@@ -415,7 +574,9 @@ def main(argv: list[str]) -> int:
     if peer is None:
         print("llama-cpp-python is not importable here (nor from $TMAC_BENCH_PEER_PYTHON): ours only", flush=True)
     files = prepare_models(peer)
-    groups = {"smollm2": {"SmolLM2-135M"}, "synth": {"synthetic 1.17B"}}.get(a.only, {"SmolLM2-135M", "synthetic 1.17B"})
+    groups = {"smollm2": {"SmolLM2-135M"}, "synth": {"synthetic 1.17B"}}.get(
+        a.only, {"SmolLM2-135M", "synthetic 1.17B"}
+    )
     speed, first_load = measure_speed(files, peer, a.repeats, groups)
     quality = {} if a.no_quality else measure_quality(files, peer, a.chunks)
     section = render(machine, peer, speed, first_load, quality, files, a.repeats)

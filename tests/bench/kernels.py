@@ -1,6 +1,7 @@
 """Kernel benchmark: median GEMV latency (table build included) of the LUT
 kernels for every available tier, bit width and 1/2 threads, next to numpy
 float32 and an int8-dequant reference kernel measured in the same run."""
+
 from __future__ import annotations
 
 import ctypes
@@ -14,11 +15,19 @@ import numpy as np
 import tmac_core.kernels as K
 from tmac_core.kernels import _kernels
 
-SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (11008, 4096), (576, 1536)]   # (M, K)
+SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (11008, 4096), (576, 1536)]  # (M, K)
 # (label, bits, group size): group 64 everywhere, plus 128-wide groups and
 # BitNet-style ternary with one scale per row (what llama.cpp's tq2_0 competes with)
-CONFIGS = [("1", 1, 64), ("2", 2, 64), ("3", 3, 64), ("4", 4, 64), ("ternary", 2, 64),
-           ("2 g128", 2, 128), ("4 g128", 4, 128), ("ternary/row", 2, "row")]
+CONFIGS = [
+    ("1", 1, 64),
+    ("2", 2, 64),
+    ("3", 3, 64),
+    ("4", 4, 64),
+    ("ternary", 2, 64),
+    ("2 g128", 2, 128),
+    ("4 g128", 4, 128),
+    ("ternary/row", 2, "row"),
+]
 THREADS = [1, 2]
 ITERS = 60
 
@@ -44,7 +53,7 @@ def _time_reference(ref, m, k, threads, rng) -> float:
     x = rng.standard_normal(k).astype(np.float32)
     x8, xd = np.empty(k, np.int8), np.empty(k // 32, np.float32)
     y = np.empty(m, np.float32)
-    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)       # noqa: E731
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
     args = (ptr(w), ptr(wd), ptr(x), ptr(x8), ptr(xd), ptr(y), m, k, threads)
     times = []
     for _ in range(ITERS):
@@ -77,8 +86,19 @@ def _packed(m, k, label, bits, group, rng):
 def time_cold(packed, x, threads, copies=6, iters=36) -> float:
     """Median GEMV ms with the weights read from DRAM: calls cycle through
     `copies` separate copies of the matrix, together far larger than the L3."""
-    clones = [K.PackedWeight(packed.planes.copy(), packed.scales.copy(), packed.m, packed.k, packed.k_pad,
-                             packed.bits, packed.group_size, packed.tensor_scale) for _ in range(copies)]
+    clones = [
+        K.PackedWeight(
+            packed.planes.copy(),
+            packed.scales.copy(),
+            packed.m,
+            packed.k,
+            packed.k_pad,
+            packed.bits,
+            packed.group_size,
+            packed.tensor_scale,
+        )
+        for _ in range(copies)
+    ]
     K.set_num_threads(threads)
     tables = K.build_lut(x[: packed.k], k_pad=packed.k_pad, act_group=packed.act_group)
     out = np.empty((1, packed.m), np.float32)
@@ -96,7 +116,7 @@ def run(log=print) -> dict:
     ref = _load_reference()
     saved = K.get_num_threads()
     rows = []
-    for (m, k) in SHAPES:
+    for m, k in SHAPES:
         log(f"shape {m}x{k}")
         np_ms = _time_numpy(m, k, rng)
         ref_ms = {t: _time_reference(ref, m, k, t, rng) if ref else None for t in THREADS}
@@ -106,15 +126,27 @@ def run(log=print) -> dict:
             for isa in K.available_isas():
                 for threads in THREADS:
                     K.set_num_threads(threads)
-                    _kernels.time_gemv(packed, x, 5, isa)        # warm the pool and caches
+                    _kernels.time_gemv(packed, x, 5, isa)  # warm the pool and caches
                     ms = _median_ms(_kernels.time_gemv(packed, x, ITERS, isa))
                     gbps = packed.nbytes / (ms / 1e3) / 1e9
-                    rows.append(dict(m=m, k=k, bits=label, isa=isa, threads=threads, ms=ms, gbps=gbps,
-                                     numpy_ms=np_ms, ref_ms=ref_ms[threads], mb=packed.nbytes / 1e6))
+                    rows.append(
+                        dict(
+                            m=m,
+                            k=k,
+                            bits=label,
+                            isa=isa,
+                            threads=threads,
+                            ms=ms,
+                            gbps=gbps,
+                            numpy_ms=np_ms,
+                            ref_ms=ref_ms[threads],
+                            mb=packed.nbytes / 1e6,
+                        )
+                    )
                     log(f"  {label:12s} {isa:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
     cold = {}
     for label, bits, group in [("2", 2, 64), ("4", 4, 64)]:
-        for (m, k) in [(4096, 14336), (14336, 4096)]:
+        for m, k in [(4096, 14336), (14336, 4096)]:
             packed = _packed(m, k, label, bits, group, rng)
             x = rng.standard_normal(packed.k_pad).astype(np.float32)
             for threads in THREADS:
@@ -125,21 +157,25 @@ def run(log=print) -> dict:
 
 
 def markdown(result: dict) -> str:
-    out = ["| M×K | bits | tier | threads | LUT GEMV (ms) | weights MB | GB/s | numpy f32 (ms) | int8-dequant Q4 ref (ms) | × ref |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| M×K | bits | tier | threads | LUT GEMV (ms) | weights MB | GB/s | numpy f32 (ms)"
+        " | int8-dequant Q4 ref (ms) | × ref |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         ref = f"{r['ref_ms']:.3f}" if r["ref_ms"] else "n/a"
         ratio = f"{r['ref_ms'] / r['ms']:.2f}" if r["ref_ms"] else "n/a"
-        out.append(f"| {r['m']}×{r['k']} | {r['bits']} | {r['isa']} | {r['threads']} | {r['ms']:.3f} | "
-                   f"{r['mb']:.1f} | {r['gbps']:.1f} | {r['numpy_ms']:.3f} | {ref} | {ratio} |")
+        out.append(
+            f"| {r['m']}×{r['k']} | {r['bits']} | {r['isa']} | {r['threads']} | {r['ms']:.3f} | "
+            f"{r['mb']:.1f} | {r['gbps']:.1f} | {r['numpy_ms']:.3f} | {ref} | {ratio} |"
+        )
     return "\n".join(out)
 
 
 def cold_markdown(result: dict) -> str:
     out = ["| M×K | bits | threads | ms | MB | GB/s |", "|---|---|---|---|---|---|"]
     for (m, k, label, threads), r in sorted(result["cold"].items()):
-        out.append(f"| {m}×{k} | {label} | {threads} | {r['ms']:.3f} | {r['mb']:.1f} | "
-                   f"{r['mb'] / r['ms']:.1f} |")
+        out.append(f"| {m}×{k} | {label} | {threads} | {r['ms']:.3f} | {r['mb']:.1f} | {r['mb'] / r['ms']:.1f} |")
     return "\n".join(out)
 
 
@@ -151,4 +187,3 @@ def summary(result: dict) -> dict:
         if key not in best or r["ms"] < best[key]["ms"]:
             best[key] = r
     return best
-

@@ -11,6 +11,7 @@ tmac_core bench` and tmac_core.perplexity step for step. Imports llama_cpp, nump
 and tmac_core.perplexity (pure numpy) only, so any Python with llama-cpp-python
 installed runs it, not just the project's venv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,20 @@ import os
 import sys
 import time
 
+import llama_cpp as L
 import numpy as np
 
-import llama_cpp as L
 from tmac_core import perplexity as ppl
 
-FTYPES = {"q4_0": L.LLAMA_FTYPE_MOSTLY_Q4_0, "q4_1": L.LLAMA_FTYPE_MOSTLY_Q4_1,
-          "q8_0": L.LLAMA_FTYPE_MOSTLY_Q8_0, "q2_k": L.LLAMA_FTYPE_MOSTLY_Q2_K,
-          "tq2_0": L.LLAMA_FTYPE_MOSTLY_TQ2_0, "tq1_0": L.LLAMA_FTYPE_MOSTLY_TQ1_0,
-          "iq4_nl": L.LLAMA_FTYPE_MOSTLY_IQ4_NL}
+FTYPES = {
+    "q4_0": L.LLAMA_FTYPE_MOSTLY_Q4_0,
+    "q4_1": L.LLAMA_FTYPE_MOSTLY_Q4_1,
+    "q8_0": L.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "q2_k": L.LLAMA_FTYPE_MOSTLY_Q2_K,
+    "tq2_0": L.LLAMA_FTYPE_MOSTLY_TQ2_0,
+    "tq1_0": L.LLAMA_FTYPE_MOSTLY_TQ1_0,
+    "iq4_nl": L.LLAMA_FTYPE_MOSTLY_IQ4_NL,
+}
 N_BATCH = 512
 
 
@@ -87,7 +93,7 @@ class Model:
 def cmd_quantize(a) -> dict:
     qp = L.llama_model_quantize_default_params()
     qp.ftype = FTYPES[a.type]
-    qp.allow_requantize = True          # SmolLM2 ships Q4_1: requantizing is the only way to other types
+    qp.allow_requantize = True  # SmolLM2 ships Q4_1: requantizing is the only way to other types
     qp.nthread = os.cpu_count() or 1
     t0 = time.perf_counter()
     tmp = a.dst + ".tmp"
@@ -115,13 +121,18 @@ def cmd_bench(a) -> dict:
         t2 = time.perf_counter()
         return a.prompt_tokens / (t1 - t0), a.gen_tokens / (t2 - t1)
 
-    run_once()                                  # warm-up, as llama-bench does
+    run_once()  # warm-up, as llama-bench does
     runs = [run_once() for _ in range(a.repeats)]
-    return {"prompt_tok_s": float(np.median([r[0] for r in runs])),
-            "decode_tok_s": float(np.median([r[1] for r in runs])),
-            "prompt_tok_s_runs": [r[0] for r in runs], "decode_tok_s_runs": [r[1] for r in runs],
-            "rss_bytes": rss, "threads": a.threads, "file_bytes": os.path.getsize(a.model),
-            "system_info": L.llama_print_system_info().decode(errors="replace")}
+    return {
+        "prompt_tok_s": float(np.median([r[0] for r in runs])),
+        "decode_tok_s": float(np.median([r[1] for r in runs])),
+        "prompt_tok_s_runs": [r[0] for r in runs],
+        "decode_tok_s_runs": [r[1] for r in runs],
+        "rss_bytes": rss,
+        "threads": a.threads,
+        "file_bytes": os.path.getsize(a.model),
+        "system_info": L.llama_print_system_info().decode(errors="replace"),
+    }
 
 
 def cmd_ppl(a) -> dict:
@@ -137,8 +148,16 @@ def cmd_ppl(a) -> dict:
         m.clear()
         nlls.append(ppl.chunk_nll(m.decode(chunk, 0, first), chunk, offset=first))
     r = ppl.summarize(nlls, a.ctx, len(tokens), time.perf_counter() - t0)
-    return {"ppl": r.ppl, "nll": r.nll, "nll_stderr": r.nll_stderr, "tokens_scored": r.tokens_scored,
-            "chunks": r.chunks, "ctx": r.ctx, "n_tokens": r.n_tokens, "seconds": r.seconds}
+    return {
+        "ppl": r.ppl,
+        "nll": r.nll,
+        "nll_stderr": r.nll_stderr,
+        "tokens_scored": r.tokens_scored,
+        "chunks": r.chunks,
+        "ctx": r.ctx,
+        "n_tokens": r.n_tokens,
+        "seconds": r.seconds,
+    }
 
 
 def cmd_tokenize(a) -> dict:

@@ -2,6 +2,7 @@
 dequantized to float64 (no further rounding) and run through
 tests/reference/llama_numpy.py, the plain numpy forward pass the runtime is
 tested against, scored with tmac_core.perplexity's own functions."""
+
 from __future__ import annotations
 
 import time
@@ -20,14 +21,14 @@ def float_model(path: str):
     """(config, name -> float64 array, RoPE inverse frequencies) of a GGUF file."""
     with GGUFFile.open(path) as gguf:
         cfg = ModelConfig.from_gguf(gguf)
-        weights = {name: dequantize_tensor(gguf, name).astype(np.float64)
-                   for name in cfg.expected_tensors()}
+        weights = {name: dequantize_tensor(gguf, name).astype(np.float64) for name in cfg.expected_tensors()}
         inv_freq = inv_frequencies(cfg, gguf)
     return cfg, weights, inv_freq
 
 
-def float_perplexity(path: str, tokens, ctx: int, bos_id: int | None,
-                     max_chunks: int | None = None) -> ppl.PerplexityResult:
+def float_perplexity(
+    path: str, tokens, ctx: int, bos_id: int | None, max_chunks: int | None = None
+) -> ppl.PerplexityResult:
     cfg, weights, inv_freq = float_model(path)
     t0 = time.perf_counter()
     nlls = []

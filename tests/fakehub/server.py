@@ -32,14 +32,14 @@ def git_blob_sha1(data: bytes) -> str:
 
 @dataclass
 class FileFaults:
-    drop_after_bytes: int | None = None   # close the socket after this many body bytes of one response
-    drops_remaining: int | None = 1       # how many responses get dropped (None: every one)
-    corrupt_body: bool = False            # same length, flipped bytes: only a sha256 check notices
-    status: int | None = None             # answer this status (with Hub error headers) instead of the file
-    error_code: str | None = None         # X-Error-Code for `status`
-    seconds_per_chunk: float = 0.0        # slow body
-    ignore_range: bool = False            # answer 200 with the whole file to a Range request
-    etag_not_sha256: bool = False         # send the git sha1 as ETag even for an LFS file
+    drop_after_bytes: int | None = None  # close the socket after this many body bytes of one response
+    drops_remaining: int | None = 1  # how many responses get dropped (None: every one)
+    corrupt_body: bool = False  # same length, flipped bytes: only a sha256 check notices
+    status: int | None = None  # answer this status (with Hub error headers) instead of the file
+    error_code: str | None = None  # X-Error-Code for `status`
+    seconds_per_chunk: float = 0.0  # slow body
+    ignore_range: bool = False  # answer 200 with the whole file to a Range request
+    etag_not_sha256: bool = False  # send the git sha1 as ETag even for an LFS file
 
 
 @dataclass
@@ -57,7 +57,7 @@ class FakeFile:
 class FakeRepo:
     files: dict[str, FakeFile]
     gated: bool = False
-    gated_status: int = 401              # the Hub uses 401 without a token, 403 with one lacking access
+    gated_status: int = 401  # the Hub uses 401 without a token, 403 with one lacking access
     commit: str = DEFAULT_COMMIT
 
 
@@ -86,8 +86,9 @@ class FakeHub:
 
     # ---- test-facing API ----------------------------------------------------------------------
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, lfs: bool = True, gated: bool = False,
-                 gated_status: int = 401) -> FakeRepo:
+    def add_repo(
+        self, repo_id: str, files: dict[str, bytes], *, lfs: bool = True, gated: bool = False, gated_status: int = 401
+    ) -> FakeRepo:
         repo = FakeRepo({name: FakeFile(data, lfs=lfs) for name, data in files.items()}, gated, gated_status)
         self.repos[repo_id] = repo
         return repo
@@ -111,7 +112,7 @@ class FakeHub:
     def cdn_endpoint(self) -> str:
         return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         for _ in range(2 if self.cdn_redirect else 1):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
             server.daemon_threads = True
@@ -129,7 +130,7 @@ class FakeHub:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -158,8 +159,16 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             return self.headers.get("Authorization") == f"Bearer {hub.valid_token}"
 
         def _finish(self, status: int, body_bytes: int = 0) -> None:
-            hub._record(RequestRecord(self.command, urlsplit(self.path).path, self.headers.get("Range"),
-                                      self._authorized(), status, body_bytes))
+            hub._record(
+                RequestRecord(
+                    self.command,
+                    urlsplit(self.path).path,
+                    self.headers.get("Range"),
+                    self._authorized(),
+                    status,
+                    body_bytes,
+                )
+            )
 
         def _empty(self, status: int, headers: dict[str, str]) -> None:
             self.send_response(status)
@@ -184,9 +193,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             path = unquote(parts.path)
             query = parse_qs(parts.query)
             if path.startswith("/cdn/"):
-                return self._serve_cdn(path[len("/cdn/"):], head)
+                return self._serve_cdn(path[len("/cdn/") :], head)
             if path.startswith("/api/models/"):
-                return self._serve_api(path[len("/api/models/"):], query, head)
+                return self._serve_api(path[len("/api/models/") :], query, head)
             match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
             if not match:
                 return self._empty(404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Not found"})
@@ -198,11 +207,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._empty(404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
                 return None
             if repo.gated and not self._authorized():
-                self._empty(repo.gated_status, {
-                    "X-Error-Code": "GatedRepo",
-                    "X-Error-Message": f"Access to model {repo_id} is restricted. You must have access to it "
-                                       "and be authenticated to access it. Please log in.",
-                })
+                self._empty(
+                    repo.gated_status,
+                    {
+                        "X-Error-Code": "GatedRepo",
+                        "X-Error-Message": f"Access to model {repo_id} is restricted. You must have access to it "
+                        "and be authenticated to access it. Please log in.",
+                    },
+                )
                 return None
             return repo
 
@@ -228,8 +240,16 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     if fake.lfs:
                         sibling["lfs"] = {"sha256": fake.sha256, "size": len(fake.data), "pointerSize": 134}
                 siblings.append(sibling)
-            return self._json({"id": match.group(1), "sha": repo.commit, "siblings": siblings, "private": False,
-                               "gated": "manual" if repo.gated else False}, head)
+            return self._json(
+                {
+                    "id": match.group(1),
+                    "sha": repo.commit,
+                    "siblings": siblings,
+                    "private": False,
+                    "gated": "manual" if repo.gated else False,
+                },
+                head,
+            )
 
         def _serve_resolve(self, repo_id: str, revision: str, filename: str, head: bool) -> None:
             repo = self._repo_or_error(repo_id)
@@ -239,8 +259,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._empty(404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
             fake = repo.files.get(filename)
             if fake is None:
-                return self._empty(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit,
-                                         "X-Error-Message": "Entry not found"})
+                return self._empty(
+                    404,
+                    {
+                        "X-Error-Code": "EntryNotFound",
+                        "X-Repo-Commit": repo.commit,
+                        "X-Error-Message": "Entry not found",
+                    },
+                )
             faults = fake.faults
             if faults.status is not None:
                 headers = {"X-Repo-Commit": repo.commit}
@@ -250,10 +276,16 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             etag = git_blob_sha1(fake.data) if (not fake.lfs or faults.etag_not_sha256) else fake.sha256
             if hub.cdn_redirect and fake.lfs:
                 # Absolute Location on another port = another origin, so the client stops there (as with the CDN).
-                return self._empty(302, {
-                    "Location": f"{hub.cdn_endpoint}/cdn/{fake.sha256}", "X-Repo-Commit": repo.commit,
-                    "X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(fake.data)), "ETag": '"pointer"',
-                })
+                return self._empty(
+                    302,
+                    {
+                        "Location": f"{hub.cdn_endpoint}/cdn/{fake.sha256}",
+                        "X-Repo-Commit": repo.commit,
+                        "X-Linked-Etag": f'"{etag}"',
+                        "X-Linked-Size": str(len(fake.data)),
+                        "ETag": '"pointer"',
+                    },
+                )
             self._send_file(fake, head, {"X-Repo-Commit": repo.commit, "ETag": f'"{etag}"'})
 
         def _serve_cdn(self, sha256: str, head: bool) -> None:
@@ -268,7 +300,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             data = fake.data
             if faults.corrupt_body and data:
                 middle = len(data) // 2
-                data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+                data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
             start = 0
             range_header = None if head else self.headers.get("Range")
             if range_header and not faults.ignore_range:
@@ -291,9 +323,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             body = memoryview(data)[start:]
             drop = faults.drop_after_bytes is not None and faults.drops_remaining != 0
             while sent < len(body) and not hub._stopping.is_set():
-                piece = body[sent:sent + 16384]
+                piece = body[sent : sent + 16384]
                 if drop and sent + len(piece) >= faults.drop_after_bytes:
-                    piece = piece[:max(0, faults.drop_after_bytes - sent)]
+                    piece = piece[: max(0, faults.drop_after_bytes - sent)]
                     self.wfile.write(piece)
                     sent += len(piece)
                     self.wfile.flush()

@@ -1,6 +1,7 @@
 """Shared generators of kernel test cases: random and adversarial weights and
 activations in the shapes the tests sweep. Used by the pytest files and by the
 cross-tier C driver (NEON under qemu, AVX-512 under SIMDe)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,15 @@ import tmac_core.kernels as K
 
 # (m, k, group_size): M and K off every tile size, single row, per-row and per-tensor scales
 SHAPES = [
-    (1, 64, 64), (63, 96, 32), (65, 192, 64), (130, 384, 128), (64, 256, 128),
-    (200, 512, 64), (17, 100, 100), (70, 37, 37), (128, 1024, 1024),
+    (1, 64, 64),
+    (63, 96, 32),
+    (65, 192, 64),
+    (130, 384, 128),
+    (64, 256, 128),
+    (200, 512, 64),
+    (17, 100, 100),
+    (70, 37, 37),
+    (128, 1024, 1024),
 ]
 BITS = [1, 2, 3, 4, "ternary"]
 
@@ -32,8 +40,7 @@ class Case:
         """The float64 (M, K) weights the codes mean, before any rounding of ours."""
         g = np.arange(self.codes.shape[1]) // self.group_size
         s = np.broadcast_to(self.scales, (self.codes.shape[0], self.codes.shape[1] // self.group_size))
-        z = (np.full_like(s, 1 << (self.bits - 1)) if self.zeros is None
-             else np.broadcast_to(self.zeros, s.shape))
+        z = np.full_like(s, 1 << (self.bits - 1)) if self.zeros is None else np.broadcast_to(self.zeros, s.shape)
         return s[:, g].astype(np.float64) * (self.codes.astype(np.float64) - z[:, g])
 
 
@@ -59,18 +66,18 @@ def make_case(rng, m, k, group_size, bits, *, zeros=True, codes="random", per_te
 
 def make_activations(rng, n, k, kind="normal") -> np.ndarray:
     x = rng.standard_normal((n, k)).astype(np.float32)
-    if kind == "outliers":                     # 1.5% of activations x20, as in LLM hidden states
+    if kind == "outliers":  # 1.5% of activations x20, as in LLM hidden states
         mask = rng.random((n, k)) < 0.015
         x[mask] *= 20
-    elif kind == "extreme":                    # every activation at +-max of a large range
+    elif kind == "extreme":  # every activation at +-max of a large range
         x = np.where(rng.random((n, k)) < 0.5, -1e4, 1e4).astype(np.float32)
-    elif kind == "zero_groups":                # whole activation groups of zeros
+    elif kind == "zero_groups":  # whole activation groups of zeros
         for g in range(0, k, 64):
             if (g // 64) % 2 == 0:
-                x[:, g:g + 64] = 0
+                x[:, g : g + 64] = 0
     return x
 
 
 def nmse(ref, got) -> float:
     ref = np.asarray(ref, np.float64)
-    return float(((ref - got) ** 2).sum() / max((ref ** 2).sum(), 1e-30))
+    return float(((ref - got) ** 2).sum() / max((ref**2).sum(), 1e-30))

@@ -1,6 +1,7 @@
 """SwiGLU (kernels.h §activation) on every tier this machine runs: against a
 float64 reference and against the generic tier, on ragged lengths (the SIMD
 tail path) and on gates far into both saturated ends of the sigmoid."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ TIERS = K.available_isas()
 
 def reference(gate, up):
     g = gate.astype(np.float64)
-    with np.errstate(over="ignore"):        # exp(1e6) = inf: g / inf = 0, which is the limit
+    with np.errstate(over="ignore"):  # exp(1e6) = inf: g / inf = 0, which is the limit
         return g / (1.0 + np.exp(-g)) * up.astype(np.float64)
 
 
@@ -32,15 +33,16 @@ def test_matches_float64_reference(isa, n, rng):
 
 @pytest.mark.parametrize("isa", TIERS)
 def test_saturated_gates(isa):
-    gate = np.array([0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 86.0, 88.0, 90.0, 1e6, -80.0, -87.5, -88.5, -1e6],
-                    np.float32)
+    gate = np.array(
+        [0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 86.0, 88.0, 90.0, 1e6, -80.0, -87.5, -88.5, -1e6], np.float32
+    )
     up = np.full_like(gate, -1.5)
     got = K.swiglu(gate, up, isa=isa)
     want = reference(gate, up)
-    big = np.abs(gate) < 80          # where silu is neither ~0 nor ~gate the relative error is checked
+    big = np.abs(gate) < 80  # where silu is neither ~0 nor ~gate the relative error is checked
     assert close(got[big], want[big], 1e-6)[0]
-    np.testing.assert_array_equal(got[gate >= 80], (gate * up)[gate >= 80])      # silu(g) = g in float32
-    assert (np.abs(got[gate <= -80]) < 1e-30).all()                              # silu(g) ~ 0, never NaN
+    np.testing.assert_array_equal(got[gate >= 80], (gate * up)[gate >= 80])  # silu(g) = g in float32
+    assert (np.abs(got[gate <= -80]) < 1e-30).all()  # silu(g) ~ 0, never NaN
     assert np.isfinite(got).all()
 
 

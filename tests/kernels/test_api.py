@@ -1,5 +1,6 @@
 """The Python face of the kernels: dispatch and its override, argument
 checks, the thread pool, and layout round trips and golden bytes."""
+
 import hashlib
 import json
 import os
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tmac_core.kernels as K
-from tmac_core.errors import UnsupportedCpuError
 from tests.kernels.cases import make_activations, make_case
+from tmac_core.errors import UnsupportedCpuError
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "layout_golden.json"
@@ -44,8 +46,14 @@ def test_cpu_features_agree_with_the_os():
     if feats["arch"] != "x86_64" or not cpuinfo.exists():
         pytest.skip("the cross-check reads x86 flags from Linux /proc/cpuinfo")
     flags = set(next(l for l in cpuinfo.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
-    for ours, linux in [("avx2", "avx2"), ("fma", "fma"), ("f16c", "f16c"), ("avx512f", "avx512f"),
-                        ("avx512bw", "avx512bw"), ("avx512_vnni", "avx512_vnni")]:
+    for ours, linux in [
+        ("avx2", "avx2"),
+        ("fma", "fma"),
+        ("f16c", "f16c"),
+        ("avx512f", "avx512f"),
+        ("avx512bw", "avx512bw"),
+        ("avx512_vnni", "avx512_vnni"),
+    ]:
         assert feats[ours] == (linux in flags), ours
     # Linux hides avx512 flags when XCR0 does not enable ZMM state: then os_avx512 is off too
     assert feats["os_avx"]
@@ -78,14 +86,17 @@ def test_isa_argument_checks(rng):
         K.gemv(packed, x, isa=missing)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(codes=np.full((4, 64), 4, np.uint8), bits=2, group_size=64),      # code out of range
-    dict(codes=np.zeros((4, 64), np.uint8), bits=5, group_size=64),        # bits
-    dict(codes=np.zeros((4, 96), np.uint8), bits=2, group_size=64),        # K % group
-    dict(codes=np.zeros((4, 64), np.uint8), bits=2, group_size=48),        # group size
-    dict(codes=np.zeros((0, 64), np.uint8), bits=2, group_size=64),        # empty
-    dict(codes=np.zeros((4, 64), np.float32), bits=2, group_size=64),      # dtype
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(codes=np.full((4, 64), 4, np.uint8), bits=2, group_size=64),  # code out of range
+        dict(codes=np.zeros((4, 64), np.uint8), bits=5, group_size=64),  # bits
+        dict(codes=np.zeros((4, 96), np.uint8), bits=2, group_size=64),  # K % group
+        dict(codes=np.zeros((4, 64), np.uint8), bits=2, group_size=48),  # group size
+        dict(codes=np.zeros((0, 64), np.uint8), bits=2, group_size=64),  # empty
+        dict(codes=np.zeros((4, 64), np.float32), bits=2, group_size=64),  # dtype
+    ],
+)
 def test_pack_rejects_bad_input(bad):
     m, k = bad["codes"].shape
     scales = np.ones((m, max(k // 64, 1)), np.float32)
@@ -108,7 +119,7 @@ def test_calls_reject_wrong_shapes(rng):
     with pytest.raises(ValueError):
         K.gemv(packed, wrong_tables)
     g32 = make_case(rng, 8, 128, 32, 2).pack()
-    with pytest.raises(ValueError):          # 64-wide tables cannot serve 32-wide scale groups
+    with pytest.raises(ValueError):  # 64-wide tables cannot serve 32-wide scale groups
         K.gemv(g32, K.build_lut(np.ones(128, np.float32), act_group=64))
     with pytest.raises(ValueError):
         K.gemm_tables(packed, K.build_lut(np.ones(128, np.float32)), None, np.empty((1, 7), np.float32))
@@ -151,7 +162,7 @@ def test_resizing_the_pool_under_load(rng):
             while not stop.is_set():
                 if not np.array_equal(K.gemv(packed, x), ref):
                     errors.append("result changed")
-        except Exception as e:  # surfaced below
+        except Exception as e:  # noqa: BLE001 (surfaced below)
             errors.append(repr(e))
 
     workers = [threading.Thread(target=compute) for _ in range(2)]
@@ -176,8 +187,13 @@ def test_thread_count_validation():
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(m=st.integers(1, 140), kgroups=st.integers(1, 6), bits=st.integers(1, 4),
-       group=st.sampled_from([32, 64, 128, "row"]), seed=st.integers(0, 2**31))
+@given(
+    m=st.integers(1, 140),
+    kgroups=st.integers(1, 6),
+    bits=st.integers(1, 4),
+    group=st.sampled_from([32, 64, 128, "row"]),
+    seed=st.integers(0, 2**31),
+)
 def test_pack_unpack_round_trip(m, kgroups, bits, group, seed):
     rng = np.random.default_rng(seed)
     k = kgroups * 128 if group != "row" else kgroups * 37
@@ -187,7 +203,7 @@ def test_pack_unpack_round_trip(m, kgroups, bits, group, seed):
     np.testing.assert_array_equal(K.layout.unpack_codes(packed.planes, m, k, packed.k_pad, bits), case.codes)
     # the only difference left is the fp16 rounding of s/2 and of the offset term (2^-11 relative)
     w, exact = K.dequantize(packed), case.weights()
-    np.testing.assert_allclose(w, exact, rtol=0, atol=2.0 ** -10 * max(np.abs(exact).max(), 1e-6))
+    np.testing.assert_allclose(w, exact, rtol=0, atol=2.0**-10 * max(np.abs(exact).max(), 1e-6))
 
 
 def golden_case():
@@ -216,9 +232,9 @@ def test_layout_golden_bytes(bits):
 def test_layout_golden_first_byte_by_hand():
     """LAYOUT.md worked example: byte 0 of plane 0 is row 0, k = 0..7."""
     codes = np.zeros((64, 64), np.uint8)
-    codes[0, :8] = [1, 0, 1, 1, 0, 0, 0, 1]        # plane 0 bits: low nibble 0b1101, high 0b1000
-    codes[8, 0] = 1                                 # row 8 -> byte 16 (lane 1, u 0)
-    codes[32, 4] = 1                                # row 32 -> byte 8, high nibble bit 0
+    codes[0, :8] = [1, 0, 1, 1, 0, 0, 0, 1]  # plane 0 bits: low nibble 0b1101, high 0b1000
+    codes[8, 0] = 1  # row 8 -> byte 16 (lane 1, u 0)
+    codes[32, 4] = 1  # row 32 -> byte 8, high nibble bit 0
     packed = K.pack(codes, np.ones((64, 1), np.float32), bits=1, group_size=64)
     block = packed.planes[:64]
     assert block[0] == 0x8D and block[16] == 0x01 and block[8] == 0x10

@@ -3,6 +3,7 @@ the same fp16 K/V, every tier this machine runs against the generic spec, and
 the properties the runtime relies on: a query's output is the same bit for bit
 whether it runs alone (decode) or inside a prompt chunk, and whatever the
 thread count. Also the fp32 -> fp16 rounding the KV cache stores with."""
+
 import numpy as np
 import pytest
 
@@ -22,9 +23,9 @@ def reference(q, k_cache, v_cache, pos, n_kv, scale):
     out = np.empty((n, H, hd))
     for t in range(n):
         for h in range(H):
-            s = k[h // G, :pos + t + 1] @ q[t, h].astype(np.float64) * scale
+            s = k[h // G, : pos + t + 1] @ q[t, h].astype(np.float64) * scale
             a = np.exp(s - s.max())
-            out[t, h] = (a / a.sum()) @ v[h // G, :pos + t + 1]
+            out[t, h] = (a / a.sum()) @ v[h // G, : pos + t + 1]
     return out
 
 
@@ -39,17 +40,28 @@ def case(rng, n, pos, H, n_kv, hd, q_scale=2.0, n_ctx=None):
 # (n, pos, heads, kv heads, head dim): one and several blocks, block edges, a
 # partial last block, no grouping, wide groups, head sizes the SIMD tiers take
 # (multiples of 8) and ones that fall back to the generic block
-SHAPES = [(1, 0, 9, 3, 64), (1, B - 1, 9, 3, 64), (1, B, 9, 3, 64), (1, 5 * B + 17, 9, 3, 64),
-          (7, B - 3, 9, 3, 64), (32, 2 * B - 16, 9, 3, 64), (1, 300, 4, 4, 128), (3, 150, 32, 8, 128),
-          (2, 90, 16, 1, 72), (3, 70, 6, 2, 40), (2, 40, 4, 2, 6), (1, 10, 2, 1, 256)]
+SHAPES = [
+    (1, 0, 9, 3, 64),
+    (1, B - 1, 9, 3, 64),
+    (1, B, 9, 3, 64),
+    (1, 5 * B + 17, 9, 3, 64),
+    (7, B - 3, 9, 3, 64),
+    (32, 2 * B - 16, 9, 3, 64),
+    (1, 300, 4, 4, 128),
+    (3, 150, 32, 8, 128),
+    (2, 90, 16, 1, 72),
+    (3, 70, 6, 2, 40),
+    (2, 40, 4, 2, 6),
+    (1, 10, 2, 1, 256),
+]
 
 
 @pytest.mark.parametrize("isa", TIERS)
 @pytest.mark.parametrize("n,pos,H,n_kv,hd", SHAPES)
 def test_attention_matches_float64_reference(isa, n, pos, H, n_kv, hd, rng):
     q, k, v = case(rng, n, pos, H, n_kv, hd)
-    got = K.attention(q, k, v, pos, n_kv, hd ** -0.5, isa=isa)
-    ref = reference(q, k, v, pos, n_kv, hd ** -0.5)
+    got = K.attention(q, k, v, pos, n_kv, hd**-0.5, isa=isa)
+    ref = reference(q, k, v, pos, n_kv, hd**-0.5)
     assert got.shape == (n, H, hd) and np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 
@@ -72,7 +84,7 @@ def test_a_query_gives_the_same_bits_alone_or_in_a_chunk(isa, rng):
     q, k, v = case(rng, n, pos, 9, 3, 64)
     chunk = K.attention(q, k, v, pos, 3, 0.125, isa=isa)
     for t in (0, 1, 27, n - 1):
-        alone = K.attention(q[t:t + 1], k, v, pos + t, 3, 0.125, isa=isa)
+        alone = K.attention(q[t : t + 1], k, v, pos + t, 3, 0.125, isa=isa)
         assert np.array_equal(alone[0], chunk[t])
 
 
@@ -96,17 +108,22 @@ def test_positions_after_the_query_are_never_read(rng):
     k2[:, 103:] = K.to_fp16(np.float32(np.nan))
     v2[:, 103:] = K.to_fp16(np.float32(np.inf))
     for isa in TIERS:
-        assert np.array_equal(K.attention(q, k, v, 100, 2, 0.125, isa=isa),
-                              K.attention(q, k2, v2, 100, 2, 0.125, isa=isa))
+        assert np.array_equal(
+            K.attention(q, k, v, 100, 2, 0.125, isa=isa), K.attention(q, k2, v2, 100, 2, 0.125, isa=isa)
+        )
 
 
-@pytest.mark.parametrize("bad", [
-    dict(pos=-1), dict(pos=197),                 # before 0 / past the cache (n_ctx 200, n 4)
-    dict(n_kv=3),                                # 8 heads do not split into 3 groups
-    dict(heads=34, n_kv=2),                      # group of 17 > TMAC_ATTN_MAX_GROUP
-    dict(hd=264),                                # > TMAC_ATTN_MAX_HEAD_DIM
-    dict(scale=float("nan")),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(pos=-1),
+        dict(pos=197),  # before 0 / past the cache (n_ctx 200, n 4)
+        dict(n_kv=3),  # 8 heads do not split into 3 groups
+        dict(heads=34, n_kv=2),  # group of 17 > TMAC_ATTN_MAX_GROUP
+        dict(hd=264),  # > TMAC_ATTN_MAX_HEAD_DIM
+        dict(scale=float("nan")),
+    ],
+)
 def test_inconsistent_sizes_are_refused(bad, rng):
     heads, n_kv, hd = bad.get("heads", 8), bad.get("n_kv", 2), bad.get("hd", 64)
     q = np.zeros((4, heads, hd), np.float32)
@@ -116,9 +133,27 @@ def test_inconsistent_sizes_are_refused(bad, rng):
 
 
 def test_fp16_rounding_matches_ieee(rng):
-    x = np.concatenate([(rng.standard_normal(20000) * s).astype(np.float32) for s in (1e-7, 1e-5, 1, 300, 6e4)]
-                       + [np.array([65504, 65519, 65520, 1e6, -0.0, np.inf, -np.inf, 2.0 ** -25, 2.0 ** -24 * 1.5,
-                                    2.0 ** -14, 2.0 ** -14 * (1 - 2.0 ** -11)], np.float32)])
+    x = np.concatenate(
+        [(rng.standard_normal(20000) * s).astype(np.float32) for s in (1e-7, 1e-5, 1, 300, 6e4)]
+        + [
+            np.array(
+                [
+                    65504,
+                    65519,
+                    65520,
+                    1e6,
+                    -0.0,
+                    np.inf,
+                    -np.inf,
+                    2.0**-25,
+                    2.0**-24 * 1.5,
+                    2.0**-14,
+                    2.0**-14 * (1 - 2.0**-11),
+                ],
+                np.float32,
+            )
+        ]
+    )
     with np.errstate(over="ignore"):
         expect = x.astype(np.float16).view(np.uint16)
     assert np.array_equal(K.to_fp16(x), expect)

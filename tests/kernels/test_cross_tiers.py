@@ -6,6 +6,7 @@ and outputs bit for bit with the generic tier, both in the same binary and
 as computed by this Python extension. CI installs the toolchains
 (.ci/run); elsewhere a missing toolchain skips with the reason, but under
 CI=true it fails."""
+
 import os
 import shutil
 import struct
@@ -37,19 +38,26 @@ def need(tool_ok: bool, what: str):
 
 def write_cases(path: Path, rng) -> int:
     blobs = []
-    for (m, k, gs) in SHAPES:
+    for m, k, gs in SHAPES:
         for bits in BITS:
-            for n in (1, 3, 9):     # 9: the threaded GEMM forms token pairs
+            for n in (1, 3, 9):  # 9: the threaded GEMM forms token pairs
                 case = make_case(rng, m, k, gs, bits)
                 p = case.pack()
                 x = np.zeros((n, p.k_pad), np.float32)
                 x[:, :k] = make_activations(rng, n, k, "outliers")
                 tables = K.build_lut(x, act_group=p.act_group, isa="generic")
                 y = K.gemm_tables(p, tables, "generic")
-                header = struct.pack("<8if", p.m, p.k, p.k_pad, p.bits, p.group_size, p.act_group, n, p.m_pad,
-                                     p.tensor_scale)
-                blobs.append(header + p.planes.tobytes() + p.scales.tobytes() + x.tobytes() + y.tobytes()
-                             + tables.entries.tobytes())
+                header = struct.pack(
+                    "<8if", p.m, p.k, p.k_pad, p.bits, p.group_size, p.act_group, n, p.m_pad, p.tensor_scale
+                )
+                blobs.append(
+                    header
+                    + p.planes.tobytes()
+                    + p.scales.tobytes()
+                    + x.tobytes()
+                    + y.tobytes()
+                    + tables.entries.tobytes()
+                )
     path.write_bytes(struct.pack("<i", len(blobs)) + b"".join(blobs))
     return len(blobs)
 
@@ -65,8 +73,11 @@ def build_neon(tmp_path: Path, driver: Path) -> tuple[str, Path]:
     need(gcc is not None and qemu is not None, "aarch64 cross compiler / qemu-aarch64")
     exe = tmp_path / f"{driver.stem}_neon"
     files = [str(KDIR / s) for s in sources.sources_for("aarch64")]
-    subprocess.run([gcc, *FLAGS, "-DDRIVER_NEON", *files, str(driver), "-static", "-pthread", "-lm",
-                    "-o", str(exe)], check=True, capture_output=True)
+    subprocess.run(
+        [gcc, *FLAGS, "-DDRIVER_NEON", *files, str(driver), "-static", "-pthread", "-lm", "-o", str(exe)],
+        check=True,
+        capture_output=True,
+    )
     return qemu, exe
 
 
@@ -74,8 +85,7 @@ def test_neon_tier_under_qemu(tmp_path, rng):
     qemu, exe = build_neon(tmp_path, DRIVER)
     cases = tmp_path / "cases.bin"
     n = write_cases(cases, rng)
-    check_driver_output(subprocess.run([qemu, str(exe), str(cases)], capture_output=True, text=True,
-                                       timeout=600), n)
+    check_driver_output(subprocess.run([qemu, str(exe), str(cases)], capture_output=True, text=True, timeout=600), n)
 
 
 def test_neon_attention_under_qemu(tmp_path):
@@ -92,15 +102,32 @@ def test_neon_swiglu_under_qemu(tmp_path):
 def test_avx512_tier(tmp_path, rng):
     if "avx512" in K.available_isas():
         pytest.skip("this CPU runs the AVX-512 tier natively: test_kernels_vs_generic covers it")
-    need(Path("/usr/include/simde/x86/avx512.h").exists() and shutil.which("gcc") is not None,
-         "SIMDe (libsimde-dev) for AVX-512 emulation")
+    need(
+        Path("/usr/include/simde/x86/avx512.h").exists() and shutil.which("gcc") is not None,
+        "SIMDe (libsimde-dev) for AVX-512 emulation",
+    )
     need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
     exe = tmp_path / "driver_avx512"
     files = [str(KDIR / s) for s in sources.sources_for("x86_64")]
     # every file with the AVX2 tier's flags: native AVX2/FMA/F16C under the emulation, so emulated
     # fused multiply-adds stay fused
-    subprocess.run(["gcc", *FLAGS, *sources.TIER_UNIT["avx2"].gcc_flags, "-DTMAC_EMULATE_X86", "-DDRIVER_AVX512",
-                    *files, str(DRIVER), "-pthread", "-lm", "-o", str(exe)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "gcc",
+            *FLAGS,
+            *sources.TIER_UNIT["avx2"].gcc_flags,
+            "-DTMAC_EMULATE_X86",
+            "-DDRIVER_AVX512",
+            *files,
+            str(DRIVER),
+            "-pthread",
+            "-lm",
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        capture_output=True,
+    )
     cases = tmp_path / "cases.bin"
     n = write_cases(cases, rng)
     check_driver_output(subprocess.run([str(exe), str(cases)], capture_output=True, text=True, timeout=600), n)

@@ -3,6 +3,7 @@ tables and outputs bit for bit, including padding, adversarial inputs and
 GEMM; and generic against a float64 mathematical reference (NMSE <= 1e-3).
 Outputs are poisoned with NaN before each call, so a tier that silently does
 nothing cannot pass."""
+
 import numpy as np
 import pytest
 
@@ -82,7 +83,7 @@ def test_adversarial_activations(isa, kind, bits, rng):
     x = make_activations(rng, 2, 512, kind)
     ref = x.astype(np.float64) @ case.weights().T
     tables, got = run(case.pack(), x, isa)
-    assert np.abs(tables.entries).max() <= 127          # -128 never appears (mirror symmetry)
+    assert np.abs(tables.entries).max() <= 127  # -128 never appears (mirror symmetry)
     assert nmse(ref, got) <= MAX_NMSE
     if kind == "zero_groups":
         assert (tables.scales[:, ::2] == 0).all() and (tables.entries.reshape(2, -1, 256)[:, ::2] == 0).all()

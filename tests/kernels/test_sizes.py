@@ -3,6 +3,7 @@ int, or exceed the limits of kernels.h (MAX_DIM, MAX_ELEMS), are refused with
 a ValueError before native code reads a byte or anything large is allocated;
 and the thread pool works in a child after fork. Every case runs in a child
 process, so a segfault or a hang fails its test instead of killing pytest."""
+
 import os
 import subprocess
 import sys
@@ -40,8 +41,14 @@ def isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(ROOT)
     # an address-space cap turns an accidental huge allocation into a MemoryError, not a swapping machine
     cap = "import resource; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
-    return subprocess.run([sys.executable, "-c", cap + PRELUDE + textwrap.dedent(code)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", cap + PRELUDE + textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_refused(code: str):
@@ -52,8 +59,10 @@ def assert_refused(code: str):
 
 def weight(m, k, k_pad, bits, group_size, n_planes, n_scales, virtual=False):
     make = "virtual" if virtual else "np.zeros"
-    return (f"refused(K.PackedWeight, {make}({n_planes}, np.uint8), {make}({n_scales}, np.uint16), "
-            f"{m}, {k}, {k_pad}, {bits}, {group_size}, 1.0)")
+    return (
+        f"refused(K.PackedWeight, {make}({n_planes}, np.uint8), {make}({n_scales}, np.uint16), "
+        f"{m}, {k}, {k_pad}, {bits}, {group_size}, 1.0)"
+    )
 
 
 def planes_len(m, k_pad, bits):
@@ -67,29 +76,41 @@ def scales_len(m, k_pad, group_size):
 E18 = 1 << 18
 
 
-@pytest.mark.parametrize("case", [
-    # 2^18 x 2^18 is within the limits: only its buffers are wrong
-    weight(E18, E18, E18, 4, E18, 0, scales_len(E18, E18, E18)),
-    weight(E18, E18, E18, 4, E18, 10, 128),
-    # the scales count 4096 * 8192 * 128 = 2^32 is 0 in 32-bit arithmetic: an empty buffer
-    # must not pass; the planes are the right (virtual) size, so the scales check decides
-    weight(E18, E18, E18, 1, 32, planes_len(E18, E18, 1), 0, virtual=True),
-    # planes 2^35 = 0 in 32 bits
-    weight(E18, E18, E18, 4, E18, 0, 0),
-    # right buffers, shape over the element limit: refused before the (virtual) buffers are copied
-    weight(MAX_DIM, MAX_DIM, MAX_DIM, 1, MAX_DIM, planes_len(MAX_DIM, MAX_DIM, 1),
-           scales_len(MAX_DIM, MAX_DIM, MAX_DIM), virtual=True),
-    weight(2 * E18, E18, E18, 1, E18, planes_len(2 * E18, E18, 1), scales_len(2 * E18, E18, E18), virtual=True),
-    # dimensions past MAX_DIM, near INT_MAX (m + 63 wraps), past 64 bits, negative
-    weight(MAX_DIM + 1, 64, 64, 2, 64, 0, 0),
-    weight(2**31 - 1, 64, 64, 2, 64, 0, 0),
-    weight(2**31 - 32, 64, 64, 2, 64, 0, 0),
-    weight(64, 64, 2**32 + 64, 2, 64, 0, 0),
-    weight(2**64 + 1, 64, 64, 2, 64, 0, 0),
-    weight(64, -64, 64, 2, 64, 0, 0),
-    weight(64, 64, 64, 2**32 + 2, 64, 0, 0),
-    weight(64, 64, 64, 2, 2**32 + 64, 0, 0),
-], ids=lambda c: c.split("PackedWeight, ")[1][:70])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # 2^18 x 2^18 is within the limits: only its buffers are wrong
+        weight(E18, E18, E18, 4, E18, 0, scales_len(E18, E18, E18)),
+        weight(E18, E18, E18, 4, E18, 10, 128),
+        # the scales count 4096 * 8192 * 128 = 2^32 is 0 in 32-bit arithmetic: an empty buffer
+        # must not pass; the planes are the right (virtual) size, so the scales check decides
+        weight(E18, E18, E18, 1, 32, planes_len(E18, E18, 1), 0, virtual=True),
+        # planes 2^35 = 0 in 32 bits
+        weight(E18, E18, E18, 4, E18, 0, 0),
+        # right buffers, shape over the element limit: refused before the (virtual) buffers are copied
+        weight(
+            MAX_DIM,
+            MAX_DIM,
+            MAX_DIM,
+            1,
+            MAX_DIM,
+            planes_len(MAX_DIM, MAX_DIM, 1),
+            scales_len(MAX_DIM, MAX_DIM, MAX_DIM),
+            virtual=True,
+        ),
+        weight(2 * E18, E18, E18, 1, E18, planes_len(2 * E18, E18, 1), scales_len(2 * E18, E18, E18), virtual=True),
+        # dimensions past MAX_DIM, near INT_MAX (m + 63 wraps), past 64 bits, negative
+        weight(MAX_DIM + 1, 64, 64, 2, 64, 0, 0),
+        weight(2**31 - 1, 64, 64, 2, 64, 0, 0),
+        weight(2**31 - 32, 64, 64, 2, 64, 0, 0),
+        weight(64, 64, 2**32 + 64, 2, 64, 0, 0),
+        weight(2**64 + 1, 64, 64, 2, 64, 0, 0),
+        weight(64, -64, 64, 2, 64, 0, 0),
+        weight(64, 64, 64, 2**32 + 2, 64, 0, 0),
+        weight(64, 64, 64, 2, 2**32 + 64, 0, 0),
+    ],
+    ids=lambda c: c.split("PackedWeight, ")[1][:70],
+)
 def test_packed_weight_sizes_are_checked_in_64_bits(case):
     assert_refused(case)
 
@@ -97,8 +118,9 @@ def test_packed_weight_sizes_are_checked_in_64_bits(case):
 @pytest.mark.parametrize("tensor_scale", ["2**1000", "1e39", "1e-50", "float('nan')", "-1.0"])
 def test_tensor_scale_must_be_a_positive_finite_float32(tensor_scale):
     # 1e39 is finite as a double but inf as the float32 the struct holds; 1e-50 rounds to 0
-    r = isolated(f"refused(K.PackedWeight, np.zeros(1024, np.uint8), np.zeros(128, np.uint16), 1, 64, 64, 2, 64, "
-                 f"{tensor_scale})")
+    r = isolated(
+        f"refused(K.PackedWeight, np.zeros(1024, np.uint8), np.zeros(128, np.uint16), 1, 64, 64, 2, 64, {tensor_scale})"
+    )
     assert r.returncode == 0 and "ValueError: tensor_scale" in r.stdout, r.stdout + r.stderr[-3000:]
 
 
@@ -113,15 +135,18 @@ def test_a_real_weight_still_packs_and_runs():
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
-@pytest.mark.parametrize("case", [
-    "refused(K.ActivationTables, 2**31, 64, 64)",
-    "refused(K.ActivationTables, 1, 2**32 + 64, 64)",
-    f"refused(K.ActivationTables, {MAX_DIM}, {MAX_DIM}, 64)",          # 2^48 elements
-    "refused(K.ActivationTables, 4, 64, 2**32 + 64)",
-    # a (2^20, 2^20) activation matrix: refused by shape, before the contiguous copy
-    "refused(K.build_tables, as_strided(np.zeros(1, np.float32), shape=(2**20, 2**20), strides=(0, 0)), 64)",
-    "refused(K.build_tables, np.zeros((2, 64), np.float32), 2**32 + 64)",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "refused(K.ActivationTables, 2**31, 64, 64)",
+        "refused(K.ActivationTables, 1, 2**32 + 64, 64)",
+        f"refused(K.ActivationTables, {MAX_DIM}, {MAX_DIM}, 64)",  # 2^48 elements
+        "refused(K.ActivationTables, 4, 64, 2**32 + 64)",
+        # a (2^20, 2^20) activation matrix: refused by shape, before the contiguous copy
+        "refused(K.build_tables, as_strided(np.zeros(1, np.float32), shape=(2**20, 2**20), strides=(0, 0)), 64)",
+        "refused(K.build_tables, np.zeros((2, 64), np.float32), 2**32 + 64)",
+    ],
+)
 def test_table_sizes_are_checked_in_64_bits(case):
     assert_refused(case)
 
@@ -132,16 +157,19 @@ def attention_call(n, heads, hd, n_kv, n_ctx, pos):
     return f"refused(K.attention, {q}, {cache}, {cache}, {pos}, {n_kv}, 0.125)"
 
 
-@pytest.mark.parametrize("case", [
-    attention_call(1, 8, 64, 2, 2**31 + 16, 0),             # n_ctx wraps to 16 as a C int
-    attention_call(1, 8, 64, 2, MAX_DIM + 1, 0),
-    attention_call(1, 8, 64, 2, 200, 2**31 - 1),            # pos + n wraps
-    attention_call(1, 8, 64, 2, 200, 2**32 + 3),            # pos wraps to 3
-    attention_call(4, 8, 64, 2**32 + 2, 200, 0),            # n_kv_heads wraps to 2
-    attention_call(1, 2**31 + 8, 64, 2, 200, 0),            # n_heads wraps to 8
-    attention_call(1, 2**17, 64, 2**13, 200, 0),            # n_heads over MAX_HEADS
-    attention_call(2**31 + 1, 8, 64, 2, 2**31 + 16, 0),     # query count wraps to 1
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        attention_call(1, 8, 64, 2, 2**31 + 16, 0),  # n_ctx wraps to 16 as a C int
+        attention_call(1, 8, 64, 2, MAX_DIM + 1, 0),
+        attention_call(1, 8, 64, 2, 200, 2**31 - 1),  # pos + n wraps
+        attention_call(1, 8, 64, 2, 200, 2**32 + 3),  # pos wraps to 3
+        attention_call(4, 8, 64, 2**32 + 2, 200, 0),  # n_kv_heads wraps to 2
+        attention_call(1, 2**31 + 8, 64, 2, 200, 0),  # n_heads wraps to 8
+        attention_call(1, 2**17, 64, 2**13, 200, 0),  # n_heads over MAX_HEADS
+        attention_call(2**31 + 1, 8, 64, 2, 2**31 + 16, 0),  # query count wraps to 1
+    ],
+)
 def test_attention_sizes_are_checked_in_64_bits(case):
     assert_refused(case)
 
@@ -153,7 +181,7 @@ def test_thread_counts_past_the_limit_are_value_errors(n):
 
 def test_limits_are_the_documented_ones():
     assert MAX_DIM == 1 << 24 and MAX_ELEMS == 1 << 36
-    assert (1 << 18) * (1 << 18) <= MAX_ELEMS        # a 2^18 x 2^18 matrix is accepted with real buffers
+    assert (1 << 18) * (1 << 18) <= MAX_ELEMS  # a 2^18 x 2^18 matrix is accepted with real buffers
 
 
 FORK_CASE = """
@@ -196,18 +224,23 @@ def fork_and_wait():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_pool_works_in_a_forked_child():
-    r = isolated(FORK_CASE + """
+    r = isolated(
+        FORK_CASE
+        + """
 fork_and_wait()
 assert np.array_equal(K.gemm(packed, X), ref)      # and the parent's pool is untouched
 print("ok")
-""")
+"""
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_fork_while_another_thread_runs_kernels():
     # the pool's locks may be held by the other thread at the moment of the fork
-    r = isolated(FORK_CASE + """
+    r = isolated(
+        FORK_CASE
+        + """
 stop = threading.Event()
 errors = []
 def busy():
@@ -224,13 +257,16 @@ finally:
     t.join()
 assert not errors, errors
 print("ok")
-""")
+"""
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_multiprocessing_fork_workers_use_the_pool():
-    r = isolated(FORK_CASE + """
+    r = isolated(
+        FORK_CASE
+        + """
 import multiprocessing as mp
 
 def work(i):
@@ -239,7 +275,8 @@ def work(i):
 with mp.get_context("fork").Pool(2) as pool:
     assert all(pool.map_async(work, range(8)).get(timeout=60))
 print("ok")
-""")
+"""
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
 
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import regex
 
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-         r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 # (regexes, ignore_merges) per tokenizer.ggml.pre, as in llama.cpp's llm_tokenizer_bpe.
 PRE = {
@@ -30,8 +34,9 @@ PRE = {
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     n = 0
     for b in range(256):
@@ -53,7 +58,7 @@ def pre_tokenize(text: str, patterns: list[str]) -> list[str]:
                 if m.start() == m.end():
                     continue
                 if m.start() > pos:
-                    out.append(piece[pos:m.start()])
+                    out.append(piece[pos : m.start()])
                 out.append(m.group())
                 pos = m.end()
             if pos < len(piece):
@@ -63,8 +68,9 @@ def pre_tokenize(text: str, patterns: list[str]) -> list[str]:
 
 
 class SlowBPE:
-    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]],
-                 patterns: list[str], ignore_merges: bool = False):
+    def __init__(
+        self, vocab: dict[str, int], merges: list[tuple[str, str]], patterns: list[str], ignore_merges: bool = False
+    ):
         self.vocab = vocab
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.patterns = patterns
@@ -81,13 +87,12 @@ class SlowBPE:
             if not ranked:
                 break
             _, i = min(ranked)  # lowest rank, then leftmost
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
         return parts
 
     def encode(self, text: str) -> list[int]:
         ids = []
         for piece in pre_tokenize(text, self.patterns):
-            word = "".join(self.byte_char[b] for b in piece.encode("utf-8")
-                           if self.byte_char[b] in self.vocab)
+            word = "".join(self.byte_char[b] for b in piece.encode("utf-8") if self.byte_char[b] in self.vocab)
             ids.extend(self.vocab[p] for p in self.bpe(word) if p in self.vocab)
         return ids

@@ -1,6 +1,7 @@
 """A plain numpy Llama forward pass: the semantic reference the Cython runtime
 is checked against. Short and readable on purpose; float64 throughout, on the
 same dequantized weights the kernels use."""
+
 import numpy as np
 
 
@@ -10,15 +11,15 @@ def rmsnorm(x, w, eps):
 
 def rope(v, n_heads, head_dim, positions, inv_freq, neox):
     v = v.reshape(len(positions), n_heads, head_dim).copy()
-    ang = positions[:, None] * inv_freq[None, :]                        # (n, hd/2)
+    ang = positions[:, None] * inv_freq[None, :]  # (n, hd/2)
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     if neox:
-        a, b = v[..., : head_dim // 2], v[..., head_dim // 2:]
+        a, b = v[..., : head_dim // 2], v[..., head_dim // 2 :]
     else:
         a, b = v[..., 0::2], v[..., 1::2]
     ra, rb = a * cos - b * sin, a * sin + b * cos
     if neox:
-        v[..., : head_dim // 2], v[..., head_dim // 2:] = ra, rb
+        v[..., : head_dim // 2], v[..., head_dim // 2 :] = ra, rb
     else:
         v[..., 0::2], v[..., 1::2] = ra, rb
     return v.reshape(len(positions), -1)

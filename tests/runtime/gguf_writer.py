@@ -23,6 +23,7 @@ from tmac_core.loading.gguf_write import encode_tensor, encode_value
 @dataclass
 class KVLayout:
     """Where one metadata entry landed: `start` is its key-length field."""
+
     key: str
     start: int
     type_offset: int
@@ -32,6 +33,7 @@ class KVLayout:
 @dataclass
 class TensorInfoLayout:
     """Where one tensor-index entry landed (absolute file offsets of each field)."""
+
     name: str
     start: int
     n_dims_offset: int
@@ -45,6 +47,7 @@ class TensorInfoLayout:
 @dataclass
 class GGUFLayout:
     """Byte offsets of every field of a written file, for targeted corruption in tests."""
+
     kv: list[KVLayout] = field(default_factory=list)
     tensors: list[TensorInfoLayout] = field(default_factory=list)
     tensor_infos_start: int = 0
@@ -75,8 +78,7 @@ class GGUFWriter:
         if alignment != DEFAULT_ALIGNMENT:
             self.add("general.alignment", alignment, ValueType.UINT32)
 
-    def add(self, key: str, value: Any, value_type: ValueType,
-            element_type: ValueType | None = None) -> None:
+    def add(self, key: str, value: Any, value_type: ValueType, element_type: ValueType | None = None) -> None:
         if any(k == key for k, _, _ in self._kv):
             raise ValueError(f"duplicate key {key!r}")
         self._kv.append((key, ValueType(value_type), encode_value(value, value_type, element_type)))
@@ -101,8 +103,7 @@ class GGUFWriter:
         x = np.asarray(x)
         self.add_raw_tensor(name, encode_tensor(x, ggml_type), ggml_type, x.shape[::-1])
 
-    def add_raw_tensor(self, name: str, raw: np.ndarray | bytes, ggml_type: GGMLType,
-                       shape: Sequence[int]) -> None:
+    def add_raw_tensor(self, name: str, raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int]) -> None:
         """Store already-encoded bytes; `shape` is in GGUF order (ne0 first)."""
         ggml_type = GGMLType(ggml_type)
         raw = np.frombuffer(raw, np.uint8) if isinstance(raw, bytes) else raw.reshape(-1)
@@ -118,8 +119,7 @@ class GGUFWriter:
     def build(self) -> tuple[bytes, GGUFLayout]:
         """The whole file in memory plus where each field landed."""
         layout = GGUFLayout()
-        out = bytearray(GGUF_MAGIC + struct.pack("<IQQ", self.version, len(self._tensors),
-                                                 len(self._kv)))
+        out = bytearray(GGUF_MAGIC + struct.pack("<IQQ", self.version, len(self._tensors), len(self._kv)))
         for key, vtype, value in self._kv:
             start = len(out)
             out += encode_value(key, ValueType.STRING)
@@ -138,8 +138,9 @@ class GGUFWriter:
             out += struct.pack(f"<{len(shape)}Q", *shape)
             type_offset = len(out)
             out += struct.pack("<I", ggml_type)
-            layout.tensors.append(TensorInfoLayout(name, start, n_dims_offset, ne_offsets,
-                                                   type_offset, len(out), rel, raw.nbytes))
+            layout.tensors.append(
+                TensorInfoLayout(name, start, n_dims_offset, ne_offsets, type_offset, len(out), rel, raw.nbytes)
+            )
             out += struct.pack("<Q", rel)
             rel += -(-raw.nbytes // self.alignment) * self.alignment
         data_start = -(-len(out) // self.alignment) * self.alignment

@@ -28,19 +28,25 @@ def smol_template(smollm2_reference):
 
 
 def test_smollm2_template_exact(smol_template):
-    msgs = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "What is the capital of France?"}]
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
     r = render_template(smol_template, msgs, add_generation_prompt=True, special_tokens=CHATML)
-    assert r.text == ("<|im_start|>system\nYou are terse.<|im_end|>\n"
-                      "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
-                      "<|im_start|>assistant\n")
+    assert r.text == (
+        "<|im_start|>system\nYou are terse.<|im_end|>\n"
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     assert r.notice is None and r.template == "gguf"
 
 
 def test_smollm2_template_default_system_and_no_generation_prompt(smol_template):
     r = render_chat(smol_template, USER, add_generation_prompt=False, special_tokens=CHATML)
-    assert r.text == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
-                      "trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n")
+    assert r.text == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+        "trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    )
 
 
 INJECTIONS = [
@@ -72,8 +78,10 @@ def test_injection_is_refused_and_runs_nothing(tmp_path, monkeypatch, payload):
 
 def test_format_tricks_are_harmless():
     # CVE-2024-56326 / CVE-2025-27516 shapes: jinja2 >= 3.1.6 keeps these inside the sandbox.
-    for payload in ["{{ ('{0.__class__}'|attr('format'))(1) }}",
-                    "{{ '{0.__class__.__init__.__globals__}'.format(cycler) }}"]:
+    for payload in [
+        "{{ ('{0.__class__}'|attr('format'))(1) }}",
+        "{{ '{0.__class__.__init__.__globals__}'.format(cycler) }}",
+    ]:
         try:
             out = render_template(payload, USER).text
         except ChatTemplateError:
@@ -81,26 +89,29 @@ def test_format_tricks_are_harmless():
         assert "globals" not in out and "module" not in out
 
 
-@pytest.mark.parametrize("payload", [
-    "{% for i in range(10**9) %}x{% endfor %}",
-    "{{ 'a' * 100000000 }}",
-    "{{ [0] * 100000000 }}",
-    "{{ 'a'.ljust(10**10) }}",
-    "{{ 'a'|center(10000000000) }}",
-    "{{ '%999999999d' % 1 }}",
-    "{{ '{:>999999999}'.format(1) }}",
-    "{{ (9 ** 9) ** (9 ** 9) }}",
-    "{{ (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) }}",
-    "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('ab') }}",
-    "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
-    "{% for i in range(100000) %}{{ 'x' * 20 }}{% endfor %}",
-    "{{ 'x' * 1000000 + 'y' * 1000000 }}",
-    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join }}",
-    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join(',') }}",
-    "{{ ('x' * 1000000) | replace('x', 'yy') }}",
-    "{{ ('\\n' * 1000000) | indent(1000) }}",
-    "{{ ('x' * 1000000).replace('x', 'yy') }}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{% for i in range(10**9) %}x{% endfor %}",
+        "{{ 'a' * 100000000 }}",
+        "{{ [0] * 100000000 }}",
+        "{{ 'a'.ljust(10**10) }}",
+        "{{ 'a'|center(10000000000) }}",
+        "{{ '%999999999d' % 1 }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ (9 ** 9) ** (9 ** 9) }}",
+        "{{ (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) }}",
+        "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('ab') }}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% for i in range(100000) %}{{ 'x' * 20 }}{% endfor %}",
+        "{{ 'x' * 1000000 + 'y' * 1000000 }}",
+        "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join }}",
+        "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join(',') }}",
+        "{{ ('x' * 1000000) | replace('x', 'yy') }}",
+        "{{ ('\\n' * 1000000) | indent(1000) }}",
+        "{{ ('x' * 1000000).replace('x', 'yy') }}",
+    ],
+)
 def test_resource_abuse_stops_fast(payload):
     start = time.monotonic()
     with pytest.raises(ChatTemplateError):
@@ -124,12 +135,14 @@ def test_template_size_limit():
 
 
 def test_transformers_compatible_globals():
-    tpl = ("{{ bos_token }}{% for m in messages %}{{ m['content'] | tojson }}"
-           "{% if loop.index == 1 %}{% break %}{% endif %}{% endfor %}"
-           "{% if tools %}{{ tools[0]['name'] }}{% endif %}{{ eos_token }}"
-           "{% generation %}{{ strftime_now('%Y')[:2] }}{% endgeneration %}"
-           "{% if add_generation_prompt %}!{% endif %}"
-           "{{ ['a', 'b'] | join('-') }}{{ 'a\nb' | indent(2) }}{{ 'ab' | replace('b', 'c') }}")
+    tpl = (
+        "{{ bos_token }}{% for m in messages %}{{ m['content'] | tojson }}"
+        "{% if loop.index == 1 %}{% break %}{% endif %}{% endfor %}"
+        "{% if tools %}{{ tools[0]['name'] }}{% endif %}{{ eos_token }}"
+        "{% generation %}{{ strftime_now('%Y')[:2] }}{% endgeneration %}"
+        "{% if add_generation_prompt %}!{% endif %}"
+        "{{ ['a', 'b'] | join('-') }}{{ 'a\nb' | indent(2) }}{{ 'ab' | replace('b', 'c') }}"
+    )
     msgs = [{"role": "user", "content": "né"}, {"role": "user", "content": "x"}]
     r = render_template(tpl, msgs, bos_token="<s>", eos_token="</s>", tools=[{"name": "calc"}])
     assert r.text == '<s>"né"calc</s>20!a-ba\n  bac'
@@ -142,8 +155,11 @@ def test_message_objects_are_copied_to_plain_data():
     class Msg:
         role: str
         content: str
-    r = render_template("{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}",
-                        [Msg("user", "a"), {"role": "assistant", "content": "b"}])
+
+    r = render_template(
+        "{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}",
+        [Msg("user", "a"), {"role": "assistant", "content": "b"}],
+    )
     assert r.text == "user:a;assistant:b;"
     with pytest.raises(ChatTemplateError):
         render_template("{{ messages }}", [object()])
@@ -154,30 +170,42 @@ def test_fallbacks():
     assert pick_fallback(CHATML) == "chatml"
     assert pick_fallback([], bos_token="<s>") == "llama2"
     assert pick_fallback([]) == "chatml"
-    msgs = [{"role": "system", "content": "Sys"}, {"role": "user", "content": " Hi "},
-            {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "Q"}]
-    r = render_chat(None, msgs, bos_token="<|begin_of_text|>",
-                    special_tokens=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    msgs = [
+        {"role": "system", "content": "Sys"},
+        {"role": "user", "content": " Hi "},
+        {"role": "assistant", "content": "Yo"},
+        {"role": "user", "content": "Q"},
+    ]
+    r = render_chat(
+        None,
+        msgs,
+        bos_token="<|begin_of_text|>",
+        special_tokens=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    )
     assert r.template == "llama3" and "no chat template" in r.notice
-    assert r.text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys<|eot_id|>"
-                      "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-                      "<|start_header_id|>assistant<|end_header_id|>\n\nYo<|eot_id|>"
-                      "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
-                      "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert r.text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nYo<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     r = render_chat("{% if %}", msgs, bos_token="<s>", eos_token="</s>")
     assert r.template == "llama2" and "failed" in r.notice
     assert r.text == "<s>[INST] <<SYS>>\nSys\n<</SYS>>\n\nHi [/INST] Yo </s><s>[INST] Q [/INST]"
-    r = render_chat("x", [{"role": "user", "content": None},
-                          {"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}],
-                    special_tokens=CHATML, add_generation_prompt=False)
+    r = render_chat(
+        "x",
+        [{"role": "user", "content": None}, {"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}],
+        special_tokens=CHATML,
+        add_generation_prompt=False,
+    )
     assert r.template == "gguf" and r.text == "x"
     r = render_chat("{{ raise_exception('nope') }}", r and [{"role": "user", "content": None}])
     assert "nope" in r.notice and r.text == "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_special_strings_in_content_are_marked(smol_template):
-    r = render_chat(smol_template, [{"role": "user", "content": "<|im_end|>\ufdd0<|im_start|>"}],
-                    special_tokens=CHATML)
+    r = render_chat(smol_template, [{"role": "user", "content": "<|im_end|>\ufdd0<|im_start|>"}], special_tokens=CHATML)
     assert r.text.count("<|im_end|>") == 3 and r.marked.count("<|im_end|>") == 2
     assert unmark(r.marked) == r.text
 
@@ -187,8 +215,12 @@ SPECIAL_RE = re.compile("|".join(map(re.escape, sorted(SPECIALS, key=len, revers
 
 
 @settings(max_examples=300, derandomize=True, deadline=None, database=None)
-@given(st.lists(st.sampled_from(["<", "|", ">", "x", "a", "im_end", "im_start", MARK, "<|a|>",
-                                 "<|im_end|>", " ", "é"]), max_size=20).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["<", "|", ">", "x", "a", "im_end", "im_start", MARK, "<|a|>", "<|im_end|>", " ", "é"]),
+        max_size=20,
+    ).map("".join)
+)
 def test_mark_unmark_round_trip(text):
     marked = mark_untrusted(text, SpecialMatcher(SPECIALS))
     assert unmark(marked) == text
@@ -197,22 +229,25 @@ def test_mark_unmark_round_trip(text):
 
 # Memory, not only time: each of these asks for gigabytes in one step or in many small
 # ones; all must stop early, and the process must not grow by more than the budget.
-@pytest.mark.parametrize("payload", [
-    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | string }}",
-    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | tojson }}",
-    "{{ [[[[[1]]]]] | tojson(indent=999999) }}",
-    "{{ ('%999999s' * 1000) % ((1,) * 1000) }}",
-    "{{ ('%*d' * 1000) % ((999999, 1) * 1000) }}",
-    "{{ ('{:999999}' * 1000).format(*range(1000)) }}",
-    "{{ ('{:{w}}' * 1000).format(*range(1000), w=999999) }}",
-    "{{ ('\\t' * 1000).expandtabs(999999) }}",
-    "{{ ('&' * 900000) | escape }}",
-    "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | pprint }}",
-    "{% set ns = namespace(l=[]) %}{% for i in range(3000) %}{% set ns.l = ns.l + ['x' * 1000000] %}"
-    "{% endfor %}{{ ns.l | length }}",
-    "{% set ns = namespace(s='') %}{% for i in range(3000) %}{% set ns.s = ns.s ~ ('y' * 400000)[:1] %}"
-    "{% set ns.t = 'z' * 1000000 %}{% endfor %}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | string }}",
+        "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | tojson }}",
+        "{{ [[[[[1]]]]] | tojson(indent=999999) }}",
+        "{{ ('%999999s' * 1000) % ((1,) * 1000) }}",
+        "{{ ('%*d' * 1000) % ((999999, 1) * 1000) }}",
+        "{{ ('{:999999}' * 1000).format(*range(1000)) }}",
+        "{{ ('{:{w}}' * 1000).format(*range(1000), w=999999) }}",
+        "{{ ('\\t' * 1000).expandtabs(999999) }}",
+        "{{ ('&' * 900000) | escape }}",
+        "{% set b = 'x' * 1000000 %}{{ ([b] * 1000) | pprint }}",
+        "{% set ns = namespace(l=[]) %}{% for i in range(3000) %}{% set ns.l = ns.l + ['x' * 1000000] %}"
+        "{% endfor %}{{ ns.l | length }}",
+        "{% set ns = namespace(s='') %}{% for i in range(3000) %}{% set ns.s = ns.s ~ ('y' * 400000)[:1] %}"
+        "{% set ns.t = 'z' * 1000000 %}{% endfor %}",
+    ],
+)
 def test_templates_are_bounded_in_memory(payload):
     import tracemalloc
 
@@ -227,10 +262,11 @@ def test_templates_are_bounded_in_memory(payload):
 
 
 def test_a_realistic_long_chat_still_renders():
-    long_chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 2000 + str(i)}
-                 for i in range(80)]
-    template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] | trim + "
-                "'<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' }}")
+    long_chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 2000 + str(i)} for i in range(80)]
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] | trim + "
+        "'<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' }}"
+    )
     rendered = render_template(template, long_chat, special_tokens=CHATML)
     assert rendered.text.count("<|im_start|>") == 81 and len(rendered.text) > 800_000
 
@@ -239,6 +275,7 @@ def test_messages_longer_than_any_prompt_are_their_own_error():
     from tmac_core.tokenizer.chat_template import PromptTooLongError
 
     with pytest.raises(PromptTooLongError) as too_long:
-        render_chat("{{ messages[0]['content'] }}", [{"role": "user", "content": "x" * 2_000_000}],
-                    special_tokens=CHATML)
+        render_chat(
+            "{{ messages[0]['content'] }}", [{"role": "user", "content": "x" * 2_000_000}], special_tokens=CHATML
+        )
     assert too_long.value.n_chars == 2_000_000

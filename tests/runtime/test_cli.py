@@ -1,6 +1,7 @@
 """`python -m tmac_core` in subprocesses (--json), on the embedded SmolLM2 and on
 tiny models written by its own `synth` command; plus the perplexity definition
 checked against a plain re-implementation of llama-perplexity's loop."""
+
 from __future__ import annotations
 
 import json
@@ -33,23 +34,33 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cli(cache_dir):
     """Run the CLI; every run must be free of tracebacks, whatever its exit code."""
+
     def run(*args, input=None, env=None, timeout=600):
-        proc = subprocess.run([sys.executable, "-m", "tmac_core", *map(str, args)], cwd=ROOT, input=input,
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "TMAC_CACHE_DIR": str(cache_dir), **(env or {})})
+        proc = subprocess.run(
+            [sys.executable, "-m", "tmac_core", *map(str, args)],
+            cwd=ROOT,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "TMAC_CACHE_DIR": str(cache_dir), **(env or {})},
+        )
         assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
         return proc
+
     return run
 
 
 @pytest.fixture(scope="module")
 def cli_json(cli):
     """Run with --json; returns (exit code, the one JSON object on stdout)."""
+
     def run(*args, **kw):
         proc = cli(*args, "--json", **kw)
         lines = proc.stdout.strip().splitlines()
         assert len(lines) == 1, proc.stdout + proc.stderr
         return proc.returncode, json.loads(lines[0])
+
     return run
 
 
@@ -63,6 +74,7 @@ def tiny(cli_json, tmp_path_factory):
 
 
 # -- info, synth ----------------------------------------------------------------------
+
 
 def test_info_reports_tiers_and_features(cli_json):
     code, out = cli_json("info")
@@ -86,7 +98,7 @@ def test_synth_file_reads_back_with_an_independent_reader(tiny):
     reader = gguf.GGUFReader(str(path))
     tensors = {t.name: t for t in reader.tensors}
     assert sum(int(t.n_elements) for t in tensors.values()) == out["n_params"]
-    assert tensors["blk.1.ffn_down.weight"].shape.tolist() == [128, 64]          # ne0 first
+    assert tensors["blk.1.ffn_down.weight"].shape.tolist() == [128, 64]  # ne0 first
     assert tensors["output.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
     assert np.all(np.asarray(tensors["blk.0.attn_norm.weight"].data) == 1.0)
     # Q8_0 blocks: int8 codes times an fp16 scale; the values must be N(0, 0.02)
@@ -100,13 +112,14 @@ def test_synth_file_reads_back_with_an_independent_reader(tiny):
 
 def test_synth_round_trip_through_the_loader(tiny):
     from tmac_core import Engine
+
     path, _ = tiny
     engine = Engine.load(path, bits=4, use_cache=False, n_ctx=64)
     info = engine.info
     assert (info.dim, info.n_layers, info.vocab_size, info.n_ctx_train) == (64, 2, 320, 8192)
     text = "Byte-level: any text at all, even ünïcödé ✓\n"
     ids = engine.tokenizer.encode(text, allow_special=False)
-    assert engine.tokenizer.decode(ids) == text and len(ids) < len(text.encode())   # merges are used
+    assert engine.tokenizer.decode(ids) == text and len(ids) < len(text.encode())  # merges are used
 
 
 def test_synth_refuses_bad_shapes(cli_json, tmp_path):
@@ -117,9 +130,20 @@ def test_synth_refuses_bad_shapes(cli_json, tmp_path):
 
 # -- generate, chat -------------------------------------------------------------------
 
+
 def test_generate_greedy_is_deterministic_on_the_embedded_model(cli_json):
-    args = ("generate", "default", "--prompt", "Name three colours.", "--temperature", "0", "--max-tokens", "12",
-            "--threads", "2")
+    args = (
+        "generate",
+        "default",
+        "--prompt",
+        "Name three colours.",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "--threads",
+        "2",
+    )
     code, a = cli_json(*args)
     assert code == 0, a
     _, b = cli_json(*args)
@@ -133,9 +157,10 @@ def test_generate_sampling_repeats_with_the_same_seed(cli_json, tiny):
     args = ("generate", path, "--prompt", "hi", "--temperature", "0.9", "--seed", "11", "--max-tokens", "24")
     runs = [cli_json(*args)[1] for _ in range(2)]
     assert runs[0]["text"] == runs[1]["text"] and runs[0]["generated_tokens"] >= 1
-    other = cli_json("generate", path, "--prompt", "hi", "--temperature", "0.9", "--seed", "12",
-                     "--max-tokens", "24")[1]
-    assert other["text"] != runs[0]["text"]         # the seed is actually used
+    other = cli_json("generate", path, "--prompt", "hi", "--temperature", "0.9", "--seed", "12", "--max-tokens", "24")[
+        1
+    ]
+    assert other["text"] != runs[0]["text"]  # the seed is actually used
 
 
 def test_generate_human_output_streams_text_and_times_on_stderr(cli, tiny):
@@ -153,23 +178,41 @@ def test_chat_keeps_history_and_reset_forgets_it(cli, tiny):
     assert kept.returncode == 0
     one, two = (json.loads(line) for line in kept.stdout.splitlines())
     assert one["role"] == two["role"] == "assistant"
-    assert two["prompt_tokens"] > one["prompt_tokens"] and two["cached_tokens"] > 0   # history, KV reused
-    reset = cli(*common, input="first message\n/reset\nsecond\n")                      # EOF ends it too
+    assert two["prompt_tokens"] > one["prompt_tokens"] and two["cached_tokens"] > 0  # history, KV reused
+    reset = cli(*common, input="first message\n/reset\nsecond\n")  # EOF ends it too
     first, second = (json.loads(line) for line in reset.stdout.splitlines())
     assert second["cached_tokens"] == 0 and second["prompt_tokens"] < two["prompt_tokens"]
 
 
 def test_ctrl_c_stops_the_answer_not_the_chat(cache_dir, tiny):
     path, _ = tiny
-    proc = subprocess.Popen([sys.executable, "-m", "tmac_core", "chat", str(path), "--temperature", "0",
-                             "--repeat-penalty", "1", "--max-tokens", "100000", "--ctx", "8192"],
-                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "TMAC_CACHE_DIR": str(cache_dir)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tmac_core",
+            "chat",
+            str(path),
+            "--temperature",
+            "0",
+            "--repeat-penalty",
+            "1",
+            "--max-tokens",
+            "100000",
+            "--ctx",
+            "8192",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMAC_CACHE_DIR": str(cache_dir)},
+    )
     try:
         proc.stdin.write(b"tell me everything\n")
         proc.stdin.flush()
         seen, deadline = b"", time.monotonic() + 60
-        while len(seen) < 16:                            # past the "> " prompt: the answer is streaming
+        while len(seen) < 16:  # past the "> " prompt: the answer is streaming
             ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
             assert ready, f"no answer streamed within 60 s (got {seen!r})"
             more = os.read(proc.stdout.fileno(), 64)
@@ -187,16 +230,18 @@ def test_ctrl_c_stops_the_answer_not_the_chat(cache_dir, tiny):
 
 # -- perplexity -----------------------------------------------------------------------
 
+
 def reference_ppl(path, text: str, ctx: int, max_chunks: int | None = None):
     """llama-perplexity's loop written out plainly: all logits of each chunk at once."""
     from tmac_core import Engine
+
     engine = Engine.load(path, bits=4, use_cache=False, n_ctx=ctx)
     tok = engine.tokenizer
     tokens = tok.encode(text, allow_special=False, add_special=True)
     n_chunk = len(tokens) // ctx if max_chunks is None else min(len(tokens) // ctx, max_chunks)
     nll, count = 0.0, 0
     for i in range(n_chunk):
-        chunk = list(tokens[i * ctx:(i + 1) * ctx])
+        chunk = list(tokens[i * ctx : (i + 1) * ctx])
         if tok.add_bos:
             chunk[0] = tok.bos_id
         logits = np.asarray(engine.score(chunk), np.float64)
@@ -267,10 +312,12 @@ def test_perplexity_pieces():
 
 # -- bench ----------------------------------------------------------------------------
 
+
 def test_bench_reports_speeds_and_memory(cli_json, tiny):
     path, out = tiny
-    code, b = cli_json("bench", path, "--bits", 2, "--threads", 1, "--prompt-tokens", 40, "--gen-tokens", 8,
-                       "--repeats", 2)
+    code, b = cli_json(
+        "bench", path, "--bits", 2, "--threads", 1, "--prompt-tokens", 40, "--gen-tokens", 8, "--repeats", 2
+    )
     assert code == 0, b
     for key in ("prompt_tok_s", "decode_tok_s", "bits_per_weight", "packed_bytes", "rss_bytes", "n_params"):
         assert b[key] > 0, key
@@ -287,6 +334,7 @@ def test_bench_refuses_more_tokens_than_the_context(cli_json, tiny):
 
 # -- bad inputs -----------------------------------------------------------------------
 
+
 def test_missing_model_file(cli, cli_json, tmp_path):
     missing = tmp_path / "nope.gguf"
     code, out = cli_json("generate", missing, "--prompt", "hi")
@@ -301,7 +349,7 @@ def test_corrupt_model_file(cli, cli_json, tiny, tmp_path, damage):
     path, _ = tiny
     bad = tmp_path / f"{damage}.gguf"
     data = path.read_bytes()
-    bad.write_bytes(b"this is not a model file at all" * 10 if damage == "garbage" else data[:len(data) // 3])
+    bad.write_bytes(b"this is not a model file at all" * 10 if damage == "garbage" else data[: len(data) // 3])
     code, out = cli_json("bench", bad, "--no-cache")
     assert code == 2 and out["error"] == "ModelFormatError" and str(bad) in out["message"]
     proc = cli("generate", bad, "--prompt", "hi", "--no-cache")

@@ -14,10 +14,20 @@ from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
 from tmac_core.loading.gguf_write import encode_tensor, quantize_q4_0, quantize_q4_1, quantize_q8_0
 
 # Byte positions of fp16 scale fields per type (ggml-common.h block structs).
-HALF_FIELDS = {GGMLType.Q4_0: [0], GGMLType.Q4_1: [0, 2], GGMLType.Q5_0: [0], GGMLType.Q5_1: [0, 2],
-               GGMLType.Q8_0: [0], GGMLType.Q2_K: [80, 82], GGMLType.Q3_K: [108],
-               GGMLType.Q4_K: [0, 2], GGMLType.Q5_K: [0, 2], GGMLType.Q6_K: [208],
-               GGMLType.TQ1_0: [52], GGMLType.TQ2_0: [64]}
+HALF_FIELDS = {
+    GGMLType.Q4_0: [0],
+    GGMLType.Q4_1: [0, 2],
+    GGMLType.Q5_0: [0],
+    GGMLType.Q5_1: [0, 2],
+    GGMLType.Q8_0: [0],
+    GGMLType.Q2_K: [80, 82],
+    GGMLType.Q3_K: [108],
+    GGMLType.Q4_K: [0, 2],
+    GGMLType.Q5_K: [0, 2],
+    GGMLType.Q6_K: [208],
+    GGMLType.TQ1_0: [52],
+    GGMLType.TQ2_0: [64],
+}
 
 
 def _random_blocks(ggml_type: GGMLType, n_blocks: int, seed: int) -> np.ndarray:
@@ -26,10 +36,14 @@ def _random_blocks(ggml_type: GGMLType, n_blocks: int, seed: int) -> np.ndarray:
     block, block_bytes = BLOCK_LAYOUT[ggml_type]
     raw = rng.integers(0, 256, (n_blocks, block_bytes), dtype=np.uint8)
     if block == 1 and ggml_type is not GGMLType.BF16:
-        return rng.standard_normal(n_blocks).astype(np.float32 if ggml_type is GGMLType.F32
-                                                    else np.float16).view(np.uint8).reshape(-1)
+        return (
+            rng.standard_normal(n_blocks)
+            .astype(np.float32 if ggml_type is GGMLType.F32 else np.float16)
+            .view(np.uint8)
+            .reshape(-1)
+        )
     for at in HALF_FIELDS.get(ggml_type, []):
-        raw[:, at:at + 2] = (rng.standard_normal((n_blocks, 1)) * 0.05).astype("<f2").view(np.uint8)
+        raw[:, at : at + 2] = (rng.standard_normal((n_blocks, 1)) * 0.05).astype("<f2").view(np.uint8)
     return raw.reshape(-1)
 
 
@@ -44,8 +58,7 @@ def test_matches_gguf_package_bit_for_bit(ggml_type):
     np.testing.assert_array_equal(ours, ref)
 
 
-@pytest.mark.parametrize("ggml_type", [t for t in BLOCK_LAYOUT if BLOCK_LAYOUT[t][0] > 1],
-                         ids=lambda t: t.name)
+@pytest.mark.parametrize("ggml_type", [t for t in BLOCK_LAYOUT if BLOCK_LAYOUT[t][0] > 1], ids=lambda t: t.name)
 def test_garbage_bytes_match_gguf_including_nan(ggml_type):
     # Fully random bytes include inf/NaN scales; ggml semantics still decide the output.
     raw = np.random.default_rng(99).integers(0, 256, 40 * BLOCK_LAYOUT[ggml_type][1], dtype=np.uint8)
@@ -69,17 +82,18 @@ def test_hand_worked_q4_k_scale_packing():
     # Sub-block 5 (j >= 4): scale = (s[9] & 0xF) | (s[1] >> 6) << 4, min = (s[9] >> 4) | (s[5] >> 6) << 4.
     scales = bytearray(12)
     scales[1], scales[5], scales[9] = 0b11_000000, 0b10_000000, 0x5A
-    block = (np.float16(1.0).tobytes() + np.float16(1.0).tobytes() + bytes(scales)
-             + bytes([0x31] * 128))                # every low nibble 1, high nibble 3
+    block = (
+        np.float16(1.0).tobytes() + np.float16(1.0).tobytes() + bytes(scales) + bytes([0x31] * 128)
+    )  # every low nibble 1, high nibble 3
     out = dequantize(block, GGMLType.Q4_K, (256,))
-    sub5 = out[160:192]                              # sub-block 5 = high nibbles of qs[64:96]
+    sub5 = out[160:192]  # sub-block 5 = high nibbles of qs[64:96]
     assert np.all(sub5 == 3 * (0xA | 3 << 4) - (0x5 | 2 << 4))
-    assert np.all(out[0:32] == 0)                     # sub-block 0: scale 0, min 0
+    assert np.all(out[0:32] == 0)  # sub-block 0: scale 0, min 0
 
 
 def test_hand_worked_ternary_blocks():
     d = np.float16(2.0).tobytes()
-    tq2 = bytes([0b00_01_10_00] * 64) + d           # crumbs 0, 2, 1, 0 → -1, +1, 0, -1
+    tq2 = bytes([0b00_01_10_00] * 64) + d  # crumbs 0, 2, 1, 0 → -1, +1, 0, -1
     out = dequantize(tq2, GGMLType.TQ2_0, (256,))
     assert list(out[[0, 32, 64, 96]]) == [-2.0, 2.0, 0.0, -2.0]
     # TQ1_0 stores 5 trits per byte as ceil(v * 256 / 243); all-zero trits (value -1 each).
@@ -91,16 +105,15 @@ def test_wrong_byte_count_is_a_value_error():
     with pytest.raises(ValueError, match="do not hold Q8_0"):
         dequantize(bytes(33), GGMLType.Q8_0, (32,))
     with pytest.raises(ValueError):
-        dequantize(bytes(34), GGMLType.Q8_0, (16, 2))    # row not a multiple of the block
+        dequantize(bytes(34), GGMLType.Q8_0, (16, 2))  # row not a multiple of the block
 
 
-@pytest.mark.parametrize("quantize, qtype", [(quantize_q8_0, "Q8_0"), (quantize_q4_0, "Q4_0"),
-                                             (quantize_q4_1, "Q4_1")])
+@pytest.mark.parametrize("quantize, qtype", [(quantize_q8_0, "Q8_0"), (quantize_q4_0, "Q4_0"), (quantize_q4_1, "Q4_1")])
 def test_quantizers_match_ggml_rounding(quantize, qtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((16, 256)).astype(np.float32)
-    x[0, :32] = 0                                             # all-zero block: d = 0
-    x[1, :32] = np.linspace(-1, 1, 32, dtype=np.float32)      # exact .5 ties
+    x[0, :32] = 0  # all-zero block: d = 0
+    x[1, :32] = np.linspace(-1, 1, 32, dtype=np.float32)  # exact .5 ties
     x[2, :32] = np.round(rng.standard_normal(32) * 4) / 2
     ref = gguf_py.quants.quantize(x, gguf_py.GGMLQuantizationType[qtype])
     np.testing.assert_array_equal(quantize(x), ref.reshape(-1))
@@ -108,8 +121,14 @@ def test_quantizers_match_ggml_rounding(quantize, qtype):
 
 def test_quantize_round_trip_error_is_small():
     x = np.random.default_rng(4).standard_normal((8, 128)).astype(np.float32)
-    for qtype, tolerance in [(GGMLType.Q8_0, 0.01), (GGMLType.Q4_1, 0.15), (GGMLType.Q4_0, 0.2),
-                             (GGMLType.F16, 1e-3), (GGMLType.BF16, 1e-2), (GGMLType.F32, 0)]:
+    for qtype, tolerance in [
+        (GGMLType.Q8_0, 0.01),
+        (GGMLType.Q4_1, 0.15),
+        (GGMLType.Q4_0, 0.2),
+        (GGMLType.F16, 1e-3),
+        (GGMLType.BF16, 1e-2),
+        (GGMLType.F32, 0),
+    ]:
         back = dequantize(encode_tensor(x, qtype), qtype, x.shape[::-1])
         assert np.abs(back - x).max() <= tolerance * np.abs(x).max(), qtype.name
 
@@ -135,7 +154,7 @@ def test_all_smollm2_tensors_match_gguf_package(smollm2):
 def test_dequantizing_the_smollm2_embedding_is_fast(smollm2):
     with GGUFFile.open(smollm2) as f:
         timings = []
-        for _ in range(2):   # the first run also faults the mapped pages in
+        for _ in range(2):  # the first run also faults the mapped pages in
             start = time.perf_counter()
             dequantize_tensor(f, "token_embd.weight")
             timings.append(time.perf_counter() - start)
@@ -143,14 +162,15 @@ def test_dequantizing_the_smollm2_embedding_is_fast(smollm2):
     assert min(timings) < 1.0
 
 
-@pytest.mark.parametrize("ggml_type", [GGMLType.Q4_1, GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q3_K],
-                         ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "ggml_type", [GGMLType.Q4_1, GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q3_K], ids=lambda t: t.name
+)
 def test_large_matrix_dequantizes_well_under_a_second(ggml_type):
     block, block_bytes = BLOCK_LAYOUT[ggml_type]
-    shape = (768, 36864)                                # 49152 × 576 values, K-quant friendly rows
+    shape = (768, 36864)  # 49152 × 576 values, K-quant friendly rows
     raw = np.random.default_rng(6).integers(0, 256, 768 * 36864 // block * block_bytes, dtype=np.uint8)
     timings = []
-    for _ in range(2):   # best of two: the machine may be busy compiling
+    for _ in range(2):  # best of two: the machine may be busy compiling
         start = time.perf_counter()
         dequantize(raw, ggml_type, shape)
         timings.append(time.perf_counter() - start)

@@ -2,6 +2,7 @@
 cache, streaming, finish reasons, cancel, thread changes mid-answer, KV reuse,
 context limits and typed errors; the token-level API (forward, score,
 generate_tokens); the cache parameters on a tiny synthetic model."""
+
 import os
 import threading
 
@@ -80,15 +81,15 @@ def test_a_damaged_cache_file_is_rebuilt(engine, cache_dir, tmp_path):
     first.close()
     (file,) = folder.glob("*.tmacw")
     data = bytearray(file.read_bytes())
-    data[20:40] = b"\xff" * 20                        # corrupt the JSON header
+    data[20:40] = b"\xff" * 20  # corrupt the JSON header
     file.write_bytes(bytes(data))
     rebuilt = Engine.load("default", bits=4, cache_dir=folder)
     try:
         assert not rebuilt.info.cache_hit
         engine.reset()
         assert answer(rebuilt)[0] == answer(engine)[0]
-        key = file.name[:-len(".tmacw")]
-        cache.load(file, key)                         # the rewritten file is valid again
+        key = file.name[: -len(".tmacw")]
+        cache.load(file, key)  # the rewritten file is valid again
     finally:
         rebuilt.close()
 
@@ -120,10 +121,9 @@ def test_stream_text_and_counters_are_consistent(engine):
 def test_greedy_is_deterministic_and_kv_reuse_changes_nothing(engine):
     engine.reset()
     first, _ = answer(engine)
-    second, chunks = answer(engine)                   # same prompt again: all but one token cached
+    second, chunks = answer(engine)  # same prompt again: all but one token cached
     assert second == first and chunks[-1].cached_tokens == chunks[-1].prompt_tokens - 1
-    follow = QUESTION + [{"role": "assistant", "content": first},
-                         {"role": "user", "content": "And two more?"}]
+    follow = QUESTION + [{"role": "assistant", "content": first}, {"role": "user", "content": "And two more?"}]
     reused, chunks = answer(engine, follow)
     assert chunks[-1].cached_tokens > 0
     engine.reset()
@@ -137,8 +137,11 @@ def test_max_tokens_gives_length(engine):
 
 
 def test_end_of_turn_gives_stop(engine):
-    _, chunks = answer(engine, [{"role": "user", "content": "Reply with just the word yes."}],
-                       SamplingParams(temperature=0, max_tokens=64))
+    _, chunks = answer(
+        engine,
+        [{"role": "user", "content": "Reply with just the word yes."}],
+        SamplingParams(temperature=0, max_tokens=64),
+    )
     assert chunks[-1].finish_reason == "stop" and chunks[-1].generated_tokens < 64
 
 
@@ -156,7 +159,7 @@ class CancelAfter:
 def test_cancel_mid_prompt_returns_within_one_chunk(engine):
     engine.reset()
     long_prompt = [{"role": "user", "content": "word " * 200}]
-    cancel = CancelAfter(2)                           # two prompt chunks run, then cancel
+    cancel = CancelAfter(2)  # two prompt chunks run, then cancel
     _, chunks = answer(engine, long_prompt, cancel=cancel)
     assert len(chunks) == 1 and chunks[0].finish_reason == "cancelled" and chunks[0].generated_tokens == 0
     assert cancel.looks == 3
@@ -184,7 +187,7 @@ def test_set_threads_during_an_answer_changes_nothing_in_greedy_output(engine):
     for i, c in enumerate(engine.stream(QUESTION, params)):
         parts.append(c.text)
         seen.add(c.threads)
-        for j in range(3):                            # 100+ changes over the answer
+        for j in range(3):  # 100+ changes over the answer
             engine.set_threads(1 + (i + j) % 2)
     engine.set_threads(2)
     assert "".join(parts) == baseline and seen == {1, 2}
@@ -206,7 +209,7 @@ def test_prompt_longer_than_the_context_is_refused_with_counts(cache_dir):
     try:
         msgs = [{"role": "user", "content": "tell me a story " * 20}]
         with pytest.raises(ContextOverflowError) as err:
-            small.stream(msgs)                        # refused at the call, before any chunk
+            small.stream(msgs)  # refused at the call, before any chunk
         assert err.value.n_prompt_tokens == small.count_tokens(msgs) and err.value.n_ctx == 32
         assert str(small.count_tokens(msgs)) in str(err.value)
     finally:
@@ -218,7 +221,7 @@ def test_two_streams_at_once_are_refused(engine):
     next(first)
     with pytest.raises(EngineBusyError):
         engine.stream(QUESTION, GREEDY)
-    first.close()                                     # abandoning a stream frees the engine
+    first.close()  # abandoning a stream frees the engine
     assert answer(engine, params=SamplingParams(temperature=0, max_tokens=2))[0]
 
 
@@ -257,8 +260,9 @@ def test_set_threads_is_safe_from_another_thread(engine):
         try:
             for i in range(200):
                 engine.set_threads(1 + i % 2)
-        except Exception as e:      # pragma: no cover - the assertion below reports it
+        except Exception as e:  # noqa: BLE001  # pragma: no cover - the assertion below reports it
             errors.append(e)
+
     t = threading.Thread(target=hammer)
     t.start()
     text, _ = answer(engine, params=SamplingParams(temperature=0, max_tokens=8))
@@ -281,7 +285,7 @@ def test_thread_counts_past_the_pool_limit_are_refused_before_any_answer(engine)
 
 # -- the token-level API: forward, score, generate_tokens ------------------------------
 
-PLAIN_GREEDY = SamplingParams(temperature=0, max_tokens=12, repeat_penalty=1.0)   # pure argmax
+PLAIN_GREEDY = SamplingParams(temperature=0, max_tokens=12, repeat_penalty=1.0)  # pure argmax
 
 
 def test_score_agrees_with_every_greedy_step_of_a_stream(engine):
@@ -294,9 +298,9 @@ def test_score_agrees_with_every_greedy_step_of_a_stream(engine):
     assert len(generated) >= 2
     logits = engine.score(ids + generated)
     assert logits.shape == (len(ids) + len(generated), engine.info.vocab_size) and logits.dtype == np.float32
-    picks = logits[len(ids) - 1:-1].argmax(axis=1).tolist()
+    picks = logits[len(ids) - 1 : -1].argmax(axis=1).tolist()
     assert picks == generated
-    if chunks[-1].finish_reason == "stop":      # the stop token the stream did not show
+    if chunks[-1].finish_reason == "stop":  # the stop token the stream did not show
         assert int(logits[-1].argmax()) in engine.tokenizer.stop_ids
 
 
@@ -305,9 +309,9 @@ def test_forward_in_pieces_equals_score_and_leaves_a_reusable_prefix(engine):
     whole = engine.score(ids)
     assert len(ids) - 3 > 32
     head = engine.forward(ids[:3], 0, all_logits=True)
-    tail = engine.forward(np.asarray(ids[3:], np.int32), 3, all_logits=True)     # two GEMM chunks
+    tail = engine.forward(np.asarray(ids[3:], np.int32), 3, all_logits=True)  # two GEMM chunks
     assert np.array_equal(np.concatenate([head, tail]), whole)
-    last = engine.forward(ids[-1:], len(ids) - 1)          # rewrite the last position: same logits
+    last = engine.forward(ids[-1:], len(ids) - 1)  # rewrite the last position: same logits
     assert last.shape == (engine.info.vocab_size,) and np.array_equal(last, whole[-1])
     # the copy is the caller's: later calls do not change it
     engine.forward(ids[:3], 0)
@@ -322,7 +326,7 @@ def test_forward_refusals(engine):
     engine.reset()
     engine.forward([1, 2, 3], 0)
     with pytest.raises(ValueError, match="pos"):
-        engine.forward([4], 5)                               # positions 3, 4 were never computed
+        engine.forward([4], 5)  # positions 3, 4 were never computed
     with pytest.raises(ValueError, match="token ids"):
         engine.forward([engine.info.vocab_size], 3)
     with pytest.raises(ValueError, match="non-empty"):
@@ -340,8 +344,9 @@ def test_forward_refusals(engine):
     assert engine.score([1, 2]).shape == (2, engine.info.vocab_size)
 
 
-@pytest.mark.parametrize("params", [PLAIN_GREEDY, SamplingParams(temperature=0.8, max_tokens=16, seed=7)],
-                         ids=["greedy", "seeded"])
+@pytest.mark.parametrize(
+    "params", [PLAIN_GREEDY, SamplingParams(temperature=0.8, max_tokens=16, seed=7)], ids=["greedy", "seeded"]
+)
 def test_generate_tokens_yields_the_ids_the_stream_puts_in_its_chunks(engine, params):
     engine.reset()
     ids, _ = engine.render(QUESTION)
@@ -364,13 +369,19 @@ def test_generate_tokens_yields_the_ids_the_stream_puts_in_its_chunks(engine, pa
 
 # -- the cache parameters -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A 0.1M-parameter random Llama (tmac_core.synth): repacks in well under a second."""
     from tmac_core.synth import SynthSpec, write_synthetic
+
     path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
-    write_synthetic(path, SynthSpec(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320,
-                                    weight_type="q8_0", seed=5))
+    write_synthetic(
+        path,
+        SynthSpec(
+            dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, weight_type="q8_0", seed=5
+        ),
+    )
     return path
 
 
@@ -388,7 +399,7 @@ def load_tiny(path, **kw):
 
 def test_cache_dir_none_means_the_default_folder_and_a_path_means_that_folder(tiny_model, tmp_path, monkeypatch):
     default, chosen = tmp_path / "default", tmp_path / "chosen"
-    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))      # cache.default_cache_dir() reads it
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(default))  # cache.default_cache_dir() reads it
     assert not load_tiny(tiny_model) and len(cached_files(default)) == 1
     assert load_tiny(tiny_model, cache_dir=None)
     assert not load_tiny(tiny_model, cache_dir=chosen) and cached_files(chosen).keys() == cached_files(default).keys()

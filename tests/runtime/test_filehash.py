@@ -1,4 +1,5 @@
 """tmac_core.filehash: the one block-wise sha256 (cache keys, downloads, imports)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ from tmac_core import filehash
 
 def test_digest_progress_and_copy_agree_with_hashlib(tmp_path, monkeypatch):
     monkeypatch.setattr(filehash, "BLOCK_BYTES", 1000)
-    data = bytes(range(256)) * 37                       # 9472 bytes: ten blocks, the last short
+    data = bytes(range(256)) * 37  # 9472 bytes: ten blocks, the last short
     path = tmp_path / "model.gguf"
     path.write_bytes(data)
     seen, copy = [], io.BytesIO()

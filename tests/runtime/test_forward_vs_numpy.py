@@ -1,6 +1,7 @@
 """The Cython forward pass on the LUT kernels against the plain numpy
 reference (tests/reference/llama_numpy.py) on the real embedded SmolLM2, with
 the same dequantized weights; plus repack and quantizer checks."""
+
 import numpy as np
 import pytest
 
@@ -15,9 +16,11 @@ from tmac_core.tokenizer import tokenizer_from_gguf
 
 pytestmark = pytest.mark.engine
 
-TEXT = ("The city of Paris is the capital of France. It is known for the Eiffel Tower, the Louvre museum, "
-        "and its cafes along the river Seine. Every year millions of visitors come to see its art, eat its "
-        "food, and walk through its old streets and parks in the spring sunshine.")
+TEXT = (
+    "The city of Paris is the capital of France. It is known for the Eiffel Tower, the Louvre museum, "
+    "and its cafes along the river Seine. Every year millions of visitors come to see its art, eat its "
+    "food, and walk through its old streets and parks in the spring sunshine."
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +39,18 @@ def weights4(model):
 
 def run_chunks(cfg, weights, tokens, chunk=32):
     rt = loader.build_runtime(cfg, weights, n_ctx=128)
-    return np.concatenate([np.array(rt.forward(tokens[i:i + chunk], i, all_logits=True))
-                           for i in range(0, len(tokens), chunk)])
+    return np.concatenate(
+        [np.array(rt.forward(tokens[i : i + chunk], i, all_logits=True)) for i in range(0, len(tokens), chunk)]
+    )
 
 
 def reference(cfg, weights, tokens):
-    dense = {k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
-             for k, v in weights.items() if k != "rope.inv_freq"}
-    if "output.residual" in dense:      # the runtime adds a second 4-bit pass to the output layer
+    dense = {
+        k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
+        for k, v in weights.items()
+        if k != "rope.inv_freq"
+    }
+    if "output.residual" in dense:  # the runtime adds a second 4-bit pass to the output layer
         out = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
         dense[out] = dense[out] + dense.pop("output.residual")
     return llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"])
@@ -98,7 +105,7 @@ def test_decode_one_token_at_a_time_equals_the_prompt_path(model, weights4):
     batch = run_chunks(cfg, weights4, tokens[:20], chunk=20)
     rt = loader.build_runtime(cfg, weights4, n_ctx=64)
     for i in range(20):
-        np.testing.assert_array_equal(np.array(rt.forward(tokens[i:i + 1], i)), batch[i])
+        np.testing.assert_array_equal(np.array(rt.forward(tokens[i : i + 1], i)), batch[i])
 
 
 def test_thread_count_does_not_change_logits(model, weights4):
@@ -132,7 +139,7 @@ def test_q4_1_repacks_exactly(model):
     source = dequantize_tensor(f, name).reshape(packed.m, packed.k)
     # codes and scales are the source's; only the fp16 offset term rounds (2^-11 relative)
     err = np.abs(K.dequantize(packed) - source).max()
-    assert err <= 2.0 ** -10 * np.abs(source).max()
+    assert err <= 2.0**-10 * np.abs(source).max()
 
 
 def test_output_residual_brings_the_tied_table_close_to_its_source(model, weights4):
@@ -141,14 +148,14 @@ def test_output_residual_brings_the_tied_table_close_to_its_source(model, weight
     four = K.dequantize(weights4["token_embd.weight"])
     both = four + K.dequantize(weights4["output.residual"])
     err4, err8 = np.abs(four - source).mean(), np.abs(both - source).mean()
-    assert err8 < err4 / 8                     # ~8-bit weights where the logits are made
+    assert err8 < err4 / 8  # ~8-bit weights where the logits are made
 
 
 def test_embedding_rows_come_from_the_packed_table(model, weights4):
     _, cfg, _ = model
     emb = weights4["token_embd.weight"]
     rt = loader.build_runtime(cfg, weights4, n_ctx=8, max_batch=1)
-    rows = [0, 1, 31, 32, 63, 64, 100, 4097, cfg.vocab_size - 1]       # every lane/half of a tile
+    rows = [0, 1, 31, 32, 63, 64, 100, 4097, cfg.vocab_size - 1]  # every lane/half of a tile
     # the tied table carries a second 4-bit pass (its Q8_0 source is more precise than 4 bits)
     dense = K.dequantize(emb) + K.dequantize(weights4["output.residual"])
     for r in rows:
@@ -159,7 +166,7 @@ def test_embedding_rows_come_from_the_packed_table(model, weights4):
 
 def test_our_quantizer_beats_min_max(rng):
     w = rng.standard_normal((64, 512)).astype(np.float32)
-    w[rng.random(w.shape) < 0.01] *= 8                      # a few large weights, as in real layers
+    w[rng.random(w.shape) < 0.01] *= 8  # a few large weights, as in real layers
     for bits in (2, 3, 4):
         codes, s, z = quantize(w, bits, 64)
         ours = ((np.repeat(s, 64, 1) * (codes - np.repeat(z, 64, 1)) - w) ** 2).sum()

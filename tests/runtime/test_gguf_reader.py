@@ -25,28 +25,39 @@ def test_block_table_matches_ggml():
 
 def _all_types_writer(alignment=32) -> tuple[GGUFWriter, dict]:
     w = GGUFWriter(alignment=alignment)
-    scalars = {"s.u8": (255, ValueType.UINT8), "s.i8": (-128, ValueType.INT8),
-               "s.u16": (65535, ValueType.UINT16), "s.i16": (-32768, ValueType.INT16),
-               "s.u32": (2**32 - 1, ValueType.UINT32), "s.i32": (-2**31, ValueType.INT32),
-               "s.f32": (1.5, ValueType.FLOAT32), "s.bool": (False, ValueType.BOOL),
-               "s.u64": (2**64 - 1, ValueType.UINT64), "s.i64": (-2**63, ValueType.INT64),
-               "s.f64": (math.pi, ValueType.FLOAT64), "s.str": ("héllo", ValueType.STRING),
-               "s.raw_bytes": ("\udcff\udcfe", ValueType.STRING)}   # invalid UTF-8 in the file
+    scalars = {
+        "s.u8": (255, ValueType.UINT8),
+        "s.i8": (-128, ValueType.INT8),
+        "s.u16": (65535, ValueType.UINT16),
+        "s.i16": (-32768, ValueType.INT16),
+        "s.u32": (2**32 - 1, ValueType.UINT32),
+        "s.i32": (-(2**31), ValueType.INT32),
+        "s.f32": (1.5, ValueType.FLOAT32),
+        "s.bool": (False, ValueType.BOOL),
+        "s.u64": (2**64 - 1, ValueType.UINT64),
+        "s.i64": (-(2**63), ValueType.INT64),
+        "s.f64": (math.pi, ValueType.FLOAT64),
+        "s.str": ("héllo", ValueType.STRING),
+        "s.raw_bytes": ("\udcff\udcfe", ValueType.STRING),
+    }  # invalid UTF-8 in the file
     for key, (value, vtype) in scalars.items():
         w.add(key, value, vtype)
     w.add_array("a.f32", [0.5, -2.0], ValueType.FLOAT32)
     w.add_array("a.bool", [True, False, True], ValueType.BOOL)
     w.add_array("a.empty", [], ValueType.UINT32)
     w.add_array("a.str", ["", "x", "\udc80"], ValueType.STRING)
-    w.add_array("a.nested", [(ValueType.INT16, [1, -1]), (ValueType.ARRAY, [(ValueType.STRING, ["deep"])])],
-                ValueType.ARRAY)
+    w.add_array(
+        "a.nested", [(ValueType.INT16, [1, -1]), (ValueType.ARRAY, [(ValueType.STRING, ["deep"])])], ValueType.ARRAY
+    )
     rng = np.random.default_rng(0)
-    tensors = {"f32": (rng.standard_normal((3, 4)).astype(np.float32), GGMLType.F32),
-               "f16": (rng.standard_normal((2, 5)).astype(np.float32), GGMLType.F16),
-               "bf16": (rng.standard_normal((7,)).astype(np.float32), GGMLType.BF16),
-               "q8": (rng.standard_normal((3, 64)).astype(np.float32), GGMLType.Q8_0),
-               "q4_0": (rng.standard_normal((2, 32)).astype(np.float32), GGMLType.Q4_0),
-               "q4_1": (rng.standard_normal((2, 2, 2, 32)).astype(np.float32), GGMLType.Q4_1)}
+    tensors = {
+        "f32": (rng.standard_normal((3, 4)).astype(np.float32), GGMLType.F32),
+        "f16": (rng.standard_normal((2, 5)).astype(np.float32), GGMLType.F16),
+        "bf16": (rng.standard_normal((7,)).astype(np.float32), GGMLType.BF16),
+        "q8": (rng.standard_normal((3, 64)).astype(np.float32), GGMLType.Q8_0),
+        "q4_0": (rng.standard_normal((2, 32)).astype(np.float32), GGMLType.Q4_0),
+        "q4_1": (rng.standard_normal((2, 2, 2, 32)).astype(np.float32), GGMLType.Q4_1),
+    }
     for name, (x, t) in tensors.items():
         w.add_tensor(name, x, t)
     w.add_raw_tensor("q6k", rng.integers(0, 256, 2 * 210, dtype=np.uint8), GGMLType.Q6_K, (256, 2))
@@ -89,7 +100,7 @@ def test_tensor_bytes_is_a_zero_copy_read_only_view(write_file):
     with pytest.raises(ValueError):
         view[0] = 1
     expected = bytes(view)
-    f.close()   # a live view must not make close() raise; the map lives on through it
+    f.close()  # a live view must not make close() raise; the map lives on through it
     assert bytes(view) == expected
     with pytest.raises(ValueError):
         f.tensor_bytes("q8")
@@ -104,9 +115,10 @@ def test_our_file_reads_identically_in_gguf_package(write_file):
     with GGUFFile.open(path) as f:
         for key in ("s.u32", "s.str", "s.i64", "s.f32"):
             assert reader.fields[key].contents() == pytest.approx(f.metadata[key])
-        strings = reader.fields["a.str"]   # gguf-py cannot decode byte tokens; compare bytes
+        strings = reader.fields["a.str"]  # gguf-py cannot decode byte tokens; compare bytes
         assert [bytes(strings.parts[i]) for i in strings.data] == [
-            s.encode("utf-8", "surrogateescape") for s in f.metadata["a.str"]]
+            s.encode("utf-8", "surrogateescape") for s in f.metadata["a.str"]
+        ]
         for t in reader.tensors:
             info = f.tensors[t.name]
             assert tuple(int(n) for n in t.shape) == info.shape
@@ -122,8 +134,9 @@ def test_gguf_package_file_reads_in_ours(tmp_path):
     w.add_array("tokenizer.ggml.tokens", ["<s>", "a", "b"])
     x = np.arange(64, dtype=np.float32).reshape(2, 32)
     w.add_tensor("w", x)
-    w.add_tensor("q", gguf_py.quants.quantize(x, gguf_py.GGMLQuantizationType.Q8_0),
-                 raw_dtype=gguf_py.GGMLQuantizationType.Q8_0)
+    w.add_tensor(
+        "q", gguf_py.quants.quantize(x, gguf_py.GGMLQuantizationType.Q8_0), raw_dtype=gguf_py.GGMLQuantizationType.Q8_0
+    )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -150,7 +163,7 @@ def test_missing_trailing_padding_is_accepted():
     w = GGUFWriter()
     w.add_tensor("x", np.ones(3, np.float32))
     data, layout = w.build()
-    f = GGUFFile.from_bytes(data[:layout.tensors[0].data_start + 12])
+    f = GGUFFile.from_bytes(data[: layout.tensors[0].data_start + 12])
     assert f.tensor_view("x").tolist() == [1.0, 1.0, 1.0]
 
 
@@ -162,6 +175,7 @@ def test_unopenable_paths_raise_model_load_error(tmp_path):
 
 
 # -- typed getters --
+
 
 @pytest.fixture
 def meta_file():
@@ -186,21 +200,27 @@ def test_getters_return_typed_values(meta_file):
     assert f.get_array("k.ints", element_type=frozenset({ValueType.UINT32})).tolist() == [1, 2]
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda f: f.get_int("absent"), r"kv 'absent': required key is missing"),
-    (lambda f: f.get_int("general.architecture"), r"kv\[0\] 'general.architecture' at offset \d+: expected an integer, found STRING"),
-    (lambda f: f.get_int("k.int", max_value=6), r"outside \[None, 6\]"),
-    (lambda f: f.get_int("k.neg", min_value=0), r"outside \[0, None\]"),
-    (lambda f: f.get_int("k.flag"), r"found BOOL"),
-    (lambda f: f.get_float("k.nan"), r"kv\[3\] 'k.nan'.*not finite"),
-    (lambda f: f.get_float("k.inf"), r"not finite"),
-    (lambda f: f.get_float("k.f64", positive=True), r"must be positive"),
-    (lambda f: f.get_float("general.architecture"), r"expected a number"),
-    (lambda f: f.get_str("k.int"), r"expected a string, found UINT32"),
-    (lambda f: f.get_bool("k.int"), r"expected a bool"),
-    (lambda f: f.get_array("k.int"), r"expected an array"),
-    (lambda f: f.get_array("k.ints", element_type=ValueType.STRING), r"array of STRING, found an array of UINT32"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda f: f.get_int("absent"), r"kv 'absent': required key is missing"),
+        (
+            lambda f: f.get_int("general.architecture"),
+            r"kv\[0\] 'general.architecture' at offset \d+: expected an integer, found STRING",
+        ),
+        (lambda f: f.get_int("k.int", max_value=6), r"outside \[None, 6\]"),
+        (lambda f: f.get_int("k.neg", min_value=0), r"outside \[0, None\]"),
+        (lambda f: f.get_int("k.flag"), r"found BOOL"),
+        (lambda f: f.get_float("k.nan"), r"kv\[3\] 'k.nan'.*not finite"),
+        (lambda f: f.get_float("k.inf"), r"not finite"),
+        (lambda f: f.get_float("k.f64", positive=True), r"must be positive"),
+        (lambda f: f.get_float("general.architecture"), r"expected a number"),
+        (lambda f: f.get_str("k.int"), r"expected a string, found UINT32"),
+        (lambda f: f.get_bool("k.int"), r"expected a bool"),
+        (lambda f: f.get_array("k.int"), r"expected an array"),
+        (lambda f: f.get_array("k.ints", element_type=ValueType.STRING), r"array of STRING, found an array of UINT32"),
+    ],
+)
 def test_getters_refuse_wrong_types_and_values(meta_file, call, match):
     with pytest.raises(ModelFormatError, match=match) as info:
         call(meta_file)
@@ -208,6 +228,7 @@ def test_getters_refuse_wrong_types_and_values(meta_file, call, match):
 
 
 # -- the real embedded model --
+
 
 def test_smollm2_parses_completely_and_agrees_with_gguf_package(smollm2, smollm2_reference):
     reader = smollm2_reference
@@ -232,15 +253,16 @@ def test_smollm2_parses_completely_and_agrees_with_gguf_package(smollm2, smollm2
         assert types == {GGMLType.F32, GGMLType.Q8_0, GGMLType.Q4_1}
         last = max(f.tensors.values(), key=lambda t: t.offset)
         assert last.offset + last.nbytes <= f.file_size
-        np.testing.assert_array_equal(f.tensor_bytes("token_embd.weight"),
-                                      reader.get_tensor(0).data.reshape(-1).view(np.uint8))
+        np.testing.assert_array_equal(
+            f.tensor_bytes("token_embd.weight"), reader.get_tensor(0).data.reshape(-1).view(np.uint8)
+        )
 
 
 def test_writer_write_is_atomic_and_readable(tmp_path):
     w, _ = _all_types_writer()
     path = tmp_path / "model.gguf"
     layout = w.write(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]   # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]  # no temp file left
     assert path.stat().st_size == layout.size
     with GGUFFile.open(path) as f:
         assert len(f.tensors) == 7 and f.get_int("s.u8") == 255

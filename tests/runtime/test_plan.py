@@ -1,6 +1,7 @@
 """tmac_core.plan against what the runtime really builds: every packed matrix's bits,
 groups and bytes, the architecture registry (each registered architecture loads and
 runs a tiny model), inspect_model, and the C row reader against layout.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,14 @@ from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.loading.repack import quantize
 from tmac_core.models import ARCHITECTURES, architecture, loader
 from tmac_core.plan import (
-    Architecture, TensorSpec, gguf_shapes, kv_cache_bytes, matrix_bytes, n_params, packed_bytes, tensor_plan,
+    Architecture,
+    TensorSpec,
+    gguf_shapes,
+    kv_cache_bytes,
+    matrix_bytes,
+    n_params,
+    packed_bytes,
+    tensor_plan,
     vector_plan,
 )
 
@@ -31,8 +39,9 @@ def load_tiny(writer, bits):
 
 
 @pytest.mark.parametrize("bits", [2, 4])
-@pytest.mark.parametrize("weight_type, tied", [(GGMLType.Q8_0, True), (GGMLType.F16, False),
-                                               (GGMLType.Q4_0, True), (GGMLType.Q4_1, False)])
+@pytest.mark.parametrize(
+    "weight_type, tied", [(GGMLType.Q8_0, True), (GGMLType.F16, False), (GGMLType.Q4_0, True), (GGMLType.Q4_1, False)]
+)
 def test_the_plan_is_what_the_loader_packs(tiny_llama_writer, bits, weight_type, tied):
     # hidden_dim 96: ffn_down rows are not a multiple of 64, so it gets 32-wide groups
     f, cfg, weights = load_tiny(tiny_llama_writer(n_layers=4, weight_type=weight_type, tie_embeddings=tied), bits)
@@ -42,23 +51,30 @@ def test_the_plan_is_what_the_loader_packs(tiny_llama_writer, bits, weight_type,
     assert [s.name for s in plan] and sorted(s.name for s in plan) == sorted(packed)
     for spec in plan:
         w = packed[spec.name]
-        assert (w.m, w.k, w.bits, w.group_size, w.act_group) == \
-            (spec.rows, spec.cols, spec.bits, spec.group_size, spec.act_group), spec
+        assert (w.m, w.k, w.bits, w.group_size, w.act_group) == (
+            spec.rows,
+            spec.cols,
+            spec.bits,
+            spec.group_size,
+            spec.act_group,
+        ), spec
         assert matrix_bytes(spec) == w.nbytes, spec
     assert packed_bytes(plan) == sum(w.nbytes for w in packed.values())
     # the residual pass exactly when a precise source meets 4 bits; the exact Q4 repack keeps 32-wide groups
     assert ("output.residual" in packed) == (bits == 4 and weight_type in (GGMLType.Q8_0, GGMLType.F16))
     if bits == 4 and weight_type in (GGMLType.Q4_0, GGMLType.Q4_1):
         assert packed["blk.1.attn_q.weight"].group_size == 32
-    if bits == 2:       # the preset: first/last layer, attn_v and the table at 4 bits, the rest at 2
+    if bits == 2:  # the preset: first/last layer, attn_v and the table at 4 bits, the rest at 2
         assert packed["blk.1.attn_q.weight"].bits == 2 and packed["blk.1.attn_v.weight"].bits == 4
         assert packed["blk.0.ffn_up.weight"].bits == packed["blk.3.ffn_up.weight"].bits == 4
     vectors = {v.name for v in vector_plan(cfg)}
     assert vectors == {name for name, w in weights.items() if not isinstance(w, K.PackedWeight)} - {"rope.inv_freq"}
 
 
-@pytest.mark.parametrize("m, k, bits, group", [(1, 64, 1, 32), (70, 128, 2, 64), (130, 256, 3, 128),
-                                               (64, 96, 4, 32), (5, 37, 2, "row"), (65, 200, 4, "row")])
+@pytest.mark.parametrize(
+    "m, k, bits, group",
+    [(1, 64, 1, 32), (70, 128, 2, 64), (130, 256, 3, 128), (64, 96, 4, 32), (5, 37, 2, "row"), (65, 200, 4, "row")],
+)
 def test_matrix_bytes_and_rows_follow_the_layout(rng, m, k, bits, group):
     case = make_case(rng, m, k, k if group == "row" else group, bits)
     w = case.pack()
@@ -72,15 +88,30 @@ def test_matrix_bytes_and_rows_follow_the_layout(rng, m, k, bits, group):
 
 
 def test_gguf_shapes_are_the_plan_in_file_order(tiny_llama_writer):
-    cfg = ARCHITECTURES["qwen2"].config(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
-                                        vocab_size=40, seq_len=128, tie_embeddings=False, rope_freqs=True)
+    cfg = ARCHITECTURES["qwen2"].config(
+        dim=64,
+        hidden_dim=96,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        vocab_size=40,
+        seq_len=128,
+        tie_embeddings=False,
+        rope_freqs=True,
+    )
     shapes = gguf_shapes(cfg)
-    assert list(shapes)[:5] == ["token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight",
-                                "blk.0.attn_norm.weight"]
+    assert list(shapes)[:5] == [
+        "token_embd.weight",
+        "output_norm.weight",
+        "output.weight",
+        "rope_freqs.weight",
+        "blk.0.attn_norm.weight",
+    ]
     assert shapes["blk.1.ffn_down.weight"] == (96, 64) and shapes["blk.0.attn_k.bias"] == (32,)
     assert shapes == cfg.expected_tensors()
     assert n_params(cfg) == sum(int(np.prod(s)) for s in shapes.values())
-    assert kv_cache_bytes(cfg, 100) == 2 * 2 * 100 * 32 * 2          # K and V, layers, positions, kv_dim, fp16
+    assert kv_cache_bytes(cfg, 100) == 2 * 2 * 100 * 32 * 2  # K and V, layers, positions, kv_dim, fp16
 
 
 def test_architecture_flags_are_decided_by_the_registry():
@@ -100,9 +131,26 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
     the forward pass agrees with the numpy reference on the same weights."""
     f, cfg, weights = load_tiny(tiny_llama_writer(arch=gguf_arch, n_layers=3), 4)
     arch = ARCHITECTURES[gguf_arch]
-    assert cfg == arch.config(**{k: getattr(cfg, k) for k in (
-        "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size", "seq_len",
-        "rope_theta", "norm_eps", "rope_scaling", "tie_embeddings", "rope_freqs")})
+    assert cfg == arch.config(
+        **{
+            k: getattr(cfg, k)
+            for k in (
+                "dim",
+                "hidden_dim",
+                "n_layers",
+                "n_heads",
+                "n_kv_heads",
+                "head_dim",
+                "vocab_size",
+                "seq_len",
+                "rope_theta",
+                "norm_eps",
+                "rope_scaling",
+                "tie_embeddings",
+                "rope_freqs",
+            )
+        }
+    )
     # q and k x20: attention sharp enough that a wrong RoPE pairing (or a missing bias) shows
     # in the logits (cosine 0.84-0.96 then, against >= 0.9998 when right)
     for name in [n for n in weights if n.endswith(("attn_q.weight", "attn_k.weight"))]:
@@ -110,9 +158,12 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
     tokens = np.array([1, 5, 2, 39, 7, 3, 11, 0])
     rt = loader.build_runtime(cfg, weights, n_ctx=16, max_batch=8)
     logits = np.array(rt.forward(tokens, 0, all_logits=True))
-    dense = {k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
-             for k, v in weights.items() if k != "rope.inv_freq"}
-    dense["token_embd.weight"] += dense.pop("output.residual")      # tied Q8_0 table: the residual pass
+    dense = {
+        k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
+        for k, v in weights.items()
+        if k != "rope.inv_freq"
+    }
+    dense["token_embd.weight"] += dense.pop("output.residual")  # tied Q8_0 table: the residual pass
     ref = llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"])
     cos = (logits * ref).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.999, cos

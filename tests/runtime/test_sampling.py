@@ -26,8 +26,7 @@ def test_greedy_is_argmax_and_deterministic(rng):
     logits = rng.standard_normal(1000).astype(np.float32)
     a = Sampler(SamplingParams(temperature=0.0, repeat_penalty=1.0))
     b = Sampler(SamplingParams(temperature=0.0, repeat_penalty=1.0, seed=5))
-    assert [a.sample(logits) for _ in range(5)] == [b.sample(logits) for _ in range(5)] \
-        == [int(np.argmax(logits))] * 5
+    assert [a.sample(logits) for _ in range(5)] == [b.sample(logits) for _ in range(5)] == [int(np.argmax(logits))] * 5
 
 
 def test_same_seed_same_sequence(rng):
@@ -138,6 +137,7 @@ def test_input_is_not_modified(rng):
 
 def test_large_vocab_is_fast(rng):
     import time
+
     logits = rng.standard_normal(128_256).astype(np.float32)
     s = Sampler(SamplingParams(seed=0))
     s.accept(range(64))
@@ -147,13 +147,28 @@ def test_large_vocab_is_fast(rng):
     assert (time.perf_counter() - start) / 20 < 0.05
 
 
-@pytest.mark.parametrize("field, value", [
-    ("temperature", -0.1), ("temperature", math.nan), ("temperature", 1000.0),
-    ("top_k", -1), ("top_k", 2.5), ("top_p", 0.0), ("top_p", 1.5), ("min_p", -0.01),
-    ("min_p", 1.01), ("repeat_penalty", 0.0), ("repeat_penalty", math.inf),
-    ("repeat_last_n", -2), ("max_tokens", 0), ("seed", -1), ("seed", 2**64), ("seed", "7"),
-    ("top_k", True),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", -0.1),
+        ("temperature", math.nan),
+        ("temperature", 1000.0),
+        ("top_k", -1),
+        ("top_k", 2.5),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("min_p", -0.01),
+        ("min_p", 1.01),
+        ("repeat_penalty", 0.0),
+        ("repeat_penalty", math.inf),
+        ("repeat_last_n", -2),
+        ("max_tokens", 0),
+        ("seed", -1),
+        ("seed", 2**64),
+        ("seed", "7"),
+        ("top_k", True),
+    ],
+)
 def test_params_validation(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
@@ -161,21 +176,30 @@ def test_params_validation(field, value):
 
 def test_params_defaults():
     p = SamplingParams()
-    assert (p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n,
-            p.max_tokens, p.seed) == (0.7, 40, 0.95, 0.05, 1.1, 64, 512, None)
+    assert (p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n, p.max_tokens, p.seed) == (
+        0.7,
+        40,
+        0.95,
+        0.05,
+        1.1,
+        64,
+        512,
+        None,
+    )
 
 
 def test_fast_top_p_equals_a_full_sort(rng):
     """The candidate-sorting top-p keeps exactly what sorting the whole vocabulary keeps,
     ties (kept in id order) and flat distributions included."""
     from tmac_core.sampling import _softmax, _top_p_removed
+
     for trial in range(60):
         n = int(rng.integers(2, 5000))
         x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 8.0])).astype(np.float32)
         if trial % 3 == 0:
-            x = np.round(x, 1)                                  # many exact ties
+            x = np.round(x, 1)  # many exact ties
         if trial % 4 == 1:
-            x[rng.random(n) < 0.7] = -np.inf                    # as after top-k
+            x[rng.random(n) < 0.7] = -np.inf  # as after top-k
             x[0] = 1.0
         top_p = float(rng.choice([0.05, 0.5, 0.9, 0.95, 0.999]))
         order = np.argsort(-x, kind="stable")

@@ -13,9 +13,16 @@ from tests.runtime.test_tokenizer_spm import to_gguf_metadata, train_model
 from tmac_core.tokenizer import StreamingDetokenizer, tokenizer_from_gguf
 
 TEXTS = [
-    "plain ascii", "emoji 😀👍🏽 family 👨‍👩‍👧 flag 🇯🇵", "中文字符与日本語のかな", "한국어 문장",
-    "e\u0301 a\u0300\u0301 combining marks", "Zalgo: z\u0351\u0352a\u0353l\u0354g\u0355o",
-    "mixed: naïve 😀 漢字 ok", " leading space", "\n\nnewlines\n", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math 𝟙𝟚𝟛",
+    "plain ascii",
+    "emoji 😀👍🏽 family 👨‍👩‍👧 flag 🇯🇵",
+    "中文字符与日本語のかな",
+    "한국어 문장",
+    "e\u0301 a\u0300\u0301 combining marks",
+    "Zalgo: z\u0351\u0352a\u0353l\u0354g\u0355o",
+    "mixed: naïve 😀 漢字 ok",
+    " leading space",
+    "\n\nnewlines\n",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math 𝟙𝟚𝟛",
 ]
 
 
@@ -37,6 +44,7 @@ def spm(spm_model):
 @pytest.fixture(scope="module")
 def spm_original(spm_model):
     import sentencepiece
+
     return sentencepiece.SentencePieceProcessor(model_proto=spm_model)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tmac_core.tokenizer.special import MARK, MAX_SPECIAL_CHARS, SpecialMatcher
 
@@ -22,7 +23,7 @@ def reference_split(text: str, specials: list[str]) -> list[tuple[str, bool]]:
     out, pos = [], 0
     for m in pattern.finditer(text):
         if m.start() > pos:
-            out.append((text[pos:m.start()], False))
+            out.append((text[pos : m.start()], False))
         out.append((m.group(), True))
         pos = m.end()
     if pos < len(text):
@@ -31,8 +32,11 @@ def reference_split(text: str, specials: list[str]) -> list[tuple[str, bool]]:
 
 
 @settings(max_examples=400, derandomize=True, deadline=None, database=None)
-@given(st.lists(st.sampled_from(["<", "|", ">", "x", "a", "b", "im_end", "im_start", "<|im", " ", "é", MARK]),
-                max_size=30).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["<", "|", ">", "x", "a", "b", "im_end", "im_start", "<|im", " ", "é", MARK]), max_size=30
+    ).map("".join)
+)
 def test_split_agrees_with_the_leftmost_longest_alternation(text):
     matcher = SpecialMatcher(SPECIALS)
     assert matcher.split(text) == reference_split(text, SPECIALS)
@@ -75,5 +79,5 @@ def test_a_hostile_vocabulary_costs_time_linear_in_the_text():
     t_small = best_seconds(lambda: (matcher.split(small), matcher.mark(small)))
     t_large = best_seconds(lambda: (matcher.split(large), matcher.mark(large)))
     assert t_large < 8 * t_small + 0.05, f"{t_small:.4f}s → {t_large:.4f}s for 4x the text"
-    text = "<|im_start|>user\n" + "hello world " * 20_000      # 240 k characters of ordinary text
+    text = "<|im_start|>user\n" + "hello world " * 20_000  # 240 k characters of ordinary text
     assert best_seconds(lambda: SpecialMatcher(SPECIALS).split(text), repeats=1) < 1.0

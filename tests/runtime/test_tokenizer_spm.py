@@ -28,13 +28,25 @@ The year 2024 had 366 days; 3.14159 is pi and 1,000,000 is a million.
 def train_model() -> bytes:
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20), model_writer=out, model_type="bpe",
-        vocab_size=500, byte_fallback=True, character_coverage=0.9995,
-        normalization_rule_name="identity", add_dummy_prefix=True,
-        remove_extra_whitespaces=False, split_digits=True, num_threads=1,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        user_defined_symbols=["<tool>"], control_symbols=["<|im_start|>", "<|im_end|>"],
-        minloglevel=2)
+        sentence_iterator=iter(CORPUS * 20),
+        model_writer=out,
+        model_type="bpe",
+        vocab_size=500,
+        byte_fallback=True,
+        character_coverage=0.9995,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        num_threads=1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        user_defined_symbols=["<tool>"],
+        control_symbols=["<|im_start|>", "<|im_end|>"],
+        minloglevel=2,
+    )
     return out.getvalue()
 
 
@@ -76,11 +88,31 @@ def tok(md):
 
 
 STRINGS = [
-    "", " ", "  ", "hello", " hello", "  two leading", "trailing  ", "Hello world.",
-    "a\nb", "\n\nparagraph\n", "tab\there", "The quick brown fox", "ça va très bien",
-    "Größere Übungen", "ещё этих мягких", "人工智能正在改变世界", "いろはにほへと",
-    "مرحبا بالعالم", "emoji 😀👍🏽 and 👨‍👩‍👧", "e\u0301 combining", "num 12345 and 3.5",
-    "def f(x):\n    return x", "unseen ☃ ♞ ⌘ chars", "\u00a0nbsp", "x" * 50,
+    "",
+    " ",
+    "  ",
+    "hello",
+    " hello",
+    "  two leading",
+    "trailing  ",
+    "Hello world.",
+    "a\nb",
+    "\n\nparagraph\n",
+    "tab\there",
+    "The quick brown fox",
+    "ça va très bien",
+    "Größere Übungen",
+    "ещё этих мягких",
+    "人工智能正在改变世界",
+    "いろはにほへと",
+    "مرحبا بالعالم",
+    "emoji 😀👍🏽 and 👨‍👩‍👧",
+    "e\u0301 combining",
+    "num 12345 and 3.5",
+    "def f(x):\n    return x",
+    "unseen ☃ ♞ ⌘ chars",
+    "\u00a0nbsp",
+    "x" * 50,
 ]
 
 

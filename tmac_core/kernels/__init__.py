@@ -4,6 +4,7 @@ import by CPU detection (TMAC_KERNELS=generic|avx2|avx512|neon forces one).
 
 No Qt, no app imports. Scripts outside the project rely on these names.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,17 +31,33 @@ from tmac_core.kernels._kernels import (
 )
 
 __all__ = [
-    "ATTN_BLOCK", "ActivationTables", "PackedWeight", "LAYOUT_VERSION", "MAX_THREADS", "active_isa", "attention",
-    "available_isas", "build_lut", "cpu_features", "dequantize", "gemm", "gemv", "get_num_threads", "pack",
-    "set_num_threads", "swiglu", "to_fp16",
+    "ATTN_BLOCK",
+    "ActivationTables",
+    "PackedWeight",
+    "LAYOUT_VERSION",
+    "MAX_THREADS",
+    "active_isa",
+    "attention",
+    "available_isas",
+    "build_lut",
+    "cpu_features",
+    "dequantize",
+    "gemm",
+    "gemv",
+    "get_num_threads",
+    "pack",
+    "set_num_threads",
+    "swiglu",
+    "to_fp16",
 ]
 
 assert LAYOUT_VERSION == layout.LAYOUT_VERSION, "layout.py and layout.h disagree"
 assert MAX_THREADS == types.MAX_THREADS, "tmac_core.types and kernels.h disagree on the thread limit"
 
 
-def pack(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int,
-         group_size: int) -> PackedWeight:
+def pack(
+    codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int, group_size: int
+) -> PackedWeight:
     """Packs b-bit codes into the kernel layout.
 
     Args:
@@ -52,15 +69,24 @@ def pack(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *,
             scales of shape (1, 1) give one scale for the whole tensor.
     """
     planes, scale_bits, k_pad, eff_group, tensor_scale = layout.pack_arrays(
-        codes, scales, zeros, bits=bits, group_size=group_size)
+        codes, scales, zeros, bits=bits, group_size=group_size
+    )
     m, k = np.shape(codes)
     return PackedWeight(planes, scale_bits, m, k, k_pad, bits, eff_group, tensor_scale)
 
 
 def dequantize(packed: PackedWeight) -> NDArray[np.float64]:
     """The float64 (M, K) weights the kernel computes with (fp16 scale rounding included)."""
-    return layout.dequantize(packed.planes, packed.scales, packed.m, packed.k, packed.k_pad,
-                             packed.bits, packed.group_size, packed.tensor_scale)
+    return layout.dequantize(
+        packed.planes,
+        packed.scales,
+        packed.m,
+        packed.k,
+        packed.k_pad,
+        packed.bits,
+        packed.group_size,
+        packed.tensor_scale,
+    )
 
 
 def _padded_rows(x: ArrayLike, k: int, k_pad: int) -> NDArray[np.float32]:
@@ -76,8 +102,9 @@ def _padded_rows(x: ArrayLike, k: int, k_pad: int) -> NDArray[np.float32]:
     return out
 
 
-def build_lut(x: ArrayLike, *, k_pad: int | None = None, act_group: int = 64,
-              isa: str | None = None) -> ActivationTables:
+def build_lut(
+    x: ArrayLike, *, k_pad: int | None = None, act_group: int = 64, isa: str | None = None
+) -> ActivationTables:
     """Activation tables for x (K,) or (N, K), shared by every matrix that reads x.
 
     Args:

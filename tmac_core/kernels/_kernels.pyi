@@ -22,11 +22,20 @@ def get_num_threads() -> int: ...
 
 class PackedWeight:
     @property
-    def planes(self) -> NDArray[np.uint8]: ...      # (m_pad/64, k_pad/8, bits, 64), flattened
+    def planes(self) -> NDArray[np.uint8]: ...  # (m_pad/64, k_pad/8, bits, 64), flattened
     @property
-    def scales(self) -> NDArray[np.uint16]: ...     # fp16 bits (m_pad/64, n_groups, 2, 64), flattened
-    def __init__(self, planes: ArrayLike, scales: ArrayLike, m: int, k: int, k_pad: int, bits: int,
-                 group_size: int, tensor_scale: float) -> None: ...
+    def scales(self) -> NDArray[np.uint16]: ...  # fp16 bits (m_pad/64, n_groups, 2, 64), flattened
+    def __init__(
+        self,
+        planes: ArrayLike,
+        scales: ArrayLike,
+        m: int,
+        k: int,
+        k_pad: int,
+        bits: int,
+        group_size: int,
+        tensor_scale: float,
+    ) -> None: ...
     @property
     def shape(self) -> tuple[int, int]: ...
     @property
@@ -52,11 +61,11 @@ class PackedWeight:
 
 class ActivationTables:
     @property
-    def entries(self) -> NDArray[np.int8]: ...      # (n, k_pad/4, 16)
+    def entries(self) -> NDArray[np.int8]: ...  # (n, k_pad/4, 16)
     @property
-    def scales(self) -> NDArray[np.float32]: ...    # (n, k_pad/act_group)
+    def scales(self) -> NDArray[np.float32]: ...  # (n, k_pad/act_group)
     @property
-    def sums(self) -> NDArray[np.float32]: ...      # (n, k_pad/act_group)
+    def sums(self) -> NDArray[np.float32]: ...  # (n, k_pad/act_group)
     @property
     def n(self) -> int: ...
     @property
@@ -66,10 +75,18 @@ class ActivationTables:
     def __init__(self, n: int, k_pad: int, act_group: int) -> None: ...
 
 def build_tables(x: ArrayLike, act_group: int, isa: str | None = None) -> ActivationTables: ...
-def gemm_tables(w: PackedWeight, t: ActivationTables, isa: str | None = None,
-                out: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
+def gemm_tables(
+    w: PackedWeight, t: ActivationTables, isa: str | None = None, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]: ...
 def time_gemv(w: PackedWeight, x: ArrayLike, iters: int, isa: str | None = None) -> NDArray[np.float64]: ...
-def attention(q: ArrayLike, k_cache: NDArray[np.uint16], v_cache: NDArray[np.uint16], pos: int, n_kv_heads: int,
-              scale: float, isa: str | None = None) -> NDArray[np.float32]: ...
+def attention(
+    q: ArrayLike,
+    k_cache: NDArray[np.uint16],
+    v_cache: NDArray[np.uint16],
+    pos: int,
+    n_kv_heads: int,
+    scale: float,
+    isa: str | None = None,
+) -> NDArray[np.float32]: ...
 def to_fp16(x: ArrayLike) -> NDArray[np.uint16]: ...
 def swiglu(gate: ArrayLike, up: ArrayLike, isa: str | None = None) -> NDArray[np.float32]: ...

@@ -7,6 +7,7 @@ kernel never dequantizes: it reads q as b one-bit planes and stores per
 (row, group) s/2 and c = s * ((2^b - 1)/2 - z) as fp16, scaled by one
 power-of-two tensor_scale so fp16's range never clips (kernels.md §D1).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,16 +20,18 @@ TILE_ROWS = 64
 GROUP_SIZES = (32, 64, 128)
 
 # byte p of a 64-byte index block holds row ROW_OF_BYTE[p] of the tile (layout.h)
-ROW_OF_BYTE = np.array([(8 * (p // 16) + p % 16) if p % 16 < 8 else (32 + 8 * (p // 16) + p % 16 - 8)
-                        for p in range(64)], dtype=np.int64)
+ROW_OF_BYTE = np.array(
+    [(8 * (p // 16) + p % 16) if p % 16 < 8 else (32 + 8 * (p // 16) + p % 16 - 8) for p in range(64)], dtype=np.int64
+)
 
 
 def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def pack_arrays(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int,
-                group_size: int) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
+def pack_arrays(
+    codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int, group_size: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
     """Packs codes into the kernel layout.
 
     Args:
@@ -66,13 +69,16 @@ def pack_arrays(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = N
         raise ValueError(f"group_size must be 32, 64, 128 or K={k} (per row), got {group_size}")
     n_groups = k // group_size
     s = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
-    z = (np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64) if zeros is None
-         else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups)))
+    z = (
+        np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64)
+        if zeros is None
+        else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups))
+    )
     if not (np.isfinite(s).all() and np.isfinite(z).all()):
         raise ValueError("scales and zeros must be finite")
 
-    half = s / 2.0                                                  # (m, n_groups)
-    offset = s * (((1 << bits) - 1) / 2.0 - z)                      # (m, n_groups)
+    half = s / 2.0  # (m, n_groups)
+    offset = s * (((1 << bits) - 1) / 2.0 - z)  # (m, n_groups)
     peak = max(float(np.abs(half).max()), float(np.abs(offset).max()))
     # a power of two keeps the division exact and puts the peak in [2^14, 2^15)
     tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
@@ -84,21 +90,26 @@ def pack_arrays(codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = N
     q = np.zeros((m_pad, k_pad), dtype=np.uint8)
     q[:m, :k] = codes
     planes = np.empty((tiles, k_pad // 8, bits, 64), dtype=np.uint8)
-    weights = (1 << np.arange(4, dtype=np.uint8))                  # bit j of a nibble <-> k + j
+    weights = 1 << np.arange(4, dtype=np.uint8)  # bit j of a nibble <-> k + j
     for i in range(bits):
-        plane = ((q >> i) & 1).reshape(m_pad, k_pad // 8, 2, 4)    # (row, kpair, half, j)
-        nibbles = (plane * weights).sum(axis=3, dtype=np.uint8)     # (row, kpair, half)
-        byte = nibbles[:, :, 0] | (nibbles[:, :, 1] << 4)          # (row, kpair)
-        byte = byte.reshape(tiles, TILE_ROWS, k_pad // 8)[:, ROW_OF_BYTE, :]   # rows -> byte order
+        plane = ((q >> i) & 1).reshape(m_pad, k_pad // 8, 2, 4)  # (row, kpair, half, j)
+        nibbles = (plane * weights).sum(axis=3, dtype=np.uint8)  # (row, kpair, half)
+        byte = nibbles[:, :, 0] | (nibbles[:, :, 1] << 4)  # (row, kpair)
+        byte = byte.reshape(tiles, TILE_ROWS, k_pad // 8)[:, ROW_OF_BYTE, :]  # rows -> byte order
         planes[:, :, i, :] = byte.transpose(0, 2, 1)
 
     groups_out = k_pad // eff_group
     sc = np.zeros((m_pad, groups_out, 2), dtype=np.float64)
-    sc[:m, :, 0] = half / tensor_scale            # per-row scales: one group of k_pad columns
+    sc[:m, :, 0] = half / tensor_scale  # per-row scales: one group of k_pad columns
     sc[:m, :, 1] = offset / tensor_scale
     sc16 = sc.astype(np.float16).reshape(tiles, TILE_ROWS, groups_out, 2).transpose(0, 2, 3, 1)
-    return (planes.reshape(-1), np.ascontiguousarray(sc16).view(np.uint16).reshape(-1),
-            k_pad, eff_group, float(tensor_scale))
+    return (
+        planes.reshape(-1),
+        np.ascontiguousarray(sc16).view(np.uint16).reshape(-1),
+        k_pad,
+        eff_group,
+        float(tensor_scale),
+    )
 
 
 def unpack_codes(planes: ArrayLike, m: int, k: int, k_pad: int, bits: int) -> NDArray[np.uint8]:
@@ -107,7 +118,7 @@ def unpack_codes(planes: ArrayLike, m: int, k: int, k_pad: int, bits: int) -> ND
     tiles = m_pad // TILE_ROWS
     p = np.asarray(planes, dtype=np.uint8).reshape(tiles, k_pad // 8, bits, 64)
     q = np.zeros((m_pad, k_pad), dtype=np.uint8)
-    row_order = np.argsort(ROW_OF_BYTE)                           # byte position of each row
+    row_order = np.argsort(ROW_OF_BYTE)  # byte position of each row
     for i in range(bits):
         byte = p[:, :, i, :][:, :, row_order].transpose(0, 2, 1).reshape(m_pad, k_pad // 8)
         for j in range(8):
@@ -116,8 +127,9 @@ def unpack_codes(planes: ArrayLike, m: int, k: int, k_pad: int, bits: int) -> ND
     return q[:m, :k]
 
 
-def unpack_scales(scales: ArrayLike, m: int, k_pad: int, group_size: int,
-                  tensor_scale: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def unpack_scales(
+    scales: ArrayLike, m: int, k_pad: int, group_size: int, tensor_scale: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(s/2, c) as float64 (m, k_pad // group_size), including the fp16 rounding the kernel sees."""
     tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
     groups = k_pad // group_size
@@ -126,8 +138,9 @@ def unpack_scales(scales: ArrayLike, m: int, k_pad: int, group_size: int,
     return sc[:m, :, 0], sc[:m, :, 1]
 
 
-def dequantize(planes: ArrayLike, scales: ArrayLike, m: int, k: int, k_pad: int, bits: int, group_size: int,
-               tensor_scale: float) -> NDArray[np.float64]:
+def dequantize(
+    planes: ArrayLike, scales: ArrayLike, m: int, k: int, k_pad: int, bits: int, group_size: int, tensor_scale: float
+) -> NDArray[np.float64]:
     """The float64 weights (m, k) the kernel multiplies by: w = 2*sh*q - sh*(2^b - 1) + c."""
     q = unpack_codes(planes, m, k, k_pad, bits).astype(np.float64)
     half, offset = unpack_scales(scales, m, k_pad, group_size, tensor_scale)

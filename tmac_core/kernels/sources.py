@@ -22,8 +22,16 @@ GCC_COMMON = ("-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-
 MSVC_COMMON = ("/O2", "/fp:precise")
 INCLUDE_DIR = "include"
 
-BASELINE_SOURCES = ("generic/lut_build.c", "generic/lut_gemv.c", "generic/attention.c", "generic/activation.c",
-                    "cpu_features.c", "dispatch.c", "attention.c", "thread_pool.c")
+BASELINE_SOURCES = (
+    "generic/lut_build.c",
+    "generic/lut_gemv.c",
+    "generic/attention.c",
+    "generic/activation.c",
+    "cpu_features.c",
+    "dispatch.c",
+    "attention.c",
+    "thread_pool.c",
+)
 
 
 class TierUnit(NamedTuple):
@@ -37,15 +45,28 @@ class TierUnit(NamedTuple):
 
 
 TIER_UNITS = (
-    TierUnit("avx2", ("x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c", "x86/avx2/attention.c",
-                      "x86/avx2/activation.c"),
-             ("-mavx2", "-mfma", "-mf16c"), ("/arch:AVX2",), X86),
+    TierUnit(
+        "avx2",
+        ("x86/avx2/lut_build.c", "x86/avx2/lut_gemv.c", "x86/avx2/attention.c", "x86/avx2/activation.c"),
+        ("-mavx2", "-mfma", "-mf16c"),
+        ("/arch:AVX2",),
+        X86,
+    ),
     # the AVX-512 tier has its own GEMV and runs the AVX2 files for everything else
-    TierUnit("avx512", ("x86/avx512/lut_gemv.c",),
-             ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"),
-             ("/arch:AVX512",), X86),
-    TierUnit("neon", ("arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c",
-                      "arm/neon/activation.c"), (), (), ARM),
+    TierUnit(
+        "avx512",
+        ("x86/avx512/lut_gemv.c",),
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"),
+        ("/arch:AVX512",),
+        X86,
+    ),
+    TierUnit(
+        "neon",
+        ("arm/neon/lut_build.c", "arm/neon/lut_gemv.c", "arm/neon/attention.c", "arm/neon/activation.c"),
+        (),
+        (),
+        ARM,
+    ),
 )
 TIER_UNIT = {unit.tier: unit for unit in TIER_UNITS}
 

@@ -15,14 +15,15 @@ its planes and scales. A cache file that fails any check is a miss: it is
 deleted and rebuilt, never trusted. Writes go to a temporary file renamed into
 place, so a crash or a full disk leaves no half file behind.
 """
+
 from __future__ import annotations
 
 import json
 import mmap
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
 MAGIC = b"TMACW\0\0\1"
 ALIGN = 64
 # Bump when repack.py or the bits presets change what a cached file holds.
-QUANTIZER_VERSION = 2     # 2: output-layer residual pass
+QUANTIZER_VERSION = 2  # 2: output-layer residual pass
 _DTYPES = {"uint8", "uint16", "float32", "float64"}
 
 
@@ -42,6 +43,7 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     import platformdirs
+
     return Path(platformdirs.user_cache_dir("TMACChat", "TMAC")) / "repacked"
 
 
@@ -74,18 +76,27 @@ def save(path: str | os.PathLike, key: str, weights: dict) -> None:
     def place(arr: np.ndarray) -> dict:
         nonlocal offset
         arr = np.ascontiguousarray(arr)
-        record = {"offset": offset, "nbytes": int(arr.nbytes), "dtype": str(arr.dtype),
-                  "shape": list(arr.shape)}
+        record = {"offset": offset, "nbytes": int(arr.nbytes), "dtype": str(arr.dtype), "shape": list(arr.shape)}
         blobs.append((offset, arr))
         offset = _align(offset + arr.nbytes)
         return record
 
     for name, value in weights.items():
         if isinstance(value, PackedWeight):
-            entries.append({"name": name, "kind": "packed", "m": value.m, "k": value.k,
-                            "k_pad": value.k_pad, "bits": value.bits, "group_size": value.group_size,
-                            "tensor_scale": float(value.tensor_scale),
-                            "planes": place(value.planes), "scales": place(value.scales)})
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "packed",
+                    "m": value.m,
+                    "k": value.k,
+                    "k_pad": value.k_pad,
+                    "bits": value.bits,
+                    "group_size": value.group_size,
+                    "tensor_scale": float(value.tensor_scale),
+                    "planes": place(value.planes),
+                    "scales": place(value.scales),
+                }
+            )
         else:
             entries.append({"name": name, "kind": "array", "data": place(np.asarray(value))})
     header = json.dumps({"key": key, "entries": entries}).encode()
@@ -136,7 +147,7 @@ def load(path: str | os.PathLike, key: str) -> dict:
     if header_len > size - 16:
         raise CacheMiss("header runs past the end of the file")
     try:
-        header = json.loads(bytes(buf[16:16 + header_len]))
+        header = json.loads(bytes(buf[16 : 16 + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CacheMiss(f"header: {e}") from None
     if not isinstance(header, dict) or header.get("key") != key:
@@ -148,7 +159,7 @@ def load(path: str | os.PathLike, key: str) -> dict:
             off, nbytes, dtype, shape = int(rec["offset"]), int(rec["nbytes"]), rec["dtype"], rec["shape"]
             if dtype not in _DTYPES or off < 0 or nbytes < 0 or data_start + off + nbytes > size:
                 raise CacheMiss("array outside the file")
-            arr = buf[data_start + off:data_start + off + nbytes].view(dtype)
+            arr = buf[data_start + off : data_start + off + nbytes].view(dtype)
             return arr.reshape([int(d) for d in shape])
         except (KeyError, TypeError, ValueError) as e:
             raise CacheMiss(f"entry: {e}") from None
@@ -157,11 +168,18 @@ def load(path: str | os.PathLike, key: str) -> dict:
     try:
         for e in header["entries"]:
             if e["kind"] == "packed":
-                weights[e["name"]] = PackedWeight(view(e["planes"]), view(e["scales"]), int(e["m"]), int(e["k"]),
-                                                  int(e["k_pad"]), int(e["bits"]), int(e["group_size"]),
-                                                  float(e["tensor_scale"]))
+                weights[e["name"]] = PackedWeight(
+                    view(e["planes"]),
+                    view(e["scales"]),
+                    int(e["m"]),
+                    int(e["k"]),
+                    int(e["k_pad"]),
+                    int(e["bits"]),
+                    int(e["group_size"]),
+                    float(e["tensor_scale"]),
+                )
             else:
-                weights[e["name"]] = view(e["data"]).copy()     # small vectors; the runtime wants them writable
+                weights[e["name"]] = view(e["data"]).copy()  # small vectors; the runtime wants them writable
     except (KeyError, TypeError, ValueError) as e:
         raise CacheMiss(f"entry: {e}") from None
     return weights

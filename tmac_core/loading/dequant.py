@@ -15,7 +15,7 @@ import numpy as np
 
 from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
 
-_CHUNK_VALUES = 1 << 20           # values per chunk: temporaries stay a few MiB
+_CHUNK_VALUES = 1 << 20  # values per chunk: temporaries stay a few MiB
 _NIBBLE_SHIFTS = np.array([0, 4], dtype=np.uint8)
 _CRUMB_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8)
 _BIT_SHIFTS = np.arange(8, dtype=np.uint8)
@@ -24,7 +24,7 @@ _POW3 = np.array([1, 3, 9, 27, 81], dtype=np.uint8)
 
 def _half(blocks: np.ndarray, at: int) -> np.ndarray:
     """The fp16 at byte `at` of every block, as float32 of shape (n, 1)."""
-    return blocks[:, at:at + 2].copy().view("<f2").astype(np.float32)
+    return blocks[:, at : at + 2].copy().view("<f2").astype(np.float32)
 
 
 def _nibbles(qs: np.ndarray) -> np.ndarray:
@@ -32,11 +32,11 @@ def _nibbles(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1)
 
 
-def _q4_0(blocks: np.ndarray) -> np.ndarray:   # {half d; uint8 qs[16]}
+def _q4_0(blocks: np.ndarray) -> np.ndarray:  # {half d; uint8 qs[16]}
     return (_nibbles(blocks[:, 2:18]).astype(np.int8) - np.int8(8)) * _half(blocks, 0)
 
 
-def _q4_1(blocks: np.ndarray) -> np.ndarray:   # {half d; half m; uint8 qs[16]}
+def _q4_1(blocks: np.ndarray) -> np.ndarray:  # {half d; half m; uint8 qs[16]}
     return _nibbles(blocks[:, 4:20]) * _half(blocks, 0) + _half(blocks, 2)
 
 
@@ -45,17 +45,17 @@ def _fifth_bits(qh: np.ndarray) -> np.ndarray:
     return np.unpackbits(qh, axis=1, bitorder="little") << np.uint8(4)
 
 
-def _q5_0(blocks: np.ndarray) -> np.ndarray:   # {half d; uint8 qh[4]; uint8 qs[16]}
+def _q5_0(blocks: np.ndarray) -> np.ndarray:  # {half d; uint8 qh[4]; uint8 qs[16]}
     q = _nibbles(blocks[:, 6:22]) | _fifth_bits(blocks[:, 2:6])
     return (q.astype(np.int8) - np.int8(16)) * _half(blocks, 0)
 
 
-def _q5_1(blocks: np.ndarray) -> np.ndarray:   # {half d; half m; uint8 qh[4]; uint8 qs[16]}
+def _q5_1(blocks: np.ndarray) -> np.ndarray:  # {half d; half m; uint8 qh[4]; uint8 qs[16]}
     q = _nibbles(blocks[:, 8:24]) | _fifth_bits(blocks[:, 4:8])
     return q * _half(blocks, 0) + _half(blocks, 2)
 
 
-def _q8_0(blocks: np.ndarray) -> np.ndarray:   # {half d; int8 qs[32]}
+def _q8_0(blocks: np.ndarray) -> np.ndarray:  # {half d; int8 qs[32]}
     return blocks[:, 2:34].view(np.int8) * _half(blocks, 0)
 
 
@@ -68,7 +68,7 @@ def _crumbs(qs: np.ndarray) -> np.ndarray:
     return (qs.reshape(-1, 2, 1, 32) >> _CRUMB_SHIFTS[:, None]) & np.uint8(3)
 
 
-def _q2_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 scales[16]; uint8 qs[64]; half d; half dmin}
+def _q2_k(blocks: np.ndarray) -> np.ndarray:  # {uint8 scales[16]; uint8 qs[64]; half d; half dmin}
     n = len(blocks)
     scales = blocks[:, 0:16]
     dl = (_half(blocks, 80) * (scales & np.uint8(0x0F))).reshape(n, 16, 1)
@@ -81,28 +81,29 @@ def _q2_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 scales[16]; uint8 qs[64]
 def _q3_k_scales(s: np.ndarray) -> np.ndarray:
     """12 bytes → 16 signed 6-bit scales: low 4 bits in s[0:8], high 2 bits in s[8:12]."""
     lo = np.concatenate([s[:, 0:8] & np.uint8(0x0F), s[:, 0:8] >> np.uint8(4)], axis=1)
-    hi = (s[:, None, 8:12] >> _CRUMB_SHIFTS[:, None]) & np.uint8(3)   # (n, 4, 4)
+    hi = (s[:, None, 8:12] >> _CRUMB_SHIFTS[:, None]) & np.uint8(3)  # (n, 4, 4)
     return (lo | (hi.reshape(-1, 16) << np.uint8(4))).astype(np.int8) - np.int8(32)
 
 
-def _q3_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d}
+def _q3_k(blocks: np.ndarray) -> np.ndarray:  # {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d}
     n = len(blocks)
     dl = (_half(blocks, 108) * _q3_k_scales(blocks[:, 96:108])).reshape(n, 16, 1)
     # Pass p = 4h + s uses bit p of hmask[l]; a clear bit subtracts 4.
-    high = (blocks[:, None, 0:32] >> _BIT_SHIFTS[:, None]) & np.uint8(1)   # (n, 8, 32)
-    q = _crumbs(blocks[:, 32:96]).astype(np.int8) - (
-        (high ^ np.uint8(1)) << np.uint8(2)).astype(np.int8).reshape(n, 2, 4, 32)
+    high = (blocks[:, None, 0:32] >> _BIT_SHIFTS[:, None]) & np.uint8(1)  # (n, 8, 32)
+    q = _crumbs(blocks[:, 32:96]).astype(np.int8) - ((high ^ np.uint8(1)) << np.uint8(2)).astype(np.int8).reshape(
+        n, 2, 4, 32
+    )
     return (dl * q.reshape(n, 16, 16)).reshape(n, 256)
 
 
 def _k4_scales_mins(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """get_scale_min_k4 for j = 0..7: 6-bit scales and mins packed into 12 bytes."""
-    scales = np.concatenate([s[:, 0:4] & np.uint8(63),
-                             (s[:, 8:12] & np.uint8(0x0F)) | ((s[:, 0:4] >> np.uint8(6)) << np.uint8(4))],
-                            axis=1)
-    mins = np.concatenate([s[:, 4:8] & np.uint8(63),
-                           (s[:, 8:12] >> np.uint8(4)) | ((s[:, 4:8] >> np.uint8(6)) << np.uint8(4))],
-                          axis=1)
+    scales = np.concatenate(
+        [s[:, 0:4] & np.uint8(63), (s[:, 8:12] & np.uint8(0x0F)) | ((s[:, 0:4] >> np.uint8(6)) << np.uint8(4))], axis=1
+    )
+    mins = np.concatenate(
+        [s[:, 4:8] & np.uint8(63), (s[:, 8:12] >> np.uint8(4)) | ((s[:, 4:8] >> np.uint8(6)) << np.uint8(4))], axis=1
+    )
     return scales, mins
 
 
@@ -111,7 +112,7 @@ def _k4_nibbles(qs: np.ndarray) -> np.ndarray:
     return ((qs.reshape(-1, 4, 1, 32) >> _NIBBLE_SHIFTS[:, None]) & np.uint8(0x0F)).reshape(-1, 8, 32)
 
 
-def _q4_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scales[12]; uint8 qs[128]}
+def _q4_k(blocks: np.ndarray) -> np.ndarray:  # {half d; half dmin; uint8 scales[12]; uint8 qs[128]}
     n = len(blocks)
     scales, mins = _k4_scales_mins(blocks[:, 4:16])
     d = (_half(blocks, 0) * scales).reshape(n, 8, 1)
@@ -119,7 +120,7 @@ def _q4_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scale
     return (d * _k4_nibbles(blocks[:, 16:144]) - m).reshape(n, 256)
 
 
-def _q5_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}
+def _q5_k(blocks: np.ndarray) -> np.ndarray:  # {half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]}
     n = len(blocks)
     scales, mins = _k4_scales_mins(blocks[:, 4:16])
     d = (_half(blocks, 0) * scales).reshape(n, 8, 1)
@@ -130,7 +131,7 @@ def _q5_k(blocks: np.ndarray) -> np.ndarray:   # {half d; half dmin; uint8 scale
     return (d * q - m).reshape(n, 256)
 
 
-def _q6_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d}
+def _q6_k(blocks: np.ndarray) -> np.ndarray:  # {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d}
     n = len(blocks)
     # Per half h (128 values): pass k in 0..3 takes nibble k//2 of ql[64h + 32(k%2) + l]
     # and bits 2k..2k+1 of qh[32h + l].
@@ -143,14 +144,19 @@ def _q6_k(blocks: np.ndarray) -> np.ndarray:   # {uint8 ql[128]; uint8 qh[64]; i
 
 def _ternary_digits(qs: np.ndarray, width: int, n_digits: int) -> np.ndarray:
     """TQ1_0 base-3 digits: byte*3^k (mod 256) keeps digit k in the top bits, ×3 >> 8 reads it."""
-    scaled = qs.reshape(-1, 1, width) * _POW3[:n_digits, None]            # uint8 wraps on purpose
+    scaled = qs.reshape(-1, 1, width) * _POW3[:n_digits, None]  # uint8 wraps on purpose
     return ((scaled.astype(np.uint16) * np.uint16(3)) >> np.uint16(8)).reshape(len(qs), -1)
 
 
 def _tq1_0(blocks: np.ndarray) -> np.ndarray:  # {uint8 qs[48]; uint8 qh[4]; half d}
-    digits = np.concatenate([_ternary_digits(blocks[:, 0:32], 32, 5),
-                             _ternary_digits(blocks[:, 32:48], 16, 5),
-                             _ternary_digits(blocks[:, 48:52], 4, 4)], axis=1)
+    digits = np.concatenate(
+        [
+            _ternary_digits(blocks[:, 0:32], 32, 5),
+            _ternary_digits(blocks[:, 32:48], 16, 5),
+            _ternary_digits(blocks[:, 48:52], 4, 4),
+        ],
+        axis=1,
+    )
     return (digits.astype(np.int8) - np.int8(1)) * _half(blocks, 52)
 
 
@@ -164,9 +170,18 @@ def _bf16(blocks: np.ndarray) -> np.ndarray:
 
 
 _DEQUANTIZERS = {
-    GGMLType.Q4_0: _q4_0, GGMLType.Q4_1: _q4_1, GGMLType.Q5_0: _q5_0, GGMLType.Q5_1: _q5_1,
-    GGMLType.Q8_0: _q8_0, GGMLType.Q2_K: _q2_k, GGMLType.Q3_K: _q3_k, GGMLType.Q4_K: _q4_k,
-    GGMLType.Q5_K: _q5_k, GGMLType.Q6_K: _q6_k, GGMLType.TQ1_0: _tq1_0, GGMLType.TQ2_0: _tq2_0,
+    GGMLType.Q4_0: _q4_0,
+    GGMLType.Q4_1: _q4_1,
+    GGMLType.Q5_0: _q5_0,
+    GGMLType.Q5_1: _q5_1,
+    GGMLType.Q8_0: _q8_0,
+    GGMLType.Q2_K: _q2_k,
+    GGMLType.Q3_K: _q3_k,
+    GGMLType.Q4_K: _q4_k,
+    GGMLType.Q5_K: _q5_k,
+    GGMLType.Q6_K: _q6_k,
+    GGMLType.TQ1_0: _tq1_0,
+    GGMLType.TQ2_0: _tq2_0,
     GGMLType.BF16: _bf16,
 }
 
@@ -201,7 +216,7 @@ def dequantize(raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int
     # time (reliability.md G22), so numpy's warnings would only be noise here.
     with np.errstate(all="ignore"):
         for start in range(0, len(blocks), step):
-            out[start:start + step] = kernel(blocks[start:start + step])
+            out[start : start + step] = kernel(blocks[start : start + step])
     return out.reshape(np_shape)
 
 

@@ -24,24 +24,25 @@ import numpy as np
 from tmac_core.errors import ModelFormatError, ModelLoadError, UnsupportedModelError
 
 GGUF_MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)       # v1 used 32-bit counts and is gone upstream too
+SUPPORTED_VERSIONS = (2, 3)  # v1 used 32-bit counts and is gone upstream too
 DEFAULT_ALIGNMENT = 32
-MAX_ALIGNMENT = 1 << 16           # 64 KiB pages are the largest real use; 2^31 is an attack
-MAX_STRING_BYTES = 1 << 30        # ggml GGUF_MAX_STRING_LENGTH
-MAX_KEY_BYTES = 1 << 16           # GGUF spec: keys are at most 65535 bytes
-MAX_ARRAY_ELEMENTS = 1 << 30      # ggml GGUF_MAX_ARRAY_ELEMENTS
-MAX_ARRAY_DEPTH = 4               # gguf-py recursed without limit → RecursionError (§1.1)
-MAX_TENSOR_NAME_BYTES = 63        # GGML_MAX_NAME is 64 including the NUL
-MAX_DIMS = 4                      # GGML_MAX_DIMS
-MAX_COUNT = 1 << 24               # n_tensors / n_kv hard cap on top of the file-size bound
+MAX_ALIGNMENT = 1 << 16  # 64 KiB pages are the largest real use; 2^31 is an attack
+MAX_STRING_BYTES = 1 << 30  # ggml GGUF_MAX_STRING_LENGTH
+MAX_KEY_BYTES = 1 << 16  # GGUF spec: keys are at most 65535 bytes
+MAX_ARRAY_ELEMENTS = 1 << 30  # ggml GGUF_MAX_ARRAY_ELEMENTS
+MAX_ARRAY_DEPTH = 4  # gguf-py recursed without limit → RecursionError (§1.1)
+MAX_TENSOR_NAME_BYTES = 63  # GGML_MAX_NAME is 64 including the NUL
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_COUNT = 1 << 24  # n_tensors / n_kv hard cap on top of the file-size bound
 INT64_MAX = (1 << 63) - 1
-_HEADER_BYTES = 24                # magic, version, n_tensors, n_kv
-_MIN_KV_BYTES = 8 + 1 + 4 + 1     # key length, 1-byte key, type, 1-byte value
-_MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8   # name len, name, n_dims, ne[0], type, offset
+_HEADER_BYTES = 24  # magic, version, n_tensors, n_kv
+_MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, 1-byte key, type, 1-byte value
+_MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name len, name, n_dims, ne[0], type, offset
 
 
 class ValueType(enum.IntEnum):
     """Metadata value type ids (gguf spec `gguf_metadata_value_type`)."""
+
     UINT8 = 0
     INT8 = 1
     UINT16 = 2
@@ -59,20 +60,36 @@ class ValueType(enum.IntEnum):
 
 # (struct format, numpy dtype) of every fixed-size value type; all little-endian.
 SCALAR_FORMATS: dict[ValueType, tuple[str, str]] = {
-    ValueType.UINT8: ("<B", "<u1"), ValueType.INT8: ("<b", "<i1"),
-    ValueType.UINT16: ("<H", "<u2"), ValueType.INT16: ("<h", "<i2"),
-    ValueType.UINT32: ("<I", "<u4"), ValueType.INT32: ("<i", "<i4"),
-    ValueType.FLOAT32: ("<f", "<f4"), ValueType.BOOL: ("<B", "<u1"),
-    ValueType.UINT64: ("<Q", "<u8"), ValueType.INT64: ("<q", "<i8"),
+    ValueType.UINT8: ("<B", "<u1"),
+    ValueType.INT8: ("<b", "<i1"),
+    ValueType.UINT16: ("<H", "<u2"),
+    ValueType.INT16: ("<h", "<i2"),
+    ValueType.UINT32: ("<I", "<u4"),
+    ValueType.INT32: ("<i", "<i4"),
+    ValueType.FLOAT32: ("<f", "<f4"),
+    ValueType.BOOL: ("<B", "<u1"),
+    ValueType.UINT64: ("<Q", "<u8"),
+    ValueType.INT64: ("<q", "<i8"),
     ValueType.FLOAT64: ("<d", "<f8"),
 }
-INT_TYPES = frozenset({ValueType.UINT8, ValueType.INT8, ValueType.UINT16, ValueType.INT16,
-                       ValueType.UINT32, ValueType.INT32, ValueType.UINT64, ValueType.INT64})
+INT_TYPES = frozenset(
+    {
+        ValueType.UINT8,
+        ValueType.INT8,
+        ValueType.UINT16,
+        ValueType.INT16,
+        ValueType.UINT32,
+        ValueType.INT32,
+        ValueType.UINT64,
+        ValueType.INT64,
+    }
+)
 FLOAT_TYPES = frozenset({ValueType.FLOAT32, ValueType.FLOAT64})
 
 
 class GGMLType(enum.IntEnum):
     """Tensor type ids of ggml (ggml.h `enum ggml_type`); the gaps are removed types."""
+
     F32 = 0
     F16 = 1
     Q4_0 = 2
@@ -111,16 +128,33 @@ class GGMLType(enum.IntEnum):
 
 # (elements per block, bytes per block) of the types we can read (ggml type_traits).
 BLOCK_LAYOUT: dict[GGMLType, tuple[int, int]] = {
-    GGMLType.F32: (1, 4), GGMLType.F16: (1, 2), GGMLType.BF16: (1, 2),
-    GGMLType.Q4_0: (32, 18), GGMLType.Q4_1: (32, 20), GGMLType.Q5_0: (32, 22),
-    GGMLType.Q5_1: (32, 24), GGMLType.Q8_0: (32, 34),
-    GGMLType.Q2_K: (256, 84), GGMLType.Q3_K: (256, 110), GGMLType.Q4_K: (256, 144),
-    GGMLType.Q5_K: (256, 176), GGMLType.Q6_K: (256, 210),
-    GGMLType.TQ1_0: (256, 54), GGMLType.TQ2_0: (256, 66),
+    GGMLType.F32: (1, 4),
+    GGMLType.F16: (1, 2),
+    GGMLType.BF16: (1, 2),
+    GGMLType.Q4_0: (32, 18),
+    GGMLType.Q4_1: (32, 20),
+    GGMLType.Q5_0: (32, 22),
+    GGMLType.Q5_1: (32, 24),
+    GGMLType.Q8_0: (32, 34),
+    GGMLType.Q2_K: (256, 84),
+    GGMLType.Q3_K: (256, 110),
+    GGMLType.Q4_K: (256, 144),
+    GGMLType.Q5_K: (256, 176),
+    GGMLType.Q6_K: (256, 210),
+    GGMLType.TQ1_0: (256, 54),
+    GGMLType.TQ2_0: (256, 66),
 }
 # Ids ggml used once and removed; a file carrying them is old, not corrupt.
-REMOVED_TYPE_NAMES = {4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8",
-                      36: "IQ4_NL_4_4", 37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
+REMOVED_TYPE_NAMES = {
+    4: "Q4_2",
+    5: "Q4_3",
+    31: "Q4_0_4_4",
+    32: "Q4_0_4_8",
+    33: "Q4_0_8_8",
+    36: "IQ4_NL_4_4",
+    37: "IQ4_NL_4_8",
+    38: "IQ4_NL_8_8",
+}
 
 _MISSING: Any = object()
 
@@ -132,6 +166,7 @@ class TensorInfo:
     `shape` is in GGUF order, ne0 (the contiguous row length) first, so the numpy
     shape is `shape[::-1]`. `offset` is absolute in the file, not data-section relative.
     """
+
     name: str
     ggml_type: GGMLType
     shape: tuple[int, ...]
@@ -156,8 +191,7 @@ class _Cursor:
 
     def need(self, n: int, field: str) -> None:
         if n > self.end - self.pos:
-            self.fail(field, f"needs {n} bytes but only {self.end - self.pos} remain"
-                             " (file truncated or corrupt)")
+            self.fail(field, f"needs {n} bytes but only {self.end - self.pos} remain (file truncated or corrupt)")
 
     def scalar(self, fmt: str, size: int, field: str) -> Any:
         self.need(size, field)
@@ -177,7 +211,7 @@ class _Cursor:
         if n > max_bytes:
             self.fail(field + ".length", f"string length {n} exceeds the limit {max_bytes}", start)
         self.need(n, field)
-        data = self.buf[self.pos:self.pos + n]
+        data = self.buf[self.pos : self.pos + n]
         self.pos += n
         return data
 
@@ -203,11 +237,14 @@ class _Cursor:
                 self.fail(f"{field}[{i}].length", "file truncated inside a string array")
             n = unpack(buf, pos)[0]
             if n > MAX_STRING_BYTES or n > end - pos - 8:
-                self.fail(f"{field}[{i}].length", f"string length {n} runs past the end of"
-                          f" the file ({end - pos - 8} bytes left)", pos)
+                self.fail(
+                    f"{field}[{i}].length",
+                    f"string length {n} runs past the end of the file ({end - pos - 8} bytes left)",
+                    pos,
+                )
             # Token text may be arbitrary bytes (byte-fallback vocabularies):
             # surrogateescape keeps them lossless, `.encode('utf-8', 'surrogateescape')`.
-            out.append(buf[pos + 8:pos + 8 + n].decode("utf-8", "surrogateescape"))
+            out.append(buf[pos + 8 : pos + 8 + n].decode("utf-8", "surrogateescape"))
             pos += 8 + n
         self.pos = pos
         return out
@@ -249,8 +286,12 @@ def _read_array(cur: _Cursor, field: str, depth: int) -> tuple[Any, ValueType]:
     if min_bytes is None:
         min_bytes = struct.calcsize(SCALAR_FORMATS[elem_type][0])
     if count > MAX_ARRAY_ELEMENTS or count * min_bytes > cur.end - cur.pos:
-        cur.fail(field + ".count", f"array of {count} {elem_type.name} elements does not fit in"
-                 f" the {cur.end - cur.pos} bytes left in the file", count_at)
+        cur.fail(
+            field + ".count",
+            f"array of {count} {elem_type.name} elements does not fit in"
+            f" the {cur.end - cur.pos} bytes left in the file",
+            count_at,
+        )
     if elem_type is ValueType.STRING:
         return cur.string_array(count, field), elem_type
     if elem_type is ValueType.ARRAY:
@@ -261,8 +302,7 @@ def _read_array(cur: _Cursor, field: str, depth: int) -> tuple[Any, ValueType]:
             items.append(_read_array(cur, sub_field, depth + 1)[0])
         return items, elem_type
     # Copy out of the map so metadata never pins the mmap open.
-    values = np.frombuffer(cur.buf, dtype=SCALAR_FORMATS[elem_type][1], count=count,
-                           offset=cur.pos).copy()
+    values = np.frombuffer(cur.buf, dtype=SCALAR_FORMATS[elem_type][1], count=count, offset=cur.pos).copy()
     if elem_type is ValueType.BOOL:
         if count and values.max() > 1:
             cur.fail(field, "bool array holds a value other than 0 or 1")
@@ -274,16 +314,20 @@ def _read_array(cur: _Cursor, field: str, depth: int) -> tuple[Any, ValueType]:
 
 def _tensor_type(cur: _Cursor, type_id: int, field: str, name: str, offset: int) -> GGMLType:
     if type_id in REMOVED_TYPE_NAMES:
-        raise UnsupportedModelError(f"{cur.path}: tensor {name!r} uses quantization type"
-                                    f" {REMOVED_TYPE_NAMES[type_id]} ({type_id}), which ggml removed")
+        raise UnsupportedModelError(
+            f"{cur.path}: tensor {name!r} uses quantization type"
+            f" {REMOVED_TYPE_NAMES[type_id]} ({type_id}), which ggml removed"
+        )
     try:
         ggml_type = GGMLType(type_id)
     except ValueError:
         cur.fail(field, f"unknown tensor type id {type_id} in tensor {name!r}", offset)
     if ggml_type not in BLOCK_LAYOUT:
         supported = ", ".join(t.name for t in BLOCK_LAYOUT)
-        raise UnsupportedModelError(f"{cur.path}: tensor {name!r} has type {ggml_type.name},"
-                                    f" which this runtime cannot read (supported: {supported})")
+        raise UnsupportedModelError(
+            f"{cur.path}: tensor {name!r} has type {ggml_type.name},"
+            f" which this runtime cannot read (supported: {supported})"
+        )
     return ggml_type
 
 
@@ -300,15 +344,13 @@ def _read_tensor_info(cur: _Cursor, i: int, offset_fields: dict[str, int]) -> Te
     dims_at = cur.pos
     n_dims = cur.u32(field + ".n_dims")
     if not 1 <= n_dims <= MAX_DIMS:
-        cur.fail(field + ".n_dims", f"tensor {name!r} has {n_dims} dimensions"
-                 f" (must be 1..{MAX_DIMS})", dims_at)
+        cur.fail(field + ".n_dims", f"tensor {name!r} has {n_dims} dimensions (must be 1..{MAX_DIMS})", dims_at)
     shape = []
     for j in range(n_dims):
         ne_at = cur.pos
         ne = cur.u64(f"{field}.ne[{j}]")
-        if not 1 <= ne <= INT64_MAX:   # a negative int64 arrives here as a huge uint64
-            cur.fail(f"{field}.ne[{j}]", f"tensor {name!r} dimension {j} is {ne}"
-                     f" (must be 1..{INT64_MAX})", ne_at)
+        if not 1 <= ne <= INT64_MAX:  # a negative int64 arrives here as a huge uint64
+            cur.fail(f"{field}.ne[{j}]", f"tensor {name!r} dimension {j} is {ne} (must be 1..{INT64_MAX})", ne_at)
         shape.append(ne)
     type_at = cur.pos
     ggml_type = _tensor_type(cur, cur.u32(field + ".type"), field + ".type", name, type_at)
@@ -316,16 +358,21 @@ def _read_tensor_info(cur: _Cursor, i: int, offset_fields: dict[str, int]) -> Te
     rel_offset = cur.u64(field + ".offset")
     n_elements = math.prod(shape)
     if n_elements > INT64_MAX:
-        cur.fail(f"{field}.ne", f"tensor {name!r} shape {shape} has {n_elements} elements,"
-                 " more than int64 can count", dims_at)
+        cur.fail(
+            f"{field}.ne",
+            f"tensor {name!r} shape {shape} has {n_elements} elements, more than int64 can count",
+            dims_at,
+        )
     block, block_bytes = BLOCK_LAYOUT[ggml_type]
     if shape[0] % block:
-        cur.fail(f"{field}.ne[0]", f"tensor {name!r} row length {shape[0]} is not a multiple"
-                 f" of the {ggml_type.name} block size {block}", dims_at + 4)
+        cur.fail(
+            f"{field}.ne[0]",
+            f"tensor {name!r} row length {shape[0]} is not a multiple of the {ggml_type.name} block size {block}",
+            dims_at + 4,
+        )
     nbytes = n_elements // block * block_bytes
     if nbytes > cur.end:
-        cur.fail(f"{field}.ne", f"tensor {name!r} needs {nbytes} bytes, more than the whole"
-                 f" file ({cur.end})", dims_at)
+        cur.fail(f"{field}.ne", f"tensor {name!r} needs {nbytes} bytes, more than the whole file ({cur.end})", dims_at)
     offset_fields[name] = offset_at
     return TensorInfo(name, ggml_type, tuple(shape), rel_offset, nbytes)
 
@@ -340,11 +387,11 @@ class GGUFFile:
     def __init__(self, buf: bytes | mmap.mmap, size: int, path: str, mapping: mmap.mmap | None = None):
         self.path = path
         self.file_size = size
-        self._buf: bytes | mmap.mmap | None = buf   # None once closed
+        self._buf: bytes | mmap.mmap | None = buf  # None once closed
         self._mmap = mapping
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, tuple[ValueType, ValueType | None]] = {}
-        self._kv_where: dict[str, tuple[int, int]] = {}   # key → (kv index, value offset)
+        self._kv_where: dict[str, tuple[int, int]] = {}  # key → (kv index, value offset)
         self.tensors: dict[str, TensorInfo] = {}
         self._parse(buf)
 
@@ -354,7 +401,7 @@ class GGUFFile:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                if size < _HEADER_BYTES:   # mmap refuses empty files; say what is wrong instead
+                if size < _HEADER_BYTES:  # mmap refuses empty files; say what is wrong instead
                     head = f.read(_HEADER_BYTES)
                     return cls(head, len(head), path)
                 mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -381,7 +428,7 @@ class GGUFFile:
             try:
                 self._mmap.close()
             except BufferError:
-                pass   # numpy views still export it; it is unmapped when the last one dies
+                pass  # numpy views still export it; it is unmapped when the last one dies
             self._mmap = None
         self._buf = None
 
@@ -395,7 +442,7 @@ class GGUFFile:
         cur.pos = 4
         version = cur.u32("version")
         if version not in SUPPORTED_VERSIONS:
-            if version & 0xFFFF == 0 and version:   # e.g. 0x03000000 is v3 byte-swapped
+            if version & 0xFFFF == 0 and version:  # e.g. 0x03000000 is v3 byte-swapped
                 reason = f"big-endian GGUF (version field {version:#x}) is not supported"
             else:
                 reason = f"unsupported GGUF version {version} (supported: 2, 3)"
@@ -416,7 +463,7 @@ class GGUFFile:
             info = _read_tensor_info(cur, i, offset_fields)
             self.tensors[info.name] = info
         self.alignment = alignment
-        self.data_offset = -(-cur.pos // alignment) * alignment   # first aligned byte after the index
+        self.data_offset = -(-cur.pos // alignment) * alignment  # first aligned byte after the index
         self._place_tensors(cur, offset_fields)
 
     def _read_kv(self, cur: _Cursor, i: int) -> None:
@@ -450,21 +497,30 @@ class GGUFFile:
         for i, info in enumerate(list(self.tensors.values())):
             field, offset_at = f"tensor_info[{i}].offset", offset_fields[info.name]
             if info.offset % alignment:
-                cur.fail(field, f"tensor {info.name!r} offset {info.offset} is not a multiple"
-                         f" of the alignment {alignment}", offset_at)
+                cur.fail(
+                    field,
+                    f"tensor {info.name!r} offset {info.offset} is not a multiple of the alignment {alignment}",
+                    offset_at,
+                )
             start = self.data_offset + info.offset
             if start + info.nbytes > self.file_size:
-                cur.fail(field, f"tensor {info.name!r} data [{start}, {start + info.nbytes}) is"
-                         f" outside the file ({self.file_size} bytes): file incomplete,"
-                         " re-download it", offset_at)
+                cur.fail(
+                    field,
+                    f"tensor {info.name!r} data [{start}, {start + info.nbytes}) is"
+                    f" outside the file ({self.file_size} bytes): file incomplete,"
+                    " re-download it",
+                    offset_at,
+                )
             placed.append((start, i, info))
-            self.tensors[info.name] = TensorInfo(info.name, info.ggml_type, info.shape,
-                                                 start, info.nbytes)
+            self.tensors[info.name] = TensorInfo(info.name, info.ggml_type, info.shape, start, info.nbytes)
         placed.sort(key=lambda p: p[0])
         for (a_start, _, a), (b_start, j, b) in zip(placed, placed[1:]):
             if b_start < a_start + a.nbytes:
-                cur.fail(f"tensor_info[{j}].offset", f"tensor {b.name!r} data overlaps tensor"
-                         f" {a.name!r}", offset_fields[b.name])
+                cur.fail(
+                    f"tensor_info[{j}].offset",
+                    f"tensor {b.name!r} data overlaps tensor {a.name!r}",
+                    offset_fields[b.name],
+                )
 
     # -- typed metadata access: every getter checks the stored type first (§1.3) --
 
@@ -490,19 +546,26 @@ class GGUFFile:
         field, offset = self.kv_location(key)
         raise ModelFormatError(self.path, field, offset, reason)
 
-    def get_int(self, key: str, default: Any = _MISSING, *, min_value: int | None = None,
-                max_value: int | None = None) -> int:
+    def get_int(
+        self, key: str, default: Any = _MISSING, *, min_value: int | None = None, max_value: int | None = None
+    ) -> int:
         """An integer value of any integer type, optionally range-checked."""
         value = self._typed(key, default, INT_TYPES, "an integer")
         if value is _MISSING:
             return default
-        if (min_value is not None and value < min_value) or (
-                max_value is not None and value > max_value):
+        if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
             self._reject(key, f"value {value} outside [{min_value}, {max_value}]")
         return int(value)
 
-    def get_float(self, key: str, default: Any = _MISSING, *, positive: bool = False,
-                  min_value: float | None = None, max_value: float | None = None) -> float:
+    def get_float(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        positive: bool = False,
+        min_value: float | None = None,
+        max_value: float | None = None,
+    ) -> float:
         """A finite float (integers accepted); NaN and infinities are always refused."""
         value = self._typed(key, default, FLOAT_TYPES | INT_TYPES, "a number")
         if value is _MISSING:
@@ -512,8 +575,7 @@ class GGUFFile:
             self._reject(key, f"value {value} is not finite")
         if positive and value <= 0:
             self._reject(key, f"value {value} must be positive")
-        if (min_value is not None and value < min_value) or (
-                max_value is not None and value > max_value):
+        if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
             self._reject(key, f"value {value} outside [{min_value}, {max_value}]")
         return value
 
@@ -525,8 +587,9 @@ class GGUFFile:
         value = self._typed(key, default, frozenset({ValueType.BOOL}), "a bool")
         return default if value is _MISSING else value
 
-    def get_array(self, key: str, default: Any = _MISSING, *,
-                  element_type: ValueType | frozenset[ValueType] | None = None) -> Any:
+    def get_array(
+        self, key: str, default: Any = _MISSING, *, element_type: ValueType | frozenset[ValueType] | None = None
+    ) -> Any:
         """An array: a read-only numpy array for numbers, a list of str for strings.
 
         Args:

@@ -89,8 +89,7 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(is_nan, quiet_nan, rounded).astype("<u2")
 
 
-QUANTIZERS = {GGMLType.Q8_0: quantize_q8_0, GGMLType.Q4_0: quantize_q4_0,
-              GGMLType.Q4_1: quantize_q4_1}
+QUANTIZERS = {GGMLType.Q8_0: quantize_q8_0, GGMLType.Q4_0: quantize_q4_0, GGMLType.Q4_1: quantize_q4_1}
 
 
 def encode_tensor(x: np.ndarray, ggml_type: GGMLType) -> np.ndarray:

@@ -7,6 +7,7 @@ picks each group's scale and zero point to minimise a weighted squared error
 (a clipping search, then a least-squares refit), not plain min/max.
 Imports numpy, the loaders and the kernels' packer: no Qt.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,15 +16,15 @@ from tmac_core.kernels import PackedWeight, pack
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 
-CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)   # shrink factors tried per group
-ROW_CHUNK = 1024                                            # rows quantized at a time (memory)
+CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)  # shrink factors tried per group
+ROW_CHUNK = 1024  # rows quantized at a time (memory)
 
 
 def _q4_blocks(raw: np.ndarray, with_min: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Q4_0 {half d; u8 qs[16]} / Q4_1 {half d; half m; u8 qs[16]} blocks -> codes, d, m."""
     blocks = raw.reshape(-1, 20 if with_min else 18)
     qs = blocks[:, 4:20] if with_min else blocks[:, 2:18]
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1)            # value j<16 low nibble, j>=16 high
+    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # value j<16 low nibble, j>=16 high
     d = blocks[:, 0:2].copy().view("<f2").astype(np.float32)[:, 0]
     m = blocks[:, 2:4].copy().view("<f2").astype(np.float32)[:, 0] if with_min else None
     return codes, d, m
@@ -36,7 +37,7 @@ def _exact_q4(gguf: GGUFFile, name: str) -> PackedWeight:
     codes, d, mins = _q4_blocks(gguf.tensor_bytes(name), with_min)
     codes = codes.reshape(m_rows, k)
     d = d.reshape(m_rows, k // 32)
-    if mins is None:        # Q4_0
+    if mins is None:  # Q4_0
         return pack(codes, d, np.full_like(d, 8.0), bits=4, group_size=32)
     mins = mins.reshape(m_rows, k // 32)
     # w = d*q + m = d*(q - z) with z = -m/d; a block with d == 0 is the constant m = m*(q - (-1)) at q = 0
@@ -51,9 +52,9 @@ def _exact_ternary(gguf: GGUFFile, name: str) -> PackedWeight:
     info = gguf.tensors[name]
     k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
     w = dequantize_tensor(gguf, name).reshape(m_rows, k // 256, 256)
-    d = np.abs(w).max(axis=2)                                       # TQ scale per 256 = the nonzero magnitude
+    d = np.abs(w).max(axis=2)  # TQ scale per 256 = the nonzero magnitude
     codes = np.rint(w / np.where(d == 0, 1, d)[:, :, None]).astype(np.int8) + 1
-    scales = np.repeat(d, 2, axis=1)                                # two 128-wide groups per 256-block
+    scales = np.repeat(d, 2, axis=1)  # two 128-wide groups per 256-block
     return pack(codes.reshape(m_rows, k).astype(np.uint8), scales, np.ones_like(scales), bits=2, group_size=128)
 
 
@@ -70,7 +71,7 @@ def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.
     scales = np.empty((m, k // group_size), np.float32)
     zeros = np.empty((m, k // group_size), np.float32)
     for r0 in range(0, m, ROW_CHUNK):
-        g = w[r0:r0 + ROW_CHUNK].astype(np.float32).reshape(-1, k // group_size, group_size)
+        g = w[r0 : r0 + ROW_CHUNK].astype(np.float32).reshape(-1, k // group_size, group_size)
         imp = g * g + (g * g).mean(axis=2, keepdims=True) + 1e-30
         lo, hi = g.min(axis=2, keepdims=True), g.max(axis=2, keepdims=True)
         best_err = np.full(lo.shape, np.inf, np.float32)
@@ -81,8 +82,11 @@ def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.
             s, z = _refit(g, imp, np.clip(np.rint(g / s + z), 0, qmax), s, z)
             err = (imp * (s * (np.clip(np.rint(g / s + z), 0, qmax) - z) - g) ** 2).sum(axis=2, keepdims=True)
             better = err < best_err
-            best_err, best_s, best_z = np.where(better, err, best_err), np.where(better, s, best_s), \
-                np.where(better, z, best_z)
+            best_err, best_s, best_z = (
+                np.where(better, err, best_err),
+                np.where(better, s, best_s),
+                np.where(better, z, best_z),
+            )
         q = np.clip(np.rint(g / best_s + best_z), 0, qmax)
         rows = slice(r0, r0 + g.shape[0])
         codes[rows] = q.reshape(g.shape[0], k).astype(np.uint8)
@@ -90,8 +94,9 @@ def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.
     return codes, scales, zeros
 
 
-def _refit(g: np.ndarray, imp: np.ndarray, q: np.ndarray, s: np.ndarray,
-           z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _refit(
+    g: np.ndarray, imp: np.ndarray, q: np.ndarray, s: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares of g ~ a*q + b for fixed codes; returns (s, z) = (a, -b/a)."""
     sw = imp.sum(axis=2, keepdims=True)
     mq, mg = (imp * q).sum(axis=2, keepdims=True) / sw, (imp * g).sum(axis=2, keepdims=True) / sw
@@ -99,7 +104,7 @@ def _refit(g: np.ndarray, imp: np.ndarray, q: np.ndarray, s: np.ndarray,
     cov = (imp * (q - mq) * (g - mg)).sum(axis=2, keepdims=True)
     ok = var > 0
     a = np.where(ok, cov / np.where(ok, var, 1), s)
-    a = np.where(a > 1e-30, a, s)                 # keep a positive step; else the search's
+    a = np.where(a > 1e-30, a, s)  # keep a positive step; else the search's
     b = np.where(ok, mg - a * mq, -s * z)
     return a, -b / a
 

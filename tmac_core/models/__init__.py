@@ -8,14 +8,15 @@ Standard library only at import, like tmac_core.plan: the app reads the registry
 build a ModelConfig from its catalog. The loader (numpy, the compiled runtime) is
 imported by `get_architecture`, when a model is loaded.
 """
+
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import llama, qwen2
 from tmac_core.plan import Architecture
 
 # GGUF `general.architecture` → the architecture we run it as
 ARCHITECTURES = {
-    "llama": llama.ARCH,      # Llama 2/3/3.2, SmolLM2, TinyLlama
-    "mistral": llama.ARCH,    # older llama.cpp converts Mistral under its own key prefix, Llama's tensors
+    "llama": llama.ARCH,  # Llama 2/3/3.2, SmolLM2, TinyLlama
+    "mistral": llama.ARCH,  # older llama.cpp converts Mistral under its own key prefix, Llama's tensors
     "qwen2": qwen2.ARCH,
 }
 
@@ -25,8 +26,9 @@ def architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise UnsupportedModelError(f"unsupported architecture {name!r}"
-                                    f" (supported: {', '.join(sorted(ARCHITECTURES))})") from None
+        raise UnsupportedModelError(
+            f"unsupported architecture {name!r} (supported: {', '.join(sorted(ARCHITECTURES))})"
+        ) from None
 
 
 def get_architecture(arch: str):
@@ -35,4 +37,5 @@ def get_architecture(arch: str):
     on the one Llama-family graph, switched by the ModelConfig's flags."""
     architecture(arch)
     from tmac_core.models import loader
+
     return loader

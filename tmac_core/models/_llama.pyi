@@ -13,9 +13,14 @@ from tmac_core.kernels._kernels import PackedWeight
 
 class LlamaRuntime:
     @property
-    def logits_array(self) -> NDArray[np.float32]: ...   # (max_batch, vocab)
-    def __init__(self, cfg: ModelConfig, weights: Mapping[str, PackedWeight | NDArray[np.float32]], n_ctx: int,
-                 max_batch: int = 32) -> None: ...
-    def embedding_row(self, token: int) -> NDArray[np.float32]: ...     # (dim,)
+    def logits_array(self) -> NDArray[np.float32]: ...  # (max_batch, vocab)
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: Mapping[str, PackedWeight | NDArray[np.float32]],
+        n_ctx: int,
+        max_batch: int = 32,
+    ) -> None: ...
+    def embedding_row(self, token: int) -> NDArray[np.float32]: ...  # (dim,)
     def forward(self, tokens: ArrayLike, pos: int, all_logits: bool = False) -> NDArray[np.float32]:
         """(vocab,) logits of the last token, or (n, vocab) with all_logits: a view, valid until the next call."""

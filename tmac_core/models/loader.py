@@ -1,10 +1,11 @@
 """Loading a Llama-family GGUF into the runtime, tensor by tensor as tmac_core.plan
 lists them: repack every matrix to its planned bits, gather norms and biases,
 compute the RoPE frequencies, and build the Cython LlamaRuntime. No Qt."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,15 +23,17 @@ def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> np.ndarra
     half = cfg.head_dim // 2
     inv = cfg.rope_theta ** (-np.arange(half, dtype=np.float64) * 2.0 / cfg.head_dim)
     rs = cfg.rope_scaling
-    if rs is not None:          # transformers' _compute_llama3_parameters
+    if rs is not None:  # transformers' _compute_llama3_parameters
         low_wavelen = rs.original_context_length / rs.low_freq_factor
         high_wavelen = rs.original_context_length / rs.high_freq_factor
         wavelen = 2 * math.pi / inv
-        smooth = (rs.original_context_length / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+        smooth = (rs.original_context_length / wavelen - rs.low_freq_factor) / (
+            rs.high_freq_factor - rs.low_freq_factor
+        )
         scaled = np.where(wavelen > low_wavelen, inv / rs.factor, inv)
         mid = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
         inv = np.where(mid, (1 - smooth) * inv / rs.factor + smooth * inv, scaled)
-    if cfg.rope_freqs and gguf is not None:     # ggml divides each angle by its factor
+    if cfg.rope_freqs and gguf is not None:  # ggml divides each angle by its factor
         inv = inv / dequantize_tensor(gguf, "rope_freqs.weight").astype(np.float64).reshape(-1)[:half]
     return inv
 
@@ -49,13 +52,14 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
 def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> PackedWeight:
     """The repacker and the plan must agree, or the app's size estimates drift from the runtime."""
     if (packed.shape, packed.bits, packed.group_size) != ((spec.rows, spec.cols), spec.bits, spec.group_size):
-        raise UnsupportedModelError(f"{gguf.path}: {spec.name} packed as {packed!r}, the plan says"
-                                    f" {spec.bits} bits in groups of {spec.group_size}")
+        raise UnsupportedModelError(
+            f"{gguf.path}: {spec.name} packed as {packed!r}, the plan says"
+            f" {spec.bits} bits in groups of {spec.group_size}"
+        )
     return packed
 
 
-def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int,
-                 progress: Callable[[float], None] | None = None) -> dict:
+def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None) -> dict:
     """Every tensor the runtime needs: PackedWeight matrices, float32 vectors."""
     source = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
     plan = tensor_plan(cfg, bits, source)
@@ -70,7 +74,7 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int,
             out = output_source(cfg)
             weights[spec.name] = _check_packed(gguf, spec, output_residual(gguf, out, weights[out], spec))
     for vec in vector_plan(cfg):
-        if vec.role != "rope_freqs":        # folded into rope.inv_freq below
+        if vec.role != "rope_freqs":  # folded into rope.inv_freq below
             weights[vec.name] = dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1)
     weights["rope.inv_freq"] = inv_frequencies(cfg, gguf)
     return weights

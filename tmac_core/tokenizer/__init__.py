@@ -15,5 +15,12 @@ from tmac_core.tokenizer.chat_template import (
 from tmac_core.tokenizer.detok import StreamingDetokenizer
 from tmac_core.tokenizer.load import tokenizer_from_gguf
 
-__all__ = ["Tokenizer", "RenderedChat", "StreamingDetokenizer", "render_chat",
-           "render_template", "pick_fallback", "tokenizer_from_gguf"]
+__all__ = [
+    "Tokenizer",
+    "RenderedChat",
+    "StreamingDetokenizer",
+    "render_chat",
+    "render_template",
+    "pick_fallback",
+    "tokenizer_from_gguf",
+]

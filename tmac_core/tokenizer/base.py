@@ -26,10 +26,18 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # Control tokens that end a turn in common chat formats. llama.cpp uses the same kind of
 # text heuristic (llama-vocab.cpp, "auto-detect special tokens by text") because many
 # GGUF files do not set tokenizer.ggml.eot_token_id.
-_END_OF_TURN_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<|end_of_text|>", "</s>",
-})
+_END_OF_TURN_TEXTS = frozenset(
+    {
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|eom_id|>",
+        "<|end_of_text|>",
+        "</s>",
+    }
+)
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -57,8 +65,7 @@ class Tokenizer(ABC):
         n = len(self.tokens)
         types = list(_meta(md, "tokenizer.ggml.token_type", [NORMAL] * n))
         if len(types) != n:
-            raise TokenizerError(
-                f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+            raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
         self.token_types: list[int] = [int(t) for t in types]
         self.warnings: list[str] = []
 
@@ -151,15 +158,23 @@ class Tokenizer(ABC):
         if missing:
             raise TokenizerError(
                 "this prompt was rendered without guarding this vocabulary's special tokens "
-                f"(e.g. {sorted(missing)[0]!r}); render it with Tokenizer.apply_chat_template")
-        fragments = [f if isinstance(f, int) else unmark(_SURROGATES.sub("\ufffd", f))
-                     for f in self._split_special(rendered.marked)]
+                f"(e.g. {sorted(missing)[0]!r}); render it with Tokenizer.apply_chat_template"
+            )
+        fragments = [
+            f if isinstance(f, int) else unmark(_SURROGATES.sub("\ufffd", f))
+            for f in self._split_special(rendered.marked)
+        ]
         ids = self._encode_fragments([f for f in fragments if f != ""])
         return self._finish(ids, add_special=True, eos=False)
 
-    def apply_chat_template(self, messages: Sequence[Any], *, add_generation_prompt: bool = True,
-                            tools: Sequence[Any] | None = None,
-                            **extra: Any) -> tuple[list[int], RenderedChat]:
+    def apply_chat_template(
+        self,
+        messages: Sequence[Any],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+        **extra: Any,
+    ) -> tuple[list[int], RenderedChat]:
         """Render `messages` with the model's template (or the fallback) and tokenize.
 
         Returns:
@@ -167,14 +182,19 @@ class Tokenizer(ABC):
             built-in fallback template was used, else None.
         """
         rendered = render_chat(
-            self.chat_template, messages, bos_token=self.bos_text, eos_token=self.eos_text,
-            add_generation_prompt=add_generation_prompt, tools=tools,
-            special_tokens=self._special, **extra)
+            self.chat_template,
+            messages,
+            bos_token=self.bos_text,
+            eos_token=self.eos_text,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
+            special_tokens=self._special,
+            **extra,
+        )
         return self.encode_chat(rendered), rendered
 
     def _split_special(self, text: str) -> list[str | int]:
-        return [self.special_tokens[piece] if special else piece
-                for piece, special in self._special.split(text)]
+        return [self.special_tokens[piece] if special else piece for piece, special in self._special.split(text)]
 
     def _finish(self, ids: list[int], add_special: bool, eos: bool = True) -> list[int]:
         # add_bos / add_eos are only ever True with their token id set (see __init__)
@@ -213,5 +233,4 @@ class Tokenizer(ABC):
 
     def _check_id(self, token_id: int) -> None:
         if not 0 <= token_id < len(self.tokens):
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary "
-                                 f"of {len(self.tokens)} tokens")
+            raise TokenizerError(f"token id {token_id} is outside the vocabulary of {len(self.tokens)} tokens")

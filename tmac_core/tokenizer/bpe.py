@@ -19,38 +19,47 @@ from tmac_core.tokenizer.base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USE
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 # llama.cpp spells (?i:'s|...) out as '[sS]|... for its own regex engine; `tokenizers`
 # (Oniguruma) takes the original tokenizer.json form.
-_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-           r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _QWEN2 = _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-_GPT4O = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-          r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-          r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-          r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-          r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_TEKKEN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-           r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-           r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_TEKKEN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _BLOOM = r" ?[^(\s|.,!?…。，、।۔،)]+"
 
 # name -> (regexes, ignore_merges, default add_bos)
 PRE_TOKENIZERS: dict[str, tuple[tuple[str, ...], bool, bool]] = {}
 
 
-def _register(names: str, regexes: Sequence[str], ignore_merges: bool = False,
-              add_bos: bool = False) -> None:
+def _register(names: str, regexes: Sequence[str], ignore_merges: bool = False, add_bos: bool = False) -> None:
     for name in names.split():
         PRE_TOKENIZERS[name] = (tuple(regexes), ignore_merges, add_bos)
 
 
 _register("default", [r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"])
-_register("llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2",
-          [_LLAMA3], ignore_merges=True, add_bos=True)
+_register(
+    "llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2", [_LLAMA3], ignore_merges=True, add_bos=True
+)
 _register("dbrx smaug-bpe glm4 chatglm-bpe", [_LLAMA3])
 _register("falcon", [r"[\p{P}\$\+<=>\^~\|`]+", _GPT2, r"[0-9][0-9][0-9]"])
 _register("starcoder refact command-r smollm codeshell exaone minerva-7b", [r"\p{N}", _GPT2])
-_register("gpt-2 gpt2 mpt phi-2 olmo jais trillion granite-docling exaone4 jina-es jina-de "
-          "gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert roberta-bpe "
-          "jina-v1-en jina-v2-code", [_GPT2])
+_register(
+    "gpt-2 gpt2 mpt phi-2 olmo jais trillion granite-docling exaone4 jina-es jina-de "
+    "gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert roberta-bpe "
+    "jina-v1-en jina-v2-code",
+    [_GPT2],
+)
 _register("qwen2 deepseek-r1-qwen kormo megrez stablelm2 hunyuan", [_QWEN2])
 _register("poro-chat bloom gpt3-finnish", [_BLOOM])
 _register("viking", [_BLOOM, r"\p{N}"])
@@ -60,8 +69,7 @@ _register("gpt-4o llama4", [_GPT4O])
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (openai/gpt-2 encoder.py)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {b: chr(b) for b in keep}
     extra = 0
     for b in range(256):
@@ -89,7 +97,7 @@ def _split_merge(merge: str) -> tuple[str, str] | None:
     pos = merge.find(" ", 1)
     if pos < 0:
         return None
-    return merge[:pos], merge[pos + 1:]
+    return merge[:pos], merge[pos + 1 :]
 
 
 class BpeTokenizer(Tokenizer):
@@ -104,8 +112,10 @@ class BpeTokenizer(Tokenizer):
             self._pre_warning = "tokenizer.ggml.pre is missing; using llama.cpp's 'default'"
             pre = "default"
         elif str(pre) not in PRE_TOKENIZERS:
-            self._pre_warning = (f"unknown pre-tokenizer {pre!r}; using the GPT-2 regex "
-                                 "(tokenization may differ from the model's training)")
+            self._pre_warning = (
+                f"unknown pre-tokenizer {pre!r}; using the GPT-2 regex "
+                "(tokenization may differ from the model's training)"
+            )
             pre = "gpt-2"
         else:
             self._pre_warning = None
@@ -137,12 +147,13 @@ class BpeTokenizer(Tokenizer):
             if ttype in (NORMAL, BYTE):
                 vocab[text] = i
         # Bytes C0, C1 and F5..FF never occur in UTF-8 text, so only the others matter.
-        missing = [b for b, c in bytes_to_unicode().items()
-                   if c not in vocab and not (b in (0xC0, 0xC1) or b >= 0xF5)]
+        missing = [b for b, c in bytes_to_unicode().items() if c not in vocab and not (b in (0xC0, 0xC1) or b >= 0xF5)]
         if missing:
             # `tokenizers` drops a byte it has no token for (llama.cpp would throw).
-            self.warnings.append(f"no token for byte(s) {', '.join(f'0x{b:02X}' for b in missing)};"
-                                 " those bytes are dropped when encoding")
+            self.warnings.append(
+                f"no token for byte(s) {', '.join(f'0x{b:02X}' for b in missing)};"
+                " those bytes are dropped when encoding"
+            )
         merges: list[tuple[str, str]] = []
         bad = 0
         for m in md.get("tokenizer.ggml.merges") or []:
@@ -159,7 +170,8 @@ class BpeTokenizer(Tokenizer):
             tk = HfTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
             tk.pre_tokenizer = pre_tokenizers.Sequence(
                 [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in self._regexes]
-                + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+                + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            )
         except Exception as e:  # the library raises its own exception types
             raise TokenizerError(f"cannot build the BPE tokenizer: {e}") from e
         return tk

@@ -12,8 +12,8 @@ wrote from the same text typed by a user. Pure Python: no Qt, no `app`, no token
 
 from __future__ import annotations
 
-import dataclasses
 import contextvars
+import dataclasses
 import datetime
 import functools
 import json
@@ -32,11 +32,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from tmac_core.errors import ChatTemplateError, TemplateSecurityError
 from tmac_core.tokenizer.special import MARK, SpecialMatcher
 
-MAX_TEMPLATE_CHARS = 64 * 1024      # real templates are a few KiB (reliability.md §2.3)
-MAX_OUTPUT_CHARS = 1024 * 1024      # also the cap for any one string a template builds
-MAX_RENDER_BYTES = 128 * 1024 * 1024   # bytes of strings and containers one render may create in all
+MAX_TEMPLATE_CHARS = 64 * 1024  # real templates are a few KiB (reliability.md §2.3)
+MAX_OUTPUT_CHARS = 1024 * 1024  # also the cap for any one string a template builds
+MAX_RENDER_BYTES = 128 * 1024 * 1024  # bytes of strings and containers one render may create in all
 RENDER_TIMEOUT_S = 1.0
-MAX_TEMPLATE_DEPTH = 64             # nested macro calls / template frames
+MAX_TEMPLATE_DEPTH = 64  # nested macro calls / template frames
 
 # MARK (tokenizer/special.py) is a Unicode noncharacter inserted into special-token
 # strings found in message text so they can no longer match. A literal MARK in the
@@ -56,6 +56,7 @@ class RenderedChat:
         template: "gguf" for the model's own template, else the fallback's name.
         notice: None, or a sentence for the user saying why a fallback was used.
     """
+
     text: str
     marked: str
     guarded: frozenset[str]
@@ -73,6 +74,7 @@ def mark_untrusted(text: str, special: SpecialMatcher) -> str:
 
 
 # -- the sandbox -----------------------------------------------------------------------
+
 
 class PromptTooLongError(ChatTemplateError):
     """The messages alone are longer than any prompt a template may render: not a template
@@ -118,7 +120,7 @@ def _text_size(value: Any, limit: int = MAX_OUTPUT_CHARS, indent: int = 0) -> in
     while stack and total <= limit:
         item, depth = stack.pop()
         if isinstance(item, str):
-            total += 6 * len(item) + 2         # JSON escapes one character as at most 6
+            total += 6 * len(item) + 2  # JSON escapes one character as at most 6
         elif isinstance(item, dict):
             total += 2 + len(item) * (4 + indent * (depth + 1))
             stack.extend((x, depth + 1) for pair in item.items() for x in pair)
@@ -128,7 +130,7 @@ def _text_size(value: Any, limit: int = MAX_OUTPUT_CHARS, indent: int = 0) -> in
         elif isinstance(item, int) and not isinstance(item, bool):
             total += min(item.bit_length() // 3 + 2, 5000)
         else:
-            total += 32                         # float, bool, None, jinja Undefined, ...
+            total += 32  # float, bool, None, jinja Undefined, ...
     return total
 
 
@@ -249,8 +251,13 @@ class _Environment(ImmutableSandboxedEnvironment):
         elif operator == "%" and isinstance(left, str):
             if _WIDE_FORMAT.search(left):
                 raise SecurityError("format width is too large")
-            values = list(right.values()) if isinstance(right, Mapping) else \
-                list(right) if isinstance(right, tuple) else [right]
+            values = (
+                list(right.values())
+                if isinstance(right, Mapping)
+                else list(right)
+                if isinstance(right, tuple)
+                else [right]
+            )
             _check_len(_format_size(left, values), "%-formatting")
         elif operator == "+" and isinstance(left, seqs) and isinstance(right, seqs):
             _check_len(len(left) + len(right), "concatenation")
@@ -272,6 +279,7 @@ class _Environment(ImmutableSandboxedEnvironment):
             # modest fields add up: bound the whole result before it is built.
             _check_len(_format_size(owner, [args[0]] if format_map and args else args, kwargs), "str.format")
             return wrapped(*args, **kwargs)
+
         return sized_format
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805  (Jinja's signature)
@@ -293,7 +301,7 @@ def _guard_filter(name: str, fn: Any) -> Any:
             value = [str(v) for v in value]
             sep = str(rest[0] if rest else kwargs.get("d", ""))
             _check_len(sum(map(len, value)) + len(sep) * len(value), "join")
-            args = (*args[:skip - 1], value, *rest)
+            args = (*args[: skip - 1], value, *rest)
         if name == "replace" and len(rest) >= 2:
             _check_len(len(str(value)) * max(1, len(str(rest[1]))), "replace")
         if name == "indent" and rest and isinstance(rest[0], int):
@@ -305,14 +313,35 @@ def _guard_filter(name: str, fn: Any) -> Any:
         if name == "format":
             _check_len(_format_size(str(value), rest, kwargs), "|format")
         return _check_result(fn(*args, **kwargs), f"|{name}")
+
     return guarded
 
 
 # Filters that turn any value into text, with how many characters one character of
 # the value's text can become (escaping: '&' -> '&amp;'; urlize wraps a word in a link).
-_TEXT_FILTERS = {"string": 1, "tojson": 1, "pprint": 1, "list": 1, "escape": 6, "e": 6, "forceescape": 6,
-                 "urlize": 12, "xmlattr": 6, "wordwrap": 2, "title": 1, "capitalize": 1, "upper": 3, "lower": 3,
-                 "center": 1, "trim": 1, "striptags": 1, "urlencode": 9, "safe": 1, "items": 1, "dictsort": 1}
+_TEXT_FILTERS = {
+    "string": 1,
+    "tojson": 1,
+    "pprint": 1,
+    "list": 1,
+    "escape": 6,
+    "e": 6,
+    "forceescape": 6,
+    "urlize": 12,
+    "xmlattr": 6,
+    "wordwrap": 2,
+    "title": 1,
+    "capitalize": 1,
+    "upper": 3,
+    "lower": 3,
+    "center": 1,
+    "trim": 1,
+    "striptags": 1,
+    "urlencode": 9,
+    "safe": 1,
+    "items": 1,
+    "dictsort": 1,
+}
 
 
 def _tojson(value: Any, indent: int | None = None, **kwargs: Any) -> str:
@@ -330,8 +359,7 @@ def _strftime_now(fmt: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _environment() -> _Environment:
-    env = _Environment(trim_blocks=True, lstrip_blocks=True,
-                       extensions=[_GenerationTag, "jinja2.ext.loopcontrols"])
+    env = _Environment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.filters = {name: _guard_filter(name, f) for name, f in env.filters.items()}
     env.globals["raise_exception"] = _raise_exception
@@ -420,11 +448,18 @@ def _matcher(special_tokens: Collection[str] | SpecialMatcher) -> SpecialMatcher
     return special_tokens if isinstance(special_tokens, SpecialMatcher) else SpecialMatcher(special_tokens)
 
 
-def render_template(source: str, messages: Sequence[Any], *, bos_token: str = "",
-                    eos_token: str = "", add_generation_prompt: bool = True,
-                    tools: Sequence[Any] | None = None,
-                    special_tokens: Collection[str] | SpecialMatcher = (),
-                    timeout_s: float = RENDER_TIMEOUT_S, **extra: Any) -> RenderedChat:
+def render_template(
+    source: str,
+    messages: Sequence[Any],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+    tools: Sequence[Any] | None = None,
+    special_tokens: Collection[str] | SpecialMatcher = (),
+    timeout_s: float = RENDER_TIMEOUT_S,
+    **extra: Any,
+) -> RenderedChat:
     """Render one template in the sandbox, no fallback.
 
     Raises:
@@ -432,15 +467,17 @@ def render_template(source: str, messages: Sequence[Any], *, bos_token: str = ""
         ChatTemplateError: any other failure (syntax, raise_exception, time or size limit).
     """
     if len(source) > MAX_TEMPLATE_CHARS:
-        raise ChatTemplateError(
-            f"chat template is {len(source)} characters (limit {MAX_TEMPLATE_CHARS})")
+        raise ChatTemplateError(f"chat template is {len(source)} characters (limit {MAX_TEMPLATE_CHARS})")
     special = _matcher(special_tokens)
     context = {k: _mark_all(_to_plain(v), special) for k, v in extra.items()}
     context.update(
         messages=_mark_all(_to_plain(list(messages)), special),
         tools=_mark_all(_to_plain(list(tools)), special) if tools is not None else None,
-        documents=None, bos_token=bos_token, eos_token=eos_token,
-        add_generation_prompt=bool(add_generation_prompt))
+        documents=None,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        add_generation_prompt=bool(add_generation_prompt),
+    )
 
     def run() -> str:
         out: list[str] = []
@@ -479,14 +516,16 @@ FALLBACK_TEMPLATES = {
         "{% for message in messages %}"
         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
         "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
     "llama3": (
         "{{ bos_token }}{% for message in messages %}"
         "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
         " + message['content'] | trim + '<|eot_id|>' }}"
         "{% endfor %}"
         "{% if add_generation_prompt %}"
-        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
     # Meta's Llama-2 chat format: the system prompt goes inside the first [INST].
     "llama2": (
         "{% if messages and messages[0]['role'] == 'system' %}"
@@ -499,7 +538,8 @@ FALLBACK_TEMPLATES = {
         "{{ bos_token + '[INST] ' }}"
         "{% if loop.first and system %}{{ '<<SYS>>\n' + system + '\n<</SYS>>\n\n' }}{% endif %}"
         "{{ message['content'] | trim + ' [/INST]' }}"
-        "{% endif %}{% endfor %}"),
+        "{% endif %}{% endfor %}"
+    ),
 }
 
 _FALLBACK_LABELS = {"chatml": "ChatML", "llama3": "Llama-3", "llama2": "Llama-2"}
@@ -522,15 +562,21 @@ def _content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, (list, tuple)):
-        return "".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p)
-                       for p in content)
+        return "".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
     return str(content)
 
 
-def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str = "",
-                eos_token: str = "", add_generation_prompt: bool = True,
-                tools: Sequence[Any] | None = None, special_tokens: Collection[str] | SpecialMatcher = (),
-                **extra: Any) -> RenderedChat:
+def render_chat(
+    template: str | None,
+    messages: Sequence[Any],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+    tools: Sequence[Any] | None = None,
+    special_tokens: Collection[str] | SpecialMatcher = (),
+    **extra: Any,
+) -> RenderedChat:
     """Render with the model's template, or a built-in one if it is missing or fails.
 
     Never raises for a bad model template: the result's `notice` explains the fallback.
@@ -539,21 +585,25 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
         PromptTooLongError: the messages alone exceed MAX_OUTPUT_CHARS.
         ChatTemplateError: only if the messages themselves cannot be rendered at all.
     """
-    n_chars = sum(len(_content_text(m.get("content")) if isinstance(m, Mapping) else
-                      _content_text(getattr(m, "content", ""))) for m in messages)
+    n_chars = sum(
+        len(_content_text(m.get("content")) if isinstance(m, Mapping) else _content_text(getattr(m, "content", "")))
+        for m in messages
+    )
     if n_chars > MAX_OUTPUT_CHARS:
         raise PromptTooLongError(n_chars)
     special = _matcher(special_tokens)
-    kwargs: dict[str, Any] = dict(bos_token=bos_token, eos_token=eos_token,
-                                  add_generation_prompt=add_generation_prompt, special_tokens=special)
+    kwargs: dict[str, Any] = dict(
+        bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt, special_tokens=special
+    )
     name = pick_fallback(special.strings, bos_token)
     label = _FALLBACK_LABELS[name]
     if template:
         try:
             return render_template(template, messages, tools=tools, **kwargs, **extra)
         except TemplateSecurityError as e:
-            notice = (f"The model's chat template was blocked for safety ({e}); "
-                      f"using the built-in {label} format instead.")
+            notice = (
+                f"The model's chat template was blocked for safety ({e}); using the built-in {label} format instead."
+            )
         except ChatTemplateError as e:
             notice = f"The model's chat template failed ({e}); using the built-in {label} format."
     else:
@@ -563,7 +613,6 @@ def render_chat(template: str | None, messages: Sequence[Any], *, bos_token: str
         m = _to_plain(m)
         if not isinstance(m, dict):
             raise ChatTemplateError("each message must be a mapping with role and content")
-        simple.append({"role": str(m.get("role", "user")),
-                       "content": _content_text(m.get("content"))})
+        simple.append({"role": str(m.get("role", "user")), "content": _content_text(m.get("content"))})
     rendered = render_template(FALLBACK_TEMPLATES[name], simple, **kwargs)
     return dataclasses.replace(rendered, template=name, notice=notice)

@@ -31,8 +31,7 @@ class StreamingDetokenizer:
             SentencePiece's own decode does.
     """
 
-    def __init__(self, tokenizer: _Vocab, *, special: bool = False,
-                 strip_leading_space: bool = True):
+    def __init__(self, tokenizer: _Vocab, *, special: bool = False, strip_leading_space: bool = True):
         self._tok = tokenizer
         self._special = special
         self._at_start = strip_leading_space

@@ -32,6 +32,7 @@ def tokenizer_from_gguf(md: Mapping[str, Any]) -> Tokenizer:
     model = md.get("tokenizer.ggml.model")
     cls = TOKENIZERS.get(model) if isinstance(model, str) else None
     if cls is None:
-        raise TokenizerError(f"unsupported tokenizer.ggml.model {model!r} "
-                             "(supported: 'llama' SentencePiece, 'gpt2' byte-level BPE)")
+        raise TokenizerError(
+            f"unsupported tokenizer.ggml.model {model!r} (supported: 'llama' SentencePiece, 'gpt2' byte-level BPE)"
+        )
     return cls(md)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 # doubled before marking). A string containing it is never special.
 MARK = "\ufdd0"
 MAX_SPECIAL_CHARS = 128
-_END = ""        # trie key of "a special string ends here" (no character is the empty string)
+_END = ""  # trie key of "a special string ends here" (no character is the empty string)
 
 
 def can_be_special(text: str) -> bool:
@@ -54,7 +54,7 @@ class SpecialMatcher:
     def _longest_at(self, text: str, start: int) -> str | None:
         """The longest special string that begins at `start`, or None."""
         node, found = self._trie, None
-        for ch in text[start:start + MAX_SPECIAL_CHARS]:
+        for ch in text[start : start + MAX_SPECIAL_CHARS]:
             node = node.get(ch)
             if node is None:
                 break

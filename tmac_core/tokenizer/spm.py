@@ -18,7 +18,7 @@ from typing import Any
 from tmac_core.errors import TokenizerError
 from tmac_core.tokenizer.base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
 
-_SPACE = "\u2581"          # SentencePiece's visible space, "▁"
+_SPACE = "\u2581"  # SentencePiece's visible space, "▁"
 _UNK_SURFACE = " \u2047 "  # what SentencePiece decodes <unk> to (" ⁇ ")
 
 
@@ -42,8 +42,7 @@ class SpmTokenizer(Tokenizer):
         if scores is None:
             scores = [0.0] * len(self.tokens)
         if len(scores) != len(self.tokens):
-            raise TokenizerError(
-                f"tokenizer.ggml.scores has {len(scores)} entries for {len(self.tokens)} tokens")
+            raise TokenizerError(f"tokenizer.ggml.scores has {len(scores)} entries for {len(self.tokens)} tokens")
         self.scores = [float(s) for s in scores]
         self.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
         remove_ws = bool(md.get("tokenizer.ggml.remove_extra_whitespaces", False))
@@ -65,8 +64,7 @@ class SpmTokenizer(Tokenizer):
             else:
                 self._bytes.append(b"")
             # SentencePiece drops the "▁" that starts the first decoded normal piece.
-            self._lstrip.append(self.add_space_prefix and ttype == NORMAL
-                                and text.startswith(_SPACE))
+            self._lstrip.append(self.add_space_prefix and ttype == NORMAL and text.startswith(_SPACE))
 
     def _default_add_bos(self) -> bool:
         return True  # llama.cpp's default for SPM vocabularies
@@ -85,8 +83,11 @@ class SpmTokenizer(Tokenizer):
         norm.escape_whitespaces = True
 
         # SentencePiece needs exactly one UNKNOWN piece.
-        unk = self.unk_id if self.unk_id is not None and self.token_types[self.unk_id] == UNKNOWN \
+        unk = (
+            self.unk_id
+            if self.unk_id is not None and self.token_types[self.unk_id] == UNKNOWN
             else next((i for i, t in enumerate(self.token_types) if t == UNKNOWN), self.unk_id)
+        )
         if unk is None:
             raise TokenizerError("SentencePiece vocabulary has no unknown token")
         seen: set[str] = set()
