@@ -105,8 +105,8 @@ def instruction_sets() -> InstructionSets:
     return InstructionSets(
         arch=str(features.get("arch", platform.machine())),
         features=flags,
-        available=tuple(kernels.available_isas()),
-        active=str(kernels.active_isa()),
+        available=tuple(kernels.available_tiers()),
+        active=str(kernels.active_tier()),
     )
 
 

@@ -42,7 +42,7 @@ class SelfTest:
 
     def start(self) -> None:
         self.timer.start()
-        self.window.settings_store.update(temperature=0.0, max_new_tokens=MAX_TOKENS, seed=0)
+        self.window.settings_store.update(temperature=0.0, max_tokens=MAX_TOKENS, seed=0)
         self.window.start_engine()
 
     def on_loaded(self, _info) -> None:
@@ -75,7 +75,7 @@ class SelfTest:
                 "decode_tok_s": round(chunk.decode_tok_s, 2),
                 "prompt_tok_s": round(chunk.prompt_tok_s, 1),
                 "ttft_s": round(chunk.ttft_s, 3),
-                "isa": info.isa,
+                "tier": info.tier,
                 "threads": chunk.threads,
                 "bits": info.bits,
                 "answer": stored.content,

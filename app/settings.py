@@ -25,7 +25,7 @@ from typing import Any
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class AppSettings:
     default_bits: int = 4  # 2 or 4: the repack width
     model_source: str = "default"  # what the chat loads: "default" (embedded model) or a .gguf path
     n_threads: int | None = None  # None → physical cores − 1 (decided by the worker)
-    context_length: int = 2048
+    n_ctx: int = 2048
     # The system prompt and sampling below are the defaults a new chat starts from (CONVERSATION_FIELDS).
     system_prompt: str = ""  # "" → the model's chat template supplies its own default (SmolLM2 has one)
     temperature: float = 0.7
@@ -44,7 +44,7 @@ class AppSettings:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     seed: int | None = None  # None → a fresh random seed per answer
-    max_new_tokens: int = 512
+    max_tokens: int = 512
     theme: str = "system"  # "system" | "light" | "dark"
     offline_mode: bool = False  # never touch the network (sets HF_HUB_OFFLINE before import)
     hf_token: str | None = None  # Hugging Face access token for gated models (plain text, like `hf auth login`)
@@ -68,7 +68,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "model_source": lambda v: isinstance(v, str) and bool(v),
     "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
     "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THREADS),
-    "context_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
+    "n_ctx": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
     "system_prompt": lambda v: isinstance(v, str),
     "temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 5.0,
     "top_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
@@ -76,7 +76,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "min_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
     "seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63),
     "repeat_penalty": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.5 <= v <= 5.0,
-    "max_new_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
+    "max_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
     "theme": lambda v: v in ("system", "light", "dark"),
     "offline_mode": lambda v: isinstance(v, bool),
     "hf_token": lambda v: (
@@ -108,8 +108,19 @@ def _migrate_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in data.items() if name not in ("show_perf_panel", "default_model_id")}
 
 
+def _migrate_3_to_4(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 3 named two fields differently from the runtime: "max_new_tokens" is SamplingParams'
+    # max_tokens, and "context_length" the engine's n_ctx (the context the KV cache holds).
+    renames = {"max_new_tokens": "max_tokens", "context_length": "n_ctx"}
+    return {renames.get(name, name): value for name, value in data.items()}
+
+
 # MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+}
 
 # Per conversation, with a global default (the common expectation in chat apps): a chat keeps the system
 # prompt and sampling preset it was given, in its own row (app.chat.store: conversations.system_prompt and
@@ -117,7 +128,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate
 # sampling panel edits the open chat, and "Use as default for new chats" copies them into AppSettings.
 # Everything else is global: the model, its bits and context length (they size the one loaded engine),
 # threads, theme, folders, token, bandwidth.
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_new_tokens", "seed")
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed")
 CONVERSATION_FIELDS = ("system_prompt",) + SAMPLING_FIELDS
 
 

@@ -187,8 +187,8 @@ def cmd_info(args) -> int:
         "cpu": cpu_model_name(),
         "cpu_count": os.cpu_count(),
         "features": sorted(k for k, v in feats.items() if v is True),
-        "available_tiers": list(kernels.available_isas()),
-        "active_tier": kernels.active_isa(),
+        "available_tiers": list(kernels.available_tiers()),
+        "active_tier": kernels.active_tier(),
         "forced_by_env": os.environ.get("TMAC_KERNELS") or None,
         "default_threads": kernels.get_num_threads(),
         "default_model": default_model,
@@ -218,7 +218,7 @@ def cmd_generate(args) -> int:
                 "model": engine.info.name,
                 "bits": engine.bits,
                 "bits_per_weight": engine.info.bits_per_weight,
-                "isa": engine.info.isa,
+                "tier": engine.info.tier,
                 **_timings(final),
             }
         )
@@ -240,7 +240,7 @@ def cmd_chat(args) -> int:
     if not args.json:
         info = engine.info
         _say(
-            f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.isa},"
+            f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.tier},"
             f" {info.n_threads} threads, context {info.n_ctx}."
         )
         _say("Type a message. /reset forgets the conversation, /exit quits; Ctrl+C stops an answer.")
@@ -320,7 +320,7 @@ def cmd_perplexity(args) -> int:
         "tok_s": result.chunks * result.ctx / max(result.seconds, 1e-9),
         "model": info.name,
         "threads": info.n_threads,
-        "isa": info.isa,
+        "tier": info.tier,
     }
     if args.json:
         _emit(out)
@@ -379,7 +379,7 @@ def cmd_bench(args) -> int:
         "rss_after_run_bytes": rss_run,
         "rss_baseline_bytes": baseline,
         "rss_peak_bytes": _rss_bytes("VmHWM"),
-        "isa": info.isa,
+        "tier": info.tier,
         "threads": engine.n_threads,
         "prompt_tokens": n_p,
         "gen_tokens": n_g,
@@ -396,7 +396,7 @@ def cmd_bench(args) -> int:
     else:
         print(
             f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
-            f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.isa}, {engine.n_threads} threads"
+            f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.tier}, {engine.n_threads} threads"
         )
         if runs:
             print(
@@ -423,7 +423,7 @@ def cmd_synth(args) -> int:
         n_kv_heads=args.kv_heads,
         head_dim=args.dim // args.heads,
         vocab_size=args.vocab,
-        seq_len=args.ctx_train,
+        n_ctx_train=args.ctx_train,
         tie_embeddings=args.tie_embeddings,
     )
     spec = SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)

@@ -2,7 +2,7 @@
 
 This is the only place that knows GGUF's key names (`llama.embedding_length`, ...);
 everything else uses ModelConfig's names (tmac_core.plan, which owns the dataclass).
-`ModelConfig.from_gguf` validates every value and every expected tensor shape before
+`config_from_gguf` validates every value and every expected tensor shape before
 any kernel sees them. Imports the standard library, tmac_core.loading.gguf (numpy),
 tmac_core.plan and the architecture registry: no Qt, no app code.
 """
@@ -31,7 +31,7 @@ MAX_SEQ_LEN = 1 << 24
 
 
 def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
-    """ModelConfig.from_gguf: read and validate hyperparameters and tensor shapes.
+    """Read and validate hyperparameters and tensor shapes.
 
     Raises:
         UnsupportedModelError: the architecture or a RoPE variant is not supported.
@@ -76,7 +76,7 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
         vocab_size=vocab_size,
-        seq_len=gguf.get_int(p + "context_length", min_value=1, max_value=MAX_SEQ_LEN),
+        n_ctx_train=gguf.get_int(p + "context_length", min_value=1, max_value=MAX_SEQ_LEN),
         rope_theta=gguf.get_float(p + "rope.freq_base", 10000.0, positive=True),
         norm_eps=gguf.get_float(p + "attention.layer_norm_rms_epsilon", positive=True, max_value=1.0),
         rope_scaling=_rope_scaling(gguf, p),
@@ -91,7 +91,7 @@ def inspect_model(path: str | os.PathLike) -> ModelSummary:
     """Validate `path` as a model this runtime can load, and summarise it.
 
     Runs the hardened reader (metadata and tensor index only: nothing is dequantized)
-    and `ModelConfig.from_gguf` (architecture, hyperparameters, every tensor's shape).
+    and `config_from_gguf` (architecture, hyperparameters, every tensor's shape).
 
     Raises:
         ModelFormatError: corrupt, truncated or malformed (the message names the field

@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 import numpy as np
 
 from tmac_core import kernels, plan
-from tmac_core.config import ModelConfig
+from tmac_core.config import ModelConfig, config_from_gguf
 from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
@@ -140,13 +140,13 @@ class Engine:
             raise ValueError(f"source_sha256 must be 64 lowercase hex digits, got {source_sha256!r}")
         report(0.0, "reading the model file")
         gguf = GGUFFile.open(path)
-        cfg = ModelConfig.from_gguf(gguf)
+        cfg = config_from_gguf(gguf)
         arch = get_architecture(cfg.arch)
         tokenizer = tokenizer_from_gguf(gguf.metadata)
         if n_ctx is None:
-            n_ctx = min(cfg.seq_len, DEFAULT_MAX_CTX)
-        if not 16 <= n_ctx <= max(cfg.seq_len, 16) * 4:
-            raise ValueError(f"n_ctx must be in [16, {max(cfg.seq_len, 16) * 4}], got {n_ctx}")
+            n_ctx = min(cfg.n_ctx_train, DEFAULT_MAX_CTX)
+        if not 16 <= n_ctx <= max(cfg.n_ctx_train, 16) * 4:
+            raise ValueError(f"n_ctx must be in [16, {max(cfg.n_ctx_train, 16) * 4}], got {n_ctx}")
 
         weights, cache_hit = None, False
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
@@ -245,11 +245,11 @@ class Engine:
                 packed_bytes=packed_bytes,
                 kv_cache_bytes=plan.kv_cache_bytes(cfg, self.n_ctx),
                 n_ctx=self.n_ctx,
-                n_ctx_train=cfg.seq_len,
+                n_ctx_train=cfg.n_ctx_train,
                 vocab_size=cfg.vocab_size,
                 n_layers=cfg.n_layers,
                 dim=cfg.dim,
-                isa=kernels.active_isa(),
+                tier=kernels.active_tier(),
                 n_threads=self.n_threads,
                 chat_template="model" if rendered.template == "gguf" else rendered.template,
                 cache_hit=self._cache_hit,

@@ -48,7 +48,7 @@ class ModelConfig:
     """Shapes, hyperparameters and architecture flags of one Llama-family model.
 
     Build it through an `Architecture` (tmac_core.models.architecture(name).config(...))
-    or `ModelConfig.from_gguf`, so the flags below are decided once, by the architecture.
+    or `tmac_core.config.config_from_gguf`, so the flags below are decided once, by the architecture.
     """
 
     dim: int  # embedding width (d_model)
@@ -58,7 +58,7 @@ class ModelConfig:
     n_kv_heads: int  # grouped-query attention: n_heads % n_kv_heads == 0
     head_dim: int  # usually dim // n_heads; Mistral-Nemo-style files differ
     vocab_size: int
-    seq_len: int  # trained context length
+    n_ctx_train: int  # trained context length
     rope_theta: float = 10000.0  # GGUF's default when the key is absent
     norm_eps: float = 1e-5  # RMSNorm epsilon (always read from a file; the catalog lists shapes only)
     rope_scaling: RopeScaling | None = None
@@ -70,19 +70,6 @@ class ModelConfig:
     qkv_bias: bool = False  # q, k and v projections carry biases (qwen2)
     ffn_act: str = "silu"  # one of FFN_ACTIVATIONS
     sub_norms: bool = False  # RMSNorm before attn_output and ffn_down (BitNet's sub-norms)
-
-    @classmethod
-    def from_gguf(cls, gguf) -> ModelConfig:
-        """Read and validate hyperparameters and tensor shapes (tmac_core.config, which loads numpy).
-
-        Raises:
-            UnsupportedModelError: the architecture or a RoPE variant is not supported.
-            ModelFormatError: a key is missing, mistyped or absurd; a tensor is missing
-                or has the wrong shape.
-        """
-        from tmac_core.config import config_from_gguf
-
-        return config_from_gguf(gguf)
 
     def expected_tensors(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the model needs from its file → its GGUF shape (ne0 first)."""

@@ -46,7 +46,7 @@ STD = 0.02
 
 # The 1.17B benchmark model of BASELINES.md: TinyLlama's shape with SmolLM2's vocabulary.
 BENCH_CONFIG = ARCHITECTURES["llama"].config(
-    dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64, vocab_size=49152, seq_len=4096
+    dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64, vocab_size=49152, n_ctx_train=4096
 )
 
 
@@ -64,7 +64,7 @@ class SynthSpec:
         c = self.config
         if self.weight_type not in WEIGHT_TYPES:
             raise ValueError(f"weight type {self.weight_type!r} is not one of {', '.join(WEIGHT_TYPES)}")
-        for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"):
+        for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "n_ctx_train"):
             if getattr(c, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(c, name)}")
         if c.dim % c.n_heads or (c.dim // c.n_heads) % 2 or c.head_dim != c.dim // c.n_heads:
@@ -126,7 +126,7 @@ def _metadata(spec: SynthSpec) -> list[tuple[str, object, ValueType, ValueType |
         ("general.name", f"synthetic {c.arch} {size} ({spec.weight_type})", s, None),
         ("general.file_type", FILE_TYPES[spec.weight_type], u, None),
         (p + "block_count", c.n_layers, u, None),
-        (p + "context_length", c.seq_len, u, None),
+        (p + "context_length", c.n_ctx_train, u, None),
         (p + "embedding_length", c.dim, u, None),
         (p + "feed_forward_length", c.hidden_dim, u, None),
         (p + "attention.head_count", c.n_heads, u, None),

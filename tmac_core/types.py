@@ -60,7 +60,7 @@ class EngineInfo:
     vocab_size: int
     n_layers: int
     dim: int
-    isa: str  # active kernel tier: generic, avx2, avx512, neon
+    tier: str  # active kernel tier: generic, avx2, avx512, neon
     n_threads: int
     chat_template: str  # "model" or the name of the built-in fallback
     cache_hit: bool  # weights came from the repacked-model cache
@@ -74,7 +74,7 @@ class ModelSummary:
     path: str  # the GGUF file
     name: str  # general.name, or the file name without its suffix
     gguf_arch: str  # general.architecture as written ("mistral" runs as config.arch "llama")
-    config: ModelConfig  # shapes, flags, trained context (config.seq_len)
+    config: ModelConfig  # shapes, flags, trained context (config.n_ctx_train)
     n_params: int  # elements over all tensors
     file_size: int  # bytes
     file_type: str  # the most common tensor type by elements ("Q8_0", "Q4_1", ...)

@@ -179,7 +179,7 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
             n_kv_heads=entry["n_kv_heads"],
             head_dim=entry["head_dim"],
             vocab_size=entry["vocab_size"],
-            seq_len=entry["context_length"],
+            n_ctx_train=entry["context_length"],
             tie_embeddings=entry["tied_embeddings"],
         )
         models.append(
@@ -252,7 +252,7 @@ def estimate_variant(
     context: int = DEFAULT_CONTEXT,
 ) -> VariantEstimate:
     model, bits = variant.model, variant.bits
-    context = min(context, model.config.seq_len)
+    context = min(context, model.config.n_ctx_train)
     packed = packed_bytes(variant_plan(model, bits))
     kv = kv_cache_bytes(model.config, context)
     return VariantEstimate(

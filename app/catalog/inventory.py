@@ -106,7 +106,7 @@ def embedded_state(catalog: list[CatalogModel], path: Path | None) -> CardState:
 def catalog_subtitle(model: CatalogModel) -> str:
     subtitle = (
         f"{format_parameters(model.parameters)} parameters · {model.config.arch} · "
-        f"{model.config.seq_len:,}-token context · license {model.license} · "
+        f"{model.config.n_ctx_train:,}-token context · license {model.license} · "
         f"{model.repo_id} ({model.source_quant} source, repacked when loaded)"
     )
     if model.gated:

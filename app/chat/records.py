@@ -59,7 +59,7 @@ class AnswerStats:
             elapsed_s=round(chunk.elapsed_s, 3),
             finish_reason=chunk.finish_reason or None,
             bits=info.bits if info is not None else None,
-            tier=info.isa if info is not None else None,
+            tier=info.tier if info is not None else None,
             model=info.name if info is not None else None,
         )
 

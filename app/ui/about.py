@@ -27,10 +27,10 @@ def about_facts(settings: AppSettings, paths: AppPaths) -> list[tuple[str, str]]
     """(label, value) rows, in display order."""
     physical = hardware.physical_cores()
     try:
-        isa = hardware.instruction_sets()
-        features = ", ".join(isa.features) or "none detected"
-        tiers = f"{', '.join(isa.available)} (in use: {isa.active})"
-        arch = isa.arch
+        tier = hardware.instruction_sets()
+        features = ", ".join(tier.features) or "none detected"
+        tiers = f"{', '.join(tier.available)} (in use: {tier.active})"
+        arch = tier.arch
     except Exception as error:  # noqa: BLE001 - the kernels failed to load: say so instead of crashing About
         features = tiers = f"unavailable ({error})"
         arch = "?"

@@ -39,7 +39,7 @@ def stats_text(info, chunk) -> str:
         f"{chunk.generated_tokens} tokens ({chunk.finish_reason})\n"
         f"{info.bits_per_weight:.2f} bits per weight · memory {format_mb(memory)} "
         f"({format_mb(info.packed_bytes)} weights + {format_mb(info.kv_cache_bytes)} KV cache at "
-        f"{info.n_ctx} tokens) · {info.n_threads} threads · {info.isa}"
+        f"{info.n_ctx} tokens) · {info.n_threads} threads · {info.tier}"
     )
 
 

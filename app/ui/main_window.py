@@ -255,7 +255,7 @@ class MainWindow(QMainWindow):
         self.client.load(
             source,
             bits,
-            n_ctx=self.settings.context_length,
+            n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads or default_thread_count(),
             source_sha256=self._known_sha256(source),
         )
@@ -298,7 +298,7 @@ class MainWindow(QMainWindow):
         self.perf_panel.set_engine_info(info)
         self.sampling_panel.mark_context_loaded(info.n_ctx)
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
-        self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.isa} · {threads}")
+        self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
         self.models_page.set_active_model(self.settings.model_source)
         self.perf_panel.set_threads(info.n_threads)
         # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its

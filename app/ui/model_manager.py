@@ -310,7 +310,7 @@ class ModelManagerPage(QWidget):
     def _on_settings_changed(self, _settings: AppSettings, changed: frozenset[str]) -> None:
         if "models_dir" in changed:
             self.refresh()
-        elif "context_length" in changed:
+        elif "n_ctx" in changed:
             self._update_estimates()  # the RAM estimates include the KV cache at this context
 
     def _save(self, **changes) -> None:
@@ -454,7 +454,7 @@ class ModelManagerPage(QWidget):
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
                 f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
-                f"KV cache for a {self.settings.context_length:,}-token context. Measure speed… gives real figures."
+                f"KV cache for a {self.settings.n_ctx:,}-token context. Measure speed… gives real figures."
             )
         for card in self.cards.values():
             model = card.state.model
@@ -465,7 +465,7 @@ class ModelManagerPage(QWidget):
                     continue
                 estimate = estimate_variant(
                     ModelVariant(model, bits),
-                    context=self.settings.context_length,
+                    context=self.settings.n_ctx,
                     bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S,
                 )
                 text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
@@ -521,7 +521,7 @@ class ModelManagerPage(QWidget):
         card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
         card.subtitle_label.setText(
             f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
-            f"{summary.config.seq_len:,}-token context · {summary.file_type} source · "
+            f"{summary.config.n_ctx_train:,}-token context · {summary.file_type} source · "
             f"{card.state.subtitle}"
         )
         card.use_button.setEnabled(True)

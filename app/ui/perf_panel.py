@@ -134,7 +134,7 @@ class PerfPanel(QWidget):
             self.kernel.setText("–")
             self.model.setText("not loaded")
             return
-        self.kernel.setText(f"{info.isa} · {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight)")
+        self.kernel.setText(f"{info.tier} · {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight)")
         self.model.setText(f"{info.name}\n{format_parameters(info.n_params)} parameters · context {info.n_ctx}")
         self.threads_used.setText(str(info.n_threads))
 

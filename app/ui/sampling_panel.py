@@ -41,7 +41,7 @@ class SamplingPanel(QWidget):
         self.setAccessibleName("Sampling settings")
         self.settings_store, self.chat_store = settings_store, chat_store
         self.conversation_id = 0  # the chat whose values are shown; 0: the defaults for new chats
-        self._loaded_context = settings_store.current.context_length
+        self._loaded_context = settings_store.current.n_ctx
         self._loading = False
         self.scope_label = QLabel()
         self.scope_label.setObjectName("hint")
@@ -166,9 +166,9 @@ class SamplingPanel(QWidget):
         self.top_p.setValue(settings.top_p)
         self.min_p.setValue(settings.min_p)
         self.repeat_penalty.setValue(max(1.0, settings.repeat_penalty))
-        self.max_tokens.setValue(settings.max_new_tokens)
+        self.max_tokens.setValue(settings.max_tokens)
         self.seed.setValue(NO_SEED if settings.seed is None else min(settings.seed, 2**31 - 1))
-        self.context.setValue(settings.context_length)
+        self.context.setValue(settings.n_ctx)
         self._save_timer.stop()
         self._loading = False
         self._show_context_state()
@@ -180,9 +180,7 @@ class SamplingPanel(QWidget):
 
     def reset_to_defaults(self) -> None:
         defaults = AppSettings()
-        self.set_settings(
-            defaults.replace(system_prompt=self.system_prompt.toPlainText(), context_length=self.context.value())
-        )
+        self.set_settings(defaults.replace(system_prompt=self.system_prompt.toPlainText(), n_ctx=self.context.value()))
         self._emit()
 
     def _show_context_state(self) -> None:
@@ -199,9 +197,9 @@ class SamplingPanel(QWidget):
             "top_p": round(self.top_p.value(), 2),
             "min_p": round(self.min_p.value(), 2),
             "repeat_penalty": round(self.repeat_penalty.value(), 2),
-            "max_new_tokens": self.max_tokens.value(),
+            "max_tokens": self.max_tokens.value(),
             "seed": None if seed == NO_SEED else seed,
-            "context_length": self.context.value(),
+            "n_ctx": self.context.value(),
         }
 
     def chat_values(self) -> dict:
@@ -225,8 +223,8 @@ class SamplingPanel(QWidget):
         self._loading = True  # our own store changes need not be shown again
         try:
             context = self.context.value()
-            if context != self.settings_store.current.context_length:
-                self.settings_store.update(context_length=context)
+            if context != self.settings_store.current.n_ctx:
+                self.settings_store.update(n_ctx=context)
             values = self.chat_values()
             if not self.conversation_id:
                 self.settings_store.update(**values)
@@ -244,5 +242,5 @@ class SamplingPanel(QWidget):
     def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
         if self._loading:
             return
-        if (not self.conversation_id and changed & set(CONVERSATION_FIELDS)) or "context_length" in changed:
+        if (not self.conversation_id and changed & set(CONVERSATION_FIELDS)) or "n_ctx" in changed:
             self.set_settings(self._shown_settings())  # changed elsewhere (the self-test, a script)

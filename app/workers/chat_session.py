@@ -43,7 +43,7 @@ def sampling_params_from(settings: AppSettings):
         top_p=settings.top_p,
         min_p=settings.min_p,
         repeat_penalty=settings.repeat_penalty,
-        max_tokens=settings.max_new_tokens,
+        max_tokens=settings.max_tokens,
         seed=settings.seed,
     )
 

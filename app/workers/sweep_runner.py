@@ -168,7 +168,7 @@ class SweepRunner(QObject):
             machine=hardware.machine_label(),
             cpu_model=hardware.cpu_model_name(),
             logical_cores=hardware.logical_cores(),
-            isa=getattr(info, "isa", "?"),
+            tier=getattr(info, "tier", "?"),
             prompt=self.prompt,
             max_tokens=self.max_tokens,
             points=self.points,

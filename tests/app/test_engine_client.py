@@ -52,7 +52,7 @@ def test_load_then_stream_a_greedy_answer(qtbot, client):
     client.stateChanged.connect(states.append)
     info = load(qtbot, client)
     assert (info.bits, info.n_ctx, info.arch) == (4, 512, "llama")
-    assert info.isa in ("generic", "avx2", "avx512", "neon")
+    assert info.tier in ("generic", "avx2", "avx512", "neon")
     log = ChunkLog().attach(client)
 
     request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)

@@ -14,6 +14,7 @@ from app.catalog.installed import import_local_gguf  # noqa: E402
 from app.chat.store import ChatStore  # noqa: E402
 from app.paths import app_paths  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
+from app.settings_store import SettingsStore  # noqa: E402
 from app.ui.main_window import MainWindow  # noqa: E402
 from tmac_core.engine import default_model_path  # noqa: E402
 from tmac_core.filehash import sha256_file  # noqa: E402
@@ -35,7 +36,7 @@ def test_an_installed_model_loads_with_its_manifest_digest(qtbot, engine_cache_d
     referenced = import_local_gguf(paths.models_dir, default_model_path(), copy=False)
     assert copied.sha256 == sha256_file(copied.path)
     with ChatStore(paths.chat_db_file) as store:
-        window = MainWindow(AppSettings(context_length=256), paths, store)
+        window = MainWindow(SettingsStore(AppSettings(n_ctx=256), paths.settings_file), paths, store)
         qtbot.addWidget(window)
         try:
             info, stages = _load(qtbot, window, str(copied.path))

@@ -82,7 +82,7 @@ def open_window(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
         paths = app_paths().ensure()
         store = ChatStore(paths.chat_db_file)
         stores.append(store)
-        base = {"temperature": 0.0, "seed": 0, "max_new_tokens": 24, "context_length": 512}
+        base = {"temperature": 0.0, "seed": 0, "max_tokens": 24, "n_ctx": 512}
         window = MainWindow(SettingsStore(AppSettings(**{**base, **settings}), paths.settings_file), paths, store)
         qtbot.addWidget(window)
         window.show()
@@ -111,7 +111,7 @@ def test_send_streams_an_answer_into_the_view_the_panel_and_the_database(open_wi
     assert stored.state == "complete" and stored.content == answer.content
     for name in ("generated_tokens", "decode_tok_s", "ttft_s", "prompt_tok_s", "threads", "bits", "tier"):
         assert getattr(stored.stats, name) is not None, name
-    assert stored.stats.bits == info.bits and stored.stats.tier == info.isa
+    assert stored.stats.bits == info.bits and stored.stats.tier == info.tier
     assert "tok/s" in shown.stats_label.text() and shown.stats_label.isVisible()
     assert float(h.window.perf_panel.speed.text()) > 0
     assert h.window.conversations.list.item(0).text() == "What is the capital of France?"
@@ -119,7 +119,7 @@ def test_send_streams_an_answer_into_the_view_the_panel_and_the_database(open_wi
 
 
 def test_stop_button_keeps_the_partial_answer(open_window, qtbot):
-    h = open_window(max_new_tokens=400)
+    h = open_window(max_tokens=400)
     h.start_engine()
     h.send(LONG_PROMPT)
     h.wait_chunks(5)
@@ -132,7 +132,7 @@ def test_stop_button_keeps_the_partial_answer(open_window, qtbot):
 
 
 def test_ctrl_enter_sends_and_escape_stops(open_window, qtbot):
-    h = open_window(max_new_tokens=400)
+    h = open_window(max_tokens=400)
     h.start_engine()
     h.window.activateWindow()
     qtbot.waitUntil(h.window.isActiveWindow, timeout=3000)
@@ -147,7 +147,7 @@ def test_ctrl_enter_sends_and_escape_stops(open_window, qtbot):
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs to change the thread count")
 def test_thread_slider_changes_the_engine_threads_mid_answer(open_window):
-    h = open_window(max_new_tokens=300, n_threads=2)
+    h = open_window(max_tokens=300, n_threads=2)
     h.start_engine()
     h.send(LONG_PROMPT)
     h.wait_chunks(3)
@@ -198,7 +198,7 @@ def test_edit_and_resend_truncates_and_answers_the_new_text(open_window, qtbot):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
 def test_engine_killed_mid_answer_keeps_the_window_and_the_text(open_window, qtbot):
-    h = open_window(max_new_tokens=400)
+    h = open_window(max_tokens=400)
     h.start_engine()
     h.send(LONG_PROMPT)
     h.wait_chunks(3)
@@ -246,7 +246,7 @@ def test_conversations_survive_an_app_restart(open_window):
 
 
 def test_context_overflow_shows_the_counts(open_window):
-    h = open_window(context_length=128)
+    h = open_window(n_ctx=128)
     h.start_engine()
     h.send("Summarise this: " + "The quick brown fox jumps over the lazy dog. " * 40)
     answer = h.wait_answer()
@@ -263,7 +263,7 @@ def test_a_long_chat_is_trimmed_and_the_user_is_told(open_window):
         for turn in range(8):
             store.add_message(conversation.id, "user", f"Question {turn}: {filler}")
             store.add_message(conversation.id, "assistant", f"Answer {turn}: {filler}")
-    h = open_window(context_length=256, max_new_tokens=8)
+    h = open_window(n_ctx=256, max_tokens=8)
     assert h.window.session.conversation_id == conversation.id
     h.start_engine()
     h.send("What is 2 + 2?")
@@ -343,7 +343,7 @@ def test_sampling_panel_changes_are_saved(open_window, qtbot):
     h.window.settings_store.flush()
     saved = load_settings(h.window.paths.settings_file).settings
     assert (saved.temperature, saved.seed, saved.system_prompt) == (1.25, 42, "Answer like a pirate.")
-    assert saved.max_new_tokens == 24, "fields nobody touched keep their values"
+    assert saved.max_tokens == 24, "fields nobody touched keep their values"
 
 
 def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
@@ -365,21 +365,21 @@ def test_each_chat_keeps_its_own_system_prompt_and_sampling(open_window, qtbot):
     h.send("Tell me a long story about the sea.")
     assert h.wait_answer().stats.generated_tokens <= 3
     row = h.window.store.get_conversation(short)
-    assert row.system_prompt == "Answer like a pirate." and row.sampling["max_new_tokens"] == 3
-    assert (h.window.settings.max_new_tokens, h.window.settings.system_prompt) == (24, ""), "defaults untouched"
+    assert row.system_prompt == "Answer like a pirate." and row.sampling["max_tokens"] == 3
+    assert (h.window.settings.max_tokens, h.window.settings.system_prompt) == (24, ""), "defaults untouched"
 
     h.window.conversations.conversationActivated.emit(old.id)
     assert panel.max_tokens.value() == 24 and panel.system_prompt.toPlainText() == ""
     h.window.conversations.conversationActivated.emit(short)
     assert panel.max_tokens.value() == 3 and panel.system_prompt.toPlainText() == "Answer like a pirate."
     qtbot.mouseClick(panel.default_button, Qt.MouseButton.LeftButton)
-    assert (h.window.settings.max_new_tokens, h.window.settings.system_prompt) == (3, "Answer like a pirate.")
+    assert (h.window.settings.max_tokens, h.window.settings.system_prompt) == (3, "Answer like a pirate.")
     h.window.new_chat()
     fresh = h.window.store.get_conversation(h.window.session.conversation_id)
-    assert fresh.id not in (old.id, short) and fresh.sampling["max_new_tokens"] == 3
+    assert fresh.id not in (old.id, short) and fresh.sampling["max_tokens"] == 3
     assert fresh.system_prompt == "Answer like a pirate."
     h.window.settings_store.flush()
-    assert load_settings(h.window.paths.settings_file).settings.max_new_tokens == 3
+    assert load_settings(h.window.paths.settings_file).settings.max_tokens == 3
 
 
 def test_every_window_shares_the_one_settings_store(open_window, tmp_path):

@@ -71,7 +71,7 @@ def test_measure_sweeps_threads_saves_json_and_adopts_the_best(qtbot, paths):
     assert record["bits"] == 4 and record["model_key"] == "default" and record["cpu_model"] == hardware.cpu_model_name()
     assert [p["threads"] for p in record["points"]] == threads
     assert record["best"]["threads"] in threads and "90%" in record["best"]["rule"]
-    assert record["isa"] in hardware.instruction_sets().available
+    assert record["tier"] in hardware.instruction_sets().available
     assert load_records(folder, "default")[0] == record
 
     changed = []
@@ -120,9 +120,9 @@ def test_about_dialog_lists_machine_kernels_and_folders(qtbot, paths):
     dialog = AboutDialog(SettingsStore(AppSettings(memory_bandwidth=12.5e9, memory_bandwidth_cpu="X"), None), paths)
     qtbot.addWidget(dialog)
     facts = dict(dialog.facts)
-    isa = hardware.instruction_sets()
+    tier = hardware.instruction_sets()
     assert facts["CPU"] == hardware.cpu_model_name()
-    assert f"in use: {isa.active}" in facts["Kernel tiers"] and "generic" in facts["Kernel tiers"]
+    assert f"in use: {tier.active}" in facts["Kernel tiers"] and "generic" in facts["Kernel tiers"]
     assert facts["Memory bandwidth"].startswith("12.5 GB/s")
     assert facts["Models folder"] == str(paths.models_dir) and facts["Cache folder"] == str(paths.cache_dir)
     assert "tmac_core" in facts and "Python" in facts and facts["Power sensor"]

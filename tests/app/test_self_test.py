@@ -40,10 +40,20 @@ def test_self_test_answers_and_reports(engine_cache_dir, tmp_path):  # noqa: F81
     done, report = run_self_test({"TMAC_CACHE_DIR": str(engine_cache_dir), "TMAC_CHAT_HOME": str(home)})
     assert done.returncode == 0, (report, done.stderr[-2000:])
     assert report["ok"] is True
-    assert set(report) >= {"ok", "tokens", "decode_tok_s", "prompt_tok_s", "ttft_s", "isa", "threads", "bits", "answer"}
+    assert set(report) >= {
+        "ok",
+        "tokens",
+        "decode_tok_s",
+        "prompt_tok_s",
+        "ttft_s",
+        "tier",
+        "threads",
+        "bits",
+        "answer",
+    }
     assert report["tokens"] > 0 and report["answer"].strip()
     assert report["decode_tok_s"] > 0 and report["prompt_tok_s"] > 0 and 0 < report["ttft_s"] < 60
-    assert report["bits"] == 4 and report["isa"] in ("generic", "avx2", "avx512", "neon") and report["threads"] >= 1
+    assert report["bits"] == 4 and report["tier"] in ("generic", "avx2", "avx512", "neon") and report["threads"] >= 1
     assert not home.exists(), "the self-test keeps its chats in a temporary folder, not the user's"
 
 

@@ -171,10 +171,10 @@ def test_check_changes_checks_like_loading_and_names_the_bad_field():
 def test_a_conversation_keeps_its_own_prompt_and_sampling_over_the_defaults():
     from app.settings import CONVERSATION_FIELDS, SAMPLING_FIELDS, conversation_sampling, for_conversation
 
-    defaults = AppSettings(system_prompt="Be brief.", temperature=0.7, max_new_tokens=512, context_length=4096)
+    defaults = AppSettings(system_prompt="Be brief.", temperature=0.7, max_tokens=512, n_ctx=4096)
     chat = for_conversation(defaults, "Answer like a pirate.", {"temperature": 0.1, "seed": 7})
     assert (chat.system_prompt, chat.temperature, chat.seed) == ("Answer like a pirate.", 0.1, 7)
-    assert chat.max_new_tokens == 512 and chat.context_length == 4096, "the rest comes from the defaults"
+    assert chat.max_tokens == 512 and chat.n_ctx == 4096, "the rest comes from the defaults"
     # Rows written before chats kept their sampling hold {}: they run with the defaults' sampling.
     assert for_conversation(defaults, "", {}) == defaults.replace(system_prompt="")
     # A value that fails its check, or a key that is not sampling, is ignored rather than trusted.
@@ -182,3 +182,11 @@ def test_a_conversation_keeps_its_own_prompt_and_sampling_over_the_defaults():
     assert (odd.temperature, odd.top_k, odd.n_threads, odd.theme) == (0.7, 5, None, "system")
     assert set(conversation_sampling(chat)) == set(SAMPLING_FIELDS) and CONVERSATION_FIELDS[0] == "system_prompt"
     assert for_conversation(defaults, chat.system_prompt, conversation_sampling(chat)) == chat
+
+
+def test_migration_from_version_3_renames_to_the_runtime_vocabulary(settings_file):
+    settings_file.parent.mkdir(parents=True)
+    settings_file.write_text(json.dumps({"schema_version": 3, "max_new_tokens": 77, "context_length": 1024, "seed": 5}))
+    result = load_settings(settings_file)
+    assert (result.settings.max_tokens, result.settings.n_ctx, result.settings.seed) == (77, 1024, 5)
+    assert result.problems == []

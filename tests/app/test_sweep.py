@@ -99,7 +99,7 @@ def _record(bits=4, machine="Test CPU 9000 (8 threads)", created_at=1000.0, poin
         machine=machine,
         cpu_model="Test CPU 9000",
         logical_cores=8,
-        isa="avx2",
+        tier="avx2",
         prompt="p",
         max_tokens=48,
         points=points

@@ -100,7 +100,7 @@ def time_cold(packed, x, threads, copies=6, iters=36) -> float:
         for _ in range(copies)
     ]
     K.set_num_threads(threads)
-    tables = K.build_lut(x[: packed.k], k_pad=packed.k_pad, act_group=packed.act_group)
+    tables = K.activation_tables(x[: packed.k], k_pad=packed.k_pad, act_group=packed.act_group)
     out = np.empty((1, packed.m), np.float32)
     times = []
     for i in range(iters):
@@ -123,18 +123,18 @@ def run(log=print) -> dict:
         for label, bits, group in CONFIGS:
             packed = _packed(m, k, label, bits, group, rng)
             x = rng.standard_normal(packed.k_pad).astype(np.float32)
-            for isa in K.available_isas():
+            for tier in K.available_tiers():
                 for threads in THREADS:
                     K.set_num_threads(threads)
-                    _kernels.time_gemv(packed, x, 5, isa)  # warm the pool and caches
-                    ms = _median_ms(_kernels.time_gemv(packed, x, ITERS, isa))
+                    _kernels.time_gemv(packed, x, 5, tier)  # warm the pool and caches
+                    ms = _median_ms(_kernels.time_gemv(packed, x, ITERS, tier))
                     gbps = packed.nbytes / (ms / 1e3) / 1e9
                     rows.append(
                         dict(
                             m=m,
                             k=k,
                             bits=label,
-                            isa=isa,
+                            tier=tier,
                             threads=threads,
                             ms=ms,
                             gbps=gbps,
@@ -143,7 +143,7 @@ def run(log=print) -> dict:
                             mb=packed.nbytes / 1e6,
                         )
                     )
-                    log(f"  {label:12s} {isa:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
+                    log(f"  {label:12s} {tier:7s} {threads}t {ms:8.3f} ms  {gbps:5.1f} GB/s")
     cold = {}
     for label, bits, group in [("2", 2, 64), ("4", 4, 64)]:
         for m, k in [(4096, 14336), (14336, 4096)]:
@@ -166,7 +166,7 @@ def markdown(result: dict) -> str:
         ref = f"{r['ref_ms']:.3f}" if r["ref_ms"] else "n/a"
         ratio = f"{r['ref_ms'] / r['ms']:.2f}" if r["ref_ms"] else "n/a"
         out.append(
-            f"| {r['m']}×{r['k']} | {r['bits']} | {r['isa']} | {r['threads']} | {r['ms']:.3f} | "
+            f"| {r['m']}×{r['k']} | {r['bits']} | {r['tier']} | {r['threads']} | {r['ms']:.3f} | "
             f"{r['mb']:.1f} | {r['gbps']:.1f} | {r['numpy_ms']:.3f} | {ref} | {ratio} |"
         )
     return "\n".join(out)

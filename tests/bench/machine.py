@@ -14,5 +14,5 @@ def machine_line() -> str:
     return (
         f"{datetime.date.today().isoformat()} · {cpu_model_name()} · {os.cpu_count()} logical CPUs · "
         f"{platform.system()} {platform.machine()} · SIMD: {' '.join(simd) or 'none'} · "
-        f"kernel tiers: {', '.join(K.available_isas())}"
+        f"kernel tiers: {', '.join(K.available_tiers())}"
     )

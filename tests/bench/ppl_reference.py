@@ -11,7 +11,7 @@ import numpy as np
 
 from tests.reference import llama_numpy
 from tmac_core import perplexity as ppl
-from tmac_core.config import ModelConfig
+from tmac_core.config import config_from_gguf
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models.loader import inv_frequencies
@@ -20,7 +20,7 @@ from tmac_core.models.loader import inv_frequencies
 def float_model(path: str):
     """(config, name -> float64 array, RoPE inverse frequencies) of a GGUF file."""
     with GGUFFile.open(path) as gguf:
-        cfg = ModelConfig.from_gguf(gguf)
+        cfg = config_from_gguf(gguf)
         weights = {name: dequantize_tensor(gguf, name).astype(np.float64) for name in cfg.expected_tensors()}
         inv_freq = inv_frequencies(cfg, gguf)
     return cfg, weights, inv_freq

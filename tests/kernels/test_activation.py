@@ -7,7 +7,7 @@ import pytest
 
 import tmac_core.kernels as K
 
-TIERS = K.available_isas()
+TIERS = K.available_tiers()
 
 
 def reference(gate, up):
@@ -22,22 +22,22 @@ def close(got, want, rtol):
     return bool((err <= rtol).all()), float(err.max(initial=0.0))
 
 
-@pytest.mark.parametrize("isa", TIERS)
+@pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 15, 16, 17, 1536, 5632 + 5])
-def test_matches_float64_reference(isa, n, rng):
+def test_matches_float64_reference(tier, n, rng):
     gate = (rng.standard_normal(n) * 6).astype(np.float32)
     up = rng.standard_normal(n).astype(np.float32)
-    ok, worst = close(K.swiglu(gate, up, isa=isa), reference(gate, up), 1e-6)
-    assert ok, f"{isa}: worst relative error {worst:.3g}"
+    ok, worst = close(K.swiglu(gate, up, tier=tier), reference(gate, up), 1e-6)
+    assert ok, f"{tier}: worst relative error {worst:.3g}"
 
 
-@pytest.mark.parametrize("isa", TIERS)
-def test_saturated_gates(isa):
+@pytest.mark.parametrize("tier", TIERS)
+def test_saturated_gates(tier):
     gate = np.array(
         [0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 86.0, 88.0, 90.0, 1e6, -80.0, -87.5, -88.5, -1e6], np.float32
     )
     up = np.full_like(gate, -1.5)
-    got = K.swiglu(gate, up, isa=isa)
+    got = K.swiglu(gate, up, tier=tier)
     want = reference(gate, up)
     big = np.abs(gate) < 80  # where silu is neither ~0 nor ~gate the relative error is checked
     assert close(got[big], want[big], 1e-6)[0]
@@ -46,12 +46,12 @@ def test_saturated_gates(isa):
     assert np.isfinite(got).all()
 
 
-@pytest.mark.parametrize("isa", [t for t in TIERS if t != "generic"])
-def test_tiers_agree_with_generic(isa, rng):
+@pytest.mark.parametrize("tier", [t for t in TIERS if t != "generic"])
+def test_tiers_agree_with_generic(tier, rng):
     gate = (rng.standard_normal(4099) * 4).astype(np.float32)
     up = rng.standard_normal(4099).astype(np.float32)
-    want = K.swiglu(gate, up, isa="generic")
-    ok, worst = close(K.swiglu(gate, up, isa=isa), want.astype(np.float64), 5e-7)
+    want = K.swiglu(gate, up, tier="generic")
+    ok, worst = close(K.swiglu(gate, up, tier=tier), want.astype(np.float64), 5e-7)
     assert ok, f"worst relative difference {worst:.3g}"
 
 

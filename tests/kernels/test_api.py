@@ -29,15 +29,15 @@ def python(code: str, **env):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=e, capture_output=True, text=True)
 
 
-def test_available_isas_and_active():
-    isas = K.available_isas()
+def test_available_tiers_and_active():
+    isas = K.available_tiers()
     assert isas[0] == "generic"
-    assert K.active_isa() in isas
+    assert K.active_tier() in isas
     forced = os.environ.get("TMAC_KERNELS")
     if forced:
-        assert K.active_isa() == forced
+        assert K.active_tier() == forced
     else:
-        assert K.active_isa() == isas[-1]
+        assert K.active_tier() == isas[-1]
 
 
 def test_cpu_features_agree_with_the_os():
@@ -60,14 +60,14 @@ def test_cpu_features_agree_with_the_os():
 
 
 def test_forcing_each_available_tier():
-    for isa in K.available_isas():
-        r = python("import tmac_core.kernels as k; print(k.active_isa())", TMAC_KERNELS=isa)
+    for tier in K.available_tiers():
+        r = python("import tmac_core.kernels as k; print(k.active_tier())", TMAC_KERNELS=tier)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == isa
+        assert r.stdout.strip() == tier
 
 
 def test_forcing_a_missing_tier_is_a_clear_error():
-    missing = next(i for i in ("avx2", "avx512", "neon") if i not in K.available_isas())
+    missing = next(i for i in ("avx2", "avx512", "neon") if i not in K.available_tiers())
     r = python("import tmac_core.kernels", TMAC_KERNELS=missing)
     assert r.returncode != 0
     assert "UnsupportedCpuError" in r.stderr and missing in r.stderr
@@ -80,10 +80,10 @@ def test_isa_argument_checks(rng):
     packed = make_case(rng, 8, 64, 64, 2).pack()
     x = np.ones(64, np.float32)
     with pytest.raises(ValueError, match="unknown kernel tier"):
-        K.gemv(packed, x, isa="mmx")
-    missing = next(i for i in ("avx2", "avx512", "neon") if i not in K.available_isas())
+        K.gemv(packed, x, tier="mmx")
+    missing = next(i for i in ("avx2", "avx512", "neon") if i not in K.available_tiers())
     with pytest.raises(UnsupportedCpuError):
-        K.gemv(packed, x, isa=missing)
+        K.gemv(packed, x, tier=missing)
 
 
 @pytest.mark.parametrize(
@@ -115,14 +115,14 @@ def test_calls_reject_wrong_shapes(rng):
         K.gemv(packed, np.ones(127, np.float32))
     with pytest.raises(ValueError, match="finite"):
         K.gemv(packed, np.full(128, np.inf, np.float32))
-    wrong_tables = K.build_lut(np.ones(256, np.float32))
+    wrong_tables = K.activation_tables(np.ones(256, np.float32))
     with pytest.raises(ValueError):
         K.gemv(packed, wrong_tables)
     g32 = make_case(rng, 8, 128, 32, 2).pack()
     with pytest.raises(ValueError):  # 64-wide tables cannot serve 32-wide scale groups
-        K.gemv(g32, K.build_lut(np.ones(128, np.float32), act_group=64))
+        K.gemv(g32, K.activation_tables(np.ones(128, np.float32), act_group=64))
     with pytest.raises(ValueError):
-        K.gemm_tables(packed, K.build_lut(np.ones(128, np.float32)), None, np.empty((1, 7), np.float32))
+        K.gemm_tables(packed, K.activation_tables(np.ones(128, np.float32)), None, np.empty((1, 7), np.float32))
 
 
 def test_packed_buffers_are_size_checked():

@@ -10,7 +10,7 @@ import pytest
 import tmac_core.kernels as K
 from tmac_core.errors import KernelError
 
-TIERS = K.available_isas()
+TIERS = K.available_tiers()
 B = K.ATTN_BLOCK
 
 
@@ -56,47 +56,47 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("isa", TIERS)
+@pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("n,pos,H,n_kv,hd", SHAPES)
-def test_attention_matches_float64_reference(isa, n, pos, H, n_kv, hd, rng):
+def test_attention_matches_float64_reference(tier, n, pos, H, n_kv, hd, rng):
     q, k, v = case(rng, n, pos, H, n_kv, hd)
-    got = K.attention(q, k, v, pos, n_kv, hd**-0.5, isa=isa)
+    got = K.attention(q, k, v, pos, n_kv, hd**-0.5, tier=tier)
     ref = reference(q, k, v, pos, n_kv, hd**-0.5)
     assert got.shape == (n, H, hd) and np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("isa", [t for t in TIERS if t != "generic"])
+@pytest.mark.parametrize("tier", [t for t in TIERS if t != "generic"])
 @pytest.mark.parametrize("q_scale", [0.1, 5.0, 40.0])
-def test_tier_agrees_with_generic(isa, q_scale, rng):
+def test_tier_agrees_with_generic(tier, q_scale, rng):
     # sharp softmaxes (q_scale 40: scores of several hundred) stress exp and the fold
     q, k, v = case(rng, 5, 3 * B + 9, 9, 3, 64, q_scale=q_scale)
-    a = K.attention(q, k, v, 3 * B + 9, 3, 0.125, isa=isa)
-    g = K.attention(q, k, v, 3 * B + 9, 3, 0.125, isa="generic")
+    a = K.attention(q, k, v, 3 * B + 9, 3, 0.125, tier=tier)
+    g = K.attention(q, k, v, 3 * B + 9, 3, 0.125, tier="generic")
     np.testing.assert_allclose(a, g, rtol=0, atol=1e-5 * max(1.0, np.abs(g).max()))
 
 
-@pytest.mark.parametrize("isa", TIERS)
-def test_a_query_gives_the_same_bits_alone_or_in_a_chunk(isa, rng):
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_query_gives_the_same_bits_alone_or_in_a_chunk(tier, rng):
     # decode (n = 1) shares blocks out across threads and folds afterwards; a
     # prompt chunk folds inside each (token, KV head) item: same bits either way
     n, pos = 40, 2 * B + 5
     q, k, v = case(rng, n, pos, 9, 3, 64)
-    chunk = K.attention(q, k, v, pos, 3, 0.125, isa=isa)
+    chunk = K.attention(q, k, v, pos, 3, 0.125, tier=tier)
     for t in (0, 1, 27, n - 1):
-        alone = K.attention(q[t : t + 1], k, v, pos + t, 3, 0.125, isa=isa)
+        alone = K.attention(q[t : t + 1], k, v, pos + t, 3, 0.125, tier=tier)
         assert np.array_equal(alone[0], chunk[t])
 
 
-@pytest.mark.parametrize("isa", TIERS)
-def test_thread_count_does_not_change_a_bit(isa, rng):
+@pytest.mark.parametrize("tier", TIERS)
+def test_thread_count_does_not_change_a_bit(tier, rng):
     q, k, v = case(rng, 1, 7 * B + 30, 9, 3, 64)
     before = K.get_num_threads()
     try:
         outs = []
         for threads in (1, 2, 3, 5):
             K.set_num_threads(threads)
-            outs.append(K.attention(q, k, v, 7 * B + 30, 3, 0.125, isa=isa))
+            outs.append(K.attention(q, k, v, 7 * B + 30, 3, 0.125, tier=tier))
     finally:
         K.set_num_threads(before)
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
@@ -107,9 +107,9 @@ def test_positions_after_the_query_are_never_read(rng):
     k2, v2 = k.copy(), v.copy()
     k2[:, 103:] = K.to_fp16(np.float32(np.nan))
     v2[:, 103:] = K.to_fp16(np.float32(np.inf))
-    for isa in TIERS:
+    for tier in TIERS:
         assert np.array_equal(
-            K.attention(q, k, v, 100, 2, 0.125, isa=isa), K.attention(q, k2, v2, 100, 2, 0.125, isa=isa)
+            K.attention(q, k, v, 100, 2, 0.125, tier=tier), K.attention(q, k2, v2, 100, 2, 0.125, tier=tier)
         )
 
 

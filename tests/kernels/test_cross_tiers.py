@@ -45,7 +45,7 @@ def write_cases(path: Path, rng) -> int:
                 p = case.pack()
                 x = np.zeros((n, p.k_pad), np.float32)
                 x[:, :k] = make_activations(rng, n, k, "outliers")
-                tables = K.build_lut(x, act_group=p.act_group, isa="generic")
+                tables = K.activation_tables(x, act_group=p.act_group, tier="generic")
                 y = K.gemm_tables(p, tables, "generic")
                 header = struct.pack(
                     "<8if", p.m, p.k, p.k_pad, p.bits, p.group_size, p.act_group, n, p.m_pad, p.tensor_scale
@@ -100,13 +100,13 @@ def test_neon_swiglu_under_qemu(tmp_path):
 
 
 def test_avx512_tier(tmp_path, rng):
-    if "avx512" in K.available_isas():
+    if "avx512" in K.available_tiers():
         pytest.skip("this CPU runs the AVX-512 tier natively: test_kernels_vs_generic covers it")
     need(
         Path("/usr/include/simde/x86/avx512.h").exists() and shutil.which("gcc") is not None,
         "SIMDe (libsimde-dev) for AVX-512 emulation",
     )
-    need("avx2" in K.available_isas(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
+    need("avx2" in K.available_tiers(), "a CPU with AVX2+FMA (SIMDe's AVX-512 is built on native AVX2/FMA here)")
     exe = tmp_path / "driver_avx512"
     files = [str(KDIR / s) for s in sources.sources_for("x86_64")]
     # every file with the AVX2 tier's flags: native AVX2/FMA/F16C under the emulation, so emulated

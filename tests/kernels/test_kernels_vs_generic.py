@@ -10,37 +10,37 @@ import pytest
 import tmac_core.kernels as K
 from tests.kernels.cases import BITS, SHAPES, make_activations, make_case, nmse
 
-TIERS = [isa for isa in K.available_isas() if isa != "generic"]
+TIERS = [tier for tier in K.available_tiers() if tier != "generic"]
 MAX_NMSE = 1e-3
 
 
-def run(packed, x, isa):
+def run(packed, x, tier):
     """gemm through prebuilt tables into a NaN-poisoned output buffer."""
-    tables = K.build_lut(x, k_pad=packed.k_pad, act_group=packed.act_group, isa=isa)
+    tables = K.activation_tables(x, k_pad=packed.k_pad, act_group=packed.act_group, tier=tier)
     out = np.full((x.shape[0], packed.m), np.nan, dtype=np.float32)
-    K.gemm_tables(packed, tables, isa, out)
+    K.gemm_tables(packed, tables, tier, out)
     return tables, out
 
 
 def test_this_machine_has_a_simd_tier():
     feats = K.cpu_features()
     if feats["arch"] == "x86_64" and feats["avx2"] and feats["os_avx"]:
-        assert "avx2" in K.available_isas()
+        assert "avx2" in K.available_tiers()
     if feats["avx512bw"] and feats["avx512vl"] and feats["os_avx512"]:
-        assert "avx512" in K.available_isas()
+        assert "avx512" in K.available_tiers()
     if feats["arch"] == "arm64":
-        assert "neon" in K.available_isas()
+        assert "neon" in K.available_tiers()
 
 
-@pytest.mark.parametrize("isa", TIERS)
+@pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("m,k,group_size", SHAPES)
-def test_tier_matches_generic_bit_for_bit(isa, bits, m, k, group_size, rng):
+def test_tier_matches_generic_bit_for_bit(tier, bits, m, k, group_size, rng):
     case = make_case(rng, m, k, group_size, bits)
     packed = case.pack()
     x = make_activations(rng, 3, k, "outliers")
     t_ref, y_ref = run(packed, x, "generic")
-    t_got, y_got = run(packed, x, isa)
+    t_got, y_got = run(packed, x, tier)
     np.testing.assert_array_equal(t_got.entries, t_ref.entries)
     np.testing.assert_array_equal(t_got.scales, t_ref.scales)
     np.testing.assert_array_equal(t_got.sums, t_ref.sums)
@@ -48,41 +48,41 @@ def test_tier_matches_generic_bit_for_bit(isa, bits, m, k, group_size, rng):
     np.testing.assert_array_equal(y_got, y_ref)
 
 
-@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("tier", ["generic", *TIERS])
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("zeros", [True, False])
 @pytest.mark.parametrize("group_size", [32, 64, 128, "row", "tensor"])
-def test_matches_float64_reference(isa, bits, zeros, group_size, rng):
+def test_matches_float64_reference(tier, bits, zeros, group_size, rng):
     m, k = 96, 512
     gs = k if group_size in ("row", "tensor") else group_size
     case = make_case(rng, m, k, gs, bits, zeros=zeros, per_tensor=group_size == "tensor")
     x = make_activations(rng, 2, k, "outliers")
     ref = x.astype(np.float64) @ case.weights().T
-    _, got = run(case.pack(), x, isa)
+    _, got = run(case.pack(), x, tier)
     assert nmse(ref, got) <= MAX_NMSE
 
 
-@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("tier", ["generic", *TIERS])
 @pytest.mark.parametrize("codes", ["zero", "max"])
 @pytest.mark.parametrize("bits", BITS)
-def test_extreme_codes(isa, codes, bits, rng):
+def test_extreme_codes(tier, codes, bits, rng):
     case = make_case(rng, 70, 256, 64, bits, codes=codes)
     x = make_activations(rng, 2, 256)
     ref = x.astype(np.float64) @ case.weights().T
-    _, got = run(case.pack(), x, isa)
+    _, got = run(case.pack(), x, tier)
     assert nmse(ref, got) <= MAX_NMSE
     _, y_gen = run(case.pack(), x, "generic")
     np.testing.assert_array_equal(got, y_gen)
 
 
-@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("tier", ["generic", *TIERS])
 @pytest.mark.parametrize("kind", ["extreme", "zero_groups", "outliers"])
 @pytest.mark.parametrize("bits", [1, 4, "ternary"])
-def test_adversarial_activations(isa, kind, bits, rng):
+def test_adversarial_activations(tier, kind, bits, rng):
     case = make_case(rng, 65, 512, 64, bits)
     x = make_activations(rng, 2, 512, kind)
     ref = x.astype(np.float64) @ case.weights().T
-    tables, got = run(case.pack(), x, isa)
+    tables, got = run(case.pack(), x, tier)
     assert np.abs(tables.entries).max() <= 127  # -128 never appears (mirror symmetry)
     assert nmse(ref, got) <= MAX_NMSE
     if kind == "zero_groups":
@@ -91,21 +91,21 @@ def test_adversarial_activations(isa, kind, bits, rng):
 
 def test_all_zero_activations_give_exact_zero(rng):
     packed = make_case(rng, 64, 128, 64, 2).pack()
-    for isa in ["generic", *TIERS]:
-        _, y = run(packed, np.zeros((1, 128), np.float32), isa)
+    for tier in ["generic", *TIERS]:
+        _, y = run(packed, np.zeros((1, 128), np.float32), tier)
         assert (y == 0).all()
 
 
-@pytest.mark.parametrize("isa", ["generic", *TIERS])
+@pytest.mark.parametrize("tier", ["generic", *TIERS])
 @pytest.mark.parametrize("n", [2, 3, 8, 17, 64])
-def test_gemm_rows_equal_gemv(isa, n, rng):
+def test_gemm_rows_equal_gemv(tier, n, rng):
     case = make_case(rng, 150, 256, 64, 2)
     packed = case.pack()
     X = make_activations(rng, n, 256, "outliers")
-    Y = K.gemm(packed, X, isa=isa)
+    Y = K.gemm(packed, X, tier=tier)
     assert Y.shape == (n, 150)
     for i in range(n):
-        np.testing.assert_array_equal(Y[i], K.gemv(packed, X[i], isa=isa))
+        np.testing.assert_array_equal(Y[i], K.gemv(packed, X[i], tier=tier))
     ref = X.astype(np.float64) @ case.weights().T
     assert nmse(ref, Y) <= MAX_NMSE
 
@@ -114,7 +114,7 @@ def test_one_table_set_serves_matrices_of_mixed_bits(rng):
     """The runtime builds the tables once per input and reads them with 2- and 4-bit matrices."""
     x = make_activations(rng, 1, 512)[0]
     cases = [make_case(rng, 80, 512, 64, b) for b in (2, 4, 3, "ternary")]
-    tables = K.build_lut(x)
+    tables = K.activation_tables(x)
     for case in cases:
         packed = case.pack()
         np.testing.assert_array_equal(K.gemv(packed, tables), K.gemv(packed, x))

@@ -326,10 +326,10 @@ for name, w, ag, want in [
 expect("NULL planes", lib.tmac_check_shapes(ctypes.byref(Weight(None, p, 64, 64, 64, 64, 2, 64, 1, 1.0)), 64, 64),
        E_SHAPE)
 
-isa = lib.tmac_active_isa()
+tier = lib.tmac_active_isa()
 for name, n, k_pad in [("n * k_pad > MAX_ELEMS", 2**18 + 1, 2**18), ("MAX_DIM^2", 2**24, 2**24),
                        ("n near INT_MAX", I32, 64), ("k_pad near INT_MAX", 1, 2**31 - 64), ("n < 0", -1, 64)]:
-    expect("lut_build " + name, lib.tmac_lut_build(isa, p, n, k_pad, 64, p, p, p), E_SHAPE)
+    expect("lut_build " + name, lib.tmac_lut_build(tier, p, n, k_pad, 64, p, p, p), E_SHAPE)
 
 w = weight(64, 64, 64, 2, 64)
 ws = (POINTER(Weight) * 1)(ctypes.pointer(w))
@@ -337,7 +337,7 @@ ys = (c_void_p * 1)(p)
 for name, n, k_pad, ldy in [("n > MAX_DIM", 2**24 + 1, 64, 64), ("n near INT_MAX", I32, 64, 64),
                             ("ldy < m", 1, 64, 63), ("k_pad differs", 1, 128, 64)]:
     ld = (c_int * 1)(ldy)
-    expect("gemm " + name, lib.tmac_gemm_multi(isa, 1, ws, p, p, p, n, k_pad, 64, ys, ld), E_SHAPE)
+    expect("gemm " + name, lib.tmac_gemm_multi(tier, 1, ws, p, p, p, n, k_pad, 64, ys, ld), E_SHAPE)
 
 lib.tmac_attention.argtypes = [c_int, c_void_p, c_int, c_int, c_int, c_int, c_int, c_void_p, c_void_p, c_int,
                                c_float, c_void_p]
@@ -348,10 +348,10 @@ for name, n, pos, heads, n_kv, hd, n_ctx in [
     ("decode items > MAX_ITEMS", 1, 2**24 - 1, 2**16, 2**13, 64, 2**24),
     ("prompt items > MAX_ITEMS", 2**24, 0, 2**16, 2**12, 64, 2**24),
 ]:
-    expect("attention " + name, lib.tmac_attention(isa, p, n, pos, heads, n_kv, hd, p, p, n_ctx, 0.125, p), E_SHAPE)
+    expect("attention " + name, lib.tmac_attention(tier, p, n, pos, heads, n_kv, hd, p, p, n_ctx, 0.125, p), E_SHAPE)
 # 2^30 decode items are allowed, but their 4.5 TB of partial results cannot be allocated: a clean error
-expect("attention scratch too large", lib.tmac_attention(isa, p, 1, 2**24 - 1, 2**16, 2**12, 64, p, p, 2**24, 0.125, p),
-       -3)
+expect("attention scratch too large",
+       lib.tmac_attention(tier, p, 1, 2**24 - 1, 2**16, 2**12, 64, p, p, 2**24, 0.125, p), -3)
 
 TASK = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int)
 seen = []

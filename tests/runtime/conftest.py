@@ -61,7 +61,7 @@ def tiny_llama(
     n_heads: int = 4,
     n_kv_heads: int = 2,
     vocab_size: int = 40,
-    seq_len: int = 128,
+    n_ctx_train: int = 128,
     tie_embeddings: bool = True,
     weight_type: GGMLType = GGMLType.Q8_0,
     skip_keys: tuple[str, ...] = (),
@@ -86,7 +86,7 @@ def tiny_llama(
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
         vocab_size=vocab_size,
-        seq_len=seq_len,
+        n_ctx_train=n_ctx_train,
         tie_embeddings=tie_embeddings,
     )
     p = arch + "."
@@ -94,7 +94,7 @@ def tiny_llama(
         "general.architecture": (arch, ValueType.STRING),
         "general.name": ("tiny test model", ValueType.STRING),
         p + "block_count": (n_layers, ValueType.UINT32),
-        p + "context_length": (seq_len, ValueType.UINT32),
+        p + "context_length": (n_ctx_train, ValueType.UINT32),
         p + "embedding_length": (dim, ValueType.UINT32),
         p + "feed_forward_length": (hidden_dim, ValueType.UINT32),
         p + "attention.head_count": (n_heads, ValueType.UINT32),

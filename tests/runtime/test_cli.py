@@ -321,7 +321,7 @@ def test_bench_reports_speeds_and_memory(cli_json, tiny):
     assert code == 0, b
     for key in ("prompt_tok_s", "decode_tok_s", "bits_per_weight", "packed_bytes", "rss_bytes", "n_params"):
         assert b[key] > 0, key
-    assert (b["threads"], b["bits"], b["repeats"]) == (1, 2, 2) and b["isa"]
+    assert (b["threads"], b["bits"], b["repeats"]) == (1, 2, 2) and b["tier"]
     assert len(b["decode_tok_s_runs"]) == 2 and b["model"].startswith("synthetic llama")
     assert b["n_params"] == out["n_params"] and b["rss_after_run_bytes"] >= b["rss_bytes"] >= b["rss_baseline_bytes"]
 

@@ -1,4 +1,4 @@
-"""ModelConfig.from_gguf: GGUF keys → our names, hyperparameter sanity, and tensor presence
+"""config_from_gguf: GGUF keys → our names, hyperparameter sanity, and tensor presence
 and shapes (reliability.md §6.1 G15-G18). Models come from `tiny_llama_writer` (conftest)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tmac_core.config import ModelConfig, RopeScaling
+from tmac_core.config import ModelConfig, RopeScaling, config_from_gguf
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
 from tmac_core.loading.gguf import GGUFFile, ValueType
 
@@ -17,14 +17,14 @@ NAN, INF = float("nan"), float("inf")
 
 
 def _config(writer) -> ModelConfig:
-    return ModelConfig.from_gguf(GGUFFile.from_bytes(writer.build()[0], "tiny.gguf"))
+    return config_from_gguf(GGUFFile.from_bytes(writer.build()[0], "tiny.gguf"))
 
 
 def test_smollm2_config(smollm2):
     with GGUFFile.open(smollm2) as f:
-        c = ModelConfig.from_gguf(f)
+        c = config_from_gguf(f)
     assert (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads) == (576, 1536, 30, 9, 3)
-    assert (c.head_dim, c.vocab_size, c.seq_len) == (64, 49152, 8192)
+    assert (c.head_dim, c.vocab_size, c.n_ctx_train) == (64, 49152, 8192)
     assert c.rope_theta == 100000.0 and c.norm_eps == pytest.approx(1e-5)
     assert c.tie_embeddings and c.arch == "llama" and not c.qkv_bias
     assert c.rope_scaling is None and not c.rope_freqs
@@ -40,7 +40,7 @@ def test_tiny_llama_config(tiny_llama_writer):
         n_kv_heads=2,
         head_dim=16,
         vocab_size=40,
-        seq_len=128,
+        n_ctx_train=128,
         rope_theta=10000.0,
         norm_eps=pytest.approx(1e-5),
         tie_embeddings=True,
@@ -54,7 +54,7 @@ def test_tiny_llama_config(tiny_llama_writer):
 def test_extra_tensors_are_reported_not_rejected(tiny_llama_writer):
     w = tiny_llama_writer(shape_overrides={"blk.0.attn_sinks": (4,)})
     f = GGUFFile.from_bytes(w.build()[0])
-    assert ModelConfig.from_gguf(f).extra_tensors(f) == ["blk.0.attn_sinks"]
+    assert config_from_gguf(f).extra_tensors(f) == ["blk.0.attn_sinks"]
 
 
 def test_untied_output_and_f16_weights(tiny_llama_writer):
@@ -259,6 +259,6 @@ def test_fuzz_config_only_raises_typed_errors(tiny_model, flips):
     for position, xor in flips:  # aim at the header, metadata and tensor index
         mutated[position % layout.data_start] ^= xor
     try:
-        ModelConfig.from_gguf(GGUFFile.from_bytes(bytes(mutated), "fuzz.gguf"))
+        config_from_gguf(GGUFFile.from_bytes(bytes(mutated), "fuzz.gguf"))
     except (ModelFormatError, UnsupportedModelError):
         pass

@@ -42,7 +42,7 @@ def test_load_reports_the_model_and_fills_the_cache(engine, cache_dir):
     assert 130e6 < info.n_params < 140e6
     # 4-bit matrices at 5 bits with their G32 scales, plus the output layer's residual pass
     assert 5.0 < info.bits_per_weight < 6.5 and info.bits == 4
-    assert info.isa in ("generic", "avx2", "avx512", "neon") and info.chat_template == "model"
+    assert info.tier in ("generic", "avx2", "avx512", "neon") and info.chat_template == "model"
     assert info.n_ctx == 4096 and info.n_ctx_train == 8192
     files = list(cache_dir.glob("*.tmacw"))
     assert len(files) == 1 and files[0].stat().st_size >= info.packed_bytes

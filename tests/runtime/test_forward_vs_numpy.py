@@ -7,7 +7,7 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.reference import llama_numpy
-from tmac_core.config import ModelConfig
+from tmac_core.config import config_from_gguf
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.repack import bits_per_weight, quantize, repack
@@ -26,7 +26,7 @@ TEXT = (
 @pytest.fixture(scope="module")
 def model(smollm2):
     f = GGUFFile.open(smollm2)
-    cfg = ModelConfig.from_gguf(f)
+    cfg = config_from_gguf(f)
     tokens = np.array(tokenizer_from_gguf(f.metadata).encode(TEXT, allow_special=False)[:64], np.int32)
     return f, cfg, tokens
 

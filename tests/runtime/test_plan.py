@@ -13,7 +13,7 @@ import tmac_core.kernels as K
 from tests.kernels.cases import make_case
 from tests.reference import llama_numpy
 from tmac_core import inspect_model
-from tmac_core.config import ModelConfig
+from tmac_core.config import config_from_gguf
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
 from tmac_core.kernels._kernels import weight_row
 from tmac_core.loading.gguf import GGMLType, GGUFFile
@@ -34,7 +34,7 @@ from tmac_core.plan import (
 
 def load_tiny(writer, bits):
     f = GGUFFile.from_bytes(writer.build()[0], "tiny.gguf")
-    cfg = ModelConfig.from_gguf(f)
+    cfg = config_from_gguf(f)
     return f, cfg, loader.load_weights(f, cfg, bits)
 
 
@@ -96,7 +96,7 @@ def test_gguf_shapes_are_the_plan_in_file_order(tiny_llama_writer):
         n_kv_heads=2,
         head_dim=16,
         vocab_size=40,
-        seq_len=128,
+        n_ctx_train=128,
         tie_embeddings=False,
         rope_freqs=True,
     )
@@ -142,7 +142,7 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
                 "n_kv_heads",
                 "head_dim",
                 "vocab_size",
-                "seq_len",
+                "n_ctx_train",
                 "rope_theta",
                 "norm_eps",
                 "rope_scaling",
@@ -183,7 +183,7 @@ def test_the_runtime_refuses_flags_it_does_not_run(tiny_llama_writer):
 def test_inspect_model_summarises_the_embedded_file(smollm2):
     s = inspect_model(smollm2)
     with GGUFFile.open(smollm2) as f:
-        assert s.config == ModelConfig.from_gguf(f)
+        assert s.config == config_from_gguf(f)
         assert s.tensor_types == {name: info.ggml_type.name for name, info in f.tensors.items()}
         assert s.n_params == sum(info.n_elements for info in f.tensors.values()) and s.file_size == f.file_size
     assert (s.arch, s.gguf_arch, s.gguf_version, s.file_type) == ("llama", "llama", 3, "Q4_1")

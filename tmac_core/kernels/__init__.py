@@ -18,9 +18,9 @@ from tmac_core.kernels._kernels import (
     MAX_THREADS,
     ActivationTables,
     PackedWeight,
-    active_isa,
+    active_tier,
     attention,
-    available_isas,
+    available_tiers,
     build_tables,
     cpu_features,
     gemm_tables,
@@ -36,10 +36,10 @@ __all__ = [
     "PackedWeight",
     "LAYOUT_VERSION",
     "MAX_THREADS",
-    "active_isa",
+    "active_tier",
     "attention",
-    "available_isas",
-    "build_lut",
+    "available_tiers",
+    "activation_tables",
     "cpu_features",
     "dequantize",
     "gemm",
@@ -102,8 +102,8 @@ def _padded_rows(x: ArrayLike, k: int, k_pad: int) -> NDArray[np.float32]:
     return out
 
 
-def build_lut(
-    x: ArrayLike, *, k_pad: int | None = None, act_group: int = 64, isa: str | None = None
+def activation_tables(
+    x: ArrayLike, *, k_pad: int | None = None, act_group: int = 64, tier: str | None = None
 ) -> ActivationTables:
     """Activation tables for x (K,) or (N, K), shared by every matrix that reads x.
 
@@ -111,27 +111,27 @@ def build_lut(
         x: float32 activations.
         k_pad: the matrices' padded K (PackedWeight.k_pad); defaults to K.
         act_group: 64, or 32 when a matrix has 32-wide scale groups (PackedWeight.act_group).
-        isa: force a tier (tests); default the active one.
+        tier: force a tier (tests); default the active one.
     """
     x2 = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    return build_tables(_padded_rows(x2, x2.shape[1], k_pad or x2.shape[1]), act_group, isa)
+    return build_tables(_padded_rows(x2, x2.shape[1], k_pad or x2.shape[1]), act_group, tier)
 
 
-def gemm(packed: PackedWeight, X: ArrayLike | ActivationTables, *, isa: str | None = None) -> NDArray[np.float32]:
+def gemm(packed: PackedWeight, X: ArrayLike | ActivationTables, *, tier: str | None = None) -> NDArray[np.float32]:
     """Y (N, M) = X (N, K) @ W.T, through the LUT kernels. X may be prebuilt ActivationTables."""
     if isinstance(X, ActivationTables):
-        return gemm_tables(packed, X, isa)
-    tables = build_tables(_padded_rows(X, packed.k, packed.k_pad), packed.act_group, isa)
-    return gemm_tables(packed, tables, isa)
+        return gemm_tables(packed, X, tier)
+    tables = build_tables(_padded_rows(X, packed.k, packed.k_pad), packed.act_group, tier)
+    return gemm_tables(packed, tables, tier)
 
 
-def gemv(packed: PackedWeight, x: ArrayLike | ActivationTables, *, isa: str | None = None) -> NDArray[np.float32]:
+def gemv(packed: PackedWeight, x: ArrayLike | ActivationTables, *, tier: str | None = None) -> NDArray[np.float32]:
     """y (M,) = W @ x for x float32 (K,) or single-vector ActivationTables."""
     if isinstance(x, ActivationTables):
         if x.n != 1:
             raise ValueError(f"gemv takes tables of one vector, got {x.n}")
-        return gemm_tables(packed, x, isa)[0]
+        return gemm_tables(packed, x, tier)[0]
     vector = np.asarray(x, dtype=np.float32)
     if vector.ndim != 1:
         raise ValueError(f"gemv takes a 1-D vector, got shape {vector.shape}")
-    return gemm(packed, vector[None, :], isa=isa)[0]
+    return gemm(packed, vector[None, :], tier=tier)[0]

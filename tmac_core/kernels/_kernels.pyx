@@ -40,7 +40,7 @@ def cpu_features():
     }
 
 
-def available_isas():
+def available_tiers():
     """Tiers compiled in and runnable on this CPU, slowest first."""
     return [tmac_isa_name(i).decode() for i in range(TMAC_ISA_COUNT) if tmac_isa_available(i)]
 
@@ -48,23 +48,23 @@ def available_isas():
 _FORCED = os.environ.get("TMAC_KERNELS", "").strip().lower()
 if _FORCED and tmac_init(_FORCED.encode()) != TMAC_OK:
     raise UnsupportedCpuError(f"TMAC_KERNELS={_FORCED!r} asks for a kernel tier this CPU or build cannot run; "
-                              f"available here: {', '.join(available_isas())}")
+                              f"available here: {', '.join(available_tiers())}")
 
 
-def active_isa():
+def active_tier():
     """The tier used when a call does not name one (best, or TMAC_KERNELS)."""
     return tmac_isa_name(tmac_active_isa()).decode()
 
 
-cdef int _isa_id(object isa) except -1:
-    if isa is None:
+cdef int _isa_id(object tier) except -1:
+    if tier is None:
         return tmac_active_isa()
-    cdef int i = tmac_isa_from_name(str(isa).encode())
+    cdef int i = tmac_isa_from_name(str(tier).encode())
     if i < 0:
-        raise ValueError(f"unknown kernel tier {isa!r}; tiers are generic, avx2, avx512, neon")
+        raise ValueError(f"unknown kernel tier {tier!r}; tiers are generic, avx2, avx512, neon")
     if not tmac_isa_available(i):
-        raise UnsupportedCpuError(f"kernel tier {isa!r} cannot run on this CPU or build; "
-                                  f"available: {', '.join(available_isas())}")
+        raise UnsupportedCpuError(f"kernel tier {tier!r} cannot run on this CPU or build; "
+                                  f"available: {', '.join(available_tiers())}")
     return i
 
 
@@ -204,9 +204,9 @@ cdef class ActivationTables:
         self.sums = np.empty((n, k_pad // act_group), dtype=np.float32)
 
 
-def build_tables(x, act_group, isa=None):
+def build_tables(x, act_group, tier=None):
     """Tables for x: float32 (n, k_pad), zero-padded by the caller."""
-    cdef int isa_id = _isa_id(isa)
+    cdef int isa_id = _isa_id(tier)
     shape = np.shape(x)
     if len(shape) != 2:
         raise ValueError(f"activations must be 2-D (n, k_pad), got shape {shape}")
@@ -224,9 +224,9 @@ def build_tables(x, act_group, isa=None):
     return t
 
 
-def gemm_tables(PackedWeight w, ActivationTables t, isa=None, out=None):
+def gemm_tables(PackedWeight w, ActivationTables t, tier=None, out=None):
     """y (n, m) = W @ x_i for each table set i. out: optional float32 (n, m) C-contiguous."""
-    cdef int isa_id = _isa_id(isa)
+    cdef int isa_id = _isa_id(tier)
     if t.k_pad != w.c.k_pad or tmac_check_shapes(&w.c, t.k_pad, t.act_group) != TMAC_OK:
         raise ValueError(f"tables (k_pad={t.k_pad}, act_group={t.act_group}) do not fit weight "
                          f"{w!r} (k_pad={w.c.k_pad})")
@@ -247,10 +247,10 @@ def gemm_tables(PackedWeight w, ActivationTables t, isa=None, out=None):
     return out
 
 
-def time_gemv(PackedWeight w, x, int iters, isa=None):
+def time_gemv(PackedWeight w, x, int iters, tier=None):
     """Seconds per call of one full GEMV (table build + kernel) for x float32 (k_pad,),
     timed in C around each call so Python overhead stays out of benchmarks."""
-    cdef int isa_id = _isa_id(isa)
+    cdef int isa_id = _isa_id(tier)
     cdef const float[::1] xv = np.ascontiguousarray(x, dtype=np.float32)
     if xv.shape[0] != w.c.k_pad or iters < 1:
         raise ValueError(f"x must have k_pad={w.c.k_pad} elements and iters >= 1")
@@ -276,11 +276,11 @@ def time_gemv(PackedWeight w, x, int iters, isa=None):
     return times
 
 
-def attention(q, k_cache, v_cache, pos, n_kv_heads, float scale, isa=None):
+def attention(q, k_cache, v_cache, pos, n_kv_heads, float scale, tier=None):
     """Causal grouped-query attention of n queries at positions pos..pos+n-1.
     q: float32 (n, n_heads, hd); k_cache, v_cache: uint16 fp16 bits (n_kv_heads, n_ctx, hd)
     holding positions 0..pos+n-1. Returns float32 (n, n_heads, hd)."""
-    cdef int isa_id = _isa_id(isa)
+    cdef int isa_id = _isa_id(tier)
     # sizes as Python ints, bounded, before any of them becomes a C int and
     # before the contiguous copies below can allocate anything
     q_shape, k_shape = np.shape(q), np.shape(k_cache)
@@ -327,9 +327,9 @@ def to_fp16(x):
     return out.reshape(np.shape(x))
 
 
-def swiglu(gate, up, isa=None):
+def swiglu(gate, up, tier=None):
     """silu(gate) * up, elementwise, as the forward pass computes it (float32)."""
-    cdef int isa_id = _isa_id(isa)
+    cdef int isa_id = _isa_id(tier)
     out = np.array(gate, dtype=np.float32, order="C", copy=True)
     cdef const float[::1] uv = np.ascontiguousarray(up, dtype=np.float32).reshape(-1)
     if out.shape != np.shape(up):
@@ -366,29 +366,29 @@ cdef int k_active_isa() noexcept nogil:
     return tmac_active_isa()
 
 
-cdef int k_lut_build(int isa, const float *x, int n, int k_pad, int act_group,
+cdef int k_lut_build(int tier, const float *x, int n, int k_pad, int act_group,
                      int8_t *entries, float *scales, float *sums) noexcept nogil:
-    return tmac_lut_build(isa, x, n, k_pad, act_group, entries, scales, sums)
+    return tmac_lut_build(tier, x, n, k_pad, act_group, entries, scales, sums)
 
 
-cdef int k_gemm_multi(int isa, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
+cdef int k_gemm_multi(int tier, int n_w, const tmac_weight_t *const *w, const int8_t *entries,
                       const float *scales, const float *sums, int n, int k_pad, int act_group,
                       float *const *y, const int *ldy) noexcept nogil:
-    return tmac_gemm_multi(isa, n_w, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
+    return tmac_gemm_multi(tier, n_w, w, entries, scales, sums, n, k_pad, act_group, y, ldy)
 
 
-cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
+cdef int k_attention(int tier, const float *q, int n, int pos, int n_heads, int n_kv_heads, int hd,
                      const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, float scale,
                      float *out) noexcept nogil:
-    return tmac_attention(isa, q, n, pos, n_heads, n_kv_heads, hd, k_cache, v_cache, n_ctx, scale, out)
+    return tmac_attention(tier, q, n, pos, n_heads, n_kv_heads, hd, k_cache, v_cache, n_ctx, scale, out)
 
 
 cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil:
     tmac_fp32_to_fp16_row(x, out, n)
 
 
-cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil:
-    return tmac_swiglu(isa, gate, up, n)
+cdef int k_swiglu(int tier, float *gate, const float *up, int n) noexcept nogil:
+    return tmac_swiglu(tier, gate, up, n)
 
 
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept:

@@ -276,10 +276,10 @@ cdef class LlamaRuntime:
                            int n, int k, int ag) noexcept nogil:
         """ys[i] (n, ws[i].m) = x (n, k) @ ws[i].T for matrices reading the same input:
         one table build and one pool call for all of them."""
-        cdef int isa = k_active_isa()
-        cdef int rc = k_lut_build(isa, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
+        cdef int tier = k_active_isa()
+        cdef int rc = k_lut_build(tier, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
         if rc == 0:
-            rc = k_gemm_multi(isa, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
+            rc = k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
         return rc
 
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
