@@ -3,7 +3,7 @@
 Follows llama.cpp's default chain (common/sampling.cpp): repeat penalty over the last
 `repeat_last_n` tokens, then top-k, top-p, min-p, temperature, and a draw from a seeded
 numpy Generator; temperature 0 is greedy argmax after the penalty. NaN logits count as
--inf (reliability.md §5.7: a broken model must give a clear error, not a random token).
+-inf (a broken model must give a clear error, not a random token).
 Pure numpy: no Qt, no `app`, no kernels.
 """
 

@@ -6,7 +6,7 @@ from the first sensor that works without admin rights: Linux RAPL energy
 counters (often root-only since kernel 5.10: a PermissionError means "not
 available"), then a Linux battery while discharging. macOS and Windows report
 "not available" for now: their non-admin sources (IOReport / SMC, EMI / WinRT
-battery rate; packaging.md §7) need native bridges we do not ship yet. The
+battery rate; see UnsupportedPlatformSensor below) need native bridges we do not ship yet. The
 sysfs and procfs roots are constructor parameters so tests use fake trees.
 Pure Python: must not import PySide6 or tmac_core.
 """
@@ -205,7 +205,7 @@ class BatterySensor:
 class UnsupportedPlatformSensor:
     """macOS / Windows: we ship no non-admin reader yet, and say so instead of guessing.
 
-    Checked (packaging.md §7): macOS `powermetrics` needs sudo; IOReport "Energy Model" and SMC
+    What exists: macOS `powermetrics` needs sudo; IOReport "Energy Model" and SMC
     PSTR work without sudo but are private APIs needing a native bridge. Windows EMI
     (IOCTL_EMI_*) and the WinRT battery ChargeRateInMilliwatts need ctypes/WinRT code that is
     not written yet; psutil's sensors_battery() has no rate.

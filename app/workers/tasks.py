@@ -1,6 +1,6 @@
 """run_in_background: short jobs (hash a file, check a GGUF, list models) off the GUI thread.
 
-After Anki's TaskManager (aesthetics.md §5, §8.3): `fn` runs on a shared thread pool; its
+The shape of Anki's TaskManager: `fn` runs on a shared thread pool; its
 result (or exception) comes back to the GUI thread through a queued signal and is handed to
 `on_done` (or `on_error`) there, so callbacks may touch widgets. `fn` itself must not touch
 any widget. A `context` QObject ties the callbacks to an owner: once it is deleted they are

@@ -21,7 +21,8 @@ HEADER = """# Benchmarks
 Written by `python build.py bench` (one dated section per run, newest last).
 Medians of repeated runs; the machines are shared and noisy, so compare the
 ratios measured in the same run rather than absolute numbers across runs.
-Peer numbers quoted from `BASELINES.md` are marked as such.
+Peer numbers not measured in the run (llama.cpp's tq2_0 GEMV time, from an earlier
+side-by-side run on this machine class) are marked as quoted.
 """
 
 
@@ -48,7 +49,7 @@ def kernel_targets(result: dict, bandwidth: dict) -> str:
     two = get(4096, 14336, 2, 2)
     tern = get(4096, 14336, "ternary/row", 2)
     lines.append(
-        f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, BASELINES.md) "
+        f"| 2-bit GEMV 4096×14336, 2 threads ≤ 0.33 ms (3× llama.cpp tq2_0's 1.0 ms, quoted) "
         f"| 2-bit g64: {two:.3f} ms ({1.0 / two:.2f}× tq2_0); ternary, per-row scales: {tern:.3f} ms "
         f"({1.0 / tern:.2f}× tq2_0) | {'yes' if min(two, tern) <= 0.33 else 'no'} |"
     )

@@ -5,7 +5,7 @@ the tests. Pure numpy: no Qt, no native code.
 A weight is w[m, k] = s[m, g] * (q[m, k] - z[m, g]) with q a b-bit code. The
 kernel never dequantizes: it reads q as b one-bit planes and stores per
 (row, group) s/2 and c = s * ((2^b - 1)/2 - z) as fp16, scaled by one
-power-of-two tensor_scale so fp16's range never clips (kernels.md §D1).
+power-of-two tensor_scale so fp16's range never clips (LAYOUT.md gives the identity).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from tmac_core.errors import ChatTemplateError, TemplateSecurityError
 from tmac_core.tokenizer.special import MARK, SpecialMatcher
 
-MAX_TEMPLATE_CHARS = 64 * 1024  # real templates are a few KiB (reliability.md §2.3)
+MAX_TEMPLATE_CHARS = 64 * 1024  # real templates are a few KiB; the largest known are ~20 KiB
 MAX_OUTPUT_CHARS = 1024 * 1024  # also the cap for any one string a template builds
 MAX_RENDER_BYTES = 128 * 1024 * 1024  # bytes of strings and containers one render may create in all
 RENDER_TIMEOUT_S = 1.0

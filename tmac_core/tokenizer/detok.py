@@ -3,7 +3,7 @@
 One token can be a fraction of a UTF-8 character (byte-fallback tokens <0xE6>, or a
 byte-level BPE piece that ends mid-character: llama.cpp #8691), so bytes are fed to an
 incremental UTF-8 decoder that keeps an unfinished sequence until its last byte arrives
-and replaces invalid bytes with U+FFFD (reliability.md §5.6). What `add` returns is
+and replaces invalid bytes with U+FFFD (as every chat UI must: a model can emit them). What `add` returns is
 always complete text; the concatenation of everything returned, plus `finalize()`,
 equals `Tokenizer.decode` of the same ids. No Qt, no `app`.
 """
