@@ -511,6 +511,10 @@ class _Restart(Exception):
     """The server's answer does not continue our partial file: start again from byte 0."""
 
 
+class _Overflow(_Restart):
+    """The body goes past the file's size: what was written from this answer is suspect too."""
+
+
 class _Stalled(Exception):
     """Nothing arrived for the stall time."""
 
@@ -572,11 +576,15 @@ def _range_start(response: _http.Response, offset: int, size: int) -> int:
     if response.status_code != 206:
         return 0  # a 200 answering a Range request sends the whole file
     match = _CONTENT_RANGE.match((response.headers.get("Content-Range") or "").strip())
-    if match is None or match.group(3) not in (str(size), "*") or int(match.group(1)) != offset:
-        if match is not None and int(match.group(1)) == 0 and match.group(3) in (str(size), "*"):
-            return 0
+    if match is None or match.group(3) not in (str(size), "*"):
         raise _Restart
-    return offset
+    start, end = int(match.group(1)), int(match.group(2))
+    length = response.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) != end - start + 1:
+        raise _Restart  # the label and the body disagree: neither can be trusted
+    if start not in (0, offset):
+        raise _Restart
+    return start
 
 
 def _fetch_into(
@@ -635,7 +643,7 @@ def _fetch_into(
                         continue
                     assert isinstance(payload, bytes) and handle is not None
                     if offset + len(payload) > info.size:
-                        raise HubProtocolError(f"The server sent more than {info.size} bytes.")
+                        raise _Overflow
                     _write_chunk(handle, payload)
                     digest.update(payload)
                     offset += len(payload)
@@ -653,13 +661,14 @@ def _fetch_into(
                     os.fsync(handle.fileno())  # what we report as resumable must be on disk
                     handle.close()
         except _Restart:
+            # Ours may be intact, but after a wrong answer starting from 0 is the only safe one.
+            part.unlink(missing_ok=True)
+            digest, offset = hashlib.sha256(), 0
             attempt += 1
             if attempt > retries:
                 raise HubProtocolError(
                     f"The server keeps sending the wrong part of {info.filename}; try again later."
                 ) from None
-            part.unlink(missing_ok=True)  # ours is intact, but requesting from 0 is the only safe answer
-            digest, offset = hashlib.sha256(), 0
             continue
         except (_Stalled, _http.TimeoutException) as error:
             if isinstance(error, (_http.ConnectTimeout, _http.PoolTimeout)) and fetched == 0 and attempt >= retries:
