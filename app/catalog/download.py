@@ -417,7 +417,7 @@ def download_model_file(
         repo_id, filename, revision=revision, token=token, endpoint=endpoint, timeout=timeout, cancel=cancel
     )
     with no_raw_os_errors(models_dir):
-        safe_folder(models_dir, final_path.parent.name, create=True)
+        safe_folder(models_dir, final_path.parent.name)  # a link there: refused before anything is read
         already = _already_installed(models_dir, final_path, info)
         if already is not None:
             return already
@@ -456,6 +456,7 @@ def _download_locked(
         part.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
         raise ChecksumMismatchError(info.filename, info.sha256, digest)
+    safe_folder(models_dir, final_path.parent.name, create=True)
     check_inside(models_dir, final_path)
     if os.path.isdir(final_path) and not os.path.islink(final_path):
         raise UnsafePathError(final_path, "a folder is where the model file belongs")
