@@ -441,6 +441,9 @@ def _download_locked(
     retries: int,
     timeout: float,
 ) -> InstalledModel:
+    already = _already_installed(models_dir, final_path, info)  # another window may have just finished it
+    if already is not None:
+        return already
     sidecar = _sidecar_path(part)
     clear_leftover(part)  # a link, FIFO or empty folder left at our path: removed, never opened
     clear_leftover(sidecar)
@@ -558,8 +561,8 @@ class _BodyReader(threading.Thread):
                 continue
 
     def next(self, cancel: threading.Event | None, stall_s: float) -> tuple[str, object]:
-        """The next item; DownloadCancelledError-free: raises _Stalled after `stall_s` of silence,
-        returns ("cancel", None) within _POLL_S of a cancel."""
+        """The next item, ("cancel", None) within _POLL_S of a cancel, or _Stalled after
+        `stall_s` seconds without any item."""
         deadline = time.monotonic() + stall_s
         while True:
             if cancel is not None and cancel.is_set():
@@ -700,7 +703,10 @@ def _fetch_into(
                 if isinstance(error, _http.ConnectError) and fetched == 0 and offset == 0:
                     raise HubOfflineError() from error
                 raise DownloadInterruptedError(offset, info.size, last_problem) from error
-            time.sleep(min(0.2 * attempt, 2.0))
+            if cancel is not None and cancel.wait(min(0.2 * attempt, 2.0)):
+                raise DownloadCancelledError(offset, info.size) from None
+            if cancel is None:
+                time.sleep(min(0.2 * attempt, 2.0))
             continue
         except ModelFileError:
             raise

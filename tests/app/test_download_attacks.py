@@ -519,6 +519,9 @@ def test_second_app_window_is_told_and_a_killed_one_leaves_no_stale_lock(fake_hu
         assert caught.value.other_process and caught.value.kind == "in_progress"
         with pytest.raises(DownloadInProgressError):
             discard_partial_download(models_dir, SHA)
+        busy = sorted(p.name for p in (models_dir / ".partial").iterdir())
+        assert remove_stale_partials(models_dir, older_than_s=0) == []  # its partial, note and locks stay
+        assert sorted(p.name for p in (models_dir / ".partial").iterdir()) == busy
         other.kill()  # a crash: the OS drops its lock, nothing stale stays behind
         other.wait(10)
     finally:
