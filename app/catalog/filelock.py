@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from app.catalog.errors import UnsafePathError
-from app.catalog.safepath import open_regular
+from app.catalog.safepath import clear_leftover, open_regular
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -62,6 +62,7 @@ class TargetLock:
 
     def acquire(self) -> None:
         for _ in range(20):  # a retry only when a releasing holder removed the file under us
+            clear_leftover(self.path)  # a link or FIFO there is no one's lock (we only make regular files)
             handle = open_regular(self.path, "ab")
             fd = os.dup(handle.fileno())
             handle.close()

@@ -451,11 +451,15 @@ LEFTOVERS = ["dangling link", "link to a folder", "empty folder", "folder with c
 
 
 @pytest.mark.parametrize("kind", LEFTOVERS)
-@pytest.mark.parametrize("where", ["partial", "sidecar"])
+@pytest.mark.parametrize("where", ["partial", "sidecar", "lock"])
 def test_leftovers_in_partial_never_block_nor_raise_raw_errors(fake_hub, models_dir, tmp_path, kind, where):
     _serve(fake_hub)
     part = partial_path(models_dir, SHA)
-    _make_leftover(part if where == "partial" else part.with_suffix(".json"), kind, tmp_path)
+    _make_leftover(
+        {"partial": part, "sidecar": part.with_suffix(".json"), "lock": part.with_suffix(".lock")}[where],
+        kind,
+        tmp_path,
+    )
     assert _run_bounded(lambda: list_partial_downloads(models_dir), 3)[0] == "ok"
     outcome, value = _run_bounded(lambda: download_model_file(REPO, FILE, models_dir, timeout=2), 10)
     if kind == "folder with content":
