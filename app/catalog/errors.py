@@ -83,8 +83,57 @@ class DownloadCancelledError(DownloadError):
 class DownloadInProgressError(DownloadError):
     kind = "in_progress"
 
-    def __init__(self, filename: str) -> None:
-        super().__init__(f"{filename} is already being downloaded.")
+    def __init__(self, filename: str, *, other_process: bool = False) -> None:
+        self.filename, self.other_process = filename, other_process
+        where = " in another T-MAC Chat window" if other_process else ""
+        super().__init__(f"{filename} is already being downloaded{where}; wait for that download to finish.")
+
+
+class DownloadStalledError(DownloadError):
+    """No byte arrived for the stall time, also after reconnecting: the bytes so far are kept."""
+
+    kind = "stalled"
+
+    def __init__(self, bytes_done: int, total: int, seconds: float) -> None:
+        self.bytes_done, self.total, self.seconds = bytes_done, total, seconds
+        super().__init__(
+            f"The download stalled: nothing arrived for {seconds:.0f} seconds (at {bytes_done} of {total} bytes). "
+            "Try again later to resume."
+        )
+
+
+class UnsafeFileNameError(DownloadError, ValueError):
+    """A file or repository name from the Hub or a manifest that this app will not create on disk.
+
+    Also a ValueError, so callers that validated names with ValueError keep working."""
+
+    kind = "unsafe_name"
+
+    def __init__(self, name: object, reason: str) -> None:
+        self.name, self.reason = name, reason
+        super().__init__(f"Refusing the file name {str(name)[:80]!r}: {reason}.")
+
+
+class UnsafePathError(ModelFileError):
+    """A path in the models folder is not what we would write or delete: a symbolic link, a folder
+    or special file where a file belongs, or a place outside the models folder."""
+
+    kind = "unsafe_path"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"Refusing to touch {self.path}: {reason}. Remove it by hand, then try again.")
+
+
+class StorageError(ModelFileError):
+    """The models folder could not be written (permissions, read-only disk, I/O error)."""
+
+    kind = "storage"
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        self.folder, self.errno = Path(folder), error.errno
+        reason = error.strerror or type(error).__name__
+        super().__init__(f"Could not write in the models folder {self.folder}: {reason}.")
 
 
 class DiskFullError(ModelFileError):

@@ -14,26 +14,47 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.catalog.errors import DiskFullError, DownloadCancelledError, InstalledModelNotFoundError, NotAGgufFileError
+from app.catalog.errors import (
+    DiskFullError,
+    DownloadCancelledError,
+    InstalledModelNotFoundError,
+    NotAGgufFileError,
+    UnsafeFileNameError,
+    UnsafePathError,
+)
+from app.catalog.safepath import (
+    MANIFEST_SUFFIX,
+    PARTIAL_DIR_NAME,
+    check_file_name,
+    check_inside,
+    check_repo_id,
+    open_regular,
+    read_small_file,
+    safe_folder,
+    unlink_inside,
+)
 from app.paths import atomic_write_bytes, fsync_directory
 from tmac_core.errors import ModelFormatError, ModelLoadError
 from tmac_core.filehash import HashCancelled, sha256_file
 from tmac_core.types import ModelSummary
 
-MANIFEST_SUFFIX = ".manifest.json"
-PARTIAL_DIR_NAME = ".partial"
+__all__ = ["MANIFEST_SUFFIX", "PARTIAL_DIR_NAME"]  # re-exported: download.py and the page import them from here
 LOCAL_DIR_NAME = "local"
 DISK_MARGIN_BYTES = 100_000_000  # keep this much free after a download/copy: the OS and the chat DB need room
-_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SOURCES = {"hub", "import-copy", "import-reference"}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,23 +72,23 @@ class InstalledModel:
 
 
 def repo_folder(models_dir: Path, repo_id: str) -> Path:
-    owner, _, name = repo_id.partition("/")
-    if not (_SAFE_PART.match(owner) and _SAFE_PART.match(name)):
-        raise ValueError(f"unsafe repo id {repo_id!r}")
+    """`<models>/<owner>--<name>`; UnsafeFileNameError (a ValueError) for an unsafe repo id."""
+    owner, name = check_repo_id(repo_id)
     return Path(models_dir) / f"{owner}--{name}"
 
 
 def installed_file_path(models_dir: Path, repo_id: str, filename: str) -> Path:
-    if not _SAFE_PART.match(filename):  # one plain file name: no folders, no "..", no leading dot
-        raise ValueError(f"unsafe file name {filename!r}")
-    return repo_folder(models_dir, repo_id) / filename
+    """Where a Hub file goes. One plain file name: no folders, no "..", no leading dot, nothing
+    that looks like a manifest or a partial download (UnsafeFileNameError, a ValueError)."""
+    return repo_folder(models_dir, repo_id) / check_file_name(filename)
 
 
 def manifest_path_for(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + MANIFEST_SUFFIX)
 
 
-def write_manifest(manifest_file: Path, fields: dict) -> None:
+def write_manifest(manifest_file: Path, fields: dict[str, object]) -> None:
+    # temp file + rename: a link planted at the manifest's name is replaced, never written through
     atomic_write_bytes(manifest_file, json.dumps(fields, indent=2, sort_keys=True).encode() + b"\n")
 
 
@@ -101,17 +122,46 @@ def check_model_file(path: Path) -> ModelSummary:
 
 
 def _model_from_manifest(manifest_file: Path, models_dir: Path) -> InstalledModel | None:
+    """The model a manifest describes, or None (logged) when the manifest is unreadable, names a
+    file outside its own folder, or the file is missing, a link, or of the wrong size.
+
+    A manifest is untrusted input: only a referenced import may name a file elsewhere (the
+    user's own file, which is never written or deleted); every other manifest names exactly
+    the file beside it (`<file>.manifest.json` → `<file>`)."""
     try:
-        data = json.loads(manifest_file.read_text(encoding="utf-8"))
-        stored = Path(data["file"])
-        path = stored if stored.is_absolute() else manifest_file.parent / stored
-        size, sha256 = int(data["size"]), str(data["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+        check_inside(models_dir, manifest_file)
+        data = json.loads(read_small_file(manifest_file).decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        source, stored, size, sha256 = data.get("source", "hub"), data["file"], data["size"], data["sha256"]
+        repo_id, commit = data.get("repo_id"), data.get("commit")
+        if source not in _SOURCES or not isinstance(stored, str):
+            raise ValueError(f"source {source!r} / file {stored!r}")
+        if type(size) is not int or size < 0 or not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise ValueError("size or sha256")
+        if not isinstance(commit, (str, type(None))) or not isinstance(data.get("installed_at", 0.0), (int, float)):
+            raise ValueError("commit or installed_at")
+        if source == "import-reference":
+            path = Path(stored)
+            if not path.is_absolute():
+                raise ValueError("a referenced file must be an absolute path")
+        else:
+            own_name = manifest_file.name[: -len(MANIFEST_SUFFIX)]
+            if check_file_name(stored) != own_name:
+                raise ValueError(f"it names {stored!r}, not the file beside it")
+            path = manifest_file.parent / stored
+        if repo_id is not None and repo_folder(models_dir, repo_id) != manifest_file.parent:
+            raise ValueError(f"repo_id {repo_id!r} does not match its folder")
+    except (OSError, ValueError, KeyError, TypeError, UnicodeError, UnsafePathError) as error:
+        _log.warning("ignoring manifest %s: %s", manifest_file, error)
         return None  # one bad manifest must not hide the other models
     try:
-        if not path.is_file() or path.stat().st_size != size:
-            return None
+        info = path.stat() if source == "import-reference" else os.lstat(path)
     except OSError:
+        return None  # not there (yet, or any more): not installed
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+        if stat.S_ISLNK(info.st_mode):
+            _log.warning("ignoring %s: a model file in the models folder must not be a link", path)
         return None
     relative_folder = manifest_file.parent.relative_to(models_dir).as_posix()
     filename = path.name
@@ -125,10 +175,10 @@ def _model_from_manifest(manifest_file: Path, models_dir: Path) -> InstalledMode
         path=path,
         size=size,
         sha256=sha256,
-        source=data.get("source", "hub"),
-        repo_id=data.get("repo_id"),
+        source=source,
+        repo_id=repo_id,
         filename=filename,
-        commit=data.get("commit"),
+        commit=commit,
         installed_at=float(data.get("installed_at", 0.0)),
         manifest_path=manifest_file,
     )
@@ -140,7 +190,17 @@ def list_installed(models_dir: Path) -> list[InstalledModel]:
     if not models_dir.is_dir():
         return []
     found = []
-    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    try:
+        folders = sorted(p for p in models_dir.iterdir() if not p.name.startswith("."))
+    except OSError as error:
+        _log.warning("cannot list the models folder %s: %s", models_dir, error)
+        return []
+    for folder in folders:
+        if folder.is_symlink():  # a linked folder could make a delete reach outside the models folder
+            _log.warning("ignoring %s: a folder in the models folder must not be a link", folder)
+            continue
+        if not folder.is_dir():
+            continue
         for manifest_file in sorted(folder.glob("*" + MANIFEST_SUFFIX)):
             model = _model_from_manifest(manifest_file, models_dir)
             if model is not None:
@@ -167,10 +227,19 @@ def delete_installed(models_dir: Path, key: str) -> None:
     """Remove a model. The manifest goes first, so a half-finished delete never looks installed.
     A referenced import's original file is the user's and is never deleted."""
     model = find_installed(models_dir, key)
-    model.manifest_path.unlink()
+    unlink_inside(models_dir, model.manifest_path)  # UnsafePathError if a folder became a link meanwhile
     fsync_directory(model.manifest_path.parent)
     if model.source != "import-reference":
-        model.path.unlink(missing_ok=True)
+        unlink_inside(models_dir, model.path)
+
+
+def _import_name(original: str) -> str:
+    """A safe file name for an imported file (the original may be anything the user has)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", original).replace("..", "_")[:150].strip("._-") or "model.gguf"
+    try:
+        return check_file_name(name)
+    except UnsafeFileNameError:  # a reserved device name or one of our suffixes: make it plainly a model
+        return check_file_name(f"model-{name}.gguf" if not name.startswith("model-") else "model.gguf")
 
 
 def _unique_local_name(local_dir: Path, name: str) -> str:
@@ -201,10 +270,8 @@ def import_local_gguf(
     if summary is None:
         summary = check_model_file(source)
     size = source.stat().st_size
-    local_dir = Path(models_dir) / LOCAL_DIR_NAME
-    local_dir.mkdir(parents=True, exist_ok=True)
-    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", source.name).lstrip(".") or "model.gguf"
-    name = _unique_local_name(local_dir, safe_name)
+    local_dir = safe_folder(Path(models_dir), LOCAL_DIR_NAME, create=True)
+    name = _unique_local_name(local_dir, _import_name(source.name))
     if copy:
         free = free_disk_bytes(local_dir)
         if size + DISK_MARGIN_BYTES > free:
@@ -212,7 +279,7 @@ def import_local_gguf(
         target = local_dir / name
         temp = local_dir / f".{name}.importing"
         try:
-            with open(temp, "wb") as writer:
+            with open_regular(temp, "xb") as writer:  # never through a link planted at the temp name
                 digest = sha256_file(
                     source, progress=progress, copy_to=writer, should_stop=cancel.is_set if cancel is not None else None
                 )
@@ -221,6 +288,8 @@ def import_local_gguf(
         except HashCancelled as stopped:
             temp.unlink(missing_ok=True)
             raise DownloadCancelledError(stopped.done, stopped.total) from None
+        except FileExistsError:
+            raise UnsafePathError(temp, "a leftover of an earlier import is in the way") from None
         except OSError as error:
             temp.unlink(missing_ok=True)
             if error.errno == errno.ENOSPC:

@@ -3,8 +3,9 @@
 Runs app.catalog.download.download_model_file on its own thread (a download can take
 an hour; it must not hold one of run_in_background's few pool threads). Everything the
 thread reports is relayed through a queued signal, so the public signals are always
-emitted on the GUI thread. Cancel sets a threading.Event that the download checks between
-chunks; the bytes so far stay in `<models>/.partial/` (fsynced), so a later job for the
+emitted on the GUI thread. Cancel sets a threading.Event that the download checks every
+few hundredths of a second, also while the Hub sends nothing; the bytes so far stay in
+`<models>/.partial/` (fsynced), so a later job for the
 same file, in this run or after a restart, resumes with an HTTP Range request
 (`pending_downloads()` lists what can be resumed). Free space is checked before any
 network traffic. QtCore only.
@@ -12,6 +13,7 @@ network traffic. QtCore only.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -31,11 +33,15 @@ from app.catalog.errors import (
     DownloadCancelledError,
     DownloadInProgressError,
     DownloadInterruptedError,
+    DownloadStalledError,
     GatedModelError,
     HubOfflineError,
     HubProtocolError,
     ModelFileError,
     ModelNotFoundError,
+    StorageError,
+    UnsafeFileNameError,
+    UnsafePathError,
 )
 
 # Failure kinds (the first argument of DownloadJob.failed), so the UI can offer the right action.
@@ -43,6 +49,9 @@ from app.catalog.errors import (
 NOT_FOUND, GATED, OFFLINE = ModelNotFoundError.kind, GatedModelError.kind, HubOfflineError.kind
 DISK_FULL, CHECKSUM, INTERRUPTED = DiskFullError.kind, ChecksumMismatchError.kind, DownloadInterruptedError.kind
 IN_PROGRESS, PROTOCOL, ERROR = DownloadInProgressError.kind, HubProtocolError.kind, ModelFileError.kind
+STALLED, UNSAFE_NAME, UNSAFE_PATH = DownloadStalledError.kind, UnsafeFileNameError.kind, UnsafePathError.kind
+STORAGE = StorageError.kind
+_log = logging.getLogger(__name__)
 
 
 def failure_kind(error: BaseException) -> str:
@@ -154,19 +163,23 @@ class DownloadJob(QObject):
 
     @Slot(str, object)
     def _on_relay(self, what: str, payload: object) -> None:
-        if what == "progress":
+        if what == "progress" and isinstance(payload, DownloadProgress):
             self.bytes_done, self.total = payload.bytes_done, payload.total
             self.progress.emit(payload.bytes_done, payload.total, payload.bytes_per_s, payload.eta_s)
             return
         self._done = True
-        if what == "finished":
+        if what == "finished" and isinstance(payload, installed.InstalledModel):
             self.bytes_done = self.total = payload.size
             self.finished.emit(payload)
-        elif what == "cancelled":
+        elif what == "cancelled" and isinstance(payload, DownloadCancelledError):
             self.cancelled.emit(payload.bytes_done, payload.total)
-        else:
-            error = payload
-            message = str(error) if str(error) else type(error).__name__
-            if isinstance(error, OSError):
-                message = f"Could not write the model file: {error}"
-            self.failed.emit(failure_kind(error), message)
+        elif isinstance(payload, ModelFileError):
+            self.failed.emit(failure_kind(payload), str(payload) or type(payload).__name__)
+        else:  # not one of our typed errors: a bug below; the user gets a sentence, the log the rest
+            error = payload if isinstance(payload, BaseException) else None
+            _log.error("download of %s/%s failed: %r", self.repo_id, self.filename, payload, exc_info=error)
+            if isinstance(payload, OSError):
+                message = f"Could not write the model file: {payload.strerror or 'input/output error'}."
+            else:
+                message = f"The download of {self.filename} failed unexpectedly."
+            self.failed.emit(ERROR, message)

@@ -19,7 +19,13 @@ from app.catalog.catalog import (
     parse_catalog,
     predict_decode_tokens_per_s,
 )
-from app.catalog.errors import CatalogError, DiskFullError, InstalledModelNotFoundError, NotAGgufFileError
+from app.catalog.errors import (
+    CatalogError,
+    DiskFullError,
+    InstalledModelNotFoundError,
+    NotAGgufFileError,
+    UnsafePathError,
+)
 from app.catalog.installed import delete_installed, find_installed, import_local_gguf, list_installed, verify_installed
 from tests.runtime.conftest import tiny_llama
 from tmac_core import inspect_model
@@ -204,3 +210,42 @@ def test_tampered_file_fails_verification(tmp_path, models_dir):
     data[-1] ^= 1
     model.path.write_bytes(bytes(data))
     assert not verify_installed(model)
+
+
+# ---- imports never write outside the models folder ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "original", ["CON.gguf", "x.gguf.manifest.json", "model.partial", "..gguf", "a..b.gguf", "lpt1", "-.-"]
+)
+def test_imported_file_gets_a_safe_name(tmp_path, models_dir, original):
+    source = tmp_path / original
+    source.write_bytes(model_bytes())
+    model = import_local_gguf(models_dir, source)
+    assert model.path.parent == models_dir / "local" and model.path.read_bytes() == source.read_bytes()
+    assert not model.path.name.lower().endswith((".manifest.json", ".partial")) and ".." not in model.path.name
+    assert model.path.name.split(".")[0].upper() not in {"CON", "LPT1"}
+    assert [m.key for m in list_installed(models_dir)] == [model.key]
+
+
+def test_import_never_writes_through_a_link(tmp_path, models_dir):
+    source = tmp_path / "my.gguf"
+    source.write_bytes(model_bytes())
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (models_dir / "local").mkdir()
+    (models_dir / "local" / ".my.gguf.importing").symlink_to(victim)  # a leftover or a planted link
+    with pytest.raises(UnsafePathError):
+        import_local_gguf(models_dir, source)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_import_into_a_linked_local_folder_is_refused(tmp_path, models_dir):
+    source = tmp_path / "my.gguf"
+    source.write_bytes(model_bytes())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (models_dir / "local").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError):
+        import_local_gguf(models_dir, source)
+    assert list(outside.iterdir()) == []

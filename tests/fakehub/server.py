@@ -7,7 +7,9 @@ listener), /api/models/{repo}[/revision/{rev}] (siblings with lfs sha256 when
 blobs=True) and /api/models/{repo}/tree/{rev}. Faults are switched per file by
 the test: drop the connection after N bytes, same-size corrupted body, forced
 status, gated 401/403 with the Hub's error headers, slow body, ETag that is not
-a sha256. Every request is logged (method, path, Range header). Stdlib only;
+a sha256, a 206 or 200 that ignores the Range, a 206 that starts elsewhere or lies,
+a body that ends early (cleanly), a body or metadata request that stalls, a
+redirect to anywhere. Every request is logged (method, path, Range header). Stdlib only;
 never listens beyond loopback.
 """
 
@@ -40,6 +42,16 @@ class FileFaults:
     seconds_per_chunk: float = 0.0  # slow body
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
     etag_not_sha256: bool = False  # send the git sha1 as ETag even for an LFS file
+    # How a Range request is answered: "honor"; "206-from-0": 206 with the whole file and an honest
+    # "bytes 0-…"; "206-elsewhere": 206 from byte range_elsewhere, honestly labelled; "206-lying":
+    # the whole file from byte 0 labelled as starting at the requested offset.
+    range_mode: str = "honor"
+    range_elsewhere: int = 1000
+    short_by: int = 0  # GET: announce and send this many bytes fewer than the file, then end cleanly
+    stall_after_bytes: int | None = None  # send this many body bytes, then nothing for stall_s
+    stall_s: float = 30.0
+    stall_metadata_s: float = 0.0  # HEAD and /api answers wait this long before the headers
+    redirect_location: str | None = None  # answer /resolve with a 302 to this (may be "self": a loop)
 
 
 @dataclass
@@ -192,6 +204,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             path = unquote(parts.path)
             query = parse_qs(parts.query)
+            self._maybe_stall_metadata(path, head)
             if path.startswith("/cdn/"):
                 return self._serve_cdn(path[len("/cdn/") :], head)
             if path.startswith("/api/models/"):
@@ -200,6 +213,15 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if not match:
                 return self._empty(404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Not found"})
             return self._serve_resolve(match.group(1), match.group(2), match.group(3), head)
+
+        def _maybe_stall_metadata(self, path: str, head: bool) -> None:
+            """Stall HEAD /resolve and /api requests of a repo whose file asks for it."""
+            if not (head or path.startswith("/api/")):
+                return
+            for repo_id, repo in hub.repos.items():
+                if f"/{repo_id}/" in path + "/":
+                    delay = max((f.faults.stall_metadata_s for f in repo.files.values()), default=0.0)
+                    hub._stopping.wait(delay)
 
         def _repo_or_error(self, repo_id: str) -> FakeRepo | None:
             repo = hub.repos.get(repo_id)
@@ -274,6 +296,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     headers["X-Error-Code"] = faults.error_code
                 return self._empty(faults.status, headers)
             etag = git_blob_sha1(fake.data) if (not fake.lfs or faults.etag_not_sha256) else fake.sha256
+            if faults.redirect_location is not None:
+                location = self.path if faults.redirect_location == "self" else faults.redirect_location
+                return self._empty(302, {"Location": location, "X-Repo-Commit": repo.commit})
             if hub.cdn_redirect and fake.lfs:
                 # Absolute Location on another port = another origin, so the client stops there (as with the CDN).
                 return self._empty(
@@ -303,24 +328,31 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
             start = 0
             range_header = None if head else self.headers.get("Range")
-            if range_header and not faults.ignore_range:
-                start = int(re.fullmatch(r"bytes=(\d+)-", range_header.strip()).group(1))
-                if start >= len(data):
+            mode = "ignore" if faults.ignore_range else faults.range_mode
+            status = 200
+            if range_header and mode != "ignore":
+                match = re.fullmatch(r"bytes=(\d+)-", range_header.strip())
+                assert match is not None, range_header
+                asked = int(match.group(1))
+                if asked >= len(data):
                     return self._empty(416, {"Content-Range": f"bytes */{len(data)}"})
+                start = {"honor": asked, "206-from-0": 0, "206-elsewhere": faults.range_elsewhere}.get(mode, 0)
+                label = asked if mode == "206-lying" else start
+                status = 206
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Range", f"bytes {label}-{len(data) - 1}/{len(data)}")
             else:
                 self.send_response(200)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Length", str(len(data) - start))
+            end = len(data) - (0 if head else faults.short_by)
+            self.send_header("Content-Length", str(max(0, end - start)))
             self.end_headers()
-            status = 206 if start else 200
             if head:
                 return self._finish(status)
             sent = 0
-            body = memoryview(data)[start:]
+            body = memoryview(data)[start:end]
             drop = faults.drop_after_bytes is not None and faults.drops_remaining != 0
             while sent < len(body) and not hub._stopping.is_set():
                 piece = body[sent : sent + 16384]
@@ -342,6 +374,11 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 sent += len(piece)
                 if faults.seconds_per_chunk:
                     time.sleep(faults.seconds_per_chunk)
+                if faults.stall_after_bytes is not None and sent >= faults.stall_after_bytes:
+                    self.wfile.flush()
+                    hub._stopping.wait(faults.stall_s)  # headers and some bytes sent, then silence
+                    self.close_connection = True
+                    return self._finish(status, sent)
             self._finish(status, sent)
 
     return Handler
