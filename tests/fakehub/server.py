@@ -1,4 +1,4 @@
-"""A fake Hugging Face Hub on 127.0.0.1 for download tests (reliability.md §3.9), with fault injection.
+"""A fake Hugging Face Hub on 127.0.0.1 for download tests, with fault injection.
 
 Answers what `huggingface_hub` and app.catalog.download ask: HEAD/GET
 /{repo}/resolve/{revision}/{file} (X-Repo-Commit, ETag / X-Linked-Etag,
