@@ -7,7 +7,7 @@ both env vars are also re-read at call time, because the library reads them
 only at import. The body is fetched with the library's own HTTP session and
 HTTP Range, into `<models>/.partial/<sha256>.incomplete`: huggingface_hub ≥ 1.18
 deletes its partial file on failure and never resumes across runs
-(checked against its source), so we keep our own. The file is renamed into place and
+so we keep our own. The file is renamed into place and
 its manifest written only after the sha256 matches.
 
 Everything the server says is checked: a 206 must start where we asked (else we
