@@ -6,7 +6,7 @@ sha256), so HF_ENDPOINT, HF_HUB_OFFLINE and tokens behave as users expect;
 both env vars are also re-read at call time, because the library reads them
 only at import. The body is fetched with the library's own HTTP session and
 HTTP Range, into `<models>/.partial/<sha256>.incomplete`: huggingface_hub ≥ 1.18
-deletes its partial file on failure and never resumes across runs
+deletes its partial file on failure and never resumes across runs,
 so we keep our own. The file is renamed into place and
 its manifest written only after the sha256 matches.
 
