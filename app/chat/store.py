@@ -510,6 +510,12 @@ class ChatStore:
     def purge_deleted(self, *, older_than_s: float = 0.0) -> int:
         """Really remove soft-deleted conversations (and their messages). Returns how many."""
         cutoff = self._clock() - older_than_s
+        query = "SELECT 1 FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ? LIMIT 1"
+        with self._lock, self._translated():
+            # Read first: the window purges at every start, and a write lock would make a start-up
+            # next to another instance (holding the lock) wait and fail for nothing.
+            if self._db.execute(query, (cutoff,)).fetchone() is None:
+                return 0
         with self._transaction():
             ids = [
                 r["id"]

@@ -257,6 +257,19 @@ def test_a_write_lock_of_another_instance_does_not_stop_the_history_from_opening
         assert time.monotonic() - started < 1.5  # opening did not wait for the lock
 
 
+def test_start_up_writes_nothing_when_there_is_nothing_to_write(db_path):
+    """What the window does at every start (open, purge old deleted chats, list) works next to an
+    instance that holds the write lock, without waiting for it."""
+    with ChatStore(db_path) as chats:
+        chats.delete_conversation(chats.create_conversation("Recent bin").id)
+    with lock_held_by_another_process(db_path, 3.0):
+        started = time.monotonic()
+        with ChatStore(db_path, busy_timeout_s=2.0) as chats:
+            assert chats.purge_deleted(older_than_s=3600) == 0
+            assert chats.list_conversations() == []
+        assert time.monotonic() - started < 1.5
+
+
 def test_starting_on_a_full_disk_is_a_typed_error(small_disk):
     fill(small_disk)
     with pytest.raises(DiskFullError) as caught:
