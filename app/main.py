@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.application import APP_DISPLAY_NAME, make_application, missing_display
+
+if TYPE_CHECKING:
+    from app.chat.errors import CorruptDatabaseError, UnsavedTextError
+    from app.chat.store import ChatStore
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,29 +32,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def open_store(paths):
-    """The chat history, or None after telling the user why it cannot be opened (nothing is changed)."""
-    from PySide6.QtWidgets import QMessageBox
+def open_store(
+    path: Path, *, move_aside: Callable[[CorruptDatabaseError], bool], tell: Callable[[str], None]
+) -> tuple[ChatStore, str]:
+    """The chat history at `path`, and "" or a warning for the window's start-up banner.
 
+    Never fails: when the file cannot be used (damaged, a folder or FIFO at the path, a full disk,
+    read-only, locked by another program) `tell` gets the typed error's plain words and the app
+    runs on an in-memory store, whose chats are not saved; nothing on disk is changed. A damaged
+    file is moved aside (kept, renamed) only if `move_aside` says yes.
+    """
     from app.chat.errors import ChatStoreError, CorruptDatabaseError
-    from app.chat.store import ChatStore, move_database_aside
+    from app.chat.store import IN_MEMORY, ChatStore, move_database_aside
 
     try:
-        return ChatStore(paths.chat_db_file)
+        return ChatStore(path), ""
     except CorruptDatabaseError as error:
-        answer = QMessageBox.critical(
-            None,
-            APP_DISPLAY_NAME,
-            f"{error}\n\nMove the damaged file aside and start with an empty history? "
-            "The file is kept, renamed, so it can still be recovered.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            move_database_aside(error.path)
-            return ChatStore(paths.chat_db_file)
+        problem: ChatStoreError | OSError = error
+        if move_aside(error):
+            try:
+                move_database_aside(error.path)
+                return ChatStore(path), ""
+            except (ChatStoreError, OSError) as again:
+                problem = again
     except ChatStoreError as error:
-        QMessageBox.critical(None, APP_DISPLAY_NAME, str(error))
-    return None
+        problem = error
+    warning = f"{problem} Chats of this session will not be saved."
+    tell(warning)
+    return ChatStore(IN_MEMORY), warning
+
+
+def keep_unsaved(error: UnsavedTextError, folder: Path) -> str:
+    """At exit, text the database could not take goes to a text file beside it (or, failing that,
+    to stderr): a shown answer is never just dropped. Returns where it went."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    body = "\n\n".join(f"--- message {message_id} ---\n{text}" for message_id, text in sorted(error.texts.items()))
+    target = folder / f"unsaved-answers-{stamp}.txt"
+    try:
+        target.write_text(body + "\n", encoding="utf-8", errors="replace")
+        return str(target)
+    except OSError:
+        print(body, file=sys.stderr)
+        return "stderr"
+
+
+def _ask_move_aside(error: CorruptDatabaseError) -> bool:
+    from PySide6.QtWidgets import QMessageBox
+
+    answer = QMessageBox.critical(
+        None,
+        APP_DISPLAY_NAME,
+        f"{error}\n\nMove the damaged file aside and start with an empty history? "
+        "The file is kept, renamed, so it can still be recovered.",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def _tell(text: str) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    print(f"T-MAC Chat: {text}", file=sys.stderr)
+    QMessageBox.warning(None, APP_DISPLAY_NAME, text)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -77,14 +124,25 @@ def run(argv: list[str] | None = None) -> int:
     from app.ui.theme import apply_theme
 
     apply_theme(app, loaded.settings.theme)
-    store = open_store(paths)
-    if store is None:
-        return 1
+    store, store_warning = open_store(paths.chat_db_file, move_aside=_ask_move_aside, tell=_tell)
     settings = SettingsStore(loaded.settings, paths.settings_file)  # the one store every window shares
-    window = MainWindow(settings, paths, store, settings_problems=loaded.problems)
+    problems = [*loaded.problems, *([store_warning] if store_warning else [])]
+    window = MainWindow(settings, paths, store, settings_problems=problems)
     window.show()
     window.start_engine()
     try:
         return app.exec()
     finally:
+        close_store(store, paths.data_dir)
+
+
+def close_store(store: ChatStore, folder: Path) -> None:
+    """Close the history; text it could not commit is kept in a file (keep_unsaved), and said so."""
+    from app.chat.errors import ChatStoreError, UnsavedTextError
+
+    try:
         store.close()
+    except UnsavedTextError as error:
+        print(f"T-MAC Chat: {error} The unsaved text was written to {keep_unsaved(error, folder)}.", file=sys.stderr)
+    except ChatStoreError as error:
+        print(f"T-MAC Chat: {error}", file=sys.stderr)

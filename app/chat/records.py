@@ -45,8 +45,10 @@ class AnswerStats:
     trimmed_messages: int | None = None  # older messages the model did not see
 
     @classmethod
-    def from_chunk(cls, chunk, info=None) -> AnswerStats:
-        """From a tmac_core.types.Chunk (the final one, or the last before a failure) and EngineInfo."""
+    def from_chunk(cls, chunk: Any, info: Any = None) -> AnswerStats:
+        """From a tmac_core.types.Chunk (the final one, or the last before a failure) and EngineInfo.
+
+        Typed Any: this module must not import tmac_core, and reads only the fields named below."""
         return cls(
             generated_tokens=chunk.generated_tokens,
             decode_tok_s=round(chunk.decode_tok_s, 2),
@@ -72,8 +74,10 @@ class AnswerStats:
         a damaged stats line must not hide the message."""
         if not isinstance(data, dict):
             return cls()
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in data.items():
+            if not isinstance(key, str):
+                continue
             name = _OLD_STATS_KEYS.get(key, key)
             kind = _STATS_TYPES.get(name)
             if kind is None or isinstance(value, bool) or not isinstance(value, kind):
@@ -141,7 +145,7 @@ def conversation_from_row(row: sqlite3.Row) -> Conversation:
         row["model_id"],
         row["bits"],
         row["system_prompt"],
-        json.loads(row["sampling_json"]),
+        _json_object(row["sampling_json"]),
         row["deleted_at"],
     )
 
@@ -153,6 +157,15 @@ def message_from_row(row: sqlite3.Row) -> Message:
         row["role"],
         row["content"],
         row["created"],
-        AnswerStats.from_json(json.loads(row["stats_json"])),
+        AnswerStats.from_json(_json_object(row["stats_json"])),
         row["state"],
     )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A stored JSON object, or {} when the text is damaged: one bad field must not hide a chat."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -372,7 +372,7 @@ class MainWindow(QMainWindow):
             self.perf_panel.answer_started()
 
     def _on_session_notice(self, kind: str, text: str) -> None:
-        self.notice_banner.show_message("info" if kind in ("trimmed", "template") else "error", text)
+        self.notice_banner.show_message("info" if kind in ("trimmed", "template", "saved") else "error", text)
 
     def _on_composer_send(self, text: str) -> None:
         self.sampling_panel.save_now()  # a system prompt still being typed applies to this message

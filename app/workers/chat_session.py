@@ -8,6 +8,12 @@ as complete, partial (stopped, engine died) or error, with its stats. So a
 crash of the engine process loses at most a quarter second of text, and the
 chat history is written by the GUI process only.
 
+A store that cannot write (another program holds the lock, the disk is full)
+never costs a shown answer: the streamed text stays on screen and in the
+store's memory, the final commit is retried with a growing pause (and once
+more at close), and `notice("history", …)` says what happened; when a retry
+succeeds, `notice("saved", …)` says so.
+
 QtCore only: widgets listen to the signals and never touch the store while an
 answer streams.
 """
@@ -16,16 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.chat.store import COMPLETE, ERROR, PARTIAL, AnswerStats, ChatStore, Message
+from app.chat.errors import ChatStoreError, MessageNotFoundError
+from app.chat.records import COMPLETE, ERROR, PARTIAL, AnswerStats, Message
+from app.chat.store import STREAM_WAIT_S, ChatStore
 from app.settings import AppSettings, conversation_sampling, for_conversation
 from app.workers.engine_client import EngineClient
 from tmac_core.errors import ContextOverflowError
 
 NEW_CHAT_TITLE = "New chat"
 TITLE_LENGTH = 48
+RETRY_FIRST_S = 2.0  # the first retry of an answer whose final commit failed; doubles up to RETRY_MAX_S
+RETRY_MAX_S = 60.0
 
 
 def title_from(text: str) -> str:
@@ -33,7 +44,7 @@ def title_from(text: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def sampling_params_from(settings: AppSettings):
+def sampling_params_from(settings: AppSettings) -> Any:
     """The tmac_core SamplingParams for the current settings (validated by its constructor)."""
     from tmac_core import SamplingParams
 
@@ -56,7 +67,9 @@ class ChatSession(QObject):
     answerChunk = Signal(object)  # tmac_core Chunk of the current answer (for the perf panel)
     answerFinished = Signal(object)  # the final Message
     busyChanged = Signal(bool)
-    notice = Signal(str, str)  # kind ("trimmed" | "template" | "error" | "overflow"), text
+    # kind ("trimmed" | "template" | "error" | "overflow" | "history" | "saved"), text; "history": the chat
+    # history could not be written (the text says what is kept), "saved": what could not be written now is
+    notice = Signal(str, str)
 
     def __init__(
         self, store: ChatStore, client: EngineClient, settings: Callable[[], AppSettings], parent: QObject | None = None
@@ -68,8 +81,17 @@ class ChatSession(QObject):
         self.conversation_id = 0
         self.request_id: int | None = None
         self.answer_id: int | None = None
-        self._last_chunk = None
+        self._last_chunk: Any = None
         self._trimmed = 0
+        self._answer_conversation = 0
+        self._answer_text: list[str] = []  # the streamed answer as shown, whatever the store managed to write
+        self._store_warned = False  # one "history" notice per answer for failed streaming writes
+        # Answers whose final commit failed: id → (state, stats); the store keeps their text in memory.
+        self._unsaved: dict[int, tuple[str, AnswerStats]] = {}
+        self._retry_s = RETRY_FIRST_S
+        self._retry = QTimer(self)
+        self._retry.setSingleShot(True)
+        self._retry.timeout.connect(self.retry_unsaved)
         client.chunk.connect(self._on_client_chunk)
         client.failed.connect(self._on_client_failed)
         client.died.connect(self._on_client_died)
@@ -87,15 +109,20 @@ class ChatSession(QObject):
 
     def new_conversation(self) -> int:
         """An empty chat (reused if the current one has no messages yet)."""
-        if self.conversation_id and not self.busy and not self.store.list_messages(self.conversation_id):
-            self.conversationChanged.emit(self.conversation_id)
-            return self.conversation_id
-        # A new chat starts from the default system prompt and sampling (app.settings.CONVERSATION_FIELDS).
-        conversation = self.store.create_conversation(NEW_CHAT_TITLE, **self._conversation_fields(self._settings()))
+        try:
+            if self.conversation_id and not self.busy and not self.store.list_messages(self.conversation_id):
+                self.conversationChanged.emit(self.conversation_id)
+                return self.conversation_id
+            # A new chat starts from the default system prompt and sampling (app.settings.CONVERSATION_FIELDS).
+            fields = self._conversation_fields(self._settings())
+            conversation = self.store.create_conversation(NEW_CHAT_TITLE, **fields)
+        except ChatStoreError as error:
+            self._store_failed(error, "No new chat was created")
+            return 0
         self.open_conversation(conversation.id)
         return conversation.id
 
-    def _conversation_fields(self, settings: AppSettings) -> dict:
+    def _conversation_fields(self, settings: AppSettings) -> dict[str, Any]:
         info = self.client.info
         return {
             "model_id": info.name if info else None,
@@ -107,16 +134,23 @@ class ChatSession(QObject):
     # ---- actions -----------------------------------------------------------------------------
 
     def send(self, text: str) -> bool:
-        """Store the user's message and ask for an answer. False if refused (busy, empty)."""
+        """Store the user's message and ask for an answer. False if refused (busy, empty) or if the
+        message could not be stored (then the "history" notice says why, and the caller keeps the draft)."""
         text = text.strip()
         if not text or self.busy:
             return False
-        if not self.conversation_id:
-            self.new_conversation()
-        conversation = self.store.get_conversation(self.conversation_id)
-        if conversation.title == NEW_CHAT_TITLE and not self.store.list_messages(self.conversation_id):
-            self.store.rename_conversation(self.conversation_id, title_from(text))
-        self.messageAdded.emit(self.store.add_message(self.conversation_id, "user", text))
+        self.retry_unsaved()  # a write now is a good moment for what failed before
+        if not self.conversation_id and not self.new_conversation():
+            return False
+        try:
+            conversation = self.store.get_conversation(self.conversation_id)
+            if conversation.title == NEW_CHAT_TITLE and not self.store.list_messages(self.conversation_id):
+                self.store.rename_conversation(self.conversation_id, title_from(text))
+            message = self.store.add_message(self.conversation_id, "user", text)
+        except ChatStoreError as error:
+            self._store_failed(error, "Your message was not sent; it is still in the message box")
+            return False
+        self.messageAdded.emit(message)
         self._ask()
         return True
 
@@ -124,7 +158,11 @@ class ChatSession(QObject):
         """Drop an answer (and anything after it) and ask again."""
         if self.busy:
             return False
-        self.store.truncate_after(answer_id, inclusive=True)
+        try:
+            self.store.truncate_after(answer_id, inclusive=True)
+        except ChatStoreError as error:
+            self._store_failed(error, "The answer was kept and not regenerated")
+            return False
         self.historyChanged.emit(self.conversation_id)
         self._ask()
         return True
@@ -133,7 +171,11 @@ class ChatSession(QObject):
         text = text.strip()
         if not text or self.busy:
             return False
-        self.store.edit_message_and_truncate(user_message_id, text)
+        try:
+            self.store.edit_message_and_truncate(user_message_id, text)
+        except ChatStoreError as error:
+            self._store_failed(error, "The edit was not saved and nothing was removed")
+            return False
         self.historyChanged.emit(self.conversation_id)
         self._ask()
         return True
@@ -143,39 +185,91 @@ class ChatSession(QObject):
             self.client.stop()
 
     def close(self) -> None:
-        """The window is closing: keep the answer in progress as a partial one, now."""
+        """The window is closing: keep the answer in progress as a partial one, now, and try once
+        more to save what could not be saved (what still fails, ChatStore.close reports)."""
         if self.busy:
             self.client.stop()
             self._finish(PARTIAL, self._stats_so_far())
+        self._retry.stop()
+        for answer_id, (state, stats) in list(self._unsaved.items()):
+            try:
+                self.store.finish_message(answer_id, stats, state)
+            except ChatStoreError:
+                continue
+            del self._unsaved[answer_id]
+
+    @property
+    def unsaved_answers(self) -> list[int]:
+        """Ids of finished answers whose text is shown but not yet committed (retried)."""
+        return list(self._unsaved)
+
+    def retry_unsaved(self) -> None:
+        """Try again to commit the answers whose final commit failed (the retry timer, the next send)."""
+        if not self._unsaved:
+            return
+        for answer_id, (state, stats) in list(self._unsaved.items()):
+            try:
+                # A short wait: the text is safe in memory, and the GUI must not freeze on a lock.
+                self.store.finish_message(answer_id, stats, state, wait_s=STREAM_WAIT_S)
+            except MessageNotFoundError:
+                del self._unsaved[answer_id]  # deleted meanwhile (its chat was purged): nothing to keep
+            except ChatStoreError:
+                self._retry.start(int(self._retry_s * 1000))
+                self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+                return
+            else:
+                del self._unsaved[answer_id]
+        self._retry_s = RETRY_FIRST_S
+        self.notice.emit("saved", "The answer that could not be saved before is now in the chat history.")
+
+    def _store_failed(self, error: ChatStoreError, consequence: str) -> None:
+        self.notice.emit("history", f"{error} {consequence}.")
 
     def _ask(self) -> None:
-        # The conversation row is the truth for its system prompt and sampling; the global settings fill the rest.
-        conversation = self.store.get_conversation(self.conversation_id)
-        settings = for_conversation(self._settings(), conversation.system_prompt, conversation.sampling)
-        # Empty answers (failed, or cut off before their first token) would only confuse the model.
-        history = [
-            m for m in self.store.list_messages(self.conversation_id) if not (m.role == "assistant" and not m.content)
-        ]
+        try:
+            # The conversation row is the truth for its system prompt and sampling; the global settings fill the rest.
+            conversation = self.store.get_conversation(self.conversation_id)
+            settings = for_conversation(self._settings(), conversation.system_prompt, conversation.sampling)
+            # Empty answers (failed, or cut off before their first token) would only confuse the model.
+            history = [
+                m
+                for m in self.store.list_messages(self.conversation_id)
+                if not (m.role == "assistant" and not m.content)
+            ]
+            self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
+            answer_id = self.store.begin_assistant_message(self.conversation_id)
+            answer = self.store.get_message(answer_id)
+        except ChatStoreError as error:
+            self._store_failed(error, "No answer was requested; send the message again when it can be saved")
+            return
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         messages += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
-        self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
-        self.answer_id = self.store.begin_assistant_message(self.conversation_id)
+        self.answer_id = answer_id
+        self._answer_conversation = self.conversation_id
+        self._answer_text = []
+        self._store_warned = False
         self._last_chunk = None
         self._trimmed = 0
-        self.messageAdded.emit(self.store.get_message(self.answer_id))
+        self.messageAdded.emit(answer)
         self.busyChanged.emit(True)
         self.request_id = self.client.generate(messages, sampling_params_from(settings))
 
     # ---- engine events -----------------------------------------------------------------------
 
-    def _on_client_chunk(self, request_id: int, chunk) -> None:
+    def _on_client_chunk(self, request_id: int, chunk: Any) -> None:
         if request_id != self.request_id or self.answer_id is None:
             return
         self._last_chunk = chunk
         if chunk.notice and chunk.generated_tokens <= 1:
             self.notice.emit("template", chunk.notice)  # e.g. the model's chat template was replaced by a fallback
         if chunk.text:
-            self.store.append_partial(self.answer_id, chunk.text)
+            self._answer_text.append(chunk.text)
+            try:
+                self.store.append_partial(self.answer_id, chunk.text)
+            except ChatStoreError as error:  # the store keeps the text and writes it later
+                if not self._store_warned:
+                    self._store_warned = True
+                    self._store_failed(error, "The answer is kept on screen and will be saved when possible")
             self.answerText.emit(self.answer_id, chunk.text)
         self.answerChunk.emit(chunk)
         if chunk.finish_reason is not None and self.answer_id is not None:  # a listener may have closed us
@@ -197,7 +291,7 @@ class ChatSession(QObject):
         if request_id != self.request_id or self.answer_id is None:
             return
         stats = dataclasses.replace(self._stats_so_far(), error=f"{kind}: {text}")
-        has_text = bool(self.store.get_message(self.answer_id).content)
+        has_text = any(self._answer_text)
         self._finish(PARTIAL if has_text else ERROR, stats)
         self.notice.emit("overflow" if kind == ContextOverflowError.kind else "error", text)
 
@@ -210,10 +304,33 @@ class ChatSession(QObject):
         return AnswerStats.from_chunk(self._last_chunk, self.client.info) if self._last_chunk else AnswerStats()
 
     def _finish(self, state: str, stats: AnswerStats) -> None:
+        answer_id = self.answer_id
+        assert answer_id is not None, "_finish is called only while an answer streams"
         if self._trimmed:
             stats = dataclasses.replace(stats, trimmed_messages=self._trimmed)
-        message: Message = self.store.finish_message(self.answer_id, stats, state)
+        failed: ChatStoreError | None = None
+        try:
+            message = self.store.finish_message(answer_id, stats, state)
+        except ChatStoreError as error:
+            failed = error
+            self._unsaved[answer_id] = (state, stats)
+            message = self._message_as_shown(answer_id, state, stats)
+        shown = "".join(self._answer_text)
+        if len(message.content) < len(shown):
+            # Never replace what the user saw with less (e.g. a row another program rewrote meanwhile).
+            message = dataclasses.replace(message, content=shown)
         self.answer_id = None
         self.request_id = None
         self.answerFinished.emit(message)
         self.busyChanged.emit(False)
+        if failed is not None:
+            self._store_failed(failed, "The answer stays on screen and will be saved as soon as possible")
+            self._retry.start(int(self._retry_s * 1000))
+
+    def _message_as_shown(self, answer_id: int, state: str, stats: AnswerStats) -> Message:
+        """The finished answer from memory, for the view, when its commit failed."""
+        try:
+            message = self.store.get_message(answer_id)  # the stored part plus the text still in memory
+        except ChatStoreError:
+            message = Message(answer_id, self._answer_conversation, "assistant", "", 0.0, stats, state)
+        return dataclasses.replace(message, state=state, stats=stats)
