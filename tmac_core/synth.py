@@ -44,7 +44,7 @@ SLAB_ELEMENTS = 1 << 23  # rows generated and encoded together: ~32 MB of float3
 STD = 0.02
 
 
-# The 1.17B benchmark model of BASELINES.md: TinyLlama's shape with SmolLM2's vocabulary.
+# The 1.17B benchmark model (tests/bench): TinyLlama's shape with SmolLM2's vocabulary.
 BENCH_CONFIG = ARCHITECTURES["llama"].config(
     dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64, vocab_size=49152, n_ctx_train=4096
 )
