@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat import export
+from app.chat.errors import ChatStoreError
 from app.chat.store import ChatStore
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -131,6 +132,16 @@ class ConversationList(QWidget):
         self._refreshing = True
         self.list.clear()
         query = self.search_box.text().strip()
+        try:
+            self._fill(query)
+        except ChatStoreError as error:
+            self.show_notice(f"Could not read the chat history: {error}")
+        self._refreshing = False
+        has_current = bool(self.current_id)
+        for button in (self.rename_button, self.delete_button, self.export_button):
+            button.setEnabled(has_current)
+
+    def _fill(self, query: str) -> None:
         if query:
             for hit in self.store.search(query):
                 item = QListWidgetItem(f"{hit.conversation_title}\n{hit.snippet}")
@@ -152,10 +163,6 @@ class ConversationList(QWidget):
                 if conversation.id == self.current_id:
                     item.setSelected(True)
                     self.list.setCurrentItem(item)
-        self._refreshing = False
-        has_current = bool(self.current_id)
-        for button in (self.rename_button, self.delete_button, self.export_button):
-            button.setEnabled(has_current)
 
     def set_current(self, conversation_id: int) -> None:
         self.current_id = conversation_id
@@ -200,14 +207,21 @@ class ConversationList(QWidget):
             self.refresh()  # an empty title is not a title: put the old one back
 
     def rename(self, conversation_id: int, title: str) -> None:
-        self.store.rename_conversation(conversation_id, title)
+        try:
+            self.store.rename_conversation(conversation_id, title)
+        except ChatStoreError as error:
+            self.show_notice(f"Could not rename the chat: {error}")
         self.refresh()
 
     def delete(self, conversation_id: int) -> None:
         if not conversation_id:
             return
-        title = self.store.get_conversation(conversation_id).title
-        self.store.delete_conversation(conversation_id)
+        try:
+            title = self.store.get_conversation(conversation_id).title
+            self.store.delete_conversation(conversation_id)
+        except ChatStoreError as error:
+            self.show_notice(f"Could not delete the chat: {error}")
+            return
         self.deleted_id = conversation_id
         self.undo_label.setText(f"Deleted “{title}”.")
         self.undo_bar.show()
@@ -222,7 +236,11 @@ class ConversationList(QWidget):
 
     def undo_delete(self) -> None:
         if self.deleted_id:
-            self.store.restore_conversation(self.deleted_id)
+            try:
+                self.store.restore_conversation(self.deleted_id)
+            except ChatStoreError as error:
+                self.show_notice(f"Could not restore the chat: {error}")
+                return
             restored, self.deleted_id = self.deleted_id, 0
             self.undo_bar.hide()
             self.refresh()
@@ -245,7 +263,11 @@ class ConversationList(QWidget):
     def export_with_dialog(self) -> None:
         if not self.current_id:
             return
-        title = self.store.get_conversation(self.current_id).title
+        try:
+            title = self.store.get_conversation(self.current_id).title
+        except ChatStoreError as error:
+            self.show_notice(f"Could not export the chat: {error}")
+            return
         safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip() or "chat"
         path, chosen = QFileDialog.getSaveFileName(
             self, "Export chat", str(self.export_folder() / f"{safe}.md"), "Markdown (*.md);;JSON with stats (*.json)"
@@ -256,6 +278,9 @@ class ConversationList(QWidget):
             written = self.export_to(self.current_id, Path(path), "json" if "json" in chosen.lower() else "markdown")
         except OSError as error:
             self.show_notice(f"Could not export “{title}”: {error.strerror or error}.")
+            return
+        except ChatStoreError as error:
+            self.show_notice(f"Could not export “{title}”: {error}")
             return
         self.show_notice(f"Exported “{title}” to {written.name}.", folder=written.parent)
 

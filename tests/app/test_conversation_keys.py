@@ -88,3 +88,22 @@ def test_a_failed_export_says_so(qtbot, chat_list, tmp_path, monkeypatch):
     widget.export_with_dialog()
     assert widget.notice_bar.isVisible() and "Could not export" in widget.notice_label.text()
     assert not widget.show_folder_button.isVisible()
+
+
+def test_a_failing_history_is_reported_on_the_list_not_raised(qtbot, chat_list, monkeypatch):
+    from app.chat.errors import DatabaseBusyError
+
+    widget, store, first, _second = chat_list
+
+    def busy(*_args, **_kwargs):
+        raise DatabaseBusyError("chats.db", "database is locked")
+
+    for name in ("delete_conversation", "rename_conversation", "search", "list_conversations"):
+        monkeypatch.setattr(store, name, busy)
+    widget.delete(first.id)
+    assert widget.notice_bar.isVisible() and "Could not delete" in widget.notice_label.text()
+    widget.rename(first.id, "New title")
+    assert "Could not rename" in widget.notice_label.text()
+    widget.search_box.setText("egg")
+    widget.refresh()
+    assert "Could not read the chat history" in widget.notice_label.text()
