@@ -417,7 +417,7 @@ class ModelManagerPage(QWidget):
 
     def mark_load_failed(self, source: str, kind: str, detail: str) -> None:
         """Say on the card of `source` that it could not be loaded, in plain words (detail behind Details)."""
-        self._load_failures[source] = explain(kind, detail)
+        self._load_failures[source] = explain(kind, detail, subject="This model could not be loaded")
         self.refresh()
 
     def _migrate_token(self) -> None:

@@ -193,6 +193,7 @@ def test_a_model_that_failed_to_load_is_marked_on_its_card_until_it_loads(make_p
     card = page.card(entry.key)
     page.mark_load_failed(str(entry.path), "engine_died", "killed by SIGKILL")
     assert card.message.level == "error" and "stopped unexpectedly" in card.message_label.text()
+    assert card.message_label.text().startswith("This model could not be loaded:")
     assert "SIGKILL" not in card.message_label.text() and card.message.details_label.text() == "killed by SIGKILL"
     page.refresh()
     assert card.message.isVisibleTo(page)  # a refresh keeps the mark
