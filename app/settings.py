@@ -47,7 +47,9 @@ class AppSettings:
     max_tokens: int = 512
     theme: str = "system"  # "system" | "light" | "dark"
     offline_mode: bool = False  # never touch the network (sets HF_HUB_OFFLINE before import)
-    hf_token: str | None = None  # Hugging Face access token for gated models (plain text, like `hf auth login`)
+    # Hugging Face access token, only where no OS keyring is available (plain text, like `hf auth login`);
+    # app.catalog.token_store keeps it in the keyring when there is one and moves an older one there.
+    hf_token: str | None = None
     memory_bandwidth: float | None = None  # bytes/s from app.hardware.measure_memory_bandwidth, measured once
     memory_bandwidth_cpu: str | None = None  # the CPU that figure was measured on; another CPU re-measures
 

@@ -13,11 +13,12 @@ shared by the Models page and the chat window. Pure Python: must not import PySi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.catalog.catalog import CatalogModel, find_model
+from app.catalog.catalog import DEFAULT_CONTEXT, CatalogModel, ModelVariant, estimate_variant, find_model
 from app.catalog.errors import CatalogError
 from app.catalog.installed import InstalledModel
 
@@ -89,13 +90,18 @@ def embedded_state(catalog: list[CatalogModel], path: Path | None) -> CardState:
         model = find_model(catalog, EMBEDDED_CATALOG_ID)
     except CatalogError:
         model = None
-    where = str(path) if path else "missing: reinstall the app"
+    # Where the file sits inside the install is no business of the user's (it is a venv path in a checkout).
     size = path.stat().st_size if path and path.exists() else None
+    # Only a broken install names the path, for whoever has to find out why it is gone.
+    if size is not None:
+        where = "Built into the app · always installed, works offline"
+    else:
+        where = f"The built-in model file is missing ({path.name if path else 'not found'}): reinstall the app"
     return CardState(
         EMBEDDED_ID,
         EMBEDDED,
         "SmolLM2 135M Instruct (built in)",
-        f"Always installed, works offline · {where}",
+        where,
         model,
         None,
         EMBEDDED_ID,
@@ -145,7 +151,9 @@ def merge_inventory(
                 partial,
             )
         )
-    for key, entry in remaining.items():  # imports, and Hub files no longer in the catalog
+    # Imports and Hub files no longer in the catalog ("My models"), sorted by key so that a card keeps
+    # its place whatever order the folder listing gives and whatever state the others are in.
+    for key, entry in sorted(remaining.items()):
         origin = _IMPORT_ORIGINS.get(entry.source, f"from {entry.repo_id}")
         states.append(
             CardState(key, LOCAL, entry.filename, f"{origin} · {entry.path}", None, entry, str(entry.path), entry.size)
@@ -177,3 +185,139 @@ def card_actions(state: CardState, *, downloading: bool, active_source: str | No
         delete_allowed=not in_use and not downloading,
         in_use=in_use,
     )
+
+
+# ---- quality of each bit width -------------------------------------------------------------------
+
+# Measured, docs/BENCHMARKS.md "Quality: SmolLM2-135M perplexity" (Alice ch. I–II, ctx 512; lower is better).
+# The only model measured so far; hints for other sizes say what was not measured rather than guess.
+MEASURED_MODEL = "SmolLM2-135M"
+PERPLEXITY_FLOAT = 19.302
+PERPLEXITY_4BIT = 19.295
+PERPLEXITY_2BIT = 660.947
+
+
+def two_bit_recommended(parameters: int | None) -> bool:
+    """False when 2-bit is known to ruin a model this size; True when it is large enough or unknown."""
+    return not parameters or parameters >= TWO_BIT_MIN_PARAMETERS
+
+
+def quality_hint(bits: int, parameters: int | None) -> str:
+    """One line on what `bits` does to answer quality, from the measured figures above."""
+    if bits == 4:
+        change = (PERPLEXITY_4BIT - PERPLEXITY_FLOAT) / PERPLEXITY_FLOAT
+        return f"4-bit: close to the original (perplexity {change:+.2%} vs unquantized, measured on {MEASURED_MODEL})"
+    if not two_bit_recommended(parameters):
+        return (
+            f"2-bit: much worse below ~1B parameters: {MEASURED_MODEL}'s perplexity goes from "
+            f"{PERPLEXITY_4BIT:.1f} at 4-bit to {PERPLEXITY_2BIT:.0f} (answers turn to nonsense); not recommended"
+        )
+    return (
+        "2-bit: smaller and faster; its quality loss for a model this size is not measured yet. "
+        "Compare 2-bit vs 4-bit… shows both answers side by side"
+    )
+
+
+# ---- the recommended first download --------------------------------------------------------------
+
+RECOMMEND_RAM_SHARE = 0.5  # leave half the RAM to the system and the user's other programs
+RECOMMEND_MIN_TOK_S = 8.0  # about reading speed: below this an answer feels slow to arrive
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    model: CatalogModel
+    bits: int
+    ram_bytes: int
+    decode_tokens_per_s: float
+    fits: bool  # False: nothing meets both bars, this is the smallest model
+
+
+def recommend_download(
+    catalog: list[CatalogModel],
+    *,
+    total_ram: int | None,
+    bandwidth_bytes_per_s: float,
+    context: int = DEFAULT_CONTEXT,
+) -> Recommendation | None:
+    """The largest catalog model that, at 4-bit, needs at most half the RAM and decodes at reading speed.
+
+    Gated models (a license to accept and a token to paste) are not a first download. 4-bit, because
+    its quality is measured to match the original; 2-bit is the user's choice after. None: empty catalog.
+    """
+    candidates = [m for m in catalog if not m.gated and 4 in m.bits]
+    if not candidates:
+        return None
+    scored = []
+    for model in candidates:
+        estimate = estimate_variant(
+            ModelVariant(model, 4), bandwidth_bytes_per_s=bandwidth_bytes_per_s, context=context
+        )
+        fits = (total_ram is None or estimate.ram_bytes <= RECOMMEND_RAM_SHARE * total_ram) and (
+            estimate.decode_tokens_per_s >= RECOMMEND_MIN_TOK_S
+        )
+        scored.append((model, estimate, fits))
+    fitting = [s for s in scored if s[2]]
+    if fitting:
+        model, estimate, fits = max(fitting, key=lambda s: (s[0].parameters, s[1].decode_tokens_per_s))
+    else:
+        model, estimate, fits = min(scored, key=lambda s: s[0].parameters)
+    return Recommendation(model, 4, estimate.ram_bytes, estimate.decode_tokens_per_s, fits)
+
+
+# ---- switching models safely ---------------------------------------------------------------------
+
+
+@dataclass
+class ModelSwitch:
+    """Which model to keep when a new one fails to load; which one may be saved as the default.
+
+    The window asks `request(source, bits)` before each load. `loaded()` says the load finished:
+    that model is now the last good one and the one to save. `failed()` says it did not: the
+    load to fall back to (the last good model, else the built-in one at 4-bit; None when even
+    that was what failed, so there is no loop).
+    """
+
+    last_good: tuple[str, int] | None = None
+    pending: tuple[str, int] | None = None
+    failed_choice: tuple[str, int] | None = None  # the last choice that failed (its card is marked)
+
+    def request(self, source: str, bits: int) -> tuple[str, int]:
+        self.pending = (source, bits)
+        return self.pending
+
+    def loaded(self) -> tuple[str, int] | None:
+        """The model that just loaded (to save as the default), or None if nothing was pending."""
+        done, self.pending = self.pending, None
+        if done is not None:
+            self.last_good = done
+            if self.failed_choice == done:
+                self.failed_choice = None
+        return done
+
+    def failed(self) -> tuple[str, int] | None:
+        """The load to fall back to after the pending one failed, or None."""
+        failed, self.pending = self.pending, None
+        if failed is None:
+            return None
+        self.failed_choice = failed
+        for fallback in (self.last_good, (EMBEDDED_ID, 4)):
+            if fallback is not None and fallback != failed and not (failed[0] == EMBEDDED_ID == fallback[0]):
+                return fallback
+        return None
+
+
+# ---- duplicate imports ---------------------------------------------------------------------------
+
+
+def find_duplicate(installed: list[InstalledModel], size: int, sha256_of: Callable[[], str]) -> InstalledModel | None:
+    """The installed model with the same content as a file of `size` bytes, if any.
+
+    Only a model of exactly that size can match, so `sha256_of()` (a full read of the file) runs
+    only when one does; a multi-GB import of a new model is not read twice.
+    """
+    same_size = [m for m in installed if m.size == size]
+    if not same_size:
+        return None
+    digest = sha256_of()
+    return next((m for m in same_size if m.sha256 == digest), None)

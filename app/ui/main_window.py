@@ -33,7 +33,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.catalog.installed import list_installed
-from app.catalog.inventory import two_bit_warning
+from app.catalog.inventory import EMBEDDED_ID, ModelSwitch, two_bit_warning
+from app.catalog.messages import explain
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
@@ -45,6 +46,7 @@ from app.ui.chat_view import ChatView
 from app.ui.compare import CompareDialog
 from app.ui.composer import Composer
 from app.ui.conversation_list import ConversationList
+from app.ui.download_indicator import DownloadIndicator
 from app.ui.measure import MeasureDialog
 from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
@@ -89,6 +91,7 @@ class MainWindow(QMainWindow):
         self.client = client or EngineClient(self, cache_dir=paths.engine_cache_dir)
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._dialogs: list = []
+        self._switch = ModelSwitch()  # which model to keep when a new one fails (see _fall_back)
 
         self._build_chat_page(power_meter)
         self.models_page = ModelManagerPage(settings_store, paths, self)
@@ -99,6 +102,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.models_page, "Models")
         self.setCentralWidget(self.tabs)
         self._build_status_bar()
+        show_models = lambda: self.tabs.setCurrentWidget(self.models_page)  # noqa: E731
+        self.download_indicator = DownloadIndicator.for_page(self.models_page, self.statusBar(), show_models)
         self._build_menus()
         self._connect()
 
@@ -243,11 +248,11 @@ class MainWindow(QMainWindow):
 
     def start_engine(self) -> None:
         """Load the model from the settings in a fresh engine process."""
-        self._load(self.settings.model_source, self.settings.default_bits)
+        self._load(*self._switch.request(self.settings.model_source, self.settings.default_bits))
 
     def load_model(self, source: str, bits: int) -> None:
-        self.settings_store.update(model_source=source, default_bits=bits)  # the model to load at the next start
-        self._load(source, bits)
+        # saved as the model to load at the next start only once it has loaded (_remember_loaded)
+        self._load(*self._switch.request(source, bits))
         self.tabs.setCurrentWidget(self.chat_page)
 
     def _load(self, source: str, bits: int) -> None:
@@ -295,11 +300,12 @@ class MainWindow(QMainWindow):
         self.state_label.setText(f"Loading the model: {stage}…")
 
     def _on_client_loaded(self, info) -> None:
+        self._remember_loaded(info)
         self.perf_panel.set_engine_info(info)
         self.sampling_panel.mark_context_loaded(info.n_ctx)
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
         self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
-        self.models_page.set_active_model(self.settings.model_source)
+        self.models_page.set_active_model(self.settings.model_source, info.bits)
         self.perf_panel.set_threads(info.n_threads)
         # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its
         # answers may be nonsense; in the engine banner, which stays up while chatting, and never blocks.
@@ -309,14 +315,18 @@ class MainWindow(QMainWindow):
             self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))
 
     def _on_client_load_failed(self, kind: str, text: str) -> None:
+        if self._fall_back(kind, text):
+            return
         self.engine_banner.show_message(
             "error",
-            f"The model could not be loaded ({kind}): {text}",
+            f"The model could not be loaded: {explain(kind, text).text}",
             "Load the built-in model",
             lambda: self.load_model("default", 4),
         )
 
     def _on_client_died(self, reason: str) -> None:
+        if self._switch.pending is not None and self._fall_back("engine_died", reason):
+            return  # it died loading a new model (out of memory, killed): the last good one is back
         self.engine_banner.show_message(
             "error",
             f"The engine stopped: {reason}. The window and your chats are fine; "
@@ -324,6 +334,35 @@ class MainWindow(QMainWindow):
             "Restart engine",
             self.restart_engine,
         )
+
+    # ---- switching models safely (app.catalog.inventory.ModelSwitch) --------------------------
+
+    def _remember_loaded(self, info) -> None:
+        """Save the model that just loaded as the one to load at the next start: never one that failed."""
+        done = self._switch.loaded()
+        if done is not None and (self.settings.model_source, self.settings.default_bits) != (done[0], info.bits):
+            self.settings_store.update(model_source=done[0], default_bits=info.bits)
+
+    def _fall_back(self, kind: str, detail: str) -> bool:
+        """After the model being loaded failed: mark its card and reload the last good model (else the
+        built-in one). False when there is nothing to fall back to (the caller shows the failure)."""
+        failed = self._switch.pending
+        fallback = self._switch.failed()
+        if failed is None:
+            return False
+        self.models_page.mark_load_failed(failed[0], kind, detail)
+        if fallback is None:
+            return False
+        self._load(*self._switch.request(*fallback))
+        name = lambda source: "The built-in model" if source == EMBEDDED_ID else Path(source).name  # noqa: E731
+        self.engine_banner.show_message(
+            "error",
+            f"{name(failed[0])} could not be loaded: {explain(kind, detail).text} "
+            f"{name(fallback[0])} ({fallback[1]}-bit) is being loaded again instead; the Models page has the details.",
+            "Show models",
+            lambda: self.tabs.setCurrentWidget(self.models_page),
+        )
+        return True
 
     # ---- chat ---------------------------------------------------------------------------------
 

@@ -6,9 +6,19 @@ decode speed predicted from this machine's memory bandwidth (measured once, cach
 settings; an estimate, and labelled as one). Catalog cards download with progress,
 speed, ETA, cancel and resume (also after a restart), and a model counts as installed only
 once its sha256 matched. A local GGUF is imported from a file dialog or by dropping it on
-the page, after the runtime's own reader accepted it. "Use" emits modelChosen(source, bits)
-where source is a file path or "default". Choosing 2-bit for a model under ~1B parameters
-shows a warning on its card (two_bit_warning) but is still allowed.
+the page, after the runtime's own reader accepted it; a file already installed (same size and
+sha256) is not imported twice. "Use" emits modelChosen(source, bits) where source is a file path
+or "default". Each variant carries a quality hint from the measured perplexities; 2-bit on a
+model under ~1B parameters is marked "not recommended" and warns on its card (two_bit_warning)
+but is still allowed. The top of the page recommends a first download for this computer.
+
+Cards keep their place (catalog order, then "My models": imports and Hub files the catalog lacks).
+Errors show as a plain sentence (app.catalog.messages) with the technical text behind "Details".
+A model that failed to load is marked on its card (mark_load_failed); the one loaded has its bit
+width checked (set_active_model). downloadsChanged feeds the window's status-bar indicator
+(app.ui.download_indicator). "Clear repacked-model cache" deletes the engine's repacked copies
+and says how many bytes it freed. The Hugging Face token goes to the OS keyring when there is
+one (app.catalog.token_store).
 
 Which cards exist, their state and the actions each allows come from app.catalog.inventory;
 this page draws them. Settings it changes (token, models folder, measured bandwidth) go
@@ -17,6 +27,7 @@ through the app's one SettingsStore, which the page also follows (models folder,
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -51,24 +62,40 @@ from app.catalog.catalog import (
 )
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError
-from app.catalog.installed import InstalledModel, delete_installed, import_local_gguf, list_installed
+from app.catalog.installed import (
+    InstalledModel,
+    delete_installed,
+    import_local_gguf,
+    list_installed,
+    sha256_of_file,
+)
 from app.catalog.inventory import (
     CATALOG,
     EMBEDDED,
     LOCAL,
     CardState,
     card_actions,
+    find_duplicate,
     merge_inventory,
+    quality_hint,
+    recommend_download,
     superseded_partials,
+    two_bit_recommended,
     two_bit_warning,
 )
+from app.catalog.messages import PlainError, explain, explain_error
+from app.catalog.token_store import FALLBACK_NOTE, load_token, migrate_token, save_token, system_keyring
 from app.paths import AppPaths
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
+from app.ui.error_notice import ErrorNotice
 from app.ui.units import format_bandwidth, format_bytes, format_parameters, format_tok_s, progress_text
-from app.workers import download_worker
+from app.workers import download_worker, model_files
 from app.workers.download_worker import DownloadJob, pending_downloads
 from app.workers.tasks import run_in_background
+from tmac_core.types import ModelSummary
+
+HF_MODEL_URL = "https://huggingface.co/{repo_id}"
 
 
 class ModelCard(QFrame):
@@ -104,12 +131,19 @@ class ModelCard(QFrame):
         layout.addLayout(bits_row)
 
         self.estimate_labels: dict[int, QLabel] = {}
+        self.quality_labels: dict[int, QLabel] = {}  # what the bit width does to the answers (measured)
         for bits in (4, 2):
             label = QLabel()
             label.setObjectName(f"estimate{bits}")
             label.setWordWrap(True)
             self.estimate_labels[bits] = label
             layout.addWidget(label)
+            quality = QLabel()
+            quality.setObjectName(f"quality{bits}")
+            quality.setWordWrap(True)
+            quality.setIndent(16)
+            self.quality_labels[bits] = quality
+            layout.addWidget(quality)
 
         # Shown while 2-bit is selected on a small model; a warning, not a refusal.
         self.bits_warning_label = QLabel()
@@ -135,13 +169,11 @@ class ModelCard(QFrame):
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setVisible(False)
         layout.addWidget(self.progress_bar)
-        self.message_label = QLabel()
+        self.showing_load_failure = False  # the message is a load failure, cleared once the model loads
+        self.message = ErrorNotice(f"Message about {state.title}")
+        self.message_label = self.message.label  # the sentence; the detail is behind "Details"
         self.message_label.setObjectName("message")
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.message_label.setStyleSheet("color: #c0392b;")
-        self.message_label.setVisible(False)
-        layout.addWidget(self.message_label)
+        layout.addWidget(self.message)
 
         self.token_row = QWidget()
         token_layout = QHBoxLayout(self.token_row)
@@ -157,6 +189,11 @@ class ModelCard(QFrame):
         token_layout.addWidget(self.save_token_button)
         self.token_row.setVisible(False)
         layout.addWidget(self.token_row)
+        self.token_note = QLabel()  # where the token will be kept (the keyring, or the fallback)
+        self.token_note.setObjectName("tokenNote")
+        self.token_note.setWordWrap(True)
+        self.token_note.setVisible(False)
+        layout.addWidget(self.token_note)
 
         actions = QHBoxLayout()
         self.download_button = self._button("Download", "download", actions)
@@ -189,14 +226,33 @@ class ModelCard(QFrame):
         self.bits_warning_label.setVisible(bool(warning) and self.bits == 2)
         # heard when the 2-bit button gets focus, before it is chosen
         self.bits_buttons[2].setAccessibleDescription(warning)
+        parameters = model.parameters if model is not None else None
+        self.bits_buttons[2].setText("2-bit" if two_bit_recommended(parameters) else "2-bit (not recommended)")
+        for bits, label in self.quality_labels.items():
+            label.setText(quality_hint(bits, parameters) if model is not None else "")
+            label.setVisible(model is not None)
+
+    def set_bits(self, bits: int) -> None:
+        """Check `bits` (the width the engine actually loaded, e.g. after "Load at 4-bit")."""
+        if bits in self.bits_buttons and self.bits != bits:
+            self.bits_buttons[bits].setChecked(True)
 
     def show_message(self, text: str) -> None:
-        self.message_label.setText(text)
-        self.message_label.setVisible(bool(text))
+        """A sentence the app wrote (already plain): shown as an error, or hidden when empty."""
+        self.showing_load_failure = False
+        if text:
+            self.message.show_error(text)
+        else:
+            self.message.clear()
+
+    def show_error(self, error: PlainError) -> None:
+        self.showing_load_failure = False
+        self.message.show_error(error)
 
 
 class ModelManagerPage(QWidget):
     modelChosen = Signal(str, int)  # source (a .gguf path or "default"), bits (2 or 4)
+    downloadsChanged = Signal(int, object, object)  # running downloads, bytes done, bytes total (all of them)
 
     _importProgress = Signal(object, object)  # bytes copied, total (from the import thread)
 
@@ -206,6 +262,8 @@ class ModelManagerPage(QWidget):
         self.setAcceptDrops(True)
         self.download_retries = 3  # in-call resumes after a dropped connection
         self.active_source: str | None = None
+        self.active_bits: int | None = None
+        self._keyring = system_keyring()
         try:
             self.catalog: list[CatalogModel] = load_catalog()
             catalog_problem = ""
@@ -213,7 +271,9 @@ class ModelManagerPage(QWidget):
             self.catalog, catalog_problem = [], f"The model catalog could not be read: {error}"
         self.cards: dict[str, ModelCard] = {}
         self._jobs: dict[str, DownloadJob] = {}
-        self._summaries: dict[tuple[str, int, float], object] = {}  # (path, size, mtime) → summary | error
+        self._job_progress: dict[str, tuple[int, int]] = {}  # card id → (bytes done, total)
+        self._load_failures: dict[str, PlainError] = {}  # source → why it did not load (shown on its card)
+        self._summaries: dict[tuple[str, int, float], object] = {}  # (path, size, mtime) → summary | error | None
         self._bandwidth: float | None = None
         self._bandwidth_measuring = False
         self._total_ram = hardware.total_memory_bytes()
@@ -222,7 +282,10 @@ class ModelManagerPage(QWidget):
         self._load_bandwidth()
         models_dir = self.models_dir
         run_in_background(lambda: remove_stale_partials(models_dir), context=self)
-        QApplication.instance().aboutToQuit.connect(self.shutdown)  # keep partial downloads resumable
+        application = QApplication.instance()
+        if application is not None:
+            application.aboutToQuit.connect(self.shutdown)  # keep partial downloads resumable
+        self._migrate_token()
         unsubscribe = settings_store.subscribe(self._on_settings_changed)
         self.destroyed.connect(lambda *_: unsubscribe())
         self.refresh()
@@ -233,6 +296,15 @@ class ModelManagerPage(QWidget):
         outer = QVBoxLayout(self)
         header = QLabel("<h2>Models</h2>")
         outer.addWidget(header)
+        self.recommendation_label = QLabel()
+        self.recommendation_label.setObjectName("recommendation")
+        self.recommendation_label.setAccessibleName("Recommended first download")
+        self.recommendation_label.setWordWrap(True)
+        self.recommendation_label.setStyleSheet(
+            "QLabel { border: 1px solid #2e86de; border-left: 4px solid #2e86de;"
+            " border-radius: 4px; padding: 4px 8px; }"
+        )
+        outer.addWidget(self.recommendation_label)
 
         folder_row = QHBoxLayout()
         self.folder_label = QLabel()
@@ -248,6 +320,14 @@ class ModelManagerPage(QWidget):
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.models_dir)))
         )
         folder_row.addWidget(self.open_folder_button)
+        self.clear_cache_button = QPushButton("Clear repacked-model cache")
+        self.clear_cache_button.setObjectName("clearCache")
+        self.clear_cache_button.setToolTip(
+            "Delete the 4-bit and 2-bit copies the engine made of your models. They are rebuilt, "
+            "which takes a while, the next time each model loads. Your model files are not touched."
+        )
+        self.clear_cache_button.clicked.connect(self.clear_repacked_cache)
+        folder_row.addWidget(self.clear_cache_button)
         outer.addLayout(folder_row)
 
         import_row = QHBoxLayout()
@@ -263,12 +343,12 @@ class ModelManagerPage(QWidget):
         import_row.addStretch(1)
         outer.addLayout(import_row)
 
-        self.notice_label = QLabel(catalog_problem)
+        self.notice = ErrorNotice("Notice")
+        self.notice_label = self.notice.label  # the sentence; the detail is behind "Details"
         self.notice_label.setObjectName("notice")
-        self.notice_label.setWordWrap(True)
-        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.notice_label.setVisible(bool(catalog_problem))
-        outer.addWidget(self.notice_label)
+        if catalog_problem:
+            self.notice.show_error(explain("catalog", catalog_problem))
+        outer.addWidget(self.notice)
         self.import_progress = QProgressBar()
         self.import_progress.setRange(0, 1000)
         self.import_progress.setVisible(False)
@@ -289,13 +369,24 @@ class ModelManagerPage(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         container = QWidget()
         self.cards_layout = QVBoxLayout(container)
+        # Heads the imports and the Hub files the catalog lacks, after every catalog card.
+        self.my_models_label = QLabel("<h3>My models</h3>")
+        self.my_models_label.setObjectName("myModels")
+        self.my_models_label.setVisible(False)
+        self.cards_layout.addWidget(self.my_models_label)
         self.cards_layout.addStretch(1)
         scroll.setWidget(container)
         outer.addWidget(scroll, 1)
 
     def _notice(self, text: str) -> None:
-        self.notice_label.setText(text)
-        self.notice_label.setVisible(bool(text))
+        """A note the app wrote (progress, success); errors go through _notice_error."""
+        if text:
+            self.notice.show_info(text)
+        else:
+            self.notice.clear()
+
+    def _notice_error(self, error: PlainError) -> None:
+        self.notice.show_error(error)
 
     # ---- settings ----------------------------------------------------------------------------
 
@@ -316,10 +407,24 @@ class ModelManagerPage(QWidget):
     def _save(self, **changes) -> None:
         self.settings_store.update(**changes)
 
-    def set_active_model(self, source: str | None) -> None:
-        """The model the chat engine has loaded: it cannot be deleted while in use."""
-        self.active_source = source
+    def set_active_model(self, source: str | None, bits: int | None = None) -> None:
+        """The model the chat engine has loaded (at `bits`): it cannot be deleted while in use, its
+        card shows the bit width really loaded, and any earlier load failure of it is forgotten."""
+        self.active_source, self.active_bits = source, bits
+        if source is not None:
+            self._load_failures.pop(source, None)
         self.refresh()
+
+    def mark_load_failed(self, source: str, kind: str, detail: str) -> None:
+        """Say on the card of `source` that it could not be loaded, in plain words (detail behind Details)."""
+        self._load_failures[source] = explain(kind, detail, subject="This model could not be loaded")
+        self.refresh()
+
+    def _migrate_token(self) -> None:
+        try:
+            migrate_token(self.settings_store, self._keyring)
+        except (OSError, ValueError) as error:  # the settings file could not be written: keep it as it is
+            self._notice_error(explain_error(error))
 
     # ---- the cards ---------------------------------------------------------------------------
 
@@ -340,14 +445,28 @@ class ModelManagerPage(QWidget):
         for card_id in [c for c in self.cards if c not in wanted]:
             if card_id not in self._jobs:
                 self.cards.pop(card_id).deleteLater()
-        for index, state in enumerate(states):
+        # The layout is [catalog cards…, "My models", local cards…, stretch]. A card is moved only when
+        # its index differs, so nothing shifts under the pointer when states change.
+        order: list[QWidget] = []
+        for state in states:
+            if state.kind == LOCAL and self.my_models_label not in order:
+                order.append(self.my_models_label)
             card = self.cards.get(state.card_id)
             if card is None:
                 card = self._make_card(state)
                 self.cards[state.card_id] = card
             card.state = state
-            self.cards_layout.removeWidget(card)
-            self.cards_layout.insertWidget(index, card)
+            order.append(card)
+        self.my_models_label.setVisible(self.my_models_label in order)
+        if self.my_models_label not in order:
+            order.append(self.my_models_label)
+        order += [c for c in self.cards.values() if c not in order]  # gone from disk but still downloading
+        for index, widget in enumerate(order):
+            if self.cards_layout.indexOf(widget) != index:
+                self.cards_layout.removeWidget(widget)
+                self.cards_layout.insertWidget(index, widget)
+        for state in states:
+            card = self.cards[state.card_id]
             self._update_card(card)
             if state.kind == LOCAL:
                 self._inspect_local(card)
@@ -385,6 +504,14 @@ class ModelManagerPage(QWidget):
         card.delete_button.setEnabled(actions.delete_allowed)
         in_use = actions.in_use
         card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
+        if in_use and self.active_bits is not None:
+            card.set_bits(self.active_bits)
+        failure = self._load_failures.get(state.source) if state.source is not None else None
+        if failure is not None:
+            card.show_error(failure)
+            card.showing_load_failure = True
+        elif card.showing_load_failure:
+            card.show_message("")
         if downloading:
             return  # the job's signals own the status line meanwhile
         if state.installed is not None:
@@ -399,7 +526,7 @@ class ModelManagerPage(QWidget):
                 if actions.use
                 else "The built-in model file is missing."
             )
-        elif actions.resume:
+        elif actions.resume and state.partial is not None:
             partial = state.partial
             fraction = partial.bytes_done / max(partial.size, 1)
             card.progress_bar.setValue(int(1000 * fraction))
@@ -448,7 +575,35 @@ class ModelManagerPage(QWidget):
 
         run_in_background(hardware.measure_memory_bandwidth, done, failed, context=self)
 
+    def _update_recommendation(self) -> None:
+        bandwidth = self._bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S
+        pick = recommend_download(
+            self.catalog, total_ram=self._total_ram, bandwidth_bytes_per_s=bandwidth, context=self.settings.n_ctx
+        )
+        if pick is None:
+            self.recommendation_label.setVisible(False)
+            return
+        card = self.cards.get(pick.model.id)
+        installed = card is not None and card.state.installed is not None
+        speed = f"≈ {format_tok_s(pick.decode_tokens_per_s, digits=0)} (estimate)" if self._bandwidth else ""
+        ram = f"needs ≈ {format_bytes(pick.ram_bytes)}" + (
+            f" of this computer's {format_bytes(self._total_ram)} RAM" if self._total_ram else " RAM"
+        )
+        why = (
+            "the largest model that leaves half the memory free and answers at least at reading speed"
+            if pick.fits
+            else "the smallest model: this computer is short of memory or speed for the others"
+        )
+        status = " · installed" if installed else f" · {format_bytes(pick.model.size_bytes)} download"
+        self.recommendation_label.setText(
+            f"<b>Recommended for this computer: {pick.model.name}, {pick.bits}-bit</b> ({why}) · "
+            + " · ".join(part for part in (ram, speed) if part)
+            + status
+        )
+        self.recommendation_label.setVisible(True)
+
     def _update_estimates(self) -> None:
+        self._update_recommendation()
         bandwidth = self._bandwidth
         if bandwidth is not None:
             self.bandwidth_label.setText(
@@ -480,11 +635,13 @@ class ModelManagerPage(QWidget):
         return f"{bits}-bit: {disk} · {ram} · {speed}"
 
     def _inspect_local(self, card: ModelCard) -> None:
+        if card.state.source is None:
+            return
         path = Path(card.state.source)
         try:
             stat = path.stat()
         except OSError as error:
-            card.show_message(f"The file cannot be read: {error}")
+            card.show_error(explain_error(error, subject="The file cannot be read"))
             return
         key = (str(path), stat.st_size, stat.st_mtime)
         if key in self._summaries:
@@ -492,12 +649,7 @@ class ModelManagerPage(QWidget):
             return
         self._summaries[key] = None  # in flight
 
-        def inspect():
-            from tmac_core import inspect_model
-
-            return inspect_model(path)
-
-        def done(summary) -> None:
+        def done(summary: object) -> None:
             self._summaries[key] = summary
             if self.cards.get(card.state.card_id) is card:
                 self._apply_summary(card, summary)
@@ -508,17 +660,19 @@ class ModelManagerPage(QWidget):
             if self.cards.get(card.state.card_id) is card:
                 self._apply_summary(card, error)
 
-        run_in_background(inspect, done, failed, context=card)
+        run_in_background(lambda: model_files.inspect_model(path), done, failed, context=card)
 
-    def _apply_summary(self, card: ModelCard, summary) -> None:
+    def _apply_summary(self, card: ModelCard, summary: object) -> None:
         if summary is None:
             return
         if isinstance(summary, BaseException):
-            card.show_message(f"This file does not pass the model check: {summary}")
+            card.show_error(explain_error(summary))
             card.use_button.setEnabled(False)
             return
+        assert isinstance(summary, ModelSummary)
         card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
-        card.title_label.setText(f"<b>{summary.name}</b> — {card.state.installed.filename}")
+        filename = card.state.installed.filename if card.state.installed is not None else Path(summary.path).name
+        card.title_label.setText(f"<b>{summary.name}</b> — {filename}")
         card.subtitle_label.setText(
             f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
             f"{summary.config.n_ctx_train:,}-token context · {summary.file_type} source · "
@@ -531,7 +685,7 @@ class ModelManagerPage(QWidget):
     def start_download(self, card_id: str) -> None:
         card = self.cards[card_id]
         model = card.state.model
-        if card_id in self._jobs and self._jobs[card_id].running:
+        if model is None or (card_id in self._jobs and self._jobs[card_id].running):
             return
         card.show_message("")
         card.token_row.setVisible(False)
@@ -542,7 +696,7 @@ class ModelManagerPage(QWidget):
             model.repo_id,
             model.filename,
             self.models_dir,
-            token=self.settings.hf_token,
+            token=load_token(self.settings, self._keyring),
             expected_size=model.size_bytes,
             retries=self.download_retries,
             parent=self,
@@ -553,8 +707,17 @@ class ModelManagerPage(QWidget):
         job.failed.connect(lambda kind, text: self._on_failed(card_id, kind, text))
         job.cancelled.connect(lambda done, total: self._on_cancelled(card_id, done, total))
         card.status_label.setText("Asking Hugging Face for the file…")
+        self._job_progress[card_id] = (0, model.size_bytes)
         job.start()
         self._update_card(card)
+        self._emit_downloads()
+
+    def _emit_downloads(self) -> None:
+        """The totals over every running download, for the window's status-bar indicator."""
+        running = [card_id for card_id, job in self._jobs.items() if job.running]
+        done = sum(self._job_progress.get(card_id, (0, 0))[0] for card_id in running)
+        total = sum(self._job_progress.get(card_id, (0, 0))[1] for card_id in running)
+        self.downloadsChanged.emit(len(running), done, total)
 
     def cancel_download(self, card_id: str) -> None:
         job = self._jobs.get(card_id)
@@ -568,11 +731,15 @@ class ModelManagerPage(QWidget):
         card.progress_bar.setValue(int(1000 * done / max(total, 1)))
         verifying = " · verifying sha256…" if done >= total else ""
         card.status_label.setText("Downloading: " + progress_text(done, total, speed, eta) + verifying)
+        self._job_progress[card_id] = (done, total)
+        self._emit_downloads()
 
     def _job_ended(self, card_id: str) -> None:
         job = self._jobs.pop(card_id, None)
+        self._job_progress.pop(card_id, None)
         if job is not None:
             job.deleteLater()
+        self._emit_downloads()
 
     def _on_finished(self, card_id: str, entry: InstalledModel) -> None:
         self._job_ended(card_id)
@@ -588,13 +755,25 @@ class ModelManagerPage(QWidget):
         self._job_ended(card_id)
         self.refresh()
         card = self.cards[card_id]
-        if kind == download_worker.OFFLINE:
-            text += " Check the network connection, then try again; the models you have keep working offline."
-        card.show_message(text)
-        if kind == download_worker.GATED:
-            card.show_message(text + " You can also paste a token below; it is kept in this app's settings.")
+        error = explain(kind, text)
+        model = card.state.model
+        if kind == download_worker.GATED and model is not None:
+            # The license is accepted on the model page: a link the user can click, then a token pasted here.
+            url = HF_MODEL_URL.format(repo_id=html.escape(model.repo_id))
+            card.message.show_html(
+                "error",
+                f"{html.escape(error.text)} Open <a href='{url}'>the model page on Hugging Face</a>, accept the "
+                "license, then paste an access token below.",
+                error.detail,
+            )
+            card.showing_load_failure = False
             card.token_row.setVisible(True)
+            keyring_note = "It is kept in this computer's password store (keyring)."
+            card.token_note.setText(keyring_note if self._keyring is not None else FALLBACK_NOTE)
+            card.token_note.setVisible(True)
             card.token_edit.setFocus()
+        else:
+            card.show_error(error)
 
     def _save_token_and_retry(self, card_id: str) -> None:
         token = self.cards[card_id].token_edit.text().strip()
@@ -604,15 +783,18 @@ class ModelManagerPage(QWidget):
             )
             return
         try:
-            self._save(hf_token=token)
+            save_token(token, self.settings_store, self._keyring)
         except (OSError, ValueError) as error:
-            self.cards[card_id].show_message(f"Could not save the token: {error}")
+            self.cards[card_id].show_error(explain_error(error, subject="The token could not be saved"))
             return
         self.cards[card_id].token_edit.clear()
+        self.cards[card_id].token_note.setVisible(False)
         self.start_download(card_id)
 
     def _discard_partial(self, card_id: str) -> None:
         model = self.cards[card_id].state.model
+        if model is None:
+            return
         partial = pending_downloads(self.models_dir).get((model.repo_id, model.filename))
         if partial is not None:
             discard_partial_download(self.models_dir, partial.sha256)
@@ -658,7 +840,7 @@ class ModelManagerPage(QWidget):
         try:
             delete_installed(self.models_dir, key)
         except (OSError, KeyError) as error:
-            self.cards[card_id].show_message(f"Could not delete: {error}")
+            self.cards[card_id].show_error(explain_error(error, subject="Could not delete"))
             return
         self.refresh()
 
@@ -666,6 +848,8 @@ class ModelManagerPage(QWidget):
         from app.ui.measure import MeasureDialog
 
         card = self.cards[card_id]
+        if card.state.source is None:
+            return
         dialog = MeasureDialog(self.settings_store, self.paths, card.state.source, card.bits, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
@@ -673,7 +857,10 @@ class ModelManagerPage(QWidget):
     def _open_compare(self, card_id: str) -> None:
         from app.ui.compare import CompareDialog
 
-        dialog = CompareDialog(self.settings_store, self.paths, self.cards[card_id].state.source, parent=self)
+        source = self.cards[card_id].state.source
+        if source is None:
+            return
+        dialog = CompareDialog(self.settings_store, self.paths, source, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
 
@@ -738,19 +925,29 @@ class ModelManagerPage(QWidget):
         self._notice(f"Checking {source.name}…")
         self.import_button.setEnabled(False)
 
-        def work():
-            from tmac_core import inspect_model
-
-            summary = inspect_model(source)
+        def work() -> tuple[ModelSummary, InstalledModel, bool]:
+            summary = model_files.inspect_model(source)
+            # The same content already installed (a download, or an earlier import): say so, copy nothing.
+            duplicate = find_duplicate(
+                list_installed(models_dir), source.stat().st_size, lambda: sha256_of_file(source)
+            )
+            if duplicate is not None:
+                return summary, duplicate, True
             entry = import_local_gguf(
                 models_dir, source, copy=copy, progress=self._importProgress.emit, summary=summary
             )
-            return summary, entry
+            return summary, entry, False
 
-        def done(result) -> None:
-            summary, entry = result
+        def done(result: tuple[ModelSummary, InstalledModel, bool]) -> None:
+            summary, entry, duplicate = result
             self.import_button.setEnabled(True)
             self.import_progress.setVisible(False)
+            if duplicate:
+                self._notice(
+                    f"{source.name} is already installed as {entry.filename} (the same file, sha256 "
+                    f"{entry.sha256[:12]}…): nothing was imported."
+                )
+                return
             self._notice(
                 f"Imported {source.name}: {summary.name}, {summary.arch}, "
                 f"{format_parameters(summary.n_params)} parameters."
@@ -760,9 +957,32 @@ class ModelManagerPage(QWidget):
         def failed(error: BaseException) -> None:
             self.import_button.setEnabled(True)
             self.import_progress.setVisible(False)
-            self._notice(f"Could not import {source.name}: {error}")
+            self._notice_error(explain_error(error, subject=f"Could not import {source.name}"))
 
         run_in_background(work, done, failed, context=self)
+
+    # ---- the repacked-model cache -------------------------------------------------------------
+
+    def clear_repacked_cache(self) -> None:
+        """Delete the engine's repacked copies (in the background) and say how many bytes that freed."""
+        folder = self.paths.engine_cache_dir
+        self.clear_cache_button.setEnabled(False)
+        self._notice("Clearing the repacked-model cache…")
+
+        def done(freed: int) -> None:
+            self.clear_cache_button.setEnabled(True)
+            self._notice(
+                f"Cleared the repacked-model cache: {format_bytes(freed)} freed. Each model is repacked "
+                "the next time it loads (the model in use keeps running)."
+                if freed
+                else "The repacked-model cache was already empty."
+            )
+
+        def failed(error: BaseException) -> None:
+            self.clear_cache_button.setEnabled(True)
+            self._notice_error(explain_error(error, subject="The cache could not be cleared"))
+
+        run_in_background(lambda: model_files.clear_repacked_cache(folder), done, failed, context=self)
 
     @Slot(object, object)
     def _on_import_progress(self, done: int, total: int) -> None:

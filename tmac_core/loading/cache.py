@@ -183,3 +183,40 @@ def load(path: str | os.PathLike, key: str) -> dict:
     except (KeyError, TypeError, ValueError) as e:
         raise CacheMiss(f"entry: {e}") from None
     return weights
+
+
+STALE_PARTIAL_S = 3600.0  # a ".partial-" file older than this belongs to no running repack
+
+
+def clear_cache(folder: Path | None = None) -> int:
+    """Delete the repacked models in `folder` (None: default_cache_dir()); returns the bytes freed.
+
+    Only our own regular `*.tmacw` files directly in the folder go: a symlink is never
+    followed (nor removed), subfolders and other files are left alone, a missing folder frees 0.
+    A write in progress (".partial-…", younger than STALE_PARTIAL_S) is kept for its engine; a
+    file another process holds open and the OS refuses to delete (Windows) is skipped. A model
+    that is running keeps its mapped copy (POSIX) and is repacked at its next load.
+    """
+    folder = default_cache_dir() if folder is None else Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # missing, not a directory, unreadable: nothing of ours to free
+        return 0
+    import time  # only this function needs it
+
+    freed = 0
+    now = time.time()
+    for entry in entries:
+        if not entry.name.endswith(".tmacw"):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if entry.name.startswith(".partial-") and now - info.st_mtime < STALE_PARTIAL_S:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        freed += info.st_size
+    return freed
