@@ -61,7 +61,7 @@ from app.catalog.catalog import (
     load_catalog,
 )
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
-from app.catalog.errors import CatalogError
+from app.catalog.errors import CatalogError, DownloadError, ModelFileError
 from app.catalog.installed import (
     InstalledModel,
     delete_installed,
@@ -743,8 +743,14 @@ class ModelManagerPage(QWidget):
 
     def _on_finished(self, card_id: str, entry: InstalledModel) -> None:
         self._job_ended(card_id)
-        for stale in superseded_partials(list_partial_downloads(self.models_dir), entry):
-            discard_partial_download(self.models_dir, stale.sha256)
+        try:
+            for stale in superseded_partials(list_partial_downloads(self.models_dir), entry):
+                discard_partial_download(self.models_dir, stale.sha256)
+        except (
+            ModelFileError,
+            DownloadError,
+        ) as error:  # a leftover we may not touch (a link, another window's download)
+            self.cards[card_id].show_error(explain_error(error, subject="Could not remove an old partial download"))
         self.refresh()
 
     def _on_cancelled(self, card_id: str, done: int, total: int) -> None:
@@ -797,7 +803,11 @@ class ModelManagerPage(QWidget):
             return
         partial = pending_downloads(self.models_dir).get((model.repo_id, model.filename))
         if partial is not None:
-            discard_partial_download(self.models_dir, partial.sha256)
+            try:
+                discard_partial_download(self.models_dir, partial.sha256)
+            except (ModelFileError, DownloadError) as error:
+                self.cards[card_id].show_error(explain_error(error, subject="Could not discard the download"))
+                return
         self.refresh()
 
     def shutdown(self, wait_s: float = 2.0) -> None:
@@ -839,7 +849,7 @@ class ModelManagerPage(QWidget):
     def _delete(self, card_id: str, key: str) -> None:
         try:
             delete_installed(self.models_dir, key)
-        except (OSError, KeyError) as error:
+        except (OSError, KeyError, ModelFileError) as error:
             self.cards[card_id].show_error(explain_error(error, subject="Could not delete"))
             return
         self.refresh()

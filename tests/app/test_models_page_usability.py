@@ -199,3 +199,33 @@ def test_a_model_that_failed_to_load_is_marked_on_its_card_until_it_loads(make_p
     assert card.message.isVisibleTo(page)  # a refresh keeps the mark
     page.set_active_model(str(entry.path), 4)
     assert not card.message.isVisibleTo(page)  # it loaded after all: the mark goes
+
+
+def test_a_discard_or_delete_the_page_may_not_do_is_shown_on_the_card(make_page, monkeypatch):
+    """Discarding a partial download that another window is writing, or deleting a model behind
+    a link, raises a typed error from app.catalog; the card says so instead of the slot raising."""
+    from app.catalog.errors import DownloadInProgressError, UnsafePathError
+
+    page = make_page()
+    card = page.card(SMOL_ID)
+    model = card.state.model
+
+    class Partial:
+        sha256 = "0" * 64
+
+    def in_another_window(_folder, _sha):
+        raise DownloadInProgressError(model.filename, other_process=True)
+
+    monkeypatch.setattr(
+        model_manager, "pending_downloads", lambda _folder: {(model.repo_id, model.filename): Partial()}
+    )
+    monkeypatch.setattr(model_manager, "discard_partial_download", in_another_window)
+    page._discard_partial(SMOL_ID)
+    assert card.message.text(), "the card explains why nothing was discarded"
+
+    def behind_a_link(_folder, _key):
+        raise UnsafePathError(page.models_dir / "link", "is a symbolic link")
+
+    monkeypatch.setattr(model_manager, "delete_installed", behind_a_link)
+    page._delete(SMOL_ID, "some/key")
+    assert "Could not delete" in card.message.text()
