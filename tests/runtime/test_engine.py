@@ -373,15 +373,14 @@ def test_generate_tokens_yields_the_ids_the_stream_puts_in_its_chunks(engine, pa
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A 0.1M-parameter random Llama (tmac_core.synth): repacks in well under a second."""
+    from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.gguf"
-    write_synthetic(
-        path,
-        SynthSpec(
-            dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, weight_type="q8_0", seed=5
-        ),
+    config = ARCHITECTURES["llama"].config(
+        dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=320, n_ctx_train=4096
     )
+    write_synthetic(path, SynthSpec(config, weight_type="q8_0", seed=5))
     return path
 
 
