@@ -10,6 +10,8 @@ Engine, inspect_model and friends are imported on first use, so `import tmac_cor
 and `tmac_core.plan` (what the GUI process needs) do not load numpy or the compiled kernels.
 """
 
+from typing import TYPE_CHECKING
+
 from tmac_core.errors import (  # noqa: F401
     ChatTemplateError,
     ContextOverflowError,
@@ -29,6 +31,13 @@ from tmac_core.types import Chunk, EngineInfo, ModelSummary  # noqa: F401
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # the lazy names below, as type checkers should see them
+    from tmac_core.config import inspect_model as inspect_model
+    from tmac_core.engine import Engine as Engine
+    from tmac_core.engine import default_model_path as default_model_path
+    from tmac_core.sampling import SamplingError as SamplingError
+    from tmac_core.sampling import SamplingParams as SamplingParams
+
 _LAZY = {
     "Engine": "tmac_core.engine",
     "default_model_path": "tmac_core.engine",
@@ -38,7 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:  # PEP 562: the names in _LAZY, imported on first use
     if name in _LAZY:
         import importlib
 

@@ -25,11 +25,121 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypedDict
 
 from tmac_core.errors import TmacError
 
+if TYPE_CHECKING:  # annotations only: the commands import the runtime when they run
+    from tmac_core.engine import Engine
+    from tmac_core.sampling import SamplingParams
+    from tmac_core.types import Chunk
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# a command: the parsed command line in, the exit code out
+Command = Callable[[argparse.Namespace], int]
+
+
+# -- what --json prints: one record per command (chat: one per answer) -------------------
+
+
+class ErrorRecord(TypedDict):
+    error: str  # the exception's class name, "CliError" or "Interrupted"
+    message: str  # one line
+
+
+class InfoRecord(TypedDict):
+    version: str
+    arch: str | None  # the CPU architecture the kernels were built for
+    cpu: str
+    cpu_count: int | None
+    features: list[str]  # the CPU features detected
+    available_tiers: list[str]
+    active_tier: str
+    forced_by_env: str | None  # TMAC_KERNELS, when set
+    default_threads: int
+    default_model: str | None  # the embedded model's path, None when it is missing
+
+
+class AnswerTimings(TypedDict):
+    """The final Chunk's counters and timing (tmac_core.types.Chunk)."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    prompt_tok_s: float
+    decode_tok_s: float
+    ttft_s: float
+    elapsed_s: float
+    threads: int
+    finish_reason: str | None
+
+
+class GenerateRecord(AnswerTimings):
+    text: str
+    model: str
+    bits: int
+    bits_per_weight: float
+    tier: str
+
+
+class ChatRecord(AnswerTimings):
+    role: str  # "assistant"
+    content: str
+
+
+class PerplexityRecord(TypedDict):
+    ppl: float
+    nll: float
+    nll_stderr: float
+    tokens_scored: int
+    chunks: int
+    ctx: int
+    n_tokens: int
+    bos_replaced: bool
+    bits: int
+    bits_per_weight: float
+    seconds: float
+    tok_s: float
+    model: str
+    threads: int
+    tier: str
+
+
+class BenchRecord(TypedDict):
+    model: str
+    source: str
+    n_params: int
+    bits: int
+    bits_per_weight: float
+    packed_bytes: int
+    kv_cache_bytes: int
+    n_ctx: int
+    rss_bytes: int
+    rss_after_run_bytes: int | None  # None without measured runs
+    rss_baseline_bytes: int
+    rss_peak_bytes: int
+    tier: str
+    threads: int
+    prompt_tokens: int
+    gen_tokens: int
+    repeats: int
+    prompt_tok_s: float | None  # medians; None without measured runs
+    decode_tok_s: float | None
+    prompt_tok_s_runs: list[float]
+    decode_tok_s_runs: list[float]
+    load_s: float
+    cache_hit: bool
+
+
+class SynthRecord(TypedDict):
+    path: str
+    bytes: int
+    n_params: int
+    type: str
+    seconds: float
 
 
 class CliError(Exception):
@@ -37,15 +147,15 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit by itself
+    def error(self, message: str) -> NoReturn:  # argparse would print usage and exit by itself
         raise CliError(f"{self.prog}: {message}")
 
 
-def _say(*parts, **kw) -> None:
-    print(*parts, file=sys.stderr, flush=True, **kw)
+def _say(*parts: object, end: str = "\n") -> None:
+    print(*parts, file=sys.stderr, flush=True, end=end)
 
 
-def _emit(obj: dict) -> None:
+def _emit(obj: Mapping[str, object]) -> None:
     print(json.dumps(obj), flush=True)
 
 
@@ -65,7 +175,7 @@ def _rss_bytes(field: str = "VmRSS") -> int:
 
 
 @contextlib.contextmanager
-def _interrupt_sets(event: threading.Event):
+def _interrupt_sets(event: threading.Event) -> Iterator[None]:
     """Ctrl+C sets the cancel event (the engine stops within one token) instead of
     raising KeyboardInterrupt in the middle of the answer."""
     previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
@@ -75,20 +185,27 @@ def _interrupt_sets(event: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def _status_line(prefix: str):
+class _Progress(Protocol):
+    """A progress callback for Engine.load (fraction, stage) and write_synthetic (fraction)."""
+
+    def __call__(self, fraction: float, stage: str = "") -> None: ...
+
+
+def _status_line(prefix: str) -> _Progress:
     """A progress callback redrawing one stderr line, drawn only when its text changes."""
-    shown = [None]
+    shown = ""
 
     def progress(fraction: float, stage: str = "") -> None:
+        nonlocal shown
         line = f"{prefix}{stage} {100 * fraction:3.0f}%"
-        if line != shown[0]:
-            shown[0] = line
+        if line != shown:
+            shown = line
             _say(f"\r{line}\033[K", end="")
 
     return progress
 
 
-def _load(args, n_ctx: int | None = None):
+def _load(args: argparse.Namespace, n_ctx: int | None = None) -> Engine:
     from tmac_core.engine import Engine
 
     # a redrawn status line belongs on terminals only, not in logs or pipes
@@ -110,7 +227,7 @@ def _load(args, n_ctx: int | None = None):
     return engine
 
 
-def _timings(final) -> dict:
+def _timings(final: Chunk) -> AnswerTimings:
     return {
         "prompt_tokens": final.prompt_tokens,
         "cached_tokens": final.cached_tokens,
@@ -124,7 +241,7 @@ def _timings(final) -> dict:
     }
 
 
-def _timing_line(final) -> str:
+def _timing_line(final: Chunk) -> str:
     return (
         f"prompt: {final.prompt_tokens} tokens at {final.prompt_tok_s:.1f} tok/s"
         f" ({final.cached_tokens} cached) · decode: {final.generated_tokens} tokens at"
@@ -133,7 +250,7 @@ def _timing_line(final) -> str:
     )
 
 
-def _params(args):
+def _params(args: argparse.Namespace) -> SamplingParams:
     from tmac_core.sampling import SamplingParams
 
     try:
@@ -150,10 +267,13 @@ def _params(args):
         raise CliError(str(e)) from None
 
 
-def _answer(engine, messages, params, echo: bool):
+def _answer(
+    engine: Engine, messages: Sequence[Mapping[str, str]], params: SamplingParams, echo: bool
+) -> tuple[str, Chunk]:
     """Stream one answer; Ctrl+C cancels it. Returns (text, final chunk)."""
     cancel = threading.Event()
-    parts, final = [], None
+    parts: list[str] = []
+    final: Chunk | None = None
     with _interrupt_sets(cancel):
         for chunk in engine.stream(messages, params, cancel=cancel):
             parts.append(chunk.text)
@@ -163,13 +283,14 @@ def _answer(engine, messages, params, echo: bool):
             if chunk.notice and echo:
                 _say(f"[{chunk.notice}]")
             final = chunk
+    assert final is not None, "a stream always ends with its final chunk"
     return "".join(parts), final
 
 
 # -- commands -------------------------------------------------------------------------
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     import tmac_core
     from tmac_core import kernels
     from tmac_core.machine import cpu_model_name
@@ -181,7 +302,7 @@ def cmd_info(args) -> int:
         default_model = default_model_path()
     except TmacError:
         default_model = None
-    info = {
+    info: InfoRecord = {
         "version": tmac_core.__version__,
         "arch": feats.get("arch"),
         "cpu": cpu_model_name(),
@@ -205,37 +326,36 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
+def cmd_generate(args: argparse.Namespace) -> int:
     params = _params(args)
     engine = _load(args)
-    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
     text, final = _answer(engine, messages, params, echo=not args.json)
     if args.json:
-        _emit(
-            {
-                "text": text,
-                "model": engine.info.name,
-                "bits": engine.bits,
-                "bits_per_weight": engine.info.bits_per_weight,
-                "tier": engine.info.tier,
-                **_timings(final),
-            }
-        )
+        record: GenerateRecord = {
+            "text": text,
+            "model": engine.info.name,
+            "bits": engine.bits,
+            "bits_per_weight": engine.info.bits_per_weight,
+            "tier": engine.info.tier,
+            **_timings(final),
+        }
+        _emit(record)
     else:
         print(flush=True)
         _say(_timing_line(final))
     return 0
 
 
-def cmd_chat(args) -> int:
+def cmd_chat(args: argparse.Namespace) -> int:
     from tmac_core.errors import ContextOverflowError
 
     params = _params(args)
     engine = _load(args)
     with contextlib.suppress(ImportError):  # not on Windows: plain input() there
         import readline  # noqa: F401  (importing it gives input() line editing and history)
-    system = [{"role": "system", "content": args.system}] if args.system else []
+    system: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     history = list(system)
     if not args.json:
         info = engine.info
@@ -269,14 +389,16 @@ def cmd_chat(args) -> int:
         except ContextOverflowError as e:
             history.pop()
             if args.json:
-                _emit({"error": "ContextOverflowError", "message": str(e)})
+                error: ErrorRecord = {"error": "ContextOverflowError", "message": str(e)}
+                _emit(error)
             else:
                 _say(f"[{e}; /reset to start over]")
             continue
         # a stopped answer stays in the history as far as it got, as the model saw it
         history.append({"role": "assistant", "content": text})
         if args.json:
-            _emit({"role": "assistant", "content": text, **_timings(final)})
+            record: ChatRecord = {"role": "assistant", "content": text, **_timings(final)}
+            _emit(record)
         else:
             print(flush=True)
             if final.finish_reason == "cancelled":
@@ -285,7 +407,7 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_perplexity(args) -> int:
+def cmd_perplexity(args: argparse.Namespace) -> int:
     from tmac_core import perplexity as ppl
 
     try:
@@ -298,14 +420,14 @@ def cmd_perplexity(args) -> int:
     tokens = ppl.tokenize(tokenizer, text)
     bos = tokenizer.bos_id if tokenizer.add_bos else None
 
-    def progress(done, total, running):
+    def progress(done: int, total: int, running: float) -> None:
         _say(f"[{done}/{total}] ppl {running:.4f}")
 
     result = ppl.perplexity(
         engine.forward, tokens, args.ctx, bos, max_chunks=args.chunks, progress=None if args.json else progress
     )
     info = engine.info
-    out = {
+    out: PerplexityRecord = {
         "ppl": result.ppl,
         "nll": result.nll,
         "nll_stderr": result.nll_stderr,
@@ -333,7 +455,7 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
     baseline = _rss_bytes()  # interpreter, numpy, kernels: before any weight
@@ -358,15 +480,19 @@ def cmd_bench(args) -> int:
         t2 = time.perf_counter()
         return n_p / (t1 - t0), n_g / max(t2 - t1, 1e-9)
 
-    runs = []
+    runs: list[tuple[float, float]] = []  # (prompt tok/s, decode tok/s) of each measured run
     if args.repeats > 0 and n_p > 0:
         run_once()  # warm-up: page in weights, settle the thread pool
         runs = [run_once() for _ in range(args.repeats)]
     # the weights are mapped from the repack cache and the KV cache is allocated
     # lazily, so what a running model holds shows only after it has run
     rss_run = _rss_bytes() if runs else None
-    med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
-    out = {
+
+    def median(xs: list[float]) -> float | None:
+        return float(np.median(xs)) if xs else None
+
+    prompt_tok_s, decode_tok_s = median([r[0] for r in runs]), median([r[1] for r in runs])
+    out: BenchRecord = {
         "model": info.name,
         "source": info.source,
         "n_params": info.n_params,
@@ -384,8 +510,8 @@ def cmd_bench(args) -> int:
         "prompt_tokens": n_p,
         "gen_tokens": n_g,
         "repeats": len(runs),
-        "prompt_tok_s": med([r[0] for r in runs]),
-        "decode_tok_s": med([r[1] for r in runs]),
+        "prompt_tok_s": prompt_tok_s,
+        "decode_tok_s": decode_tok_s,
         "prompt_tok_s_runs": [r[0] for r in runs],
         "decode_tok_s_runs": [r[1] for r in runs],
         "load_s": info.load_s,
@@ -398,12 +524,12 @@ def cmd_bench(args) -> int:
             f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
             f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.tier}, {engine.n_threads} threads"
         )
-        if runs:
+        if prompt_tok_s is not None and decode_tok_s is not None:  # there were measured runs
             print(
-                f"prompt ({n_p} tokens): {out['prompt_tok_s']:.1f} tok/s · decode ({n_g} tokens):"
-                f" {out['decode_tok_s']:.1f} tok/s · median of {len(runs)}"
+                f"prompt ({n_p} tokens): {prompt_tok_s:.1f} tok/s · decode ({n_g} tokens):"
+                f" {decode_tok_s:.1f} tok/s · median of {len(runs)}"
             )
-        after = f", after the runs: {rss_run / 2**20:.0f} MiB" if runs else ""
+        after = f", after the runs: {rss_run / 2**20:.0f} MiB" if rss_run is not None else ""
         print(
             f"resident memory after load: {rss / 2**20:.0f} MiB{after} (interpreter before load:"
             f" {baseline / 2**20:.0f} MiB; KV cache budget {info.kv_cache_bytes / 2**20:.0f} MiB)"
@@ -411,7 +537,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_synth(args) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
 
@@ -434,7 +560,7 @@ def cmd_synth(args) -> int:
     progress = _status_line(f"writing {args.out}:") if not args.json and sys.stderr.isatty() else None
     t0 = time.perf_counter()
     size = write_synthetic(args.out, spec, progress)
-    out = {
+    out: SynthRecord = {
         "path": os.path.abspath(args.out),
         "bytes": size,
         "n_params": spec.n_params,
@@ -456,7 +582,7 @@ def cmd_synth(args) -> int:
 # -- the command line -------------------------------------------------------------------
 
 
-def _int_at_least(minimum: int, rule: str):
+def _int_at_least(minimum: int, rule: str) -> Callable[[str], int]:
     """An argparse type: an integer >= minimum, else a message naming the rule."""
 
     def parse(text: str) -> int:
@@ -479,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tmac_core", description="T-MAC Chat's CPU runtime from the terminal.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def command(name: str, func, help: str, model: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func: Command, help: str, model: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -546,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _fail(as_json: bool, kind: str, message: str) -> int:
     message = " ".join(str(message).split()) or kind  # one line, whatever the exception held
     if as_json:
-        _emit({"error": kind, "message": message})
+        record: ErrorRecord = {"error": kind, "message": message}
+        _emit(record)
     else:
         _say(f"tmac_core: error: {message}" if kind == "CliError" else f"tmac_core: {kind}: {message}")
     return EXIT_ERROR
@@ -557,7 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        command: Command = args.func  # set by build_parser for every subcommand
+        return command(args)
     except CliError as e:
         return _fail(as_json, "CliError", str(e))
     except TmacError as e:

@@ -26,8 +26,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tmac_core import kernels, plan
 from tmac_core.config import ModelConfig, config_from_gguf
@@ -40,11 +42,23 @@ from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_
 from tmac_core.tokenizer.chat_template import PromptTooLongError
 from tmac_core.types import Chunk, EngineInfo
 
+if TYPE_CHECKING:  # annotations only: the loader and the compiled runtime load with a model
+    from tmac_core.models._llama import LlamaRuntime
+    from tmac_core.models.loader import Weights
+
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_CTX = 4096  # KV cache cap when the caller does not ask: fp16 K and V per layer
 PROMPT_CHUNK = 32  # tokens per GEMM call while reading the prompt (the runtime's max_batch)
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
+
+
+class Cancel(Protocol):
+    """What a stream looks at between steps to stop early: a threading.Event, or any
+    object whose is_set() says so."""
+
+    def is_set(self) -> bool: ...
 
 
 def default_model_path() -> str:
@@ -78,15 +92,16 @@ class Engine:
         gguf: GGUFFile,
         cfg: ModelConfig,
         tokenizer: Tokenizer,
-        weights: dict,
-        runtime,
+        weights: Weights,
+        runtime: LlamaRuntime,
         n_ctx: int,
         bits: int,
         n_threads: int,
         cache_hit: bool,
-    ):
+    ) -> None:
         self.source, self._gguf, self.config, self.tokenizer = source, gguf, cfg, tokenizer
-        self._weights, self.runtime, self.n_ctx, self.bits = weights, runtime, n_ctx, bits
+        self._weights, self.n_ctx, self.bits = weights, n_ctx, bits
+        self.runtime: LlamaRuntime | None = runtime  # None once closed
         self._tokens: list[int] = []  # what the KV cache holds, position by position
         self._threads = n_threads
         self._pending_threads: int | None = None
@@ -100,12 +115,12 @@ class Engine:
     @classmethod
     def load(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike[str],
         bits: int | None = None,
         n_threads: int | None = None,
         n_ctx: int | None = None,
         progress: Progress | None = None,
-        cache_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         source_sha256: str | None = None,
     ) -> Engine:
@@ -148,7 +163,8 @@ class Engine:
         if not 16 <= n_ctx <= max(cfg.n_ctx_train, 16) * 4:
             raise ValueError(f"n_ctx must be in [16, {max(cfg.n_ctx_train, 16) * 4}], got {n_ctx}")
 
-        weights, cache_hit = None, False
+        weights: Weights | None = None
+        cache_hit = False
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
@@ -205,15 +221,15 @@ class Engine:
     def close(self) -> None:
         """Drop the weights, KV cache and file mapping. The engine is unusable after."""
         self.runtime = None
-        self._weights = None
+        self._weights = {}
         self._tokens = []
-        if self._gguf is not None:
-            self._gguf.close()
-            self._gguf = None
+        self._gguf.close()  # unmaps the file; closing it twice does nothing
 
-    def _check_open(self) -> None:
+    def _check_open(self) -> LlamaRuntime:
+        """The runtime, or TmacError once the engine is closed."""
         if self.runtime is None:
             raise TmacError("this engine has been closed")
+        return self.runtime
 
     @property
     def info(self) -> EngineInfo:
@@ -259,7 +275,9 @@ class Engine:
 
     # -- the forward pass ----------------------------------------------------------
 
-    def forward(self, tokens: Sequence[int] | np.ndarray, pos: int, all_logits: bool = False) -> np.ndarray:
+    def forward(
+        self, tokens: Sequence[int] | NDArray[np.integer], pos: int, all_logits: bool = False
+    ) -> NDArray[np.float32]:
         """Run `tokens` (n >= 1 ids) at positions pos .. pos+n-1 and return their logits.
 
         The KV cache keeps its first `pos` positions (pos may not exceed what it
@@ -303,17 +321,17 @@ class Engine:
         finally:
             self._busy.release()
 
-    def score(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+    def score(self, tokens: Sequence[int] | NDArray[np.integer]) -> NDArray[np.float32]:
         """Logits (n, vocab) float32 at every position of `tokens`, run from an empty
         KV cache: row i is the model's prediction of tokens[i + 1] (perplexity, evals)."""
         return self.forward(tokens, 0, all_logits=True)
 
-    def _step(self, ids: list[int], pos: int, all_logits: bool = False) -> np.ndarray:
+    def _step(self, ids: list[int], pos: int, all_logits: bool = False) -> NDArray[np.float32]:
         """One runtime call on at most PROMPT_CHUNK ids at `pos`, with the latest thread
         count. Returns the runtime's logits buffer, which the next call overwrites."""
         self._apply_threads()
         del self._tokens[pos:]  # from pos on the KV cache is rewritten: no longer a prefix
-        logits = self.runtime.forward(np.asarray(ids, np.int32), pos, all_logits=all_logits)
+        logits = self._check_open().forward(np.asarray(ids, np.int32), pos, all_logits=all_logits)
         self._tokens.extend(ids)
         return logits
 
@@ -345,7 +363,10 @@ class Engine:
         return len(self.render(messages)[0])
 
     def stream(
-        self, messages: Sequence[Mapping[str, str]], params: SamplingParams | None = None, cancel=None
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: SamplingParams | None = None,
+        cancel: Cancel | None = None,
     ) -> Iterator[Chunk]:
         """Answer `messages`, one Chunk per generated token, then a final Chunk.
 
@@ -356,13 +377,19 @@ class Engine:
         return self.stream_tokens(ids, params, cancel, notice)
 
     def stream_tokens(
-        self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None, notice: str | None = None
+        self,
+        ids: Sequence[int],
+        params: SamplingParams | None = None,
+        cancel: Cancel | None = None,
+        notice: str | None = None,
     ) -> Iterator[Chunk]:
         """stream() on an already tokenized prompt."""
         self._begin(ids)
         return self._released(self._chunks(list(ids), params or SamplingParams(), cancel, notice))
 
-    def generate_tokens(self, ids: Sequence[int], params: SamplingParams | None = None, cancel=None) -> Iterator[int]:
+    def generate_tokens(
+        self, ids: Sequence[int], params: SamplingParams | None = None, cancel: Cancel | None = None
+    ) -> Iterator[int]:
         """The token ids stream_tokens() puts in its chunks, without text or timing
         (mlx-lm's generate_step): prefill, then one sampled id at a time until a
         stop token (not yielded), max_tokens, a full context or cancel. Raises as stream()."""
@@ -384,14 +411,14 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise EngineBusyError("this engine is already generating an answer")
 
-    def _released(self, steps: Iterator) -> Iterator:
+    def _released(self, steps: Iterator[T]) -> Iterator[T]:
         """`steps`, then the engine is free again (also when the caller closes it early)."""
         try:
             yield from steps
         finally:
             self._busy.release()
 
-    def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[int]:
+    def _generate(self, ids: list[int], params: SamplingParams, cancel: Cancel | None) -> Iterator[int]:
         def cancelled() -> bool:
             return cancel is not None and cancel.is_set()
 
@@ -399,7 +426,7 @@ class Engine:
         if logits is not None:
             yield from self._decode(ids, logits, params, cancelled)
 
-    def _prefill(self, ids: list[int], cancelled: Callable[[], bool]) -> tuple[int, np.ndarray | None]:
+    def _prefill(self, ids: list[int], cancelled: Callable[[], bool]) -> tuple[int, NDArray[np.float32] | None]:
         """Bring the KV cache to the prompt `ids`: keep the positions whose tokens
         equal the prompt's, run the rest in PROMPT_CHUNK-token GEMM calls, looking
         at cancel before each. Returns (positions reused, logits (vocab,) after the
@@ -418,7 +445,7 @@ class Engine:
         return cached, logits
 
     def _decode(
-        self, ids: list[int], logits: np.ndarray, params: SamplingParams, cancelled: Callable[[], bool]
+        self, ids: list[int], logits: NDArray[np.float32], params: SamplingParams, cancelled: Callable[[], bool]
     ) -> Generator[int, None, str]:
         """Sample, feed back, repeat: yields each generated id and returns the finish
         reason ("stop": a stop token was sampled; it is neither yielded nor fed back)."""
@@ -440,7 +467,9 @@ class Engine:
                 return "cancelled"
             logits = self._step([token], len(self._tokens))
 
-    def _chunks(self, ids: list[int], params: SamplingParams, cancel, notice) -> Iterator[Chunk]:
+    def _chunks(
+        self, ids: list[int], params: SamplingParams, cancel: Cancel | None, notice: str | None
+    ) -> Iterator[Chunk]:
         """The token generator with text and timing: prefill, then one Chunk per id
         _decode yields (detokenized), then the final Chunk with its finish reason."""
         t0, cpu0 = time.perf_counter(), time.process_time()

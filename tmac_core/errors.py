@@ -7,6 +7,8 @@ class name. A subclass has its own kind; its parents' kinds stay unchanged.
 Pure Python: no Qt, no app imports.
 """
 
+from os import PathLike
+
 
 class TmacError(Exception):
     """Base class of every error the runtime raises on purpose."""
@@ -40,7 +42,7 @@ class ModelFormatError(ModelLoadError):
 
     kind = "model_format"
 
-    def __init__(self, path, field: str, offset: int | None, reason: str):
+    def __init__(self, path: str | PathLike[str], field: str, offset: int | None, reason: str) -> None:
         self.path = str(path)
         self.field = field
         self.offset = offset

@@ -24,7 +24,7 @@ class HashCancelled(Exception):
 
 
 def sha256_file(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

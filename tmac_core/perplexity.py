@@ -22,15 +22,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tmac_core.errors import PerplexityError
+
+if TYPE_CHECKING:  # annotations only: this module runs on numpy and tmac_core.errors
+    from tmac_core.tokenizer import Tokenizer
 
 # forward(tokens int32 (n,), pos, all_logits), Engine.forward's shape: runs any n tokens at
 # positions pos.. (pos 0: a fresh sequence); returns logits (n, vocab) when all_logits, else
 # something the caller ignores (positions before ctx//2 are only context, their logits unused)
-Forward = Callable[[np.ndarray, int, bool], np.ndarray]
+Forward = Callable[[NDArray[np.int32], int, bool], NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,9 @@ class PerplexityResult:
     seconds: float
 
 
-def tokenize(tokenizer, text: str) -> list[int]:
+def tokenize(tokenizer: Tokenizer, text: str) -> list[int]:
     """llama.cpp's common_tokenize(ctx, text, add_special=true, parse_special=false)."""
-    if getattr(tokenizer, "add_eos", False):
+    if tokenizer.add_eos:
         # llama-perplexity asserts this too: an EOS after the text would be scored as text
         raise PerplexityError(
             "this vocabulary appends an end-of-sequence token to every text;"
@@ -72,7 +77,7 @@ def n_chunks(n_tokens: int, ctx: int, max_chunks: int | None = None) -> int:
     return n if max_chunks is None else max(1, min(n, max_chunks))
 
 
-def chunk_tokens(tokens: Sequence[int], index: int, ctx: int, bos_id: int | None) -> np.ndarray:
+def chunk_tokens(tokens: Sequence[int], index: int, ctx: int, bos_id: int | None) -> NDArray[np.int32]:
     """Tokens of chunk `index`, its first one replaced by BOS when bos_id is given."""
     chunk = np.array(tokens[index * ctx : (index + 1) * ctx], dtype=np.int32)
     if bos_id is not None:
@@ -80,7 +85,7 @@ def chunk_tokens(tokens: Sequence[int], index: int, ctx: int, bos_id: int | None
     return chunk
 
 
-def chunk_nll(logits: np.ndarray, chunk: np.ndarray, offset: int = 0) -> np.ndarray:
+def chunk_nll(logits: NDArray[np.floating], chunk: NDArray[np.int32], offset: int = 0) -> NDArray[np.float64]:
     """Negative log-likelihoods (float64) of the scored tokens of one chunk.
 
     `logits` are rows of consecutive positions starting at `offset` (0: the whole
@@ -99,7 +104,7 @@ def chunk_nll(logits: np.ndarray, chunk: np.ndarray, offset: int = 0) -> np.ndar
     return log_z - rows[np.arange(n), targets]
 
 
-def summarize(nlls: Sequence[np.ndarray], ctx: int, n_tokens: int, seconds: float) -> PerplexityResult:
+def summarize(nlls: Sequence[NDArray[np.float64]], ctx: int, n_tokens: int, seconds: float) -> PerplexityResult:
     every = np.concatenate(list(nlls))
     mean = float(every.mean())
     stderr = float(every.std() / math.sqrt(len(every) - 1)) if len(every) > 1 else 0.0

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
+if TYPE_CHECKING:  # annotations only: this module stays standard library at run time
+    from tmac_core.loading.gguf import GGUFFile
 
 TILE_ROWS = 64  # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
 GROUP_SIZES = (32, 64, 128)  # scale groups along K (kernels/layout.py GROUP_SIZES)
@@ -75,12 +79,12 @@ class ModelConfig:
         """Every tensor the model needs from its file → its GGUF shape (ne0 first)."""
         return gguf_shapes(self)
 
-    def extra_tensors(self, gguf) -> list[str]:
+    def extra_tensors(self, gguf: GGUFFile) -> list[str]:
         """Tensors in the file the model does not use (worth a log line, not an error)."""
         expected = self.expected_tensors()
         return [name for name in gguf.tensors if name not in expected]
 
-    def check_tensors(self, gguf) -> None:
+    def check_tensors(self, gguf: GGUFFile) -> None:
         """ModelFormatError naming the first missing or misshapen tensor."""
         from tmac_core.errors import ModelFormatError
 
@@ -97,6 +101,30 @@ class ModelConfig:
                 )
 
 
+class _Shapes(TypedDict):
+    """The ModelConfig fields every model states (ShapeFields: the ones with a default too)."""
+
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    n_ctx_train: int
+
+
+class ShapeFields(_Shapes, total=False):
+    """The ModelConfig fields a model's file or catalog entry decides (Architecture.config's
+    keywords); the architecture flags are not among them. Left out: ModelConfig's default."""
+
+    rope_theta: float
+    norm_eps: float
+    rope_scaling: RopeScaling | None
+    tie_embeddings: bool
+    rope_freqs: bool
+
+
 @dataclass(frozen=True)
 class Architecture:
     """What sets one architecture apart: the flags its ModelConfig carries.
@@ -110,14 +138,14 @@ class Architecture:
     ffn_act: str = "silu"
     sub_norms: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.rope_style not in ROPE_STYLES or self.ffn_act not in FFN_ACTIVATIONS:
             raise ValueError(
                 f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r}"
                 f" not among {ROPE_STYLES} / {FFN_ACTIVATIONS}"
             )
 
-    def config(self, **fields) -> ModelConfig:
+    def config(self, **fields: Unpack[ShapeFields]) -> ModelConfig:
         """A ModelConfig of this architecture: the shapes given, the flags decided here."""
         return ModelConfig(
             **fields,
@@ -166,7 +194,7 @@ def layer_bits(cfg: ModelConfig, role: str, layer: int, bits: int) -> int:
 def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
     """The scale group loading/repack.py gives a matrix: the source's own groups where it
     repacks exactly, else our quantizer's 64 (32 when 64 does not divide the row)."""
-    exact = EXACT_GROUPS.get((bits, source_type))
+    exact = EXACT_GROUPS.get((bits, source_type)) if source_type is not None else None
     if exact is not None:
         return exact
     return 64 if cols % 64 == 0 else 32
@@ -284,6 +312,7 @@ FILE_ORDER = (
 
 def gguf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor the file must hold → its GGUF shape (ne0 first; a matrix is (cols, rows))."""
+    entries: list[tuple[int, str, str, tuple[int, ...]]]  # (layer, role, name, GGUF shape)
     entries = [(layer, role, name, (cols, rows)) for name, rows, cols, role, layer in _matrices(cfg)]
     entries += [(v.layer, v.role, v.name, (v.size,)) for v in vector_plan(cfg)]
     entries.sort(key=lambda e: (e[0], FILE_ORDER.index(e[1])))
@@ -319,6 +348,7 @@ __all__ = [
     "Architecture",
     "ModelConfig",
     "RopeScaling",
+    "ShapeFields",
     "TensorSpec",
     "VectorSpec",
     "act_group_for",

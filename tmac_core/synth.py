@@ -172,7 +172,9 @@ def _header(spec: SynthSpec, shapes: dict[str, tuple[int, ...]]) -> bytes:
     return bytes(out)
 
 
-def write_synthetic(path: str | os.PathLike, spec: SynthSpec, progress: Callable[[float], None] | None = None) -> int:
+def write_synthetic(
+    path: str | os.PathLike[str], spec: SynthSpec, progress: Callable[[float], None] | None = None
+) -> int:
     """Write the model to `path` (atomically: a temp file, then a rename); returns its size.
 
     Each tensor draws from its own seeded generator, so a tensor's values depend on

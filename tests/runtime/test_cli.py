@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tmac_core import cli as tmac_cli
 from tmac_core import perplexity as ppl
 
 pytestmark = pytest.mark.engine
@@ -330,6 +331,42 @@ def test_bench_refuses_more_tokens_than_the_context(cli_json, tiny):
     path, _ = tiny
     code, out = cli_json("bench", path, "--ctx", 64, "--prompt-tokens", 60, "--gen-tokens", 8)
     assert code == 2 and "do not fit" in out["message"]
+
+
+def test_bench_human_output_with_and_without_measured_runs(cli, tiny):
+    path, _ = tiny
+    measured = cli("bench", path, "--prompt-tokens", 8, "--gen-tokens", 2, "--repeats", 1)
+    assert measured.returncode == 0, measured.stderr
+    assert "median of 1" in measured.stdout and "after the runs:" in measured.stdout
+    load_only = cli("bench", path, "--repeats", 0)
+    assert load_only.returncode == 0, load_only.stderr
+    assert "tok/s" not in load_only.stdout and "after the runs" not in load_only.stdout
+    assert "resident memory after load:" in load_only.stdout
+
+
+def test_every_json_record_has_exactly_its_documented_keys(cli, cli_json, tiny):
+    """What --json prints is the TypedDict its command documents (tmac_core/cli.py), key for key."""
+
+    def keys(record: type) -> set[str]:
+        return set(record.__required_keys__ | record.__optional_keys__)
+
+    path, synth = tiny
+    records = {
+        "synth": (synth, tmac_cli.SynthRecord),
+        "info": (cli_json("info")[1], tmac_cli.InfoRecord),
+        "generate": (cli_json("generate", path, "--prompt", "hi", "--max-tokens", 2)[1], tmac_cli.GenerateRecord),
+        "bench": (cli_json("bench", path, "--repeats", 0)[1], tmac_cli.BenchRecord),
+        "perplexity": (
+            cli_json("perplexity", path, "--file", ALICE, "--ctx", 64, "--chunks", 1)[1],
+            tmac_cli.PerplexityRecord,
+        ),
+        "error": (cli_json("generate", path, "--prompt", "hi", "--bits", 3)[1], tmac_cli.ErrorRecord),
+    }
+    chat = cli("chat", path, "--json", "--max-tokens", 2, input="hello\n")
+    records["chat"] = (json.loads(chat.stdout.splitlines()[0]), tmac_cli.ChatRecord)
+    for command, (out, record) in records.items():
+        assert set(out) == keys(record), command
+    assert records["bench"][0]["prompt_tok_s"] is None and records["bench"][0]["rss_after_run_bytes"] is None
 
 
 # -- bad inputs -----------------------------------------------------------------------

@@ -21,6 +21,8 @@ from tmac_core.loading.repack import quantize
 from tmac_core.models import ARCHITECTURES, architecture, loader
 from tmac_core.plan import (
     Architecture,
+    ModelConfig,
+    ShapeFields,
     TensorSpec,
     gguf_shapes,
     kv_cache_bytes,
@@ -123,6 +125,17 @@ def test_architecture_flags_are_decided_by_the_registry():
         architecture("gpt2")
     with pytest.raises(ValueError):
         Architecture("x", rope_style="sideways")
+
+
+def test_shape_fields_are_the_config_fields_an_architecture_does_not_decide():
+    """Architecture.config's keywords (ShapeFields) and ModelConfig must not drift apart:
+    every field is either the caller's (required exactly when ModelConfig has no default)
+    or the architecture's flag, never both, never neither."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    decided_by_arch = {"arch"} | {f.name for f in dataclasses.fields(Architecture) if f.name != "name"}
+    assert set(ShapeFields.__annotations__) == set(fields) - decided_by_arch
+    no_default = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+    assert ShapeFields.__required_keys__ == no_default
 
 
 @pytest.mark.parametrize("gguf_arch", sorted(ARCHITECTURES))

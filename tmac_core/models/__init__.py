@@ -9,9 +9,19 @@ build a ModelConfig from its catalog. The loader (numpy, the compiled runtime) i
 imported by `get_architecture`, when a model is loaded.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import llama, qwen2
-from tmac_core.plan import Architecture
+from tmac_core.plan import Architecture, ModelConfig
+
+if TYPE_CHECKING:  # annotations only: numpy and the compiled runtime load with the loader
+    from tmac_core.loading.gguf import GGUFFile
+    from tmac_core.models._llama import LlamaRuntime
+    from tmac_core.models.loader import Weights
 
 # GGUF `general.architecture` → the architecture we run it as
 ARCHITECTURES = {
@@ -31,7 +41,17 @@ def architecture(name: str) -> Architecture:
         ) from None
 
 
-def get_architecture(arch: str):
+class ArchitectureLoader(Protocol):
+    """What `get_architecture` returns: a module (models/loader.py) with these two functions."""
+
+    def load_weights(
+        self, gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None
+    ) -> Weights: ...
+
+    def build_runtime(self, cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32) -> LlamaRuntime: ...
+
+
+def get_architecture(arch: str) -> ArchitectureLoader:
     """The loader for a ModelConfig.arch: `load_weights(gguf, cfg, bits, progress)` and
     `build_runtime(cfg, weights, n_ctx, max_batch)`. Every registered architecture runs
     on the one Llama-family graph, switched by the ModelConfig's flags."""

@@ -17,7 +17,8 @@ class LlamaRuntime:
     def __init__(
         self,
         cfg: ModelConfig,
-        weights: Mapping[str, PackedWeight | NDArray[np.float32]],
+        # matrices, float32 vectors, and "rope.inv_freq" in float64 (models/loader.py: Weights)
+        weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]],
         n_ctx: int,
         max_batch: int = 32,
     ) -> None: ...

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.kernels import PackedWeight, dequantize, pack
@@ -17,8 +18,13 @@ from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
 from tmac_core.plan import ModelConfig, TensorSpec, output_source, tensor_plan, vector_plan
 
+# What the runtime is built from, by tensor name: PackedWeight matrices (tensor_plan),
+# float32 vectors (vector_plan: norms, biases) and "rope.inv_freq", the float64 RoPE
+# inverse frequencies (head_dim/2,)
+Weights = dict[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]]
 
-def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> np.ndarray:
+
+def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> NDArray[np.float64]:
     """RoPE inverse frequencies (head_dim/2,), with Llama-3 scaling or ggml freq factors."""
     half = cfg.head_dim // 2
     inv = cfg.rope_theta ** (-np.arange(half, dtype=np.float64) * 2.0 / cfg.head_dim)
@@ -59,20 +65,23 @@ def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> Pac
     return packed
 
 
-def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None) -> dict:
+def load_weights(
+    gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None
+) -> Weights:
     """Every tensor the runtime needs: PackedWeight matrices, float32 vectors."""
     source = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
     plan = tensor_plan(cfg, bits, source)
     from_file = [spec for spec in plan if spec.role != "output_residual"]
-    weights = {}
+    packed: dict[str, PackedWeight] = {}
     for i, spec in enumerate(from_file):
-        weights[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, spec.bits, spec.group_size))
+        packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, spec.bits, spec.group_size))
         if progress:
             progress((i + 1) / len(from_file))
     for spec in plan:
         if spec.role == "output_residual":
             out = output_source(cfg)
-            weights[spec.name] = _check_packed(gguf, spec, output_residual(gguf, out, weights[out], spec))
+            packed[spec.name] = _check_packed(gguf, spec, output_residual(gguf, out, packed[out], spec))
+    weights: Weights = dict(packed)
     for vec in vector_plan(cfg):
         if vec.role != "rope_freqs":  # folded into rope.inv_freq below
             weights[vec.name] = dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1)
@@ -80,5 +89,5 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable
     return weights
 
 
-def build_runtime(cfg: ModelConfig, weights: dict, n_ctx: int, max_batch: int = 32) -> LlamaRuntime:
+def build_runtime(cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32) -> LlamaRuntime:
     return LlamaRuntime(cfg, weights, n_ctx, max_batch)

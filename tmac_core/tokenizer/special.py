@@ -27,11 +27,20 @@ from collections.abc import Iterable
 # doubled before marking). A string containing it is never special.
 MARK = "\ufdd0"
 MAX_SPECIAL_CHARS = 128
-_END = ""  # trie key of "a special string ends here" (no character is the empty string)
 
 
 def can_be_special(text: str) -> bool:
     return 2 <= len(text) <= MAX_SPECIAL_CHARS and MARK not in text
+
+
+class _TrieNode:
+    """One trie position: the characters that continue a special string from here."""
+
+    __slots__ = ("children", "ends")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.ends: str | None = None  # the special string that ends here, if one does
 
 
 class SpecialMatcher:
@@ -39,13 +48,13 @@ class SpecialMatcher:
 
     def __init__(self, strings: Iterable[str]) -> None:
         self.strings: frozenset[str] = frozenset(s for s in strings if can_be_special(s))
-        self._trie: dict = {}
+        self._trie = _TrieNode()
         for text in self.strings:
             node = self._trie
             for ch in text:
-                node = node.setdefault(ch, {})
-            node[_END] = text
-        first = "".join(sorted(self._trie))
+                node = node.children.setdefault(ch, _TrieNode())
+            node.ends = text
+        first = "".join(sorted(self._trie.children))
         self._starts = re.compile("[" + re.escape(first) + "]") if first else None
 
     def __bool__(self) -> bool:
@@ -55,10 +64,12 @@ class SpecialMatcher:
         """The longest special string that begins at `start`, or None."""
         node, found = self._trie, None
         for ch in text[start : start + MAX_SPECIAL_CHARS]:
-            node = node.get(ch)
-            if node is None:
+            child = node.children.get(ch)
+            if child is None:
                 break
-            found = node.get(_END, found)
+            node = child
+            if node.ends is not None:
+                found = node.ends
         return found
 
     def split(self, text: str) -> list[tuple[str, bool]]:
