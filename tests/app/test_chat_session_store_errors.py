@@ -54,7 +54,7 @@ def engine(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
 
 
 def settings() -> AppSettings:
-    return AppSettings(temperature=0.0, seed=0, max_new_tokens=200, context_length=512)
+    return AppSettings(temperature=0.0, seed=0, max_tokens=200, n_ctx=512)
 
 
 @pytest.mark.engine
