@@ -66,7 +66,23 @@ SENTENCES: dict[str, str] = {
     ),
     "interrupted": "The download was interrupted. What arrived is kept, so you can resume it from there.",
     "cancelled": "The download was cancelled. What arrived is kept, so it can be resumed later.",
-    "in_progress": "This file is already being downloaded.",
+    "in_progress": "This file is already being downloaded, here or in another T-MAC Chat window.",
+    "stalled": (
+        "Hugging Face stopped sending data, so the download was paused. What arrived is kept: "
+        "resume it when the connection is better."
+    ),
+    "unsafe_name": (
+        "This file's name is not one the app will write (it could be mistaken for another file "
+        "or point outside the models folder), so nothing was saved."
+    ),
+    "unsafe_path": (
+        "Something in the models folder is not what the app expects there (a link or a folder where a "
+        "file belongs), so the app left it alone. Remove it by hand, then try again."
+    ),
+    "storage": (
+        "The models folder could not be read or written (permissions or a disk problem). "
+        "Choose another models folder if it persists."
+    ),
     "disk_full": "There is not enough free disk space. Free some space or choose another models folder.",
     "checksum": "The file arrived damaged, so it was deleted. Try the download again.",
     "protocol": "Hugging Face sent an answer the app could not trust, so nothing was saved. Try again later.",
