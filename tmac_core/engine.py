@@ -155,11 +155,11 @@ class Engine:
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
+            source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
             try:
-                weights, cache_hit = cache.load(file, key), True
+                weights, cache_hit = cache.load(file, key, cache.expected_entries(cfg, bits, source_types)), True
             except cache.CacheMiss:
-                if file.exists():  # stale or damaged: rebuild it
-                    file.unlink(missing_ok=True)
+                cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
         if weights is None:
             weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
             if folder is not None:
