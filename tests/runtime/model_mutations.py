@@ -94,7 +94,7 @@ def rewrite(
         w.write(dst)
 
 
-def write_tiny_synth(path: str | os.PathLike[str], n_ctx_train: int = 64) -> None:
+def write_tiny_synth(path: str | os.PathLike[str], n_ctx_train: int = 64, weight_type: str = "q8_0") -> None:
     """The tiny synthetic Llama of the load tests (0.1M parameters, a real BPE vocabulary)."""
     from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
@@ -109,4 +109,4 @@ def write_tiny_synth(path: str | os.PathLike[str], n_ctx_train: int = 64) -> Non
         vocab_size=320,
         n_ctx_train=n_ctx_train,
     )
-    write_synthetic(path, SynthSpec(config=cfg, weight_type="q8_0", seed=5))
+    write_synthetic(path, SynthSpec(config=cfg, weight_type=weight_type, seed=5))

@@ -20,7 +20,7 @@ import pytest
 
 from tests.runtime.model_mutations import DELETE, WRONG_VALUES, rewrite, write_tiny_synth
 from tmac_core.errors import ModelFormatError
-from tmac_core.loading.gguf import GGMLType, GGUFFile, ValueType
+from tmac_core.loading.gguf import GGUFFile, ValueType
 
 FIXED_SHA = "ab" * 32  # every mutant shares one repacked-model cache entry (weights are equal)
 SPM_KEYS = (
@@ -169,19 +169,27 @@ def test_non_utf8_general_name_is_shown_with_replacement_characters(models, tmp_
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize(
-    "tensor, ggml_type", [("blk.0.attn_norm.weight", GGMLType.F32), ("blk.1.ffn_up.weight", GGMLType.Q8_0)]
+    "tensor, weight_type, block_bytes",
+    [
+        ("blk.0.attn_norm.weight", "q8_0", 4),  # an F32 norm
+        ("blk.1.ffn_up.weight", "q8_0", 34),  # a Q8_0 block's fp16 scale (requantized)
+        ("blk.1.ffn_up.weight", "q4_0", 18),  # a Q4_0 block's fp16 scale (repacked exactly)
+        ("blk.0.ffn_down.weight", "q4_1", 20),  # a Q4_1 block's fp16 minimum (repacked exactly)
+    ],
 )
-def test_non_finite_weights_name_the_tensor(models, tmp_path, value, tensor, ggml_type):
+def test_non_finite_weights_name_the_tensor(tmp_path, value, tensor, weight_type, block_bytes):
     from tmac_core.engine import Engine
 
-    with GGUFFile.open(models[0]) as f:
-        assert f.tensors[tensor].ggml_type is ggml_type
+    source = tmp_path / "source.gguf"
+    write_tiny_synth(source, weight_type=weight_type)
+    with GGUFFile.open(source) as f:
         raw = f.tensor_bytes(tensor).copy()
-    if ggml_type is GGMLType.F32:
-        raw.view("<f4")[3] = value
+    at = block_bytes * 5 + (2 if weight_type == "q4_1" else 0)  # block 5: d, or m for Q4_1
+    if block_bytes == 4:
+        raw.view("<f4")[5] = value
     else:
-        raw[34 * 5 : 34 * 5 + 2] = np.array([value], "<f2").view(np.uint8)  # block 5's fp16 scale d
+        raw[at : at + 2] = np.array([value], "<f2").view(np.uint8)
     path = tmp_path / "nan.gguf"
-    rewrite(models[0], path, {}, {tensor: raw})
+    rewrite(source, path, {}, {tensor: raw})
     with pytest.raises(ModelFormatError, match=f"tensor '{tensor}'.*NaN or infinite"):
         Engine.load(path, bits=4, use_cache=False)

@@ -20,8 +20,10 @@ PackedWeight is built: the header must match its sha256; every entry's name, kin
 shape, dtype and byte length must be what the model plan says (`expected_entries`);
 every record must lie inside the file without overlapping another; and the crc32 of
 every record's bytes must match. The data check reads every byte once, split over
-threads (zlib.crc32 releases the GIL), which costs ~0.1 s per GB on top of mapping
-the file (docs in the load() docstring). A file that fails any check, and anything
+threads (zlib.crc32 runs at ~2.5 GB/s per core and releases the GIL); measured on the
+1.17B synthetic model (a 730 MB cache file in the page cache, 2 busy cores) it adds
+~0.2 s to a ~0.2 s Engine.load, and it faults the weights in, which the first token
+would otherwise do. A file that fails any check, and anything
 that is not a regular file at the path (a directory, a FIFO, a device, a symlink), is
 a CacheMiss: the caller repacks and, for a regular file or a symlink, replaces it.
 Writes go to a temporary file renamed into place, so a crash or a full disk leaves no
