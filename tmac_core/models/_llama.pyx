@@ -22,7 +22,7 @@ from tmac_core.kernels._kernels cimport (
     PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_swiglu, k_weight,
     tmac_weight_row_f32, tmac_weight_t,
 )
-from tmac_core.kernels._kernels import MAX_DIM, MAX_ELEMS
+from tmac_core.kernels._kernels import MAX_DIM as _MAX_DIM, MAX_ELEMS as _MAX_ELEMS
 from tmac_core.plan import tensor_plan, vector_plan
 
 INT_MAX = 2**31 - 1  # forward_chunk's loops index the scratch buffers with C int
@@ -40,9 +40,9 @@ def checked_sizes(cfg, n_ctx, max_batch):
     """
     for name in _DIMS:
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
-            raise UnsupportedModelError(f"{name} = {value!r} is outside [1, {MAX_DIM}]")
-    for name, value, high in (("n_ctx", n_ctx, MAX_DIM), ("max_batch", max_batch, MAX_BATCH)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_DIM:
+            raise UnsupportedModelError(f"{name} = {value!r} is outside [1, {_MAX_DIM}]")
+    for name, value, high in (("n_ctx", n_ctx, _MAX_DIM), ("max_batch", max_batch, MAX_BATCH)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
             raise ValueError(f"{name} must be an integer in [1, {high}], got {value!r}")
     if cfg.n_heads % cfg.n_kv_heads or cfg.head_dim % 2:
@@ -60,7 +60,7 @@ def checked_sizes(cfg, n_ctx, max_batch):
         "the activation tables": max_batch * (k_max // 4) * 16,
     }
     for name, n in sizes.items():
-        limit = MAX_ELEMS if name.startswith("the KV cache") else INT_MAX
+        limit = _MAX_ELEMS if name.startswith("the KV cache") else INT_MAX
         if n > limit:
             raise UnsupportedModelError(f"{name} would hold {n} elements, more than the runtime's limit of {limit}")
     return sizes
