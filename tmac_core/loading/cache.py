@@ -386,6 +386,21 @@ def load(path: str | os.PathLike[str], key: str, expected: Mapping[str, Expected
     overlapping, a data checksum that does not match, or a matrix PackedWeight refuses.
     """
     mapped, size = _open_regular(path)
+    try:
+        return _read(mapped, size, key, expected)
+    except CacheMiss as error:
+        reason = str(error)
+    # out of the except block the failed read's views are gone: unmap now, so the caller
+    # can remove the file (Windows refuses to delete a mapped file)
+    try:
+        mapped.close()
+    except BufferError:
+        pass  # a view still exports it; it is unmapped when the last one dies
+    raise CacheMiss(reason)
+
+
+def _read(mapped: mmap.mmap, size: int, key: str, expected: Mapping[str, Expected] | None) -> Weights:
+    """load() on an open mapping of `size` bytes."""
     buf = np.frombuffer(mapped, dtype=np.uint8)
     if bytes(buf[:8]) != MAGIC:
         raise CacheMiss("bad magic")
