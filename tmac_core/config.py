@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
 from tmac_core.loading.gguf import GGUFFile, ValueType
@@ -28,6 +29,7 @@ MAX_HEADS = 1024
 MAX_HEAD_DIM = 1024
 MAX_VOCAB = 1 << 22
 MAX_SEQ_LEN = 1 << 24
+MIN_SEQ_LEN = 16  # the engine's smallest context (Engine.load refuses a smaller n_ctx)
 
 
 def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
@@ -76,7 +78,7 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
         vocab_size=vocab_size,
-        n_ctx_train=gguf.get_int(p + "context_length", min_value=1, max_value=MAX_SEQ_LEN),
+        n_ctx_train=gguf.get_int(p + "context_length", min_value=MIN_SEQ_LEN, max_value=MAX_SEQ_LEN),
         rope_theta=gguf.get_float(p + "rope.freq_base", 10000.0, positive=True),
         norm_eps=gguf.get_float(p + "attention.layer_norm_rms_epsilon", positive=True, max_value=1.0),
         rope_scaling=_rope_scaling(gguf, p),
@@ -87,7 +89,7 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
     return config
 
 
-def inspect_model(path: str | os.PathLike) -> ModelSummary:
+def inspect_model(path: str | os.PathLike[str]) -> ModelSummary:
     """Validate `path` as a model this runtime can load, and summarise it.
 
     Runs the hardened reader (metadata and tensor index only: nothing is dequantized)
@@ -105,6 +107,7 @@ def inspect_model(path: str | os.PathLike) -> ModelSummary:
             name = str(gguf.get_str("general.name", "")).strip()
         except ModelFormatError:  # a mistyped name is no reason to refuse the model
             name = ""
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # non-UTF-8 bytes: U+FFFD
         tensor_types = {name_: info.ggml_type.name for name_, info in gguf.tensors.items()}
         counts: dict[str, int] = {}
         for info in gguf.tensors.values():
@@ -122,7 +125,7 @@ def inspect_model(path: str | os.PathLike) -> ModelSummary:
         )
 
 
-def _fail(gguf: GGUFFile, key: str, reason: str):
+def _fail(gguf: GGUFFile, key: str, reason: str) -> NoReturn:
     field, offset = gguf.kv_location(key)
     raise ModelFormatError(gguf.path, field, offset, reason)
 

@@ -157,7 +157,7 @@ class Engine:
         gguf = GGUFFile.open(path)
         cfg = config_from_gguf(gguf)
         arch = get_architecture(cfg.arch)
-        tokenizer = tokenizer_from_gguf(gguf.metadata)
+        tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
         if n_ctx is None:
             n_ctx = min(cfg.n_ctx_train, DEFAULT_MAX_CTX)
         if not 16 <= n_ctx <= max(cfg.n_ctx_train, 16) * 4:
@@ -171,11 +171,11 @@ class Engine:
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
+            source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
             try:
-                weights, cache_hit = cache.load(file, key), True
+                weights, cache_hit = cache.load(file, key, cache.expected_entries(cfg, bits, source_types)), True
             except cache.CacheMiss:
-                if file.exists():  # stale or damaged: rebuild it
-                    file.unlink(missing_ok=True)
+                cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
         if weights is None:
             weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
             if folder is not None:
@@ -249,10 +249,18 @@ class Engine:
                 if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq"
             )
             packed_bytes = sum(w.nbytes for w in packed)  # measured: equals plan.packed_bytes (tests/app)
-            name = self._gguf.metadata.get("general.name") or os.path.basename(self.source)
-            _, rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+            # general.name is free text from the file: any type may stand there
+            name = self._gguf.metadata.get("general.name")
+            if not isinstance(name, str) or not name.strip():
+                name = os.path.basename(self.source)
+            name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # non-UTF-8 bytes: U+FFFD
+            try:
+                _, rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+                template = "model" if rendered.template == "gguf" else rendered.template
+            except TmacError:  # a template that renders "hi" into too many tokens, say
+                template = "unusable"
             self._info = EngineInfo(
-                name=str(name),
+                name=name,
                 source=self.source,
                 arch=cfg.arch,
                 n_params=n_matrix + n_other,
@@ -267,7 +275,7 @@ class Engine:
                 dim=cfg.dim,
                 tier=kernels.active_tier(),
                 n_threads=self.n_threads,
-                chat_template="model" if rendered.template == "gguf" else rendered.template,
+                chat_template=template,
                 cache_hit=self._cache_hit,
                 load_s=self._load_s,
             )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.reference.bpe_slow import PRE, SlowBPE
-from tmac_core.errors import TokenizerError
+from tmac_core.errors import ModelFormatError, TokenizerError
 from tmac_core.tokenizer import tokenizer_from_gguf
 from tmac_core.tokenizer.bpe import PRE_TOKENIZERS, bytes_to_unicode
 
@@ -320,3 +321,39 @@ def test_matches_llama_cpp_when_installed(smollm2, tok):
     check()
     ids, rendered = tok.apply_chat_template([{"role": "user", "content": "Hi! 2+2=?"}])
     assert ids == ref.tokenize(rendered.text.encode("utf-8"), add_bos=False, special=True)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("tokenizer.ggml.model", 7),
+        ("tokenizer.ggml.pre", np.array([1, 2], np.int32)),
+        ("tokenizer.ggml.tokens", np.array([1.0])),
+        ("tokenizer.ggml.tokens", "abc"),
+        ("tokenizer.ggml.token_type", ["1"] * 261),
+        ("tokenizer.ggml.token_type", np.full(261, 1.5)),
+        ("tokenizer.ggml.token_type", [2**70] * 261),
+        ("tokenizer.ggml.merges", np.array([1, 2], np.int32)),
+        ("tokenizer.ggml.bos_token_id", "0"),
+        ("tokenizer.ggml.bos_token_id", 1.0),
+        ("tokenizer.ggml.eos_token_id", True),
+        ("tokenizer.ggml.add_bos_token", np.array([True, False])),
+        ("tokenizer.ggml.add_bos_token", 1),
+        ("tokenizer.chat_template", ["{{ x }}"]),
+    ],
+)
+def test_mistyped_metadata_is_a_format_error_naming_the_key(key, value):
+    with pytest.raises(ModelFormatError) as info:
+        tokenizer_from_gguf(_tiny_md(**{key: value}), "m.gguf")
+    assert info.value.field == f"kv {key!r}" and info.value.path == "m.gguf"
+
+
+def test_non_utf8_token_text_decodes_to_its_bytes():
+    md = _tiny_md()
+    md["tokenizer.ggml.tokens"] = [*md["tokenizer.ggml.tokens"][:-1], b"\xff<tool>".decode("utf-8", "surrogateescape")]
+    md["tokenizer.ggml.token_type"] = [*md["tokenizer.ggml.token_type"][:-1], 4]  # user-defined
+    tok = tokenizer_from_gguf(md)
+    last = tok.vocab_size - 1
+    assert tok.token_bytes(last) == b"\xff<tool>"
+    assert tok.decode([last]) == "\ufffd<tool>"
+    assert "\udcff<tool>" not in tok.special_tokens  # text can never produce it

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tmac_core.errors import ModelFormatError
 from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
 
 _CHUNK_VALUES = 1 << 20  # values per chunk: temporaries stay a few MiB
@@ -223,4 +224,16 @@ def dequantize(raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int
 def dequantize_tensor(gguf: GGUFFile, name: str) -> np.ndarray:
     """One tensor of an open file as float32, numpy shape (KeyError if absent)."""
     info = gguf.tensors[name]
-    return dequantize(gguf.tensor_bytes(name), info.ggml_type, info.shape)
+    out = dequantize(gguf.tensor_bytes(name), info.ggml_type, info.shape)
+    check_finite(gguf, name, out)
+    return out
+
+
+def check_finite(gguf: GGUFFile, name: str, values: np.ndarray) -> None:
+    """ModelFormatError naming the tensor if `values` (read from it) hold a NaN or an
+    infinity: a NaN scale or norm would turn every answer into garbage, silently. One
+    vectorized pass, once per tensor at load or repack time."""
+    if not np.isfinite(values).all():
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        info = gguf.tensors[name]
+        raise ModelFormatError(gguf.path, f"tensor {name!r}", info.offset, f"holds {bad} NaN or infinite values")

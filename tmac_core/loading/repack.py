@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tmac_core.kernels import PackedWeight, pack
-from tmac_core.loading.dequant import dequantize_tensor
+from tmac_core.loading.dequant import check_finite, dequantize_tensor
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 
 CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)  # shrink factors tried per group
@@ -35,6 +35,7 @@ def _exact_q4(gguf: GGUFFile, name: str) -> PackedWeight:
     k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
     with_min = info.ggml_type is GGMLType.Q4_1
     codes, d, mins = _q4_blocks(gguf.tensor_bytes(name), with_min)
+    check_finite(gguf, name, d if mins is None else np.stack([d, mins]))  # the codes are finite by construction
     codes = codes.reshape(m_rows, k)
     d = d.reshape(m_rows, k // 32)
     if mins is None:  # Q4_0

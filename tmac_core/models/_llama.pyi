@@ -11,6 +11,11 @@ from numpy.typing import ArrayLike, NDArray
 from tmac_core.config import ModelConfig
 from tmac_core.kernels._kernels import PackedWeight
 
+INT_MAX: int
+MAX_BATCH: int
+
+def checked_sizes(cfg: ModelConfig, n_ctx: int, max_batch: int) -> dict[str, int]: ...
+
 class LlamaRuntime:
     @property
     def logits_array(self) -> NDArray[np.float32]: ...  # (max_batch, vocab)

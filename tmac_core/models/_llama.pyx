@@ -17,12 +17,53 @@ import mmap
 
 import numpy as np
 
-from tmac_core.errors import KernelError, UnsupportedModelError
+from tmac_core.errors import KernelError, ModelLoadError, UnsupportedModelError
 from tmac_core.kernels._kernels cimport (
     PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_swiglu, k_weight,
     tmac_weight_row_f32, tmac_weight_t,
 )
+from tmac_core.kernels._kernels import MAX_DIM as _MAX_DIM, MAX_ELEMS as _MAX_ELEMS
 from tmac_core.plan import tensor_plan, vector_plan
+
+INT_MAX = 2**31 - 1  # forward_chunk's loops index the scratch buffers with C int
+MAX_BATCH = 4096     # tokens per forward call (the engine uses 32)
+_DIMS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size")
+
+
+def checked_sizes(cfg, n_ctx, max_batch):
+    """Element counts of every buffer the runtime allocates, computed in Python ints
+    (no overflow) and each checked against what the C code can index.
+
+    Raises UnsupportedModelError naming the first dimension or buffer out of range
+    (a model file that would overflow an index is refused, not run), ValueError for
+    an n_ctx or max_batch out of range.
+    """
+    for name in _DIMS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_DIM:
+            raise UnsupportedModelError(f"{name} = {value!r} is outside [1, {_MAX_DIM}]")
+    for name, value, high in (("n_ctx", n_ctx, _MAX_DIM), ("max_batch", max_batch, MAX_BATCH)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ValueError(f"{name} must be an integer in [1, {high}], got {value!r}")
+    if cfg.n_heads % cfg.n_kv_heads or cfg.head_dim % 2:
+        raise UnsupportedModelError(f"{cfg.n_heads} heads over {cfg.n_kv_heads} KV heads of size {cfg.head_dim}")
+    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    k_max = max(cfg.dim, cfg.hidden_dim, q_dim)
+    sizes = {
+        "the KV cache (per K and V)": cfg.n_layers * n_ctx * kv_dim,   # indexed with size_t
+        "the RoPE table": n_ctx * (cfg.head_dim // 2),
+        "the residual stream": max_batch * cfg.dim,
+        "the query scratch": max_batch * q_dim,
+        "the key/value scratch": max_batch * kv_dim,
+        "the feed-forward scratch": max_batch * cfg.hidden_dim,
+        "the logits": max_batch * cfg.vocab_size,
+        "the activation tables": max_batch * (k_max // 4) * 16,
+    }
+    for name, n in sizes.items():
+        limit = _MAX_ELEMS if name.startswith("the KV cache") else INT_MAX
+        if n > limit:
+            raise UnsupportedModelError(f"{name} would hold {n} elements, more than the runtime's limit of {limit}")
+    return sizes
 
 
 cdef struct Layer:
@@ -100,32 +141,35 @@ cdef class LlamaRuntime:
     cdef object _layers_buf
     cdef readonly object logits_array
 
-    def __init__(self, cfg, weights, int n_ctx, int max_batch=32):
+    def __init__(self, cfg, weights, n_ctx, max_batch=32):
         """cfg: tmac_core.plan.ModelConfig; weights: dict of PackedWeight (matrices)
-        and float32 arrays (norms, biases) under the names tmac_core.plan lists."""
+        and float32 arrays (norms, biases) under the names tmac_core.plan lists.
+
+        Every size is checked (checked_sizes) before a buffer is made, and every weight
+        against the plan before a pointer into it is taken: ModelLoadError names a
+        weight that does not fit, UnsupportedModelError a size out of range."""
         if cfg.ffn_act != "silu" or cfg.sub_norms:
             raise UnsupportedModelError(f"the forward pass has no {cfg.ffn_act!r} feed-forward"
                                         f"{' or sub-norms' if cfg.sub_norms else ''} yet")
+        checked_sizes(cfg, n_ctx, max_batch)
         self.dim, self.hidden_dim, self.n_layers = cfg.dim, cfg.hidden_dim, cfg.n_layers
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_dim, self.kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
         self.vocab_size, self.eps, self.neox = cfg.vocab_size, cfg.norm_eps, cfg.rope_style == "neox"
-        if n_ctx < 1 or max_batch < 1:
-            raise ValueError("n_ctx and max_batch must be positive")
         self.n_ctx, self.max_batch = n_ctx, max_batch
         keep = []
 
         def mat(spec):
             w = weights[spec.name]
             if not isinstance(w, PackedWeight) or w.shape != (spec.rows, spec.cols) or w.k_pad != spec.cols:
-                raise ValueError(f"{spec.name}: expected a packed ({spec.rows}, {spec.cols}) matrix, got {w!r}")
+                raise ModelLoadError(f"{spec.name}: expected a packed ({spec.rows}, {spec.cols}) matrix, got {w!r}")
             keep.append(w)
             return w
 
         def vec(spec):
             a = np.ascontiguousarray(weights[spec.name], dtype=np.float32).reshape(-1)
             if a.shape[0] != spec.size:
-                raise ValueError(f"{spec.name}: expected {spec.size} floats, got {a.shape[0]}")
+                raise ModelLoadError(f"{spec.name}: expected {spec.size} floats, got {a.shape[0]}")
             keep.append(a)
             return a
 
@@ -189,18 +233,24 @@ cdef class LlamaRuntime:
             # output = out + residual, each 4-bit: ~8-bit logits for one more table pass
             res = weights["output.residual"]
             if not isinstance(res, PackedWeight) or res.shape != out.shape or res.k_pad != out.k:
-                raise ValueError(f"output.residual: expected a packed {out.shape} matrix, got {res!r}")
+                raise ModelLoadError(f"output.residual: expected a packed {out.shape} matrix, got {res!r}")
             keep.append(res)
             self.output_residual = k_weight(res)
             self.act_group_out = min(out.act_group, res.act_group)
             if cfg.tie_embeddings:
                 self.embedding_residual = self.output_residual
 
-        # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied)
-        inv_freq = np.asarray(weights["rope.inv_freq"], dtype=np.float64)
+        # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied);
+        # forward_chunk reads row pos of it for every position < n_ctx
+        inv_freq = np.asarray(weights["rope.inv_freq"], dtype=np.float64).reshape(-1)
+        if inv_freq.shape != (self.head_dim // 2,) or not np.isfinite(inv_freq).all():
+            raise ModelLoadError(f"rope.inv_freq: expected {self.head_dim // 2} finite frequencies,"
+                                 f" got {inv_freq.shape[0]}")
         angles = np.arange(n_ctx, dtype=np.float64)[:, None] * inv_freq[None, :]
         cos_t = np.ascontiguousarray(np.cos(angles), dtype=np.float32)
         sin_t = np.ascontiguousarray(np.sin(angles), dtype=np.float32)
+        if cos_t.shape != (n_ctx, self.head_dim // 2) or sin_t.shape != cos_t.shape:
+            raise ModelLoadError(f"RoPE table is {cos_t.shape}, expected ({n_ctx}, {self.head_dim // 2})")
         keep += [cos_t, sin_t]
         fv = cos_t.reshape(-1); self.rope_cos = &fv[0]
         fv = sin_t.reshape(-1); self.rope_sin = &fv[0]
@@ -215,7 +265,10 @@ cdef class LlamaRuntime:
             positions are written. numpy would advise transparent huge pages for a
             large array, and then a few positions per layer fault in 2 MB each, so a
             4096-token cache is fully resident after ~200 tokens."""
-            area = mmap.mmap(-1, max(n, 1) * 2)
+            try:
+                area = mmap.mmap(-1, max(n, 1) * 2)
+            except (OSError, OverflowError) as e:
+                raise ModelLoadError(f"cannot reserve {n * 2} bytes for the KV cache: {e}") from None
             a = np.frombuffer(area, dtype=np.uint16, count=n)
             keep.append(area)
             return a
@@ -283,7 +336,9 @@ cdef class LlamaRuntime:
         return rc
 
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
-        cdef int t, l, i, h, rc = 0, D = self.dim, HD = self.head_dim
+        cdef int t, l, h, rc = 0, D = self.dim, HD = self.head_dim
+        cdef Py_ssize_t i                   # products below are bounded by checked_sizes; 64-bit anyway
+        cdef size_t rope_row
         cdef Layer *L
         cdef uint16_t *kc
         cdef uint16_t *vc
@@ -292,14 +347,14 @@ cdef class LlamaRuntime:
         cdef int ldys[3]
         # 1. embedding rows into the residual stream x
         for t in range(n):
-            self.embed(tokens[t], self.x + t * D, self.xb)
+            self.embed(tokens[t], self.x + <size_t>t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
             kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim      # (n_kv_heads, n_ctx, HD)
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
             # 2. attention: RMSNorm, then q, k, v from one shared table
             for t in range(n):
-                rmsnorm(self.xb + t * D, self.x + t * D, L.attn_norm, D, self.eps)
+                rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>t * D, L.attn_norm, D, self.eps)
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
@@ -312,10 +367,11 @@ cdef class LlamaRuntime:
                     for i in range(self.kv_dim):
                         self.k[t * self.kv_dim + i] += L.bk[i]
                         self.v[t * self.kv_dim + i] += L.bv[i]
-                rope(self.q + t * self.q_dim, self.n_heads, HD, self.rope_cos + (pos + t) * (HD // 2),
-                     self.rope_sin + (pos + t) * (HD // 2), self.neox)
-                rope(self.k + t * self.kv_dim, self.n_kv_heads, HD, self.rope_cos + (pos + t) * (HD // 2),
-                     self.rope_sin + (pos + t) * (HD // 2), self.neox)
+                rope_row = <size_t>(pos + t) * (HD // 2)        # pos + t < n_ctx (forward checks)
+                rope(self.q + <size_t>t * self.q_dim, self.n_heads, HD, self.rope_cos + rope_row,
+                     self.rope_sin + rope_row, self.neox)
+                rope(self.k + <size_t>t * self.kv_dim, self.n_kv_heads, HD, self.rope_cos + rope_row,
+                     self.rope_sin + rope_row, self.neox)
                 for h in range(self.n_kv_heads):
                     k_fp32_to_fp16_row(self.k + t * self.kv_dim + h * HD,
                                        kc + (<size_t>h * self.n_ctx + pos + t) * HD, HD)
@@ -325,23 +381,23 @@ cdef class LlamaRuntime:
             rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
                               self.n_ctx, 1.0 / sqrtf(HD), self.attn_out)
             rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2)
-            for i in range(n * D):
+            for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
             # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
             for t in range(n):
-                rmsnorm(self.xb + t * D, self.x + t * D, L.ffn_norm, D, self.eps)
+                rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>t * D, L.ffn_norm, D, self.eps)
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
             rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in)
-            rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)
+            rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)  # <= INT_MAX: checked_sizes
             rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2)
-            for i in range(n * D):
+            for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
         # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
-            rmsnorm(self.xb + t * D, self.x + (t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
+            rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>(t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
         if self.output_residual == NULL:
             rc |= self.matmul(self.output, self.xb, n_out, D, self.act_group_out, self.logits)
         else:
@@ -349,23 +405,25 @@ cdef class LlamaRuntime:
             ys[0], ys[1] = self.logits, self.logits_residual
             ldys[0], ldys[1] = self.vocab_size, self.vocab_size
             rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
-            for i in range(n_out * self.vocab_size):
+            for i in range(<Py_ssize_t>n_out * self.vocab_size):
                 self.logits[i] = self.logits[i] + self.logits_residual[i]
         return rc
 
-    def forward(self, tokens, int pos, bint all_logits=False):
+    def forward(self, tokens, pos, bint all_logits=False):
         """Runs tokens (at most max_batch) at positions pos.. and returns a view of
         the logits: (vocab,) of the last token, or (n, vocab) with all_logits."""
         cdef const int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32)
-        cdef int n = tv.shape[0], rc
-        if n < 1 or n > self.max_batch:
-            raise ValueError(f"a chunk holds 1..{self.max_batch} tokens, got {n}")
-        if pos < 0 or pos + n > self.n_ctx:
+        cdef Py_ssize_t n_tokens = tv.shape[0]
+        if n_tokens < 1 or n_tokens > self.max_batch:
+            raise ValueError(f"a chunk holds 1..{self.max_batch} tokens, got {n_tokens}")
+        cdef int n = <int>n_tokens, rc
+        if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)) or pos < 0 or pos + n > self.n_ctx:
             raise ValueError(f"positions {pos}..{pos + n - 1} do not fit the context of {self.n_ctx}")
         if np.min(tokens) < 0 or np.max(tokens) >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        cdef int c_pos = pos
         with nogil:
-            rc = self.forward_chunk(&tv[0], n, pos, all_logits)
+            rc = self.forward_chunk(&tv[0], n, c_pos, all_logits)
         if rc != 0:
             raise KernelError(f"forward pass failed (code {rc})")
         return self.logits_array[:n] if all_logits else self.logits_array[0]

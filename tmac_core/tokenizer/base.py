@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from tmac_core.errors import TokenizerError
+import numpy as np
+
+from tmac_core.errors import ModelFormatError, TokenizerError
 from tmac_core.tokenizer.chat_template import RenderedChat, render_chat, unmark
 from tmac_core.tokenizer.detok import StreamingDetokenizer
 from tmac_core.tokenizer.special import SpecialMatcher, can_be_special
@@ -42,9 +44,105 @@ _END_OF_TURN_TEXTS = frozenset(
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _meta(md: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    value = md.get(key, default)
-    return default if value is None else value
+def has_surrogates(text: str) -> bool:
+    """True if `text` holds bytes that were not valid UTF-8 in the file.
+
+    The GGUF reader decodes token text with errors="surrogateescape" (a GGUF string is
+    bytes; llama.cpp keeps token text as raw bytes): such a token loads, its bytes stay
+    exact (`.encode("utf-8", "surrogateescape")`), and it can never be produced from
+    text, which is valid Unicode by the time it is encoded.
+    """
+    return _SURROGATES.search(text) is not None
+
+
+class Metadata:
+    """Typed, range-checked reads of plain GGUF metadata (key → str, int, float, bool,
+    list of str, or numpy array, as tmac_core.loading.gguf gives them).
+
+    The file is untrusted: every `tokenizer.*` value is read through one of these
+    methods, and a value of the wrong type or out of range is a ModelFormatError
+    naming the key, never a TypeError or ValueError from deep inside a tokenizer.
+    """
+
+    def __init__(self, md: Mapping[str, Any], path: str = "model metadata"):
+        self.md, self.path = md, path
+
+    def fail(self, key: str, reason: str) -> NoReturn:
+        raise ModelFormatError(self.path, f"kv {key!r}", None, reason)
+
+    def _get(self, key: str) -> Any:
+        return self.md.get(key)
+
+    def get_int(self, key: str, *, min_value: int = -(1 << 63), max_value: int = (1 << 63) - 1) -> int | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            self.fail(key, f"expected an integer, found {type(value).__name__}")
+        if not min_value <= value <= max_value:
+            self.fail(key, f"value {value} outside [{min_value}, {max_value}]")
+        return int(value)
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, (bool, np.bool_)):
+            self.fail(key, f"expected a bool, found {type(value).__name__}")
+        return bool(value)
+
+    def get_str(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, found {type(value).__name__}")
+        return value
+
+    def get_str_list(self, key: str) -> list[str] | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            self.fail(key, f"expected an array of strings, found {_describe(value)}")
+        return list(value)
+
+    def get_numbers(self, key: str, *, integers: bool) -> np.ndarray | None:
+        """A 1-D array of integers (int64) or of finite numbers (float64)."""
+        value = self._get(key)
+        if value is None:
+            return None
+        what = "integers" if integers else "numbers"
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            self.fail(key, f"expected an array of {what}, found {_describe(value)}")
+        if any(isinstance(v, (bool, np.bool_)) for v in value[:1]) or (
+            isinstance(value, np.ndarray) and value.dtype == np.bool_
+        ):
+            self.fail(key, f"expected an array of {what}, found an array of bools")
+        try:
+            arr = np.asarray(value)
+        except (ValueError, OverflowError):
+            self.fail(key, f"expected an array of {what}, found {_describe(value)}")
+        kinds = "iu" if integers else "iuf"
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in kinds):
+            self.fail(key, f"expected an array of {what}, found {_describe(value)}")
+        if integers:
+            if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+                self.fail(key, "an element does not fit in int64")
+            return arr.astype(np.int64)
+        out = arr.astype(np.float64)
+        if not np.isfinite(out).all():
+            self.fail(key, f"element {int(np.argmin(np.isfinite(out)))} is not finite")
+        return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value[:100]})
+        return f"an array of {'/'.join(kinds) or 'nothing'}"
+    return type(value).__name__
 
 
 class Tokenizer(ABC):
@@ -57,23 +155,28 @@ class Tokenizer(ABC):
     model: str = ""  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
     _bytes: list[bytes]  # the bytes of each token id; a subclass fills it when it reads the vocabulary
 
-    def __init__(self, md: Mapping[str, Any]):
-        tokens = md.get("tokenizer.ggml.tokens")
+    def __init__(self, md: Mapping[str, Any], path: str = "model metadata"):
+        meta = Metadata(md, path)
+        tokens = meta.get_str_list("tokenizer.ggml.tokens")
         if not tokens:
             raise TokenizerError("tokenizer.ggml.tokens is missing or empty")
-        self.tokens: list[str] = [str(t) for t in tokens]
+        self.tokens: list[str] = tokens
         n = len(self.tokens)
-        types = list(_meta(md, "tokenizer.ggml.token_type", [NORMAL] * n))
-        if len(types) != n:
+        types = meta.get_numbers("tokenizer.ggml.token_type", integers=True)
+        if types is not None and len(types) != n:
             raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
-        self.token_types: list[int] = [int(t) for t in types]
+        self.token_types: list[int] = [NORMAL] * n if types is None else types.tolist()
         self.warnings: list[str] = []
+        n_bad = sum(map(has_surrogates, self.tokens))
+        if n_bad:
+            self.warnings.append(
+                f"{n_bad} tokens are not valid UTF-8; they decode to their bytes, text never makes them"
+            )
 
         def token_id(key: str) -> int | None:
-            value = md.get(key)
+            value = meta.get_int(key)
             if value is None:
                 return None
-            value = int(value)
             if not 0 <= value < n:
                 self.warnings.append(f"{key} = {value} is outside the vocabulary; ignored")
                 return None
@@ -83,15 +186,14 @@ class Tokenizer(ABC):
         self.eos_id = token_id("tokenizer.ggml.eos_token_id")
         self.unk_id = token_id("tokenizer.ggml.unknown_token_id")
         self.pad_id = token_id("tokenizer.ggml.padding_token_id")
-        self.add_bos = bool(_meta(md, "tokenizer.ggml.add_bos_token", self._default_add_bos()))
-        self.add_eos = bool(_meta(md, "tokenizer.ggml.add_eos_token", False))
+        self.add_bos = meta.get_bool("tokenizer.ggml.add_bos_token", self._default_add_bos())
+        self.add_eos = meta.get_bool("tokenizer.ggml.add_eos_token", False)
         if self.add_bos and self.bos_id is None:
             self.warnings.append("add_bos_token is set but there is no BOS token; not adding it")
             self.add_bos = False
         if self.add_eos and self.eos_id is None:
             self.add_eos = False
-        template = md.get("tokenizer.chat_template")
-        self.chat_template: str | None = str(template) if template else None
+        self.chat_template: str | None = meta.get_str("tokenizer.chat_template") or None
 
         # Strings matched as special tokens in trusted text: control and user-defined.
         # A one-character token cannot be guarded in message text (chat_template marks
@@ -99,7 +201,7 @@ class Tokenizer(ABC):
         # (tokenizer/special.py: that bound keeps matching linear in the text).
         self.special_tokens: dict[str, int] = {}
         for i, (text, ttype) in enumerate(zip(self.tokens, self.token_types)):
-            if ttype in (CONTROL, USER_DEFINED) and can_be_special(text):
+            if ttype in (CONTROL, USER_DEFINED) and can_be_special(text) and not has_surrogates(text):
                 self.special_tokens.setdefault(text, i)
         # Leftmost-longest, so "<|im_start|>" wins over a shorter token that is its prefix.
         self._special = SpecialMatcher(self.special_tokens)
@@ -219,7 +321,7 @@ class Tokenizer(ABC):
         """
         self._check_id(token_id)
         if special and self.token_types[token_id] == CONTROL:
-            return self.tokens[token_id].encode("utf-8")
+            return self.tokens[token_id].encode("utf-8", "surrogateescape")
         return self._bytes[token_id]
 
     def strips_leading_space(self, token_id: int) -> bool:

@@ -14,7 +14,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tmac_core.errors import TokenizerError
-from tmac_core.tokenizer.base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
+from tmac_core.tokenizer.base import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+    Metadata,
+    Tokenizer,
+    has_surrogates,
+)
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 # llama.cpp spells (?i:'s|...) out as '[sS]|... for its own regex engine; `tokenizers`
@@ -88,7 +98,7 @@ def _piece_to_bytes(piece: str) -> bytes:
         b = _BYTE_OF_CHAR.get(ch)
         # A character outside the map cannot come from the byte-level pre-tokenizer;
         # some converted vocabularies contain them anyway, so keep them as UTF-8.
-        out += bytes([b]) if b is not None else ch.encode("utf-8")
+        out += bytes([b]) if b is not None else ch.encode("utf-8", "surrogateescape")
     return bytes(out)
 
 
@@ -105,9 +115,10 @@ class BpeTokenizer(Tokenizer):
 
     model = "gpt2"
 
-    def __init__(self, md: Mapping[str, Any]):
+    def __init__(self, md: Mapping[str, Any], path: str = "model metadata"):
+        meta = Metadata(md, path)
         self._pre_warning: str | None = None
-        pre = md.get("tokenizer.ggml.pre")
+        pre = meta.get_str("tokenizer.ggml.pre")
         if not pre:
             self._pre_warning = "tokenizer.ggml.pre is missing; using llama.cpp's 'default'"
             pre = "default"
@@ -121,30 +132,32 @@ class BpeTokenizer(Tokenizer):
             self._pre_warning = None
         self.pre = str(pre)
         self._regexes, ignore_merges, self._add_bos_default = PRE_TOKENIZERS[self.pre]
-        super().__init__(md)
+        super().__init__(md, path)
         if self._pre_warning:
             self.warnings.append(self._pre_warning)
-        self._tk = self._build(md, ignore_merges)
+        self._tk = self._build(meta.get_str_list("tokenizer.ggml.merges") or [], ignore_merges)
 
         self._bytes: list[bytes] = []
         for text, ttype in zip(self.tokens, self.token_types):
             if ttype in (CONTROL, UNKNOWN, UNUSED):
                 self._bytes.append(b"")
             elif ttype == USER_DEFINED:  # stored as plain text, not byte-mapped (llama.cpp)
-                self._bytes.append(text.encode("utf-8"))
+                self._bytes.append(text.encode("utf-8", "surrogateescape"))
             else:
                 self._bytes.append(_piece_to_bytes(text))
 
     def _default_add_bos(self) -> bool:
         return self._add_bos_default
 
-    def _build(self, md: Mapping[str, Any], ignore_merges: bool) -> Any:
+    def _build(self, merge_list: list[str], ignore_merges: bool) -> Any:
         from tokenizers import Regex, models, pre_tokenizers
         from tokenizers import Tokenizer as HfTokenizer
 
         vocab: dict[str, int] = {}
         for i, (text, ttype) in enumerate(zip(self.tokens, self.token_types)):
-            if ttype in (NORMAL, BYTE):
+            # a non-UTF-8 token cannot come out of the byte-level pre-tokenizer (and
+            # `tokenizers` cannot hold it): it decodes, it is never produced
+            if ttype in (NORMAL, BYTE) and not has_surrogates(text):
                 vocab[text] = i
         # Bytes C0, C1 and F5..FF never occur in UTF-8 text, so only the others matter.
         missing = [b for b, c in bytes_to_unicode().items() if c not in vocab and not (b in (0xC0, 0xC1) or b >= 0xF5)]
@@ -156,8 +169,8 @@ class BpeTokenizer(Tokenizer):
             )
         merges: list[tuple[str, str]] = []
         bad = 0
-        for m in md.get("tokenizer.ggml.merges") or []:
-            pair = _split_merge(str(m))
+        for m in merge_list:
+            pair = _split_merge(m)
             if pair and pair[0] in vocab and pair[1] in vocab and pair[0] + pair[1] in vocab:
                 merges.append(pair)
             else:

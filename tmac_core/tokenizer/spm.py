@@ -15,8 +15,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from tmac_core.errors import TokenizerError
-from tmac_core.tokenizer.base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
+from tmac_core.tokenizer.base import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+    Metadata,
+    Tokenizer,
+    has_surrogates,
+)
 
 _SPACE = "\u2581"  # SentencePiece's visible space, "▁"
 _UNK_SURFACE = " \u2047 "  # what SentencePiece decodes <unk> to (" ⁇ ")
@@ -36,16 +48,18 @@ class SpmTokenizer(Tokenizer):
 
     model = "llama"
 
-    def __init__(self, md: Mapping[str, Any]):
-        super().__init__(md)
-        scores = md.get("tokenizer.ggml.scores")
-        if scores is None:
-            scores = [0.0] * len(self.tokens)
-        if len(scores) != len(self.tokens):
+    def __init__(self, md: Mapping[str, Any], path: str = "model metadata"):
+        super().__init__(md, path)
+        meta = Metadata(md, path)
+        scores = meta.get_numbers("tokenizer.ggml.scores", integers=False)
+        if scores is not None and len(scores) != len(self.tokens):
             raise TokenizerError(f"tokenizer.ggml.scores has {len(scores)} entries for {len(self.tokens)} tokens")
-        self.scores = [float(s) for s in scores]
-        self.add_space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
-        remove_ws = bool(md.get("tokenizer.ggml.remove_extra_whitespaces", False))
+        # float32 range: SentencePiece stores scores as float and would make a larger one inf
+        if scores is not None and len(scores) and np.abs(scores).max() > np.finfo(np.float32).max:
+            meta.fail("tokenizer.ggml.scores", "a score is outside the float32 range")
+        self.scores: list[float] = [0.0] * len(self.tokens) if scores is None else scores.tolist()
+        self.add_space_prefix = meta.get_bool("tokenizer.ggml.add_space_prefix", True)
+        remove_ws = meta.get_bool("tokenizer.ggml.remove_extra_whitespaces", False)
         # SentencePiece would trim the space we prepend when it removes extra whitespace,
         # so in that (rare) mode it adds the prefix itself.
         self._prepend_space = self.add_space_prefix and not remove_ws
@@ -58,7 +72,7 @@ class SpmTokenizer(Tokenizer):
             if value is not None:
                 self._bytes.append(bytes([value]))
             elif ttype in (NORMAL, USER_DEFINED):
-                self._bytes.append(text.replace(_SPACE, " ").encode("utf-8"))
+                self._bytes.append(text.replace(_SPACE, " ").encode("utf-8", "surrogateescape"))
             elif ttype == UNKNOWN:
                 self._bytes.append(_UNK_SURFACE.encode("utf-8"))
             else:
@@ -104,10 +118,12 @@ class SpmTokenizer(Tokenizer):
                 kind = ttype
             else:
                 kind = NORMAL
-            if not text or text in seen:
-                # SentencePiece refuses empty and duplicate pieces; the id must stay, so
-                # give it a unique name nobody can type and never use it for encoding.
-                self.warnings.append(f"token {i} is empty or a duplicate; never produced")
+            if not text or text in seen or has_surrogates(text):
+                # SentencePiece refuses empty and duplicate pieces and cannot hold non-UTF-8
+                # ones; the id must stay, so give it a unique name nobody can type and never
+                # use it for encoding (its bytes still decode, see __init__).
+                if not has_surrogates(text):
+                    self.warnings.append(f"token {i} is empty or a duplicate; never produced")
                 text, kind = f"\ufdd1{i}", (UNKNOWN if i == unk else UNUSED)
             seen.add(text)
             byte_pieces += kind == BYTE
