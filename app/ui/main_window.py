@@ -45,6 +45,7 @@ from app.ui.chat_view import ChatView
 from app.ui.compare import CompareDialog
 from app.ui.composer import Composer
 from app.ui.conversation_list import ConversationList
+from app.ui.input_guard import install_input_guard
 from app.ui.measure import MeasureDialog
 from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
@@ -79,6 +80,9 @@ class MainWindow(QMainWindow):
         settings_problems: list[str] | None = None,
     ) -> None:
         super().__init__()
+        app = QApplication.instance()
+        if app is not None:
+            install_input_guard(app)  # Tab leaves text boxes; the wheel scrolls past unfocused spin boxes
         self.setWindowTitle("T-MAC Chat")
         self.setObjectName("mainWindow")
         self.resize(1320, 840)

@@ -284,6 +284,7 @@ class MessageWidget(QFrame):
         text_box.setToolTip("Ctrl+Enter saves and resends; Esc cancels")
         text_box.setAccessibleName("Edited message")
         text_box.setObjectName("editBox")
+        text_box.setTabChangesFocus(True)  # Tab reaches Cancel and Save
         save = QPushButton("Save && resend")
         save.setAccessibleName("Save edited message and send it again")
         save.setDefault(True)

@@ -55,6 +55,7 @@ class SamplingPanel(QWidget):
             "Instructions the model sees before every chat. Empty: the model's own default."
         )
         self.system_prompt.setFixedHeight(72)
+        self.system_prompt.setTabChangesFocus(True)  # Tab moves on; a tab character is never a prompt
         self.temperature = self._double("Temperature", 0.0, 2.0, 0.05, "0 = always the most likely token")
         self.top_k = self._int("Top-k", 0, 1000, "0 = off")
         self.top_p = self._double("Top-p", 0.01, 1.0, 0.01, "1 = off")
@@ -190,8 +191,9 @@ class SamplingPanel(QWidget):
 
     def values(self) -> dict:
         seed = self.seed.value()
+        prompt = self.system_prompt.toPlainText()
         return {
-            "system_prompt": self.system_prompt.toPlainText(),
+            "system_prompt": prompt if prompt.strip() else "",  # only blanks: no prompt (the model's default)
             "temperature": round(self.temperature.value(), 2),
             "top_k": self.top_k.value(),
             "top_p": round(self.top_p.value(), 2),
