@@ -56,6 +56,10 @@ from app.workers.engine_client import EngineClient, default_thread_count
 from app.workers.protocol import EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
+# Below these window widths a side panel folds away by itself, so the conversation keeps a readable
+# width (at 900 px the three columns left the messages ~340 px); the View menu brings it back.
+AUTO_HIDE_SIDE_BELOW = 1000
+AUTO_HIDE_CHATS_BELOW = 760
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
     EngineState.STARTING: "Starting the engine…",
@@ -100,7 +104,14 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("mainTabs")
         self.tabs.setAccessibleName("Pages")
         self.tabs.addTab(self.chat_page, "Chat")
-        self.tabs.addTab(self.models_page, "Models")
+        # In a scroll area, so the Models page's widest card does not set the smallest width of the
+        # whole window (the chat page folds its panels to fit; this page scrolls sideways instead).
+        models_scroll = QScrollArea()
+        models_scroll.setObjectName("modelsScroll")
+        models_scroll.setWidgetResizable(True)
+        models_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        models_scroll.setWidget(self.models_page)
+        self.tabs.addTab(models_scroll, "Models")
         self.setCentralWidget(self.tabs)
         self._build_status_bar()
         self._build_menus()
@@ -134,8 +145,9 @@ class MainWindow(QMainWindow):
 
         self.perf_panel = PerfPanel(power_meter, self.settings_store, default_threads=default_thread_count())
         self.sampling_panel = SamplingPanel(self.settings_store, self.store)
-        side = QWidget()
+        side = self.side_panel = QWidget()
         side.setObjectName("sidePanel")
+        side.setAccessibleName("Performance and settings")
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
         side_layout.addWidget(self.perf_panel)
@@ -184,6 +196,21 @@ class MainWindow(QMainWindow):
         edit_menu = menu.addMenu("&Edit")
         self._action(edit_menu, "&Search chats", self.conversations.focus_search, QKeySequence.StandardKey.Find)
         view_menu = menu.addMenu("&View")
+        # A panel the user showed or hid stays that way; until then it follows the window's width.
+        self._panel_chosen = {"chats": False, "side": False}
+        self.chats_action = self._action(
+            view_menu, "&Chat list", lambda on: self._choose_panel("chats", on), QKeySequence("Ctrl+Shift+L")
+        )
+        self.side_action = self._action(
+            view_menu,
+            "&Performance and settings",
+            lambda on: self._choose_panel("side", on),
+            QKeySequence("Ctrl+Shift+P"),
+        )
+        for action in (self.chats_action, self.side_action):
+            action.setCheckable(True)
+            action.setChecked(True)
+        view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         group = QActionGroup(self)
         for choice, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
@@ -202,6 +229,31 @@ class MainWindow(QMainWindow):
         # Ctrl+Enter sends from anywhere in the window (Enter already sends inside the prompt box).
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self, self.composer.submit)
+
+    def _panel(self, name: str) -> tuple[QWidget, QAction]:
+        return (self.conversations, self.chats_action) if name == "chats" else (self.side_panel, self.side_action)
+
+    def _choose_panel(self, name: str, visible: bool) -> None:
+        """The user showed or hid a side panel (View menu or its shortcut)."""
+        self._panel_chosen[name] = True
+        self._show_panel(name, visible)
+
+    def _show_panel(self, name: str, visible: bool) -> None:
+        widget, action = self._panel(name)
+        if widget.isVisibleTo(self.splitter) != visible:
+            widget.setVisible(visible)
+        if action.isChecked() != visible:
+            action.setChecked(visible)  # checked state only; `triggered` is the user's choice
+
+    def _fit_panels_to_width(self) -> None:
+        width = self.width()
+        for name, below in (("side", AUTO_HIDE_SIDE_BELOW), ("chats", AUTO_HIDE_CHATS_BELOW)):
+            if not self._panel_chosen[name]:
+                self._show_panel(name, width >= below)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_panels_to_width()
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
         action = QAction(text, self)

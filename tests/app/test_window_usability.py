@@ -215,3 +215,82 @@ def test_the_wheel_over_the_unfocused_thread_slider_keeps_the_threads(qtbot, win
     wheel_over(slider, -3)
     qtbot.wait(10)
     assert slider.value() == before and window.settings.n_threads == before_setting
+
+
+# ---- #3: small windows --------------------------------------------------------------------------
+
+
+def _inside_window_horizontally(win: MainWindow) -> list[str]:
+    """Visible labels, buttons and inputs of the chat page whose right edge is past the window's."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+
+    cut = []
+    for widget in win.chat_page.findChildren(QWidget):
+        if not isinstance(widget, (QLabel, QAbstractButton, QAbstractSpinBox, QAbstractSlider, QPlainTextEdit)):
+            continue
+        if not widget.isVisible() or widget.width() == 0:
+            continue
+        right = widget.mapTo(win, QPoint(widget.width(), 0)).x()
+        if right > win.width():
+            cut.append(f"{widget.metaObject().className()} {widget.accessibleName() or widget.objectName()}: {right}")
+    return cut
+
+
+def _messages_fit(qtbot, win: MainWindow) -> None:
+    from app.ui.message_widget import ProseLabel
+
+    view = win.chat_view
+    qtbot.waitUntil(lambda: view.widget().width() <= view.viewport().width(), timeout=3000)
+    labels = view.findChildren(ProseLabel)
+    assert labels
+    for label in labels:
+        right = label.mapTo(view.viewport(), QPoint(label.width(), 0)).x()
+        assert right <= view.viewport().width(), f"message text cut off: right edge {right} > {view.viewport().width()}"
+        assert label.document().size().width() <= label.viewport().width() + 1
+    assert view.viewport().width() >= 400, "the conversation keeps a readable width"
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (900, 600)])
+def test_nothing_is_cut_off(qtbot, window, size):
+    show(qtbot, window, *size)
+    add_conversation(window)
+    qtbot.wait(50)
+    _messages_fit(qtbot, window)
+    assert not _inside_window_horizontally(window)
+    for button in (window.composer.send_button,):
+        assert button.isVisible()
+        assert window.rect().contains(button.mapTo(window, button.rect().bottomRight()))
+
+
+def test_panels_fold_away_in_a_small_window_and_come_back(qtbot, window):
+    show(qtbot, window, 1280, 800)
+    assert window.conversations.isVisible() and window.side_panel.isVisible()
+    window.resize(900, 600)
+    qtbot.waitUntil(lambda: not window.side_panel.isVisible(), timeout=2000)
+    assert window.conversations.isVisible() and not window.side_action.isChecked()
+    window.resize(700, 600)
+    qtbot.waitUntil(lambda: not window.conversations.isVisible(), timeout=2000)
+    assert not window.chats_action.isChecked()
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.side_panel.isVisible() and window.conversations.isVisible(), timeout=2000)
+
+
+def test_view_menu_shortcuts_toggle_the_panels_and_the_choice_sticks(qtbot, window):
+    show(qtbot, window, 1280, 800)
+    window.composer.prompt.setFocus()
+    qtbot.keyClick(
+        window.composer.prompt, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    qtbot.waitUntil(lambda: not window.conversations.isVisible(), timeout=2000)
+    qtbot.keyClick(
+        window.composer.prompt, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    qtbot.waitUntil(lambda: not window.side_panel.isVisible(), timeout=2000)
+    window.resize(1300, 820)  # a resize must not undo what the user chose
+    qtbot.wait(20)
+    assert not window.conversations.isVisible() and not window.side_panel.isVisible()
+    window.resize(900, 600)
+    window.side_action.trigger()  # shown on purpose in a small window: it stays
+    window.resize(880, 600)
+    qtbot.wait(20)
+    assert window.side_panel.isVisible() and window.side_action.isChecked()
