@@ -188,7 +188,7 @@ class MessageWidget(QFrame):
         self.stats_label.setObjectName("statsLine")
         self.stats_label.setAccessibleName("Answer statistics")
         self.stats_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.editor = None
+        self.editor: QFrame | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)

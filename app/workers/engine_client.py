@@ -26,6 +26,9 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as SyncEvent
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -53,7 +56,7 @@ from app.workers.protocol import (
     decode_reply,
     encode,
 )
-from tmac_core.types import MAX_THREADS
+from tmac_core.types import MAX_THREADS, EngineInfo
 
 STOPPED, STARTING, LOADING = EngineState.STOPPED, EngineState.STARTING, EngineState.LOADING
 READY, GENERATING, DEAD = EngineState.READY, EngineState.GENERATING, EngineState.DEAD
@@ -106,12 +109,12 @@ class EngineClient(QObject):
         super().__init__(parent)
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.state = STOPPED
-        self.info = None
+        self.info: EngineInfo | None = None
         self.active_request: int | None = None
         self._context = multiprocessing.get_context("spawn")
-        self._process = None
-        self._conn = None
-        self._cancel = None
+        self._process: SpawnProcess | None = None
+        self._conn: Connection | None = None
+        self._cancel: SyncEvent | None = None
         self._last_load: Load | None = None
         self._threads: int | None = None
         self._next_request = 1
@@ -219,6 +222,9 @@ class EngineClient(QObject):
     # ---- process lifecycle -------------------------------------------------------------------
 
     def _start_process(self) -> None:
+        load = self._last_load
+        if load is None:
+            raise RuntimeError("no model to load")
         self._retire_current()
         self.info = None
         parent_end, child_end = self._context.Pipe(duplex=True)
@@ -230,7 +236,7 @@ class EngineClient(QObject):
         self._process.start()
         child_end.close()  # ours is closed so EOF on parent_end means the child is gone
         self._conn = parent_end
-        self._conn.send_bytes(encode(dataclasses.replace(self._last_load, n_threads=self._threads)))
+        parent_end.send_bytes(encode(dataclasses.replace(load, n_threads=self._threads)))
         self._set_state(LOADING)
         self._timer.start(BUSY_POLL_MS)
 
@@ -339,7 +345,8 @@ class EngineClient(QObject):
             self._set_state(READY)
 
     def _send_generate(self, request: Generate) -> None:
-        self._cancel.clear()  # cleared here, before the command, so an old Stop cannot hit the new answer
+        if self._cancel is not None:
+            self._cancel.clear()  # cleared here, before the command, so an old Stop cannot hit the new answer
         self.active_request = request.request_id
         self._set_state(GENERATING)
         if not self._safe_send(request):
@@ -347,6 +354,8 @@ class EngineClient(QObject):
         self._timer.start(BUSY_POLL_MS)
 
     def _safe_send(self, request: Request) -> bool:
+        if self._conn is None:
+            return False  # no process (retired meanwhile): nothing to send to
         try:
             self._conn.send_bytes(encode(request))
             return True
