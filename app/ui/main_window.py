@@ -22,6 +22,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QProgressBar,
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.catalog.installed import list_installed
 from app.catalog.inventory import two_bit_warning
+from app.chat.errors import ConversationNotFoundError
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
@@ -49,7 +51,7 @@ from app.ui.input_guard import install_input_guard
 from app.ui.measure import MeasureDialog
 from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
-from app.ui.sampling_panel import SamplingPanel
+from app.ui.sampling_panel import SamplingPanel, context_is_automatic
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
@@ -97,6 +99,7 @@ class MainWindow(QMainWindow):
         self.client = client or EngineClient(self, cache_dir=paths.engine_cache_dir)
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._dialogs: list = []
+        self._queued_text: str | None = None  # a message sent while the model loads
 
         self._build_chat_page(power_meter)
         self.models_page = ModelManagerPage(settings_store, paths, self)
@@ -134,10 +137,30 @@ class MainWindow(QMainWindow):
         self.notice_banner = Banner("Notice")
         self.chat_view = ChatView(dark=self.dark)
         self.composer = Composer()
+        self.chat_title = QLabel()
+        self.chat_title.setObjectName("chatTitle")
+        self.chat_title.setAccessibleName("Chat title")
+        self.chat_title.setTextFormat(Qt.TextFormat.PlainText)
+        self.chat_title.setMinimumWidth(1)  # a long title is cut by the header, not the window
+        self.context_label = QLabel()
+        self.context_label.setObjectName("contextUsage")
+        self.context_label.setAccessibleName("Context used")
+        self.context_label.setToolTip(
+            "Tokens of the last prompt and answer / tokens the model's context holds. "
+            "When a chat outgrows the context, its oldest messages are left out."
+        )
+        header = QWidget()
+        header.setObjectName("chatHeader")
+        header_layout = QHBoxLayout(header)
+        header_layout.setContentsMargins(24, 6, 24, 0)
+        header_layout.addWidget(self.chat_title, 1)
+        header_layout.addWidget(self.context_label)
+        self._context_used: int | None = None
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.setSpacing(4)
+        center_layout.addWidget(header)
         center_layout.addWidget(self.engine_banner)
         center_layout.addWidget(self.notice_banner)
         center_layout.addWidget(self.chat_view, 1)
@@ -219,7 +242,7 @@ class MainWindow(QMainWindow):
             action.setChecked(self.settings.theme == choice)
             group.addAction(action)
         engine_menu = menu.addMenu("E&ngine")
-        self._action(engine_menu, "&Stop answer", self.session.stop, QKeySequence(Qt.Key.Key_Escape))
+        self._action(engine_menu, "&Stop answer", self._on_composer_stop, QKeySequence(Qt.Key.Key_Escape))
         self._action(engine_menu, "&Restart engine", self.restart_engine)
         tools_menu = menu.addMenu("&Tools")
         self._action(tools_menu, "&Measure speed vs threads…", self.open_measure)
@@ -270,6 +293,7 @@ class MainWindow(QMainWindow):
         session.messageAdded.connect(self._on_session_message_added)
         session.answerText.connect(self.chat_view.append_text)
         session.answerChunk.connect(self.perf_panel.show_chunk)
+        session.answerChunk.connect(self._on_answer_chunk)
         session.answerFinished.connect(self.chat_view.finish_message)
         session.busyChanged.connect(self._on_session_busy)
         session.notice.connect(self._on_session_notice)
@@ -279,7 +303,7 @@ class MainWindow(QMainWindow):
         client.loadFailed.connect(self._on_client_load_failed)
         client.died.connect(self._on_client_died)
         self.composer.sendRequested.connect(self._on_composer_send)
-        self.composer.stopRequested.connect(session.stop)
+        self.composer.stopRequested.connect(self._on_composer_stop)
         self.chat_view.regenerateRequested.connect(session.regenerate)
         self.chat_view.editSubmitted.connect(session.edit_and_resend)
         self.conversations.conversationActivated.connect(self._open_conversation)
@@ -311,7 +335,7 @@ class MainWindow(QMainWindow):
         self.client.load(
             source,
             bits,
-            n_ctx=self.settings.n_ctx,
+            n_ctx=None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
             n_threads=self.settings.n_threads or default_thread_count(),
             source_sha256=self._known_sha256(source),
         )
@@ -339,20 +363,31 @@ class MainWindow(QMainWindow):
     def _on_client_state(self, state: EngineState) -> None:
         self.state_label.setText(STATE_TEXT[state])
         ready = state in (EngineState.READY, EngineState.GENERATING)
-        self.composer.set_ready(ready, "" if ready else STATE_TEXT[state])
-        if state in (EngineState.STARTING, EngineState.LOADING):
+        loading = state in (EngineState.STARTING, EngineState.LOADING)
+        self.composer.set_ready(ready, "" if ready else STATE_TEXT[state], can_queue=loading)
+        if loading:
             self.progress.setValue(0)
             self.progress.show()
+            self.chat_view.show_loading(0.0, "")
         else:
             self.progress.hide()
+            self.chat_view.hide_loading()
+        if state == EngineState.READY and self._queued_text is not None:
+            text, self._queued_text = self._queued_text, None
+            self.composer.set_queued(False)
+            self._on_composer_send(text)  # the message typed while the model loaded
+        elif not loading and not ready and self._queued_text is not None:
+            self._cancel_queued()  # the load failed: the text stays in the box for the user
 
     def _on_client_progress(self, fraction: float, stage: str) -> None:
         self.progress.setValue(int(fraction * 1000))
         self.state_label.setText(f"Loading the model: {stage}…")
+        self.chat_view.show_loading(fraction, stage)
 
     def _on_client_loaded(self, info) -> None:
         self.perf_panel.set_engine_info(info)
-        self.sampling_panel.mark_context_loaded(info.n_ctx)
+        self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
+        self._show_context()
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
         self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
         self.models_page.set_active_model(self.settings.model_source)
@@ -413,27 +448,75 @@ class MainWindow(QMainWindow):
         self._reload_messages(conversation_id)
 
     def _reload_messages(self, conversation_id: int) -> None:
-        self.chat_view.set_messages(self.store.list_messages(conversation_id) if conversation_id else [])
+        messages = self.store.list_messages(conversation_id) if conversation_id else []
+        self.chat_view.set_messages(messages)
+        self._show_title()
+        last = next((m.stats for m in reversed(messages) if m.role == "assistant" and m.stats.prompt_tokens), None)
+        self._context_used = None if last is None else (last.prompt_tokens or 0) + (last.generated_tokens or 0)
+        self._show_context()
+        self.perf_panel.show_conversation(conversation_id, last)
+
+    def _show_title(self) -> None:
+        title = ""
+        if self.session.conversation_id:
+            try:
+                title = self.store.get_conversation(self.session.conversation_id).title
+            except ConversationNotFoundError:
+                pass
+        self.chat_title.setText(title or "New chat")
+
+    def _on_answer_chunk(self, chunk) -> None:
+        if chunk.finish_reason is not None:
+            self._context_used = chunk.prompt_tokens + chunk.generated_tokens
+            self._show_context()
+
+    def _show_context(self) -> None:
+        """ "Context 1,234 / 8,192": the last prompt and answer against what the model can see."""
+        info = self.client.info
+        if info is None:
+            self.context_label.setText("")
+            return
+        used = "–" if self._context_used is None else f"{self._context_used:,}"
+        self.context_label.setText(f"Context {used} / {info.n_ctx:,} tokens")
+        full = self._context_used is not None and self._context_used > info.n_ctx * 0.9
+        self.context_label.setProperty("full", full)
+        self.context_label.style().unpolish(self.context_label)
+        self.context_label.style().polish(self.context_label)
 
     def _on_session_message_added(self, message) -> None:
         self.chat_view.add_message(message)
         if message.role == "user":
             self.conversations.refresh()  # the first message names the chat
+            self._show_title()
 
     def _on_session_busy(self, busy: bool) -> None:
         self.composer.set_busy(busy)
         self.chat_view.set_busy(busy)
         if busy:
             self.notice_banner.hide()
-            self.perf_panel.answer_started()
+            self.perf_panel.answer_started(self.session.conversation_id)
 
     def _on_session_notice(self, kind: str, text: str) -> None:
         self.notice_banner.show_message("info" if kind in ("trimmed", "template") else "error", text)
 
     def _on_composer_send(self, text: str) -> None:
         self.sampling_panel.save_now()  # a system prompt still being typed applies to this message
+        if self.client.state in (EngineState.STARTING, EngineState.LOADING):
+            self._queued_text = text  # sent when the model is ready (_on_client_state), never dropped
+            self.composer.set_queued(True)
+            return
         if self.session.send(text):
             self.composer.clear()
+
+    def _on_composer_stop(self) -> None:
+        if self._queued_text is not None:
+            self._cancel_queued()
+        else:
+            self.session.stop()
+
+    def _cancel_queued(self) -> None:
+        self._queued_text = None
+        self.composer.set_queued(False)
 
     # ---- dialogs ------------------------------------------------------------------------------
 
@@ -474,7 +557,10 @@ class MainWindow(QMainWindow):
             self._restyle()
 
     def _restyle(self) -> None:
-        self.dark = apply_theme(QApplication.instance(), self.settings.theme) == "dark"
+        app = QApplication.instance()
+        if not isinstance(app, QApplication):
+            return  # no widgets without a QApplication; nothing to restyle
+        self.dark = apply_theme(app, self.settings.theme) == "dark"
         self.chat_view.dark = self.dark
         self._reload_messages(self.session.conversation_id)  # code blocks pick their highlight colours
 

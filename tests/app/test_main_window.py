@@ -512,3 +512,40 @@ def test_a_streamed_code_block_grows_in_place(open_window, qtbot):
     qtbot.waitUntil(lambda: view.message_widget(answer_id).text.endswith("Done."), timeout=2000)
     assert view.message_widget(answer_id).code_blocks() == [block], "the same widget, updated, not rebuilt"
     assert block.code == "def f():\n    return 1"
+
+
+def test_a_message_sent_while_loading_is_queued_and_the_header_shows_the_context(open_window, qtbot):
+    """First launch: the model takes a while to load. The chat shows a loading card with the stage,
+    Enter queues the message (it was silently ignored), and it is answered once the model is ready.
+    With the context left at its default the engine chooses it from the model and free memory, and
+    the header shows the last prompt and answer against it."""
+    from app.workers.engine_host import available_memory_bytes, choose_n_ctx
+
+    h = open_window(n_ctx=AppSettings().n_ctx)
+    card = h.window.chat_view.loading_card
+    stages: list[tuple[bool, str]] = []
+    h.window.client.loadProgress.connect(lambda _f, stage: stages.append((card.isVisible(), stage)))
+    question = "What is the capital of France?"
+    with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        h.window.start_engine()
+        assert card.isVisible() and not h.window.chat_view.empty_label.isVisible()
+        h.window.composer.prompt.setPlainText(question)
+        qtbot.keyClick(h.window.composer.prompt, Qt.Key.Key_Return)
+        assert h.window.composer.queued and h.window.composer.prompt.toPlainText() == question
+        assert "your message will be sent when it is ready" in h.window.composer.note.text()
+    info = blocker.args[0]
+    assert stages and all(visible for visible, _ in stages) and card.stage.text()
+    answer = h.wait_answer()
+    assert "Paris" in answer.content and h.messages()[0].content == question
+    assert not card.isVisible() and not h.window.composer.queued and h.window.composer.prompt.toPlainText() == ""
+
+    assert info.n_ctx == choose_n_ctx(info.n_ctx_train, info.kv_cache_bytes // info.n_ctx, available_memory_bytes())
+    assert info.n_ctx > AppSettings().n_ctx or info.n_ctx_train <= AppSettings().n_ctx
+    assert h.window.sampling_panel.context.value() == info.n_ctx
+    assert not h.window.sampling_panel.reload_button.isVisibleTo(h.window.sampling_panel)
+    h.window.settings_store.flush()
+    assert load_settings(h.window.paths.settings_file).settings.n_ctx == AppSettings().n_ctx  # still automatic
+    last = h.chunks[-1]
+    used = last.prompt_tokens + last.generated_tokens
+    assert h.window.context_label.text() == f"Context {used:,} / {info.n_ctx:,} tokens"
+    assert h.window.chat_title.text() == question
