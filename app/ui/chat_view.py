@@ -62,6 +62,7 @@ class LoadingCard(QFrame):
 class ChatView(QScrollArea):
     regenerateRequested = Signal(int)  # assistant message id
     editSubmitted = Signal(int, str)  # user message id, new text
+    continueRequested = Signal(int)  # assistant message id that stopped at max tokens
 
     def __init__(self, dark: bool = False, parent=None) -> None:
         super().__init__(parent)
@@ -191,6 +192,7 @@ class ChatView(QScrollArea):
         widget = MessageWidget(message, self.dark)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.editSubmitted.connect(self.editSubmitted)
+        widget.continueRequested.connect(self.continueRequested)
         self.column.insertWidget(self.column.count() - 1, widget)  # above the stretch
         self.widgets[message.id] = widget
 

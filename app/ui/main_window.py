@@ -4,7 +4,10 @@ Layout: a "Chat" tab (chats sidebar | banners, conversation, composer | live
 performance and sampling settings) and a "Models" tab (ModelManagerPage).
 Menus reach the speed sweep, the 2-bit/4-bit comparison and "About this
 computer". Nothing here waits for the engine: every engine event arrives as a
-signal, and an engine crash only shows a banner with "Restart engine".
+signal. An engine crash shows a banner and restarts the engine once by itself
+(a second crash before an answer completes leaves it to the banner's "Restart
+engine"); an engine that stops answering (EngineClient.stalled) gets the same
+offer.
 
 Settings: the window, its panels, the Models page and the dialogs share one
 app.settings_store.SettingsStore; each writes its changes there and follows the
@@ -62,6 +65,8 @@ PURGE_DELETED_AFTER_S = 7 * 86400
 # width (at 900 px the three columns left the messages ~340 px); the View menu brings it back.
 AUTO_HIDE_SIDE_BELOW = 1000
 AUTO_HIDE_CHATS_BELOW = 760
+AUTO_RESTART_DELAY_MS = 1500  # after a crash: time to read the banner before the engine comes back
+CONTINUE_PROMPT = "Continue."
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
     EngineState.STARTING: "Starting the engine…",
@@ -100,6 +105,10 @@ class MainWindow(QMainWindow):
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._dialogs: list = []
         self._queued_text: str | None = None  # a message sent while the model loads
+        self._auto_restart_used = False  # reset by the next answer that completes
+        self._auto_restart = QTimer(self, singleShot=True, interval=AUTO_RESTART_DELAY_MS)
+        self._auto_restart.timeout.connect(self._restart_after_crash)
+        self._crash_reason = ""
 
         self._build_chat_page(power_meter)
         self.models_page = ModelManagerPage(settings_store, paths, self)
@@ -302,6 +311,10 @@ class MainWindow(QMainWindow):
         client.loaded.connect(self._on_client_loaded)
         client.loadFailed.connect(self._on_client_load_failed)
         client.died.connect(self._on_client_died)
+        client.stalled.connect(self._on_client_stalled)
+        client.resumed.connect(self._on_client_resumed)
+        session.answerFinished.connect(self._on_answer_finished)
+        self.chat_view.continueRequested.connect(self.continue_answer)
         self.composer.sendRequested.connect(self._on_composer_send)
         self.composer.stopRequested.connect(self._on_composer_stop)
         self.chat_view.regenerateRequested.connect(session.regenerate)
@@ -331,6 +344,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.chat_page)
 
     def _load(self, source: str, bits: int) -> None:
+        self._auto_restart.stop()
         self.engine_banner.hide()
         self.client.load(
             source,
@@ -354,6 +368,7 @@ class MainWindow(QMainWindow):
         return None
 
     def restart_engine(self) -> None:
+        self._auto_restart.stop()
         self.engine_banner.hide()
         if self.client.state == EngineState.STOPPED and self.client.info is None:
             self.start_engine()
@@ -408,13 +423,49 @@ class MainWindow(QMainWindow):
         )
 
     def _on_client_died(self, reason: str) -> None:
-        self.engine_banner.show_message(
-            "error",
+        text = (
             f"The engine stopped: {reason}. The window and your chats are fine; "
-            "any answer in progress was saved up to where it stopped.",
+            "any answer in progress was saved up to where it stopped."
+        )
+        if not self._auto_restart_used:  # once; a crash again before an answer completes waits for the user
+            self._auto_restart_used = True
+            self._crash_reason = reason
+            self._auto_restart.start()
+            text += " Restarting it…"
+        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine)
+
+    def _restart_after_crash(self) -> None:
+        if self.client.state != EngineState.DEAD:
+            return  # restarted or loaded meanwhile
+        self.restart_engine()
+        self.engine_banner.show_message(
+            "info", f"The engine stopped ({self._crash_reason}) and was restarted. Your chats are fine."
+        )
+
+    def _on_client_stalled(self, silent_s: float) -> None:
+        doing = "loading the model" if self.client.state == EngineState.LOADING else "answering"
+        self.engine_banner.show_message(
+            "warning",
+            f"The engine has not responded for {silent_s:.0f} s while {doing}. It may be stuck; "
+            "restarting it keeps your chats (an answer in progress is saved up to where it stopped).",
             "Restart engine",
             self.restart_engine,
+            tag="stalled",
         )
+
+    def _on_client_resumed(self) -> None:
+        if self.engine_banner.tag == "stalled" and self.engine_banner.isVisible():
+            self.engine_banner.hide()
+
+    def _on_answer_finished(self, message) -> None:
+        if message.state == "complete":
+            self._auto_restart_used = False  # the engine works again: a later crash may restart it once more
+
+    def continue_answer(self, _message_id: int = 0) -> None:
+        """After an answer cut at max tokens: ask the model to go on (a short user turn, so the
+        draft in the message box stays as it is)."""
+        if not self.session.busy:
+            self.session.send(CONTINUE_PROMPT)
 
     # ---- chat ---------------------------------------------------------------------------------
 

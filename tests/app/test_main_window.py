@@ -549,3 +549,76 @@ def test_a_message_sent_while_loading_is_queued_and_the_header_shows_the_context
     used = last.prompt_tokens + last.generated_tokens
     assert h.window.context_label.text() == f"Context {used:,} / {info.n_ctx:,} tokens"
     assert h.window.chat_title.text() == question
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
+def test_a_crash_restarts_the_engine_once_then_leaves_it_to_the_user(open_window, qtbot):
+    from app.ui.main_window import AUTO_RESTART_DELAY_MS
+
+    h = open_window()
+    h.start_engine()
+    banner, client = h.window.engine_banner, h.window.client
+    with qtbot.waitSignal(client.died, timeout=10_000):
+        os.kill(client.pid, signal.SIGKILL)
+    assert "SIGKILL" in banner.label.text() and "Restarting it" in banner.label.text()
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        pass  # nobody clicks: it comes back by itself
+    assert banner.isVisible() and banner.kind == "info" and "was restarted" in banner.label.text()
+
+    with qtbot.waitSignal(client.died, timeout=10_000):  # again, before any answer worked: a crash loop
+        os.kill(client.pid, signal.SIGKILL)
+    qtbot.wait(AUTO_RESTART_DELAY_MS + 500)
+    assert client.state == EngineState.DEAD and "Restarting" not in banner.label.text()
+    assert banner.isVisible() and banner.action_button.text() == "Restart engine"
+
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    h.send("Say hi.")
+    assert h.wait_answer().state == "complete"
+    with qtbot.waitSignal(client.died, timeout=10_000):  # an answer worked since: once more by itself
+        os.kill(client.pid, signal.SIGKILL)
+    assert "Restarting it" in banner.label.text()
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signal")
+def test_a_hung_engine_offers_a_restart(open_window, qtbot):
+    h = open_window(max_tokens=400)
+    h.start_engine()
+    h.window.client.stall_s = 1.0
+    h.send(LONG_PROMPT)
+    h.wait_chunks(3)
+    pid = h.window.client.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        banner = h.window.engine_banner
+        qtbot.waitUntil(lambda: banner.isVisible() and banner.tag == "stalled", timeout=5000)
+        assert "has not responded" in banner.label.text() and banner.action_button.text() == "Restart engine"
+        assert h.window.isVisible() and h.window.session.busy
+        with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS):
+            qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    qtbot.waitUntil(lambda: bool(h.finished), timeout=5000)  # ended by the restart itself
+    answer = h.finished[-1]
+    assert answer.state == "partial" and answer.content  # what had streamed is kept
+    assert not h.window.session.busy and h.window.composer.send_button.isEnabled()
+
+
+def test_continue_after_an_answer_cut_at_max_tokens(open_window, qtbot):
+    h = open_window(max_tokens=8)
+    h.start_engine()
+    h.send(LONG_PROMPT)
+    first = h.wait_answer()
+    assert first.stats.finish_reason == "length"
+    widget = h.window.chat_view.message_widget(first.id)
+    assert widget.continue_button.isVisible() and widget.continue_button.isEnabled()
+    h.window.composer.prompt.setPlainText("a draft that must stay")
+    qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
+    second = h.wait_answer()
+    messages = h.messages()
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2].content == "Continue." and messages[3].id == second.id and second.content
+    assert not widget.continue_button.isVisible()  # only the last answer offers it
+    assert h.window.composer.prompt.toPlainText() == "a draft that must stay"
