@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -75,6 +75,41 @@ STATE_TEXT = {
     EngineState.GENERATING: "Writing…",
     EngineState.DEAD: "Engine stopped unexpectedly",
 }
+
+
+class FittedScrollArea(QScrollArea):
+    """A vertical scroll area as tall as its content when there is room, and scrolling when there is
+    not: the performance panel stays fully in view in a normal window, yet a short window (900×600)
+    is not forced taller than the screen by it."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt's name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        # A content that grows (longer figures) asks its parent for a new layout; pass that on, so the
+        # splitter gives the column the width it now needs instead of the scroll area clipping it.
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        content = self.widget()
+        if content is None:
+            return super().sizeHint()
+        hint = content.sizeHint()
+        return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        return QSize(width + self.verticalScrollBar().sizeHint().width(), 120)
 
 
 class MainWindow(QMainWindow):
@@ -182,7 +217,11 @@ class MainWindow(QMainWindow):
         side.setAccessibleName("Performance and settings")
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.addWidget(self.perf_panel)
+        perf_scroll = FittedScrollArea()
+        perf_scroll.setObjectName("perfScroll")
+        perf_scroll.setWidget(self.perf_panel)
+        perf_scroll.setAccessibleName("Performance")
+        side_layout.addWidget(perf_scroll)
         settings_scroll = QScrollArea()
         settings_scroll.setWidgetResizable(True)
         settings_scroll.setWidget(self.sampling_panel)

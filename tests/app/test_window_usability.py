@@ -231,8 +231,15 @@ def _inside_window_horizontally(win: MainWindow) -> list[str]:
         if not widget.isVisible() or widget.width() == 0:
             continue
         right = widget.mapTo(win, QPoint(widget.width(), 0)).x()
-        if right > win.width():
-            cut.append(f"{widget.metaObject().className()} {widget.accessibleName() or widget.objectName()}: {right}")
+        limit = win.width()
+        clip = widget.parentWidget()
+        while clip is not None and clip is not win:  # a scroll area's viewport clips what it holds
+            if isinstance(clip.parentWidget(), QScrollArea) and clip is clip.parentWidget().viewport():
+                limit = min(limit, clip.mapTo(win, QPoint(clip.width(), 0)).x())
+            clip = clip.parentWidget()
+        if right > limit:
+            name = widget.accessibleName() or widget.objectName()
+            cut.append(f"{widget.metaObject().className()} {name}: {right} > {limit}")
     return cut
 
 
@@ -255,11 +262,22 @@ def test_nothing_is_cut_off(qtbot, window, size):
     show(qtbot, window, *size)
     add_conversation(window)
     qtbot.wait(50)
+    assert (window.width(), window.height()) == size, "the window must not be forced larger than asked"
     _messages_fit(qtbot, window)
     assert not _inside_window_horizontally(window)
     for button in (window.composer.send_button,):
         assert button.isVisible()
         assert window.rect().contains(button.mapTo(window, button.rect().bottomRight()))
+
+
+def test_the_side_column_widens_when_its_figures_grow(qtbot, window):
+    """Long live figures must widen the column, not be clipped by its scroll area."""
+    show(qtbot, window, 1280, 800)
+    perf = window.perf_panel
+    perf.prompt_speed.setText("149 tok/s · 7000 tokens (4400 cached) and then some more text")
+    perf.power.setText("no power sensor on this machine, and a longer reason")
+    qtbot.wait(50)
+    assert not _inside_window_horizontally(window)
 
 
 def test_panels_fold_away_in_a_small_window_and_come_back(qtbot, window):
@@ -294,3 +312,19 @@ def test_view_menu_shortcuts_toggle_the_panels_and_the_choice_sticks(qtbot, wind
     window.resize(880, 600)
     qtbot.wait(20)
     assert window.side_panel.isVisible() and window.side_action.isChecked()
+
+
+def test_a_small_window_with_every_panel_shown_keeps_its_size(qtbot, window):
+    """Shown on purpose at 900x600, the performance and settings column scrolls instead of making
+    the window taller than the screen (it was 655 px tall)."""
+    show(qtbot, window, 1280, 800)
+    add_conversation(window)
+    window.resize(900, 600)
+    qtbot.waitUntil(lambda: not window.side_panel.isVisible(), timeout=2000)
+    window.side_action.trigger()
+    qtbot.waitUntil(window.side_panel.isVisible, timeout=2000)
+    qtbot.wait(50)
+    window.resize(900, 600)
+    qtbot.wait(50)
+    assert (window.width(), window.height()) == (900, 600)
+    assert not _inside_window_horizontally(window)
