@@ -140,6 +140,8 @@ class MainWindow(QMainWindow):
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._dialogs: list = []
         self._queued_text: str | None = None  # a message sent while the model loads
+        # A side panel the user showed or hid stays that way; until then it follows the window's width.
+        self._panel_chosen = {"chats": False, "side": False}
         self._auto_restart_used = False  # reset by the next answer that completes
         self._auto_restart = QTimer(self, singleShot=True, interval=AUTO_RESTART_DELAY_MS)
         self._auto_restart.timeout.connect(self._restart_after_crash)
@@ -267,8 +269,6 @@ class MainWindow(QMainWindow):
         edit_menu = menu.addMenu("&Edit")
         self._action(edit_menu, "&Search chats", self.conversations.focus_search, QKeySequence.StandardKey.Find)
         view_menu = menu.addMenu("&View")
-        # A panel the user showed or hid stays that way; until then it follows the window's width.
-        self._panel_chosen = {"chats": False, "side": False}
         self.chats_action = self._action(
             view_menu, "&Chat list", lambda on: self._choose_panel("chats", on), QKeySequence("Ctrl+Shift+L")
         )
@@ -317,6 +317,8 @@ class MainWindow(QMainWindow):
             action.setChecked(visible)  # checked state only; `triggered` is the user's choice
 
     def _fit_panels_to_width(self) -> None:
+        if not hasattr(self, "side_action"):
+            return  # a resize while the window is still being built
         width = self.width()
         for name, below in (("side", AUTO_HIDE_SIDE_BELOW), ("chats", AUTO_HIDE_CHATS_BELOW)):
             if not self._panel_chosen[name]:
