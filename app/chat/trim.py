@@ -17,8 +17,12 @@ from typing import Generic, Protocol, TypeVar
 
 
 class HasRoleAndContent(Protocol):
-    role: str
-    content: str
+    # Read-only, so frozen records (the protocol's ChatLine) qualify too.
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
 
 
 MessageT = TypeVar("MessageT", bound=HasRoleAndContent)
@@ -89,6 +93,9 @@ def fit_prompt(
     size: Callable[[PromptT], int],
     budget: int,
     estimate: Callable[[MessageT], int],
+    *,
+    slack: int = 0,
+    keep_from: int | None = None,
 ) -> FittedPrompt[MessageT, PromptT]:
     """Render the history; when it is over `budget` tokens, drop the fewest oldest whole turns that fit.
 
@@ -98,6 +105,14 @@ def fit_prompt(
     the prompt: with a fair estimate two or three more renders, each about the budget's size.
     The newest turn is always kept: when it alone (with the system prompt) is over budget,
     fits=False and generation reports the overflow with the real count.
+
+    Trimming in steps, so the engine's cached prompt prefix survives the next turns:
+    `keep_from` is the number of oldest turns the previous fit dropped; when the history
+    still fits with that many dropped, exactly those are dropped again (the prompt then
+    starts as the last one did, and the KV cache of that prefix is reused instead of the
+    whole prompt being read again). Otherwise, with `slack`, turns are dropped until the
+    prompt is at most `budget - slack` tokens (or only the newest turn is left), which
+    leaves room for the next few turns behind the same start.
     """
     system, turns = split_into_turns(messages)
     renders: dict[int, tuple[list[MessageT], PromptT, int]] = {}
@@ -112,14 +127,21 @@ def fit_prompt(
     def fits(drop: int) -> bool:
         return without_oldest(drop)[2] <= budget
 
+    def fits_target(drop: int) -> bool:
+        return without_oldest(drop)[2] <= target
+
     drop, most = 0, len(turns) - 1
+    target = max(budget - max(slack, 0), 0)
     if not fits(0) and most > 0:
-        guess = len(split_into_turns(fit_history(messages, estimate, budget).dropped)[1])
-        drop = min(max(guess, 1), most)
-        while drop < most and not fits(drop):  # the guess kept too much
-            drop += 1
-        while drop > 1 and fits(drop - 1):  # the guess dropped more than needed
-            drop -= 1
+        if keep_from is not None and 0 < keep_from <= most and fits(keep_from):
+            drop = keep_from  # the same start as the previous turn: its cached prefix is reused
+        else:
+            guess = len(split_into_turns(fit_history(messages, estimate, target).dropped)[1])
+            drop = min(max(guess, 1), most)
+            while drop < most and not fits_target(drop):  # the guess kept too much
+                drop += 1
+            while drop > 1 and fits_target(drop - 1):  # the guess dropped more than needed
+                drop -= 1
     kept, prompt, tokens = without_oldest(drop)
     dropped = [m for turn in turns[:drop] for m in turn]
     return FittedPrompt(kept=kept, dropped=dropped, prompt=prompt, tokens=tokens, fits=tokens <= budget)

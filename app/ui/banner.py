@@ -15,6 +15,7 @@ class Banner(QFrame):
         self.setObjectName("banner")
         self.setAccessibleName(name)
         self.kind = ""
+        self.tag = ""  # which message is up, for the owner that may take it down again
         self._action: Callable[[], None] | None = None
         self.label = QLabel()
         self.label.setWordWrap(True)
@@ -33,10 +34,17 @@ class Banner(QFrame):
         self.hide()
 
     def show_message(
-        self, kind: str, text: str, action_text: str = "", action: Callable[[], None] | None = None
+        self,
+        kind: str,
+        text: str,
+        action_text: str = "",
+        action: Callable[[], None] | None = None,
+        *,
+        tag: str = "",
     ) -> None:
         """kind: "warning" | "error" | "info" (styled by the theme's QFrame#banner[kind=...])."""
         self.kind = kind
+        self.tag = tag
         self.setProperty("kind", kind)
         self.style().unpolish(self)
         self.style().polish(self)

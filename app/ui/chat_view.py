@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
@@ -25,9 +25,44 @@ EMPTY_TEXT = (
 )
 
 
+class LoadingCard(QFrame):
+    """Shown in the conversation while the model loads (the first launch repacks it: ~25 s), so the
+    wait has a stage and a bar instead of an empty chat that ignores Enter."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("loadingCard")
+        self.setAccessibleName("Loading the model")
+        self.title = QLabel("Loading the model…")
+        self.title.setObjectName("loadingTitle")
+        self.stage = QLabel()
+        self.stage.setObjectName("hint")
+        self.stage.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.bar.setAccessibleName("Model loading progress")
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(False)
+        hint = QLabel("You can type your first message now: it is sent as soon as the model is ready.")
+        hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)
+        layout.addWidget(self.title)
+        layout.addWidget(self.stage)
+        layout.addWidget(self.bar)
+        layout.addWidget(hint)
+        self.hide()
+
+    def show_progress(self, fraction: float, stage: str) -> None:
+        self.stage.setText(stage[:1].upper() + stage[1:] + "…" if stage else "Starting the engine…")
+        self.bar.setValue(int(max(0.0, min(fraction, 1.0)) * 1000))
+        self.show()
+
+
 class ChatView(QScrollArea):
     regenerateRequested = Signal(int)  # assistant message id
     editSubmitted = Signal(int, str)  # user message id, new text
+    continueRequested = Signal(int)  # assistant message id that stopped at max tokens
 
     def __init__(self, dark: bool = False, parent=None) -> None:
         super().__init__(parent)
@@ -53,6 +88,8 @@ class ChatView(QScrollArea):
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setWordWrap(True)
         self.column.addWidget(self.empty_label)
+        self.loading_card = LoadingCard()
+        self.column.addWidget(self.loading_card)
         self.column.addStretch(1)
         self.setWidget(content)
         self._repaint = QTimer(self)
@@ -110,6 +147,14 @@ class ChatView(QScrollArea):
         self.busy = busy
         self._after_change()
 
+    def show_loading(self, fraction: float, stage: str) -> None:
+        self.loading_card.show_progress(fraction, stage)
+        self.empty_label.hide()
+
+    def hide_loading(self) -> None:
+        self.loading_card.hide()
+        self._after_change()
+
     def message_widget(self, message_id: int) -> MessageWidget | None:
         return self.widgets.get(message_id)
 
@@ -147,11 +192,12 @@ class ChatView(QScrollArea):
         widget = MessageWidget(message, self.dark)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.editSubmitted.connect(self.editSubmitted)
+        widget.continueRequested.connect(self.continueRequested)
         self.column.insertWidget(self.column.count() - 1, widget)  # above the stretch
         self.widgets[message.id] = widget
 
     def _after_change(self) -> None:
-        self.empty_label.setVisible(not self.widgets)
+        self.empty_label.setVisible(not self.widgets and self.loading_card.isHidden())
         last_answer = max((i for i, w in self.widgets.items() if w.message.role == "assistant"), default=None)
         for message_id, widget in self.widgets.items():
             widget.set_actions_enabled(not self.busy, can_regenerate=message_id == last_answer and not self.busy)
@@ -180,7 +226,7 @@ class ChatView(QScrollArea):
         if widget is None or time.monotonic() > self._target_until:
             self._target = None
             return
-        self.widget().layout().activate()
+        self.column.activate()
         self.ensureWidgetVisible(widget, 0, 40)
 
     def _update_latest_button(self) -> None:

@@ -4,7 +4,10 @@ Layout: a "Chat" tab (chats sidebar | banners, conversation, composer | live
 performance and sampling settings) and a "Models" tab (ModelManagerPage).
 Menus reach the speed sweep, the 2-bit/4-bit comparison and "About this
 computer". Nothing here waits for the engine: every engine event arrives as a
-signal, and an engine crash only shows a banner with "Restart engine".
+signal. An engine crash shows a banner and restarts the engine once by itself
+(a second crash before an answer completes leaves it to the banner's "Restart
+engine"); an engine that stops answering (EngineClient.stalled) gets the same
+offer.
 
 Settings: the window, its panels, the Models page and the dialogs share one
 app.settings_store.SettingsStore; each writes its changes there and follows the
@@ -18,10 +21,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QProgressBar,
@@ -35,6 +39,7 @@ from PySide6.QtWidgets import (
 from app.catalog.installed import list_installed
 from app.catalog.inventory import EMBEDDED_ID, ModelSwitch, two_bit_warning
 from app.catalog.messages import explain
+from app.chat.errors import ConversationNotFoundError
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
@@ -47,16 +52,23 @@ from app.ui.compare import CompareDialog
 from app.ui.composer import Composer
 from app.ui.conversation_list import ConversationList
 from app.ui.download_indicator import DownloadIndicator
+from app.ui.input_guard import install_input_guard
 from app.ui.measure import MeasureDialog
 from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
-from app.ui.sampling_panel import SamplingPanel
+from app.ui.sampling_panel import SamplingPanel, context_is_automatic
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
 from app.workers.protocol import EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
+# Below these window widths a side panel folds away by itself, so the conversation keeps a readable
+# width (at 900 px the three columns left the messages ~340 px); the View menu brings it back.
+AUTO_HIDE_SIDE_BELOW = 1000
+AUTO_HIDE_CHATS_BELOW = 760
+AUTO_RESTART_DELAY_MS = 1500  # after a crash: time to read the banner before the engine comes back
+CONTINUE_PROMPT = "Continue."
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
     EngineState.STARTING: "Starting the engine…",
@@ -65,6 +77,41 @@ STATE_TEXT = {
     EngineState.GENERATING: "Writing…",
     EngineState.DEAD: "Engine stopped unexpectedly",
 }
+
+
+class FittedScrollArea(QScrollArea):
+    """A vertical scroll area as tall as its content when there is room, and scrolling when there is
+    not: the performance panel stays fully in view in a normal window, yet a short window (900×600)
+    is not forced taller than the screen by it."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt's name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        # A content that grows (longer figures) asks its parent for a new layout; pass that on, so the
+        # splitter gives the column the width it now needs instead of the scroll area clipping it.
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        content = self.widget()
+        if content is None:
+            return super().sizeHint()
+        hint = content.sizeHint()
+        return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        return QSize(width + self.verticalScrollBar().sizeHint().width(), 120)
 
 
 class MainWindow(QMainWindow):
@@ -81,6 +128,9 @@ class MainWindow(QMainWindow):
         settings_problems: list[str] | None = None,
     ) -> None:
         super().__init__()
+        app = QApplication.instance()
+        if app is not None:
+            install_input_guard(app)  # Tab leaves text boxes; the wheel scrolls past unfocused spin boxes
         self.setWindowTitle("T-MAC Chat")
         self.setObjectName("mainWindow")
         self.resize(1320, 840)
@@ -92,6 +142,13 @@ class MainWindow(QMainWindow):
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
         self._dialogs: list = []
         self._switch = ModelSwitch()  # which model to keep when a new one fails (see _fall_back)
+        self._queued_text: str | None = None  # a message sent while the model loads
+        # A side panel the user showed or hid stays that way; until then it follows the window's width.
+        self._panel_chosen = {"chats": False, "side": False}
+        self._auto_restart_used = False  # reset by the next answer that completes
+        self._auto_restart = QTimer(self, singleShot=True, interval=AUTO_RESTART_DELAY_MS)
+        self._auto_restart.timeout.connect(self._restart_after_crash)
+        self._crash_reason = ""
 
         self._build_chat_page(power_meter)
         self.models_page = ModelManagerPage(settings_store, paths, self)
@@ -99,10 +156,18 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("mainTabs")
         self.tabs.setAccessibleName("Pages")
         self.tabs.addTab(self.chat_page, "Chat")
-        self.tabs.addTab(self.models_page, "Models")
+        # In a scroll area, so the Models page's widest card does not set the smallest width of the
+        # whole window (the chat page folds its panels to fit; this page scrolls sideways instead).
+        models_scroll = QScrollArea()
+        models_scroll.setObjectName("modelsScroll")
+        models_scroll.setWidgetResizable(True)
+        models_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        models_scroll.setWidget(self.models_page)
+        self.models_tab = models_scroll  # the tab's widget: the page sits in a scroll area
+        self.tabs.addTab(models_scroll, "Models")
         self.setCentralWidget(self.tabs)
         self._build_status_bar()
-        show_models = lambda: self.tabs.setCurrentWidget(self.models_page)  # noqa: E731
+        show_models = lambda: self.tabs.setCurrentWidget(self.models_tab)  # noqa: E731
         self.download_indicator = DownloadIndicator.for_page(self.models_page, self.statusBar(), show_models)
         self._build_menus()
         self._connect()
@@ -124,10 +189,30 @@ class MainWindow(QMainWindow):
         self.notice_banner = Banner("Notice")
         self.chat_view = ChatView(dark=self.dark)
         self.composer = Composer()
+        self.chat_title = QLabel()
+        self.chat_title.setObjectName("chatTitle")
+        self.chat_title.setAccessibleName("Chat title")
+        self.chat_title.setTextFormat(Qt.TextFormat.PlainText)
+        self.chat_title.setMinimumWidth(1)  # a long title is cut by the header, not the window
+        self.context_label = QLabel()
+        self.context_label.setObjectName("contextUsage")
+        self.context_label.setAccessibleName("Context used")
+        self.context_label.setToolTip(
+            "Tokens of the last prompt and answer / tokens the model's context holds. "
+            "When a chat outgrows the context, its oldest messages are left out."
+        )
+        header = QWidget()
+        header.setObjectName("chatHeader")
+        header_layout = QHBoxLayout(header)
+        header_layout.setContentsMargins(24, 6, 24, 0)
+        header_layout.addWidget(self.chat_title, 1)
+        header_layout.addWidget(self.context_label)
+        self._context_used: int | None = None
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.setSpacing(4)
+        center_layout.addWidget(header)
         center_layout.addWidget(self.engine_banner)
         center_layout.addWidget(self.notice_banner)
         center_layout.addWidget(self.chat_view, 1)
@@ -135,11 +220,16 @@ class MainWindow(QMainWindow):
 
         self.perf_panel = PerfPanel(power_meter, self.settings_store, default_threads=default_thread_count())
         self.sampling_panel = SamplingPanel(self.settings_store, self.store)
-        side = QWidget()
+        side = self.side_panel = QWidget()
         side.setObjectName("sidePanel")
+        side.setAccessibleName("Performance and settings")
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.addWidget(self.perf_panel)
+        perf_scroll = FittedScrollArea()
+        perf_scroll.setObjectName("perfScroll")
+        perf_scroll.setWidget(self.perf_panel)
+        perf_scroll.setAccessibleName("Performance")
+        side_layout.addWidget(perf_scroll)
         settings_scroll = QScrollArea()
         settings_scroll.setWidgetResizable(True)
         settings_scroll.setWidget(self.sampling_panel)
@@ -185,6 +275,19 @@ class MainWindow(QMainWindow):
         edit_menu = menu.addMenu("&Edit")
         self._action(edit_menu, "&Search chats", self.conversations.focus_search, QKeySequence.StandardKey.Find)
         view_menu = menu.addMenu("&View")
+        self.chats_action = self._action(
+            view_menu, "&Chat list", lambda on: self._choose_panel("chats", on), QKeySequence("Ctrl+Shift+L")
+        )
+        self.side_action = self._action(
+            view_menu,
+            "&Performance and settings",
+            lambda on: self._choose_panel("side", on),
+            QKeySequence("Ctrl+Shift+P"),
+        )
+        for action in (self.chats_action, self.side_action):
+            action.setCheckable(True)
+            action.setChecked(True)
+        view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         group = QActionGroup(self)
         for choice, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
@@ -193,7 +296,7 @@ class MainWindow(QMainWindow):
             action.setChecked(self.settings.theme == choice)
             group.addAction(action)
         engine_menu = menu.addMenu("E&ngine")
-        self._action(engine_menu, "&Stop answer", self.session.stop, QKeySequence(Qt.Key.Key_Escape))
+        self._action(engine_menu, "&Stop answer", self._on_composer_stop, QKeySequence(Qt.Key.Key_Escape))
         self._action(engine_menu, "&Restart engine", self.restart_engine)
         tools_menu = menu.addMenu("&Tools")
         self._action(tools_menu, "&Measure speed vs threads…", self.open_measure)
@@ -203,6 +306,33 @@ class MainWindow(QMainWindow):
         # Ctrl+Enter sends from anywhere in the window (Enter already sends inside the prompt box).
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self, self.composer.submit)
+
+    def _panel(self, name: str) -> tuple[QWidget, QAction]:
+        return (self.conversations, self.chats_action) if name == "chats" else (self.side_panel, self.side_action)
+
+    def _choose_panel(self, name: str, visible: bool) -> None:
+        """The user showed or hid a side panel (View menu or its shortcut)."""
+        self._panel_chosen[name] = True
+        self._show_panel(name, visible)
+
+    def _show_panel(self, name: str, visible: bool) -> None:
+        widget, action = self._panel(name)
+        if widget.isVisibleTo(self.splitter) != visible:
+            widget.setVisible(visible)
+        if action.isChecked() != visible:
+            action.setChecked(visible)  # checked state only; `triggered` is the user's choice
+
+    def _fit_panels_to_width(self) -> None:
+        if not hasattr(self, "side_action"):
+            return  # a resize while the window is still being built
+        width = self.width()
+        for name, below in (("side", AUTO_HIDE_SIDE_BELOW), ("chats", AUTO_HIDE_CHATS_BELOW)):
+            if not self._panel_chosen[name]:
+                self._show_panel(name, width >= below)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_panels_to_width()
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -219,6 +349,7 @@ class MainWindow(QMainWindow):
         session.messageAdded.connect(self._on_session_message_added)
         session.answerText.connect(self.chat_view.append_text)
         session.answerChunk.connect(self.perf_panel.show_chunk)
+        session.answerChunk.connect(self._on_answer_chunk)
         session.answerFinished.connect(self.chat_view.finish_message)
         session.busyChanged.connect(self._on_session_busy)
         session.notice.connect(self._on_session_notice)
@@ -227,8 +358,12 @@ class MainWindow(QMainWindow):
         client.loaded.connect(self._on_client_loaded)
         client.loadFailed.connect(self._on_client_load_failed)
         client.died.connect(self._on_client_died)
+        client.stalled.connect(self._on_client_stalled)
+        client.resumed.connect(self._on_client_resumed)
+        session.answerFinished.connect(self._on_answer_finished)
+        self.chat_view.continueRequested.connect(self.continue_answer)
         self.composer.sendRequested.connect(self._on_composer_send)
-        self.composer.stopRequested.connect(session.stop)
+        self.composer.stopRequested.connect(self._on_composer_stop)
         self.chat_view.regenerateRequested.connect(session.regenerate)
         self.chat_view.editSubmitted.connect(session.edit_and_resend)
         self.conversations.conversationActivated.connect(self._open_conversation)
@@ -256,11 +391,12 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.chat_page)
 
     def _load(self, source: str, bits: int) -> None:
+        self._auto_restart.stop()
         self.engine_banner.hide()
         self.client.load(
             source,
             bits,
-            n_ctx=self.settings.n_ctx,
+            n_ctx=None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
             n_threads=self.settings.n_threads or default_thread_count(),
             source_sha256=self._known_sha256(source),
         )
@@ -279,6 +415,7 @@ class MainWindow(QMainWindow):
         return None
 
     def restart_engine(self) -> None:
+        self._auto_restart.stop()
         self.engine_banner.hide()
         if self.client.state == EngineState.STOPPED and self.client.info is None:
             self.start_engine()
@@ -288,21 +425,32 @@ class MainWindow(QMainWindow):
     def _on_client_state(self, state: EngineState) -> None:
         self.state_label.setText(STATE_TEXT[state])
         ready = state in (EngineState.READY, EngineState.GENERATING)
-        self.composer.set_ready(ready, "" if ready else STATE_TEXT[state])
-        if state in (EngineState.STARTING, EngineState.LOADING):
+        loading = state in (EngineState.STARTING, EngineState.LOADING)
+        self.composer.set_ready(ready, "" if ready else STATE_TEXT[state], can_queue=loading)
+        if loading:
             self.progress.setValue(0)
             self.progress.show()
+            self.chat_view.show_loading(0.0, "")
         else:
             self.progress.hide()
+            self.chat_view.hide_loading()
+        if state == EngineState.READY and self._queued_text is not None:
+            text, self._queued_text = self._queued_text, None
+            self.composer.set_queued(False)
+            self._on_composer_send(text)  # the message typed while the model loaded
+        elif not loading and not ready and self._queued_text is not None:
+            self._cancel_queued()  # the load failed: the text stays in the box for the user
 
     def _on_client_progress(self, fraction: float, stage: str) -> None:
         self.progress.setValue(int(fraction * 1000))
         self.state_label.setText(f"Loading the model: {stage}…")
+        self.chat_view.show_loading(fraction, stage)
 
     def _on_client_loaded(self, info) -> None:
         self._remember_loaded(info)
         self.perf_panel.set_engine_info(info)
-        self.sampling_panel.mark_context_loaded(info.n_ctx)
+        self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
+        self._show_context()
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
         self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
         self.models_page.set_active_model(self.settings.model_source, info.bits)
@@ -327,12 +475,34 @@ class MainWindow(QMainWindow):
     def _on_client_died(self, reason: str) -> None:
         if self._switch.pending is not None and self._fall_back("engine_died", reason):
             return  # it died loading a new model (out of memory, killed): the last good one is back
-        self.engine_banner.show_message(
-            "error",
+        text = (
             f"The engine stopped: {reason}. The window and your chats are fine; "
-            "any answer in progress was saved up to where it stopped.",
+            "any answer in progress was saved up to where it stopped."
+        )
+        if not self._auto_restart_used:  # once; a crash again before an answer completes waits for the user
+            self._auto_restart_used = True
+            self._crash_reason = reason
+            self._auto_restart.start()
+            text += " Restarting it…"
+        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine)
+
+    def _restart_after_crash(self) -> None:
+        if self.client.state != EngineState.DEAD:
+            return  # restarted or loaded meanwhile
+        self.restart_engine()
+        self.engine_banner.show_message(
+            "info", f"The engine stopped ({self._crash_reason}) and was restarted. Your chats are fine."
+        )
+
+    def _on_client_stalled(self, silent_s: float) -> None:
+        doing = "loading the model" if self.client.state == EngineState.LOADING else "answering"
+        self.engine_banner.show_message(
+            "warning",
+            f"The engine has not responded for {silent_s:.0f} s while {doing}. It may be stuck; "
+            "restarting it keeps your chats (an answer in progress is saved up to where it stopped).",
             "Restart engine",
             self.restart_engine,
+            tag="stalled",
         )
 
     # ---- switching models safely (app.catalog.inventory.ModelSwitch) --------------------------
@@ -360,9 +530,23 @@ class MainWindow(QMainWindow):
             f"{name(failed[0])} could not be loaded: {explain(kind, detail).text} "
             f"{name(fallback[0])} ({fallback[1]}-bit) is being loaded again instead; the Models page has the details.",
             "Show models",
-            lambda: self.tabs.setCurrentWidget(self.models_page),
+            lambda: self.tabs.setCurrentWidget(self.models_tab),
         )
         return True
+
+    def _on_client_resumed(self) -> None:
+        if self.engine_banner.tag == "stalled" and self.engine_banner.isVisible():
+            self.engine_banner.hide()
+
+    def _on_answer_finished(self, message) -> None:
+        if message.state == "complete":
+            self._auto_restart_used = False  # the engine works again: a later crash may restart it once more
+
+    def continue_answer(self, _message_id: int = 0) -> None:
+        """After an answer cut at max tokens: ask the model to go on (a short user turn, so the
+        draft in the message box stays as it is)."""
+        if not self.session.busy:
+            self.session.send(CONTINUE_PROMPT)
 
     # ---- chat ---------------------------------------------------------------------------------
 
@@ -396,27 +580,75 @@ class MainWindow(QMainWindow):
         self._reload_messages(conversation_id)
 
     def _reload_messages(self, conversation_id: int) -> None:
-        self.chat_view.set_messages(self.store.list_messages(conversation_id) if conversation_id else [])
+        messages = self.store.list_messages(conversation_id) if conversation_id else []
+        self.chat_view.set_messages(messages)
+        self._show_title()
+        last = next((m.stats for m in reversed(messages) if m.role == "assistant" and m.stats.prompt_tokens), None)
+        self._context_used = None if last is None else (last.prompt_tokens or 0) + (last.generated_tokens or 0)
+        self._show_context()
+        self.perf_panel.show_conversation(conversation_id, last)
+
+    def _show_title(self) -> None:
+        title = ""
+        if self.session.conversation_id:
+            try:
+                title = self.store.get_conversation(self.session.conversation_id).title
+            except ConversationNotFoundError:
+                pass
+        self.chat_title.setText(title or "New chat")
+
+    def _on_answer_chunk(self, chunk) -> None:
+        if chunk.finish_reason is not None:
+            self._context_used = chunk.prompt_tokens + chunk.generated_tokens
+            self._show_context()
+
+    def _show_context(self) -> None:
+        """ "Context 1,234 / 8,192": the last prompt and answer against what the model can see."""
+        info = self.client.info
+        if info is None:
+            self.context_label.setText("")
+            return
+        used = "–" if self._context_used is None else f"{self._context_used:,}"
+        self.context_label.setText(f"Context {used} / {info.n_ctx:,} tokens")
+        full = self._context_used is not None and self._context_used > info.n_ctx * 0.9
+        self.context_label.setProperty("full", full)
+        self.context_label.style().unpolish(self.context_label)
+        self.context_label.style().polish(self.context_label)
 
     def _on_session_message_added(self, message) -> None:
         self.chat_view.add_message(message)
         if message.role == "user":
             self.conversations.refresh()  # the first message names the chat
+            self._show_title()
 
     def _on_session_busy(self, busy: bool) -> None:
         self.composer.set_busy(busy)
         self.chat_view.set_busy(busy)
         if busy:
             self.notice_banner.hide()
-            self.perf_panel.answer_started()
+            self.perf_panel.answer_started(self.session.conversation_id)
 
     def _on_session_notice(self, kind: str, text: str) -> None:
         self.notice_banner.show_message("info" if kind in ("trimmed", "template", "saved") else "error", text)
 
     def _on_composer_send(self, text: str) -> None:
         self.sampling_panel.save_now()  # a system prompt still being typed applies to this message
+        if self.client.state in (EngineState.STARTING, EngineState.LOADING):
+            self._queued_text = text  # sent when the model is ready (_on_client_state), never dropped
+            self.composer.set_queued(True)
+            return
         if self.session.send(text):
             self.composer.clear()
+
+    def _on_composer_stop(self) -> None:
+        if self._queued_text is not None:
+            self._cancel_queued()
+        else:
+            self.session.stop()
+
+    def _cancel_queued(self) -> None:
+        self._queued_text = None
+        self.composer.set_queued(False)
 
     # ---- dialogs ------------------------------------------------------------------------------
 
@@ -457,7 +689,10 @@ class MainWindow(QMainWindow):
             self._restyle()
 
     def _restyle(self) -> None:
-        self.dark = apply_theme(QApplication.instance(), self.settings.theme) == "dark"
+        app = QApplication.instance()
+        if not isinstance(app, QApplication):
+            return  # no widgets without a QApplication; nothing to restyle
+        self.dark = apply_theme(app, self.settings.theme) == "dark"
         self.chat_view.dark = self.dark
         self._reload_messages(self.session.conversation_id)  # code blocks pick their highlight colours
 

@@ -242,7 +242,7 @@ class MeasureDialog(QDialog):
     def _finished(self, completed: bool) -> None:
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        if completed:
+        if completed and self.runner is not None:
             saved = ", ".join(f"{b}-bit" for b in sorted(self.runner.records, reverse=True))
             self.status_label.setText(f"Done. Results saved ({saved}) in {self.measurements_dir}.")
 

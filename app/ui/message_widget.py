@@ -148,6 +148,7 @@ class EditBox(QPlainTextEdit):
 class MessageWidget(QFrame):
     regenerateRequested = Signal(int)
     editSubmitted = Signal(int, str)
+    continueRequested = Signal(int)  # assistant message id: it stopped at max tokens, go on
 
     def __init__(self, message: Message, dark: bool, parent=None) -> None:
         super().__init__(parent)
@@ -168,7 +169,7 @@ class MessageWidget(QFrame):
         header.addWidget(self.role_label)
         header.addStretch(1)
         header.addWidget(self.copy_button)
-        self.edit_button = self.regenerate_button = None
+        self.edit_button = self.regenerate_button = self.continue_button = None
         if message.role == "user":
             self.edit_button = self._tool_button("Edit", "Edit message", "Edit this message and send it again")
             self.edit_button.clicked.connect(self.begin_edit)
@@ -176,6 +177,12 @@ class MessageWidget(QFrame):
         elif message.role == "assistant":
             self.regenerate_button = self._tool_button("Regenerate", "Regenerate answer", "Ask for a new answer")
             self.regenerate_button.clicked.connect(lambda: self.regenerateRequested.emit(self.message.id))
+            self.continue_button = self._tool_button(
+                "Continue", "Continue answer", "The answer stopped at the maximum length: ask the model to go on"
+            )
+            self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self.message.id))
+            self.continue_button.hide()
+            header.addWidget(self.continue_button)
             header.addWidget(self.regenerate_button)
 
         self.body = QVBoxLayout()
@@ -188,7 +195,7 @@ class MessageWidget(QFrame):
         self.stats_label.setObjectName("statsLine")
         self.stats_label.setAccessibleName("Answer statistics")
         self.stats_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.editor = None
+        self.editor: QFrame | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)
@@ -271,6 +278,10 @@ class MessageWidget(QFrame):
     def set_actions_enabled(self, enabled: bool, can_regenerate: bool) -> None:
         if self.edit_button is not None:
             self.edit_button.setEnabled(enabled)
+        if self.continue_button is not None:
+            # Only the last answer, and only when it ran out of tokens (not stopped, not finished).
+            self.continue_button.setVisible(can_regenerate and self.message.stats.finish_reason == "length")
+            self.continue_button.setEnabled(enabled)
         if self.regenerate_button is not None:
             self.regenerate_button.setVisible(can_regenerate)
             self.regenerate_button.setEnabled(enabled)
@@ -284,6 +295,7 @@ class MessageWidget(QFrame):
         text_box.setToolTip("Ctrl+Enter saves and resends; Esc cancels")
         text_box.setAccessibleName("Edited message")
         text_box.setObjectName("editBox")
+        text_box.setTabChangesFocus(True)  # Tab reaches Cancel and Save
         save = QPushButton("Save && resend")
         save.setAccessibleName("Save edited message and send it again")
         save.setDefault(True)

@@ -1,8 +1,10 @@
 """PerfPanel: live numbers for the answer being written, and the thread slider.
 
-Decode tok/s, time to first token and prompt tok/s come from the engine's
-chunks. CPU-seconds per token and CPU use come from Chunk.cpu_s and elapsed_s
-(the engine process's own CPU time, all threads). Watts and joules per token
+Decode tok/s (the answer's average and the rolling rate of the last tokens, with
+a small chart), time to first token and prompt tok/s come from the engine's
+chunks. CPU time is split into the prompt's (per prompt token read) and decoding's
+(per generated token), see app.ui.rate_chart.AnswerRates; CPU use comes from
+Chunk.cpu_s and elapsed_s (the engine process's own CPU time, all threads). Watts and joules per token
 come from app.power.PowerMeter (RAPL or a discharging battery), which measures
 the whole CPU package or system, not just this app: the label says which. With
 no sensor the panel says so plainly instead of showing a made-up number.
@@ -11,6 +13,10 @@ The slider writes n_threads to the app's SettingsStore (the window passes the
 change on to EngineClient.set_threads, also while an answer runs) and follows the
 store when another window changes it; the "now using" figure is Chunk.threads,
 i.e. what the engine actually applied.
+
+The panel follows the selected chat: while no answer runs it shows the selected
+chat's last answer (show_conversation), with the split CPU figures when that answer
+was written in this session.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from app.power.readers import NO_SENSOR_REASON, PowerMeter
+from app.power.readers import NO_SENSOR_REASON, PowerMeter, PowerReading
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
+from app.ui.rate_chart import ROLLING_TOKENS, AnswerRates, RateChart
 from app.ui.units import (
     format_cpu_ms_per_token,
     format_joules_per_token,
@@ -61,16 +68,23 @@ class PerfPanel(QWidget):
         self.meter = power_meter if power_meter is not None else PowerMeter()
         self.cpu_count = os.cpu_count() or 1
         self.last_chunk = None
-        self._power_start = None
+        self.rates = AnswerRates()
+        self.conversation_id = 0  # the chat whose answer is shown
+        self._answering = False
+        self._rates_by_conversation: dict[int, AnswerRates] = {}  # last live answer of each chat
+        self._power_start: PowerReading | None = None
         self._power_last_t = 0.0
 
         self.speed = _value_label("Decode speed", "perfBig")
         self.speed_caption = QLabel("tokens / s")
         self.speed_caption.setObjectName("perfCaption")
+        self.speed_now = _value_label("Current speed", "perfCaption")
+        self.chart = RateChart()
         self.ttft = _value_label("Time to first token")
         self.prompt_speed = _value_label("Prompt speed")
         self.tokens = _value_label("Tokens")
-        self.cpu_per_token = _value_label("CPU seconds per token")
+        self.prompt_cpu = _value_label("Prompt CPU time per prompt token")
+        self.cpu_per_token = _value_label("Decode CPU time per generated token")
         self.cpu_use = _value_label("CPU use")
         self.power = _value_label("Power")
         self.energy = _value_label("Energy per token")
@@ -100,13 +114,16 @@ class PerfPanel(QWidget):
         headline.setSpacing(0)
         headline.addWidget(self.speed, alignment=Qt.AlignmentFlag.AlignLeft)
         headline.addWidget(self.speed_caption)
+        headline.addWidget(self.speed_now)
         live = QGroupBox("This answer")
         form = QFormLayout(live)
         form.addRow(headline)
+        form.addRow(self.chart)
         form.addRow("First token", self.ttft)
         form.addRow("Prompt", self.prompt_speed)
         form.addRow("Tokens", self.tokens)
-        form.addRow("CPU time", self.cpu_per_token)
+        form.addRow("Prompt CPU", self.prompt_cpu)
+        form.addRow("Decode CPU", self.cpu_per_token)
         form.addRow("CPU use", self.cpu_use)
         form.addRow("Power", self.power)
         form.addRow("Energy", self.energy)
@@ -145,9 +162,23 @@ class PerfPanel(QWidget):
         self.slider.blockSignals(False)
         self.slider_value.setText(str(self.slider.value()))
 
-    def answer_started(self) -> None:
+    def answer_started(self, conversation_id: int = 0) -> None:
         self.last_chunk = None
-        for label in (self.speed, self.ttft, self.prompt_speed, self.tokens, self.cpu_per_token, self.cpu_use):
+        self.conversation_id = conversation_id
+        self._answering = True
+        self.rates = AnswerRates()
+        self._rates_by_conversation[conversation_id] = self.rates
+        self.chart.show_rates(self.rates)
+        for label in (
+            self.speed,
+            self.speed_now,
+            self.ttft,
+            self.prompt_speed,
+            self.tokens,
+            self.prompt_cpu,
+            self.cpu_per_token,
+            self.cpu_use,
+        ):
             label.setText("…")
         self._power_start = self.meter.read()
         self._power_last_t = 0.0
@@ -158,7 +189,9 @@ class PerfPanel(QWidget):
     def show_chunk(self, chunk) -> None:
         """Called per token; the labels are refreshed a few times a second (and at the end)."""
         self.last_chunk = chunk
+        self.rates.add(chunk)
         if chunk.finish_reason is not None:
+            self._answering = False
             self._refresh_timer.stop()
             self._render(chunk)
         elif not self._refresh_timer.isActive():
@@ -180,13 +213,61 @@ class PerfPanel(QWidget):
         else:
             self.prompt_speed.setText(f"{chunk.prompt_tokens} tokens{cached}")
         self.tokens.setText(str(chunk.generated_tokens))
-        if chunk.generated_tokens:
-            self.cpu_per_token.setText(format_cpu_ms_per_token(chunk.cpu_s / chunk.generated_tokens))
+        self._render_rates(self.rates)
         if chunk.elapsed_s > 0:
-            cores = chunk.cpu_s / chunk.elapsed_s
-            self.cpu_use.setText(f"{cores:.1f} of {self.cpu_count} cores ({100 * cores / self.cpu_count:.0f} %)")
+            self._show_cpu_use(chunk.cpu_s / chunk.elapsed_s)
         self.threads_used.setText(str(chunk.threads))
+        self.chart.update()
         self._update_power(chunk)
+
+    def _render_rates(self, rates: AnswerRates | None) -> None:
+        rolling = rates.rolling_tok_s if rates is not None else None
+        self.speed_now.setText("–" if rolling is None else f"now {rolling:.1f} tok/s (last {ROLLING_TOKENS} tokens)")
+        prompt = rates.prompt_cpu_s_per_token if rates is not None else None
+        if rates is not None and rates.prompt_cpu_s is not None and prompt is None:
+            self.prompt_cpu.setText("all cached")
+        else:
+            self.prompt_cpu.setText("–" if prompt is None else format_cpu_ms_per_token(prompt))
+        decode = rates.decode_cpu_s_per_token if rates is not None else None
+        self.cpu_per_token.setText("–" if decode is None else format_cpu_ms_per_token(decode))
+
+    def _show_cpu_use(self, cores: float) -> None:
+        self.cpu_use.setText(f"{cores:.1f} of {self.cpu_count} cores ({100 * cores / self.cpu_count:.0f} %)")
+
+    def show_conversation(self, conversation_id: int, stats) -> None:
+        """Follow the selected chat: show its last answer's numbers (app.chat.records.AnswerStats, or
+        None when it has none). An answer being written keeps the panel until it ends."""
+        if self._answering:
+            return
+        self.conversation_id = conversation_id
+        rates = self._rates_by_conversation.get(conversation_id) if stats is not None else None
+        self.rates = rates if rates is not None else AnswerRates()
+        self.chart.show_rates(rates)
+        if stats is None:
+            for label in (self.speed, self.speed_now, self.ttft, self.prompt_speed, self.tokens, self.cpu_use):
+                label.setText("–")
+            self._render_rates(None)
+            return
+
+        def shown(value, text) -> str:
+            return "–" if value is None else text
+
+        self.speed.setText(shown(stats.decode_tok_s, f"{stats.decode_tok_s or 0:.1f}"))
+        self.ttft.setText(shown(stats.ttft_s, format_seconds(stats.ttft_s or 0)))
+        cached = f" ({stats.cached_tokens} cached)" if stats.cached_tokens else ""
+        if stats.prompt_tok_s:
+            rate = format_tok_s(stats.prompt_tok_s, digits=0, unit="tok/s")
+            self.prompt_speed.setText(f"{rate} · {stats.prompt_tokens} tokens{cached}")
+        else:
+            self.prompt_speed.setText(shown(stats.prompt_tokens, f"{stats.prompt_tokens} tokens{cached}"))
+        self.tokens.setText(shown(stats.generated_tokens, str(stats.generated_tokens)))
+        self._render_rates(rates)
+        if stats.cpu_s is not None and stats.elapsed_s:
+            self._show_cpu_use(stats.cpu_s / stats.elapsed_s)
+        else:
+            self.cpu_use.setText("–")
+        if stats.threads:
+            self.threads_used.setText(str(stats.threads))
 
     # ---- power --------------------------------------------------------------------------------
 

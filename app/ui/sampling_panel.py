@@ -32,6 +32,15 @@ from app.settings_store import SettingsStore
 NO_SEED = -1
 
 
+def context_is_automatic(settings: AppSettings) -> bool:
+    """Whether the engine chooses the context (from the model's trained context and free memory).
+
+    The settings keep one n_ctx that always has a value, so "not chosen" is the untouched default;
+    any other value is the user's and is kept.
+    """
+    return settings.n_ctx == AppSettings().n_ctx
+
+
 class SamplingPanel(QWidget):
     reloadRequested = Signal()  # the context length changed and the user asked to apply it
 
@@ -42,6 +51,7 @@ class SamplingPanel(QWidget):
         self.settings_store, self.chat_store = settings_store, chat_store
         self.conversation_id = 0  # the chat whose values are shown; 0: the defaults for new chats
         self._loaded_context = settings_store.current.n_ctx
+        self._automatic_context: int | None = None  # what the engine chose, while the user has not chosen
         self._loading = False
         self.scope_label = QLabel()
         self.scope_label.setObjectName("hint")
@@ -55,6 +65,7 @@ class SamplingPanel(QWidget):
             "Instructions the model sees before every chat. Empty: the model's own default."
         )
         self.system_prompt.setFixedHeight(72)
+        self.system_prompt.setTabChangesFocus(True)  # Tab moves on; a tab character is never a prompt
         self.temperature = self._double("Temperature", 0.0, 2.0, 0.05, "0 = always the most likely token")
         self.top_k = self._int("Top-k", 0, 1000, "0 = off")
         self.top_p = self._double("Top-p", 0.01, 1.0, 0.01, "1 = off")
@@ -168,14 +179,25 @@ class SamplingPanel(QWidget):
         self.repeat_penalty.setValue(max(1.0, settings.repeat_penalty))
         self.max_tokens.setValue(settings.max_tokens)
         self.seed.setValue(NO_SEED if settings.seed is None else min(settings.seed, 2**31 - 1))
-        self.context.setValue(settings.n_ctx)
+        self.context.setValue(self._shown_context(settings))
         self._save_timer.stop()
         self._loading = False
         self._show_context_state()
 
-    def mark_context_loaded(self, n_ctx: int) -> None:
-        """The engine now runs with this context; the reload hint hides when it matches the setting."""
+    def _shown_context(self, settings: AppSettings) -> int:
+        if self._automatic_context is not None and context_is_automatic(settings):
+            return self._automatic_context
+        return settings.n_ctx
+
+    def mark_context_loaded(self, n_ctx: int, automatic: bool = False) -> None:
+        """The engine now runs with this context; the reload hint hides when it matches the setting.
+        `automatic`: the engine chose it (the user has not), so the box shows it as the value."""
         self._loaded_context = n_ctx
+        self._automatic_context = n_ctx if automatic else None
+        if automatic:
+            self._loading = True
+            self.context.setValue(n_ctx)
+            self._loading = False
         self._show_context_state()
 
     def reset_to_defaults(self) -> None:
@@ -190,8 +212,9 @@ class SamplingPanel(QWidget):
 
     def values(self) -> dict:
         seed = self.seed.value()
+        prompt = self.system_prompt.toPlainText()
         return {
-            "system_prompt": self.system_prompt.toPlainText(),
+            "system_prompt": prompt if prompt.strip() else "",  # only blanks: no prompt (the model's default)
             "temperature": round(self.temperature.value(), 2),
             "top_k": self.top_k.value(),
             "top_p": round(self.top_p.value(), 2),
@@ -223,7 +246,7 @@ class SamplingPanel(QWidget):
         self._loading = True  # our own store changes need not be shown again
         try:
             context = self.context.value()
-            if context != self.settings_store.current.n_ctx:
+            if context != self._shown_context(self.settings_store.current):  # the user's own choice
                 self.settings_store.update(n_ctx=context)
             values = self.chat_values()
             if not self.conversation_id:

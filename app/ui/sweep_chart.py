@@ -26,7 +26,10 @@ def cost_metric(points: list[SweepPoint]) -> str:
 
 
 def cost_of(point: SweepPoint, metric: str) -> float:
-    return point.joules_per_token if metric == "joules_per_token" else point.cpu_s_per_token * 1000.0
+    joules = point.joules_per_token
+    if metric == "joules_per_token" and joules is not None:
+        return joules
+    return point.cpu_s_per_token * 1000.0
 
 
 def nice_ceiling(value: float) -> float:

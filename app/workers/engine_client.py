@@ -9,6 +9,12 @@ Pipe ends are not sockets a QSocketNotifier could watch), and a tick also checks
 whether the process is still alive, so a crash is reported as `died` with its
 exit code or signal name.
 
+A watchdog rides on the same timer: when the engine has sent nothing for
+STALL_S seconds while it should be answering (or loading), `stalled` is emitted
+once so the window can offer a restart; it never kills the process by itself (a
+huge prompt on a slow CPU may simply take long), and `resumed` follows if the
+engine speaks again.
+
 Stop sets a shared Event that the engine checks between tokens; no pipe
 round-trip. Every load starts a fresh process (the old one is retired), so
 "load another model" and restart() share one path and memory is really freed.
@@ -26,6 +32,9 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as SyncEvent
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -53,13 +62,14 @@ from app.workers.protocol import (
     decode_reply,
     encode,
 )
-from tmac_core.types import MAX_THREADS
+from tmac_core.types import MAX_THREADS, EngineInfo
 
 STOPPED, STARTING, LOADING = EngineState.STOPPED, EngineState.STARTING, EngineState.LOADING
 READY, GENERATING, DEAD = EngineState.READY, EngineState.GENERATING, EngineState.DEAD
 BUSY_POLL_MS = 15
 IDLE_POLL_MS = 100
 RETIRE_GRACE_S = 5.0  # a retired process gets this long to exit by itself before it is killed
+STALL_S = 60.0  # silence while loading or generating after which the engine counts as hung
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +111,27 @@ class EngineClient(QObject):
     failed = Signal(int, str, str)  # request id, error kind (protocol.py, tmac_core.errors), message for the user
     died = Signal(str)  # the process ended unexpectedly: reason
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
+    stalled = Signal(float)  # seconds the engine has been silent while it should be loading or answering
+    resumed = Signal()  # it spoke again after `stalled`
 
     def __init__(self, parent: QObject | None = None, cache_dir: str | os.PathLike | None = None) -> None:
         super().__init__(parent)
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.state = STOPPED
-        self.info = None
+        self.info: EngineInfo | None = None
         self.active_request: int | None = None
         self._context = multiprocessing.get_context("spawn")
-        self._process = None
-        self._conn = None
-        self._cancel = None
+        self._process: SpawnProcess | None = None
+        self._conn: Connection | None = None
+        self._cancel: SyncEvent | None = None
         self._last_load: Load | None = None
         self._threads: int | None = None
         self._next_request = 1
         self._queued: Generate | None = None  # waits for the running answer to end
         self._retired: list[tuple[Any, float]] = []
+        self.stall_s = STALL_S
+        self._last_heard = time.monotonic()
+        self._stall_reported = False
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._poll)
 
@@ -219,6 +234,9 @@ class EngineClient(QObject):
     # ---- process lifecycle -------------------------------------------------------------------
 
     def _start_process(self) -> None:
+        load = self._last_load
+        if load is None:
+            raise RuntimeError("no model to load")
         self._retire_current()
         self.info = None
         parent_end, child_end = self._context.Pipe(duplex=True)
@@ -230,7 +248,7 @@ class EngineClient(QObject):
         self._process.start()
         child_end.close()  # ours is closed so EOF on parent_end means the child is gone
         self._conn = parent_end
-        self._conn.send_bytes(encode(dataclasses.replace(self._last_load, n_threads=self._threads)))
+        parent_end.send_bytes(encode(dataclasses.replace(load, n_threads=self._threads)))
         self._set_state(LOADING)
         self._timer.start(BUSY_POLL_MS)
 
@@ -282,6 +300,11 @@ class EngineClient(QObject):
         self._drain()
         if self._process is not None and not self._process.is_alive():
             self._on_process_died()
+        elif self.state in (LOADING, GENERATING) and not self._stall_reported:
+            silent = time.monotonic() - self._last_heard
+            if silent > self.stall_s:
+                self._stall_reported = True
+                self.stalled.emit(silent)
 
     def _drain(self) -> None:
         try:
@@ -292,6 +315,7 @@ class EngineClient(QObject):
                 except ProtocolError as error:
                     log.warning("skipped a malformed message from the engine process: %s", error)
                     continue
+                self._heard()
                 self._handle(reply)
         except (EOFError, OSError):
             pass  # the pipe closed: the liveness check in _poll reports it
@@ -339,7 +363,8 @@ class EngineClient(QObject):
             self._set_state(READY)
 
     def _send_generate(self, request: Generate) -> None:
-        self._cancel.clear()  # cleared here, before the command, so an old Stop cannot hit the new answer
+        if self._cancel is not None:
+            self._cancel.clear()  # cleared here, before the command, so an old Stop cannot hit the new answer
         self.active_request = request.request_id
         self._set_state(GENERATING)
         if not self._safe_send(request):
@@ -347,6 +372,8 @@ class EngineClient(QObject):
         self._timer.start(BUSY_POLL_MS)
 
     def _safe_send(self, request: Request) -> bool:
+        if self._conn is None:
+            return False  # no process (retired meanwhile): nothing to send to
         try:
             self._conn.send_bytes(encode(request))
             return True
@@ -368,9 +395,18 @@ class EngineClient(QObject):
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+        if self._stall_reported:
+            self._stall_reported = False
+            self.resumed.emit()
+
     def _set_state(self, state: EngineState) -> None:
         if state == self.state:
             return
+        if state in (LOADING, GENERATING):  # the watchdog counts from here
+            self._last_heard = time.monotonic()
+            self._stall_reported = False
         self.state = state
         if self._timer.isActive():
             self._timer.setInterval(BUSY_POLL_MS if state in (STARTING, LOADING, GENERATING) else IDLE_POLL_MS)

@@ -21,6 +21,7 @@ No Qt here: this module is imported in the child, which must stay lean.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -47,12 +48,61 @@ from app.workers.protocol import (
     error_kind,
 )
 
+TRIM_FREES = 4  # trimming frees this fraction (1/4) of the context, so the next turns keep the cached prefix
 PROGRESS_INTERVAL_S = 0.05  # the repacker reports hundreds of steps; the GUI needs ~20 a second
+
+# The context chosen when the user has not chosen one (Load.n_ctx None): as much of the model's
+# trained context as a quarter of the free memory holds in KV cache, at most AUTO_CTX_MAX (longer
+# prompts take long to read on a CPU) and, where the model allows it, at least AUTO_CTX_MIN.
+AUTO_CTX_MAX = 8192
+AUTO_CTX_MIN = 2048
+AUTO_CTX_STEP = 256
+KV_SHARE_OF_FREE_MEMORY = 0.25
 
 log = logging.getLogger(__name__)
 
 
-def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process without swapping (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def choose_n_ctx(n_ctx_train: int, kv_bytes_per_token: int, free_bytes: int | None) -> int:
+    """The context for a model when the user has not chosen one (see AUTO_CTX_MAX)."""
+    ceiling = max(16, min(n_ctx_train, AUTO_CTX_MAX))
+    floor = min(ceiling, AUTO_CTX_MIN)
+    if free_bytes is None:
+        return floor
+    affordable = int(free_bytes * KV_SHARE_OF_FREE_MEMORY) // max(kv_bytes_per_token, 1)
+    chosen = min(ceiling, affordable) // AUTO_CTX_STEP * AUTO_CTX_STEP
+    return max(min(ceiling, 512), chosen)  # below 512 tokens no chat fits; the load then fails plainly
+
+
+def automatic_n_ctx(source: str) -> int:
+    """choose_n_ctx for a model file ("default": the embedded model), read from its header only."""
+    from tmac_core.config import inspect_model
+    from tmac_core.engine import default_model_path
+    from tmac_core.plan import kv_cache_bytes
+
+    path = default_model_path() if source == "default" else source
+    config = inspect_model(path).config
+    free = available_memory_bytes()
+    if free is not None:
+        free = max(0, free - os.path.getsize(path))  # the weights are not loaded yet; they will need about this
+    return choose_n_ctx(config.n_ctx_train, kv_cache_bytes(config, 1), free)
+
+
+def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int, keep_from: int | None = None):
     """Drop the oldest whole turns until the prompt leaves room for an answer.
 
     Returns app.chat.trim.FittedPrompt whose `prompt` is engine.render's (token ids,
@@ -60,6 +110,12 @@ def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
     the ids go to generation as they are; a history that is too long renders again
     a few times, near the size that fits. If the system prompt and the newest turn
     alone do not fit, Engine.stream_tokens raises ContextOverflowError with the counts.
+
+    Past the context, turns are dropped in steps that free a quarter of the context
+    (TRIM_FREES), and `keep_from` (the dropped-turn count of the chat's previous fit, see
+    EngineHost.trim_anchor) is reused while the chat still fits behind it: the prompt then
+    starts with the same tokens as the last one, so the engine reuses its cached prefix
+    instead of reading the whole prompt again every turn.
     """
     from app.chat.trim import fit_prompt
     from tmac_core.errors import ContextOverflowError
@@ -81,7 +137,10 @@ def fit_to_context(engine, messages: tuple[ChatLine, ...], max_tokens: int):
     def size(prompt: tuple[list[int], str | None] | ContextOverflowError) -> int:
         return prompt.n_prompt_tokens if isinstance(prompt, ContextOverflowError) else len(prompt[0])
 
-    fitted = fit_prompt(list(messages), render, size, engine.n_ctx - reserve, estimate)
+    slack = engine.n_ctx // TRIM_FREES
+    fitted = fit_prompt(
+        list(messages), render, size, engine.n_ctx - reserve, estimate, slack=slack, keep_from=keep_from
+    )
     if isinstance(fitted.prompt, ContextOverflowError):
         raise fitted.prompt
     return fitted
@@ -99,6 +158,9 @@ class EngineHost:
         self.cancel = cancel
         self.engine = None  # set by the main thread once loaded; the reader only reads it
         self.requests: queue.Queue[Request] = queue.Queue()
+        # Where the last trimmed prompt started: (messages dropped, the first kept message). A
+        # later history that still has that message there is the same chat, grown.
+        self.trim_anchor: tuple[int, ChatLine] | None = None
 
     def send(self, reply: Reply) -> None:
         self.conn.send_bytes(encode(reply))
@@ -144,6 +206,28 @@ class EngineHost:
             if isinstance(request, Shutdown):
                 return
 
+    def _keep_from(self, messages: tuple[ChatLine, ...]) -> int | None:
+        """The previous fit's dropped-turn count, if `messages` is the same chat grown since."""
+        if self.trim_anchor is None:
+            return None
+        dropped, first_kept = self.trim_anchor
+        start = _kept_start(messages, dropped)
+        if start >= len(messages) or messages[start] != first_kept:
+            return None
+        from app.chat.trim import split_into_turns
+
+        _system, turns = split_into_turns(messages)
+        count = 0
+        for index, turn in enumerate(turns):
+            if count == dropped:
+                return index
+            count += len(turn)
+        return None
+
+    def _remember_trim(self, messages: tuple[ChatLine, ...], dropped: int) -> None:
+        start = _kept_start(messages, dropped)
+        self.trim_anchor = (dropped, messages[start]) if dropped and start < len(messages) else None
+
     def set_threads(self, n: int) -> None:
         engine = self.engine
         if engine is None:
@@ -156,22 +240,23 @@ class EngineHost:
             log.warning("engine process: %s", error)  # the client validates, so this is only a stale value
 
     def load(self, request: Load) -> None:
-        last = {"t": 0.0, "stage": None}
+        last_t, last_stage = [0.0], [""]  # of the last Progress sent
 
         def progress(fraction: float, stage: str) -> None:
             now = time.monotonic()
-            if stage != last["stage"] or now - last["t"] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
-                last.update(t=now, stage=stage)
+            if stage != last_stage[0] or now - last_t[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+                last_t[0], last_stage[0] = now, stage
                 self.send(Progress(float(fraction), str(stage)))
 
         try:
             from tmac_core import Engine  # here: importing the kernels can itself fail (UnsupportedCpuError)
 
+            n_ctx = request.n_ctx if request.n_ctx is not None else automatic_n_ctx(request.source)
             engine = Engine.load(
                 request.source,
                 bits=request.bits,
                 n_threads=request.n_threads,
-                n_ctx=request.n_ctx,
+                n_ctx=n_ctx,
                 progress=progress,
                 cache_dir=request.cache_dir,
                 source_sha256=request.source_sha256,
@@ -193,8 +278,11 @@ class EngineHost:
             return
         try:
             if request.fit:
-                fitted = fit_to_context(engine, request.messages, request.params.max_tokens)
+                fitted = fit_to_context(
+                    engine, request.messages, request.params.max_tokens, self._keep_from(request.messages)
+                )
                 ids, notice = fitted.prompt
+                self._remember_trim(request.messages, len(fitted.dropped))
                 if fitted.dropped:
                     self.send(Trimmed(request_id, len(fitted.dropped), fitted.tokens, engine.n_ctx))
             else:
@@ -215,6 +303,14 @@ class EngineHost:
             raise
         except Exception as error:  # noqa: BLE001 (any failure of one answer is reported; the engine goes on)
             self.send(Failed(request_id, error_kind(error), str(error)))
+
+
+def _kept_start(messages: tuple[ChatLine, ...], dropped: int) -> int:
+    """Index in `messages` of the first message after the system prompt and `dropped` messages."""
+    system = 0
+    while system < len(messages) and messages[system].role == "system":
+        system += 1
+    return system + dropped
 
 
 def engine_host_main(conn, cancel) -> None:

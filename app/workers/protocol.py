@@ -256,7 +256,7 @@ def _value(value: Any, hint: Any, where: str) -> Any:
             raise ProtocolError(f"{where}: expected an array, got {type(value).__name__}")
         inner = typing.get_args(hint)[0]
         return tuple(_value(item, inner, f"{where}[{i}]") for i, item in enumerate(value))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _record(hint, value, where)
     if hint is bool:
         ok = isinstance(value, bool)

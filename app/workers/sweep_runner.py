@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app import hardware
 from app.perf.sweep import SWEEP_PROMPT, SWEEP_TOKENS, SweepPoint, make_record, model_key_for, save_record
-from app.power.readers import PowerMeter
+from app.power.readers import PowerMeter, PowerReading
 from app.workers.engine_client import EngineClient
 
 WARMUP_TOKENS = 8
@@ -66,7 +66,7 @@ class SweepRunner(QObject):
         self._threads = 0
         self._request: int | None = None
         self._warming_up = False
-        self._power_start = None
+        self._power_start: PowerReading | None = None
         self._info = None
 
     # ---- control -----------------------------------------------------------------------------

@@ -216,3 +216,53 @@ def test_a_second_request_while_busy_waits_for_the_first_to_stop(qtbot, client):
     wait_finished(qtbot, log, second)
     assert log.of(first)[-1].finish_reason == "cancelled"
     assert log.text(second).strip() and time.monotonic() - t0 < 30
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signal")
+def test_the_watchdog_reports_a_hung_engine_and_a_restart_recovers(qtbot, client):
+    """A frozen engine (SIGSTOP: alive, silent) mid-answer: `stalled` within the limit, never a kill
+    by the client itself; `resumed` when it speaks again; restart() replaces a hung one."""
+    load(qtbot, client)
+    client.stall_s = 1.0
+    log = ChunkLog().attach(client)
+    stalls: list[float] = []
+    client.stalled.connect(stalls.append)
+    request_id = client.generate(
+        [{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=400)
+    )
+    qtbot.waitUntil(lambda: len(log.of(request_id)) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    pid = client.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        qtbot.waitUntil(lambda: bool(stalls), timeout=5000)
+        assert stalls[0] >= 1.0 and len(stalls) == 1
+        assert client.state == EngineState.GENERATING and not log.deaths  # an offer, not a verdict
+        with qtbot.waitSignal(client.resumed, timeout=10_000):
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    client.stop()
+    qtbot.waitUntil(lambda: bool(log.finished(request_id)), timeout=ANSWER_TIMEOUT_MS)
+
+    os.kill(pid, signal.SIGSTOP)  # hung for good this time: the user takes the offered restart
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        client.restart()
+    assert client.pid != pid and client.state == EngineState.READY
+    qtbot.waitUntil(lambda: not client._retired, timeout=15_000)  # the hung one is killed after its grace
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signal")
+def test_the_watchdog_reports_a_load_that_makes_no_progress(qtbot, client):
+    client.stall_s = 1.0
+    stalls: list[float] = []
+    client.stalled.connect(stalls.append)
+    client.load("default", 4, n_ctx=512)
+    pid = client.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        qtbot.waitUntil(lambda: bool(stalls), timeout=5000)
+        assert client.state == EngineState.LOADING
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        pass

@@ -512,3 +512,113 @@ def test_a_streamed_code_block_grows_in_place(open_window, qtbot):
     qtbot.waitUntil(lambda: view.message_widget(answer_id).text.endswith("Done."), timeout=2000)
     assert view.message_widget(answer_id).code_blocks() == [block], "the same widget, updated, not rebuilt"
     assert block.code == "def f():\n    return 1"
+
+
+def test_a_message_sent_while_loading_is_queued_and_the_header_shows_the_context(open_window, qtbot):
+    """First launch: the model takes a while to load. The chat shows a loading card with the stage,
+    Enter queues the message (it was silently ignored), and it is answered once the model is ready.
+    With the context left at its default the engine chooses it from the model and free memory, and
+    the header shows the last prompt and answer against it."""
+    from app.workers.engine_host import available_memory_bytes, choose_n_ctx
+
+    h = open_window(n_ctx=AppSettings().n_ctx)
+    card = h.window.chat_view.loading_card
+    stages: list[tuple[bool, str]] = []
+    h.window.client.loadProgress.connect(lambda _f, stage: stages.append((card.isVisible(), stage)))
+    question = "What is the capital of France?"
+    with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        h.window.start_engine()
+        assert card.isVisible() and not h.window.chat_view.empty_label.isVisible()
+        h.window.composer.prompt.setPlainText(question)
+        qtbot.keyClick(h.window.composer.prompt, Qt.Key.Key_Return)
+        assert h.window.composer.queued and h.window.composer.prompt.toPlainText() == question
+        assert "your message will be sent when it is ready" in h.window.composer.note.text()
+    info = blocker.args[0]
+    assert stages and all(visible for visible, _ in stages) and card.stage.text()
+    answer = h.wait_answer()
+    assert "Paris" in answer.content and h.messages()[0].content == question
+    assert not card.isVisible() and not h.window.composer.queued and h.window.composer.prompt.toPlainText() == ""
+
+    assert info.n_ctx == choose_n_ctx(info.n_ctx_train, info.kv_cache_bytes // info.n_ctx, available_memory_bytes())
+    assert info.n_ctx > AppSettings().n_ctx or info.n_ctx_train <= AppSettings().n_ctx
+    assert h.window.sampling_panel.context.value() == info.n_ctx
+    assert not h.window.sampling_panel.reload_button.isVisibleTo(h.window.sampling_panel)
+    h.window.settings_store.flush()
+    assert load_settings(h.window.paths.settings_file).settings.n_ctx == AppSettings().n_ctx  # still automatic
+    last = h.chunks[-1]
+    used = last.prompt_tokens + last.generated_tokens
+    assert h.window.context_label.text() == f"Context {used:,} / {info.n_ctx:,} tokens"
+    assert h.window.chat_title.text() == question
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signal")
+def test_a_crash_restarts_the_engine_once_then_leaves_it_to_the_user(open_window, qtbot):
+    from app.ui.main_window import AUTO_RESTART_DELAY_MS
+
+    h = open_window()
+    h.start_engine()
+    banner, client = h.window.engine_banner, h.window.client
+    with qtbot.waitSignal(client.died, timeout=10_000):
+        os.kill(client.pid, signal.SIGKILL)
+    assert "SIGKILL" in banner.label.text() and "Restarting it" in banner.label.text()
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        pass  # nobody clicks: it comes back by itself
+    assert banner.isVisible() and banner.kind == "info" and "was restarted" in banner.label.text()
+
+    with qtbot.waitSignal(client.died, timeout=10_000):  # again, before any answer worked: a crash loop
+        os.kill(client.pid, signal.SIGKILL)
+    qtbot.wait(AUTO_RESTART_DELAY_MS + 500)
+    assert client.state == EngineState.DEAD and "Restarting" not in banner.label.text()
+    assert banner.isVisible() and banner.action_button.text() == "Restart engine"
+
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    h.send("Say hi.")
+    assert h.wait_answer().state == "complete"
+    with qtbot.waitSignal(client.died, timeout=10_000):  # an answer worked since: once more by itself
+        os.kill(client.pid, signal.SIGKILL)
+    assert "Restarting it" in banner.label.text()
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signal")
+def test_a_hung_engine_offers_a_restart(open_window, qtbot):
+    h = open_window(max_tokens=400)
+    h.start_engine()
+    h.window.client.stall_s = 1.0
+    h.send(LONG_PROMPT)
+    h.wait_chunks(3)
+    pid = h.window.client.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        banner = h.window.engine_banner
+        qtbot.waitUntil(lambda: banner.isVisible() and banner.tag == "stalled", timeout=5000)
+        assert "has not responded" in banner.label.text() and banner.action_button.text() == "Restart engine"
+        assert h.window.isVisible() and h.window.session.busy
+        with qtbot.waitSignal(h.window.client.loaded, timeout=LOAD_TIMEOUT_MS):
+            qtbot.mouseClick(banner.action_button, Qt.MouseButton.LeftButton)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    qtbot.waitUntil(lambda: bool(h.finished), timeout=5000)  # ended by the restart itself
+    answer = h.finished[-1]
+    assert answer.state == "partial" and answer.content  # what had streamed is kept
+    assert not h.window.session.busy and h.window.composer.send_button.isEnabled()
+
+
+def test_continue_after_an_answer_cut_at_max_tokens(open_window, qtbot):
+    h = open_window(max_tokens=8)
+    h.start_engine()
+    h.send(LONG_PROMPT)
+    first = h.wait_answer()
+    assert first.stats.finish_reason == "length"
+    widget = h.window.chat_view.message_widget(first.id)
+    assert widget.continue_button.isVisible() and widget.continue_button.isEnabled()
+    h.window.composer.prompt.setPlainText("a draft that must stay")
+    qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
+    second = h.wait_answer()
+    messages = h.messages()
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2].content == "Continue." and messages[3].id == second.id and second.content
+    assert not widget.continue_button.isVisible()  # only the last answer offers it
+    assert h.window.composer.prompt.toPlainText() == "a draft that must stay"

@@ -44,6 +44,38 @@ def _words(message: Msg) -> int:
     return 3 + len(message.content.split())  # exact: what CountingRender adds per message
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.integers(0, 40)), min_size=2, max_size=40),
+    st.integers(20, 400),
+    st.integers(1, 100),
+)
+def test_trimming_with_slack_frees_the_slack_and_drops_no_more(spec, budget, slack):
+    history = _history(spec)
+    fitted = fit_prompt(history, CountingRender(), len, budget, _words, slack=slack)
+    system, turns = split_into_turns(history)
+    drop = len(turns) - len(split_into_turns(fitted.kept)[1])
+    if drop == 0:
+        assert fitted.fits or len(turns) <= 1  # nothing to trim: the slack is not taken
+    elif drop < len(turns) - 1:
+        assert fitted.tokens <= budget - slack
+        kept_one_more = system + [m for turn in turns[drop - 1 :] for m in turn]
+        assert len(CountingRender()(kept_one_more)) > budget - slack, "dropped more turns than the slack needs"
+
+
+def test_keep_from_reuses_the_previous_start_while_it_fits():
+    history = _history([("user", 30), ("assistant", 30)] * 6 + [("user", 2)])
+    first = fit_prompt(history, CountingRender(), len, 150, _words, slack=40)
+    dropped_turns = len(split_into_turns(first.dropped)[1])
+    assert first.dropped and first.tokens <= 110
+    grown = history + [Msg("assistant", "w " * 10), Msg("user", "w " * 3)]
+    again = fit_prompt(grown, CountingRender(), len, 150, _words, slack=40, keep_from=dropped_turns)
+    assert again.dropped == first.dropped and again.fits  # the same start: the cached prefix survives
+    too_long = grown + [Msg("assistant", "w " * 60), Msg("user", "w " * 3)]
+    moved = fit_prompt(too_long, CountingRender(), len, 150, _words, slack=40, keep_from=dropped_turns)
+    assert len(moved.dropped) > len(first.dropped) and moved.tokens <= 110  # a new step, freeing the slack again
+
+
 def test_a_history_that_fits_is_rendered_once():
     render = CountingRender()
     history = _history([("user", 5), ("assistant", 9), ("user", 2)])
@@ -143,8 +175,37 @@ def test_a_trimmed_turn_renders_a_few_times_and_generates_from_the_fitting_ids(e
     assert 2 <= renders <= 4, renders
     kept = [messages[0]] + messages[1 + trimmed.dropped_messages :]
     assert engine.count_tokens(kept) == trimmed.prompt_tokens
+    # Trimming frees a quarter of the context (so the next turns keep the cached prefix), and no more.
+    assert trimmed.prompt_tokens <= 256 - 4 - 256 // 4
     one_more = [messages[0]] + messages[1 + trimmed.dropped_messages - 2 :]
-    assert engine.count_tokens(one_more) > 256 - 4, "trimming dropped more turns than it had to"
+    assert engine.count_tokens(one_more) > 256 - 4 - 256 // 4, "trimming dropped more turns than it had to"
+
+
+def test_the_next_turn_after_trimming_keeps_the_same_start_and_reuses_the_cache(engine):
+    """Past the context, every turn used to drop one more old turn, so the prompt's start changed
+    and the engine read the whole prompt again (5-6 s a turn). Now the next turns keep the start
+    that the trim chose while they fit, and the engine's cached prefix is reused."""
+    window_end, engine_end = multiprocessing.Pipe(duplex=True)
+    host = EngineHost(engine_end, threading.Event())
+    host.engine = engine
+    messages = [ChatLine(m["role"], m["content"]) for m in _long_chat(turns=12)]
+    replies_per_turn = []
+    for turn in range(3):
+        host.generate(Generate(turn + 1, tuple(messages), SamplingParams(temperature=0.0, max_tokens=4), True))
+        replies = []
+        while window_end.poll():
+            replies.append(decode_reply(window_end.recv_bytes()))
+        replies_per_turn.append(replies)
+        text = "".join(r.chunk.text for r in replies if isinstance(r, ChunkMsg))
+        messages += [ChatLine("assistant", text), ChatLine("user", f"And {turn}?")]
+    window_end.close()
+    engine_end.close()
+    first_trim = next(r for r in replies_per_turn[0] if isinstance(r, Trimmed))
+    for replies in replies_per_turn[1:]:
+        trims = [r for r in replies if isinstance(r, Trimmed)]
+        assert trims and trims[0].dropped_messages == first_trim.dropped_messages, "the start moved"
+        last = [r for r in replies if isinstance(r, ChunkMsg)][-1].chunk
+        assert last.cached_tokens > last.prompt_tokens // 2, (last.cached_tokens, last.prompt_tokens)
 
 
 def test_messages_longer_than_any_prompt_fail_as_a_context_overflow_with_counts(engine):
