@@ -26,6 +26,10 @@ import queue
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine is imported inside load(): importing the kernels can itself fail
+    from tmac_core import Engine
 
 from app.workers.protocol import (
     NOT_READY,
@@ -156,7 +160,7 @@ class EngineHost:
     def __init__(self, conn, cancel) -> None:
         self.conn = conn
         self.cancel = cancel
-        self.engine = None  # set by the main thread once loaded; the reader only reads it
+        self.engine: Engine | None = None  # set by the main thread once loaded; the reader only reads it
         self.requests: queue.Queue[Request] = queue.Queue()
         # Where the last trimmed prompt started: (messages dropped, the first kept message). A
         # later history that still has that message there is the same chat, grown.
