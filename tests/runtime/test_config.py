@@ -1,5 +1,5 @@
 """config_from_gguf: GGUF keys → our names, hyperparameter sanity, and tensor presence
-and shapes (reliability.md §6.1 G15-G18). Models come from `tiny_llama_writer` (conftest)."""
+and shapes. Models come from `tiny_llama_writer` (conftest)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Malformed GGUF files (reliability.md §6.1, G1-G14): each must end in ModelFormatError
+"""Malformed GGUF files: each must end in ModelFormatError
 or UnsupportedModelError naming file, field and offset — never another exception, a
 crash, a hang or a huge allocation. Fixtures (`small`, `patch_field`) are in conftest."""
 

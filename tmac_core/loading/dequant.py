@@ -214,7 +214,7 @@ def dequantize(raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int
     step = max(1, _CHUNK_VALUES // block)
     kernel = _DEQUANTIZERS[ggml_type]
     # Garbage scales (inf × 0) give NaN like ggml does; NaN weights are caught at decode
-    # time (reliability.md G22), so numpy's warnings would only be noise here.
+    # time (check_finite below names the tensor), so numpy's warnings would only be noise here.
     with np.errstate(all="ignore"):
         for start in range(0, len(blocks), step):
             out[start : start + step] = kernel(blocks[start : start + step])

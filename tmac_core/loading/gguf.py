@@ -2,7 +2,7 @@
 
 Every count, length, offset and size read from the file is an untrusted integer
 and is checked against the real file size and fixed limits before it is used
-(reliability.md §1.1-1.2: every upstream GGUF CVE came from trusting one). The data
+(the GGUF parsing CVEs of llama.cpp and the gguf libraries all came from trusting one). The data
 section is mapped read-only and handed out as zero-copy numpy views. Failures raise
 ModelFormatError naming the file, the field and the byte offset; well-formed files
 this runtime cannot run raise UnsupportedModelError. Imports numpy and the standard
