@@ -89,6 +89,7 @@ class UndoBar(QFrame):
         layout.setContentsMargins(12, 6, 8, 6)
         layout.addWidget(self.label)
         layout.addWidget(self.button)
+        self.setFrameShape(QFrame.Shape.StyledPanel)  # it floats over the text: give it an edge
         self.setAutoFillBackground(True)
         self.hide()
 
@@ -259,7 +260,9 @@ class ChatView(QScrollArea):
 
     def _after_change(self) -> None:
         self.empty_label.setVisible(not self.widgets and self.loading_card.isHidden())
-        last_answer = max((i for i, w in self.widgets.items() if w.message.role == "assistant"), default=None)
+        # By turn, not id: a version shown may be older than a later turn's messages.
+        answers = [w.message for w in self.widgets.values() if w.message.role == "assistant"]
+        last_answer = max(answers, key=lambda m: m.turn_id).id if answers else None
         for message_id, widget in self.widgets.items():
             widget.set_actions_enabled(not self.busy, can_regenerate=message_id == last_answer and not self.busy)
 

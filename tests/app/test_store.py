@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,12 @@ from app.chat import store as store_module
 from app.chat.errors import (
     ConversationNotFoundError,
     CorruptDatabaseError,
+    DatabaseBusyError,
     MessageNotFoundError,
     MessageStateError,
     NewerSchemaError,
 )
-from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, move_database_aside
+from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, EditUndo, move_database_aside
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATS = AnswerStats(
@@ -502,3 +504,32 @@ def test_a_database_written_by_schema_version_1_opens_and_gains_versions(db_path
     assert (db_path.parent / "chats.backup-v1.sqlite3").exists()
     with ChatStore(db_path) as chats:
         assert chats.answer_versions(newer) == [answer.id, newer]
+
+
+def _version_writes() -> dict[str, Callable[[ChatStore, int, int, int], object]]:
+    # (store, conversation, user message, answer) → a write of answer versions or edit undo
+    return {
+        "begin_assistant_message(version_of)": lambda s, c, u, a: s.begin_assistant_message(c, version_of=a),
+        "show_version": lambda s, c, u, a: s.show_version(a),
+        "edit_message_and_hide_later": lambda s, c, u, a: s.edit_message_and_hide_later(u, "Edited"),
+        "undo_edit": lambda s, c, u, a: s.undo_edit(EditUndo(c, u, "Hello", (a,), 1)),
+        "purge_removed": lambda s, c, u, a: s.purge_removed(c),
+    }
+
+
+@pytest.mark.parametrize("write", sorted(_version_writes()))
+def test_version_and_undo_writes_commit_or_change_nothing(db_path, write):
+    from tests.app.test_store_attacks import lock_held_by_another_process
+
+    chats = ChatStore(db_path, busy_timeout_s=0.2)
+    conversation = chats.create_conversation("Kept")
+    user = chats.add_message(conversation.id, "user", "Hello")
+    answer = answered(chats, conversation.id, "Hi")
+    chats._db.execute("UPDATE messages SET removed_at = 1.0 WHERE id = ?", (answer,))  # as an edit leaves it
+    before = [tuple(r) for r in chats._db.execute("SELECT * FROM messages")]
+    with lock_held_by_another_process(db_path, 1.0):
+        with pytest.raises(DatabaseBusyError):
+            _version_writes()[write](chats, conversation.id, user.id, answer)
+        assert [tuple(r) for r in chats._db.execute("SELECT * FROM messages")] == before
+    assert not chats._db.in_transaction
+    chats.close()
