@@ -1,4 +1,4 @@
-"""Plain records of the chat domain: Conversation, Message, AnswerStats, SearchHit and the message states.
+"""Plain records of the chat domain: Conversation, Message, AnswerStats, SearchHit, EditUndo and the message states.
 
 Frozen dataclasses with no database handle, shared by the store, export and
 the UI. Pure Python: must not import PySide6 or tmac_core.
@@ -126,6 +126,29 @@ class Message:
     created: float
     stats: AnswerStats
     state: str
+    # Regenerate keeps the earlier answers of a turn as versions: `version_of` is the id of the
+    # turn's first answer (None for it and for every other message), `version`/`versions` the
+    # place of this one among them (1-based) and how many there are.
+    version_of: int | None = None
+    version: int = 1
+    versions: int = 1
+
+    @property
+    def turn_id(self) -> int:
+        """The id every version of this message's turn shares (its place in the conversation)."""
+        return self.version_of if self.version_of is not None else self.id
+
+
+@dataclass(frozen=True)
+class EditUndo:
+    """What an edit-and-resend changed, so it can be undone: the message's text before the edit
+    and the later messages it hid (`shown`: how many of them were on screen)."""
+
+    conversation_id: int
+    message_id: int
+    old_content: str
+    removed_ids: tuple[int, ...]
+    shown: int
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,7 @@ def message_from_row(row: sqlite3.Row) -> Message:
         row["created"],
         AnswerStats.from_json(_json_object(row["stats_json"])),
         row["state"],
+        row["version_of"],
     )
 
 

@@ -13,6 +13,13 @@ read-only file, a folder at the path), the transaction is rolled back, and
 streamed text stays in memory (`get_message` shows it) until a commit of it
 succeeds. Text is stored as valid UTF-8 (lone surrogates become U+FFFD), and
 search input of any shape runs in bounded time.
+
+Nothing is removed behind the user's back either: Regenerate keeps the earlier
+answers of a turn as versions (`version_of`, one shown at a time: the others are
+`superseded`), and edit-and-resend hides the later messages (`removed_at`) until
+the removal is made final (`purge_removed`: the chat moved on, the undo offer
+expired, or the next start) or undone (`undo_edit`). Lists, search and export
+see only what is shown.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from app.chat.records import (  # re-exported: callers import the record types f
     STREAMING,
     AnswerStats,
     Conversation,
+    EditUndo,
     Message,
     SearchHit,
 )
@@ -78,6 +86,7 @@ __all__ = [
     "AnswerStats",
     "ChatStore",
     "Conversation",
+    "EditUndo",
     "Message",
     "SearchHit",
     "clean_text",
@@ -111,8 +120,19 @@ CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX conversations_by_updated ON conversations(updated);
 """
 
+# v2: answer versions and removal that can be undone (see the module docstring).
+# version_of: the id of the turn's first answer (NULL: this is the first, or not an answer);
+# superseded: 1 when another version of the turn is the one shown;
+# removed_at: hidden by an edit-and-resend, until purge_removed or undo_edit.
+_SCHEMA_V2 = """
+ALTER TABLE messages ADD COLUMN version_of INTEGER;
+ALTER TABLE messages ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN removed_at REAL;
+CREATE INDEX messages_by_turn ON messages(conversation_id, version_of);
+"""
+
 # MIGRATIONS[i] takes the schema from version i to i+1. Append only; never edit a shipped entry.
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -120,6 +140,9 @@ IN_MEMORY = ":memory:"  # the path of a store that keeps nothing (start-up fallb
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another program's lock before DatabaseBusyError
 STREAM_WAIT_S = 0.2  # a streaming flush waits less: its text stays in memory and is retried
 FLUSH_RETRY_S = 2.0  # after a failed streaming flush, no new attempt for this long (the GUI must not stall)
+# A message's turn: every version of an answer shares it, and it orders the conversation.
+_TURN = "COALESCE(version_of, id)"
+_SHOWN = "superseded = 0 AND removed_at IS NULL"
 # Search bounds: any query runs in bounded time and never reaches SQLite's limits on
 # variables, expression depth or LIKE pattern length.
 MAX_QUERY_CHARS = 1000
@@ -292,6 +315,10 @@ class ChatStore:
         self.recovered_message_ids = [row["id"] for row in rows]
         if self.recovered_message_ids and self.has_fts:
             self._rebuild_fts_if_stale()
+        # Hidden by an edit whose undo offer ended with the app (quit or crash): the removal is final.
+        # Read first, as above, so a file locked by another instance still opens.
+        if self._db.execute("SELECT 1 FROM messages WHERE removed_at IS NOT NULL LIMIT 1").fetchone():
+            self.purge_removed()
 
     # ---- opening, checking, migrating ---------------------------------------------------------
 
@@ -587,22 +614,79 @@ class ChatStore:
         message = _message_from_row(row)
         if pending and pending.parts:  # show the caller what it has appended, flushed or not
             message = dataclasses.replace(message, content=message.content + "".join(pending.parts))
+        if message.role == "assistant":
+            versions = self._turn_ids(message.conversation_id, message.turn_id)
+            if len(versions) > 1 and message_id in versions:
+                message = dataclasses.replace(message, version=versions.index(message_id) + 1, versions=len(versions))
         return message
 
     @_locked
     def list_messages(self, conversation_id: int) -> list[Message]:
+        """The conversation as shown: one version of each answer, nothing an edit has hidden."""
         self.get_conversation(conversation_id)
         rows = self._db.execute(
-            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            f"SELECT id FROM messages WHERE conversation_id = ? AND {_SHOWN} ORDER BY {_TURN}, id", (conversation_id,)
         ).fetchall()
         return [self.get_message(row["id"]) for row in rows]
 
-    def begin_assistant_message(self, conversation_id: int, *, stats: AnswerStats | None = None) -> int:
-        """Create an empty assistant message in state "streaming"; returns its id."""
+    def begin_assistant_message(
+        self, conversation_id: int, *, stats: AnswerStats | None = None, version_of: int | None = None
+    ) -> int:
+        """Create an empty assistant message in state "streaming"; returns its id.
+
+        `version_of`: an answer this one is a new version of (Regenerate). The earlier versions are
+        kept, superseded, in the same transaction: the turn always shows exactly one of them."""
         with self._transaction():
+            turn = None
+            if version_of is not None:
+                row = self._db.execute(
+                    f"SELECT role, conversation_id, {_TURN} AS turn FROM messages WHERE id = ?", (version_of,)
+                ).fetchone()
+                if row is None:
+                    raise MessageNotFoundError(version_of)
+                if row["role"] != "assistant" or row["conversation_id"] != conversation_id:
+                    raise MessageStateError(f"Message {version_of} is not an answer of conversation {conversation_id}.")
+                turn = row["turn"]
+                self._db.execute(
+                    f"UPDATE messages SET superseded = 1 WHERE conversation_id = ? AND {_TURN} = ?",
+                    (conversation_id, turn),
+                )
             message_id = self._insert_message(conversation_id, "assistant", "", stats, STREAMING)
+            if turn is not None:
+                self._db.execute("UPDATE messages SET version_of = ? WHERE id = ?", (turn, message_id))
         self._pending[message_id] = _PendingText(last_flush=time.monotonic())
         return message_id
+
+    @_locked
+    def answer_versions(self, message_id: int) -> list[int]:
+        """The ids of every version of this message's turn, oldest first (just itself for most)."""
+        row = self._db.execute(
+            f"SELECT conversation_id, {_TURN} AS turn FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise MessageNotFoundError(message_id)
+        return self._turn_ids(row["conversation_id"], row["turn"])
+
+    def _turn_ids(self, conversation_id: int, turn: int) -> list[int]:
+        rows = self._db.execute(
+            f"SELECT id FROM messages WHERE conversation_id = ? AND {_TURN} = ? AND removed_at IS NULL ORDER BY id",
+            (conversation_id, turn),
+        )
+        return [r["id"] for r in rows]
+
+    def show_version(self, message_id: int) -> Message:
+        """Make this version the one its turn shows (and the one the next prompt includes)."""
+        with self._transaction():
+            row = self._db.execute(
+                f"SELECT conversation_id, {_TURN} AS turn, removed_at FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None or row["removed_at"] is not None:
+                raise MessageNotFoundError(message_id)
+            self._db.execute(
+                f"UPDATE messages SET superseded = (id != ?) WHERE conversation_id = ? AND {_TURN} = ?",
+                (message_id, row["conversation_id"], row["turn"]),
+            )
+        return self.get_message(message_id)
 
     def append_partial(self, message_id: int, text: str) -> bool:
         """Add streamed text. Commits only when `flush_interval_s` has passed or `flush_chars` are
@@ -691,20 +775,75 @@ class ChatStore:
             raise MessageStateError(f"Only user messages can be edited (message {message_id} is {message.role}).")
         new_content = clean_text(new_content)
         with self._transaction():
-            removed = self._delete_after(message.conversation_id, message_id)
-            self._db.execute("UPDATE messages SET content = ? WHERE id = ?", (new_content, message_id))
-            if self.has_fts:
-                self._db.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,))
-                self._db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (message_id, new_content))
+            removed = self._delete_after(message.conversation_id, message.turn_id)
+            self._set_content(message_id, new_content)
             self._touch(message.conversation_id)
         self._forget_pending(removed)
         return removed
 
+    def edit_message_and_hide_later(self, message_id: int, new_content: str) -> EditUndo:
+        """Edit a user message and hide every later message of its conversation (edit-and-resend),
+        in one transaction. Nothing is deleted yet: `undo_edit` puts it all back, `purge_removed`
+        makes the removal final."""
+        message = self.get_message(message_id)
+        if message.role != "user":
+            raise MessageStateError(f"Only user messages can be edited (message {message_id} is {message.role}).")
+        new_content = clean_text(new_content)
+        with self._transaction():
+            later = self._db.execute(
+                f"SELECT id, {_SHOWN} AS shown FROM messages WHERE conversation_id = ? AND {_TURN} > ?"
+                " AND removed_at IS NULL ORDER BY id",
+                (message.conversation_id, message.turn_id),
+            ).fetchall()
+            now = self._clock()
+            for row in later:
+                self._db.execute("UPDATE messages SET removed_at = ? WHERE id = ?", (now, row["id"]))
+            self._set_content(message_id, new_content)
+            self._touch(message.conversation_id)
+        return EditUndo(
+            message.conversation_id,
+            message_id,
+            message.content,
+            tuple(r["id"] for r in later),
+            sum(1 for r in later if r["shown"]),
+        )
+
+    def undo_edit(self, undo: EditUndo) -> list[int]:
+        """Put back what `edit_message_and_hide_later` changed: the old text and the hidden
+        messages (with the version each turn showed). What was added after the edit (the answer
+        to the edited text) is deleted, as the edit it answered is gone; returns those ids."""
+        with self._transaction():
+            turn = self._db.execute(f"SELECT {_TURN} FROM messages WHERE id = ?", (undo.message_id,)).fetchone()
+            if turn is None:
+                raise MessageNotFoundError(undo.message_id)
+            deleted = self._delete_after(undo.conversation_id, turn[0], keep_removed=True)
+            for message_id in undo.removed_ids:
+                self._db.execute("UPDATE messages SET removed_at = NULL WHERE id = ?", (message_id,))
+            self._set_content(undo.message_id, undo.old_content)
+            self._touch(undo.conversation_id)
+        self._forget_pending(deleted)
+        return deleted
+
+    def purge_removed(self, conversation_id: int | None = None) -> list[int]:
+        """Delete for good what edits have hidden (in one conversation, or everywhere)."""
+        where = "removed_at IS NOT NULL" + ("" if conversation_id is None else " AND conversation_id = ?")
+        with self._transaction():
+            ids = [
+                r["id"]
+                for r in self._db.execute(
+                    f"SELECT id FROM messages WHERE {where}", (() if conversation_id is None else (conversation_id,))
+                )
+            ]
+            for message_id in ids:
+                self._delete_message(message_id)
+        self._forget_pending(ids)
+        return ids
+
     def truncate_after(self, message_id: int, *, inclusive: bool = False) -> list[int]:
-        """Delete the messages after `message_id` (and it too if inclusive), e.g. for "regenerate"."""
+        """Delete the messages after `message_id` (and its turn too if inclusive: every version)."""
         message = self.get_message(message_id)
         with self._transaction():
-            removed = self._delete_after(message.conversation_id, message_id - 1 if inclusive else message_id)
+            removed = self._delete_after(message.conversation_id, message.turn_id - 1 if inclusive else message.turn_id)
             self._touch(message.conversation_id)
         self._forget_pending(removed)
         return removed
@@ -714,24 +853,38 @@ class ChatStore:
         for message_id in message_ids:
             self._pending.pop(message_id, None)
 
-    def _delete_after(self, conversation_id: int, after_id: int) -> list[int]:
+    def _set_content(self, message_id: int, content: str) -> None:
+        self._db.execute("UPDATE messages SET content = ? WHERE id = ?", (content, message_id))
+        if self.has_fts:
+            self._db.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,))
+            self._db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (message_id, content))
+
+    def _delete_after(self, conversation_id: int, after_turn: int, *, keep_removed: bool = False) -> list[int]:
+        """Delete the messages whose turn comes after `after_turn` (with every version of each);
+        `keep_removed`: not those an edit has hidden (an undo is about to put them back)."""
+        hidden = " AND removed_at IS NULL" if keep_removed else ""
         ids = [
             r["id"]
             for r in self._db.execute(
-                "SELECT id FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id", (conversation_id, after_id)
+                f"SELECT id FROM messages WHERE conversation_id = ? AND {_TURN} > ?{hidden} ORDER BY id",
+                (conversation_id, after_turn),
             )
         ]
         for message_id in ids:
-            self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-            if self.has_fts:
-                self._db.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,))
+            self._delete_message(message_id)
         return ids
+
+    def _delete_message(self, message_id: int) -> None:
+        self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        if self.has_fts:
+            self._db.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,))
 
     # ---- search --------------------------------------------------------------------------------
 
     @_locked
     def search(self, query: str, *, limit: int = 50) -> list[SearchHit]:
-        """Find messages (and titles) containing every word of `query`. Deleted conversations are skipped.
+        """Find messages (and titles) containing every word of `query`. Deleted conversations, answer
+        versions not shown and messages an edit has hidden are skipped (a hit must be on screen).
 
         Any input is accepted: terms are bounded in number and length (search_terms), words go to
         FTS5 as quoted phrases (never parsed as its syntax), terms without a letter or digit (which
@@ -759,7 +912,8 @@ class ChatStore:
                 "SELECT m.id, m.conversation_id, c.title, snippet(messages_fts, 0, char(2), char(3), '…', 12) AS snip"
                 " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
                 " JOIN conversations c ON c.id = m.conversation_id"
-                f" WHERE messages_fts MATCH ? AND c.deleted_at IS NULL{like} ORDER BY m.id DESC LIMIT ?",
+                f" WHERE messages_fts MATCH ? AND c.deleted_at IS NULL{like}"
+                " AND m.superseded = 0 AND m.removed_at IS NULL ORDER BY m.id DESC LIMIT ?",
                 (match, *[_like(t) for t in others], limit),
             )
             hits += [SearchHit(r["conversation_id"], r["title"], r["id"], _unmark(r["snip"])) for r in rows]
@@ -768,7 +922,7 @@ class ChatStore:
             rows = self._db.execute(
                 "SELECT m.id, m.conversation_id, c.title, m.content FROM messages m"
                 f" JOIN conversations c ON c.id = m.conversation_id WHERE c.deleted_at IS NULL AND {clause}"
-                " ORDER BY m.id DESC LIMIT ?",
+                " AND m.superseded = 0 AND m.removed_at IS NULL ORDER BY m.id DESC LIMIT ?",
                 (*[_like(t) for t in terms], limit),
             )
             hits += [

@@ -4,7 +4,8 @@ Streamed text is buffered and painted by a timer (about 25 times a second), not
 per token: re-rendering Markdown for every token would cost more than the
 engine spends making it. The view follows the answer down only while the user
 is already at the bottom, so scrolling up to read is never fought; a "Jump to
-latest" button floats over the bottom edge whenever there is more below.
+latest" button floats over the bottom edge whenever there is more below, and
+after an edit-and-resend an undo bar says what was removed (UndoBar).
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFrame, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
@@ -59,10 +69,37 @@ class LoadingCard(QFrame):
         self.show()
 
 
+class UndoBar(QFrame):
+    """Floats over the bottom of the conversation after an edit-and-resend: what the edit
+    removed and an Undo button, until the session withdraws the offer."""
+
+    undoRequested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("undoBar")
+        self.setAccessibleName("Edit removed messages")
+        self.label = QLabel()
+        self.button = QPushButton("Undo")
+        self.button.setAccessibleName("Undo the edit")
+        self.button.setToolTip("Put back the old text and the messages after it")
+        self.button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.button.clicked.connect(self.undoRequested)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 6, 8, 6)
+        layout.addWidget(self.label)
+        layout.addWidget(self.button)
+        self.setFrameShape(QFrame.Shape.StyledPanel)  # it floats over the text: give it an edge
+        self.setAutoFillBackground(True)
+        self.hide()
+
+
 class ChatView(QScrollArea):
     regenerateRequested = Signal(int)  # assistant message id
     editSubmitted = Signal(int, str)  # user message id, new text
     continueRequested = Signal(int)  # assistant message id that stopped at max tokens
+    versionRequested = Signal(int, int)  # answer shown, -1/+1: show its previous/next version
+    undoRequested = Signal()  # the undo bar's button
 
     def __init__(self, dark: bool = False, parent=None) -> None:
         super().__init__(parent)
@@ -103,6 +140,8 @@ class ChatView(QScrollArea):
         self.latest_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.latest_button.clicked.connect(self.jump_to_latest)
         self.latest_button.hide()
+        self.undo_bar = UndoBar(self.viewport())
+        self.undo_bar.undoRequested.connect(self.undoRequested)
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range_changed)
@@ -123,9 +162,31 @@ class ChatView(QScrollArea):
         QTimer.singleShot(0, self, self._settle_after_load)
 
     def add_message(self, message: Message) -> None:
+        """Append a message; a new version of an answer on screen takes that answer's place."""
+        if message.version_of is not None:
+            shown = next((i for i, w in self.widgets.items() if w.message.turn_id == message.turn_id), None)
+            if shown is not None:
+                self.replace_message(shown, message)
+                return
         self._add_widget(message)
         self._after_change()
         self._follow = True
+
+    def replace_message(self, old_id: int, message: Message) -> None:
+        """Show `message` (another version of the same turn) in the widget of `old_id`, in place."""
+        widget = self.widgets.pop(old_id, None)
+        if widget is None:
+            return
+        self._pending.pop(old_id, None)
+        self.widgets[message.id] = widget
+        widget.set_message(message)
+        self._after_change()
+
+    def show_undo(self, text: str) -> None:
+        """The undo bar with `text`, or none when `text` is empty."""
+        self.undo_bar.label.setText(text)
+        self.undo_bar.setVisible(bool(text))
+        self._place_floating()
 
     def append_text(self, message_id: int, delta: str) -> None:
         widget = self.widgets.get(message_id)
@@ -193,12 +254,15 @@ class ChatView(QScrollArea):
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.editSubmitted.connect(self.editSubmitted)
         widget.continueRequested.connect(self.continueRequested)
+        widget.versionRequested.connect(self.versionRequested)
         self.column.insertWidget(self.column.count() - 1, widget)  # above the stretch
         self.widgets[message.id] = widget
 
     def _after_change(self) -> None:
         self.empty_label.setVisible(not self.widgets and self.loading_card.isHidden())
-        last_answer = max((i for i, w in self.widgets.items() if w.message.role == "assistant"), default=None)
+        # By turn, not id: a version shown may be older than a later turn's messages.
+        answers = [w.message for w in self.widgets.values() if w.message.role == "assistant"]
+        last_answer = max(answers, key=lambda m: m.turn_id).id if answers else None
         for message_id, widget in self.widgets.items():
             widget.set_actions_enabled(not self.busy, can_regenerate=message_id == last_answer and not self.busy)
 
@@ -232,13 +296,24 @@ class ChatView(QScrollArea):
     def _update_latest_button(self) -> None:
         bar = self.verticalScrollBar()
         more_below = bar.value() < bar.maximum() - 24
-        if more_below:
+        self.latest_button.setVisible(more_below)
+        self._place_floating()
+
+    def _place_floating(self) -> None:
+        """The undo bar centred at the bottom of the viewport, the "Latest" button at the right, above it."""
+        area = self.viewport().rect()
+        bottom = area.bottom() - 12
+        if self.undo_bar.isVisibleTo(self):
+            bar = self.undo_bar
+            bar.adjustSize()
+            bar.move(max(area.left(), area.center().x() - bar.width() // 2), bottom - bar.height())
+            bar.raise_()
+            bottom -= bar.height() + 8
+        if self.latest_button.isVisibleTo(self):
             button = self.latest_button
             button.adjustSize()
-            area = self.viewport().rect()
-            button.move(area.right() - button.width() - 16, area.bottom() - button.height() - 12)
+            button.move(area.right() - button.width() - 16, bottom - button.height())
             button.raise_()
-        self.latest_button.setVisible(more_below)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)

@@ -1,5 +1,6 @@
 """One chat message on screen: who said it, the text (Markdown prose and code blocks), a Copy
 button, Edit (user) or Regenerate (assistant), and under an answer its stats line.
+An answer regenerated before shows "‹ 1/2 ›" to switch between its versions.
 
 The text is re-rendered as a list of blocks (app.ui.markdown_blocks); while an
 answer streams, blocks that did not change keep their widgets, so a growing code
@@ -149,6 +150,7 @@ class MessageWidget(QFrame):
     regenerateRequested = Signal(int)
     editSubmitted = Signal(int, str)
     continueRequested = Signal(int)  # assistant message id: it stopped at max tokens, go on
+    versionRequested = Signal(int, int)  # the answer shown, -1 (the previous version) or +1 (the next)
 
     def __init__(self, message: Message, dark: bool, parent=None) -> None:
         super().__init__(parent)
@@ -170,6 +172,16 @@ class MessageWidget(QFrame):
         header.addStretch(1)
         header.addWidget(self.copy_button)
         self.edit_button = self.regenerate_button = self.continue_button = None
+        self._actions_enabled = True
+        self.previous_version = self._tool_button("‹", "Previous answer version", "Show the previous answer")
+        self.next_version = self._tool_button("›", "Next answer version", "Show the next answer")
+        self.version_label = QLabel()
+        self.version_label.setObjectName("versionLabel")
+        self.previous_version.clicked.connect(lambda: self.versionRequested.emit(self.message.id, -1))
+        self.next_version.clicked.connect(lambda: self.versionRequested.emit(self.message.id, 1))
+        for widget in (self.previous_version, self.version_label, self.next_version):
+            widget.hide()
+            header.insertWidget(header.count() - 1, widget)  # before Copy
         if message.role == "user":
             self.edit_button = self._tool_button("Edit", "Edit message", "Edit this message and send it again")
             self.edit_button.clicked.connect(self.begin_edit)
@@ -226,6 +238,23 @@ class MessageWidget(QFrame):
         line = stats_line(message.stats) if message.role == "assistant" else ""
         self.stats_label.setText(line)
         self.stats_label.setVisible(bool(line))
+        self._show_versions()
+
+    def _show_versions(self) -> None:
+        message = self.message
+        several = message.versions > 1
+        self.version_label.setText(f"{message.version}/{message.versions}")
+        self.version_label.setAccessibleName(f"Answer version {message.version} of {message.versions}")
+        for widget in (self.previous_version, self.version_label, self.next_version):
+            widget.setVisible(several)
+        self.previous_version.setEnabled(self._actions_enabled and message.version > 1)
+        self.next_version.setEnabled(self._actions_enabled and message.version < message.versions)
+
+    def version_text(self) -> str:
+        """The switcher as a reader sees it, e.g. "‹ 1/2 ›" ("" when the answer has one version)."""
+        if self.version_label.isHidden():
+            return ""
+        return f"{self.previous_version.text()} {self.version_label.text()} {self.next_version.text()}"
 
     def set_text(self, text: str) -> None:
         self.text = text
@@ -276,6 +305,8 @@ class MessageWidget(QFrame):
         flash_text(self.copy_button, "Copied")
 
     def set_actions_enabled(self, enabled: bool, can_regenerate: bool) -> None:
+        self._actions_enabled = enabled  # the versions too: no switching while an answer streams
+        self._show_versions()
         if self.edit_button is not None:
             self.edit_button.setEnabled(enabled)
         if self.continue_button is not None:

@@ -14,6 +14,12 @@ store's memory, the final commit is retried with a growing pause (and once
 more at close), and `notice("history", …)` says what happened; when a retry
 succeeds, `notice("saved", …)` says so.
 
+Nothing is removed without saying so: Regenerate adds a version of the answer
+(the earlier ones stay, `show_version` switches), and an edit-and-resend hides
+the later messages and offers an undo (`undoOffered`) until the chat moves on
+(the next send, edit or regenerate, another chat, closing) or UNDO_WINDOW_S
+passes; only then are they deleted.
+
 QtCore only: widgets listen to the signals and never touch the store while an
 answer streams.
 """
@@ -27,7 +33,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.chat.errors import ChatStoreError, MessageNotFoundError
-from app.chat.records import COMPLETE, ERROR, PARTIAL, AnswerStats, Message
+from app.chat.records import COMPLETE, ERROR, PARTIAL, AnswerStats, EditUndo, Message
 from app.chat.store import STREAM_WAIT_S, ChatStore
 from app.settings import AppSettings, conversation_sampling, for_conversation
 from app.workers.engine_client import EngineClient
@@ -37,6 +43,16 @@ NEW_CHAT_TITLE = "New chat"
 TITLE_LENGTH = 48
 RETRY_FIRST_S = 2.0  # the first retry of an answer whose final commit failed; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 60.0
+UNDO_WINDOW_S = 30.0  # how long an edit's removal of later messages can be undone
+
+
+def undo_text(undo: EditUndo) -> str:
+    """The undo bar's sentence for an edit-and-resend."""
+    if not undo.shown:
+        return "Edited."
+    if undo.shown == 1:
+        return "Edited: 1 later message was removed."
+    return f"Edited: {undo.shown} later messages were removed."
 
 
 def title_from(text: str) -> str:
@@ -70,6 +86,8 @@ class ChatSession(QObject):
     # kind ("trimmed" | "template" | "error" | "overflow" | "history" | "saved"), text; "history": the chat
     # history could not be written (the text says what is kept), "saved": what could not be written now is
     notice = Signal(str, str)
+    undoOffered = Signal(str)  # what an edit removed, with an Undo offer ("": the offer ended)
+    versionShown = Signal(int, object)  # the answer that was shown, the Message (another version) shown now
 
     def __init__(
         self, store: ChatStore, client: EngineClient, settings: Callable[[], AppSettings], parent: QObject | None = None
@@ -92,6 +110,10 @@ class ChatSession(QObject):
         self._retry = QTimer(self)
         self._retry.setSingleShot(True)
         self._retry.timeout.connect(self.retry_unsaved)
+        self._undo: EditUndo | None = None  # the last edit-and-resend, while it can be undone
+        self._undo_timer = QTimer(self)
+        self._undo_timer.setSingleShot(True)
+        self._undo_timer.timeout.connect(self.finalize_edit)
         client.chunk.connect(self._on_client_chunk)
         client.failed.connect(self._on_client_failed)
         client.died.connect(self._on_client_died)
@@ -104,6 +126,7 @@ class ChatSession(QObject):
     # ---- conversation selection --------------------------------------------------------------
 
     def open_conversation(self, conversation_id: int) -> None:
+        self.finalize_edit()
         self.conversation_id = conversation_id
         self.conversationChanged.emit(conversation_id)
 
@@ -139,6 +162,7 @@ class ChatSession(QObject):
         text = text.strip()
         if not text or self.busy:
             return False
+        self.finalize_edit()  # the chat moves on: what the last edit removed is gone for good
         self.retry_unsaved()  # a write now is a good moment for what failed before
         if not self.conversation_id and not self.new_conversation():
             return False
@@ -155,30 +179,91 @@ class ChatSession(QObject):
         return True
 
     def regenerate(self, answer_id: int) -> bool:
-        """Drop an answer (and anything after it) and ask again."""
+        """Ask again for the answer of that turn. The new answer is a new version: the earlier ones
+        stay, one switch away (`show_version`), and the prompt is the history before the turn."""
         if self.busy:
             return False
         try:
-            self.store.truncate_after(answer_id, inclusive=True)
+            answer = self.store.get_message(answer_id)
         except ChatStoreError as error:
             self._store_failed(error, "The answer was kept and not regenerated")
             return False
-        self.historyChanged.emit(self.conversation_id)
-        self._ask()
+        if answer.role != "assistant":
+            return False
+        self.finalize_edit()
+        self._ask(replacing=answer)
+        return True
+
+    def show_version(self, answer_id: int, step: int) -> bool:
+        """Show the version `step` places before (-1) or after (+1) the shown answer `answer_id`;
+        the version shown is the one the next prompt includes. Not while an answer streams."""
+        if self.busy:
+            return False
+        try:
+            versions = self.store.answer_versions(answer_id)
+            index = versions.index(answer_id) + step if answer_id in versions else -1
+            if not 0 <= index < len(versions):
+                return False
+            message = self.store.show_version(versions[index])
+        except ChatStoreError as error:
+            self._store_failed(error, "The answer shown was not changed")
+            return False
+        self.versionShown.emit(answer_id, message)
         return True
 
     def edit_and_resend(self, user_message_id: int, text: str) -> bool:
+        """Change a user message and answer it again. The later messages are hidden, not deleted:
+        `undoOffered` says how many, and `undo_edit` puts them back until the chat moves on."""
         text = text.strip()
         if not text or self.busy:
             return False
+        self.finalize_edit()
         try:
-            self.store.edit_message_and_truncate(user_message_id, text)
+            undo = self.store.edit_message_and_hide_later(user_message_id, text)
         except ChatStoreError as error:
             self._store_failed(error, "The edit was not saved and nothing was removed")
             return False
+        self._undo = undo
+        self._undo_timer.start(int(UNDO_WINDOW_S * 1000))
         self.historyChanged.emit(self.conversation_id)
+        self.undoOffered.emit(undo_text(undo))
         self._ask()
         return True
+
+    def undo_edit(self) -> bool:
+        """Take back the last edit-and-resend: its answer (stopped if it is still coming) goes, the
+        old text and the later messages come back. False if there is nothing to undo or the store
+        could not write (the offer then stays)."""
+        undo = self._undo
+        if undo is None:
+            return False
+        if self.busy:
+            self.client.stop()
+            self._finish(PARTIAL, self._stats_so_far())
+        try:
+            deleted = self.store.undo_edit(undo)
+        except ChatStoreError as error:
+            self._store_failed(error, "The edit was not undone")
+            return False
+        for answer_id in deleted:
+            self._unsaved.pop(answer_id, None)
+        self._undo = None
+        self._undo_timer.stop()
+        self.undoOffered.emit("")
+        self.historyChanged.emit(self.conversation_id)
+        return True
+
+    def finalize_edit(self) -> None:
+        """End the undo offer of the last edit: what it hid is deleted now."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        self._undo_timer.stop()
+        self.undoOffered.emit("")
+        try:
+            self.store.purge_removed(undo.conversation_id)
+        except ChatStoreError:
+            pass  # still hidden, never shown again: the next start deletes it (ChatStore purges at open)
 
     def stop(self) -> None:
         if self.busy:
@@ -191,6 +276,7 @@ class ChatSession(QObject):
             self.client.stop()
             self._finish(PARTIAL, self._stats_so_far())
         self._retry.stop()
+        self.finalize_edit()
         for answer_id, (state, stats) in list(self._unsaved.items()):
             try:
                 self.store.finish_message(answer_id, stats, state)
@@ -225,7 +311,9 @@ class ChatSession(QObject):
     def _store_failed(self, error: ChatStoreError, consequence: str) -> None:
         self.notice.emit("history", f"{error} {consequence}.")
 
-    def _ask(self) -> None:
+    def _ask(self, replacing: Message | None = None) -> None:
+        """Start an answer: to the whole chat, or (`replacing`) a new version of that answer, made
+        from the history before its turn."""
         try:
             # The conversation row is the truth for its system prompt and sampling; the global settings fill the rest.
             conversation = self.store.get_conversation(self.conversation_id)
@@ -235,9 +323,12 @@ class ChatSession(QObject):
                 m
                 for m in self.store.list_messages(self.conversation_id)
                 if not (m.role == "assistant" and not m.content)
+                and (replacing is None or m.turn_id < replacing.turn_id)
             ]
             self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
-            answer_id = self.store.begin_assistant_message(self.conversation_id)
+            answer_id = self.store.begin_assistant_message(
+                self.conversation_id, version_of=replacing.id if replacing is not None else None
+            )
             answer = self.store.get_message(answer_id)
         except ChatStoreError as error:
             self._store_failed(error, "No answer was requested; send the message again when it can be saved")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,12 @@ from app.chat import store as store_module
 from app.chat.errors import (
     ConversationNotFoundError,
     CorruptDatabaseError,
+    DatabaseBusyError,
+    MessageNotFoundError,
     MessageStateError,
     NewerSchemaError,
 )
-from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, move_database_aside
+from app.chat.store import SCHEMA_VERSION, AnswerStats, ChatStore, EditUndo, move_database_aside
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATS = AnswerStats(
@@ -392,3 +395,141 @@ def test_a_chat_keeps_its_own_system_prompt_and_sampling(db_path):
         assert (chat.system_prompt, chat.temperature, chat.seed, chat.top_k) == ("Answer like a pirate.", 0.1, 7, 40)
         old = chats.get_conversation(newer.id)
         assert old.sampling == {} and for_conversation(defaults, old.system_prompt, old.sampling).temperature == 0.7
+
+
+def answered(chats: ChatStore, conversation_id: int, text: str, *, version_of: int | None = None) -> int:
+    """An answer streamed and finished the way ChatSession does it; returns its id."""
+    answer_id = chats.begin_assistant_message(conversation_id, version_of=version_of)
+    chats.append_partial(answer_id, text)
+    chats.finish_message(answer_id, STATS)
+    return answer_id
+
+
+def test_regenerate_keeps_the_earlier_answer_as_a_version_to_switch_back_to(db_path):
+    with ChatStore(db_path) as chats:
+        chat = chats.create_conversation()
+        question = chats.add_message(chat.id, "user", "Name a fruit.")
+        first = answered(chats, chat.id, "Apple")
+        second = answered(chats, chat.id, "Banana", version_of=first)
+        shown = chats.list_messages(chat.id)
+        assert [(m.id, m.version, m.versions) for m in shown] == [(question.id, 1, 1), (second, 2, 2)]
+        assert chats.answer_versions(first) == chats.answer_versions(second) == [first, second]
+        # A third version of the turn (regenerating the second) joins the same turn.
+        third = answered(chats, chat.id, "Cherry", version_of=second)
+        follow_up = chats.add_message(chat.id, "user", "Another one?")
+        assert chats.show_version(first).content == "Apple"
+        assert [m.content for m in chats.list_messages(chat.id)] == ["Name a fruit.", "Apple", "Another one?"]
+        assert [h.message_id for h in chats.search("Cherry")] == []  # only what is shown is found
+        assert [h.message_id for h in chats.search("Apple")] == [first]
+        with pytest.raises(MessageStateError):
+            chats.begin_assistant_message(chat.id, version_of=question.id)  # a user message has no versions
+    with ChatStore(db_path) as chats:  # the choice is stored, not kept in memory
+        shown = chats.list_messages(chat.id)
+        assert [(m.id, m.version, m.versions) for m in shown] == [
+            (question.id, 1, 1),
+            (first, 1, 3),
+            (follow_up.id, 1, 1),
+        ]
+        assert chats.get_message(third).version == 3
+        # truncate_after on a version removes the whole turn, every version of it
+        assert chats.truncate_after(third, inclusive=True) == [first, second, third, follow_up.id]
+        assert [m.id for m in chats.list_messages(chat.id)] == [question.id]
+
+
+def test_edit_hides_later_messages_and_undo_puts_them_back(db_path):
+    with ChatStore(db_path) as chats:
+        chat = chats.create_conversation()
+        question = chats.add_message(chat.id, "user", "What is 2+2?")
+        first = answered(chats, chat.id, "5")
+        second = answered(chats, chat.id, "4", version_of=first)
+        follow_up = chats.add_message(chat.id, "user", "Sure?")
+        chats.show_version(first)
+        before = chats.list_messages(chat.id)
+        undo = chats.edit_message_and_hide_later(question.id, "What is 2+3?")
+        assert undo.shown == 2 and set(undo.removed_ids) == {first, second, follow_up.id}
+        assert [m.content for m in chats.list_messages(chat.id)] == ["What is 2+3?"]
+        assert chats.search("Sure") == []
+        answer_to_edit = answered(chats, chat.id, "5, surely")
+        assert chats.undo_edit(undo) == [answer_to_edit]
+        # the old text, the later messages, and the version that was shown
+        assert chats.list_messages(chat.id) == before
+        with pytest.raises(MessageStateError):
+            chats.edit_message_and_hide_later(first, "an answer is not edited")
+
+
+def test_a_removal_becomes_final_when_purged_or_at_the_next_start(db_path):
+    with ChatStore(db_path) as chats:
+        chat = chats.create_conversation()
+        question = chats.add_message(chat.id, "user", "Hello")
+        answer = answered(chats, chat.id, "Hi")
+        undo = chats.edit_message_and_hide_later(question.id, "Hello there")
+        assert chats._db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2  # hidden, not deleted
+        assert chats.purge_removed(chat.id) == [answer]
+        assert chats._db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+        again = answered(chats, chat.id, "Hello!")
+        chats.edit_message_and_hide_later(question.id, "Hello again")
+        assert undo.removed_ids == (answer,)
+    with ChatStore(db_path) as chats:  # the undo offer ended with the app: the removal is final
+        assert chats._db.execute("SELECT id FROM messages").fetchall()[0][0] == question.id
+        assert chats._db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+        assert [m.content for m in chats.list_messages(chat.id)] == ["Hello again"]
+        with pytest.raises(MessageNotFoundError):
+            chats.get_message(again)
+
+
+def test_a_database_written_by_schema_version_1_opens_and_gains_versions(db_path):
+    # The file as the app wrote it before answer versions: schema 1, exactly as shipped.
+    old = sqlite3.connect(db_path)
+    old.executescript(store_module.MIGRATIONS[0])
+    old.execute("PRAGMA user_version = 1")
+    old.execute("INSERT INTO conversations (title, created, updated) VALUES ('Old chat', 1.0, 1.0)")
+    old.execute(
+        "INSERT INTO messages (conversation_id, role, content, created, state)"
+        " VALUES (1, 'user', 'Hi', 1.0, 'complete')"
+    )
+    old.execute(
+        "INSERT INTO messages (conversation_id, role, content, created, stats_json, state)"
+        " VALUES (1, 'assistant', 'Hello', 2.0, '{\"tokens\": 3}', 'complete')"
+    )
+    old.commit()
+    old.close()
+    with ChatStore(db_path) as chats:
+        assert chats._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+        user, answer = chats.list_messages(1)
+        assert (user.content, answer.content, answer.stats.generated_tokens) == ("Hi", "Hello", 3)
+        assert (answer.version_of, answer.version, answer.versions) == (None, 1, 1)
+        newer = answered(chats, 1, "Hello again", version_of=answer.id)
+        assert [(m.content, m.version, m.versions) for m in chats.list_messages(1)][1] == ("Hello again", 2, 2)
+        assert chats.search("Hi")[0].message_id == user.id
+    assert (db_path.parent / "chats.backup-v1.sqlite3").exists()
+    with ChatStore(db_path) as chats:
+        assert chats.answer_versions(newer) == [answer.id, newer]
+
+
+def _version_writes() -> dict[str, Callable[[ChatStore, int, int, int], object]]:
+    # (store, conversation, user message, answer) → a write of answer versions or edit undo
+    return {
+        "begin_assistant_message(version_of)": lambda s, c, u, a: s.begin_assistant_message(c, version_of=a),
+        "show_version": lambda s, c, u, a: s.show_version(a),
+        "edit_message_and_hide_later": lambda s, c, u, a: s.edit_message_and_hide_later(u, "Edited"),
+        "undo_edit": lambda s, c, u, a: s.undo_edit(EditUndo(c, u, "Hello", (a,), 1)),
+        "purge_removed": lambda s, c, u, a: s.purge_removed(c),
+    }
+
+
+@pytest.mark.parametrize("write", sorted(_version_writes()))
+def test_version_and_undo_writes_commit_or_change_nothing(db_path, write):
+    from tests.app.test_store_attacks import lock_held_by_another_process
+
+    chats = ChatStore(db_path, busy_timeout_s=0.2)
+    conversation = chats.create_conversation("Kept")
+    user = chats.add_message(conversation.id, "user", "Hello")
+    answer = answered(chats, conversation.id, "Hi")
+    chats._db.execute("UPDATE messages SET removed_at = 1.0 WHERE id = ?", (answer,))  # as an edit leaves it
+    before = [tuple(r) for r in chats._db.execute("SELECT * FROM messages")]
+    with lock_held_by_another_process(db_path, 1.0):
+        with pytest.raises(DatabaseBusyError):
+            _version_writes()[write](chats, conversation.id, user.id, answer)
+        assert [tuple(r) for r in chats._db.execute("SELECT * FROM messages")] == before
+    assert not chats._db.in_transaction
+    chats.close()
