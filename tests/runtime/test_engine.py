@@ -422,3 +422,26 @@ def test_cache_dir_refuses_the_old_boolean_switch(tiny_model):
     for value in (False, True):
         with pytest.raises(TypeError, match="use_cache"):
             Engine.load(tiny_model, bits=4, cache_dir=value)
+
+
+def test_a_stream_dropped_before_its_first_step_leaves_the_engine_free(engine):
+    import gc
+
+    ids, _ = engine.render(QUESTION)
+    for make in (lambda: engine.stream_tokens(ids, GREEDY), lambda: engine.generate_tokens(ids, GREEDY)):
+        stream = make()
+        del stream
+        gc.collect()
+        again = engine.stream_tokens(ids, SamplingParams(temperature=0.0, max_tokens=2))  # not EngineBusyError
+        assert list(again)[-1].finish_reason in ("length", "stop")
+    closed = engine.stream_tokens(ids, GREEDY)
+    next(closed)
+    closed.close()
+    assert list(engine.stream_tokens(ids, SamplingParams(temperature=0.0, max_tokens=1)))
+
+
+@pytest.mark.parametrize("bad", [[-1], [49152], [1, 2, 10**9], [1.5], [True]])
+def test_token_ids_outside_the_vocabulary_are_refused_before_any_work(engine, bad):
+    with pytest.raises(ValueError, match="token ids"):
+        engine.stream_tokens(bad)
+    assert list(engine.stream_tokens([1, 2], SamplingParams(temperature=0.0, max_tokens=1)))  # not left busy

@@ -207,3 +207,12 @@ def test_fast_top_p_equals_a_full_sort(rng):
         expect = np.ones(n, dtype=bool)
         expect[order[:n_keep]] = False
         np.testing.assert_array_equal(_top_p_removed(x, top_p), expect)
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1e-30, 1e-38, 5e-324])
+def test_a_tiny_temperature_is_greedy_not_nan(temperature):
+    logits = np.array([1.0, 3.0, 2.5, -1.0], np.float32)
+    sampler = Sampler(SamplingParams(temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, seed=1))
+    with np.errstate(over="raise", invalid="raise"):  # no overflow or NaN on the way
+        picks = {sampler.sample(logits.copy()) for _ in range(20)}
+    assert picks == {1}
