@@ -123,7 +123,7 @@ def run(argv: list[str] | None = None) -> int:
     from app.ui.main_window import MainWindow
     from app.ui.theme import apply_theme
 
-    apply_theme(app, loaded.settings.theme)
+    apply_theme(app, loaded.settings.theme, loaded.settings.zoom)
     store, store_warning = open_store(paths.chat_db_file, move_aside=_ask_move_aside, tell=_tell)
     settings = SettingsStore(loaded.settings, paths.settings_file)  # the one store every window shares
     problems = [*loaded.problems, *([store_warning] if store_warning else [])]

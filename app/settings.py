@@ -26,6 +26,7 @@ from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
 SCHEMA_VERSION = 4
+ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class AppSettings:
     seed: int | None = None  # None → a fresh random seed per answer
     max_tokens: int = 512
     theme: str = "system"  # "system" | "light" | "dark"
+    zoom: float = 1.0  # text size factor (View → Zoom), ZOOM_MIN..ZOOM_MAX
     offline_mode: bool = False  # never touch the network (sets HF_HUB_OFFLINE before import)
     # Hugging Face access token, only where no OS keyring is available (plain text, like `hf auth login`);
     # app.catalog.token_store keeps it in the keyring when there is one and moves an older one there.
@@ -80,6 +82,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "repeat_penalty": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.5 <= v <= 5.0,
     "max_tokens": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_048_576,
     "theme": lambda v: v in ("system", "light", "dark"),
+    "zoom": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and ZOOM_MIN <= v <= ZOOM_MAX,
     "offline_mode": lambda v: isinstance(v, bool),
     "hf_token": lambda v: (
         v is None or (isinstance(v, str) and 0 < len(v) <= 512 and v.isprintable() and not any(c.isspace() for c in v))
@@ -89,7 +92,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     ),
     "memory_bandwidth_cpu": lambda v: v is None or isinstance(v, str),
 }
-_FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth"}
+_FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth", "zoom"}
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:

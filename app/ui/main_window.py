@@ -43,7 +43,7 @@ from app.chat.errors import ConversationNotFoundError
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
-from app.settings import AppSettings
+from app.settings import ZOOM_MAX, ZOOM_MIN, AppSettings
 from app.settings_store import SettingsStore
 from app.ui.about import AboutDialog
 from app.ui.banner import Banner
@@ -69,6 +69,7 @@ AUTO_HIDE_SIDE_BELOW = 1000
 AUTO_HIDE_CHATS_BELOW = 760
 AUTO_RESTART_DELAY_MS = 1500  # after a crash: time to read the banner before the engine comes back
 CONTINUE_PROMPT = "Continue."
+ZOOM_STEP = 0.1  # View → Zoom in / out: 10% of the normal text size per step
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
     EngineState.STARTING: "Starting the engine…",
@@ -287,6 +288,14 @@ class MainWindow(QMainWindow):
         for action in (self.chats_action, self.side_action):
             action.setCheckable(True)
             action.setChecked(True)
+        view_menu.addSeparator()
+        for label, step, zoom_keys in (
+            ("Zoom &in", ZOOM_STEP, (QKeySequence(QKeySequence.StandardKey.ZoomIn), QKeySequence("Ctrl+="))),
+            ("Zoom &out", -ZOOM_STEP, (QKeySequence(QKeySequence.StandardKey.ZoomOut),)),
+            ("&Actual size", 0.0, (QKeySequence("Ctrl+0"),)),
+        ):
+            action = self._action(view_menu, label, lambda _=False, s=step: self.zoom_by(s))
+            action.setShortcuts(list(zoom_keys))
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         group = QActionGroup(self)
@@ -682,11 +691,18 @@ class MainWindow(QMainWindow):
     def _on_settings_changed(self, settings: AppSettings, changed: frozenset[str]) -> None:
         if "n_threads" in changed and settings.n_threads:
             self.client.set_threads(settings.n_threads)  # from the slider or the speed sweep; applies mid-answer
-        if "theme" in changed:
+        if "theme" in changed or "zoom" in changed:
             self._restyle()
 
     def set_theme(self, choice: str) -> None:
         self.settings_store.update(theme=choice)
+
+    def zoom_by(self, step: float) -> None:
+        """Text size: `step` up or down (0: back to 100%), kept within the settings' range and saved."""
+        zoom = 1.0 if step == 0 else min(ZOOM_MAX, max(ZOOM_MIN, round(self.settings.zoom + step, 2)))
+        if zoom != self.settings.zoom:
+            self.settings_store.update(zoom=zoom)
+            self.statusBar().showMessage(f"Zoom {zoom:.0%}", 2000)
 
     def _on_color_scheme_changed(self, _scheme) -> None:
         if self.settings.theme == "system":
@@ -696,7 +712,7 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if not isinstance(app, QApplication):
             return  # no widgets without a QApplication; nothing to restyle
-        self.dark = apply_theme(app, self.settings.theme) == "dark"
+        self.dark = apply_theme(app, self.settings.theme, self.settings.zoom) == "dark"
         self.chat_view.dark = self.dark
         self._reload_messages(self.session.conversation_id)  # code blocks pick their highlight colours
 

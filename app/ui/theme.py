@@ -7,6 +7,7 @@ looks the same on Windows, macOS and Linux.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -76,11 +77,27 @@ def _palette(name: str) -> QPalette:
     return palette
 
 
-def apply_theme(app: QApplication, choice: str) -> str:
-    """Style the whole application; returns the theme used ("light" or "dark")."""
+_FONT_SIZE = re.compile(r"font-size:\s*(\d+(?:\.\d+)?)px")
+_BASE_FONT_PROPERTY = "tmacBaseFontPointSize"
+
+
+def zoomed_sheet(sheet: str, zoom: float) -> str:
+    """The style sheet with every `font-size: Npx` scaled by `zoom` (the sheet sizes most text)."""
+    return _FONT_SIZE.sub(lambda m: f"font-size: {max(1, round(float(m.group(1)) * zoom))}px", sheet)
+
+
+def apply_theme(app: QApplication, choice: str, zoom: float = 1.0) -> str:
+    """Style the whole application at a text size factor; returns the theme used ("light" or "dark")."""
     name = resolve_theme(choice)
     app.setStyle("Fusion")
     app.setPalette(_palette(name))
+    base = app.property(_BASE_FONT_PROPERTY)
+    if base is None:  # the platform's own size, remembered once so zooming never compounds
+        base = app.font().pointSizeF()
+        app.setProperty(_BASE_FONT_PROPERTY, base)
+    font = app.font()
+    font.setPointSizeF(float(base) * zoom)
+    app.setFont(font)
     sheet = themes_dir() / f"{name}.qss"
-    app.setStyleSheet(sheet.read_text(encoding="utf-8") if sheet.is_file() else "")
+    app.setStyleSheet(zoomed_sheet(sheet.read_text(encoding="utf-8"), zoom) if sheet.is_file() else "")
     return name

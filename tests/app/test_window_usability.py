@@ -328,3 +328,40 @@ def test_a_small_window_with_every_panel_shown_keeps_its_size(qtbot, window):
     qtbot.wait(50)
     assert (window.width(), window.height()) == (900, 600)
     assert not _inside_window_horizontally(window)
+
+
+def test_zoom_keys_scale_the_text_and_are_saved(qtbot, window):
+    """View → Zoom in / out / Actual size: the style sheet's pixel sizes and the app font follow,
+    the factor is saved, and it never compounds or leaves its range."""
+    from app.settings import ZOOM_MAX, ZOOM_MIN, load_settings
+
+    show(qtbot, window)
+    app = QApplication.instance()
+    base_pt = app.font().pointSizeF()
+    for keys in ("Ctrl+=", "Ctrl+="):
+        QTest.keySequence(window, keys)
+    assert window.settings.zoom == pytest.approx(1.2)
+    assert app.font().pointSizeF() == pytest.approx(base_pt * 1.2)
+    assert "font-size: 17px" in app.styleSheet(), "the messages' 14 px became 17 px"
+    QTest.keySequence(window, "Ctrl+-")
+    assert window.settings.zoom == pytest.approx(1.1)
+    QTest.keySequence(window, "Ctrl+0")
+    assert window.settings.zoom == 1.0 and app.font().pointSizeF() == pytest.approx(base_pt)
+    for _ in range(40):
+        window.zoom_by(0.1)
+    assert window.settings.zoom == ZOOM_MAX
+    for _ in range(40):
+        window.zoom_by(-0.1)
+    assert window.settings.zoom == ZOOM_MIN
+    window.settings_store.flush()
+    assert load_settings(window.paths.settings_file).settings.zoom == ZOOM_MIN
+    window.zoom_by(0)
+    assert app.font().pointSizeF() == pytest.approx(base_pt)
+
+
+def test_zoomed_sheet_scales_every_pixel_font_size():
+    from app.ui.theme import zoomed_sheet
+
+    sheet = "QLabel { font-size: 14px; } QPushButton { font-size: 11px; padding: 7px; }"
+    assert zoomed_sheet(sheet, 1.5) == "QLabel { font-size: 21px; } QPushButton { font-size: 16px; padding: 7px; }"
+    assert zoomed_sheet(sheet, 1.0) == sheet
