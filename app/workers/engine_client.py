@@ -25,11 +25,14 @@ run code here or take the window down.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
+import socket
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -100,6 +103,38 @@ def describe_exit(exitcode: int | None) -> str:
     if exitcode > 0xFFFF:  # Windows NTSTATUS codes such as 0xC0000005 (access violation)
         return f"the engine process crashed with code 0x{exitcode:08X}"
     return f"the engine process exited with code {exitcode}"
+
+
+def whole_frame_waiting(conn: Connection) -> bool:
+    """True when `conn` holds at least one complete message, so recv_bytes cannot block the
+    GUI thread on a frame the engine has only half written (it hung or died mid-send).
+
+    A multiprocessing frame is a 4-byte big-endian length (or -1 and an 8-byte length) and
+    the data. On POSIX the duplex pipe is a socketpair: FIONREAD says how many bytes wait and
+    MSG_PEEK reads the length without consuming it. Windows pipes carry whole messages, so
+    poll() is enough there.
+    """
+    if not conn.poll():
+        return False
+    if os.name != "posix":
+        return True
+    import fcntl  # POSIX-only modules
+    import termios
+
+    fd = conn.fileno()
+    waiting = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, waiting)
+    try:
+        with socket.socket(fileno=os.dup(fd)) as peer:  # a dup: closing it must not close conn
+            head = peer.recv(12, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return True  # not a socket (a one-way pipe): nothing to peek with, as before
+    if len(head) < 4:
+        return False
+    (size,) = struct.unpack("!i", head[:4])
+    if size == -1:
+        return len(head) == 12 and waiting[0] >= 12 + struct.unpack("!Q", head[4:12])[0]
+    return waiting[0] >= 4 + size
 
 
 class EngineClient(QObject):
@@ -308,7 +343,7 @@ class EngineClient(QObject):
 
     def _drain(self) -> None:
         try:
-            while self._conn is not None and self._conn.poll():
+            while self._conn is not None and whole_frame_waiting(self._conn):
                 data = self._conn.recv_bytes()
                 try:
                     reply = decode_reply(data)

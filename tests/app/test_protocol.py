@@ -293,3 +293,33 @@ def test_the_protocol_loads_neither_qt_nor_numpy():
         f"p.decode_reply({encode(ChunkMsg(1, CHUNK))!r})\np.decode_reply({encode(Loaded(INFO))!r})"
     )
     assert not {name for name in loaded if name.split(".")[0] in ("PySide6", "shiboken6", "numpy")}
+
+
+def test_a_half_written_frame_never_blocks_the_window(qtbot):
+    """An engine that hangs or dies in the middle of sending a reply leaves half a frame on the
+    pipe; the window's drain must return at once and read the reply when the rest arrives."""
+    import struct
+    import threading
+
+    from app.workers.engine_client import EngineClient
+
+    client = EngineClient()
+    window_end, engine_end = multiprocessing.Pipe(duplex=True)
+    client._conn = window_end
+    client._set_state(EngineState.LOADING)
+    progress = []
+    client.loadProgress.connect(lambda fraction, stage: progress.append((fraction, stage)))
+    frame = encode(Progress(0.5, "repacking"))
+    header = struct.pack("!i", len(frame))
+    os.write(engine_end.fileno(), header + frame[:5])  # the engine stopped half way through
+    drained = threading.Thread(target=client._drain, daemon=True)
+    drained.start()
+    drained.join(2.0)
+    assert not drained.is_alive(), "the drain blocked on a half-written frame"
+    assert progress == []
+    os.write(engine_end.fileno(), frame[5:])
+    client._drain()
+    assert progress == [(0.5, "repacking")]
+    client._conn = None
+    window_end.close()
+    engine_end.close()
