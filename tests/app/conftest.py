@@ -1,8 +1,10 @@
-"""Fixtures for the Qt-free app layers: a private app home, a fake Hub, and a loopback-only network guard.
+"""Fixtures for the app tests: a private app home, a fake Hub, a loopback-only network guard,
+and Models pages (`make_page`).
 
 Every test here gets TMAC_CHAT_HOME and HF_HOME in its own tmp_path, and any
 socket connection to a non-loopback address fails, so no test can reach the
-internet even by mistake. Must not import PySide6.
+internet even by mistake. Must not import PySide6 at module level (the Qt-free
+tests share it): the page fixture imports the widgets when it runs.
 """
 
 from __future__ import annotations
@@ -91,3 +93,34 @@ def fake_hub_with_cdn(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         yield hub
     finally:
         hub.stop()
+
+
+@pytest.fixture
+def models_page_paths():
+    """The app's folders under this test's private TMAC_CHAT_HOME, created."""
+    from app.paths import app_paths
+
+    return app_paths().ensure()
+
+
+@pytest.fixture
+def make_page(qtbot, models_page_paths):
+    """Models pages with a bandwidth figure already in settings (one test measures it for real);
+    each is shut down (its downloads cancelled) after the test."""
+    from app import hardware
+    from app.settings import AppSettings
+    from app.settings_store import SettingsStore
+    from app.ui.model_manager import ModelManagerPage
+
+    pages = []
+
+    def make(settings=None):
+        settings = settings or AppSettings(memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name())
+        page = ModelManagerPage(SettingsStore(settings, models_page_paths.settings_file), models_page_paths)
+        qtbot.addWidget(page)
+        pages.append(page)
+        return page
+
+    yield make
+    for page in pages:
+        page.shutdown()

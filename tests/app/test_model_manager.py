@@ -18,10 +18,8 @@ from app.catalog import installed
 from app.catalog.download import partial_path
 from app.catalog.installed import list_installed
 from app.catalog.inventory import CardState
-from app.paths import app_paths
 from app.settings import AppSettings, load_settings
-from app.settings_store import SettingsStore
-from app.ui.model_manager import ModelCard, ModelManagerPage
+from app.ui.model_manager import ModelCard
 from tests.runtime.conftest import tiny_llama
 
 SMOL_ID, SMOL_REPO, SMOL_FILE = (
@@ -40,25 +38,8 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
-def paths():
-    return app_paths().ensure()
-
-
-@pytest.fixture
-def make_page(qtbot, paths):
-    """Pages with a bandwidth figure already in settings (one test measures it for real)."""
-    pages = []
-
-    def make(settings: AppSettings | None = None) -> ModelManagerPage:
-        settings = settings or AppSettings(memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name())
-        page = ModelManagerPage(SettingsStore(settings, paths.settings_file), paths)
-        qtbot.addWidget(page)
-        pages.append(page)
-        return page
-
-    yield make
-    for page in pages:
-        page.shutdown()
+def paths(models_page_paths):
+    return models_page_paths
 
 
 def serve_smol(hub):

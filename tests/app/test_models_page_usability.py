@@ -12,12 +12,9 @@ from PySide6.QtWidgets import QStatusBar
 
 from app import hardware
 from app.catalog.installed import import_local_gguf, list_installed
-from app.paths import app_paths
 from app.settings import AppSettings
-from app.settings_store import SettingsStore
 from app.ui import model_manager
 from app.ui.download_indicator import DownloadIndicator
-from app.ui.model_manager import ModelManagerPage
 from tests.app.test_model_choice import MemoryKeyring
 from tests.app.test_model_manager import LLAMA_FILE, LLAMA_ID, LLAMA_REPO, SMOL_ID, TIMEOUT_MS, write_tiny_gguf
 
@@ -25,24 +22,8 @@ DATA = b"GGUF" + random.Random(5).randbytes(200_000)
 
 
 @pytest.fixture
-def paths():
-    return app_paths().ensure()
-
-
-@pytest.fixture
-def make_page(qtbot, paths):
-    pages = []
-
-    def make(settings: AppSettings | None = None) -> ModelManagerPage:
-        settings = settings or AppSettings(memory_bandwidth=20e9, memory_bandwidth_cpu=hardware.cpu_model_name())
-        page = ModelManagerPage(SettingsStore(settings, paths.settings_file), paths)
-        qtbot.addWidget(page)
-        pages.append(page)
-        return page
-
-    yield make
-    for page in pages:
-        page.shutdown()
+def paths(models_page_paths):
+    return models_page_paths
 
 
 def test_built_in_card_says_built_in_and_every_variant_has_a_quality_hint(make_page):
