@@ -14,22 +14,22 @@ from pathlib import Path
 from typing import NoReturn
 
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
+from tmac_core.limits import (
+    MAX_DIM,
+    MAX_HEAD_DIM,
+    MAX_HEADS,
+    MAX_HIDDEN_DIM,
+    MAX_LAYERS,
+    MAX_SEQ_LEN,
+    MAX_VOCAB,
+    MIN_SEQ_LEN,
+)
 from tmac_core.loading.gguf import GGUFFile, ValueType
 from tmac_core.models import architecture
 from tmac_core.plan import ModelConfig, RopeScaling
 from tmac_core.types import ModelSummary
 
 __all__ = ["ModelConfig", "RopeScaling", "config_from_gguf", "inspect_model"]
-
-# Sane upper bounds: far above any real model, far below what overflows a buffer.
-MAX_DIM = 1 << 16
-MAX_HIDDEN_DIM = 1 << 20
-MAX_LAYERS = 1024
-MAX_HEADS = 1024
-MAX_HEAD_DIM = 1024
-MAX_VOCAB = 1 << 22
-MAX_SEQ_LEN = 1 << 24
-MIN_SEQ_LEN = 16  # the engine's smallest context (Engine.load refuses a smaller n_ctx)
 
 
 def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
@@ -90,7 +90,8 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
 
 
 def inspect_model(path: str | os.PathLike[str]) -> ModelSummary:
-    """Validate `path` as a model this runtime can load, and summarise it.
+    """Validate `path` (a GGUF file or a Hugging Face model folder) as a model this
+    runtime can load, and summarise it.
 
     Runs the hardened reader (metadata and tensor index only: nothing is dequantized)
     and `config_from_gguf` (architecture, hyperparameters, every tensor's shape).
@@ -101,6 +102,10 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelSummary:
         UnsupportedModelError: well-formed, but not a model this runtime runs.
         ModelLoadError: the file cannot be opened.
     """
+    if os.path.isdir(path):  # a Hugging Face model folder
+        from tmac_core.loading.hf import inspect_folder
+
+        return inspect_folder(path)
     with GGUFFile.open(path) as gguf:
         config = config_from_gguf(gguf)
         try:

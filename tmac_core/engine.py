@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,10 +36,12 @@ from tmac_core.config import ModelConfig, config_from_gguf
 from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
+from tmac_core.loading.hf import HFModel, is_model_folder
 from tmac_core.models import get_architecture
 from tmac_core.sampling import Sampler, SamplingParams
 from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
 from tmac_core.tokenizer.chat_template import PromptTooLongError
+from tmac_core.tokenizer.hf_files import tokenizer_from_folder
 from tmac_core.types import Chunk, EngineInfo
 
 if TYPE_CHECKING:  # annotations only: the loader and the compiled runtime load with a model
@@ -123,7 +125,7 @@ class Engine:
     def __init__(
         self,
         source: str,
-        gguf: GGUFFile,
+        gguf: GGUFFile | HFModel,
         cfg: ModelConfig,
         tokenizer: Tokenizer,
         weights: Weights,
@@ -158,7 +160,8 @@ class Engine:
         use_cache: bool = True,
         source_sha256: str | None = None,
     ) -> Engine:
-        """Load a GGUF model (a path, or "default" for the embedded SmolLM2).
+        """Load a model: a GGUF file, a Hugging Face folder (config.json, safetensors,
+        tokenizer files; tmac_core/loading/hf.py), or "default" for the embedded SmolLM2.
 
         `cache_dir` is the repacked-model cache folder; None means the default one
         (cache.default_cache_dir(): $TMAC_CACHE_DIR, else the per-user cache).
@@ -183,15 +186,24 @@ class Engine:
             )
         report = progress or (lambda fraction, stage: None)
         path = default_model_path() if str(source) == "default" else os.fspath(source)
-        if not os.path.isfile(path):
+        folder_source = is_model_folder(path)
+        if not folder_source and not os.path.isfile(path):
             raise ModelLoadError(f"{path}: no such model file")
         if source_sha256 is not None and not _is_sha256(source_sha256):
             raise ValueError(f"source_sha256 must be 64 lowercase hex digits, got {source_sha256!r}")
         report(0.0, "reading the model file")
-        gguf = GGUFFile.open(path)
-        cfg = config_from_gguf(gguf)
+        gguf: GGUFFile | HFModel
+        if folder_source:
+            gguf = HFModel.open(path)
+            cfg = gguf.config
+            tokenizer = tokenizer_from_folder(path, cfg.vocab_size)
+        else:
+            gguf = GGUFFile.open(path)
+            cfg = config_from_gguf(gguf)
+            tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
         arch = get_architecture(cfg.arch)
-        tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
+        # An HFModel offers the loader what it reads of a GGUFFile (tensors, tensor_bytes, path)
+        source_file = cast(GGUFFile, gguf)
         if n_ctx is None:
             n_ctx = min(cfg.n_ctx_train, DEFAULT_MAX_CTX)
         if not 16 <= n_ctx <= max(cfg.n_ctx_train, 16) * 4:
@@ -202,7 +214,14 @@ class Engine:
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
-            digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
+
+            def hashing(f: float) -> None:
+                report(0.1 * f, "hashing the model file")
+
+            if isinstance(gguf, HFModel):
+                digest = gguf.content_digest(hashing, known=source_sha256)
+            else:
+                digest = source_sha256 or cache.source_hash(path, hashing)
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
             source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
@@ -211,7 +230,9 @@ class Engine:
             except cache.CacheMiss:
                 cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
         if weights is None:
-            weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
+            weights = arch.load_weights(
+                source_file, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits")
+            )
             if folder is not None:
                 report(0.9, "saving the repacked model")
                 try:

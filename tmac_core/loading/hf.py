@@ -1,0 +1,445 @@
+"""A Hugging Face model folder (config.json + safetensors) as the weight loader sees a GGUF file.
+
+`HFModel.open(folder)` reads `config.json` into a ModelConfig (the fields tmac_core.plan
+needs, each type- and range-checked), opens `model.safetensors` or the shards a
+`model.safetensors.index.json` names (tmac_core/loading/safetensors.py: headers checked, data
+mapped, shards only inside the folder, pickles refused unopened), and renames every tensor
+to the GGUF name the runtime uses (`model.layers.3.self_attn.q_proj.weight` →
+`blk.3.attn_q.weight`). It offers the same small interface the loader uses on a GGUFFile
+(`path`, `tensors` of gguf.TensorInfo in GGUF order, `tensor_bytes`, `metadata`, `close`), so
+`models/loader.load_weights` and `loading/dequant.dequantize_tensor` run unchanged:
+fp32/fp16/bf16 checkpoints repack to 4 or 2 bits exactly as F32/F16/BF16 GGUF files do.
+
+Llama's q and k rows: a Hugging Face Llama checkpoint rotates pairs (i, i + head_dim/2)
+(transformers' rotate_half), while our Llama graph rotates pairs (2i, 2i+1) like llama.cpp
+(tmac_core/models/llama.py, rope_style "interleaved"). llama.cpp's converter
+(convert_hf_to_gguf.py, LlamaModel.permute) reorders the rows of q_proj and k_proj so that
+the interleaved rotation computes the same thing; `tensor_bytes` applies that permutation,
+so a folder and its llama.cpp conversion give the same ModelConfig and the same packed
+weights. Qwen2 runs with neox RoPE (tmac_core/models/qwen2.py) and needs no permutation.
+
+Imports numpy, the loaders and tmac_core.plan / limits / models: no Qt, no torch, no pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from tmac_core.errors import ModelFormatError, ModelLoadError, UnsupportedModelError
+from tmac_core.filehash import sha256_file
+from tmac_core.limits import (
+    MAX_DIM,
+    MAX_HEAD_DIM,
+    MAX_HEADS,
+    MAX_HIDDEN_DIM,
+    MAX_LAYERS,
+    MAX_SEQ_LEN,
+    MAX_VOCAB,
+    MIN_SEQ_LEN,
+)
+from tmac_core.loading.gguf import GGMLType, TensorInfo
+from tmac_core.loading.safetensors import (
+    SafetensorsFile,
+    confined_file,
+    parse_json,
+    pickle_files,
+    read_small_file,
+)
+from tmac_core.models import architecture
+from tmac_core.plan import ModelConfig, RopeScaling
+from tmac_core.types import ModelSummary
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+MAX_JSON_BYTES = 64 << 20  # an index of 100k tensors is ~10 MB
+MAX_SHARDS = 4096
+# Bump when the renaming or the q/k permutation changes what the loader gets for the same
+# files: it is part of the folder's content digest, hence of the repacked-cache key.
+MAPPING_VERSION = 1
+
+# config.json `architectures[0]` → the architecture we run it as (tmac_core.models)
+HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+# safetensors dtypes the weight loader reads (tmac_core/loading/dequant.py)
+FLOAT_DTYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
+
+_TOP_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_LAYER_RE = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)")
+
+
+def gguf_name(hf_name: str) -> str | None:
+    """The GGUF tensor name of a Hugging Face Llama/Qwen2 tensor, or None if the runtime has none."""
+    if hf_name in _TOP_NAMES:
+        return _TOP_NAMES[hf_name]
+    m = _LAYER_RE.fullmatch(hf_name)
+    if m is None or m.group(2) not in _LAYER_NAMES:
+        return None
+    return f"blk.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+
+
+class _Config:
+    """Typed, range-checked reads of config.json: every failure names the key."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self.data, self.path = data, path
+
+    def fail(self, key: str, reason: str) -> NoReturn:
+        raise ModelFormatError(self.path, f"{CONFIG_FILE} {key!r}", None, reason)
+
+    def int(self, key: str, default: int | None = None, *, lo: int = 1, hi: int) -> int:
+        value = self.data.get(key)
+        if value is None:
+            if default is None:
+                self.fail(key, "required key is missing")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, found {type(value).__name__}")
+        if not lo <= value <= hi:
+            self.fail(key, f"value {value} outside [{lo}, {hi}]")
+        return value
+
+    def float(self, key: str, default: float | None = None, *, hi: float = math.inf) -> float:
+        value = self.data.get(key)
+        if value is None:
+            if default is None:
+                self.fail(key, "required key is missing")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, f"expected a number, found {type(value).__name__}")
+        if not (math.isfinite(value) and 0 < value <= hi):
+            self.fail(key, f"value {value} must be finite and in (0, {hi}]")
+        return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, found {type(value).__name__}")
+        return value
+
+    def str(self, key: str, default: str) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, found {type(value).__name__}")
+        return value
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    return parse_json(read_small_file(path, MAX_JSON_BYTES, what), str(path), what)
+
+
+def _rope(cfg: _Config, rope: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
+    """rope_theta and the Llama-3 scaling, from `rope_scaling` (transformers ≤ 4) or
+    `rope_parameters` (transformers 5, which also holds rope_theta)."""
+    sub = _Config(rope, cfg.path)
+    theta = sub.float("rope_theta", cfg.float("rope_theta", 10000.0))
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind in ("default", None) or not rope:
+        return theta, None
+    if kind != "llama3":
+        raise UnsupportedModelError(f"{cfg.path}: RoPE scaling type {kind!r} is not supported (supported: llama3)")
+    low = sub.float("low_freq_factor")
+    high = sub.float("high_freq_factor")
+    if high <= low:
+        cfg.fail("rope_scaling", f"high_freq_factor {high} must exceed low_freq_factor {low}")
+    scaling = RopeScaling(sub.float("factor"), low, high, sub.int("original_max_position_embeddings", hi=MAX_SEQ_LEN))
+    return theta, scaling
+
+
+def config_from_hf(data: Any, path: str) -> ModelConfig:
+    """config.json → ModelConfig.
+
+    Raises:
+        UnsupportedModelError: an architecture, activation, quantization or attention variant
+            this runtime does not run.
+        ModelFormatError: a key is missing, mistyped or absurd.
+    """
+    if not isinstance(data, dict):
+        raise ModelFormatError(path, CONFIG_FILE, None, f"expected a JSON object, found {type(data).__name__}")
+    cfg = _Config(data, path)
+    archs = data.get("architectures")
+    if not isinstance(archs, list) or len(archs) != 1 or not isinstance(archs[0], str):
+        cfg.fail("architectures", f"expected a list of one class name, found {archs!r}")
+    if archs[0] not in HF_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{path}: unsupported architecture {archs[0]!r} (supported: {', '.join(sorted(HF_ARCHITECTURES))})"
+        )
+    arch_name = HF_ARCHITECTURES[archs[0]]
+    if data.get("quantization_config") is not None:
+        raise UnsupportedModelError(f"{path}: quantized checkpoints (quantization_config) are not supported here")
+    if cfg.str("hidden_act", "silu") != "silu":
+        raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: silu)")
+    if arch_name == "llama" and (cfg.bool("attention_bias", False) or cfg.bool("mlp_bias", False)):
+        raise UnsupportedModelError(f"{path}: Llama with attention or MLP biases is not supported")
+    if arch_name == "qwen2" and cfg.bool("use_sliding_window", False):
+        raise UnsupportedModelError(f"{path}: sliding-window attention is not supported")
+    dim = cfg.int("hidden_size", hi=MAX_DIM)
+    n_heads = cfg.int("num_attention_heads", hi=MAX_HEADS)
+    n_kv_heads = cfg.int("num_key_value_heads", n_heads, hi=MAX_HEADS)
+    if n_heads % n_kv_heads:
+        cfg.fail("num_key_value_heads", f"{n_kv_heads} kv heads do not divide {n_heads} heads")
+    if data.get("head_dim") is None and dim % n_heads:
+        cfg.fail("num_attention_heads", f"{n_heads} heads do not divide hidden_size {dim}")
+    head_dim = cfg.int("head_dim", dim // n_heads, hi=MAX_HEAD_DIM)
+    if head_dim % 2:
+        cfg.fail("head_dim", f"head size {head_dim} is odd; RoPE needs pairs")
+    if cfg.float("partial_rotary_factor", 1.0) != 1.0:
+        raise UnsupportedModelError(f"{path}: partial rotary embedding is not supported")
+    rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        cfg.fail("rope_scaling", f"expected an object, found {type(rope).__name__}")
+    theta, scaling = _rope(cfg, rope)
+    return architecture(arch_name).config(
+        dim=dim,
+        hidden_dim=cfg.int("intermediate_size", hi=MAX_HIDDEN_DIM),
+        n_layers=cfg.int("num_hidden_layers", hi=MAX_LAYERS),
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        head_dim=head_dim,
+        vocab_size=cfg.int("vocab_size", hi=MAX_VOCAB),
+        n_ctx_train=cfg.int("max_position_embeddings", lo=MIN_SEQ_LEN, hi=MAX_SEQ_LEN),
+        rope_theta=theta,
+        norm_eps=cfg.float("rms_norm_eps", hi=1.0),
+        rope_scaling=scaling,
+        tie_embeddings=cfg.bool("tie_word_embeddings", False),
+    )
+
+
+def _permute_rows(raw: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's LlamaModel.permute on whole rows: per head, rows (i, i + hd/2) become (2i, 2i+1)."""
+    rows = raw.reshape(n_heads, 2, -1, raw.shape[-1])  # (head, half, pair, row bytes)
+    out = np.ascontiguousarray(rows.swapaxes(1, 2)).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+class HFModel:
+    """An open Hugging Face model folder: its ModelConfig and its tensors under GGUF names."""
+
+    def __init__(self, folder: Path, data: dict[str, Any], shards: list[SafetensorsFile]) -> None:
+        self.path = os.fspath(folder)
+        self.folder = folder
+        self.hf_config = data
+        self.hf_architecture: str = data["architectures"][0]
+        self._shards = shards
+        self.file_size = sum(s.file_size for s in shards)
+        self.metadata: dict[str, Any] = {"general.name": folder.name}
+        self.config = config_from_hf(data, str(folder / CONFIG_FILE))
+        self.tensors: dict[str, TensorInfo] = {}
+        self._where: dict[str, tuple[SafetensorsFile, str]] = {}  # GGUF name → (shard, HF name)
+        self.extra: list[str] = []  # HF tensors the runtime does not use
+        for shard in shards:
+            for hf_name, info in shard.tensors.items():
+                name = gguf_name(hf_name)
+                if name is None:
+                    self.extra.append(hf_name)
+                    continue
+                if info.dtype not in FLOAT_DTYPES:
+                    raise UnsupportedModelError(
+                        f"{shard.path}: tensor {hf_name!r} has dtype {info.dtype}; only F32, F16 and BF16"
+                        " checkpoints are supported"
+                    )
+                if not 1 <= len(info.shape) <= 2 or 0 in info.shape:
+                    raise ModelFormatError(
+                        shard.path,
+                        f"tensor {hf_name!r}",
+                        info.offset,
+                        f"shape {list(info.shape)} is not a matrix or vector",
+                    )
+                self.tensors[name] = TensorInfo(
+                    name, FLOAT_DTYPES[info.dtype], info.shape[::-1], info.offset, info.nbytes
+                )
+                self._where[name] = (shard, hf_name)
+        cfg = self.config
+        self._permuted: dict[str, int] = {}  # GGUF name → head count its rows are permuted by
+        if cfg.arch == "llama":
+            for layer in range(cfg.n_layers):
+                self._permuted[f"blk.{layer}.attn_q.weight"] = cfg.n_heads
+                self._permuted[f"blk.{layer}.attn_k.weight"] = cfg.n_kv_heads
+        for name, expected in cfg.expected_tensors().items():
+            found = self.tensors.get(name)
+            if found is None:
+                hint = " (tie_word_embeddings is false)" if name == "output.weight" else ""
+                raise ModelFormatError(self.path, f"tensor {name!r}", None, f"required tensor is missing{hint}")
+            if found.shape != expected:
+                shard, hf_name = self._where[name]
+                raise ModelFormatError(
+                    shard.path,
+                    f"tensor {hf_name!r}",
+                    found.offset,
+                    f"has shape {list(found.shape[::-1])}, expected {list(expected[::-1])}",
+                )
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> HFModel:
+        """Open a model folder.
+
+        Raises:
+            ModelLoadError: no such folder, or no weights in it.
+            ModelFormatError: a malformed config.json, index or safetensors file; a shard
+                outside the folder; the index and the shards disagree.
+            UnsupportedModelError: pickle weights only; an architecture or dtype we do not run.
+        """
+        root = Path(folder).resolve()
+        if not root.is_dir():
+            raise ModelLoadError(f"{root}: not a model folder")
+        data = read_json_file(confined_file(root, CONFIG_FILE, (".json",), "config"), CONFIG_FILE)
+        config_from_hf(data, str(root / CONFIG_FILE))  # refuse a bad config before opening any weights
+        shards = _open_shards(root)
+        try:
+            return cls(root, data, shards)
+        except BaseException:
+            for shard in shards:
+                shard.close()
+            raise
+
+    def __enter__(self) -> HFModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.close()
+
+    def tensor_bytes(self, name: str) -> np.ndarray:
+        """One tensor's bytes under its GGUF name, Llama's q/k rows already permuted (KeyError if absent)."""
+        info = self.tensors[name]
+        shard, hf_name = self._where[name]
+        raw = shard.tensor_bytes(hf_name)
+        heads = self._permuted.get(name)
+        if heads is None:
+            return raw
+        return _permute_rows(raw.reshape(info.shape[1], -1), heads)
+
+    def content_digest(self, progress: Callable[[float], None] | None = None, known: str | None = None) -> str:
+        """sha256 over config.json and every weight file (by name and content) and MAPPING_VERSION:
+        the repacked-cache key of a folder, as a GGUF file's own sha256 is for a file.
+
+        known: a digest of the folder the caller already has (a download manifest's); it then
+        stands for the files, and no file is read."""
+        h = hashlib.sha256(f"tmac-hf-folder v{MAPPING_VERSION}\n".encode())
+        if known is not None:
+            h.update(known.encode())
+            return h.hexdigest()
+        files = [self.folder / CONFIG_FILE] + [Path(s.path) for s in self._shards]
+        total = sum(f.stat().st_size for f in files) or 1
+        done = 0
+        for f in files:
+            size = f.stat().st_size
+            base = done
+
+            def report(n: int, _total: int, base: int = base) -> None:
+                if progress:
+                    progress(min(1.0, (base + n) / total))
+
+            h.update(f"{f.name}\0{sha256_file(f, progress=report)}\n".encode())
+            done += size
+        return h.hexdigest()
+
+
+def _open_shards(root: Path) -> list[SafetensorsFile]:
+    """The safetensors files of the folder: model.safetensors, else those the index names."""
+    if (root / SINGLE_FILE).exists() or (root / SINGLE_FILE).is_symlink():
+        return [SafetensorsFile.open(confined_file(root, SINGLE_FILE, (".safetensors",), "weights"))]
+    if not ((root / INDEX_FILE).exists() or (root / INDEX_FILE).is_symlink()):
+        pickles = list(pickle_files(root))
+        if pickles:
+            raise UnsupportedModelError(
+                f"{root}: the weights are pickle files ({', '.join(pickles[:3])}), which can run code when"
+                " loaded and are never opened; use the model's safetensors version"
+            )
+        raise ModelLoadError(f"{root}: no {SINGLE_FILE} or {INDEX_FILE}")
+    index_path = confined_file(root, INDEX_FILE, (".json",), "index")
+    index = read_json_file(index_path, INDEX_FILE)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelFormatError(str(index_path), "weight_map", None, "expected a non-empty object")
+    names = sorted(set(weight_map.values()), key=str)
+    if len(names) > MAX_SHARDS:
+        raise ModelFormatError(str(index_path), "weight_map", None, f"{len(names)} shards, more than {MAX_SHARDS}")
+    for tensor, shard_name in weight_map.items():
+        if not isinstance(shard_name, str):
+            raise ModelFormatError(str(index_path), f"weight_map[{tensor!r}]", None, "expected a file name")
+    paths = {name: confined_file(root, name, (".safetensors",), f"{INDEX_FILE} shard") for name in names}
+    if len(set(paths.values())) != len(paths):
+        raise ModelFormatError(str(index_path), "weight_map", None, "two shard names are the same file")
+    shards: list[SafetensorsFile] = []
+    try:
+        for name in names:
+            shards.append(SafetensorsFile.open(paths[name]))
+        _check_index(str(index_path), weight_map, dict(zip(names, shards)))
+    except BaseException:
+        for shard in shards:
+            shard.close()
+        raise
+    return shards
+
+
+def _check_index(index_path: str, weight_map: dict[str, str], shards: dict[str, SafetensorsFile]) -> None:
+    """The index and the shards must agree on every tensor: one truth about where each lives."""
+    seen: dict[str, str] = {}
+    for shard_name, shard in shards.items():
+        for tensor in shard.tensors:
+            if tensor in seen:
+                raise ModelFormatError(shard.path, f"tensor {tensor!r}", None, f"also in shard {seen[tensor]!r}")
+            seen[tensor] = shard_name
+            if weight_map.get(tensor) != shard_name:
+                where = "is not in the index" if tensor not in weight_map else f"is indexed in {weight_map[tensor]!r}"
+                raise ModelFormatError(
+                    index_path, f"weight_map[{tensor!r}]", None, f"in shard {shard_name!r} but {where}"
+                )
+    for tensor, shard_name in weight_map.items():
+        if tensor not in seen:
+            raise ModelFormatError(index_path, f"weight_map[{tensor!r}]", None, f"not in shard {shard_name!r}")
+
+
+def is_model_folder(path: str | os.PathLike[str]) -> bool:
+    return os.path.isdir(path)
+
+
+def inspect_folder(path: str | os.PathLike[str]) -> ModelSummary:
+    """tmac_core.inspect_model for a folder: config, every tensor's name, dtype and shape; no data read."""
+    with HFModel.open(path) as model:
+        counts: dict[str, int] = {}
+        for info in model.tensors.values():
+            counts[info.ggml_type.name] = counts.get(info.ggml_type.name, 0) + info.n_elements
+        return ModelSummary(
+            path=model.path,
+            name=model.folder.name,
+            gguf_arch=model.config.arch,
+            config=model.config,
+            n_params=sum(counts.values()),
+            file_size=model.file_size,
+            file_type=max(counts, key=counts.__getitem__) if counts else "?",
+            tensor_types={name: info.ggml_type.name for name, info in model.tensors.items()},
+            gguf_version=0,
+        )
