@@ -18,10 +18,11 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.reference import llama_numpy
-from tests.runtime.hf_folder import DATA, copy_model
+from tests.runtime.hf_folder import DATA, copy_model, read_json, write_json
 from tmac_core import Engine, inspect_model
+from tmac_core.errors import UnsupportedModelError
 from tmac_core.loading.dequant import dequantize_tensor
-from tmac_core.loading.hf import HFModel
+from tmac_core.loading.hf import HFModel, config_from_hf
 from tmac_core.models import loader
 from tmac_core.sampling import SamplingParams
 from tmac_core.tokenizer.hf_files import tokenizer_from_folder
@@ -184,6 +185,21 @@ def test_sentencepiece_tokenizer_model(tmp_path):
     for line in ["Alice was beginning to get very tired", "Down, down, down. 42 caf\u00e9 \u65e5\u672c"]:
         assert tok.encode(line, allow_special=False, add_special=True) == [1, *sp.encode(line)]
         assert tok.decode(sp.encode(line)) == sp.decode(sp.encode(line))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_transformers_5_config_layout_reads_the_same(tmp_path, name):
+    """transformers 5 saves rope_theta and rope_scaling inside `rope_parameters`, and `layer_types`."""
+    folder = copy_model(tmp_path, name)
+    data = read_json(folder / "config.json")
+    rope = {"rope_theta": data.pop("rope_theta"), "rope_type": "default", **(data.pop("rope_scaling", None) or {})}
+    data.update(rope_parameters=rope, layer_types=["full_attention"] * data["num_hidden_layers"])
+    write_json(folder / "config.json", data)
+    with HFModel.open(DATA / name) as model:
+        assert config_from_hf(data, "config.json") == model.config
+    data["layer_types"][1] = "sliding_attention"
+    with pytest.raises(UnsupportedModelError, match="full attention"):
+        config_from_hf(data, "config.json")
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -198,8 +198,11 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
         raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: silu)")
     if arch_name == "llama" and (cfg.bool("attention_bias", False) or cfg.bool("mlp_bias", False)):
         raise UnsupportedModelError(f"{path}: Llama with attention or MLP biases is not supported")
-    if arch_name == "qwen2" and cfg.bool("use_sliding_window", False):
+    layer_types = data.get("layer_types") or []  # transformers 5 lists each layer's attention
+    if (arch_name == "qwen2" and cfg.bool("use_sliding_window", False)) or not isinstance(layer_types, list):
         raise UnsupportedModelError(f"{path}: sliding-window attention is not supported")
+    if any(kind != "full_attention" for kind in layer_types):
+        raise UnsupportedModelError(f"{path}: layer_types {sorted(set(map(str, layer_types)))}: only full attention")
     dim = cfg.int("hidden_size", hi=MAX_DIM)
     n_heads = cfg.int("num_attention_heads", hi=MAX_HEADS)
     n_kv_heads = cfg.int("num_key_value_heads", n_heads, hi=MAX_HEADS)
@@ -412,11 +415,10 @@ def _check_index(index_path: str, weight_map: dict[str, str], shards: dict[str, 
             if tensor in seen:
                 raise ModelFormatError(shard.path, f"tensor {tensor!r}", None, f"also in shard {seen[tensor]!r}")
             seen[tensor] = shard_name
-            if weight_map.get(tensor) != shard_name:
-                where = "is not in the index" if tensor not in weight_map else f"is indexed in {weight_map[tensor]!r}"
-                raise ModelFormatError(
-                    index_path, f"weight_map[{tensor!r}]", None, f"in shard {shard_name!r} but {where}"
-                )
+    for tensor, shard_name in seen.items():
+        if weight_map.get(tensor) != shard_name:
+            where = "is not in the index" if tensor not in weight_map else f"is indexed in {weight_map[tensor]!r}"
+            raise ModelFormatError(index_path, f"weight_map[{tensor!r}]", None, f"in shard {shard_name!r} but {where}")
     for tensor, shard_name in weight_map.items():
         if tensor not in seen:
             raise ModelFormatError(index_path, f"weight_map[{tensor!r}]", None, f"not in shard {shard_name!r}")
