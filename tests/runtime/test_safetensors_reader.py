@@ -188,3 +188,26 @@ def test_header_json_is_parsed_strictly_but_padding_spaces_are_allowed(tmp_path)
     text = json.dumps(header).encode() + b"      "
     with open_bytes(tmp_path, struct.pack("<Q", len(text)) + text + data) as f:
         assert set(f.tensors) == {"a", "b"}
+
+
+def test_random_byte_mutations_give_a_typed_error_or_a_valid_file(tmp_path):
+    """Every single-byte change of the header region and every truncation: the reader either
+    reads a file whose tensors tile it, or raises one of the runtime's load errors."""
+    valid = st_bytes(valid_tensors(), metadata={"format": "pt"})
+    header_end = 8 + struct.unpack("<Q", valid[:8])[0]
+    rng = np.random.default_rng(7)
+    variants = [valid[:n] for n in range(0, len(valid), 7)]
+    for _ in range(250):
+        data = bytearray(valid)
+        data[int(rng.integers(0, header_end))] = int(rng.integers(0, 256))
+        variants.append(bytes(data))
+    outcomes = {"ok": 0, "error": 0}
+    for data in variants:
+        try:
+            with open_bytes(tmp_path, data) as f:
+                data_start = 8 + struct.unpack("<Q", data[:8])[0]
+                assert sum(t.nbytes for t in f.tensors.values()) == len(data) - data_start
+            outcomes["ok"] += 1
+        except (ModelFormatError, UnsupportedModelError):
+            outcomes["error"] += 1
+    assert outcomes["error"] > 200  # nearly every change is caught; the rest are harmless (a digit of a name)
