@@ -240,3 +240,42 @@ def test_engine_loads_a_folder_chats_and_reuses_its_cache(tmp_path):
         assert third.info.cache_hit is False
     finally:
         third.close()
+
+
+def test_a_real_vocabulary_in_tokenizer_json_tokenizes_like_its_gguf_and_like_tokenizers(tmp_path, smollm2):
+    """SmolLM2's 49152-token vocabulary, written as the tokenizer.json its Hugging Face repo
+    has (Digits + ByteLevel pre-tokenizer, control tokens as special added tokens): our folder
+    tokenizer, the GGUF tokenizer and the `tokenizers` library itself give the same ids."""
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    from tmac_core.loading.gguf import GGUFFile
+    from tmac_core.tokenizer import tokenizer_from_gguf
+
+    with GGUFFile.open(smollm2) as f:
+        md = dict(f.metadata)
+    tokens, types = md["tokenizer.ggml.tokens"], list(md["tokenizer.ggml.token_type"])
+    vocab = {t: i for i, t in enumerate(tokens)}  # the real file lists its special tokens in the vocab too
+    merges = [tuple(m.split(" ", 1)) for m in md["tokenizer.ggml.merges"]]
+    hf = HfTokenizer(models.BPE(vocab=vocab, merges=merges))
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([t for t, k in zip(tokens, types) if k == 3])
+    hf.save(str(tmp_path / "tokenizer.json"))
+    write_json(tmp_path / "tokenizer_config.json", {"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"})
+    ours = tokenizer_from_folder(tmp_path, len(tokens))
+    gguf = tokenizer_from_gguf(md)
+    assert ours.pre in ("starcoder", "smollm") and not ours.add_bos
+    text = (DATA.parent / "alice_ch1-2.txt").read_text(encoding="utf-8")[:6000]
+    lines = [
+        *text.split("\n\n")[:40],
+        "x = 1234567 + 3.5;  tabs\t\tand  spaces  ",
+        "caf\u00e9 \u65e5\u672c\u8a9e \U0001f600",
+    ]
+    for line in lines:
+        want = hf.encode(line).ids
+        assert ours.encode(line, allow_special=False) == want
+        assert gguf.encode(line, allow_special=False) == want
+    assert ours.special_tokens == gguf.special_tokens
