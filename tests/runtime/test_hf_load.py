@@ -98,7 +98,7 @@ def test_without_the_qk_permutation_llama_would_be_wrong():
         model._permuted.clear()
         raw = {n: dequantize_tensor(model, n).astype(np.float64) for n in model.tensors}  # type: ignore[arg-type]
         got = llama_numpy.forward(cfg, raw, ref["prompt_ids"], loader.inv_frequencies(cfg))
-    assert np.abs(got - ref["logits"]).max() > 0.5
+    assert np.abs(got - ref["logits"]).max() > 5  # measured 14.3, the size of the logits themselves
 
 
 def runtime_logits(cfg, weights, tokens):
@@ -109,16 +109,17 @@ def runtime_logits(cfg, weights, tokens):
 
 
 def test_runtime_logits_match_transformers(loaded):
-    """The LUT runtime vs transformers. Measured: max |Δ| 1.04 / 1.01 (llama 4 / 2 bits, logits up
-    to 14.0), 0.66 / 0.67 (qwen2, up to 9.7); top-1 agreement 98.6-100%. That error is the
-    runtime's int8 activation tables: the numpy reference on the same packed weights is within
-    1.3e-4 of transformers (test_mapping_matches_transformers)."""
+    """The LUT runtime vs transformers. Measured (every tier gives the same bits): max |Δ| 1.04 /
+    1.01 (llama 4 / 2 bits, logits up to 14.0), 0.66 / 0.67 (qwen2, up to 9.7); per-position
+    cosine min 0.9902 / 0.9908 / 0.9934 / 0.9933, mean 0.9998; top-1 agreement 98.4-100%. That
+    error is the runtime's int8 activation tables and fp16 KV cache: the numpy reference on the
+    same packed weights is within 1.3e-4 of transformers (test_mapping_matches_transformers)."""
     name, _, model, weights = loaded
     ref = reference(name)
     got = runtime_logits(model.config, weights, ref["prompt_ids"].astype(np.int32))
     want = ref["logits"]
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cos.min() >= 0.99
+    assert cos.min() >= 0.985 and cos.mean() >= 0.999
     assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
     agree = got.argmax(1) == want.argmax(1)
     assert agree.mean() >= 0.95
