@@ -112,7 +112,7 @@ class _Config:
     def fail(self, key: str, reason: str) -> NoReturn:
         raise ModelFormatError(self.path, f"{CONFIG_FILE} {key!r}", None, reason)
 
-    def int(self, key: str, default: int | None = None, *, lo: int = 1, hi: int) -> int:
+    def get_int(self, key: str, default: int | None = None, *, lo: int = 1, hi: int) -> int:
         value = self.data.get(key)
         if value is None:
             if default is None:
@@ -124,7 +124,7 @@ class _Config:
             self.fail(key, f"value {value} outside [{lo}, {hi}]")
         return value
 
-    def float(self, key: str, default: float | None = None, *, hi: float = math.inf) -> float:
+    def get_float(self, key: str, default: float | None = None, *, hi: float = math.inf) -> float:
         value = self.data.get(key)
         if value is None:
             if default is None:
@@ -136,7 +136,7 @@ class _Config:
             self.fail(key, f"value {value} must be finite and in (0, {hi}]")
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         value = self.data.get(key, default)
         if value is None:
             return default
@@ -144,7 +144,7 @@ class _Config:
             self.fail(key, f"expected true or false, found {type(value).__name__}")
         return value
 
-    def str(self, key: str, default: str) -> str:
+    def get_str(self, key: str, default: str) -> str:
         value = self.data.get(key, default)
         if not isinstance(value, str):
             self.fail(key, f"expected a string, found {type(value).__name__}")
@@ -159,17 +159,19 @@ def _rope(cfg: _Config, rope: Mapping[str, Any]) -> tuple[float, RopeScaling | N
     """rope_theta and the Llama-3 scaling, from `rope_scaling` (transformers ≤ 4) or
     `rope_parameters` (transformers 5, which also holds rope_theta)."""
     sub = _Config(rope, cfg.path)
-    theta = sub.float("rope_theta", cfg.float("rope_theta", 10000.0))
+    theta = sub.get_float("rope_theta", cfg.get_float("rope_theta", 10000.0))
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind in ("default", None) or not rope:
         return theta, None
     if kind != "llama3":
         raise UnsupportedModelError(f"{cfg.path}: RoPE scaling type {kind!r} is not supported (supported: llama3)")
-    low = sub.float("low_freq_factor")
-    high = sub.float("high_freq_factor")
+    low = sub.get_float("low_freq_factor")
+    high = sub.get_float("high_freq_factor")
     if high <= low:
         cfg.fail("rope_scaling", f"high_freq_factor {high} must exceed low_freq_factor {low}")
-    scaling = RopeScaling(sub.float("factor"), low, high, sub.int("original_max_position_embeddings", hi=MAX_SEQ_LEN))
+    scaling = RopeScaling(
+        sub.get_float("factor"), low, high, sub.get_int("original_max_position_embeddings", hi=MAX_SEQ_LEN)
+    )
     return theta, scaling
 
 
@@ -194,26 +196,26 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     arch_name = HF_ARCHITECTURES[archs[0]]
     if data.get("quantization_config") is not None:
         raise UnsupportedModelError(f"{path}: quantized checkpoints (quantization_config) are not supported here")
-    if cfg.str("hidden_act", "silu") != "silu":
+    if cfg.get_str("hidden_act", "silu") != "silu":
         raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: silu)")
-    if arch_name == "llama" and (cfg.bool("attention_bias", False) or cfg.bool("mlp_bias", False)):
+    if arch_name == "llama" and (cfg.get_bool("attention_bias", False) or cfg.get_bool("mlp_bias", False)):
         raise UnsupportedModelError(f"{path}: Llama with attention or MLP biases is not supported")
     layer_types = data.get("layer_types") or []  # transformers 5 lists each layer's attention
-    if (arch_name == "qwen2" and cfg.bool("use_sliding_window", False)) or not isinstance(layer_types, list):
+    if (arch_name == "qwen2" and cfg.get_bool("use_sliding_window", False)) or not isinstance(layer_types, list):
         raise UnsupportedModelError(f"{path}: sliding-window attention is not supported")
     if any(kind != "full_attention" for kind in layer_types):
         raise UnsupportedModelError(f"{path}: layer_types {sorted(set(map(str, layer_types)))}: only full attention")
-    dim = cfg.int("hidden_size", hi=MAX_DIM)
-    n_heads = cfg.int("num_attention_heads", hi=MAX_HEADS)
-    n_kv_heads = cfg.int("num_key_value_heads", n_heads, hi=MAX_HEADS)
+    dim = cfg.get_int("hidden_size", hi=MAX_DIM)
+    n_heads = cfg.get_int("num_attention_heads", hi=MAX_HEADS)
+    n_kv_heads = cfg.get_int("num_key_value_heads", n_heads, hi=MAX_HEADS)
     if n_heads % n_kv_heads:
         cfg.fail("num_key_value_heads", f"{n_kv_heads} kv heads do not divide {n_heads} heads")
     if data.get("head_dim") is None and dim % n_heads:
         cfg.fail("num_attention_heads", f"{n_heads} heads do not divide hidden_size {dim}")
-    head_dim = cfg.int("head_dim", dim // n_heads, hi=MAX_HEAD_DIM)
+    head_dim = cfg.get_int("head_dim", dim // n_heads, hi=MAX_HEAD_DIM)
     if head_dim % 2:
         cfg.fail("head_dim", f"head size {head_dim} is odd; RoPE needs pairs")
-    if cfg.float("partial_rotary_factor", 1.0) != 1.0:
+    if cfg.get_float("partial_rotary_factor", 1.0) != 1.0:
         raise UnsupportedModelError(f"{path}: partial rotary embedding is not supported")
     rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
     if not isinstance(rope, dict):
@@ -221,17 +223,17 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     theta, scaling = _rope(cfg, rope)
     return architecture(arch_name).config(
         dim=dim,
-        hidden_dim=cfg.int("intermediate_size", hi=MAX_HIDDEN_DIM),
-        n_layers=cfg.int("num_hidden_layers", hi=MAX_LAYERS),
+        hidden_dim=cfg.get_int("intermediate_size", hi=MAX_HIDDEN_DIM),
+        n_layers=cfg.get_int("num_hidden_layers", hi=MAX_LAYERS),
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
-        vocab_size=cfg.int("vocab_size", hi=MAX_VOCAB),
-        n_ctx_train=cfg.int("max_position_embeddings", lo=MIN_SEQ_LEN, hi=MAX_SEQ_LEN),
+        vocab_size=cfg.get_int("vocab_size", hi=MAX_VOCAB),
+        n_ctx_train=cfg.get_int("max_position_embeddings", lo=MIN_SEQ_LEN, hi=MAX_SEQ_LEN),
         rope_theta=theta,
-        norm_eps=cfg.float("rms_norm_eps", hi=1.0),
+        norm_eps=cfg.get_float("rms_norm_eps", hi=1.0),
         rope_scaling=scaling,
-        tie_embeddings=cfg.bool("tie_word_embeddings", False),
+        tie_embeddings=cfg.get_bool("tie_word_embeddings", False),
     )
 
 
