@@ -177,6 +177,10 @@ def test_sentencepiece_tokenizer_model(tmp_path):
         minloglevel=2,
     )
     (tmp_path / "tokenizer.model").write_bytes(buf.getvalue())
+    # Llama-2 repos also ship a tokenizer.json that is not byte-level: tokenizer.model is read instead
+    llama2_json = {"model": {"type": "BPE", "byte_fallback": True, "vocab": {"<unk>": 0}, "merges": []}}
+    llama2_json["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first"}
+    write_json(tmp_path / "tokenizer.json", llama2_json)
     (tmp_path / "tokenizer_config.json").write_text(
         '{"added_tokens_decoder": {"400": {"content": "<pad>", "special": true}}}'
     )

@@ -289,6 +289,13 @@ CASES = [
         "llama",
         tokenizer_json(lambda t: t.update(pre_tokenizer={"type": "Whitespace"})),
         TokenizerError,
+        "without byte-level",
+    ),
+    (
+        "tokenizer-unknown-pre-in-sequence",
+        "llama",
+        tokenizer_json(lambda t: t["pre_tokenizer"]["pretokenizers"].insert(0, {"type": "Whitespace"})),
+        TokenizerError,
         "Whitespace",
     ),
     (

@@ -88,6 +88,14 @@ def _pre_tokenizer_regexes(pre: Any) -> tuple[list[str], bool]:
     raise TokenizerError(f"tokenizer.json pre-tokenizer {kind!r} is not supported")
 
 
+def _mentions_byte_level(pre: Any) -> bool:
+    """Whether a pre-tokenizer is byte-level (GPT-2 style) anywhere in its sequence; Llama-2's
+    tokenizer.json (Metaspace, byte fallback) is not, and is read from tokenizer.model instead."""
+    if isinstance(pre, dict):
+        return pre.get("type") == "ByteLevel" or any(_mentions_byte_level(p) for p in pre.get("pretokenizers") or [])
+    return False
+
+
 def _pre_name(regexes: list[str], ignore_merges: bool) -> str:
     """The bpe.PRE_TOKENIZERS name with these regexes (preferring one with the same ignore_merges)."""
     names = [name for name, (r, _, _) in PRE_TOKENIZERS.items() if list(r) == regexes]
@@ -239,10 +247,7 @@ def tokenizer_from_folder(folder: str | os.PathLike[str], vocab_size: int) -> To
     model = tj.get("model") if isinstance(tj, dict) else None
     if tj is not None and not isinstance(model, dict):
         raise TokenizerError("tokenizer.json has no model object")
-    byte_level = False
-    if tj is not None:
-        _, byte_level = _pre_tokenizer_regexes(tj.get("pre_tokenizer"))
-    if model is not None and model.get("type") == "BPE" and byte_level:
+    if model is not None and model.get("type") == "BPE" and _mentions_byte_level(tj.get("pre_tokenizer")):
         md = _bpe_metadata(tj, model)
     elif (root / "tokenizer.model").exists():
         path = confined_file(root, "tokenizer.model", (".model",), "tokenizer file")
