@@ -32,8 +32,8 @@ Imports numpy and tmac_core.errors only: no Qt, no torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -178,6 +178,22 @@ class GPTQLinear:
             "super_size": self.super_size,
             "code_offset": self.code_offset,
         }
+
+    def permute_rows(self, order: np.ndarray) -> GPTQLinear:
+        """The same layer with output rows reordered (row i of the result is row order[i]),
+        e.g. llama.cpp's q/k head permutation; every per-row parameter moves with its row."""
+        n = self.codes.shape[0]
+        order = np.asarray(order)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ValueError(f"row order must be a permutation of {n} rows")
+        return replace(
+            self,
+            codes=self.codes[order],
+            d=self.d[order],
+            dmin=self.dmin[order],
+            sc=self.sc[order],
+            mn=self.mn[order],
+        )
 
     def weight(self) -> NDArray[np.float32]:
         """float32 (N, K) in natural input order: scale * (q - z), exact."""
@@ -366,3 +382,50 @@ def _fp16_scales(name: str, scales: np.ndarray) -> NDArray[np.float16]:
     if not np.all(np.isfinite(half)):
         raise _format_error(name, "scales", "holds inf or nan")
     return half
+
+
+_GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
+
+
+def gptq_linears(
+    tensors: Mapping[str, np.ndarray],
+    cfg: GPTQConfig,
+    gguf_name: Callable[[str], str | None],
+    row_order: Callable[[str, int], np.ndarray | None] | None = None,
+) -> Iterator[tuple[str, GPTQLinear]]:
+    """Every GPTQ linear layer of a checkpoint, under its GGUF name, in name order.
+
+    Args:
+        tensors: Hugging Face tensor name -> array (a safetensors reader's mapping; only the
+            `<prefix>.qweight/.qzeros/.scales/.g_idx` entries are read).
+        cfg: the checkpoint's GPTQ config (gptq_config).
+        gguf_name: Hugging Face weight name (`<prefix>.weight`) -> GGUF name, or None for a
+            tensor the runtime does not use (skipped).
+        row_order: GGUF name, row count -> the output-row order the runtime wants (Llama's
+            q/k permutation), or None to keep the checkpoint's order.
+    """
+    by_prefix: dict[str, set[str]] = {}
+    for name in tensors:
+        prefix, _, part = name.rpartition(".")
+        if part in _GPTQ_PARTS:
+            by_prefix.setdefault(prefix, set()).add(part)
+    for prefix in sorted(by_prefix):
+        parts = by_prefix[prefix]
+        missing = [part for part in ("qweight", "qzeros", "scales") if part not in parts]
+        if missing:
+            raise _format_error(prefix, missing[0], f"GPTQ layer has {sorted(parts)} but no {missing[0]}")
+        if f"{prefix}.weight" in tensors:
+            raise _format_error(prefix, "weight", "layer has both a float weight and a GPTQ qweight")
+        target = gguf_name(f"{prefix}.weight")
+        if target is None:
+            continue
+        layer = unpack_gptq(
+            prefix,
+            cfg,
+            tensors[f"{prefix}.qweight"],
+            tensors[f"{prefix}.qzeros"],
+            tensors[f"{prefix}.scales"],
+            tensors.get(f"{prefix}.g_idx"),
+        )
+        order = None if row_order is None else row_order(target, layer.codes.shape[0])
+        yield target, layer if order is None else layer.permute_rows(order)
