@@ -125,6 +125,13 @@ TENSOR_CASES: list[tuple[str, str, Mutation, type[TmacError], str]] = [
     ("qweight columns", "w4g32_asym_v2", _set("qweight", lambda a: a[:, :16]), ModelFormatError, "columns"),
     ("qweight rows", "w4g32_asym_v2", _set("qweight", lambda a: a[:-4]), ModelFormatError, "scales"),
     ("qweight 3-bit rows", "w3g32_asym_v2", _set("qweight", lambda a: a[:-1]), ModelFormatError, "threes"),
+    (
+        "EfficientQAT native 3-bit",  # ceil(K/10) words of 10 codes: 13 rows for K = 128
+        "w3g32_asym_v2",
+        _set("qweight", lambda a: np.vstack([a, a[:1]])),
+        ModelFormatError,
+        "threes",
+    ),
     ("qzeros columns", "w4g32_asym_v2", _set("qzeros", lambda a: a[:, :-1]), ModelFormatError, "qzeros"),
     ("qzeros rows", "w4g32_asym_v2", _set("qzeros", lambda a: a[:-1]), ModelFormatError, "qzeros"),
     ("qzeros dtype", "w4g32_asym_v2", _set("qzeros", lambda a: a.astype(np.uint8)), ModelFormatError, "int32"),

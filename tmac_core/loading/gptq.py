@@ -11,9 +11,17 @@ and means W[k, n] = scales[g, n] * (q[k, n] - z[g, n]) with g = g_idx[k]. 3-bit 
 Zero points: `checkpoint_format` "gptq_v2" stores z; "gptq" (v1, also when absent) stores z - 1,
 so we add it back the way transformers' GPTQ backend (GPTQModel) loads v1 files: one word-wide
 add of 0x55555555 (2-bit) or 0x11111111 (4-bit), and a per-field (stored + 1) mod 8 for 3-bit.
-Every runtime agrees on this unless a v1 field holds 2^bits - 1: that is a zero point of 0 that
-underflowed when the file was written (the quantizer never makes z = 2^bits), and older kernels
-(AutoGPTQ, exllama) read it as z = 2^bits. We follow the maintained loader.
+Every reader agrees on this unless a v1 field holds 2^bits - 1: that is a zero point of 0 that
+underflowed when the file was written (the quantizer never makes z = 2^bits). Then AutoGPTQ and
+exllama kernels read z = 2^bits, GPTQModel's offline dequantizer (convert_gptq_file) z = 0 with
+the neighbour as stored, and its loader, which we follow, carries into the neighbour: that
+restores exactly what GPTQModel's own v2 -> v1 save (a word-wide subtract) wrote.
+
+Mislabelled checkpoints: v1 and v2 differ by one in every zero point, so an asymmetric layer
+read with the wrong label is merely shifted and cannot be told apart. Symmetric zero points are
+fixed constants, so a layer whose zero points all equal the other format's constant is refused.
+EfficientQAT's `-GPTQ` exports are GPTQModel gptq_v2 files; its native checkpoints pack 3-bit
+codes 10 to a word, which the 3-bit shape checks refuse.
 
 Kernel mapping (kernels layout v2, SUPER scale format; G = S = group, sc = 1, mn = z,
 d = dmin = scale, z0 = 0): w = d*sc*q - dmin*mn = scale*(q - z), exact in fp32 since scale has
@@ -209,23 +217,26 @@ class GPTQLinear:
 
 
 def _unpack_fields(words: NDArray[np.uint32], bits: int) -> NDArray[np.uint8]:
-    """(R, C) words -> (R * 32/bits, C) fields, packed down the rows (little-endian fields)."""
-    r, c = words.shape
-    mask = np.uint32(2**bits - 1)
+    """(C, R) words -> (C, R * 32/bits) fields, packed along the last axis (little-endian fields)."""
+    c, r = words.shape
     if bits == 3:
-        # 3 words = one 96-bit stream of 32 codes; code j sits at bits 3j..3j+2.
-        stream = words.reshape(r // 3, 3, c).astype(np.uint64)
-        out = np.empty((r // 3, 32, c), dtype=np.uint8)
-        for j in range(32):
-            word, offset = divmod(3 * j, 32)
-            value = stream[:, word] >> np.uint64(offset)
-            if offset > 29:  # straddles into the next word
-                value = value | (stream[:, word + 1] << np.uint64(32 - offset))
-            out[:, j] = (value & np.uint64(7)).astype(np.uint8)
-        return out.reshape(r // 3 * 32, c)
-    per_word = 32 // bits
-    shifts = (np.arange(per_word, dtype=np.uint32) * np.uint32(bits))[None, :, None]
-    return ((words[:, None, :] >> shifts) & mask).astype(np.uint8).reshape(r * per_word, c)
+        # 3 words = one little-endian 96-bit stream of 32 codes, code j at bits 3j..3j+2 (codes
+        # 10 and 21 straddle words). Read it as 4 runs of 3 bytes: 24 bits = 8 whole codes each.
+        data = np.ascontiguousarray(words, dtype="<u4").view(np.uint8).reshape(c, r // 3, 4, 3)
+        runs = data[..., 0] | (data[..., 1].astype(np.uint32) << 8) | (data[..., 2].astype(np.uint32) << 16)
+        out = np.empty((c, r // 3, 4, 8), dtype=np.uint8)
+        for j in range(8):
+            out[..., j] = (runs >> np.uint32(3 * j)) & np.uint32(7)
+        return out.reshape(c, r // 3 * 32)
+    # 2/4-bit fields never straddle a byte: field j of a word is in its little-endian byte
+    # j // per_byte, so every temporary is uint8 like the result.
+    per_byte = 8 // bits
+    mask = np.uint8(2**bits - 1)
+    data = np.ascontiguousarray(words, dtype="<u4").view(np.uint8)  # (C, 4R)
+    out = np.empty((c, 4 * r, per_byte), dtype=np.uint8)
+    for s in range(per_byte):
+        out[:, :, s] = (data >> np.uint8(bits * s)) & mask
+    return out.reshape(c, r * 32 // bits)
 
 
 def _format_error(name: str, field: str, reason: str) -> ModelFormatError:
@@ -242,14 +253,14 @@ def _words(name: str, field: str, array: np.ndarray) -> NDArray[np.uint32]:
 
 def _zeros(name: str, cfg: GPTQConfig, words: NDArray[np.uint32]) -> NDArray[np.uint8]:
     """(G, N) zero points z from qzeros words (packed along N), v1 offset undone."""
-    stored = _unpack_fields(np.ascontiguousarray(words.T), cfg.bits).T
+    stored = _unpack_fields(words, cfg.bits)
     _check_zero_labels(name, cfg, stored)
     if not cfg.v1:
-        return np.ascontiguousarray(stored)
+        return stored
     if cfg.bits == 3:
-        return np.ascontiguousarray((stored + np.uint8(1)) & np.uint8(7))
-    added = words + np.uint32(_V1_WORD_ADD[cfg.bits])  # wraps mod 2^32 like GPTQModel's int32 add
-    return np.ascontiguousarray(_unpack_fields(np.ascontiguousarray(added.T), cfg.bits).T)
+        return (stored + np.uint8(1)) & np.uint8(7)
+    # wraps mod 2^32 like GPTQModel's int32 add
+    return _unpack_fields(words + np.uint32(_V1_WORD_ADD[cfg.bits]), cfg.bits)
 
 
 def _check_zero_labels(name: str, cfg: GPTQConfig, stored: NDArray[np.uint8]) -> None:
@@ -330,13 +341,19 @@ def unpack_gptq(
     """One GPTQ linear layer -> codes (N, K) and SUPER parameters; every shape, value and
     label checked (ModelFormatError / UnsupportedModelError naming the layer and tensor)."""
     bits = cfg.bits
+    qweight, qzeros, scales = np.asarray(qweight), np.asarray(qzeros), np.asarray(scales)
     qw = _words(name, "qweight", qweight)
     qz = _words(name, "qzeros", qzeros)
     if scales.ndim != 2 or scales.size == 0:
         raise _format_error(name, "scales", f"must be a non-empty 2-D array, got shape {scales.shape}")
     n_groups, n = scales.shape
     if bits == 3 and qw.shape[0] % 3:
-        raise _format_error(name, "qweight", f"3-bit rows come in threes (96-bit streams), got {qw.shape[0]}")
+        raise _format_error(
+            name,
+            "qweight",
+            f"3-bit rows come in threes (96-bit streams; EfficientQAT's native 10 codes a word is not GPTQ), "
+            f"got {qw.shape[0]}",
+        )
     k = qw.shape[0] * 32 // bits
     if qw.shape[1] != n:
         raise _format_error(name, "qweight", f"has {qw.shape[1]} columns but scales has {n}")
@@ -348,14 +365,15 @@ def unpack_gptq(
         raise _format_error(name, "scales", f"must have {k // group} rows (K = {k}, group {group}), got {n_groups}")
     d = _fp16_scales(name, scales)
     perm = _column_order(name, cfg, None if g_idx is None else np.asarray(g_idx), k, group, n_groups)
-    codes = _unpack_fields(qw, bits)  # (K, N)
+    # Transposing the int32 words (not the uint8 codes) is the cheap way to rows of K.
+    codes = _unpack_fields(np.ascontiguousarray(qw.T), bits)  # (N, K)
     z = _zeros(name, cfg, qz)  # (G, N)
     if perm is not None:
-        codes = codes[perm]
+        codes = np.take(codes, perm, axis=1)  # (much faster than codes[:, perm] here)
     d_t = np.ascontiguousarray(d.T)
     repeat = group // kernel_group  # kernel groups per GPTQ group (1 unless per-channel)
     return GPTQLinear(
-        codes=np.ascontiguousarray(codes.T),
+        codes=codes,
         d=d_t,
         dmin=d_t.copy(),
         sc=np.ones((n, k // kernel_group), dtype=np.int8),
