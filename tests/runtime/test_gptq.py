@@ -152,6 +152,8 @@ def test_config_json_wins_over_quantize_config_json() -> None:
     fallback = gptq_config({"architectures": ["LlamaForCausalLM"]}, quantize_config)
     assert fallback is not None and (fallback.bits, fallback.group_size) == (4, 32)
     assert gptq_config({"architectures": ["LlamaForCausalLM"]}, None) is None
+    bitnet = {"quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear"}}
+    assert gptq_config(bitnet, quantize_config) is None  # another loader's checkpoint
 
 
 def test_config_defaults_are_autogptqs() -> None:

@@ -144,11 +144,15 @@ def gptq_config(
     config_json: Mapping[str, object] | None, quantize_config_json: Mapping[str, object] | None = None
 ) -> GPTQConfig | None:
     """The GPTQ config of a model folder: config.json's `quantization_config` first (as
-    transformers reads it), else quantize_config.json; None when neither is present."""
+    transformers reads it), else quantize_config.json. None when there is none, or when
+    config.json names another quant_method (bitnet, awq...): the caller dispatches on it."""
     if config_json is not None and "quantization_config" in config_json:
         raw = config_json["quantization_config"]
         if not isinstance(raw, Mapping):
             raise _config_error("config.json", "", "must be an object")
+        method = raw.get("quant_method", "gptq")
+        if isinstance(method, str) and method.lower() != "gptq":
+            return None
         return parse_gptq_config(raw, source="config.json")
     if quantize_config_json is not None:
         return parse_gptq_config(quantize_config_json, source="quantize_config.json")
