@@ -43,26 +43,37 @@ def variant_name(bits: int, group: int, sym: bool, fmt: str, act: bool) -> str:
     return f"w{bits}{g}_{'sym' if sym else 'asym'}_{'v2' if fmt == 'gptq_v2' else 'v1'}{'_act' if act else ''}"
 
 
-def _module(bits: int, group: int, sym: bool, act: bool, k: int) -> TorchLinear:
-    return TorchLinear(bits=bits, group_size=group, sym=sym, desc_act=act, in_features=k, out_features=N, bias=False)
+def _module(bits: int, group: int, sym: bool, act: bool, k: int, n: int = N) -> TorchLinear:
+    return TorchLinear(bits=bits, group_size=group, sym=sym, desc_act=act, in_features=k, out_features=n, bias=False)
 
 
-def make_variant(seed: int, bits: int, group: int, sym: bool, fmt: str, act: bool, underflow: bool = False) -> dict:
-    rng = np.random.default_rng(seed)
-    k = 256 if group == 128 else 128
+def random_layer(
+    rng: np.random.Generator,
+    bits: int,
+    group: int,
+    sym: bool,
+    fmt: str,
+    act: bool,
+    k: int,
+    n: int,
+    *,
+    scale_range: tuple[float, float] = (2e-3, 5e-2),
+    underflow: bool = False,
+) -> dict[str, torch.Tensor]:
+    """qweight, qzeros, scales, g_idx of a random (n out, k in) layer, packed by GPTQModel."""
     gs = k if group == -1 else group
     n_groups = k // gs
     maxq = 2**bits - 1
-    codes = rng.integers(0, maxq + 1, size=(k, N))
+    codes = rng.integers(0, maxq + 1, size=(k, n))
     if sym:
-        zeros = np.full((n_groups, N), 2 ** (bits - 1))
+        zeros = np.full((n_groups, n), 2 ** (bits - 1))
     else:
         # v1 cannot store a zero point of 0 (it is written as -1); only the underflow variants have them
         low = 0 if (fmt == "gptq_v2" or underflow) else 1
-        zeros = rng.integers(low, maxq + 1, size=(n_groups, N))
+        zeros = rng.integers(low, maxq + 1, size=(n_groups, n))
         if underflow:
             zeros[:, ::5] = 0
-    scales = rng.uniform(2e-3, 5e-2, size=(n_groups, N)).astype(np.float16)
+    scales = rng.uniform(*scale_range, size=(n_groups, n)).astype(np.float16)
     if act:
         order = rng.permutation(k)
         g_idx = np.empty(k, dtype=np.int32)
@@ -72,20 +83,20 @@ def make_variant(seed: int, bits: int, group: int, sym: bool, fmt: str, act: boo
 
     qweight = pack_cols(torch.from_numpy(codes.T.copy()), bits, pack_dtype=torch.int32).T.contiguous()
     qzeros = pack_cols(torch.from_numpy(zeros), bits, pack_dtype=torch.int32)
-    module = _module(bits, group, sym, act, k)
     if fmt == "gptq":
+        module = _module(bits, group, sym, act, k, n)
         module.qzeros = qzeros.clone()
         convert_gptq_v2_to_v1_format_module(module, QuantizeConfig(bits=bits, group_size=group))
         qzeros = module.qzeros.clone()
+    return {"qweight": qweight, "qzeros": qzeros, "scales": torch.from_numpy(scales), "g_idx": torch.from_numpy(g_idx)}
 
+
+def make_variant(seed: int, bits: int, group: int, sym: bool, fmt: str, act: bool, underflow: bool = False) -> dict:
+    k = 256 if group == 128 else 128
+    layer = random_layer(np.random.default_rng(seed), bits, group, sym, fmt, act, k, N, underflow=underflow)
     config = {"quant_method": "gptq", "bits": bits, "group_size": group, "sym": sym, "desc_act": act}
     config["checkpoint_format"] = fmt
-    tensors = {
-        "layer.qweight": qweight,
-        "layer.qzeros": qzeros,
-        "layer.scales": torch.from_numpy(scales),
-        "layer.g_idx": torch.from_numpy(g_idx),
-    }
+    tensors = {f"layer.{part}": tensor for part, tensor in layer.items()}
     if underflow:
         reference = _module_reference(bits, group, sym, act, k, tensors)
     else:
@@ -94,10 +105,10 @@ def make_variant(seed: int, bits: int, group: int, sym: bool, fmt: str, act: boo
             save_file(tensors, str(path))
             reference = convert_gptq_file(path, torch.float32, config, "cpu")["layer.weight"]
     return {
-        "qweight": qweight.numpy(),
-        "qzeros": qzeros.numpy(),
-        "scales": scales,
-        "g_idx": g_idx,
+        "qweight": layer["qweight"].numpy(),
+        "qzeros": layer["qzeros"].numpy(),
+        "scales": layer["scales"].numpy(),
+        "g_idx": layer["g_idx"].numpy(),
         "reference": reference.numpy().astype(np.float32),  # (N, K), nn.Linear orientation
         "config": np.array(json.dumps(config)),
     }
