@@ -12,10 +12,12 @@ Zero points: `checkpoint_format` "gptq_v2" stores z; "gptq" (v1, also when absen
 so we add it back the way transformers' GPTQ backend (GPTQModel) loads v1 files: one word-wide
 add of 0x55555555 (2-bit) or 0x11111111 (4-bit), and a per-field (stored + 1) mod 8 for 3-bit.
 Every reader agrees on this unless a v1 field holds 2^bits - 1: that is a zero point of 0 that
-underflowed when the file was written (the quantizer never makes z = 2^bits). Then AutoGPTQ and
-exllama kernels read z = 2^bits, GPTQModel's offline dequantizer (convert_gptq_file) z = 0 with
-the neighbour as stored, and its loader, which we follow, carries into the neighbour: that
-restores exactly what GPTQModel's own v2 -> v1 save (a word-wide subtract) wrote.
+underflowed when the file was written (the quantizer never makes z = 2^bits). Then readers
+differ: exllama-derived CUDA kernels (vLLM's gptq_gemm) add 1 unmasked (z = 2^bits); AutoGPTQ's
+torch path and GPTQModel's offline dequantizer (convert_gptq_file) wrap the field (z = 0, the
+neighbour as stored); GPTQModel's loader, which transformers uses and we follow, carries into
+the neighbour, which restores exactly what GPTQModel's own v2 -> v1 save (a word-wide
+subtract) wrote. AutoGPTQ's own writer ORed the -1 in, so its higher fields are lost anyway.
 
 Mislabelled checkpoints: v1 and v2 differ by one in every zero point, so an asymmetric layer
 read with the wrong label is merely shifted and cannot be told apart. Symmetric zero points are
