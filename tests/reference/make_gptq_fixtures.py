@@ -4,7 +4,9 @@ Run with an interpreter that has torch, safetensors and gptqmodel (not the proje
     pip install torch safetensors transformers && pip install --no-deps gptqmodel==7.7.0
     (+ its light imports: pypcre logbar accelerate threadpoolctl device-smi tokenicer defuser pillow)
     python tests/reference/make_gptq_fixtures.py
-The tests read the .npz files with numpy only, so CI needs none of this.
+(Run with torch 2.13.0+cpu, transformers 5.25.0, safetensors 0.8.0, GPTQModel 7.7.0; the output
+is byte-identical from run to run.) The tests read the .npz files with numpy only, so CI needs
+none of this.
 
 Each variant (bits 2/3/4 x group 32/64/128/per-channel x sym/asym x v1/v2 x act-order on/off)
 starts from random codes, zero points, fp16 scales and (for act-order) a random channel order;
