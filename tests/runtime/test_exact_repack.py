@@ -25,9 +25,13 @@ import gguf.quants as gq
 import numpy as np
 import pytest
 
+import tmac_core.kernels as K
+from tests.kernels.cases import make_activations, nmse
+from tests.runtime.kquant_writer import quantize as quantize_k
 from tmac_core.errors import ModelFormatError
 from tmac_core.loading.exact import ExactF16, ExactSuper, decompose, decompose_tensor
 from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
+from tmac_core.loading.repack import pack_exact
 from tmac_core.plan import EXACT_SOURCES
 
 # byte offsets of each type's fp16 scale fields inside its block (ggml-common.h)
@@ -131,11 +135,15 @@ def ggml(type_name: str, raw: np.ndarray) -> np.ndarray:
     return gq.dequantize(raw, gguf.GGMLQuantizationType[type_name])
 
 
-def check_against_ggml(type_name: str, ex: ExactF16 | ExactSuper, raw: np.ndarray) -> int:
-    """Asserts the module docstring's claim for one tensor; returns how many weights were
-    only within the bound (not bit for bit)."""
+def check_against_ggml(
+    type_name: str, ex: ExactF16 | ExactSuper, raw: np.ndarray, ours: np.ndarray | None = None
+) -> int:
+    """Asserts the module docstring's claim for one tensor (ours: the kernels' decode of the
+    packed weight; default: kernel_decode's); returns how many weights were only within the
+    bound (not bit for bit)."""
     ref = ggml(type_name, raw)  # fp32 (M, K)
-    ours, c = kernel_decode(ex)
+    emulated, c = kernel_decode(ex)
+    ours = emulated if ours is None else ours
     assert ref.dtype == np.float32 and ours.shape == ref.shape
     if type_name in F16_TYPES or type_name in NO_MINS:
         assert np.array_equal(ours.astype(np.float32), ref)  # bit for bit (±0 compare equal)
@@ -225,3 +233,53 @@ def test_types_without_an_exact_format_and_partial_rows_are_refused():
         decompose(np.zeros(144 * 3, np.uint8), GGMLType.Q4_K, 512)
     with pytest.raises(ValueError, match="whole rows"):
         decompose(np.zeros(34, np.uint8), GGMLType.Q8_0, 48)
+
+
+@pytest.mark.parametrize("type_name", sorted(EXACT_SOURCES))
+@pytest.mark.parametrize("m, k", [(1, 256), (67, 512)])
+def test_packed_weights_are_what_the_decomposition_says(type_name, m, k):
+    """The kernel layout's own decode (kernels.dequantize) is kernel_decode's, bit for bit,
+    so the claim above holds for what the kernels hold."""
+    raw = random_blocks(np.random.default_rng([m, 3, *type_name.encode()]), type_name, m, k, wide=True)
+    ex = decompose(raw, GGMLType[type_name], k)
+    packed = pack_exact(ex)
+    fmt = EXACT_SOURCES[type_name]
+    assert (packed.bits, packed.group_size, packed.super_size) == (fmt.bits, fmt.group_size, fmt.super_size)
+    assert packed.scale_format == fmt.scale_format
+    got = K.dequantize(packed)
+    assert np.array_equal(got, kernel_decode(ex)[0])
+    check_against_ggml(type_name, ex, raw, got)
+
+
+TIERS = ["generic", *(t for t in K.available_tiers() if t != "generic")]
+MAX_NMSE = 1e-3  # tests/kernels/test_kernels_vs_generic.py: the activation tables' int8 quantization
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("type_name", sorted(EXACT_SOURCES))
+def test_gemv_matches_float64_with_ggml_weights(type_name, tier):
+    """A product through the kernels equals x @ W.T in float64 with ggml's weights, within
+    the activation tables' quantization (the weights themselves are exact, above)."""
+    rng = np.random.default_rng([5, *type_name.encode()])
+    m, k = 96, 512
+    x_float = rng.standard_normal((m, k)).astype(np.float32) * 0.05
+    if type_name in QUANTIZABLE:
+        raw = gq.quantize(x_float, gguf.GGMLQuantizationType[type_name])
+    else:  # realistic K-quant blocks (random ones have scales across 40 binades)
+        raw = quantize_k(x_float, type_name)
+    packed = pack_exact(decompose(raw, GGMLType[type_name], k))
+    x = make_activations(rng, 3, k)
+    ref = x.astype(np.float64) @ ggml(type_name, raw).astype(np.float64).T
+    got = K.gemm(packed, x, tier=tier)
+    assert nmse(ref, got) <= MAX_NMSE
+    assert np.array_equal(K.gemv(packed, x[0], tier=tier), got[0])
+
+
+@pytest.mark.parametrize("type_name", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+def test_the_k_quant_test_writer_writes_blocks_ggml_reads(type_name):
+    """tests/runtime/kquant_writer.py (used above and for the perplexity comparison) is a real
+    quantizer: ggml's decode of its blocks is close to the input (a wrong bit layout is ~100%)."""
+    x = np.random.default_rng(9).standard_normal((4, 1024)).astype(np.float32)
+    y = ggml(type_name, quantize_k(x, type_name))
+    rel = {"Q2_K": 0.4, "Q3_K": 0.2, "Q4_K": 0.1, "Q5_K": 0.05, "Q6_K": 0.025}[type_name]
+    assert np.sqrt(((y - x) ** 2).mean() / (x**2).mean()) <= rel
