@@ -9,6 +9,8 @@ dequantizer reads them (test_exact_repack.py checks the round trip). Numpy only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 QK = 256
@@ -125,3 +127,36 @@ def quantize(x: np.ndarray, type_name: str) -> np.ndarray:
     m, k = x.shape
     blocks = QUANTIZERS[type_name](np.asarray(x, np.float32).reshape(-1, QK))
     return np.ascontiguousarray(blocks, dtype=np.uint8).reshape(m, -1)
+
+
+def requantize_file(src: str, dst: str, type_for: Callable[[str, tuple[int, ...]], str | None]) -> dict[str, str]:
+    """Copy the GGUF `src` to `dst` with every tensor for which type_for(name, numpy shape)
+    names a type requantized to it from `src`'s dequantized weights (None: copied as is).
+    K-quants by this module, other types by the `gguf` package. Returns name → type written."""
+    import gguf
+    import gguf.quants as gq
+
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, str(reader.fields["general.architecture"].contents()))
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    written = {}
+    for t in reader.tensors:
+        raw, ggml_type = np.asarray(t.data), t.tensor_type
+        shape = tuple(int(n) for n in t.shape[::-1])  # numpy order
+        target = type_for(t.name, shape)
+        if target is not None:
+            w = gq.dequantize(raw, ggml_type).reshape(shape[0] if len(shape) > 1 else 1, -1).astype(np.float32)
+            ggml_type = gguf.GGMLQuantizationType[target]
+            raw = quantize(w, target) if target in QUANTIZERS else gq.quantize(w, ggml_type)
+        writer.add_tensor(t.name, raw, raw_shape=None if target is None else None, raw_dtype=ggml_type)
+        written[t.name] = ggml_type.name
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return written

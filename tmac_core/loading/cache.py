@@ -32,6 +32,7 @@ half file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -155,6 +156,9 @@ def save(path: str | os.PathLike[str], key: str, weights: Mapping[str, Any]) -> 
 
     Raises OSError (e.g. ENOSPC, or a directory at `path`) with nothing left behind at `path`.
     """
+    if any(isinstance(w, PackedWeight) and w.sub is not None for w in weights.values()):
+        # this file format has no field for SUPER sub-scales: storing the rest would read back wrong
+        raise OSError(errno.ENOTSUP, "the cache file format holds F16-scale weights only", os.fspath(path))
     entries: list[dict[str, Any]] = []
     blobs: list[tuple[int, np.ndarray]] = []
     offset = 0
