@@ -32,6 +32,7 @@ half file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -80,7 +81,7 @@ def source_hash(path: str | os.PathLike[str], progress: Callable[[float], None] 
     return sha256_file(path, progress=report)
 
 
-def cache_key(source_sha256: str, bits: int) -> str:
+def cache_key(source_sha256: str, bits: int | None) -> str:
     return f"{source_sha256[:40]}-b{bits}-l{LAYOUT_VERSION}-q{QUANTIZER_VERSION}"
 
 
@@ -117,7 +118,7 @@ class Expected:
 
 
 def expected_entries(
-    cfg: ModelConfig, bits: int, source_types: Mapping[str, str] | str | None = None
+    cfg: ModelConfig, bits: int | None, source_types: Mapping[str, str] | str | None = None
 ) -> dict[str, Expected]:
     """Every entry a cache file for `cfg` at `bits` must hold, and nothing else
     (tmac_core.plan: the matrices, the vectors, and the loader's RoPE frequencies).
@@ -155,6 +156,9 @@ def save(path: str | os.PathLike[str], key: str, weights: Mapping[str, Any]) -> 
 
     Raises OSError (e.g. ENOSPC, or a directory at `path`) with nothing left behind at `path`.
     """
+    if any(isinstance(w, PackedWeight) and w.sub is not None for w in weights.values()):
+        # this file format has no field for SUPER sub-scales: storing the rest would read back wrong
+        raise OSError(errno.ENOTSUP, "the cache file format holds F16-scale weights only", os.fspath(path))
     entries: list[dict[str, Any]] = []
     blobs: list[tuple[int, np.ndarray]] = []
     offset = 0
