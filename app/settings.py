@@ -33,7 +33,8 @@ ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
 class AppSettings:
     schema_version: int = SCHEMA_VERSION
     models_dir: str | None = None  # None → app.paths default
-    default_bits: int = 4  # 2 or 4: the repack width
+    # None: as in the file (each matrix at its own type's bits, exact); 2 or 4: repacked to that width
+    default_bits: int | None = None
     model_source: str = "default"  # what the chat loads: "default" (embedded model) or a .gguf path
     n_threads: int | None = None  # None → physical cores − 1 (decided by the worker)
     n_ctx: int = 2048
@@ -70,7 +71,7 @@ class SettingsLoadResult:
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "models_dir": lambda v: v is None or isinstance(v, str),
     "model_source": lambda v: isinstance(v, str) and bool(v),
-    "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
+    "default_bits": lambda v: v is None or (v in (2, 4) and not isinstance(v, bool)),
     "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THREADS),
     "n_ctx": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
     "system_prompt": lambda v: isinstance(v, str),

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.catalog.catalog import bits_label
 from app.catalog.installed import list_installed
 from app.catalog.inventory import EMBEDDED_ID, ModelSwitch, two_bit_warning
 from app.catalog.messages import explain
@@ -398,12 +399,13 @@ class MainWindow(QMainWindow):
         """Load the model from the settings in a fresh engine process."""
         self._load(*self._switch.request(self.settings.model_source, self.settings.default_bits))
 
-    def load_model(self, source: str, bits: int) -> None:
+    def load_model(self, source: str, bits: int | None) -> None:
+        """Load `source` at `bits` (None: as in the file; 2 or 4: repacked)."""
         # saved as the model to load at the next start only once it has loaded (_remember_loaded)
         self._load(*self._switch.request(source, bits))
         self.tabs.setCurrentWidget(self.chat_page)
 
-    def _load(self, source: str, bits: int) -> None:
+    def _load(self, source: str, bits: int | None) -> None:
         self._auto_restart.stop()
         self.engine_banner.hide()
         self.client.load(
@@ -465,7 +467,8 @@ class MainWindow(QMainWindow):
         self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
         self._show_context()
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
-        self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
+        precision = f"{bits_label(info.bits)}, {info.bits_per_weight:.1f} bits/weight"
+        self.model_label.setText(f"{info.name} · {precision} · {info.tier} · {threads}")
         self.models_page.set_active_model(self.settings.model_source, info.bits)
         self.perf_panel.set_threads(info.n_threads)
         # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its
