@@ -54,6 +54,7 @@ from PySide6.QtWidgets import (
 from app import hardware
 from app.catalog.catalog import (
     DEFAULT_BANDWIDTH_BYTES_PER_S,
+    DEFAULT_CONTEXT,
     CatalogModel,
     ModelVariant,
     VariantEstimate,
@@ -599,7 +600,10 @@ class ModelManagerPage(QWidget):
     def _update_recommendation(self) -> None:
         bandwidth = self._bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S
         pick = recommend_download(
-            self.catalog, total_ram=self._total_ram, bandwidth_bytes_per_s=bandwidth, context=self.settings.n_ctx
+            self.catalog,
+            total_ram=self._total_ram,
+            bandwidth_bytes_per_s=bandwidth,
+            context=self.settings.n_ctx or DEFAULT_CONTEXT,
         )
         if pick is None:
             self.recommendation_label.setVisible(False)
@@ -630,7 +634,8 @@ class ModelManagerPage(QWidget):
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
                 f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
-                f"KV cache for a {self.settings.n_ctx:,}-token context. Measure speed… gives real figures."
+                f"KV cache for a {self.settings.n_ctx or DEFAULT_CONTEXT:,}-token context. "
+                "Measure speed… gives real figures."
             )
         for card in self.cards.values():
             model = card.state.model
@@ -641,7 +646,7 @@ class ModelManagerPage(QWidget):
                     continue
                 estimate = estimate_variant(
                     ModelVariant(model, bits),
-                    context=self.settings.n_ctx,
+                    context=self.settings.n_ctx or DEFAULT_CONTEXT,
                     bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S,
                 )
                 text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
