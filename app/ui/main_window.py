@@ -491,23 +491,23 @@ class MainWindow(QMainWindow):
     def _on_client_died(self, reason: str) -> None:
         if self._switch.pending is not None and self._fall_back("engine_died", reason):
             return  # it died loading a new model (out of memory, killed): the last good one is back
-        text = (
-            f"The engine stopped: {reason}. The window and your chats are fine; "
-            "any answer in progress was saved up to where it stopped."
-        )
+        # the plain sentence up front; the signal or exit code behind Details (for a bug report)
+        text = f"{explain('engine_died').text} Any answer in progress was saved up to where it stopped."
         if not self._auto_restart_used:  # once; a crash again before an answer completes waits for the user
             self._auto_restart_used = True
             self._crash_reason = reason
             self._auto_restart.start()
             text += " Restarting it…"
-        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine)
+        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine, details=reason)
 
     def _restart_after_crash(self) -> None:
         if self.client.state != EngineState.DEAD:
             return  # restarted or loaded meanwhile
         self.restart_engine()
         self.engine_banner.show_message(
-            "info", f"The engine stopped ({self._crash_reason}) and was restarted. Your chats are fine."
+            "info",
+            "The engine stopped unexpectedly and was restarted. Your chats are fine.",
+            details=self._crash_reason,
         )
 
     def _on_client_stalled(self, silent_s: float) -> None:
