@@ -1,6 +1,7 @@
 """`python -m tmac_core`: the runtime from a terminal, for people and for scripts.
 
     info          CPU features and kernel tiers
+    inspect       a model file: its tensor types and the bits per weight of each --bits mode
     generate      one answer to --prompt, streamed to stdout, timings on stderr
     chat          an interactive conversation (/reset, /exit; Ctrl+C stops an answer)
     perplexity    llama-perplexity's measure on a text file (tmac_core.perplexity)
@@ -80,9 +81,23 @@ class AnswerTimings(TypedDict):
 class GenerateRecord(AnswerTimings):
     text: str
     model: str
-    bits: int
+    bits: int | None  # None: as in the file
     bits_per_weight: float
     tier: str
+
+
+class InspectRecord(TypedDict):
+    model: str
+    source: str
+    arch: str
+    n_params: int
+    file_size: int
+    file_type: str  # the most common tensor type by elements
+    type_mix: dict[str, int]  # GGML type → weights of the model's matrices stored in it
+    exact: bool  # --bits file repacks every matrix without requantizing
+    requantized: list[str]  # types --bits file requantizes to 4 bits (float, IQ*)
+    default_bits: str  # the mode --bits defaults to for this file: "file" or "4"
+    bits_per_weight: dict[str, float]  # --bits mode ("file", "4", "2") → bits per weight that runs
 
 
 class ChatRecord(AnswerTimings):
@@ -99,7 +114,7 @@ class PerplexityRecord(TypedDict):
     ctx: int
     n_tokens: int
     bos_replaced: bool
-    bits: int
+    bits: int | None
     bits_per_weight: float
     seconds: float
     tok_s: float
@@ -112,7 +127,7 @@ class BenchRecord(TypedDict):
     model: str
     source: str
     n_params: int
-    bits: int
+    bits: int | None
     bits_per_weight: float
     packed_bytes: int
     kv_cache_bytes: int
@@ -326,6 +341,47 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """The file's tensor types and what each --bits mode runs, without loading it."""
+    from tmac_core import inspect_model, plan
+    from tmac_core.engine import default_model_path
+
+    summary = inspect_model(default_model_path() if args.model == "default" else args.model)
+    source = plan.source_summary(summary.config, summary.tensor_types)
+    record: InspectRecord = {
+        "model": summary.name,
+        "source": summary.path,
+        "arch": summary.arch,
+        "n_params": summary.n_params,
+        "file_size": summary.file_size,
+        "file_type": summary.file_type,
+        "type_mix": source.type_mix,
+        "exact": source.exact,
+        "requantized": list(source.requantized),
+        "default_bits": "file" if source.quantized else "4",
+        "bits_per_weight": {plan.mode_name(mode): bpw for mode, bpw in source.bits_per_weight.items()},
+    }
+    if args.json:
+        _emit(record)
+        return 0
+    total = max(sum(source.type_mix.values()), 1)
+    mix = ", ".join(f"{t} {100 * n / total:.0f}%" for t, n in source.type_mix.items())
+    print(
+        f"{record['model']}: {summary.arch}, {summary.n_params / 1e6:.0f}M params, {summary.file_size / 2**20:.0f} MiB"
+    )
+    print(f"matrix types: {mix}")
+    if not source.quantized:
+        print("float source: --bits file runs it at 4 bits (our quantizer)")
+    elif source.exact:
+        print("--bits file: every matrix exactly as in the file (no requantization)")
+    else:
+        print(f"--bits file: {', '.join(source.requantized)} requantized to 4 bits, the rest exactly as in the file")
+    for mode, bpw in record["bits_per_weight"].items():
+        default = " (default)" if mode == record["default_bits"] else ""
+        print(f"  --bits {mode}: {bpw:.2f} bits/weight{default}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     params = _params(args)
     engine = _load(args)
@@ -360,7 +416,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json:
         info = engine.info
         _say(
-            f"{info.name}: {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight), {info.tier},"
+            f"{info.name}: {_bits_label(info.bits)} ({info.bits_per_weight:.2f} bits/weight), {info.tier},"
             f" {info.n_threads} threads, context {info.n_ctx}."
         )
         _say("Type a message. /reset forgets the conversation, /exit quits; Ctrl+C stops an answer.")
@@ -449,7 +505,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     else:
         print(
             f"PPL = {result.ppl:.4f} +/- {result.ppl * result.nll_stderr:.4f} over {result.tokens_scored}"
-            f" tokens ({result.chunks} chunks of {result.ctx}; {info.bits}-bit,"
+            f" tokens ({result.chunks} chunks of {result.ctx}; {_bits_label(info.bits)},"
             f" {info.bits_per_weight:.2f} bits/weight; {result.seconds:.1f} s)"
         )
     return 0
@@ -521,7 +577,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _emit(out)
     else:
         print(
-            f"{info.name}: {info.n_params / 1e6:.0f}M params, {info.bits}-bit ({info.bits_per_weight:.2f}"
+            f"{info.name}: {info.n_params / 1e6:.0f}M params, {_bits_label(info.bits)} ({info.bits_per_weight:.2f}"
             f" bits/weight, {info.packed_bytes / 2**20:.0f} MiB packed), {info.tier}, {engine.n_threads} threads"
         )
         if prompt_tok_s is not None and decode_tok_s is not None:  # there were measured runs
@@ -597,6 +653,19 @@ def _int_at_least(minimum: int, rule: str) -> Callable[[str], int]:
     return parse
 
 
+def _bits(text: str) -> int | None:
+    """--bits: "file" (None: as in the file, Engine.load's default) or a preset."""
+    if text == "file":
+        return None
+    if text in ("4", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of file, 4, 2")
+
+
+def _bits_label(bits: int | None) -> str:
+    return "as in the file" if bits is None else f"{bits}-bit"
+
+
 _positive = _int_at_least(1, "must be at least 1")
 _count = _int_at_least(0, "must not be negative")
 
@@ -613,10 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("model", help='a .gguf file, or "default" (the embedded SmolLM2-135M-Instruct)')
             p.add_argument(
                 "--bits",
-                type=int,
-                choices=(2, 4),
-                default=4,
-                help="weight bits (2 is a preset that keeps the most sensitive tensors at 4)",
+                type=_bits,
+                default=None,
+                metavar="{file,4,2}",
+                help="file (default): each tensor as the file quantizes it, exactly (float files: 4);"
+                " 4 or 2: our smaller/faster requantization (2 keeps the most sensitive tensors at 4)",
             )
             p.add_argument("--threads", type=_positive, default=None, help="kernel threads (default: all cores)")
             p.add_argument("--ctx", type=_positive, default=None, help="context length (KV cache size)")
@@ -639,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--system", default=None, help="a system message")
 
     command("info", cmd_info, "CPU features and kernel tiers", model=False)
+    p = command("inspect", cmd_inspect, "a model's tensor types and the bits per weight of each --bits mode", False)
+    p.add_argument("model", help='a .gguf file, or "default" (the embedded SmolLM2-135M-Instruct)')
     p = command("generate", cmd_generate, "answer one prompt (text on stdout, timings on stderr)")
     p.add_argument("--prompt", required=True)
     sampling(p, 256)

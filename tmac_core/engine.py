@@ -129,7 +129,7 @@ class Engine:
         weights: Weights,
         runtime: LlamaRuntime,
         n_ctx: int,
-        bits: int,
+        bits: int | None,
         n_threads: int,
         cache_hit: bool,
     ) -> None:
@@ -170,13 +170,12 @@ class Engine:
             ModelLoadError / ModelFormatError: missing or corrupt file.
             UnsupportedModelError: an architecture or tensor type we do not run.
             TokenizerError: a vocabulary that cannot be tokenized.
-            ValueError: bits not 2 or 4, n_threads or n_ctx out of range.
+            ValueError: bits not None, 2 or 4, n_threads or n_ctx out of range.
             TypeError: a bool for cache_dir (the cache is switched by use_cache).
         """
         t0 = time.perf_counter()
-        bits = 4 if bits is None else bits
-        if bits not in (2, 4):
-            raise ValueError(f"bits must be 2 or 4, got {bits!r}")
+        if bits is not None and bits not in (2, 4):
+            raise ValueError(f"bits must be None (as in the file), 2 or 4, got {bits!r}")
         if isinstance(cache_dir, bool):
             raise TypeError(
                 "cache_dir is a folder or None (the default folder); turn the cache off with use_cache=False"
@@ -190,6 +189,9 @@ class Engine:
         report(0.0, "reading the model file")
         gguf = GGUFFile.open(path)
         cfg = config_from_gguf(gguf)
+        source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
+        if bits is None and not plan.is_quantized(source_types):
+            bits = 4  # "as in the file" is the file's own quantization; a float file runs at 4 bits
         arch = get_architecture(cfg.arch)
         tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
         if n_ctx is None:
@@ -205,13 +207,19 @@ class Engine:
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
-            source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
             try:
                 weights, cache_hit = cache.load(file, key, cache.expected_entries(cfg, bits, source_types)), True
             except cache.CacheMiss:
                 cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
         if weights is None:
-            weights = arch.load_weights(gguf, cfg, bits, lambda f: report(0.1 + 0.8 * f, f"repacking to {bits} bits"))
+            weights = arch.load_weights(
+                gguf,
+                cfg,
+                bits,
+                lambda f: report(
+                    0.1 + 0.8 * f, "repacking " + ("as in the file" if bits is None else f"to {bits} bits")
+                ),
+            )
             if folder is not None:
                 report(0.9, "saving the repacked model")
                 try:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # annotations only: this module stays standard library at run
     from tmac_core.loading.gguf import GGUFFile
 
 TILE_ROWS = 64  # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
-GROUP_SIZES = (32, 64, 128)  # scale groups along K (kernels/layout.py GROUP_SIZES)
+GROUP_SIZES = (16, 32, 64, 128, 256)  # scale groups along K (kernels/layout.py GROUP_SIZES)
 KV_BYTES_PER_VALUE = 2  # the KV cache holds fp16 K and V (models/_llama.pyx)
 ROPE_STYLES = ("interleaved", "neox")  # pairs (2i, 2i+1) as llama, or (i, i + hd/2) as qwen2
 FFN_ACTIVATIONS = ("silu",)  # gated FFN: down(act(gate) * up)
@@ -30,10 +30,49 @@ FFN_ACTIVATIONS = ("silu",)  # gated FFN: down(act(gate) * up)
 # precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so the 4-bit
 # plan adds a second 4-bit pass on its residual (models/loader.py:output_residual).
 PRECISE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1"})
-# Source types repacked without requantizing (loading/repack.py): Q4_0/Q4_1 at 4 bits
-# keep their 32-wide groups, TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
+FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits
+# Source types the bits=2/4 presets repack without requantizing (loading/repack.py): Q4_0/Q4_1
+# at 4 bits keep their 32-wide groups, TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
 EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128}
 RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
+FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
+SCALES_F16, SCALES_SUPER = 0, 1  # the kernels' two scale formats (kernels/LAYOUT.md, layout.py)
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How the kernels hold one GGML type exactly: its codes as `bits`-bit planes, one
+    (sub-)scale per `group_size` weights along K, and either the F16 scale format
+    (super_size 0: per-group fp16 scale and offset, exact for these types) or the SUPER
+    format (per `super_size` weights the file's fp16 d/dmin, per group its integer scale/min).
+    """
+
+    bits: int
+    group_size: int
+    super_size: int = 0
+
+    @property
+    def scale_format(self) -> int:
+        return SCALES_SUPER if self.super_size else SCALES_F16
+
+
+# Every GGML type whose weights are exactly the kernels' weight model ("as in the file"
+# mode: loading/exact.py decomposes them; kernels/LAYOUT.md "Source mappings").
+EXACT_SOURCES: dict[str, SourceFormat] = {
+    "Q2_K": SourceFormat(2, 16, 256),
+    "Q3_K": SourceFormat(3, 16, 256),
+    "Q4_K": SourceFormat(4, 32, 256),
+    "Q5_K": SourceFormat(5, 32, 256),
+    "Q6_K": SourceFormat(6, 16, 256),
+    "Q4_1": SourceFormat(4, 32, 32),
+    "Q5_1": SourceFormat(5, 32, 32),
+    "Q4_0": SourceFormat(4, 32),
+    "Q5_0": SourceFormat(5, 32),
+    "Q8_0": SourceFormat(8, 32),
+    "TQ1_0": SourceFormat(2, 128),
+    "TQ2_0": SourceFormat(2, 128),
+}
+BITS_MODES: tuple[int | None, ...] = (None, 4, 2)  # "as in the file", then the smaller/faster variants
 MATRIX_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -165,10 +204,21 @@ class TensorSpec:
     rows: int
     cols: int
     role: str  # "token_embd", "output", "output_residual" or one of MATRIX_ROLES
-    bits: int  # 1..4
+    bits: int  # 1..8
     group_size: int  # scale group along K (PackedWeight.group_size)
     act_group: int  # activation-table group it reads (PackedWeight.act_group)
     layer: int = -1  # block index, -1 outside the blocks
+    super_size: int = 0  # SUPER scale format: weights per super-block along K; 0: the F16 format
+    source_type: str | None = None  # the GGML type it is repacked exactly from; None: requantized
+
+    @property
+    def scale_format(self) -> int:
+        return SCALES_SUPER if self.super_size else SCALES_F16
+
+    @property
+    def exact(self) -> bool:
+        """Runs the file's own codes and scales (no requantization)."""
+        return self.source_type is not None
 
 
 @dataclass(frozen=True)
@@ -192,17 +242,33 @@ def layer_bits(cfg: ModelConfig, role: str, layer: int, bits: int) -> int:
 
 
 def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
-    """The scale group loading/repack.py gives a matrix: the source's own groups where it
-    repacks exactly, else our quantizer's 64 (32 when 64 does not divide the row)."""
+    """The scale group loading/repack.py gives a matrix at the bits=2/4 presets: the source's
+    own groups where it repacks exactly, else our quantizer's 64 (32 when 64 does not divide the row)."""
     exact = EXACT_GROUPS.get((bits, source_type)) if source_type is not None else None
     if exact is not None:
         return exact
     return 64 if cols % 64 == 0 else 32
 
 
+def exact_format(source_type: str | None, cols: int) -> SourceFormat | None:
+    """The format "as in the file" runs a matrix of this type in, or None when it is
+    requantized (float and non-linear types, or a row that is not whole groups)."""
+    fmt = EXACT_SOURCES.get(source_type) if source_type is not None else None
+    return fmt if fmt is not None and cols % fmt.group_size == 0 else None
+
+
+def is_quantized(source: str | Mapping[str, str] | None) -> bool:
+    """Whether "as in the file" means the file's own quantization: some matrix type is not float.
+    A float (or unknown) source runs at 4 bits by our quantizer instead."""
+    if source is None:
+        return False
+    types = {source} if isinstance(source, str) else set(source.values())
+    return bool(types - FLOAT_TYPES)
+
+
 def act_group_for(group_size: int) -> int:
-    """PackedWeight.act_group: 64 unless the weight's groups are 32 wide."""
-    return 64 if group_size % 64 == 0 else 32
+    """PackedWeight.act_group: min(64, group_size), so 16 for 16-wide groups (K-quants' Q6_K, Q3_K, Q2_K)."""
+    return 16 if group_size == 16 else (64 if group_size % 64 == 0 else 32)
 
 
 def _matrices(cfg: ModelConfig) -> list[tuple[str, int, int, str, int]]:
@@ -230,12 +296,15 @@ def output_source(cfg: ModelConfig) -> str:
     return "token_embd.weight" if cfg.tie_embeddings else "output.weight"
 
 
-def tensor_plan(cfg: ModelConfig, bits: int, source: str | Mapping[str, str] | None = None) -> list[TensorSpec]:
-    """Every matrix the runtime packs for `cfg` at `bits` (2 or 4), residual pass included.
+def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, str] | None = None) -> list[TensorSpec]:
+    """Every matrix the runtime packs for `cfg`, residual pass included.
 
+    bits: None for "as in the file" (each exact type at its own bits and scale format,
+        EXACT_SOURCES; the rest at 4 bits by our quantizer), or the 4 / 2 presets (our
+        quantizer, Q4_0/Q4_1 at 4 and TQ1_0/TQ2_0 at 2 keep their codes).
     source: the GGML type name of the file's matrices ("Q8_0"), one per tensor name
         (ModelSummary.tensor_types), or None when unknown (then: our quantizer's groups,
-        no residual pass). It decides the exact-repack groups and the residual pass.
+        no residual pass). It decides the exact-repack formats and the residual pass.
     """
 
     def type_of(name: str) -> str | None:
@@ -243,10 +312,30 @@ def tensor_plan(cfg: ModelConfig, bits: int, source: str | Mapping[str, str] | N
 
     plan = []
     for name, rows, cols, role, layer in _matrices(cfg):
-        b = layer_bits(cfg, role, layer, bits)
-        group = group_size_for(b, cols, type_of(name))
-        plan.append(TensorSpec(name, rows, cols, role, b, group, act_group_for(group), layer))
-    if bits == 4 and type_of(output_source(cfg)) in PRECISE_TYPES:  # the 2-bit preset stays small
+        t = type_of(name)
+        fmt = exact_format(t, cols) if bits is None else None
+        if fmt is not None:
+            spec = TensorSpec(
+                name,
+                rows,
+                cols,
+                role,
+                fmt.bits,
+                fmt.group_size,
+                act_group_for(fmt.group_size),
+                layer,
+                fmt.super_size,
+                t,
+            )
+        else:
+            b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
+            group = group_size_for(b, cols, t)
+            kept = t if t is not None and EXACT_GROUPS.get((b, t)) == group else None
+            spec = TensorSpec(name, rows, cols, role, b, group, act_group_for(group), layer, source_type=kept)
+        plan.append(spec)
+    out = next(spec for spec in plan if spec.name == output_source(cfg))
+    # a requantized output matrix from a precise source gets a second 4-bit pass (the 2-bit preset stays small)
+    if bits != 2 and not out.exact and type_of(out.name) in PRECISE_TYPES:
         plan.append(
             TensorSpec(
                 "output.residual",
@@ -320,18 +409,67 @@ def gguf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def matrix_bytes(spec: TensorSpec) -> int:
-    """Bytes of one PackedWeight (planes + fp16 scales), as LAYOUT.md §Weights lays it out:
-    planes (m_pad/64, k_pad/8, bits, 64) uint8, scales (m_pad/64, n_groups, 2, 64) fp16."""
+    """Bytes of one PackedWeight as kernels/LAYOUT.md §Weights lays it out: planes
+    (m_pad/64, k_pad/8, bits, 64) uint8, then for the F16 format scales (m_pad/64,
+    n_groups, 2, 64) fp16; for SUPER scales (m_pad/64, n_super, 2, 64) fp16 (d, dmin)
+    and sub (m_pad/64, n_groups, 2, 64) int8 (sc, mn)."""
     tiles = -(-spec.rows // TILE_ROWS)
     # grouped scales keep k_pad = K; one scale per row pads K to a multiple of 64
     k_pad = spec.cols if spec.cols % spec.group_size == 0 else -(-spec.cols // 64) * 64
     n_groups = k_pad // spec.group_size
-    return tiles * (k_pad // 8) * spec.bits * 64 + tiles * n_groups * 2 * 64 * 2
+    planes = tiles * (k_pad // 8) * spec.bits * 64
+    if spec.super_size:
+        return planes + tiles * (k_pad // spec.super_size) * 2 * 64 * 2 + tiles * n_groups * 2 * 64
+    return planes + tiles * n_groups * 2 * 64 * 2
 
 
 def packed_bytes(plan: list[TensorSpec]) -> int:
     """Bytes of all packed matrices: EngineInfo.packed_bytes, byte for byte."""
     return sum(matrix_bytes(spec) for spec in plan)
+
+
+def bits_per_weight(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, str] | None = None) -> float:
+    """Bits per weight that will run: packed bytes (residual pass included) over the
+    matrices' weights, as EngineInfo.bits_per_weight measures it after loading."""
+    plan = tensor_plan(cfg, bits, source)
+    weights = sum(spec.rows * spec.cols for spec in plan if spec.role != "output_residual")
+    return 8.0 * packed_bytes(plan) / max(weights, 1)
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """What loading a file means, for the UI before it loads (tmac_core.plan.source_summary)."""
+
+    type_mix: dict[str, int]  # GGML type name → weights of the model's matrices stored in it
+    exact: bool  # "as in the file" repacks every matrix without requantizing
+    requantized: tuple[str, ...]  # types "as in the file" requantizes to 4 bits (float, IQ*), sorted
+    quantized: bool  # a quantized source: "as in the file" is the default (is_quantized)
+    bits_per_weight: dict[int | None, float]  # bits mode (BITS_MODES: None, 4, 2) → bits per weight that runs
+
+
+def source_summary(cfg: ModelConfig, source: Mapping[str, str]) -> SourceSummary:
+    """The source type mix, whether "as in the file" is exact, and the bits per weight of every mode."""
+    mix: dict[str, int] = {}
+    requantized = set()
+    for spec in tensor_plan(cfg, None, source):
+        if spec.role == "output_residual":
+            continue
+        t = source.get(spec.name, "?")
+        mix[t] = mix.get(t, 0) + spec.rows * spec.cols
+        if not spec.exact:
+            requantized.add(t)
+    return SourceSummary(
+        type_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
+        exact=not requantized,
+        requantized=tuple(sorted(requantized)),
+        quantized=is_quantized(source),
+        bits_per_weight={mode: bits_per_weight(cfg, mode, source) for mode in BITS_MODES},
+    )
+
+
+def mode_name(bits: int | None) -> str:
+    """How the CLI and logs spell a bits mode: "file" for None, else the number."""
+    return "file" if bits is None else str(bits)
 
 
 def kv_cache_bytes(cfg: ModelConfig, n_ctx: int) -> int:
@@ -351,15 +489,24 @@ __all__ = [
     "ShapeFields",
     "TensorSpec",
     "VectorSpec",
+    "BITS_MODES",
+    "EXACT_SOURCES",
+    "SourceFormat",
+    "SourceSummary",
     "act_group_for",
+    "bits_per_weight",
+    "exact_format",
     "gguf_shapes",
     "group_size_for",
+    "is_quantized",
     "kv_cache_bytes",
     "layer_bits",
     "matrix_bytes",
+    "mode_name",
     "n_params",
     "output_source",
     "packed_bytes",
+    "source_summary",
     "tensor_plan",
     "vector_plan",
 ]

@@ -51,7 +51,7 @@ class EngineInfo:
     source: str  # path of the GGUF file
     arch: str  # "llama", "qwen2"
     n_params: int  # weights in the model
-    bits: int | None  # requested: 2 or 4, or None for as in the file (each matrix at its own type's bits)
+    bits: int | None  # requested: 2 or 4, None as in the file (each matrix at its source's bits)
     bits_per_weight: float  # average over all repacked matrices (scales included)
     packed_bytes: int  # bytes of repacked matrices
     kv_cache_bytes: int  # bytes of the KV cache at n_ctx

@@ -24,12 +24,19 @@ from typing import Any
 from app.catalog.errors import CatalogError
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import architecture
-from tmac_core.plan import ModelConfig, TensorSpec, kv_cache_bytes, matrix_bytes, packed_bytes, tensor_plan
+from tmac_core.plan import (
+    ModelConfig,
+    TensorSpec,
+    is_quantized,
+    kv_cache_bytes,
+    matrix_bytes,
+    packed_bytes,
+    tensor_plan,
+)
 from tmac_core.types import ModelSummary
 
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
 DEFAULT_CONTEXT = 2048
-FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # source types with no "as in the file" variant
 DEFAULT_BANDWIDTH_BYTES_PER_S = 20e9  # a dual-channel DDR4 laptop, as achieved by a streaming read
 BANDWIDTH_EFFICIENCY = 0.7  # kernels reach ~60–80 % of streaming bandwidth in practice
 
@@ -102,7 +109,7 @@ class CatalogModel:
 def runs_as_in_file(source_quant: str) -> bool:
     """Whether a file whose matrices are mostly `source_quant` has an "as in the file" variant:
     quantized files do (each matrix runs at its own type's bits); float files are repacked."""
-    return source_quant.upper() not in FLOAT_TYPES
+    return is_quantized(source_quant.upper())
 
 
 def bits_label(bits: int | None, source_quant: str | None = None) -> str:

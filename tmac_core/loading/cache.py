@@ -80,7 +80,7 @@ def source_hash(path: str | os.PathLike[str], progress: Callable[[float], None] 
     return sha256_file(path, progress=report)
 
 
-def cache_key(source_sha256: str, bits: int) -> str:
+def cache_key(source_sha256: str, bits: int | None) -> str:
     return f"{source_sha256[:40]}-b{bits}-l{LAYOUT_VERSION}-q{QUANTIZER_VERSION}"
 
 
@@ -117,7 +117,7 @@ class Expected:
 
 
 def expected_entries(
-    cfg: ModelConfig, bits: int, source_types: Mapping[str, str] | str | None = None
+    cfg: ModelConfig, bits: int | None, source_types: Mapping[str, str] | str | None = None
 ) -> dict[str, Expected]:
     """Every entry a cache file for `cfg` at `bits` must hold, and nothing else
     (tmac_core.plan: the matrices, the vectors, and the loader's RoPE frequencies).

@@ -1,62 +1,59 @@
-"""GGUF tensors -> kernel layout at 2 or 4 bits (tmac_core.kernels.PackedWeight).
+"""GGUF tensors -> kernel layout (tmac_core.kernels.PackedWeight), as in the file or at 2/4 bits.
 
-Exact where the source fits our weight model: Q4_0/Q4_1 at 4 bits keep their
-codes and 32-wide groups; TQ1_0/TQ2_0 at 2 bits keep their ternary codes.
-Everything else is dequantized and requantized by our own quantizer, which
-picks each group's scale and zero point to minimise a weighted squared error
-(a clipping search, then a least-squares refit), not plain min/max.
-Imports numpy, the loaders and the kernels' packer: no Qt.
+bits=None, "as in the file": every type of tmac_core.plan.EXACT_SOURCES keeps its
+codes and scale fields (loading/exact.py: K-quants, Q4_0..Q8_0, TQ1_0/TQ2_0), each
+tensor at its own bits; float and non-linear types are requantized at 4 bits.
+bits=4 / 2, the smaller/faster presets: Q4_0/Q4_1 at 4 bits keep their codes and
+32-wide groups, TQ1_0/TQ2_0 at 2 bits their ternary codes; everything else is
+dequantized and requantized by our own quantizer, which picks each group's scale and
+zero point to minimise a weighted squared error (a clipping search, then a
+least-squares refit), not plain min/max.
+Imports numpy, the loaders and the kernels' packers: no Qt.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tmac_core.kernels import PackedWeight, pack
-from tmac_core.loading.dequant import check_finite, dequantize_tensor
+from tmac_core.kernels import PackedWeight, pack, pack_super
+from tmac_core.loading.dequant import dequantize_tensor
+from tmac_core.loading.exact import Exact, ExactF16, decompose_tensor
 from tmac_core.loading.gguf import GGMLType, GGUFFile
+from tmac_core.plan import FALLBACK_BITS, exact_format
 
 CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)  # shrink factors tried per group
 ROW_CHUNK = 1024  # rows quantized at a time (memory)
 
 
-def _q4_blocks(raw: np.ndarray, with_min: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Q4_0 {half d; u8 qs[16]} / Q4_1 {half d; half m; u8 qs[16]} blocks -> codes, d, m."""
-    blocks = raw.reshape(-1, 20 if with_min else 18)
-    qs = blocks[:, 4:20] if with_min else blocks[:, 2:18]
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # value j<16 low nibble, j>=16 high
-    d = blocks[:, 0:2].copy().view("<f2").astype(np.float32)[:, 0]
-    m = blocks[:, 2:4].copy().view("<f2").astype(np.float32)[:, 0] if with_min else None
-    return codes, d, m
+def pack_exact(ex: Exact) -> PackedWeight:
+    """An exact decomposition in the kernel layout: its own scale format, bits and groups."""
+    if isinstance(ex, ExactF16):
+        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size)
+    return pack_super(
+        ex.codes,
+        ex.d,
+        ex.dmin,
+        ex.sc,
+        ex.mn,
+        bits=ex.bits,
+        group_size=ex.group_size,
+        super_size=ex.super_size,
+        code_offset=ex.code_offset,
+    )
 
 
-def _exact_q4(gguf: GGUFFile, name: str) -> PackedWeight:
-    info = gguf.tensors[name]
-    k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
-    with_min = info.ggml_type is GGMLType.Q4_1
-    codes, d, mins = _q4_blocks(gguf.tensor_bytes(name), with_min)
-    check_finite(gguf, name, d if mins is None else np.stack([d, mins]))  # the codes are finite by construction
-    codes = codes.reshape(m_rows, k)
-    d = d.reshape(m_rows, k // 32)
-    if mins is None:  # Q4_0
-        return pack(codes, d, np.full_like(d, 8.0), bits=4, group_size=32)
-    mins = mins.reshape(m_rows, k // 32)
-    # w = d*q + m = d*(q - z) with z = -m/d; a block with d == 0 is the constant m = m*(q - (-1)) at q = 0
+def _q4_1_at_4_bits(gguf: GGUFFile, name: str) -> PackedWeight:
+    """The 4-bit preset's Q4_1: w = d*q + m as d*(q - z), z = -m/d, in the F16 format
+    (smaller than SUPER; the fp16 offset rounds, the file mode is the exact one)."""
+    ex = decompose_tensor(gguf, name)
+    assert not isinstance(ex, ExactF16)  # Q4_1 decomposes to SUPER with sc = mn = 1
+    d, mins = ex.d.astype(np.float32), -ex.dmin.astype(np.float32)
+    # a block with d == 0 is the constant m = m*(q - (-1)) at q = 0
     flat = d == 0
     scales = np.where(flat, mins, d)
     zeros = np.where(flat, -1.0, -mins / np.where(flat, 1.0, d)).astype(np.float32)
-    codes = np.where(np.repeat(flat, 32, axis=1), 0, codes).astype(np.uint8)
+    codes = np.where(np.repeat(flat, 32, axis=1), 0, ex.codes).astype(np.uint8)
     return pack(codes, scales, zeros, bits=4, group_size=32)
-
-
-def _exact_ternary(gguf: GGUFFile, name: str) -> PackedWeight:
-    info = gguf.tensors[name]
-    k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
-    w = dequantize_tensor(gguf, name).reshape(m_rows, k // 256, 256)
-    d = np.abs(w).max(axis=2)  # TQ scale per 256 = the nonzero magnitude
-    codes = np.rint(w / np.where(d == 0, 1, d)[:, :, None]).astype(np.int8) + 1
-    scales = np.repeat(d, 2, axis=1)  # two 128-wide groups per 256-block
-    return pack(codes.reshape(m_rows, k).astype(np.uint8), scales, np.ones_like(scales), bits=2, group_size=128)
 
 
 def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,14 +107,23 @@ def _refit(
     return a, -b / a
 
 
-def repack(gguf: GGUFFile, name: str, bits: int, group_size: int = 64) -> PackedWeight:
-    """One weight matrix of the file in the kernel layout at `bits` (2 or 4; 1-3 also work)."""
+def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) -> PackedWeight:
+    """One weight matrix of the file in the kernel layout.
+
+    bits: None for "as in the file" (exact where the type allows, else 4 bits by our
+        quantizer, as tmac_core.plan.tensor_plan says), or 2 / 4 (1 and 3 also work).
+    group_size: our quantizer's group (the exact paths keep the source's).
+    """
     info = gguf.tensors[name]
     t = info.ggml_type
-    if bits == 4 and t in (GGMLType.Q4_0, GGMLType.Q4_1):
-        return _exact_q4(gguf, name)
-    if bits == 2 and t in (GGMLType.TQ1_0, GGMLType.TQ2_0):
-        return _exact_ternary(gguf, name)
+    if bits is None:
+        if exact_format(t.name, info.shape[0]) is not None:
+            return pack_exact(decompose_tensor(gguf, name))
+        bits = FALLBACK_BITS
+    if (bits == 4 and t is GGMLType.Q4_0) or (bits == 2 and t in (GGMLType.TQ1_0, GGMLType.TQ2_0)):
+        return pack_exact(decompose_tensor(gguf, name))
+    if bits == 4 and t is GGMLType.Q4_1:
+        return _q4_1_at_4_bits(gguf, name)
     w = dequantize_tensor(gguf, name)
     w = w.reshape(-1, w.shape[-1])
     gs = group_size if w.shape[1] % group_size == 0 else 32

@@ -45,7 +45,7 @@ class ArchitectureLoader(Protocol):
     """What `get_architecture` returns: a module (models/loader.py) with these two functions."""
 
     def load_weights(
-        self, gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None
+        self, gguf: GGUFFile, cfg: ModelConfig, bits: int | None, progress: Callable[[float], None] | None = None
     ) -> Weights: ...
 
     def build_runtime(self, cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32) -> LlamaRuntime: ...

@@ -66,7 +66,7 @@ def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> Pac
 
 
 def load_weights(
-    gguf: GGUFFile, cfg: ModelConfig, bits: int, progress: Callable[[float], None] | None = None
+    gguf: GGUFFile, cfg: ModelConfig, bits: int | None, progress: Callable[[float], None] | None = None
 ) -> Weights:
     """Every tensor the runtime needs: PackedWeight matrices, float32 vectors."""
     source = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
@@ -74,7 +74,8 @@ def load_weights(
     from_file = [spec for spec in plan if spec.role != "output_residual"]
     packed: dict[str, PackedWeight] = {}
     for i, spec in enumerate(from_file):
-        packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, spec.bits, spec.group_size))
+        mode = None if bits is None else spec.bits  # None: the repacker picks exact or 4-bit as the plan does
+        packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, mode, spec.group_size))
         if progress:
             progress((i + 1) / len(from_file))
     for spec in plan:
