@@ -109,9 +109,9 @@ def test_send_streams_an_answer_into_the_view_the_panel_and_the_database(open_wi
     user, stored = h.messages()
     assert (user.role, user.content) == ("user", "What is the capital of France?")
     assert stored.state == "complete" and stored.content == answer.content
-    for name in ("generated_tokens", "decode_tok_s", "ttft_s", "prompt_tok_s", "threads", "bits", "tier"):
+    for name in ("generated_tokens", "decode_tok_s", "ttft_s", "prompt_tok_s", "threads", "tier"):
         assert getattr(stored.stats, name) is not None, name
-    assert stored.stats.bits == info.bits and stored.stats.tier == info.tier
+    assert stored.stats.bits == info.bits and stored.stats.tier == info.tier  # bits None: as in the file
     assert "tok/s" in shown.stats_label.text() and shown.stats_label.isVisible()
     assert float(h.window.perf_panel.speed.text()) > 0
     assert h.window.conversations.list.item(0).text() == "What is the capital of France?"
