@@ -77,7 +77,8 @@ class SelfTest:
                 "ttft_s": round(chunk.ttft_s, 3),
                 "tier": info.tier,
                 "threads": chunk.threads,
-                "bits": info.bits,
+                "bits": info.bits,  # None: as in the file
+                "bits_per_weight": round(info.bits_per_weight, 2),
                 "answer": stored.content,
                 "model": info.name,
                 "load_s": round(info.load_s, 2),

@@ -25,7 +25,7 @@ from typing import Any
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
 
 
@@ -33,10 +33,11 @@ ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
 class AppSettings:
     schema_version: int = SCHEMA_VERSION
     models_dir: str | None = None  # None → app.paths default
-    default_bits: int = 4  # 2 or 4: the repack width
+    # None: as in the file (each matrix at its own type's bits, exact); 2 or 4: repacked to that width
+    default_bits: int | None = None
     model_source: str = "default"  # what the chat loads: "default" (embedded model) or a .gguf path
     n_threads: int | None = None  # None → physical cores − 1 (decided by the worker)
-    n_ctx: int = 2048
+    n_ctx: int | None = None  # None: automatic (the engine sizes it from the model and free memory)
     # The system prompt and sampling below are the defaults a new chat starts from (CONVERSATION_FIELDS).
     system_prompt: str = ""  # "" → the model's chat template supplies its own default (SmolLM2 has one)
     temperature: float = 0.7
@@ -70,9 +71,9 @@ class SettingsLoadResult:
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "models_dir": lambda v: v is None or isinstance(v, str),
     "model_source": lambda v: isinstance(v, str) and bool(v),
-    "default_bits": lambda v: v in (2, 4) and not isinstance(v, bool),
+    "default_bits": lambda v: v is None or (v in (2, 4) and not isinstance(v, bool)),
     "n_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THREADS),
-    "n_ctx": lambda v: isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576,
+    "n_ctx": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 128 <= v <= 1_048_576),
     "system_prompt": lambda v: isinstance(v, str),
     "temperature": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 5.0,
     "top_p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
@@ -120,11 +121,21 @@ def _migrate_3_to_4(data: dict[str, Any]) -> dict[str, Any]:
     return {renames.get(name, name): value for name, value in data.items()}
 
 
+def _migrate_4_to_5(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 4 kept n_ctx always set and read its default, 2048, as "automatic" (the engine chooses);
+    # version 5 says automatic with None, so a user who picks 2048 keeps 2048.
+    out = dict(data)
+    if out.get("n_ctx") == 2048:
+        out["n_ctx"] = None
+    return out
+
+
 # MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 # Per conversation, with a global default (the common expectation in chat apps): a chat keeps the system

@@ -1,7 +1,9 @@
 """The curated model list (assets/catalog.json) and what each variant will cost on this machine.
 
-Every catalog model has one source GGUF on the Hub; the runtime repacks it to
-4 or 2 bits at load time, so each model offers a "4-bit" and a "2-bit" variant.
+Every catalog model has one source GGUF on the Hub. The runtime runs its matrices as in
+the file (each at its own type's bits, exactly: no requantization) or repacks them to
+4 or 2 bits at load time, so each model offers an "as in the file", a "4-bit" and a
+"2-bit" variant (`bits` None, 4, 2).
 For a variant we estimate the packed size, the RAM needed at the default
 context, and a decode speed from a memory-bandwidth model (decode is bandwidth
 bound: every weight is read once per token). The sizes are the runtime's own:
@@ -22,7 +24,15 @@ from typing import Any
 from app.catalog.errors import CatalogError
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import architecture
-from tmac_core.plan import ModelConfig, TensorSpec, kv_cache_bytes, matrix_bytes, packed_bytes, tensor_plan
+from tmac_core.plan import (
+    ModelConfig,
+    TensorSpec,
+    is_quantized,
+    kv_cache_bytes,
+    matrix_bytes,
+    packed_bytes,
+    tensor_plan,
+)
 from tmac_core.types import ModelSummary
 
 RUNTIME_OVERHEAD_BYTES = 200_000_000  # interpreter, tokenizer, activations, logits, thread stacks
@@ -68,7 +78,7 @@ class CatalogModel:
     parameters: int
     gated: bool
     config: ModelConfig  # catalog.json lists shapes only: rope_theta/norm_eps keep their defaults
-    bits: tuple[int, ...]
+    bits: tuple[int | None, ...]  # the variants offered; None: as in the file
     size_is_approximate: bool = True
     tensor_types: dict[str, str] = field(default_factory=dict, hash=False)  # per tensor, for an inspected file
 
@@ -87,7 +97,7 @@ class CatalogModel:
             parameters=summary.n_params,
             gated=False,
             config=summary.config,
-            bits=(4, 2),
+            bits=(None, 4, 2) if runs_as_in_file(summary.file_type) else (4, 2),
             size_is_approximate=False,
             tensor_types=summary.tensor_types,
         )
@@ -96,18 +106,31 @@ class CatalogModel:
         return [ModelVariant(self, b) for b in self.bits]
 
 
+def runs_as_in_file(source_quant: str) -> bool:
+    """Whether a file whose matrices are mostly `source_quant` has an "as in the file" variant:
+    quantized files do (each matrix runs at its own type's bits); float files are repacked."""
+    return is_quantized(source_quant.upper())
+
+
+def bits_label(bits: int | None, source_quant: str | None = None) -> str:
+    """How the app names a variant: "4-bit", "2-bit", "as in the file (Q4_K_M)"."""
+    if bits is not None:
+        return f"{bits}-bit"
+    return f"as in the file ({source_quant})" if source_quant else "as in the file"
+
+
 @dataclass(frozen=True)
 class ModelVariant:
     model: CatalogModel
-    bits: int
+    bits: int | None  # None: as in the file
 
     @property
     def label(self) -> str:
-        return f"{self.bits}-bit"
+        return bits_label(self.bits, self.model.source_quant)
 
     @property
     def key(self) -> str:
-        return f"{self.model.id}@{self.bits}bit"
+        return f"{self.model.id}@{'file' if self.bits is None else f'{self.bits}bit'}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,7 @@ class VariantEstimate:
     bytes_per_token: int  # memory read to produce one token (weights + output head + KV)
     decode_tokens_per_s: float  # bandwidth model; an upper-bound style estimate, not a promise
     context: int
+    bits_per_weight: float  # packed matrices (scales included) per matrix weight: what will run
 
 
 def default_catalog_path() -> Path:
@@ -149,8 +173,10 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
             raise CatalogError(f"{where}: repo_id must be 'owner/name' and filename a .gguf")
         if "/" in entry["filename"] or "\\" in entry["filename"] or entry["filename"].startswith("."):
             raise CatalogError(f"{where}: filename must be a plain file name")
-        if not entry["bits"] or any(b not in (2, 4) for b in entry["bits"]):
-            raise CatalogError(f"{where}: bits must be a non-empty list of 2 and/or 4")
+        if not entry["bits"] or any(b not in (None, 2, 4) or isinstance(b, bool) for b in entry["bits"]):
+            raise CatalogError(f"{where}: bits must be a non-empty list of null (as in the file), 4 and/or 2")
+        if None in entry["bits"] and not runs_as_in_file(entry["source_quant"]):
+            raise CatalogError(f"{where}: a {entry['source_quant']} file has no as-in-the-file variant")
         for name in (
             "size_bytes",
             "parameters",
@@ -217,12 +243,12 @@ def find_model(models: list[CatalogModel], model_id: str) -> CatalogModel:
     raise CatalogError(f"no catalog model {model_id!r}")
 
 
-def variant_plan(model: CatalogModel, bits: int) -> list[TensorSpec]:
-    """The matrices the runtime will pack for this model at `bits` (tmac_core.plan)."""
+def variant_plan(model: CatalogModel, bits: int | None) -> list[TensorSpec]:
+    """The matrices the runtime will pack for this model at `bits` (None: as in the file; tmac_core.plan)."""
     return tensor_plan(model.config, bits, model.tensor_types or model.source_quant)
 
 
-def bytes_read_per_token(model: CatalogModel, bits: int, position: int) -> int:
+def bytes_read_per_token(model: CatalogModel, bits: int | None, position: int) -> int:
     """Memory traffic for one decode step at `position`: every packed matrix except the embedding
     table, which is read one row per token unless it doubles as the output head (tied), plus the
     KV cache so far."""
@@ -233,7 +259,7 @@ def bytes_read_per_token(model: CatalogModel, bits: int, position: int) -> int:
 
 def predict_decode_tokens_per_s(
     model: CatalogModel,
-    bits: int,
+    bits: int | None,
     bandwidth_bytes_per_s: float,
     *,
     position: int = 256,
@@ -253,8 +279,10 @@ def estimate_variant(
 ) -> VariantEstimate:
     model, bits = variant.model, variant.bits
     context = min(context, model.config.n_ctx_train)
-    packed = packed_bytes(variant_plan(model, bits))
+    plan = variant_plan(model, bits)
+    packed = packed_bytes(plan)
     kv = kv_cache_bytes(model.config, context)
+    n_weights = sum(spec.rows * spec.cols for spec in plan if spec.role != "output_residual")
     return VariantEstimate(
         packed_bytes=packed,
         kv_cache_bytes=kv,
@@ -262,4 +290,5 @@ def estimate_variant(
         bytes_per_token=bytes_read_per_token(model, bits, min(256, context)),
         decode_tokens_per_s=predict_decode_tokens_per_s(model, bits, bandwidth_bytes_per_s, position=min(256, context)),
         context=context,
+        bits_per_weight=8.0 * packed / max(n_weights, 1),
     )

@@ -202,8 +202,14 @@ def two_bit_recommended(parameters: int | None) -> bool:
     return not parameters or parameters >= TWO_BIT_MIN_PARAMETERS
 
 
-def quality_hint(bits: int, parameters: int | None) -> str:
+def quality_hint(bits: int | None, parameters: int | None, source_quant: str | None = None) -> str:
     """One line on what `bits` does to answer quality, from the measured figures above."""
+    if bits is None:
+        kind = f"the file's own {source_quant} weights" if source_quant else "the file's own weights"
+        return (
+            f"As in the file: {kind}, run exactly (no requantization), so answers match other apps "
+            "on the same file; 4-bit and 2-bit are smaller and faster"
+        )
     if bits == 4:
         change = (PERPLEXITY_4BIT - PERPLEXITY_FLOAT) / PERPLEXITY_FLOAT
         return f"4-bit: close to the original (perplexity {change:+.2%} vs unquantized, measured on {MEASURED_MODEL})"
@@ -278,15 +284,16 @@ class ModelSwitch:
     that was what failed, so there is no loop).
     """
 
-    last_good: tuple[str, int] | None = None
-    pending: tuple[str, int] | None = None
-    failed_choice: tuple[str, int] | None = None  # the last choice that failed (its card is marked)
+    # (source, bits); bits None: as in the file
+    last_good: tuple[str, int | None] | None = None
+    pending: tuple[str, int | None] | None = None
+    failed_choice: tuple[str, int | None] | None = None  # the last choice that failed (its card is marked)
 
-    def request(self, source: str, bits: int) -> tuple[str, int]:
+    def request(self, source: str, bits: int | None) -> tuple[str, int | None]:
         self.pending = (source, bits)
         return self.pending
 
-    def loaded(self) -> tuple[str, int] | None:
+    def loaded(self) -> tuple[str, int | None] | None:
         """The model that just loaded (to save as the default), or None if nothing was pending."""
         done, self.pending = self.pending, None
         if done is not None:
@@ -295,7 +302,7 @@ class ModelSwitch:
                 self.failed_choice = None
         return done
 
-    def failed(self) -> tuple[str, int] | None:
+    def failed(self) -> tuple[str, int | None] | None:
         """The load to fall back to after the pending one failed, or None."""
         failed, self.pending = self.pending, None
         if failed is None:

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.catalog.catalog import bits_label
 from app.catalog.installed import list_installed
 from app.catalog.inventory import EMBEDDED_ID, ModelSwitch, two_bit_warning
 from app.catalog.messages import explain
@@ -398,12 +399,13 @@ class MainWindow(QMainWindow):
         """Load the model from the settings in a fresh engine process."""
         self._load(*self._switch.request(self.settings.model_source, self.settings.default_bits))
 
-    def load_model(self, source: str, bits: int) -> None:
+    def load_model(self, source: str, bits: int | None) -> None:
+        """Load `source` at `bits` (None: as in the file; 2 or 4: repacked)."""
         # saved as the model to load at the next start only once it has loaded (_remember_loaded)
         self._load(*self._switch.request(source, bits))
         self.tabs.setCurrentWidget(self.chat_page)
 
-    def _load(self, source: str, bits: int) -> None:
+    def _load(self, source: str, bits: int | None) -> None:
         self._auto_restart.stop()
         self.engine_banner.hide()
         self.client.load(
@@ -465,7 +467,8 @@ class MainWindow(QMainWindow):
         self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
         self._show_context()
         threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
-        self.model_label.setText(f"{info.name} · {info.bits}-bit · {info.tier} · {threads}")
+        precision = f"{bits_label(info.bits)}, {info.bits_per_weight:.1f} bits/weight"
+        self.model_label.setText(f"{info.name} · {precision} · {info.tier} · {threads}")
         self.models_page.set_active_model(self.settings.model_source, info.bits)
         self.perf_panel.set_threads(info.n_threads)
         # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its
@@ -488,23 +491,23 @@ class MainWindow(QMainWindow):
     def _on_client_died(self, reason: str) -> None:
         if self._switch.pending is not None and self._fall_back("engine_died", reason):
             return  # it died loading a new model (out of memory, killed): the last good one is back
-        text = (
-            f"The engine stopped: {reason}. The window and your chats are fine; "
-            "any answer in progress was saved up to where it stopped."
-        )
+        # the plain sentence up front; the signal or exit code behind Details (for a bug report)
+        text = f"{explain('engine_died').text} Any answer in progress was saved up to where it stopped."
         if not self._auto_restart_used:  # once; a crash again before an answer completes waits for the user
             self._auto_restart_used = True
             self._crash_reason = reason
             self._auto_restart.start()
             text += " Restarting it…"
-        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine)
+        self.engine_banner.show_message("error", text, "Restart engine", self.restart_engine, details=reason)
 
     def _restart_after_crash(self) -> None:
         if self.client.state != EngineState.DEAD:
             return  # restarted or loaded meanwhile
         self.restart_engine()
         self.engine_banner.show_message(
-            "info", f"The engine stopped ({self._crash_reason}) and was restarted. Your chats are fine."
+            "info",
+            "The engine stopped unexpectedly and was restarted. Your chats are fine.",
+            details=self._crash_reason,
         )
 
     def _on_client_stalled(self, silent_s: float) -> None:

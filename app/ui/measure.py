@@ -51,7 +51,7 @@ class MeasureDialog(QDialog):
         settings_store: SettingsStore,
         paths: AppPaths,
         model_source: str,
-        bits: int,
+        bits: int | None,  # the variant the user is on (None: as in the file); the sweep runs 4- and 2-bit
         parent: QWidget | None = None,
         *,
         threads: list[int] | None = None,

@@ -54,9 +54,11 @@ from PySide6.QtWidgets import (
 from app import hardware
 from app.catalog.catalog import (
     DEFAULT_BANDWIDTH_BYTES_PER_S,
+    DEFAULT_CONTEXT,
     CatalogModel,
     ModelVariant,
     VariantEstimate,
+    bits_label,
     estimate_variant,
     load_catalog,
 )
@@ -98,10 +100,15 @@ from tmac_core.types import ModelSummary
 HF_MODEL_URL = "https://huggingface.co/{repo_id}"
 
 
+def _button_id(bits: int | None) -> int:
+    """The radio button id of a variant: Qt ids are ints, so "as in the file" (None) is 0."""
+    return 0 if bits is None else bits
+
+
 class ModelCard(QFrame):
     """One model: title, bit choice, per-variant estimates, status, progress, actions."""
 
-    def __init__(self, state: CardState, default_bits: int, parent: QWidget | None = None) -> None:
+    def __init__(self, state: CardState, default_bits: int | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
         self.setObjectName(f"card:{state.card_id}")
@@ -115,31 +122,38 @@ class ModelCard(QFrame):
         layout.addWidget(self.title_label)
         layout.addWidget(self.subtitle_label)
 
+        # The variants this model offers (None: as in the file), as radio buttons whose ids are
+        # _button_id(bits); a file with no as-in-the-file variant (float weights) shows 4 and 2 only.
+        offered = state.model.bits if state.model is not None else (None, 4, 2)
+        self.offered_bits: tuple[int | None, ...] = tuple(b for b in (None, 4, 2) if b in offered)
         bits_row = QHBoxLayout()
         bits_row.addWidget(QLabel("Run at:"))
         self.bits_group = QButtonGroup(self)
-        self.bits_buttons: dict[int, QRadioButton] = {}
-        for bits in (4, 2):
-            button = QRadioButton(f"{bits}-bit")
-            button.setObjectName(f"bits{bits}")
-            button.setAccessibleName(f"Run {state.title} at {bits} bits per weight")
-            self.bits_group.addButton(button, bits)
+        self.bits_buttons: dict[int | None, QRadioButton] = {}
+        for bits in self.offered_bits:
+            button = QRadioButton(bits_label(bits))
+            button.setObjectName(f"bits{_button_id(bits) or 'file'}")
+            button.setAccessibleName(
+                f"Run {state.title} as in the file" if bits is None else f"Run {state.title} at {bits} bits per weight"
+            )
+            self.bits_group.addButton(button, _button_id(bits))
             self.bits_buttons[bits] = button
             bits_row.addWidget(button)
-        self.bits_buttons[default_bits if default_bits in (2, 4) else 4].setChecked(True)
+        fallback = None if None in self.offered_bits else 4
+        self.bits_buttons[default_bits if default_bits in self.offered_bits else fallback].setChecked(True)
         bits_row.addStretch(1)
         layout.addLayout(bits_row)
 
-        self.estimate_labels: dict[int, QLabel] = {}
-        self.quality_labels: dict[int, QLabel] = {}  # what the bit width does to the answers (measured)
-        for bits in (4, 2):
+        self.estimate_labels: dict[int | None, QLabel] = {}
+        self.quality_labels: dict[int | None, QLabel] = {}  # what the bit width does to the answers (measured)
+        for bits in self.offered_bits:
             label = QLabel()
-            label.setObjectName(f"estimate{bits}")
+            label.setObjectName(f"estimate{_button_id(bits) or 'file'}")
             label.setWordWrap(True)
             self.estimate_labels[bits] = label
             layout.addWidget(label)
             quality = QLabel()
-            quality.setObjectName(f"quality{bits}")
+            quality.setObjectName(f"quality{_button_id(bits) or 'file'}")
             quality.setWordWrap(True)
             quality.setIndent(16)
             self.quality_labels[bits] = quality
@@ -214,8 +228,10 @@ class ModelCard(QFrame):
         return button
 
     @property
-    def bits(self) -> int:
-        return self.bits_group.checkedId()
+    def bits(self) -> int | None:
+        """The chosen variant: None for as in the file, else 4 or 2."""
+        checked = self.bits_group.checkedId()
+        return None if checked == _button_id(None) else checked
 
     def update_bits_warning(self) -> None:
         """Follow the bit choice and what is known of the model (a local file's size arrives later)."""
@@ -227,12 +243,18 @@ class ModelCard(QFrame):
         # heard when the 2-bit button gets focus, before it is chosen
         self.bits_buttons[2].setAccessibleDescription(warning)
         parameters = model.parameters if model is not None else None
+        for bits, button in self.bits_buttons.items():  # an inspected float file offers 4 and 2 only
+            offered = model is None or bits in model.bits
+            button.setVisible(offered)
+            self.estimate_labels[bits].setVisible(offered)
+            if not offered and button.isChecked():
+                self.bits_buttons[4].setChecked(True)
         self.bits_buttons[2].setText("2-bit" if two_bit_recommended(parameters) else "2-bit (not recommended)")
         for bits, label in self.quality_labels.items():
-            label.setText(quality_hint(bits, parameters) if model is not None else "")
-            label.setVisible(model is not None)
+            label.setText(quality_hint(bits, parameters, model.source_quant) if model is not None else "")
+            label.setVisible(model is not None and bits in model.bits)
 
-    def set_bits(self, bits: int) -> None:
+    def set_bits(self, bits: int | None) -> None:
         """Check `bits` (the width the engine actually loaded, e.g. after "Load at 4-bit")."""
         if bits in self.bits_buttons and self.bits != bits:
             self.bits_buttons[bits].setChecked(True)
@@ -251,7 +273,7 @@ class ModelCard(QFrame):
 
 
 class ModelManagerPage(QWidget):
-    modelChosen = Signal(str, int)  # source (a .gguf path or "default"), bits (2 or 4)
+    modelChosen = Signal(str, object)  # source (a .gguf path or "default"), bits (None: as in the file, 2, 4)
     downloadsChanged = Signal(int, object, object)  # running downloads, bytes done, bytes total (all of them)
 
     _importProgress = Signal(object, object)  # bytes copied, total (from the import thread)
@@ -407,7 +429,7 @@ class ModelManagerPage(QWidget):
     def _save(self, **changes) -> None:
         self.settings_store.update(**changes)
 
-    def set_active_model(self, source: str | None, bits: int | None = None) -> None:
+    def set_active_model(self, source: str | None, bits: int | None) -> None:
         """The model the chat engine has loaded (at `bits`): it cannot be deleted while in use, its
         card shows the bit width really loaded, and any earlier load failure of it is forgotten."""
         self.active_source, self.active_bits = source, bits
@@ -504,7 +526,7 @@ class ModelManagerPage(QWidget):
         card.delete_button.setEnabled(actions.delete_allowed)
         in_use = actions.in_use
         card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
-        if in_use and self.active_bits is not None:
+        if in_use:  # the active model's card shows the variant it runs at (None: as in the file)
             card.set_bits(self.active_bits)
         failure = self._load_failures.get(state.source) if state.source is not None else None
         if failure is not None:
@@ -578,7 +600,10 @@ class ModelManagerPage(QWidget):
     def _update_recommendation(self) -> None:
         bandwidth = self._bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S
         pick = recommend_download(
-            self.catalog, total_ram=self._total_ram, bandwidth_bytes_per_s=bandwidth, context=self.settings.n_ctx
+            self.catalog,
+            total_ram=self._total_ram,
+            bandwidth_bytes_per_s=bandwidth,
+            context=self.settings.n_ctx or DEFAULT_CONTEXT,
         )
         if pick is None:
             self.recommendation_label.setVisible(False)
@@ -609,30 +634,34 @@ class ModelManagerPage(QWidget):
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
                 f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
-                f"KV cache for a {self.settings.n_ctx:,}-token context. Measure speed… gives real figures."
+                f"KV cache for a {self.settings.n_ctx or DEFAULT_CONTEXT:,}-token context. "
+                "Measure speed… gives real figures."
             )
         for card in self.cards.values():
             model = card.state.model
             card.update_bits_warning()
             for bits, label in card.estimate_labels.items():
                 if model is None:
-                    label.setText(f"{bits}-bit: checking the file…")
+                    label.setText(f"{bits_label(bits)}: checking the file…")
                     continue
                 estimate = estimate_variant(
                     ModelVariant(model, bits),
-                    context=self.settings.n_ctx,
+                    context=self.settings.n_ctx or DEFAULT_CONTEXT,
                     bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S,
                 )
                 text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
                 label.setText(f"<b>{text}</b>" if bits == card.bits else text)
 
-    def _estimate_text(self, state: CardState, bits: int, e: VariantEstimate, measured: bool) -> str:
+    def _estimate_text(self, state: CardState, bits: int | None, e: VariantEstimate, measured: bool) -> str:
         disk = f"{format_bytes(state.download_bytes)} file + {format_bytes(e.packed_bytes)} repacked cache"
         ram = f"needs ≈ {format_bytes(e.ram_bytes)} RAM"
         if self._total_ram and e.ram_bytes > 0.8 * self._total_ram:
             ram += f" <span style='color:#c0392b'>(this computer has {format_bytes(self._total_ram)})</span>"
         speed = f"≈ {format_tok_s(e.decode_tokens_per_s, digits=0)} (estimate)" if measured else "speed: measuring…"
-        return f"{bits}-bit: {disk} · {ram} · {speed}"
+        model = state.model
+        label = bits_label(bits, model.source_quant if model is not None else None)
+        bpw = f"{e.bits_per_weight:.1f} bits/weight"
+        return f"{label}: {bpw} · {disk} · {ram} · {speed}"
 
     def _inspect_local(self, card: ModelCard) -> None:
         if card.state.source is None:

@@ -27,6 +27,7 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
+from app.catalog.catalog import bits_label
 from app.power.readers import NO_SENSOR_REASON, PowerMeter, PowerReading
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
@@ -151,7 +152,7 @@ class PerfPanel(QWidget):
             self.kernel.setText("–")
             self.model.setText("not loaded")
             return
-        self.kernel.setText(f"{info.tier} · {info.bits}-bit ({info.bits_per_weight:.2f} bits/weight)")
+        self.kernel.setText(f"{info.tier} · {bits_label(info.bits)} ({info.bits_per_weight:.2f} bits/weight)")
         self.model.setText(f"{info.name}\n{format_parameters(info.n_params)} parameters · context {info.n_ctx}")
         self.threads_used.setText(str(info.n_threads))
 

@@ -32,13 +32,13 @@ from app.settings_store import SettingsStore
 NO_SEED = -1
 
 
-def context_is_automatic(settings: AppSettings) -> bool:
-    """Whether the engine chooses the context (from the model's trained context and free memory).
+AUTOMATIC_CONTEXT_SHOWN = 2048  # the box's value while the context is automatic and no engine has chosen yet
 
-    The settings keep one n_ctx that always has a value, so "not chosen" is the untouched default;
-    any other value is the user's and is kept.
-    """
-    return settings.n_ctx == AppSettings().n_ctx
+
+def context_is_automatic(settings: AppSettings) -> bool:
+    """Whether the engine chooses the context (from the model's trained context and free memory):
+    the user has not chosen one (n_ctx None)."""
+    return settings.n_ctx is None
 
 
 class SamplingPanel(QWidget):
@@ -50,8 +50,8 @@ class SamplingPanel(QWidget):
         self.setAccessibleName("Sampling settings")
         self.settings_store, self.chat_store = settings_store, chat_store
         self.conversation_id = 0  # the chat whose values are shown; 0: the defaults for new chats
-        self._loaded_context = settings_store.current.n_ctx
         self._automatic_context: int | None = None  # what the engine chose, while the user has not chosen
+        self._loaded_context = self._shown_context(settings_store.current)
         self._loading = False
         self.scope_label = QLabel()
         self.scope_label.setObjectName("hint")
@@ -185,9 +185,9 @@ class SamplingPanel(QWidget):
         self._show_context_state()
 
     def _shown_context(self, settings: AppSettings) -> int:
-        if self._automatic_context is not None and context_is_automatic(settings):
-            return self._automatic_context
-        return settings.n_ctx
+        if settings.n_ctx is not None:
+            return settings.n_ctx
+        return self._automatic_context if self._automatic_context is not None else AUTOMATIC_CONTEXT_SHOWN
 
     def mark_context_loaded(self, n_ctx: int, automatic: bool = False) -> None:
         """The engine now runs with this context; the reload hint hides when it matches the setting.

@@ -185,12 +185,13 @@ class EngineClient(QObject):
     def load(
         self,
         source: str,
-        bits: int,
+        bits: int | None,
         n_ctx: int | None = None,
         n_threads: int | None = None,
         source_sha256: str | None = None,
     ) -> None:
-        """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`.
+        """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`
+        (None: as in the file).
 
         `source_sha256`: the file's digest when the caller knows it (a download manifest), so
         the engine does not re-read the file to find its repacked copy in the cache.
@@ -199,7 +200,7 @@ class EngineClient(QObject):
             self._threads = n_threads
         self._last_load = Load(
             source=str(source),
-            bits=int(bits),
+            bits=None if bits is None else int(bits),
             n_ctx=n_ctx,
             n_threads=None,
             cache_dir=self.cache_dir,

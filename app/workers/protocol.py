@@ -91,7 +91,7 @@ class Load:
     """Load a model (a .gguf path, or "default" for the embedded one). Answered by Loaded or LoadFailed."""
 
     source: str
-    bits: int
+    bits: int | None  # None: as in the file (tmac_core.Engine.load); 2 or 4: repacked
     n_ctx: int | None
     n_threads: int | None
     cache_dir: str | None  # None: the engine's default repacked-model cache

@@ -57,7 +57,7 @@ def test_shipped_catalog_is_valid_and_complete():
     models = load_catalog()
     assert {m.id for m in models} == EXPECTED_IDS
     for model in models:
-        assert [v.label for v in model.variants()] == ["4-bit", "2-bit"]
+        assert [v.label for v in model.variants()] == [f"as in the file ({model.source_quant})", "4-bit", "2-bit"]
         assert model.filename.endswith(".gguf") and model.size_bytes > model.parameters // 2
         assert model.gated == model.id.startswith("llama-3.2")
     assert find_model(models, "tinyllama-1.1b-chat").config.tie_embeddings is False
@@ -67,16 +67,19 @@ def test_estimates_are_sane():
     models = load_catalog()
     by_size = sorted(models, key=lambda m: m.parameters)
     for model in models:
-        four, two = (estimate_variant(v) for v in model.variants())
+        exact, four, two = (estimate_variant(v) for v in model.variants())
         # the codes alone are a floor (scales only add); the 8-bit source file is a ceiling
         assert model.parameters * 2 / 8 < two.packed_bytes < four.packed_bytes < model.size_bytes
+        # as in the file: the Q8_0 file's own 8-bit codes and fp16 scales, about its size, 8.5+ bits/weight
+        assert four.packed_bytes < exact.packed_bytes and 8.4 < exact.bits_per_weight < 9.6
+        assert exact.decode_tokens_per_s < four.decode_tokens_per_s
         assert four.packed_bytes > model.parameters * 4 / 8
         assert two.decode_tokens_per_s > four.decode_tokens_per_s > 0
         assert four.ram_bytes > four.packed_bytes + four.kv_cache_bytes
     smallest, largest = (estimate_variant(m.variants()[0]) for m in (by_size[0], by_size[-1]))
     assert smallest.packed_bytes < largest.packed_bytes
     smol = find_model(models, "smollm2-135m-instruct")
-    four, two = (estimate_variant(v) for v in smol.variants())
+    _, four, two = (estimate_variant(v) for v in smol.variants())
     # 134.5M weights at 4 bits: 67 MB of codes + 0.5 bit of fp16 scale/zero per weight = 76 MB, plus the
     # 4-bit residual pass on the 28M-weight Q8_0 output table at 5 bits/weight = 18 MB. The runtime holds
     # 100 MB for the embedded file, whose Q4_1 layers repack exactly in 32-wide groups (1 bit of scales).

@@ -243,7 +243,7 @@ def test_import_by_drop_checks_copies_lists_and_deletes(qtbot, make_page, paths,
     assert copy.read_bytes() == source.read_bytes()
     with qtbot.waitSignal(page.modelChosen) as chosen:
         card.use_button.click()
-    assert chosen.args == [str(copy), 4]
+    assert chosen.args == [str(copy), None]  # a quantized file runs as in the file by default
 
     # Delete asks first; Cancel keeps it, Yes removes it.
     card.delete_button.click()
@@ -311,7 +311,7 @@ def test_two_bit_on_a_small_model_warns_on_its_card_but_is_allowed(qtbot, make_p
     page = make_page()
     card = page.card("default")  # the embedded SmolLM2-135M: perplexity ~670 at 2 bits
     warning = card.bits_warning_label
-    assert card.bits == 4 and not warning.isVisibleTo(page)
+    assert card.bits is None and not warning.isVisibleTo(page)  # as in the file, the default
     card.bits_buttons[2].click()
     assert warning.isVisibleTo(page) and "135M parameters" in warning.text() and "Use 4-bit" in warning.text()
     assert warning.accessibleName() and "nonsense" in card.bits_buttons[2].accessibleDescription()

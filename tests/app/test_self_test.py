@@ -53,7 +53,7 @@ def test_self_test_answers_and_reports(engine_cache_dir, tmp_path):  # noqa: F81
     }
     assert report["tokens"] > 0 and report["answer"].strip()
     assert report["decode_tok_s"] > 0 and report["prompt_tok_s"] > 0 and 0 < report["ttft_s"] < 60
-    assert report["bits"] == 4 and report["tier"] in ("generic", "avx2", "avx512", "neon") and report["threads"] >= 1
+    assert report["bits"] is None and report["tier"] in ("generic", "avx2", "avx512", "neon") and report["threads"] >= 1
     assert not home.exists(), "the self-test keeps its chats in a temporary folder, not the user's"
 
 

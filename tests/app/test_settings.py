@@ -87,7 +87,7 @@ def test_bad_field_values_fall_back_one_by_one():
             "mystery": 1,
         }
     )
-    assert result.settings.default_bits == 4 and result.settings.n_threads is None
+    assert result.settings.default_bits is None and result.settings.n_threads is None
     assert result.settings.theme == "dark" and result.settings.top_p == 0.5
     assert result.settings.temperature == AppSettings().temperature
     assert len(result.problems) == 4  # three bad values + one unknown field
