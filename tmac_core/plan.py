@@ -24,7 +24,10 @@ TILE_ROWS = 64  # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
 GROUP_SIZES = (32, 64, 128)  # scale groups along K (kernels/layout.py GROUP_SIZES)
 KV_BYTES_PER_VALUE = 2  # the KV cache holds fp16 K and V (models/_llama.pyx)
 ROPE_STYLES = ("interleaved", "neox")  # pairs (2i, 2i+1) as llama, or (i, i + hd/2) as qwen2
-FFN_ACTIVATIONS = ("silu",)  # gated FFN: down(act(gate) * up)
+FFN_ACTIVATIONS = ("silu", "relu2")  # gated FFN: down(act(gate) * up); relu2 = relu(g)² (BitNet b1.58)
+# How a block's linear layers see their input: as it is, or quantized per token to int8
+# by absmax first (BitNet's W1.58A8 training arithmetic; never the output layer's input)
+ACT_QUANTS = ("none", "int8_token")
 
 # Source types with more than ~5 bits per weight: their output layer would lose
 # precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so the 4-bit
@@ -74,6 +77,7 @@ class ModelConfig:
     qkv_bias: bool = False  # q, k and v projections carry biases (qwen2)
     ffn_act: str = "silu"  # one of FFN_ACTIVATIONS
     sub_norms: bool = False  # RMSNorm before attn_output and ffn_down (BitNet's sub-norms)
+    act_quant: str = "none"  # one of ACT_QUANTS
 
     def expected_tensors(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the model needs from its file → its GGUF shape (ne0 first)."""
@@ -137,12 +141,17 @@ class Architecture:
     qkv_bias: bool = False
     ffn_act: str = "silu"
     sub_norms: bool = False
+    act_quant: str = "none"
 
     def __post_init__(self) -> None:
-        if self.rope_style not in ROPE_STYLES or self.ffn_act not in FFN_ACTIVATIONS:
+        if (
+            self.rope_style not in ROPE_STYLES
+            or self.ffn_act not in FFN_ACTIVATIONS
+            or self.act_quant not in ACT_QUANTS
+        ):
             raise ValueError(
-                f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r}"
-                f" not among {ROPE_STYLES} / {FFN_ACTIVATIONS}"
+                f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r} / act_quant"
+                f" {self.act_quant!r} not among {ROPE_STYLES} / {FFN_ACTIVATIONS} / {ACT_QUANTS}"
             )
 
     def config(self, **fields: Unpack[ShapeFields]) -> ModelConfig:
@@ -154,6 +163,7 @@ class Architecture:
             qkv_bias=self.qkv_bias,
             ffn_act=self.ffn_act,
             sub_norms=self.sub_norms,
+            act_quant=self.act_quant,
         )
 
 
