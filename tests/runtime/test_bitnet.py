@@ -4,7 +4,11 @@ and I2_S (written by tmac_core.synth) against the numpy reference forward pass
 (tests/reference/llama_numpy.py), logits and 32 greedy steps."""
 
 import dataclasses
+import json
+import os
 import struct
+import subprocess
+import sys
 
 import gguf as gguf_py
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 import tmac_core.kernels as K
 from tests.reference import llama_numpy
 from tests.runtime.gguf_writer import GGUFWriter
+from tmac_core import Engine
 from tmac_core.config import config_from_gguf
 from tmac_core.errors import ModelFormatError
 from tmac_core.loading.dequant import dequantize, dequantize_tensor, i2_s_codes
@@ -248,3 +253,29 @@ def test_tiny_bitnet_greedy_tokens_match_the_reference(tiny_files, arch, wt):
     for _ in range(32):
         seq.append(int(llama_numpy.forward(cfg, dense, np.array(seq), inv_freq, np.float16)[-1].argmax()))
     assert ours == seq[len(prompt) :]
+
+
+def test_synth_cli_writes_a_bitnet_model_the_engine_runs(tmp_path):
+    path = tmp_path / "b158.gguf"
+    shape = "--dim 256 --ffn 512 --layers 1 --heads 4 --kv-heads 2 --vocab 300 --rope-theta 500000"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tmac_core", "synth", str(path), *shape.split(), "--tie-embeddings"]
+        + ["--arch", "bitnet-b1.58", "--type", "tq2_0", "--json"],
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["type"] == "tq2_0"
+    with GGUFFile.open(path) as f:
+        assert f.architecture == "bitnet-b1.58" and f.tensors["blk.0.ffn_up.weight"].ggml_type is GGMLType.TQ2_0
+        assert f.tensors["token_embd.weight"].ggml_type is GGMLType.F16 and "output.weight" not in f.tensors
+    engine = Engine.load(path, bits=2, use_cache=False, n_ctx=32)
+    try:
+        cfg = engine.config
+        assert (cfg.arch, cfg.ffn_act, cfg.sub_norms, cfg.rope_theta) == ("bitnet-b1.58", "relu2", True, 500000.0)
+        logits = np.array(engine.forward([1, 2, 3], 0))
+        assert logits.shape == (300,) and np.isfinite(logits).all() and np.ptp(logits) > 0
+    finally:
+        engine.close()
