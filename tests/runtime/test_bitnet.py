@@ -116,7 +116,9 @@ def test_i2_s_tensor_in_a_file_sizes_and_errors():
     bad = good.copy()
     bad[0] = 0xFF
     for name, raw in (("good", good), ("bad", bad)):
-        w._tensors.append((name, GGMLType.I2_S, (256, 3), raw))  # the writer's checks know block types only
+        w.add_raw_tensor(name, raw, GGMLType.I2_S, (256, 3))
+    with pytest.raises(ValueError, match="do not fit"):  # the 32-byte tail is part of the size
+        w.add_raw_tensor("short", good[:-32], GGMLType.I2_S, (256, 3))
     f = GGUFFile.from_bytes(w.build()[0], "i2s.gguf")
     assert f.tensors["good"].nbytes == 3 * 256 // 4 + 32
     np.testing.assert_array_equal(dequantize_tensor(f, "good"), t * np.float32(0.5))
