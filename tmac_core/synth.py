@@ -14,6 +14,7 @@ and the plan: no Qt.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable
@@ -146,9 +147,10 @@ def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     )
     n_merges = vocab_size - len(SPECIALS) - 256
     merges = [f"{chars[a]} {chars[b]}" for a in order for b in order][:n_merges]
-    if n_merges > len(merges):  # pairs exhausted: a pair token, then one more byte
+    if n_merges > len(merges):  # pairs exhausted: a pair token, then one more byte (lazily: 16.7M exist)
         pairs = [m.replace(" ", "") for m in merges]
-        merges += [f"{p} {chars[b]}" for p in pairs for b in order][: n_merges - len(merges)]
+        triples = (f"{p} {chars[b]}" for p in pairs for b in order)
+        merges += itertools.islice(triples, n_merges - len(merges))
     tokens = list(SPECIALS) + [chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))  # CONTROL, NORMAL
     return tokens, types, merges
