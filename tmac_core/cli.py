@@ -597,7 +597,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
 
-    config = ARCHITECTURES["llama"].config(
+    config = ARCHITECTURES[args.arch].config(
         dim=args.dim,
         hidden_dim=args.ffn,
         n_layers=args.layers,
@@ -606,6 +606,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         head_dim=args.dim // args.heads,
         vocab_size=args.vocab,
         n_ctx_train=args.ctx_train,
+        rope_theta=args.rope_theta,
         tie_embeddings=args.tie_embeddings,
     )
     spec = SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)
@@ -734,7 +735,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-heads", type=_positive, default=4)
     p.add_argument("--vocab", type=_positive, default=49152)
     p.add_argument("--ctx-train", type=_positive, default=4096, help="the context length the file declares")
-    p.add_argument("--type", default="q4_0", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"))
+    p.add_argument(
+        "--type",
+        default="q4_0",
+        choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "tq1_0", "tq2_0", "i2_s"),
+        help="weight type; tq1_0, tq2_0 and i2_s write ternary (BitNet b1.58) weights and an F16 embedding",
+    )
+    p.add_argument(
+        "--arch",
+        default="llama",
+        choices=("llama", "bitnet-b1.58", "bitnet"),
+        help="graph the file declares (bitnet-b1.58: 2B-4T's, with --dim 2560 --ffn 6912 --layers 30"
+        " --heads 20 --kv-heads 5 --vocab 128256 --tie-embeddings --rope-theta 500000 --add-bos)",
+    )
+    p.add_argument("--rope-theta", type=float, default=10000.0)
     p.add_argument("--tie-embeddings", action="store_true", help="no separate output.weight")
     p.add_argument("--add-bos", action="store_true", help="the vocabulary adds a BOS token to every text")
     p.add_argument("--seed", type=int, default=0)

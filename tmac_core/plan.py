@@ -24,7 +24,10 @@ TILE_ROWS = 64  # kernels/LAYOUT.md §Weights: rows pad to a multiple of 64
 GROUP_SIZES = (16, 32, 64, 128, 256)  # scale groups along K (kernels/layout.py GROUP_SIZES)
 KV_BYTES_PER_VALUE = 2  # the KV cache holds fp16 K and V (models/_llama.pyx)
 ROPE_STYLES = ("interleaved", "neox")  # pairs (2i, 2i+1) as llama, or (i, i + hd/2) as qwen2
-FFN_ACTIVATIONS = ("silu",)  # gated FFN: down(act(gate) * up)
+FFN_ACTIVATIONS = ("silu", "relu2")  # gated FFN: down(act(gate) * up); relu2 = relu(g)² (BitNet b1.58)
+# How a block's linear layers see their input: as it is, or quantized per token to int8
+# by absmax first (BitNet's W1.58A8 training arithmetic; never the output layer's input)
+ACT_QUANTS = ("none", "int8_token")
 
 # Source types with more than ~5 bits per weight: their output layer would lose
 # precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so the 4-bit
@@ -33,7 +36,7 @@ PRECISE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0",
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits
 # Source types the bits=2/4 presets repack without requantizing (loading/repack.py): Q4_0/Q4_1
 # at 4 bits keep their 32-wide groups, TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
-EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128}
+EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128, (2, "I2_S"): 128}
 RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
 FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
 SCALES_F16, SCALES_SUPER = 0, 1  # the kernels' two scale formats (kernels/LAYOUT.md, layout.py)
@@ -71,6 +74,7 @@ EXACT_SOURCES: dict[str, SourceFormat] = {
     "Q8_0": SourceFormat(8, 32),
     "TQ1_0": SourceFormat(2, 128),
     "TQ2_0": SourceFormat(2, 128),
+    "I2_S": SourceFormat(2, 128),  # one fp32 scale per tensor, carried by tensor_scale (loading/repack.py)
 }
 BITS_MODES: tuple[int | None, ...] = (None, 4, 2)  # "as in the file", then the smaller/faster variants
 MATRIX_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -113,6 +117,7 @@ class ModelConfig:
     qkv_bias: bool = False  # q, k and v projections carry biases (qwen2)
     ffn_act: str = "silu"  # one of FFN_ACTIVATIONS
     sub_norms: bool = False  # RMSNorm before attn_output and ffn_down (BitNet's sub-norms)
+    act_quant: str = "none"  # one of ACT_QUANTS
 
     def expected_tensors(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the model needs from its file → its GGUF shape (ne0 first)."""
@@ -176,12 +181,17 @@ class Architecture:
     qkv_bias: bool = False
     ffn_act: str = "silu"
     sub_norms: bool = False
+    act_quant: str = "none"
 
     def __post_init__(self) -> None:
-        if self.rope_style not in ROPE_STYLES or self.ffn_act not in FFN_ACTIVATIONS:
+        if (
+            self.rope_style not in ROPE_STYLES
+            or self.ffn_act not in FFN_ACTIVATIONS
+            or self.act_quant not in ACT_QUANTS
+        ):
             raise ValueError(
-                f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r}"
-                f" not among {ROPE_STYLES} / {FFN_ACTIVATIONS}"
+                f"{self.name}: rope_style {self.rope_style!r} / ffn_act {self.ffn_act!r} / act_quant"
+                f" {self.act_quant!r} not among {ROPE_STYLES} / {FFN_ACTIVATIONS} / {ACT_QUANTS}"
             )
 
     def config(self, **fields: Unpack[ShapeFields]) -> ModelConfig:
@@ -193,6 +203,7 @@ class Architecture:
             qkv_bias=self.qkv_bias,
             ffn_act=self.ffn_act,
             sub_norms=self.sub_norms,
+            act_quant=self.act_quant,
         )
 
 

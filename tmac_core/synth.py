@@ -2,8 +2,11 @@
 
 `write_synthetic(path, SynthSpec(...))` streams the tensors to disk a slab of rows at
 a time, so a 1.17B-parameter file needs memory for one slab, not for the model.
-Weights are N(0, 0.02), norms 1. The vocabulary is byte-level BPE ("gpt2"): three
-ChatML control tokens, the 256 byte tokens and merged pairs up to vocab_size, so both
+Weights are N(0, 0.02), norms 1. Ternary types (tq1_0, tq2_0, i2_s: BitNet b1.58
+files) hold those weights ternarized with one scale per tensor, as BitNet's converters
+write them, and keep the embedding table F16. The vocabulary is byte-level BPE ("gpt2"):
+three ChatML control tokens, the 256 byte tokens, merged pairs, then merged triples up
+to vocab_size (a Llama-3-sized 128256 included), so both
 our tokenizer and llama.cpp's load the file and tokenize any text. The tensors are the
 ones tmac_core.plan lists for the spec's ModelConfig. Imports numpy, tmac_core.loading
 and the plan: no Qt.
@@ -11,6 +14,7 @@ and the plan: no Qt.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable
@@ -18,7 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmac_core.loading.gguf import BLOCK_LAYOUT, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLType, ValueType
+from tmac_core.loading.gguf import (
+    DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    I2_S_BLOCK,
+    I2_S_TAIL_BYTES,
+    GGMLType,
+    ValueType,
+    data_layout,
+)
 from tmac_core.loading.gguf_write import encode_tensor, encode_value
 from tmac_core.models import ARCHITECTURES
 from tmac_core.plan import ModelConfig, gguf_shapes, n_params
@@ -31,9 +43,14 @@ WEIGHT_TYPES = {
     "q8_0": GGMLType.Q8_0,
     "q4_0": GGMLType.Q4_0,
     "q4_1": GGMLType.Q4_1,
+    "tq1_0": GGMLType.TQ1_0,
+    "tq2_0": GGMLType.TQ2_0,
+    "i2_s": GGMLType.I2_S,
 }
-# llama.cpp's `enum llama_ftype` for general.file_type (informational)
-FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "bf16": 32}
+TERNARY = frozenset({GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S})
+# llama.cpp's `enum llama_ftype` for general.file_type (informational; bitnet.cpp's
+# I2_S value was not checked, so an i2_s file does not state one)
+FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "bf16": 32, "tq1_0": 36, "tq2_0": 37}
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
@@ -42,11 +59,29 @@ CHATML = (
 )
 SLAB_ELEMENTS = 1 << 23  # rows generated and encoded together: ~32 MB of float32
 STD = 0.02
+# BitNet's absmean weight scale γ = mean|w| of a tensor, for N(0, STD) weights: its
+# expectation, so every slab of a tensor shares one scale as a per-tensor γ must
+TERNARY_SCALE = STD * float(np.sqrt(2 / np.pi))
 
 
 # The 1.17B benchmark model (tests/bench): TinyLlama's shape with SmolLM2's vocabulary.
 BENCH_CONFIG = ARCHITECTURES["llama"].config(
     dim=2048, hidden_dim=5632, n_layers=22, n_heads=32, n_kv_heads=4, head_dim=64, vocab_size=49152, n_ctx_train=4096
+)
+
+
+# microsoft/bitnet-b1.58-2B-4T's shapes (its GGUF metadata, research/native-lowbit.md §2.8)
+BITNET_2B4T_CONFIG = ARCHITECTURES["bitnet-b1.58"].config(
+    dim=2560,
+    hidden_dim=6912,
+    n_layers=30,
+    n_heads=20,
+    n_kv_heads=5,
+    head_dim=128,
+    vocab_size=128256,
+    n_ctx_train=4096,
+    rope_theta=500000.0,
+    tie_embeddings=True,
 )
 
 
@@ -58,6 +93,7 @@ class SynthSpec:
     weight_type: str = "q4_0"
     add_bos: bool = False  # the vocabulary asks for a BOS before every text (Llama-3 style)
     seed: int = 0
+    norm_jitter: float = 0.0  # norm weights 1 + norm_jitter·N(0, 1) (tests: make them matter)
 
     def check(self) -> None:
         """ValueError naming the first shape llama.cpp or our runtime would refuse."""
@@ -71,12 +107,12 @@ class SynthSpec:
             raise ValueError(f"{c.n_heads} heads must split dim {c.dim} into even head sizes")
         if c.n_heads % c.n_kv_heads:
             raise ValueError(f"{c.n_kv_heads} kv heads do not divide {c.n_heads} heads")
-        block = BLOCK_LAYOUT[WEIGHT_TYPES[self.weight_type]][0]
-        if c.dim % max(block, 32) or c.hidden_dim % max(block, 32):
-            raise ValueError(f"dim and hidden_dim must be multiples of 32, got {c.dim} and {c.hidden_dim}")
-        if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256:
+        block = max(data_layout(WEIGHT_TYPES[self.weight_type])[0], 32)
+        if c.dim % block or c.hidden_dim % block:
+            raise ValueError(f"dim and hidden_dim must be multiples of {block}, got {c.dim} and {c.hidden_dim}")
+        if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256 * 257:
             raise ValueError(
-                f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 65536}]"
+                f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 256 * 256 * 257}]"
                 " (specials, 256 bytes, at least one merged pair)"
             )
 
@@ -95,7 +131,8 @@ class SynthSpec:
 
 def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     """Tokens, token types and merges: specials, the 256 byte tokens, then two-byte
-    merges, commonest-looking bytes (space, letters, digits) first."""
+    merges, commonest-looking bytes (space, letters, digits) first, then three-byte
+    merges (a pair token and a byte) when the pairs run out."""
     chars = bytes_to_unicode()
     order = sorted(
         range(256),
@@ -110,6 +147,10 @@ def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     )
     n_merges = vocab_size - len(SPECIALS) - 256
     merges = [f"{chars[a]} {chars[b]}" for a in order for b in order][:n_merges]
+    if n_merges > len(merges):  # pairs exhausted: a pair token, then one more byte (lazily: 16.7M exist)
+        pairs = [m.replace(" ", "") for m in merges]
+        triples = (f"{p} {chars[b]}" for p in pairs for b in order)
+        merges += itertools.islice(triples, n_merges - len(merges))
     tokens = list(SPECIALS) + [chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))  # CONTROL, NORMAL
     return tokens, types, merges
@@ -121,10 +162,11 @@ def _metadata(spec: SynthSpec) -> list[tuple[str, object, ValueType, ValueType |
     s, u, f = ValueType.STRING, ValueType.UINT32, ValueType.FLOAT32
     p = c.arch + "."
     size = f"{spec.n_params / 1e9:.2f}B" if spec.n_params >= 1e9 else f"{spec.n_params / 1e6:.1f}M"
+    file_type = [("general.file_type", FILE_TYPES[spec.weight_type], u, None)] if spec.weight_type in FILE_TYPES else []
     return [
         ("general.architecture", c.arch, s, None),
         ("general.name", f"synthetic {c.arch} {size} ({spec.weight_type})", s, None),
-        ("general.file_type", FILE_TYPES[spec.weight_type], u, None),
+        *file_type,
         (p + "block_count", c.n_layers, u, None),
         (p + "context_length", c.n_ctx_train, u, None),
         (p + "embedding_length", c.dim, u, None),
@@ -148,13 +190,81 @@ def _metadata(spec: SynthSpec) -> list[tuple[str, object, ValueType, ValueType |
     ]
 
 
-def _tensor_type(spec: SynthSpec, shape: tuple[int, ...]) -> GGMLType:
-    return GGMLType.F32 if len(shape) == 1 else WEIGHT_TYPES[spec.weight_type]
+def _tensor_type(spec: SynthSpec, name: str, shape: tuple[int, ...]) -> GGMLType:
+    t = WEIGHT_TYPES[spec.weight_type]
+    if len(shape) == 1:
+        return GGMLType.F32
+    return GGMLType.F16 if t in TERNARY and name == "token_embd.weight" else t
 
 
 def _nbytes(ggml_type: GGMLType, shape: tuple[int, ...]) -> int:
-    block, block_bytes = BLOCK_LAYOUT[ggml_type]
-    return int(np.prod(shape)) // block * block_bytes
+    block, block_bytes, tail = data_layout(ggml_type)
+    return int(np.prod(shape)) // block * block_bytes + tail
+
+
+def ternarize(x: np.ndarray, scale: float) -> np.ndarray:
+    """BitNet's weight quantization with a given absmean γ: clamp(round(x/γ), −1, 1) as int8."""
+    return np.clip(np.rint(x / np.float32(scale)), -1, 1).astype(np.int8)
+
+
+def encode_tq2_0(t: np.ndarray, scale: float) -> np.ndarray:
+    """Ternary values (n,) (n a multiple of 256) as TQ2_0 blocks {uint8 qs[64]; half d}:
+    element 128c + 32l + m in qs[32c + m] bits 2l..2l+1 (ggml quantize_row_tq2_0_ref)."""
+    codes = (t.reshape(-1, 2, 4, 32) + 1).astype(np.uint8)
+    qs = (codes << (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]).sum(axis=2, dtype=np.uint8)
+    d = np.full((len(codes), 1), scale, "<f2").view(np.uint8)
+    return np.concatenate([qs.reshape(-1, 64), d], axis=1).reshape(-1)
+
+
+def _trits_byte(codes: np.ndarray) -> np.ndarray:
+    """ggml's TQ1_0 byte of trits (most significant first, 5 of them): ceil(v·256/243)."""
+    v = np.zeros(codes.shape[1:], np.uint16)
+    for c in codes:
+        v = v * 3 + c
+    return ((v * 256 + 242) // 243).astype(np.uint8)
+
+
+def encode_tq1_0(t: np.ndarray, scale: float) -> np.ndarray:
+    """Ternary values (n,) as TQ1_0 blocks {uint8 qs[48]; uint8 qh[4]; half d}
+    (ggml quantize_row_tq1_0_ref): qs[m] carries elements m + 32n, qs[32 + m]
+    elements 160 + m + 16n, qh[j] elements 240 + j + 4n with a trailing ×3."""
+    c = (t.reshape(-1, 256) + 1).astype(np.uint16)
+    head = _trits_byte(c[:, :160].reshape(-1, 5, 32).transpose(1, 0, 2))
+    mid = _trits_byte(c[:, 160:240].reshape(-1, 5, 16).transpose(1, 0, 2))
+    tail4 = c[:, 240:256].reshape(-1, 4, 4).transpose(1, 0, 2)  # [n][block][j] = element 240 + 4n + j
+    v = np.zeros(tail4.shape[1:], np.uint16)
+    for digit in tail4:
+        v = v * 3 + digit
+    qh = ((v * 3 * 256 + 242) // 243).astype(np.uint8)
+    d = np.full((len(c), 1), scale, "<f2").view(np.uint8)
+    return np.concatenate([head, mid, qh, d], axis=1).reshape(-1)
+
+
+def encode_i2_s_codes(t: np.ndarray) -> np.ndarray:
+    """Ternary values (n,) (n a multiple of 128) as I2_S code bytes, without the tail:
+    element j of each 128-block in byte j % 32 at bits 6 − 2·(j // 32)
+    (loading/dequant.py:i2_s_codes reads it back)."""
+    codes = (t.reshape(-1, 4, 32) + 1).astype(np.uint8)
+    shifts = np.array([6, 4, 2, 0], np.uint8)[None, :, None]
+    return (codes << shifts).sum(axis=1, dtype=np.uint8).reshape(-1)
+
+
+def i2_s_tail(scale: float) -> bytes:
+    """The 32 bytes after an I2_S tensor's codes: the fp32 γ, then zeros."""
+    return struct.pack("<f", scale) + bytes(I2_S_TAIL_BYTES - 4)
+
+
+def encode_ternary(x: np.ndarray, ggml_type: GGMLType, scale: float = TERNARY_SCALE) -> np.ndarray:
+    """Rows of float weights ternarized with γ = scale and encoded (I2_S: codes only;
+    the tensor's tail follows its last slab)."""
+    t = ternarize(x.reshape(-1), scale)
+    if ggml_type is GGMLType.TQ2_0:
+        return encode_tq2_0(t, scale)
+    if ggml_type is GGMLType.TQ1_0:
+        return encode_tq1_0(t, scale)
+    if t.size % I2_S_BLOCK:
+        raise ValueError(f"I2_S needs a multiple of {I2_S_BLOCK} values, got {t.size}")
+    return encode_i2_s_codes(t)
 
 
 def _header(spec: SynthSpec, shapes: dict[str, tuple[int, ...]]) -> bytes:
@@ -164,7 +274,7 @@ def _header(spec: SynthSpec, shapes: dict[str, tuple[int, ...]]) -> bytes:
         out += encode_value(key, ValueType.STRING) + struct.pack("<I", vtype) + encode_value(value, vtype, etype)
     offset = 0
     for name, shape in shapes.items():
-        ggml_type = _tensor_type(spec, shape)
+        ggml_type = _tensor_type(spec, name, shape)
         ne = shape[::-1]
         out += encode_value(name, ValueType.STRING) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, ggml_type, offset)
         offset += -(-_nbytes(ggml_type, shape) // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT
@@ -190,10 +300,14 @@ def write_synthetic(
         with open(tmp, "wb") as f:
             f.write(_header(spec, shapes))
             for index, (name, shape) in enumerate(shapes.items()):
-                ggml_type = _tensor_type(spec, shape)
-                if len(shape) == 1:  # norms 1, biases 0
+                ggml_type = _tensor_type(spec, name, shape)
+                if len(shape) == 1:  # norms 1 (+ jitter), biases 0
                     fill = np.ones if name.endswith(".weight") else np.zeros
-                    f.write(encode_tensor(fill(shape, np.float32), ggml_type).tobytes())
+                    v = fill(shape, np.float32)
+                    if spec.norm_jitter and name.endswith(".weight"):
+                        rng = np.random.default_rng([spec.seed, index])
+                        v += np.float32(spec.norm_jitter) * rng.standard_normal(shape, dtype=np.float32)
+                    f.write(encode_tensor(v, ggml_type).tobytes())
                 else:
                     rng = np.random.default_rng([spec.seed, index])
                     rows, k = shape
@@ -201,7 +315,10 @@ def write_synthetic(
                     for r0 in range(0, rows, slab):
                         x = rng.standard_normal((min(slab, rows - r0), k), dtype=np.float32)
                         x *= np.float32(STD)
-                        f.write(encode_tensor(x, ggml_type).tobytes())
+                        enc = encode_ternary(x, ggml_type) if ggml_type in TERNARY else encode_tensor(x, ggml_type)
+                        f.write(enc.tobytes())
+                    if ggml_type is GGMLType.I2_S:
+                        f.write(i2_s_tail(TERNARY_SCALE))
                 f.write(bytes(-f.tell() % DEFAULT_ALIGNMENT))
                 done += int(np.prod(shape))
                 if progress:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tmac_core.loading.gguf import BLOCK_LAYOUT, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLType, ValueType
+from tmac_core.loading.gguf import DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLType, ValueType, data_layout
 from tmac_core.loading.gguf_write import encode_tensor, encode_value
 
 
@@ -107,10 +107,10 @@ class GGUFWriter:
         """Store already-encoded bytes; `shape` is in GGUF order (ne0 first)."""
         ggml_type = GGMLType(ggml_type)
         raw = np.frombuffer(raw, np.uint8) if isinstance(raw, bytes) else raw.reshape(-1)
-        block, block_bytes = BLOCK_LAYOUT[ggml_type]
+        block, block_bytes, tail = data_layout(ggml_type)
         shape = tuple(int(n) for n in shape)
         n_elements = int(np.prod(shape, dtype=object))
-        if shape[0] % block or raw.nbytes != n_elements // block * block_bytes:
+        if shape[0] % block or raw.nbytes != n_elements // block * block_bytes + tail:
             raise ValueError(f"{name}: {raw.nbytes} bytes do not fit shape {shape} as {ggml_type.name}")
         if any(n == name for n, *_ in self._tensors):
             raise ValueError(f"duplicate tensor name {name!r}")

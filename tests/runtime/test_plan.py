@@ -121,7 +121,7 @@ def test_architecture_flags_are_decided_by_the_registry():
     llama, qwen2 = architecture("llama"), architecture("qwen2")
     assert (llama.rope_style, llama.qkv_bias) == ("interleaved", False)
     assert (qwen2.rope_style, qwen2.qkv_bias) == ("neox", True)
-    with pytest.raises(UnsupportedModelError, match=r"'gpt2' \(supported: llama, mistral, qwen2\)"):
+    with pytest.raises(UnsupportedModelError, match=r"'gpt2' \(supported: bitnet, bitnet-25, bitnet-b1.58, llama,"):
         architecture("gpt2")
     with pytest.raises(ValueError):
         Architecture("x", rope_style="sideways")
@@ -169,7 +169,10 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
     for name in [n for n in weights if n.endswith(("attn_q.weight", "attn_k.weight"))]:
         weights[name] = K.pack(*quantize(K.dequantize(weights[name]) * 20, 4, 64), bits=4, group_size=64)
     tokens = np.array([1, 5, 2, 39, 7, 3, 11, 0])
-    rt = loader.build_runtime(cfg, weights, n_ctx=16, max_batch=8)
+    # int8-activation (BitNet) models in their exact mode: the reference's arithmetic, so a
+    # wrong flag is not hidden in table noise
+    int8 = cfg.act_quant == "int8_token"
+    rt = loader.build_runtime(cfg, weights, n_ctx=16, max_batch=8, exact_activations=int8)
     logits = np.array(rt.forward(tokens, 0, all_logits=True))
     dense = {
         k: (K.dequantize(v) if isinstance(v, K.PackedWeight) else np.asarray(v, np.float64))
@@ -177,7 +180,7 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
         if k != "rope.inv_freq"
     }
     dense["token_embd.weight"] += dense.pop("output.residual")  # tied Q8_0 table: the residual pass
-    ref = llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"])
+    ref = llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"], np.float16 if int8 else np.float64)
     cos = (logits * ref).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.999, cos
 
@@ -185,9 +188,11 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
 def test_the_runtime_refuses_flags_it_does_not_run(tiny_llama_writer):
     _, cfg, weights = load_tiny(tiny_llama_writer(), 4)
     with pytest.raises(UnsupportedModelError):
-        loader.build_runtime(dataclasses.replace(cfg, ffn_act="relu2"), weights, n_ctx=16)
+        loader.build_runtime(dataclasses.replace(cfg, ffn_act="gelu"), weights, n_ctx=16)
     with pytest.raises(UnsupportedModelError):
-        loader.build_runtime(dataclasses.replace(cfg, sub_norms=True), weights, n_ctx=16)
+        loader.build_runtime(dataclasses.replace(cfg, act_quant="int4_token"), weights, n_ctx=16)
+    with pytest.raises(ValueError, match="exact_activations"):  # no int8 activations to be exact about
+        loader.build_runtime(cfg, weights, n_ctx=16, exact_activations=True)
     del weights["blk.1.ffn_up.weight"]
     with pytest.raises(KeyError, match="blk.1.ffn_up.weight"):
         loader.build_runtime(cfg, weights, n_ctx=16)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tmac_core.errors import ModelFormatError
-from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
+from tmac_core.loading.gguf import I2_S_BLOCK_BYTES, GGMLType, GGUFFile, data_layout
 
 _CHUNK_VALUES = 1 << 20  # values per chunk: temporaries stay a few MiB
 _NIBBLE_SHIFTS = np.array([0, 4], dtype=np.uint8)
@@ -166,6 +166,31 @@ def _tq2_0(blocks: np.ndarray) -> np.ndarray:  # {uint8 qs[64]; half d}
     return (q.astype(np.int8) - np.int8(1)) * _half(blocks, 64)
 
 
+_I2_S_SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
+
+
+def i2_s_codes(raw: np.ndarray) -> tuple[np.ndarray, float]:
+    """Codes (n,) uint8 in {0, 1, 2} and the fp32 scale γ of an I2_S tensor's bytes.
+
+    bitnet.cpp (src/ggml-bitnet-mad.cpp, x86 build with ACT_PARALLEL, its default, and
+    the layout of the official 2B-4T file): the tensor is one flat row-major stream of
+    128-element blocks of 32 bytes; element j of a block is in byte j % 32 at bits
+    6 − 2·(j // 32) (the first 32 elements in bits 7:6). The fp32 γ sits at byte n/4,
+    the rest of the 32-byte tail is padding. Weight = (code − 1)·γ. The ARM build packs
+    64-element blocks instead; such a file has the same size and cannot be told apart:
+    we assume the x86 layout, as every published I2_S file uses.
+
+    Raises ValueError on a code 3, which no I2_S writer emits (an IQ4_NL_4_4 tensor,
+    the removed ggml type with the same id, hits it at once).
+    """
+    n4 = raw.size - 32
+    blocks = raw[:n4].reshape(-1, I2_S_BLOCK_BYTES)
+    codes = ((blocks[:, None, :] >> _I2_S_SHIFTS[None, :, None]) & np.uint8(3)).reshape(-1)
+    if (codes == 3).any():
+        raise ValueError(f"I2_S data holds the code 3 ({int((codes == 3).sum())} times): not bitnet.cpp's I2_S")
+    return codes, float(raw[n4 : n4 + 4].copy().view("<f4")[0])
+
+
 def _bf16(blocks: np.ndarray) -> np.ndarray:
     return (blocks.copy().view("<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
 
@@ -200,11 +225,14 @@ def dequantize(raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int
     """
     ggml_type = GGMLType(ggml_type)
     raw = np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray)) else raw.reshape(-1)
-    block, block_bytes = BLOCK_LAYOUT[ggml_type]
+    block, block_bytes, tail = data_layout(ggml_type)
     np_shape = tuple(int(n) for n in shape)[::-1]
     n_values = int(np.prod(np_shape, dtype=object))
-    if np_shape[-1] % block or raw.nbytes != n_values // block * block_bytes:
+    if np_shape[-1] % block or raw.nbytes != n_values // block * block_bytes + tail:
         raise ValueError(f"{raw.nbytes} bytes do not hold {ggml_type.name} of shape {tuple(shape)}")
+    if ggml_type is GGMLType.I2_S:  # one scale for the whole tensor: no per-block kernel
+        codes, scale = i2_s_codes(raw)
+        return ((codes.astype(np.float32) - np.float32(1)) * np.float32(scale)).reshape(np_shape)
     if ggml_type is GGMLType.F32:
         return raw.view("<f4").astype(np.float32).reshape(np_shape)
     if ggml_type is GGMLType.F16:
@@ -224,7 +252,10 @@ def dequantize(raw: np.ndarray | bytes, ggml_type: GGMLType, shape: Sequence[int
 def dequantize_tensor(gguf: GGUFFile, name: str) -> np.ndarray:
     """One tensor of an open file as float32, numpy shape (KeyError if absent)."""
     info = gguf.tensors[name]
-    out = dequantize(gguf.tensor_bytes(name), info.ggml_type, info.shape)
+    try:
+        out = dequantize(gguf.tensor_bytes(name), info.ggml_type, info.shape)
+    except ValueError as e:  # the reader checked the size: this is bad content (I2_S codes)
+        raise ModelFormatError(gguf.path, f"tensor {name!r}", info.offset, str(e)) from None
     check_finite(gguf, name, out)
     return out
 

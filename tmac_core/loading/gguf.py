@@ -121,6 +121,7 @@ class GGMLType(enum.IntEnum):
     BF16 = 30
     TQ1_0 = 34
     TQ2_0 = 35
+    I2_S = 36  # bitnet.cpp's ternary type; upstream ggml used 36 for IQ4_NL_4_4, since removed
     MXFP4 = 39
     NVFP4 = 40
     Q1_0 = 41
@@ -144,17 +145,31 @@ BLOCK_LAYOUT: dict[GGMLType, tuple[int, int]] = {
     GGMLType.TQ1_0: (256, 54),
     GGMLType.TQ2_0: (256, 66),
 }
-# Ids ggml used once and removed; a file carrying them is old, not corrupt.
+# I2_S (bitnet.cpp, the official BitNet b1.58 2B-4T GGUF) is not a block type: 2-bit
+# codes of the whole tensor in 128-element blocks of 32 bytes, then one fp32 scale
+# padded to a 32-byte tail (n/4 + 32 bytes; loading/dequant.py:_i2_s has the layout).
+I2_S_BLOCK, I2_S_BLOCK_BYTES, I2_S_TAIL_BYTES = 128, 32, 32
+# Ids ggml used once and removed; a file carrying them is old, not corrupt. 36 is read
+# as I2_S (bitnet.cpp reuses it); an IQ4_NL_4_4 tensor then fails its code check.
 REMOVED_TYPE_NAMES = {
     4: "Q4_2",
     5: "Q4_3",
     31: "Q4_0_4_4",
     32: "Q4_0_4_8",
     33: "Q4_0_8_8",
-    36: "IQ4_NL_4_4",
     37: "IQ4_NL_4_8",
     38: "IQ4_NL_8_8",
 }
+
+
+def data_layout(ggml_type: GGMLType) -> tuple[int, int, int]:
+    """(elements per block, bytes per block, bytes after the last block) of a type we read:
+    a tensor's row length is a multiple of the block, its data n/block·bytes + tail."""
+    if ggml_type is GGMLType.I2_S:
+        return I2_S_BLOCK, I2_S_BLOCK_BYTES, I2_S_TAIL_BYTES
+    block, block_bytes = BLOCK_LAYOUT[ggml_type]
+    return block, block_bytes, 0
+
 
 _MISSING: Any = object()
 
@@ -322,8 +337,8 @@ def _tensor_type(cur: _Cursor, type_id: int, field: str, name: str, offset: int)
         ggml_type = GGMLType(type_id)
     except ValueError:
         cur.fail(field, f"unknown tensor type id {type_id} in tensor {name!r}", offset)
-    if ggml_type not in BLOCK_LAYOUT:
-        supported = ", ".join(t.name for t in BLOCK_LAYOUT)
+    if ggml_type not in BLOCK_LAYOUT and ggml_type is not GGMLType.I2_S:
+        supported = ", ".join([t.name for t in BLOCK_LAYOUT] + [GGMLType.I2_S.name])
         raise UnsupportedModelError(
             f"{cur.path}: tensor {name!r} has type {ggml_type.name},"
             f" which this runtime cannot read (supported: {supported})"
@@ -363,14 +378,14 @@ def _read_tensor_info(cur: _Cursor, i: int, offset_fields: dict[str, int]) -> Te
             f"tensor {name!r} shape {shape} has {n_elements} elements, more than int64 can count",
             dims_at,
         )
-    block, block_bytes = BLOCK_LAYOUT[ggml_type]
+    block, block_bytes, tail = data_layout(ggml_type)
     if shape[0] % block:
         cur.fail(
             f"{field}.ne[0]",
             f"tensor {name!r} row length {shape[0]} is not a multiple of the {ggml_type.name} block size {block}",
             dims_at + 4,
         )
-    nbytes = n_elements // block * block_bytes
+    nbytes = n_elements // block * block_bytes + tail
     if nbytes > cur.end:
         cur.fail(f"{field}.ne", f"tensor {name!r} needs {nbytes} bytes, more than the whole file ({cur.end})", dims_at)
     offset_fields[name] = offset_at

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmac_core.errors import ModelFormatError
 from tmac_core.kernels import PackedWeight, pack, pack_super
-from tmac_core.loading.dequant import dequantize_tensor
+from tmac_core.loading.dequant import check_finite, dequantize_tensor, i2_s_codes
 from tmac_core.loading.exact import Exact, ExactF16, decompose_tensor
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.plan import FALLBACK_BITS, exact_format
@@ -54,6 +55,44 @@ def _q4_1_at_4_bits(gguf: GGUFFile, name: str) -> PackedWeight:
     zeros = np.where(flat, -1.0, -mins / np.where(flat, 1.0, d)).astype(np.float32)
     codes = np.where(np.repeat(flat, 32, axis=1), 0, ex.codes).astype(np.uint8)
     return pack(codes, scales, zeros, bits=4, group_size=32)
+
+
+TERNARY_TYPES = (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S)
+
+
+def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int) -> PackedWeight:
+    """Ternary weights t·s (t in {−1, 0, 1}) with the source's scale s: TQ's per
+    256-block (so group_size must divide 256), I2_S's one per tensor (any group).
+
+    Exact at every bits: codes t + 2^(b−1) − 1 with z = 2^(b−1) − 1 (codes 0, 1, 2 and
+    z = 1 at 2 bits) make the kernel's offset term c = s·((2^b − 1)/2 − z) = s/2, as
+    exact in fp16 as s/2 itself (z = 1 at 4 bits would give 6.5·s, which rounds). TQ's
+    s is fp16 already. I2_S's fp32 γ would round to fp16 in the scales: its codes are
+    packed with s = 1 and γ goes into tensor_scale, the fp32 multiplier the kernel
+    applies once at the end (kernels/LAYOUT.md §Epilogue), so γ stays fp32."""
+    info = gguf.tensors[name]
+    k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
+    offset = (1 << (bits - 1)) - 2  # 0 at 2 bits, 6 at 4 bits
+    gamma = None
+    if info.ggml_type is GGMLType.I2_S:
+        try:
+            flat, gamma = i2_s_codes(gguf.tensor_bytes(name))
+        except ValueError as e:
+            raise ModelFormatError(gguf.path, f"tensor {name!r}", info.offset, str(e)) from None
+        check_finite(gguf, name, np.array([gamma], np.float32))
+        codes = flat.reshape(m_rows, k)
+        scales = np.full((m_rows, k // group_size), 1.0 if gamma > 0 else 0.0, np.float32)
+    else:
+        w = dequantize_tensor(gguf, name).reshape(m_rows, k // 256, 256)
+        d = np.abs(w).max(axis=2)  # TQ scale per 256 = the nonzero magnitude
+        codes = (np.rint(w / np.where(d == 0, 1, d)[:, :, None]).astype(np.int8) + 1).reshape(m_rows, k)
+        scales = np.repeat(d, 256 // group_size, axis=1)  # 256-blocks split into the plan's groups
+    zeros = np.full_like(scales, 1 + offset)
+    packed = pack((codes + offset).astype(np.uint8), scales, zeros, bits=bits, group_size=group_size)
+    if gamma is None or not gamma > 0:
+        return packed
+    p = packed
+    return PackedWeight(p.planes, p.scales, p.m, p.k, p.k_pad, p.bits, p.group_size, p.tensor_scale * gamma)
 
 
 def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,6 +156,8 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
     info = gguf.tensors[name]
     t = info.ggml_type
     if bits is None:
+        if t is GGMLType.I2_S:  # one fp32 scale per tensor: kept exact by tensor_scale, not by exact.py
+            return _exact_ternary(gguf, name, 2, group_size)
         if exact_format(t.name, info.shape[0]) is not None:
             return pack_exact(decompose_tensor(gguf, name))
         bits = FALLBACK_BITS
@@ -124,6 +165,8 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
         return pack_exact(decompose_tensor(gguf, name))
     if bits == 4 and t is GGMLType.Q4_1:
         return _q4_1_at_4_bits(gguf, name)
+    if bits >= 2 and t in TERNARY_TYPES and 256 % group_size == 0:
+        return _exact_ternary(gguf, name, bits, group_size)
     w = dequantize_tensor(gguf, name)
     w = w.reshape(-1, w.shape[-1])
     gs = group_size if w.shape[1] % group_size == 0 else 32

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tmac_core.errors import UnsupportedModelError
-from tmac_core.models import llama, qwen2
+from tmac_core.models import bitnet, llama, qwen2
 from tmac_core.plan import Architecture, ModelConfig
 
 if TYPE_CHECKING:  # annotations only: numpy and the compiled runtime load with the loader
@@ -28,6 +28,9 @@ ARCHITECTURES = {
     "llama": llama.ARCH,  # Llama 2/3/3.2, SmolLM2, TinyLlama
     "mistral": llama.ARCH,  # older llama.cpp converts Mistral under its own key prefix, Llama's tensors
     "qwen2": qwen2.ARCH,
+    "bitnet-b1.58": bitnet.B158,  # microsoft/bitnet-b1.58-2B-4T (bitnet.cpp's GGUF)
+    "bitnet-25": bitnet.B158,  # the same model's first GGUF upload (April 2025)
+    "bitnet": bitnet.ONEBITLLM,  # llama.cpp's converter for 1bitLLM/bitnet_b1_58-*
 }
 
 
@@ -48,7 +51,9 @@ class ArchitectureLoader(Protocol):
         self, gguf: GGUFFile, cfg: ModelConfig, bits: int | None, progress: Callable[[float], None] | None = None
     ) -> Weights: ...
 
-    def build_runtime(self, cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32) -> LlamaRuntime: ...
+    def build_runtime(
+        self, cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32, exact_activations: bool = False
+    ) -> LlamaRuntime: ...
 
 
 def get_architecture(arch: str) -> ArchitectureLoader:

@@ -26,7 +26,9 @@ class LlamaRuntime:
         weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]],
         n_ctx: int,
         max_batch: int = 32,
+        exact_activations: bool = False,  # act_quant "int8_token" models: exact int8 tables
     ) -> None: ...
+    def block_matmul(self, layer: int, role: str, x: ArrayLike) -> NDArray[np.float32]: ...  # (n, rows)
     def embedding_row(self, token: int) -> NDArray[np.float32]: ...  # (dim,)
     def forward(self, tokens: ArrayLike, pos: int, all_logits: bool = False) -> NDArray[np.float32]:
         """(vocab,) logits of the last token, or (n, vocab) with all_logits: a view, valid until the next call."""

@@ -1,16 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Llama-family forward pass (llama, mistral, qwen2) on the LUT kernels.
+"""Llama-family forward pass (llama, mistral, qwen2, bitnet) on the LUT kernels.
 
 llama2.c-shaped and read top to bottom: embedding row, then per layer
 RMSNorm -> Q/K/V (one shared activation table) -> RoPE -> grouped-query
-attention over the KV cache -> output projection -> RMSNorm -> gate/up (one
-shared table) -> SwiGLU -> down; then the final norm and the output layer.
+attention over the KV cache -> [sub-norm] -> output projection -> RMSNorm ->
+gate/up (one shared table) -> SwiGLU or relu² -> [sub-norm] -> down; then the
+final norm and the output layer. BitNet's flags (ModelConfig.sub_norms,
+ffn_act "relu2", act_quant "int8_token") switch on the bracketed steps and the
+per-token int8 quantization of every block matmul's input (BitLinear).
 A call processes a chunk of up to `max_batch` tokens (the GEMM path for
 prompts, n = 1 for decode) entirely in C with the GIL released; matrix
 multiplies and attention (fp16 KV cache, tmac_attention) run on the kernel
 thread pool. No Qt.
 """
-from libc.math cimport sqrtf
+from libc.math cimport fabsf, fmaxf, rintf, sqrtf
 from libc.stdint cimport int8_t, int32_t, uint16_t
 
 import mmap
@@ -59,6 +62,11 @@ def checked_sizes(cfg, n_ctx, max_batch):
         "the logits": max_batch * cfg.vocab_size,
         "the activation tables": max_batch * (k_max // 4) * 16,
     }
+    if cfg.act_quant == "int8_token":
+        # exact mode: each token's int8 input as two rows of exact tables (_exact_tables)
+        sizes["the activation tables"] *= 2
+        sizes["the split outputs"] = 2 * max_batch * max(q_dim + 2 * kv_dim, 2 * cfg.hidden_dim, cfg.dim)
+        sizes["the output layer's split outputs"] = 3 * 2 * cfg.vocab_size  # precise_head: 3 rows, 2 matrices
     for name, n in sizes.items():
         limit = _MAX_ELEMS if name.startswith("the KV cache") else INT_MAX
         if n > limit:
@@ -69,6 +77,8 @@ def checked_sizes(cfg, n_ctx, max_batch):
 cdef struct Layer:
     const float *attn_norm      # (dim,)
     const float *ffn_norm       # (dim,)
+    const float *attn_sub_norm  # (q_dim,) or NULL (ModelConfig.sub_norms)
+    const float *ffn_sub_norm   # (hidden_dim,) or NULL
     const float *bq             # (q_dim,) or NULL (ModelConfig.qkv_bias)
     const float *bk             # (kv_dim,) or NULL
     const float *bv             # (kv_dim,) or NULL
@@ -92,6 +102,70 @@ cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n,
         out[i] = x[i] * inv * weight[i]
 
 
+cdef inline void relu2_glu(float *gate, const float *up, Py_ssize_t n) noexcept nogil:
+    """gate = relu(gate)² · up (BitNet b1.58's feed-forward: transformers ACT2FN["relu2"])."""
+    cdef Py_ssize_t i
+    cdef float g
+    for i in range(n):
+        g = gate[i] if gate[i] > 0 else 0.0
+        gate[i] = g * g * up[i]
+
+
+cdef inline float absmax_int8(const float *x, int k, float *q) noexcept nogil:
+    """q (k,) = clamp(round_half_even(x · s), −128, 127) with s = 127 / max(|x|, 1e-5),
+    BitNet's per-token activation quantization (transformers ActQuant, bitnet.cpp
+    I2_S); returns s. rintf rounds half to even in the default rounding mode."""
+    cdef float m = 0.0, v
+    cdef int i
+    for i in range(k):
+        m = fmaxf(m, fabsf(x[i]))
+    cdef float s = 127.0 / fmaxf(m, 1e-5)
+    for i in range(k):
+        v = rintf(x[i] * s)
+        q[i] = -128.0 if v < -128.0 else (127.0 if v > 127.0 else v)
+    return s
+
+
+cdef inline void exact_tables(const float *q, int k, int ag, int8_t *hi_entries, float *hi_scales,
+                              float *hi_sums, int8_t *lo_entries, float *lo_scales, float *lo_sums) noexcept nogil:
+    """Activation tables (kernels/LAYOUT.md §Tables) of one int8 row q (k,), split as
+    q = 32·hi + lo (hi in [−4, 4], lo in [−16, 15]) so that every entry, a signed sum
+    of four values, is an exact integer within ±127 (±16 and ±64): scale 1, no
+    rounding, and the kernel's int16/fp32 accumulation of them is exact. The whole
+    int8 range would need ±512, which no single int8 table holds without rounding."""
+    cdef int g, j, idx, a
+    cdef int hv[4]
+    cdef int lv[4]
+    cdef int th, tl, sh = 0, sl = 0, qi
+    for g in range(k // 4):
+        for j in range(4):
+            qi = <int>q[4 * g + j]
+            hv[j] = (qi + 16) >> 5            # arithmetic shift: floor((q + 16) / 32)
+            lv[j] = qi - 32 * hv[j]
+            sh += hv[j]
+            sl += lv[j]
+        for idx in range(16):
+            th = 0
+            tl = 0
+            for j in range(4):
+                if (idx >> j) & 1:
+                    th += hv[j]
+                    tl += lv[j]
+                else:
+                    th -= hv[j]
+                    tl -= lv[j]
+            hi_entries[16 * g + idx] = <int8_t>th
+            lo_entries[16 * g + idx] = <int8_t>tl
+        if (4 * g + 4) % ag == 0:             # the group's scale and sum (exact integers in fp32)
+            a = (4 * g) // ag
+            hi_scales[a] = 1.0
+            lo_scales[a] = 1.0
+            hi_sums[a] = sh
+            lo_sums[a] = sl
+            sh = 0
+            sl = 0
+
+
 cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const float *sin_row,
                       bint neox) noexcept nogil:
     """Rotate each head's pairs: (2i, 2i+1) (rope_style "interleaved"), or (i, i + hd/2) ("neox")."""
@@ -110,9 +184,9 @@ cdef inline void rope(float *v, int n_heads, int hd, const float *cos_row, const
 cdef class LlamaRuntime:
     """Weights, KV cache and scratch of one loaded model; `forward` runs a chunk."""
     cdef int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, q_dim, kv_dim
-    cdef int vocab_size, n_ctx, max_batch, act_group_out
+    cdef int vocab_size, n_ctx, max_batch, act_group_out, k_max
     cdef float eps
-    cdef bint neox
+    cdef bint neox, relu2, act_int8, exact
     cdef Layer *layers
     cdef const tmac_weight_t *embedding
     cdef const tmac_weight_t *output
@@ -137,21 +211,38 @@ cdef class LlamaRuntime:
     cdef int8_t *lut_entries
     cdef float *lut_scales
     cdef float *lut_sums
+    cdef float *act_q               # (max_batch, k_max) int8 values of a BitLinear input, as floats
+    cdef float *act_s               # (max_batch,) their per-token scales s (x ≈ q / s)
+    cdef float *y_split             # (2·max_batch, sum of a shared matmul's rows) exact mode's outputs
+    cdef float *act_r               # (k_max,) precise_head: one token's input minus its int8 part
+    cdef float *y_head              # (3, 2·vocab_size) precise_head: the three rows' outputs
     cdef object _keep
     cdef object _layers_buf
     cdef readonly object logits_array
 
-    def __init__(self, cfg, weights, n_ctx, max_batch=32):
+    def __init__(self, cfg, weights, n_ctx, max_batch=32, exact_activations=False):
         """cfg: tmac_core.plan.ModelConfig; weights: dict of PackedWeight (matrices)
         and float32 arrays (norms, biases) under the names tmac_core.plan lists.
+
+        exact_activations (act_quant "int8_token" models only): build each BitLinear's
+        tables from its int8 input without rounding (exact_tables), so every integer
+        dot product Σ q_x·(q_w − 1) is exact; costs a two-row GEMM per matmul. The
+        output layer, whose input is float, then reads it as int8 part (exact) plus
+        remainder (tables): ~16-bit activations there (precise_head). Off: the int8
+        input goes through the ordinary table quantization (one rounding of each
+        4-term sum to 127 levels per group), and the output layer's float input too.
 
         Every size is checked (checked_sizes) before a buffer is made, and every weight
         against the plan before a pointer into it is taken: ModelLoadError names a
         weight that does not fit, UnsupportedModelError a size out of range."""
-        if cfg.ffn_act != "silu" or cfg.sub_norms:
+        if cfg.ffn_act not in ("silu", "relu2") or cfg.act_quant not in ("none", "int8_token"):
             raise UnsupportedModelError(f"the forward pass has no {cfg.ffn_act!r} feed-forward"
-                                        f"{' or sub-norms' if cfg.sub_norms else ''} yet")
+                                        f" or {cfg.act_quant!r} activation quantization")
+        if exact_activations and cfg.act_quant != "int8_token":
+            raise ValueError("exact_activations needs a model whose activations are int8 (act_quant)")
         checked_sizes(cfg, n_ctx, max_batch)
+        self.relu2, self.act_int8 = cfg.ffn_act == "relu2", cfg.act_quant == "int8_token"
+        self.exact = bool(exact_activations)
         self.dim, self.hidden_dim, self.n_layers = cfg.dim, cfg.hidden_dim, cfg.n_layers
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_dim, self.kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -181,6 +272,7 @@ cdef class LlamaRuntime:
         for l in range(self.n_layers):
             L = &self.layers[l]
             L.bq = L.bk = L.bv = NULL
+            L.attn_sub_norm = L.ffn_sub_norm = NULL
         # Names and shapes from the plan; the bits and groups each matrix was packed with
         # are the loader's (checked against the plan there) and travel in its PackedWeight.
         # The residual pass is the loader's choice too: present or not.
@@ -208,6 +300,10 @@ cdef class LlamaRuntime:
                 L.bk = &fv[0]
             elif spec.role == "attn_v_bias":
                 L.bv = &fv[0]
+            elif spec.role == "attn_sub_norm":
+                L.attn_sub_norm = &fv[0]
+            elif spec.role == "ffn_sub_norm":
+                L.ffn_sub_norm = &fv[0]
         for l in range(self.n_layers):
             L = &self.layers[l]
             wq, wk, wv = matrices["attn_q", l], matrices["attn_k", l], matrices["attn_v", l]
@@ -221,9 +317,9 @@ cdef class LlamaRuntime:
             # <=2-bit layers: attention outputs and SwiGLU products carry outlier
             # channels, and a 32-wide table scale keeps one from flattening 63
             # neighbours (2-bit SmolLM2 top-1 agreement 84% -> 90% of the float pass)
-            if wo.bits <= 2:
+            if wo.bits <= 2 and not self.act_int8:   # int8 inputs have no such outliers left
                 L.act_group_o = 32
-            if wd.bits <= 2:
+            if wd.bits <= 2 and not self.act_int8:
                 L.act_group_down = 32
         emb = matrices["token_embd"]
         out = emb if cfg.tie_embeddings else matrices["output"]
@@ -280,6 +376,7 @@ cdef class LlamaRuntime:
         hv = lazy_zeros(self.n_layers * n_ctx * self.kv_dim); self.v_cache = &hv[0]
         B = max_batch
         k_max = max(self.dim, self.hidden_dim, self.q_dim)
+        self.k_max = k_max
         fv = buf(B * self.dim); self.x = &fv[0]
         fv = buf(B * self.dim); self.xb = &fv[0]
         fv = buf(B * self.dim); self.xb2 = &fv[0]
@@ -293,10 +390,19 @@ cdef class LlamaRuntime:
         if self.output_residual != NULL:
             fv = buf(B * self.vocab_size); self.logits_residual = &fv[0]
         fv = self.logits_array.reshape(-1); self.logits = &fv[0]
-        cdef int8_t[::1] ev = buf(B * (k_max // 4) * 16, dtype=np.int8)
+        T = max(2 * B, 3) if self.act_int8 else B   # exact mode: two table rows per token
+        cdef int8_t[::1] ev = buf(T * (k_max // 4) * 16, dtype=np.int8)
         self.lut_entries = &ev[0]
-        fv = buf(B * (k_max // 32)); self.lut_scales = &fv[0]
-        fv = buf(B * (k_max // 32)); self.lut_sums = &fv[0]
+        fv = buf(T * (k_max // 32)); self.lut_scales = &fv[0]
+        fv = buf(T * (k_max // 32)); self.lut_sums = &fv[0]
+        self.act_q = self.act_s = self.y_split = self.act_r = self.y_head = NULL
+        if self.act_int8:
+            fv = buf(B * k_max); self.act_q = &fv[0]
+            fv = buf(B); self.act_s = &fv[0]
+            fv = buf(2 * B * max(self.q_dim + 2 * self.kv_dim, 2 * self.hidden_dim, self.dim))
+            self.y_split = &fv[0]
+            fv = buf(k_max); self.act_r = &fv[0]
+            fv = buf(3 * 2 * self.vocab_size); self.y_head = &fv[0]
         self._keep = keep
 
     def embedding_row(self, int token):
@@ -310,6 +416,36 @@ cdef class LlamaRuntime:
         self.embed(token, &ov[0], &sv[0])
         return out
 
+    def block_matmul(self, int layer, str role, x):
+        """y (n, rows) = x (n, cols) @ W.T for one block matrix (role: a MATRIX_ROLES name),
+        computed as the forward pass computes it: the BitLinear path (int8 input, exact
+        or table-quantized) for act_quant models. For tests of the arithmetic."""
+        roles = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+        if not 0 <= layer < self.n_layers or role not in roles:
+            raise ValueError(f"no matrix {role!r} in layer {layer}")
+        cdef Layer *L = &self.layers[layer]
+        cdef const tmac_weight_t *w = NULL
+        cdef int ag = L.act_group_in
+        i = roles.index(role)
+        if i == 0: w = L.wq
+        elif i == 1: w = L.wk
+        elif i == 2: w = L.wv
+        elif i == 3: w, ag = L.wo, L.act_group_o
+        elif i == 4: w = L.w_gate
+        elif i == 5: w = L.w_up
+        else: w, ag = L.w_down, L.act_group_down
+        cdef const float[:, ::1] xv = np.ascontiguousarray(x, dtype=np.float32)
+        if xv.shape[1] != w.k or not 1 <= xv.shape[0] <= self.max_batch:
+            raise ValueError(f"x must be (1..{self.max_batch}, {w.k}), got {tuple(np.shape(x))}")
+        out = np.empty((xv.shape[0], w.m), dtype=np.float32)
+        cdef float[:, ::1] ov = out
+        cdef int n = <int>xv.shape[0], k = w.k, rc
+        with nogil:
+            rc = self.matmul(w, &xv[0, 0], n, k, ag, &ov[0, 0], True)
+        if rc != 0:
+            raise KernelError(f"matmul failed (code {rc})")
+        return out
+
     cdef void embed(self, int token, float *out, float *scratch) noexcept nogil:
         """out (dim,) = the token's embedding row (plus its residual row when the
         tied output layer carries one); scratch (dim,) may not alias out."""
@@ -320,19 +456,99 @@ cdef class LlamaRuntime:
             for i in range(self.dim):
                 out[i] = out[i] + scratch[i]
 
-    cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y) noexcept nogil:
+    cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y,
+                    bint bitlinear) noexcept nogil:
         """y (n, w.m) = x (n, k) @ W.T."""
         cdef int ld = w.m
-        return self.matmul_shared(1, &w, &y, &ld, x, n, k, ag)
+        return self.matmul_shared(1, &w, &y, &ld, x, n, k, ag, bitlinear)
 
     cdef int matmul_shared(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys, const float *x,
-                           int n, int k, int ag) noexcept nogil:
+                           int n, int k, int ag, bint bitlinear) noexcept nogil:
         """ys[i] (n, ws[i].m) = x (n, k) @ ws[i].T for matrices reading the same input:
-        one table build and one pool call for all of them."""
+        one table build and one pool call for all of them. bitlinear: a block matmul,
+        whose input a model with act_quant "int8_token" quantizes per token first."""
         cdef int tier = k_active_isa()
-        cdef int rc = k_lut_build(tier, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
-        if rc == 0:
-            rc = k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
+        cdef int rc, t, i, j, m, off
+        cdef size_t groups = <size_t>(k // ag), kq = <size_t>(k // 4) * 16
+        cdef float *y
+        cdef const float *yh
+        cdef const float *yl
+        cdef float *split_ys[3]
+        cdef int split_ld[3]
+        if not (bitlinear and self.act_int8):
+            rc = k_lut_build(tier, x, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
+            if rc == 0:
+                rc = k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
+            return rc
+        for t in range(n):
+            self.act_s[t] = absmax_int8(x + <size_t>t * k, k, self.act_q + <size_t>t * k)
+        if not self.exact:
+            rc = k_lut_build(tier, self.act_q, n, k, ag, self.lut_entries, self.lut_scales, self.lut_sums)
+            if rc == 0:
+                rc = k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, n, k, ag, ys, ldys)
+            for i in range(n_w):
+                m = ws[i].m
+                for t in range(n):
+                    y = ys[i] + <size_t>t * ldys[i]
+                    for j in range(m):
+                        y[j] = y[j] / self.act_s[t]
+            return rc
+        # exact: rows 0..n-1 of the tables hold the high parts, rows n..2n-1 the low parts
+        for t in range(n):
+            exact_tables(self.act_q + <size_t>t * k, k, ag,
+                         self.lut_entries + t * kq, self.lut_scales + t * groups, self.lut_sums + t * groups,
+                         self.lut_entries + (n + t) * kq, self.lut_scales + (n + t) * groups,
+                         self.lut_sums + (n + t) * groups)
+        off = 0
+        for i in range(n_w):
+            split_ys[i] = self.y_split + off
+            split_ld[i] = ws[i].m
+            off += 2 * n * ws[i].m
+        rc = k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, 2 * n, k, ag,
+                          split_ys, split_ld)
+        for i in range(n_w):
+            m = ws[i].m
+            for t in range(n):
+                y = ys[i] + <size_t>t * ldys[i]
+                yh = split_ys[i] + <size_t>t * m
+                yl = split_ys[i] + <size_t>(n + t) * m
+                for j in range(m):
+                    y[j] = (32.0 * yh[j] + yl[j]) / self.act_s[t]
+        return rc
+
+    cdef int precise_head(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys, const float *x,
+                          int n, int k, int ag) noexcept nogil:
+        """ys[i] (n, ws[i].m) = x (n, k) @ ws[i].T for the output layer in exact mode: each
+        token's float x = q/s + r with q its absmax int8 (exact tables, two rows) and r
+        the remainder (|r| <= max|x|/254: ordinary tables, one row), so the table
+        rounding applies to r only. One token at a time (3 rows, n_w <= 2 matrices)."""
+        cdef int tier = k_active_isa()
+        cdef int rc = 0, t, i, j, m, off
+        cdef size_t groups = <size_t>(k // ag), kq = <size_t>(k // 4) * 16
+        cdef float s
+        cdef float *y
+        cdef float *split_ys[3]
+        cdef int split_ld[3]
+        for t in range(n):
+            s = absmax_int8(x + <size_t>t * k, k, self.act_q)
+            for j in range(k):
+                self.act_r[j] = x[<size_t>t * k + j] - self.act_q[j] / s
+            exact_tables(self.act_q, k, ag, self.lut_entries, self.lut_scales, self.lut_sums,
+                         self.lut_entries + kq, self.lut_scales + groups, self.lut_sums + groups)
+            rc |= k_lut_build(tier, self.act_r, 1, k, ag, self.lut_entries + 2 * kq, self.lut_scales + 2 * groups,
+                              self.lut_sums + 2 * groups)
+            off = 0
+            for i in range(n_w):
+                split_ys[i] = self.y_head + off
+                split_ld[i] = ws[i].m
+                off += 3 * ws[i].m
+            rc |= k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, 3, k, ag,
+                               split_ys, split_ld)
+            for i in range(n_w):
+                m = ws[i].m
+                y = ys[i] + <size_t>t * ldys[i]
+                for j in range(m):
+                    y[j] = (32.0 * split_ys[i][j] + split_ys[i][m + j]) / s + split_ys[i][2 * m + j]
         return rc
 
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
@@ -358,7 +574,7 @@ cdef class LlamaRuntime:
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
-            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.act_group_in)
+            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.act_group_in, True)
             # 3. biases (qkv_bias), RoPE, and k, v into the fp16 cache at positions pos..pos+n-1
             for t in range(n):
                 if L.bq != NULL:
@@ -380,7 +596,11 @@ cdef class LlamaRuntime:
             # 4. grouped-query attention over the cache, output projection, residual add
             rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
                               self.n_ctx, 1.0 / sqrtf(HD), self.attn_out)
-            rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2)
+            if L.attn_sub_norm != NULL:
+                for t in range(n):
+                    rmsnorm(self.attn_out + <size_t>t * self.q_dim, self.attn_out + <size_t>t * self.q_dim,
+                            L.attn_sub_norm, self.q_dim, self.eps)
+            rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2, True)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
             # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
@@ -389,22 +609,31 @@ cdef class LlamaRuntime:
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in)
-            rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)  # <= INT_MAX: checked_sizes
-            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2)
+            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in, True)
+            if self.relu2:
+                relu2_glu(self.hb, self.hb2, <Py_ssize_t>n * self.hidden_dim)
+            else:
+                rc |= k_swiglu(k_active_isa(), self.hb, self.hb2, n * self.hidden_dim)  # <= INT_MAX: checked_sizes
+            if L.ffn_sub_norm != NULL:
+                for t in range(n):
+                    rmsnorm(self.hb + <size_t>t * self.hidden_dim, self.hb + <size_t>t * self.hidden_dim,
+                            L.ffn_sub_norm, self.hidden_dim, self.eps)
+            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2, True)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
         # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>(t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
-        if self.output_residual == NULL:
-            rc |= self.matmul(self.output, self.xb, n_out, D, self.act_group_out, self.logits)
+        ws[0], ws[1] = self.output, self.output_residual
+        ys[0], ys[1] = self.logits, self.logits_residual
+        ldys[0], ldys[1] = self.vocab_size, self.vocab_size
+        cdef int n_w = 1 if self.output_residual == NULL else 2
+        if self.exact:
+            rc |= self.precise_head(n_w, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
         else:
-            ws[0], ws[1] = self.output, self.output_residual
-            ys[0], ys[1] = self.logits, self.logits_residual
-            ldys[0], ldys[1] = self.vocab_size, self.vocab_size
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
+            rc |= self.matmul_shared(n_w, ws, ys, ldys, self.xb, n_out, D, self.act_group_out, False)
+        if self.output_residual != NULL:
             for i in range(<Py_ssize_t>n_out * self.vocab_size):
                 self.logits[i] = self.logits[i] + self.logits_residual[i]
         return rc

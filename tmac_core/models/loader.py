@@ -90,5 +90,7 @@ def load_weights(
     return weights
 
 
-def build_runtime(cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32) -> LlamaRuntime:
-    return LlamaRuntime(cfg, weights, n_ctx, max_batch)
+def build_runtime(
+    cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32, exact_activations: bool = False
+) -> LlamaRuntime:
+    return LlamaRuntime(cfg, weights, n_ctx, max_batch, exact_activations)

@@ -1,0 +1,33 @@
+"""BitNet b1.58: Llama's graph with ternary weights and W1.58A8 arithmetic.
+
+Every linear layer of a block (q, k, v, o, gate, up, down) is a BitLinear: its input
+is quantized per token to int8 by absmax before the ternary product; the output
+layer's input is not. An RMSNorm (sub-norm) sits before attn_output and before
+ffn_down. RoPE is neox-style (pairs (i, i + head_dim/2)): llama.cpp lists both GGUF
+archs under LLAMA_ROPE_TYPE_NEOX and its converter does not permute Q/K.
+
+Two variants, told apart by the GGUF `general.architecture`:
+  * "bitnet-b1.58" (also the first upload's "bitnet-25"): microsoft/bitnet-b1.58-2B-4T,
+    bitnet.cpp's graph. relu(gate)² · up feed-forward, GQA 20/5, θ = 500000.
+  * "bitnet": upstream llama.cpp's graph for 1bitLLM/bitnet_b1_58-*: SiLU-gated
+    feed-forward, full multi-head attention, θ = 10000 (read from the file anyway).
+Tied embeddings, GQA and θ come from the file, as for every architecture.
+
+Activations (models/_llama.pyx, LlamaRuntime's exact_activations): by default each
+BitLinear's int8 input goes through the ordinary activation tables, one rounding of
+each 4-term sum to 127 levels per group. exact_activations=True builds the tables
+from the int8 values without rounding (every integer dot product exact; the output
+layer's float input read as int8 part plus remainder). Measured on tiny TQ2_0/TQ1_0/
+I2_S models against the W1.58A8 arithmetic (tests/runtime/test_bitnet.py): exact
+2.8e-5 of the logit range, tables 2.0-2.6 % (cosine >= 0.998), about llama.cpp
+TQ2_0's own distance from that arithmetic (Q8_K per-256 activations: 1.7-2 %). On
+the 2B-4T-shaped model (2 shared cores, interleaved medians) exact mode decodes at
+~0.6x and reads prompts at ~0.5-0.6x the table mode's speed. The default is the
+table mode: its error is the size every published runtime accepts, its speed is
+what the 2-bit models are for; exact mode is the reference-grade option.
+"""
+
+from tmac_core.plan import Architecture
+
+B158 = Architecture("bitnet-b1.58", rope_style="neox", ffn_act="relu2", sub_norms=True, act_quant="int8_token")
+ONEBITLLM = Architecture("bitnet", rope_style="neox", ffn_act="silu", sub_norms=True, act_quant="int8_token")
