@@ -74,8 +74,10 @@ EXACT_SOURCES: dict[str, SourceFormat] = {
     "Q8_0": SourceFormat(8, 32),
     "TQ1_0": SourceFormat(2, 128),
     "TQ2_0": SourceFormat(2, 128),
-    "I2_S": SourceFormat(2, 128),  # one fp32 scale per tensor, carried by tensor_scale (loading/repack.py)
 }
+# Ternary with one fp32 scale per tensor (BitNet's I2_S): exact too, its scale carried by the
+# kernels' fp32 tensor_scale (loading/repack.py:_exact_ternary), not by loading/exact.py's blocks.
+PER_TENSOR_TERNARY: dict[str, SourceFormat] = {"I2_S": SourceFormat(2, 128)}
 BITS_MODES: tuple[int | None, ...] = (None, 4, 2)  # "as in the file", then the smaller/faster variants
 MATRIX_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -264,7 +266,9 @@ def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
 def exact_format(source_type: str | None, cols: int) -> SourceFormat | None:
     """The format "as in the file" runs a matrix of this type in, or None when it is
     requantized (float and non-linear types, or a row that is not whole groups)."""
-    fmt = EXACT_SOURCES.get(source_type) if source_type is not None else None
+    if source_type is None:
+        return None
+    fmt = EXACT_SOURCES.get(source_type) or PER_TENSOR_TERNARY.get(source_type)
     return fmt if fmt is not None and cols % fmt.group_size == 0 else None
 
 
