@@ -1,9 +1,16 @@
 """The C quantizer (tmac_core.loading.fastquant) against the numpy algorithm it was written
 from: as small a weighted error (within 1e-4 relative, or smaller), valid codes, scales and
 zeros, the same bits for any thread count and block split, every source type read in place,
-and a clear error for non-finite weights or bad sizes."""
+a clear error for non-finite weights or bad sizes, and the same bits from the SSE2, NEON
+(cross-compiled, under qemu-aarch64) and scalar builds of quantize.c."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +143,14 @@ def test_same_bits_for_any_thread_count_and_block_split(monkeypatch):
             np.testing.assert_array_equal(got, want)
 
 
+def test_float64_is_quantized_as_its_float32_values(monkeypatch):
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((9, 128)) * 0.02  # float64, like the output layer's residual
+    monkeypatch.setattr(fastquant, "BLOCK_VALUES", 2 * 128)  # converted block by block
+    for got, want in zip(quantize(w, 4, 32, threads=2), quantize(w.astype(np.float32), 4, 32, threads=1)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_float16_and_bfloat16_sources_are_read_as_their_values():
     rng = np.random.default_rng(3)
     w16 = (rng.standard_normal((16, 256)) * 0.02).astype(np.float16)
@@ -194,9 +209,95 @@ def test_bad_arguments_are_refused():
         quantize(w, 9, 32)
     with pytest.raises(ValueError, match="2-D"):
         quantize(w[0], 4, 32)
-    with pytest.raises(ValueError, match="float32 or float16"):
-        quantize(w.astype(np.float64), 4, 32)
+    with pytest.raises(ValueError, match="must be floats"):
+        quantize(w.astype(np.int32), 4, 32)
     with pytest.raises(ValueError, match="uint16"):
         quantize_bf16(w, 4, 32)
     with pytest.raises(ValueError, match="threads"):
         quantize(w, 4, 32, threads=0)
+
+
+# -- the same bits on every platform: the SSE2 build (this extension) against the scalar twin
+#    and the NEON build under qemu-aarch64, both compiled here from quantize.c
+
+DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "quantize.h"
+/* argv[1]: int64 src_type, rows, k, bits, group_size, n_alphas; float32 alphas; the rows.
+ * argv[2]: int32 rc; int64 bad; codes; scales; zeros. */
+int main(int argc, char **argv) {
+    int64_t h[6];
+    float alphas[TMAC_Q_MAX_ALPHAS];
+    FILE *f = fopen(argv[1], "rb");
+    if (argc != 3 || !f || fread(h, 8, 6, f) != 6 || h[5] < 1 || h[5] > TMAC_Q_MAX_ALPHAS) return 2;
+    size_t n = (size_t)(h[1] * h[2]), isz = h[0] == TMAC_Q_F32 ? 4 : 2, n_groups = n / (size_t)h[4];
+    void *w = malloc(n * isz);
+    uint8_t *codes = malloc(n);
+    float *scales = malloc(n_groups * 4), *zeros = malloc(n_groups * 4);
+    if (fread(alphas, 4, (size_t)h[5], f) != (size_t)h[5] || fread(w, isz, n, f) != n) return 2;
+    fclose(f);
+    int64_t bad;
+    int rc = tmac_quantize_rows(w, (int)h[0], h[2], h[1], h[2], (int)h[3], h[4], alphas, (int)h[5], codes, scales,
+                                zeros, &bad);
+    FILE *o = fopen(argv[2], "wb");
+    fwrite(&rc, 4, 1, o);
+    fwrite(&bad, 8, 1, o);
+    fwrite(codes, 1, n, o);
+    fwrite(scales, 4, n_groups, o);
+    fwrite(zeros, 4, n_groups, o);
+    return fclose(o) != 0;
+}
+"""
+LOADING = Path(fastquant.__file__).resolve().parent
+FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-I", str(LOADING)]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _build(tmp_path: Path, compiler: str | None, extra: list[str], name: str) -> Path:
+    if compiler is None:
+        if IN_CI:
+            pytest.fail(f"no compiler for the {name} build on this CI machine (.ci/run installs it)")
+        pytest.skip(f"no compiler for the {name} build (apt-get install gcc gcc-aarch64-linux-gnu qemu-user)")
+    driver = tmp_path / "driver.c"
+    driver.write_text(DRIVER)
+    exe = tmp_path / f"quantize_{name}"
+    cmd = [compiler, *FLAGS, *extra, str(driver), str(LOADING / "quantize.c"), "-lm", "-o", str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return exe
+
+
+def _run(exe: list[str], tmp_path: Path, w: np.ndarray, src_type: int, bits: int, gs: int) -> bytes:
+    m, k = w.shape
+    header = np.array([src_type, m, k, bits, gs, len(CLIP_GRID)], np.int64)
+    (tmp_path / "in.bin").write_bytes(header.tobytes() + CLIP_GRID.tobytes() + w.tobytes())
+    subprocess.run([*exe, str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True, timeout=120)
+    return (tmp_path / "out.bin").read_bytes()
+
+
+def _expected(w: np.ndarray, bits: int, gs: int) -> bytes:
+    codes, scales, zeros = quantize(w, bits, gs, threads=1)
+    return struct.pack("<iq", 0, -1) + codes.tobytes() + scales.tobytes() + zeros.tobytes()
+
+
+def _cases() -> list[tuple[np.ndarray, int, int, int]]:
+    rng = np.random.default_rng(11)
+    w = special_groups(rng, (24, 256), 32)
+    w[1:12] = heavy_tailed(rng, (11, 256))
+    return [(w, 0, 4, 32), (w, 0, 2, 64), (w.astype(np.float16).view(np.uint16), 1, 3, 128)]
+
+
+def _as_input(w: np.ndarray, src_type: int) -> np.ndarray:
+    return w.view(np.float16) if src_type == 1 else w
+
+
+@pytest.mark.parametrize("target", ["scalar", "neon"])
+def test_every_platform_computes_the_same_bits(tmp_path, target):
+    if target == "scalar":
+        exe = [str(_build(tmp_path, shutil.which("cc") or shutil.which("gcc"), ["-DTMAC_Q_SCALAR"], target))]
+    else:
+        qemu = shutil.which("qemu-aarch64")
+        gcc = shutil.which("aarch64-linux-gnu-gcc") if qemu else None
+        exe = [str(qemu), str(_build(tmp_path, gcc, ["-static"], target))]
+    for w, src_type, bits, gs in _cases():
+        assert _run(exe, tmp_path, w, src_type, bits, gs) == _expected(_as_input(w, src_type), bits, gs)

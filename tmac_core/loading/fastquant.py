@@ -33,15 +33,18 @@ def quantize(w: np.ndarray, bits: int, group_size: int, *, threads: int | None =
     """Codes uint8 (M, K) in [0, 2**bits), scales float32 (M, K / group_size) > 0 and zeros
     float32 (M, K / group_size) with w ~ scales * (codes - zeros) groupwise.
 
-    w: float32 or float16 (M, K) with contiguous rows (a row slice of a bigger matrix is
-    fine). threads: default the kernels' thread count (the engine's setting).
+    w: float32 or float16 (M, K), read in place when its rows are contiguous (a row slice
+    of a bigger matrix is); other floats (float64) are converted to float32 block by block.
+    threads: default the kernels' thread count (the engine's setting).
     Raises ValueError on a NaN or an infinity (naming its position) or bad sizes.
     """
     if w.dtype == np.float32:
         return _quantize(w, _fastquant.quantize_f32, bits, group_size, threads)
     if w.dtype == np.float16:
         return _quantize(w.view(np.uint16), _fastquant.quantize_f16, bits, group_size, threads)
-    raise ValueError(f"weights must be float32 or float16, got {w.dtype} (bfloat16: quantize_bf16)")
+    if np.issubdtype(w.dtype, np.floating):  # float64: the output layer's residual
+        return _quantize(w, _f32_blocks, bits, group_size, threads)
+    raise ValueError(f"weights must be floats, got {w.dtype} (bfloat16 bits: quantize_bf16)")
 
 
 def quantize_bf16(raw: np.ndarray, bits: int, group_size: int, *, threads: int | None = None) -> Quantized:
@@ -49,6 +52,19 @@ def quantize_bf16(raw: np.ndarray, bits: int, group_size: int, *, threads: int |
     if raw.dtype != np.uint16:
         raise ValueError(f"bfloat16 weights are passed as their uint16 bits, got {raw.dtype}")
     return _quantize(raw, _fastquant.quantize_bf16, bits, group_size, threads)
+
+
+def _f32_blocks(
+    w: np.ndarray,
+    bits: int,
+    group_size: int,
+    alphas: NDArray[np.float32],
+    codes: np.ndarray,
+    scales: np.ndarray,
+    zeros: np.ndarray,
+) -> int:
+    """quantize_f32 on a block of rows of another float dtype, converted a block at a time."""
+    return _fastquant.quantize_f32(w.astype(np.float32), bits, group_size, alphas, codes, scales, zeros)
 
 
 def _quantize(w: np.ndarray, kernel: _Kernel, bits: int, group_size: int, threads: int | None) -> Quantized:

@@ -38,7 +38,7 @@
 #define ROUND_MAGIC 12582912.0f  /* 1.5 * 2^23 */
 #define TINY 1e-30f           /* numpy's floor on a step, and its epsilon in imp */
 
-#if defined(__SSE2__) || defined(_M_X64)
+#if !defined(TMAC_Q_SCALAR) && (defined(__SSE2__) || defined(_M_X64))
 #  include <emmintrin.h>
 typedef __m128 v4;
 #  define V_LOAD(p) _mm_loadu_ps(p)
@@ -50,7 +50,7 @@ typedef __m128 v4;
 #  define V_MAX(a, b) _mm_max_ps(a, b)
 #  define V_MIN(a, b) _mm_min_ps(a, b)
 static inline void v_lanes(v4 a, float out[4]) { _mm_storeu_ps(out, a); }
-#elif defined(__ARM_NEON) || defined(_M_ARM64)
+#elif !defined(TMAC_Q_SCALAR) && (defined(__ARM_NEON) || defined(_M_ARM64))
 #  include <arm_neon.h>
 typedef float32x4_t v4;
 #  define V_LOAD(p) vld1q_f32(p)
@@ -62,7 +62,7 @@ typedef float32x4_t v4;
 #  define V_MAX(a, b) vmaxq_f32(a, b)
 #  define V_MIN(a, b) vminq_f32(a, b)
 static inline void v_lanes(v4 a, float out[4]) { vst1q_f32(out, a); }
-#else
+#else  /* the scalar twin: other CPUs, and the tests' build (-DTMAC_Q_SCALAR) to compare with */
 typedef struct { float x[4]; } v4;
 static inline v4 v_load(const float *p) { v4 r; memcpy(r.x, p, sizeof r.x); return r; }
 static inline v4 v_set(float x) { v4 r = {{x, x, x, x}}; return r; }
