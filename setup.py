@@ -94,12 +94,12 @@ extensions = [
         include_dirs=[K + SOURCES.INCLUDE_DIR],
         depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS,
     ),
-    # the float-source quantizer: baseline ISA only (the compiler vectorizes it), own threads
+    # the float-source quantizer: baseline ISA plus an AVX function picked at run time, no ISA flags
     Extension(
         "tmac_core.loading._fastquant",
         sources=["tmac_core/loading/_fastquant.pyx", "tmac_core/loading/quantize.c"],
         include_dirs=["tmac_core/loading"],
-        depends=["tmac_core/loading/quantize.h"],
+        depends=["tmac_core/loading/quantize.h", "tmac_core/loading/quantize_search.h"],
     ),
 ]
 

@@ -1,8 +1,8 @@
 """The C quantizer (tmac_core.loading.fastquant) against the numpy algorithm it was written
 from: as small a weighted error (within 1e-4 relative, or smaller), valid codes, scales and
 zeros, the same bits for any thread count and block split, every source type read in place,
-a clear error for non-finite weights or bad sizes, and the same bits from the SSE2, NEON
-(cross-compiled, under qemu-aarch64) and scalar builds of quantize.c."""
+a clear error for non-finite weights or bad sizes, and the same bits from the AVX, SSE2,
+NEON (cross-compiled, under qemu-aarch64) and scalar builds of quantize.c."""
 
 from __future__ import annotations
 
@@ -217,8 +217,9 @@ def test_bad_arguments_are_refused():
         quantize(w, 4, 32, threads=0)
 
 
-# -- the same bits on every platform: the SSE2 build (this extension) against the scalar twin
-#    and the NEON build under qemu-aarch64, both compiled here from quantize.c
+# -- the same bits on every platform: this extension (AVX where the CPU has it) against the
+#    scalar twin, the baseline build without AVX, and the NEON build under qemu-aarch64, all
+#    compiled here from quantize.c
 
 DRIVER = r"""
 #include <stdio.h>
@@ -291,10 +292,11 @@ def _as_input(w: np.ndarray, src_type: int) -> np.ndarray:
     return w.view(np.float16) if src_type == 1 else w
 
 
-@pytest.mark.parametrize("target", ["scalar", "neon"])
+@pytest.mark.parametrize("target", ["scalar", "baseline", "neon"])
 def test_every_platform_computes_the_same_bits(tmp_path, target):
-    if target == "scalar":
-        exe = [str(_build(tmp_path, shutil.which("cc") or shutil.which("gcc"), ["-DTMAC_Q_SCALAR"], target))]
+    if target in ("scalar", "baseline"):  # baseline: SSE2 (or NEON) without the AVX instance
+        flag = "-DTMAC_Q_SCALAR" if target == "scalar" else "-DTMAC_Q_NO_AVX"
+        exe = [str(_build(tmp_path, shutil.which("cc") or shutil.which("gcc"), [flag], target))]
     else:
         qemu = shutil.which("qemu-aarch64")
         gcc = shutil.which("aarch64-linux-gnu-gcc") if qemu else None
