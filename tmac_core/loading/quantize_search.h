@@ -28,9 +28,9 @@ static SEARCH_ATTR void SEARCH_FN(const scratch_t *t, int64_t n_pad, float lo, f
     }
     for (int c = c0; c < c1; c++) {
         float *q = t->q + (int64_t)(c - c0) * n_pad;
-        V8 inv = V8_SET(1.0f / s[c]), zc = V8_SET(z[c]), acc = zero;
+        V8 sv = V8_SET(s[c]), zc = V8_SET(z[c]), acc = zero;
         for (int64_t i = 0; i < n_pad; i += LANES) {
-            V8 qv = ROUND_CLAMPED8(V8_ADD(V8_MUL(V8_LOAD(g + i), inv), zc));
+            V8 qv = ROUND_CLAMPED8(V8_ADD(V8_DIV(V8_LOAD(g + i), sv), zc));
             V8_STORE(q + i, qv);
             acc = V8_ADD(acc, V8_MUL(V8_LOAD(imp + i), qv));
         }
@@ -54,10 +54,10 @@ static SEARCH_ATTR void SEARCH_FN(const scratch_t *t, int64_t n_pad, float lo, f
         z_fit[c] = -b / a;
     }
     for (int c = c0; c < c1; c++) {
-        V8 sc = V8_SET(s_fit[c]), inv = V8_SET(1.0f / s_fit[c]), zc = V8_SET(z_fit[c]), acc = zero;
+        V8 sc = V8_SET(s_fit[c]), zc = V8_SET(z_fit[c]), acc = zero;
         for (int64_t i = 0; i < n_pad; i += LANES) {
             V8 gv = V8_LOAD(g + i);
-            V8 d = V8_SUB(V8_MUL(sc, V8_SUB(ROUND_CLAMPED8(V8_ADD(V8_MUL(gv, inv), zc)), zc)), gv);
+            V8 d = V8_SUB(V8_MUL(sc, V8_SUB(ROUND_CLAMPED8(V8_ADD(V8_DIV(gv, sc), zc)), zc)), gv);
             acc = V8_ADD(acc, V8_MUL(V8_LOAD(imp + i), V8_MUL(d, d)));
         }
         err[c] = V8_SUM(acc);
