@@ -1,4 +1,5 @@
-"""Builds the two native extensions, tmac_core.kernels._kernels and tmac_core.models._llama.
+"""Builds the native extensions: tmac_core.kernels._kernels, tmac_core.models._llama and the
+quantizer tmac_core.loading._fastquant.
 
 The C sources and compiler flags come from tmac_core/kernels/sources.py, the one list the
 cross-tier tests compile from too (its docstring says why each flag is there). This file only
@@ -92,6 +93,13 @@ extensions = [
         sources=["tmac_core/models/_llama.pyx"],
         include_dirs=[K + SOURCES.INCLUDE_DIR],
         depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS,
+    ),
+    # the float-source quantizer: baseline ISA plus an AVX function picked at run time, no ISA flags
+    Extension(
+        "tmac_core.loading._fastquant",
+        sources=["tmac_core/loading/_fastquant.pyx", "tmac_core/loading/quantize.c"],
+        include_dirs=["tmac_core/loading"],
+        depends=["tmac_core/loading/quantize.h", "tmac_core/loading/quantize_search.h"],
     ),
 ]
 
