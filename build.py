@@ -80,7 +80,7 @@ def install(reqs: list[str], stamp_name: str, pip_args: tuple[str, ...] = ()) ->
 
 def extension_is_fresh() -> bool:
     built = [p for ext in ("*.so", "*.pyd") for p in (ROOT / "tmac_core").rglob(ext)]
-    if len(built) < 2:  # kernels/_kernels and models/_llama
+    if len(built) < 3:  # kernels/_kernels, models/_llama and loading/_fastquant
         return False
     newest_source = max(p.stat().st_mtime for d in NATIVE_DIRS for p in d.rglob("*") if p.suffix in NATIVE_SUFFIXES)
     newest_source = max(newest_source, (ROOT / "setup.py").stat().st_mtime, KERNEL_SOURCE_LIST.stat().st_mtime)

@@ -19,11 +19,11 @@ from tmac_core.errors import ModelFormatError
 from tmac_core.kernels import PackedWeight, pack, pack_super
 from tmac_core.loading.dequant import check_finite, dequantize_tensor, i2_s_codes
 from tmac_core.loading.exact import Exact, ExactF16, decompose_tensor
+
+# our quantizer (the importance-weighted clipping search + least-squares refit) runs in C
+from tmac_core.loading.fastquant import quantize as quantize
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.plan import FALLBACK_BITS, exact_format
-
-CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)  # shrink factors tried per group
-ROW_CHUNK = 1024  # rows quantized at a time (memory)
 
 
 def pack_exact(ex: Exact) -> PackedWeight:
@@ -93,57 +93,6 @@ def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int) -> Pac
         return packed
     p = packed
     return PackedWeight(p.planes, p.scales, p.m, p.k, p.k_pad, p.bits, p.group_size, p.tensor_scale * gamma)
-
-
-def quantize(w: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Our quantizer: codes, scales, zeros for float weights (M, K), per group along K.
-
-    Error weights follow llama.cpp's make_qkx2_quants idea: a weight's square
-    plus the group's mean square, so large weights (which dominate the output)
-    are fitted more closely without ignoring the rest.
-    """
-    m, k = w.shape
-    qmax = (1 << bits) - 1
-    codes = np.empty((m, k), np.uint8)
-    scales = np.empty((m, k // group_size), np.float32)
-    zeros = np.empty((m, k // group_size), np.float32)
-    for r0 in range(0, m, ROW_CHUNK):
-        g = w[r0 : r0 + ROW_CHUNK].astype(np.float32).reshape(-1, k // group_size, group_size)
-        imp = g * g + (g * g).mean(axis=2, keepdims=True) + 1e-30
-        lo, hi = g.min(axis=2, keepdims=True), g.max(axis=2, keepdims=True)
-        best_err = np.full(lo.shape, np.inf, np.float32)
-        best_s, best_z = np.zeros_like(lo), np.zeros_like(lo)
-        for alpha in CLIP_GRID:
-            s = np.maximum((hi - lo) * alpha / qmax, 1e-30)
-            z = np.clip(np.rint(-lo * alpha / s), 0, qmax)
-            s, z = _refit(g, imp, np.clip(np.rint(g / s + z), 0, qmax), s, z)
-            err = (imp * (s * (np.clip(np.rint(g / s + z), 0, qmax) - z) - g) ** 2).sum(axis=2, keepdims=True)
-            better = err < best_err
-            best_err, best_s, best_z = (
-                np.where(better, err, best_err),
-                np.where(better, s, best_s),
-                np.where(better, z, best_z),
-            )
-        q = np.clip(np.rint(g / best_s + best_z), 0, qmax)
-        rows = slice(r0, r0 + g.shape[0])
-        codes[rows] = q.reshape(g.shape[0], k).astype(np.uint8)
-        scales[rows], zeros[rows] = best_s[..., 0], best_z[..., 0]
-    return codes, scales, zeros
-
-
-def _refit(
-    g: np.ndarray, imp: np.ndarray, q: np.ndarray, s: np.ndarray, z: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least squares of g ~ a*q + b for fixed codes; returns (s, z) = (a, -b/a)."""
-    sw = imp.sum(axis=2, keepdims=True)
-    mq, mg = (imp * q).sum(axis=2, keepdims=True) / sw, (imp * g).sum(axis=2, keepdims=True) / sw
-    var = (imp * (q - mq) ** 2).sum(axis=2, keepdims=True)
-    cov = (imp * (q - mq) * (g - mg)).sum(axis=2, keepdims=True)
-    ok = var > 0
-    a = np.where(ok, cov / np.where(ok, var, 1), s)
-    a = np.where(a > 1e-30, a, s)  # keep a positive step; else the search's
-    b = np.where(ok, mg - a * mq, -s * z)
-    return a, -b / a
 
 
 def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) -> PackedWeight:
