@@ -1,4 +1,5 @@
-"""Download one model file from the Hugging Face Hub: resumable, cancellable, sha256-verified.
+"""Download a model from the Hugging Face Hub — one GGUF file, or the allow-listed files of a
+model folder (safetensors, shards, config, tokenizer) — resumable, cancellable, verified.
 
 Metadata comes from the real `huggingface_hub` client (`get_hf_file_metadata`,
 and `HfApi.model_info(files_metadata=True)` when the ETag is not the LFS
@@ -9,6 +10,13 @@ HTTP Range, into `<models>/.partial/<sha256>.incomplete`: huggingface_hub ≥ 1.
 deletes its partial file on failure and never resumes across runs,
 so we keep our own. The file is renamed into place and
 its manifest written only after the sha256 matches.
+
+A model folder (download_model_folder) lists the repo's files once (`model_info` with
+files metadata, pinned to one commit), keeps only app.catalog.installed.allowed_folder_file
+names (never pickles), and fetches each into a hidden `.<folder>.<commit>.incoming` folder
+beside its final place, with the same Range resume per file: LFS files are checked against
+their sha256, small git files against their git blob sha1. The folder is renamed into place
+and its manifest written only when every file is verified; a later call resumes it.
 
 Everything the server says is checked: a 206 must start where we asked (else we
 restart from 0), a body must not be longer than the file, an empty file is refused.
@@ -71,12 +79,15 @@ from app.catalog.installed import (
     DISK_MARGIN_BYTES,
     MANIFEST_SUFFIX,
     PARTIAL_DIR_NAME,
+    PICKLE_SUFFIXES,
     InstalledModel,
     _model_from_manifest,
+    allowed_folder_file,
     free_disk_bytes,
     installed_file_path,
     manifest_path_for,
     sha256_of_file,
+    write_folder_manifest,
     write_manifest,
 )
 from app.catalog.safepath import (
@@ -239,6 +250,221 @@ def fetch_file_info(
     except Exception as error:  # noqa: BLE001 - every failure is translated into a typed error
         raise _translate(error, repo_id, filename, timeout) from error
     return RemoteFileInfo(repo_id, filename, commit, size, sha256, location)
+
+
+MAX_SMALL_FILE_BYTES = 64 << 20  # a non-LFS (git) file of a model folder: config, tokenizer, index
+
+
+@dataclass(frozen=True)
+class RemoteFolderFile:
+    name: str
+    size: int
+    sha256: str | None  # LFS files
+    git_sha1: str | None  # small files kept in git: their blob id
+
+
+def list_folder_files(
+    repo_id: str,
+    *,
+    revision: str = "main",
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    timeout: float = 10.0,
+    cancel: threading.Event | None = None,
+) -> tuple[str, list[RemoteFolderFile]]:
+    """The commit and the allow-listed files of a model repo (sharded or not).
+
+    HubProtocolError when the repo has no safetensors weights (pickles only: refused, not
+    fetched), a file has no size or checksum, or a small file is implausibly large."""
+    if hub_offline():
+        raise HubOfflineError("HF_HUB_OFFLINE is set")
+    endpoint = hub_endpoint(endpoint)
+    try:
+        info = _cancellable(
+            lambda: HfApi(endpoint=endpoint, token=token).model_info(
+                repo_id, revision=revision, files_metadata=True, timeout=timeout
+            ),
+            cancel,
+        )
+        commit = info.sha or ""
+        if not _COMMIT.match(commit):
+            raise HubProtocolError(f"The Hub sent an invalid commit id {commit[:50]!r} for {repo_id}.")
+        files: list[RemoteFolderFile] = []
+        pickles: list[str] = []
+        for sibling in info.siblings or []:
+            name = sibling.rfilename
+            if name.lower().endswith(PICKLE_SUFFIXES):
+                pickles.append(name)
+            if not allowed_folder_file(name):  # also refuses names with folders in them
+                continue
+            lfs = sibling.lfs
+            if lfs is not None:
+                if not _SHA256.match(lfs.sha256 or "") or type(lfs.size) is not int or lfs.size <= 0:
+                    raise HubProtocolError(f"The Hub publishes no sha256 or size for {name}; refusing it.")
+                files.append(RemoteFolderFile(name, lfs.size, lfs.sha256, None))
+            else:
+                size, blob = sibling.size, sibling.blob_id or ""
+                if (
+                    type(size) is not int
+                    or not 0 < size <= MAX_SMALL_FILE_BYTES
+                    or not re.match(r"^[0-9a-f]{40}$", blob)
+                ):
+                    raise HubProtocolError(f"The Hub lists {name} without a usable size or git id; refusing it.")
+                files.append(RemoteFolderFile(name, size, None, blob))
+    except Exception as error:  # noqa: BLE001 - every failure is translated into a typed error
+        raise _translate(error, repo_id, "the file list", timeout) from error
+    if not any(f.name.endswith(".safetensors") for f in files):
+        what = (
+            f"only pickle weights ({', '.join(pickles[:3])}), which are never downloaded" if pickles else "no weights"
+        )
+        raise HubProtocolError(f"{repo_id} has {what}: no .safetensors files.")
+    if not any(f.name == "config.json" for f in files):
+        raise HubProtocolError(f"{repo_id} has no config.json: not a model folder.")
+    return commit, sorted(files, key=lambda f: f.name)
+
+
+def _git_blob_sha1(path: Path) -> str:
+    with open_regular(path, "rb") as handle:
+        data = handle.read(MAX_SMALL_FILE_BYTES + 1)
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def download_model_folder(
+    repo_id: str,
+    folder_name: str,
+    models_dir: Path,
+    *,
+    revision: str = "main",
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    retries: int = 3,
+    timeout: float = 10.0,
+) -> InstalledModel:
+    """Download, verify and install a model folder as `<models>/<owner>--<name>/<folder_name>/`.
+
+    The errors are download_model_file's. Progress counts bytes over all files."""
+    models_dir = Path(models_dir)
+    final_path = installed_file_path(models_dir, repo_id, folder_name)
+    commit, files = list_folder_files(
+        repo_id, revision=revision, token=token, endpoint=endpoint, timeout=timeout, cancel=cancel
+    )
+    total = sum(f.size for f in files)
+    with no_raw_os_errors(models_dir):
+        safe_folder(models_dir, final_path.parent.name)
+        manifest = manifest_path_for(final_path)
+        if os.path.lexists(manifest):
+            model = _model_from_manifest(manifest, models_dir)
+            if model is not None and model.commit == commit:
+                return model
+        staging_name = f".{folder_name}.{commit[:12]}.incoming"
+        part_key = Path(models_dir) / PARTIAL_DIR_NAME / f"{hashlib.sha256(f'{repo_id}@{commit}'.encode()).hexdigest()}"
+        safe_folder(models_dir, PARTIAL_DIR_NAME, create=True)
+        with _download_locks(models_dir, final_path, part_key, folder_name):
+            staging = safe_folder(models_dir, final_path.parent.name, staging_name, create=True)
+            have = sum(_present_size(staging, f) for f in files)
+            needed = total - have + DISK_MARGIN_BYTES
+            free = free_disk_bytes(models_dir)
+            if needed > free:
+                raise DiskFullError(models_dir, needed, free)
+            hashes: dict[str, str] = {}
+            done_before = 0
+            for file in files:
+                try:
+                    hashes[file.name] = _fetch_folder_file(
+                        staging,
+                        repo_id,
+                        commit,
+                        file,
+                        token,
+                        endpoint,
+                        progress,
+                        cancel,
+                        retries,
+                        timeout,
+                        done_before,
+                        total,
+                    )
+                except DownloadCancelledError as stopped:  # counted over the whole folder
+                    raise DownloadCancelledError(done_before + stopped.bytes_done, total) from None
+                done_before += file.size
+            check_inside(models_dir, final_path)
+            if os.path.lexists(final_path):
+                raise UnsafePathError(final_path, "something else is where the model folder belongs")
+            fsync_directory(staging)
+            os.replace(staging, final_path)
+            fsync_directory(final_path.parent)
+            return write_folder_manifest(
+                models_dir,
+                manifest,
+                final_path.name,
+                {f.name: (f.size, hashes[f.name]) for f in files},
+                source="hub",
+                repo_id=repo_id,
+                commit=commit,
+            )
+
+
+def _present_size(staging: Path, file: RemoteFolderFile) -> int:
+    for path in (staging / file.name, staging / (file.name + ".incomplete")):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            return min(info.st_size, file.size)
+    return 0
+
+
+def _fetch_folder_file(
+    staging: Path,
+    repo_id: str,
+    commit: str,
+    file: RemoteFolderFile,
+    token: str | bool | None,
+    endpoint: str | None,
+    progress: Callable[[DownloadProgress], None] | None,
+    cancel: threading.Event | None,
+    retries: int,
+    timeout: float,
+    done_before: int,
+    total: int,
+) -> str:
+    """One file of a folder download, into `staging`: kept if already there and verified, else
+    resumed from its `.incomplete` part. Returns its sha256 (for the manifest)."""
+    target, part = staging / file.name, staging / (file.name + ".incomplete")
+    clear_leftover(target)
+    clear_leftover(part)
+    if os.path.lexists(target):
+        if os.lstat(target).st_size == file.size and _verified(target, file):
+            return file.sha256 or sha256_of_file(target, cancel=cancel)
+        target.unlink()
+    url = hf_hub_url(repo_id, file.name, revision=commit, endpoint=hub_endpoint(endpoint))
+    info = RemoteFileInfo(repo_id, file.name, commit, file.size, file.sha256 or "", url)
+
+    def report(update: DownloadProgress) -> None:
+        if progress is not None:
+            left = total - done_before - update.bytes_done
+            eta = left / update.bytes_per_s if update.bytes_per_s > 0 else None
+            progress(DownloadProgress(done_before + update.bytes_done, total, update.bytes_per_s, eta))
+
+    digest = _fetch_into(part, info, token, hub_endpoint(endpoint), report, cancel, retries, timeout)
+    if file.sha256 is not None and digest != file.sha256:
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatchError(file.name, file.sha256, digest)
+    if file.git_sha1 is not None and _git_blob_sha1(part) != file.git_sha1:
+        actual = _git_blob_sha1(part)
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatchError(file.name, file.git_sha1, actual)
+    os.replace(part, target)
+    return digest
+
+
+def _verified(path: Path, file: RemoteFolderFile) -> bool:
+    if file.sha256 is not None:
+        return sha256_of_file(path) == file.sha256
+    return _git_blob_sha1(path) == file.git_sha1
 
 
 def partial_path(models_dir: Path, sha256: str) -> Path:

@@ -1,6 +1,7 @@
-"""DownloadJob: one model file downloaded in the background, reported through Qt signals.
+"""DownloadJob: one model file (or model folder) downloaded in the background, reported through Qt signals.
 
-Runs app.catalog.download.download_model_file on its own thread (a download can take
+Runs app.catalog.download.download_model_file (download_model_folder for a folder model)
+on its own thread (a download can take
 an hour; it must not hold one of run_in_background's few pool threads). Everything the
 thread reports is relayed through a queued signal, so the public signals are always
 emitted on the GUI thread. Cancel sets a threading.Event that the download checks every
@@ -24,6 +25,7 @@ from app.catalog.download import (
     DownloadProgress,
     PartialDownload,
     download_model_file,
+    download_model_folder,
     hub_offline,
     list_partial_downloads,
 )
@@ -91,9 +93,11 @@ class DownloadJob(QObject):
         expected_size: int | None = None,
         retries: int = 3,
         timeout: float = 10.0,
+        folder: bool = False,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        self.folder = folder  # `filename` names the model folder: its allow-listed files are fetched
         self.repo_id, self.filename, self.models_dir = repo_id, filename, Path(models_dir)
         self.token, self.expected_size, self.retries, self.timeout = token, expected_size, retries, timeout
         self.bytes_done, self.total = 0, expected_size or 0
@@ -139,7 +143,8 @@ class DownloadJob(QObject):
 
     def _run(self) -> None:
         try:
-            model = download_model_file(
+            download = download_model_folder if self.folder else download_model_file
+            model = download(
                 self.repo_id,
                 self.filename,
                 self.models_dir,

@@ -3,8 +3,9 @@
 Answers what `huggingface_hub` and app.catalog.download ask: HEAD/GET
 /{repo}/resolve/{revision}/{file} (X-Repo-Commit, ETag / X-Linked-Etag,
 X-Linked-Size, Content-Length, Range → 206, optional 302 to a second "CDN"
-listener), /api/models/{repo}[/revision/{rev}] (siblings with lfs sha256 when
-blobs=True) and /api/models/{repo}/tree/{rev}. Faults are switched per file by
+listener), /api/models/{repo}[/revision/{rev}] (siblings with size, blob id and lfs
+sha256 when blobs=True: a multi-file model folder, LFS shards beside small git files)
+and /api/models/{repo}/tree/{rev}. Faults are switched per file by
 the test: drop the connection after N bytes, same-size corrupted body, forced
 status, gated 401/403 with the Hub's error headers, slow body, ETag that is not
 a sha256, a 206 or 200 that ignores the Range, a 206 that starts elsewhere or lies,
@@ -99,9 +100,22 @@ class FakeHub:
     # ---- test-facing API ----------------------------------------------------------------------
 
     def add_repo(
-        self, repo_id: str, files: dict[str, bytes], *, lfs: bool = True, gated: bool = False, gated_status: int = 401
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        lfs: bool = True,
+        gated: bool = False,
+        gated_status: int = 401,
+        git_files: frozenset[str] = frozenset(),
     ) -> FakeRepo:
-        repo = FakeRepo({name: FakeFile(data, lfs=lfs) for name, data in files.items()}, gated, gated_status)
+        """`git_files`: names kept in git, not LFS (a model folder's config and tokenizer files),
+        listed with their size and git blob id only, as the Hub does."""
+        repo = FakeRepo(
+            {name: FakeFile(data, lfs=lfs and name not in git_files) for name, data in files.items()},
+            gated,
+            gated_status,
+        )
         self.repos[repo_id] = repo
         return repo
 
