@@ -1,9 +1,13 @@
 """The curated model list (assets/catalog.json) and what each variant will cost on this machine.
 
-Every catalog model has one source GGUF on the Hub. The runtime runs its matrices as in
-the file (each at its own type's bits, exactly: no requantization) or repacks them to
-4 or 2 bits at load time, so each model offers an "as in the file", a "4-bit" and a
-"2-bit" variant (`bits` None, 4, 2).
+Every catalog model has one source on the Hub: a GGUF file, or (`format` "folder") a
+Hugging Face model folder whose allow-listed files are downloaded (app.catalog.download).
+The runtime runs its matrices as in the file (each at its own type's bits, exactly: no
+requantization) or repacks them to 4 or 2 bits at load time, so a model offers up to an
+"as in the file", a "4-bit" and a "2-bit" variant (`bits` None, 4, 2). A native low-bit
+model (`native`: "ternary", "2-bit", "4-bit": trained or quantization-aware-trained at that
+width, e.g. BitNet b1.58, EfficientQAT GPTQ exports) offers only what it has: as in the
+file, its own codes; requantizing those to another width would only lose quality.
 For a variant we estimate the packed size, the RAM needed at the default
 context, and a decode speed from a memory-bandwidth model (decode is bandwidth
 bound: every weight is read once per token). The sizes are the runtime's own:
@@ -25,12 +29,16 @@ from app.catalog.errors import CatalogError
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import architecture
 from tmac_core.plan import (
+    MATRIX_ROLES,
     ModelConfig,
+    SourceSummary,
     TensorSpec,
+    act_group_for,
     is_quantized,
     kv_cache_bytes,
     matrix_bytes,
     packed_bytes,
+    source_summary,
     tensor_plan,
 )
 from tmac_core.types import ModelSummary
@@ -62,6 +70,24 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "tied_embeddings": bool,
     "bits": list,
 }
+FORMATS = ("gguf", "folder")
+# What a native low-bit model is trained at, and how its card names its one variant.
+NATIVE_FORMATS = {
+    "ternary": "native ternary (1.58-bit, as trained)",
+    "2-bit": "native 2-bit (as trained)",
+    "4-bit": "native 4-bit (as trained)",
+}
+_NATIVE_BITS = {"ternary": 2, "2-bit": 2, "4-bit": 4}  # the kernels' bit planes a native model runs on
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "native": str,
+    "embedding_type": str,  # GGML type of token_embd/output when it differs from source_quant
+    "plan_type": str,  # the GGML type whose kernel format the block matrices run in (a folder's stand-in)
+    "group_size": int,  # a GPTQ model's group size (its block matrices run at its own bits and groups)
+    "hf_architecture": str,  # a folder's config.json architectures[0]
+    "quant_method": str,  # a folder's quantization_config quant_method ("gptq", "bitnet")
+    "size_is_approximate": bool,
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,24 @@ class CatalogModel:
     bits: tuple[int | None, ...]  # the variants offered; None: as in the file
     size_is_approximate: bool = True
     tensor_types: dict[str, str] = field(default_factory=dict, hash=False)  # per tensor, for an inspected file
+    format: str = "gguf"  # "gguf": `filename` is the file; "folder": `filename` names the installed folder
+    native: str | None = None  # NATIVE_FORMATS key for a native low-bit model
+    embedding_type: str | None = None
+    plan_type: str | None = None
+    group_size: int | None = None
+    hf_architecture: str | None = None
+    quant_method: str | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.format == "folder"
+
+    @property
+    def format_label(self) -> str:
+        """What the card says the model is: "native ternary", "native 2-bit", "GGUF Q8_0", "safetensors"."""
+        if self.native is not None:
+            return f"native {self.native}"
+        return "safetensors folder" if self.is_folder else f"GGUF {self.source_quant}"
 
     @classmethod
     def from_summary(cls, summary: ModelSummary, model_id: str) -> CatalogModel:
@@ -112,10 +156,13 @@ def runs_as_in_file(source_quant: str) -> bool:
     return is_quantized(source_quant.upper())
 
 
-def bits_label(bits: int | None, source_quant: str | None = None) -> str:
-    """How the app names a variant: "4-bit", "2-bit", "as in the file (Q4_K_M)"."""
+def bits_label(bits: int | None, source_quant: str | None = None, native: str | None = None) -> str:
+    """How the app names a variant: "4-bit", "2-bit", "as in the file (Q4_K_M)", or a native
+    model's one variant: "native ternary (1.58-bit, as trained)"."""
     if bits is not None:
         return f"{bits}-bit"
+    if native is not None:
+        return NATIVE_FORMATS[native]
     return f"as in the file ({source_quant})" if source_quant else "as in the file"
 
 
@@ -126,7 +173,7 @@ class ModelVariant:
 
     @property
     def label(self) -> str:
-        return bits_label(self.bits, self.model.source_quant)
+        return bits_label(self.bits, self.model.source_quant, self.model.native)
 
     @property
     def key(self) -> str:
@@ -166,11 +213,30 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
             value = entry.get(name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise CatalogError(f"{where}: field {name!r} missing or not {getattr(kind, '__name__', kind)}")
+        for name, kind in _OPTIONAL.items():
+            if name in entry and not isinstance(entry[name], kind):
+                raise CatalogError(f"{where}: field {name!r} is not {getattr(kind, '__name__', kind)}")
         if entry["id"] in seen:
             raise CatalogError(f"{where}: duplicate id")
         seen.add(entry["id"])
-        if entry["repo_id"].count("/") != 1 or not entry["filename"].endswith(".gguf"):
-            raise CatalogError(f"{where}: repo_id must be 'owner/name' and filename a .gguf")
+        kind_of_source = entry.get("format", "gguf")
+        if kind_of_source not in FORMATS:
+            raise CatalogError(f"{where}: format must be one of {', '.join(FORMATS)}")
+        folder = kind_of_source == "folder"
+        if entry["repo_id"].count("/") != 1 or entry["filename"].endswith(".gguf") == folder:
+            raise CatalogError(
+                f"{where}: repo_id must be 'owner/name' and filename a .gguf (a folder name for a folder model)"
+            )
+        if folder and not isinstance(entry.get("hf_architecture"), str):
+            raise CatalogError(f"{where}: a folder model names its hf_architecture")
+        native = entry.get("native")
+        if native is not None:
+            if native not in NATIVE_FORMATS:
+                raise CatalogError(f"{where}: native must be one of {', '.join(NATIVE_FORMATS)}")
+            if entry["bits"] != [None]:
+                raise CatalogError(f"{where}: a native {native} model offers only its own variant: bits [null]")
+        if "group_size" in entry and (native not in ("2-bit", "4-bit") or entry["group_size"] not in (32, 64, 128)):
+            raise CatalogError(f"{where}: group_size is for a native 2-/4-bit (GPTQ) model: 32, 64 or 128")
         if "/" in entry["filename"] or "\\" in entry["filename"] or entry["filename"].startswith("."):
             raise CatalogError(f"{where}: filename must be a plain file name")
         if not entry["bits"] or any(b not in (None, 2, 4) or isinstance(b, bool) for b in entry["bits"]):
@@ -222,6 +288,13 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
                 config=config,
                 bits=tuple(entry["bits"]),
                 size_is_approximate=bool(entry.get("size_is_approximate", True)),
+                format=kind_of_source,
+                native=native,
+                embedding_type=entry.get("embedding_type"),
+                plan_type=entry.get("plan_type"),
+                group_size=entry.get("group_size"),
+                hf_architecture=entry.get("hf_architecture"),
+                quant_method=entry.get("quant_method"),
             )
         )
     return models
@@ -243,9 +316,46 @@ def find_model(models: list[CatalogModel], model_id: str) -> CatalogModel:
     raise CatalogError(f"no catalog model {model_id!r}")
 
 
+def source_types(model: CatalogModel) -> str | dict[str, str]:
+    """The plan's `source` for a model: an inspected file's own types, else the catalog's
+    (blocks in `plan_type` or `source_quant`, the embedding table and output in `embedding_type`)."""
+    if model.tensor_types:
+        return model.tensor_types
+    blocks = model.plan_type or model.source_quant
+    if model.embedding_type is None:
+        return blocks
+    types = {spec.name: blocks for spec in tensor_plan(model.config, 4, None) if spec.role in MATRIX_ROLES}
+    types.update({"token_embd.weight": model.embedding_type, "output.weight": model.embedding_type})
+    return types
+
+
+def model_source_summary(model: CatalogModel) -> SourceSummary | None:
+    """tmac_core.plan.source_summary for a model (type mix, what "as in the file" requantizes);
+    None for a native GPTQ model, whose codes the plan has no GGML type for (variant_plan)."""
+    if model.group_size is not None:
+        return None
+    types = source_types(model)
+    if isinstance(types, str):
+        types = {spec.name: types for spec in tensor_plan(model.config, 4, None) if spec.role != "output_residual"}
+    return source_summary(model.config, types)
+
+
 def variant_plan(model: CatalogModel, bits: int | None) -> list[TensorSpec]:
-    """The matrices the runtime will pack for this model at `bits` (None: as in the file; tmac_core.plan)."""
-    return tensor_plan(model.config, bits, model.tensor_types or model.source_quant)
+    """The matrices the runtime will pack for this model at `bits` (None: as in the file; tmac_core.plan).
+
+    A native GPTQ model (`group_size`) runs its block matrices on its own codes and groups in the
+    kernels' SUPER scale format (one scale and zero per group: tmac_core/loading/gptq.py); the
+    plan knows no GGML type for that, so those specs are built here from the plan's own rules."""
+    plan = tensor_plan(model.config, bits, source_types(model))
+    if bits is not None or model.group_size is None or model.native is None:
+        return plan
+    b, g = _NATIVE_BITS[model.native], model.group_size
+    return [
+        TensorSpec(s.name, s.rows, s.cols, s.role, b, g, act_group_for(g), s.layer, super_size=g, source_type="GPTQ")
+        if s.role in MATRIX_ROLES
+        else s
+        for s in plan
+    ]
 
 
 def bytes_read_per_token(model: CatalogModel, bits: int | None, position: int) -> int:

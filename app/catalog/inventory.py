@@ -8,7 +8,9 @@ delete, and whether it is in use; `superseded_partials` names the partial downlo
 finished download made useless. The page (app.ui.model_manager) only draws these.
 
 Also here: the rule that 2-bit ruins small models (TWO_BIT_MIN_PARAMETERS, two_bit_warning),
-shared by the Models page and the chat window. Pure Python: must not import PySide6.
+shared by the Models page and the chat window, and the native low-bit model it points to
+instead (native_alternative: a model trained at low bits, which 2-bit does not ruin).
+Pure Python: must not import PySide6.
 """
 
 from __future__ import annotations
@@ -45,14 +47,34 @@ def format_parameters(n: int) -> str:
     return str(n)
 
 
-def two_bit_warning(parameters: int | None) -> str:
-    """Why 2-bit is a poor choice for a model of this size; "" when it is fine or the size is unknown."""
+def two_bit_warning(parameters: int | None, alternative: CatalogModel | None = None) -> str:
+    """Why 2-bit is a poor choice for a model of this size, and the native low-bit model to take
+    instead when there is one; "" when it is fine or the size is unknown."""
     if not parameters or parameters >= TWO_BIT_MIN_PARAMETERS:
         return ""
-    return (
+    warning = (
         f"2-bit is for models of about 1B parameters and more: at {format_parameters(parameters)} parameters "
-        "this model's answers turn to nonsense. Use 4-bit for this model."
+        "this model's answers turn to nonsense. Use 4-bit for this model"
     )
+    if alternative is None:
+        return warning + "."
+    return (
+        f"{warning}, or, for a small fast model at low bits, {alternative.name} ({alternative.format_label}, "
+        f"{format_parameters(alternative.parameters)} parameters): it was trained at that width, so it keeps "
+        "its quality (Models tab)."
+    )
+
+
+def native_alternative(
+    catalog: list[CatalogModel], missing_support: Callable[[CatalogModel], str] | None = None
+) -> CatalogModel | None:
+    """The native low-bit model to suggest instead of 2-bit on a small model: ternary first, then
+    2-bit, the smallest of those this runtime loads (`missing_support` says "" for those)."""
+    order = {"ternary": 0, "2-bit": 1}
+    candidates = [
+        m for m in catalog if m.native in order and not m.gated and (missing_support is None or not missing_support(m))
+    ]
+    return min(candidates, key=lambda m: (order[m.native or ""], m.parameters), default=None)
 
 
 @dataclass
@@ -68,6 +90,7 @@ class CardState:
     source: str | None = None  # what "Use" emits: a path or "default"
     download_bytes: int | None = None  # what the download / import occupies on disk
     partial: PartialDownload | None = None  # a resumable download of this catalog model
+    unavailable: str = ""  # what the runtime lacks to load this catalog model (app.catalog.support); "" if none
 
 
 @dataclass(frozen=True)
@@ -110,10 +133,16 @@ def embedded_state(catalog: list[CatalogModel], path: Path | None) -> CardState:
 
 
 def catalog_subtitle(model: CatalogModel) -> str:
+    if model.native is not None:
+        how = "runs on its own low-bit codes, no requantization"
+        source = f"{model.format_label}: {'safetensors folder' if model.is_folder else 'GGUF ' + model.source_quant}"
+    else:
+        how = "repacked when loaded"
+        source = f"{model.source_quant} source"
     subtitle = (
         f"{format_parameters(model.parameters)} parameters · {model.config.arch} · "
         f"{model.config.n_ctx_train:,}-token context · license {model.license} · "
-        f"{model.repo_id} ({model.source_quant} source, repacked when loaded)"
+        f"{model.repo_id} ({source}, {how})"
     )
     if model.gated:
         subtitle += (
@@ -128,10 +157,12 @@ def merge_inventory(
     installed: list[InstalledModel],
     partials: dict[tuple[str, str], PartialDownload],
     embedded_path: Path | None,
+    missing_support: Callable[[CatalogModel], str] | None = None,
 ) -> list[CardState]:
     """Every card in page order: the built-in model, the catalog, then installed files the catalog lacks.
 
     `partials` maps (repo_id, filename) to a resumable download (app.workers.download_worker.pending_downloads).
+    `missing_support(model)` says what the runtime lacks to load a catalog model (app.catalog.support).
     """
     states = [embedded_state(catalog, embedded_path)]
     remaining = {entry.key: entry for entry in installed}
@@ -149,6 +180,7 @@ def merge_inventory(
                 str(entry.path) if entry else None,
                 entry.size if entry else model.size_bytes,
                 partial,
+                missing_support(model) if missing_support is not None else "",
             )
         )
     # Imports and Hub files no longer in the catalog ("My models"), sorted by key so that a card keeps
@@ -175,12 +207,13 @@ def card_actions(state: CardState, *, downloading: bool, active_source: str | No
     usable = state.source is not None and (state.kind != EMBEDDED or state.download_bytes is not None)
     partial = state.partial is not None and state.kind == CATALOG and state.installed is None
     in_use = state.source is not None and state.source == active_source
+    available = not state.unavailable  # a model the runtime cannot load is neither downloaded nor loaded
     return CardActions(
-        download=state.kind == CATALOG and state.installed is None and not downloading,
-        resume=partial,
+        download=state.kind == CATALOG and state.installed is None and not downloading and available,
+        resume=partial and available,
         cancel=downloading,
         discard=partial and not downloading,
-        use=usable,
+        use=usable and available,
         delete=state.installed is not None,
         delete_allowed=not in_use and not downloading,
         in_use=in_use,
@@ -202,8 +235,15 @@ def two_bit_recommended(parameters: int | None) -> bool:
     return not parameters or parameters >= TWO_BIT_MIN_PARAMETERS
 
 
-def quality_hint(bits: int | None, parameters: int | None, source_quant: str | None = None) -> str:
+def quality_hint(
+    bits: int | None, parameters: int | None, source_quant: str | None = None, native: str | None = None
+) -> str:
     """One line on what `bits` does to answer quality, from the measured figures above."""
+    if bits is None and native is not None:
+        return (
+            f"Native {native}: the model was trained at this width and runs on its own codes, exactly; "
+            "it has no other variant (requantizing it would only lose quality)"
+        )
     if bits is None:
         kind = f"the file's own {source_quant} weights" if source_quant else "the file's own weights"
         return (

@@ -473,7 +473,7 @@ class MainWindow(QMainWindow):
         self.perf_panel.set_threads(info.n_threads)
         # Whichever way a small model came to run at 2 bits (the Models page, saved settings), say why its
         # answers may be nonsense; in the engine banner, which stays up while chatting, and never blocks.
-        warning = two_bit_warning(info.n_params) if info.bits == 2 else ""
+        warning = two_bit_warning(info.n_params, self.models_page.alternative) if info.bits == 2 else ""
         if warning:
             source = self.settings.model_source
             self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))

@@ -5,12 +5,20 @@ disk, the RAM it needs (packed weights + KV cache at the context-length setting)
 decode speed predicted from this machine's memory bandwidth (measured once, cached in
 settings; an estimate, and labelled as one). Catalog cards download with progress,
 speed, ETA, cancel and resume (also after a restart), and a model counts as installed only
-once its sha256 matched. A local GGUF is imported from a file dialog or by dropping it on
-the page, after the runtime's own reader accepted it; a file already installed (same size and
-sha256) is not imported twice. "Use" emits modelChosen(source, bits) where source is a file path
-or "default". Each variant carries a quality hint from the measured perplexities; 2-bit on a
-model under ~1B parameters is marked "not recommended" and warns on its card (two_bit_warning)
-but is still allowed. The top of the page recommends a first download for this computer.
+once its sha256 matched. A local GGUF or Hugging Face model folder (safetensors) is imported
+from a dialog or by dropping it on the page, after the runtime's own reader accepted it (a
+folder's allow-listed files only: never pickles); a model already installed (same size and
+sha256, a folder's digest over its files) is not imported twice. Catalog folder models
+download their allow-listed files. A native low-bit model (BitNet ternary, EfficientQAT
+2-/4-bit) offers its one variant, labelled as such; a catalog model the runtime cannot load
+yet (app.catalog.support) says what is missing instead of offering a download. "Use" emits
+modelChosen(source, bits) where source is a file or folder path or "default". Each variant
+carries a quality hint from the measured perplexities; 2-bit on a model under ~1B parameters
+is marked "not recommended" and warns on its card (two_bit_warning),
+naming a native low-bit model with a button that shows its card, but is still allowed. Each
+card shows the source's type mix and bits per weight per variant, and says before loading
+when "as in the file" requantizes some matrices (IQ* types: tmac_core.plan.source_summary).
+The top of the page recommends a first download for this computer.
 
 Cards keep their place (catalog order, then "My models": imports and Hub files the catalog lacks).
 Errors show as a plain sentence (app.catalog.messages) with the technical text behind "Details".
@@ -61,12 +69,15 @@ from app.catalog.catalog import (
     bits_label,
     estimate_variant,
     load_catalog,
+    model_source_summary,
 )
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError, DownloadError, ModelFileError
 from app.catalog.installed import (
     InstalledModel,
     delete_installed,
+    folder_size_and_digest,
+    import_local_folder,
     import_local_gguf,
     list_installed,
     sha256_of_file,
@@ -79,6 +90,7 @@ from app.catalog.inventory import (
     card_actions,
     find_duplicate,
     merge_inventory,
+    native_alternative,
     quality_hint,
     recommend_download,
     superseded_partials,
@@ -86,6 +98,7 @@ from app.catalog.inventory import (
     two_bit_warning,
 )
 from app.catalog.messages import PlainError, explain, explain_error
+from app.catalog.support import missing_support
 from app.catalog.token_store import FALLBACK_NOTE, load_token, migrate_token, save_token, system_keyring
 from app.paths import AppPaths
 from app.settings import AppSettings
@@ -95,6 +108,7 @@ from app.ui.units import format_bandwidth, format_bytes, format_parameters, form
 from app.workers import download_worker, model_files
 from app.workers.download_worker import DownloadJob, pending_downloads
 from app.workers.tasks import run_in_background
+from tmac_core.plan import FLOAT_TYPES
 from tmac_core.types import ModelSummary
 
 HF_MODEL_URL = "https://huggingface.co/{repo_id}"
@@ -105,12 +119,42 @@ def _button_id(bits: int | None) -> int:
     return 0 if bits is None else bits
 
 
+def source_text(model: CatalogModel) -> str:
+    """The source's type mix and what "as in the file" does with it, for a card: "Source: Q4_K 85 %,
+    Q6_K 15 %." plus a notice when some matrices (IQ* types) are requantized rather than run exactly."""
+    summary = model_source_summary(model)
+    if summary is None:  # a native GPTQ model: its own codes, whatever the plan's types
+        return (
+            f"Source: {model.format_label} GPTQ codes in groups of {model.group_size}, run exactly; "
+            f"embeddings {model.embedding_type or 'float'} run at 4 bits."
+        )
+    total = sum(summary.type_mix.values()) or 1
+    mix = ", ".join(f"{t} {100 * n / total:.0f} %" for t, n in summary.type_mix.items())
+    text = f"Source: {mix}."
+    lossy = [t for t in summary.requantized if t not in FLOAT_TYPES]
+    if lossy and summary.quantized:
+        text += (
+            f" ⚠ As in the file requantizes the {', '.join(lossy)} matrices to 4 bits (a non-linear format the "
+            "kernels cannot run exactly): close to, not exactly, the file's weights; the first load takes longer."
+        )
+    return text
+
+
 class ModelCard(QFrame):
     """One model: title, bit choice, per-variant estimates, status, progress, actions."""
 
-    def __init__(self, state: CardState, default_bits: int | None, parent: QWidget | None = None) -> None:
+    showCard = Signal(str)  # card id of a model this card points to (the native model named by the 2-bit warning)
+
+    def __init__(
+        self,
+        state: CardState,
+        default_bits: int | None,
+        parent: QWidget | None = None,
+        alternative: CatalogModel | None = None,
+    ) -> None:
         super().__init__(parent)
         self.state = state
+        self.alternative = alternative  # the native low-bit model the 2-bit warning names
         self.setObjectName(f"card:{state.card_id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         layout = QVBoxLayout(self)
@@ -121,6 +165,10 @@ class ModelCard(QFrame):
         self.subtitle_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.title_label)
         layout.addWidget(self.subtitle_label)
+        self.source_label = QLabel()  # type mix; "as in the file" requantizes some matrices
+        self.source_label.setObjectName("source")
+        self.source_label.setWordWrap(True)
+        layout.addWidget(self.source_label)
 
         # The variants this model offers (None: as in the file), as radio buttons whose ids are
         # _button_id(bits); a file with no as-in-the-file variant (float weights) shows 4 and 2 only.
@@ -130,12 +178,15 @@ class ModelCard(QFrame):
         bits_row.addWidget(QLabel("Run at:"))
         self.bits_group = QButtonGroup(self)
         self.bits_buttons: dict[int | None, QRadioButton] = {}
+        native = state.model.native if state.model is not None else None
         for bits in self.offered_bits:
-            button = QRadioButton(bits_label(bits))
+            button = QRadioButton(bits_label(bits, None, native))
             button.setObjectName(f"bits{_button_id(bits) or 'file'}")
             button.setAccessibleName(
                 f"Run {state.title} as in the file" if bits is None else f"Run {state.title} at {bits} bits per weight"
             )
+            if len(self.offered_bits) == 1:  # a native model's one variant: stated, not a choice
+                button.setToolTip("This model was trained at this width; it has no other variant.")
             self.bits_group.addButton(button, _button_id(bits))
             self.bits_buttons[bits] = button
             bits_row.addWidget(button)
@@ -171,6 +222,13 @@ class ModelCard(QFrame):
             " border-radius: 4px; padding: 4px 8px; }"
         )
         layout.addWidget(self.bits_warning_label)
+        self.alternative_button = QPushButton()  # "Show <native model>": scrolls to its card
+        self.alternative_button.setObjectName("showAlternative")
+        self.alternative_button.setVisible(False)
+        self.alternative_button.clicked.connect(
+            lambda: self.showCard.emit(self.alternative.id) if self.alternative is not None else None
+        )
+        layout.addWidget(self.alternative_button)
         self.bits_group.idToggled.connect(lambda _id, _on: self.update_bits_warning())
         self.update_bits_warning()
 
@@ -236,23 +294,31 @@ class ModelCard(QFrame):
     def update_bits_warning(self) -> None:
         """Follow the bit choice and what is known of the model (a local file's size arrives later)."""
         model = self.state.model
-        warning = two_bit_warning(model.parameters if model is not None else None)
+        alternative = self.alternative if self.alternative is not model else None
+        warning = two_bit_warning(model.parameters if model is not None else None, alternative)
         self.bits_warning_label.setText(f"⚠ {warning}" if warning else "")
         self.bits_warning_label.setAccessibleDescription(warning)
         self.bits_warning_label.setVisible(bool(warning) and self.bits == 2)
-        # heard when the 2-bit button gets focus, before it is chosen
-        self.bits_buttons[2].setAccessibleDescription(warning)
+        self.alternative_button.setVisible(bool(warning) and self.bits == 2 and alternative is not None)
+        if alternative is not None:
+            self.alternative_button.setText(f"Show {alternative.name}")
         parameters = model.parameters if model is not None else None
+        if 2 in self.bits_buttons:
+            # heard when the 2-bit button gets focus, before it is chosen
+            self.bits_buttons[2].setAccessibleDescription(warning)
+            self.bits_buttons[2].setText("2-bit" if two_bit_recommended(parameters) else "2-bit (not recommended)")
         for bits, button in self.bits_buttons.items():  # an inspected float file offers 4 and 2 only
             offered = model is None or bits in model.bits
             button.setVisible(offered)
             self.estimate_labels[bits].setVisible(offered)
-            if not offered and button.isChecked():
+            if not offered and button.isChecked() and 4 in self.bits_buttons:
                 self.bits_buttons[4].setChecked(True)
-        self.bits_buttons[2].setText("2-bit" if two_bit_recommended(parameters) else "2-bit (not recommended)")
+        native = model.native if model is not None else None
         for bits, label in self.quality_labels.items():
-            label.setText(quality_hint(bits, parameters, model.source_quant) if model is not None else "")
+            label.setText(quality_hint(bits, parameters, model.source_quant, native) if model is not None else "")
             label.setVisible(model is not None and bits in model.bits)
+        self.source_label.setText(source_text(model) if model is not None else "")
+        self.source_label.setVisible(model is not None)
 
     def set_bits(self, bits: int | None) -> None:
         """Check `bits` (the width the engine actually loaded, e.g. after "Load at 4-bit")."""
@@ -299,6 +365,9 @@ class ModelManagerPage(QWidget):
         self._bandwidth: float | None = None
         self._bandwidth_measuring = False
         self._total_ram = hardware.total_memory_bytes()
+        # what the runtime lacks per catalog model, and the native model the 2-bit warning names
+        self._missing = {model.id: missing_support(model) for model in self.catalog}
+        self.alternative = native_alternative(self.catalog, lambda m: self._missing.get(m.id, ""))
         self._build(catalog_problem)
         self._importProgress.connect(self._on_import_progress, Qt.ConnectionType.QueuedConnection)
         self._load_bandwidth()
@@ -357,11 +426,19 @@ class ModelManagerPage(QWidget):
         self.import_button.setObjectName("import")
         self.import_button.clicked.connect(self._choose_import)
         import_row.addWidget(self.import_button)
+        self.import_folder_button = QPushButton("Import model folder…")
+        self.import_folder_button.setObjectName("importFolder")
+        self.import_folder_button.setToolTip(
+            "A Hugging Face model folder: config.json, *.safetensors and tokenizer files. "
+            "Only those are copied; .bin/.pt pickles never are."
+        )
+        self.import_folder_button.clicked.connect(self._choose_import_folder)
+        import_row.addWidget(self.import_folder_button)
         self.copy_check = QCheckBox("Copy into the models folder")
         self.copy_check.setChecked(True)
         self.copy_check.setToolTip("Unchecked: the file stays where it is and is used from there.")
         import_row.addWidget(self.copy_check)
-        import_row.addWidget(QLabel("…or drop a .gguf file on this page."))
+        import_row.addWidget(QLabel("…or drop a .gguf file or a model folder on this page."))
         import_row.addStretch(1)
         outer.addLayout(import_row)
 
@@ -387,6 +464,7 @@ class ModelManagerPage(QWidget):
         outer.addLayout(bandwidth_row)
 
         scroll = QScrollArea()
+        self.cards_scroll = scroll
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         container = QWidget()
@@ -462,7 +540,9 @@ class ModelManagerPage(QWidget):
         except OSError as error:
             installed, partials = [], {}
             self._notice(f"Cannot read the models folder {folder}: {error}")
-        states = merge_inventory(self.catalog, installed, partials, hardware.embedded_model_path())
+        states = merge_inventory(
+            self.catalog, installed, partials, hardware.embedded_model_path(), lambda m: self._missing.get(m.id, "")
+        )
         wanted = {s.card_id for s in states}
         for card_id in [c for c in self.cards if c not in wanted]:
             if card_id not in self._jobs:
@@ -495,8 +575,9 @@ class ModelManagerPage(QWidget):
         self._update_estimates()
 
     def _make_card(self, state: CardState) -> ModelCard:
-        card = ModelCard(state, self.settings.default_bits)
+        card = ModelCard(state, self.settings.default_bits, alternative=self.alternative)
         card_id = state.card_id
+        card.showCard.connect(self.show_card)
         card.bits_group.idToggled.connect(lambda _id, _on: self._update_estimates())
         card.download_button.clicked.connect(lambda: self.start_download(card_id))
         card.cancel_button.clicked.connect(lambda: self.cancel_download(card_id))
@@ -556,10 +637,20 @@ class ModelManagerPage(QWidget):
                 f"Paused at {fraction:.0%} ({format_bytes(partial.bytes_done)} of "
                 f"{format_bytes(partial.size)}); Resume continues where it stopped."
             )
-        elif state.kind == CATALOG:
+        elif state.kind == CATALOG and state.unavailable:
             card.status_label.setText(
-                f"Not downloaded · {format_bytes(state.download_bytes)} download (one file serves both 4-bit and 2-bit)"
+                f"Not available yet: {state.unavailable}, so it is not offered for download "
+                f"(≈ {format_bytes(state.download_bytes)} when it is)."
             )
+        elif state.kind == CATALOG:
+            model = state.model
+            serves = (
+                "its files are the model's only variant"
+                if model is not None and len(model.bits) == 1
+                else "one download serves every variant"
+            )
+            what = "model folder: config, tokenizer and safetensors only" if model and model.is_folder else "download"
+            card.status_label.setText(f"Not downloaded · {format_bytes(state.download_bytes)} {what} ({serves})")
 
     # ---- estimates ---------------------------------------------------------------------------
 
@@ -659,7 +750,7 @@ class ModelManagerPage(QWidget):
             ram += f" <span style='color:#c0392b'>(this computer has {format_bytes(self._total_ram)})</span>"
         speed = f"≈ {format_tok_s(e.decode_tokens_per_s, digits=0)} (estimate)" if measured else "speed: measuring…"
         model = state.model
-        label = bits_label(bits, model.source_quant if model is not None else None)
+        label = bits_label(bits, model.source_quant if model is not None else None, model.native if model else None)
         bpw = f"{e.bits_per_weight:.1f} bits/weight"
         return f"{label}: {bpw} · {disk} · {ram} · {speed}"
 
@@ -728,6 +819,7 @@ class ModelManagerPage(QWidget):
             token=load_token(self.settings, self._keyring),
             expected_size=model.size_bytes,
             retries=self.download_retries,
+            folder=model.is_folder,
             parent=self,
         )
         self._jobs[card_id] = job
@@ -937,6 +1029,20 @@ class ModelManagerPage(QWidget):
 
     # ---- import ------------------------------------------------------------------------------
 
+    def show_card(self, card_id: str) -> None:
+        """Bring a card into view and focus it (the 2-bit warning's "Show <native model>")."""
+        card = self.cards.get(card_id)
+        if card is None:
+            return
+        self.cards_scroll.ensureWidgetVisible(card)
+        card.setFocus(Qt.FocusReason.OtherFocusReason)
+        next(iter(card.bits_buttons.values())).setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _choose_import_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import model folder (safetensors)", str(Path.home()))
+        if folder:
+            self.import_files([folder])
+
     def _choose_import(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
             self, "Import GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
@@ -967,14 +1073,17 @@ class ModelManagerPage(QWidget):
         def work() -> tuple[ModelSummary, InstalledModel, bool]:
             summary = model_files.inspect_model(source)
             # The same content already installed (a download, or an earlier import): say so, copy nothing.
-            duplicate = find_duplicate(
-                list_installed(models_dir), source.stat().st_size, lambda: sha256_of_file(source)
-            )
+            if source.is_dir():
+                size, digest = folder_size_and_digest(source)
+                duplicate = find_duplicate(list_installed(models_dir), size, lambda: digest)
+            else:
+                duplicate = find_duplicate(
+                    list_installed(models_dir), source.stat().st_size, lambda: sha256_of_file(source)
+                )
             if duplicate is not None:
                 return summary, duplicate, True
-            entry = import_local_gguf(
-                models_dir, source, copy=copy, progress=self._importProgress.emit, summary=summary
-            )
+            importer = import_local_folder if source.is_dir() else import_local_gguf
+            entry = importer(models_dir, source, copy=copy, progress=self._importProgress.emit, summary=summary)
             return summary, entry, False
 
         def done(result: tuple[ModelSummary, InstalledModel, bool]) -> None:

@@ -26,6 +26,7 @@ import queue
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the engine is imported inside load(): importing the kernels can itself fail
@@ -102,7 +103,9 @@ def automatic_n_ctx(source: str) -> int:
     config = inspect_model(path).config
     free = available_memory_bytes()
     if free is not None:
-        free = max(0, free - os.path.getsize(path))  # the weights are not loaded yet; they will need about this
+        # the weights are not loaded yet; they will need about this (a model folder: its files together)
+        size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) if os.path.isdir(path) else 0
+        free = max(0, free - (size or os.path.getsize(path)))
     return choose_n_ctx(config.n_ctx_train, kv_cache_bytes(config, 1), free)
 
 
