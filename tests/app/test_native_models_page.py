@@ -213,3 +213,35 @@ def test_catalog_document_is_unchanged_by_parsing():
     before = copy.deepcopy(document)
     parse_catalog(document)
     assert document == before
+
+
+def test_a_catalog_folder_model_downloads_from_its_card_and_is_chosen_by_its_folder(
+    qtbot, fake_hub, make_page, paths, monkeypatch
+):
+    import app.ui.model_manager as page_module
+
+    document = _document()
+    entry = next(e for e in document["models"] if e["id"] == QAT2)
+    entry.update(
+        id="tiny-llama-folder",
+        name="Tiny Llama folder",
+        repo_id="tiny-org/tiny-llama",
+        filename="tiny-llama",
+        size_bytes=400_000,
+    )
+    for key in ("native", "quant_method", "group_size", "embedding_type"):
+        entry.pop(key)
+    entry.update(source_quant="F32", bits=[4, 2])
+    monkeypatch.setattr(page_module, "load_catalog", lambda: parse_catalog(document))
+    files = {p.name: p.read_bytes() for p in (DATA / "llama").iterdir() if p.name != "reference.npz"}
+    fake_hub.add_repo("tiny-org/tiny-llama", {**files, "pytorch_model.bin": b"\x80\x04"}, git_files=frozenset())
+    page = make_page()
+    card = page.card("tiny-llama-folder")
+    assert "model folder" in card.status_label.text() and not card.download_button.isHidden()
+    card.download_button.click()
+    qtbot.waitUntil(lambda: "tiny-llama-folder" not in page._jobs, timeout=TIMEOUT_MS)
+    assert card.state.installed is not None and card.state.installed.is_folder, card.message_label.text()
+    assert not any("pytorch_model.bin" in r.path for r in fake_hub.requests("GET"))
+    with qtbot.waitSignal(page.modelChosen) as chosen:
+        card.use_button.click()
+    assert chosen.args == [str(card.state.installed.path), 4]
