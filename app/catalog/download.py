@@ -38,6 +38,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import stat
 import threading
 import time
@@ -86,6 +87,7 @@ from app.catalog.installed import (
     free_disk_bytes,
     installed_file_path,
     manifest_path_for,
+    repo_folder,
     sha256_of_file,
     write_folder_manifest,
     write_manifest,
@@ -359,10 +361,17 @@ def download_model_folder(
             if model is not None and model.commit == commit:
                 return model
         staging_name = f".{folder_name}.{commit[:12]}.incoming"
-        part_key = Path(models_dir) / PARTIAL_DIR_NAME / f"{hashlib.sha256(f'{repo_id}@{commit}'.encode()).hexdigest()}"
+        # One key per repo and commit: it names the folder's locks and its note in .partial, which
+        # list_partial_downloads reads so the card can show and resume (or discard) the folder.
+        key = hashlib.sha256(f"{repo_id}@{commit}".encode()).hexdigest()
+        part_key = partial_path(models_dir, key)
         safe_folder(models_dir, PARTIAL_DIR_NAME, create=True)
         with _download_locks(models_dir, final_path, part_key, folder_name):
             staging = safe_folder(models_dir, final_path.parent.name, staging_name, create=True)
+            sidecar = _sidecar_path(part_key)
+            clear_leftover(sidecar)
+            note = {"repo_id": repo_id, "filename": folder_name, "commit": commit, "size": total, "sha256": key}
+            atomic_write_bytes(sidecar, json.dumps({**note, "folder": staging_name}).encode())
             have = sum(_present_size(staging, f) for f in files)
             needed = total - have + DISK_MARGIN_BYTES
             free = free_disk_bytes(models_dir)
@@ -395,6 +404,7 @@ def download_model_folder(
             fsync_directory(staging)
             os.replace(staging, final_path)
             fsync_directory(final_path.parent)
+            sidecar.unlink(missing_ok=True)
             return write_folder_manifest(
                 models_dir,
                 manifest,
@@ -522,6 +532,12 @@ def list_partial_downloads(models_dir: Path) -> list[PartialDownload]:
             continue
         if not _SHA256.match(sha256) or sidecar.stem != sha256 or size <= 0:
             continue
+        staging = _staging_folder(models_dir, repo_id, data.get("folder"))
+        if staging is not None:  # a model folder: the files fetched so far
+            found.append(
+                PartialDownload(repo_id, filename, commit, sha256, size, min(_bytes_in(staging), size), staging)
+            )
+            continue
         part = partial_path(models_dir, sha256)
         try:
             info = os.lstat(part)
@@ -530,6 +546,27 @@ def list_partial_downloads(models_dir: Path) -> list[PartialDownload]:
             done = 0
         found.append(PartialDownload(repo_id, filename, commit, sha256, size, min(done, size), part))
     return found
+
+
+def _staging_folder(models_dir: Path, repo_id: str, name: object) -> Path | None:
+    """The staging folder a folder download's note names, or None (no folder, or not one of ours)."""
+    if not isinstance(name, str) or not name.startswith(".") or not name.endswith(".incoming"):
+        return None
+    if "/" in name or "\\" in name or ".." in name[1:]:
+        return None
+    return repo_folder(models_dir, repo_id) / name
+
+
+def _bytes_in(staging: Path) -> int:
+    """Bytes of the regular files in a staging folder (not a link: then 0)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(staging).st_mode):
+            return 0
+        return sum(
+            e.stat(follow_symlinks=False).st_size for e in os.scandir(staging) if e.is_file(follow_symlinks=False)
+        )
+    except OSError:
+        return 0
 
 
 def _busy_here(*keys: Path) -> bool:
@@ -550,7 +587,12 @@ def discard_partial_download(models_dir: Path, sha256: str) -> None:
     check_inside(models_dir, part)
     if part.parent.is_dir() and is_locked(_partial_lock_path(part)):
         raise DownloadInProgressError(sha256[:12], other_process=True)
+    staging = next((p.path for p in list_partial_downloads(models_dir) if p.sha256 == sha256 and p.path != part), None)
     with no_raw_os_errors(models_dir):
+        if staging is not None:  # a model folder's files so far: only inside the models folder, never through a link
+            check_inside(models_dir, staging)
+            if os.path.isdir(staging) and not os.path.islink(staging):
+                shutil.rmtree(staging)
         clear_leftover(part)
         part.unlink(missing_ok=True)
         clear_leftover(_sidecar_path(part))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.catalog.download import download_model_folder
+from app.catalog.download import discard_partial_download, download_model_folder, list_partial_downloads
 from app.catalog.errors import DownloadInterruptedError, HubProtocolError, NotAGgufFileError, UnsafePathError
 from app.catalog.installed import (
     delete_installed,
@@ -144,12 +144,28 @@ def test_folder_download_resumes_a_dropped_shard_where_it_stopped(fake_hub, mode
     with pytest.raises(DownloadInterruptedError):
         download_model_folder(REPO, FOLDER, models_dir, retries=0, timeout=2)
     assert list_installed(models_dir) == []
+    # The card sees it as a paused download of the folder (app.workers.download_worker.pending_downloads).
+    [partial] = list_partial_downloads(models_dir)
+    assert (partial.repo_id, partial.filename, partial.size) == (REPO, FOLDER, sum(map(len, _qwen2_files().values())))
+    assert 50_000 < partial.bytes_done < partial.size
     first = len(_bodies(fake_hub, "00001"))
     faults.drop_after_bytes = None
     model = download_model_folder(REPO, FOLDER, models_dir, timeout=2)
     assert (model.path / shard).read_bytes() == _qwen2_files()[shard]
     assert len(_bodies(fake_hub, "00001")) == first  # the finished shard was kept, not fetched again
     assert _bodies(fake_hub, shard)[-1].range == "bytes=50000-"
+    assert list_partial_downloads(models_dir) == []
+
+
+def test_a_paused_folder_download_can_be_discarded(fake_hub, models_dir):
+    faults = _serve(fake_hub).files["model-00001-of-00002.safetensors"].faults
+    faults.drop_after_bytes, faults.drops_remaining = 30_000, None
+    with pytest.raises(DownloadInterruptedError):
+        download_model_folder(REPO, FOLDER, models_dir, retries=0, timeout=2)
+    [partial] = list_partial_downloads(models_dir)
+    assert partial.path.is_dir() and partial.path.name.endswith(".incoming")
+    discard_partial_download(models_dir, partial.sha256)
+    assert list_partial_downloads(models_dir) == [] and not partial.path.exists()
 
 
 def test_a_repo_with_pickle_weights_only_is_refused_without_fetching_them(fake_hub, models_dir):
