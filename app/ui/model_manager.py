@@ -602,7 +602,9 @@ class ModelManagerPage(QWidget):
         card.progress_bar.setVisible(downloading or actions.resume)
         card.use_button.setVisible(actions.use)
         card.measure_button.setVisible(actions.use)
-        card.compare_button.setVisible(actions.use)
+        # 2-bit vs 4-bit needs both; a native model has only its own variant
+        both = state.model is None or {2, 4} <= set(state.model.bits)
+        card.compare_button.setVisible(actions.use and both)
         card.delete_button.setVisible(actions.delete)
         card.delete_button.setEnabled(actions.delete_allowed)
         in_use = actions.in_use

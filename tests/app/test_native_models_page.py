@@ -245,3 +245,18 @@ def test_a_catalog_folder_model_downloads_from_its_card_and_is_chosen_by_its_fol
     with qtbot.waitSignal(page.modelChosen) as chosen:
         card.use_button.click()
     assert chosen.args == [str(card.state.installed.path), 4]
+    assert not card.compare_button.isHidden()  # a float folder offers 4 and 2 bits: both can be compared
+
+
+def test_the_native_ternary_gguf_downloads_and_is_chosen_as_in_the_file(qtbot, fake_hub, make_page):
+    data = (Path(__file__).resolve().parents[1] / "data" / "bitnet_tiny" / "model.gguf").read_bytes()
+    fake_hub.add_repo("microsoft/bitnet-b1.58-2B-4T-gguf", {"ggml-model-i2_s.gguf": data})
+    page = make_page()
+    card = page.card(BITNET)
+    card.download_button.click()
+    qtbot.waitUntil(lambda: BITNET not in page._jobs, timeout=TIMEOUT_MS)
+    assert card.state.installed is not None, card.message_label.text()
+    assert card.compare_button.isHidden()  # nothing to compare: one variant
+    with qtbot.waitSignal(page.modelChosen) as chosen:
+        card.use_button.click()
+    assert chosen.args == [str(card.state.installed.path), None]
