@@ -183,3 +183,55 @@ def test_a_corrupted_git_file_is_refused(fake_hub, models_dir):
     with pytest.raises(ChecksumMismatchError):
         download_model_folder(REPO, FOLDER, models_dir, timeout=2)
     assert list_installed(models_dir) == []
+
+
+# ---- a folder manifest is untrusted input ------------------------------------------------------
+
+
+def _installed_copy(tmp_path, models_dir):
+    model = import_local_folder(models_dir, _folder(tmp_path, "llama"))
+    return model, json.loads(model.manifest_path.read_text())
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "pickle-listed",
+        "not-adding-up",
+        "file-is-a-link",
+        "file-missing",
+        "folder-is-a-link",
+        "path-in-a-name",
+    ],
+)
+def test_a_tampered_folder_is_not_listed(tmp_path, models_dir, tamper):
+    model, manifest = _installed_copy(tmp_path, models_dir)
+    files = manifest["files"]
+    if tamper == "pickle-listed":
+        (model.path / "pytorch_model.bin").write_bytes(b"x")
+        files["pytorch_model.bin"] = {"size": 1, "sha256": "0" * 64}
+    elif tamper == "not-adding-up":
+        manifest["size"] += 1
+    elif tamper == "file-is-a-link":
+        target = tmp_path / "elsewhere.json"
+        target.write_bytes((model.path / "config.json").read_bytes())
+        (model.path / "config.json").unlink()
+        (model.path / "config.json").symlink_to(target)
+    elif tamper == "file-missing":
+        (model.path / "tokenizer.json").unlink()
+    elif tamper == "folder-is-a-link":
+        moved = tmp_path / "moved"
+        shutil.move(model.path, moved)
+        model.path.symlink_to(moved, target_is_directory=True)
+    elif tamper == "path-in-a-name":
+        files["../config.json"] = files.pop("config.json")
+    model.manifest_path.write_text(json.dumps(manifest))
+    assert list_installed(models_dir) == []
+
+
+def test_deleting_a_folder_removes_only_its_listed_files(tmp_path, models_dir):
+    model, _ = _installed_copy(tmp_path, models_dir)
+    (model.path / "notes.txt").write_text("the user's own")
+    delete_installed(models_dir, model.key)
+    assert list_installed(models_dir) == []
+    assert sorted(p.name for p in model.path.iterdir()) == ["notes.txt"]
