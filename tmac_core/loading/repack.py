@@ -110,7 +110,7 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
         if exact_format(t.name, info.shape[0]) is not None:
             return pack_exact(decompose_tensor(gguf, name))
         bits = FALLBACK_BITS
-    if (bits == 4 and t is GGMLType.Q4_0) or (bits == 2 and t in (GGMLType.TQ1_0, GGMLType.TQ2_0)):
+    if bits == 4 and t is GGMLType.Q4_0:
         return pack_exact(decompose_tensor(gguf, name))
     if bits == 4 and t is GGMLType.Q4_1:
         return _q4_1_at_4_bits(gguf, name)
