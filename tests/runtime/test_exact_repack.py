@@ -301,3 +301,21 @@ def test_row_ranges_pack_as_the_whole_matrix(tmp_path, type_name):
         assert piece.tensor_scale == whole.tensor_scale
         assert np.array_equal(K.dequantize(piece), dense[a:b])
     f.close()
+
+
+def test_the_embedded_models_weights_are_ggmls_bit_for_bit(smollm2):
+    """A real file (SmolLM2's Q4_1 matrices, realistic d and m): every packed weight equals
+    the gguf package's dequantization, bit for bit, not only within the bound."""
+    with GGUFFile.open(smollm2) as f:
+        for name, rows in [
+            ("blk.0.attn_q.weight", None),
+            ("blk.29.ffn_down.weight", None),
+            ("token_embd.weight", (0, 2048)),
+        ]:
+            info = f.tensors[name]
+            ex = decompose_tensor(f, name, rows)
+            ours = K.dequantize(pack_exact(ex))
+            row_bytes = f.tensor_bytes(name).nbytes // int(np.prod(info.shape[1:]))
+            a, b = rows or (0, ours.shape[0])
+            raw = np.asarray(f.tensor_bytes(name)[a * row_bytes : b * row_bytes]).reshape(b - a, row_bytes)
+            assert np.array_equal(ours.astype(np.float32), ggml(info.ggml_type.name, raw)), name
