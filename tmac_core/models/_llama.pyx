@@ -295,8 +295,9 @@ cdef class LlamaRuntime:
         fv = self.logits_array.reshape(-1); self.logits = &fv[0]
         cdef int8_t[::1] ev = buf(B * (k_max // 4) * 16, dtype=np.int8)
         self.lut_entries = &ev[0]
-        fv = buf(B * (k_max // 32)); self.lut_scales = &fv[0]
-        fv = buf(B * (k_max // 32)); self.lut_sums = &fv[0]
+        # one table scale and sum per act group of 16 activations, the smallest (layout v2: G=16 weights)
+        fv = buf(B * (k_max // 16)); self.lut_scales = &fv[0]
+        fv = buf(B * (k_max // 16)); self.lut_sums = &fv[0]
         self._keep = keep
 
     def embedding_row(self, int token):
