@@ -26,10 +26,14 @@ from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.plan import FALLBACK_BITS, exact_format
 
 
-def pack_exact(ex: Exact) -> PackedWeight:
-    """An exact decomposition in the kernel layout: its own scale format, bits and groups."""
+def pack_exact(ex: Exact, tensor_scale: float | None = None) -> PackedWeight:
+    """An exact decomposition in the kernel layout: its own scale format, bits and groups.
+
+    tensor_scale: for the F16 format of a matrix packed in row ranges, the whole matrix's
+        (exact.f16_tensor_scale); None derives it from these rows. SUPER ignores it (1).
+    """
     if isinstance(ex, ExactF16):
-        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size)
+        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size, tensor_scale=tensor_scale)
     return pack_super(
         ex.codes,
         ex.d,

@@ -393,8 +393,9 @@ cdef class LlamaRuntime:
         T = max(2 * B, 3) if self.act_int8 else B   # exact mode: two table rows per token
         cdef int8_t[::1] ev = buf(T * (k_max // 4) * 16, dtype=np.int8)
         self.lut_entries = &ev[0]
-        fv = buf(T * (k_max // 32)); self.lut_scales = &fv[0]
-        fv = buf(T * (k_max // 32)); self.lut_sums = &fv[0]
+        # one table scale and sum per act group of 16 activations, the smallest (layout v2: G=16 weights)
+        fv = buf(T * (k_max // 16)); self.lut_scales = &fv[0]
+        fv = buf(T * (k_max // 16)); self.lut_sums = &fv[0]
         self.act_q = self.act_s = self.y_split = self.act_r = self.y_head = NULL
         if self.act_int8:
             fv = buf(B * k_max); self.act_q = &fv[0]

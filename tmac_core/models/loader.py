@@ -57,7 +57,8 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
 
 def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> PackedWeight:
     """The repacker and the plan must agree, or the app's size estimates drift from the runtime."""
-    if (packed.shape, packed.bits, packed.group_size) != ((spec.rows, spec.cols), spec.bits, spec.group_size):
+    got = (packed.shape, packed.bits, packed.group_size, packed.super_size)
+    if got != ((spec.rows, spec.cols), spec.bits, spec.group_size, spec.super_size):
         raise UnsupportedModelError(
             f"{gguf.path}: {spec.name} packed as {packed!r}, the plan says"
             f" {spec.bits} bits in groups of {spec.group_size}"
