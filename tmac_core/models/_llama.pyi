@@ -23,7 +23,7 @@ class LlamaRuntime:
         self,
         cfg: ModelConfig,
         # matrices, float32 vectors, and "rope.inv_freq" in float64 (models/loader.py: Weights)
-        weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]],
+        weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int32]],
         n_ctx: int,
         max_batch: int = 32,
     ) -> None: ...
