@@ -15,6 +15,9 @@ INT_MAX: int
 MAX_BATCH: int
 
 def checked_sizes(cfg: ModelConfig, n_ctx: int, max_batch: int) -> dict[str, int]: ...
+def input_perms(
+    cfg: ModelConfig, weights: Mapping[str, object]
+) -> dict[tuple[str, int], NDArray[np.int32]]: ...  # (role, layer) -> (cols,) act-order permutation
 
 class LlamaRuntime:
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +17,7 @@ from tmac_core.errors import UnsupportedModelError
 from tmac_core.kernels import PackedWeight, dequantize, pack, pack_super
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
-from tmac_core.loading.hf import HFModel
+from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
 from tmac_core.plan import ModelConfig, TensorSpec, input_perm_name, output_source, tensor_plan, vector_plan
@@ -69,6 +70,13 @@ def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> Pac
     return packed
 
 
+class GPTQSource(Protocol):
+    """What a source with GPTQ layers offers beside the GGUFFile interface (loading/hf.HFModel)."""
+
+    def is_gptq_layer(self, name: str) -> bool: ...
+    def gptq_layer(self, name: str) -> GPTQLinear: ...
+
+
 def gptq_weight(
     gguf: GGUFFile, spec: TensorSpec, bits: int | None
 ) -> tuple[PackedWeight, NDArray[np.int32] | None] | None:
@@ -78,13 +86,26 @@ def gptq_weight(
     requantization, and for an act-order layer the input permutation its kernel columns
     follow (identity when the layer's groups happen to be in order). bits 4 / 2: the exact
     float weights, requantized by our quantizer like a float checkpoint's."""
-    if not isinstance(gguf, HFModel) or gguf.gptq is None or not gguf.is_gptq_layer(spec.name):
+    if not callable(getattr(gguf, "is_gptq_layer", None)):  # a GGUF file
         return None
-    layer = gguf.gptq_layer(spec.name)
+    source = cast(GPTQSource, gguf)
+    if not source.is_gptq_layer(spec.name):
+        return None
+    layer = source.gptq_layer(spec.name)
     if bits is not None:
         codes, scales, zeros = quantize(layer.weight(), spec.bits, spec.group_size)
         return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size), None
-    packed = pack_super(**layer.super_args())
+    packed = pack_super(
+        layer.codes,
+        layer.d,
+        layer.dmin,
+        layer.sc,
+        layer.mn,
+        bits=layer.bits,
+        group_size=layer.group_size,
+        super_size=layer.super_size,
+        code_offset=layer.code_offset,
+    )
     if packed.super_size != spec.super_size:
         raise UnsupportedModelError(
             f"{gguf.path}: {spec.name} packed with super-blocks of {packed.super_size}, the plan says {spec.super_size}"
