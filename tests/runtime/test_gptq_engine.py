@@ -279,3 +279,75 @@ def mislabel(folder: Path) -> None:
     path = folder / "quantize_config.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps(data | {"checkpoint_format": "gptq_v2"}))
+
+
+def test_matrices_sharing_an_input_with_different_permutations_get_their_own_tables():
+    """q, k and v of an act-order layer normally share one channel order (one gather, one table
+    set). Give k another one (its groups reordered, which changes no weight): the runtime must
+    compare the permutations, gather twice and still compute the same logits."""
+    from tmac_core.models._llama import input_perms
+
+    folder = MODELS / "llama_w4g32_v1_act"
+    with np.load(folder / "reference.npz") as ref:
+        tokens, want = ref["prompt_ids"], ref["logits"].astype(np.float64)
+    with HFModel.open(folder) as model:
+        cfg = model.config
+        weights = loader.load_weights(model, cfg, None)  # type: ignore[arg-type]
+        layer = model.gptq_layer("blk.0.attn_k.weight")
+    assert layer.perm is not None and layer.group_size == layer.super_size
+    n_groups = cfg.dim // layer.group_size
+    blocks = np.arange(n_groups)[::-1]  # the groups in reverse order
+    columns = (blocks[:, None] * layer.group_size + np.arange(layer.group_size)).reshape(-1)
+    k_name = "blk.0.attn_k.weight"
+    weights[k_name] = K.pack_super(
+        layer.codes[:, columns],
+        layer.d[:, blocks],
+        layer.dmin[:, blocks],
+        layer.sc[:, blocks],
+        layer.mn[:, blocks],
+        bits=layer.bits,
+        group_size=layer.group_size,
+        super_size=layer.super_size,
+        code_offset=layer.code_offset,
+    )
+    weights[input_perm_name(k_name)] = layer.perm[columns]
+    perms = input_perms(cfg, weights)
+    assert perms["attn_q", 0] is perms["attn_v", 0] and perms["attn_k", 0] is not perms["attn_q", 0]
+    assert np.array_equal(K.dequantize(weights[k_name])[:, np.argsort(layer.perm[columns])], layer.weight())
+    got = loader.build_runtime(cfg, weights, 64).forward(tokens, 0, True).astype(np.float64)
+    assert rel_l2(got, want).max() <= 0.02  # measured 0.012, as with one shared order
+
+
+def test_a_sharded_gptq_folder_with_a_layer_across_shards_loads(tmp_path):
+    folder = gptq_copy(tmp_path)
+    tensors = read_safetensors(folder / "model.safetensors")
+    names = sorted(tensors)
+    first = {n for n in names if n.endswith((".qweight", ".g_idx")) or "embed" in n}
+    shards = {"model-00001-of-00002.safetensors": first, "model-00002-of-00002.safetensors": set(names) - first}
+    for shard, members in shards.items():
+        (folder / shard).write_bytes(st_bytes({n: tensors[n] for n in sorted(members)}))
+    (folder / "model.safetensors").unlink()
+    index = {"weight_map": {n: s for s, members in shards.items() for n in members}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    engine = Engine.load(folder, n_ctx=64, use_cache=False)
+    try:
+        with np.load(MODELS / folder.name / "reference.npz") as ref:
+            got = engine.forward(ref["prompt_ids"], 0, all_logits=True).astype(np.float64)
+            assert rel_l2(got, ref["logits"].astype(np.float64)).max() <= 0.02
+    finally:
+        engine.close()
+
+
+def test_the_plan_of_gptq_layers():
+    from tmac_core.plan import gptq_format, gptq_label, gptq_type, parse_gptq_type
+
+    assert gptq_type(2, 128, False) == "GPTQ_W2G128" and gptq_type(4, -1, True) == "GPTQ_W4G-1_ACT"
+    assert parse_gptq_type("GPTQ_W3G64_ACT") == (3, 64, True) and parse_gptq_type("Q4_K") is None
+    assert parse_gptq_type("GPTQ_W5G128") is None and parse_gptq_type("GPTQ_W2G0") is None
+    assert gptq_label("GPTQ_W4G-1") == "native GPTQ w4 per-channel"
+    # grouped: G = S = group; per-channel (or a group as long as the row): S = the row
+    assert (gptq_format(2, 128, 4096).group_size, gptq_format(2, 128, 4096).super_size) == (128, 128)
+    assert (gptq_format(4, -1, 4096).group_size, gptq_format(4, -1, 4096).super_size) == (256, 4096)
+    assert (gptq_format(3, 128, 128).group_size, gptq_format(3, 128, 128).super_size) == (128, 128)
+    assert (gptq_format(4, -1, 11008).group_size, gptq_format(4, -1, 4064).group_size) == (256, 32)
+    assert gptq_format(4, 100, 4000) is None and gptq_format(4, -1, 1000) is None
