@@ -114,6 +114,15 @@ def input_perms(cfg, weights):
     return out
 
 
+cdef const int32_t *_perm(dict perms, str role, int layer) except? NULL:
+    """The data of perms[role, layer] (kept alive by the runtime), NULL when the matrix has none."""
+    cdef const int32_t[::1] pv
+    if (role, layer) not in perms:
+        return NULL
+    pv = perms[role, layer]
+    return &pv[0]
+
+
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
     cdef double ss = 0.0
     cdef int i
@@ -343,21 +352,12 @@ cdef class LlamaRuntime:
         self._perms_buf = bytearray(sizeof(InputPerms) * self.n_layers)
         cdef unsigned char[::1] pbuf = self._perms_buf
         self.perms = <InputPerms *>&pbuf[0]
-
-        def ptr(role, layer):
-            cdef const int32_t[::1] pv
-            if (role, layer) not in perms:
-                return 0
-            pv = perms[role, layer]
-            return <size_t>&pv[0]
-
         cdef InputPerms *P
         for l in range(self.n_layers):
             P = &self.perms[l]
-            P.q, P.k, P.v = <const int32_t *><size_t>ptr("attn_q", l), <const int32_t *><size_t>ptr("attn_k", l), \
-                <const int32_t *><size_t>ptr("attn_v", l)
-            P.o, P.down = <const int32_t *><size_t>ptr("attn_output", l), <const int32_t *><size_t>ptr("ffn_down", l)
-            P.gate, P.up = <const int32_t *><size_t>ptr("ffn_gate", l), <const int32_t *><size_t>ptr("ffn_up", l)
+            P.q, P.k, P.v = _perm(perms, "attn_q", l), _perm(perms, "attn_k", l), _perm(perms, "attn_v", l)
+            P.o, P.down = _perm(perms, "attn_output", l), _perm(perms, "ffn_down", l)
+            P.gate, P.up = _perm(perms, "ffn_gate", l), _perm(perms, "ffn_up", l)
 
     def embedding_row(self, int token):
         """The fp32 embedding of one token, as the forward pass reads it."""
