@@ -83,6 +83,9 @@ def numpy_logits(model: HFModel, w: dict[str, np.ndarray], tokens: np.ndarray) -
         qkv_bias=cfg.qkv_bias,
         rope_style=cfg.rope_style,
         tie_embeddings=cfg.tie_embeddings,
+        ffn_act=cfg.ffn_act,
+        sub_norms=cfg.sub_norms,
+        act_quant=cfg.act_quant,
     )
     return llama_numpy.forward(shape, w, tokens, w["rope.inv_freq"])
 
