@@ -13,6 +13,7 @@ loading numpy or the compiled runtime (tests/test_boundaries.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, Unpack
@@ -78,6 +79,18 @@ EXACT_SOURCES: dict[str, SourceFormat] = {
 # Ternary with one fp32 scale per tensor (BitNet's I2_S): exact too, its scale carried by the
 # kernels' fp32 tensor_scale (loading/repack.py:_exact_ternary), not by loading/exact.py's blocks.
 PER_TENSOR_TERNARY: dict[str, SourceFormat] = {"I2_S": SourceFormat(2, 128)}
+# GPTQ / EfficientQAT layers of a Hugging Face folder (loading/gptq.py) carry a source type
+# name of our own, "GPTQ_W{bits}G{group}" (group -1: per output channel) plus "_ACT" when the
+# checkpoint is act-order (desc_act): such a layer's kernel columns are its input channels
+# sorted by group, and the runtime gathers its input by the permutation the loader stores
+# under input_perm_name(name).
+GPTQ_KERNEL_GROUPS = (16, 32, 64, 128, 256)  # gptq.KERNEL_GROUP_SIZES: groups the kernels run
+# A GPTQ checkpoint keeps its embedding table in fp16, and "as in the file" runs that table at
+# 8 bits rather than FALLBACK_BITS: only one row per token is read, so the bits cost memory,
+# not speed, and at 4 bits it was the largest error of the tiny GPTQ models (logits 0.11
+# relative L2 from transformers' against 0.01, tests/runtime/test_gptq_engine.py).
+NATIVE_EMBEDDING_BITS = 8
+_GPTQ_TYPE = re.compile(r"GPTQ_W([2-4])G(-1|[1-9][0-9]*)(_ACT)?")
 BITS_MODES: tuple[int | None, ...] = (None, 4, 2)  # "as in the file", then the smaller/faster variants
 MATRIX_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
@@ -223,6 +236,7 @@ class TensorSpec:
     layer: int = -1  # block index, -1 outside the blocks
     super_size: int = 0  # SUPER scale format: weights per super-block along K; 0: the F16 format
     source_type: str | None = None  # the GGML type it is repacked exactly from; None: requantized
+    input_perm: bool = False  # reads its input gathered by Weights[input_perm_name(name)] (act-order GPTQ)
 
     @property
     def scale_format(self) -> int:
@@ -263,11 +277,54 @@ def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
     return 64 if cols % 64 == 0 else 32
 
 
+def gptq_type(bits: int, group_size: int, act_order: bool) -> str:
+    """The source type name of a GPTQ layer (see GPTQ_KERNEL_GROUPS)."""
+    return f"GPTQ_W{bits}G{group_size}" + ("_ACT" if act_order else "")
+
+
+def parse_gptq_type(source_type: str | None) -> tuple[int, int, bool] | None:
+    """(bits, GPTQ group size or -1, act-order) of a GPTQ source type name; None for any other type."""
+    m = _GPTQ_TYPE.fullmatch(source_type) if source_type is not None else None
+    return None if m is None else (int(m.group(1)), int(m.group(2)), m.group(3) is not None)
+
+
+def gptq_label(source_type: str) -> str | None:
+    """How a GPTQ source reads to a person: "native GPTQ w2g128" ("... w4 per-channel", "..., act-order")."""
+    parsed = parse_gptq_type(source_type)
+    if parsed is None:
+        return None
+    bits, group, act = parsed
+    grouping = f"g{group}" if group > 0 else " per-channel"
+    return f"native GPTQ w{bits}{grouping}" + (", act-order" if act else "")
+
+
+def gptq_format(bits: int, group_size: int, cols: int) -> SourceFormat | None:
+    """The SUPER format loading/gptq.py unpacks a GPTQ layer of `cols` inputs to (G = S = group,
+    sc = 1, mn = zero point, d = dmin = scale): per channel (group -1, or a group as long as the
+    row) one scale per row is the super-block and the kernel group is the largest that divides
+    the row. None when the kernels cannot run the groups (gptq.py refuses such a layer)."""
+    if group_size == -1 or group_size >= cols:
+        kernel = next((g for g in reversed(GPTQ_KERNEL_GROUPS) if cols % g == 0), None)
+        return None if kernel is None else SourceFormat(bits, kernel, cols)
+    if group_size not in GPTQ_KERNEL_GROUPS or cols % group_size:
+        return None
+    return SourceFormat(bits, group_size, group_size)
+
+
+def input_perm_name(name: str) -> str:
+    """The loader's Weights entry holding an act-order layer's input permutation: int32 (cols,),
+    kernel column i reads input channel perm[i]."""
+    return name + ".perm"
+
+
 def exact_format(source_type: str | None, cols: int) -> SourceFormat | None:
     """The format "as in the file" runs a matrix of this type in, or None when it is
     requantized (float and non-linear types, or a row that is not whole groups)."""
     if source_type is None:
         return None
+    gptq = parse_gptq_type(source_type)
+    if gptq is not None:
+        return gptq_format(gptq[0], gptq[1], cols)
     fmt = EXACT_SOURCES.get(source_type) or PER_TENSOR_TERNARY.get(source_type)
     return fmt if fmt is not None and cols % fmt.group_size == 0 else None
 
@@ -315,8 +372,8 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
     """Every matrix the runtime packs for `cfg`, residual pass included.
 
     bits: None for "as in the file" (each exact type at its own bits and scale format,
-        EXACT_SOURCES; the rest at 4 bits by our quantizer), or the 4 / 2 presets (our
-        quantizer, Q4_0/Q4_1 at 4 and TQ1_0/TQ2_0 at 2 keep their codes).
+        EXACT_SOURCES, and GPTQ layers in gptq_format; the rest at 4 bits by our quantizer),
+        or the 4 / 2 presets (our quantizer, Q4_0/Q4_1 at 4 and TQ1_0/TQ2_0 at 2 keep their codes).
     source: the GGML type name of the file's matrices ("Q8_0"), one per tensor name
         (ModelSummary.tensor_types), or None when unknown (then: our quantizer's groups,
         no residual pass). It decides the exact-repack formats and the residual pass.
@@ -325,6 +382,9 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
     def type_of(name: str) -> str | None:
         return source if source is None or isinstance(source, str) else source.get(name)
 
+    native = bits is None and any(
+        parse_gptq_type(t) for t in ([source] if isinstance(source, str) else (source or {}).values())
+    )
     plan = []
     for name, rows, cols, role, layer in _matrices(cfg):
         t = type_of(name)
@@ -341,16 +401,19 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
                 layer,
                 fmt.super_size,
                 t,
+                input_perm=(parse_gptq_type(t) or (0, 0, False))[2],
             )
         else:
             b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
+            if native and role == "token_embd" and t in FLOAT_TYPES:
+                b = NATIVE_EMBEDDING_BITS
             group = group_size_for(b, cols, t)
             kept = t if t is not None and EXACT_GROUPS.get((b, t)) == group else None
             spec = TensorSpec(name, rows, cols, role, b, group, act_group_for(group), layer, source_type=kept)
         plan.append(spec)
     out = next(spec for spec in plan if spec.name == output_source(cfg))
     # a requantized output matrix from a precise source gets a second 4-bit pass (the 2-bit preset stays small)
-    if bits != 2 and not out.exact and type_of(out.name) in PRECISE_TYPES:
+    if bits != 2 and not out.exact and out.bits <= RESIDUAL_BITS and type_of(out.name) in PRECISE_TYPES:
         plan.append(
             TensorSpec(
                 "output.residual",
@@ -512,6 +575,11 @@ __all__ = [
     "bits_per_weight",
     "exact_format",
     "gguf_shapes",
+    "gptq_format",
+    "gptq_label",
+    "gptq_type",
+    "input_perm_name",
+    "parse_gptq_type",
     "group_size_for",
     "is_quantized",
     "kv_cache_bytes",

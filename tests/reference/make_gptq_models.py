@@ -16,7 +16,8 @@ GPTQ's does (q/k/v read one input, gate/up another), and o/down have their own.
 The reference: GPTQModel's dequantizer (convert_gptq_file) turns the file into float32
 weights and transformers' LlamaForCausalLM runs them in float32 (what its GPTQ torch kernel
 computes, without fp16 rounding). reference.npz holds `prompt_ids` and `logits` (float32,
-one row per prompt position). No tokenizer: the tests feed token ids.
+one row per prompt position). The tokenizer files (gptq_tokenizer.py) let Engine.load run the
+folders; the logits are over token ids.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gptq_tokenizer import write_tokenizer
 from gptqmodel.utils.model_dequant import convert_gptq_file
 from make_gptq_fixtures import random_layer
 from safetensors.torch import save_file
@@ -105,7 +107,7 @@ def write_model(name: str, seed: int) -> None:
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     qcfg = quant_config(bits, group, sym, fmt, act, in_config)
-    config = cfg.to_dict()
+    config = cfg.to_dict() | {"architectures": ["LlamaForCausalLM"]}
     # what transformers 4.x wrote, as the published GPTQ / EfficientQAT checkpoints have it
     config |= {"rope_theta": cfg.rope_parameters["rope_theta"], "torch_dtype": "float16"}
     if in_config:
@@ -113,6 +115,7 @@ def write_model(name: str, seed: int) -> None:
     else:
         (folder / "quantize_config.json").write_text(json.dumps(qcfg, indent=2) + "\n")
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_tokenizer(folder)
 
     state = convert_gptq_file(folder / "model.safetensors", torch.float32, qcfg, "cpu")
     model = LlamaForCausalLM(LlamaConfig(**DIMS, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False))

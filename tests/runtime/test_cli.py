@@ -236,7 +236,7 @@ def reference_ppl(path, text: str, ctx: int, max_chunks: int | None = None):
     """llama-perplexity's loop written out plainly: all logits of each chunk at once."""
     from tmac_core import Engine
 
-    engine = Engine.load(path, bits=4, use_cache=False, n_ctx=ctx)
+    engine = Engine.load(path, bits=None, use_cache=False, n_ctx=ctx)  # the CLI default: as in the file
     tok = engine.tokenizer
     tokens = tok.encode(text, allow_special=False, add_special=True)
     n_chunk = len(tokens) // ctx if max_chunks is None else min(len(tokens) // ctx, max_chunks)

@@ -80,7 +80,8 @@ def test_architecture_missing_or_unknown(tiny_llama_writer):
     with pytest.raises(ModelFormatError, match="'general.architecture': required key is missing"):
         _config(tiny_llama_writer(skip_keys=("general.architecture",)))
     with pytest.raises(
-        UnsupportedModelError, match=r"unsupported architecture 'foo' \(supported: llama, mistral, qwen2\)"
+        UnsupportedModelError,
+        match=r"unsupported architecture 'foo' \(supported: bitnet, bitnet-25, bitnet-b1.58, llama, mistral, qwen2\)",
     ):
         _config(tiny_llama_writer(arch="foo"))
 

@@ -29,7 +29,7 @@ import tmac_core.kernels as K
 from tests.kernels.cases import make_activations, nmse
 from tests.runtime.kquant_writer import quantize as quantize_k
 from tmac_core.errors import ModelFormatError
-from tmac_core.loading.exact import ExactF16, ExactSuper, decompose, decompose_tensor
+from tmac_core.loading.exact import ExactF16, ExactSuper, decompose, decompose_tensor, f16_tensor_scale
 from tmac_core.loading.gguf import BLOCK_LAYOUT, GGMLType, GGUFFile
 from tmac_core.loading.repack import pack_exact
 from tmac_core.plan import EXACT_SOURCES
@@ -283,3 +283,39 @@ def test_the_k_quant_test_writer_writes_blocks_ggml_reads(type_name):
     y = ggml(type_name, quantize_k(x, type_name))
     rel = {"Q2_K": 0.4, "Q3_K": 0.2, "Q4_K": 0.1, "Q5_K": 0.05, "Q6_K": 0.025}[type_name]
     assert np.sqrt(((y - x) ** 2).mean() / (x**2).mean()) <= rel
+
+
+@pytest.mark.parametrize("type_name", sorted(EXACT_SOURCES))
+def test_row_ranges_pack_as_the_whole_matrix(tmp_path, type_name):
+    """A streaming loader packs 64-row pieces with the whole matrix's tensor_scale
+    (f16_tensor_scale): each piece's weights are the whole matrix's rows, bit for bit."""
+    raw = random_blocks(np.random.default_rng(4), type_name, 150, 512, wide=True)
+    f, name = write_and_read(tmp_path, type_name, raw)
+    whole = pack_exact(decompose_tensor(f, name))
+    ts = f16_tensor_scale(f, name)
+    assert (ts is None) == bool(EXACT_SOURCES[type_name].super_size)
+    assert whole.tensor_scale == (1.0 if ts is None else ts)
+    dense = K.dequantize(whole)
+    for a, b in [(0, 64), (64, 128), (128, 150)]:
+        piece = pack_exact(decompose_tensor(f, name, (a, b)), ts)
+        assert piece.tensor_scale == whole.tensor_scale
+        assert np.array_equal(K.dequantize(piece), dense[a:b])
+    f.close()
+
+
+def test_the_embedded_models_weights_are_ggmls_bit_for_bit(smollm2):
+    """A real file (SmolLM2's Q4_1 matrices, realistic d and m): every packed weight equals
+    the gguf package's dequantization, bit for bit, not only within the bound."""
+    with GGUFFile.open(smollm2) as f:
+        for name, rows in [
+            ("blk.0.attn_q.weight", None),
+            ("blk.29.ffn_down.weight", None),
+            ("token_embd.weight", (0, 2048)),
+        ]:
+            info = f.tensors[name]
+            ex = decompose_tensor(f, name, rows)
+            ours = K.dequantize(pack_exact(ex))
+            row_bytes = f.tensor_bytes(name).nbytes // int(np.prod(info.shape[1:]))
+            a, b = rows or (0, ours.shape[0])
+            raw = np.asarray(f.tensor_bytes(name)[a * row_bytes : b * row_bytes]).reshape(b - a, row_bytes)
+            assert np.array_equal(ours.astype(np.float32), ggml(info.ggml_type.name, raw)), name

@@ -71,6 +71,9 @@ def load(folder: Path) -> tuple[SimpleNamespace, dict[str, np.ndarray], dict[str
         qkv_bias=False,
         rope_style="neox",  # the checkpoint's own rotate-half order (no q/k row permutation here)
         tie_embeddings=False,
+        ffn_act="silu",
+        sub_norms=False,
+        act_quant="none",
         inv_freq=1.0 / config["rope_theta"] ** (np.arange(0, 32, 2) / 32),
     )
     return model, floats, layers

@@ -178,7 +178,7 @@ CASES = [
     ("architectures-missing", "llama", drop_config("architectures"), ModelFormatError, "architectures"),
     ("architectures-two", "llama", config(architectures=["A", "B"]), ModelFormatError, "architectures"),
     ("unknown-architecture", "llama", config(architectures=["GPT2LMHeadModel"]), UnsupportedModelError, "GPT2"),
-    ("quantized", "llama", config(quantization_config={"quant_method": "gptq"}), UnsupportedModelError, "quantiz"),
+    ("quantized", "llama", config(quantization_config={"quant_method": "awq"}), UnsupportedModelError, "quantiz"),
     ("gelu", "llama", config(hidden_act="gelu"), UnsupportedModelError, "hidden_act"),
     ("yarn-rope", "llama", config(rope_scaling={"rope_type": "yarn", "factor": 4.0}), UnsupportedModelError, "yarn"),
     ("rope-scaling-a-list", "llama", config(rope_scaling=[1]), ModelFormatError, "rope_scaling"),

@@ -40,7 +40,7 @@ def load_tiny(writer, bits):
     return f, cfg, loader.load_weights(f, cfg, bits)
 
 
-@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("bits", [None, 2, 4])
 @pytest.mark.parametrize(
     "weight_type, tied", [(GGMLType.Q8_0, True), (GGMLType.F16, False), (GGMLType.Q4_0, True), (GGMLType.Q4_1, False)]
 )
@@ -62,10 +62,14 @@ def test_the_plan_is_what_the_loader_packs(tiny_llama_writer, bits, weight_type,
         ), spec
         assert matrix_bytes(spec) == w.nbytes, spec
     assert packed_bytes(plan) == sum(w.nbytes for w in packed.values())
-    # the residual pass exactly when a precise source meets 4 bits; the exact Q4 repack keeps 32-wide groups
-    assert ("output.residual" in packed) == (bits == 4 and weight_type in (GGMLType.Q8_0, GGMLType.F16))
-    if bits == 4 and weight_type in (GGMLType.Q4_0, GGMLType.Q4_1):
+    # the residual pass exactly when a precise source is requantized at 4 bits (as in the file: only
+    # a float one); the exact Q4 repack keeps 32-wide groups
+    precise = (GGMLType.F16,) if bits is None else (GGMLType.Q8_0, GGMLType.F16) if bits == 4 else ()
+    assert ("output.residual" in packed) == (weight_type in precise)
+    if bits in (None, 4) and weight_type in (GGMLType.Q4_0, GGMLType.Q4_1):
         assert packed["blk.1.attn_q.weight"].group_size == 32
+    if bits is None:  # each matrix at its source's bits: Q8_0 at 8, float at 4 by our quantizer
+        assert packed["blk.1.attn_q.weight"].bits == {GGMLType.Q8_0: 8, GGMLType.F16: 4}.get(weight_type, 4)
     if bits == 2:  # the preset: first/last layer, attn_v and the table at 4 bits, the rest at 2
         assert packed["blk.1.attn_q.weight"].bits == 2 and packed["blk.1.attn_v.weight"].bits == 4
         assert packed["blk.0.ffn_up.weight"].bits == packed["blk.3.ffn_up.weight"].bits == 4

@@ -69,26 +69,29 @@ def type_of(name: str, layer: int | None = None) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
+def write_model(folder, target) -> str:
     """A 2-layer model (dim 256: whole K-quant blocks; synth's tokenizer) written in float,
-    requantized to MIX."""
-    folder = tmp_path_factory.mktemp("mixed")
+    each tensor requantized to target(name, layer) (None: kept in float)."""
     cfg = ARCHITECTURES["llama"].config(
         dim=256, hidden_dim=512, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=64, vocab_size=320, n_ctx_train=64
     )
     float_path = folder / "float.gguf"
     write_synthetic(float_path, SynthSpec(cfg, weight_type="f32", seed=3))
 
-    def target(name: str, shape: tuple[int, ...]) -> str | None:
+    def type_for(name: str, shape: tuple[int, ...]) -> str | None:
         if len(shape) < 2:
             return None
-        layer = int(name.split(".")[1]) if name.startswith("blk.") else 0
-        return type_of(name, layer)
+        return target(name, int(name.split(".")[1]) if name.startswith("blk.") else 0)
 
-    path = folder / "mixed.gguf"
-    written = requantize_file(str(float_path), str(path), target)
-    return str(path), written
+    path = folder / "model.gguf"
+    requantize_file(str(float_path), str(path), type_for)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The model with MIX's types."""
+    return write_model(tmp_path_factory.mktemp("mixed"), type_of), None
 
 
 def test_exact_types_plan_their_own_format():
@@ -241,3 +244,20 @@ def test_the_summary_says_what_each_mode_runs(mixed, capsys):
     assert cli_main(["inspect", path]) == 0
     text = capsys.readouterr().out
     assert "F16 requantized to 4 bits" in text and "--bits file" in text and "(default)" in text
+
+
+def test_a_second_load_through_the_cache_computes_the_same(tmp_path):
+    """SUPER weights (sub-scales beside the fp16 d/dmin) must survive the repacked-model cache
+    or stay out of it: a second load computes exactly what the first did. All-Q4_1 (and a
+    Q8_0 table) is the case a cache of fp16 scales alone would read back with wrong weights:
+    its d/dmin have the element count of F16 scales."""
+    path = write_model(tmp_path, lambda name, layer: "Q8_0" if name.startswith("token_embd") else "Q4_1")
+    tokens = [1, 5, 2, 39, 7, 300, 11, 0]
+    logits = []
+    for _ in range(2):
+        engine = Engine.load(path, cache_dir=tmp_path / "cache", n_ctx=32)
+        try:
+            logits.append(engine.forward(tokens, 0, all_logits=True))
+        finally:
+            engine.close()
+    assert np.array_equal(logits[0], logits[1])

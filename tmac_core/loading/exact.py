@@ -21,6 +21,7 @@ Imports numpy, the GGUF reader, dequant.py's unpackers and tmac_core.plan: no Qt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -251,3 +252,24 @@ def decompose_tensor(gguf: GGUFFile, name: str, rows: tuple[int, int] | None = N
     else:
         check_finite(gguf, name, np.concatenate([out.d.reshape(-1), out.dmin.reshape(-1)]))
     return out
+
+
+def f16_tensor_scale(gguf: GGUFFile, name: str) -> float | None:
+    """The one tensor_scale kernels.pack gives the whole of an F16-format matrix (None for
+    SUPER types, whose tensor_scale is 1), for a loader that packs it in row ranges: every
+    such type's peak |s/2|, |offset| is max |d| / 2, and pack puts it in [2^14, 2^15).
+    Reads only the fp16 d of each block.
+
+    Raises:
+        ModelFormatError: a NaN or infinite d.
+    """
+    info = gguf.tensors[name]
+    fmt = source_format(info.ggml_type)
+    if fmt is None or fmt.super_size:
+        return None
+    block_bytes = BLOCK_LAYOUT[info.ggml_type][1]
+    at = {GGMLType.TQ1_0: 52, GGMLType.TQ2_0: 64}.get(info.ggml_type, 0)  # d leads the other F16 types
+    d = _half(gguf.tensor_bytes(name).reshape(-1, block_bytes), at).astype(np.float64)
+    check_finite(gguf, name, d)
+    peak = float(np.abs(d).max(initial=0.0)) / 2
+    return 1.0 if peak == 0.0 else float(2.0 ** (math.floor(math.log2(peak)) - 14))

@@ -37,6 +37,11 @@ W' @ x[perm] (one gather of K floats per input vector, shared by every matrix wi
 g_idx, e.g. q/k/v and gate/up, whose GPTQ orderings come from the same input). Each product
 term is the same weight times the same activation; only the summation order differs.
 
+Where it runs: loading/hf.py reads the parts of each layer from the folder's safetensors and
+calls unpack_gptq; models/loader.gptq_weight packs the result with pack_super and stores an
+act-order layer's `perm` beside it (plan.input_perm_name); models/_llama.pyx gathers the
+layer's input by it before building the activation tables.
+
 Imports numpy and tmac_core.errors only: no Qt, no torch.
 """
 

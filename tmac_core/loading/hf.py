@@ -18,6 +18,14 @@ the interleaved rotation computes the same thing; `tensor_bytes` applies that pe
 so a folder and its llama.cpp conversion give the same ModelConfig and the same packed
 weights. Qwen2 runs with neox RoPE (tmac_core/models/qwen2.py) and needs no permutation.
 
+GPTQ / GPTQModel / EfficientQAT folders (`quantization_config` in config.json, or
+quantize_config.json): each projection is `<prefix>.qweight/.qzeros/.scales/.g_idx` (I32, I32,
+F16, I32). Such a layer stands in `tensors` as one matrix of the GPTQ source type
+(tmac_core.plan.gptq_type, e.g. "GPTQ_W2G128") and `gptq_layer(name)` unpacks it exactly
+(loading/gptq.py): codes, SUPER scale parameters and, for act-order, the input permutation;
+q/k rows are permuted like a float weight's. Its bytes are not a GGML tensor: `tensor_bytes`
+refuses it, so nothing can dequantize it as one by mistake.
+
 Imports numpy, the loaders and tmac_core.plan / limits / models: no Qt, no torch, no pickle.
 """
 
@@ -28,8 +36,9 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -46,7 +55,9 @@ from tmac_core.limits import (
     MIN_SEQ_LEN,
 )
 from tmac_core.loading.gguf import GGMLType, TensorInfo
+from tmac_core.loading.gptq import GPTQConfig, GPTQLinear, gptq_config, unpack_gptq
 from tmac_core.loading.safetensors import (
+    SafeTensorInfo,
     SafetensorsFile,
     confined_file,
     parse_json,
@@ -54,12 +65,13 @@ from tmac_core.loading.safetensors import (
     read_small_file,
 )
 from tmac_core.models import architecture
-from tmac_core.plan import ModelConfig, RopeScaling
+from tmac_core.plan import ModelConfig, RopeScaling, gptq_label, gptq_type
 from tmac_core.types import ModelSummary
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+QUANTIZE_CONFIG_FILE = "quantize_config.json"  # AutoGPTQ's GPTQ settings, when config.json has none
 MAX_JSON_BYTES = 64 << 20  # an index of 100k tensors is ~10 MB
 MAX_SHARDS = 4096
 # Bump when the renaming or the q/k permutation changes what the loader gets for the same
@@ -70,6 +82,10 @@ MAPPING_VERSION = 1
 HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 # safetensors dtypes the weight loader reads (tmac_core/loading/dequant.py)
 FLOAT_DTYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
+# the tensors of one GPTQ layer and the safetensors dtypes each may have (F32 scales: gptq.py
+# takes them only when fp16 holds every value exactly)
+GPTQ_PARTS = {"qweight": ("I32",), "qzeros": ("I32",), "scales": ("F16", "F32"), "g_idx": ("I32",)}
+_NUMPY_DTYPES = {"I32": "<i4", "F16": "<f2", "F32": "<f4"}
 
 _TOP_NAMES = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -91,6 +107,14 @@ _LAYER_NAMES = {
     "mlp.down_proj.weight": "ffn_down.weight",
 }
 _LAYER_RE = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)")
+
+
+@dataclass(frozen=True)
+class GPTQType:
+    """A GPTQ layer's entry type in HFModel.tensors: what readers of a GGUF TensorInfo take from
+    `ggml_type` is its `name` (the plan's source type); it is no GGMLType, so nothing decodes it."""
+
+    name: str
 
 
 def gguf_name(hf_name: str) -> str | None:
@@ -194,8 +218,10 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
             f"{path}: unsupported architecture {archs[0]!r} (supported: {', '.join(sorted(HF_ARCHITECTURES))})"
         )
     arch_name = HF_ARCHITECTURES[archs[0]]
-    if data.get("quantization_config") is not None:
-        raise UnsupportedModelError(f"{path}: quantized checkpoints (quantization_config) are not supported here")
+    quant = data.get("quantization_config")
+    if quant is not None and gptq_config({"quantization_config": quant}) is None:  # checks a GPTQ one
+        method = quant.get("quant_method") if isinstance(quant, dict) else None
+        raise UnsupportedModelError(f"{path}: quantization method {method!r} is not supported (supported: gptq)")
     if cfg.get_str("hidden_act", "silu") != "silu":
         raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: silu)")
     if arch_name == "llama" and (cfg.get_bool("attention_bias", False) or cfg.get_bool("mlp_bias", False)):
@@ -248,8 +274,11 @@ def _permute_rows(raw: np.ndarray, n_heads: int) -> np.ndarray:
 class HFModel:
     """An open Hugging Face model folder: its ModelConfig and its tensors under GGUF names."""
 
-    def __init__(self, folder: Path, data: dict[str, Any], shards: list[SafetensorsFile]) -> None:
+    def __init__(
+        self, folder: Path, data: dict[str, Any], shards: list[SafetensorsFile], gptq: GPTQConfig | None = None
+    ) -> None:
         self.path = os.fspath(folder)
+        self.gptq = gptq  # the folder's GPTQ settings, None for a float checkpoint
         self.folder = folder
         self.hf_config = data
         self.hf_architecture: str = data["architectures"][0]
@@ -260,8 +289,13 @@ class HFModel:
         self.tensors: dict[str, TensorInfo] = {}
         self._where: dict[str, tuple[SafetensorsFile, str]] = {}  # GGUF name → (shard, HF name)
         self.extra: list[str] = []  # HF tensors the runtime does not use
+        # GPTQ layers: GGUF name → HF prefix, and each part's (shard, HF name, info)
+        self._gptq_prefix: dict[str, str] = {}
+        self._gptq_parts: dict[str, dict[str, tuple[SafetensorsFile, SafeTensorInfo]]] = {}
         for shard in shards:
             for hf_name, info in shard.tensors.items():
+                if self._gptq_part(shard, hf_name, info):
+                    continue
                 name = gguf_name(hf_name)
                 if name is None:
                     self.extra.append(hf_name)
@@ -282,6 +316,11 @@ class HFModel:
                     name, FLOAT_DTYPES[info.dtype], info.shape[::-1], info.offset, info.nbytes
                 )
                 self._where[name] = (shard, hf_name)
+        self._gptq_entries()
+        if gptq is not None and not self._gptq_parts:
+            raise ModelFormatError(
+                self.path, "quantization_config", None, "GPTQ settings, but no layer has qweight/qzeros/scales"
+            )
         cfg = self.config
         self._permuted: dict[str, int] = {}  # GGUF name → head count its rows are permuted by
         if cfg.arch == "llama":
@@ -302,6 +341,85 @@ class HFModel:
                     f"has shape {list(found.shape[::-1])}, expected {list(expected[::-1])}",
                 )
 
+    def _gptq_part(self, shard: SafetensorsFile, hf_name: str, info: SafeTensorInfo) -> bool:
+        """Collects one part of a GPTQ layer (dtype checked); False for any other tensor."""
+        prefix, _, part = hf_name.rpartition(".")
+        if part not in GPTQ_PARTS:
+            return False
+        name = gguf_name(prefix + ".weight")
+        if name is None:
+            return False  # a GPTQ tensor the runtime does not use: listed in `extra`
+        if self.gptq is None:
+            raise ModelFormatError(
+                shard.path,
+                f"tensor {hf_name!r}",
+                info.offset,
+                f"a GPTQ tensor, but neither {CONFIG_FILE} nor {QUANTIZE_CONFIG_FILE} has a GPTQ quantization config",
+            )
+        if info.dtype not in GPTQ_PARTS[part]:
+            raise ModelFormatError(
+                shard.path, f"tensor {hf_name!r}", info.offset, f"dtype {info.dtype}, expected {GPTQ_PARTS[part][0]}"
+            )
+        if len(info.shape) != (1 if part == "g_idx" else 2) or 0 in info.shape:
+            raise ModelFormatError(shard.path, f"tensor {hf_name!r}", info.offset, f"bad shape {list(info.shape)}")
+        self._gptq_prefix[name] = prefix
+        self._gptq_parts.setdefault(name, {})[part] = (shard, info)
+        return True
+
+    def _gptq_entries(self) -> None:
+        """One `tensors` entry per GPTQ layer: GGUF shape (K, N) from qweight's (K*bits/32, N)."""
+        for name, parts in self._gptq_parts.items():
+            prefix = self._gptq_prefix[name]
+            missing = [part for part in ("qweight", "qzeros", "scales") if part not in parts]
+            if missing:
+                raise ModelFormatError(self.path, f"tensor {prefix}.{missing[0]!r}", None, "GPTQ layer part is missing")
+            if name in self.tensors:
+                raise ModelFormatError(self.path, f"tensor {prefix!r}", None, "has both a float weight and a qweight")
+            assert self.gptq is not None  # _gptq_part refuses GPTQ parts without a config
+            shard, qweight = parts["qweight"]
+            rows, cols = qweight.shape[1], qweight.shape[0] * 32 // self.gptq.bits
+            source = gptq_type(self.gptq.bits, self.gptq.group_size, self.gptq.desc_act)
+            nbytes = sum(info.nbytes for _, info in parts.values())
+            self.tensors[name] = TensorInfo(
+                name, cast(GGMLType, GPTQType(source)), (cols, rows), qweight.offset, nbytes
+            )
+            self._where[name] = (shard, f"{prefix}.qweight")
+
+    def is_gptq_layer(self, name: str) -> bool:
+        return name in self._gptq_parts
+
+    def gptq_layer(self, name: str) -> GPTQLinear:
+        """A GPTQ layer under its GGUF name, unpacked exactly (loading/gptq.py), Llama's q/k rows
+        permuted like a float weight's (KeyError if not a GPTQ layer; ModelFormatError /
+        UnsupportedModelError for parts gptq.py refuses)."""
+        parts = self._gptq_parts[name]
+        assert self.gptq is not None
+        arrays = {
+            part: shard.tensor_bytes(info.name).view(_NUMPY_DTYPES[info.dtype]).reshape(info.shape)
+            for part, (shard, info) in parts.items()
+        }
+        layer = unpack_gptq(
+            self._gptq_prefix[name],
+            self.gptq,
+            arrays["qweight"],
+            arrays["qzeros"],
+            arrays["scales"],
+            arrays.get("g_idx"),
+        )
+        heads = self._permuted.get(name)
+        if heads is None:
+            return layer
+        rows = layer.codes.shape[0]
+        # _permute_rows' order: row (head, pair i, half j) of the result is row (head, half j, pair i)
+        return layer.permute_rows(np.arange(rows).reshape(heads, 2, -1).swapaxes(1, 2).reshape(-1))
+
+    @property
+    def source_label(self) -> str | None:
+        """ "native GPTQ w4g128" for a GPTQ folder (tmac_core.plan.gptq_label), None for a float one."""
+        if self.gptq is None:
+            return None
+        return gptq_label(gptq_type(self.gptq.bits, self.gptq.group_size, self.gptq.desc_act))
+
     @classmethod
     def open(cls, folder: str | os.PathLike[str]) -> HFModel:
         """Open a model folder.
@@ -317,9 +435,10 @@ class HFModel:
             raise ModelLoadError(f"{root}: not a model folder")
         data = read_json_file(confined_file(root, CONFIG_FILE, (".json",), "config"), CONFIG_FILE)
         config_from_hf(data, str(root / CONFIG_FILE))  # refuse a bad config before opening any weights
+        gptq = gptq_config(data if isinstance(data, dict) else None, _quantize_config(root))
         shards = _open_shards(root)
         try:
-            return cls(root, data, shards)
+            return cls(root, data, shards, gptq)
         except BaseException:
             for shard in shards:
                 shard.close()
@@ -338,6 +457,8 @@ class HFModel:
     def tensor_bytes(self, name: str) -> np.ndarray:
         """One tensor's bytes under its GGUF name, Llama's q/k rows already permuted (KeyError if absent)."""
         info = self.tensors[name]
+        if name in self._gptq_parts:
+            raise UnsupportedModelError(f"{self.path}: {name} is a GPTQ layer, not a GGML tensor (gptq_layer reads it)")
         shard, hf_name = self._where[name]
         raw = shard.tensor_bytes(hf_name)
         heads = self._permuted.get(name)
@@ -356,6 +477,8 @@ class HFModel:
             h.update(known.encode())
             return h.hexdigest()
         files = [self.folder / CONFIG_FILE] + [Path(s.path) for s in self._shards]
+        if (self.folder / QUANTIZE_CONFIG_FILE).is_file():  # it decides how GPTQ tensors read
+            files.insert(1, self.folder / QUANTIZE_CONFIG_FILE)
         total = sum(f.stat().st_size for f in files) or 1
         done = 0
         for f in files:
@@ -369,6 +492,14 @@ class HFModel:
             h.update(f"{f.name}\0{sha256_file(f, progress=report)}\n".encode())
             done += size
         return h.hexdigest()
+
+
+def _quantize_config(root: Path) -> Any:
+    """quantize_config.json of the folder, parsed, or None when it has none."""
+    if not ((root / QUANTIZE_CONFIG_FILE).exists() or (root / QUANTIZE_CONFIG_FILE).is_symlink()):
+        return None
+    path = confined_file(root, QUANTIZE_CONFIG_FILE, (".json",), "quantization config")
+    return read_json_file(path, QUANTIZE_CONFIG_FILE)
 
 
 def _open_shards(root: Path) -> list[SafetensorsFile]:
@@ -443,7 +574,7 @@ def inspect_folder(path: str | os.PathLike[str]) -> ModelSummary:
             config=model.config,
             n_params=sum(counts.values()),
             file_size=model.file_size,
-            file_type=max(counts, key=counts.__getitem__) if counts else "?",
+            file_type=model.source_label or (max(counts, key=counts.__getitem__) if counts else "?"),
             tensor_types={name: info.ggml_type.name for name, info in model.tensors.items()},
             gguf_version=0,
         )

@@ -26,10 +26,14 @@ from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.plan import FALLBACK_BITS, exact_format
 
 
-def pack_exact(ex: Exact) -> PackedWeight:
-    """An exact decomposition in the kernel layout: its own scale format, bits and groups."""
+def pack_exact(ex: Exact, tensor_scale: float | None = None) -> PackedWeight:
+    """An exact decomposition in the kernel layout: its own scale format, bits and groups.
+
+    tensor_scale: for the F16 format of a matrix packed in row ranges, the whole matrix's
+        (exact.f16_tensor_scale); None derives it from these rows. SUPER ignores it (1).
+    """
     if isinstance(ex, ExactF16):
-        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size)
+        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size, tensor_scale=tensor_scale)
     return pack_super(
         ex.codes,
         ex.d,
@@ -110,7 +114,7 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
         if exact_format(t.name, info.shape[0]) is not None:
             return pack_exact(decompose_tensor(gguf, name))
         bits = FALLBACK_BITS
-    if (bits == 4 and t is GGMLType.Q4_0) or (bits == 2 and t in (GGMLType.TQ1_0, GGMLType.TQ2_0)):
+    if bits == 4 and t is GGMLType.Q4_0:
         return pack_exact(decompose_tensor(gguf, name))
     if bits == 4 and t is GGMLType.Q4_1:
         return _q4_1_at_4_bits(gguf, name)

@@ -15,6 +15,9 @@ INT_MAX: int
 MAX_BATCH: int
 
 def checked_sizes(cfg: ModelConfig, n_ctx: int, max_batch: int) -> dict[str, int]: ...
+def input_perms(
+    cfg: ModelConfig, weights: Mapping[str, object]
+) -> dict[tuple[str, int], NDArray[np.int32]]: ...  # (role, layer) -> (cols,) act-order permutation
 
 class LlamaRuntime:
     @property
@@ -23,7 +26,7 @@ class LlamaRuntime:
         self,
         cfg: ModelConfig,
         # matrices, float32 vectors, and "rope.inv_freq" in float64 (models/loader.py: Weights)
-        weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]],
+        weights: Mapping[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int32]],
         n_ctx: int,
         max_batch: int = 32,
         exact_activations: bool = False,  # act_quant "int8_token" models: exact int8 tables

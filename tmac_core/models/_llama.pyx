@@ -26,7 +26,7 @@ from tmac_core.kernels._kernels cimport (
     tmac_weight_row_f32, tmac_weight_t,
 )
 from tmac_core.kernels._kernels import MAX_DIM as _MAX_DIM, MAX_ELEMS as _MAX_ELEMS
-from tmac_core.plan import tensor_plan, vector_plan
+from tmac_core.plan import input_perm_name, tensor_plan, vector_plan
 
 INT_MAX = 2**31 - 1  # forward_chunk's loops index the scratch buffers with C int
 MAX_BATCH = 4096     # tokens per forward call (the engine uses 32)
@@ -90,6 +90,47 @@ cdef struct Layer:
     const tmac_weight_t *w_up   # (hidden_dim, dim)
     const tmac_weight_t *w_down # (dim, hidden_dim)
     int act_group_in, act_group_o, act_group_down   # activation-table group of each input (32 or 64)
+
+
+cdef struct InputPerms:
+    # act-order GPTQ: a matrix's kernel column i reads input channel perm[i] (int32 (K,)); NULL:
+    # in order. Matrices reading one input share a pointer exactly when their perms are equal.
+    const int32_t *q
+    const int32_t *k
+    const int32_t *v
+    const int32_t *o
+    const int32_t *gate
+    const int32_t *up
+    const int32_t *down
+
+
+def input_perms(cfg, weights):
+    """{(role, layer): int32 (cols,) permutation} of the act-order matrices, from the loader's
+    Weights entries under plan.input_perm_name; each checked to be a permutation of its matrix's
+    columns (the gather indexes with it), identity ones dropped, equal ones of a layer the same array."""
+    out = {}
+    for spec in tensor_plan(cfg, 4):
+        raw = weights.get(input_perm_name(spec.name))
+        if raw is None or spec.layer < 0:
+            continue
+        perm = np.ascontiguousarray(raw, dtype=np.int32)
+        if (perm.shape != (spec.cols,) or not np.array_equal(np.asarray(raw), perm)
+                or not np.array_equal(np.sort(perm), np.arange(spec.cols, dtype=np.int32))):
+            raise ModelLoadError(f"{input_perm_name(spec.name)}: expected a permutation of {spec.cols} columns")
+        if np.array_equal(perm, np.arange(spec.cols, dtype=np.int32)):
+            continue
+        same = [p for (role, layer), p in out.items() if layer == spec.layer and np.array_equal(p, perm)]
+        out[spec.role, spec.layer] = same[0] if same else perm
+    return out
+
+
+cdef const int32_t *_perm(dict perms, str role, int layer) except? NULL:
+    """The data of perms[role, layer] (kept alive by the runtime), NULL when the matrix has none."""
+    cdef const int32_t[::1] pv
+    if (role, layer) not in perms:
+        return NULL
+    pv = perms[role, layer]
+    return &pv[0]
 
 
 cdef inline void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) noexcept nogil:
@@ -208,6 +249,9 @@ cdef class LlamaRuntime:
     cdef float *hb                  # (max_batch, hidden_dim) gate, then silu(gate) * up
     cdef float *hb2                 # (max_batch, hidden_dim) up
     cdef float *logits              # (max_batch, vocab_size)
+    cdef InputPerms *perms          # (n_layers,)
+    cdef float *x_perm              # (max_batch, max K) an input gathered by a perm
+    cdef object _perms_buf
     cdef int8_t *lut_entries
     cdef float *lut_scales
     cdef float *lut_sums
@@ -321,6 +365,7 @@ cdef class LlamaRuntime:
                 L.act_group_o = 32
             if wd.bits <= 2 and not self.act_int8:
                 L.act_group_down = 32
+        self._set_input_perms(cfg, weights, keep)
         emb = matrices["token_embd"]
         out = emb if cfg.tie_embeddings else matrices["output"]
         self.embedding, self.output, self.act_group_out = k_weight(emb), k_weight(out), out.act_group
@@ -386,6 +431,7 @@ cdef class LlamaRuntime:
         fv = buf(B * self.q_dim); self.attn_out = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb = &fv[0]
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
+        fv = buf(B * k_max); self.x_perm = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
         if self.output_residual != NULL:
             fv = buf(B * self.vocab_size); self.logits_residual = &fv[0]
@@ -393,8 +439,9 @@ cdef class LlamaRuntime:
         T = max(2 * B, 3) if self.act_int8 else B   # exact mode: two table rows per token
         cdef int8_t[::1] ev = buf(T * (k_max // 4) * 16, dtype=np.int8)
         self.lut_entries = &ev[0]
-        fv = buf(T * (k_max // 32)); self.lut_scales = &fv[0]
-        fv = buf(T * (k_max // 32)); self.lut_sums = &fv[0]
+        # one table scale and sum per act group of 16 activations, the smallest (layout v2: G=16 weights)
+        fv = buf(T * (k_max // 16)); self.lut_scales = &fv[0]
+        fv = buf(T * (k_max // 16)); self.lut_sums = &fv[0]
         self.act_q = self.act_s = self.y_split = self.act_r = self.y_head = NULL
         if self.act_int8:
             fv = buf(B * k_max); self.act_q = &fv[0]
@@ -404,6 +451,20 @@ cdef class LlamaRuntime:
             fv = buf(k_max); self.act_r = &fv[0]
             fv = buf(3 * 2 * self.vocab_size); self.y_head = &fv[0]
         self._keep = keep
+
+    def _set_input_perms(self, cfg, weights, keep):
+        """self.perms from the loader's act-order permutations (input_perms)."""
+        perms = input_perms(cfg, weights)
+        keep.extend(perms.values())
+        self._perms_buf = bytearray(sizeof(InputPerms) * self.n_layers)
+        cdef unsigned char[::1] pbuf = self._perms_buf
+        self.perms = <InputPerms *>&pbuf[0]
+        cdef InputPerms *P
+        for l in range(self.n_layers):
+            P = &self.perms[l]
+            P.q, P.k, P.v = _perm(perms, "attn_q", l), _perm(perms, "attn_k", l), _perm(perms, "attn_v", l)
+            P.o, P.down = _perm(perms, "attn_output", l), _perm(perms, "ffn_down", l)
+            P.gate, P.up = _perm(perms, "ffn_gate", l), _perm(perms, "ffn_up", l)
 
     def embedding_row(self, int token):
         """The fp32 embedding of one token, as the forward pass reads it."""
@@ -551,6 +612,43 @@ cdef class LlamaRuntime:
                     y[j] = (32.0 * split_ys[i][j] + split_ys[i][m + j]) / s + split_ys[i][2 * m + j]
         return rc
 
+    cdef int matmul_perm(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys,
+                         const int32_t **perms, const float *x, int n, int k, int ag,
+                         bint bitlinear) noexcept nogil:
+        """matmul_shared where matrix i (n_w <= 3) reads x[:, perms[i]] (act-order GPTQ; NULL:
+        x itself): one gather and one table set per distinct perm."""
+        cdef const tmac_weight_t *sub_w[3]
+        cdef float *sub_y[3]
+        cdef int sub_ld[3]
+        cdef bint done[3]
+        cdef int i, j, m, t, c, rc = 0
+        cdef const float *src
+        for i in range(n_w):
+            done[i] = False
+        for i in range(n_w):
+            if done[i]:
+                continue
+            m = 0
+            for j in range(i, n_w):
+                if not done[j] and perms[j] == perms[i]:
+                    sub_w[m], sub_y[m], sub_ld[m] = ws[j], ys[j], ldys[j]
+                    m += 1
+                    done[j] = True
+            src = x
+            if perms[i] != NULL:
+                for t in range(n):
+                    for c in range(k):
+                        self.x_perm[<size_t>t * k + c] = x[<size_t>t * k + perms[i][c]]
+                src = self.x_perm
+            rc |= self.matmul_shared(m, sub_w, sub_y, sub_ld, src, n, k, ag, bitlinear)
+        return rc
+
+    cdef int matmul_p(self, const tmac_weight_t *w, const int32_t *perm, const float *x, int n, int k, int ag,
+                      float *y, bint bitlinear) noexcept nogil:
+        """matmul of one matrix reading x[:, perm] (perm NULL: x)."""
+        cdef int ld = w.m
+        return self.matmul_perm(1, &w, &y, &ld, &perm, x, n, k, ag, bitlinear)
+
     cdef int forward_chunk(self, const int32_t *tokens, int n, int pos, bint all_logits) noexcept nogil:
         cdef int t, l, h, rc = 0, D = self.dim, HD = self.head_dim
         cdef Py_ssize_t i                   # products below are bounded by checked_sizes; 64-bit anyway
@@ -561,11 +659,14 @@ cdef class LlamaRuntime:
         cdef const tmac_weight_t *ws[3]
         cdef float *ys[3]
         cdef int ldys[3]
+        cdef const int32_t *pp[3]
+        cdef InputPerms *P
         # 1. embedding rows into the residual stream x
         for t in range(n):
             self.embed(tokens[t], self.x + <size_t>t * D, self.xb)
         for l in range(self.n_layers):
             L = &self.layers[l]
+            P = &self.perms[l]
             kc = self.k_cache + <size_t>l * self.n_ctx * self.kv_dim      # (n_kv_heads, n_ctx, HD)
             vc = self.v_cache + <size_t>l * self.n_ctx * self.kv_dim
             # 2. attention: RMSNorm, then q, k, v from one shared table
@@ -574,7 +675,8 @@ cdef class LlamaRuntime:
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
-            rc |= self.matmul_shared(3, ws, ys, ldys, self.xb, n, D, L.act_group_in, True)
+            pp[0], pp[1], pp[2] = P.q, P.k, P.v
+            rc |= self.matmul_perm(3, ws, ys, ldys, pp, self.xb, n, D, L.act_group_in, True)
             # 3. biases (qkv_bias), RoPE, and k, v into the fp16 cache at positions pos..pos+n-1
             for t in range(n):
                 if L.bq != NULL:
@@ -600,7 +702,7 @@ cdef class LlamaRuntime:
                 for t in range(n):
                     rmsnorm(self.attn_out + <size_t>t * self.q_dim, self.attn_out + <size_t>t * self.q_dim,
                             L.attn_sub_norm, self.q_dim, self.eps)
-            rc |= self.matmul(L.wo, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2, True)
+            rc |= self.matmul_p(L.wo, P.o, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2, True)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
             # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
@@ -609,7 +711,8 @@ cdef class LlamaRuntime:
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
-            rc |= self.matmul_shared(2, ws, ys, ldys, self.xb, n, D, L.act_group_in, True)
+            pp[0], pp[1] = P.gate, P.up
+            rc |= self.matmul_perm(2, ws, ys, ldys, pp, self.xb, n, D, L.act_group_in, True)
             if self.relu2:
                 relu2_glu(self.hb, self.hb2, <Py_ssize_t>n * self.hidden_dim)
             else:
@@ -618,7 +721,7 @@ cdef class LlamaRuntime:
                 for t in range(n):
                     rmsnorm(self.hb + <size_t>t * self.hidden_dim, self.hb + <size_t>t * self.hidden_dim,
                             L.ffn_sub_norm, self.hidden_dim, self.eps)
-            rc |= self.matmul(L.w_down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2, True)
+            rc |= self.matmul_p(L.w_down, P.down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2, True)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
         # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token

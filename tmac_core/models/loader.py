@@ -1,27 +1,32 @@
 """Loading a Llama-family GGUF into the runtime, tensor by tensor as tmac_core.plan
 lists them: repack every matrix to its planned bits, gather norms and biases,
-compute the RoPE frequencies, and build the Cython LlamaRuntime. No Qt."""
+compute the RoPE frequencies, and build the Cython LlamaRuntime. GPTQ layers of a
+Hugging Face folder enter through `gptq_weight`: their own codes and scales "as in the
+file", with an act-order layer's input permutation beside them. No Qt."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tmac_core.errors import UnsupportedModelError
-from tmac_core.kernels import PackedWeight, dequantize, pack
+from tmac_core.kernels import PackedWeight, dequantize, pack, pack_super
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
+from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
-from tmac_core.plan import ModelConfig, TensorSpec, output_source, tensor_plan, vector_plan
+from tmac_core.plan import ModelConfig, TensorSpec, input_perm_name, output_source, tensor_plan, vector_plan
 
 # What the runtime is built from, by tensor name: PackedWeight matrices (tensor_plan),
-# float32 vectors (vector_plan: norms, biases) and "rope.inv_freq", the float64 RoPE
-# inverse frequencies (head_dim/2,)
-Weights = dict[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64]]
+# float32 vectors (vector_plan: norms, biases), "rope.inv_freq", the float64 RoPE
+# inverse frequencies (head_dim/2,), and for each act-order GPTQ matrix (spec.input_perm)
+# its int32 input permutation (cols,) under plan.input_perm_name(name)
+Weights = dict[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int32]]
 
 
 def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> NDArray[np.float64]:
@@ -57,12 +62,59 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
 
 def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> PackedWeight:
     """The repacker and the plan must agree, or the app's size estimates drift from the runtime."""
-    if (packed.shape, packed.bits, packed.group_size) != ((spec.rows, spec.cols), spec.bits, spec.group_size):
+    got = (packed.shape, packed.bits, packed.group_size, packed.super_size)
+    if got != ((spec.rows, spec.cols), spec.bits, spec.group_size, spec.super_size):
         raise UnsupportedModelError(
             f"{gguf.path}: {spec.name} packed as {packed!r}, the plan says"
             f" {spec.bits} bits in groups of {spec.group_size}"
         )
     return packed
+
+
+class GPTQSource(Protocol):
+    """What a source with GPTQ layers offers beside the GGUFFile interface (loading/hf.HFModel)."""
+
+    def is_gptq_layer(self, name: str) -> bool: ...
+    def gptq_layer(self, name: str) -> GPTQLinear: ...
+
+
+def gptq_weight(
+    gguf: GGUFFile, spec: TensorSpec, bits: int | None
+) -> tuple[PackedWeight, NDArray[np.int32] | None] | None:
+    """A GPTQ layer of a Hugging Face folder (loading/gptq.py), or None for any other matrix.
+
+    bits None: the layer's own codes, scales and zero points in the SUPER format, no
+    requantization, and for an act-order layer the input permutation its kernel columns
+    follow (identity when the layer's groups happen to be in order). bits 4 / 2: the exact
+    float weights, requantized by our quantizer like a float checkpoint's."""
+    if not callable(getattr(gguf, "is_gptq_layer", None)):  # a GGUF file
+        return None
+    source = cast(GPTQSource, gguf)
+    if not source.is_gptq_layer(spec.name):
+        return None
+    layer = source.gptq_layer(spec.name)
+    if bits is not None:
+        codes, scales, zeros = quantize(layer.weight(), spec.bits, spec.group_size)
+        return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size), None
+    packed = pack_super(
+        layer.codes,
+        layer.d,
+        layer.dmin,
+        layer.sc,
+        layer.mn,
+        bits=layer.bits,
+        group_size=layer.group_size,
+        super_size=layer.super_size,
+        code_offset=layer.code_offset,
+    )
+    if packed.super_size != spec.super_size:
+        raise UnsupportedModelError(
+            f"{gguf.path}: {spec.name} packed with super-blocks of {packed.super_size}, the plan says {spec.super_size}"
+        )
+    if not spec.input_perm:
+        return packed, None
+    perm = np.arange(spec.cols, dtype=np.int32) if layer.perm is None else layer.perm
+    return packed, perm
 
 
 def load_weights(
@@ -73,9 +125,16 @@ def load_weights(
     plan = tensor_plan(cfg, bits, source)
     from_file = [spec for spec in plan if spec.role != "output_residual"]
     packed: dict[str, PackedWeight] = {}
+    perms: dict[str, NDArray[np.int32]] = {}
     for i, spec in enumerate(from_file):
-        mode = None if bits is None else spec.bits  # None: the repacker picks exact or 4-bit as the plan does
-        packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, mode, spec.group_size))
+        mode = None if bits is None and spec.exact else spec.bits  # None: the file's own codes
+        gptq = gptq_weight(gguf, spec, bits)
+        if gptq is not None:
+            packed[spec.name] = _check_packed(gguf, spec, gptq[0])
+            if gptq[1] is not None:
+                perms[input_perm_name(spec.name)] = gptq[1]
+        else:
+            packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, mode, spec.group_size))
         if progress:
             progress((i + 1) / len(from_file))
     for spec in plan:
@@ -83,6 +142,7 @@ def load_weights(
             out = output_source(cfg)
             packed[spec.name] = _check_packed(gguf, spec, output_residual(gguf, out, packed[out], spec))
     weights: Weights = dict(packed)
+    weights.update(perms)
     for vec in vector_plan(cfg):
         if vec.role != "rope_freqs":  # folded into rope.inv_freq below
             weights[vec.name] = dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1)
