@@ -33,11 +33,11 @@ from tmac_core.plan import (
     ModelConfig,
     SourceSummary,
     TensorSpec,
-    act_group_for,
     is_quantized,
     kv_cache_bytes,
     matrix_bytes,
     packed_bytes,
+    parse_gptq_type,
     source_summary,
     tensor_plan,
 )
@@ -75,15 +75,14 @@ FORMATS = ("gguf", "folder")
 NATIVE_FORMATS = {
     "ternary": "native ternary (1.58-bit, as trained)",
     "2-bit": "native 2-bit (as trained)",
+    "3-bit": "native 3-bit (as trained)",
     "4-bit": "native 4-bit (as trained)",
 }
-_NATIVE_BITS = {"ternary": 2, "2-bit": 2, "4-bit": 4}  # the kernels' bit planes a native model runs on
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "format": str,
     "native": str,
     "embedding_type": str,  # GGML type of token_embd/output when it differs from source_quant
     "plan_type": str,  # the GGML type whose kernel format the block matrices run in (a folder's stand-in)
-    "group_size": int,  # a GPTQ model's group size (its block matrices run at its own bits and groups)
     "hf_architecture": str,  # a folder's config.json architectures[0]
     "quant_method": str,  # a folder's quantization_config quant_method ("gptq", "bitnet")
     "size_is_approximate": bool,
@@ -111,7 +110,6 @@ class CatalogModel:
     native: str | None = None  # NATIVE_FORMATS key for a native low-bit model
     embedding_type: str | None = None
     plan_type: str | None = None
-    group_size: int | None = None
     hf_architecture: str | None = None
     quant_method: str | None = None
 
@@ -128,8 +126,10 @@ class CatalogModel:
 
     @classmethod
     def from_summary(cls, summary: ModelSummary, model_id: str) -> CatalogModel:
-        """An inspected local file as a CatalogModel, so the same estimates apply to it."""
+        """An inspected local file as a CatalogModel, so the same estimates apply to it. A file
+        whose block matrices are ternary or GPTQ codes is a native low-bit model (native_format)."""
         path = Path(summary.path)
+        native = native_format(summary.tensor_types)
         return cls(
             id=model_id,
             name=summary.name,
@@ -141,13 +141,32 @@ class CatalogModel:
             parameters=summary.n_params,
             gated=False,
             config=summary.config,
-            bits=(None, 4, 2) if runs_as_in_file(summary.file_type) else (4, 2),
+            bits=(None,) if native else (None, 4, 2) if runs_as_in_file(summary.file_type) else (4, 2),
             size_is_approximate=False,
             tensor_types=summary.tensor_types,
+            native=native,
         )
 
     def variants(self) -> list[ModelVariant]:
         return [ModelVariant(self, b) for b in self.bits]
+
+
+TERNARY_TYPES = frozenset({"TQ1_0", "TQ2_0", "I2_S"})
+
+
+def native_format(tensor_types: dict[str, str]) -> str | None:
+    """NATIVE_FORMATS key of a file whose block matrices are all ternary ("ternary") or all GPTQ
+    codes of one width ("2-bit"...), else None: such weights are the model as trained, and
+    requantizing them to another width would only lose quality."""
+    blocks = {t for name, t in tensor_types.items() if name.startswith("blk.") and name.endswith(".weight")}
+    blocks -= {"F32", "F16", "BF16"}  # norms
+    if blocks and blocks <= TERNARY_TYPES:
+        return "ternary"
+    widths = {parse_gptq_type(t) for t in blocks}
+    if blocks and None not in widths and len({w[0] for w in widths if w is not None}) == 1:
+        bits = next(w[0] for w in widths if w is not None)
+        return f"{bits}-bit" if f"{bits}-bit" in NATIVE_FORMATS else None
+    return None
 
 
 def runs_as_in_file(source_quant: str) -> bool:
@@ -235,8 +254,9 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
                 raise CatalogError(f"{where}: native must be one of {', '.join(NATIVE_FORMATS)}")
             if entry["bits"] != [None]:
                 raise CatalogError(f"{where}: a native {native} model offers only its own variant: bits [null]")
-        if "group_size" in entry and (native not in ("2-bit", "4-bit") or entry["group_size"] not in (32, 64, 128)):
-            raise CatalogError(f"{where}: group_size is for a native 2-/4-bit (GPTQ) model: 32, 64 or 128")
+        gptq = parse_gptq_type(entry["source_quant"])
+        if native in ("2-bit", "3-bit", "4-bit") and (gptq is None or f"{gptq[0]}-bit" != native):
+            raise CatalogError(f"{where}: a native {native} model's source_quant is its GPTQ type (GPTQ_W2G128)")
         if "/" in entry["filename"] or "\\" in entry["filename"] or entry["filename"].startswith("."):
             raise CatalogError(f"{where}: filename must be a plain file name")
         if not entry["bits"] or any(b not in (None, 2, 4) or isinstance(b, bool) for b in entry["bits"]):
@@ -292,7 +312,6 @@ def parse_catalog(document: Any) -> list[CatalogModel]:
                 native=native,
                 embedding_type=entry.get("embedding_type"),
                 plan_type=entry.get("plan_type"),
-                group_size=entry.get("group_size"),
                 hf_architecture=entry.get("hf_architecture"),
                 quant_method=entry.get("quant_method"),
             )
@@ -329,11 +348,8 @@ def source_types(model: CatalogModel) -> str | dict[str, str]:
     return types
 
 
-def model_source_summary(model: CatalogModel) -> SourceSummary | None:
-    """tmac_core.plan.source_summary for a model (type mix, what "as in the file" requantizes);
-    None for a native GPTQ model, whose codes the plan has no GGML type for (variant_plan)."""
-    if model.group_size is not None:
-        return None
+def model_source_summary(model: CatalogModel) -> SourceSummary:
+    """tmac_core.plan.source_summary for a model (type mix, what "as in the file" requantizes)."""
     types = source_types(model)
     if isinstance(types, str):
         types = {spec.name: types for spec in tensor_plan(model.config, 4, None) if spec.role != "output_residual"}
@@ -341,21 +357,8 @@ def model_source_summary(model: CatalogModel) -> SourceSummary | None:
 
 
 def variant_plan(model: CatalogModel, bits: int | None) -> list[TensorSpec]:
-    """The matrices the runtime will pack for this model at `bits` (None: as in the file; tmac_core.plan).
-
-    A native GPTQ model (`group_size`) runs its block matrices on its own codes and groups in the
-    kernels' SUPER scale format (one scale and zero per group: tmac_core/loading/gptq.py); the
-    plan knows no GGML type for that, so those specs are built here from the plan's own rules."""
-    plan = tensor_plan(model.config, bits, source_types(model))
-    if bits is not None or model.group_size is None or model.native is None:
-        return plan
-    b, g = _NATIVE_BITS[model.native], model.group_size
-    return [
-        TensorSpec(s.name, s.rows, s.cols, s.role, b, g, act_group_for(g), s.layer, super_size=g, source_type="GPTQ")
-        if s.role in MATRIX_ROLES
-        else s
-        for s in plan
-    ]
+    """The matrices the runtime will pack for this model at `bits` (None: as in the file; tmac_core.plan)."""
+    return tensor_plan(model.config, bits, source_types(model))
 
 
 def bytes_read_per_token(model: CatalogModel, bits: int | None, position: int) -> int:

@@ -108,7 +108,7 @@ from app.ui.units import format_bandwidth, format_bytes, format_parameters, form
 from app.workers import download_worker, model_files
 from app.workers.download_worker import DownloadJob, pending_downloads
 from app.workers.tasks import run_in_background
-from tmac_core.plan import FLOAT_TYPES
+from tmac_core.plan import FLOAT_TYPES, gptq_label
 from tmac_core.types import ModelSummary
 
 HF_MODEL_URL = "https://huggingface.co/{repo_id}"
@@ -123,13 +123,8 @@ def source_text(model: CatalogModel) -> str:
     """The source's type mix and what "as in the file" does with it, for a card: "Source: Q4_K 85 %,
     Q6_K 15 %." plus a notice when some matrices (IQ* types) are requantized rather than run exactly."""
     summary = model_source_summary(model)
-    if summary is None:  # a native GPTQ model: its own codes, whatever the plan's types
-        return (
-            f"Source: {model.format_label} GPTQ codes in groups of {model.group_size}, run exactly; "
-            f"embeddings {model.embedding_type or 'float'} run at 4 bits."
-        )
     total = sum(summary.type_mix.values()) or 1
-    mix = ", ".join(f"{t} {100 * n / total:.0f} %" for t, n in summary.type_mix.items())
+    mix = ", ".join(f"{gptq_label(t) or t} {100 * n / total:.0f} %" for t, n in summary.type_mix.items())
     text = f"Source: {mix}."
     lossy = [t for t in summary.requantized if t not in FLOAT_TYPES]
     if lossy and summary.quantized:
@@ -307,13 +302,16 @@ class ModelCard(QFrame):
             # heard when the 2-bit button gets focus, before it is chosen
             self.bits_buttons[2].setAccessibleDescription(warning)
             self.bits_buttons[2].setText("2-bit" if two_bit_recommended(parameters) else "2-bit (not recommended)")
-        for bits, button in self.bits_buttons.items():  # an inspected float file offers 4 and 2 only
+        native = model.native if model is not None else None
+        # An inspected float file offers 4 and 2 only; a native one (ternary, GPTQ) only its own variant.
+        for bits, button in self.bits_buttons.items():
             offered = model is None or bits in model.bits
             button.setVisible(offered)
             self.estimate_labels[bits].setVisible(offered)
-            if not offered and button.isChecked() and 4 in self.bits_buttons:
-                self.bits_buttons[4].setChecked(True)
-        native = model.native if model is not None else None
+            if not offered and button.isChecked() and model is not None:
+                self.bits_buttons[model.bits[0]].setChecked(True)
+        if None in self.bits_buttons:
+            self.bits_buttons[None].setText(bits_label(None, None, native))
         for bits, label in self.quality_labels.items():
             label.setText(quality_hint(bits, parameters, model.source_quant, native) if model is not None else "")
             label.setVisible(model is not None and bits in model.bits)
@@ -795,6 +793,7 @@ class ModelManagerPage(QWidget):
         card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
         filename = card.state.installed.filename if card.state.installed is not None else Path(summary.path).name
         card.title_label.setText(f"<b>{summary.name}</b> — {filename}")
+        self._update_card(card)  # what it offers now that its variants are known (Compare needs 4 and 2)
         card.subtitle_label.setText(
             f"{format_parameters(summary.n_params)} parameters · {summary.arch} · "
             f"{summary.config.n_ctx_train:,}-token context · {summary.file_type} source · "

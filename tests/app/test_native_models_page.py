@@ -50,7 +50,9 @@ def test_catalog_has_the_native_models_with_their_formats():
     )
     assert bitnet.config.arch == "bitnet-b1.58" and not bitnet.is_folder
     assert falcon.is_folder and falcon.repo_id == "tiiuae/Falcon3-1B-Instruct-1.58bit"
-    assert qat2.is_folder and qat4.is_folder and qat2.group_size == qat4.group_size == 128
+    assert (
+        qat2.is_folder and qat4.is_folder and (qat2.source_quant, qat4.source_quant) == ("GPTQ_W2G128", "GPTQ_W4G128")
+    )
     assert [m.format_label for m in (bitnet, falcon, qat2, qat4)] == [
         "native ternary",
         "native ternary",
@@ -83,11 +85,12 @@ def _document():
     "change, message",
     [
         ({"bits": [None, 4]}, "only its own variant"),
-        ({"native": "3-bit"}, "native must be"),
+        ({"native": "1-bit"}, "native must be"),
         ({"format": "zip"}, "format must be"),
         ({"filename": "model.gguf"}, "folder name"),
         ({"hf_architecture": None}, "hf_architecture"),
-        ({"group_size": 100}, "group_size"),
+        ({"source_quant": "GPTQ_W4G128"}, "GPTQ type"),
+        ({"source_quant": "Q2_K"}, "GPTQ type"),
     ],
 )
 def test_malformed_native_entries_are_refused(change, message):
@@ -104,9 +107,13 @@ def test_support_is_decided_by_the_runtime():
     catalog = load_catalog()
     assert missing_support(find_model(catalog, BITNET)) == ""
     assert "BitNet-packed" in missing_support(find_model(catalog, FALCON))
-    assert "GPTQ" in missing_support(find_model(catalog, QAT2))
-    llama_folder = dataclasses.replace(find_model(catalog, QAT2), quant_method=None, native=None, group_size=None)
+    assert missing_support(find_model(catalog, QAT2)) == missing_support(find_model(catalog, QAT4)) == ""
+    llama_folder = dataclasses.replace(find_model(catalog, QAT2), quant_method=None, native=None)
     assert missing_support(llama_folder) == ""  # a plain safetensors Llama folder loads
+    awq = dataclasses.replace(find_model(catalog, QAT2), quant_method="awq")
+    assert "awq" in missing_support(awq)  # the loader's own refusal, in its words
+    unknown = dataclasses.replace(find_model(catalog, QAT2), hf_architecture="MambaForCausalLM")
+    assert "MambaForCausalLM" in missing_support(unknown)
 
 
 def test_two_bit_warning_names_a_native_model():
@@ -130,11 +137,15 @@ def test_native_ternary_card_has_one_labelled_choice_and_unloadable_cards_say_wh
     assert "Source: I2_S" in card.source_label.text()
     assert "Native ternary" in card.quality_labels[None].text()
     assert not card.download_button.isHidden() and "Not downloaded" in card.status_label.text()
-    for card_id in (FALCON, QAT2, QAT4):
-        other = page.card(card_id)
-        assert other.download_button.isHidden() and "Not available yet" in other.status_label.text()
+    falcon = page.card(FALCON)  # its packed ternary safetensors do not load yet: said, not offered
+    assert falcon.download_button.isHidden() and "Not available yet" in falcon.status_label.text()
+    assert "BitNet-packed ternary" in falcon.status_label.text() and falcon.use_button.isHidden()
+    for card_id in (QAT2, QAT4):
+        qat = page.card(card_id)
+        assert not qat.download_button.isHidden() and "model folder" in qat.status_label.text()
     assert page.card(QAT2).bits_buttons[None].text() == "native 2-bit (as trained)"
-    assert "GPTQ codes in groups of 128" in page.card(QAT4).source_label.text()
+    assert "native GPTQ w4g128" in page.card(QAT4).source_label.text()
+    assert "requantizes" not in page.card(QAT4).source_label.text()
 
 
 def test_two_bit_on_a_small_model_points_to_the_native_card(qtbot, make_page):
@@ -229,7 +240,7 @@ def test_a_catalog_folder_model_downloads_from_its_card_and_is_chosen_by_its_fol
         filename="tiny-llama",
         size_bytes=400_000,
     )
-    for key in ("native", "quant_method", "group_size", "embedding_type"):
+    for key in ("native", "quant_method", "embedding_type"):
         entry.pop(key)
     entry.update(source_quant="F32", bits=[4, 2])
     monkeypatch.setattr(page_module, "load_catalog", lambda: parse_catalog(document))
@@ -260,3 +271,24 @@ def test_the_native_ternary_gguf_downloads_and_is_chosen_as_in_the_file(qtbot, f
     with qtbot.waitSignal(page.modelChosen) as chosen:
         card.use_button.click()
     assert chosen.args == [str(card.state.installed.path), None]
+
+
+def test_an_imported_gptq_folder_is_a_native_model_with_its_one_variant(qtbot, make_page, paths, tmp_path):
+    source = tmp_path / "drop" / "tiny-gptq-w2"
+    gptq = Path(__file__).resolve().parents[1] / "data" / "gptq" / "models" / "llama_w2g64_v2"
+    shutil.copytree(gptq, source, ignore=shutil.ignore_patterns("reference.npz"))
+    page = make_page()
+    page.import_files([str(source)])
+    qtbot.waitUntil(lambda: bool(list_installed(paths.models_dir)), timeout=TIMEOUT_MS)
+    [entry] = list_installed(paths.models_dir)
+    qtbot.waitUntil(
+        lambda: entry.key in page.cards and page.card(entry.key).state.model is not None, timeout=TIMEOUT_MS
+    )
+    card = page.card(entry.key)
+    assert card.state.model.native == "2-bit"
+    assert [b for b, button in card.bits_buttons.items() if not button.isHidden()] == [None]
+    assert card.bits_buttons[None].text() == "native 2-bit (as trained)" and card.bits is None
+    assert "native GPTQ w2g64" in card.source_label.text() and card.compare_button.isHidden()
+    with qtbot.waitSignal(page.modelChosen) as chosen:
+        card.use_button.click()
+    assert chosen.args == [str(entry.path), None]
