@@ -201,8 +201,8 @@ def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
 
 
 def act_group_for(group_size: int) -> int:
-    """PackedWeight.act_group: 64 unless the weight's groups are 32 wide."""
-    return 64 if group_size % 64 == 0 else 32
+    """PackedWeight.act_group: min(64, group_size), so 16 for 16-wide groups (K-quants' Q6_K, Q3_K, Q2_K)."""
+    return 16 if group_size == 16 else (64 if group_size % 64 == 0 else 32)
 
 
 def _matrices(cfg: ModelConfig) -> list[tuple[str, int, int, str, int]]:

@@ -90,7 +90,7 @@ def test_isa_argument_checks(rng):
     "bad",
     [
         dict(codes=np.full((4, 64), 4, np.uint8), bits=2, group_size=64),  # code out of range
-        dict(codes=np.zeros((4, 64), np.uint8), bits=5, group_size=64),  # bits
+        dict(codes=np.zeros((4, 64), np.uint8), bits=9, group_size=64),  # bits
         dict(codes=np.zeros((4, 96), np.uint8), bits=2, group_size=64),  # K % group
         dict(codes=np.zeros((4, 64), np.uint8), bits=2, group_size=48),  # group size
         dict(codes=np.zeros((0, 64), np.uint8), bits=2, group_size=64),  # empty

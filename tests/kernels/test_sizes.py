@@ -291,7 +291,8 @@ E_SHAPE, OK = -1, 0
 class Weight(ctypes.Structure):
     _fields_ = [("planes", c_void_p), ("scales", c_void_p), ("m", c_int32), ("k", c_int32), ("m_pad", c_int32),
                 ("k_pad", c_int32), ("bits", c_int32), ("group_size", c_int32), ("n_groups", c_int32),
-                ("tensor_scale", c_float)]
+                ("tensor_scale", c_float), ("scale_format", c_int32), ("super_size", c_int32),
+                ("n_super", c_int32), ("code_offset", c_float), ("sub", c_void_p)]
 
 buf = ctypes.create_string_buffer(1 << 16)        # every pointer below points into 64 KiB
 p = ctypes.cast(buf, c_void_p)

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from tmac_core import types
-from tmac_core.kernels import layout
+from tmac_core.kernels import _kernels, layout
 from tmac_core.kernels._kernels import (
     ATTN_BLOCK,
     LAYOUT_VERSION,
@@ -46,33 +46,92 @@ __all__ = [
     "gemv",
     "get_num_threads",
     "pack",
+    "pack_super",
     "set_num_threads",
     "swiglu",
     "to_fp16",
 ]
 
 assert LAYOUT_VERSION == layout.LAYOUT_VERSION, "layout.py and layout.h disagree"
+assert (_kernels.SCALES_F16, _kernels.SCALES_SUPER, _kernels.MAX_BITS, _kernels.GROUP_SIZES) == (
+    layout.SCALES_F16,
+    layout.SCALES_SUPER,
+    layout.MAX_BITS,
+    layout.GROUP_SIZES,
+), "layout.py and layout.h disagree"
 assert MAX_THREADS == types.MAX_THREADS, "tmac_core.types and kernels.h disagree on the thread limit"
 
 
 def pack(
-    codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int, group_size: int
+    codes: ArrayLike,
+    scales: ArrayLike,
+    zeros: ArrayLike | None = None,
+    *,
+    bits: int,
+    group_size: int,
+    tensor_scale: float | None = None,
 ) -> PackedWeight:
-    """Packs b-bit codes into the kernel layout.
+    """Packs b-bit codes into the kernel layout with F16 scales.
 
     Args:
         codes: uint8 (M, K) in [0, 2**bits).
         scales: float32 (M, K // group_size): w[m, k] = scales[m, g] * (codes[m, k] - zeros[m, g]).
         zeros: float32 like scales, or None for 2**(bits-1). Ternary: bits=2, zeros=1.
-        bits: 1, 2, 3 or 4.
-        group_size: 32, 64 or 128 along K, or K for one scale per row (BitNet);
+        bits: 1..8.
+        group_size: 16, 32, 64, 128 or 256 along K, or K for one scale per row (BitNet);
             scales of shape (1, 1) give one scale for the whole tensor.
+        tensor_scale: None derives it from the largest scale; a streaming loader that packs
+            one matrix in row chunks passes one shared power of two (ValueError if it is
+            not one, or if it pushes an fp16 scale out of range).
     """
-    planes, scale_bits, k_pad, eff_group, tensor_scale = layout.pack_arrays(
-        codes, scales, zeros, bits=bits, group_size=group_size
+    planes, scale_bits, k_pad, eff_group, ts = layout.pack_arrays(
+        codes, scales, zeros, bits=bits, group_size=group_size, tensor_scale=tensor_scale
     )
     m, k = np.shape(codes)
-    return PackedWeight(planes, scale_bits, m, k, k_pad, bits, eff_group, tensor_scale)
+    return PackedWeight(planes, scale_bits, m, k, k_pad, bits, eff_group, ts)
+
+
+def pack_super(
+    codes: ArrayLike,
+    d: ArrayLike,
+    dmin: ArrayLike,
+    sc: ArrayLike,
+    mn: ArrayLike,
+    *,
+    bits: int,
+    group_size: int,
+    super_size: int,
+    code_offset: float,
+) -> PackedWeight:
+    """Packs b-bit codes with SUPER (K-quant style) scales: w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g].
+
+    Args:
+        codes: uint8 (M, K) in [0, 2**bits).
+        d, dmin: float32 or float16 (M, K // super_size), each exactly an fp16 value.
+        sc, mn: integers (M, K // group_size) in [-128, 127].
+        bits: 1..8.
+        group_size: 16, 32, 64, 128 or 256 along K.
+        super_size: weights per super-block, a multiple of group_size dividing K.
+        code_offset: (2**bits - 1)/2 - z0, z0 the format's fixed code offset.
+    """
+    planes, supers, subs, k_pad = layout.pack_super_arrays(
+        codes, d, dmin, sc, mn, bits=bits, group_size=group_size, super_size=super_size, code_offset=code_offset
+    )
+    m, k = np.shape(codes)
+    return PackedWeight(
+        planes,
+        supers,
+        m,
+        k,
+        k_pad,
+        bits,
+        group_size,
+        1.0,
+        scale_format=layout.SCALES_SUPER,
+        sub=subs,
+        super_size=super_size,
+        code_offset=code_offset,
+    )
 
 
 def dequantize(packed: PackedWeight) -> NDArray[np.float64]:
@@ -86,6 +145,10 @@ def dequantize(packed: PackedWeight) -> NDArray[np.float64]:
         packed.bits,
         packed.group_size,
         packed.tensor_scale,
+        scale_format=packed.scale_format,
+        sub=packed.sub,
+        super_size=packed.super_size,
+        code_offset=packed.code_offset,
     )
 
 
@@ -110,7 +173,8 @@ def activation_tables(
     Args:
         x: float32 activations.
         k_pad: the matrices' padded K (PackedWeight.k_pad); defaults to K.
-        act_group: 64, or 32 when a matrix has 32-wide scale groups (PackedWeight.act_group).
+        act_group: 16, 32 or 64: PackedWeight.act_group of the matrices that read x (the
+            smallest of them when they differ).
         tier: force a tier (tests); default the active one.
     """
     x2 = np.atleast_2d(np.asarray(x, dtype=np.float32))

@@ -4,6 +4,9 @@ from libc.stdint cimport uint8_t, uint16_t, int8_t, int32_t, int64_t, uint64_t
 
 cdef extern from "tmac/kernels.h" nogil:
     int TMAC_LAYOUT_VERSION
+    int TMAC_MAX_BITS
+    int TMAC_SCALES_F16
+    int TMAC_SCALES_SUPER
     int TMAC_TILE_ROWS
     int TMAC_OK
     int TMAC_E_SHAPE
@@ -21,6 +24,9 @@ cdef extern from "tmac/kernels.h" nogil:
         const uint16_t *scales
         int32_t m, k, m_pad, k_pad, bits, group_size, n_groups
         float tensor_scale
+        int32_t scale_format, super_size, n_super
+        float code_offset
+        const int8_t *sub
 
     ctypedef struct tmac_cpu_features_t:
         int is_x86_64, is_arm64
@@ -65,7 +71,9 @@ cdef extern from "tmac/kernels.h" nogil:
 cdef class PackedWeight:
     cdef tmac_weight_t c
     cdef readonly object planes        # uint8 (m_pad/64, k_pad/8, bits, 64), flattened
-    cdef readonly object scales        # uint16 fp16 bits (m_pad/64, n_groups, 2, 64), flattened
+    cdef readonly object scales        # uint16 fp16 bits, flattened: F16 (m_pad/64, n_groups, 2, 64) (sh, c);
+                                       # SUPER (m_pad/64, n_super, 2, 64) (d, dmin)
+    cdef readonly object sub           # SUPER: int8 (m_pad/64, n_groups, 2, 64) (sc, mn), flattened; F16: None
 
 
 cdef class ActivationTables:

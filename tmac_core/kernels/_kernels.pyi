@@ -16,6 +16,10 @@ MAX_DIM: int
 MAX_ELEMS: int
 MAX_HEADS: int
 ATTN_BLOCK: int
+MAX_BITS: int
+SCALES_F16: int
+SCALES_SUPER: int
+GROUP_SIZES: tuple[int, ...]
 
 def cpu_features() -> dict[str, Any]: ...
 def available_tiers() -> list[str]: ...
@@ -27,7 +31,9 @@ class PackedWeight:
     @property
     def planes(self) -> NDArray[np.uint8]: ...  # (m_pad/64, k_pad/8, bits, 64), flattened
     @property
-    def scales(self) -> NDArray[np.uint16]: ...  # fp16 bits (m_pad/64, n_groups, 2, 64), flattened
+    def scales(self) -> NDArray[np.uint16]: ...  # fp16 bits: F16 (m_pad/64, n_groups, 2, 64), SUPER n_super
+    @property
+    def sub(self) -> NDArray[np.int8] | None: ...  # SUPER: (m_pad/64, n_groups, 2, 64), flattened
     def __init__(
         self,
         planes: ArrayLike,
@@ -38,6 +44,11 @@ class PackedWeight:
         bits: int,
         group_size: int,
         tensor_scale: float,
+        *,
+        scale_format: int = 0,
+        sub: ArrayLike | None = None,
+        super_size: int = 0,
+        code_offset: float = 0.0,
     ) -> None: ...
     @property
     def shape(self) -> tuple[int, int]: ...
@@ -57,6 +68,14 @@ class PackedWeight:
     def n_groups(self) -> int: ...
     @property
     def tensor_scale(self) -> float: ...
+    @property
+    def scale_format(self) -> int: ...
+    @property
+    def super_size(self) -> int: ...
+    @property
+    def n_super(self) -> int: ...
+    @property
+    def code_offset(self) -> float: ...
     @property
     def act_group(self) -> int: ...
     @property

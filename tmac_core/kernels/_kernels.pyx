@@ -95,45 +95,96 @@ def get_num_threads():
     return tmac_pool_get_threads()
 
 
+GROUP_SIZES = (16, 32, 64, 128, 256)   # besides one group per row (group_size == k_pad, k_pad % 64 == 0)
+SCALES_F16 = TMAC_SCALES_F16
+SCALES_SUPER = TMAC_SCALES_SUPER
+MAX_BITS = TMAC_MAX_BITS
+
+
+def _act_group_of(group_size):
+    """Activation-table group size a weight with these scale groups reads: min(64, group_size)."""
+    return 16 if group_size == 16 else (64 if group_size % 64 == 0 else 32)
+
+
+def _float32_finite(name, value):
+    """value as a float that is finite as a float32 (the type the kernels read), else ValueError."""
+    try:
+        v = float(value)
+    except OverflowError:
+        v = float("inf")
+    if not np.isfinite(np.float32(v)):
+        raise ValueError(f"{name} must be finite as a float32, got {value}")
+    return v
+
+
 cdef class PackedWeight:
     """A weight matrix in the kernel layout (LAYOUT.md §Weights). Built by
-    tmac_core.kernels.pack(); holds the numpy buffers the struct points into."""
+    tmac_core.kernels.pack() (F16 scales) or pack_super() (SUPER scales); holds
+    the numpy buffers the struct points into."""
 
-    def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, tensor_scale):
+    def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, tensor_scale, *,
+                  scale_format=TMAC_SCALES_F16, sub=None, super_size=0, code_offset=0.0):
         m = _size("m", m, 1, TMAC_MAX_DIM)
         k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
         k = _size("k", k, 1, k_pad)
-        bits = _size("bits", bits, 1, 4)
-        group_size = _size("group_size", group_size, 32, k_pad)
-        if group_size % 32 or k_pad % group_size or k_pad % 64 and group_size != 32:
+        bits = _size("bits", bits, 1, TMAC_MAX_BITS)
+        group_size = _size("group_size", group_size, 16, k_pad)
+        scale_format = _size("scale_format", scale_format, TMAC_SCALES_F16, TMAC_SCALES_SUPER)
+        per_row = group_size == k_pad and k_pad % 64 == 0
+        if group_size not in GROUP_SIZES and not per_row or k_pad % group_size:
             raise ValueError(f"inconsistent packed weight: m={m} k={k} k_pad={k_pad} bits={bits} "
-                             f"group_size={group_size}")
+                             f"group_size={group_size} (groups are 16, 32, 64, 128 or 256 wide and divide "
+                             f"k_pad, or one group per row with k_pad a multiple of 64)")
         m_pad = (m + TMAC_TILE_ROWS - 1) // TMAC_TILE_ROWS * TMAC_TILE_ROWS
         if m_pad * k_pad > TMAC_MAX_ELEMS:
             raise ValueError(f"packed weight of {m} x {k_pad} is larger than the kernels' limit of "
                              f"{TMAC_MAX_ELEMS} elements")
         n_groups = k_pad // group_size
+        n_super = 0
+        if scale_format == TMAC_SCALES_F16:
+            if sub is not None or super_size != 0 or code_offset != 0:
+                raise ValueError("F16 scales take no sub, super_size or code_offset (those are SUPER's)")
+            co = 0.0
+        else:
+            if sub is None:
+                raise ValueError("SUPER scales need the int8 sub-scales `sub`")
+            super_size = _size("super_size", super_size, group_size, k_pad)
+            if super_size % group_size or k_pad % super_size:
+                raise ValueError(f"super_size={super_size} must be a multiple of group_size={group_size} "
+                                 f"and divide k_pad={k_pad}")
+            n_super = k_pad // super_size
+            co = _float32_finite("code_offset", code_offset)
+        tiles = m_pad // TMAC_TILE_ROWS
         # Python ints: these products must not wrap, whatever the shape claims
-        expect_planes = (m_pad // TMAC_TILE_ROWS) * (k_pad // 8) * bits * 64
-        expect_scales = (m_pad // TMAC_TILE_ROWS) * n_groups * 2 * 64
+        expect_planes = tiles * (k_pad // 8) * bits * 64
+        expect_scales = tiles * (n_super if scale_format == TMAC_SCALES_SUPER else n_groups) * 2 * 64
+        expect_sub = tiles * n_groups * 2 * 64
         # sizes before the contiguous copies, so a wrong claim is refused before anything is allocated
         if np.size(planes) != expect_planes or np.size(scales) != expect_scales:
             raise ValueError(f"packed buffers have {np.size(planes)} / {np.size(scales)} elements, "
                              f"the shape needs {expect_planes} / {expect_scales}")
-        try:
-            ts = float(tensor_scale)
-        except OverflowError:
-            ts = float("inf")
-        # and finite as a float32, the type the kernels multiply by
-        if not (ts > 0 and np.isfinite(np.float32(ts)) and np.float32(ts) > 0):
+        if sub is not None and np.size(sub) != expect_sub:
+            raise ValueError(f"sub-scale buffer has {np.size(sub)} elements, the shape needs {expect_sub}")
+        ts = _float32_finite("tensor_scale", tensor_scale)
+        if not (ts > 0 and np.float32(ts) > 0):
             raise ValueError(f"tensor_scale must be positive and finite, got {tensor_scale}")
         planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
         scales = np.ascontiguousarray(scales, dtype=np.uint16).reshape(-1)
         if planes.shape[0] != expect_planes or scales.shape[0] != expect_scales:
             raise ValueError(f"packed buffers have {planes.shape[0]} / {scales.shape[0]} elements, "
                              f"the shape needs {expect_planes} / {expect_scales}")
+        cdef const int8_t[::1] bv
+        if sub is not None:
+            sub = np.ascontiguousarray(sub, dtype=np.int8).reshape(-1)
+            if sub.shape[0] != expect_sub:
+                raise ValueError(f"sub-scale buffer has {sub.shape[0]} elements, the shape needs {expect_sub}")
+            bv = sub
+            self.c.sub = &bv[0]
+        else:
+            self.c.sub = NULL
         self.planes = planes
         self.scales = scales
+        self.sub = sub
         cdef const uint8_t[::1] pv = planes
         cdef const uint16_t[::1] sv = scales
         self.c.planes = &pv[0]
@@ -141,10 +192,12 @@ cdef class PackedWeight:
         self.c.m, self.c.k, self.c.m_pad, self.c.k_pad = m, k, m_pad, k_pad
         self.c.bits, self.c.group_size, self.c.n_groups = bits, group_size, n_groups
         self.c.tensor_scale = ts
+        self.c.scale_format, self.c.super_size, self.c.n_super = scale_format, super_size, n_super
+        self.c.code_offset = co
         # the C check every kernel call makes, once here: a weight that exists is usable
-        if tmac_check_shapes(&self.c, k_pad, 64 if group_size % 64 == 0 else 32) != TMAC_OK:
+        if tmac_check_shapes(&self.c, k_pad, _act_group_of(group_size)) != TMAC_OK:
             raise ValueError(f"packed weight m={m} k={k} k_pad={k_pad} bits={bits} group_size={group_size} "
-                             f"fails the kernels' shape check")
+                             f"scale_format={scale_format} super_size={super_size} fails the kernels' shape check")
 
     @property
     def shape(self):
@@ -166,23 +219,40 @@ cdef class PackedWeight:
     def n_groups(self): return self.c.n_groups
     @property
     def tensor_scale(self): return self.c.tensor_scale
+    @property
+    def scale_format(self): return self.c.scale_format
+    @property
+    def super_size(self): return self.c.super_size
+    @property
+    def n_super(self): return self.c.n_super
+    @property
+    def code_offset(self): return self.c.code_offset
 
     @property
     def act_group(self):
-        """Activation-table group size this weight reads: 64 unless its groups are 32 wide."""
-        return 64 if self.c.group_size % 64 == 0 else 32
+        """Activation-table group size this weight reads: min(64, group_size) (64 per row)."""
+        return _act_group_of(self.c.group_size)
 
     @property
     def nbytes(self):
-        return self.planes.nbytes + self.scales.nbytes
+        return self.planes.nbytes + self.scales.nbytes + (0 if self.sub is None else self.sub.nbytes)
 
     def __reduce__(self):
-        return (PackedWeight, (self.planes, self.scales, self.c.m, self.c.k, self.c.k_pad, self.c.bits,
-                               self.c.group_size, self.c.tensor_scale))
+        return (_rebuild_packed_weight, (self.planes, self.scales, self.c.m, self.c.k, self.c.k_pad, self.c.bits,
+                                         self.c.group_size, self.c.tensor_scale, self.c.scale_format, self.sub,
+                                         self.c.super_size, self.c.code_offset))
 
     def __repr__(self):
+        fmt = f", super_size={self.c.super_size}" if self.c.scale_format == TMAC_SCALES_SUPER else ""
         return (f"PackedWeight(m={self.c.m}, k={self.c.k}, bits={self.c.bits}, "
-                f"group_size={self.c.group_size}, {self.nbytes} bytes)")
+                f"group_size={self.c.group_size}{fmt}, {self.nbytes} bytes)")
+
+
+def _rebuild_packed_weight(planes, scales, m, k, k_pad, bits, group_size, tensor_scale, scale_format, sub,
+                           super_size, code_offset):
+    """Unpickling: PackedWeight with its keyword-only arguments."""
+    return PackedWeight(planes, scales, m, k, k_pad, bits, group_size, tensor_scale, scale_format=scale_format,
+                        sub=sub, super_size=super_size, code_offset=code_offset)
 
 
 cdef class ActivationTables:
@@ -192,8 +262,8 @@ cdef class ActivationTables:
     def __cinit__(self, n, k_pad, act_group):
         n = _size("n", n, 1, TMAC_MAX_DIM)
         k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
-        act_group = _size("act_group", act_group, 32, 64)
-        if act_group not in (32, 64) or k_pad % act_group:
+        act_group = _size("act_group", act_group, 16, 64)
+        if act_group not in (16, 32, 64) or k_pad % act_group:
             raise ValueError(f"bad table shape n={n} k_pad={k_pad} act_group={act_group}")
         if n * k_pad > TMAC_MAX_ELEMS:
             raise ValueError(f"tables for {n} x {k_pad} activations are larger than the kernels' limit of "

@@ -27,6 +27,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX2].swiglu = tmac_swiglu_avx2;
+        g_tables[TMAC_ISA_AVX2].gemv_v1_only = 1;
         g_available[TMAC_ISA_AVX2] = 1;
     }
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX512)) {
@@ -38,6 +39,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX512].gemv2_tile = tmac_gemv2_tile_avx512;
         g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX512].swiglu = tmac_swiglu_avx2;
+        g_tables[TMAC_ISA_AVX512].gemv_v1_only = 1;
         g_available[TMAC_ISA_AVX512] = 1;
     }
 #endif
@@ -47,6 +49,7 @@ static void fill_tables(void) {
     g_tables[TMAC_ISA_NEON].gemv2_tile = tmac_gemv2_tile_neon;
     g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
     g_tables[TMAC_ISA_NEON].swiglu = tmac_swiglu_neon;
+    g_tables[TMAC_ISA_NEON].gemv_v1_only = 1;
     g_available[TMAC_ISA_NEON] = 1;
 #endif
 }
@@ -83,22 +86,50 @@ const tmac_kernel_table_t *tmac_table(tmac_isa_t isa) {
     return tmac_isa_available(isa) ? &g_tables[isa] : NULL;
 }
 
+static int valid_act_group(int act_group) {
+    return act_group == 16 || act_group == 32 || act_group == 64;
+}
+
+/* group sizes of LAYOUT.md §Weights: 16..256, or one group per row (k_pad % 64 == 0) */
+static int valid_group_size(int group_size, int k_pad) {
+    switch (group_size) {
+    case 16: case 32: case 64: case 128: case 256: return 1;
+    default: return group_size == k_pad && k_pad % 64 == 0;
+    }
+}
+
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
     if (!w || !w->planes || !w->scales) return TMAC_E_SHAPE;
-    if (act_group != 32 && act_group != 64) return TMAC_E_SHAPE;
+    if (!valid_act_group(act_group)) return TMAC_E_SHAPE;
     if (w->bits < 1 || w->bits > TMAC_MAX_BITS) return TMAC_E_SHAPE;
     /* bounds first: every sum and product below then stays inside int / int64 */
     if (w->m < 1 || w->m > TMAC_MAX_DIM || w->k_pad < 1 || w->k_pad > TMAC_MAX_DIM) return TMAC_E_SHAPE;
     if (w->k < 1 || w->k > w->k_pad || w->k_pad != k_pad) return TMAC_E_SHAPE;
     if (w->m_pad != (w->m + TMAC_TILE_ROWS - 1) / TMAC_TILE_ROWS * TMAC_TILE_ROWS) return TMAC_E_SHAPE;
-    if (w->group_size < act_group || w->group_size % act_group) return TMAC_E_SHAPE;
+    if (!valid_group_size(w->group_size, k_pad) || w->group_size % act_group) return TMAC_E_SHAPE;
     if (k_pad % w->group_size || w->n_groups != k_pad / w->group_size) return TMAC_E_SHAPE;
     if (!(w->tensor_scale > 0.0f) || isinf(w->tensor_scale)) return TMAC_E_SHAPE;
     if ((int64_t)w->m_pad * w->k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;
-    /* the two buffers' sizes must be addressable (a 32-bit build) */
-    const uint64_t plane_bytes = (uint64_t)w->m_pad * (uint64_t)w->k_pad / 8 * (uint64_t)w->bits;
-    const uint64_t scale_bytes = (uint64_t)w->m_pad * (uint64_t)w->n_groups * 2 * sizeof(uint16_t);
+    uint64_t scale_blocks;     /* fp16 (.., 2, 64) blocks per tile */
+    if (w->scale_format == TMAC_SCALES_F16) {
+        if (w->sub || w->super_size != 0 || w->n_super != 0 || w->code_offset != 0.0f) return TMAC_E_SHAPE;
+        scale_blocks = (uint64_t)w->n_groups;
+    } else if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (!w->sub || !isfinite(w->code_offset)) return TMAC_E_SHAPE;
+        if (w->super_size < w->group_size || w->super_size > k_pad) return TMAC_E_SHAPE;
+        if (w->super_size % w->group_size || k_pad % w->super_size) return TMAC_E_SHAPE;
+        if (w->n_super != k_pad / w->super_size) return TMAC_E_SHAPE;
+        scale_blocks = (uint64_t)w->n_super;
+    } else {
+        return TMAC_E_SHAPE;
+    }
+    /* the buffers' sizes must be addressable (a 32-bit build) */
+    const uint64_t tiles = (uint64_t)w->m_pad / TMAC_TILE_ROWS;
+    const uint64_t plane_bytes = tiles * ((uint64_t)w->k_pad / TMAC_KPAIR) * (uint64_t)w->bits * 64;
+    const uint64_t scale_bytes = tiles * scale_blocks * 2 * 64 * sizeof(uint16_t);
+    const uint64_t sub_bytes = tiles * (uint64_t)w->n_groups * 2 * 64;
     if (plane_bytes > (uint64_t)PTRDIFF_MAX || scale_bytes > (uint64_t)PTRDIFF_MAX) return TMAC_E_SHAPE;
+    if (sub_bytes > (uint64_t)PTRDIFF_MAX) return TMAC_E_SHAPE;
     return TMAC_OK;
 }
 
@@ -112,6 +143,7 @@ int tmac_swiglu(tmac_isa_t isa, float *gate, const float *up, int n) {
 /* ---- table build ---- */
 
 #define LUT_CHUNK 2048             /* activations per work item: a multiple of every act group */
+TMAC_STATIC_ASSERT(LUT_CHUNK % TMAC_MAX_ACT_GROUP == 0, "a chunk holds whole act groups");
 
 typedef struct {
     const tmac_kernel_table_t *kt;
@@ -129,7 +161,7 @@ static void lut_task(void *ctx, int item, int thread) {
     const int k1 = k0 + LUT_CHUNK < j->k_pad ? k0 + LUT_CHUNK : j->k_pad;
     const float *x = j->x + (size_t)row * j->k_pad;
     const int a0 = k0 / j->act_group, n_groups = j->k_pad / j->act_group;
-    float inv[LUT_CHUNK / 32];
+    float inv[LUT_CHUNK / TMAC_MIN_ACT_GROUP];
     float *scales = j->scales + (size_t)row * n_groups, *sums = j->sums + (size_t)row * n_groups;
     tmac_lut_scales(x + k0, k1 - k0, j->act_group, scales + a0, inv, sums + a0);
     /* entries use inv indexed from the chunk's first act group */
@@ -141,7 +173,7 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
                    int8_t *entries, float *scales, float *sums) {
     const tmac_kernel_table_t *kt = tmac_table(isa);
     if (!kt) return TMAC_E_ISA;
-    if ((act_group != 32 && act_group != 64) || k_pad <= 0 || k_pad % act_group || n <= 0) return TMAC_E_SHAPE;
+    if (!valid_act_group(act_group) || k_pad <= 0 || k_pad % act_group || n <= 0) return TMAC_E_SHAPE;
     if (k_pad > TMAC_MAX_DIM || n > TMAC_MAX_DIM || (int64_t)n * k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;
     if (!x || !entries || !scales || !sums) return TMAC_E_SHAPE;
     lut_job_t j = {kt, x, k_pad, act_group, (k_pad + LUT_CHUNK - 1) / LUT_CHUNK, entries, scales, sums};
@@ -153,7 +185,8 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
 /* ---- GEMV / GEMM ---- */
 
 typedef struct {
-    const tmac_kernel_table_t *kt;
+    tmac_gemv_tile_fn gemv_tile;
+    tmac_gemv2_tile_fn gemv2_tile;             /* NULL: pairs of tokens loop gemv_tile */
     const tmac_weight_t *w;
     const int8_t *entries;
     const float *scales, *sums;
@@ -174,14 +207,14 @@ static void gemm_task(void *ctx, int item, int thread) {
     /* the tile's weights stay in L1/L2 across the tokens of this item */
     for (int t = t0; t < t1;) {
         tmac_lut_t lut[2];
-        const int pair = j->kt->gemv2_tile != NULL && t + 1 < t1;
+        const int pair = j->gemv2_tile != NULL && t + 1 < t1;
         for (int u = 0; u <= pair; u++) {
             lut[u] = (tmac_lut_t){j->entries + (size_t)(t + u) * (j->k_pad / 4) * 16,
                                   j->scales + (size_t)(t + u) * n_groups, j->sums + (size_t)(t + u) * n_groups,
                                   j->k_pad, j->act_group};
         }
-        if (pair) j->kt->gemv2_tile(j->w, &lut[0], &lut[1], tile, y64[0], y64[1]);
-        else j->kt->gemv_tile(j->w, &lut[0], tile, y64[0]);
+        if (pair) j->gemv2_tile(j->w, &lut[0], &lut[1], tile, y64[0], y64[1]);
+        else j->gemv_tile(j->w, &lut[0], tile, y64[0]);
         for (int u = 0; u <= pair; u++, t++)
             memcpy(j->y + (size_t)t * j->ldy + (size_t)tile * TMAC_TILE_ROWS, y64[u], sizeof(float) * (size_t)rows);
     }
@@ -230,7 +263,11 @@ int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, cons
     mj.first_item[0] = 0;
     int64_t n_items = 0;
     for (int i = 0; i < n_w; i++) {
-        gemm_job_t j = {kt, w[i], entries, scales, sums, n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
+        /* a tier still at layout v1 hands what it cannot do to the generic tile */
+        const int v1_weight = w[i]->bits <= 4 && w[i]->scale_format == TMAC_SCALES_F16 && act_group >= 32;
+        const tmac_kernel_table_t *wkt = kt->gemv_v1_only && !v1_weight ? &g_tables[TMAC_ISA_GENERIC] : kt;
+        gemm_job_t j = {wkt->gemv_tile, wkt->gemv2_tile, w[i], entries, scales, sums,
+                        n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
         mj.jobs[i] = j;
         n_items += (int64_t)(w[i]->m_pad / TMAC_TILE_ROWS) * n_chunks;
         if (n_items > TMAC_MAX_ITEMS) return TMAC_E_SHAPE;

@@ -2,10 +2,13 @@
 LAYOUT.md §Weights (version LAYOUT_VERSION), checked against golden bytes in
 the tests. Pure numpy: no Qt, no native code.
 
-A weight is w[m, k] = s[m, g] * (q[m, k] - z[m, g]) with q a b-bit code. The
-kernel never dequantizes: it reads q as b one-bit planes and stores per
-(row, group) s/2 and c = s * ((2^b - 1)/2 - z) as fp16, scaled by one
-power-of-two tensor_scale so fp16's range never clips (LAYOUT.md gives the identity).
+A weight is w[m, k] = s[m, g] * (q[m, k] - z[m, g]) with q a b-bit code (b = 1..8).
+The kernel never dequantizes: it reads q as b one-bit planes and multiplies per
+(row, group) by sh = s/2 and c = s * ((2^b - 1)/2 - z). Two scale formats hold them:
+F16 stores (sh, c) as fp16, scaled by one power-of-two tensor_scale so fp16's range
+never clips; SUPER (K-quants) stores fp16 (d, dmin) per super-block and int8 (sc, mn)
+per group, w = d*sc*(q - z0) - dmin*mn, and the kernel derives (sh, c) from them
+exactly (super_coeffs; LAYOUT.md gives the identities).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 TILE_ROWS = 64
-GROUP_SIZES = (32, 64, 128)
+MAX_BITS = 8
+GROUP_SIZES = (16, 32, 64, 128, 256)
+SCALES_F16 = 0
+SCALES_SUPER = 1
 
 # byte p of a 64-byte index block holds row ROW_OF_BYTE[p] of the tile (layout.h)
 ROW_OF_BYTE = np.array(
@@ -29,62 +35,28 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def pack_arrays(
-    codes: ArrayLike, scales: ArrayLike, zeros: ArrayLike | None = None, *, bits: int, group_size: int
-) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
-    """Packs codes into the kernel layout.
+def act_group_for(group_size: int) -> int:
+    """Activation-table group size of a weight with these scale groups: min(64, group_size);
+    per-row groups (a multiple of 64 wide) read 64."""
+    return min(64, group_size)
 
-    Args:
-        codes: uint8 (M, K), values in [0, 2**bits).
-        scales: float32 (M, K // group_size); anything broadcastable to it works
-            (a (1, 1) array is one per-tensor scale).
-        zeros: float32 like scales, or None for the symmetric 2**(bits-1).
-        bits: 1..4 (ternary is bits=2 with zeros=1).
-        group_size: 32, 64 or 128 along K, or K itself for one scale per row.
 
-    Returns:
-        (planes uint8 flat, fp16 scale bits uint16 flat, k_pad, effective group size, tensor_scale).
-
-    Raises:
-        ValueError: on any inconsistent shape, dtype or value.
-    """
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] < 1:
-        raise ValueError(f"codes must be a non-empty 2-D array, got shape {codes.shape}")
-    if not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"codes must be integers, got {codes.dtype}")
-    if bits not in (1, 2, 3, 4):
-        raise ValueError(f"bits must be 1, 2, 3 or 4, got {bits}")
-    m, k = codes.shape
-    if codes.min() < 0 or codes.max() >= (1 << bits):
+def _check_codes(codes: ArrayLike, bits: int) -> NDArray[np.integer]:
+    c = np.asarray(codes)
+    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
+        raise ValueError(f"codes must be a non-empty 2-D array, got shape {c.shape}")
+    if not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got {c.dtype}")
+    if not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+        raise ValueError(f"bits must be 1..{MAX_BITS}, got {bits}")
+    if c.min() < 0 or c.max() >= (1 << bits):
         raise ValueError(f"codes must lie in [0, {1 << bits}) for {bits}-bit weights")
-    if group_size in GROUP_SIZES:
-        if k % group_size:
-            raise ValueError(f"K={k} is not a multiple of group_size={group_size}")
-        k_pad, eff_group = k, group_size
-    elif group_size == k:
-        k_pad = _round_up(k, 64)
-        eff_group = k_pad
-    else:
-        raise ValueError(f"group_size must be 32, 64, 128 or K={k} (per row), got {group_size}")
-    n_groups = k // group_size
-    s = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
-    z = (
-        np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64)
-        if zeros is None
-        else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups))
-    )
-    if not (np.isfinite(s).all() and np.isfinite(z).all()):
-        raise ValueError("scales and zeros must be finite")
+    return c
 
-    half = s / 2.0  # (m, n_groups)
-    offset = s * (((1 << bits) - 1) / 2.0 - z)  # (m, n_groups)
-    peak = max(float(np.abs(half).max()), float(np.abs(offset).max()))
-    # a power of two keeps the division exact and puts the peak in [2^14, 2^15)
-    tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
-    if not (np.float32(tensor_scale) > 0 and np.isfinite(np.float32(tensor_scale))):
-        raise ValueError(f"scales out of range (peak {peak})")
 
+def _pack_planes(codes: NDArray[np.integer], bits: int, k_pad: int) -> NDArray[np.uint8]:
+    """planes (m_pad/64, k_pad/8, bits, 64) of codes (M, K), zero-padded, flattened."""
+    m, k = codes.shape
     m_pad = _round_up(m, TILE_ROWS)
     tiles = m_pad // TILE_ROWS
     q = np.zeros((m_pad, k_pad), dtype=np.uint8)
@@ -97,18 +69,182 @@ def pack_arrays(
         byte = nibbles[:, :, 0] | (nibbles[:, :, 1] << 4)  # (row, kpair)
         byte = byte.reshape(tiles, TILE_ROWS, k_pad // 8)[:, ROW_OF_BYTE, :]  # rows -> byte order
         planes[:, :, i, :] = byte.transpose(0, 2, 1)
+    return planes.reshape(-1)
 
-    groups_out = k_pad // eff_group
-    sc = np.zeros((m_pad, groups_out, 2), dtype=np.float64)
-    sc[:m, :, 0] = half / tensor_scale  # per-row scales: one group of k_pad columns
-    sc[:m, :, 1] = offset / tensor_scale
-    sc16 = sc.astype(np.float16).reshape(tiles, TILE_ROWS, groups_out, 2).transpose(0, 2, 3, 1)
+
+def _to_tiles(per_row: NDArray[np.generic], m: int) -> NDArray[np.generic]:
+    """(m, n, 2) per-row values -> (m_pad/64, n, 2, 64) natural row order, zero rows past m."""
+    tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
+    out = np.zeros((tiles * TILE_ROWS,) + per_row.shape[1:], dtype=per_row.dtype)
+    out[:m] = per_row
+    return np.ascontiguousarray(out.reshape(tiles, TILE_ROWS, per_row.shape[1], 2).transpose(0, 2, 3, 1))
+
+
+def _from_tiles(flat: ArrayLike, dtype: type[np.generic], m: int, n: int) -> NDArray[np.generic]:
+    """Inverse of _to_tiles: (m, n, 2)."""
+    tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
+    t = np.asarray(flat).view(dtype).reshape(tiles, n, 2, TILE_ROWS)
+    return t.transpose(0, 3, 1, 2).reshape(tiles * TILE_ROWS, n, 2)[:m]
+
+
+def _check_tensor_scale(tensor_scale: float) -> float:
+    ts = float(tensor_scale)
+    if not (ts > 0 and math.isfinite(ts) and math.frexp(ts)[0] == 0.5):
+        raise ValueError(f"tensor_scale must be a positive power of two, got {tensor_scale}")
+    if not (np.float32(ts) == ts and np.isfinite(np.float32(ts))):
+        raise ValueError(f"tensor_scale {tensor_scale} is not a normal float32")
+    return ts
+
+
+def pack_arrays(
+    codes: ArrayLike,
+    scales: ArrayLike,
+    zeros: ArrayLike | None = None,
+    *,
+    bits: int,
+    group_size: int,
+    tensor_scale: float | None = None,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
+    """Packs codes into the kernel layout with F16 scales.
+
+    Args:
+        codes: uint8 (M, K), values in [0, 2**bits).
+        scales: float32 (M, K // group_size); anything broadcastable to it works
+            (a (1, 1) array is one per-tensor scale).
+        zeros: float32 like scales, or None for the symmetric 2**(bits-1).
+        bits: 1..8 (ternary is bits=2 with zeros=1).
+        group_size: 16, 32, 64, 128 or 256 along K, or K itself for one scale per row.
+        tensor_scale: None to derive it from the peak |sh|, |c| (it puts the peak in
+            [2^14, 2^15)); else a power of two that keeps every fp16 value finite (a matrix
+            packed in row chunks shares one).
+
+    Returns:
+        (planes uint8 flat, fp16 scale bits uint16 flat, k_pad, effective group size, tensor_scale).
+
+    Raises:
+        ValueError: on any inconsistent shape, dtype or value.
+    """
+    codes = _check_codes(codes, bits)
+    m, k = codes.shape
+    if group_size in GROUP_SIZES:
+        if k % group_size:
+            raise ValueError(f"K={k} is not a multiple of group_size={group_size}")
+        k_pad, eff_group = k, group_size
+    elif group_size == k:
+        k_pad = _round_up(k, 64)
+        eff_group = k_pad
+    else:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES} or K={k} (per row), got {group_size}")
+    n_groups = k // group_size
+    s = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
+    z = (
+        np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64)
+        if zeros is None
+        else np.broadcast_to(np.asarray(zeros, dtype=np.float64), (m, n_groups))
+    )
+    if not (np.isfinite(s).all() and np.isfinite(z).all()):
+        raise ValueError("scales and zeros must be finite")
+
+    half = s / 2.0  # (m, n_groups)
+    offset = s * (((1 << bits) - 1) / 2.0 - z)  # (m, n_groups)
+    if tensor_scale is None:
+        peak = max(float(np.abs(half).max()), float(np.abs(offset).max()))
+        # a power of two keeps the division exact and puts the peak in [2^14, 2^15)
+        tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
+        if not (np.float32(tensor_scale) > 0 and np.isfinite(np.float32(tensor_scale))):
+            raise ValueError(f"scales out of range (peak {peak})")
+    else:
+        tensor_scale = _check_tensor_scale(tensor_scale)
+
+    sc = np.empty((m, k_pad // eff_group, 2), dtype=np.float64)  # per-row scales: one group of k_pad columns
+    sc[:, :, 0] = half / tensor_scale
+    sc[:, :, 1] = offset / tensor_scale
+    with np.errstate(over="ignore"):
+        sc16 = sc.astype(np.float16)
+    if not np.isfinite(sc16).all():
+        raise ValueError(f"tensor_scale={tensor_scale} leaves scales outside fp16's range")
     return (
-        planes.reshape(-1),
-        np.ascontiguousarray(sc16).view(np.uint16).reshape(-1),
+        _pack_planes(codes, bits, k_pad),
+        _to_tiles(sc16, m).view(np.uint16).reshape(-1),
         k_pad,
         eff_group,
         float(tensor_scale),
+    )
+
+
+def _exact_fp16(name: str, values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.float16]:
+    v = np.asarray(values)
+    if not np.issubdtype(v.dtype, np.floating):
+        raise ValueError(f"{name} must be float16 or float32, got {v.dtype}")
+    try:
+        v64 = np.broadcast_to(v.astype(np.float64), shape)
+    except ValueError:
+        raise ValueError(f"{name} has shape {v.shape}, expected {shape}") from None
+    with np.errstate(over="ignore"):
+        h = v64.astype(np.float16)
+    if not (np.isfinite(v64).all() and (h.astype(np.float64) == v64).all()):
+        raise ValueError(f"{name} must be finite and exactly representable in fp16")
+    return h
+
+
+def _int8_sub(name: str, values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.int8]:
+    v = np.asarray(values)
+    if not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got {v.dtype}")
+    try:
+        v = np.broadcast_to(v, shape)
+    except ValueError:
+        raise ValueError(f"{name} has shape {np.shape(values)}, expected {shape}") from None
+    if v.size and (v.min() < -128 or v.max() > 127):
+        raise ValueError(f"{name} must lie in [-128, 127] (int8)")
+    return v.astype(np.int8)
+
+
+def pack_super_arrays(
+    codes: ArrayLike,
+    d: ArrayLike,
+    dmin: ArrayLike,
+    sc: ArrayLike,
+    mn: ArrayLike,
+    *,
+    bits: int,
+    group_size: int,
+    super_size: int,
+    code_offset: float,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint16], NDArray[np.int8], int]:
+    """Packs codes into the kernel layout with SUPER scales: w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g].
+
+    Args:
+        codes: uint8 (M, K), values in [0, 2**bits).
+        d, dmin: float32 or float16 (M, K // super_size), each value exactly an fp16.
+        sc, mn: integers (M, K // group_size) in [-128, 127].
+        bits: 1..8.
+        group_size: 16, 32, 64, 128 or 256 along K (K a multiple of it).
+        super_size: a multiple of group_size dividing K.
+        code_offset: kb = (2**bits - 1)/2 - z0, z0 the format's fixed code offset.
+
+    Returns:
+        (planes uint8 flat, fp16 (d, dmin) bits uint16 flat, int8 (sc, mn) flat, k_pad = K).
+
+    Raises:
+        ValueError: on any inconsistent shape, dtype or value.
+    """
+    codes = _check_codes(codes, bits)
+    m, k = codes.shape
+    if group_size not in GROUP_SIZES or k % group_size:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES} and divide K={k}, got {group_size}")
+    if not (isinstance(super_size, int) and super_size > 0 and super_size % group_size == 0 and k % super_size == 0):
+        raise ValueError(f"super_size={super_size} must be a multiple of group_size={group_size} dividing K={k}")
+    if not np.isfinite(np.float32(code_offset)):
+        raise ValueError(f"code_offset must be finite, got {code_offset}")
+    n_super, n_groups = k // super_size, k // group_size
+    supers = np.stack([_exact_fp16("d", d, (m, n_super)), _exact_fp16("dmin", dmin, (m, n_super))], axis=2)
+    subs = np.stack([_int8_sub("sc", sc, (m, n_groups)), _int8_sub("mn", mn, (m, n_groups))], axis=2)
+    return (
+        _pack_planes(codes, bits, k),
+        _to_tiles(supers, m).view(np.uint16).reshape(-1),
+        _to_tiles(subs, m).view(np.int8).reshape(-1),
+        k,
     )
 
 
@@ -130,20 +266,86 @@ def unpack_codes(planes: ArrayLike, m: int, k: int, k_pad: int, bits: int) -> ND
 def unpack_scales(
     scales: ArrayLike, m: int, k_pad: int, group_size: int, tensor_scale: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(s/2, c) as float64 (m, k_pad // group_size), including the fp16 rounding the kernel sees."""
-    tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
-    groups = k_pad // group_size
-    sc16 = np.asarray(scales, dtype=np.uint16).view(np.float16).reshape(tiles, groups, 2, TILE_ROWS)
-    sc = sc16.transpose(0, 3, 1, 2).reshape(tiles * TILE_ROWS, groups, 2).astype(np.float64) * tensor_scale
-    return sc[:m, :, 0], sc[:m, :, 1]
+    """F16: (sh, c) as float64 (m, k_pad // group_size), including the fp16 rounding the kernel sees."""
+    sc = _from_tiles(np.asarray(scales, dtype=np.uint16), np.float16, m, k_pad // group_size)
+    sc64 = sc.astype(np.float64) * tensor_scale
+    return sc64[:, :, 0], sc64[:, :, 1]
+
+
+def unpack_super(
+    scales: ArrayLike, sub: ArrayLike, m: int, k_pad: int, group_size: int, super_size: int
+) -> tuple[NDArray[np.float16], NDArray[np.float16], NDArray[np.int8], NDArray[np.int8]]:
+    """SUPER: (d, dmin) fp16 (m, k_pad // super_size) and (sc, mn) int8 (m, k_pad // group_size)."""
+    supers = _from_tiles(np.asarray(scales, dtype=np.uint16), np.float16, m, k_pad // super_size)
+    subs = _from_tiles(np.asarray(sub, dtype=np.int8), np.int8, m, k_pad // group_size)
+    d, dmin = supers[:, :, 0].view(np.float16), supers[:, :, 1].view(np.float16)
+    return d, dmin, subs[:, :, 0].view(np.int8), subs[:, :, 1].view(np.int8)
+
+
+def _fmaf(a: NDArray[np.float32], b: NDArray[np.float32], c: NDArray[np.float32]) -> NDArray[np.float32]:
+    """C's fmaf elementwise: a*b + c rounded once to float32 (nearest, ties to even).
+    a*b is exact in float64 (24 + 24 bits); the sum's float64 rounding error e comes from
+    TwoSum, and decides the one case float64 -> float32 gets wrong: a sum that lands
+    exactly halfway between two float32 although the exact value does not."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = c.astype(np.float64)
+    s = p + c64
+    bb = s - p
+    e = (p - (s - bb)) + (c64 - bb)  # s + e == p + c64 exactly
+    with np.errstate(over="ignore"):
+        r = s.astype(np.float32)
+        r64 = r.astype(np.float64)
+        toward = np.where(s > r64, np.float32(np.inf), np.float32(-np.inf)).astype(np.float32)
+        other = np.nextafter(r, toward)  # the float32 on s's other side
+    o64 = other.astype(np.float64)
+    tie = (r64 != s) & (np.abs(s - r64) == np.abs(o64 - s)) & (e != 0)
+    pick_other = tie & ((e > 0) == (o64 > s))
+    return np.where(pick_other, other, r).astype(np.float32)
+
+
+def super_coeffs(
+    d: ArrayLike, dmin: ArrayLike, sc: ArrayLike, mn: ArrayLike, code_offset: float
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(sh, c) of SUPER scales, EXACTLY the fp32 operations of the kernels' epilogue
+    (layout.h tmac_super_coeffs): sh = (0.5*D)*sf, c = fmaf(code_offset*D, sf, -(Dm*mf))."""
+    D = np.asarray(d, dtype=np.float16).astype(np.float32)
+    Dm = np.asarray(dmin, dtype=np.float16).astype(np.float32)
+    sf = np.asarray(sc, dtype=np.int8).astype(np.float32)
+    mf = np.asarray(mn, dtype=np.int8).astype(np.float32)
+    sh = (np.float32(0.5) * D) * sf
+    c = _fmaf(np.float32(code_offset) * D, sf, -(Dm * mf))
+    return sh, c
 
 
 def dequantize(
-    planes: ArrayLike, scales: ArrayLike, m: int, k: int, k_pad: int, bits: int, group_size: int, tensor_scale: float
+    planes: ArrayLike,
+    scales: ArrayLike,
+    m: int,
+    k: int,
+    k_pad: int,
+    bits: int,
+    group_size: int,
+    tensor_scale: float,
+    *,
+    scale_format: int = SCALES_F16,
+    sub: ArrayLike | None = None,
+    super_size: int = 0,
+    code_offset: float = 0.0,
 ) -> NDArray[np.float64]:
-    """The float64 weights (m, k) the kernel multiplies by: w = 2*sh*q - sh*(2^b - 1) + c."""
+    """The float64 weights (m, k) the kernel multiplies by: w = (2*sh*q - sh*(2^b - 1) + c) * tensor_scale,
+    (sh, c) read from fp16 (F16) or derived in fp32 by super_coeffs (SUPER)."""
     q = unpack_codes(planes, m, k, k_pad, bits).astype(np.float64)
-    half, offset = unpack_scales(scales, m, k_pad, group_size, tensor_scale)
     per_col = np.arange(k) // group_size
-    sh, c = half[:, per_col], offset[:, per_col]
-    return 2.0 * sh * q - sh * ((1 << bits) - 1) + c
+    if scale_format == SCALES_F16:
+        half, offset = unpack_scales(scales, m, k_pad, group_size, 1.0)
+        sh, c = half[:, per_col], offset[:, per_col]
+    elif scale_format == SCALES_SUPER:
+        if sub is None:
+            raise ValueError("SUPER scales need sub")
+        d, dmin, sc, mn = unpack_super(scales, sub, m, k_pad, group_size, super_size)
+        super_of_group = np.arange(k_pad // group_size) * group_size // super_size
+        sh32, c32 = super_coeffs(d[:, super_of_group], dmin[:, super_of_group], sc, mn, code_offset)
+        sh, c = sh32.astype(np.float64)[:, per_col], c32.astype(np.float64)[:, per_col]
+    else:
+        raise ValueError(f"unknown scale_format {scale_format}")
+    return (2.0 * sh * q - sh * ((1 << bits) - 1) + c) * tensor_scale

@@ -10,30 +10,48 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
+    const int super = w->scale_format == TMAC_SCALES_SUPER;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;   /* (kpairs, bits, 64) */
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64; /* (n_groups, 2, 64) */
+    /* F16: (n_groups, 2, 64) fp16 (sh, c); SUPER: (n_super, 2, 64) fp16 (d, dmin) */
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;  /* (n_groups, 2, 64) */
     float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
-        int32_t acc[64] = {0};                  /* fits int16: see TMAC_MAX_ACT_GROUP */
+        /* planes 0..3 into acc_lo, planes 4..7 into acc_hi with weights 2^(i-4):
+         * each fits int16 (see TMAC_MAX_ACT_GROUP) */
+        int32_t acc_lo[64] = {0}, acc_hi[64] = {0};
         for (int kp = a * pairs_per_group; kp < (a + 1) * pairs_per_group; kp++) {
             const int8_t *t_lo = lut->entries + (size_t)32 * kp;      /* kgroup of the low nibbles */
             const int8_t *t_hi = t_lo + 16;                          /* kgroup of the high nibbles */
             for (int i = 0; i < bits; i++) {
                 const uint8_t *block = planes + ((size_t)kp * bits + i) * 64;
+                int32_t *acc = i < TMAC_PLANES_PER_ACC ? acc_lo : acc_hi;
+                const int weight = 1 << (i % TMAC_PLANES_PER_ACC);
                 for (int p = 0; p < 64; p++) {
                     int pair = t_lo[block[p] & 15] + t_hi[block[p] >> 4];
-                    acc[tmac_row_of_byte(p)] += pair * (1 << i);
+                    acc[tmac_row_of_byte(p)] += pair * weight;
                 }
             }
         }
         const float ls = lut->scales[a], xs = lut->sums[a];
-        const uint16_t *sg = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
+        const int g = (int)((int64_t)a * lut->act_group / w->group_size);
         for (int r = 0; r < 64; r++) {
-            assert(acc[r] >= -32768 && acc[r] <= 32767);
-            float t = (float)acc[r] * ls;
-            y[r] = fmaf(t, tmac_fp16_to_fp32(sg[r]), y[r]);
-            y[r] = fmaf(xs, tmac_fp16_to_fp32(sg[64 + r]), y[r]);
+            assert(acc_lo[r] >= -32768 && acc_lo[r] <= 32767 && acc_hi[r] >= -32768 && acc_hi[r] <= 32767);
+            const int32_t acc = acc_lo[r] + 16 * acc_hi[r];      /* |acc| < 2^24: exact in fp32 */
+            float sh, c;
+            if (super) {
+                const uint16_t *su = scales + (size_t)((int64_t)a * lut->act_group / w->super_size) * 2 * 64;
+                const int8_t *sg = sub + (size_t)g * 2 * 64;
+                tmac_super_coeffs(su[r], su[64 + r], sg[r], sg[64 + r], w->code_offset, &sh, &c);
+            } else {
+                const uint16_t *sg = scales + (size_t)g * 2 * 64;
+                sh = tmac_fp16_to_fp32(sg[r]);
+                c = tmac_fp16_to_fp32(sg[64 + r]);
+            }
+            float t = (float)acc * ls;
+            y[r] = fmaf(t, sh, y[r]);
+            y[r] = fmaf(xs, c, y[r]);
         }
     }
     for (int r = 0; r < 64; r++) y64[r] = y[r] * w->tensor_scale;

@@ -2,140 +2,248 @@
  * Per 16-byte lane of an index block: vqtbl1q looks up low nibbles in the
  * table of kgroup 2kp and high nibbles in that of 2kp+1, vzip1/vzip2 pair the
  * two lookups of each row, vpaddlq adds them into int16 and vmlaq_n weights
- * the bit plane. Eight int16x8 accumulators cover the 64 rows; they are
- * flushed once per activation group into the fp32 epilogue with fused
- * multiply-adds in the generic order. Intrinsics only (MSVC ARM64, clang).
+ * the bit plane. Eight int16x8 accumulators cover the 64 rows (eight more
+ * for planes 4-7 of 5..8-bit weights, weighted 2^(i-4) and joined as int32
+ * lo + 16 * hi, LAYOUT.md §Accumulation); they are flushed once per
+ * activation group into the fp32 epilogue with fused multiply-adds in the
+ * generic order, SUPER scales (§Scales SUPER) deriving sh and c there.
+ * Intrinsics only (MSVC ARM64, clang).
  * AArch64 baseline NEON: no dotprod needed. */
 #include "tmac/kernels.h"
 #if TMAC_ARCH_ARM64
 #include <arm_neon.h>
 
-TMAC_INLINE void epilogue8(int16x8_t acc, float32x4_t ls, float32x4_t xs, const uint16_t *sh, const uint16_t *c, float *y) {
-    float32x4_t a_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(acc)));
-    float32x4_t a_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(acc)));
-    float32x4_t s_lo = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sh)));
-    float32x4_t s_hi = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sh + 4)));
-    float32x4_t c_lo = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(c)));
-    float32x4_t c_hi = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(c + 4)));
-    float32x4_t y_lo = vld1q_f32(y), y_hi = vld1q_f32(y + 4);
-    y_lo = vfmaq_f32(y_lo, vmulq_f32(a_lo, ls), s_lo);
-    y_hi = vfmaq_f32(y_hi, vmulq_f32(a_hi, ls), s_hi);
-    y_lo = vfmaq_f32(y_lo, xs, c_lo);
-    y_hi = vfmaq_f32(y_hi, xs, c_hi);
-    vst1q_f32(y, y_lo);
-    vst1q_f32(y + 4, y_hi);
+/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
+ * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+typedef struct {
+    const uint16_t *s;
+    const int8_t *sub;
+    float32x4_t kb;            /* SUPER: code_offset */
+} group_scales_t;
+
+TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
+                                        int a, int act_group, const int super) {
+    const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    group_scales_t gs;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.kb = vdupq_n_f32(w->code_offset);
+    return gs;
 }
 
-void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64) {
+/* sh, c of rows r..r+3. SUPER: sh = (0.5 * D) * sf and c = -(Dm * mf - kb * D * sf)
+ * with one rounding (vfmsq), which equals the spec's fmaf(kb * D, sf, -(Dm * mf)):
+ * round to nearest is symmetric. sf4, mf4: the rows' sub-scales as float. */
+TMAC_INLINE void coeffs4(const group_scales_t *gs, int r, float32x4_t sf, float32x4_t mf, const int super,
+                         float32x4_t *sh, float32x4_t *c) {
+    const float32x4_t v0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + r)));
+    const float32x4_t v1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + 64 + r)));
+    if (!super) {
+        *sh = v0;
+        *c = v1;
+        return;
+    }
+    *sh = vmulq_f32(vmulq_f32(vdupq_n_f32(0.5f), v0), sf);
+    *c = vnegq_f32(vfmsq_f32(vmulq_f32(v1, mf), vmulq_f32(gs->kb, v0), sf));
+}
+
+/* (float)(lo + 16 * hi) of 4 int16 rows; (float)lo when the weight has no planes 4-7 */
+TMAC_INLINE float32x4_t acc_f32(int16x4_t lo, int16x4_t hi, const int has_hi) {
+    int32x4_t a = vmovl_s16(lo);
+    if (has_hi) a = vaddq_s32(a, vshll_n_s16(hi, 4));
+    return vcvtq_f32_s32(a);
+}
+
+/* y[r..r+7] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
+TMAC_INLINE void epilogue8(int16x8_t lo, int16x8_t hi, const int has_hi, float32x4_t ls, float32x4_t xs,
+                           const group_scales_t *gs, int r, const int super, float *y) {
+    float32x4_t sf_lo = vdupq_n_f32(0.0f), sf_hi = sf_lo, mf_lo = sf_lo, mf_hi = sf_lo;
+    if (super) {
+        const int16x8_t sc = vmovl_s8(vld1_s8(gs->sub + r)), mn = vmovl_s8(vld1_s8(gs->sub + 64 + r));
+        sf_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(sc)));
+        sf_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(sc)));
+        mf_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(mn)));
+        mf_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(mn)));
+    }
+    float32x4_t sh_lo, c_lo, sh_hi, c_hi;
+    coeffs4(gs, r, sf_lo, mf_lo, super, &sh_lo, &c_lo);
+    coeffs4(gs, r + 4, sf_hi, mf_hi, super, &sh_hi, &c_hi);
+    const float32x4_t a_lo = acc_f32(vget_low_s16(lo), vget_low_s16(hi), has_hi);
+    const float32x4_t a_hi = acc_f32(vget_high_s16(lo), vget_high_s16(hi), has_hi);
+    float32x4_t y_lo = vld1q_f32(y + r), y_hi = vld1q_f32(y + r + 4);
+    y_lo = vfmaq_f32(y_lo, vmulq_f32(a_lo, ls), sh_lo);
+    y_hi = vfmaq_f32(y_hi, vmulq_f32(a_hi, ls), sh_hi);
+    y_lo = vfmaq_f32(y_lo, xs, c_lo);
+    y_hi = vfmaq_f32(y_hi, xs, c_hi);
+    vst1q_f32(y + r, y_lo);
+    vst1q_f32(y + r + 4, y_hi);
+}
+
+/* One plane of one kpair, all four 16-byte lanes, into acc[L] (rows 8L..) and
+ * acc[4 + L] (rows 32 + 8L..). */
+TMAC_INLINE void step(int8x16_t t_lo, int8x16_t t_hi, const uint8_t *block, int16_t weight, int16x8_t acc[8]) {
+    const uint8x16_t nibble = vdupq_n_u8(0x0F);
+    for (int lane = 0; lane < 4; lane++) {
+        uint8x16_t v = vld1q_u8(block + 16 * lane);
+        int8x16_t l = vqtbl1q_s8(t_lo, vandq_u8(v, nibble));
+        int8x16_t h = vqtbl1q_s8(t_hi, vshrq_n_u8(v, 4));
+        acc[lane] = vmlaq_n_s16(acc[lane], vpaddlq_s8(vzip1q_s8(l, h)), weight);
+        acc[4 + lane] = vmlaq_n_s16(acc[4 + lane], vpaddlq_s8(vzip2q_s8(l, h)), weight);
+    }
+}
+
+/* bits stays a run-time value (the plane loop rolled, as today); has_hi
+ * (bits > 4: planes 4-7 in 8 more accumulators, 32 q registers hold them) and
+ * super are constants. */
+TMAC_INLINE void tile1(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64,
+                      const int has_hi, const int super) {
     const int bits = w->bits;
+    const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits, n_hi = bits - n_lo;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
-    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
-    const uint8x16_t nibble = vdupq_n_u8(0x0F);
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
+    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     float y[64];
     for (int r = 0; r < 64; r++) y[r] = 0.0f;
 
     for (int a = 0; a < n_act_groups; a++) {
-        int16x8_t acc[8];            /* acc[L]: rows 8L..8L+7; acc[4+L]: rows 32+8L.. */
-        for (int j = 0; j < 8; j++) acc[j] = vdupq_n_s16(0);
+        int16x8_t acc[8], acc_hi[8];     /* acc[L]: rows 8L..8L+7; acc[4+L]: rows 32+8L..; acc_hi: planes 4-7 */
+        for (int j = 0; j < 8; j++) acc[j] = acc_hi[j] = vdupq_n_s16(0);
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const int8_t *tables = lut->entries + (size_t)a * pairs_per_group * 32;
         for (int kp = 0; kp < pairs_per_group; kp++, tables += 32) {
             const int8x16_t t_lo = vld1q_s8(tables), t_hi = vld1q_s8(tables + 16);
-            for (int i = 0; i < bits; i++, block += 64) {
-                const int16_t weight = (int16_t)(1 << i);
-                for (int lane = 0; lane < 4; lane++) {
-                    uint8x16_t v = vld1q_u8(block + 16 * lane);
-                    int8x16_t l = vqtbl1q_s8(t_lo, vandq_u8(v, nibble));
-                    int8x16_t h = vqtbl1q_s8(t_hi, vshrq_n_u8(v, 4));
-                    acc[lane] = vmlaq_n_s16(acc[lane], vpaddlq_s8(vzip1q_s8(l, h)), weight);
-                    acc[4 + lane] = vmlaq_n_s16(acc[4 + lane], vpaddlq_s8(vzip2q_s8(l, h)), weight);
-                }
-            }
+            for (int i = 0; i < n_lo; i++, block += 64) step(t_lo, t_hi, block, (int16_t)(1 << i), acc);
+            if (has_hi)
+                for (int i = 0; i < n_hi; i++, block += 64) step(t_lo, t_hi, block, (int16_t)(1 << i), acc_hi);
         }
         const float32x4_t ls = vdupq_n_f32(lut->scales[a]), xs = vdupq_n_f32(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
-        for (int j = 0; j < 8; j++) epilogue8(acc[j], ls, xs, sh + 8 * j, c + 8 * j, y + 8 * j);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        for (int j = 0; j < 8; j++) epilogue8(acc[j], acc_hi[j], has_hi, ls, xs, &gs, 8 * j, super, y);
     }
     const float32x4_t ts = vdupq_n_f32(w->tensor_scale);
     for (int r = 0; r < 64; r += 4) vst1q_f32(y64 + r, vmulq_f32(vld1q_f32(y + r), ts));
 }
 
-/* The same tile for two activation vectors (prompt chunks). The index bytes
- * and their nibble split (vandq / vshrq) are shared, so per bit plane the
- * loads and splits of the one-token kernel are paid once for both tokens;
- * lookups, zips, pairwise adds and accumulators stay per token. Each half of
- * a 64-byte block (lanes 0-1: rows 0-15/32-47, lanes 2-3: rows 16-31/48-63)
- * is a separate pass, so 8 accumulators, 4 tables, the nibble mask and the
- * temporaries of two lanes fit the 32 q registers without spills. bits stays
- * a run-time value, as on x86 where a constant unrolled plane loop spilled.
- * int16 sums are exact in any order and each token runs the one-token
- * epilogue8 in the same row order, so y0/y1 equal two gemv_tile calls bit
- * for bit. */
-void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                          float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
+void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int t, float *TMAC_RESTRICT y64) {
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tile1(w, lut, t, y64, 1, 1);
+        else tile1(w, lut, t, y64, 0, 1);
+    } else {
+        if (has_hi) tile1(w, lut, t, y64, 1, 0);
+        else tile1(w, lut, t, y64, 0, 0);
+    }
+}
+
+/* Planes [p0, p0 + n) of every kpair of one act group, lanes 2*half and
+ * 2*half+1 of each block, for two tokens. The index bytes and their nibble
+ * split (vandq / vshrq) are shared by the tokens; lookups, zips, pairwise adds
+ * and accumulators are per token. acc[0..3]: token 0's rows of lane 2h (zip1),
+ * lane 2h+1 (zip1), lane 2h (zip2), lane 2h+1 (zip2); acc[4..7] token 1's. */
+TMAC_INLINE void pass2(const uint8_t *block, const int bits, const int p0, const int n, int pairs,
+                       const int8_t *tables0, const int8_t *tables1, int16x8_t acc[8]) {
+    const uint8x16_t nibble = vdupq_n_u8(0x0F);
+    int16x8_t a0 = vdupq_n_s16(0), a1 = vdupq_n_s16(0), a2 = vdupq_n_s16(0), a3 = vdupq_n_s16(0);
+    int16x8_t b0 = vdupq_n_s16(0), b1 = vdupq_n_s16(0), b2 = vdupq_n_s16(0), b3 = vdupq_n_s16(0);
+    block += (size_t)p0 * 64;
+    for (int kp = 0; kp < pairs; kp++, tables0 += 32, tables1 += 32, block += (size_t)(bits - n) * 64) {
+        const int8x16_t t0_lo = vld1q_s8(tables0), t0_hi = vld1q_s8(tables0 + 16);
+        const int8x16_t t1_lo = vld1q_s8(tables1), t1_hi = vld1q_s8(tables1 + 16);
+        for (int i = 0; i < n; i++, block += 64) {
+            const int16_t weight = (int16_t)(1 << i);
+            const uint8x16_t v0 = vld1q_u8(block), v1 = vld1q_u8(block + 16);
+            const uint8x16_t lo0 = vandq_u8(v0, nibble), hi0 = vshrq_n_u8(v0, 4);
+            const uint8x16_t lo1 = vandq_u8(v1, nibble), hi1 = vshrq_n_u8(v1, 4);
+            int8x16_t l = vqtbl1q_s8(t0_lo, lo0), h = vqtbl1q_s8(t0_hi, hi0);
+            a0 = vmlaq_n_s16(a0, vpaddlq_s8(vzip1q_s8(l, h)), weight);
+            a2 = vmlaq_n_s16(a2, vpaddlq_s8(vzip2q_s8(l, h)), weight);
+            l = vqtbl1q_s8(t0_lo, lo1);
+            h = vqtbl1q_s8(t0_hi, hi1);
+            a1 = vmlaq_n_s16(a1, vpaddlq_s8(vzip1q_s8(l, h)), weight);
+            a3 = vmlaq_n_s16(a3, vpaddlq_s8(vzip2q_s8(l, h)), weight);
+            l = vqtbl1q_s8(t1_lo, lo0);
+            h = vqtbl1q_s8(t1_hi, hi0);
+            b0 = vmlaq_n_s16(b0, vpaddlq_s8(vzip1q_s8(l, h)), weight);
+            b2 = vmlaq_n_s16(b2, vpaddlq_s8(vzip2q_s8(l, h)), weight);
+            l = vqtbl1q_s8(t1_lo, lo1);
+            h = vqtbl1q_s8(t1_hi, hi1);
+            b1 = vmlaq_n_s16(b1, vpaddlq_s8(vzip1q_s8(l, h)), weight);
+            b3 = vmlaq_n_s16(b3, vpaddlq_s8(vzip2q_s8(l, h)), weight);
+        }
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+    acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+}
+
+/* The same tile for two activation vectors (prompt chunks): per bit plane
+ * the loads and splits of the one-token kernel are paid once for both tokens.
+ * Each half of a 64-byte block (lanes 0-1: rows 0-15/32-47, lanes 2-3: rows
+ * 16-31/48-63) is a separate pass, so 8 accumulators, 4 tables, the nibble
+ * mask and the temporaries of two lanes fit the 32 q registers without
+ * spills; bits 5..8 take a second pass per half for planes 4-7, for the same
+ * reason. bits stays a run-time value, as on x86 where a constant unrolled
+ * plane loop spilled. int16 sums are exact in any order and each token runs
+ * the one-token epilogue8, so y0/y1 equal two gemv_tile calls bit for bit. */
+TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
+                       float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64, const int has_hi, const int super) {
     const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
-    const uint8x16_t nibble = vdupq_n_u8(0x0F);
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     float y0[64], y1[64];
     for (int r = 0; r < 64; r++) y0[r] = y1[r] = 0.0f;
 
     for (int a = 0; a < n_act_groups; a++) {
-        int16x8_t acc0[8], acc1[8];  /* per token, rows as in the one-token acc[] */
+        const float32x4_t ls0 = vdupq_n_f32(lut0->scales[a]), xs0 = vdupq_n_f32(lut0->sums[a]);
+        const float32x4_t ls1 = vdupq_n_f32(lut1->scales[a]), xs1 = vdupq_n_f32(lut1->sums[a]);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
+        const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
+        const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
         for (int half = 0; half < 2; half++) {
-            int16x8_t a0 = vdupq_n_s16(0), a1 = vdupq_n_s16(0), a2 = vdupq_n_s16(0), a3 = vdupq_n_s16(0);
-            int16x8_t b0 = vdupq_n_s16(0), b1 = vdupq_n_s16(0), b2 = vdupq_n_s16(0), b3 = vdupq_n_s16(0);
-            const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64 + 32 * half;
-            const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
-            const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
-            for (int kp = 0; kp < pairs_per_group; kp++, tables0 += 32, tables1 += 32) {
-                const int8x16_t t0_lo = vld1q_s8(tables0), t0_hi = vld1q_s8(tables0 + 16);
-                const int8x16_t t1_lo = vld1q_s8(tables1), t1_hi = vld1q_s8(tables1 + 16);
-                for (int i = 0; i < bits; i++, block += 64) {
-                    const int16_t weight = (int16_t)(1 << i);
-                    const uint8x16_t v0 = vld1q_u8(block), v1 = vld1q_u8(block + 16);
-                    const uint8x16_t lo0 = vandq_u8(v0, nibble), hi0 = vshrq_n_u8(v0, 4);
-                    const uint8x16_t lo1 = vandq_u8(v1, nibble), hi1 = vshrq_n_u8(v1, 4);
-                    int8x16_t l = vqtbl1q_s8(t0_lo, lo0), h = vqtbl1q_s8(t0_hi, hi0);
-                    a0 = vmlaq_n_s16(a0, vpaddlq_s8(vzip1q_s8(l, h)), weight);
-                    a2 = vmlaq_n_s16(a2, vpaddlq_s8(vzip2q_s8(l, h)), weight);
-                    l = vqtbl1q_s8(t0_lo, lo1);
-                    h = vqtbl1q_s8(t0_hi, hi1);
-                    a1 = vmlaq_n_s16(a1, vpaddlq_s8(vzip1q_s8(l, h)), weight);
-                    a3 = vmlaq_n_s16(a3, vpaddlq_s8(vzip2q_s8(l, h)), weight);
-                    l = vqtbl1q_s8(t1_lo, lo0);
-                    h = vqtbl1q_s8(t1_hi, hi0);
-                    b0 = vmlaq_n_s16(b0, vpaddlq_s8(vzip1q_s8(l, h)), weight);
-                    b2 = vmlaq_n_s16(b2, vpaddlq_s8(vzip2q_s8(l, h)), weight);
-                    l = vqtbl1q_s8(t1_lo, lo1);
-                    h = vqtbl1q_s8(t1_hi, hi1);
-                    b1 = vmlaq_n_s16(b1, vpaddlq_s8(vzip1q_s8(l, h)), weight);
-                    b3 = vmlaq_n_s16(b3, vpaddlq_s8(vzip2q_s8(l, h)), weight);
-                }
+            int16x8_t lo[8], hi[8];          /* as pass2's acc */
+            if (has_hi) {
+                pass2(block + 32 * half, bits, 0, TMAC_PLANES_PER_ACC, pairs_per_group, tables0, tables1, lo);
+                pass2(block + 32 * half, bits, TMAC_PLANES_PER_ACC, bits - TMAC_PLANES_PER_ACC, pairs_per_group,
+                      tables0, tables1, hi);
+            } else {
+                pass2(block + 32 * half, bits, 0, bits, pairs_per_group, tables0, tables1, lo);
+                for (int j = 0; j < 8; j++) hi[j] = vdupq_n_s16(0);
             }
             /* lane L = 2*half + {0,1}: zip1 rows 8L.., zip2 rows 32+8L.. */
-            acc0[2 * half] = a0; acc0[2 * half + 1] = a1; acc0[4 + 2 * half] = a2; acc0[5 + 2 * half] = a3;
-            acc1[2 * half] = b0; acc1[2 * half + 1] = b1; acc1[4 + 2 * half] = b2; acc1[5 + 2 * half] = b3;
+            for (int t = 0; t < 2; t++) {
+                const float32x4_t ls = t ? ls1 : ls0, xs = t ? xs1 : xs0;
+                float *y = t ? y1 : y0;
+                for (int j = 0; j < 4; j++) {
+                    const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
+                    epilogue8(lo[4 * t + j], hi[4 * t + j], has_hi, ls, xs, &gs, row, super, y);
+                }
+            }
         }
-        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
-        float32x4_t ls = vdupq_n_f32(lut0->scales[a]), xs = vdupq_n_f32(lut0->sums[a]);
-        for (int j = 0; j < 8; j++) epilogue8(acc0[j], ls, xs, sh + 8 * j, c + 8 * j, y0 + 8 * j);
-        ls = vdupq_n_f32(lut1->scales[a]);
-        xs = vdupq_n_f32(lut1->sums[a]);
-        for (int j = 0; j < 8; j++) epilogue8(acc1[j], ls, xs, sh + 8 * j, c + 8 * j, y1 + 8 * j);
     }
     const float32x4_t ts = vdupq_n_f32(w->tensor_scale);
     for (int r = 0; r < 64; r += 4) {
         vst1q_f32(y0_64 + r, vmulq_f32(vld1q_f32(y0 + r), ts));
         vst1q_f32(y1_64 + r, vmulq_f32(vld1q_f32(y1 + r), ts));
+    }
+}
+
+void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int t,
+                          float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, 1);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, 1);
+    } else {
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, 0);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, 0);
     }
 }
 #endif

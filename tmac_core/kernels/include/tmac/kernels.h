@@ -66,6 +66,10 @@ typedef struct {
     tmac_gemv2_tile_fn gemv2_tile;
     tmac_attn_block_fn attn_block;
     tmac_swiglu_fn swiglu;
+    /* 1 while the tier's gemv tiles do only layout v1 (bits <= 4, F16 scales, act
+     * groups 32/64): tmac_gemm then runs other weights on the generic tile. A tier
+     * that implements all of LAYOUT.md version 2 leaves it 0. */
+    int gemv_v1_only;
 } tmac_kernel_table_t;
 
 void tmac_attn_block_generic(const float *TMAC_RESTRICT q, int G, int hd, float scale,
@@ -117,13 +121,15 @@ tmac_isa_t tmac_active_isa(void);
 int tmac_isa_available(tmac_isa_t isa);    /* compiled in and runnable here */
 const tmac_kernel_table_t *tmac_table(tmac_isa_t isa);  /* NULL if not available */
 
-/* Checks a weight against a table set, the size limits above included (its
- * buffers must hold m_pad/64 * k_pad/8 * bits * 64 bytes and m_pad/64 *
- * n_groups * 128 fp16 values: the caller's part); TMAC_OK or TMAC_E_SHAPE. */
+/* Checks a weight against a table set, every field and the size limits above
+ * included (its buffers must hold m_pad/64 * k_pad/8 * bits * 64 plane bytes,
+ * m_pad/64 * n_groups * 128 fp16 values for F16 scales, or m_pad/64 * n_super *
+ * 128 fp16 values and m_pad/64 * n_groups * 128 sub bytes for SUPER: the
+ * caller's part); TMAC_OK or TMAC_E_SHAPE. */
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group);
 
 /* Builds n tables (x: (n, k_pad) -> entries (n, k_pad/4, 16), scales/sums
- * (n, k_pad/act_group)) on the thread pool with the given tier. */
+ * (n, k_pad/act_group), act_group 16, 32 or 64) on the thread pool with the given tier. */
 int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_group,
                    int8_t *entries, float *scales, float *sums);
 /* y (n, ldy) += nothing: y[t*ldy + m] = (W @ x_t)[m] for the n tables in luts,

@@ -6,35 +6,52 @@
 #ifndef TMAC_LAYOUT_H
 #define TMAC_LAYOUT_H
 
+#include <math.h>
 #include "tmac/platform.h"
 
-#define TMAC_LAYOUT_VERSION 1
+#define TMAC_LAYOUT_VERSION 2
 
 #define TMAC_TILE_ROWS 64          /* output rows per weight tile (one zmm of indices) */
 #define TMAC_KGROUP 4              /* activations per 16-entry table */
 #define TMAC_LUT_ENTRIES 16
 #define TMAC_KPAIR 8               /* activations per index byte: two kgroups */
-#define TMAC_MAX_BITS 4
-/* int16 accumulation bound (LAYOUT.md §Accumulation): 127 * 2 * (2^4 - 1) * A/8
- * must stay <= 32767, which holds for A <= 64 (30480) and fails at A = 128. */
+#define TMAC_MAX_BITS 8
+/* int16 accumulation bound (LAYOUT.md §Accumulation): planes 0..3 and planes 4..7
+ * go to two accumulators, each at most 127 * 2 * (2^4 - 1) * A/8, which must stay
+ * <= 32767: it holds for A <= 64 (30480) and fails at A = 128. */
 #define TMAC_MAX_ACT_GROUP 64
+#define TMAC_MIN_ACT_GROUP 16
+#define TMAC_PLANES_PER_ACC 4      /* planes summed into one int16 accumulator */
 
-/* §Weights. w[m,k] = s[m,g] * (q[m,k] - z[m,g]), q in [0, 2^bits).
+/* §Scale formats (tmac_weight_t.scale_format) */
+#define TMAC_SCALES_F16 0          /* v1: fp16 (sh, c) per row and group */
+#define TMAC_SCALES_SUPER 1        /* K-quant style: fp16 (d, dmin) per super-block, int8 (sc, mn) per group */
+
+/* §Weights. w[m,k] = s[m,g] * (q[m,k] - z[m,g]), q in [0, 2^bits), bits 1..8.
  * planes: (m_pad/64 tiles, k_pad/8 kpairs, bits, 64 bytes). Byte p of a 64-byte
  *   block: lane L = p/16, u = p%16, row = u < 8 ? 8L + u : 32 + 8L + (u - 8);
  *   low nibble = plane bits of q at k = 8*kpair + 0..3 (bit j <-> k + j),
  *   high nibble = the same for k = 8*kpair + 4..7.
- * scales: (m_pad/64 tiles, n_groups, 2, 64) fp16, natural row order:
- *   [0] = s/2 / tensor_scale, [1] = s*((2^bits-1)/2 - z) / tensor_scale. */
+ * F16 (§Scales F16) scales: (m_pad/64 tiles, n_groups, 2, 64) fp16, natural row order:
+ *   [0] = sh = s/2 / tensor_scale, [1] = c = s*((2^bits-1)/2 - z) / tensor_scale.
+ * SUPER (§Scales SUPER), w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g], u the super-block:
+ *   scales: (m_pad/64 tiles, n_super, 2, 64) fp16, natural row order: [0] = d, [1] = dmin;
+ *   sub:    (m_pad/64 tiles, n_groups, 2, 64) int8, natural row order: [0] = sc, [1] = mn;
+ *   the epilogue derives sh, c from them exactly (tmac_super_coeffs). */
 typedef struct {
     const uint8_t *planes;
     const uint16_t *scales;
     int32_t m, k;                  /* logical shape */
     int32_t m_pad, k_pad;          /* m_pad = roundup(m, 64); k_pad % group_size == 0 */
-    int32_t bits;                  /* 1..4 */
-    int32_t group_size;            /* along K; multiple of 32 (k_pad for per-row scales) */
+    int32_t bits;                  /* 1..8 */
+    int32_t group_size;            /* along K: 16, 32, 64, 128, 256, or k_pad (per-row scales, k_pad % 64 == 0) */
     int32_t n_groups;              /* k_pad / group_size */
-    float tensor_scale;            /* power of two that keeps the fp16 scales in range */
+    float tensor_scale;            /* power of two that keeps the fp16 scales in range (SUPER: 1) */
+    int32_t scale_format;          /* TMAC_SCALES_F16 or TMAC_SCALES_SUPER */
+    int32_t super_size;            /* SUPER: weights per super-block, a multiple of group_size dividing k_pad; F16: 0 */
+    int32_t n_super;               /* SUPER: k_pad / super_size; F16: 0 */
+    float code_offset;             /* SUPER: kb = (2^bits - 1)/2 - z0; F16: 0 */
+    const int8_t *sub;             /* SUPER: the int8 (sc, mn) above; F16: NULL */
 } tmac_weight_t;
 
 /* §Tables. One per activation vector x (k_pad,), zero-padded past k.
@@ -47,13 +64,16 @@ typedef struct {
     const float *scales;
     const float *sums;
     int32_t k_pad;
-    int32_t act_group;             /* 32 or 64 */
+    int32_t act_group;             /* 16, 32 or 64 */
 } tmac_lut_t;
 
 TMAC_STATIC_ASSERT(TMAC_TILE_ROWS == 64, "the byte->row map assumes 4 lanes of 16 bytes");
 TMAC_STATIC_ASSERT(TMAC_KPAIR == 2 * TMAC_KGROUP, "one index byte holds two kgroups");
-TMAC_STATIC_ASSERT(127 * 2 * 15 * (TMAC_MAX_ACT_GROUP / TMAC_KPAIR) <= 32767,
+TMAC_STATIC_ASSERT(127 * 2 * ((1 << TMAC_PLANES_PER_ACC) - 1) * (TMAC_MAX_ACT_GROUP / TMAC_KPAIR) <= 32767,
                    "int16 accumulators overflow at this activation group size");
+TMAC_STATIC_ASSERT(TMAC_MAX_BITS <= 2 * TMAC_PLANES_PER_ACC, "two int16 accumulators hold at most 8 planes");
+/* acc = acc_lo + 16 * acc_hi must convert to float exactly */
+TMAC_STATIC_ASSERT(30480 * 17 < (1 << 24), "the int32 accumulator must be exact in fp32");
 TMAC_STATIC_ASSERT(sizeof(uint16_t) == 2, "fp16 scales are stored as uint16");
 
 /* Row of the output tile that byte p (0..63) of an index block belongs to. */
@@ -68,15 +88,31 @@ static inline int tmac_byte_of_row(int r) {
     return 16 * ((r % 32) / 8) + (r % 8) + (r >= 32 ? 8 : 0);
 }
 
+/* §Scales SUPER: the epilogue coefficients of row r in group g of super-block u,
+ * EXACTLY these fp32 operations in every tier (kernel files build with
+ * -ffp-contract=off): sh = (0.5 * D) * sf is exact (11 + 8 significant bits);
+ * code_offset * D and Dm * mf are exact, so c has ONE rounding, in the fma. */
+static inline void tmac_super_coeffs(uint16_t d, uint16_t dmin, int8_t sc, int8_t mn, float code_offset,
+                                     float *sh, float *c) {
+    const float D = tmac_fp16_to_fp32(d), Dm = tmac_fp16_to_fp32(dmin);
+    const float sf = (float)sc, mf = (float)mn;
+    *sh = (0.5f * D) * sf;
+    *c = fmaf(code_offset * D, sf, -(Dm * mf));
+}
+
 /* Row `row` (0 <= row < w->m) of a packed matrix as fp32: out[k] for k < w->k, the
  * weights the kernel multiplies by, w = 2*sh*q - sh*(2^bits - 1) + c (layout.py's
- * dequantize, in double, rounded once to float). The model runtime reads the
- * embedding table this way: the same packed table the (tied) output layer uses. */
+ * dequantize, in double, rounded once to float), sh and c read (F16) or derived
+ * (SUPER, tmac_super_coeffs). The model runtime reads the embedding table this
+ * way: the same packed table the (tied) output layer uses. */
 static inline void tmac_weight_row_f32(const tmac_weight_t *w, int row, float *out) {
     int tile = row / TMAC_TILE_ROWS, r = row % TMAC_TILE_ROWS, byte_pos = tmac_byte_of_row(r);
     int kpairs = w->k_pad / TMAC_KPAIR;
+    const int super = w->scale_format == TMAC_SCALES_SUPER;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * w->bits * 64;     /* (kpairs, bits, 64) */
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;    /* (n_groups, 2, 64) */
+    /* F16: (n_groups, 2, 64) fp16; SUPER: (n_super, 2, 64) fp16 */
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;  /* (n_groups, 2, 64) */
     for (int k = 0; k < w->k; k++) {
         int kp = k / TMAC_KPAIR, j = k % TMAC_KPAIR, q = 0;
         for (int i = 0; i < w->bits; i++) {
@@ -84,8 +120,19 @@ static inline void tmac_weight_row_f32(const tmac_weight_t *w, int row, float *o
             int nibble = j < TMAC_KGROUP ? (byte & 15) : (byte >> 4);
             q |= ((nibble >> (j % TMAC_KGROUP)) & 1) << i;
         }
-        const uint16_t *sg = scales + (size_t)(k / w->group_size) * 2 * 64;
-        double sh = tmac_fp16_to_fp32(sg[r]), c = tmac_fp16_to_fp32(sg[64 + r]);
+        double sh, c;
+        if (super) {
+            const uint16_t *su = scales + (size_t)(k / w->super_size) * 2 * 64;
+            const int8_t *sg = sub + (size_t)(k / w->group_size) * 2 * 64;
+            float shf, cf;
+            tmac_super_coeffs(su[r], su[64 + r], sg[r], sg[64 + r], w->code_offset, &shf, &cf);
+            sh = shf;
+            c = cf;
+        } else {
+            const uint16_t *sg = scales + (size_t)(k / w->group_size) * 2 * 64;
+            sh = tmac_fp16_to_fp32(sg[r]);
+            c = tmac_fp16_to_fp32(sg[64 + r]);
+        }
         out[k] = (float)((2.0 * sh * q - sh * ((1 << w->bits) - 1) + c) * w->tensor_scale);
     }
 }

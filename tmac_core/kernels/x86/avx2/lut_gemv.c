@@ -3,32 +3,137 @@
  * table of kgroup 2kp and the high nibbles in that of 2kp+1 (32 rows each);
  * vpunpck{l,h}bw puts the two lookups of one row side by side, and vpmaddubsw
  * by (2^i, 2^i) adds them, weights the bit plane and widens to int16 in one
- * instruction. int16 accumulators are flushed to the fp32 epilogue once per
- * activation group (bound: layout.h TMAC_MAX_ACT_GROUP).
+ * instruction. Planes 0-3 and planes 4-7 (bits 5..8) go to separate int16
+ * accumulators, each plane weighted 2^(i mod 4), joined as int32 lo + 16 * hi
+ * (LAYOUT.md §Accumulation); they are flushed to the fp32 epilogue once per
+ * activation group (bound: layout.h TMAC_MAX_ACT_GROUP). SUPER scales
+ * (§Scales SUPER) derive sh and c in the epilogue, c by one vfmsub.
  * Compiled with -mavx2 -mfma -mf16c; called only when dispatch saw AVX2+FMA+F16C. */
 #include "tmac/kernels.h"
 #include "tmac/x86_simd.h"
 
-/* y[16 rows] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
-TMAC_INLINE void epilogue16(__m256i acc, __m256 ls, __m256 xs, const uint16_t *sh, const uint16_t *c, float *y) {
-    __m256 a_lo = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc)));
-    __m256 a_hi = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc, 1)));
-    __m256 y_lo = _mm256_loadu_ps(y), y_hi = _mm256_loadu_ps(y + 8);
-    y_lo = _mm256_fmadd_ps(_mm256_mul_ps(a_lo, ls), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sh)), y_lo);
-    y_hi = _mm256_fmadd_ps(_mm256_mul_ps(a_hi, ls), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sh + 8))), y_hi);
-    y_lo = _mm256_fmadd_ps(xs, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c)), y_lo);
-    y_hi = _mm256_fmadd_ps(xs, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 8))), y_hi);
-    _mm256_storeu_ps(y, y_lo);
-    _mm256_storeu_ps(y + 8, y_hi);
+/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
+ * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+typedef struct {
+    const uint16_t *s;
+    const int8_t *sub;
+    __m256 kb;                 /* SUPER: code_offset */
+} group_scales_t;
+
+TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
+                                        int a, int act_group, const int super) {
+    const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    group_scales_t gs;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.kb = _mm256_set1_ps(w->code_offset);
+    return gs;
 }
 
-TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits) {
+/* sh, c of rows r..r+7. SUPER: sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf),
+ * exactly the spec's fp32 operations. */
+TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int super, __m256 *sh, __m256 *c) {
+    const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + r)));
+    const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + 64 + r)));
+    if (!super) {
+        *sh = v0;
+        *c = v1;
+        return;
+    }
+    const __m256 sf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs->sub + r))));
+    const __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs->sub + 64 + r))));
+    *sh = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v0), sf);
+    *c = _mm256_fmsub_ps(_mm256_mul_ps(gs->kb, v0), sf, _mm256_mul_ps(v1, mf));
+}
+
+/* (float)(lo + 16 * hi) of 8 int16 rows; (float)lo when the weight has no planes 4-7 */
+TMAC_INLINE __m256 acc_f32(__m128i lo, __m128i hi, const int has_hi) {
+    __m256i a = _mm256_cvtepi16_epi32(lo);
+    if (has_hi) a = _mm256_add_epi32(a, _mm256_slli_epi32(_mm256_cvtepi16_epi32(hi), 4));
+    return _mm256_cvtepi32_ps(a);
+}
+
+/* y[r..r+15] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order;
+ * lo (and hi) hold the 16 rows' int16 sums. */
+TMAC_INLINE void epilogue16(__m256i lo, __m256i hi, const int has_hi, __m256 ls, __m256 xs,
+                            const group_scales_t *gs, int r, const int super, float *y) {
+    __m256 sh0, c0, sh1, c1;
+    coeffs8(gs, r, super, &sh0, &c0);
+    coeffs8(gs, r + 8, super, &sh1, &c1);
+    const __m256 a0 = acc_f32(_mm256_castsi256_si128(lo), _mm256_castsi256_si128(hi), has_hi);
+    const __m256 a1 = acc_f32(_mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1), has_hi);
+    __m256 y0 = _mm256_loadu_ps(y + r), y1 = _mm256_loadu_ps(y + r + 8);
+    y0 = _mm256_fmadd_ps(_mm256_mul_ps(a0, ls), sh0, y0);
+    y1 = _mm256_fmadd_ps(_mm256_mul_ps(a1, ls), sh1, y1);
+    y0 = _mm256_fmadd_ps(xs, c0, y0);
+    y1 = _mm256_fmadd_ps(xs, c1, y1);
+    _mm256_storeu_ps(y + r, y0);
+    _mm256_storeu_ps(y + r + 8, y1);
+}
+
+/* One plane of one kpair, 32 bytes of its block (rows 16h..16h+15 and 32+16h.. of
+ * half h), into the int16 sums of the unpacklo (*r0) and unpackhi (*r1) rows. */
+TMAC_INLINE void step_half(__m256i t_lo, __m256i t_hi, const uint8_t *block, __m256i weight, __m256i *r0,
+                           __m256i *r1) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i v = _mm256_loadu_si256((const __m256i *)block);
+    const __m256i l = _mm256_shuffle_epi8(t_lo, _mm256_and_si256(v, nibble));
+    const __m256i h = _mm256_shuffle_epi8(t_hi, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+    *r0 = _mm256_add_epi16(*r0, _mm256_maddubs_epi16(weight, _mm256_unpacklo_epi8(l, h)));
+    *r1 = _mm256_add_epi16(*r1, _mm256_maddubs_epi16(weight, _mm256_unpackhi_epi8(l, h)));
+}
+
+/* bits 5..8: planes 0-3 and 4-7 need 8 accumulators for a whole block, more
+ * than the 16 ymm registers hold beside tables and temporaries, so each half
+ * of the block is its own pass over the group (4 accumulators). */
+TMAC_INLINE void tile_hi_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
+                              const int super) {
+    const int kpairs = w->k_pad / TMAC_KPAIR;
+    const int pairs_per_group = lut->act_group / TMAC_KPAIR;
+    const int n_act_groups = w->k_pad / lut->act_group;
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
+    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    TMAC_ALIGN(32) float y[64] = {0};
+
+    for (int a = 0; a < n_act_groups; a++) {
+        const __m256 ls = _mm256_set1_ps(lut->scales[a]), xs = _mm256_set1_ps(lut->sums[a]);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        for (int half = 0; half < 2; half++) {
+            /* [planes 0-3, planes 4-7] x [unpacklo rows, unpackhi rows] */
+            __m256i lo0 = _mm256_setzero_si256(), lo1 = _mm256_setzero_si256();
+            __m256i hi0 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
+            const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64 + 32 * half;
+            const int8_t *tables = lut->entries + (size_t)a * pairs_per_group * 32;
+            for (int kp = 0; kp < pairs_per_group; kp++, tables += 32) {
+                const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables));
+                const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables + 16)));
+                for (int i = 0; i < bits; i++, block += 64) {
+                    const __m256i weight = _mm256_set1_epi8((char)(1 << (i % TMAC_PLANES_PER_ACC)));
+                    if (i < TMAC_PLANES_PER_ACC) step_half(t_lo, t_hi, block, weight, &lo0, &lo1);
+                    else step_half(t_lo, t_hi, block, weight, &hi0, &hi1);
+                }
+            }
+            epilogue16(lo0, hi0, 1, ls, xs, &gs, 16 * half, super, y);
+            epilogue16(lo1, hi1, 1, ls, xs, &gs, 32 + 16 * half, super, y);
+        }
+    }
+    const __m256 ts = _mm256_set1_ps(w->tensor_scale);
+    for (int r = 0; r < 64; r += 8) _mm256_storeu_ps(y64 + r, _mm256_mul_ps(_mm256_load_ps(y + r), ts));
+}
+
+/* bits 1..4: one pass over whole blocks, 4 accumulators. */
+TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
+                           const int super) {
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i zero = _mm256_setzero_si256();
     TMAC_ALIGN(32) float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
@@ -55,15 +160,45 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             }
         }
         const __m256 ls = _mm256_set1_ps(lut->scales[a]), xs = _mm256_set1_ps(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
-        epilogue16(acc0, ls, xs, sh + 0, c + 0, y + 0);
-        epilogue16(acc2, ls, xs, sh + 16, c + 16, y + 16);
-        epilogue16(acc1, ls, xs, sh + 32, c + 32, y + 32);
-        epilogue16(acc3, ls, xs, sh + 48, c + 48, y + 48);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        epilogue16(acc0, zero, 0, ls, xs, &gs, 0, super, y);
+        epilogue16(acc2, zero, 0, ls, xs, &gs, 16, super, y);
+        epilogue16(acc1, zero, 0, ls, xs, &gs, 32, super, y);
+        epilogue16(acc3, zero, 0, ls, xs, &gs, 48, super, y);
     }
     const __m256 ts = _mm256_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 8) _mm256_storeu_ps(y64 + r, _mm256_mul_ps(_mm256_load_ps(y + r), ts));
+}
+
+/* Planes [p0, p0 + n) of every kpair of one act group, one 32-byte half of each
+ * block, for two tokens: a0/a1 token 0's unpacklo/unpackhi rows, b0/b1 token
+ * 1's. The index load and nibble split are shared by the tokens. */
+TMAC_INLINE void pass2(const uint8_t *block, const int bits, const int p0, const int n, int pairs,
+                       const int8_t *tables0, const int8_t *tables1, __m256i acc[4]) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i b0 = _mm256_setzero_si256(), b1 = _mm256_setzero_si256();
+    block += (size_t)p0 * 64;
+    for (int kp = 0; kp < pairs; kp++, tables0 += 32, tables1 += 32, block += (size_t)(bits - n) * 64) {
+        const __m256i t0_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables0));
+        const __m256i t0_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables0 + 16)));
+        const __m256i t1_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables1));
+        const __m256i t1_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables1 + 16)));
+        __m256i weight = _mm256_set1_epi8(1);     /* 2^i, doubled per plane: one live register */
+        for (int i = 0; i < n; i++, block += 64, weight = _mm256_add_epi8(weight, weight)) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)block);
+            const __m256i lo = _mm256_and_si256(v, nibble);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+            __m256i l = _mm256_shuffle_epi8(t0_lo, lo), h = _mm256_shuffle_epi8(t0_hi, hi);
+            a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(weight, _mm256_unpacklo_epi8(l, h)));
+            a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(weight, _mm256_unpackhi_epi8(l, h)));
+            l = _mm256_shuffle_epi8(t1_lo, lo);
+            h = _mm256_shuffle_epi8(t1_hi, hi);
+            b0 = _mm256_add_epi16(b0, _mm256_maddubs_epi16(weight, _mm256_unpacklo_epi8(l, h)));
+            b1 = _mm256_add_epi16(b1, _mm256_maddubs_epi16(weight, _mm256_unpackhi_epi8(l, h)));
+        }
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = b0; acc[3] = b1;
 }
 
 /* The same tile for two activation vectors. The index bytes and their nibble
@@ -71,65 +206,47 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
  * of the one-token kernel are paid once for both; lookups, unpacks and
  * maddubs stay per token. Each half of a 64-byte block (rows 0-15/32-47 and
  * 16-31/48-63) is a separate pass, so 4 accumulators, 4 tables and the
- * nibbles fit the 16 ymm registers. bits stays a run-time value and the plane
+ * nibbles fit the 16 ymm registers; bits 5..8 take a second pass per half for
+ * planes 4-7, for the same reason. bits stays a run-time value and the plane
  * weight doubles in a register: with bits constant GCC unrolls the planes,
  * interleaves them and spills accumulators to the stack (9% slower at 4 bits).
  * Integer sums are exact in any order and the epilogue is the one-token one,
- * so y0/y1 equal two gemv_tile calls bit for bit. */
+ * so y0/y1 equal two gemv_tile calls bit for bit. has_hi (bits > 4) and super
+ * are constants. */
 TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                            float *y0_64, float *y1_64, const int bits) {
+                            float *y0_64, float *y1_64, const int has_hi, const int super) {
+    const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     TMAC_ALIGN(32) float y0[64] = {0};
     TMAC_ALIGN(32) float y1[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
-        __m256i acc[2][4];                          /* [token][rows 0-15, 32-47, 16-31, 48-63] */
+        const __m256 ls0 = _mm256_set1_ps(lut0->scales[a]), xs0 = _mm256_set1_ps(lut0->sums[a]);
+        const __m256 ls1 = _mm256_set1_ps(lut1->scales[a]), xs1 = _mm256_set1_ps(lut1->sums[a]);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
+        const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
+        const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
         for (int half = 0; half < 2; half++) {
-            __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-            __m256i b0 = _mm256_setzero_si256(), b1 = _mm256_setzero_si256();
-            const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64 + 32 * half;
-            const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
-            const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
-            for (int kp = 0; kp < pairs_per_group; kp++, tables0 += 32, tables1 += 32) {
-                const __m256i t0_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables0));
-                const __m256i t0_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables0 + 16)));
-                const __m256i t1_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables1));
-                const __m256i t1_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables1 + 16)));
-                __m256i weight = _mm256_set1_epi8(1);     /* 2^i, doubled per plane: one live register */
-                for (int i = 0; i < bits; i++, block += 64, weight = _mm256_add_epi8(weight, weight)) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)block);
-                    const __m256i lo = _mm256_and_si256(v, nibble);
-                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-                    __m256i l = _mm256_shuffle_epi8(t0_lo, lo), h = _mm256_shuffle_epi8(t0_hi, hi);
-                    a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(weight, _mm256_unpacklo_epi8(l, h)));
-                    a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(weight, _mm256_unpackhi_epi8(l, h)));
-                    l = _mm256_shuffle_epi8(t1_lo, lo);
-                    h = _mm256_shuffle_epi8(t1_hi, hi);
-                    b0 = _mm256_add_epi16(b0, _mm256_maddubs_epi16(weight, _mm256_unpacklo_epi8(l, h)));
-                    b1 = _mm256_add_epi16(b1, _mm256_maddubs_epi16(weight, _mm256_unpackhi_epi8(l, h)));
-                }
+            __m256i lo[4], hi[4];               /* [token 0 lo/hi rows, token 1 lo/hi rows] */
+            if (has_hi) {
+                pass2(block + 32 * half, bits, 0, TMAC_PLANES_PER_ACC, pairs_per_group, tables0, tables1, lo);
+                pass2(block + 32 * half, bits, TMAC_PLANES_PER_ACC, bits - TMAC_PLANES_PER_ACC, pairs_per_group,
+                      tables0, tables1, hi);
+            } else {
+                pass2(block + 32 * half, bits, 0, bits, pairs_per_group, tables0, tables1, lo);
+                hi[0] = hi[1] = hi[2] = hi[3] = _mm256_setzero_si256();
             }
-            acc[0][2 * half] = a0; acc[0][2 * half + 1] = a1;
-            acc[1][2 * half] = b0; acc[1][2 * half + 1] = b1;
+            epilogue16(lo[0], hi[0], has_hi, ls0, xs0, &gs, 16 * half, super, y0);
+            epilogue16(lo[1], hi[1], has_hi, ls0, xs0, &gs, 32 + 16 * half, super, y0);
+            epilogue16(lo[2], hi[2], has_hi, ls1, xs1, &gs, 16 * half, super, y1);
+            epilogue16(lo[3], hi[3], has_hi, ls1, xs1, &gs, 32 + 16 * half, super, y1);
         }
-        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
-        __m256 ls = _mm256_set1_ps(lut0->scales[a]), xs = _mm256_set1_ps(lut0->sums[a]);
-        epilogue16(acc[0][0], ls, xs, sh + 0, c + 0, y0 + 0);
-        epilogue16(acc[0][2], ls, xs, sh + 16, c + 16, y0 + 16);
-        epilogue16(acc[0][1], ls, xs, sh + 32, c + 32, y0 + 32);
-        epilogue16(acc[0][3], ls, xs, sh + 48, c + 48, y0 + 48);
-        ls = _mm256_set1_ps(lut1->scales[a]);
-        xs = _mm256_set1_ps(lut1->sums[a]);
-        epilogue16(acc[1][0], ls, xs, sh + 0, c + 0, y1 + 0);
-        epilogue16(acc[1][2], ls, xs, sh + 16, c + 16, y1 + 16);
-        epilogue16(acc[1][1], ls, xs, sh + 32, c + 32, y1 + 32);
-        epilogue16(acc[1][3], ls, xs, sh + 48, c + 48, y1 + 48);
     }
     const __m256 ts = _mm256_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 8) {
@@ -140,14 +257,31 @@ TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, cons
 
 void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                           float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
-    tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, w->bits);
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 1, 1);
+        else tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 0, 1);
+    } else {
+        if (has_hi) tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 1, 0);
+        else tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 0, 0);
+    }
+}
+
+/* constant bits per instance: the plane loop unrolls */
+TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int super) {
+    switch (w->bits) {
+    case 1: tile_bits(w, lut, tile, y64, 1, super); break;
+    case 2: tile_bits(w, lut, tile, y64, 2, super); break;
+    case 3: tile_bits(w, lut, tile, y64, 3, super); break;
+    case 4: tile_bits(w, lut, tile, y64, 4, super); break;
+    case 5: tile_hi_bits(w, lut, tile, y64, 5, super); break;
+    case 6: tile_hi_bits(w, lut, tile, y64, 6, super); break;
+    case 7: tile_hi_bits(w, lut, tile, y64, 7, super); break;
+    default: tile_hi_bits(w, lut, tile, y64, 8, super); break;
+    }
 }
 
 void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64) {
-    switch (w->bits) {          /* constant bits: the plane loop unrolls */
-    case 1: tile_bits(w, lut, tile, y64, 1); break;
-    case 2: tile_bits(w, lut, tile, y64, 2); break;
-    case 3: tile_bits(w, lut, tile, y64, 3); break;
-    default: tile_bits(w, lut, tile, y64, 4); break;
-    }
+    if (w->scale_format == TMAC_SCALES_SUPER) tile_switch(w, lut, tile, y64, 1);
+    else tile_switch(w, lut, tile, y64, 0);
 }

@@ -2,80 +2,165 @@
  * §Weights). A whole 64-byte index block per zmm: the same vpshufb /
  * vpunpck / vpmaddubsw step as the AVX2 tier, four 16-byte lanes wide, so one
  * step covers the tile's 64 rows for one bit plane and two kgroups.
+ * Planes 0-3 and planes 4-7 (bits 5..8) go to separate int16 accumulators,
+ * each plane weighted 2^(i mod 4), joined as int32 lo + 16 * hi before the
+ * float conversion (§Accumulation). SUPER scales (§Scales SUPER) derive sh
+ * and c in the epilogue with the spec's operations, c by one vfmsub.
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c;
  * called only when dispatch saw those and XCR0 enables ZMM state. */
 #include "tmac/kernels.h"
 #include "tmac/x86_simd.h"
 
-/* y[32 rows] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
-TMAC_INLINE void epilogue32(__m512i acc, __m512 ls, __m512 xs, const uint16_t *sh, const uint16_t *c, float *y) {
-    __m512 a_lo = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc)));
-    __m512 a_hi = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc, 1)));
-    __m512 y_lo = _mm512_loadu_ps(y), y_hi = _mm512_loadu_ps(y + 16);
-    y_lo = _mm512_fmadd_ps(_mm512_mul_ps(a_lo, ls), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sh)), y_lo);
-    y_hi = _mm512_fmadd_ps(_mm512_mul_ps(a_hi, ls), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sh + 16))), y_hi);
-    y_lo = _mm512_fmadd_ps(xs, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)c)), y_lo);
-    y_hi = _mm512_fmadd_ps(xs, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(c + 16))), y_hi);
-    _mm512_storeu_ps(y, y_lo);
-    _mm512_storeu_ps(y + 16, y_hi);
+/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
+ * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+typedef struct {
+    const uint16_t *s;
+    const int8_t *sub;
+    __m512 kb;                 /* SUPER: code_offset */
+} group_scales_t;
+
+TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
+                                        int a, int act_group, const int super) {
+    const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    group_scales_t gs;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.kb = _mm512_set1_ps(w->code_offset);
+    return gs;
 }
 
-TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits) {
+/* sh, c of rows r..r+15. SUPER: sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf),
+ * exactly the spec's fp32 operations. int8 -> int32 goes through int16 because
+ * SIMDe's AVX-512 (the emulated test build) lacks vpmovsxbd; one extra
+ * instruction per 16 rows and act group. */
+TMAC_INLINE void coeffs16(const group_scales_t *gs, int r, const int super, __m512 *sh, __m512 *c) {
+    const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + r)));
+    const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + 64 + r)));
+    if (!super) {
+        *sh = v0;
+        *c = v1;
+        return;
+    }
+    const __m128i sc = _mm_loadu_si128((const __m128i *)(gs->sub + r));
+    const __m128i mn = _mm_loadu_si128((const __m128i *)(gs->sub + 64 + r));
+    const __m512 sf = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_cvtepi8_epi16(sc)));
+    const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_cvtepi8_epi16(mn)));
+    *sh = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v0), sf);
+    *c = _mm512_fmsub_ps(_mm512_mul_ps(gs->kb, v0), sf, _mm512_mul_ps(v1, mf));
+}
+
+/* (float)(lo + 16 * hi) of 16 int16 rows; (float)lo when the weight has no planes 4-7 */
+TMAC_INLINE __m512 acc_f32(__m256i lo, __m256i hi, const int has_hi) {
+    __m512i a = _mm512_cvtepi16_epi32(lo);
+    if (has_hi) a = _mm512_add_epi32(a, _mm512_slli_epi32(_mm512_cvtepi16_epi32(hi), 4));
+    return _mm512_cvtepi32_ps(a);
+}
+
+/* y[r..r+31] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
+TMAC_INLINE void epilogue32(__m512i lo, __m512i hi, const int has_hi, __m512 ls, __m512 xs,
+                            const group_scales_t *gs, int r, const int super, float *y) {
+    __m512 sh0, c0, sh1, c1;
+    coeffs16(gs, r, super, &sh0, &c0);
+    coeffs16(gs, r + 16, super, &sh1, &c1);
+    const __m512 a0 = acc_f32(_mm512_castsi512_si256(lo), _mm512_castsi512_si256(hi), has_hi);
+    const __m512 a1 = acc_f32(_mm512_extracti64x4_epi64(lo, 1), _mm512_extracti64x4_epi64(hi, 1), has_hi);
+    __m512 y0 = _mm512_loadu_ps(y + r), y1 = _mm512_loadu_ps(y + r + 16);
+    y0 = _mm512_fmadd_ps(_mm512_mul_ps(a0, ls), sh0, y0);
+    y1 = _mm512_fmadd_ps(_mm512_mul_ps(a1, ls), sh1, y1);
+    y0 = _mm512_fmadd_ps(xs, c0, y0);
+    y1 = _mm512_fmadd_ps(xs, c1, y1);
+    _mm512_storeu_ps(y + r, y0);
+    _mm512_storeu_ps(y + r + 16, y1);
+}
+
+/* One plane of one kpair into the int16 sums of rows 0-31 (*r0) and 32-63 (*r1). */
+TMAC_INLINE void step(__m512i t_lo, __m512i t_hi, const uint8_t *block, __m512i weight, __m512i *r0, __m512i *r1) {
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const __m512i v = _mm512_loadu_si512((const void *)block);
+    const __m512i l = _mm512_shuffle_epi8(t_lo, _mm512_and_si512(v, nibble));
+    const __m512i h = _mm512_shuffle_epi8(t_hi, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+    *r0 = _mm512_add_epi16(*r0, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
+    *r1 = _mm512_add_epi16(*r1, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
+}
+
+/* bits and super are compile-time constants at every call: the plane loop
+ * unrolls and the other format's code disappears. */
+TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
+                           const int super) {
+    const int has_hi = bits > TMAC_PLANES_PER_ACC;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
-    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
-    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
+    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     TMAC_ALIGN(64) float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
-        __m512i acc_lo = _mm512_setzero_si512();   /* rows 0-31 */
-        __m512i acc_hi = _mm512_setzero_si512();   /* rows 32-63 */
+        /* [planes 0-3, planes 4-7] x [rows 0-31, rows 32-63] */
+        __m512i lo0 = _mm512_setzero_si512(), lo1 = _mm512_setzero_si512();
+        __m512i hi0 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const int8_t *tables = lut->entries + (size_t)a * pairs_per_group * 32;
         for (int kp = 0; kp < pairs_per_group; kp++, tables += 32) {
             const __m512i t_lo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)tables));
             const __m512i t_hi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 16)));
             for (int i = 0; i < bits; i++, block += 64) {
-                const __m512i weight = _mm512_set1_epi8((char)(1 << i));
-                __m512i v = _mm512_loadu_si512((const void *)block);
-                __m512i l = _mm512_shuffle_epi8(t_lo, _mm512_and_si512(v, nibble));
-                __m512i h = _mm512_shuffle_epi8(t_hi, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
-                acc_lo = _mm512_add_epi16(acc_lo, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
-                acc_hi = _mm512_add_epi16(acc_hi, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
+                const __m512i weight = _mm512_set1_epi8((char)(1 << (i % TMAC_PLANES_PER_ACC)));
+                if (i < TMAC_PLANES_PER_ACC) step(t_lo, t_hi, block, weight, &lo0, &lo1);
+                else step(t_lo, t_hi, block, weight, &hi0, &hi1);
             }
         }
         const __m512 ls = _mm512_set1_ps(lut->scales[a]), xs = _mm512_set1_ps(lut->sums[a]);
-        const uint16_t *sh = scales + (size_t)a * lut->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
-        epilogue32(acc_lo, ls, xs, sh, c, y);
-        epilogue32(acc_hi, ls, xs, sh + 32, c + 32, y + 32);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        epilogue32(lo0, hi0, has_hi, ls, xs, &gs, 0, super, y);
+        epilogue32(lo1, hi1, has_hi, ls, xs, &gs, 32, super, y);
     }
     const __m512 ts = _mm512_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 16) _mm512_storeu_ps(y64 + r, _mm512_mul_ps(_mm512_load_ps(y + r), ts));
 }
 
+/* One plane of one kpair for two tokens: the index load and nibble split are
+ * shared, the lookups and accumulators are per token (rows 0-31, 32-63). */
+TMAC_INLINE void step2(__m512i t0_lo, __m512i t0_hi, __m512i t1_lo, __m512i t1_hi, const uint8_t *block,
+                       __m512i weight, __m512i *a0, __m512i *a1, __m512i *b0, __m512i *b1) {
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const __m512i v = _mm512_loadu_si512((const void *)block);
+    const __m512i lo = _mm512_and_si512(v, nibble);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    __m512i l = _mm512_shuffle_epi8(t0_lo, lo), h = _mm512_shuffle_epi8(t0_hi, hi);
+    *a0 = _mm512_add_epi16(*a0, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
+    *a1 = _mm512_add_epi16(*a1, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
+    l = _mm512_shuffle_epi8(t1_lo, lo);
+    h = _mm512_shuffle_epi8(t1_hi, hi);
+    *b0 = _mm512_add_epi16(*b0, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
+    *b1 = _mm512_add_epi16(*b1, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
+}
+
 /* The same tile for two activation vectors (the AVX2 tier's tile2_bits, one
- * 64-byte block per step): the index load and nibble split are shared, the
- * lookups and accumulators are per token. bits stays a run-time value so the
- * compiler keeps the plane loop rolled instead of interleaving unrolled
- * planes. Bit-identical to two gemv_tile calls. */
+ * 64-byte block per step). bits stays a run-time value so the compiler keeps
+ * the plane loop rolled instead of interleaving unrolled planes; has_hi
+ * (bits > 4) and super are constants. Bit-identical to two gemv_tile calls. */
 TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                       float *y0_64, float *y1_64) {
+                       float *y0_64, float *y1_64, const int has_hi, const int super) {
     const int bits = w->bits;
+    const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits, n_hi = bits - n_lo;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * w->n_groups * 2 * 64;
-    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
     TMAC_ALIGN(64) float y0[64] = {0};
     TMAC_ALIGN(64) float y1[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
-        __m512i a_lo = _mm512_setzero_si512(), a_hi = _mm512_setzero_si512();   /* token 0: rows 0-31, 32-63 */
-        __m512i b_lo = _mm512_setzero_si512(), b_hi = _mm512_setzero_si512();   /* token 1 */
+        /* token 0 (a), token 1 (b): rows 0-31, 32-63; planes 0-3 (lo), 4-7 (hi) */
+        __m512i a_lo0 = _mm512_setzero_si512(), a_lo1 = _mm512_setzero_si512();
+        __m512i b_lo0 = _mm512_setzero_si512(), b_lo1 = _mm512_setzero_si512();
+        __m512i a_hi0 = _mm512_setzero_si512(), a_hi1 = _mm512_setzero_si512();
+        __m512i b_hi0 = _mm512_setzero_si512(), b_hi1 = _mm512_setzero_si512();
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
         const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
@@ -85,28 +170,22 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
             const __m512i t1_lo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)tables1));
             const __m512i t1_hi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables1 + 16)));
             __m512i weight = _mm512_set1_epi8(1);
-            for (int i = 0; i < bits; i++, block += 64, weight = _mm512_add_epi8(weight, weight)) {
-                const __m512i v = _mm512_loadu_si512((const void *)block);
-                const __m512i lo = _mm512_and_si512(v, nibble);
-                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-                __m512i l = _mm512_shuffle_epi8(t0_lo, lo), h = _mm512_shuffle_epi8(t0_hi, hi);
-                a_lo = _mm512_add_epi16(a_lo, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
-                a_hi = _mm512_add_epi16(a_hi, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
-                l = _mm512_shuffle_epi8(t1_lo, lo);
-                h = _mm512_shuffle_epi8(t1_hi, hi);
-                b_lo = _mm512_add_epi16(b_lo, _mm512_maddubs_epi16(weight, _mm512_unpacklo_epi8(l, h)));
-                b_hi = _mm512_add_epi16(b_hi, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
+            for (int i = 0; i < n_lo; i++, block += 64, weight = _mm512_add_epi8(weight, weight))
+                step2(t0_lo, t0_hi, t1_lo, t1_hi, block, weight, &a_lo0, &a_lo1, &b_lo0, &b_lo1);
+            if (has_hi) {
+                weight = _mm512_set1_epi8(1);
+                for (int i = 0; i < n_hi; i++, block += 64, weight = _mm512_add_epi8(weight, weight))
+                    step2(t0_lo, t0_hi, t1_lo, t1_hi, block, weight, &a_hi0, &a_hi1, &b_hi0, &b_hi1);
             }
         }
-        const uint16_t *sh = scales + (size_t)a * lut0->act_group / w->group_size * 2 * 64;
-        const uint16_t *c = sh + 64;
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
         __m512 ls = _mm512_set1_ps(lut0->scales[a]), xs = _mm512_set1_ps(lut0->sums[a]);
-        epilogue32(a_lo, ls, xs, sh, c, y0);
-        epilogue32(a_hi, ls, xs, sh + 32, c + 32, y0 + 32);
+        epilogue32(a_lo0, a_hi0, has_hi, ls, xs, &gs, 0, super, y0);
+        epilogue32(a_lo1, a_hi1, has_hi, ls, xs, &gs, 32, super, y0);
         ls = _mm512_set1_ps(lut1->scales[a]);
         xs = _mm512_set1_ps(lut1->sums[a]);
-        epilogue32(b_lo, ls, xs, sh, c, y1);
-        epilogue32(b_hi, ls, xs, sh + 32, c + 32, y1 + 32);
+        epilogue32(b_lo0, b_hi0, has_hi, ls, xs, &gs, 0, super, y1);
+        epilogue32(b_lo1, b_hi1, has_hi, ls, xs, &gs, 32, super, y1);
     }
     const __m512 ts = _mm512_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 16) {
@@ -117,14 +196,31 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
 
 void tmac_gemv2_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                             float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
-    tile2(w, lut0, lut1, tile, y0_64, y1_64);
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tile2(w, lut0, lut1, tile, y0_64, y1_64, 1, 1);
+        else tile2(w, lut0, lut1, tile, y0_64, y1_64, 0, 1);
+    } else {
+        if (has_hi) tile2(w, lut0, lut1, tile, y0_64, y1_64, 1, 0);
+        else tile2(w, lut0, lut1, tile, y0_64, y1_64, 0, 0);
+    }
+}
+
+/* constant bits per instance: the plane loop unrolls */
+TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int super) {
+    switch (w->bits) {
+    case 1: tile_bits(w, lut, tile, y64, 1, super); break;
+    case 2: tile_bits(w, lut, tile, y64, 2, super); break;
+    case 3: tile_bits(w, lut, tile, y64, 3, super); break;
+    case 4: tile_bits(w, lut, tile, y64, 4, super); break;
+    case 5: tile_bits(w, lut, tile, y64, 5, super); break;
+    case 6: tile_bits(w, lut, tile, y64, 6, super); break;
+    case 7: tile_bits(w, lut, tile, y64, 7, super); break;
+    default: tile_bits(w, lut, tile, y64, 8, super); break;
+    }
 }
 
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64) {
-    switch (w->bits) {
-    case 1: tile_bits(w, lut, tile, y64, 1); break;
-    case 2: tile_bits(w, lut, tile, y64, 2); break;
-    case 3: tile_bits(w, lut, tile, y64, 3); break;
-    default: tile_bits(w, lut, tile, y64, 4); break;
-    }
+    if (w->scale_format == TMAC_SCALES_SUPER) tile_switch(w, lut, tile, y64, 1);
+    else tile_switch(w, lut, tile, y64, 0);
 }
