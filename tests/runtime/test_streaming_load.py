@@ -5,6 +5,7 @@ size plus a bounded working set (measured in a child process on a ~300M model)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ from tests.runtime.model_mutations import write_tiny_synth
 from tmac_core.config import config_from_gguf
 from tmac_core.engine import Engine
 from tmac_core.errors import LoadCancelledError
-from tmac_core.kernels import PackedWeight, pack
+from tmac_core.kernels import PackedWeight, dequantize, pack, pack_super
+from tmac_core.kernels.layout import SCALES_SUPER
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import loader
@@ -237,3 +239,81 @@ def test_first_load_peak_memory_is_the_packed_size_plus_a_bounded_margin(tmp_pat
     mib = {k: round(v / 2**20) for k, v in got.items() if k in ("peak", "base", "packed")}
     print(f"first load {got['seconds']:.1f} s, MiB: {mib}")
     assert got["peak"] - got["base"] <= got["packed"] + RSS_MARGIN
+
+
+def _resigned(path, edit):
+    """The cache file at `path` with its header edited by `edit(header)` and re-signed."""
+    data = path.read_bytes()
+    at, length = int.from_bytes(data[8:16], "little"), int.from_bytes(data[16:24], "little")
+    header = json.loads(data[at : at + length])
+    edit(header)
+    new = json.dumps(header).encode()
+    path.write_bytes(data[:16] + len(new).to_bytes(8, "little") + hashlib.sha256(new).digest() + data[56:at] + new)
+
+
+@pytest.mark.parametrize("bits, group, code_offset", [(4, 32, 7.5), (6, 16, -0.5)])
+def test_a_super_weight_written_in_row_chunks_keeps_every_field(tmp_path, bits, group, code_offset):
+    """Layout v2's SUPER scales (a Q4_K-like and a Q6_K-like weight): planes, fp16 d/dmin,
+    int8 sub-scales, super_size and code_offset survive the file, checked against the plan."""
+    rng = np.random.default_rng(bits)
+    m, k, sup = 160, 512, 256  # 160 rows: chunks of 64, 64 and 32 (a partial tile)
+    codes = rng.integers(0, 1 << bits, (m, k), dtype=np.uint8)
+    d = rng.uniform(1e-3, 1e-2, (m, k // sup)).astype(np.float16)
+    dmin = rng.uniform(0, 1e-2, (m, k // sup)).astype(np.float16)
+    sc = rng.integers(-32, 64, (m, k // group))
+    mn = rng.integers(0, 64, (m, k // group))
+
+    def packed(r0, r1):
+        args = (codes[r0:r1], d[r0:r1], dmin[r0:r1], sc[r0:r1], mn[r0:r1])
+        return pack_super(*args, bits=bits, group_size=group, super_size=sup, code_offset=code_offset)
+
+    whole = packed(0, m)
+    path = tmp_path / "s.tmacw"
+    with cache.CacheWriter(path, "key") as writer:
+        writer.add_packed("w", [packed(0, 64), packed(64, 128), packed(128, m)])
+        back = writer.read_rows("w", 64, 128)  # what the residual pass reads back
+        np.testing.assert_array_equal(dequantize(back), dequantize(packed(64, 128)))
+        writer.commit()
+    n_planes, n_scales, n_sub = whole.planes.size, whole.scales.size, whole.sub.size
+    plan = {
+        "w": cache.Expected(
+            "packed",
+            m=m,
+            k=k,
+            k_pad=k,
+            bits=bits,
+            group_size=group,
+            n_planes=n_planes,
+            n_scales=n_scales,
+            scale_format=SCALES_SUPER,
+            super_size=sup,
+            n_sub=n_sub,
+        )
+    }
+    got = cache.load(path, "key", plan)["w"]
+    assert (got.scale_format, got.super_size, got.code_offset, got.tensor_scale) == (
+        SCALES_SUPER,
+        sup,
+        code_offset,
+        1.0,
+    )
+    for field in ("planes", "scales", "sub"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(whole, field), err_msg=field)
+    np.testing.assert_array_equal(dequantize(got), dequantize(whole))
+    del got
+
+    good = path.read_bytes()
+    lies = {
+        "f16-format": lambda h: h["entries"][0].update(scale_format=0),
+        "super-size": lambda h: h["entries"][0].update(super_size=128),
+        "no-sub": lambda h: h["entries"][0].pop("sub"),
+        "code_offset-nan": lambda h: h["entries"][0].update(code_offset=float("nan")),
+        "sub-short": lambda h: h["entries"][0]["sub"].update(nbytes=64, shape=[64]),
+    }
+    for edit in lies.values():
+        path.write_bytes(good)
+        _resigned(path, edit)
+        with pytest.raises(cache.CacheMiss):
+            cache.load(path, "key", plan)
+        with pytest.raises(cache.CacheMiss):
+            cache.load(path, "key")  # the file's own structure shows each lie without the plan too

@@ -184,10 +184,6 @@ def expected_entries(
 # -- writing ------------------------------------------------------------------------------
 
 
-def _scale_format(w: PackedWeight) -> int:
-    return int(getattr(w, "scale_format", SCALES_F16))  # layout v1 PackedWeights have only F16 scales
-
-
 def _tiles(a: np.ndarray, m: int) -> np.ndarray:
     """A flat tile-major buffer as (m_pad/64, per-tile elements), for slicing by rows."""
     return a.reshape(-(-m // TILE_ROWS), -1)
@@ -333,8 +329,8 @@ class CacheWriter:
             planes_n += chunk.planes.nbytes
             scales.append(np.array(chunk.scales, np.uint16).reshape(-1))
             scale_of.append(float(chunk.tensor_scale))
-            if _scale_format(chunk) == SCALES_SUPER:
-                subs.append(np.array(chunk.sub, np.int8).reshape(-1))  # type: ignore[attr-defined]  # layout v2
+            if chunk.scale_format == SCALES_SUPER:
+                subs.append(np.array(chunk.sub, np.int8).reshape(-1))
             m += chunk.m
         if first is None:
             raise ValueError(f"{name}: no rows")
@@ -362,7 +358,8 @@ class CacheWriter:
     def read_rows(self, name: str, r0: int, r1: int) -> PackedWeight:
         """Rows r0..r1 (r0 a multiple of 64) of a matrix already written, read back from
         the file: what the runtime will compute with (the output residual pass needs it)."""
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             raise OSError("the cache file was already committed or abandoned")
         e = self._by_name[name]
         if r0 % TILE_ROWS or not 0 <= r0 < r1 <= e["m"]:
@@ -373,12 +370,12 @@ class CacheWriter:
         def part(field: str) -> np.ndarray:
             rec = e[field]
             per_tile = rec["nbytes"] // tiles
-            data = os.pread(self._fd, (t1 - t0) * per_tile, DATA_START + rec["offset"] + t0 * per_tile)  # type: ignore[arg-type]
+            data = os.pread(fd, (t1 - t0) * per_tile, DATA_START + rec["offset"] + t0 * per_tile)
             return np.frombuffer(data, np.dtype(rec["dtype"]))
 
         args = (part("planes"), part("scales"), r1 - r0, e["k"], e["k_pad"], e["bits"], e["group_size"])
         if e["scale_format"] == SCALES_SUPER:
-            return PackedWeight(  # type: ignore[call-arg]
+            return PackedWeight(
                 *args,
                 e["tensor_scale"],
                 scale_format=SCALES_SUPER,
@@ -433,9 +430,9 @@ def _fields(w: PackedWeight) -> tuple[int, int, int, int, int, int, int, float]:
         w.k_pad,
         w.bits,
         w.group_size,
-        _scale_format(w),
-        int(getattr(w, "super_size", 0)),
-        float(getattr(w, "code_offset", 0.0)),
+        w.scale_format,
+        w.super_size,
+        float(w.code_offset),
     )
 
 
@@ -713,7 +710,7 @@ def _read(mapped: mmap.mmap, size: int, key: str, expected: Mapping[str, Expecte
                 args = (view(records[0]), view(records[1]), entry["m"], entry["k"], entry["k_pad"], entry["bits"])
                 scale = float(entry["tensor_scale"])
                 if entry["scale_format"] == SCALES_SUPER:
-                    weights[name] = PackedWeight(  # type: ignore[call-arg]
+                    weights[name] = PackedWeight(
                         *args,
                         entry["group_size"],
                         scale,
