@@ -23,6 +23,20 @@ SHAPES = [
     (128, 1024, 1024),
 ]
 BITS = [1, 2, 3, 4, "ternary"]
+# layout v2: 5..8-bit planes, 16- and 256-wide groups (16-wide activation groups), ragged M
+BITS_V2 = [5, 6, 7, 8]
+SHAPES_V2 = [
+    (1, 32, 16),
+    (63, 96, 16),
+    (70, 256, 256),
+    (130, 512, 16),
+    (65, 768, 256),
+    (66, 192, 64),
+    (40, 100, 100),
+]
+# SUPER cases: (m, k, group_size, super_size) as the K-quants and GPTQ use them, ragged M
+SUPER_SHAPES = [(1, 256, 16, 256), (63, 512, 32, 256), (70, 256, 16, 256), (130, 96, 32, 32), (65, 384, 128, 128)]
+SUPER_KINDS = ["kquant", "signed", "gptq"]
 
 
 @dataclasses.dataclass
@@ -62,6 +76,73 @@ def make_case(rng, m, k, group_size, bits, *, zeros=True, codes="random", per_te
     else:
         z = None
     return Case(q, s, z, b, group_size)
+
+
+@dataclasses.dataclass
+class SuperCase:
+    """w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g] (LAYOUT.md §Scales SUPER)."""
+
+    codes: np.ndarray
+    d: np.ndarray  # float32, each an fp16 value (M, K // super_size)
+    dmin: np.ndarray
+    sc: np.ndarray  # int (M, K // group_size)
+    mn: np.ndarray
+    bits: int
+    group_size: int
+    super_size: int
+    z0: int
+
+    @property
+    def code_offset(self) -> float:
+        return ((1 << self.bits) - 1) / 2 - self.z0
+
+    def pack(self) -> K.PackedWeight:
+        return K.pack_super(
+            self.codes,
+            self.d,
+            self.dmin,
+            self.sc,
+            self.mn,
+            bits=self.bits,
+            group_size=self.group_size,
+            super_size=self.super_size,
+            code_offset=self.code_offset,
+        )
+
+    def weights(self) -> np.ndarray:
+        """The float64 (M, K) weights the codes mean."""
+        k = self.codes.shape[1]
+        g, u = np.arange(k) // self.group_size, np.arange(k) // self.super_size
+        d, dmin = self.d.astype(np.float64)[:, u], self.dmin.astype(np.float64)[:, u]
+        sc, mn = self.sc.astype(np.float64)[:, g], self.mn.astype(np.float64)[:, g]
+        return d * sc * (self.codes.astype(np.float64) - self.z0) - dmin * mn
+
+
+def make_super_case(rng, m, k, group_size, super_size, bits, kind="kquant") -> SuperCase:
+    """kquant: 6-bit sub-scales and mins, z0 = 0 (Q4_K, Q5_K; Q2_K with 4 bits);
+    signed: int8 sub-scales, no mins, z0 = 2^(bits-1) (Q6_K, Q3_K);
+    gptq: sc = 1, mn = the zero code, d = dmin = the group scale, z0 = 0."""
+    ns, ng = k // super_size, k // group_size
+    q = rng.integers(0, 1 << bits, (m, k), dtype=np.uint8)
+
+    def fp16(lo, hi, shape):
+        return rng.uniform(lo, hi, shape).astype(np.float16).astype(np.float32)
+
+    if kind == "kquant":
+        d, dmin = fp16(1e-4, 2e-3, (m, ns)), fp16(1e-4, 2e-3, (m, ns))
+        sc, mn, z0 = rng.integers(0, 64, (m, ng)), rng.integers(0, 64, (m, ng)), 0
+    elif kind == "signed":
+        d, dmin = fp16(1e-4, 2e-3, (m, ns)), np.zeros((m, ns), np.float32)
+        sc, mn, z0 = rng.integers(-128, 128, (m, ng)), np.zeros((m, ng), np.int64), 1 << (bits - 1)
+    elif kind == "gptq":
+        if super_size != group_size:
+            raise ValueError("GPTQ has one scale per group: super_size == group_size")
+        d = fp16(2e-3, 5e-2, (m, ns))
+        dmin = d.copy()
+        sc, mn, z0 = np.ones((m, ng), np.int64), rng.integers(0, min(1 << bits, 128), (m, ng)), 0
+    else:
+        raise ValueError(kind)
+    return SuperCase(q, d, dmin, sc, mn, bits, group_size, super_size, z0)
 
 
 def make_activations(rng, n, k, kind="normal") -> np.ndarray:

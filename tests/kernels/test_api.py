@@ -1,7 +1,6 @@
 """The Python face of the kernels: dispatch and its override, argument
 checks, the thread pool, and layout round trips and golden bytes."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -15,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tmac_core.kernels as K
+from tests.kernels import layout_golden
 from tests.kernels.cases import make_activations, make_case
 from tmac_core.errors import UnsupportedCpuError
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "layout_golden.json"
+GOLDEN = layout_golden.GOLDEN
 
 
 def python(code: str, **env):
@@ -190,13 +190,13 @@ def test_thread_count_validation():
 @given(
     m=st.integers(1, 140),
     kgroups=st.integers(1, 6),
-    bits=st.integers(1, 4),
-    group=st.sampled_from([32, 64, 128, "row"]),
+    bits=st.integers(1, 8),
+    group=st.sampled_from([16, 32, 64, 128, 256, "row"]),
     seed=st.integers(0, 2**31),
 )
 def test_pack_unpack_round_trip(m, kgroups, bits, group, seed):
     rng = np.random.default_rng(seed)
-    k = kgroups * 128 if group != "row" else kgroups * 37
+    k = kgroups * 256 if group != "row" else kgroups * 37
     gs = k if group == "row" else group
     case = make_case(rng, m, k, gs, bits)
     packed = case.pack()
@@ -206,27 +206,12 @@ def test_pack_unpack_round_trip(m, kgroups, bits, group, seed):
     np.testing.assert_allclose(w, exact, rtol=0, atol=2.0**-10 * max(np.abs(exact).max(), 1e-6))
 
 
-def golden_case():
-    """A fixed, readable input: codes count up, scales and zeros are simple."""
-    m, k = 70, 128
-    i = np.arange(m * k, dtype=np.int64).reshape(m, k)
-    codes = ((i * 7 + i // 13) % 16).astype(np.uint8)
-    scales = ((np.arange(m * 2).reshape(m, 2) % 5) + 1).astype(np.float32) / 64
-    zeros = (np.arange(m * 2).reshape(m, 2) % 16).astype(np.float32)
-    return codes, scales, zeros
-
-
-@pytest.mark.parametrize("bits", [1, 2, 3, 4])
-def test_layout_golden_bytes(bits):
-    codes, scales, zeros = golden_case()
-    packed = K.pack(codes % (1 << bits), scales, zeros % (1 << bits), bits=bits, group_size=64)
+@pytest.mark.parametrize("name", list(layout_golden.cases()))
+def test_layout_golden_bytes(name):
+    packed = layout_golden.cases()[name]
     golden = json.loads(GOLDEN.read_text())
     assert golden["layout_version"] == K.LAYOUT_VERSION, "bump tests/data/layout_golden.json with the layout"
-    want = golden[f"bits{bits}"]
-    assert packed.planes[:32].tobytes().hex() == want["planes_head"]
-    assert hashlib.sha256(packed.planes.tobytes()).hexdigest() == want["planes_sha256"]
-    assert hashlib.sha256(packed.scales.tobytes()).hexdigest() == want["scales_sha256"]
-    assert packed.tensor_scale == want["tensor_scale"]
+    assert layout_golden.digest(packed) == golden[name]
 
 
 def test_layout_golden_first_byte_by_hand():

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 
 import tmac_core.kernels as K
-from tests.kernels.cases import BITS, SHAPES, make_activations, make_case
+from tests.kernels.cases import (
+    BITS,
+    SHAPES,
+    SHAPES_V2,
+    SUPER_SHAPES,
+    make_activations,
+    make_case,
+    make_super_case,
+)
 from tmac_core.kernels import sources
 
 KDIR = Path(K.__file__).resolve().parent
@@ -36,28 +44,58 @@ def need(tool_ok: bool, what: str):
         pytest.skip(f"{what} is not installed (apt-get install gcc-aarch64-linux-gnu qemu-user libsimde-dev)")
 
 
-def write_cases(path: Path, rng) -> int:
-    blobs = []
+def cross_cases(rng):
+    """(packed weight, act_group, n_tokens) of the cross-tier run: every v1 shape and bit width,
+    and layout v2's 5..8-bit planes, 16/256-wide groups, 16-wide tables and SUPER scales."""
     for m, k, gs in SHAPES:
         for bits in BITS:
             for n in (1, 3, 9):  # 9: the threaded GEMM forms token pairs
-                case = make_case(rng, m, k, gs, bits)
-                p = case.pack()
-                x = np.zeros((n, p.k_pad), np.float32)
-                x[:, :k] = make_activations(rng, n, k, "outliers")
-                tables = K.activation_tables(x, act_group=p.act_group, tier="generic")
-                y = K.gemm_tables(p, tables, "generic")
-                header = struct.pack(
-                    "<8if", p.m, p.k, p.k_pad, p.bits, p.group_size, p.act_group, n, p.m_pad, p.tensor_scale
-                )
-                blobs.append(
-                    header
-                    + p.planes.tobytes()
-                    + p.scales.tobytes()
-                    + x.tobytes()
-                    + y.tobytes()
-                    + tables.entries.tobytes()
-                )
+                p = make_case(rng, m, k, gs, bits).pack()
+                yield p, p.act_group, n
+    for m, k, gs in SHAPES_V2:
+        for bits in (5, 8):
+            p = make_case(rng, m, k, gs, bits).pack()
+            yield p, p.act_group, 3
+    for m, k, gs, ss in SUPER_SHAPES:
+        for kind, bits in (("kquant", 4), ("signed", 6)):
+            p = make_super_case(rng, m, k, gs, ss, bits, kind).pack()
+            yield p, p.act_group, 3
+    p = make_case(rng, 70, 256, 64, 4).pack()
+    yield p, 16, 3  # a v1 weight read by 16-wide tables
+
+
+def write_cases(path: Path, rng) -> int:
+    blobs = []
+    for p, act_group, n in cross_cases(rng):
+        x = np.zeros((n, p.k_pad), np.float32)
+        x[:, : p.k] = make_activations(rng, n, p.k, "outliers")
+        tables = K.activation_tables(x, act_group=act_group, tier="generic")
+        y = K.gemm_tables(p, tables, "generic")
+        header = struct.pack(
+            "<10i2f",
+            p.m,
+            p.k,
+            p.k_pad,
+            p.bits,
+            p.group_size,
+            act_group,
+            n,
+            p.m_pad,
+            p.scale_format,
+            p.super_size,
+            p.tensor_scale,
+            p.code_offset,
+        )
+        sub = b"" if p.sub is None else p.sub.tobytes()
+        blobs.append(
+            header
+            + p.planes.tobytes()
+            + p.scales.tobytes()
+            + sub
+            + x.tobytes()
+            + y.tobytes()
+            + tables.entries.tobytes()
+        )
     path.write_bytes(struct.pack("<i", len(blobs)) + b"".join(blobs))
     return len(blobs)
 

@@ -302,10 +302,13 @@ def expect(name, got, want):
     if got != want:
         failed.append(f"{name}: {got} != {want}")
 
-def weight(m, k, k_pad, bits, group_size, m_pad=None, n_groups=None):
+def weight(m, k, k_pad, bits, group_size, m_pad=None, n_groups=None, fmt=0, super_size=0, n_super=None,
+           code_offset=0.0, sub=None):
     m_pad = (m + 63) // 64 * 64 if m_pad is None else m_pad
     n_groups = k_pad // group_size if n_groups is None else n_groups
-    return Weight(p, p, m, k, m_pad, k_pad, bits, group_size, n_groups, 1.0)
+    n_super = (k_pad // super_size if super_size else 0) if n_super is None else n_super
+    return Weight(p, p, m, k, m_pad, k_pad, bits, group_size, n_groups, 1.0, fmt, super_size, n_super, code_offset,
+                  sub)
 
 I32 = 2**31 - 1
 for name, w, ag, want in [
@@ -322,6 +325,34 @@ for name, w, ag, want in [
     ("n_groups lies", weight(64, 64, 128, 2, 64, n_groups=1), 64, E_SHAPE),
     ("bits 0", weight(64, 64, 64, 0, 64), 64, E_SHAPE),
     ("group_size 0", weight(64, 64, 64, 2, 0, n_groups=0), 64, E_SHAPE),
+    ("6 bits, 16-wide groups and tables", weight(64, 64, 64, 6, 16), 16, OK),
+    ("8 bits, 256-wide groups", weight(64, 256, 256, 8, 256), 64, OK),
+    ("64-wide groups read by 16-wide tables", weight(64, 64, 64, 2, 64), 16, OK),
+    ("32-wide tables on 16-wide groups", weight(64, 64, 64, 6, 16), 32, E_SHAPE),
+    ("act_group 8", weight(64, 64, 64, 2, 64), 8, E_SHAPE),
+    ("act_group 128", weight(64, 128, 128, 2, 128), 128, E_SHAPE),
+    ("bits 9", weight(64, 64, 64, 9, 64), 64, E_SHAPE),
+    ("group_size 48", weight(64, 96, 96, 2, 48), 16, E_SHAPE),
+    ("group_size 512 not per row", weight(64, 1024, 1024, 2, 512), 64, E_SHAPE),
+    ("per-row group, k_pad % 64 != 0", weight(64, 96, 96, 2, 96), 32, E_SHAPE),
+    ("F16 with a sub pointer", weight(64, 64, 64, 2, 64, sub=p), 64, E_SHAPE),
+    ("F16 with a super_size", weight(64, 64, 64, 2, 64, super_size=64, n_super=1), 64, E_SHAPE),
+    ("F16 with a code_offset", weight(64, 64, 64, 2, 64, code_offset=0.5), 64, E_SHAPE),
+    ("scale_format 2", weight(64, 64, 64, 2, 64, fmt=2), 64, E_SHAPE),
+    ("SUPER", weight(64, 256, 256, 6, 16, fmt=1, super_size=256, code_offset=-0.5, sub=p), 16, OK),
+    ("SUPER 2^18 x 2^18", weight(2**18, 2**18, 2**18, 8, 16, fmt=1, super_size=256, sub=p), 16, OK),
+    ("SUPER without sub", weight(64, 256, 256, 6, 16, fmt=1, super_size=256), 16, E_SHAPE),
+    ("SUPER super_size 0", weight(64, 256, 256, 6, 16, fmt=1, super_size=0, n_super=0, sub=p), 16, E_SHAPE),
+    ("SUPER super_size not a multiple", weight(64, 240, 240, 6, 16, fmt=1, super_size=40, sub=p), 16, E_SHAPE),
+    ("SUPER super_size not dividing", weight(64, 256, 256, 6, 16, fmt=1, super_size=96, n_super=2, sub=p), 16,
+     E_SHAPE),
+    ("SUPER super_size past k_pad", weight(64, 256, 256, 6, 16, fmt=1, super_size=512, n_super=1, sub=p), 16,
+     E_SHAPE),
+    ("SUPER n_super lies", weight(64, 256, 256, 6, 16, fmt=1, super_size=128, n_super=1, sub=p), 16, E_SHAPE),
+    ("SUPER code_offset NaN", weight(64, 256, 256, 6, 16, fmt=1, super_size=256, code_offset=float("nan"),
+                                     sub=p), 16, E_SHAPE),
+    ("SUPER code_offset inf", weight(64, 256, 256, 6, 16, fmt=1, super_size=256, code_offset=float("inf"),
+                                     sub=p), 16, E_SHAPE),
 ]:
     expect("check_shapes " + name, lib.tmac_check_shapes(ctypes.byref(w), w.k_pad, ag), want)
 expect("NULL planes", lib.tmac_check_shapes(ctypes.byref(Weight(None, p, 64, 64, 64, 64, 2, 64, 1, 1.0)), 64, 64),

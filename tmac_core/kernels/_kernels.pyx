@@ -112,7 +112,9 @@ def _float32_finite(name, value):
         v = float(value)
     except OverflowError:
         v = float("inf")
-    if not np.isfinite(np.float32(v)):
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(np.float32(v))
+    if not finite:
         raise ValueError(f"{name} must be finite as a float32, got {value}")
     return v
 

@@ -12,6 +12,11 @@ static tmac_cpu_features_t g_cpu;
 static tmac_kernel_table_t g_tables[TMAC_ISA_COUNT];
 static int g_available[TMAC_ISA_COUNT];
 static tmac_isa_t g_active = TMAC_ISA_GENERIC;
+/* Tiers whose gemv tiles still implement only layout v1 (bits <= 4, F16 scales,
+ * act groups 32/64); tmac_gemm hands them the generic tile for other weights.
+ * A tier that implements all of LAYOUT.md version 2 drops out of this list. */
+static const int g_gemv_v1_only[TMAC_ISA_COUNT] = {[TMAC_ISA_AVX2] = 1, [TMAC_ISA_AVX512] = 1,
+                                                   [TMAC_ISA_NEON] = 1};
 static int g_initialized;
 
 static void fill_tables(void) {
@@ -27,7 +32,6 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX2].swiglu = tmac_swiglu_avx2;
-        g_tables[TMAC_ISA_AVX2].gemv_v1_only = 1;
         g_available[TMAC_ISA_AVX2] = 1;
     }
     if (tmac_isa_supported(&g_cpu, TMAC_ISA_AVX512)) {
@@ -39,7 +43,6 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX512].gemv2_tile = tmac_gemv2_tile_avx512;
         g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX512].swiglu = tmac_swiglu_avx2;
-        g_tables[TMAC_ISA_AVX512].gemv_v1_only = 1;
         g_available[TMAC_ISA_AVX512] = 1;
     }
 #endif
@@ -49,7 +52,6 @@ static void fill_tables(void) {
     g_tables[TMAC_ISA_NEON].gemv2_tile = tmac_gemv2_tile_neon;
     g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
     g_tables[TMAC_ISA_NEON].swiglu = tmac_swiglu_neon;
-    g_tables[TMAC_ISA_NEON].gemv_v1_only = 1;
     g_available[TMAC_ISA_NEON] = 1;
 #endif
 }
@@ -96,6 +98,14 @@ static int valid_group_size(int group_size, int k_pad) {
     case 16: case 32: case 64: case 128: case 256: return 1;
     default: return group_size == k_pad && k_pad % 64 == 0;
     }
+}
+
+int tmac_gemv_v1_only(tmac_isa_t isa) {
+    return isa >= 0 && isa < TMAC_ISA_COUNT && g_gemv_v1_only[isa];
+}
+
+static int is_v1_weight(const tmac_weight_t *w, int act_group) {
+    return w->bits <= 4 && w->scale_format == TMAC_SCALES_F16 && act_group >= 32;
 }
 
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
@@ -264,8 +274,8 @@ int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, cons
     int64_t n_items = 0;
     for (int i = 0; i < n_w; i++) {
         /* a tier still at layout v1 hands what it cannot do to the generic tile */
-        const int v1_weight = w[i]->bits <= 4 && w[i]->scale_format == TMAC_SCALES_F16 && act_group >= 32;
-        const tmac_kernel_table_t *wkt = kt->gemv_v1_only && !v1_weight ? &g_tables[TMAC_ISA_GENERIC] : kt;
+        const int routed = tmac_gemv_v1_only(isa) && !is_v1_weight(w[i], act_group);
+        const tmac_kernel_table_t *wkt = routed ? &g_tables[TMAC_ISA_GENERIC] : kt;
         gemm_job_t j = {wkt->gemv_tile, wkt->gemv2_tile, w[i], entries, scales, sums,
                         n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
         mj.jobs[i] = j;

@@ -91,7 +91,7 @@ def _check_tensor_scale(tensor_scale: float) -> float:
     ts = float(tensor_scale)
     if not (ts > 0 and math.isfinite(ts) and math.frexp(ts)[0] == 0.5):
         raise ValueError(f"tensor_scale must be a positive power of two, got {tensor_scale}")
-    if not (np.float32(ts) == ts and np.isfinite(np.float32(ts))):
+    if not (np.float32(ts) == ts and np.float32(ts) >= np.finfo(np.float32).tiny and np.isfinite(np.float32(ts))):
         raise ValueError(f"tensor_scale {tensor_scale} is not a normal float32")
     return ts
 

@@ -1,8 +1,11 @@
-/* Runs one kernel tier on test cases written by tests/kernels/cross_cases.py
+/* Runs one kernel tier on test cases written by tests/kernels/test_cross_tiers.py
  * and compares it with the generic tier compiled into the same binary AND
  * with the outputs the Python extension's generic tier produced: tables and
  * outputs must match bit for bit. Built for aarch64 (NEON, run under
- * qemu-aarch64) or for x86 with SIMDe emulating AVX-512 (TMAC_EMULATE_X86). */
+ * qemu-aarch64) or for x86 with SIMDe emulating AVX-512 (TMAC_EMULATE_X86).
+ * A layout-v2 case (bits > 4, SUPER scales, 16-wide act groups) on a tier that
+ * dispatch still marks v1-only (tmac_gemv_v1_only) skips the tier's own tiles:
+ * tmac_gemm runs the generic one there, and the threaded check covers that. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +13,13 @@
 
 #if defined(DRIVER_NEON)
 #  define TIER_NAME "neon"
+#  define TIER_ISA TMAC_ISA_NEON
 #  define TIER_TILE tmac_gemv_tile_neon
 #  define TIER_TILE2 tmac_gemv2_tile_neon
 #  define TIER_ENTRIES tmac_lut_entries_neon
 #elif defined(DRIVER_AVX512)
 #  define TIER_NAME "avx512"
+#  define TIER_ISA TMAC_ISA_AVX512
 #  define TIER_TILE tmac_gemv_tile_avx512
 #  define TIER_TILE2 tmac_gemv2_tile_avx512     /* two-token tile (optional per tier) */
 #  define TIER_ENTRIES tmac_lut_entries_avx2
@@ -43,17 +48,26 @@ int main(int argc, char **argv) {
     tmac_pool_set_threads(3);
 #endif
     for (int c = 0; c < n_cases; c++) {
-        int32_t h[8];          /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad */
-        float tensor_scale;
-        if (fread(h, 4, 8, f) != 8 || fread(&tensor_scale, 4, 1, f) != 1) return 2;
+        /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad, scale_format, super_size */
+        int32_t h[10];
+        float tensor_scale, code_offset;
+        if (fread(h, 4, 10, f) != 10 || fread(&tensor_scale, 4, 1, f) != 1 || fread(&code_offset, 4, 1, f) != 1)
+            return 2;
         const int m = h[0], k = h[1], k_pad = h[2], bits = h[3], gs = h[4], ag = h[5], n = h[6], m_pad = h[7];
+        const int fmt = h[8], super_size = h[9];
         const int tiles = m_pad / 64, n_groups = k_pad / gs, n_ag = k_pad / ag;
+        const int n_super = fmt == TMAC_SCALES_SUPER ? k_pad / super_size : 0;
         uint8_t *planes = read_exact(f, (size_t)tiles * (k_pad / 8) * bits * 64);
-        uint16_t *scales = read_exact(f, (size_t)tiles * n_groups * 128 * 2);
+        uint16_t *scales = read_exact(f, (size_t)tiles * (fmt == TMAC_SCALES_SUPER ? n_super : n_groups) * 128 * 2);
+        int8_t *sub = fmt == TMAC_SCALES_SUPER ? read_exact(f, (size_t)tiles * n_groups * 128) : NULL;
         float *x = read_exact(f, (size_t)n * k_pad * 4);
         float *y_expect = read_exact(f, (size_t)n * m * 4);
         int8_t *e_expect = read_exact(f, (size_t)n * k_pad * 4);
-        tmac_weight_t w = {planes, scales, m, k, m_pad, k_pad, bits, gs, n_groups, tensor_scale};
+        tmac_weight_t w = {planes, scales, m, k, m_pad, k_pad, bits, gs, n_groups, tensor_scale,
+                           fmt, super_size, n_super, code_offset, sub};
+        if (tmac_check_shapes(&w, k_pad, ag) != TMAC_OK) { printf("FAIL case %d: bad shapes\n", c); return 2; }
+        const int v2_case = bits > 4 || fmt != TMAC_SCALES_F16 || ag < 32;
+        const int own_tiles = !(v2_case && tmac_gemv_v1_only(TIER_ISA));   /* else dispatch runs generic */
         int8_t *entries = malloc((size_t)n * k_pad * 4), *entries_g = malloc((size_t)k_pad * 4);
         float *ls = malloc((size_t)n * n_ag * 4), *inv = malloc((size_t)n_ag * 4), *xs = malloc((size_t)n * n_ag * 4);
         float *y = malloc((size_t)n * m * 4);
@@ -70,8 +84,9 @@ int main(int argc, char **argv) {
             tmac_lut_t lut = {entries + (size_t)t * k_pad * 4, ls + t * n_ag, xs + t * n_ag, k_pad, ag};
             for (int tile = 0; tile < tiles; tile++) {
                 for (int r = 0; r < 64; r++) y64[r] = 0.0f / 0.0f;           /* poison */
-                TIER_TILE(&w, &lut, tile, y64);
                 tmac_gemv_tile_generic(&w, &lut, tile, y64g);
+                if (own_tiles) TIER_TILE(&w, &lut, tile, y64);
+                else memcpy(y64, y64g, sizeof y64);
                 int rows = m - tile * 64 < 64 ? m - tile * 64 : 64;
                 if (memcmp(y64, y64g, sizeof y64)) bad |= 2;
                 if (memcmp(y64, y_expect + (size_t)t * m + tile * 64, (size_t)rows * 4)) bad |= 4;
@@ -79,7 +94,7 @@ int main(int argc, char **argv) {
         }
 #if defined(TIER_TILE2)
         /* every adjacent pair of tokens through the two-token tile */
-        for (int t = 0; t + 1 < n; t++) {
+        for (int t = 0; own_tiles && t + 1 < n; t++) {
             tmac_lut_t lut0 = {entries + (size_t)t * k_pad * 4, ls + t * n_ag, xs + t * n_ag, k_pad, ag};
             tmac_lut_t lut1 = {entries + (size_t)(t + 1) * k_pad * 4, ls + (t + 1) * n_ag, xs + (t + 1) * n_ag,
                                k_pad, ag};
@@ -99,7 +114,8 @@ int main(int argc, char **argv) {
         if (tmac_gemm(TMAC_ISA_NEON, &w, entries, ls, xs, n, k_pad, ag, y, m) != TMAC_OK ||
             memcmp(y, y_expect, (size_t)n * m * 4)) bad |= 8;
 #endif
-        printf("%s case %d m=%d k=%d bits=%d group=%d act_group=%d n=%d: %s", TIER_NAME, c, m, k, bits, gs, ag, n,
+        printf("%s case %d m=%d k=%d bits=%d group=%d act_group=%d n=%d format=%d super=%d%s: %s", TIER_NAME, c, m,
+               k, bits, gs, ag, n, fmt, super_size, own_tiles ? "" : " (tier is v1-only: generic tile)",
                bad ? "FAIL" : "ok");
         if (bad & 1) printf(" [tables differ]");
         if (bad & 2) printf(" [tile differs from generic]");
@@ -108,7 +124,7 @@ int main(int argc, char **argv) {
         if (bad & 16) printf(" [two-token tile differs]");
         printf("\n");
         failures += bad != 0;
-        free(planes); free(scales); free(x); free(y_expect); free(e_expect);
+        free(planes); free(scales); free(sub); free(x); free(y_expect); free(e_expect);
         free(entries); free(entries_g); free(ls); free(inv); free(xs); free(y);
     }
     fclose(f);

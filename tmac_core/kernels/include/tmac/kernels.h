@@ -66,10 +66,6 @@ typedef struct {
     tmac_gemv2_tile_fn gemv2_tile;
     tmac_attn_block_fn attn_block;
     tmac_swiglu_fn swiglu;
-    /* 1 while the tier's gemv tiles do only layout v1 (bits <= 4, F16 scales, act
-     * groups 32/64): tmac_gemm then runs other weights on the generic tile. A tier
-     * that implements all of LAYOUT.md version 2 leaves it 0. */
-    int gemv_v1_only;
 } tmac_kernel_table_t;
 
 void tmac_attn_block_generic(const float *TMAC_RESTRICT q, int G, int hd, float scale,
@@ -120,6 +116,10 @@ const tmac_cpu_features_t *tmac_cpu(void);
 tmac_isa_t tmac_active_isa(void);
 int tmac_isa_available(tmac_isa_t isa);    /* compiled in and runnable here */
 const tmac_kernel_table_t *tmac_table(tmac_isa_t isa);  /* NULL if not available */
+/* 1 if the tier's gemv tiles do only layout v1 (bits <= 4, F16 scales, act groups
+ * 32/64, whether or not the tier is available here): tmac_gemm runs other weights
+ * on the generic tile. */
+int tmac_gemv_v1_only(tmac_isa_t isa);
 
 /* Checks a weight against a table set, every field and the size limits above
  * included (its buffers must hold m_pad/64 * k_pad/8 * bits * 64 plane bytes,
