@@ -273,6 +273,7 @@ class Engine:
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
+            cache.remove_dead_partials(folder)  # a cancelled, crashed or killed first load's leftovers
             digest = source_sha256 or cache.source_hash(path, lambda f: report(0.1 * f, "hashing the model file"))
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)

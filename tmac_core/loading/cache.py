@@ -261,6 +261,7 @@ class CacheWriter:
         remove_dead_partials(self.path.parent)
         fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=PARTIAL_PREFIX, suffix=".tmacw")
         self._fd: int | None = fd
+        self._committed = False
         try:
             import fcntl
 
@@ -402,20 +403,27 @@ class CacheWriter:
         os.lseek(fd, 0, os.SEEK_SET)
         _write_all(fd, memoryview(preamble + hashlib.sha256(header).digest()))
         os.fsync(fd)
-        os.replace(self.tmp, self.path)
         self._fd = None
-        os.close(fd)
+        if os.name == "nt":  # Windows renames no open file; there is no flock to keep there either
+            os.close(fd)
+            os.replace(self.tmp, self.path)
+        else:  # renamed under the lock, so no cleaner takes the finished file for a dead one
+            try:
+                os.replace(self.tmp, self.path)
+            finally:
+                os.close(fd)
+        self._committed = True
 
     def abort(self) -> None:
         """Delete the partial file (nothing once committed). Never raises."""
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-        os.close(fd)
+        if not self._committed:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+        if fd is not None:
+            os.close(fd)
 
 
 def _record_of(offset: int, nbytes: int, dtype: np.dtype[Any], shape: tuple[int, ...], crc: int) -> dict[str, Any]:
