@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.live_engine import LOAD_TIMEOUT_MS
+from tests.app.live_engine import LOAD_TIMEOUT_MS, engine_cache_dir  # noqa: F401
 
 pytest.importorskip("pytestqt")
 
@@ -60,3 +60,41 @@ def test_the_loading_card_shows_bytes_and_time_left_and_cancels_once(qtbot):
     assert asked == [True] and not card.cancel_button.isEnabled()
     card.show_progress(0.0, "")  # the next load
     assert card.cancel_button.isEnabled()
+
+
+@pytest.mark.engine
+def test_cancelling_a_model_switch_brings_the_previous_model_back(qtbot, engine_cache_dir):  # noqa: F811
+    from app.chat.store import ChatStore
+    from app.paths import app_paths
+    from app.settings import AppSettings
+    from app.settings_store import SettingsStore
+    from app.ui.main_window import MainWindow
+
+    for old in engine_cache_dir.glob("*-b2-*.tmacw"):  # the 2-bit model must repack, so there is time to cancel
+        old.unlink()
+    paths = app_paths().ensure()
+    store = ChatStore(paths.chat_db_file)
+    window = MainWindow(SettingsStore(AppSettings(n_ctx=512), paths.settings_file), paths, store)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        with qtbot.waitSignal(window.client.loaded, timeout=LOAD_TIMEOUT_MS):
+            window.start_engine()
+        card = window.chat_view.loading_card
+        loads = []
+        window.client.loaded.connect(loads.append)
+
+        def cancel_once_repacking(status):
+            if status.bytes_total and card.cancel_button.isEnabled():
+                card.cancel_button.click()  # what the user does
+
+        window.client.loadStatus.connect(cancel_once_repacking)
+        window.models_page.modelChosen.emit("default", 2)
+        qtbot.waitUntil(lambda: bool(loads), timeout=LOAD_TIMEOUT_MS)
+        assert (loads[0].bits, loads[0].cache_hit) == (4, True)  # the 4-bit model again, from its cache file
+        assert not list(engine_cache_dir.glob("*-b2-*.tmacw")) and not list(engine_cache_dir.glob(".partial-*"))
+        assert not window.engine_banner.isVisible() or window.engine_banner.kind != "error"
+        assert "4-bit" in window.model_label.text()
+    finally:
+        window.client.shutdown()
+        store.close()
