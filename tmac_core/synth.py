@@ -40,6 +40,7 @@ CHATML = (
     " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+MAX_VOCAB = len(SPECIALS) + 256 + 256 * 256 * 257  # specials, bytes, byte pairs, pairs + a byte
 SLAB_ELEMENTS = 1 << 23  # rows generated and encoded together: ~32 MB of float32
 STD = 0.02
 
@@ -74,9 +75,9 @@ class SynthSpec:
         block = BLOCK_LAYOUT[WEIGHT_TYPES[self.weight_type]][0]
         if c.dim % max(block, 32) or c.hidden_dim % max(block, 32):
             raise ValueError(f"dim and hidden_dim must be multiples of 32, got {c.dim} and {c.hidden_dim}")
-        if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256:
+        if not len(SPECIALS) + 256 < c.vocab_size <= MAX_VOCAB:
             raise ValueError(
-                f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 65536}]"
+                f"vocab_size must be in [{len(SPECIALS) + 257}, {MAX_VOCAB}]"
                 " (specials, 256 bytes, at least one merged pair)"
             )
 
@@ -95,7 +96,8 @@ class SynthSpec:
 
 def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     """Tokens, token types and merges: specials, the 256 byte tokens, then two-byte
-    merges, commonest-looking bytes (space, letters, digits) first."""
+    merges, commonest-looking bytes (space, letters, digits) first, then (for vocabularies
+    past 65,795, such as Llama 3's 128,256) three-byte merges of a pair and a byte."""
     chars = bytes_to_unicode()
     order = sorted(
         range(256),
@@ -109,7 +111,11 @@ def vocabulary(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
         ),
     )
     n_merges = vocab_size - len(SPECIALS) - 256
-    merges = [f"{chars[a]} {chars[b]}" for a in order for b in order][:n_merges]
+    pairs = [(chars[a], chars[b]) for a in order for b in order]
+    merges = [f"{a} {b}" for a, b in pairs[:n_merges]]
+    if n_merges > len(pairs):  # "ab" + "c": both parts are tokens by then, so BPE can build it
+        triples = (f"{a}{b} {chars[c]}" for a, b in pairs for c in order)
+        merges += [next(triples) for _ in range(n_merges - len(pairs))]
     tokens = list(SPECIALS) + [chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))  # CONTROL, NORMAL
     return tokens, types, merges
