@@ -15,8 +15,7 @@ static tmac_isa_t g_active = TMAC_ISA_GENERIC;
 /* Tiers whose gemv tiles still implement only layout v1 (bits <= 4, F16 scales,
  * act groups 32/64); tmac_gemm hands them the generic tile for other weights.
  * A tier that implements all of LAYOUT.md version 2 drops out of this list. */
-static const int g_gemv_v1_only[TMAC_ISA_COUNT] = {[TMAC_ISA_AVX2] = 1, [TMAC_ISA_AVX512] = 1,
-                                                   [TMAC_ISA_NEON] = 1};
+static const int g_gemv_v1_only[TMAC_ISA_COUNT] = {0};
 static int g_initialized;
 
 static void fill_tables(void) {

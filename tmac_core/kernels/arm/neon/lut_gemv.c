@@ -33,7 +33,7 @@ TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *
 
 /* sh, c of rows r..r+3. SUPER: sh = (0.5 * D) * sf and c = -(Dm * mf - kb * D * sf)
  * with one rounding (vfmsq), which equals the spec's fmaf(kb * D, sf, -(Dm * mf)):
- * round to nearest is symmetric. sf4, mf4: the rows' sub-scales as float. */
+ * round to nearest is symmetric. sf, mf: the rows' sub-scales as float. */
 TMAC_INLINE void coeffs4(const group_scales_t *gs, int r, float32x4_t sf, float32x4_t mf, const int super,
                          float32x4_t *sh, float32x4_t *c) {
     const float32x4_t v0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + r)));
@@ -47,16 +47,8 @@ TMAC_INLINE void coeffs4(const group_scales_t *gs, int r, float32x4_t sf, float3
     *c = vnegq_f32(vfmsq_f32(vmulq_f32(v1, mf), vmulq_f32(gs->kb, v0), sf));
 }
 
-/* (float)(lo + 16 * hi) of 4 int16 rows; (float)lo when the weight has no planes 4-7 */
-TMAC_INLINE float32x4_t acc_f32(int16x4_t lo, int16x4_t hi, const int has_hi) {
-    int32x4_t a = vmovl_s16(lo);
-    if (has_hi) a = vaddq_s32(a, vshll_n_s16(hi, 4));
-    return vcvtq_f32_s32(a);
-}
-
-/* y[r..r+7] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
-TMAC_INLINE void epilogue8(int16x8_t lo, int16x8_t hi, const int has_hi, float32x4_t ls, float32x4_t xs,
-                           const group_scales_t *gs, int r, const int super, float *y) {
+/* sh, c of rows r..r+7, 4 per vector (the two-token tile computes them once for both tokens) */
+TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int super, float32x4_t sh[2], float32x4_t c[2]) {
     float32x4_t sf_lo = vdupq_n_f32(0.0f), sf_hi = sf_lo, mf_lo = sf_lo, mf_hi = sf_lo;
     if (super) {
         const int16x8_t sc = vmovl_s8(vld1_s8(gs->sub + r)), mn = vmovl_s8(vld1_s8(gs->sub + 64 + r));
@@ -65,18 +57,30 @@ TMAC_INLINE void epilogue8(int16x8_t lo, int16x8_t hi, const int has_hi, float32
         mf_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(mn)));
         mf_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(mn)));
     }
-    float32x4_t sh_lo, c_lo, sh_hi, c_hi;
-    coeffs4(gs, r, sf_lo, mf_lo, super, &sh_lo, &c_lo);
-    coeffs4(gs, r + 4, sf_hi, mf_hi, super, &sh_hi, &c_hi);
+    coeffs4(gs, r, sf_lo, mf_lo, super, &sh[0], &c[0]);
+    coeffs4(gs, r + 4, sf_hi, mf_hi, super, &sh[1], &c[1]);
+}
+
+/* (float)(lo + 16 * hi) of 4 int16 rows; (float)lo when the weight has no planes 4-7 */
+TMAC_INLINE float32x4_t acc_f32(int16x4_t lo, int16x4_t hi, const int has_hi) {
+    int32x4_t a = vmovl_s16(lo);
+    if (has_hi) a = vaddq_s32(a, vshll_n_s16(hi, 4));
+    return vcvtq_f32_s32(a);
+}
+
+/* y[0..7] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order; lo (and
+ * hi) hold the 8 rows' int16 sums, sh/c their two coefficient vectors. */
+TMAC_INLINE void epilogue8(int16x8_t lo, int16x8_t hi, const int has_hi, float32x4_t ls, float32x4_t xs,
+                           const float32x4_t *sh, const float32x4_t *c, float *y) {
     const float32x4_t a_lo = acc_f32(vget_low_s16(lo), vget_low_s16(hi), has_hi);
     const float32x4_t a_hi = acc_f32(vget_high_s16(lo), vget_high_s16(hi), has_hi);
-    float32x4_t y_lo = vld1q_f32(y + r), y_hi = vld1q_f32(y + r + 4);
-    y_lo = vfmaq_f32(y_lo, vmulq_f32(a_lo, ls), sh_lo);
-    y_hi = vfmaq_f32(y_hi, vmulq_f32(a_hi, ls), sh_hi);
-    y_lo = vfmaq_f32(y_lo, xs, c_lo);
-    y_hi = vfmaq_f32(y_hi, xs, c_hi);
-    vst1q_f32(y + r, y_lo);
-    vst1q_f32(y + r + 4, y_hi);
+    float32x4_t y_lo = vld1q_f32(y), y_hi = vld1q_f32(y + 4);
+    y_lo = vfmaq_f32(y_lo, vmulq_f32(a_lo, ls), sh[0]);
+    y_hi = vfmaq_f32(y_hi, vmulq_f32(a_hi, ls), sh[1]);
+    y_lo = vfmaq_f32(y_lo, xs, c[0]);
+    y_hi = vfmaq_f32(y_hi, xs, c[1]);
+    vst1q_f32(y, y_lo);
+    vst1q_f32(y + 4, y_hi);
 }
 
 /* One plane of one kpair, all four 16-byte lanes, into acc[L] (rows 8L..) and
@@ -122,7 +126,11 @@ TMAC_INLINE void tile1(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, 
         }
         const float32x4_t ls = vdupq_n_f32(lut->scales[a]), xs = vdupq_n_f32(lut->sums[a]);
         const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
-        for (int j = 0; j < 8; j++) epilogue8(acc[j], acc_hi[j], has_hi, ls, xs, &gs, 8 * j, super, y);
+        for (int j = 0; j < 8; j++) {
+            float32x4_t sh[2], c[2];
+            coeffs8(&gs, 8 * j, super, sh, c);
+            epilogue8(acc[j], acc_hi[j], has_hi, ls, xs, sh, c, y + 8 * j);
+        }
     }
     const float32x4_t ts = vdupq_n_f32(w->tensor_scale);
     for (int r = 0; r < 64; r += 4) vst1q_f32(y64 + r, vmulq_f32(vld1q_f32(y + r), ts));
@@ -218,13 +226,12 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
                 for (int j = 0; j < 8; j++) hi[j] = vdupq_n_s16(0);
             }
             /* lane L = 2*half + {0,1}: zip1 rows 8L.., zip2 rows 32+8L.. */
-            for (int t = 0; t < 2; t++) {
-                const float32x4_t ls = t ? ls1 : ls0, xs = t ? xs1 : xs0;
-                float *y = t ? y1 : y0;
-                for (int j = 0; j < 4; j++) {
-                    const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
-                    epilogue8(lo[4 * t + j], hi[4 * t + j], has_hi, ls, xs, &gs, row, super, y);
-                }
+            for (int j = 0; j < 4; j++) {
+                const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
+                float32x4_t sh[2], c[2];
+                coeffs8(&gs, row, super, sh, c);
+                epilogue8(lo[j], hi[j], has_hi, ls0, xs0, sh, c, y0 + row);
+                epilogue8(lo[4 + j], hi[4 + j], has_hi, ls1, xs1, sh, c, y1 + row);
             }
         }
     }

@@ -56,21 +56,25 @@ TMAC_INLINE __m512 acc_f32(__m256i lo, __m256i hi, const int has_hi) {
     return _mm512_cvtepi32_ps(a);
 }
 
-/* y[r..r+31] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order. */
-TMAC_INLINE void epilogue32(__m512i lo, __m512i hi, const int has_hi, __m512 ls, __m512 xs,
-                            const group_scales_t *gs, int r, const int super, float *y) {
-    __m512 sh0, c0, sh1, c1;
-    coeffs16(gs, r, super, &sh0, &c0);
-    coeffs16(gs, r + 16, super, &sh1, &c1);
+/* sh, c of the tile's 64 rows, 16 per vector: computed once per act group and
+ * shared by the tokens of gemv2_tile. */
+TMAC_INLINE void coeffs64(const group_scales_t *gs, const int super, __m512 sh[4], __m512 c[4]) {
+    for (int q = 0; q < 4; q++) coeffs16(gs, 16 * q, super, &sh[q], &c[q]);
+}
+
+/* y[0..31] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order; lo
+ * (and hi) hold the 32 rows' int16 sums, sh/c their two coefficient vectors. */
+TMAC_INLINE void epilogue32(__m512i lo, __m512i hi, const int has_hi, __m512 ls, __m512 xs, const __m512 *sh,
+                            const __m512 *c, float *y) {
     const __m512 a0 = acc_f32(_mm512_castsi512_si256(lo), _mm512_castsi512_si256(hi), has_hi);
     const __m512 a1 = acc_f32(_mm512_extracti64x4_epi64(lo, 1), _mm512_extracti64x4_epi64(hi, 1), has_hi);
-    __m512 y0 = _mm512_loadu_ps(y + r), y1 = _mm512_loadu_ps(y + r + 16);
-    y0 = _mm512_fmadd_ps(_mm512_mul_ps(a0, ls), sh0, y0);
-    y1 = _mm512_fmadd_ps(_mm512_mul_ps(a1, ls), sh1, y1);
-    y0 = _mm512_fmadd_ps(xs, c0, y0);
-    y1 = _mm512_fmadd_ps(xs, c1, y1);
-    _mm512_storeu_ps(y + r, y0);
-    _mm512_storeu_ps(y + r + 16, y1);
+    __m512 y0 = _mm512_loadu_ps(y), y1 = _mm512_loadu_ps(y + 16);
+    y0 = _mm512_fmadd_ps(_mm512_mul_ps(a0, ls), sh[0], y0);
+    y1 = _mm512_fmadd_ps(_mm512_mul_ps(a1, ls), sh[1], y1);
+    y0 = _mm512_fmadd_ps(xs, c[0], y0);
+    y1 = _mm512_fmadd_ps(xs, c[1], y1);
+    _mm512_storeu_ps(y, y0);
+    _mm512_storeu_ps(y + 16, y1);
 }
 
 /* One plane of one kpair into the int16 sums of rows 0-31 (*r0) and 32-63 (*r1). */
@@ -114,8 +118,10 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
         }
         const __m512 ls = _mm512_set1_ps(lut->scales[a]), xs = _mm512_set1_ps(lut->sums[a]);
         const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
-        epilogue32(lo0, hi0, has_hi, ls, xs, &gs, 0, super, y);
-        epilogue32(lo1, hi1, has_hi, ls, xs, &gs, 32, super, y);
+        __m512 sh[4], c[4];
+        coeffs64(&gs, super, sh, c);
+        epilogue32(lo0, hi0, has_hi, ls, xs, sh, c, y);
+        epilogue32(lo1, hi1, has_hi, ls, xs, sh + 2, c + 2, y + 32);
     }
     const __m512 ts = _mm512_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 16) _mm512_storeu_ps(y64 + r, _mm512_mul_ps(_mm512_load_ps(y + r), ts));
@@ -179,13 +185,15 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
             }
         }
         const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        __m512 sh[4], c[4];
+        coeffs64(&gs, super, sh, c);
         __m512 ls = _mm512_set1_ps(lut0->scales[a]), xs = _mm512_set1_ps(lut0->sums[a]);
-        epilogue32(a_lo0, a_hi0, has_hi, ls, xs, &gs, 0, super, y0);
-        epilogue32(a_lo1, a_hi1, has_hi, ls, xs, &gs, 32, super, y0);
+        epilogue32(a_lo0, a_hi0, has_hi, ls, xs, sh, c, y0);
+        epilogue32(a_lo1, a_hi1, has_hi, ls, xs, sh + 2, c + 2, y0 + 32);
         ls = _mm512_set1_ps(lut1->scales[a]);
         xs = _mm512_set1_ps(lut1->sums[a]);
-        epilogue32(b_lo0, b_hi0, has_hi, ls, xs, &gs, 0, super, y1);
-        epilogue32(b_lo1, b_hi1, has_hi, ls, xs, &gs, 32, super, y1);
+        epilogue32(b_lo0, b_hi0, has_hi, ls, xs, sh, c, y1);
+        epilogue32(b_lo1, b_hi1, has_hi, ls, xs, sh + 2, c + 2, y1 + 32);
     }
     const __m512 ts = _mm512_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 16) {
