@@ -5,7 +5,9 @@
         print(chunk.text, end="")
 
 Load: open the GGUF (bounds-checked), read the config and tokenizer, then take
-the repacked weights from the cache file (mmap) or repack and write that file.
+the repacked weights from the cache file (mmap) or, the first time, stream the
+repacked tensors into that file one slab at a time and map it (memory stays near
+the packed size); progress with bytes and an ETA, and a cancel looked at between slabs.
 Stream: render the chat template, then three layers (gpt-fast's prefill and
 decode_one_token, mlx-lm's generate_step under stream_generate):
   _prefill  reuses the KV cache for the prompt prefix the previous turn already
@@ -26,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import numpy as np
@@ -33,7 +36,7 @@ from numpy.typing import NDArray
 
 from tmac_core import kernels, plan
 from tmac_core.config import ModelConfig, config_from_gguf
-from tmac_core.errors import ContextOverflowError, EngineBusyError, ModelLoadError, TmacError
+from tmac_core.errors import ContextOverflowError, EngineBusyError, LoadCancelledError, ModelLoadError, TmacError
 from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.hf import HFModel, is_model_folder
@@ -45,6 +48,7 @@ from tmac_core.tokenizer.hf_files import tokenizer_from_folder
 from tmac_core.types import Chunk, EngineInfo
 
 if TYPE_CHECKING:  # annotations only: the loader and the compiled runtime load with a model
+    from tmac_core.models import ArchitectureLoader
     from tmac_core.models._llama import LlamaRuntime
     from tmac_core.models.loader import Weights
 
@@ -54,6 +58,18 @@ PROMPT_CHUNK = 32  # tokens per GEMM call while reading the prompt (the runtime'
 
 Progress = Callable[[float, str], None]
 T = TypeVar("T")
+ETA_AFTER_S = 1.0  # an ETA from less than this much repacking is noise
+
+
+@dataclass(frozen=True)
+class LoadStatus:
+    """Where a load is, for a progress bar: Engine.load's `status` callback gets one per step."""
+
+    fraction: float  # 0..1 of the whole load
+    stage: str  # a few words for the user
+    bytes_done: int = 0  # source bytes repacked so far (0 outside the repack)
+    bytes_total: int = 0  # source bytes the repack reads (0 outside the repack)
+    eta_s: float | None = None  # seconds the repack still needs, once it can be told
 
 
 class Cancel(Protocol):
@@ -114,6 +130,46 @@ def default_model_path() -> str:
     return path
 
 
+def _stream_to_cache(
+    arch: ArchitectureLoader,
+    gguf: GGUFFile,
+    cfg: ModelConfig,
+    bits: int | None,
+    file: os.PathLike[str],
+    key: str,
+    expected: Mapping[str, cache.Expected],
+    report: Callable[..., None],
+) -> Weights | None:
+    """The first load: repack into the cache file a slab at a time, then map it. None when
+    the disk refuses the file (full, read-only, a directory in the way): the caller then
+    repacks into memory. A cancel (LoadCancelledError from `report`) or any other error
+    deletes the partial file and propagates."""
+    total = arch.work_bytes(gguf, cfg, bits)
+    done, t0 = 0, time.perf_counter()
+    stage = "repacking as in the file" if bits is None else f"repacking to {bits} bits"
+
+    def step(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        elapsed = time.perf_counter() - t0
+        eta = elapsed * (total - done) / done if done and elapsed >= ETA_AFTER_S else None
+        report(0.1 + 0.8 * done / max(total, 1), stage, done, total, eta)
+
+    report(0.1, stage, 0, total)
+    try:
+        with cache.CacheWriter(file, key) as writer:
+            arch.write_weights(gguf, cfg, bits, writer, step)
+            report(0.9, "saving the repacked model")
+            writer.commit()
+    except OSError:
+        return None
+    report(0.92, "checking the repacked model")
+    try:
+        return cache.load(file, key, expected)
+    except cache.CacheMiss as error:  # what we just wrote does not read back: a bug, not the user's file
+        raise ModelLoadError(f"the repacked model written to {file} does not read back: {error}") from None
+
+
 def _is_sha256(text: str) -> bool:
     return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
@@ -159,6 +215,8 @@ class Engine:
         cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         source_sha256: str | None = None,
+        cancel: Cancel | None = None,
+        status: Callable[[LoadStatus], None] | None = None,
     ) -> Engine:
         """Load a model: a GGUF file, a Hugging Face folder (config.json, safetensors,
         tokenizer files; tmac_core/loading/hf.py), or "default" for the embedded SmolLM2.
@@ -168,11 +226,16 @@ class Engine:
         `use_cache=False` repacks in memory and reads and writes no cache file.
         `source_sha256` is the file's sha256 when the caller already knows it (the
         app's download manifest): the cache key then costs no re-read of the file.
+        `cancel` (an Event) stops the load between slabs of the repack (and blocks of
+        the hash) with LoadCancelledError; a partial cache file is never left in use.
+        `status` gets a LoadStatus at every step `progress` does, with the repack's
+        bytes and ETA.
 
         Raises:
             ModelLoadError / ModelFormatError: missing or corrupt file.
             UnsupportedModelError: an architecture or tensor type we do not run.
             TokenizerError: a vocabulary that cannot be tokenized.
+            LoadCancelledError: `cancel` was set.
             ValueError: bits not None, 2 or 4, n_threads or n_ctx out of range.
             TypeError: a bool for cache_dir (the cache is switched by use_cache).
         """
@@ -183,7 +246,15 @@ class Engine:
             raise TypeError(
                 "cache_dir is a folder or None (the default folder); turn the cache off with use_cache=False"
             )
-        report = progress or (lambda fraction, stage: None)
+
+        def report(fraction: float, stage: str, done: int = 0, total: int = 0, eta: float | None = None) -> None:
+            if cancel is not None and cancel.is_set():
+                raise LoadCancelledError("the load was cancelled")
+            if progress is not None:
+                progress(fraction, stage)
+            if status is not None:
+                status(LoadStatus(fraction, stage, done, total, eta))
+
         path = default_model_path() if str(source) == "default" else os.fspath(source)
         folder_source = is_model_folder(path)
         if not folder_source and not os.path.isfile(path):
@@ -216,6 +287,7 @@ class Engine:
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
+            cache.remove_dead_partials(folder)  # a cancelled, crashed or killed first load's leftovers
 
             def hashing(f: float) -> None:
                 report(0.1 * f, "hashing the model file")
@@ -226,11 +298,14 @@ class Engine:
                 digest = source_sha256 or cache.source_hash(path, hashing)
             key = cache.cache_key(digest, bits)
             file = cache.cache_path(folder, key)
+            expected = cache.expected_entries(cfg, bits, source_types)
             try:
-                weights, cache_hit = cache.load(file, key, cache.expected_entries(cfg, bits, source_types)), True
+                weights, cache_hit = cache.load(file, key, expected), True
             except cache.CacheMiss:
                 cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
-        if weights is None:
+            if weights is None:
+                weights = _stream_to_cache(arch, source_file, cfg, bits, file, key, expected, report)
+        if weights is None:  # no cache folder, or a disk that refused the file: repack into memory
             weights = arch.load_weights(
                 source_file,
                 cfg,
@@ -239,12 +314,6 @@ class Engine:
                     0.1 + 0.8 * f, "repacking " + ("as in the file" if bits is None else f"to {bits} bits")
                 ),
             )
-            if folder is not None:
-                report(0.9, "saving the repacked model")
-                try:
-                    cache.save(file, key, weights)
-                except OSError:
-                    pass  # full or read-only disk: run from memory, repack again next time
         report(0.95, "allocating the context")
         runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK)
         threads = n_threads or kernels.get_num_threads()
@@ -307,7 +376,8 @@ class Engine:
             n_other = sum(
                 np.asarray(w).size
                 for k, w in self._weights.items()
-                if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq"
+                # the RoPE table and act-order input permutations are not parameters
+                if not isinstance(w, kernels.PackedWeight) and k != "rope.inv_freq" and not k.endswith(".perm")
             )
             packed_bytes = sum(w.nbytes for w in packed)  # measured: equals plan.packed_bytes (tests/app)
             # general.name is free text from the file: any type may stand there

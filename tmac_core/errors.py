@@ -51,6 +51,12 @@ class ModelFormatError(ModelLoadError):
         super().__init__(f"{self.path}: {field}{where}: {reason}")
 
 
+class LoadCancelledError(TmacError):
+    """A load was stopped on request (Engine.load's cancel). Nothing it wrote is left in use."""
+
+    kind = "load_cancelled"
+
+
 class UnsupportedModelError(ModelLoadError):
     """A well-formed model this runtime does not support (architecture, tensor type...)."""
 

@@ -57,6 +57,7 @@ CHATML = (
     " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+MAX_VOCAB = len(SPECIALS) + 256 + 256 * 256 * 257  # specials, bytes, byte pairs, pairs + a byte
 SLAB_ELEMENTS = 1 << 23  # rows generated and encoded together: ~32 MB of float32
 STD = 0.02
 # BitNet's absmean weight scale γ = mean|w| of a tensor, for N(0, STD) weights: its
@@ -110,9 +111,9 @@ class SynthSpec:
         block = max(data_layout(WEIGHT_TYPES[self.weight_type])[0], 32)
         if c.dim % block or c.hidden_dim % block:
             raise ValueError(f"dim and hidden_dim must be multiples of {block}, got {c.dim} and {c.hidden_dim}")
-        if not len(SPECIALS) + 256 < c.vocab_size <= len(SPECIALS) + 256 + 256 * 256 * 257:
+        if not len(SPECIALS) + 256 < c.vocab_size <= MAX_VOCAB:
             raise ValueError(
-                f"vocab_size must be in [{len(SPECIALS) + 257}, {len(SPECIALS) + 256 + 256 * 256 * 257}]"
+                f"vocab_size must be in [{len(SPECIALS) + 257}, {MAX_VOCAB}]"
                 " (specials, 256 bytes, at least one merged pair)"
             )
 

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
 
 from app.chat.records import Message
 from app.ui.message_widget import MessageWidget
+from app.ui.units import format_bytes, format_time_left
+from app.workers.protocol import Progress
 
 REPAINT_MS = 40
 TARGET_SETTLE_S = 1.0  # how long a scrolled-to message is held in view while heights settle
@@ -37,7 +39,10 @@ EMPTY_TEXT = (
 
 class LoadingCard(QFrame):
     """Shown in the conversation while the model loads (the first launch repacks it: ~25 s), so the
-    wait has a stage and a bar instead of an empty chat that ignores Enter."""
+    wait has a stage, a bar, how much of the file is repacked with the time left, and a Cancel
+    button, instead of an empty chat that ignores Enter."""
+
+    cancelRequested = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -52,21 +57,44 @@ class LoadingCard(QFrame):
         self.bar.setAccessibleName("Model loading progress")
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setAccessibleName("Cancel loading the model")
+        self.cancel_button.setToolTip("Stop loading this model; the model loaded before comes back")
+        self.cancel_button.clicked.connect(self._on_cancel)
         hint = QLabel("You can type your first message now: it is sent as soon as the model is ready.")
         hint.setObjectName("hint")
         hint.setWordWrap(True)
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.bar, 1)
+        bar_row.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
         layout.addWidget(self.title)
         layout.addWidget(self.stage)
-        layout.addWidget(self.bar)
+        layout.addLayout(bar_row)
         layout.addWidget(hint)
         self.hide()
 
     def show_progress(self, fraction: float, stage: str) -> None:
         self.stage.setText(stage[:1].upper() + stage[1:] + "…" if stage else "Starting the engine…")
         self.bar.setValue(int(max(0.0, min(fraction, 1.0)) * 1000))
+        if fraction == 0.0 and not stage:  # a new load starts: its Cancel works again
+            self.cancel_button.setEnabled(True)
+            self.cancel_button.setText("Cancel")
         self.show()
+
+    def show_status(self, status: Progress) -> None:
+        """show_progress, and while repacking: "Repacking to 4 bits: 1.20 GB of 4.90 GB · about 40 s left"."""
+        self.show_progress(status.fraction, status.stage)
+        if status.bytes_total > 0:
+            stage = status.stage[:1].upper() + status.stage[1:]
+            done = f"{format_bytes(status.bytes_done)} of {format_bytes(status.bytes_total)}"
+            self.stage.setText(f"{stage}: {done} · {format_time_left(status.eta_s)}")
+
+    def _on_cancel(self) -> None:
+        self.cancel_button.setEnabled(False)  # once: the engine stops at its next slab
+        self.cancel_button.setText("Cancelling…")
+        self.cancelRequested.emit()
 
 
 class UndoBar(QFrame):
@@ -210,6 +238,10 @@ class ChatView(QScrollArea):
 
     def show_loading(self, fraction: float, stage: str) -> None:
         self.loading_card.show_progress(fraction, stage)
+        self.empty_label.hide()
+
+    def show_load_status(self, status: Progress) -> None:
+        self.loading_card.show_status(status)
         self.empty_label.hide()
 
     def hide_loading(self) -> None:

@@ -61,7 +61,7 @@ from app.ui.sampling_panel import SamplingPanel, context_is_automatic
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
-from app.workers.protocol import EngineState
+from app.workers.protocol import LOAD_CANCELLED, EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
 # Below these window widths a side panel folds away by itself, so the conversation keeps a readable
@@ -364,7 +364,8 @@ class MainWindow(QMainWindow):
         session.busyChanged.connect(self._on_session_busy)
         session.notice.connect(self._on_session_notice)
         client.stateChanged.connect(self._on_client_state)
-        client.loadProgress.connect(self._on_client_progress)
+        client.loadStatus.connect(self._on_client_progress)
+        self.chat_view.loading_card.cancelRequested.connect(self.client.cancel_load)
         client.loaded.connect(self._on_client_loaded)
         client.loadFailed.connect(self._on_client_load_failed)
         client.died.connect(self._on_client_died)
@@ -456,10 +457,10 @@ class MainWindow(QMainWindow):
         elif not loading and not ready and self._queued_text is not None:
             self._cancel_queued()  # the load failed: the text stays in the box for the user
 
-    def _on_client_progress(self, fraction: float, stage: str) -> None:
-        self.progress.setValue(int(fraction * 1000))
-        self.state_label.setText(f"Loading the model: {stage}…")
-        self.chat_view.show_loading(fraction, stage)
+    def _on_client_progress(self, status) -> None:  # app.workers.protocol.Progress
+        self.progress.setValue(int(status.fraction * 1000))
+        self.state_label.setText(f"Loading the model: {status.stage}…")
+        self.chat_view.show_load_status(status)
 
     def _on_client_loaded(self, info) -> None:
         self._remember_loaded(info)
@@ -479,6 +480,9 @@ class MainWindow(QMainWindow):
             self.engine_banner.show_message("warning", warning, "Load at 4-bit", lambda: self.load_model(source, 4))
 
     def _on_client_load_failed(self, kind: str, text: str) -> None:
+        if kind == LOAD_CANCELLED:
+            self._after_cancelled_load()
+            return
         if self._fall_back(kind, text):
             return
         self.engine_banner.show_message(
@@ -487,6 +491,19 @@ class MainWindow(QMainWindow):
             "Load the built-in model",
             lambda: self.load_model("default", 4),
         )
+
+    def _after_cancelled_load(self) -> None:
+        """The user cancelled a load: not a failure (the card is not marked). The model loaded
+        before comes back (from its cache file, in a second or so), else nothing is loaded."""
+        cancelled, self._switch.pending = self._switch.pending, None
+        previous = self._switch.last_good
+        if previous is not None and previous != cancelled:
+            self._load(*self._switch.request(*previous))
+            self.statusBar().showMessage("Loading was cancelled; the previous model is loaded again.", 10000)
+        elif cancelled is not None:
+            self.engine_banner.show_message(
+                "info", "Loading the model was cancelled.", "Load it", lambda: self.load_model(*cancelled)
+            )
 
     def _on_client_died(self, reason: str) -> None:
         if self._switch.pending is not None and self._fall_back("engine_died", reason):

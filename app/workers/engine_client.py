@@ -16,8 +16,10 @@ huge prompt on a slow CPU may simply take long), and `resumed` follows if the
 engine speaks again.
 
 Stop sets a shared Event that the engine checks between tokens; no pipe
-round-trip. Every load starts a fresh process (the old one is retired), so
-"load another model" and restart() share one path and memory is really freed.
+round-trip. cancel_load() sends CancelLoad: the engine stops between slabs of the
+repack and answers LoadFailed("load_cancelled"), its partial cache file deleted.
+Every load starts a fresh process (the old one is retired), so "load another
+model" and restart() share one path and memory is really freed.
 The messages are app.workers.protocol's typed records, sent as JSON; a reply
 that does not decode is logged and skipped, so a confused engine process cannot
 run code here or take the window down.
@@ -47,6 +49,7 @@ from app.workers.protocol import (
     NOT_READY,
     RESTARTED,
     SUPERSEDED,
+    CancelLoad,
     ChatLine,
     ChunkMsg,
     EngineState,
@@ -140,6 +143,7 @@ def whole_frame_waiting(conn: Connection) -> bool:
 class EngineClient(QObject):
     stateChanged = Signal(object)  # app.workers.protocol.EngineState
     loadProgress = Signal(float, str)  # fraction 0..1, stage
+    loadStatus = Signal(object)  # app.workers.protocol.Progress: the same with bytes repacked and an ETA
     loaded = Signal(object)  # tmac_core.types.EngineInfo
     loadFailed = Signal(str, str)  # error kind, message for the user (the process is then gone: STOPPED)
     chunk = Signal(int, object)  # request id, tmac_core.types.Chunk
@@ -244,6 +248,14 @@ class EngineClient(QObject):
     def stop(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
+
+    def cancel_load(self) -> bool:
+        """Ask the loading engine to stop (it does between slabs of the repack, and deletes its
+        partial cache file); `loadFailed` then comes with kind "load_cancelled". False when
+        nothing is loading."""
+        if self.state not in (STARTING, LOADING):
+            return False
+        return self._safe_send(CancelLoad())
 
     def set_threads(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
@@ -368,6 +380,7 @@ class EngineClient(QObject):
                 self._request_ended(reply.request_id)
         elif isinstance(reply, Progress):
             self.loadProgress.emit(reply.fraction, reply.stage)
+            self.loadStatus.emit(reply)
         elif isinstance(reply, Loaded):
             info = reply.info
             if self._threads is not None and info.n_threads != self._threads:

@@ -7,8 +7,9 @@ instruction or an out-of-memory kill ends this process only. Two threads:
   sender on the pipe;
 - a reader thread receives requests. It applies SetThreads at once
   (Engine.set_threads is thread-safe and takes effect before the next token, so
-  the count's only pending copy is the Engine's) and queues everything else for
-  the main thread.
+  the count's only pending copy is the Engine's) and CancelLoad (it sets the Event
+  Engine.load looks at between slabs of the repack), and queues everything else
+  for the main thread.
 
 The messages and their encoding are app.workers.protocol: plain JSON, never a
 pickle; bytes that do not decode are logged and skipped. Stop does not travel
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the engine is imported inside load(): importing the kernels
 
 from app.workers.protocol import (
     NOT_READY,
+    CancelLoad,
     ChatLine,
     ChunkMsg,
     Failed,
@@ -165,6 +167,7 @@ class EngineHost:
         self.cancel = cancel
         self.engine: Engine | None = None  # set by the main thread once loaded; the reader only reads it
         self.requests: queue.Queue[Request] = queue.Queue()
+        self.load_cancel = threading.Event()  # set by CancelLoad; one process serves one load
         # Where the last trimmed prompt started: (messages dropped, the first kept message). A
         # later history that still has that message there is the same chat, grown.
         self.trim_anchor: tuple[int, ChatLine] | None = None
@@ -197,8 +200,9 @@ class EngineHost:
             try:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
-                # The GUI is gone: stop the answer in progress and exit rather than linger as an orphan.
+                # The GUI is gone: stop the answer or load in progress and exit rather than linger as an orphan.
                 self.cancel.set()
+                self.load_cancel.set()
                 self.requests.put(Shutdown())
                 return
             try:
@@ -208,6 +212,9 @@ class EngineHost:
                 continue
             if isinstance(request, SetThreads):
                 self.set_threads(request.n)
+                continue
+            if isinstance(request, CancelLoad):
+                self.load_cancel.set()
                 continue
             self.requests.put(request)
             if isinstance(request, Shutdown):
@@ -249,11 +256,12 @@ class EngineHost:
     def load(self, request: Load) -> None:
         last_t, last_stage = [0.0], [""]  # of the last Progress sent
 
-        def progress(fraction: float, stage: str) -> None:
+        def status(s) -> None:  # tmac_core.engine.LoadStatus
             now = time.monotonic()
-            if stage != last_stage[0] or now - last_t[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
-                last_t[0], last_stage[0] = now, stage
-                self.send(Progress(float(fraction), str(stage)))
+            if s.stage != last_stage[0] or now - last_t[0] >= PROGRESS_INTERVAL_S or s.fraction >= 1.0:
+                last_t[0], last_stage[0] = now, s.stage
+                eta = None if s.eta_s is None else float(s.eta_s)
+                self.send(Progress(float(s.fraction), str(s.stage), int(s.bytes_done), int(s.bytes_total), eta))
 
         try:
             from tmac_core import Engine  # here: importing the kernels can itself fail (UnsupportedCpuError)
@@ -264,9 +272,10 @@ class EngineHost:
                 bits=request.bits,
                 n_threads=request.n_threads,
                 n_ctx=n_ctx,
-                progress=progress,
                 cache_dir=request.cache_dir,
                 source_sha256=request.source_sha256,
+                cancel=self.load_cancel,
+                status=status,
             )
         except (BrokenPipeError, EOFError):
             raise

@@ -3,7 +3,7 @@
 EngineClient (in the window's process) sends requests; EngineHost (in the engine
 process) answers with replies. Each message is a frozen dataclass:
 
-    requests (window → engine):  Load · Generate · SetThreads · Shutdown
+    requests (window → engine):  Load · CancelLoad · Generate · SetThreads · Shutdown
     replies  (engine → window):  Progress · Loaded · LoadFailed · ChunkMsg · Trimmed · Failed
 
 On the pipe a message is one UTF-8 JSON object, {"type": <tag>, <field>: <value>, ...},
@@ -14,8 +14,10 @@ the nested records (SamplingParams, Chunk, EngineInfo) field by field through th
 constructors; anything else raises ProtocolError, which each side logs and survives.
 
 Stop does not travel here: the window sets a shared Event that the engine checks
-between tokens. Failures carry a stable `kind` (tmac_core's error classes own theirs;
-the ones below are the protocol's own), never a class name.
+between tokens. CancelLoad does: the engine's reader thread sets the Event its load
+looks at between slabs of the repack, and the load ends in LoadFailed("load_cancelled").
+Failures carry a stable `kind` (tmac_core's error classes own theirs; the ones below
+are the protocol's own), never a class name.
 
 No Qt here, and numpy only once a Generate is decoded, which happens in the
 engine process: the window imports this module too and decodes replies only.
@@ -31,7 +33,7 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from tmac_core.errors import TmacError
+from tmac_core.errors import LoadCancelledError, TmacError
 from tmac_core.types import Chunk, EngineInfo
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ INVALID_ARGUMENT = "invalid_argument"  # a ValueError: a setting out of range
 OUT_OF_MEMORY = "out_of_memory"
 OS_ERROR = "os_error"
 INTERNAL = "internal"  # anything else: a bug
+LOAD_CANCELLED = LoadCancelledError.kind  # the load ended on CancelLoad (for the window, which imports no errors)
 
 
 class EngineState(enum.Enum):
@@ -99,6 +102,12 @@ class Load:
 
 
 @dataclass(frozen=True)
+class CancelLoad:
+    """Stop the load in progress (applied by the engine process's reader thread). Answered by
+    the load's LoadFailed with kind "load_cancelled", or by nothing if it had already ended."""
+
+
+@dataclass(frozen=True)
 class Generate:
     """Answer `messages`. Answered by ChunkMsgs (the last has a finish_reason) or Failed;
     with `fit`, by a Trimmed first when the oldest turns had to be dropped."""
@@ -128,6 +137,9 @@ class Shutdown:
 class Progress:
     fraction: float  # 0..1
     stage: str  # a few words for the user
+    bytes_done: int = 0  # source bytes repacked so far (a first load; 0 otherwise)
+    bytes_total: int = 0  # source bytes the repack reads (0 when not repacking)
+    eta_s: float | None = None  # seconds the repack still needs, once the engine can tell
 
 
 @dataclass(frozen=True)
@@ -162,10 +174,16 @@ class Failed:
     message: str  # a sentence for the user
 
 
-Request = Load | Generate | SetThreads | Shutdown
+Request = Load | CancelLoad | Generate | SetThreads | Shutdown
 Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed
 
-REQUEST_TYPES: dict[str, type] = {"load": Load, "generate": Generate, "set_threads": SetThreads, "shutdown": Shutdown}
+REQUEST_TYPES: dict[str, type] = {
+    "load": Load,
+    "cancel_load": CancelLoad,
+    "generate": Generate,
+    "set_threads": SetThreads,
+    "shutdown": Shutdown,
+}
 REPLY_TYPES: dict[str, type] = {
     "progress": Progress,
     "loaded": Loaded,

@@ -16,6 +16,7 @@ import pytest
 from app.workers.engine_host import EngineHost
 from app.workers.protocol import (
     NOT_READY,
+    CancelLoad,
     ChatLine,
     ChunkMsg,
     EngineState,
@@ -83,10 +84,12 @@ REQUESTS = [
     ),
     Generate(8, (), SamplingParams(), False),
     SetThreads(3),
+    CancelLoad(),
     Shutdown(),
 ]
 REPLIES = [
     Progress(0.5, "repacking to 4 bits"),
+    Progress(0.5, "repacking to 4 bits", 3 << 30, 5 << 30, 41.5),
     Loaded(INFO),
     LoadFailed("model_format", "bad file"),
     ChunkMsg(7, CHUNK),

@@ -59,20 +59,22 @@ def built(model, tmp_path):
 
 
 def split(data: bytes):
-    header_len = int.from_bytes(data[8:16], "little")
-    return header_len, json.loads(data[48 : 48 + header_len])
+    """(header offset, header length, header) of a cache file (cache.py: the header is last)."""
+    header_offset = int.from_bytes(data[8:16], "little")
+    header_len = int.from_bytes(data[16:24], "little")
+    return header_offset, header_len, json.loads(data[header_offset : header_offset + header_len])
 
 
 def with_header(data: bytes, edit) -> bytes:
     """`data` with its JSON header edited by `edit(header)` and re-signed (the header's
-    own sha256 is right), at the same length so the data does not move: only the
-    plan and data checks can catch the change."""
-    header_len, header = split(data)
+    own sha256 is right), at the same length so nothing moves: only the plan and data
+    checks can catch the change."""
+    header_offset, header_len, header = split(data)
     edit(header)
     new = json.dumps(header, separators=(",", ":")).encode()
     assert len(new) <= header_len
     new += b" " * (header_len - len(new))
-    return data[:16] + hashlib.sha256(new).digest() + new + data[48 + header_len :]
+    return data[:24] + hashlib.sha256(new).digest() + data[56:header_offset] + new
 
 
 def entry(header, name):
@@ -149,22 +151,27 @@ def _raw(offset, value):
 
 
 def _flip_data_byte(data):
-    header_len, header = split(data)
-    start = -(-(48 + header_len) // 64) * 64 + entry(header, Q)["planes"]["offset"] + 100
+    _, _, header = split(data)
+    start = cache.DATA_START + entry(header, Q)["planes"]["offset"] + 100
     return data[:start] + bytes([data[start] ^ 0x10]) + data[start + 1 :]
 
 
 RAW_DAMAGE = {
     "empty": lambda d: b"",
     "magic": _raw(0, b"TMACX"),
-    "old-format": _raw(7, b"\x01"),
-    "header_len-huge": _raw(8, (1 << 62).to_bytes(8, "little")),
-    "header_len-short": lambda d: d[:8] + (int.from_bytes(d[8:16], "little") - 5).to_bytes(8, "little") + d[16:],
-    "header-sha": _raw(20, b"\x00\x01\x02"),
-    "header-json": _raw(60, b"\xff\xfe"),
+    "old-format": _raw(7, b"\x02"),
+    "header_offset-huge": _raw(8, (1 << 62).to_bytes(8, "little")),
+    "header_offset-short": lambda d: d[:8] + (int.from_bytes(d[8:16], "little") - 64).to_bytes(8, "little") + d[16:],
+    "header_len-huge": _raw(16, (1 << 62).to_bytes(8, "little")),
+    "header_len-short": lambda d: d[:16] + (int.from_bytes(d[16:24], "little") - 5).to_bytes(8, "little") + d[24:],
+    "header-sha": _raw(30, b"\x00\x01\x02"),
+    "header-json": lambda d: d[:-2] + b"\xff\xfe",
     "data-bit": _flip_data_byte,
-    "truncated": lambda d: d[:-1000],
-    "only-header": lambda d: d[: 48 + int.from_bytes(d[8:16], "little")],
+    "truncated": lambda d: d[: split(d)[0] - 1000] + d[split(d)[0] :],
+    "truncated-end": lambda d: d[:-1000],
+    "extended": lambda d: d + b"\0" * 64,
+    "only-header": lambda d: d[: cache.DATA_START],
+    "unfinished": lambda d: b"\0" * 64 + d[64:],  # a write that stopped before its preamble
 }
 
 

@@ -1,38 +1,47 @@
 """The repacked-model cache: one file per (source content, bits, layout, quantizer).
 
 Repacking a 1 B model takes minutes (the quantizer searches clipping per group);
-reading it back from this file takes a page-cache mmap. File format, all
-little-endian:
+reading it back from this file takes a page-cache mmap. The first load streams: each
+matrix is written as it is repacked (CacheWriter), so memory holds one piece of one
+tensor, never the model. File format, all little-endian:
 
-    b"TMACW\\0\\0\\2"  magic + format version         8 bytes
+    b"TMACW\\0\\0\\3"  magic + format version         8 bytes
+    header_offset      uint64 (absolute)              8 bytes
     header_len         uint64                         8 bytes
     header_sha256      sha256 of the header bytes     32 bytes
-    header             UTF-8 JSON, header_len bytes   {"key": ..., "entries": [...]}
-    data               each array at a 64-byte aligned offset from the data start
+    (zeros to DATA_START = 64)
+    data               each array at a 64-byte aligned offset from DATA_START
+    header             UTF-8 JSON at header_offset    {"key": ..., "entries": [...]}
 
-An entry is {"name", "kind": "packed" | "array"} with, for packed matrices, the
-PackedWeight fields and the records of its planes and scales, for arrays the record
-"data". A record is {"offset", "nbytes", "dtype", "shape", "crc32"}.
+The header comes last because the records' offsets and crc32s are known only once the
+data is written; the preamble is written last of all, so a file whose write stopped
+anywhere has no magic. An entry is {"name", "kind": "packed" | "array"} with, for
+packed matrices, the PackedWeight fields (layout v2: scale_format, super_size,
+code_offset too) and the records of its planes, scales and, for the SUPER scale
+format, sub-scales; for arrays the record "data". A record is {"offset", "nbytes",
+"dtype", "shape", "crc32"}.
 
 The file is untrusted input (another process, a bad disk or a person may have
 written it), and native code indexes what comes out of it. So before any array or
 PackedWeight is built: the header must match its sha256; every entry's name, kind,
 shape, dtype and byte length must be what the model plan says (`expected_entries`);
-every record must lie inside the file without overlapping another; and the crc32 of
-every record's bytes must match. The data check reads every byte once, split over
-threads (zlib.crc32 runs at ~2.5 GB/s per core and releases the GIL); measured on the
-1.17B synthetic model (a 730 MB cache file in the page cache, 2 busy cores) it adds
+every record must lie inside the data section without overlapping another; and the
+crc32 of every record's bytes must match. The data check reads every byte once, split
+over threads (zlib.crc32 runs at ~2.5 GB/s per core and releases the GIL); measured on
+the 1.17B synthetic model (a 730 MB cache file in the page cache, 2 busy cores) it adds
 ~0.2 s to a ~0.2 s Engine.load, and it faults the weights in, which the first token
-would otherwise do. A file that fails any check, and anything
-that is not a regular file at the path (a directory, a FIFO, a device, a symlink), is
-a CacheMiss: the caller repacks and, for a regular file or a symlink, replaces it.
-Writes go to a temporary file renamed into place, so a crash or a full disk leaves no
-half file behind.
+would otherwise do. A file that fails any check, and anything that is not a regular
+file at the path (a directory, a FIFO, a device, a symlink), is a CacheMiss: the
+caller repacks and, for a regular file or a symlink, replaces it.
+
+Writes go to a ".partial-" file in the cache folder, locked (flock) while its writer
+lives, fsynced and renamed into place only when complete: a cancelled, crashed or
+killed load leaves only a partial file no load reads, and the next write in the
+folder deletes the partials no live writer holds (`remove_dead_partials`).
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
@@ -41,23 +50,27 @@ import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from tmac_core.filehash import sha256_file
 from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
-from tmac_core.plan import TILE_ROWS, ModelConfig, tensor_plan, vector_plan
+from tmac_core.plan import TILE_ROWS, ModelConfig, input_perm_name, tensor_plan, vector_plan
 
-MAGIC = b"TMACW\0\0\2"  # 2: header sha256, record crc32s
+MAGIC = b"TMACW\0\0\3"  # 2: header sha256, record crc32s; 3: header at the end (streamed writes), layout v2 fields
 ALIGN = 64
-_PREAMBLE = 8 + 8 + 32  # magic, header_len, header sha256
+DATA_START = 64  # magic, header_offset, header_len, header sha256, padding
+_PREAMBLE = 8 + 8 + 8 + 32
 MAX_HEADER_BYTES = 64 << 20  # a 1000-layer model's header is ~2 MB
 CRC_CHUNK = 16 << 20  # bytes per crc32 job: small enough to spread over threads
+PARTIAL_PREFIX = ".partial-"
+SCALES_F16, SCALES_SUPER = 0, 1  # PackedWeight.scale_format (kernels/LAYOUT.md v2)
 # Bump when repack.py or the bits presets change what a cached file holds.
 QUANTIZER_VERSION = 2  # 2: output-layer residual pass
 
@@ -93,6 +106,19 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _buffer_sizes(m: int, k_pad: int, bits: int, group_size: int, super_size: int) -> tuple[int, int, int]:
+    """Elements of planes (uint8), scales (uint16) and sub (int8; 0 for the F16 format) of a
+    packed matrix, as kernels/LAYOUT.md lays them out, all tile-major:
+    planes (m_pad/64, k_pad/8, bits, 64); F16 scales (m_pad/64, n_groups, 2, 64);
+    SUPER scales (m_pad/64, n_super, 2, 64) and sub (m_pad/64, n_groups, 2, 64)."""
+    tiles = -(-m // TILE_ROWS)
+    n_groups = k_pad // group_size
+    planes = tiles * (k_pad // 8) * bits * 64
+    if super_size:
+        return planes, tiles * (k_pad // super_size) * 2 * 64, tiles * n_groups * 2 * 64
+    return planes, tiles * n_groups * 2 * 64, 0
+
+
 # -- what the plan says the file holds --------------------------------------------------
 
 
@@ -101,8 +127,8 @@ class Expected:
     """One entry as the model plan says it must be.
 
     A packed matrix: kind "packed", its PackedWeight fields and the element counts of
-    its planes (uint8) and scales (uint16, fp16 bits). An array: kind "array", its
-    dtype and shape.
+    its planes (uint8), scales (uint16, fp16 bits) and sub-scales (int8, SUPER only). An
+    array: kind "array", its dtype and shape.
     """
 
     kind: str
@@ -115,6 +141,9 @@ class Expected:
     group_size: int = 0
     n_planes: int = 0
     n_scales: int = 0
+    scale_format: int = SCALES_F16
+    super_size: int = 0
+    n_sub: int = 0
 
 
 def expected_entries(
@@ -128,9 +157,10 @@ def expected_entries(
     """
     out: dict[str, Expected] = {}
     for spec in tensor_plan(cfg, bits, source_types):
-        tiles = -(-spec.rows // TILE_ROWS)
         # as plan.matrix_bytes: grouped scales keep k_pad = K, else K pads to 64
         k_pad = spec.cols if spec.cols % spec.group_size == 0 else -(-spec.cols // 64) * 64
+        super_size = spec.super_size
+        n_planes, n_scales, n_sub = _buffer_sizes(spec.rows, k_pad, spec.bits, spec.group_size, super_size)
         out[spec.name] = Expected(
             "packed",
             m=spec.rows,
@@ -138,9 +168,14 @@ def expected_entries(
             k_pad=k_pad,
             bits=spec.bits,
             group_size=spec.group_size,
-            n_planes=tiles * (k_pad // 8) * spec.bits * 64,
-            n_scales=tiles * (k_pad // spec.group_size) * 2 * 64,
+            n_planes=n_planes,
+            n_scales=n_scales,
+            scale_format=SCALES_SUPER if super_size else SCALES_F16,
+            super_size=super_size,
+            n_sub=n_sub,
         )
+        if spec.input_perm:  # an act-order GPTQ matrix: the input permutation its columns follow
+            out[input_perm_name(spec.name)] = Expected("array", "int32", (spec.cols,))
     for vec in vector_plan(cfg):
         if vec.role != "rope_freqs":  # folded into rope.inv_freq by the loader
             out[vec.name] = Expected("array", "float32", (vec.size,))
@@ -151,77 +186,301 @@ def expected_entries(
 # -- writing ------------------------------------------------------------------------------
 
 
+def _tiles(a: np.ndarray, m: int) -> np.ndarray:
+    """A flat tile-major buffer as (m_pad/64, per-tile elements), for slicing by rows."""
+    return a.reshape(-(-m // TILE_ROWS), -1)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        data = data[os.write(fd, data) :]
+
+
+def remove_dead_partials(folder: str | os.PathLike[str]) -> int:
+    """Delete the ".partial-" files in `folder` that no live writer holds (a cancelled,
+    crashed or killed load's), returns how many. A writer holds an flock on its file
+    while it lives; where there is no flock (Windows), an open file cannot be deleted,
+    which says the same. Never raises."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if not (entry.name.startswith(PARTIAL_PREFIX) and entry.name.endswith(".tmacw")):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if _lock_is_free(entry.path):
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _lock_is_free(path: str) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows: deleting a file its writer holds open fails by itself
+        return True
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the lock we may have taken
+
+
+class CacheWriter:
+    """A cache file written as the repacker produces it, renamed into place by commit().
+
+        with CacheWriter(path, key) as writer:
+            writer.add_packed(name, chunks)      # a matrix, in row chunks of multiples of 64
+            writer.add_array(name, vector)
+            writer.commit()
+
+    Leaving the block without commit() (an error, a cancel) deletes the partial file.
+    A packed matrix's planes go to the file chunk by chunk; its scales (and SUPER
+    sub-scales), ~1/8 of it, wait in memory for the last chunk, because the chunks'
+    tensor_scales are made one before they are written (`_common_scale`).
+
+    Raises OSError (a full disk, a directory at `path`) with nothing left behind at `path`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], key: str) -> None:
+        self.path, self.key = Path(path), key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a FIFO or directory someone put there stays
+            raise OSError(f"{self.path} is not a regular file; the cache is not used for this model")
+        remove_dead_partials(self.path.parent)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=PARTIAL_PREFIX, suffix=".tmacw")
+        self._fd: int | None = fd
+        self._committed = False
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until close: this file is alive
+        except ImportError:
+            pass
+        self.entries: list[dict[str, Any]] = []
+        self._by_name: dict[str, dict[str, Any]] = {}
+        self._end = 0  # data bytes written, relative to DATA_START
+        os.ftruncate(fd, DATA_START)  # the preamble stays zero (no magic) until commit
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.abort()
+
+    # - records -
+
+    def _begin_record(self) -> int:
+        """Aligned offset for the next record; the bytes skipped read as zeros."""
+        self._end = _align(self._end)
+        return self._end
+
+    def _append(self, arr: np.ndarray, crc: int) -> int:
+        """Append `arr`'s bytes at the end of the data; returns the running crc32."""
+        if self._fd is None:
+            raise OSError("the cache file was already committed or abandoned")
+        data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
+        os.lseek(self._fd, DATA_START + self._end, os.SEEK_SET)
+        _write_all(self._fd, data)
+        self._end += len(data)
+        return zlib.crc32(data, crc)
+
+    def _record(self, arr: np.ndarray) -> dict[str, Any]:
+        offset = self._begin_record()
+        crc = self._append(arr, 0)
+        return _record_of(offset, arr.nbytes, arr.dtype, arr.shape, crc)
+
+    def add_array(self, name: str, value: Any) -> None:
+        arr = np.ascontiguousarray(value)
+        self._add({"name": name, "kind": "array", "data": self._record(arr)})
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        if entry["name"] in self._by_name:
+            raise ValueError(f"{entry['name']} written twice")
+        self.entries.append(entry)
+        self._by_name[entry["name"]] = entry
+
+    def add_packed(self, name: str, chunks: Iterable[PackedWeight]) -> None:
+        """One matrix from its row chunks (each but the last a multiple of 64 rows; the
+        same k, k_pad, bits, group size and scale format): tile-major buffers concatenate."""
+        planes_at = self._begin_record()
+        planes_crc, planes_n = 0, 0
+        scales: list[np.ndarray] = []  # each chunk's fp16 bits, then their tensor_scale
+        scale_of: list[float] = []
+        subs: list[np.ndarray] = []
+        first: PackedWeight | None = None
+        m = 0
+        for chunk in chunks:
+            if first is None:
+                first = chunk
+            elif m % TILE_ROWS or _fields(chunk)[1:] != _fields(first)[1:]:
+                raise ValueError(f"{name}: chunk {chunk!r} does not continue {first!r} at row {m}")
+            planes_crc = self._append(chunk.planes, planes_crc)
+            planes_n += chunk.planes.nbytes
+            scales.append(np.array(chunk.scales, np.uint16).reshape(-1))
+            scale_of.append(float(chunk.tensor_scale))
+            if chunk.scale_format == SCALES_SUPER:
+                subs.append(np.array(chunk.sub, np.int8).reshape(-1))
+            m += chunk.m
+        if first is None:
+            raise ValueError(f"{name}: no rows")
+        tensor_scale, all_scales = _common_scale(name, scales, scale_of)
+        _, k, k_pad, bits, group_size, scale_format, super_size, code_offset = _fields(first)
+        entry = {
+            "name": name,
+            "kind": "packed",
+            "m": m,
+            "k": k,
+            "k_pad": k_pad,
+            "bits": bits,
+            "group_size": group_size,
+            "tensor_scale": tensor_scale,
+            "scale_format": scale_format,
+            "super_size": super_size,
+            "code_offset": code_offset,
+            "planes": _record_of(planes_at, planes_n, np.dtype(np.uint8), (planes_n,), planes_crc),
+            "scales": self._record(all_scales),
+        }
+        if scale_format == SCALES_SUPER:
+            entry["sub"] = self._record(np.concatenate(subs))
+        self._add(entry)
+
+    def read_rows(self, name: str, r0: int, r1: int) -> PackedWeight:
+        """Rows r0..r1 (r0 a multiple of 64) of a matrix already written, read back from
+        the file: what the runtime will compute with (the output residual pass needs it)."""
+        fd = self._fd
+        if fd is None:
+            raise OSError("the cache file was already committed or abandoned")
+        e = self._by_name[name]
+        if r0 % TILE_ROWS or not 0 <= r0 < r1 <= e["m"]:
+            raise ValueError(f"rows {r0}..{r1} of {name} ({e['m']} rows)")
+        t0, t1 = r0 // TILE_ROWS, -(-r1 // TILE_ROWS)
+        tiles = -(-e["m"] // TILE_ROWS)
+
+        def part(field: str) -> np.ndarray:
+            rec = e[field]
+            per_tile = rec["nbytes"] // tiles
+            data = os.pread(fd, (t1 - t0) * per_tile, DATA_START + rec["offset"] + t0 * per_tile)
+            return np.frombuffer(data, np.dtype(rec["dtype"]))
+
+        args = (part("planes"), part("scales"), r1 - r0, e["k"], e["k_pad"], e["bits"], e["group_size"])
+        if e["scale_format"] == SCALES_SUPER:
+            return PackedWeight(
+                *args,
+                e["tensor_scale"],
+                scale_format=SCALES_SUPER,
+                sub=part("sub"),
+                super_size=e["super_size"],
+                code_offset=e["code_offset"],
+            )
+        return PackedWeight(*args, e["tensor_scale"])
+
+    # - finishing -
+
+    def commit(self) -> None:
+        """Header, preamble, fsync, then the atomic rename onto `path`."""
+        fd = self._fd
+        if fd is None:
+            raise OSError("the cache file was already committed or abandoned")
+        header = json.dumps({"key": self.key, "entries": self.entries}).encode()
+        header_offset = DATA_START + _align(self._end)
+        os.lseek(fd, header_offset, os.SEEK_SET)
+        _write_all(fd, memoryview(header))
+        os.ftruncate(fd, header_offset + len(header))
+        os.fsync(fd)  # the data and header are on disk before the magic says the file is whole
+        preamble = MAGIC + header_offset.to_bytes(8, "little") + len(header).to_bytes(8, "little")
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, memoryview(preamble + hashlib.sha256(header).digest()))
+        os.fsync(fd)
+        self._fd = None
+        if os.name == "nt":  # Windows renames no open file; there is no flock to keep there either
+            os.close(fd)
+            os.replace(self.tmp, self.path)
+        else:  # renamed under the lock, so no cleaner takes the finished file for a dead one
+            try:
+                os.replace(self.tmp, self.path)
+            finally:
+                os.close(fd)
+        self._committed = True
+
+    def abort(self) -> None:
+        """Delete the partial file (nothing once committed). Never raises."""
+        fd, self._fd = self._fd, None
+        if not self._committed:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+        if fd is not None:
+            os.close(fd)
+
+
+def _record_of(offset: int, nbytes: int, dtype: np.dtype[Any], shape: tuple[int, ...], crc: int) -> dict[str, Any]:
+    return {"offset": offset, "nbytes": int(nbytes), "dtype": str(dtype), "shape": list(shape), "crc32": crc}
+
+
+def _fields(w: PackedWeight) -> tuple[int, int, int, int, int, int, int, float]:
+    """(m, k, k_pad, bits, group_size, scale_format, super_size, code_offset) of a PackedWeight."""
+    return (
+        w.m,
+        w.k,
+        w.k_pad,
+        w.bits,
+        w.group_size,
+        w.scale_format,
+        w.super_size,
+        float(w.code_offset),
+    )
+
+
+def _common_scale(name: str, scales: list[np.ndarray], scale_of: list[float]) -> tuple[float, np.ndarray]:
+    """One tensor_scale for a matrix packed in row chunks, and every chunk's fp16 scales under it.
+
+    The packer gives each chunk the power of two that puts its own largest |scale| in
+    [2^14, 2^15). The matrix takes the largest of them, which is the one packing it whole
+    would choose, and every other chunk's fp16 values are multiplied by
+    (its scale / the largest), a power of two <= 1: exact (the same bits a whole pack
+    gives) unless a value falls below fp16's normal range (2^-14, i.e. 2^28 below the
+    matrix's largest scale, where the whole pack rounds once and this twice), and never
+    an overflow, since no value grows. The SUPER format keeps tensor_scale 1.
+    """
+    top = max(scale_of)
+    if not all(s == top for s in scale_of):
+        for i, s in enumerate(scale_of):
+            if s != top:
+                ratio = np.float32(s / top)  # a power of two: exact in float32
+                scales[i] = (scales[i].view(np.float16).astype(np.float32) * ratio).astype(np.float16).view(np.uint16)
+    out = np.concatenate(scales)
+    if ((out & 0x7C00) == 0x7C00).any():  # inf or NaN fp16: the packer never writes one
+        raise ValueError(f"{name}: a packed scale is not finite")
+    return top, out
+
+
 def save(path: str | os.PathLike[str], key: str, weights: Mapping[str, Any]) -> None:
     """Write `weights` (PackedWeight matrices and numpy arrays) atomically.
 
     Raises OSError (e.g. ENOSPC, or a directory at `path`) with nothing left behind at `path`.
     """
-    if any(isinstance(w, PackedWeight) and w.sub is not None for w in weights.values()):
-        # this file format has no field for SUPER sub-scales: storing the rest would read back wrong
-        raise OSError(errno.ENOTSUP, "the cache file format holds F16-scale weights only", os.fspath(path))
-    entries: list[dict[str, Any]] = []
-    blobs: list[tuple[int, np.ndarray]] = []
-    offset = 0
-
-    def place(value: Any) -> dict[str, Any]:
-        nonlocal offset
-        arr = np.ascontiguousarray(value)
-        record = {
-            "offset": offset,
-            "nbytes": int(arr.nbytes),
-            "dtype": str(arr.dtype),
-            "shape": list(arr.shape),
-            "crc32": zlib.crc32(arr.reshape(-1).view(np.uint8).data),
-        }
-        blobs.append((offset, arr))
-        offset = _align(offset + arr.nbytes)
-        return record
-
-    for name, value in weights.items():
-        if isinstance(value, PackedWeight):
-            entries.append(
-                {
-                    "name": name,
-                    "kind": "packed",
-                    "m": value.m,
-                    "k": value.k,
-                    "k_pad": value.k_pad,
-                    "bits": value.bits,
-                    "group_size": value.group_size,
-                    "tensor_scale": float(value.tensor_scale),
-                    "planes": place(value.planes),
-                    "scales": place(value.scales),
-                }
-            )
-        else:
-            entries.append({"name": name, "kind": "array", "data": place(np.asarray(value))})
-    header = json.dumps({"key": key, "entries": entries}).encode()
-    data_start = _align(_PREAMBLE + len(header))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = stat.S_IFREG
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a FIFO or directory someone put there stays
-        raise OSError(f"{path} is not a regular file; the cache is not used for this model")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".tmacw")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + len(header).to_bytes(8, "little") + hashlib.sha256(header).digest() + header)
-            for rel, arr in blobs:
-                f.seek(data_start + rel)
-                f.write(arr.reshape(-1).view(np.uint8).data)
-            f.truncate(data_start + offset)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with CacheWriter(path, key) as writer:
+        for name, value in weights.items():
+            if isinstance(value, PackedWeight):
+                writer.add_packed(name, [value])
+            else:
+                writer.add_array(name, np.asarray(value))
+        writer.commit()
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -318,21 +577,45 @@ def _check_entries(header: Any, key: str, expected: Mapping[str, Expected] | Non
             raise CacheMiss(f"{name}: kind {kind!r}")
         if kind == "packed":
             fields = {f: _int(e.get(f), 1, 1 << 31, f"{name}.{f}") for f in ("m", "k", "k_pad", "bits", "group_size")}
+            fields["scale_format"] = _int(e.get("scale_format"), SCALES_F16, SCALES_SUPER, f"{name}.scale_format")
+            fields["super_size"] = _int(e.get("super_size"), 0, 1 << 31, f"{name}.super_size")
             if want is not None:
-                plan = {"m": want.m, "k": want.k, "k_pad": want.k_pad, "bits": want.bits, "group_size": want.group_size}
+                plan = {
+                    "m": want.m,
+                    "k": want.k,
+                    "k_pad": want.k_pad,
+                    "bits": want.bits,
+                    "group_size": want.group_size,
+                    "scale_format": want.scale_format,
+                    "super_size": want.super_size,
+                }
                 if fields != plan:
                     raise CacheMiss(f"{name}: packed as {fields}, the plan says {plan}")
+            super_size = fields["super_size"]
+            if (fields["scale_format"] == SCALES_SUPER) != (super_size > 0) or (
+                super_size and (super_size % fields["group_size"] or fields["k_pad"] % super_size)
+            ):
+                raise CacheMiss(f"{name}: scale format {fields['scale_format']} with super blocks of {super_size}")
             # the buffer sizes follow from the fields (kernels/LAYOUT.md §Weights)
-            tiles = -(-fields["m"] // TILE_ROWS)
-            n_planes = tiles * (fields["k_pad"] // 8) * fields["bits"] * 64
-            n_scales = tiles * (fields["k_pad"] // fields["group_size"]) * 2 * 64
+            n_planes, n_scales, n_sub = _buffer_sizes(
+                fields["m"], fields["k_pad"], fields["bits"], fields["group_size"], super_size
+            )
             scale = e.get("tensor_scale")
             if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < float("inf"):
                 raise CacheMiss(f"{name}: tensor_scale {scale!r}")
+            offset = e.get("code_offset")
+            if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not math.isfinite(offset):
+                raise CacheMiss(f"{name}: code_offset {offset!r}")
+            if not super_size and offset != 0:
+                raise CacheMiss(f"{name}: code_offset {offset!r} for F16 scales")
             records = [
                 _record(e, "planes", "uint8", (n_planes,), size),
                 _record(e, "scales", "uint16", (n_scales,), size),
             ]
+            if super_size:
+                records.append(_record(e, "sub", "int8", (n_sub,), size))
+            elif "sub" in e:
+                raise CacheMiss(f"{name}: sub-scales for F16 scales")
         else:
             if want is not None:
                 dtype, shape = want.dtype, want.shape
@@ -351,18 +634,20 @@ def _check_entries(header: Any, key: str, expected: Mapping[str, Expected] | Non
     return out
 
 
-def _verify_data(buf: np.ndarray, data_start: int, records: list[dict[str, Any]]) -> None:
-    """Every record inside the file, none overlapping another, every crc32 right.
+def _verify_data(buf: np.ndarray, data_end: int, records: list[dict[str, Any]]) -> None:
+    """Every record inside the data section (DATA_START..data_end: before the header),
+    none overlapping another, every crc32 right.
 
     The crc32s run on a thread pool in CRC_CHUNK pieces (zlib releases the GIL), so the
     check costs one read of the file at the speed of all cores.
     """
+    data_start = DATA_START
     spans = sorted((data_start + r["offset"], data_start + r["offset"] + r["nbytes"]) for r in records)
     for (_, a_end), (b_start, _) in zip(spans, spans[1:]):
         if b_start < a_end:
             raise CacheMiss("two records overlap")
-    if spans and spans[-1][1] > buf.shape[0]:
-        raise CacheMiss("a record runs past the end of the file")
+    if spans and spans[-1][1] > data_end:
+        raise CacheMiss("a record runs past the data into the header or the end of the file")
 
     def crc(rec: dict[str, Any]) -> bool:
         start, end = data_start + rec["offset"], data_start + rec["offset"] + rec["nbytes"]
@@ -406,40 +691,46 @@ def load(path: str | os.PathLike[str], key: str, expected: Mapping[str, Expected
 def _read(mapped: mmap.mmap, size: int, key: str, expected: Mapping[str, Expected] | None) -> Weights:
     """load() on an open mapping of `size` bytes."""
     buf = np.frombuffer(mapped, dtype=np.uint8)
-    if bytes(buf[:8]) != MAGIC:
+    if size < DATA_START or bytes(buf[:8]) != MAGIC:
         raise CacheMiss("bad magic")
-    header_len = int.from_bytes(bytes(buf[8:16]), "little")
-    if header_len > min(size - _PREAMBLE, MAX_HEADER_BYTES):
-        raise CacheMiss("header runs past the end of the file")
-    header_bytes = bytes(buf[_PREAMBLE : _PREAMBLE + header_len])
-    if hashlib.sha256(header_bytes).digest() != bytes(buf[16:_PREAMBLE]):
+    header_offset = int.from_bytes(bytes(buf[8:16]), "little")
+    header_len = int.from_bytes(bytes(buf[16:24]), "little")
+    if not DATA_START <= header_offset <= size or header_len > min(size - header_offset, MAX_HEADER_BYTES):
+        raise CacheMiss("the header lies outside the file")
+    if header_offset + header_len != size:
+        raise CacheMiss("the file does not end with its header (truncated or extended)")
+    header_bytes = bytes(buf[header_offset : header_offset + header_len])
+    if hashlib.sha256(header_bytes).digest() != bytes(buf[24:_PREAMBLE]):
         raise CacheMiss("header checksum mismatch")
     try:
         header = json.loads(header_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CacheMiss(f"header: {e}") from None
-    data_start = _align(_PREAMBLE + header_len)
     checked = _check_entries(header, key, expected, size)
-    _verify_data(buf, data_start, [rec for _, _, records in checked for rec in records])
+    _verify_data(buf, header_offset, [rec for _, _, records in checked for rec in records])
 
     def view(rec: dict[str, Any]) -> np.ndarray:
-        start = data_start + rec["offset"]
+        start = DATA_START + rec["offset"]
         return buf[start : start + rec["nbytes"]].view(rec["dtype"]).reshape(rec["shape"])
 
     weights: Weights = {}
     try:
         for name, entry, records in checked:
             if entry["kind"] == "packed":
-                weights[name] = PackedWeight(
-                    view(records[0]),
-                    view(records[1]),
-                    entry["m"],
-                    entry["k"],
-                    entry["k_pad"],
-                    entry["bits"],
-                    entry["group_size"],
-                    float(entry["tensor_scale"]),
-                )
+                args = (view(records[0]), view(records[1]), entry["m"], entry["k"], entry["k_pad"], entry["bits"])
+                scale = float(entry["tensor_scale"])
+                if entry["scale_format"] == SCALES_SUPER:
+                    weights[name] = PackedWeight(
+                        *args,
+                        entry["group_size"],
+                        scale,
+                        scale_format=SCALES_SUPER,
+                        sub=view(records[2]),
+                        super_size=entry["super_size"],
+                        code_offset=float(entry["code_offset"]),
+                    )
+                else:
+                    weights[name] = PackedWeight(*args, entry["group_size"], scale)
             else:
                 weights[name] = view(records[0]).copy()  # small vectors; the runtime wants them writable
     except (KeyError, TypeError, ValueError, OverflowError) as err:

@@ -648,3 +648,36 @@ class GGUFFile:
         if info.ggml_type is GGMLType.BF16:
             return raw.view("<u2").reshape(np_shape)
         return raw.reshape(*np_shape[:-1], -1)
+
+    def rows(self, name: str, r0: int, r1: int) -> GGUFFile:
+        """This file seen through rows r0..r1 of the matrix `name`: a GGUFFile sharing this
+        one's buffer and metadata whose only tensor is `name`, cut to those rows, so a
+        per-tensor function (repack, dequantize_tensor) runs on a slab of a big matrix.
+        Closing it leaves this file open."""
+        info = self.tensors[name]
+        n_rows = info.n_elements // info.shape[0] if info.shape else 0
+        if len(info.shape) != 2 or not 0 <= r0 < r1 <= n_rows:
+            raise ValueError(f"rows {r0}..{r1} of {name!r}, shape {info.shape}")
+        row_bytes = info.nbytes // n_rows
+        part = object.__new__(GGUFFile)  # no second parse: the header was read once
+        part.__dict__.update(self.__dict__)
+        part._mmap = None
+        part.tensors = {
+            name: TensorInfo(
+                name, info.ggml_type, (info.shape[0], r1 - r0), info.offset + r0 * row_bytes, (r1 - r0) * row_bytes
+            )
+        }
+        return part
+
+    def release(self, name: str) -> None:
+        """Drop one tensor's pages from this process's resident memory. They stay in the
+        OS page cache and fault back in if read again; a first load reads each tensor once,
+        so without this the whole mapped file would count against its memory bound."""
+        mapping = self._mmap
+        if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):  # bytes, or Windows: nothing to drop
+            return
+        info = self.tensors[name]
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(info.offset + info.nbytes, self.file_size)
+        if end > start:
+            mapping.madvise(mmap.MADV_DONTNEED, start, end - start)

@@ -19,6 +19,7 @@ from tmac_core.models import bitnet, llama, qwen2
 from tmac_core.plan import Architecture, ModelConfig
 
 if TYPE_CHECKING:  # annotations only: numpy and the compiled runtime load with the loader
+    from tmac_core.loading.cache import CacheWriter
     from tmac_core.loading.gguf import GGUFFile
     from tmac_core.models._llama import LlamaRuntime
     from tmac_core.models.loader import Weights
@@ -45,11 +46,22 @@ def architecture(name: str) -> Architecture:
 
 
 class ArchitectureLoader(Protocol):
-    """What `get_architecture` returns: a module (models/loader.py) with these two functions."""
+    """What `get_architecture` returns: a module (models/loader.py) with these functions."""
 
     def load_weights(
         self, gguf: GGUFFile, cfg: ModelConfig, bits: int | None, progress: Callable[[float], None] | None = None
     ) -> Weights: ...
+
+    def work_bytes(self, gguf: GGUFFile, cfg: ModelConfig, bits: int | None) -> int: ...
+
+    def write_weights(
+        self,
+        gguf: GGUFFile,
+        cfg: ModelConfig,
+        bits: int | None,
+        writer: CacheWriter,
+        done: Callable[[int], None] | None = None,
+    ) -> None: ...
 
     def build_runtime(
         self, cfg: ModelConfig, weights: Weights, n_ctx: int, max_batch: int = 32, exact_activations: bool = False

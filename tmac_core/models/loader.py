@@ -2,13 +2,21 @@
 lists them: repack every matrix to its planned bits, gather norms and biases,
 compute the RoPE frequencies, and build the Cython LlamaRuntime. GPTQ layers of a
 Hugging Face folder enter through `gptq_weight`: their own codes and scales "as in the
-file", with an act-order layer's input permutation beside them. No Qt."""
+file", with an act-order layer's input permutation beside them. No Qt.
+
+Two ways: `write_weights` streams into a cache file (the first load: one slab of
+CHUNK_ELEMENTS source weights in memory at a time, each source tensor's pages dropped
+once read, so memory stays near the packed size however large the model), and
+`load_weights` repacks into memory (no cache folder, or a disk that refused the file).
+A source without row slabs (a Hugging Face folder, loading/hf.py) streams a whole tensor
+at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
-from typing import Protocol, cast
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,13 +28,29 @@ from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
-from tmac_core.plan import ModelConfig, TensorSpec, input_perm_name, output_source, tensor_plan, vector_plan
+from tmac_core.plan import (
+    TILE_ROWS,
+    ModelConfig,
+    TensorSpec,
+    input_perm_name,
+    output_source,
+    tensor_plan,
+    vector_plan,
+)
+
+if TYPE_CHECKING:
+    from tmac_core.loading.cache import CacheWriter
 
 # What the runtime is built from, by tensor name: PackedWeight matrices (tensor_plan),
 # float32 vectors (vector_plan: norms, biases), "rope.inv_freq", the float64 RoPE
 # inverse frequencies (head_dim/2,), and for each act-order GPTQ matrix (spec.input_perm)
 # its int32 input permutation (cols,) under plan.input_perm_name(name)
 Weights = dict[str, PackedWeight | NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int32]]
+# Source weights repacked at a time by write_weights: 16 MB as float32; the quantizer's
+# temporaries are a few times that. Rows go in multiples of 64 (one kernel tile), so the
+# tile-major packed chunks concatenate into the whole matrix.
+CHUNK_ELEMENTS = 1 << 22
+Done = Callable[[int], None]  # source bytes just repacked; raising from it stops the load
 
 
 def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> NDArray[np.float64]:
@@ -148,6 +172,89 @@ def load_weights(
             weights[vec.name] = dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1)
     weights["rope.inv_freq"] = inv_frequencies(cfg, gguf)
     return weights
+
+
+def row_chunks(rows: int, cols: int) -> list[tuple[int, int]]:
+    """(r0, r1) slabs of about CHUNK_ELEMENTS weights, r0 a multiple of TILE_ROWS."""
+    step = max(TILE_ROWS, CHUNK_ELEMENTS // max(cols, 1) // TILE_ROWS * TILE_ROWS)
+    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
+
+
+def work_bytes(gguf: GGUFFile, cfg: ModelConfig, bits: int | None) -> int:
+    """Source bytes write_weights reads: every matrix once, the output matrix again for
+    its residual pass (the unit of its progress and ETA)."""
+    plan = tensor_plan(cfg, bits, {name: info.ggml_type.name for name, info in gguf.tensors.items()})
+    total = sum(gguf.tensors[spec.name].nbytes for spec in plan if spec.role != "output_residual")
+    if any(spec.role == "output_residual" for spec in plan):
+        total += gguf.tensors[output_source(cfg)].nbytes
+    return total
+
+
+def write_weights(
+    gguf: GGUFFile, cfg: ModelConfig, bits: int | None, writer: CacheWriter, done: Done | None = None
+) -> None:
+    """Every tensor the runtime needs, streamed into `writer` (cache.CacheWriter) as it is
+    repacked: the same weights load_weights returns, one row slab at a time."""
+    report = done or (lambda n: None)
+    plan = tensor_plan(cfg, bits, {name: info.ggml_type.name for name, info in gguf.tensors.items()})
+    for spec in plan:
+        if spec.role == "output_residual":
+            continue
+        gptq = gptq_weight(gguf, spec, bits)
+        if gptq is not None:  # a GPTQ layer of a folder: its own arrays, whole
+            writer.add_packed(spec.name, [_check_packed(gguf, spec, gptq[0])])
+            if gptq[1] is not None:
+                writer.add_array(input_perm_name(spec.name), gptq[1])
+            report(gguf.tensors[spec.name].nbytes)
+            continue
+        writer.add_packed(spec.name, _repacked_rows(gguf, spec, bits, report))
+        _release(gguf, spec.name)
+    for spec in plan:
+        if spec.role == "output_residual":
+            writer.add_packed(spec.name, _residual_rows(gguf, output_source(cfg), spec, writer, report))
+            _release(gguf, output_source(cfg))
+    for vec in vector_plan(cfg):
+        if vec.role != "rope_freqs":  # folded into rope.inv_freq below
+            writer.add_array(vec.name, dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1))
+    writer.add_array("rope.inv_freq", inv_frequencies(cfg, gguf))
+
+
+def _slabs(gguf: GGUFFile, spec: TensorSpec) -> list[tuple[int, int]]:
+    """Row slabs of a matrix, or the whole matrix for a source that cannot cut one (a folder)."""
+    return row_chunks(spec.rows, spec.cols) if hasattr(gguf, "rows") else [(0, spec.rows)]
+
+
+def _slab(gguf: GGUFFile, name: str, r0: int, r1: int, rows: int) -> GGUFFile:
+    return gguf if (r0, r1) == (0, rows) and not hasattr(gguf, "rows") else gguf.rows(name, r0, r1)
+
+
+def _release(gguf: GGUFFile, name: str) -> None:
+    if hasattr(gguf, "release"):
+        gguf.release(name)
+
+
+def _repacked_rows(gguf: GGUFFile, spec: TensorSpec, bits: int | None, done: Done) -> Iterator[PackedWeight]:
+    nbytes = gguf.tensors[spec.name].nbytes
+    mode = None if bits is None and spec.exact else spec.bits  # None: the file's own codes
+    for r0, r1 in _slabs(gguf, spec):
+        part = _slab(gguf, spec.name, r0, r1, spec.rows)
+        packed = repack(part, spec.name, mode, spec.group_size)
+        yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
+        done(nbytes * (r1 - r0) // spec.rows)
+
+
+def _residual_rows(
+    gguf: GGUFFile, out: str, spec: TensorSpec, writer: CacheWriter, done: Done
+) -> Iterator[PackedWeight]:
+    """output_residual, a row slab at a time, against the output matrix as written."""
+    nbytes = gguf.tensors[out].nbytes
+    for r0, r1 in _slabs(gguf, spec):
+        w = dequantize_tensor(_slab(gguf, out, r0, r1, spec.rows), out).reshape(r1 - r0, spec.cols)
+        residual = w - dequantize(writer.read_rows(out, r0, r1))
+        codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
+        packed = pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
+        yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
+        done(nbytes * (r1 - r0) // spec.rows)
 
 
 def build_runtime(
