@@ -40,6 +40,7 @@ SENTENCES: dict[str, str] = {
     "kernel": "This computer's processor could not run the model's calculations.",
     "unsupported_cpu": "This computer's processor lacks features this app needs to run models.",
     "runtime": "The model engine reported a problem.",
+    "load_cancelled": "Loading was cancelled. The model you had before is still there; nothing was saved half-done.",
     "perplexity": "The quality measurement could not be completed.",
     # the engine process (app.workers.protocol)
     "out_of_memory": "The computer ran out of memory for this model. Close other programs or choose a smaller model.",
