@@ -26,6 +26,18 @@ F16, I32). Such a layer stands in `tensors` as one matrix of the GPTQ source typ
 q/k rows are permuted like a float weight's. Its bytes are not a GGML tensor: `tensor_bytes`
 refuses it, so nothing can dequantize it as one by mistake.
 
+BitNet b1.58 folders (`BitNetForCausalLM`, microsoft/bitnet-b1.58-2B-4T's layout; config.json
+`quantization_config.quant_method` "bitnet"): each projection is `<prefix>.weight`, uint8
+(ceil(out/4), in), and `<prefix>.weight_scale`, one float. transformers' pack_weights splits the
+output rows into 4 contiguous planes of R = ceil(out/4) rows: byte (r, k) holds in bits 2i..2i+1
+the code t + 1 of row i·R + r (integrations/bitnet.py unpack_weights). The scale's direction is
+the layer class's: linear_class "autobitlinear" (2B-4T) computes x·tᵀ·weight_scale, so
+w = t·weight_scale; the default BitLinear (Falcon3-1.58bit, onebitllms) divides, w = t/weight_scale.
+Such a layer stands in `tensors` as a TQ2_0 tensor when γ is fp16-exact (every 256-block's d = γ,
+as a GGUF conversion writes it), else as I2_S (one fp32 γ per tensor), and `tensor_bytes` writes
+it in that layout, so the loader's exact ternary path (loading/repack.py `_exact_ternary`) packs
+the codes t + 1 unchanged with z = 1: no requantization.
+
 Imports numpy, the loaders and tmac_core.plan / limits / models: no Qt, no torch, no pickle.
 """
 
@@ -79,7 +91,12 @@ MAX_SHARDS = 4096
 MAPPING_VERSION = 1
 
 # config.json `architectures[0]` → the architecture we run it as (tmac_core.models)
-HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "BitNetForCausalLM": "bitnet-b1.58"}
+# each architecture's one FFN activation (config.json `hidden_act`)
+HF_ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "bitnet-b1.58": "relu2"}
+# BitNet quantization_config `linear_class` → whether weight_scale multiplies (True) or divides
+BITNET_LINEAR_CLASSES = {"autobitlinear": True, "bitlinear": False}
+BITNET_SCALE_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 # safetensors dtypes the weight loader reads (tmac_core/loading/dequant.py)
 FLOAT_DTYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
 # the tensors of one GPTQ layer and the safetensors dtypes each may have (F32 scales: gptq.py
@@ -105,7 +122,10 @@ _LAYER_NAMES = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    "self_attn.attn_sub_norm.weight": "attn_sub_norm.weight",
+    "mlp.ffn_sub_norm.weight": "ffn_sub_norm.weight",
 }
+_BITNET_PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 _LAYER_RE = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)")
 
 
@@ -219,11 +239,17 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
         )
     arch_name = HF_ARCHITECTURES[archs[0]]
     quant = data.get("quantization_config")
-    if quant is not None and gptq_config({"quantization_config": quant}) is None:  # checks a GPTQ one
+    bitnet = bitnet_scale_multiplies(data, path)
+    if arch_name == "bitnet-b1.58" and bitnet is None:
+        raise UnsupportedModelError(f"{path}: a BitNet folder without packed ternary weights (quant_method bitnet)")
+    if quant is not None and bitnet is None and gptq_config({"quantization_config": quant}) is None:
         method = quant.get("quant_method") if isinstance(quant, dict) else None
-        raise UnsupportedModelError(f"{path}: quantization method {method!r} is not supported (supported: gptq)")
-    if cfg.get_str("hidden_act", "silu") != "silu":
-        raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: silu)")
+        raise UnsupportedModelError(
+            f"{path}: quantization method {method!r} is not supported (supported: gptq, bitnet)"
+        )
+    act = HF_ACTIVATIONS[arch_name]
+    if cfg.get_str("hidden_act", act) != act:
+        raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: {act})")
     if arch_name == "llama" and (cfg.get_bool("attention_bias", False) or cfg.get_bool("mlp_bias", False)):
         raise UnsupportedModelError(f"{path}: Llama with attention or MLP biases is not supported")
     layer_types = data.get("layer_types") or []  # transformers 5 lists each layer's attention
@@ -263,6 +289,56 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     )
 
 
+def bitnet_scale_multiplies(data: Mapping[str, Any], path: str) -> bool | None:
+    """For a config.json with a BitNet quantization_config: True when weight_scale multiplies
+    (linear_class "autobitlinear", 2B-4T), False when it divides (the default BitLinear);
+    None for any other config."""
+    quant = data.get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "bitnet":
+        return None
+    linear = quant.get("linear_class", "bitlinear")
+    if linear not in BITNET_LINEAR_CLASSES:
+        raise UnsupportedModelError(
+            f"{path}: BitNet linear_class {linear!r} is not supported (supported: {', '.join(BITNET_LINEAR_CLASSES)})"
+        )
+    if quant.get("quantization_mode", "offline") != "offline":
+        raise UnsupportedModelError(f"{path}: BitNet quantization_mode {quant['quantization_mode']!r}: only offline")
+    return BITNET_LINEAR_CLASSES[linear]
+
+
+def unpack_bitnet(packed: np.ndarray, rows: int) -> np.ndarray:
+    """transformers' unpack_weights as codes t + 1: uint8 (ceil(rows/4), k) → uint8 (rows, k)
+    in {0, 1, 2}; the byte (r, k) holds row i·R + r in bits 2i..2i+1."""
+    planes = [(packed >> np.uint8(2 * i)) & np.uint8(3) for i in range(4)]
+    return np.concatenate(planes, axis=0)[:rows]
+
+
+def i2_s_bytes(codes: np.ndarray, gamma: float) -> np.ndarray:
+    """Codes (n,) in {0, 1, 2} (n a multiple of 128) and γ as I2_S bytes (loading/dequant.py
+    i2_s_codes reads them back): element j of a 128-block in byte j % 32 at bits 6 − 2·(j // 32),
+    then the fp32 γ in a 32-byte tail."""
+    blocks = codes.reshape(-1, 4, 32).astype(np.uint8)
+    shifts = np.array([6, 4, 2, 0], np.uint8)[None, :, None]
+    body = np.bitwise_or.reduce(blocks << shifts, axis=1).reshape(-1)
+    tail = np.zeros(32, np.uint8)
+    tail[:4] = np.array([gamma], "<f4").view(np.uint8)
+    out = np.concatenate([body, tail])
+    out.flags.writeable = False
+    return out
+
+
+def tq2_0_bytes(codes: np.ndarray, gamma: float) -> np.ndarray:
+    """Codes (n,) in {0, 1, 2} (n a multiple of 256) and an fp16-exact γ as TQ2_0 blocks
+    {uint8 qs[64]; half d = γ}: element 128c + 32l + m in qs[32c + m] bits 2l..2l+1
+    (ggml quantize_row_tq2_0_ref)."""
+    blocks = codes.reshape(-1, 2, 4, 32).astype(np.uint8)
+    qs = np.bitwise_or.reduce(blocks << (2 * np.arange(4, dtype=np.uint8))[None, None, :, None], axis=2)
+    d = np.full((len(blocks), 1), gamma, "<f2").view(np.uint8)
+    out = np.concatenate([qs.reshape(-1, 64), d], axis=1).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
 def _permute_rows(raw: np.ndarray, n_heads: int) -> np.ndarray:
     """llama.cpp's LlamaModel.permute on whole rows: per head, rows (i, i + hd/2) become (2i, 2i+1)."""
     rows = raw.reshape(n_heads, 2, -1, raw.shape[-1])  # (head, half, pair, row bytes)
@@ -286,6 +362,10 @@ class HFModel:
         self.file_size = sum(s.file_size for s in shards)
         self.metadata: dict[str, Any] = {"general.name": folder.name}
         self.config = config_from_hf(data, str(folder / CONFIG_FILE))
+        # BitNet: whether weight_scale multiplies; each projection's packed weight and scale
+        self.bitnet = bitnet_scale_multiplies(data, str(folder / CONFIG_FILE))
+        self._bitnet_parts: dict[str, dict[str, tuple[SafetensorsFile, SafeTensorInfo]]] = {}
+        self._bitnet_gamma: dict[str, float] = {}  # GGUF name → fp32 γ, w = (code − 1)·γ
         self.tensors: dict[str, TensorInfo] = {}
         self._where: dict[str, tuple[SafetensorsFile, str]] = {}  # GGUF name → (shard, HF name)
         self.extra: list[str] = []  # HF tensors the runtime does not use
@@ -294,7 +374,7 @@ class HFModel:
         self._gptq_parts: dict[str, dict[str, tuple[SafetensorsFile, SafeTensorInfo]]] = {}
         for shard in shards:
             for hf_name, info in shard.tensors.items():
-                if self._gptq_part(shard, hf_name, info):
+                if self._gptq_part(shard, hf_name, info) or self._bitnet_part(shard, hf_name, info):
                     continue
                 name = gguf_name(hf_name)
                 if name is None:
@@ -317,6 +397,7 @@ class HFModel:
                 )
                 self._where[name] = (shard, hf_name)
         self._gptq_entries()
+        self._bitnet_entries()
         if gptq is not None and not self._gptq_parts:
             raise ModelFormatError(
                 self.path, "quantization_config", None, "GPTQ settings, but no layer has qweight/qzeros/scales"
@@ -365,6 +446,81 @@ class HFModel:
         self._gptq_prefix[name] = prefix
         self._gptq_parts.setdefault(name, {})[part] = (shard, info)
         return True
+
+    def _bitnet_part(self, shard: SafetensorsFile, hf_name: str, info: SafeTensorInfo) -> bool:
+        """Collects a BitNet projection's packed weight or weight_scale; False for any other tensor."""
+        if hf_name.endswith(".weight_scale"):
+            name = gguf_name(hf_name[: -len("_scale")])
+            part = "weight_scale"
+        else:
+            name, part = gguf_name(hf_name), "weight"
+        if name is None or name.split(".")[-2] not in _BITNET_PROJECTIONS:
+            return False
+        if self.bitnet is None:
+            if part == "weight":
+                return False
+            raise ModelFormatError(
+                shard.path,
+                f"tensor {hf_name!r}",
+                info.offset,
+                "a weight_scale, but config.json has no BitNet quantization_config",
+            )
+        self._bitnet_parts.setdefault(name, {})[part] = (shard, info)
+        return True
+
+    def _bitnet_entries(self) -> None:
+        """One I2_S `tensors` entry per BitNet projection, its packed shape and scale checked."""
+        if self.bitnet is None:
+            return
+        expected = self.config.expected_tensors()
+        for name, parts in self._bitnet_parts.items():
+            if "weight" not in parts:
+                shard, info = parts["weight_scale"]
+                raise ModelFormatError(
+                    shard.path, f"tensor {info.name!r}", info.offset, "a weight_scale without its weight"
+                )
+            shard, info = parts["weight"]
+            where = (shard.path, f"tensor {info.name!r}", info.offset)
+            if info.dtype != "U8":
+                raise ModelFormatError(*where, f"dtype {info.dtype}; a BitNet projection is packed U8")
+            cols, rows = expected[name]
+            packed_shape = [-(-rows // 4), cols]
+            if list(info.shape) != packed_shape:
+                raise ModelFormatError(
+                    *where,
+                    f"packed shape {list(info.shape)}, expected {packed_shape} (4 codes a byte along the {rows} rows)",
+                )
+            if cols % 128:
+                raise UnsupportedModelError(f"{shard.path}: {info.name!r} has {cols} columns, not a multiple of 128")
+            if "weight_scale" not in parts:
+                raise ModelFormatError(*where, "its weight_scale is missing")
+            gamma = self._bitnet_gamma[name] = self._bitnet_scale(*parts["weight_scale"])
+            # an fp16-exact γ (2B-4T's bf16 scales are) as TQ2_0, the type a GGUF conversion of the
+            # same weights has, so both load bit-identically; any other γ as I2_S, kept in fp32
+            if cols % 256 == 0 and float(np.float16(gamma)) == gamma:
+                self.tensors[name] = TensorInfo(
+                    name, GGMLType.TQ2_0, (cols, rows), info.offset, rows * cols // 256 * 66
+                )
+            else:
+                self.tensors[name] = TensorInfo(name, GGMLType.I2_S, (cols, rows), info.offset, rows * cols // 4 + 32)
+            self._where[name] = (shard, info.name)
+
+    def _bitnet_scale(self, shard: SafetensorsFile, info: SafeTensorInfo) -> float:
+        """γ of w = t·γ from a weight_scale tensor: one positive finite float, multiplied (2B-4T)
+        or divided (BitLinear) as the config's linear_class says."""
+        where = (shard.path, f"tensor {info.name!r}", info.offset)
+        if info.dtype not in BITNET_SCALE_DTYPES:
+            raise ModelFormatError(*where, f"dtype {info.dtype}; a weight_scale is F32, F16 or BF16")
+        if math.prod(info.shape) != 1 or len(info.shape) > 1:
+            raise ModelFormatError(*where, f"shape {list(info.shape)}; a weight_scale is one value per tensor ([1])")
+        raw = shard.tensor_bytes(info.name).view(BITNET_SCALE_DTYPES[info.dtype])
+        value = float((raw.astype(np.uint32) << 16).view(np.float32)[0]) if info.dtype == "BF16" else float(raw[0])
+        if not (math.isfinite(value) and value > 0):
+            raise ModelFormatError(*where, f"weight_scale {value} must be finite and positive")
+        gamma = float(np.float32(value if self.bitnet else 1.0 / value))
+        if not (math.isfinite(gamma) and gamma > 0):
+            raise ModelFormatError(*where, f"weight_scale {value} gives no finite fp32 scale")
+        return gamma
 
     def _gptq_entries(self) -> None:
         """One `tensors` entry per GPTQ layer: GGUF shape (K, N) from qweight's (K*bits/32, N)."""
@@ -461,6 +617,17 @@ class HFModel:
             raise UnsupportedModelError(f"{self.path}: {name} is a GPTQ layer, not a GGML tensor (gptq_layer reads it)")
         shard, hf_name = self._where[name]
         raw = shard.tensor_bytes(hf_name)
+        if name in self._bitnet_gamma:
+            codes = unpack_bitnet(raw.reshape(-(-info.shape[1] // 4), info.shape[0]), info.shape[1])
+            if (codes == 3).any():
+                raise ModelFormatError(
+                    shard.path,
+                    f"tensor {hf_name!r}",
+                    info.offset,
+                    f"holds the code 3 ({int((codes == 3).sum())} times)",
+                )
+            encode = tq2_0_bytes if info.ggml_type is GGMLType.TQ2_0 else i2_s_bytes
+            return encode(codes.reshape(-1), self._bitnet_gamma[name])
         heads = self._permuted.get(name)
         if heads is None:
             return raw

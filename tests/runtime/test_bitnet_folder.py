@@ -1,0 +1,178 @@
+"""A BitNet b1.58 Hugging Face folder (microsoft/bitnet-b1.58-2B-4T's packed layout) loads
+exactly: the committed tiny checkpoint tests/data/bitnet_tiny/hf (written with transformers'
+logits by tests/reference/make_bitnet_transformers.py) gives the same packed weights and the
+same logits as the GGUF conversion of the same weights, and matches transformers; the
+weight_scale direction follows linear_class; a malformed folder is a typed error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tmac_core.kernels as K
+from tests.runtime.hf_folder import st_bytes
+from tmac_core.config import config_from_gguf
+from tmac_core.errors import ModelFormatError, UnsupportedModelError
+from tmac_core.loading.gguf import GGUFFile
+from tmac_core.loading.hf import HFModel
+from tmac_core.loading.safetensors import SafetensorsFile
+from tmac_core.models import loader
+
+pytestmark = pytest.mark.engine
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "bitnet_tiny"
+REF = np.load(DATA / "reference.npz")
+SCALE = "model.layers.0.mlp.down_proj.weight_scale"
+PACKED = "model.layers.0.mlp.down_proj.weight"
+
+
+def logits(source, cfg, bits, exact=False) -> np.ndarray:
+    weights = loader.load_weights(source, cfg, bits)
+    rt = loader.build_runtime(cfg, weights, 32, 32, exact_activations=exact)
+    return np.array(rt.forward(REF["tokens"], 0, all_logits=True))
+
+
+def copy_folder(tmp_path: Path) -> Path:
+    dest = tmp_path / "hf"
+    shutil.copytree(DATA / "hf", dest)
+    return dest
+
+
+def tensors_of(folder: Path) -> dict[str, np.ndarray]:
+    with SafetensorsFile.open(folder / "model.safetensors") as f:
+        dtypes = {"F32": "<f4", "U8": "u1"}
+        return {n: f.tensor_bytes(n).view(dtypes[i.dtype]).reshape(i.shape).copy() for n, i in f.tensors.items()}
+
+
+def rewrite(folder: Path, change: Callable[[dict[str, np.ndarray]], object]) -> None:
+    t = tensors_of(folder)
+    change(t)
+    (folder / "model.safetensors").write_bytes(st_bytes(t))
+
+
+def set_linear_class(folder: Path, linear_class: str) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["quantization_config"]["linear_class"] = linear_class
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("bits", [None, 2])
+def test_the_folder_loads_bit_identically_to_its_gguf_and_matches_transformers(bits):
+    with HFModel.open(DATA / "hf") as folder, GGUFFile.open(DATA / "model.gguf") as gguf:
+        cfg = folder.config
+        assert (cfg.arch, cfg.ffn_act, cfg.sub_norms, cfg.rope_style, cfg.rope_theta, cfg.tie_embeddings) == (
+            "bitnet-b1.58",
+            "relu2",
+            True,
+            "neox",
+            500000.0,
+            True,
+        )
+        ours, theirs = loader.load_weights(folder, cfg, bits), loader.load_weights(gguf, config_from_gguf(gguf), bits)
+        assert ours.keys() == theirs.keys()
+        for name, w in ours.items():  # the same codes, scales and vectors: no requantization
+            if isinstance(w, K.PackedWeight):
+                assert (w.bits, w.tensor_scale) == (theirs[name].bits, theirs[name].tensor_scale), name
+                np.testing.assert_array_equal(np.asarray(w.planes), np.asarray(theirs[name].planes), name)
+                np.testing.assert_array_equal(np.asarray(w.scales), np.asarray(theirs[name].scales), name)
+            else:
+                np.testing.assert_array_equal(w, theirs[name], name)
+        span = np.ptp(REF["logits"])
+        for exact, bound in ((False, 0.04), (True, 0.02)):
+            a, b = logits(folder, cfg, bits, exact), logits(gguf, config_from_gguf(gguf), bits, exact)
+            np.testing.assert_array_equal(a, b)
+            # measured: table mode 1.80-1.88 %, exact mode 0.92 % of the logit range
+            assert np.abs(a - REF["logits"]).max() <= bound * span
+            assert (a.argmax(1) == REF["logits"].argmax(1)).all()
+
+
+def test_the_scale_direction_follows_linear_class(tmp_path):
+    """2B-4T's autobitlinear multiplies by weight_scale; BitLinear (Falcon3-1.58bit) divides.
+    Read the wrong way the logits leave the bound; a BitLinear folder storing 1/γ is right."""
+    span = np.ptp(REF["logits"])
+    wrong = copy_folder(tmp_path / "wrong")
+    set_linear_class(wrong, "bitlinear")
+    with HFModel.open(wrong) as m:
+        assert np.abs(logits(m, m.config, None) - REF["logits"]).max() > 0.2 * span
+
+    divides = copy_folder(tmp_path / "divides")
+    set_linear_class(divides, "bitlinear")
+
+    def invert(t: dict[str, np.ndarray]) -> None:
+        for name in [n for n in t if n.endswith(".weight_scale")]:
+            t[name] = (1.0 / t[name].astype(np.float64)).astype(np.float32)
+
+    rewrite(divides, invert)
+    with HFModel.open(divides) as m:
+        out = logits(m, m.config, None)
+    # 1/(1/γ) in fp32 is γ up to an ulp, carried in fp32 (I2_S path where it is not fp16-exact)
+    assert np.abs(out - REF["logits"]).max() <= 0.04 * span
+    assert (out.argmax(1) == REF["logits"].argmax(1)).all()
+
+
+def set_tensor(name: str, value: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, np.ndarray]], None]:
+    def change(t: dict[str, np.ndarray]) -> None:
+        t[name] = value(t[name])
+
+    return change
+
+
+def drop(name: str) -> Callable[[dict[str, np.ndarray]], None]:
+    def change(t: dict[str, np.ndarray]) -> None:
+        del t[name]
+
+    return change
+
+
+def code_three(t: dict[str, np.ndarray]) -> None:
+    t[PACKED][0, 0] = 0xFF
+
+
+CASES = [
+    ("packed rows", set_tensor(PACKED, lambda a: a[:-1]), ModelFormatError, "packed shape"),
+    ("packed cols", set_tensor(PACKED, lambda a: a[:, :-1]), ModelFormatError, "packed shape"),
+    ("unpacked float", set_tensor(PACKED, lambda a: np.zeros((256, 512), np.float32)), ModelFormatError, "dtype F32"),
+    ("no scale", drop(SCALE), ModelFormatError, "weight_scale is missing"),
+    ("two scales", set_tensor(SCALE, lambda a: np.ones(2, np.float32)), ModelFormatError, "one value per tensor"),
+    ("int scale", set_tensor(SCALE, lambda a: np.ones(1, np.int32)), ModelFormatError, "dtype I32"),
+    ("zero scale", set_tensor(SCALE, lambda a: np.zeros(1, np.float32)), ModelFormatError, "finite and positive"),
+    ("nan scale", set_tensor(SCALE, lambda a: np.full(1, np.nan, np.float32)), ModelFormatError, "finite and positive"),
+    ("negative scale", set_tensor(SCALE, lambda a: -a), ModelFormatError, "finite and positive"),
+    ("code 3", code_three, ModelFormatError, "code 3"),
+    ("scale alone", drop(PACKED), ModelFormatError, "without its weight"),
+]
+
+
+@pytest.mark.parametrize("change, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_malformed_bitnet_folder_is_a_typed_error(tmp_path, change, error, fragment):
+    folder = copy_folder(tmp_path)
+    rewrite(folder, change)
+    with pytest.raises(error, match=fragment):
+        with HFModel.open(folder) as m:
+            for name in m.tensors:
+                m.tensor_bytes(name)
+
+
+@pytest.mark.parametrize(
+    "quant, fragment",
+    [
+        ({"quant_method": "bitnet", "linear_class": "fancylinear"}, "linear_class"),
+        ({"quant_method": "bitnet", "quantization_mode": "online"}, "quantization_mode"),
+        (None, "without packed ternary weights"),
+    ],
+)
+def test_an_unsupported_bitnet_config_is_refused(tmp_path, quant, fragment):
+    folder = copy_folder(tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    if quant is None:
+        del cfg["quantization_config"]
+    else:
+        cfg["quantization_config"] = quant
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError, match=fragment):
+        HFModel.open(folder)
