@@ -176,3 +176,54 @@ def test_an_unsupported_bitnet_config_is_refused(tmp_path, quant, fragment):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnsupportedModelError, match=fragment):
         HFModel.open(folder)
+
+
+def small_tokenizer(folder: Path, vocab_size: int) -> None:
+    """The first `vocab_size` - 1 byte-level tokens of tests/data/hf/llama's tokenizer.json and
+    one merge "A" + "B" (no special tokens): enough vocabulary for the engine to open the folder."""
+    src = json.loads((DATA.parent / "hf" / "llama" / "tokenizer.json").read_text())
+    vocab = {tok: i for tok, i in src["model"]["vocab"].items() if i < vocab_size - 1}
+    vocab["AB"] = vocab_size - 1
+    src["model"]["vocab"] = vocab
+    src["model"]["merges"] = [["A", "B"]]
+    src["added_tokens"] = []
+    (folder / "tokenizer.json").write_text(json.dumps(src))
+
+
+def test_engine_loads_the_folder_and_its_logits_are_the_gguf_paths(tmp_path):
+    from tmac_core.engine import Engine
+
+    folder = copy_folder(tmp_path)
+    small_tokenizer(folder, 48)
+    engine = Engine.load(folder, n_ctx=64, cache_dir=tmp_path / "cache")
+    try:
+        assert (engine.info.arch, engine.info.bits) == ("bitnet-b1.58", None)  # the file's own ternary codes
+        out = np.asarray(engine.forward(REF["tokens"], 0, all_logits=True))
+    finally:
+        engine.close()
+    with GGUFFile.open(DATA / "model.gguf") as gguf:
+        np.testing.assert_array_equal(out, logits(gguf, config_from_gguf(gguf), None))
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_a_16_bit_weight_scale_reads_as_its_value(tmp_path, dtype):
+    """2B-4T stores weight_scale in bf16: γ is the bf16 value (fp16-exact, so TQ2_0 with d = γ)."""
+    folder = copy_folder(tmp_path)
+    gamma = float(tensors_of(folder)[SCALE][0])
+    bits16 = np.array([gamma], np.float32).view(np.uint32) >> 16  # bf16 by truncation
+    as_bf16 = float((bits16 << 16).view(np.float32)[0])
+
+    def change(t: dict[str, np.ndarray]) -> None:
+        if dtype == "BF16":
+            t["bf16:" + SCALE] = bits16.astype(np.uint16)
+            del t[SCALE]
+        else:
+            t[SCALE] = t[SCALE].astype(np.float16)
+
+    rewrite(folder, change)
+    want = as_bf16 if dtype == "BF16" else gamma
+    with HFModel.open(folder) as m:
+        name = "blk.0.ffn_down.weight"
+        assert m.tensors[name].ggml_type.name == "TQ2_0"
+        w = loader.load_weights(m, m.config, None)[name]
+        assert np.unique(K.dequantize(w)).tolist() == [-want, 0.0, want]
