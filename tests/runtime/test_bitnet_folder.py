@@ -227,3 +227,101 @@ def test_a_16_bit_weight_scale_reads_as_its_value(tmp_path, dtype):
         assert m.tensors[name].ggml_type.name == "TQ2_0"
         w = loader.load_weights(m, m.config, None)[name]
         assert np.unique(K.dequantize(w)).tolist() == [-want, 0.0, want]
+
+
+def onebitllm_folder(folder: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny 1bitLLM/bitnet_b1_58-style folder (BitnetForCausalLM, fp32 latent weights,
+    sub-norms named inner_attn_ln / ffn_layernorm, tied embeddings); its tensors."""
+    rng = np.random.default_rng(seed)
+    dim, hidden, layers, heads, vocab = 256, 384, 2, 4, 40
+    folder.mkdir(parents=True)
+    config = {
+        "architectures": ["BitnetForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": dim,
+        "intermediate_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "vocab_size": vocab,
+        "input_bits": 8,
+        "weight_bits": 1,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    # the embedding on the 4-bit grid of the tied output layer (as make_bitnet_transformers.py
+    # does), so the runtime's output matrix is the embedding exactly
+    q = rng.integers(0, 16, (vocab, dim // 64, 64))
+    q[:, :, 0], q[:, :, 1] = 0, 15
+    s = np.float16(rng.uniform(0.02, 0.06, (vocab, dim // 64, 1))).astype(np.float32)
+    t = {
+        "model.embed_tokens.weight": (s * (q - 8)).reshape(vocab, dim).astype(np.float32),
+        "model.norm.weight": (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32),
+    }
+    shapes = {
+        "self_attn.q_proj": (dim, dim),
+        "self_attn.k_proj": (dim, dim),
+        "self_attn.v_proj": (dim, dim),
+        "self_attn.o_proj": (dim, dim),
+        "mlp.gate_proj": (hidden, dim),
+        "mlp.up_proj": (hidden, dim),
+        "mlp.down_proj": (dim, hidden),
+    }
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for norm, size in (
+            ("input_layernorm", dim),
+            ("post_attention_layernorm", dim),
+            ("self_attn.inner_attn_ln", dim),
+            ("mlp.ffn_layernorm", hidden),
+        ):
+            t[p + norm + ".weight"] = (1 + 0.1 * rng.standard_normal(size)).astype(np.float32)
+        for proj, shape in shapes.items():
+            t[p + proj + ".weight"] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+    (folder / "model.safetensors").write_bytes(st_bytes(t))
+    return t
+
+
+def test_a_1bitllm_float_folder_is_ternarized_at_load_with_the_absmean_scale(tmp_path):
+    from tests.reference import llama_numpy
+
+    t = onebitllm_folder(tmp_path / "1bit")
+    tokens = np.random.default_rng(1).integers(0, 40, 16)
+    with HFModel.open(tmp_path / "1bit") as m:
+        cfg = m.config
+        assert (cfg.arch, cfg.ffn_act, cfg.sub_norms, cfg.rope_style) == ("bitnet", "silu", True, "neox")
+        assert m.tensors["blk.1.ffn_down.weight"].ggml_type.name == "I2_S"
+        weights = loader.load_weights(m, cfg, None)
+    dense = {k: K.dequantize(v) if isinstance(v, K.PackedWeight) else v for k, v in weights.items()}
+    # independently: W ≈ clip(round(W / mean|W|), −1, 1) · mean|W| (1bitLLM's weight_quant)
+    w = t["model.layers.1.mlp.down_proj.weight"].astype(np.float64)
+    gamma = np.abs(w).mean()
+    np.testing.assert_allclose(dense["blk.1.ffn_down.weight"], np.clip(np.rint(w / gamma), -1, 1) * gamma, rtol=1e-6)
+    np.testing.assert_array_equal(
+        dense["blk.0.attn_sub_norm.weight"], t["model.layers.0.self_attn.inner_attn_ln.weight"]
+    )
+    ref = llama_numpy.forward(
+        cfg, {k: np.asarray(v, np.float64) for k, v in dense.items()}, tokens, weights["rope.inv_freq"], np.float16
+    )
+    span = np.ptp(ref)
+    exact, table = (
+        np.array(loader.build_runtime(cfg, weights, 32, 32, exact_activations=e).forward(tokens, 0, all_logits=True))
+        for e in (True, False)
+    )
+    np.testing.assert_array_equal(dense["token_embd.weight"], t["model.embed_tokens.weight"])
+    # measured: exact mode 2.4e-5, table mode 2.1 % of the logit range; the same greedy tokens
+    assert np.abs(exact - ref).max() <= 1e-4 * span
+    assert np.abs(table - ref).max() <= 0.04 * span
+    assert (exact.argmax(1) == ref.argmax(1)).all() and (table.argmax(1) == ref.argmax(1)).all()
+
+
+def test_a_1bitllm_folder_with_nan_weights_is_a_typed_error(tmp_path):
+    t = onebitllm_folder(tmp_path / "1bit")
+    t["model.layers.0.self_attn.q_proj.weight"][3, 5] = np.nan
+    (tmp_path / "1bit" / "model.safetensors").write_bytes(st_bytes(t))
+    with HFModel.open(tmp_path / "1bit") as m, pytest.raises(ModelFormatError, match="NaN or infinite"):
+        m.tensor_bytes("blk.0.attn_q.weight")

@@ -38,6 +38,10 @@ as a GGUF conversion writes it), else as I2_S (one fp32 γ per tensor), and `ten
 it in that layout, so the loader's exact ternary path (loading/repack.py `_exact_ternary`) packs
 the codes t + 1 unchanged with z = 1: no requantization.
 
+1bitLLM folders (`BitnetForCausalLM`, arch "bitnet": SiLU, sub-norms named inner_attn_ln and
+ffn_layernorm) hold float latent weights: each projection is ternarized at load with the absmean
+scale (`ternarize`, the models' own weight_quant) and offered as I2_S with its fp32 γ.
+
 Imports numpy, the loaders and tmac_core.plan / limits / models: no Qt, no torch, no pickle.
 """
 
@@ -91,9 +95,14 @@ MAX_SHARDS = 4096
 MAPPING_VERSION = 1
 
 # config.json `architectures[0]` → the architecture we run it as (tmac_core.models)
-HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "BitNetForCausalLM": "bitnet-b1.58"}
+HF_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "BitNetForCausalLM": "bitnet-b1.58",  # microsoft/bitnet-b1.58-2B-4T, packed
+    "BitnetForCausalLM": "bitnet",  # 1bitLLM/bitnet_b1_58-*, float latent weights
+}
 # each architecture's one FFN activation (config.json `hidden_act`)
-HF_ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "bitnet-b1.58": "relu2"}
+HF_ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "bitnet-b1.58": "relu2", "bitnet": "silu"}
 # BitNet quantization_config `linear_class` → whether weight_scale multiplies (True) or divides
 BITNET_LINEAR_CLASSES = {"autobitlinear": True, "bitlinear": False}
 BITNET_SCALE_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
@@ -124,6 +133,8 @@ _LAYER_NAMES = {
     "mlp.down_proj.weight": "ffn_down.weight",
     "self_attn.attn_sub_norm.weight": "attn_sub_norm.weight",
     "mlp.ffn_sub_norm.weight": "ffn_sub_norm.weight",
+    "self_attn.inner_attn_ln.weight": "attn_sub_norm.weight",  # 1bitLLM's names of the sub-norms
+    "mlp.ffn_layernorm.weight": "ffn_sub_norm.weight",
 }
 _BITNET_PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 _LAYER_RE = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)")
@@ -306,6 +317,20 @@ def bitnet_scale_multiplies(data: Mapping[str, Any], path: str) -> bool | None:
     return BITNET_LINEAR_CLASSES[linear]
 
 
+_FLOAT_VIEWS = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def ternarize(w: np.ndarray) -> tuple[np.ndarray, float]:
+    """BitNet b1.58's absmean ternarization of latent weights (1bitLLM's utils_quant.py
+    weight_quant, as llama.cpp's converter applies it): s = 1/max(mean|w|, 1e-5) in fp32,
+    t = clip(round(w·s), −1, 1), w ≈ t / s. Codes t + 1 (uint8, w's shape flattened) and
+    γ = 1/s in fp32. The mean is taken in float64, then rounded to fp32."""
+    mean = np.float32(np.abs(w, dtype=np.float64).mean()) if w.size else np.float32(0)
+    s = np.float32(1) / max(mean, np.float32(1e-5))
+    codes = (np.clip(np.rint(w.reshape(-1) * s), -1, 1) + 1).astype(np.uint8)
+    return codes, float(np.float32(1) / s)
+
+
 def unpack_bitnet(packed: np.ndarray, rows: int) -> np.ndarray:
     """transformers' unpack_weights as codes t + 1: uint8 (ceil(rows/4), k) → uint8 (rows, k)
     in {0, 1, 2}; the byte (r, k) holds row i·R + r in bits 2i..2i+1."""
@@ -398,6 +423,7 @@ class HFModel:
                 self._where[name] = (shard, hf_name)
         self._gptq_entries()
         self._bitnet_entries()
+        self._latent = self._latent_entries()
         if gptq is not None and not self._gptq_parts:
             raise ModelFormatError(
                 self.path, "quantization_config", None, "GPTQ settings, but no layer has qweight/qzeros/scales"
@@ -504,6 +530,23 @@ class HFModel:
             else:
                 self.tensors[name] = TensorInfo(name, GGMLType.I2_S, (cols, rows), info.offset, rows * cols // 4 + 32)
             self._where[name] = (shard, info.name)
+
+    def _latent_entries(self) -> set[str]:
+        """1bitLLM (arch "bitnet"): its float projections, ternarized at load (`ternarize`),
+        stand in `tensors` as I2_S; the GGUF names of those projections."""
+        if self.config.arch != "bitnet":
+            return set()
+        latent = set()
+        for name, info in list(self.tensors.items()):
+            if name.split(".")[-2] not in _BITNET_PROJECTIONS:
+                continue
+            cols, rows = info.shape[0], int(np.prod(info.shape[1:]))
+            if cols % 128:
+                shard, hf_name = self._where[name]
+                raise UnsupportedModelError(f"{shard.path}: {hf_name!r} has {cols} columns, not a multiple of 128")
+            self.tensors[name] = TensorInfo(name, GGMLType.I2_S, info.shape, info.offset, rows * cols // 4 + 32)
+            latent.add(name)
+        return latent
 
     def _bitnet_scale(self, shard: SafetensorsFile, info: SafeTensorInfo) -> float:
         """γ of w = t·γ from a weight_scale tensor: one positive finite float, multiplied (2B-4T)
@@ -617,6 +660,13 @@ class HFModel:
             raise UnsupportedModelError(f"{self.path}: {name} is a GPTQ layer, not a GGML tensor (gptq_layer reads it)")
         shard, hf_name = self._where[name]
         raw = shard.tensor_bytes(hf_name)
+        if name in self._latent:
+            dtype = self._where[name][0].tensors[hf_name].dtype
+            w = raw.view(_FLOAT_VIEWS[dtype])
+            w = (w.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else w.astype(np.float32)
+            if not np.isfinite(w).all():
+                raise ModelFormatError(shard.path, f"tensor {hf_name!r}", info.offset, "holds NaN or infinite weights")
+            return i2_s_bytes(*ternarize(w))
         if name in self._bitnet_gamma:
             codes = unpack_bitnet(raw.reshape(-(-info.shape[1] // 4), info.shape[0]), info.shape[1])
             if (codes == 3).any():
