@@ -164,11 +164,14 @@ def test_a_malformed_bitnet_folder_is_a_typed_error(tmp_path, change, error, fra
         ({"quant_method": "bitnet", "linear_class": "fancylinear"}, "linear_class"),
         ({"quant_method": "bitnet", "quantization_mode": "online"}, "quantization_mode"),
         (None, "without packed ternary weights"),
+        ({"quant_method": "bitnet", "architectures": ["LlamaForCausalLM"]}, "Falcon3-1.58bit style"),
     ],
 )
 def test_an_unsupported_bitnet_config_is_refused(tmp_path, quant, fragment):
     folder = copy_folder(tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
+    if quant is not None and "architectures" in quant:  # a Llama folder with BitNet packing
+        cfg.update(architectures=quant.pop("architectures"), hidden_act="silu")
     if quant is None:
         del cfg["quantization_config"]
     else:

@@ -251,6 +251,10 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     arch_name = HF_ARCHITECTURES[archs[0]]
     quant = data.get("quantization_config")
     bitnet = bitnet_scale_multiplies(data, path)
+    if bitnet is not None and arch_name != "bitnet-b1.58":
+        # Falcon3-1.58bit / Falcon-E / HF1BitLLM: a Llama graph with int8 activations and
+        # q/k rows to permute, which no architecture here runs yet; refused, never run wrong
+        raise UnsupportedModelError(f"{path}: BitNet-packed {archs[0]} (Falcon3-1.58bit style) is not supported yet")
     if arch_name == "bitnet-b1.58" and bitnet is None:
         raise UnsupportedModelError(f"{path}: a BitNet folder without packed ternary weights (quant_method bitnet)")
     if quant is not None and bitnet is None and gptq_config({"quantization_config": quant}) is None:
