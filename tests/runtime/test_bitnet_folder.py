@@ -162,8 +162,7 @@ def test_a_malformed_bitnet_folder_is_a_typed_error(tmp_path, change, error, fra
     "quant, fragment",
     [
         ({"quant_method": "bitnet", "linear_class": "fancylinear"}, "linear_class"),
-        ({"quant_method": "bitnet", "quantization_mode": "online"}, "quantization_mode"),
-        (None, "without packed ternary weights"),
+        ({"quant_method": "bitnet", "quantization_mode": "dynamic"}, "quantization_mode"),
         ({"quant_method": "bitnet", "architectures": ["LlamaForCausalLM"]}, "Falcon3-1.58bit style"),
     ],
 )
@@ -328,3 +327,35 @@ def test_a_1bitllm_folder_with_nan_weights_is_a_typed_error(tmp_path):
     (tmp_path / "1bit" / "model.safetensors").write_bytes(st_bytes(t))
     with HFModel.open(tmp_path / "1bit") as m, pytest.raises(ModelFormatError, match="NaN or infinite"):
         m.tensor_bytes("blk.0.attn_q.weight")
+
+
+def test_a_2b4t_latent_folder_is_ternarized_at_load(tmp_path):
+    """2B-4T's -bf16 repo: BitNetForCausalLM with float [out, in] projections and no packed
+    quantization_config; each is ternarized with transformers' online WeightQuant (absmean)."""
+    folder = copy_folder(tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["quantization_config"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rng = np.random.default_rng(3)
+
+    def latent(t: dict[str, np.ndarray]) -> None:
+        for name in [n for n in t if n.endswith(".weight_scale")]:
+            packed = t.pop(name[: -len("_scale")])
+            del t[name]
+            t["bf16:" + name[: -len("_scale")]] = rng.integers(0x3C00, 0x3D00, (packed.shape[0] * 4, packed.shape[1]))
+            t["bf16:" + name[: -len("_scale")]] ^= (
+                rng.integers(0, 2, packed.shape[0] * 4 * packed.shape[1]).reshape(-1, packed.shape[1]) << 15
+            )  # random signs
+        for n in [n for n in t if n.startswith("bf16:")]:
+            t[n] = t[n].astype(np.uint16)
+
+    rewrite(folder, latent)
+    with HFModel.open(folder) as m:
+        assert m.config.arch == "bitnet-b1.58" and m.tensors["blk.0.attn_q.weight"].ggml_type.name == "I2_S"
+        with SafetensorsFile.open(folder / "model.safetensors") as f:
+            raw = f.tensor_bytes("model.layers.0.self_attn.q_proj.weight").view("<u2").astype(np.uint32)
+        w = (raw << 16).view(np.float32).astype(np.float64).reshape(256, 256)
+        dense = K.dequantize(loader.load_weights(m, m.config, None)["blk.0.attn_q.weight"])
+    gamma = np.abs(w).mean()
+    np.testing.assert_allclose(dense, np.clip(np.rint(w / gamma), -1, 1) * gamma, rtol=1e-6)
+    assert (dense == 0).any() and (dense > 0).any() and (dense < 0).any()

@@ -39,8 +39,9 @@ it in that layout, so the loader's exact ternary path (loading/repack.py `_exact
 the codes t + 1 unchanged with z = 1: no requantization.
 
 1bitLLM folders (`BitnetForCausalLM`, arch "bitnet": SiLU, sub-norms named inner_attn_ln and
-ffn_layernorm) hold float latent weights: each projection is ternarized at load with the absmean
-scale (`ternarize`, the models' own weight_quant) and offered as I2_S with its fp32 γ.
+ffn_layernorm) and 2B-4T's -bf16 repo (no packed quantization_config) hold float latent
+weights: each projection is ternarized at load with the absmean scale (`ternarize`, the
+models' own weight_quant) and offered as I2_S with its fp32 γ.
 
 Imports numpy, the loaders and tmac_core.plan / limits / models: no Qt, no torch, no pickle.
 """
@@ -250,14 +251,13 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
         )
     arch_name = HF_ARCHITECTURES[archs[0]]
     quant = data.get("quantization_config")
-    bitnet = bitnet_scale_multiplies(data, path)
-    if bitnet is not None and arch_name != "bitnet-b1.58":
+    bitnet_scale_multiplies(data, path)  # refuses a linear_class or mode we do not run
+    is_bitnet = isinstance(quant, dict) and quant.get("quant_method") == "bitnet"
+    if is_bitnet and arch_name != "bitnet-b1.58":
         # Falcon3-1.58bit / Falcon-E / HF1BitLLM: a Llama graph with int8 activations and
         # q/k rows to permute, which no architecture here runs yet; refused, never run wrong
         raise UnsupportedModelError(f"{path}: BitNet-packed {archs[0]} (Falcon3-1.58bit style) is not supported yet")
-    if arch_name == "bitnet-b1.58" and bitnet is None:
-        raise UnsupportedModelError(f"{path}: a BitNet folder without packed ternary weights (quant_method bitnet)")
-    if quant is not None and bitnet is None and gptq_config({"quantization_config": quant}) is None:
+    if quant is not None and not is_bitnet and gptq_config({"quantization_config": quant}) is None:
         method = quant.get("quant_method") if isinstance(quant, dict) else None
         raise UnsupportedModelError(
             f"{path}: quantization method {method!r} is not supported (supported: gptq, bitnet)"
@@ -305,9 +305,9 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
 
 
 def bitnet_scale_multiplies(data: Mapping[str, Any], path: str) -> bool | None:
-    """For a config.json with a BitNet quantization_config: True when weight_scale multiplies
-    (linear_class "autobitlinear", 2B-4T), False when it divides (the default BitLinear);
-    None for any other config."""
+    """For a config.json with a packed ("offline") BitNet quantization_config: True when
+    weight_scale multiplies (linear_class "autobitlinear", 2B-4T), False when it divides (the
+    default BitLinear); None for any other config, an "online" one (latent weights) included."""
     quant = data.get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "bitnet":
         return None
@@ -316,9 +316,10 @@ def bitnet_scale_multiplies(data: Mapping[str, Any], path: str) -> bool | None:
         raise UnsupportedModelError(
             f"{path}: BitNet linear_class {linear!r} is not supported (supported: {', '.join(BITNET_LINEAR_CLASSES)})"
         )
-    if quant.get("quantization_mode", "offline") != "offline":
-        raise UnsupportedModelError(f"{path}: BitNet quantization_mode {quant['quantization_mode']!r}: only offline")
-    return BITNET_LINEAR_CLASSES[linear]
+    mode = quant.get("quantization_mode", "offline")
+    if mode not in ("offline", "online"):
+        raise UnsupportedModelError(f"{path}: BitNet quantization_mode {mode!r} (supported: offline, online)")
+    return BITNET_LINEAR_CLASSES[linear] if mode == "offline" else None  # online: latent float weights
 
 
 _FLOAT_VIEWS = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
@@ -538,7 +539,8 @@ class HFModel:
     def _latent_entries(self) -> set[str]:
         """1bitLLM (arch "bitnet"): its float projections, ternarized at load (`ternarize`),
         stand in `tensors` as I2_S; the GGUF names of those projections."""
-        if self.config.arch != "bitnet":
+        # 1bitLLM, and a BitNetForCausalLM without packed weights (2B-4T's -bf16 repo)
+        if not (self.config.arch == "bitnet" or (self.config.arch == "bitnet-b1.58" and self.bitnet is None)):
             return set()
         latent = set()
         for name, info in list(self.tensors.items()):
