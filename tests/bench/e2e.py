@@ -810,7 +810,7 @@ def busy_note(speed: dict) -> str:
     loads = [r["busy_cores_before"] for r in speed.values() if isinstance(r, dict) and "busy_cores_before" in r]
     busy = [x for x in loads if x >= 0.25]
     return (
-        f"Before each speed measurement the harness waited (up to 3 min) for other work on the machine "
+        f"Before each speed measurement the harness waited (up to {QUIET_WAIT[0]:.0f} s) for other work on the machine "
         f"to drop below 0.25 core: {len(loads) - len(busy)} of {len(loads)} measurements started on an idle "
         "machine"
         + (f"; {len(busy)} started with {max(busy):.1f} cores busy elsewhere and may read low." if busy else ".")
