@@ -16,6 +16,12 @@ definition (tmac_core.perplexity), the same token ids for every engine: float
 llama.cpp Q4_1 and Q2_K.
 Memory: our resident set after a (cache-hit) load against the packed weights
 plus the KV cache.
+Files as downloaded: SmolLM2 Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q3_K_M and Q2_K made by
+llama_model_quantize from an F16 file (the embedded Q4_1 dequantized,
+tests/bench/float_gguf.py), ours as in the file (`--bits file`, exact repack) against
+llama.cpp on the same file: perplexity, speed, bytes per decoded token; the same for
+the synthetic 1.17B at Q4_K_M. First loads: our cold-cache loads (repack + cache
+write) with their peak resident set (VmHWM of the bench process).
 
 Writes its section of docs/BENCHMARKS.md between the e2e markers.
 """
@@ -38,6 +44,10 @@ CACHE = MODELS / "repacked"
 TEXT = ROOT / "tests" / "data" / "alice_ch1-2.txt"
 START, END = "<!-- e2e:start -->", "<!-- e2e:end -->"
 PROMPT, GEN, CTX = 128, 64, 512
+FILE_TYPES = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q3_k_m", "q2_k")  # llama-quantize's names
+FILES_GROUP = "SmolLM2-135M, files from F16"
+PPL_RATIO = 1.01  # ours ÷ llama.cpp on the same file
+DECODE_RATIO, PROMPT_RATIO = 1.3, 1.5
 THREADS = (1, 2)
 RSS_FACTOR = 1.15
 
@@ -79,11 +89,14 @@ def busy_cores(window: float = 0.5) -> float:
     return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
 
 
-def wait_for_quiet(max_wait: float = 180.0) -> float:
+QUIET_WAIT = [180.0]  # seconds; --quiet-wait
+
+
+def wait_for_quiet(max_wait: float | None = None) -> float:
     """Wait (up to max_wait s) until other work uses < 0.25 core: a 2-core machine shared
     with other jobs otherwise halves one side's numbers at random. Returns the load
     seen last, so the report can say when a number was taken on a busy machine."""
-    deadline = time.monotonic() + max_wait
+    deadline = time.monotonic() + (QUIET_WAIT[0] if max_wait is None else max_wait)
     load = busy_cores()
     while load >= 0.25 and time.monotonic() < deadline:
         time.sleep(2.0)
@@ -128,8 +141,18 @@ def prepare_models(peer: str | None) -> dict:
 
     MODELS.mkdir(parents=True, exist_ok=True)
     s = synth_spec()
-    stem = f"synth-d{s.dim}-f{s.hidden_dim}-l{s.n_layers}-h{s.n_heads}-kv{s.n_kv_heads}-v{s.vocab_size}-s{s.seed}"
-    files = {"smol_q4_1": default_model_path(), "synth_f16": str(MODELS / f"{stem}-f16.gguf")}
+    c = s.config
+    stem = f"synth-d{c.dim}-f{c.hidden_dim}-l{c.n_layers}-h{c.n_heads}-kv{c.n_kv_heads}-v{c.vocab_size}-s{s.seed}"
+    files = {
+        "smol_q4_1": default_model_path(),
+        "smol_f16": str(MODELS / "smollm2-135m-instruct-f16.gguf"),
+        "synth_f16": str(MODELS / f"{stem}-f16.gguf"),
+    }
+    if not os.path.exists(files["smol_f16"]):
+        from tests.bench.float_gguf import write_f16
+
+        print("writing SmolLM2 F16 (the Q4_1 file dequantized)", flush=True)
+        write_f16(files["smol_q4_1"], files["smol_f16"])
     if not os.path.exists(files["synth_f16"]):
         print(f"writing the synthetic model ({s.n_params / 1e9:.2f} B parameters, F16)", flush=True)
         write_synthetic(files["synth_f16"], s)
@@ -139,7 +162,8 @@ def prepare_models(peer: str | None) -> dict:
         ("synth_q4_0", "synth_f16", "q4_0", f"{stem}-q4_0"),
         ("synth_q2_k", "synth_f16", "q2_k", f"{stem}-q2_k"),
         ("synth_tq2_0", "synth_f16", "tq2_0", f"{stem}-tq2_0"),
-    ]
+        ("synth_q4_k_m", "synth_f16", "q4_k_m", f"{stem}-q4_k_m"),
+    ] + [(f"smolf_{t}", "smol_f16", t, f"smollm2-135m-instruct-f16-{t}") for t in FILE_TYPES]
     for key, src, qtype, name in wanted:
         path = MODELS / f"{name}.gguf"
         if not path.exists() and peer:
@@ -152,6 +176,27 @@ def prepare_models(peer: str | None) -> dict:
         if path.exists():
             files[key] = str(path)
     return files
+
+
+def decode_bytes(path: str) -> int:
+    """Bytes of the matrices llama.cpp reads for one decoded token: every 2-D tensor but
+    the token embedding (one row of it is read), which stands in for the output matrix
+    when the file ties them."""
+    from tmac_core.loading.gguf import GGUFFile
+
+    with GGUFFile.open(path) as g:
+        tied = "output.weight" not in g.tensors
+        return sum(
+            info.nbytes
+            for name, info in g.tensors.items()
+            if len(info.shape) == 2 and (name != "token_embd.weight" or tied)
+        )
+
+
+def inspect_file(path: str) -> dict:
+    """`python -m tmac_core inspect --json`: the file's type mix (weights per GGML type) and
+    the bits per weight each --bits mode runs."""
+    return run_json([sys.executable, "-m", "tmac_core", "inspect", path, "--json"])
 
 
 def tensor_mix(path: str) -> tuple[float, str]:
@@ -177,9 +222,18 @@ def ours_cmd(*args) -> list:
     return [sys.executable, "-m", "tmac_core", *args, "--json", "--cache-dir", CACHE]
 
 
-def speed_configs(files: dict) -> list[tuple[str, str, str, str, int | None]]:
-    """(model group, label, engine, file key, bits)."""
-    return [
+def file_label(qtype: str) -> str:
+    return qtype.upper()
+
+
+def speed_configs(files: dict) -> list[tuple[str, str, str, str, int | str | None]]:
+    """(model group, label, engine, file key, bits); bits "file": as in the file, exactly."""
+    exact = [
+        (FILES_GROUP, f"{side} {file_label(t)}", engine, f"smolf_{t}", bits)
+        for t in FILE_TYPES
+        for side, engine, bits in (("llama.cpp", "peer", None), ("ours", "ours", "file"))
+    ]
+    return exact + [
         ("SmolLM2-135M", "llama.cpp Q4_1", "peer", "smol_q4_1", None),
         ("SmolLM2-135M", "llama.cpp Q4_0", "peer", "smol_q4_0", None),
         ("SmolLM2-135M", "ours 4-bit", "ours", "smol_q4_1", 4),
@@ -189,17 +243,29 @@ def speed_configs(files: dict) -> list[tuple[str, str, str, str, int | None]]:
         ("synthetic 1.17B", "llama.cpp TQ2_0", "peer", "synth_tq2_0", None),
         ("synthetic 1.17B", "ours 4-bit (Q4_0 file)", "ours", "synth_q4_0", 4),
         ("synthetic 1.17B", "ours 2-bit preset (F16 file)", "ours", "synth_f16", 2),
-        ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "ours", "synth_tq2_0", 2),
+        ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "ours", "synth_tq2_0", "file"),
+        ("synthetic 1.17B", "llama.cpp Q4_K_M", "peer", "synth_q4_k_m", None),
+        ("synthetic 1.17B", "ours Q4_K_M", "ours", "synth_q4_k_m", "file"),
     ]
 
 
-def measure_speed(files: dict, peer: str | None, repeats: int, groups: set[str]) -> tuple[dict, dict]:
+def first_load_configs() -> list[tuple[str, str, str, int | str]]:
+    """Cold loads measured for their time and peak memory only (not in the speed table)."""
+    return [("synthetic 1.17B", "ours 4-bit (F16 file)", "synth_f16", 4)]
+
+
+def measure_speed(
+    files: dict, peer: str | None, repeats: int, groups: set[str], file_repeats: int, f16_load: bool
+) -> tuple[dict, dict]:
     """speed[(group, label, threads)] and first_load[(group, label)] (our cache-miss loads)."""
     configs = [c for c in speed_configs(files) if c[0] in groups and c[3] in files and (c[2] == "ours" or peer)]
     first_load = {}
     print("our first loads (repack and fill the cache; a cache hit when the cache is warm)", flush=True)
-    for group, label, engine, key, bits in configs:
-        if engine == "ours":
+    loads = [(g, lab, key, bits) for g, lab, engine, key, bits in configs if engine == "ours"]
+    if f16_load and "synthetic 1.17B" in groups:
+        loads += first_load_configs()
+    for group, label, key, bits in loads:
+        if key in files:
             first_load[(group, label)] = attempt(
                 f"{group} {label}",
                 lambda key=key, bits=bits: run_json(
@@ -209,11 +275,12 @@ def measure_speed(files: dict, peer: str | None, repeats: int, groups: set[str])
     speed = {}
     for group in [g for g in dict.fromkeys(c[0] for c in configs)]:
         for threads in THREADS:
-            print(f"{group}, {threads} thread(s): prompt {PROMPT}, decode {GEN}, median of {repeats}", flush=True)
+            n = file_repeats if group == FILES_GROUP else repeats
+            print(f"{group}, {threads} thread(s): prompt {PROMPT}, decode {GEN}, median of {n}", flush=True)
             for g, label, engine, key, bits in configs:
                 if g != group:
                     continue
-                common = ["--threads", threads, "--prompt-tokens", PROMPT, "--gen-tokens", GEN, "--repeats", repeats]
+                common = ["--threads", threads, "--prompt-tokens", PROMPT, "--gen-tokens", GEN, "--repeats", n]
                 cmd = (
                     ours_cmd("bench", files[key], "--bits", bits, *common)
                     if engine == "ours"
@@ -290,9 +357,34 @@ def measure_quality(files: dict, peer: str | None, chunks: int | None) -> dict:
                         ),
                     )
                     quality[label]["bits_per_weight"], quality[label]["mix"] = tensor_mix(files[key])
+            files_quality(quality, files, peer, f.name, bos, limit)
         finally:
             os.unlink(f.name)
     return quality
+
+
+def files_quality(quality: dict, files: dict, peer: str, tokens_path: str, bos: int | None, limit: list) -> None:
+    """Perplexity of the F16-made files: ours as in the file, llama.cpp on the same file,
+    and llama.cpp on the F16 file itself (the float stand-in)."""
+
+    def peer_ppl(key):
+        cmd = [peer, "-m", "tests.bench.peer", "ppl", files[key], "--tokens", tokens_path, "--ctx", CTX]
+        return run_json(cmd + ["--bos", -1 if bos is None else bos, *limit])
+
+    quality["files"] = {"llama.cpp F16": attempt("llama.cpp F16 (the float stand-in)", lambda: peer_ppl("smol_f16"))}
+    for t in FILE_TYPES:
+        key = f"smolf_{t}"
+        if key not in files:
+            continue
+        row = {"inspect": attempt(f"inspect {t}", lambda key=key: inspect_file(files[key]))}
+        row["ours"] = attempt(
+            f"ours {file_label(t)} (file)",
+            lambda key=key: run_json(
+                ours_cmd("perplexity", files[key], "--bits", "file", "--file", TEXT, "--ctx", CTX, *limit)
+            ),
+        )
+        row["peer"] = attempt(f"llama.cpp {file_label(t)}", lambda key=key: peer_ppl(key))
+        quality["files"][t] = row
 
 
 # -- report -----------------------------------------------------------------------------
@@ -313,7 +405,7 @@ def speed_table(speed: dict, files: dict) -> str:
     ]
     for group, label, engine, key, _bits in speed_configs(files):
         one, two = speed.get((group, label, 1)), speed.get((group, label, 2))
-        if one is None and two is None:
+        if group == FILES_GROUP or (one is None and two is None):  # those have their own table
             continue
         bpw = (
             (_get(one, "bits_per_weight") or _get(two, "bits_per_weight"))
@@ -459,10 +551,57 @@ def quality_table(quality: dict) -> str:
     return "\n".join(rows)
 
 
+def first_load_section(first_load: dict) -> tuple[list[str], list]:
+    """Our cold-cache loads: time and peak resident set, with the issue's bounds for the
+    1.17B synthetic (≤ 10 s from a quantized file, ≤ 30 s from f16; peak ≤ packed + 1 GB)."""
+    rows = [
+        "| model | ours | load (s) | cache | peak RSS (VmHWM) | packed weights | peak − packed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    checks = []
+    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    for (group, label), r in first_load.items():
+        if not isinstance(r, dict) or "load_s" not in r:
+            continue
+        peak, packed = r.get("rss_peak_bytes"), r.get("packed_bytes")
+        rows.append(
+            f"| {group} | {label} | {r['load_s']:.1f} | {'hit' if r.get('cache_hit') else 'miss: repacked'} | "
+            f"{gib(peak) if peak else '—'} | {gib(packed) if packed else '—'} | "
+            f"{gib(peak - packed) if peak and packed else '—'} |"
+        )
+        if group != "synthetic 1.17B" or r.get("cache_hit") or not (peak and packed):
+            continue
+        limit = 30.0 if "F16" in label else 10.0
+        checks.append(
+            (
+                f"1.17B first load, {label.removeprefix('ours ')}: ≤ {limit:.0f} s, peak RSS ≤ packed + 1 GB",
+                f"{r['load_s']:.1f} s, {gib(peak)} vs {gib(packed + 2**30)}",
+                r["load_s"] <= limit and peak <= packed + 2**30,
+            )
+        )
+    return rows, checks
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
 def render(
-    machine: str, peer: str | None, speed: dict, first_load: dict, quality: dict, files: dict, repeats: int
+    machine: str,
+    peer: str | None,
+    speed: dict,
+    first_load: dict,
+    quality: dict,
+    files: dict,
+    repeats: int,
+    file_repeats: int = 3,
+    bandwidth: dict | None = None,
 ) -> str:
-    checks = targets(speed, quality)
+    bandwidth = bandwidth or {}
+    checks = targets(speed, quality) + files_checks(speed, quality, files)
+    load_rows, load_checks = first_load_section(first_load)
+    checks += load_checks
     mem_table, mem_checks = memory_rows(speed, files)
     checks += mem_checks
     verdict = {True: "yes", False: "no", None: "not measured"}
@@ -489,18 +628,24 @@ def render(
     ]
     lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
     lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files), ""]
+    lines += files_section(speed, quality, files, bandwidth, file_repeats)
     lines += [
         "llama.cpp tensor types: "
-        + "; ".join(f"{k}: {tensor_mix(v)[1]}" for k, v in files.items() if k != "synth_f16"),
+        + "; ".join(f"{k}: {tensor_mix(v)[1]}" for k, v in files.items() if k not in ("synth_f16", "smol_f16")),
         "",
     ]
     if first_load:
         lines += [
-            "First loads of ours (repack + cache write when the cache was cold): "
-            + "; ".join(
-                f"{g} {lab}: {_num(_get(r, 'load_s'))} s{' (cache hit)' if _get(r, 'cache_hit') else ''}"
-                for (g, lab), r in first_load.items()
-            ),
+            "### First loads (ours)",
+            "",
+            "Each of our configurations loaded once before the speed runs, 2 threads, in its own "
+            "`python -m tmac_core bench --repeats 0` process: a miss repacks the file and writes the "
+            "cache where it can (the cache format has no field for the SUPER-scale K-quant weights "
+            "yet: files with such tensors repack on every load); a hit maps the cache. Peak RSS is the "
+            "process's VmHWM. Code measured: "
+            f"commit {_commit()} (the loader before the streaming first load).",
+            "",
+            *load_rows,
             "",
         ]
     lines += [
@@ -532,11 +677,140 @@ def render(
     return "\n".join(lines)
 
 
+def _mix_text(inspect: dict | None) -> str:
+    """'Q5_0 61%, Q8_0 21%, ...' by weights, from `inspect --json`."""
+    mix = _get(inspect, "type_mix")
+    if not isinstance(mix, dict) or not mix:
+        return "—"
+    total = sum(mix.values())
+    return ", ".join(f"{t} {100 * n / total:.0f}%" for t, n in sorted(mix.items(), key=lambda kv: -kv[1]))
+
+
+def files_pairs(files: dict) -> list[tuple[str, str, str, str, str]]:
+    """(group, name, ours label, llama.cpp label, file key) of the as-in-the-file comparisons."""
+    pairs = [
+        (FILES_GROUP, file_label(t), f"ours {file_label(t)}", f"llama.cpp {file_label(t)}", f"smolf_{t}")
+        for t in FILE_TYPES
+    ]
+    pairs.append(("synthetic 1.17B", "Q4_K_M", "ours Q4_K_M", "llama.cpp Q4_K_M", "synth_q4_k_m"))
+    return [p for p in pairs if p[4] in files]
+
+
+def files_checks(speed: dict, quality: dict, files: dict) -> list[tuple[str, str, bool | None]]:
+    out = []
+    fq = quality.get("files") or {}
+    for t in FILE_TYPES:
+        ours, peer = _get(_get(fq, t), "ours"), _get(_get(fq, t), "peer")
+        a, b = _get(ours, "ppl"), _get(peer, "ppl")
+        out.append(
+            (
+                f"SmolLM2 {file_label(t)} file: perplexity ours (as in the file) ≤ {PPL_RATIO}× llama.cpp",
+                f"{_num(a, '.3f')} vs {_num(b, '.3f')} = {_num(a / b, '.4f')}×" if a and b else "not measured",
+                None if not (a and b) else a <= PPL_RATIO * b,
+            )
+        )
+    for metric, name, need in (("decode_tok_s", "decode", DECODE_RATIO), ("prompt_tok_s", "prompt", PROMPT_RATIO)):
+        for threads in THREADS:
+            ratios = []
+            for group, fname, ours, peer, _key in files_pairs(files):
+                a = _get(speed.get((group, ours, threads)), metric)
+                b = _get(speed.get((group, peer, threads)), metric)
+                if a and b:
+                    ratios.append((a / b, f"{'1.17B ' if group != FILES_GROUP else ''}{fname}"))
+            shown = (
+                f"met on {sum(r >= need for r, _ in ratios)} of {len(ratios)} files; "
+                + ", ".join(f"{n} {r:.2f}×" for r, n in ratios)
+                if ratios
+                else "not measured"
+            )
+            out.append(
+                (
+                    f"{name} ≥ {need}× llama.cpp on the same file (ours as in the file), {threads} thr",
+                    shown,
+                    None if not ratios else all(r >= need for r, _ in ratios),
+                )
+            )
+    return out
+
+
+def _bw_share(nbytes: int | None, r: dict | None, bw: float | None) -> str:
+    """Percent of the measured DRAM bandwidth that nbytes per decoded token takes at r's decode speed."""
+    tok_s = _get(r, "decode_tok_s")
+    return _num(100 * nbytes * tok_s / (bw * 1e9), ".0f") + "%" if nbytes and bw and tok_s else "—"
+
+
+def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file_repeats: int) -> list[str]:
+    fq = quality.get("files") or {}
+    f16 = _get(fq.get("llama.cpp F16"), "ppl")
+    lines = [
+        "### Files as downloaded: ours as in the file vs llama.cpp on the same file",
+        "",
+        "The SmolLM2 files were made by llama.cpp's quantizer (`llama_model_quantize`, "
+        "`tests/bench/peer.py quantize`) from an F16 file that is the embedded Q4_1 model dequantized with "
+        "the `gguf` package (`tests/bench/float_gguf.py`): the float model SmolLM2's Q4_1 was made from "
+        "is not reachable offline, so every file here is a requantization of that Q4_1 dequantization. "
+        "SmolLM2's rows are 576 wide, not a multiple of the K-quants' 256-wide super-blocks, so llama.cpp "
+        "falls back to other types for most of its tensors: the type mix column is the actual content "
+        "(`python -m tmac_core inspect --json`, share of the matrices' weights). Ours runs each tensor at "
+        "its own type, exactly (`--bits file`).",
+        "",
+        f"Perplexity as in the quality section below; llama.cpp on the F16 file itself: {_num(f16, '.3f')}.",
+        "",
+        "| file | tensor types (by weights) | bits/weight (ours, file) | perplexity ours | perplexity llama.cpp "
+        f"| ours ÷ llama.cpp | ≤ {PPL_RATIO}× |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    verdict = {True: "yes", False: "no", None: "—"}
+    for t in FILE_TYPES:
+        row = fq.get(t)
+        if not isinstance(row, dict):
+            continue
+        a, b = _get(row.get("ours"), "ppl"), _get(row.get("peer"), "ppl")
+        bpw = _get(_get(row.get("inspect"), "bits_per_weight"), "file")
+        lines.append(
+            f"| {file_label(t)} | {_mix_text(row.get('inspect'))} | {_num(bpw, '.2f')} | {_num(a, '.3f')} | "
+            f"{_num(b, '.3f')} | {_num(a / b if a and b else None, '.4f')} | "
+            f"{verdict[None if not (a and b) else a <= PPL_RATIO * b]} |"
+        )
+    lines += [
+        "",
+        f"Speed: the procedure above, median of {file_repeats} runs for the SmolLM2 files (of the "
+        "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token (ours: the "
+        "packed weights; llama.cpp: the file's 2-D tensors but the token embedding unless it is tied); "
+        f"% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth measured in this run "
+        f"({_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2, numpy sums over 1 GB).",
+        "",
+        "| model | file | threads | decode ours | decode llama.cpp | × | prompt ours | prompt llama.cpp | × "
+        "| MB/token ours | MB/token llama.cpp | % BW ours | % BW llama.cpp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group, fname, ours, peer, key in files_pairs(files):
+        peer_bytes = decode_bytes(files[key])
+        for threads in THREADS:
+            o, p = speed.get((group, ours, threads)), speed.get((group, peer, threads))
+            if o is None and p is None:
+                continue
+            cells = []
+            for metric in ("decode_tok_s", "prompt_tok_s"):
+                a, b = _get(o, metric), _get(p, metric)
+                cells += [_num(a), _num(b), _num(a / b if a and b else None, ".2f")]
+            ob = _get(o, "packed_bytes")
+            bw = bandwidth.get(threads)
+            cells += [
+                _num(ob / 1e6 if ob else None),
+                _num(peer_bytes / 1e6),
+                _bw_share(ob, o, bw),
+                _bw_share(peer_bytes, p, bw),
+            ]
+            lines.append(f"| {group.split(',')[0]} | {fname} | {threads} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def busy_note(speed: dict) -> str:
     loads = [r["busy_cores_before"] for r in speed.values() if isinstance(r, dict) and "busy_cores_before" in r]
     busy = [x for x in loads if x >= 0.25]
     return (
-        f"Before each speed measurement the harness waited (up to 3 min) for other work on the machine "
+        f"Before each speed measurement the harness waited (up to {QUIET_WAIT[0]:.0f} s) for other work on the machine "
         f"to drop below 0.25 core: {len(loads) - len(busy)} of {len(loads)} measurements started on an idle "
         "machine"
         + (f"; {len(busy)} started with {max(busy):.1f} cores busy elsewhere and may read low." if busy else ".")
@@ -563,7 +837,10 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m tests.bench e2e")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--only", choices=("smollm2", "synth"), default=None, help="one model group (development)")
+    p.add_argument("--file-repeats", type=int, default=3, help="repeats of the SmolLM2 files-as-downloaded rows")
+    p.add_argument("--quiet-wait", type=float, default=180.0, help="longest wait for an idle machine (s)")
+    p.add_argument("--no-f16-load", action="store_true", help="skip the 1.17B f16 → 4-bit first load")
+    p.add_argument("--only", choices=("smollm2", "files", "synth"), default=None, help="one model group (development)")
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity runs (development)")
     p.add_argument("--chunks", type=int, default=None, help="perplexity chunks (default: the whole text)")
     p.add_argument("--no-doc", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
@@ -573,13 +850,18 @@ def main(argv: list[str]) -> int:
     peer = peer_python()
     if peer is None:
         print("llama-cpp-python is not importable here (nor from $TMAC_BENCH_PEER_PYTHON): ours only", flush=True)
+    QUIET_WAIT[0] = a.quiet_wait
     files = prepare_models(peer)
-    groups = {"smollm2": {"SmolLM2-135M"}, "synth": {"synthetic 1.17B"}}.get(
-        a.only, {"SmolLM2-135M", "synthetic 1.17B"}
+    groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}}.get(
+        a.only, {"SmolLM2-135M", FILES_GROUP, "synthetic 1.17B"}
     )
-    speed, first_load = measure_speed(files, peer, a.repeats, groups)
+    from tests.bench.__main__ import read_bandwidth_gbs
+
+    bandwidth = {t: read_bandwidth_gbs(t) for t in THREADS}
+    print(f"DRAM read bandwidth: {bandwidth[1]:.1f} GB/s on 1 thread, {bandwidth[2]:.1f} GB/s on 2", flush=True)
+    speed, first_load = measure_speed(files, peer, a.repeats, groups, a.file_repeats, not a.no_f16_load)
     quality = {} if a.no_quality else measure_quality(files, peer, a.chunks)
-    section = render(machine, peer, speed, first_load, quality, files, a.repeats)
+    section = render(machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth)
     print("\n" + section)
     if not a.no_doc:
         write_doc(section)
