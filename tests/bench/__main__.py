@@ -6,14 +6,10 @@ between the e2e markers; `all` runs both, kernels first."""
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
-
 from tests.bench import e2e, kernels
-from tests.bench.machine import machine_line
+from tests.bench.machine import machine_line, read_bandwidth_gbs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
@@ -24,22 +20,6 @@ ratios measured in the same run rather than absolute numbers across runs.
 Peer numbers not measured in the run (llama.cpp's tq2_0 GEMV time, from an earlier
 side-by-side run on this machine class) are marked as quoted.
 """
-
-
-def read_bandwidth_gbs(threads: int) -> float:
-    """DRAM read bandwidth: numpy sums over 1 GB split across `threads` threads
-    (numpy releases the GIL in the reduction)."""
-    parts = [np.ones(256 * 1024 * 1024 // threads, dtype=np.float32) for _ in range(threads)]
-    best = float("inf")
-    for _ in range(4):
-        workers = [threading.Thread(target=p.sum) for p in parts]
-        t = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = min(best, time.perf_counter() - t)
-    return sum(p.nbytes for p in parts) / best / 1e9
 
 
 def kernel_targets(result: dict, bandwidth: dict) -> str:

@@ -855,7 +855,7 @@ def main(argv: list[str]) -> int:
     groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}}.get(
         a.only, {"SmolLM2-135M", FILES_GROUP, "synthetic 1.17B"}
     )
-    from tests.bench.__main__ import read_bandwidth_gbs
+    from tests.bench.machine import read_bandwidth_gbs
 
     bandwidth = {t: read_bandwidth_gbs(t) for t in THREADS}
     print(f"DRAM read bandwidth: {bandwidth[1]:.1f} GB/s on 1 thread, {bandwidth[2]:.1f} GB/s on 2", flush=True)
