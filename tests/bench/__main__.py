@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.bench import e2e, kernels
-from tests.bench.machine import machine_line, read_bandwidth_gbs
+from tests.bench.machine import machine_line, read_bandwidth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
@@ -73,17 +73,15 @@ def main(argv: list[str]) -> int:
 def run_kernels() -> int:
     machine = machine_line()
     print(machine, flush=True)
-    bandwidth = {t: read_bandwidth_gbs(t) for t in (1, 2)}
-    print(
-        f"DRAM read bandwidth (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
-        f"{bandwidth[2]:.1f} GB/s on 2",
-        flush=True,
-    )
+    reads = {t: read_bandwidth(t) for t in (1, 2)}
+    bandwidth = {t: gbs for t, (gbs, _how) in reads.items()}
+    how = reads[1][1].removesuffix(" on 1 thread(s)")
+    print(f"DRAM read bandwidth ({how}, 1 GiB): {bandwidth[1]:.1f} GB/s on 1 thread, {bandwidth[2]:.1f} GB/s on 2")
     result = kernels.run()
     section = "\n".join(
         [
             f"\n## Kernels — {machine}\n",
-            f"DRAM read bandwidth measured in this run (numpy sums over 1 GB): {bandwidth[1]:.1f} GB/s on 1 thread, "
+            f"DRAM read bandwidth measured in this run ({how}, 1 GiB): {bandwidth[1]:.1f} GB/s on 1 thread, "
             f'{bandwidth[2]:.1f} GB/s on 2. "Weights from DRAM" rows cycle through 6 copies of the matrix '
             "so no call finds its weights in the 32 MB L3; the other rows repeat one matrix (warm caches).",
             "Latency is one full GEMV: activation-table build plus the LUT kernel, timed in C.",

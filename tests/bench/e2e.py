@@ -254,6 +254,50 @@ def first_load_configs() -> list[tuple[str, str, str, int | str]]:
     return [("synthetic 1.17B", "ours 4-bit (F16 file)", "synth_f16", 4)]
 
 
+# Long prompts: (name, prompt tokens) measured with one generated token; "ttft" is the time to
+# the first token of a reply to a 1,000-token chat history (its prompt pass: the first token
+# comes from that pass's last logits), which is what a user with a long chat waits for.
+LONG_PROMPTS = (("pp512", 512), ("ttft1000", 1000))
+
+
+def long_prompt_pairs() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(model group, our label, llama.cpp's label, which LONG_PROMPTS) compared on long prompts;
+    the labels are speed_configs' (same files, same bits)."""
+    return [
+        ("SmolLM2-135M", "ours 4-bit", "llama.cpp Q4_0", ("pp512",)),
+        ("synthetic 1.17B", "ours 4-bit (Q4_0 file)", "llama.cpp Q4_0", ("pp512", "ttft1000")),
+        ("synthetic 1.17B", "ours ternary (TQ2_0 file)", "llama.cpp TQ2_0", ("pp512",)),
+    ]
+
+
+def measure_long_prompts(files: dict, peer: str | None, repeats: int, groups: set[str]) -> dict:
+    """speed[(group, label, threads, name)] for the long-prompt rows."""
+    by_label = {(g, lab): (engine, key, bits) for g, lab, engine, key, bits in speed_configs(files)}
+    prompts = dict(LONG_PROMPTS)
+    out: dict = {}
+    for threads in THREADS:
+        for group, ours, theirs, names in long_prompt_pairs():
+            if group not in groups:
+                continue
+            for name in names:
+                n = prompts[name]
+                print(f"{group}, {threads} thread(s): {name} ({n}-token prompt), median of {repeats}", flush=True)
+                for label in (ours, theirs):
+                    engine, key, bits = by_label[(group, label)]
+                    if key not in files or (engine == "peer" and not peer):
+                        continue
+                    common = ["--threads", threads, "--prompt-tokens", n, "--gen-tokens", 1, "--repeats", repeats]
+                    cmd = (
+                        ours_cmd("bench", files[key], "--bits", bits, "--ctx", n + 64, *common)
+                        if engine == "ours"
+                        else [peer, "-m", "tests.bench.peer", "bench", files[key], *common]
+                    )
+                    out[(group, label, threads, name)] = attempt(
+                        f"{label} {name}", lambda cmd=cmd: run_json(cmd), quiet=True
+                    )
+    return out
+
+
 def measure_speed(
     files: dict, peer: str | None, repeats: int, groups: set[str], file_repeats: int, f16_load: bool
 ) -> tuple[dict, dict]:
@@ -398,10 +442,24 @@ def _get(d: dict | None, key: str):
     return d.get(key) if isinstance(d, dict) else None
 
 
-def speed_table(speed: dict, files: dict) -> str:
+def decode_mb(engine: str, r: dict | None, path: str) -> float | None:
+    """MB read per decoded token: ours, the packed weights it reports; llama.cpp, the file's
+    matrices (decode_bytes)."""
+    nbytes = _get(r, "packed_bytes") if engine == "ours" else decode_bytes(path)
+    return nbytes / 1e6 if nbytes else None
+
+
+def bw_fraction(mb: float | None, r: dict | None, bw: float | None) -> float | None:
+    """Share of the measured streaming-read bandwidth that mb per token at r's decode speed is."""
+    tok_s = _get(r, "decode_tok_s")
+    return mb * 1e6 * tok_s / (bw * 1e9) if mb and bw and tok_s else None
+
+
+def speed_table(speed: dict, files: dict, bandwidth: dict) -> str:
     rows = [
-        "| model | engine and file | bits/weight | decode 1 thr | decode 2 thr | prompt 1 thr | prompt 2 thr |",
-        "|---|---|---|---|---|---|---|",
+        "| model | engine and file | bits/weight | decode 1 thr | decode 2 thr | prompt 1 thr | prompt 2 thr "
+        "| MB/token | GB/s 1 thr | % BW 1 thr | GB/s 2 thr | % BW 2 thr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group, label, engine, key, _bits in speed_configs(files):
         one, two = speed.get((group, label, 1)), speed.get((group, label, 2))
@@ -413,77 +471,108 @@ def speed_table(speed: dict, files: dict) -> str:
             else tensor_mix(files[key])[0]
         )
         cells = [_num(_get(r, k)) for k in ("decode_tok_s", "prompt_tok_s") for r in (one, two)]
+        mb = decode_mb(engine, one or two, files[key])
+        cells.append(_num(mb))
+        for t, r in ((1, one), (2, two)):
+            share = bw_fraction(mb, r, bandwidth.get(t))
+            cells += [_num(share * bandwidth[t] if share else None), _num(100 * share if share else None, ".0f")]
         rows.append(f"| {group} | {label} | {_num(bpw, '.2f')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def targets(speed: dict, quality: dict) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) rows; met None when a side is missing."""
+def long_prompt_table(speed: dict) -> str:
+    rows = [
+        "| model | ours | llama.cpp | prompt | threads | ours tok/s | llama.cpp tok/s | × "
+        "| ours time to first token | llama.cpp |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    prompts = dict(LONG_PROMPTS)
+    for group, ours, theirs, names in long_prompt_pairs():
+        for name in names:
+            for t in THREADS:
+                a = _get(speed.get((group, ours, t, name)), "prompt_tok_s")
+                b = _get(speed.get((group, theirs, t, name)), "prompt_tok_s")
+                if a is None and b is None:
+                    continue
+                n = prompts[name]
+                rows.append(
+                    f"| {group} | {ours.removeprefix('ours ')} | {theirs.removeprefix('llama.cpp ')} | {n} tokens "
+                    f"| {t} | {_num(a)} | {_num(b)} | {_num(a / b if a and b else None, '.2f')} "
+                    f"| {_num(n / a if a else None, '.2f')} s | {_num(n / b if b else None, '.2f')} s |"
+                )
+    return "\n".join(rows)
+
+
+def targets(speed: dict, quality: dict, files: dict, bandwidth: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) rows; met None when a side is missing. The speed targets are
+    the ones the speed work set: ahead of the fastest CPU runtime, ratios against llama.cpp."""
     out = []
 
-    def ratio(ours, peer, metric, threads, peer_threads=None):
-        a = _get(speed.get(ours + (threads,)), metric)
-        b = _get(speed.get(peer + (peer_threads or threads,)), metric)
-        return (a / b, a, b) if a and b else (None, a, b)
-
-    def speed_row(name, ours, peer, metric, threads, need, peer_threads=None):
-        r, a, b = ratio(ours, peer, metric, threads, peer_threads)
+    def speed_row(name, ours, peer, metric, threads, need, long=None):
+        a = _get(speed.get((*ours, threads, long) if long else (*ours, threads)), metric)
+        b = _get(speed.get((*peer, threads, long) if long else (*peer, threads)), metric)
+        r = a / b if a and b else None
         shown = f"{_num(a)} vs {_num(b)} tok/s = {_num(r, '.2f')}×" if r else "not measured"
         out.append((name, shown, None if r is None else r >= need))
 
     smol, syn = "SmolLM2-135M", "synthetic 1.17B"
-    for t, need in ((1, 1.5), (2, 1.3)):
-        speed_row(
-            f"SmolLM2 4-bit decode ≥ {need}× llama.cpp Q4_0, {t} thread{'s' * (t > 1)}",
-            (smol, "ours 4-bit"),
-            (smol, "llama.cpp Q4_0"),
-            "decode_tok_s",
-            t,
-            need,
-        )
-    for label in ("ours 2-bit preset (F16 file)", "ours ternary (TQ2_0 file)"):
-        speed_row(
-            f"1.17B {label.removeprefix('ours ')} decode ≥ 1.5× llama.cpp TQ2_0, 1 thread",
-            (syn, label),
-            (syn, "llama.cpp TQ2_0"),
-            "decode_tok_s",
-            1,
-            1.5,
-        )
-        speed_row(
-            f"1.17B {label.removeprefix('ours ')} decode on 1 thread ≥ llama.cpp TQ2_0 on 2",
-            (syn, label),
-            (syn, "llama.cpp TQ2_0"),
-            "decode_tok_s",
-            1,
-            1.0,
-            peer_threads=2,
-        )
+    pairs = [
+        ("SmolLM2 4-bit", (smol, "ours 4-bit"), (smol, "llama.cpp Q4_0"), "Q4_0"),
+        ("1.17B 4-bit", (syn, "ours 4-bit (Q4_0 file)"), (syn, "llama.cpp Q4_0"), "Q4_0"),
+        ("1.17B ternary", (syn, "ours ternary (TQ2_0 file)"), (syn, "llama.cpp TQ2_0"), "TQ2_0"),
+    ]
     for t in THREADS:
+        thr = f"{t} thread{'s' * (t > 1)}"
+        for name, ours, peer, ptype in pairs:
+            speed_row(f"{name} decode ≥ 1.5× llama.cpp {ptype}, {thr}", ours, peer, "decode_tok_s", t, 1.5)
         speed_row(
-            f"SmolLM2 4-bit prompt ≥ llama.cpp Q4_0, {t} thr",
-            (smol, "ours 4-bit"),
-            (smol, "llama.cpp Q4_0"),
-            "prompt_tok_s",
-            t,
-            1.0,
+            f"SmolLM2 4-bit prompt ≥ 1.6× llama.cpp Q4_0, {thr}", pairs[0][1], pairs[0][2], "prompt_tok_s", t, 1.6
         )
         speed_row(
-            f"1.17B 4-bit prompt ≥ llama.cpp Q4_0, {t} thr",
-            (syn, "ours 4-bit (Q4_0 file)"),
-            (syn, "llama.cpp Q4_0"),
-            "prompt_tok_s",
-            t,
-            1.0,
+            f"1.17B 4-bit prompt (128) ≥ 1.6× llama.cpp Q4_0, {thr}", pairs[1][1], pairs[1][2], "prompt_tok_s", t, 1.6
         )
         speed_row(
-            f"1.17B 2-bit prompt ≥ 1.5× llama.cpp Q2_K, {t} thr",
-            (syn, "ours 2-bit preset (F16 file)"),
-            (syn, "llama.cpp Q2_K"),
+            f"1.17B 4-bit prompt (512) ≥ 1.6× llama.cpp Q4_0, {thr}",
+            pairs[1][1],
+            pairs[1][2],
             "prompt_tok_s",
             t,
-            1.5,
+            1.6,
+            long="pp512",
         )
+        for label in ("ours 2-bit preset (F16 file)", "ours ternary (TQ2_0 file)"):
+            speed_row(
+                f"1.17B {label.removeprefix('ours ')} prompt ≥ 3× llama.cpp TQ2_0, {thr}",
+                (syn, label),
+                (syn, "llama.cpp TQ2_0"),
+                "prompt_tok_s",
+                t,
+                3.0,
+            )
+    for group, label, engine, key, _bits in speed_configs(files):
+        if group != syn or engine != "ours":
+            continue
+        for t, need in ((1, 0.85), (2, 0.80)):
+            r = speed.get((group, label, t))
+            share = bw_fraction(decode_mb(engine, r, files[key]), r, bandwidth.get(t))
+            out.append(
+                (
+                    f"1.17B {label.removeprefix('ours ')} decode ≥ {need:.0%} of the streaming-read bandwidth, "
+                    f"{t} thread{'s' * (t > 1)}",
+                    f"{_num(100 * share, '.0f')}% of {_num(bandwidth.get(t))} GB/s" if share else "not measured",
+                    None if share is None else share >= need,
+                )
+            )
+    four_q = quality.get("ours 4-bit")
+    bpw4 = _get(four_q, "bits_per_weight") or _get(speed.get((smol, "ours 4-bit", 1)), "bits_per_weight")
+    q4_0 = tensor_mix(files["smol_q4_0"])[0] if "smol_q4_0" in files else None
+    out.append(
+        (
+            "SmolLM2 4-bit bits/weight ≤ llama.cpp's Q4_0 file",
+            f"{_num(bpw4, '.2f')} vs {_num(q4_0, '.2f')} bits/weight",
+            None if not (bpw4 and q4_0) else bpw4 <= q4_0,
+        )
+    )
     ref, four = _get(quality.get("float (Q4_1 dequantized)"), "ppl"), _get(quality.get("ours 4-bit"), "ppl")
     out.append(
         (
@@ -599,7 +688,7 @@ def render(
     bandwidth: dict | None = None,
 ) -> str:
     bandwidth = bandwidth or {}
-    checks = targets(speed, quality) + files_checks(speed, quality, files)
+    checks = targets(speed, quality, files, bandwidth) + files_checks(speed, quality, files)
     load_rows, load_checks = first_load_section(first_load)
     checks += load_checks
     mem_table, mem_checks = memory_rows(speed, files)
@@ -627,7 +716,22 @@ def render(
         "|---|---|---|",
     ]
     lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
-    lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files), ""]
+    lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files, bandwidth), ""]
+    lines += [
+        f"MB/token: the matrices read per decoded token (ours: the packed weights; llama.cpp: the file's "
+        "2-D tensors but the token embedding unless it is tied). GB/s: MB/token × decode tok/s; % BW: of "
+        f"the streaming-read bandwidth measured in this run ({_num(bandwidth.get(1))} GB/s on 1 thread, "
+        f"{_num(bandwidth.get(2))} GB/s on 2; `tests/bench/stream_read.c`).",
+        "",
+        "### Long prompts and time to first token",
+        "",
+        "Prompt speed at 512 tokens, and the time to the first token of a reply to a 1,000-token chat "
+        "history (its prompt pass; the first token is the argmax of that pass's last logits): random token "
+        "ids, one generated token, median of the runs after a warm-up, llama.cpp feeding n_batch 512 at a time.",
+        "",
+        long_prompt_table(speed),
+        "",
+    ]
     lines += files_section(speed, quality, files, bandwidth, file_repeats)
     lines += [
         "llama.cpp tensor types: "
@@ -639,11 +743,9 @@ def render(
             "### First loads (ours)",
             "",
             "Each of our configurations loaded once before the speed runs, 2 threads, in its own "
-            "`python -m tmac_core bench --repeats 0` process: a miss repacks the file and writes the "
-            "cache where it can (the cache format has no field for the SUPER-scale K-quant weights "
-            "yet: files with such tensors repack on every load); a hit maps the cache. Peak RSS is the "
-            "process's VmHWM. Code measured: "
-            f"commit {_commit()} (the loader before the streaming first load).",
+            "`python -m tmac_core bench --repeats 0` process: a miss repacks the file, streaming it into "
+            "the cache file in row slabs; a hit maps the cache. Peak RSS is the process's VmHWM. Code "
+            f"measured: commit {_commit()}.",
             "",
             *load_rows,
             "",
@@ -778,7 +880,7 @@ def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file
         "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token (ours: the "
         "packed weights; llama.cpp: the file's 2-D tensors but the token embedding unless it is tied); "
         f"% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth measured in this run "
-        f"({_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2, numpy sums over 1 GB).",
+        f"({_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2, a C streaming read).",
         "",
         "| model | file | threads | decode ours | decode llama.cpp | × | prompt ours | prompt llama.cpp | × "
         "| MB/token ours | MB/token llama.cpp | % BW ours | % BW llama.cpp |",
@@ -841,6 +943,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quiet-wait", type=float, default=180.0, help="longest wait for an idle machine (s)")
     p.add_argument("--no-f16-load", action="store_true", help="skip the 1.17B f16 → 4-bit first load")
     p.add_argument("--only", choices=("smollm2", "files", "synth"), default=None, help="one model group (development)")
+    p.add_argument("--no-long", action="store_true", help="skip the long-prompt and time-to-first-token rows")
+    p.add_argument("--long-repeats", type=int, default=3, help="repeats of the long-prompt rows")
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity runs (development)")
     p.add_argument("--chunks", type=int, default=None, help="perplexity chunks (default: the whole text)")
     p.add_argument("--no-doc", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
@@ -855,11 +959,13 @@ def main(argv: list[str]) -> int:
     groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}}.get(
         a.only, {"SmolLM2-135M", FILES_GROUP, "synthetic 1.17B"}
     )
-    from tests.bench.machine import read_bandwidth_gbs
+    from tests.bench.machine import read_bandwidth
 
-    bandwidth = {t: read_bandwidth_gbs(t) for t in THREADS}
+    bandwidth = {t: read_bandwidth(t)[0] for t in THREADS}
     print(f"DRAM read bandwidth: {bandwidth[1]:.1f} GB/s on 1 thread, {bandwidth[2]:.1f} GB/s on 2", flush=True)
     speed, first_load = measure_speed(files, peer, a.repeats, groups, a.file_repeats, not a.no_f16_load)
+    if not a.no_long:
+        speed.update(measure_long_prompts(files, peer, a.long_repeats, groups))
     quality = {} if a.no_quality else measure_quality(files, peer, a.chunks)
     section = render(machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth)
     print("\n" + section)

@@ -108,16 +108,19 @@ def cmd_quantize(a) -> dict:
 
 
 def cmd_bench(a) -> dict:
-    m = Model(a.model, 512, a.threads)
+    n_ctx = max(512, a.prompt_tokens + a.gen_tokens + 1)
+    m = Model(a.model, n_ctx, a.threads)
     rss = rss_bytes()
     prompt = np.random.default_rng(a.seed).integers(0, m.n_vocab, a.prompt_tokens, dtype=np.int32)
 
     def run_once():
-        # same steps as `python -m tmac_core bench`: the prompt (one batch here: n_batch
-        # 512), then greedy argmax steps
+        # same steps as `python -m tmac_core bench`: the prompt (in batches of n_batch
+        # 512, as llama.cpp's own tools and servers feed a long one), then greedy argmax steps
         m.clear()
         t0 = time.perf_counter()
-        logits = m.decode(prompt, 0, len(prompt) - 1)
+        for at in range(0, len(prompt), N_BATCH):
+            part = prompt[at : at + N_BATCH]
+            logits = m.decode(part, at, len(part) - 1)
         t1 = time.perf_counter()
         token = int(np.argmax(logits[-1]))
         for i in range(a.gen_tokens):
@@ -134,6 +137,7 @@ def cmd_bench(a) -> dict:
         "decode_tok_s_runs": [r[1] for r in runs],
         "rss_bytes": rss,
         "threads": a.threads,
+        "n_ctx": n_ctx,
         "file_bytes": os.path.getsize(a.model),
         "system_info": L.llama_print_system_info().decode(errors="replace"),
     }
