@@ -387,14 +387,15 @@ class MacApi:
             raise OSError("no AppleSmartBattery service (no battery)")
         properties = ctypes.c_void_p()
         try:
-            if self._iokit.IORegistryEntryCreateCFProperties(service, ctypes.byref(properties), None, 0) != 0:
+            result = self._iokit.IORegistryEntryCreateCFProperties(service, ctypes.byref(properties), None, 0)
+            if result != 0 or not properties.value:
                 raise OSError("the battery's properties could not be read")
         finally:
             self._iokit.IOObjectRelease(service)
         try:
             found: dict[str, int | bool] = {}
             for key in BATTERY_KEYS:
-                ref = self._get(int(properties.value or 0), key)
+                ref = self._get(properties.value, key)
                 value = self._python_value(ref) if ref else None
                 if value is not None:
                     found[key] = value
