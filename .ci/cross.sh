@@ -20,11 +20,13 @@
 # Any failure fails CI (set -e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# .ci/run has refreshed the package lists (apt-get update) before calling this
 if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    # wine64 alone: the 64-bit loader is all a mingw x86_64 binary needs (no 32-bit wine)
-    $SUDO apt-get install -y -qq --no-install-recommends clang lld gcc-mingw-w64-x86-64 wine64 >/dev/null
+    # wine (the wine, wineserver and winepath commands) with the 64-bit loader only: a mingw
+    # x86_64 console program needs no 32-bit wine and none of wine's recommended media libraries
+    $SUDO apt-get install -y -qq --no-install-recommends clang gcc-mingw-w64-x86-64 wine wine64 >/dev/null
 fi
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
