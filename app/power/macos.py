@@ -445,7 +445,10 @@ class IOReportSensor:
         if self.unavailable_reason() is not None or self._api is None:
             raise RuntimeError(self._reason)
         with self._lock:
-            joules = cpu_energy_joules(self._api.energy_model_delta())
+            try:
+                joules = cpu_energy_joules(self._api.energy_model_delta())
+            except (OSError, ValueError):
+                return PowerReading(self.name, self._clock())  # no counters: no number for this interval
             self._total_nj += round(joules * NANOJOULES)
             return PowerReading(self.name, self._clock(), counters=(self._total_nj,))
 

@@ -378,10 +378,12 @@ class EmiSensor:
     def read(self) -> PowerReading:
         if self.unavailable_reason() is not None or self._handle is None or self._api is None:
             raise RuntimeError(self._reason)
-        raw = self._api.ioctl(self._handle, IOCTL_EMI_GET_MEASUREMENT, self._n_channels * EMI_MEASUREMENT_BYTES)
-        t = self._clock()
-        measured = parse_emi_measurements(raw, self._n_channels)
-        return PowerReading(self.name, t, counters=tuple(measured[i][0] for i in self._picked))
+        try:
+            raw = self._api.ioctl(self._handle, IOCTL_EMI_GET_MEASUREMENT, self._n_channels * EMI_MEASUREMENT_BYTES)
+            measured = parse_emi_measurements(raw, self._n_channels)
+        except (OSError, EmiFormatError):
+            return PowerReading(self.name, self._clock())  # no counters: no number for this interval
+        return PowerReading(self.name, self._clock(), counters=tuple(measured[i][0] for i in self._picked))
 
     def joules_between(self, start: PowerReading, end: PowerReading) -> float | None:
         if start.counters is None or end.counters is None:

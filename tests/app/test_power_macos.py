@@ -80,6 +80,13 @@ def test_ioreport_cpu_energy_through_the_power_meter():
     assert meter.joules_between(start, end) == pytest.approx(3.5)
 
 
+def test_an_unknown_unit_gives_no_number():
+    api = RecordedMac(CHANNELS, [[item("CPU Energy", 5, unit="kWh")]])
+    meter = PowerMeter([M.IOReportSensor(api)])
+    reading = meter.read()
+    assert reading is not None and reading.counters is None and meter.joules_between(reading, reading) is None
+
+
 def test_units_and_dies():
     items = [
         item("DIE_0_CPU Energy", 3_000_000_000, unit="nJ"),

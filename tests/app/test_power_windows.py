@@ -197,6 +197,14 @@ def test_emi_sensor_through_the_power_meter():
     assert api.closed == [100]
 
 
+def test_a_failed_measurement_gives_no_number():
+    device = emi_device(metadata_v2(INTEL), 2, [measurements((1, 1), (0, 0), (0, 0), (0, 0)), b"short"])
+    meter = PowerMeter([W.EmiSensor(RecordedWindows({"dev": device}))])
+    start, end = meter.read(), meter.read()
+    assert end is not None and end.counters is None
+    assert meter.watts_between(start, end) is None
+
+
 def test_emi_counter_wraparound():
     start = W.joules_from_counters([2**64 - 1_000], [500])
     assert start == pytest.approx(1_500 * 3.6e-9)
