@@ -15,6 +15,9 @@
 #     mingw-w64 together with tests/kernels/c/kernel_driver.c, run under wine: every tier
 #     this CPU offers against the generic tier and the Python extension's outputs, each also
 #     through the thread pool at a different size.
+#  3. the Windows struct sizes, offsets and constants that app/power/windows.py and
+#     app/platform_checks.py hand to ctypes, printed from the real headers under wine and
+#     compared with the Python side (tests/app/windows_layouts.py).
 # The NEON tier on a CPU without the dot-product extension runs in the test suite
 # (tests/kernels/test_neon_baseline.py, qemu-aarch64 -cpu cortex-a53).
 # Any failure fails CI (set -e).
@@ -139,4 +142,10 @@ case "$summary" in
     *" cases, 0 failed") ;;
     *) grep FAIL "$WORK/wine.out" | head -n 20; echo "kernel driver reported failures under wine"; exit 1 ;;
 esac
+echo "== the Windows structs and constants the Python ctypes code writes by hand, against the headers"
+x86_64-w64-mingw32-gcc -std=c11 -Wall -Werror tests/app/c/windows_layouts.c -o "$WORK/windows_layouts.exe"
+wine "$WORK/windows_layouts.exe" | tr -d '\r' >"$WORK/layouts-headers.txt"
+"$PY" -m tests.app.windows_layouts >"$WORK/layouts-python.txt"
+diff -u "$WORK/layouts-headers.txt" "$WORK/layouts-python.txt" || { echo "app/power/windows.py or app/platform_checks.py disagrees with the Windows headers"; exit 1; }
+echo "  $(wc -l <"$WORK/layouts-headers.txt") sizes, offsets and constants agree"
 echo "== cross.sh done in $((SECONDS - started)) s"

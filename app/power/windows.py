@@ -207,6 +207,9 @@ class _DeviceInterfaceData(ctypes.Structure):  # SP_DEVICE_INTERFACE_DATA
     ]
 
 
+# SP_DEVICE_INTERFACE_DETAIL_DATA_W: cbSize u32, then DevicePath WCHAR[]; cbSize must hold the
+# fixed part's size with its padding (8 for 64-bit processes, the only ones this app ships)
+DETAIL_DATA_CB_SIZE, DETAIL_DATA_PATH_OFFSET = 8, 4
 DIGCF_PRESENT, DIGCF_DEVICEINTERFACE = 0x2, 0x10
 GENERIC_READ, FILE_SHARE_READ_WRITE, OPEN_EXISTING = 0x80000000, 0x3, 3
 INVALID_HANDLE = ctypes.c_void_p(-1).value
@@ -278,15 +281,13 @@ class WindowsApi:
                 )
                 if not 6 <= required.value <= 65536:
                     raise self._error("SetupDiGetDeviceInterfaceDetail (size)")
-                # SP_DEVICE_INTERFACE_DETAIL_DATA_W: cbSize u32, DevicePath WCHAR[] at offset 4;
-                # cbSize is the fixed part's size with padding: 8 on 64-bit, 6 on 32-bit
                 detail = ctypes.create_string_buffer(required.value + 2)
-                ctypes.c_uint32.from_buffer(detail).value = 8 if ctypes.sizeof(ctypes.c_void_p) == 8 else 6
+                ctypes.c_uint32.from_buffer(detail).value = DETAIL_DATA_CB_SIZE
                 if not self._setupapi.SetupDiGetDeviceInterfaceDetailW(
                     devices, ctypes.byref(data), detail, required.value, None, None
                 ):
                     raise self._error("SetupDiGetDeviceInterfaceDetail")
-                paths.append(_utf16(detail.raw[4 : required.value]))
+                paths.append(_utf16(detail.raw[DETAIL_DATA_PATH_OFFSET : required.value]))
         finally:
             self._setupapi.SetupDiDestroyDeviceInfoList(devices)
         return paths
