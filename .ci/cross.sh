@@ -7,7 +7,8 @@
 #     No MSVC or Apple SDK headers exist here: clang's own headers (stdint.h, stddef.h,
 #     arm_neon.h, immintrin.h) serve, and small stand-ins declare the few C library functions
 #     the kernels call (stdlib.h, string.h, math.h, assert.h; malloc.h for immintrin.h on
-#     Windows). The two files that need the OS (cpu_features.c, thread_pool.c) are skipped
+#     Windows). The x86 files are compiled for x86_64-apple-macos10.15 (Intel Macs) as well, and
+#     the float-source quantizer (tmac_core/loading/quantize.c) for every target. The two files that need the OS (cpu_features.c, thread_pool.c) are skipped
 #     there; every file, those two included, is then compiled for Windows on ARM as
 #     aarch64-w64-windows-gnu against the mingw-w64 headers (the same windows.h for every
 #     architecture), and for x86_64 in step 2.
@@ -76,6 +77,7 @@ EOF
 cat >"$STUB/math.h" <<'EOF'
 #pragma once
 float expf(float); float fabsf(float); float fmaf(float, float, float); float nearbyintf(float);
+float frexpf(float, int *); float ldexpf(float, int);
 double exp(double); double log(double);
 #define INFINITY __builtin_inff()
 #define isnan(x) __builtin_isnan(x)
@@ -94,7 +96,8 @@ EOF
 # the OS-facing baseline files: built for real (with windows.h) by the mingw step below
 OS_FILES="cpu_features.c thread_pool.c"
 compiled=0
-for target in aarch64-pc-windows-msvc:aarch64 arm64-apple-macos11:arm64 x86_64-pc-windows-msvc:x86_64; do
+for target in aarch64-pc-windows-msvc:aarch64 arm64-apple-macos11:arm64 x86_64-pc-windows-msvc:x86_64 \
+              x86_64-apple-macos10.15:x86_64; do
     triple=${target%%:*}; arch=${target##*:}
     while IFS=$'\t' read -r tier file flags; do
         case " $OS_FILES " in *" $file "*) continue ;; esac
@@ -117,6 +120,20 @@ while IFS=$'\t' read -r tier file flags; do
     compiled=$((compiled + 1))
 done < <(units aarch64)
 echo "  aarch64-w64-windows-gnu (mingw-w64 headers, every file): ok"
+# the float-source quantizer (tmac_core.loading._fastquant's C file: baseline flags, an AVX
+# function chosen at run time on x86-64). Not for x86_64-pc-windows-msvc: clang gates its AVX
+# intrinsics there behind -mavx where MSVC's cl has them all; the mingw build below covers x64
+# Windows with the same code path as clang and gcc everywhere.
+QFLAGS=$("$PY" -c 'import importlib.util as u; s=u.spec_from_file_location("s","tmac_core/kernels/sources.py"); m=u.module_from_spec(s); s.loader.exec_module(m); print(" ".join(m.GCC_COMMON))')
+for triple in aarch64-pc-windows-msvc arm64-apple-macos11 x86_64-apple-macos10.15; do
+    # shellcheck disable=SC2086
+    clang --target="$triple" -nostdlibinc -isystem "$STUB" $QFLAGS -Werror -I tmac_core/loading \
+        -c tmac_core/loading/quantize.c -o "$WORK/obj.o"
+    compiled=$((compiled + 1))
+done
+# shellcheck disable=SC2086
+x86_64-w64-mingw32-gcc $QFLAGS -Werror -I tmac_core/loading -c tmac_core/loading/quantize.c -o "$WORK/obj.o"
+echo "  the quantizer (tmac_core/loading/quantize.c): ok"
 echo "  $compiled files compiled"
 
 echo "== mingw-w64 build of the C library + kernel driver, run under wine"
@@ -130,8 +147,7 @@ while IFS=$'\t' read -r tier file flags; do
     objs+=("$out")
 done < <(units x86_64)
 # shellcheck disable=SC2046
-x86_64-w64-mingw32-gcc $("$PY" -c 'import importlib.util as u; s=u.spec_from_file_location("s","tmac_core/kernels/sources.py"); m=u.module_from_spec(s); s.loader.exec_module(m); print(" ".join(m.GCC_COMMON))') \
-    -Werror -DDRIVER_DISPATCH -I "$K/include" tests/kernels/c/kernel_driver.c tests/kernels/c/ucrt_fmaf.c "${objs[@]}" -static -o "$WORK/kernel_driver.exe"
+x86_64-w64-mingw32-gcc $QFLAGS -Werror -DDRIVER_DISPATCH -I "$K/include" tests/kernels/c/kernel_driver.c tests/kernels/c/ucrt_fmaf.c "${objs[@]}" -static -o "$WORK/kernel_driver.exe"
 n_cases=$("$PY" -m tests.kernels.write_cross_cases "$WORK/cases.bin")
 wine "$WORK/kernel_driver.exe" "$(winepath -w "$WORK/cases.bin" 2>/dev/null || echo "Z:$WORK/cases.bin")" \
     >"$WORK/wine.out" 2>&1 || { tail -n 40 "$WORK/wine.out"; echo "kernel driver failed under wine"; exit 1; }
