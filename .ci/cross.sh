@@ -38,7 +38,7 @@ WORK=$(mktemp -d)
 export WINEPREFIX="$WORK/wine" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
 cleanup() { wineserver -k >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-[ -n "${CROSS_KEEP:-}" ] && trap - EXIT
+[ -n "${CROSS_KEEP:-}" ] && trap - EXIT   # CROSS_KEEP=1: keep $WORK (binaries, outputs) to look at
 K=tmac_core/kernels
 started=$SECONDS
 
