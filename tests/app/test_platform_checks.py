@@ -109,3 +109,15 @@ def test_dialogs_offscreen(qtbot, monkeypatch, capsys):
 def test_windows_build_boundary(build):
     found = P.problems_for(facts(platform="win32", windows_build=build))
     assert bool(found) == (build < P.MIN_WINDOWS_BUILD)
+
+
+def test_the_app_does_not_start_after_a_fatal_problem(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app import main
+
+    shown: list[str] = []
+    monkeypatch.setattr(P, "probe_machine", lambda: facts(x86_features=frozenset()))
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box.text()) or 0)
+    assert main.run([]) == 3
+    assert len(shown) == 1 and "SSE4.2" in shown[0]
