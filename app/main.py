@@ -120,6 +120,10 @@ def run(argv: list[str] | None = None) -> int:
     if loaded.settings.offline_mode:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is first imported
     app = make_application()
+    from app.platform_checks import check_platform
+
+    if not check_platform():  # a dialog, not a crash, on a CPU or OS this build cannot run on
+        return 3
     from app.ui.main_window import MainWindow
     from app.ui.theme import apply_theme
 

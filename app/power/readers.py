@@ -2,12 +2,17 @@
 
 `CpuTimeReader` gives this process's CPU seconds (os.times) and system-wide
 utilisation (/proc/stat on Linux, psutil elsewhere if installed). Power comes
-from the first sensor that works without admin rights: Linux RAPL energy
-counters (often root-only since kernel 5.10: a PermissionError means "not
-available"), then a Linux battery while discharging. macOS and Windows report
-"not available" for now: their non-admin sources (IOReport / SMC, EMI / WinRT
-battery rate; see UnsupportedPlatformSensor below) need native bridges we do not ship yet. The
-sysfs and procfs roots are constructor parameters so tests use fake trees.
+from the first sensor that works without admin rights (default_sensors):
+- Linux: RAPL energy counters (often root-only since kernel 5.10: a
+  PermissionError means "not available"), then a battery while discharging;
+- Windows (app/power/windows.py): the Energy Meter Interface's CPU channels,
+  then the battery's discharge rate;
+- macOS (app/power/macos.py): IOReport's "Energy Model" CPU channels (Apple
+  Silicon), then the SMC's system power key PSTR, then the battery (Intel Macs).
+Each sensor's `label` says what it measures ("CPU package (RAPL)", "system
+(battery discharge)", ...); the UI shows it next to the number. The sysfs and
+procfs roots are constructor parameters so tests use fake trees; the Windows
+and macOS sensors take their OS calls as a parameter for the same reason.
 Pure Python: must not import PySide6 or tmac_core.
 """
 
@@ -19,7 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+
+from app.power.base import PowerReading as PowerReading
+from app.power.base import PowerSensor as PowerSensor
+from app.power.base import trapezoid_joules
 
 NO_SENSOR_REASON = "no power sensor on this machine"
 
@@ -85,25 +93,6 @@ class CpuTimeReader:
 
 
 # ---- power sensors -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PowerReading:
-    sensor: str
-    t: float  # time.monotonic()
-    energy_uj: tuple[int, ...] | None = None  # cumulative counters (RAPL), one per zone
-    watts: float | None = None  # instantaneous power (battery)
-
-
-class PowerSensor(Protocol):
-    """What PowerMeter needs of a sensor; the classes below match it by shape (no base class)."""
-
-    name: str
-    label: str  # shown next to the number: what is being measured
-
-    def unavailable_reason(self) -> str | None: ...  # None when usable
-    def read(self) -> PowerReading: ...
-    def joules_between(self, start: PowerReading, end: PowerReading) -> float | None: ...
 
 
 def _read_text(path: Path) -> str:
@@ -197,19 +186,11 @@ class BatterySensor:
         return PowerReading(self.name, time.monotonic(), watts=sum(watts) if watts else None)
 
     def joules_between(self, start: PowerReading, end: PowerReading) -> float | None:
-        if start.watts is None or end.watts is None:
-            return None
-        return (start.watts + end.watts) / 2 * (end.t - start.t)  # trapezoid over the interval
+        return trapezoid_joules(start, end)
 
 
 class UnsupportedPlatformSensor:
-    """macOS / Windows: we ship no non-admin reader yet, and say so instead of guessing.
-
-    What exists: macOS `powermetrics` needs sudo; IOReport "Energy Model" and SMC
-    PSTR work without sudo but are private APIs needing a native bridge. Windows EMI
-    (IOCTL_EMI_*) and the WinRT battery ChargeRateInMilliwatts need ctypes/WinRT code that is
-    not written yet; psutil's sensors_battery() has no rate.
-    """
+    """A platform without a reader (neither Linux, Windows nor macOS): says so instead of guessing."""
 
     name = "none"
     label = "unavailable"
@@ -218,7 +199,7 @@ class UnsupportedPlatformSensor:
         self.platform_name = platform_name
 
     def unavailable_reason(self) -> str | None:
-        return f"power readings are not supported on {self.platform_name} yet"
+        return f"power readings are not supported on {self.platform_name}"
 
     def read(self) -> PowerReading:
         raise RuntimeError(self.unavailable_reason())
@@ -228,9 +209,18 @@ class UnsupportedPlatformSensor:
 
 
 def default_sensors(sysfs_root: str | Path = "/sys", platform: str = sys.platform) -> list[PowerSensor]:
+    """This platform's sensors, best first; none touches the OS before unavailable_reason()."""
     if platform.startswith("linux"):
         return [RaplSensor(sysfs_root), BatterySensor(sysfs_root)]
-    return [UnsupportedPlatformSensor("macOS" if platform == "darwin" else platform)]
+    if platform == "win32":
+        from app.power.windows import EmiSensor, WindowsBatterySensor
+
+        return [EmiSensor(), WindowsBatterySensor()]
+    if platform == "darwin":
+        from app.power.macos import IOReportSensor, MacBatterySensor, SmcPowerSensor
+
+        return [IOReportSensor(), SmcPowerSensor(), MacBatterySensor()]
+    return [UnsupportedPlatformSensor(platform)]
 
 
 class PowerMeter:

@@ -2,7 +2,10 @@
  * and compares it with the generic tier compiled into the same binary AND
  * with the outputs the Python extension's generic tier produced: tables and
  * outputs must match bit for bit. Built for aarch64 (NEON, run under
- * qemu-aarch64) or for x86 with SIMDe emulating AVX-512 (TMAC_EMULATE_X86).
+ * qemu-aarch64), for x86 with SIMDe emulating AVX-512 (TMAC_EMULATE_X86), or
+ * with DRIVER_DISPATCH: every tier this CPU offers, taken from dispatch's own
+ * table, each also through the thread pool at a different thread count (the
+ * Windows build under wine: CPU detection, dispatch and the Win32 pool).
  * A layout-v2 case (bits > 4, SUPER scales, 16-wide act groups) on a tier that
  * dispatch still marks v1-only (tmac_gemv_v1_only) skips the tier's own tiles:
  * tmac_gemm runs the generic one there, and the threaded check covers that. */
@@ -23,8 +26,24 @@
 #  define TIER_TILE tmac_gemv_tile_avx512
 #  define TIER_TILE2 tmac_gemv2_tile_avx512     /* two-token tile (optional per tier) */
 #  define TIER_ENTRIES tmac_lut_entries_avx2
+#elif defined(DRIVER_DISPATCH)
+#  define DRIVER_THREADED 1
+static tmac_isa_t g_isa;                       /* the tier under test: one pass per available tier */
+static const tmac_kernel_table_t *g_kt;
+#  define TIER_NAME tmac_isa_name(g_isa)
+#  define TIER_ISA g_isa
+#  define TIER_TILE g_kt->gemv_tile
+#  define TIER_TILE2 g_kt->gemv2_tile
+#  define HAS_TIER_TILE2 (g_kt->gemv2_tile != NULL)
+#  define TIER_ENTRIES g_kt->lut_entries
 #else
-#  error "define DRIVER_NEON or DRIVER_AVX512"
+#  error "define DRIVER_NEON, DRIVER_AVX512 or DRIVER_DISPATCH"
+#endif
+#if defined(DRIVER_NEON)
+#  define DRIVER_THREADED 1
+#endif
+#if defined(TIER_TILE2) && !defined(HAS_TIER_TILE2)
+#  define HAS_TIER_TILE2 1
 #endif
 
 static void *read_exact(FILE *f, size_t n) {
@@ -39,13 +58,30 @@ int main(int argc, char **argv) {
     if (!f) { perror(argv[1]); return 2; }
     int32_t n_cases;
     if (fread(&n_cases, 4, 1, f) != 1) return 2;
-    int failures = 0;
+    int failures = 0, n_passes = 1;
 #if defined(DRIVER_NEON)
     if (tmac_init(NULL) != TMAC_OK || tmac_active_isa() != TMAC_ISA_NEON) {
         printf("FAIL dispatch did not pick neon\n");
         failures++;
     }
     tmac_pool_set_threads(3);
+    {
+        const tmac_cpu_features_t *cpu = tmac_cpu();
+        printf("cpu: neon=%d dotprod=%d i8mm=%d sve=%d\n", cpu->neon, cpu->dotprod, cpu->i8mm, cpu->sve);
+    }
+#endif
+#if defined(DRIVER_DISPATCH)
+    if (tmac_init(NULL) != TMAC_OK) { printf("FAIL tmac_init\n"); return 1; }
+    printf("cpu: best tier %s, pool threads %d\n", tmac_isa_name(tmac_active_isa()), tmac_pool_get_threads());
+    n_passes = 0;
+    for (int isa = 0; isa < TMAC_ISA_COUNT; isa++) {
+        if (!tmac_isa_available((tmac_isa_t)isa)) continue;
+        n_passes++;
+        g_isa = (tmac_isa_t)isa;
+        g_kt = tmac_table(g_isa);
+        /* a new size per tier: the pool stops its workers and starts new ones */
+        tmac_pool_set_threads(2 + isa);
+        if (fseek(f, 4, SEEK_SET) != 0) return 2;
 #endif
     for (int c = 0; c < n_cases; c++) {
         /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad, scale_format, super_size */
@@ -94,7 +130,7 @@ int main(int argc, char **argv) {
         }
 #if defined(TIER_TILE2)
         /* every adjacent pair of tokens through the two-token tile */
-        for (int t = 0; own_tiles && t + 1 < n; t++) {
+        for (int t = 0; own_tiles && HAS_TIER_TILE2 && t + 1 < n; t++) {
             tmac_lut_t lut0 = {entries + (size_t)t * k_pad * 4, ls + t * n_ag, xs + t * n_ag, k_pad, ag};
             tmac_lut_t lut1 = {entries + (size_t)(t + 1) * k_pad * 4, ls + (t + 1) * n_ag, xs + (t + 1) * n_ag,
                                k_pad, ag};
@@ -108,10 +144,10 @@ int main(int argc, char **argv) {
             }
         }
 #endif
-#if defined(DRIVER_NEON)
-        /* the threaded driver on the pool (3 threads), through dispatch */
+#if defined(DRIVER_THREADED)
+        /* the threaded driver on the pool, through dispatch */
         for (int i = 0; i < n * m; i++) y[i] = 0.0f / 0.0f;
-        if (tmac_gemm(TMAC_ISA_NEON, &w, entries, ls, xs, n, k_pad, ag, y, m) != TMAC_OK ||
+        if (tmac_gemm(TIER_ISA, &w, entries, ls, xs, n, k_pad, ag, y, m) != TMAC_OK ||
             memcmp(y, y_expect, (size_t)n * m * 4)) bad |= 8;
 #endif
         printf("%s case %d m=%d k=%d bits=%d group=%d act_group=%d n=%d format=%d super=%d%s: %s", TIER_NAME, c, m,
@@ -127,7 +163,11 @@ int main(int argc, char **argv) {
         free(planes); free(scales); free(sub); free(x); free(y_expect); free(e_expect);
         free(entries); free(entries_g); free(ls); free(inv); free(xs); free(y);
     }
+#if defined(DRIVER_DISPATCH)
+        printf("tier %s done on %d threads\n", TIER_NAME, tmac_pool_get_threads());
+    }
+#endif
     fclose(f);
-    printf("%d cases, %d failed\n", n_cases, failures);
+    printf("%d cases, %d failed\n", n_cases * n_passes, failures);
     return failures ? 1 : 0;
 }
