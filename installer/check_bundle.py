@@ -39,7 +39,9 @@ NATIVE_FLAG = re.compile(r"(-march=native|-mtune=native|-mcpu=native|/arch:nativ
 ISA_FLAG = re.compile(
     r"(-mavx\S*|-mfma|-mf16c|-msse4\S*|-march=(?!x86-64 |x86-64$|armv8-a |armv8-a$)\S+|\+dotprod|/arch:\S+)"
 )
-FORBIDDEN = re.compile(r"(QtWebEngine|Qt6Qml|libQt6Quick|Qt6Quick|VirtualKeyboard|Qt6Pdf|/translations/)")
+FORBIDDEN = re.compile(
+    r"(QtWebEngine|Qt6Qml|Qt6Quick|VirtualKeyboard|Qt6Pdf|Qt(Qml|Quick|Pdf)\w*\.framework|/translations/)"
+)
 ELF_MACHINE = {62: "x86_64", 183: "arm64"}
 PE_MACHINE = {0x8664: "x86_64", 0xAA64: "arm64", 0x14C: "x86"}
 MACHO_CPU = {0x01000007: "x86_64", 0x0100000C: "arm64"}

@@ -7,6 +7,7 @@ Standard library only at import: the spec imports it inside PyInstaller's proces
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -56,8 +57,8 @@ DROPPED_PARTS = (
     "PySide6/Qt/translations/", "PySide6/Qt/qml/", "PySide6/translations/", "PySide6/qml/",
     "plugins/egldeviceintegrations/", "plugins/generic/", "plugins/platforms/libqeglfs",
     "plugins/platforms/libqlinuxfb", "plugins/platforms/libqminimalegl", "plugins/platforms/libqvkkhrdisplay",
-    "plugins/platforms/libqvnc", "plugins/platforminputcontexts/libqtvirtualkeyboardplugin",
-    "plugins/imageformats/libqpdf", "plugins/imageformats/qpdf", "plugins/platformthemes/libqgtk3",
+    "plugins/platforms/libqvnc", "qtvirtualkeyboardplugin", "plugins/imageformats/libqpdf",
+    "plugins/imageformats/qpdf", "plugins/platformthemes/libqgtk3",
 )  # fmt: skip
 DROPPED_LIBRARY_PREFIXES = (
     "libQt6Qml", "libQt6Quick", "libQt6VirtualKeyboard", "libQt6Pdf", "libQt6EglFS", "libQt6EglFs",
@@ -65,12 +66,18 @@ DROPPED_LIBRARY_PREFIXES = (
     "libepoxy", "libfribidi", "libdatrie", "libthai", "libgraphite2", "libpixman",
     "Qt6Qml", "Qt6Quick", "Qt6VirtualKeyboard", "Qt6Pdf",  # the same on Windows (no lib prefix)
 )  # fmt: skip
+# the same libraries on macOS, where Qt comes as frameworks (QtQml.framework/Versions/A/QtQml)
+DROPPED_FRAMEWORKS = re.compile(r"/Qt(Qml|Quick|VirtualKeyboard|Pdf)\w*\.framework/")
 
 
 def drop_from_bundle(dest_name: str) -> bool:
-    path = dest_name.replace("\\", "/")
+    path = "/" + dest_name.replace("\\", "/")
     name = path.rsplit("/", 1)[-1]
-    return any(part in path for part in DROPPED_PARTS) or name.startswith(DROPPED_LIBRARY_PREFIXES)
+    return (
+        any(part in path for part in DROPPED_PARTS)
+        or name.startswith(DROPPED_LIBRARY_PREFIXES)
+        or DROPPED_FRAMEWORKS.search(path) is not None
+    )
 
 
 def version() -> str:

@@ -17,9 +17,13 @@ printf 'stub\n' > "$work/payload/_internal/assets/catalog.json"
 version=$("$python" installer/layout.py version)
 for arch in x64 arm64; do
     out="$work/tmac-chat-$version-windows-$arch-setup.exe"
-    makensis -V2 -WX -DARCH="$arch" -DVERSION="$version" -DPAYLOAD="$work/payload" \
-        -DICON="$work/icons/tmac-chat.ico" -DOUTFILE="$out" installer/windows/tmac_chat.nsi
+    makensis -V4 -WX -DARCH="$arch" -DVERSION="$version" -DPAYLOAD="$work/payload" \
+        -DICON="$work/icons/tmac-chat.ico" -DOUTFILE="$out" installer/windows/tmac_chat.nsi > "$work/makensis.log" \
+        || { cat "$work/makensis.log" >&2; exit 1; }
     [ "$(head -c 2 "$out")" = "MZ" ] || { echo "check_nsis: $out is not a Windows executable" >&2; exit 1; }
+    for packed in '"tmac-chat.exe"' '"catalog.json"'; do  # the payload, subfolders included, went in
+        grep -q "File: $packed" "$work/makensis.log" || { echo "check_nsis: $packed not packed" >&2; exit 1; }
+    done
     echo "check_nsis: $arch installer compiled ($(wc -c < "$out") bytes)"
 done
 # a wrong ARCH must be refused by the script itself

@@ -45,6 +45,10 @@ def test_architecture_from_pe_and_macho_headers(tmp_path):
         ("PySide6/Qt/plugins/platforms/libqoffscreen.so", False),
         ("PySide6/Qt/lib/libQt6Widgets.so.6", False),
         ("libcairo.so.2", True),
+        ("PySide6/Qt/plugins/platforminputcontexts/qtvirtualkeyboardplugin.dll", True),
+        ("PySide6/Qt/lib/QtQml.framework/Versions/A/QtQml", True),
+        ("PySide6/Qt/lib/QtQuickControls2.framework/Resources/Info.plist", True),
+        ("PySide6/Qt/lib/QtWidgets.framework/Versions/A/QtWidgets", False),
         ("assets/themes/dark.qss", False),
     ],
 )
