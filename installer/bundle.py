@@ -23,11 +23,13 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from installer import layout  # noqa: E402 (after the path change)
 from installer.layout import DIST, EXE_NAME, GENERATED, PACKAGE_NAME, RELEASE, ROOT  # noqa: E402
 
+T = TypeVar("T")
 DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 # What the Qt xcb platform plugin links from the system and the PySide6 wheel does not ship.
 DEB_DEPENDS = (
@@ -50,7 +52,7 @@ StartupWMClass=TMACChat
 """
 
 
-def step(name: str, action: Callable[[], object]) -> object:
+def step(name: str, action: Callable[[], T]) -> T:
     start = time.monotonic()
     print(f"== bundle: {name}", flush=True)
     result = action()
@@ -267,12 +269,12 @@ def main() -> int:
     step("bundle checks", lambda: run([sys.executable, ROOT / "installer" / "check_bundle.py"]))
     outputs: list[Path] = []
     if sys.platform.startswith("linux"):
-        outputs.append(step(".deb", lambda: deb_package(version, arch)))  # type: ignore[arg-type]
-        outputs.append(step("portable tarball", lambda: portable_tarball(version, arch)))  # type: ignore[arg-type]
+        outputs.append(step(".deb", lambda: deb_package(version, arch)))
+        outputs.append(step("portable tarball", lambda: portable_tarball(version, arch)))
     elif sys.platform == "win32":
-        outputs.append(step("NSIS installer", lambda: windows_installer(version, arch)))  # type: ignore[arg-type]
+        outputs.append(step("NSIS installer", lambda: windows_installer(version, arch)))
     elif sys.platform == "darwin":
-        outputs.append(step(".dmg", lambda: mac_dmg(version, arch)))  # type: ignore[arg-type]
+        outputs.append(step(".dmg", lambda: mac_dmg(version, arch)))
     for path in outputs:
         print(f"bundle: {path.relative_to(ROOT)} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"bundle: {platform.system()} {arch} done in {time.monotonic() - start:.0f} s", flush=True)

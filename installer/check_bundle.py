@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from installer import layout  # noqa: E402 (after the path change)
@@ -60,17 +61,25 @@ class Report:
 
 
 def binary_arch(path: Path) -> str:
+    """The architecture in an executable's or library's header: x86_64, arm64, or for a macOS
+    universal binary the ones it holds ("arm64+x86_64")."""
     head = path.read_bytes()[:4096]
     if head[:4] == b"\x7fELF":
         return ELF_MACHINE.get(struct.unpack_from("<H", head, 18)[0], "unknown ELF")
     if head[:2] == b"MZ":
         pe = struct.unpack_from("<I", head, 0x3C)[0]
         return PE_MACHINE.get(struct.unpack_from("<H", head, pe + 4)[0], "unknown PE")
-    if head[:4] in (b"\xcf\xfa\xed\xfe",):  # 64-bit Mach-O, little-endian
+    if head[:4] == b"\xcf\xfa\xed\xfe":  # 64-bit Mach-O, little-endian
         return MACHO_CPU.get(struct.unpack_from("<I", head, 4)[0], "unknown Mach-O")
-    if head[:4] == b"\xca\xfe\xba\xbe":
-        return "universal"
+    if head[:4] == b"\xca\xfe\xba\xbe":  # universal: big-endian count, then (cputype, subtype, offset, size, align)
+        count = struct.unpack_from(">I", head, 4)[0]
+        cpus = (struct.unpack_from(">I", head, 8 + 20 * i)[0] for i in range(min(count, 8)))
+        return "+".join(sorted(MACHO_CPU.get(cpu, hex(cpu)) for cpu in cpus))
     return "unknown"
+
+
+def runs_natively(path: Path, arch: str) -> bool:
+    return arch in binary_arch(path).split("+")
 
 
 def internal_dir(bundle: Path) -> Path:
@@ -90,7 +99,7 @@ def find_extension(internal: Path, module: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def kernel_sources():  # the tier list and flags setup.py used (loaded by path, stdlib only)
+def kernel_sources() -> ModuleType:  # the tier list and flags setup.py used (loaded by path, stdlib only)
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_sources", layout.ROOT / "tmac_core/kernels/sources.py")
@@ -102,7 +111,7 @@ def kernel_sources():  # the tier list and flags setup.py used (loaded by path, 
 
 def exported_symbols(path: Path) -> set[str] | None:
     nm = shutil.which("nm")
-    if nm is None or binary_arch(path) in ("x86_64", "arm64") and path.suffix == ".pyd":
+    if nm is None or path.suffix == ".pyd":  # a PE extension exports only its PyInit function
         return None
     args = [nm, "-g", "--defined-only"] if sys.platform != "darwin" else [nm, "-g", "-U"]
     done = subprocess.run([*args, str(path)], capture_output=True, text=True)
@@ -129,7 +138,7 @@ def dwarf_units(path: Path) -> list[tuple[str, str]]:
     return units
 
 
-def check_flags(report: Report, kernels: Path, others: list[Path], sources, arch: str) -> None:
+def check_flags(report: Report, kernels: Path, others: list[Path], sources: ModuleType, arch: str) -> None:
     lists = [*sources.GCC_COMMON, *sources.MSVC_COMMON]
     for unit in sources.TIER_UNITS:
         lists += [*unit.gcc_flags, *unit.msvc_flags]
@@ -209,13 +218,13 @@ def main() -> int:
     if not report.check(exe is not None, f"executable in {bundle}"):
         return 1
     assert exe is not None
-    report.check(binary_arch(exe) == arch, f"executable built for {binary_arch(exe)} (this machine: {arch})")
+    report.check(runs_natively(exe, arch), f"executable built for {binary_arch(exe)} (this machine: {arch})")
     internal = internal_dir(bundle)
     found = {module: find_extension(internal, module) for module in EXTENSIONS}
     for module, path in found.items():
         if report.check(path is not None, f"extension {module} present"):
             assert path is not None
-            report.check(binary_arch(path) == arch, f"  {path.name} built for {binary_arch(path)}")
+            report.check(runs_natively(path, arch), f"  {path.name} built for {binary_arch(path)}")
     sources = kernel_sources()
     tiers = {"generic", *(u.tier for u in sources.TIER_UNITS if arch in u.archs)}
     report.facts["tiers_built"] = sorted(tiers)
@@ -249,9 +258,8 @@ def main() -> int:
     shown = sorted(parts.items(), key=lambda kv: -kv[1])
     for name, size in shown[:20]:
         print(f"  {size / 1e6:8.1f} MB  {name}")
-    rest = sum(size for _, size in shown[20:])
-    print(f"  {rest / 1e6:8.1f} MB  ({len(shown) - 20} smaller parts)" if len(shown) > 20 else "", end="")
-    print()
+    if len(shown) > 20:
+        print(f"  {sum(size for _, size in shown[20:]) / 1e6:8.1f} MB  ({len(shown) - 20} smaller parts)")
     report.check(total < layout.SIZE_BUDGET_BYTES, f"bundle without the model under the budget: {total / 1e6:.1f} MB")
     report.facts.update(
         size_without_model_mb=round(total / 1e6, 1),

@@ -15,6 +15,10 @@ import os
 import struct
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtGui import QImage
 
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
 # .icns element types that hold PNG data, by pixel size (Apple's "ic07".."ic10", "icp4/5")
@@ -22,7 +26,7 @@ ICNS_TYPES = ((b"icp4", 16), (b"icp5", 32), (b"ic07", 128), (b"ic08", 256), (b"i
 BASENAME = "tmac-chat"
 
 
-def draw(size: int):  # -> QImage (PySide6 imported here: the module must import without Qt)
+def draw(size: int) -> QImage:  # PySide6 imported inside: the module imports without Qt
     from PySide6.QtCore import QPointF, QRectF, Qt
     from PySide6.QtGui import QColor, QImage, QLinearGradient, QPainter, QPainterPath
 
@@ -53,19 +57,19 @@ def draw(size: int):  # -> QImage (PySide6 imported here: the module must import
     return image
 
 
-def png_bytes(image) -> bytes:
+def png_bytes(image: QImage) -> bytes:
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not image.save(buffer, "PNG"):
+    if not image.save(buffer, b"PNG"):
         raise RuntimeError("Qt could not encode a PNG")
     buffer.close()
     return bytes(data.data())
 
 
-def dib_bytes(image) -> bytes:
+def dib_bytes(image: QImage) -> bytes:
     """An .ico image entry in the classic BMP form (BITMAPINFOHEADER, BGRA rows bottom-up, AND
     mask): what every Windows version and NSIS read for the small sizes."""
     from PySide6.QtGui import QImage
@@ -81,7 +85,7 @@ def dib_bytes(image) -> bytes:
     return header + rows + mask
 
 
-def ico_bytes(images: dict[int, object]) -> bytes:
+def ico_bytes(images: dict[int, QImage]) -> bytes:
     entries = [(size, png_bytes(img) if size >= 256 else dib_bytes(img)) for size, img in sorted(images.items())]
     offset = 6 + 16 * len(entries)
     directory, blobs = b"", b""
@@ -92,7 +96,7 @@ def ico_bytes(images: dict[int, object]) -> bytes:
     return struct.pack("<HHH", 0, 1, len(entries)) + directory + blobs
 
 
-def icns_bytes(images: dict[int, object]) -> bytes:
+def icns_bytes(images: dict[int, QImage]) -> bytes:
     body = b""
     for kind, size in ICNS_TYPES:
         blob = png_bytes(images[size])

@@ -11,7 +11,7 @@ import pytest
 
 from installer import layout
 from installer.bundle import has_debug_info, write_version_resource
-from installer.check_bundle import binary_arch, find_extension
+from installer.check_bundle import binary_arch, find_extension, runs_natively
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +32,10 @@ def test_architecture_from_pe_and_macho_headers(tmp_path):
     assert binary_arch(tmp_path / "arm.exe") == "arm64"
     (tmp_path / "x64.dylib").write_bytes(b"\xcf\xfa\xed\xfe" + struct.pack("<I", 0x01000007) + bytes(64))
     assert binary_arch(tmp_path / "x64.dylib") == "x86_64"
+    fat = b"\xca\xfe\xba\xbe" + struct.pack(">I", 2) + struct.pack(">5I", 0x0100000C, 0, 0, 0, 0)
+    (tmp_path / "fat").write_bytes(fat + struct.pack(">5I", 0x01000007, 0, 0, 0, 0))
+    assert binary_arch(tmp_path / "fat") == "arm64+x86_64"
+    assert runs_natively(tmp_path / "fat", "arm64") and not runs_natively(tmp_path / "x64.dylib", "arm64")
 
 
 @pytest.mark.parametrize(
