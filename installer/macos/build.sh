@@ -13,5 +13,6 @@ if [ "$arch" = "x86_64" ] && [ "$(sysctl -in sysctl.proc_translated)" = "1" ]; t
     exit 1
 fi
 export ARCHFLAGS="-arch $arch"
-export MACOSX_DEPLOYMENT_TARGET=${MACOSX_DEPLOYMENT_TARGET:-13.0}
+# the oldest macOS the bundled wheels allow: pip picks numpy's macosx_14_0 wheel on macOS 14+
+export MACOSX_DEPLOYMENT_TARGET=${MACOSX_DEPLOYMENT_TARGET:-14.0}
 "$python" build.py bundle
