@@ -15,6 +15,8 @@ everything else on a fresh machine.
     python build.py bench   setup + the benchmark extra (llama-cpp-python), then the kernel and
                             end-to-end benchmarks (written into docs/BENCHMARKS.md)
     python build.py run     setup, then launch the app on the embedded model
+    python build.py bundle  setup + the bundle extra (PyInstaller), then the frozen app and this
+                            platform's installers in release/ (installer/bundle.py; installer/README.md)
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ def main(argv: list[str]) -> int:
     if command == "run":
         setup()
         return run([venv_python(), "-m", "app", *rest])
+    if command == "bundle":
+        setup()
+        install(requirements("bundle"), "bundle")
+        return run([venv_python(), ROOT / "installer" / "bundle.py", *rest])
     print(f"build.py: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

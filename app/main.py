@@ -29,6 +29,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="open the window, load the built-in model, answer one message, print a JSON report",
     )
     parser.add_argument("--timeout", type=float, default=180.0, help="self-test time limit in seconds")
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="self-test: also write the JSON report to FILE (a windowed build has no stdout)",
+    )
     return parser.parse_args(argv)
 
 
@@ -101,7 +106,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.self_test:
         from app.self_test import run_self_test
 
-        return run_self_test(args.timeout)
+        return run_self_test(args.timeout, args.report)
     if missing_display():
         print(
             "T-MAC Chat needs a display and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n"
