@@ -135,6 +135,12 @@ def installation_facts() -> dict[str, Any]:
 
     model = embedded_model_path()
     facts["embedded_model"] = str(model) if model else None
+    from app.platform_checks import probe_machine, problems_for
+
+    machine = probe_machine()  # the real OS calls behind the start-up dialog (IsWow64Process2, sysctl)
+    facts["process_arch"] = machine.process_arch
+    facts["emulated_on_arm64"] = machine.emulated_on_arm64
+    facts["platform_problems"] = [p.title for p in problems_for(machine)]
     return facts
 
 
