@@ -1,0 +1,76 @@
+"""Fixtures for the server tests: the embedded model in this process, and servers on loopback ports.
+
+`engine_backend` loads SmolLM2 once per session (its repacked copy in a session
+folder) behind an EngineBackend; `serve(**config)` starts a ServerThread on a free
+loopback port and stops it after the test. `post` and `stream_lines` speak plain
+HTTP (http.client), so the tests see the exact status codes, headers and bytes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+N_CTX = 512  # small, so "prompt past the context" is a short request
+
+
+@pytest.fixture(scope="session")
+def engine_backend(tmp_path_factory):
+    from tmac_core.engine import Engine
+    from tmac_core.server import EngineBackend
+
+    engine = Engine.load("default", n_ctx=N_CTX, cache_dir=tmp_path_factory.mktemp("repacked"))
+    backend = EngineBackend(engine)
+    yield backend
+    backend.close()
+    engine.close()
+
+
+@pytest.fixture
+def serve(engine_backend) -> Iterator[Callable[..., Any]]:
+    from tmac_core.server import ServerConfig, ServerThread
+
+    started = []
+
+    def start(backend=None, **config) -> ServerThread:
+        thread = ServerThread(backend or engine_backend, ServerConfig(host="127.0.0.1", port=0, **config))
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+def post(port: int, path: str, body: bytes | dict, headers: dict[str, str] | None = None, timeout: float = 60):
+    """(status, headers, parsed JSON body or raw bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn.request("POST", path, data, {"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    try:
+        return response.status, dict(response.getheaders()), json.loads(raw)
+    except ValueError:
+        return response.status, dict(response.getheaders()), raw
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    return response.status, json.loads(raw)
+
+
+def chat_body(content: str, **extra) -> dict:
+    return {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], **extra}
+
+
+MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
