@@ -602,7 +602,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             " requests run one at a time, in arrival order"
         )
     try:
-        from tmac_core.server import EngineBackend, ServerConfig, serve_forever
+        from tmac_core.server.app import ServerConfig
+        from tmac_core.server.backend import EngineBackend
+        from tmac_core.server.run import serve_forever
     except ImportError as e:
         raise CliError(f"the server needs Starlette and Uvicorn (pip install starlette uvicorn): {e}") from None
     config = ServerConfig(

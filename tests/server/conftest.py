@@ -21,7 +21,7 @@ N_CTX = 512  # small, so "prompt past the context" is a short request
 @pytest.fixture(scope="session")
 def engine_backend(tmp_path_factory):
     from tmac_core.engine import Engine
-    from tmac_core.server import EngineBackend
+    from tmac_core.server.backend import EngineBackend
 
     engine = Engine.load("default", n_ctx=N_CTX, cache_dir=tmp_path_factory.mktemp("repacked"))
     backend = EngineBackend(engine)
@@ -32,7 +32,8 @@ def engine_backend(tmp_path_factory):
 
 @pytest.fixture
 def serve(engine_backend) -> Iterator[Callable[..., Any]]:
-    from tmac_core.server import ServerConfig, ServerThread
+    from tmac_core.server.app import ServerConfig
+    from tmac_core.server.run import ServerThread
 
     started = []
 

@@ -9,22 +9,6 @@
     run.py         Uvicorn in the foreground or on a thread
 
 The app's window serves its own engine process through app.server (a Backend of its own).
+Nothing is imported here: backend.py stays light (no Starlette, no numpy) for the window,
+which imports the rest only when the server is switched on.
 """
-
-from tmac_core.server.app import Server, ServerConfig
-from tmac_core.server.backend import Backend, BackendError, EngineBackend, Job, ModelCard, NotReadyError, Sink
-from tmac_core.server.run import ServerThread, serve_forever
-
-__all__ = [
-    "Backend",
-    "BackendError",
-    "EngineBackend",
-    "Job",
-    "ModelCard",
-    "NotReadyError",
-    "Server",
-    "ServerConfig",
-    "ServerThread",
-    "Sink",
-    "serve_forever",
-]

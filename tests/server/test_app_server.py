@@ -1,0 +1,126 @@
+"""The app's local server on the window's own engine process (spawned, real), driven offscreen.
+
+Requests are made from worker threads while the test spins the Qt event loop, as the
+window does: the engine client lives on the GUI thread and the server on its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+
+import pytest
+
+from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, LONG_PROMPT, engine_cache_dir  # noqa: F401
+from tests.server.conftest import MODEL_ID, get, post
+
+pytest.importorskip("pytestqt")
+
+from app.server.controller import LocalServer  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.settings_store import SettingsStore  # noqa: E402
+from app.workers.engine_client import EngineClient  # noqa: E402
+from app.workers.protocol import EngineState  # noqa: E402
+from tmac_core import SamplingParams  # noqa: E402
+
+pytestmark = pytest.mark.engine
+
+CHAT = "/v1/chat/completions"
+FRANCE = {"model": MODEL_ID, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+
+
+@pytest.fixture
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def window(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
+    """The window's engine client with the embedded model loaded, and its LocalServer (off)."""
+    client = EngineClient(cache_dir=engine_cache_dir)
+    store = SettingsStore(AppSettings(server_port=0), None)
+    server = LocalServer(client, store)
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        client.load("default", None, n_ctx=512)
+    yield client, store, server
+    server.close()
+    client.shutdown()
+
+
+def result(qtbot, future, timeout_ms=ANSWER_TIMEOUT_MS):
+    qtbot.waitUntil(future.done, timeout=timeout_ms)
+    return future.result()
+
+
+def test_the_switch_serves_the_loaded_model_and_stops(qtbot, window, pool):
+    openai = pytest.importorskip("openai")
+    from app.ui.server_panel import ServerDialog
+
+    client, store, server = window
+    dialog = ServerDialog(server, store)
+    qtbot.addWidget(dialog)
+    assert not server.running and dialog.status.text() == "Off"
+    dialog.switch.setChecked(True)
+    assert server.running and store.current.server_enabled
+    url = server.url
+    assert url.startswith("http://127.0.0.1:") and "Serving at" in dialog.status.text()
+    assert MODEL_ID in dialog.example.toPlainText()
+
+    def ask() -> str:
+        with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as api:
+            assert [m.id for m in api.models.list().data] == [MODEL_ID]
+            stream = api.chat.completions.create(
+                model=MODEL_ID, messages=FRANCE["messages"], temperature=0, max_tokens=16, stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    assert "Paris" in result(qtbot, pool.submit(ask))
+    assert "1 requests served" in server.status()
+    port = server.server_thread.port
+    status, _, body = result(qtbot, pool.submit(post, port, CHAT, {**FRANCE, "model": "llama-70b"}))
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    status, _, body = result(qtbot, pool.submit(post, port, "/v1/completions", {"model": MODEL_ID, "prompt": "Hi"}))
+    assert status == 400 and "chat completions" in body["error"]["message"]
+
+    dialog.switch.setChecked(False)
+    assert not server.running and not store.current.server_enabled and dialog.status.text() == "Off"
+    with pytest.raises(ConnectionRefusedError):
+        get(port, "/health")
+
+
+def test_a_server_request_waits_for_the_window_chat(qtbot, window, pool):
+    client, store, server = window
+    store.update(server_enabled=True)
+    finishes = []
+    client.chunk.connect(lambda rid, chunk: chunk.finish_reason and finishes.append((rid, chunk.finish_reason)))
+    chat_id = client.generate([{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0, max_tokens=40))
+    assert client.state == EngineState.GENERATING
+    future = pool.submit(post, server.server_thread.port, CHAT, {**FRANCE, "temperature": 0, "max_tokens": 12})
+    status, _, body = result(qtbot, future)
+    assert status == 200 and "Paris" in body["choices"][0]["message"]["content"]
+    assert finishes[0] == (chat_id, "length")  # the window's chat ran to its end first, uninterrupted
+
+
+def test_engine_killed_mid_request_gives_503_then_recovers(qtbot, window, pool):
+    client, store, server = window
+    store.update(server_enabled=True)
+    port = server.server_thread.port
+    chunks = []
+    client.chunk.connect(lambda rid, chunk: chunks.append(chunk))
+    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
+    future = pool.submit(post, port, CHAT, body)
+    qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    os.kill(client.pid, signal.SIGKILL)
+    status, _, answer = result(qtbot, future)
+    assert status == 503 and answer["error"]["type"] == "server_error", answer
+    qtbot.waitUntil(lambda: client.state == EngineState.DEAD, timeout=10_000)
+    status, _, answer = result(qtbot, pool.submit(post, port, CHAT, body))
+    assert status == 503 and "model" in answer["error"]["message"]
+    assert result(qtbot, pool.submit(get, port, "/health"))[0] == 503
+
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        client.restart()
+    status, _, answer = result(qtbot, pool.submit(post, port, CHAT, {**FRANCE, "temperature": 0, "max_tokens": 12}))
+    assert status == 200 and "Paris" in answer["choices"][0]["message"]["content"]
