@@ -618,7 +618,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _load(args)
     if config.host not in ("127.0.0.1", "::1", "localhost") and not config.api_key:
         _say(f"warning: {config.host} lets other computers use this model, and no --api-key is set")
-    serve_forever(EngineBackend(engine), config)
+    with contextlib.suppress(KeyboardInterrupt):  # Uvicorn raises Ctrl+C again once it has shut down
+        serve_forever(EngineBackend(engine), config)
+    _say("server stopped")
     return 0
 
 

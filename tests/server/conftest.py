@@ -19,11 +19,17 @@ N_CTX = 512  # small, so "prompt past the context" is a short request
 
 
 @pytest.fixture(scope="session")
-def engine_backend(tmp_path_factory):
+def repacked_dir(tmp_path_factory):
+    """The session's repacked-model cache: only the first load repacks."""
+    return tmp_path_factory.mktemp("repacked")
+
+
+@pytest.fixture(scope="session")
+def engine_backend(repacked_dir):
     from tmac_core.engine import Engine
     from tmac_core.server.backend import EngineBackend
 
-    engine = Engine.load("default", n_ctx=N_CTX, cache_dir=tmp_path_factory.mktemp("repacked"))
+    engine = Engine.load("default", n_ctx=N_CTX, cache_dir=repacked_dir)
     backend = EngineBackend(engine)
     yield backend
     backend.close()
