@@ -124,3 +124,17 @@ def test_engine_killed_mid_request_gives_503_then_recovers(qtbot, window, pool):
         client.restart()
     status, _, answer = result(qtbot, pool.submit(post, port, CHAT, {**FRANCE, "temperature": 0, "max_tokens": 12}))
     assert status == 200 and "Paris" in answer["choices"][0]["message"]["content"]
+
+
+def test_a_window_chat_started_mid_answer_interrupts_the_server_answer(qtbot, window, pool):
+    client, store, server = window
+    store.update(server_enabled=True)
+    chunks = []
+    client.chunk.connect(lambda rid, chunk: chunks.append((rid, chunk)))
+    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
+    future = pool.submit(post, server.server_thread.port, CHAT, body)
+    qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    chat_id = client.generate([{"role": "user", "content": "Hi"}], SamplingParams(temperature=0, max_tokens=4))
+    status, _, answer = result(qtbot, future)
+    assert status == 503 and answer["error"]["code"] == "interrupted", answer
+    qtbot.waitUntil(lambda: any(rid == chat_id and c.finish_reason for rid, c in chunks), timeout=ANSWER_TIMEOUT_MS)

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tmac_core.server import openai_api as api
-from tmac_core.server.backend import Backend, BackendError, Job, ModelCard
+from tmac_core.server.backend import AnswerInterruptedError, Backend, BackendError, Job, ModelCard
 from tmac_core.server.scheduler import QueueFullError, Scheduler, Ticket
 from tmac_core.server.stops import StopMatcher
 from tmac_core.types import Chunk
@@ -124,9 +124,9 @@ class _Answer:
                 yield text, _as_final(chunk, "stop"), chunk.generated_tokens
                 return
             if chunk.finish_reason is not None:
-                if chunk.finish_reason == "cancelled":
-                    raise BackendError(
-                        "the answer was interrupted (the app's user started a chat, or the server stopped)"
+                if chunk.finish_reason == "cancelled":  # not by us: we return before it on a stop or a disconnect
+                    raise AnswerInterruptedError(
+                        "The answer was interrupted (the app's user started a chat, or the server is stopping)."
                     )
                 yield text + stops.flush(), chunk, chunk.generated_tokens
                 return

@@ -59,6 +59,14 @@ class PromptTooLongError(BackendError):
         )
 
 
+class AnswerInterruptedError(BackendError):
+    """The engine stopped the answer for someone else: the app's user started a chat, or the
+    server is stopping."""
+
+    status = 503
+    code = "interrupted"
+
+
 class UnsupportedError(BackendError):
     """The backend cannot run this kind of job (the app runs chat only)."""
 

@@ -19,6 +19,7 @@ from tmac_core.server.backend import Backend
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
+CONNECTIONS_BEYOND_QUEUE = 64  # room for the running answer, 429s being sent, /health and /v1/models
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -43,6 +44,8 @@ def _uvicorn(server: Server) -> uvicorn.Server:
         access_log=False,  # paths only, but a busy log helps nobody; prompts are never logged here
         lifespan="off",
         timeout_graceful_shutdown=2,
+        # open connections beyond the queue get Uvicorn's 503 instead of piling up
+        limit_concurrency=server.config.max_queue + CONNECTIONS_BEYOND_QUEUE,
     )
     return uvicorn.Server(config)
 
