@@ -89,8 +89,11 @@ class LocalServer(QObject):
             return self.error or "Off"
         stats = self.server_thread.server.stats
         where = self.server_thread.url
-        if self.settings_store.current.server_lan:
-            where += " (and this computer's network address)"
+        settings = self.settings_store.current
+        if settings.server_lan:
+            where += " and on this computer's network address"
+            if not settings.server_api_key:
+                where += " (no API key: anyone on your network may use it)"
         model = self.backend.model()
         waiting = "" if model is not None else " · no model loaded yet"
         clients = "client" if stats.clients == 1 else "clients"

@@ -138,3 +138,34 @@ def test_a_window_chat_started_mid_answer_interrupts_the_server_answer(qtbot, wi
     status, _, answer = result(qtbot, future)
     assert status == 503 and answer["error"]["code"] == "interrupted", answer
     qtbot.waitUntil(lambda: any(rid == chat_id and c.finish_reason for rid, c in chunks), timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_the_key_and_a_taken_port_without_a_model(qtbot, pool):
+    """No engine process: the server is up, says no model is loaded, and asks for its key."""
+    import socket
+
+    client = EngineClient()
+    store = SettingsStore(AppSettings(server_port=0), None)
+    server = LocalServer(client, store)
+    try:
+        store.update(server_enabled=True, server_api_key="k3y")
+        port = server.server_thread.port
+        assert result(qtbot, pool.submit(get, port, "/v1/models"))[0] == 401
+        status, body = result(qtbot, pool.submit(get, port, "/v1/models", {"Authorization": "Bearer k3y"}))
+        assert status == 200 and body["data"] == []
+        assert result(qtbot, pool.submit(get, port, "/health"))[1]["status"] == "loading"
+        status, _, answer = result(qtbot, pool.submit(post, port, CHAT, FRANCE, {"Authorization": "Bearer k3y"}))
+        assert status == 503 and answer["error"]["code"] == "model_not_ready"
+        assert "no model loaded yet" in server.status()
+
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        try:
+            store.update(server_port=taken.getsockname()[1])
+            assert not server.running and server.status().startswith("Could not listen on port")
+        finally:
+            taken.close()
+    finally:
+        server.close()
+        client.shutdown()
