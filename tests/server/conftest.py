@@ -2,12 +2,14 @@
 
 `engine_backend` loads SmolLM2 once per session (its repacked copy in a session
 folder) behind an EngineBackend; `serve(**config)` starts a ServerThread on a free
-loopback port and stops it after the test. `post` and `stream_lines` speak plain
-HTTP (http.client), so the tests see the exact status codes, headers and bytes.
+loopback port and stops it after the test. `post` and `get` speak plain HTTP
+(http.client), so the tests see the exact status codes, headers and bytes. `window`
+is the app side: a real engine process with the model loaded, and its LocalServer.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 from collections.abc import Callable, Iterator
@@ -81,3 +83,41 @@ def chat_body(content: str, **extra) -> dict:
 
 
 MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
+
+
+# -- the app side: the window's engine client and its LocalServer ------------------------------
+
+CHAT = "/v1/chat/completions"
+FRANCE = {"model": MODEL_ID, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+
+
+@pytest.fixture
+def pool():
+    """Threads for the requests: the test's own thread spins the Qt event loop, as the window does."""
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def window(qtbot, repacked_dir):
+    """The window's engine client with the embedded model loaded, and its LocalServer (off)."""
+    from app.server.controller import LocalServer
+    from app.settings import AppSettings
+    from app.settings_store import SettingsStore
+    from app.workers.engine_client import EngineClient
+    from tests.app.live_engine import LOAD_TIMEOUT_MS
+
+    client = EngineClient(cache_dir=repacked_dir)
+    store = SettingsStore(AppSettings(server_port=0), None)
+    server = LocalServer(client, store)
+    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
+        client.load("default", None, n_ctx=512)
+    yield client, store, server
+    server.close()
+    client.shutdown()
+
+
+def result(qtbot, future, timeout_ms: int = 60_000):
+    """The future's result, the Qt event loop running meanwhile."""
+    qtbot.waitUntil(future.done, timeout=timeout_ms)
+    return future.result()

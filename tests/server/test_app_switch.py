@@ -1,19 +1,13 @@
-"""The app's local server on the window's own engine process (spawned, real), driven offscreen.
-
-Requests are made from worker threads while the test spins the Qt event loop, as the
-window does: the engine client lives on the GUI thread and the server on its own.
-"""
+"""The app's Local server switch on the window's own engine process (spawned, real), offscreen."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
-import signal
+import socket
 
 import pytest
 
-from tests.app.live_engine import ANSWER_TIMEOUT_MS, LOAD_TIMEOUT_MS, LONG_PROMPT, engine_cache_dir  # noqa: F401
-from tests.server.conftest import MODEL_ID, get, post
+from tests.app.live_engine import LONG_PROMPT
+from tests.server.conftest import CHAT, FRANCE, MODEL_ID, get, post, result
 
 pytest.importorskip("pytestqt")
 
@@ -25,33 +19,6 @@ from app.workers.protocol import EngineState  # noqa: E402
 from tmac_core import SamplingParams  # noqa: E402
 
 pytestmark = pytest.mark.engine
-
-CHAT = "/v1/chat/completions"
-FRANCE = {"model": MODEL_ID, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-
-
-@pytest.fixture
-def pool():
-    with concurrent.futures.ThreadPoolExecutor(4) as executor:
-        yield executor
-
-
-@pytest.fixture
-def window(qtbot, engine_cache_dir):  # noqa: F811 (fixture imported above)
-    """The window's engine client with the embedded model loaded, and its LocalServer (off)."""
-    client = EngineClient(cache_dir=engine_cache_dir)
-    store = SettingsStore(AppSettings(server_port=0), None)
-    server = LocalServer(client, store)
-    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
-        client.load("default", None, n_ctx=512)
-    yield client, store, server
-    server.close()
-    client.shutdown()
-
-
-def result(qtbot, future, timeout_ms=ANSWER_TIMEOUT_MS):
-    qtbot.waitUntil(future.done, timeout=timeout_ms)
-    return future.result()
 
 
 def test_the_switch_serves_the_loaded_model_and_stops(qtbot, window, pool):
@@ -103,47 +70,8 @@ def test_a_server_request_waits_for_the_window_chat(qtbot, window, pool):
     assert finishes[0] == (chat_id, "length")  # the window's chat ran to its end first, uninterrupted
 
 
-def test_engine_killed_mid_request_gives_503_then_recovers(qtbot, window, pool):
-    client, store, server = window
-    store.update(server_enabled=True)
-    port = server.server_thread.port
-    chunks = []
-    client.chunk.connect(lambda rid, chunk: chunks.append(chunk))
-    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
-    future = pool.submit(post, port, CHAT, body)
-    qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
-    os.kill(client.pid, signal.SIGKILL)
-    status, _, answer = result(qtbot, future)
-    assert status == 503 and answer["error"]["type"] == "server_error", answer
-    qtbot.waitUntil(lambda: client.state == EngineState.DEAD, timeout=10_000)
-    status, _, answer = result(qtbot, pool.submit(post, port, CHAT, body))
-    assert status == 503 and "model" in answer["error"]["message"]
-    assert result(qtbot, pool.submit(get, port, "/health"))[0] == 503
-
-    with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
-        client.restart()
-    status, _, answer = result(qtbot, pool.submit(post, port, CHAT, {**FRANCE, "temperature": 0, "max_tokens": 12}))
-    assert status == 200 and "Paris" in answer["choices"][0]["message"]["content"]
-
-
-def test_a_window_chat_started_mid_answer_interrupts_the_server_answer(qtbot, window, pool):
-    client, store, server = window
-    store.update(server_enabled=True)
-    chunks = []
-    client.chunk.connect(lambda rid, chunk: chunks.append((rid, chunk)))
-    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
-    future = pool.submit(post, server.server_thread.port, CHAT, body)
-    qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
-    chat_id = client.generate([{"role": "user", "content": "Hi"}], SamplingParams(temperature=0, max_tokens=4))
-    status, _, answer = result(qtbot, future)
-    assert status == 503 and answer["error"]["code"] == "interrupted", answer
-    qtbot.waitUntil(lambda: any(rid == chat_id and c.finish_reason for rid, c in chunks), timeout=ANSWER_TIMEOUT_MS)
-
-
 def test_the_key_and_a_taken_port_without_a_model(qtbot, pool):
     """No engine process: the server is up, says no model is loaded, and asks for its key."""
-    import socket
-
     client = EngineClient()
     store = SettingsStore(AppSettings(server_port=0), None)
     server = LocalServer(client, store)
