@@ -121,3 +121,14 @@ def test_server_is_healthy_after_errors(port):
     post(port, CHAT, b"garbage")
     status, body = get(port, "/health")
     assert status == 200 and body["status"] == "ok" and not body["busy"]
+
+
+def test_prompts_are_logged_only_when_asked(serve, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret = "my-private-question-" + "x" * 8
+    post(serve().port, CHAT, chat_body(secret, max_tokens=2))
+    assert not any(secret in record.getMessage() for record in caplog.records)
+    post(serve(log_prompts=True).port, CHAT, chat_body(secret, max_tokens=2))
+    assert any(secret in record.getMessage() for record in caplog.records)

@@ -210,6 +210,10 @@ class Server:
         self.stats = Stats()
         self._scheduler: Scheduler | None = None  # made on the event loop, at the first request
         self._key = config.api_key.encode() if config.api_key else None
+        if config.log_prompts and log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)  # asked for: shown even under Uvicorn's warning-level logging
+            if not log.handlers:
+                log.addHandler(logging.StreamHandler())
 
     @property
     def scheduler(self) -> Scheduler:
