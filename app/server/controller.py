@@ -76,6 +76,7 @@ class LocalServer(QObject):
     def stop(self) -> None:
         thread, self.server_thread = self.server_thread, None
         if thread is not None:
+            self.backend.abandon()
             thread.stop()
         self._timer.stop()
         self._report()

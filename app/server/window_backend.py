@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from app.workers.engine_client import EngineClient
 from app.workers.protocol import EngineState
 from tmac_core.server.backend import (
+    AnswerInterruptedError,
     BackendError,
     Job,
     ModelCard,
@@ -129,6 +130,14 @@ class WindowBackend(QObject):
             if item[0] is job:
                 self._waiting.remove(item)
                 item[1].fail(BackendError("cancelled before it started"))
+
+    def abandon(self) -> None:
+        """On the GUI thread, as the server stops: end every request now (the GUI thread is about
+        to wait for the server's thread, so a final chunk could not reach it), and stop the
+        engine if the answer it is writing is the server's."""
+        if self._running is not None:
+            self.client.stop()
+        self._fail_all(AnswerInterruptedError("The app's local server was switched off."))
 
     def _dispatch(self) -> None:
         if self._running is not None or not self._waiting or self.client.state != EngineState.READY:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -53,3 +54,20 @@ def test_a_window_chat_started_mid_answer_interrupts_the_server_answer(qtbot, wi
     status, _, answer = result(qtbot, future)
     assert status == 503 and answer["error"]["code"] == "interrupted", answer
     qtbot.waitUntil(lambda: any(rid == chat_id and c.finish_reason for rid, c in chunks), timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_switching_off_mid_answer_ends_it_at_once(qtbot, window, pool):
+    client, store, server = window
+    store.update(server_enabled=True)
+    chunks = []
+    client.chunk.connect(lambda rid, chunk: chunks.append(chunk))
+    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
+    future = pool.submit(post, server.server_thread.port, CHAT, body)
+    qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    t0 = time.monotonic()
+    store.update(server_enabled=False)
+    assert time.monotonic() - t0 < 1.5  # the GUI thread waited only for the server's thread to end
+    status, _, answer = result(qtbot, future)
+    assert status == 503 and answer["error"]["code"] == "interrupted"
+    qtbot.waitUntil(lambda: chunks[-1].finish_reason == "cancelled", timeout=10_000)  # the engine stopped too
+    assert client.state == EngineState.READY
