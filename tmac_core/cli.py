@@ -150,6 +150,13 @@ class BenchRecord(TypedDict):
     cache_hit: bool
 
 
+class ServeRecord(TypedDict):
+    url: str  # the OpenAI base URL: http://host:port/v1
+    model: str  # what a request's "model" names
+    n_ctx: int
+    tier: str
+
+
 class SynthRecord(TypedDict):
     path: str
     bytes: int
@@ -618,8 +625,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _load(args)
     if config.host not in ("127.0.0.1", "::1", "localhost") and not config.api_key:
         _say(f"warning: {config.host} lets other computers use this model, and no --api-key is set")
+    backend = EngineBackend(engine)
+    card = backend.model()
+
+    def ready(url: str) -> None:
+        if args.json:
+            record: ServeRecord = {"url": url, "model": card.id, "n_ctx": card.n_ctx, "tier": card.tier}
+            _emit(record)
+        _say(f"serving {card.id} at {url} (Ctrl+C stops)")
+
     with contextlib.suppress(KeyboardInterrupt):  # Uvicorn raises Ctrl+C again once it has shut down
-        serve_forever(EngineBackend(engine), config)
+        serve_forever(backend, config, ready)
     _say("server stopped")
     return 0
 

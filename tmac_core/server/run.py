@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
@@ -55,13 +56,13 @@ def address(host: str, port: int) -> str:
     return f"http://{shown}:{port}/v1"
 
 
-def serve_forever(backend: Backend, config: ServerConfig) -> None:
-    """The command line: serve until Ctrl+C (Uvicorn handles the signal), then close the backend."""
+def serve_forever(backend: Backend, config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
+    """The command line: serve until Ctrl+C (Uvicorn handles the signal), then close the backend.
+    `ready` gets the address once the port is bound (port 0: the one the system chose)."""
     sock = bind(config.host, config.port)
     server = Server(backend, config)
-    card = backend.model()
-    name = card.id if card is not None else "(no model yet)"
-    print(f"serving {name} at {address(config.host, sock.getsockname()[1])} (Ctrl+C stops)", file=sys.stderr)
+    if ready is not None:
+        ready(address(config.host, sock.getsockname()[1]))
     try:
         _uvicorn(server).run(sockets=[sock])
     finally:
