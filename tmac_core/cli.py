@@ -777,7 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")
     p.add_argument("--port", type=_count, default=8080, help="TCP port (0: any free port)")
     p.add_argument("--api-key", default=None, help="require this bearer key (or set TMAC_API_KEY)")
-    p.add_argument("--parallel", type=_positive, default=1, help="answers at a time (1: in arrival order)")
+    p.add_argument("--parallel", type=_positive, default=1, help="answers at a time (only 1 for now: in arrival order)")
     p.add_argument("--queue", type=_count, default=16, help="requests that may wait; more get 429")
     p.add_argument("--cors-origin", action="append", help="a browser origin allowed to call (repeatable)")
     p.add_argument("--log-prompts", action="store_true", help="log prompts and answers (off: never logged)")
