@@ -25,7 +25,7 @@ from typing import Any
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
 
 
@@ -55,6 +55,11 @@ class AppSettings:
     hf_token: str | None = None
     memory_bandwidth: float | None = None  # bytes/s from app.hardware.measure_memory_bandwidth, measured once
     memory_bandwidth_cpu: str | None = None  # the CPU that figure was measured on; another CPU re-measures
+    # The local OpenAI-compatible server (app/server): off by default, loopback unless server_lan
+    server_enabled: bool = False
+    server_port: int = 8080  # 0: any free port (the status line says which)
+    server_api_key: str | None = None  # None: no key asked (loopback makes that safe by default)
+    server_lan: bool = False  # listen on every interface: other computers on the network may connect
 
     def replace(self, **changes: Any) -> AppSettings:
         return dataclasses.replace(self, **changes)
@@ -92,6 +97,12 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
         v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 1e6 <= v <= 1e14)
     ),
     "memory_bandwidth_cpu": lambda v: v is None or isinstance(v, str),
+    "server_enabled": lambda v: isinstance(v, bool),
+    "server_port": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535,
+    "server_api_key": lambda v: (
+        v is None or (isinstance(v, str) and 0 < len(v) <= 256 and v.isprintable() and not any(c.isspace() for c in v))
+    ),
+    "server_lan": lambda v: isinstance(v, bool),
 }
 _FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth", "zoom"}
 
@@ -130,12 +141,19 @@ def _migrate_4_to_5(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _migrate_5_to_6(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 6 adds the local server's settings (server_*); a version-5 file has none, so the
+    # server starts off, on loopback, without a key.
+    return dict(data)
+
+
 # MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
+    5: _migrate_5_to_6,
 }
 
 # Per conversation, with a global default (the common expectation in chat apps): a chat keeps the system

@@ -7,6 +7,7 @@
     perplexity    llama-perplexity's measure on a text file (tmac_core.perplexity)
     bench         prompt and decode tokens per second on random token ids
     synth         write a random-weight Llama GGUF (tmac_core.synth)
+    serve         an OpenAI-compatible HTTP server over the model (tmac_core.server)
 
 Every command takes --json: then stdout carries exactly one JSON object (chat: one
 per answer). Errors exit with code 2 and one line naming the problem, or
@@ -147,6 +148,13 @@ class BenchRecord(TypedDict):
     decode_tok_s_runs: list[float]
     load_s: float
     cache_hit: bool
+
+
+class ServeRecord(TypedDict):
+    url: str  # the OpenAI base URL: http://host:port/v1
+    model: str  # what a request's "model" names
+    n_ctx: int
+    tier: str
 
 
 class SynthRecord(TypedDict):
@@ -593,6 +601,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model over OpenAI's API until Ctrl+C."""
+    if args.parallel != 1:
+        raise CliError(
+            "--parallel above 1 is not supported yet: the runtime has one kernel thread pool, so"
+            " requests run one at a time, in arrival order"
+        )
+    try:
+        from tmac_core.server.app import ServerConfig
+        from tmac_core.server.backend import EngineBackend
+        from tmac_core.server.run import serve_forever
+    except ImportError as e:
+        raise CliError(f"the server needs Starlette and Uvicorn (pip install starlette uvicorn): {e}") from None
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("TMAC_API_KEY") or None,
+        max_queue=args.queue,
+        cors_origins=tuple(args.cors_origin or ()),
+        log_prompts=args.log_prompts,
+    )
+    engine = _load(args)
+    if config.host not in ("127.0.0.1", "::1", "localhost") and not config.api_key:
+        _say(f"warning: {config.host} lets other computers use this model, and no --api-key is set")
+    backend = EngineBackend(engine)
+    card = backend.model()
+
+    def ready(url: str) -> None:
+        if args.json:
+            record: ServeRecord = {"url": url, "model": card.id, "n_ctx": card.n_ctx, "tier": card.tier}
+            _emit(record)
+        _say(f"serving {card.id} at {url} (Ctrl+C stops)")
+
+    with contextlib.suppress(KeyboardInterrupt):  # Uvicorn raises Ctrl+C again once it has shut down
+        serve_forever(backend, config, ready)
+    _say("server stopped")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from tmac_core.models import ARCHITECTURES
     from tmac_core.synth import SynthSpec, write_synthetic
@@ -726,6 +773,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-tokens", type=_positive, default=64)
     p.add_argument("--repeats", type=_count, default=3, help="measured runs after one warm-up (0: load only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
+    p = command("serve", cmd_serve, "an OpenAI-compatible HTTP server over the model (Ctrl+C stops)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")
+    p.add_argument("--port", type=_count, default=8080, help="TCP port (0: any free port)")
+    p.add_argument("--api-key", default=None, help="require this bearer key (or set TMAC_API_KEY)")
+    p.add_argument("--parallel", type=_positive, default=1, help="answers at a time (only 1 for now: in arrival order)")
+    p.add_argument("--queue", type=_count, default=16, help="requests that may wait; more get 429")
+    p.add_argument("--cors-origin", action="append", help="a browser origin allowed to call (repeatable)")
+    p.add_argument("--log-prompts", action="store_true", help="log prompts and answers (off: never logged)")
     p = command("synth", cmd_synth, "write a random-weight Llama GGUF for benchmarks", model=False)
     p.add_argument("out", help="output .gguf path")
     p.add_argument("--dim", type=_positive, default=2048)

@@ -44,6 +44,7 @@ from app.chat.errors import ConversationNotFoundError
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
+from app.server.controller import LocalServer
 from app.settings import ZOOM_MAX, ZOOM_MIN, AppSettings
 from app.settings_store import SettingsStore
 from app.ui.about import AboutDialog
@@ -58,6 +59,7 @@ from app.ui.measure import MeasureDialog
 from app.ui.model_manager import ModelManagerPage
 from app.ui.perf_panel import PerfPanel
 from app.ui.sampling_panel import SamplingPanel, context_is_automatic
+from app.ui.server_panel import ServerDialog
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
@@ -142,6 +144,7 @@ class MainWindow(QMainWindow):
         self.dark = resolve_theme(self.settings.theme) == "dark"
         self.client = client or EngineClient(self, cache_dir=paths.engine_cache_dir)
         self.session = ChatSession(store, self.client, lambda: self.settings, self)
+        self.local_server = LocalServer(self.client, settings_store, self)  # on when the settings say so
         self._dialogs: list = []
         self._switch = ModelSwitch()  # which model to keep when a new one fails (see _fall_back)
         self._queued_text: str | None = None  # a message sent while the model loads
@@ -311,6 +314,11 @@ class MainWindow(QMainWindow):
         tools_menu = menu.addMenu("&Tools")
         self._action(tools_menu, "&Measure speed vs threads…", self.open_measure)
         self._action(tools_menu, "&Compare 2-bit vs 4-bit…", self.open_compare)
+        self._action(
+            tools_menu,
+            "&Local server…",
+            lambda: self._keep_open(ServerDialog(self.local_server, self.settings_store, self)),
+        )
         help_menu = menu.addMenu("&Help")
         self._action(help_menu, "&About this computer…", self.open_about)
         # Ctrl+Enter sends from anywhere in the window (Enter already sends inside the prompt box).
@@ -755,5 +763,6 @@ class MainWindow(QMainWindow):
             print(f"T-MAC Chat: settings could not be saved: {error}", file=sys.stderr)
         for dialog in list(self._dialogs):
             dialog.close()
+        self.local_server.close()
         self.client.shutdown()
         super().closeEvent(event)

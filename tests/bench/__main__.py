@@ -1,4 +1,4 @@
-"""`python -m tests.bench [kernels|e2e|all] [e2e options]`: runs the benchmarks and
+"""`python -m tests.bench [kernels|e2e|server|all] [e2e options]`: runs the benchmarks and
 prints them. `kernels` (the default) appends a dated section to docs/BENCHMARKS.md;
 `e2e` (tests/bench/e2e.py, our runtime against llama.cpp) rewrites its own section
 between the e2e markers; `all` runs both, kernels first."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.bench import e2e, kernels
+from tests.bench import e2e, kernels, server
 from tests.bench.machine import machine_line, read_bandwidth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
@@ -61,12 +61,14 @@ def kernel_targets(result: dict, bandwidth: dict) -> str:
 
 def main(argv: list[str]) -> int:
     which, rest = (argv[0], argv[1:]) if argv else ("kernels", [])
-    if which not in ("kernels", "e2e", "all"):
-        print(f"unknown benchmark {which!r}; choose kernels, e2e or all", file=sys.stderr)
+    if which not in ("kernels", "e2e", "server", "all"):
+        print(f"unknown benchmark {which!r}; choose kernels, e2e, server or all", file=sys.stderr)
         return 2
     code = run_kernels() if which in ("kernels", "all") else 0
     if which in ("e2e", "all"):
         code = e2e.main(rest) or code
+    if which in ("server", "all"):  # printed only: the local server's tokens/s against in-process
+        code = server.main() or code
     return code
 
 
