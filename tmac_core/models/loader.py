@@ -22,8 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tmac_core.errors import UnsupportedModelError
-from tmac_core.kernels import PackedWeight, dequantize, pack, pack_super
+from tmac_core.kernels import PackedWeight, pack, pack_super
 from tmac_core.loading.dequant import dequantize_tensor
+from tmac_core.loading.fastquant import residual as weight_residual
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
@@ -79,7 +80,7 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
     the logits' precision is decided, and one extra pass over one matrix costs
     what llama.cpp pays for keeping that matrix at Q6_K/Q8_0."""
     w = dequantize_tensor(gguf, name).reshape(packed.m, packed.k)
-    residual = w - dequantize(packed)
+    residual = weight_residual(w, packed)  # float32 for the F16 format: w - dequantize(packed), rounded
     codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
     return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
 
@@ -250,7 +251,7 @@ def _residual_rows(
     nbytes = gguf.tensors[out].nbytes
     for r0, r1 in _slabs(gguf, spec):
         w = dequantize_tensor(_slab(gguf, out, r0, r1, spec.rows), out).reshape(r1 - r0, spec.cols)
-        residual = w - dequantize(writer.read_rows(out, r0, r1))
+        residual = weight_residual(w, writer.read_rows(out, r0, r1))
         codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
         packed = pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
         yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
