@@ -79,7 +79,10 @@ def test_fp16_rounding_of_the_scale_pairs_equals_the_spec():
     base = h.view(np.float16).astype(np.float64)
     up = np.nextafter(base.astype(np.float16), np.float16(np.inf)).astype(np.float64)
     tie = (base + up) / 2  # exactly halfway in float64
-    values = np.concatenate([base, tie, np.nextafter(tie, 0), np.nextafter(tie, np.inf), [0.0, -0.0, 2.0**-25]])
+    spread = rng.choice([-1.0, 1.0], 4096) * 2.0 ** rng.uniform(-1080, 15.99, 4096)  # float64 subnormals too
+    values = np.concatenate(
+        [base, tie, np.nextafter(tie, 0), np.nextafter(tie, np.inf), spread, [0.0, -0.0, 2.0**-25, 5e-324]]
+    )
     values = np.concatenate([values, -values])
     values = values[: values.size // m * m]
     for zeros in (None, np.full(values.size // m, 7.5)):

@@ -79,21 +79,29 @@ static inline double load_f(const void *p, int f64, int64_t at) {
     return f64 ? ((const double *)p)[at] : (double)((const float *)p)[at];
 }
 
-/* float64 -> IEEE half bits, rounded once to nearest even; overflow gives an infinity. */
+/* float64 -> IEEE half bits, rounded once to nearest even (numpy's astype); overflow gives an
+ * infinity. On the bits: the 53-bit significand shifted right to 11 bits (a normal half) or to
+ * units of 2^-24 (a subnormal), the bits shifted out deciding the rounding. */
 static uint16_t f64_to_f16(double x) {
-    uint16_t sign = signbit(x) ? 0x8000 : 0;
-    double a = fabs(x);
-    if (isnan(a)) return sign | 0x7E00;
-    if (a >= 65520.0) return sign | 0x7C00; /* halfway between 65504 and 2^16 and above */
-    if (a < 0x1p-14) return sign | (uint16_t)rint(a * 0x1p24); /* subnormal: 1024 is the least normal */
-    int e;
-    (void)frexp(a, &e); /* a in [2^(e-1), 2^e), e - 1 in [-14, 15] */
-    double r = rint(ldexp(a, 11 - e)); /* 10 mantissa bits: [1024, 2048] */
-    if (r >= 2048.0) {
-        r = 1024.0;
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
+    b &= ~(UINT64_C(1) << 63);
+    if (b >= UINT64_C(0x7FF0000000000000)) return sign | (b > UINT64_C(0x7FF0000000000000) ? 0x7E00 : 0x7C00);
+    if (b >= UINT64_C(0x40EFFE0000000000)) return sign | 0x7C00; /* 65520 = halfway to 2^16, and above */
+    int e = (int)(b >> 52) - 1023;                                /* x = 1.f * 2^e, e <= 15 here */
+    if (e < -1022) return sign; /* a float64 subnormal is far below half of fp16's least value */
+    uint64_t sig = (b & ((UINT64_C(1) << 52) - 1)) | (UINT64_C(1) << 52); /* 53 bits */
+    int shift = e >= -14 ? 42 : 28 - e; /* to 11 bits, or to units of 2^-24 (value = sig * 2^(e - 52)) */
+    if (shift > 54) return sign;        /* below 2^-25 (half the least subnormal): rounds to zero */
+    uint64_t q = sig >> shift, rest = sig & ((UINT64_C(1) << shift) - 1), half = UINT64_C(1) << (shift - 1);
+    if (rest > half || (rest == half && (q & 1))) q++;
+    if (e < -14) return sign | (uint16_t)q; /* q = 1024: the least normal, which these bits also spell */
+    if (q == 2048) {
+        q = 1024;
         e++;
     }
-    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)(r - 1024.0);
+    return sign | (uint16_t)((e + 15) << 10) | (uint16_t)(q - 1024);
 }
 
 static int f16_args_ok(const void *s, int64_t m, int64_t n, int bits) {
@@ -179,9 +187,15 @@ int tmac_pack_pairs(const void *a, const void *b, int64_t row_stride, int elem_s
 
 /* IEEE half bits -> float64, exactly. */
 static double f16_to_f64(uint16_t h) {
-    int e = (h >> 10) & 0x1F, f = h & 0x3FF;
-    double v = e == 0 ? ldexp((double)f, -24) : e == 31 ? (f ? NAN : INFINITY) : ldexp((double)(f | 0x400), e - 25);
-    return (h & 0x8000) ? -v : v;
+    uint64_t e = (h >> 10) & 0x1F, f = h & 0x3FF, sign = (uint64_t)(h & 0x8000) << 48;
+    if (e == 0) {
+        double v = (double)f * 0x1p-24;
+        return (h & 0x8000) ? -v : v;
+    }
+    uint64_t b = sign | (e == 31 ? UINT64_C(0x7FF0000000000000) | (f << 42) : ((e - 15 + 1023) << 52) | (f << 42));
+    double v;
+    memcpy(&v, &b, sizeof v);
+    return v;
 }
 
 int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64_t planes_len,
@@ -191,7 +205,7 @@ int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64
         return TMAC_P_E_ARGS;
     if (k < 1 || k > TMAC_P_MAX_K || k_pad < k || k_pad > TMAC_P_MAX_K + 64 || k_pad % 8 || w_rs < k || out_rs < k)
         return TMAC_P_E_ARGS;
-    if (group_size < 1 || k_pad % group_size || r0 < 0 || r0 > r1 || r1 > m || !isfinite(tensor_scale))
+    if (group_size < 8 || group_size % 8 || k_pad % group_size || r0 < 0 || r0 > r1 || r1 > m || !isfinite(tensor_scale))
         return TMAC_P_E_ARGS;
     int64_t tiles = tiles_of(m), kpn = k_pad / 8, n = k_pad / group_size;
     if (planes_len < tiles * kpn * bits * TMAC_P_TILE_ROWS || scales_len < tiles * n * 2 * TMAC_P_TILE_ROWS)
@@ -202,19 +216,29 @@ int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64
     for (int64_t r = r0; r < r1; r++) {
         int64_t t = r / TMAC_P_TILE_ROWS;
         int rr = (int)(r % TMAC_P_TILE_ROWS);
-        for (int64_t kp = 0; kp * 8 < k; kp++) {
-            const uint8_t *block = planes + (t * kpn + kp) * bits * TMAC_P_TILE_ROWS + pos[rr];
-            uint8_t byte[TMAC_P_MAX_BITS];
-            for (int i = 0; i < bits; i++) byte[i] = block[i * TMAC_P_TILE_ROWS];
-            for (int j = 0; j < 8 && kp * 8 + j < k; j++) {
-                int64_t col = kp * 8 + j;
-                unsigned q = 0;
-                for (int i = 0; i < bits; i++) q |= (unsigned)((byte[i] >> j) & 1) << i;
-                const uint16_t *pair = scales + (t * n + col / group_size) * 2 * TMAC_P_TILE_ROWS + rr;
-                double sh = f16_to_f64(pair[0]), c = f16_to_f64(pair[TMAC_P_TILE_ROWS]);
-                /* layout.dequantize: (2.0 * sh * q - sh * (2^b - 1) + c) * tensor_scale */
-                double deq = (2.0 * sh * (double)q - sh * levels + c) * tensor_scale;
-                out[r * out_rs + col] = (float)((double)w[r * w_rs + col] - deq);
+        const float *wr = w + r * w_rs;
+        float *outr = out + r * out_rs;
+        for (int64_t g = 0; g * group_size < k; g++) {
+            const uint16_t *pair = scales + (t * n + g) * 2 * TMAC_P_TILE_ROWS + rr;
+            double sh = f16_to_f64(pair[0]), c = f16_to_f64(pair[TMAC_P_TILE_ROWS]);
+            /* layout.dequantize: (2.0 * sh * q - sh * (2^b - 1) + c) * tensor_scale, so per q in
+             * [0, 2^bits) one value: a table of the group's 2^bits weights */
+            double two_sh = 2.0 * sh, base = sh * levels, deq[1 << TMAC_P_MAX_BITS];
+            for (int q = 0; q < (1 << bits); q++) deq[q] = (two_sh * (double)q - base + c) * tensor_scale;
+            int64_t end = (g + 1) * group_size < k ? (g + 1) * group_size : k;
+            for (int64_t kp = g * group_size / 8; kp * 8 < end; kp++) { /* group sizes are multiples of 8 */
+                const uint8_t *block = planes + (t * kpn + kp) * bits * TMAC_P_TILE_ROWS + pos[rr];
+                /* byte t of byte * 0x8040201008040201 >> 7 holds bit 7 - t of byte (no two partial
+                 * products share a bit): spread's byte 7 - j is code j */
+                uint64_t spread = 0;
+                for (int i = 0; i < bits; i++) {
+                    uint64_t byte = block[i * TMAC_P_TILE_ROWS];
+                    spread |= ((byte * UINT64_C(0x8040201008040201)) >> 7 & LSB_BYTES) << i;
+                }
+                for (int j = 0; j < 8 && kp * 8 + j < end; j++) {
+                    int64_t col = kp * 8 + j;
+                    outr[col] = (float)((double)wr[col] - deq[(spread >> (8 * (7 - j))) & 0xFF]);
+                }
             }
         }
     }
