@@ -4,7 +4,8 @@ with its ties, subnormals and overflow) and the SUPER tiles over a sweep of bits
 sizes, per-row groups and ragged row counts; the same bytes for any thread split; the spec's
 errors for bad codes and scales; the binding's refusal of sizes that do not fit; the
 residual pass against the float64 difference; and whole first loads (cache files) equal
-to the ones the numpy spec writes."""
+to the ones the numpy spec writes; float matrices quantized in place from the file as from
+their float32 copy."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runtime.model_mutations import write_tiny_synth
+from tests.runtime.model_mutations import rewrite, write_tiny_synth
 from tmac_core.config import config_from_gguf
+from tmac_core.errors import ModelFormatError
 from tmac_core.kernels import dequantize, layout, pack
-from tmac_core.loading import _fastquant, cache, fastquant
+from tmac_core.loading import _fastquant, cache, fastquant, repack
+from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.models import loader
 
@@ -218,3 +221,30 @@ def test_first_load_writes_the_cache_the_numpy_spec_writes(weight_type, tmp_path
             spec.setattr(loader, "weight_residual", lambda w, p: w - dequantize(p))
             reference = _first_load(model, bits, tmp_path / f"spec-{bits}.tmacw")
         assert native == reference, (weight_type, bits)
+
+
+@pytest.mark.parametrize("weight_type", ("f32", "f16", "bf16"))
+def test_float_sources_read_in_place_quantize_like_their_float32_copy(weight_type, tmp_path):
+    model = tmp_path / "tiny.gguf"
+    write_tiny_synth(model, weight_type=weight_type)
+    with GGUFFile.open(model) as g:
+        names = [n for n, info in g.tensors.items() if len(info.shape) == 2 and info.ggml_type.name != "F32"]
+        names = names if weight_type != "f32" else [n for n in g.tensors if len(g.tensors[n].shape) == 2]
+        assert len(names) >= 7
+        for name in names:
+            w = dequantize_tensor(g, name)
+            want = fastquant.quantize(w.reshape(-1, w.shape[-1]), 4, 32)
+            got = repack._quantize_source(g.rows(name, 0, w.shape[0]), name, 4, 32)
+            for a, b in zip(got, want):
+                assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_a_nan_in_a_float_matrix_read_in_place_names_the_tensor(tmp_path):
+    source, path, tensor = tmp_path / "source.gguf", tmp_path / "nan.gguf", "blk.1.ffn_up.weight"
+    write_tiny_synth(source, weight_type="f16")
+    with GGUFFile.open(source) as f:
+        raw = f.tensor_bytes(tensor).copy()
+    raw.view("<f2")[77] = np.nan
+    rewrite(source, path, {}, {tensor: raw})
+    with GGUFFile.open(path) as g, pytest.raises(ModelFormatError, match=f"tensor '{tensor}'.*NaN or infinite"):
+        repack.repack(g, tensor, 4, 32)
