@@ -175,6 +175,9 @@ def test_the_binding_refuses_sizes_that_do_not_fit():
         _fastquant.pair_tiles_i8(np.zeros((3, 2), np.int8), np.zeros((3, 3), np.int8), np.zeros(384, np.int8))
     with pytest.raises(ValueError):
         _fastquant.f16_scales(np.ones((3, 2)), np.ones((2, 2)), True, 4, 1.0, np.zeros(256, np.uint16))
+    packed = np.zeros(3, [("a", "<f8"), ("b", "u1")])["a"].reshape(3, 1)  # a 9-byte stride
+    with pytest.raises(ValueError, match="whole elements"):
+        _fastquant.f16_peak(packed, packed, True, 4)
     w = np.zeros((65, 64), np.float32)
     p = pack(np.zeros((65, 64), np.uint8), np.ones((65, 2), np.float32), bits=4, group_size=32)
     good = (w, p.planes, p.scales, 64, 4, 32, 1.0, 0, 65, np.zeros_like(w))

@@ -147,7 +147,9 @@ def pack_planes(const uint8_t[:, ::1] codes, int bits, Py_ssize_t k_pad, Py_ssiz
     return -1
 
 
-cdef _f16_check(Py_ssize_t m, Py_ssize_t n, Py_ssize_t zm, Py_ssize_t zn, int bits):
+cdef _f16_check(Py_ssize_t m, Py_ssize_t n, Py_ssize_t zm, Py_ssize_t zn, int bits, tuple strides, Py_ssize_t size):
+    if any(st % size for st in strides):  # C indexes by elements
+        raise ValueError(f"scale or zero strides {strides} are not whole elements of {size} bytes")
     if not 1 <= bits <= TMAC_Q_MAX_BITS:
         raise ValueError(f"bits={bits} is outside [1, {TMAC_Q_MAX_BITS}]")
     if m < 1 or not 1 <= n <= TMAC_P_MAX_K or (zm, zn) != (m, n):
@@ -158,8 +160,9 @@ def f16_peak(const real[:, :] s, const real[:, :] z, bint has_zeros, int bits):
     """The largest |s / 2| and |s * ((2**bits - 1) / 2 - z)| (z = 2**(bits - 1) without zeros), in
     float64 as layout.pack_arrays computes them. s, z: (M, n), any strides (0 for a broadcast).
     Raises ValueError if a scale or zero is not finite."""
-    _f16_check(s.shape[0], s.shape[1], z.shape[0], z.shape[1], bits)
     cdef Py_ssize_t size = sizeof(real)
+    _f16_check(s.shape[0], s.shape[1], z.shape[0], z.shape[1], bits,
+               (s.strides[0], s.strides[1], z.strides[0], z.strides[1]), size)
     cdef double peak = 0.0
     cdef int64_t bad = -1
     cdef int rc
@@ -180,7 +183,7 @@ def f16_scales(const real[:, :] s, const real[:, :] z, bint has_zeros, int bits,
     tensor_scale) of every tile, (tiles, n, 2, 64) uint16, into out. Raises ValueError if one is
     not finite or overflows fp16."""
     cdef Py_ssize_t m = s.shape[0], n = s.shape[1], size = sizeof(real)
-    _f16_check(m, n, z.shape[0], z.shape[1], bits)
+    _f16_check(m, n, z.shape[0], z.shape[1], bits, (s.strides[0], s.strides[1], z.strides[0], z.strides[1]), size)
     _check_tiles(m, 0, _tiles(m), out.shape[0], n * 2 * TMAC_P_TILE_ROWS)
     cdef int64_t bad = -1
     cdef int rc
