@@ -94,7 +94,8 @@ extensions = [
         include_dirs=[K + SOURCES.INCLUDE_DIR],
         depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS,
     ),
-    # the float-source quantizer and the layout packer: baseline ISA plus an AVX function picked at run time, no ISA flags
+    # the float-source quantizer and the layout packer (pack.c): baseline ISA plus an AVX function
+    # picked at run time, no ISA flags
     Extension(
         "tmac_core.loading._fastquant",
         sources=["tmac_core/loading/_fastquant.pyx", "tmac_core/loading/quantize.c", "tmac_core/loading/pack.c"],
