@@ -189,7 +189,7 @@ int tmac_pack_pairs(const void *a, const void *b, int64_t row_stride, int elem_s
 static double f16_to_f64(uint16_t h) {
     uint64_t e = (h >> 10) & 0x1F, f = h & 0x3FF, sign = (uint64_t)(h & 0x8000) << 48;
     if (e == 0) {
-        double v = (double)f * 0x1p-24;
+        double v = (double)f * 5.9604644775390625e-08; /* 2^-24, exactly */
         return (h & 0x8000) ? -v : v;
     }
     uint64_t b = sign | (e == 31 ? UINT64_C(0x7FF0000000000000) | (f << 42) : ((e - 15 + 1023) << 52) | (f << 42));
