@@ -94,12 +94,13 @@ extensions = [
         include_dirs=[K + SOURCES.INCLUDE_DIR],
         depends=[K + "_kernels.pxd"] + KERNEL_DEPENDS,
     ),
-    # the float-source quantizer: baseline ISA plus an AVX function picked at run time, no ISA flags
+    # the float-source quantizer and the layout packer (pack.c): baseline ISA plus an AVX function
+    # picked at run time, no ISA flags
     Extension(
         "tmac_core.loading._fastquant",
-        sources=["tmac_core/loading/_fastquant.pyx", "tmac_core/loading/quantize.c"],
+        sources=["tmac_core/loading/_fastquant.pyx", "tmac_core/loading/quantize.c", "tmac_core/loading/pack.c"],
         include_dirs=["tmac_core/loading"],
-        depends=["tmac_core/loading/quantize.h", "tmac_core/loading/quantize_search.h"],
+        depends=["tmac_core/loading/quantize.h", "tmac_core/loading/quantize_search.h", "tmac_core/loading/pack.h"],
     ),
 ]
 

@@ -1,6 +1,6 @@
 """Numpy pack/unpack of the kernel weight layout: the executable spec of
 LAYOUT.md §Weights (version LAYOUT_VERSION), checked against golden bytes in
-the tests. Pure numpy: no Qt, no native code.
+the tests. Numpy, and the C packer it routes to: no Qt.
 
 A weight is w[m, k] = s[m, g] * (q[m, k] - z[m, g]) with q a b-bit code (b = 1..8).
 The kernel never dequantizes: it reads q as b one-bit planes and multiplies per
@@ -9,6 +9,10 @@ F16 stores (sh, c) as fp16, scaled by one power-of-two tensor_scale so fp16's ra
 never clips; SUPER (K-quants) stores fp16 (d, dmin) per super-block and int8 (sc, mn)
 per group, w = d*sc*(q - z0) - dmin*mn, and the kernel derives (sh, c) from them
 exactly (super_coeffs; LAYOUT.md gives the identities).
+
+pack_arrays and pack_super_arrays hand the bit planes and scale tiles to the C packer
+(loading/fastquant.py, pack.c) unless native=False: the numpy functions here stay the
+spec, and the tests compare the two byte for byte.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def pack_arrays(
     bits: int,
     group_size: int,
     tensor_scale: float | None = None,
+    native: bool = True,
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
     """Packs codes into the kernel layout with F16 scales.
 
@@ -117,6 +122,7 @@ def pack_arrays(
         tensor_scale: None to derive it from the peak |sh|, |c| (it puts the peak in
             [2^14, 2^15)); else a power of two that keeps every fp16 value finite (a matrix
             packed in row chunks shares one).
+        native: the C packer (the same bytes, faster); False for the numpy spec alone.
 
     Returns:
         (planes uint8 flat, fp16 scale bits uint16 flat, k_pad, effective group size, tensor_scale).
@@ -124,7 +130,7 @@ def pack_arrays(
     Raises:
         ValueError: on any inconsistent shape, dtype or value.
     """
-    codes = _check_codes(codes, bits)
+    codes = _check_codes_fast(codes, bits) if native else _check_codes(codes, bits)
     m, k = codes.shape
     if group_size in GROUP_SIZES:
         if k % group_size:
@@ -136,6 +142,8 @@ def pack_arrays(
     else:
         raise ValueError(f"group_size must be one of {GROUP_SIZES} or K={k} (per row), got {group_size}")
     n_groups = k // group_size
+    if native:
+        return _pack_native(codes, scales, zeros, bits, k_pad, eff_group, n_groups, tensor_scale)
     s = np.broadcast_to(np.asarray(scales, dtype=np.float64), (m, n_groups))
     z = (
         np.full((m, n_groups), 1 << (bits - 1), dtype=np.float64)
@@ -148,11 +156,7 @@ def pack_arrays(
     half = s / 2.0  # (m, n_groups)
     offset = s * (((1 << bits) - 1) / 2.0 - z)  # (m, n_groups)
     if tensor_scale is None:
-        peak = max(float(np.abs(half).max()), float(np.abs(offset).max()))
-        # a power of two keeps the division exact and puts the peak in [2^14, 2^15)
-        tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
-        if not (np.float32(tensor_scale) > 0 and np.isfinite(np.float32(tensor_scale))):
-            raise ValueError(f"scales out of range (peak {peak})")
+        tensor_scale = _tensor_scale_of(max(float(np.abs(half).max()), float(np.abs(offset).max())))
     else:
         tensor_scale = _check_tensor_scale(tensor_scale)
 
@@ -170,6 +174,48 @@ def pack_arrays(
         eff_group,
         float(tensor_scale),
     )
+
+
+def _tensor_scale_of(peak: float) -> float:
+    """The power of two that puts the peak |sh|, |c| in [2^14, 2^15) (the division by it is exact)."""
+    tensor_scale = 1.0 if peak == 0.0 else 2.0 ** (math.floor(math.log2(peak)) - 14)
+    if not (np.float32(tensor_scale) > 0 and np.isfinite(np.float32(tensor_scale))):
+        raise ValueError(f"scales out of range (peak {peak})")
+    return tensor_scale
+
+
+def _check_codes_fast(codes: ArrayLike, bits: int) -> NDArray[np.integer]:
+    """_check_codes without its two passes over a uint8 matrix: the C packer checks the range."""
+    c = np.asarray(codes)
+    if c.dtype != np.uint8:
+        return _check_codes(c, bits).astype(np.uint8)
+    if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
+        raise ValueError(f"codes must be a non-empty 2-D array, got shape {c.shape}")
+    if not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+        raise ValueError(f"bits must be 1..{MAX_BITS}, got {bits}")
+    return c
+
+
+def _pack_native(
+    codes: NDArray[np.integer],
+    scales: ArrayLike,
+    zeros: ArrayLike | None,
+    bits: int,
+    k_pad: int,
+    eff_group: int,
+    n_groups: int,
+    tensor_scale: float | None,
+) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
+    """pack_arrays' result from the C packer: the same checks, the same float64 arithmetic."""
+    from tmac_core.loading import fastquant
+
+    m = codes.shape[0]
+    s, z = np.asarray(scales), None if zeros is None else np.asarray(zeros)
+    peak = fastquant.f16_peak(s, z, (m, n_groups), bits)  # checks that they are finite
+    tensor_scale = _tensor_scale_of(peak) if tensor_scale is None else _check_tensor_scale(tensor_scale)
+    scale_bits = fastquant.f16_scales(s, z, (m, n_groups), bits, tensor_scale)
+    planes = fastquant.pack_planes(np.asarray(codes, np.uint8), bits, k_pad)
+    return planes, scale_bits, k_pad, eff_group, float(tensor_scale)
 
 
 def _exact_fp16(name: str, values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.float16]:
@@ -211,6 +257,7 @@ def pack_super_arrays(
     group_size: int,
     super_size: int,
     code_offset: float,
+    native: bool = True,
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint16], NDArray[np.int8], int]:
     """Packs codes into the kernel layout with SUPER scales: w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g].
 
@@ -222,6 +269,7 @@ def pack_super_arrays(
         group_size: 16, 32, 64, 128 or 256 along K (K a multiple of it).
         super_size: a multiple of group_size dividing K.
         code_offset: kb = (2**bits - 1)/2 - z0, z0 the format's fixed code offset.
+        native: the C packer (the same bytes, faster); False for the numpy spec alone.
 
     Returns:
         (planes uint8 flat, fp16 (d, dmin) bits uint16 flat, int8 (sc, mn) flat, k_pad = K).
@@ -229,7 +277,7 @@ def pack_super_arrays(
     Raises:
         ValueError: on any inconsistent shape, dtype or value.
     """
-    codes = _check_codes(codes, bits)
+    codes = _check_codes_fast(codes, bits) if native else _check_codes(codes, bits)
     m, k = codes.shape
     if group_size not in GROUP_SIZES or k % group_size:
         raise ValueError(f"group_size must be one of {GROUP_SIZES} and divide K={k}, got {group_size}")
@@ -238,6 +286,17 @@ def pack_super_arrays(
     if not np.isfinite(np.float32(code_offset)):
         raise ValueError(f"code_offset must be finite, got {code_offset}")
     n_super, n_groups = k // super_size, k // group_size
+    if native:
+        from tmac_core.loading import fastquant
+
+        d16, dmin16 = _exact_fp16("d", d, (m, n_super)), _exact_fp16("dmin", dmin, (m, n_super))
+        sc8, mn8 = _int8_sub("sc", sc, (m, n_groups)), _int8_sub("mn", mn, (m, n_groups))
+        return (
+            fastquant.pack_planes(np.asarray(codes, np.uint8), bits, k),
+            fastquant.pair_tiles(d16, dmin16).view(np.uint16),
+            fastquant.pair_tiles(sc8, mn8).view(np.int8),
+            k,
+        )
     supers = np.stack([_exact_fp16("d", d, (m, n_super)), _exact_fp16("dmin", dmin, (m, n_super))], axis=2)
     subs = np.stack([_int8_sub("sc", sc, (m, n_groups)), _int8_sub("mn", mn, (m, n_groups))], axis=2)
     return (

@@ -3,7 +3,7 @@
 rows with the GIL released, so tmac_core.loading.fastquant runs blocks on several
 threads at once. Every shape is checked here, in Python ints, before C sees a pointer;
 C checks them again. Use tmac_core.loading.fastquant; this module is its private half."""
-from libc.stdint cimport uint8_t, uint16_t, int64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "quantize.h" nogil:
     int TMAC_Q_F32, TMAC_Q_F16, TMAC_Q_BF16
@@ -81,3 +81,171 @@ def quantize_bf16(const uint16_t[:, ::1] w, int bits, Py_ssize_t group_size, con
     return _run(&w[0, 0] if w.shape[0] and w.shape[1] else NULL, TMAC_Q_BF16,
                 _row_stride(w.shape[0], w.shape[1], w.strides[0], 2), w.shape[0], w.shape[1], bits,
                 group_size, alphas, codes, scales, zeros)
+
+
+# - the kernel weight layout (pack.c): layout.py's packing, byte for byte -
+
+
+cdef extern from "pack.h" nogil:
+    int TMAC_P_OK, TMAC_P_E_CODE, TMAC_P_E_NONFINITE, TMAC_P_E_F16RANGE
+    int TMAC_P_TILE_ROWS, TMAC_P_MAX_K
+    int tmac_pack_planes(const uint8_t *codes, int64_t row_stride, int64_t m, int64_t k, int64_t k_pad, int bits,
+                         int64_t t0, int64_t t1, uint8_t *out, int64_t out_len, int64_t *bad)
+    int tmac_pack_f16_peak(const void *s, int64_t s_rs, int64_t s_cs, const void *z, int64_t z_rs, int64_t z_cs,
+                           int f64, int64_t m, int64_t n, int bits, int64_t r0, int64_t r1, double *peak,
+                           int64_t *bad)
+    int tmac_pack_f16_scales(const void *s, int64_t s_rs, int64_t s_cs, const void *z, int64_t z_rs, int64_t z_cs,
+                             int f64, int64_t m, int64_t n, int bits, double tensor_scale, int64_t t0, int64_t t1,
+                             uint16_t *out, int64_t out_len, int64_t *bad)
+    int tmac_pack_pairs(const void *a, const void *b, int64_t row_stride, int elem_size, int64_t m, int64_t n,
+                        int64_t t0, int64_t t1, void *out, int64_t out_len)
+    int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64_t planes_len,
+                          const uint16_t *scales, int64_t scales_len, int64_t m, int64_t k, int64_t k_pad, int bits,
+                          int64_t group_size, double tensor_scale, int64_t r0, int64_t r1, float *out, int64_t out_rs)
+
+TILE_ROWS = TMAC_P_TILE_ROWS
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline Py_ssize_t _tiles(Py_ssize_t m) noexcept nogil:
+    return (m + TMAC_P_TILE_ROWS - 1) // TMAC_P_TILE_ROWS
+
+
+cdef _check_tiles(Py_ssize_t m, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t out_len, Py_ssize_t per_tile):
+    if m < 1:
+        raise ValueError("no rows")
+    if not 0 <= t0 <= t1 <= _tiles(m):
+        raise ValueError(f"tiles {t0}..{t1} are not within the {_tiles(m)} tiles of {m} rows")
+    if out_len != (t1 - t0) * per_tile:
+        raise ValueError(f"the destination holds {out_len} values, tiles {t0}..{t1} need {(t1 - t0) * per_tile}")
+
+
+def pack_planes(const uint8_t[:, ::1] codes, int bits, Py_ssize_t k_pad, Py_ssize_t t0, Py_ssize_t t1,
+                uint8_t[::1] out):
+    """The bit planes of tiles [t0, t1) of codes (M, K) into out ((t1 - t0) * k_pad / 8 * bits * 64 bytes).
+    Returns -1, or the flat index (row * K + col) of a code >= 2**bits, where it stopped."""
+    cdef Py_ssize_t m = codes.shape[0], k = codes.shape[1]
+    if not 1 <= bits <= TMAC_Q_MAX_BITS:
+        raise ValueError(f"bits={bits} is outside [1, {TMAC_Q_MAX_BITS}]")
+    if not 1 <= k <= TMAC_P_MAX_K or k_pad < k or k_pad % 8 or k_pad > TMAC_P_MAX_K + 64:
+        raise ValueError(f"K={k} with k_pad={k_pad}: k_pad must be K or more, a multiple of 8")
+    _check_tiles(m, t0, t1, out.shape[0], k_pad // 8 * bits * TMAC_P_TILE_ROWS)
+    cdef int64_t bad = -1
+    cdef int rc
+    if t0 == t1:
+        return -1
+    cdef Py_ssize_t stride = _row_stride(m, k, codes.strides[0], 1)
+    with nogil:
+        rc = tmac_pack_planes(&codes[0, 0], stride, m, k, k_pad, bits, t0, t1, &out[0], out.shape[0], &bad)
+    if rc == TMAC_P_E_CODE:
+        return bad
+    if rc != TMAC_P_OK:
+        raise ValueError(f"the plane packer refused its arguments (code {rc})")  # a check above missed one
+    return -1
+
+
+cdef _f16_check(Py_ssize_t m, Py_ssize_t n, Py_ssize_t zm, Py_ssize_t zn, int bits, tuple strides, Py_ssize_t size):
+    if any(st % size for st in strides):  # C indexes by elements
+        raise ValueError(f"scale or zero strides {strides} are not whole elements of {size} bytes")
+    if not 1 <= bits <= TMAC_Q_MAX_BITS:
+        raise ValueError(f"bits={bits} is outside [1, {TMAC_Q_MAX_BITS}]")
+    if m < 1 or not 1 <= n <= TMAC_P_MAX_K or (zm, zn) != (m, n):
+        raise ValueError(f"scales {(m, n)} and zeros {(zm, zn)} must be the same non-empty shape")
+
+
+def f16_peak(const real[:, :] s, const real[:, :] z, bint has_zeros, int bits):
+    """The largest |s / 2| and |s * ((2**bits - 1) / 2 - z)| (z = 2**(bits - 1) without zeros), in
+    float64 as layout.pack_arrays computes them. s, z: (M, n), any strides (0 for a broadcast).
+    Raises ValueError if a scale or zero is not finite."""
+    cdef Py_ssize_t size = sizeof(real)
+    _f16_check(s.shape[0], s.shape[1], z.shape[0], z.shape[1], bits,
+               (s.strides[0], s.strides[1], z.strides[0], z.strides[1]), size)
+    cdef double peak = 0.0
+    cdef int64_t bad = -1
+    cdef int rc
+    with nogil:
+        rc = tmac_pack_f16_peak(&s[0, 0], s.strides[0] // size, s.strides[1] // size,
+                                &z[0, 0] if has_zeros else NULL, z.strides[0] // size, z.strides[1] // size,
+                                real is double, s.shape[0], s.shape[1], bits, 0, s.shape[0], &peak, &bad)
+    if rc == TMAC_P_E_NONFINITE:
+        raise ValueError("scales and zeros must be finite")
+    if rc != TMAC_P_OK:
+        raise ValueError(f"the scale packer refused its arguments (code {rc})")
+    return peak
+
+
+def f16_scales(const real[:, :] s, const real[:, :] z, bint has_zeros, int bits, double tensor_scale,
+               uint16_t[::1] out):
+    """The F16 scale pairs (fp16 bits of s / 2 / tensor_scale and s * ((2**bits - 1) / 2 - z) /
+    tensor_scale) of every tile, (tiles, n, 2, 64) uint16, into out. Raises ValueError if one is
+    not finite or overflows fp16."""
+    cdef Py_ssize_t m = s.shape[0], n = s.shape[1], size = sizeof(real)
+    _f16_check(m, n, z.shape[0], z.shape[1], bits, (s.strides[0], s.strides[1], z.strides[0], z.strides[1]), size)
+    _check_tiles(m, 0, _tiles(m), out.shape[0], n * 2 * TMAC_P_TILE_ROWS)
+    cdef int64_t bad = -1
+    cdef int rc
+    with nogil:
+        rc = tmac_pack_f16_scales(&s[0, 0], s.strides[0] // size, s.strides[1] // size,
+                                  &z[0, 0] if has_zeros else NULL, z.strides[0] // size, z.strides[1] // size,
+                                  real is double, m, n, bits, tensor_scale, 0, _tiles(m), &out[0], out.shape[0], &bad)
+    if rc == TMAC_P_E_NONFINITE:
+        raise ValueError("scales and zeros must be finite")
+    if rc == TMAC_P_E_F16RANGE:
+        raise ValueError(f"tensor_scale={tensor_scale} leaves scales outside fp16's range")
+    if rc != TMAC_P_OK:
+        raise ValueError(f"the scale packer refused its arguments (code {rc})")
+
+
+cdef _pairs(const void *a, const void *b, Py_ssize_t a_stride, Py_ssize_t b_stride, Py_ssize_t m, Py_ssize_t n,
+            Py_ssize_t bm, Py_ssize_t bn, int size, void *out, Py_ssize_t out_len):
+    if (bm, bn) != (m, n) or a_stride != b_stride:
+        raise ValueError(f"the pair's arrays {(m, n)} and {(bm, bn)} must have one shape and row stride")
+    if not 1 <= n <= TMAC_P_MAX_K:
+        raise ValueError(f"{n} values per row")
+    _check_tiles(m, 0, _tiles(m), out_len, n * 2 * TMAC_P_TILE_ROWS)
+    cdef int rc
+    cdef Py_ssize_t stride = n if m == 1 else a_stride // size
+    with nogil:
+        rc = tmac_pack_pairs(a, b, stride, size, m, n, 0, _tiles(m), out, out_len)
+    if rc != TMAC_P_OK:
+        raise ValueError(f"the pair packer refused its arguments (code {rc})")
+
+
+def pair_tiles_u16(const uint16_t[:, ::1] a, const uint16_t[:, ::1] b, uint16_t[::1] out):
+    """(a, b), both (M, n), as (tiles, n, 2, 64) into out, rows past M zero (SUPER's fp16 d, dmin)."""
+    _pairs(&a[0, 0], &b[0, 0], a.strides[0], b.strides[0], a.shape[0], a.shape[1], b.shape[0], b.shape[1], 2,
+           &out[0], out.shape[0])
+
+
+def pair_tiles_i8(const int8_t[:, ::1] a, const int8_t[:, ::1] b, int8_t[::1] out):
+    """As pair_tiles_u16 for int8 (SUPER's sc, mn)."""
+    _pairs(&a[0, 0], &b[0, 0], a.strides[0], b.strides[0], a.shape[0], a.shape[1], b.shape[0], b.shape[1], 1,
+           &out[0], out.shape[0])
+
+
+def residual_f16(const float[:, ::1] w, const uint8_t[::1] planes, const uint16_t[::1] scales, Py_ssize_t k_pad,
+                 int bits, Py_ssize_t group_size, double tensor_scale, Py_ssize_t r0, Py_ssize_t r1,
+                 float[:, ::1] out):
+    """out[r] = float32(w[r] - layout.dequantize(...)[r]) for rows [r0, r1) of an F16-format packed
+    matrix of w's shape (M, K): the output layer's residual without a float64 matrix."""
+    cdef Py_ssize_t m = w.shape[0], k = w.shape[1]
+    if (out.shape[0], out.shape[1]) != (m, k) or m < 1 or not 1 <= k <= TMAC_P_MAX_K:
+        raise ValueError(f"w {(m, k)} and out {(out.shape[0], out.shape[1])} must be one non-empty shape")
+    if not 1 <= bits <= TMAC_Q_MAX_BITS or k_pad < k or k_pad % 8 or group_size < 1 or k_pad % group_size:
+        raise ValueError(f"bits={bits}, K={k}, k_pad={k_pad}, group_size={group_size} do not fit")
+    if not 0 <= r0 <= r1 <= m:
+        raise ValueError(f"rows {r0}..{r1} of {m}")
+    if planes.shape[0] != _tiles(m) * (k_pad // 8) * bits * TMAC_P_TILE_ROWS:
+        raise ValueError(f"{planes.shape[0]} plane bytes do not fit {m} rows of {k_pad} {bits}-bit codes")
+    if scales.shape[0] != _tiles(m) * (k_pad // group_size) * 2 * TMAC_P_TILE_ROWS:
+        raise ValueError(f"{scales.shape[0]} scale values do not fit {m} rows of {k_pad // group_size} groups")
+    cdef int rc
+    cdef Py_ssize_t w_stride = _row_stride(m, k, w.strides[0], 4), out_stride = _row_stride(m, k, out.strides[0], 4)
+    with nogil:
+        rc = tmac_residual_f16(&w[0, 0], w_stride, &planes[0], planes.shape[0], &scales[0], scales.shape[0], m, k,
+                               k_pad, bits, group_size, tensor_scale, r0, r1, &out[0, 0], out_stride)
+    if rc != TMAC_P_OK:
+        raise ValueError(f"the residual pass refused its arguments (code {rc})")

@@ -21,6 +21,7 @@ from tmac_core.loading.dequant import check_finite, dequantize_tensor, i2_s_code
 from tmac_core.loading.exact import Exact, ExactF16, decompose_tensor
 
 # our quantizer (the importance-weighted clipping search + least-squares refit) runs in C
+from tmac_core.loading.fastquant import Quantized, quantize_bf16
 from tmac_core.loading.fastquant import quantize as quantize
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.plan import FALLBACK_BITS, exact_format
@@ -120,11 +121,37 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
         return _q4_1_at_4_bits(gguf, name)
     if bits >= 2 and t in TERNARY_TYPES and 256 % group_size == 0:
         return _exact_ternary(gguf, name, bits, group_size)
-    w = dequantize_tensor(gguf, name)
-    w = w.reshape(-1, w.shape[-1])
-    gs = group_size if w.shape[1] % group_size == 0 else 32
-    codes, scales, zeros = quantize(w, bits, gs)
+    k = info.shape[0]
+    gs = group_size if k % group_size == 0 else 32
+    codes, scales, zeros = _quantize_source(gguf, name, bits, gs)
     return pack(codes, scales, zeros, bits=bits, group_size=gs)
+
+
+# float types the quantizer reads in place from the mapped file: (numpy view dtype, quantizer)
+_IN_PLACE = {
+    GGMLType.F32: ("<f4", quantize),
+    GGMLType.F16: ("<f2", quantize),
+    GGMLType.BF16: ("<u2", quantize_bf16),
+}
+
+
+def _quantize_source(gguf: GGUFFile, name: str, bits: int, group_size: int) -> Quantized:
+    """Our quantizer on one matrix: a float tensor read in place from the file (the C quantizer
+    converts each group to float32 exactly as dequantize would, so the codes are the same, and
+    no float32 copy of the slab is made), any other type dequantized first. A NaN or infinity
+    raises dequantize_tensor's ModelFormatError naming the tensor, as before."""
+    info = gguf.tensors[name]
+    in_place = _IN_PLACE.get(info.ggml_type)
+    raw = gguf.tensor_bytes(name).view(in_place[0]).reshape(-1, info.shape[0]) if in_place else None
+    if in_place is None or raw is None or not raw.flags.aligned:  # a safetensors tensor may start anywhere
+        w = dequantize_tensor(gguf, name)
+        return quantize(w.reshape(-1, w.shape[-1]), bits, group_size)
+    quantizer = in_place[1]
+    try:
+        return quantizer(raw, bits, group_size)
+    except ValueError:
+        dequantize_tensor(gguf, name)  # raises the file's error for a non-finite weight
+        raise
 
 
 def bits_per_weight(packed: PackedWeight) -> float:

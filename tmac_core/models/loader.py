@@ -4,9 +4,10 @@ compute the RoPE frequencies, and build the Cython LlamaRuntime. GPTQ layers of 
 Hugging Face folder enter through `gptq_weight`: their own codes and scales "as in the
 file", with an act-order layer's input permutation beside them. No Qt.
 
-Two ways: `write_weights` streams into a cache file (the first load: one slab of
-CHUNK_ELEMENTS source weights in memory at a time, each source tensor's pages dropped
-once read, so memory stays near the packed size however large the model), and
+Two ways: `write_weights` streams into a cache file (the first load: a slab of
+CHUNK_ELEMENTS source weights in memory per thread, repacked in turn and written in order,
+each source tensor's pages dropped once read, so memory stays near the packed size
+however large the model), and
 `load_weights` repacks into memory (no cache folder, or a disk that refused the file).
 A source without row slabs (a Hugging Face folder, loading/hf.py) streams a whole tensor
 at a time."""
@@ -15,15 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tmac_core.errors import UnsupportedModelError
-from tmac_core.kernels import PackedWeight, dequantize, pack, pack_super
+from tmac_core.kernels import PackedWeight, get_num_threads, pack, pack_super
 from tmac_core.loading.dequant import dequantize_tensor
+from tmac_core.loading.fastquant import residual as weight_residual
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
@@ -79,7 +83,7 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
     the logits' precision is decided, and one extra pass over one matrix costs
     what llama.cpp pays for keeping that matrix at Q6_K/Q8_0."""
     w = dequantize_tensor(gguf, name).reshape(packed.m, packed.k)
-    residual = w - dequantize(packed)
+    residual = weight_residual(w, packed)  # float32 for the F16 format: w - dequantize(packed), rounded
     codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
     return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
 
@@ -233,13 +237,35 @@ def _release(gguf: GGUFFile, name: str) -> None:
         gguf.release(name)
 
 
+def _in_order(fn: Callable[[tuple[int, int]], PackedWeight], spans: list[tuple[int, int]]) -> Iterator[PackedWeight]:
+    """fn of each span, in order, the next ones computed meanwhile on the kernels' threads
+    (as many slabs in memory as threads): the exact repack's numpy unpacking of one slab
+    overlaps the packing of another. One thread, or one span: plainly in turn."""
+    n = min(get_num_threads(), len(spans))
+    if n <= 1:
+        yield from map(fn, spans)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="repack") as pool:
+        ahead = deque(pool.submit(fn, span) for span in spans[:n])
+        for span in spans[n:] + [None] * n:
+            result = ahead.popleft().result()
+            if span is not None:
+                ahead.append(pool.submit(fn, span))
+            yield result
+
+
 def _repacked_rows(gguf: GGUFFile, spec: TensorSpec, bits: int | None, done: Done) -> Iterator[PackedWeight]:
     nbytes = gguf.tensors[spec.name].nbytes
     mode = None if bits is None and spec.exact else spec.bits  # None: the file's own codes
-    for r0, r1 in _slabs(gguf, spec):
-        part = _slab(gguf, spec.name, r0, r1, spec.rows)
-        packed = repack(part, spec.name, mode, spec.group_size)
-        yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
+    slabs = _slabs(gguf, spec)
+
+    def repacked(span: tuple[int, int]) -> PackedWeight:
+        r0, r1 = span
+        packed = repack(_slab(gguf, spec.name, r0, r1, spec.rows), spec.name, mode, spec.group_size)
+        return _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
+
+    for (r0, r1), packed in zip(slabs, _in_order(repacked, slabs)):
+        yield packed
         done(nbytes * (r1 - r0) // spec.rows)
 
 
@@ -250,7 +276,7 @@ def _residual_rows(
     nbytes = gguf.tensors[out].nbytes
     for r0, r1 in _slabs(gguf, spec):
         w = dequantize_tensor(_slab(gguf, out, r0, r1, spec.rows), out).reshape(r1 - r0, spec.cols)
-        residual = w - dequantize(writer.read_rows(out, r0, r1))
+        residual = weight_residual(w, writer.read_rows(out, r0, r1))
         codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
         packed = pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
         yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
