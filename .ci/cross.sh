@@ -78,7 +78,7 @@ cat >"$STUB/math.h" <<'EOF'
 #pragma once
 float expf(float); float fabsf(float); float fmaf(float, float, float); float nearbyintf(float);
 float frexpf(float, int *); float ldexpf(float, int);
-double exp(double); double log(double);
+double exp(double); double log(double); double fabs(double);
 #define INFINITY __builtin_inff()
 #define isnan(x) __builtin_isnan(x)
 #define isinf(x) __builtin_isinf(x)
@@ -120,20 +120,22 @@ while IFS=$'\t' read -r tier file flags; do
     compiled=$((compiled + 1))
 done < <(units aarch64)
 echo "  aarch64-w64-windows-gnu (mingw-w64 headers, every file): ok"
-# the float-source quantizer (tmac_core.loading._fastquant's C file: baseline flags, an AVX
+# the float-source quantizer and the layout packer (tmac_core.loading._fastquant's C files: baseline flags, an AVX
 # function chosen at run time on x86-64). Not for x86_64-pc-windows-msvc: clang gates its AVX
 # intrinsics there behind -mavx where MSVC's cl has them all; the mingw build below covers x64
 # Windows with the same code path as clang and gcc everywhere.
 QFLAGS=$("$PY" -c 'import importlib.util as u; s=u.spec_from_file_location("s","tmac_core/kernels/sources.py"); m=u.module_from_spec(s); s.loader.exec_module(m); print(" ".join(m.GCC_COMMON))')
-for triple in aarch64-pc-windows-msvc arm64-apple-macos11 x86_64-apple-macos10.15; do
+for qfile in quantize.c pack.c; do
+    for triple in aarch64-pc-windows-msvc arm64-apple-macos11 x86_64-apple-macos10.15; do
+        # shellcheck disable=SC2086
+        clang --target="$triple" -nostdlibinc -isystem "$STUB" $QFLAGS -Werror -I tmac_core/loading \
+            -c "tmac_core/loading/$qfile" -o "$WORK/obj.o"
+        compiled=$((compiled + 1))
+    done
     # shellcheck disable=SC2086
-    clang --target="$triple" -nostdlibinc -isystem "$STUB" $QFLAGS -Werror -I tmac_core/loading \
-        -c tmac_core/loading/quantize.c -o "$WORK/obj.o"
-    compiled=$((compiled + 1))
+    x86_64-w64-mingw32-gcc $QFLAGS -Werror -I tmac_core/loading -c "tmac_core/loading/$qfile" -o "$WORK/obj.o"
 done
-# shellcheck disable=SC2086
-x86_64-w64-mingw32-gcc $QFLAGS -Werror -I tmac_core/loading -c tmac_core/loading/quantize.c -o "$WORK/obj.o"
-echo "  the quantizer (tmac_core/loading/quantize.c): ok"
+echo "  the quantizer and the layout packer (tmac_core/loading/quantize.c, pack.c): ok"
 echo "  $compiled files compiled"
 
 echo "== mingw-w64 build of the C library + kernel driver, run under wine"
