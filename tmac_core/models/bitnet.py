@@ -6,11 +6,19 @@ layer's input is not. An RMSNorm (sub-norm) sits before attn_output and before
 ffn_down. RoPE is neox-style (pairs (i, i + head_dim/2)): llama.cpp lists both GGUF
 archs under LLAMA_ROPE_TYPE_NEOX and its converter does not permute Q/K.
 
-Two variants, told apart by the GGUF `general.architecture`:
+Three variants, told apart by the GGUF `general.architecture` (or the HF folder):
   * "bitnet-b1.58" (also the first upload's "bitnet-25"): microsoft/bitnet-b1.58-2B-4T,
     bitnet.cpp's graph. relu(gate)² · up feed-forward, GQA 20/5, θ = 500000.
   * "bitnet": upstream llama.cpp's graph for 1bitLLM/bitnet_b1_58-*: SiLU-gated
     feed-forward, full multi-head attention, θ = 10000 (read from the file anyway).
+  * "llama-bitnet": a Hugging Face LlamaForCausalLM folder whose projections are
+    BitNet-packed (config.json quantization_config.quant_method "bitnet", the default
+    BitLinear: tiiuae/Falcon3-*-1.58bit, Falcon-E-*, HF1BitLLM/Llama3-8B-1.58). Llama's
+    graph as trained with BitLinear (transformers integrations/bitnet.py): SiLU-gated
+    feed-forward, no sub-norms, GQA, the lm_head untouched (modules_to_not_convert). Its
+    RoPE rotates pairs (2i, 2i+1) as llama's does, the folder's q/k rows permuted at load
+    like any Llama folder's (loading/hf.py), so bitnet.cpp's conversion of the same
+    weights (arch "llama", rows permuted) runs the same. No GGUF names this architecture.
 Tied embeddings, GQA and θ come from the file, as for every architecture.
 
 Activations (models/_llama.pyx, LlamaRuntime's exact_activations): by default each
@@ -31,3 +39,4 @@ from tmac_core.plan import Architecture
 
 B158 = Architecture("bitnet-b1.58", rope_style="neox", ffn_act="relu2", sub_norms=True, act_quant="int8_token")
 ONEBITLLM = Architecture("bitnet", rope_style="neox", ffn_act="silu", sub_norms=True, act_quant="int8_token")
+LLAMA_BITNET = Architecture("llama-bitnet", rope_style="interleaved", act_quant="int8_token")
