@@ -32,7 +32,12 @@ TQ2_0's own distance from that arithmetic (Q8_K per-256 activations: 1.7-2 %). O
 the 2B-4T-shaped model (2 shared cores, interleaved medians) exact mode decodes at
 ~0.6x and reads prompts at ~0.5-0.6x the table mode's speed. The default is the
 table mode: its error is the size every published runtime accepts, its speed is
-what the 2-bit models are for; exact mode is the reference-grade option.
+what the 2-bit models are for; exact mode is the reference-grade option. Re-measured
+through Engine.load(exact_activations=...) / `bench --exact-activations` on a 6-layer
+2B-4T-shaped TQ2_0 model (2 threads, 128-token prompt, 2 alternating runs each): tables
+64-73 prompt tok/s and 24.7-27.0 decode tok/s, exact 34-40 and 12.5-17.6. On the tiny
+Falcon3-1.58bit-style folder (tests/runtime/test_falcon_folder.py) exact mode is 1.4 % and
+tables 1.6-1.7 % of the logit range from transformers, so the default stays the tables.
 """
 
 from tmac_core.plan import Architecture
@@ -40,3 +45,6 @@ from tmac_core.plan import Architecture
 B158 = Architecture("bitnet-b1.58", rope_style="neox", ffn_act="relu2", sub_norms=True, act_quant="int8_token")
 ONEBITLLM = Architecture("bitnet", rope_style="neox", ffn_act="silu", sub_norms=True, act_quant="int8_token")
 LLAMA_BITNET = Architecture("llama-bitnet", rope_style="interleaved", act_quant="int8_token")
+# Engine.load's exact_activations when the caller does not choose (the measurements above):
+# exact mode is slower on this machine class, so the table mode is the default.
+EXACT_ACTIVATIONS_DEFAULT = False
