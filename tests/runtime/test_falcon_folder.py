@@ -129,7 +129,8 @@ def test_exact_mode_decodes_transformers_greedy_tokens():
 
 
 def test_weight_scale_divides_for_bitlinear():
-    """Read as a multiplier (autobitlinear, 2B-4T's class) the same folder leaves the bound."""
+    """No linear_class: transformers' BitLinear computes x·tᵀ / weight_scale, so each
+    projection's γ (w = t·γ) is 1/weight_scale, in fp32."""
     with HFModel.open(DATA / "hf") as m:
         name = "blk.0.ffn_down.weight"
         assert m.bitnet is False
@@ -139,6 +140,7 @@ def test_weight_scale_divides_for_bitlinear():
 
 
 def test_read_as_a_multiplier_the_logits_are_wrong(tmp_path):
+    """Read as a multiplier (autobitlinear, 2B-4T's class) the same folder leaves the bound."""
     folder = copy_folder(tmp_path)
     edit_config(folder, quant={"linear_class": "autobitlinear"})
     with HFModel.open(folder) as m:
