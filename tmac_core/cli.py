@@ -242,6 +242,7 @@ def _load(args: argparse.Namespace, n_ctx: int | None = None) -> Engine:
             progress=progress,
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
+            exact_activations=args.exact_activations,
         )
     except ValueError as e:  # Engine.load's documented refusal of bits / n_ctx / threads
         raise CliError(str(e)) from None
@@ -744,6 +745,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="repacked-model cache folder (default: the user cache, or $TMAC_CACHE_DIR)",
             )
             p.add_argument("--no-cache", action="store_true", help="repack in memory, read and write no cache")
+            p.add_argument(
+                "--exact-activations",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="BitNet b1.58 family only: compute each BitLinear's int8 dot products exactly, as"
+                " trained (slower); default: the activation tables",
+            )
         return p
 
     def sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:

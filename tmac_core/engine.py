@@ -41,6 +41,7 @@ from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.hf import HFModel, is_model_folder
 from tmac_core.models import get_architecture
+from tmac_core.models.bitnet import EXACT_ACTIVATIONS_DEFAULT
 from tmac_core.sampling import Sampler, SamplingParams
 from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
 from tmac_core.tokenizer.chat_template import PromptTooLongError
@@ -178,6 +179,8 @@ class Engine:
     """One loaded model with its KV cache. Use from one thread at a time,
     except set_threads() (any thread) and the cancel event."""
 
+    exact_activations = False  # BitLinear inputs as exact int8 dot products (Engine.load's option)
+
     def __init__(
         self,
         source: str,
@@ -217,6 +220,7 @@ class Engine:
         source_sha256: str | None = None,
         cancel: Cancel | None = None,
         status: Callable[[LoadStatus], None] | None = None,
+        exact_activations: bool | None = None,
     ) -> Engine:
         """Load a model: a GGUF file, a Hugging Face folder (config.json, safetensors,
         tokenizer files; tmac_core/loading/hf.py), or "default" for the embedded SmolLM2.
@@ -230,13 +234,18 @@ class Engine:
         the hash) with LoadCancelledError; a partial cache file is never left in use.
         `status` gets a LoadStatus at every step `progress` does, with the repack's
         bytes and ETA.
+        `exact_activations` (models trained with int8 activations, ModelConfig.act_quant
+        "int8_token": the BitNet b1.58 family): True computes every BitLinear's integer dot
+        products exactly as trained (W1.58A8), False runs its int8 input through the
+        ordinary activation tables; None takes models/bitnet.py's measured default.
 
         Raises:
             ModelLoadError / ModelFormatError: missing or corrupt file.
             UnsupportedModelError: an architecture or tensor type we do not run.
             TokenizerError: a vocabulary that cannot be tokenized.
             LoadCancelledError: `cancel` was set.
-            ValueError: bits not None, 2 or 4, n_threads or n_ctx out of range.
+            ValueError: bits not None, 2 or 4, n_threads or n_ctx out of range;
+                exact_activations=True for a model whose activations are not int8.
             TypeError: a bool for cache_dir (the cache is switched by use_cache).
         """
         t0 = time.perf_counter()
@@ -274,6 +283,10 @@ class Engine:
         source_types = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
         if bits is None and not plan.is_quantized(source_types):
             bits = 4  # "as in the file" is the file's own quantization; a float file runs at 4 bits
+        if exact_activations and cfg.act_quant != "int8_token":
+            raise ValueError(f"exact_activations: {cfg.arch} was not trained with int8 activations (act_quant)")
+        exact = EXACT_ACTIVATIONS_DEFAULT if exact_activations is None else exact_activations
+        exact = exact and cfg.act_quant == "int8_token"
         arch = get_architecture(cfg.arch)
         # An HFModel offers the loader what it reads of a GGUFFile (tensors, tensor_bytes, path)
         source_file = cast(GGUFFile, gguf)
@@ -315,9 +328,10 @@ class Engine:
                 ),
             )
         report(0.95, "allocating the context")
-        runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK)
+        runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK, exact_activations=exact)
         threads = n_threads or kernels.get_num_threads()
         engine = cls(path, gguf, cfg, tokenizer, weights, runtime, n_ctx, bits, threads, cache_hit)
+        engine.exact_activations = exact
         engine.set_threads(threads)
         engine._apply_threads()
         engine._load_s = time.perf_counter() - t0

@@ -163,13 +163,13 @@ def test_a_malformed_bitnet_folder_is_a_typed_error(tmp_path, change, error, fra
     [
         ({"quant_method": "bitnet", "linear_class": "fancylinear"}, "linear_class"),
         ({"quant_method": "bitnet", "quantization_mode": "dynamic"}, "quantization_mode"),
-        ({"quant_method": "bitnet", "architectures": ["LlamaForCausalLM"]}, "Falcon3-1.58bit style"),
+        ({"quant_method": "bitnet", "architectures": ["Qwen2ForCausalLM"]}, "BitNet-packed Qwen2ForCausalLM"),
     ],
 )
 def test_an_unsupported_bitnet_config_is_refused(tmp_path, quant, fragment):
     folder = copy_folder(tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
-    if quant is not None and "architectures" in quant:  # a Llama folder with BitNet packing
+    if quant is not None and "architectures" in quant:  # another architecture with BitNet packing
         cfg.update(architectures=quant.pop("architectures"), hidden_act="silu")
     if quant is None:
         del cfg["quantization_config"]

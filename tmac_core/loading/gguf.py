@@ -16,12 +16,15 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
 from tmac_core.errors import ModelFormatError, ModelLoadError, UnsupportedModelError
+
+K = TypeVar("K")
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # v1 used 32-bit counts and is gone upstream too
@@ -392,6 +395,18 @@ def _read_tensor_info(cur: _Cursor, i: int, offset_fields: dict[str, int]) -> Te
     return TensorInfo(name, ggml_type, tuple(shape), rel_offset, nbytes)
 
 
+def span_gaps(spans: Iterable[tuple[int, int, K]], begin: int) -> Iterator[tuple[K | None, K, int]]:
+    """For byte spans (start, nbytes, key) in the order the caller sorted them (by start):
+    (key of the span before or None, key, gap), where gap = start − the end of the span
+    before (or `begin` for the first): > 0 bytes no span covers, < 0 an overlap. The one
+    placement check of the GGUF and safetensors readers (loading/safetensors.py), each
+    deciding which gaps its format allows."""
+    end, before = begin, None
+    for start, nbytes, key in spans:
+        yield before, key, start - end
+        end, before = start + nbytes, key
+
+
 class GGUFFile:
     """A parsed GGUF file: `metadata`, `tensors` (ordered) and mapped tensor bytes.
 
@@ -529,11 +544,12 @@ class GGUFFile:
             placed.append((start, i, info))
             self.tensors[info.name] = TensorInfo(info.name, info.ggml_type, info.shape, start, info.nbytes)
         placed.sort(key=lambda p: p[0])
-        for (a_start, _, a), (b_start, j, b) in zip(placed, placed[1:]):
-            if b_start < a_start + a.nbytes:
+        # alignment padding may leave gaps between tensors; only an overlap is a fault
+        for before, (j, b), gap in span_gaps(((start, info.nbytes, (i, info)) for start, i, info in placed), 0):
+            if before is not None and gap < 0:
                 cur.fail(
                     f"tensor_info[{j}].offset",
-                    f"tensor {b.name!r} data overlaps tensor {a.name!r}",
+                    f"tensor {b.name!r} data overlaps tensor {before[1].name!r}",
                     offset_fields[b.name],
                 )
 

@@ -36,7 +36,9 @@ w = t·weight_scale; the default BitLinear (Falcon3-1.58bit, onebitllms) divides
 Such a layer stands in `tensors` as a TQ2_0 tensor when γ is fp16-exact (every 256-block's d = γ,
 as a GGUF conversion writes it), else as I2_S (one fp32 γ per tensor), and `tensor_bytes` writes
 it in that layout, so the loader's exact ternary path (loading/repack.py `_exact_ternary`) packs
-the codes t + 1 unchanged with z = 1: no requantization.
+the codes t + 1 unchanged with z = 1: no requantization. A BitNet-packed LlamaForCausalLM
+(Falcon3-1.58bit, Falcon-E: lm_head kept in bf16 by modules_to_not_convert) runs as
+"llama-bitnet" (models/bitnet.py); its q/k codes are permuted like a float Llama's rows.
 
 1bitLLM folders (`BitnetForCausalLM`, arch "bitnet": SiLU, sub-norms named inner_attn_ln and
 ffn_layernorm) and 2B-4T's -bf16 repo (no packed quantization_config) hold float latent
@@ -103,7 +105,10 @@ HF_ARCHITECTURES = {
     "BitnetForCausalLM": "bitnet",  # 1bitLLM/bitnet_b1_58-*, float latent weights
 }
 # each architecture's one FFN activation (config.json `hidden_act`)
-HF_ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "bitnet-b1.58": "relu2", "bitnet": "silu"}
+HF_ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "bitnet-b1.58": "relu2", "bitnet": "silu", "llama-bitnet": "silu"}
+# the architectures a BitNet quantization_config may come with (a packed LlamaForCausalLM
+# runs as llama-bitnet: int8 activations before every projection, models/bitnet.py)
+BITNET_ARCHITECTURES = ("bitnet-b1.58", "llama-bitnet")
 # BitNet quantization_config `linear_class` → whether weight_scale multiplies (True) or divides
 BITNET_LINEAR_CLASSES = {"autobitlinear": True, "bitlinear": False}
 BITNET_SCALE_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
@@ -253,10 +258,10 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     quant = data.get("quantization_config")
     bitnet_scale_multiplies(data, path)  # refuses a linear_class or mode we do not run
     is_bitnet = isinstance(quant, dict) and quant.get("quant_method") == "bitnet"
-    if is_bitnet and arch_name != "bitnet-b1.58":
-        # Falcon3-1.58bit / Falcon-E / HF1BitLLM: a Llama graph with int8 activations and
-        # q/k rows to permute, which no architecture here runs yet; refused, never run wrong
-        raise UnsupportedModelError(f"{path}: BitNet-packed {archs[0]} (Falcon3-1.58bit style) is not supported yet")
+    if is_bitnet and arch_name == "llama":
+        arch_name = "llama-bitnet"  # Falcon3-1.58bit / Falcon-E / HF1BitLLM: Llama's graph, BitLinear layers
+    if is_bitnet and arch_name not in BITNET_ARCHITECTURES:
+        raise UnsupportedModelError(f"{path}: BitNet-packed {archs[0]} is not supported (supported: Llama, BitNet)")
     if quant is not None and not is_bitnet and gptq_config({"quantization_config": quant}) is None:
         method = quant.get("quant_method") if isinstance(quant, dict) else None
         raise UnsupportedModelError(
@@ -265,7 +270,9 @@ def config_from_hf(data: Any, path: str) -> ModelConfig:
     act = HF_ACTIVATIONS[arch_name]
     if cfg.get_str("hidden_act", act) != act:
         raise UnsupportedModelError(f"{path}: hidden_act {data['hidden_act']!r} is not supported (supported: {act})")
-    if arch_name == "llama" and (cfg.get_bool("attention_bias", False) or cfg.get_bool("mlp_bias", False)):
+    if arch_name in ("llama", "llama-bitnet") and (
+        cfg.get_bool("attention_bias", False) or cfg.get_bool("mlp_bias", False)
+    ):
         raise UnsupportedModelError(f"{path}: Llama with attention or MLP biases is not supported")
     layer_types = data.get("layer_types") or []  # transformers 5 lists each layer's attention
     if (arch_name == "qwen2" and cfg.get_bool("use_sliding_window", False)) or not isinstance(layer_types, list):
@@ -316,6 +323,9 @@ def bitnet_scale_multiplies(data: Mapping[str, Any], path: str) -> bool | None:
         raise UnsupportedModelError(
             f"{path}: BitNet linear_class {linear!r} is not supported (supported: {', '.join(BITNET_LINEAR_CLASSES)})"
         )
+    if quant.get("use_rms_norm", False) is not False:
+        # transformers' opt-in RMSNorm inside each BitLinear (PR #38087): no graph here has it
+        raise UnsupportedModelError(f"{path}: BitNet use_rms_norm (a norm inside every BitLinear) is not supported")
     mode = quant.get("quantization_mode", "offline")
     if mode not in ("offline", "online"):
         raise UnsupportedModelError(f"{path}: BitNet quantization_mode {mode!r} (supported: offline, online)")
@@ -435,7 +445,7 @@ class HFModel:
             )
         cfg = self.config
         self._permuted: dict[str, int] = {}  # GGUF name → head count its rows are permuted by
-        if cfg.arch == "llama":
+        if cfg.rope_style == "interleaved":  # our RoPE pairs (2i, 2i+1); the folder rotates halves
             for layer in range(cfg.n_layers):
                 self._permuted[f"blk.{layer}.attn_q.weight"] = cfg.n_heads
                 self._permuted[f"blk.{layer}.attn_k.weight"] = cfg.n_kv_heads
@@ -682,6 +692,9 @@ class HFModel:
                     info.offset,
                     f"holds the code 3 ({int((codes == 3).sum())} times)",
                 )
+            heads = self._permuted.get(name)
+            if heads is not None:  # a Llama q/k projection (one γ per tensor: rows move freely)
+                codes = _permute_rows(codes, heads)
             encode = tq2_0_bytes if info.ggml_type is GGMLType.TQ2_0 else i2_s_bytes
             return encode(codes.reshape(-1), self._bitnet_gamma[name])
         heads = self._permuted.get(name)

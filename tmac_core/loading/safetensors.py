@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from tmac_core.errors import ModelFormatError, ModelLoadError, UnsupportedModelError
+from tmac_core.loading.gguf import span_gaps
 
 MAX_HEADER_BYTES = 100_000_000  # the crate's MAX_HEADER_SIZE
 MAX_DIMS = 8  # no model tensor has more; a long shape list is an attack on prod()
@@ -175,13 +176,13 @@ def parse_header(header: Any, path: str, data_start: int, file_size: int) -> dic
             )
         tensors[name] = SafeTensorInfo(name, dtype, tuple(shape), data_start + begin, nbytes)
     # The tensors must tile the buffer: sorted by offset, no gap, no overlap, nothing after.
-    expected = data_start
-    for info in sorted(tensors.values(), key=lambda t: (t.offset, t.nbytes)):
-        if info.offset < expected:
+    placed = sorted(tensors.values(), key=lambda t: (t.offset, t.nbytes))
+    for _, info, gap in span_gaps(((t.offset, t.nbytes, t) for t in placed), data_start):
+        if gap < 0:
             _fail(path, f"header[{info.name!r}].data_offsets", 8, "overlaps the tensor before it")
-        if info.offset > expected:
-            _fail(path, f"header[{info.name!r}].data_offsets", 8, f"{info.offset - expected} unused bytes before it")
-        expected = info.offset + info.nbytes
+        if gap > 0:
+            _fail(path, f"header[{info.name!r}].data_offsets", 8, f"{gap} unused bytes before it")
+    expected = placed[-1].offset + placed[-1].nbytes if placed else data_start
     if expected != file_size:
         _fail(path, "data", expected, f"{file_size - expected} bytes after the last tensor")
     return tensors

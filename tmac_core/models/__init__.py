@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # annotations only: numpy and the compiled runtime load with 
     from tmac_core.models._llama import LlamaRuntime
     from tmac_core.models.loader import Weights
 
-# GGUF `general.architecture` → the architecture we run it as
+# GGUF `general.architecture` (ModelConfig.arch) → the architecture we run it as
 ARCHITECTURES = {
     "llama": llama.ARCH,  # Llama 2/3/3.2, SmolLM2, TinyLlama
     "mistral": llama.ARCH,  # older llama.cpp converts Mistral under its own key prefix, Llama's tensors
@@ -32,6 +32,8 @@ ARCHITECTURES = {
     "bitnet-b1.58": bitnet.B158,  # microsoft/bitnet-b1.58-2B-4T (bitnet.cpp's GGUF)
     "bitnet-25": bitnet.B158,  # the same model's first GGUF upload (April 2025)
     "bitnet": bitnet.ONEBITLLM,  # llama.cpp's converter for 1bitLLM/bitnet_b1_58-*
+    # BitNet-packed Llama folders (Falcon3-1.58bit, Falcon-E): no GGUF file uses this name
+    "llama-bitnet": bitnet.LLAMA_BITNET,
 }
 
 

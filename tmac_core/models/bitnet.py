@@ -6,11 +6,19 @@ layer's input is not. An RMSNorm (sub-norm) sits before attn_output and before
 ffn_down. RoPE is neox-style (pairs (i, i + head_dim/2)): llama.cpp lists both GGUF
 archs under LLAMA_ROPE_TYPE_NEOX and its converter does not permute Q/K.
 
-Two variants, told apart by the GGUF `general.architecture`:
+Three variants, told apart by the GGUF `general.architecture` (or the HF folder):
   * "bitnet-b1.58" (also the first upload's "bitnet-25"): microsoft/bitnet-b1.58-2B-4T,
     bitnet.cpp's graph. relu(gate)² · up feed-forward, GQA 20/5, θ = 500000.
   * "bitnet": upstream llama.cpp's graph for 1bitLLM/bitnet_b1_58-*: SiLU-gated
     feed-forward, full multi-head attention, θ = 10000 (read from the file anyway).
+  * "llama-bitnet": a Hugging Face LlamaForCausalLM folder whose projections are
+    BitNet-packed (config.json quantization_config.quant_method "bitnet", the default
+    BitLinear: tiiuae/Falcon3-*-1.58bit, Falcon-E-*, HF1BitLLM/Llama3-8B-1.58). Llama's
+    graph as trained with BitLinear (transformers integrations/bitnet.py): SiLU-gated
+    feed-forward, no sub-norms, GQA, the lm_head untouched (modules_to_not_convert). Its
+    RoPE rotates pairs (2i, 2i+1) as llama's does, the folder's q/k rows permuted at load
+    like any Llama folder's (loading/hf.py), so bitnet.cpp's conversion of the same
+    weights (arch "llama", rows permuted) runs the same. No GGUF names this architecture.
 Tied embeddings, GQA and θ come from the file, as for every architecture.
 
 Activations (models/_llama.pyx, LlamaRuntime's exact_activations): by default each
@@ -24,10 +32,19 @@ TQ2_0's own distance from that arithmetic (Q8_K per-256 activations: 1.7-2 %). O
 the 2B-4T-shaped model (2 shared cores, interleaved medians) exact mode decodes at
 ~0.6x and reads prompts at ~0.5-0.6x the table mode's speed. The default is the
 table mode: its error is the size every published runtime accepts, its speed is
-what the 2-bit models are for; exact mode is the reference-grade option.
+what the 2-bit models are for; exact mode is the reference-grade option. Re-measured
+through Engine.load(exact_activations=...) / `bench --exact-activations` on a 6-layer
+2B-4T-shaped TQ2_0 model (2 threads, 128-token prompt, 2 alternating runs each): tables
+64-73 prompt tok/s and 24.7-27.0 decode tok/s, exact 34-40 and 12.5-17.6. On the tiny
+Falcon3-1.58bit-style folder (tests/runtime/test_falcon_folder.py) exact mode is 1.4 % and
+tables 1.6-1.7 % of the logit range from transformers, so the default stays the tables.
 """
 
 from tmac_core.plan import Architecture
 
 B158 = Architecture("bitnet-b1.58", rope_style="neox", ffn_act="relu2", sub_norms=True, act_quant="int8_token")
 ONEBITLLM = Architecture("bitnet", rope_style="neox", ffn_act="silu", sub_norms=True, act_quant="int8_token")
+LLAMA_BITNET = Architecture("llama-bitnet", rope_style="interleaved", act_quant="int8_token")
+# Engine.load's exact_activations when the caller does not choose (the measurements above):
+# exact mode is slower on this machine class, so the table mode is the default.
+EXACT_ACTIVATIONS_DEFAULT = False
