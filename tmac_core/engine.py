@@ -619,9 +619,11 @@ class Engine:
 
         n_prompt = len(ids)
         generated, ttft, t_first, prompt_tok_s = 0, 0.0, 0.0, 0.0
+        # Process CPU time, not thread time: the kernels run on the native pool's threads too.
+        prompt_cpu: float | None = None  # at the first token (prompt → decode)
 
         def chunk(text: str, token: int | None, finish: str | None = None) -> Chunk:
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time() - cpu0
             decode = (generated - 1) / (now - t_first) if generated > 1 and now > t_first else 0.0
             return Chunk(
                 text=text,
@@ -633,10 +635,11 @@ class Engine:
                 decode_tok_s=decode,
                 ttft_s=ttft,
                 elapsed_s=now - t0,
-                cpu_s=time.process_time() - cpu0,
+                cpu_s=cpu,
                 threads=self._threads,
                 finish_reason=finish,
                 notice=notice if (generated <= 1 or finish) else None,
+                prompt_cpu_s=cpu if prompt_cpu is None else prompt_cpu,
             )
 
         cached, logits = self._prefill(ids, cancelled)
@@ -655,10 +658,10 @@ class Engine:
                 break
             if generated == 0:
                 t_first = time.perf_counter()
-                ttft = t_first - t0
+                ttft, prompt_cpu = t_first - t0, time.process_time() - cpu0
             generated += 1
             yield chunk(detok.add(token), token)
         if generated == 0:  # the first sampled token was a stop token
             t_first = time.perf_counter()
-            ttft = t_first - t0
+            ttft, prompt_cpu = t_first - t0, time.process_time() - cpu0
         yield chunk(detok.finalize(), None, finish)
