@@ -69,7 +69,6 @@ PURGE_DELETED_AFTER_S = 7 * 86400
 AUTO_HIDE_SIDE_BELOW = 1000
 AUTO_HIDE_CHATS_BELOW = 760
 AUTO_RESTART_DELAY_MS = 1500  # after a crash: time to read the banner before the engine comes back
-CONTINUE_PROMPT = "Continue."
 ZOOM_STEP = 0.1  # View → Zoom in / out: 10% of the normal text size per step
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
@@ -361,6 +360,7 @@ class MainWindow(QMainWindow):
         session.answerChunk.connect(self.perf_panel.show_chunk)
         session.answerChunk.connect(self._on_answer_chunk)
         session.answerFinished.connect(self.chat_view.finish_message)
+        session.answerResumed.connect(self.chat_view.resume_message)
         session.busyChanged.connect(self._on_session_busy)
         session.notice.connect(self._on_session_notice)
         client.stateChanged.connect(self._on_client_state)
@@ -575,11 +575,9 @@ class MainWindow(QMainWindow):
         if message.state == "complete":
             self._auto_restart_used = False  # the engine works again: a later crash may restart it once more
 
-    def continue_answer(self, _message_id: int = 0) -> None:
-        """After an answer cut at max tokens: ask the model to go on (a short user turn, so the
-        draft in the message box stays as it is)."""
-        if not self.session.busy:
-            self.session.send(CONTINUE_PROMPT)
+    def continue_answer(self, message_id: int) -> None:
+        """After an answer cut at max tokens: the model goes on, appending to that answer (the draft stays)."""
+        self.session.continue_answer(message_id)
 
     # ---- chat ---------------------------------------------------------------------------------
 

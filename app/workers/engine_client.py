@@ -218,17 +218,20 @@ class EngineClient(QObject):
             raise RuntimeError("restart() before any load()")
         self._start_process()
 
-    def generate(self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True) -> int:
+    def generate(
+        self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True, continue_text: str = ""
+    ) -> int:
         """Ask for an answer; chunks arrive on `chunk` with the returned id.
 
         If an answer is still running it is stopped first and this one starts when it
         has ended. With fit_to_context the oldest turns are dropped (and `trimmed`
-        emitted) when the history would not leave room for the answer.
+        emitted) when the history would not leave room for the answer. `continue_text`:
+        the answer to `messages` so far, to go on from (the chunks carry the new text only).
         """
         request_id = self._next_request
         self._next_request += 1
         lines = tuple(ChatLine(str(m["role"]), str(m["content"])) for m in messages)
-        request = Generate(request_id, lines, params, bool(fit_to_context))
+        request = Generate(request_id, lines, params, bool(fit_to_context), str(continue_text))
         if self.state == GENERATING:
             if self._queued is not None:  # superseded before it started
                 self._emit_later(

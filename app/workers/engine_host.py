@@ -16,17 +16,25 @@ pickle; bytes that do not decode are logged and skipped. Stop does not travel
 over the pipe: the GUI sets the shared `cancel` Event, which the engine checks
 between tokens. The client clears it before each Generate.
 
+A Generate with `continue_text` goes on with an answer cut at max_tokens: the prompt is the
+answer's own prompt followed by its tokens, as generated when the host still has them (the
+last answer it streamed, `last_answer`), so at temperature 0 the continuation is the text a
+larger max_tokens would have given, and the KV cache already holds all but the last of those
+tokens; otherwise (another model since, a restart) the text is tokenized again.
+
 No Qt here: this module is imported in the child, which must stay lean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,6 +167,15 @@ def _as_dicts(messages) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
+@dataclass(frozen=True)
+class LastAnswer:
+    """The answer the host streamed last, as the engine generated it (for a Continue)."""
+
+    prompt: tuple[int, ...]  # the prompt ids it answered
+    ids: tuple[int, ...]  # its token ids, not a re-tokenization of its text
+    text: str  # its text as sent
+
+
 class EngineHost:
     """The child's main thread: executes queued requests and reports over the pipe."""
 
@@ -171,6 +188,7 @@ class EngineHost:
         # Where the last trimmed prompt started: (messages dropped, the first kept message). A
         # later history that still has that message there is the same chat, grown.
         self.trim_anchor: tuple[int, ChatLine] | None = None
+        self.last_answer: LastAnswer | None = None
 
     def send(self, reply: Reply) -> None:
         self.conn.send_bytes(encode(reply))
@@ -282,7 +300,7 @@ class EngineHost:
         except Exception as error:  # noqa: BLE001 (every load failure is reported, typed, to the user)
             self.send(LoadFailed(error_kind(error), str(error)))
             return
-        self.engine = engine
+        self.engine, self.last_answer = engine, None
         self.send(Loaded(engine.info))
 
     def generate(self, request: Generate) -> None:
@@ -292,10 +310,15 @@ class EngineHost:
         if engine is None:
             self.send(Failed(request_id, NOT_READY, "No model is loaded in the engine process."))
             return
+        self.last_answer, earlier = None, request.continue_text
         try:
+            earlier_tokens = len(engine.tokenizer.encode(earlier, allow_special=False)) if earlier else 0
             if request.fit:
                 fitted = fit_to_context(
-                    engine, request.messages, request.params.max_tokens, self._keep_from(request.messages)
+                    engine,
+                    request.messages,
+                    request.params.max_tokens + earlier_tokens,
+                    self._keep_from(request.messages),
                 )
                 ids, notice = fitted.prompt
                 self._remember_trim(request.messages, len(fitted.dropped))
@@ -303,8 +326,7 @@ class EngineHost:
                     self.send(Trimmed(request_id, len(fitted.dropped), fitted.tokens, engine.n_ctx))
             else:
                 ids, notice = engine.render(_as_dicts(request.messages))
-            for chunk in engine.stream_tokens(ids, request.params, cancel=self.cancel, notice=notice):
-                self.send(ChunkMsg(request_id, chunk))
+            self.last_answer = self._stream(engine, request_id, ids, notice, request.params, earlier)
         except ContextOverflowError as error:
             self.send(
                 Failed(
@@ -319,6 +341,36 @@ class EngineHost:
             raise
         except Exception as error:  # noqa: BLE001 (any failure of one answer is reported; the engine goes on)
             self.send(Failed(request_id, error_kind(error), str(error)))
+
+    def _stream(self, engine, request_id: int, ids: list[int], notice: str | None, params, earlier: str) -> LastAnswer:
+        """Stream the answer to `ids` after `earlier` (the answer so far, "" for a new one); the answer streamed."""
+        from tmac_core.tokenizer.detok import StreamingDetokenizer
+
+        prompt = tuple(ids)
+        answer = _answer_ids(engine, self.last_answer, prompt, earlier) if earlier else ()
+        # A continuation's text is decoded after the answer so far: a SentencePiece word keeps its leading space.
+        detok = None
+        if earlier:
+            detok = StreamingDetokenizer(engine.tokenizer)
+            for token in answer:
+                detok.add(token)
+        new_ids, texts = list(answer), [earlier]
+        for chunk in engine.stream_tokens(list(prompt + answer), params, cancel=self.cancel, notice=notice):
+            if detok is not None:
+                text = detok.add(chunk.token_id) if chunk.token_id is not None else detok.finalize()
+                chunk = dataclasses.replace(chunk, text=text)
+            if chunk.token_id is not None:
+                new_ids.append(chunk.token_id)
+            texts.append(chunk.text)
+            self.send(ChunkMsg(request_id, chunk))
+        return LastAnswer(prompt, tuple(new_ids), "".join(texts))
+
+
+def _answer_ids(engine, last: LastAnswer | None, prompt: tuple[int, ...], text: str) -> tuple[int, ...]:
+    """The token ids of `text`, an answer to `prompt`: as generated when it is the last answer, else tokenized."""
+    if last is not None and last.prompt == prompt and last.text == text:
+        return last.ids
+    return tuple(engine.tokenizer.encode(text, allow_special=False))
 
 
 def _kept_start(messages: tuple[ChatLine, ...], dropped: int) -> int:

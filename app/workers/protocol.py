@@ -110,12 +110,16 @@ class CancelLoad:
 @dataclass(frozen=True)
 class Generate:
     """Answer `messages`. Answered by ChunkMsgs (the last has a finish_reason) or Failed;
-    with `fit`, by a Trimmed first when the oldest turns had to be dropped."""
+    with `fit`, by a Trimmed first when the oldest turns had to be dropped.
+
+    `continue_text`: the answer so far to `messages` (one cut at max_tokens) to go on from;
+    the chunks then carry only the new text. "" for a new answer."""
 
     request_id: int
     messages: tuple[ChatLine, ...]
     params: SamplingParams
     fit: bool
+    continue_text: str = ""
 
 
 @dataclass(frozen=True)
