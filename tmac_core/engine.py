@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import numpy as np
@@ -201,6 +202,7 @@ class Engine:
         self._cache_hit = cache_hit
         self._load_s = 0.0
         self._info: EngineInfo | None = None
+        self._pending_cache_check: tuple[Callable[[], None], Path] | None = None
 
     # -- loading -------------------------------------------------------------------
 
@@ -217,6 +219,7 @@ class Engine:
         source_sha256: str | None = None,
         cancel: Cancel | None = None,
         status: Callable[[LoadStatus], None] | None = None,
+        defer_cache_check: bool = False,
     ) -> Engine:
         """Load a model: a GGUF file, a Hugging Face folder (config.json, safetensors,
         tokenizer files; tmac_core/loading/hf.py), or "default" for the embedded SmolLM2.
@@ -229,7 +232,8 @@ class Engine:
         `cancel` (an Event) stops the load between slabs of the repack (and blocks of
         the hash) with LoadCancelledError; a partial cache file is never left in use.
         `status` gets a LoadStatus at every step `progress` does, with the repack's
-        bytes and ETA.
+        bytes and ETA. `defer_cache_check`: a model read from the cache is ready before
+        the cache file's data checksums are checked; call check_cache() after (cache.load_deferred).
 
         Raises:
             ModelLoadError / ModelFormatError: missing or corrupt file.
@@ -284,6 +288,7 @@ class Engine:
 
         weights: Weights | None = None
         cache_hit = False
+        pending_check: tuple[Callable[[], None], Path] | None = None  # the deferred data check, the file
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
@@ -300,7 +305,12 @@ class Engine:
             file = cache.cache_path(folder, key)
             expected = cache.expected_entries(cfg, bits, source_types)
             try:
-                weights, cache_hit = cache.load(file, key, expected), True
+                if defer_cache_check:
+                    weights, data_check = cache.load_deferred(file, key, expected)
+                    pending_check = (data_check, file)
+                else:
+                    weights = cache.load(file, key, expected)
+                cache_hit = True
             except cache.CacheMiss:
                 cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
             if weights is None:
@@ -318,11 +328,28 @@ class Engine:
         runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK)
         threads = n_threads or kernels.get_num_threads()
         engine = cls(path, gguf, cfg, tokenizer, weights, runtime, n_ctx, bits, threads, cache_hit)
+        engine._pending_cache_check = pending_check
         engine.set_threads(threads)
         engine._apply_threads()
         engine._load_s = time.perf_counter() - t0
         report(1.0, "ready")
         return engine
+
+    def check_cache(self) -> str | None:
+        """Run the cache data check that load(defer_cache_check=True) left out; None when the data is
+        intact or there was nothing to check. Otherwise the file is discarded (the next load repacks)
+        and the reason returned: this engine runs on damaged weights and should be loaded again.
+        Safe from another thread while the engine answers (it only reads the mapped file)."""
+        pending, self._pending_cache_check = self._pending_cache_check, None
+        if pending is None:
+            return None
+        data_check, file = pending
+        try:
+            data_check()
+        except cache.CacheMiss as error:
+            cache.discard(file)
+            return str(error)
+        return None
 
     # -- state ---------------------------------------------------------------------
 

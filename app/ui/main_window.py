@@ -371,6 +371,11 @@ class MainWindow(QMainWindow):
         client.died.connect(self._on_client_died)
         client.stalled.connect(self._on_client_stalled)
         client.resumed.connect(self._on_client_resumed)
+        client.cacheDamaged.connect(
+            lambda _detail: self.notice_banner.show_message(
+                "error", "The model's prepared copy on disk was damaged, so it is being prepared again."
+            )
+        )
         session.answerFinished.connect(self._on_answer_finished)
         self.chat_view.continueRequested.connect(self.continue_answer)
         self.composer.sendRequested.connect(self._on_composer_send)

@@ -49,6 +49,7 @@ from app.workers.protocol import (
     NOT_READY,
     RESTARTED,
     SUPERSEDED,
+    CacheDamaged,
     CancelLoad,
     ChatLine,
     ChunkMsg,
@@ -152,6 +153,7 @@ class EngineClient(QObject):
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
     stalled = Signal(float)  # seconds the engine has been silent while it should be loading or answering
     resumed = Signal()  # it spoke again after `stalled`
+    cacheDamaged = Signal(str)  # the repacked copy the model came from was damaged: reloading it, repacked
 
     def __init__(self, parent: QObject | None = None, cache_dir: str | os.PathLike | None = None) -> None:
         super().__init__(parent)
@@ -403,6 +405,10 @@ class EngineClient(QObject):
         elif isinstance(reply, Failed):
             self.failed.emit(reply.request_id, reply.kind, reply.message)
             self._request_ended(reply.request_id)
+        elif isinstance(reply, CacheDamaged):
+            log.warning("the repacked-model cache file was damaged (%s): loading the model again", reply.message)
+            self.cacheDamaged.emit(reply.message)
+            self.restart()  # the engine discarded the file: this load repacks
 
     def _request_ended(self, request_id: int) -> None:
         if request_id != self.active_request:

@@ -4,7 +4,7 @@ EngineClient (in the window's process) sends requests; EngineHost (in the engine
 process) answers with replies. Each message is a frozen dataclass:
 
     requests (window → engine):  Load · CancelLoad · Generate · SetThreads · Shutdown
-    replies  (engine → window):  Progress · Loaded · LoadFailed · ChunkMsg · Trimmed · Failed
+    replies  (engine → window):  Progress · Loaded · LoadFailed · ChunkMsg · Trimmed · Failed · CacheDamaged
 
 On the pipe a message is one UTF-8 JSON object, {"type": <tag>, <field>: <value>, ...},
 sent with Connection.send_bytes. Never a pickle: unpickling runs whatever code the
@@ -172,6 +172,14 @@ class Trimmed:
 
 
 @dataclass(frozen=True)
+class CacheDamaged:
+    """The model came from the repacked-model cache and the file's data checksums, checked after
+    Loaded (Engine.check_cache), did not match: the file is discarded and the model should be loaded again."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Failed:
     request_id: int
     kind: str
@@ -179,7 +187,7 @@ class Failed:
 
 
 Request = Load | CancelLoad | Generate | SetThreads | Shutdown
-Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed
+Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed | CacheDamaged
 
 REQUEST_TYPES: dict[str, type] = {
     "load": Load,
@@ -195,6 +203,7 @@ REPLY_TYPES: dict[str, type] = {
     "chunk": ChunkMsg,
     "trimmed": Trimmed,
     "failed": Failed,
+    "cache_damaged": CacheDamaged,
 }
 _TAGS = {cls: tag for tag, cls in (REQUEST_TYPES | REPLY_TYPES).items()}
 
