@@ -47,6 +47,8 @@ class AnswerStats:
     model: str | None = None
     error: str | None = None  # why the answer failed or was cut short
     trimmed_messages: int | None = None  # older messages the model did not see
+    # Continue after max tokens: the answer's tokens before this generation; the counters above are its own
+    earlier_tokens: int | None = None
 
     @classmethod
     def from_chunk(cls, chunk: Any, info: Any = None) -> AnswerStats:

@@ -16,7 +16,8 @@ succeeds, `notice("saved", …)` says so.
 
 Continue (an answer that stopped at max_tokens) appends to that same answer: the message goes
 back to "streaming", the engine goes on from the answer's own tokens (app.workers.engine_host),
-and `answerResumed` tells the view; the stats are then those of the continuation.
+and `answerResumed` tells the view; the stats are then those of the continuation, with the
+answer's earlier tokens in AnswerStats.earlier_tokens.
 
 Nothing is removed without saying so: Regenerate adds a version of the answer
 (the earlier ones stay, `show_version` switches), and an edit-and-resend hides
@@ -106,6 +107,7 @@ class ChatSession(QObject):
         self.answer_id: int | None = None
         self._last_chunk: Any = None
         self._trimmed = 0
+        self._earlier_tokens: int | None = None  # a continued answer's tokens before this generation
         self._answer_conversation = 0
         self._answer_text: list[str] = []  # the streamed answer as shown, whatever the store managed to write
         self._store_warned = False  # one "history" notice per answer for failed streaming writes
@@ -365,7 +367,10 @@ class ChatSession(QObject):
         self._store_warned = False
         self._last_chunk = None
         self._trimmed = 0
+        self._earlier_tokens = None
         if resuming is not None:
+            earlier = resuming.stats
+            self._earlier_tokens = (earlier.generated_tokens or 0) + (earlier.earlier_tokens or 0)
             self.answerResumed.emit(answer)
         else:
             self.messageAdded.emit(answer)
@@ -428,6 +433,8 @@ class ChatSession(QObject):
         assert answer_id is not None, "_finish is called only while an answer streams"
         if self._trimmed:
             stats = dataclasses.replace(stats, trimmed_messages=self._trimmed)
+        if self._earlier_tokens:
+            stats = dataclasses.replace(stats, earlier_tokens=self._earlier_tokens)
         failed: ChatStoreError | None = None
         try:
             message = self.store.finish_message(answer_id, stats, state)

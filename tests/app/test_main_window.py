@@ -635,6 +635,8 @@ def test_continue_after_an_answer_cut_at_max_tokens(open_window, qtbot):
     assert (user.content, answer.id, continued.id) == (LONG_PROMPT, first.id, first.id)
     assert answer.content == continued.content and answer.content.startswith(first.content)
     assert len(answer.content) > len(first.content) and answer.stats.finish_reason == "length"
+    assert (answer.stats.earlier_tokens, answer.stats.generated_tokens) == (8, 8)  # the stats are the continuation's
+    assert widget.stats_label.text().startswith("8 tokens · continued after 8 tokens")
     assert widget.text == answer.content and widget.continue_button.isVisible()  # cut again: can go on
     assert h.window.composer.prompt.toPlainText() == "a draft that must stay"
     # the same question with room for 16 tokens at once, in a new chat
