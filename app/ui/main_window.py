@@ -61,6 +61,7 @@ from app.ui.sampling_panel import SamplingPanel, context_is_automatic
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
+from app.workers.engine_host import available_memory_bytes, source_bytes
 from app.workers.protocol import LOAD_CANCELLED, EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
@@ -371,6 +372,7 @@ class MainWindow(QMainWindow):
         client.died.connect(self._on_client_died)
         client.stalled.connect(self._on_client_stalled)
         client.resumed.connect(self._on_client_resumed)
+        client.switchFailed.connect(self._on_switch_failed)
         client.cacheDamaged.connect(
             lambda _detail: self.notice_banner.show_message(
                 "error", "The model's prepared copy on disk was damaged, so it is being prepared again."
@@ -414,12 +416,50 @@ class MainWindow(QMainWindow):
     def _load(self, source: str, bits: int | None) -> None:
         self._auto_restart.stop()
         self.engine_banner.hide()
-        self.client.load(
-            source,
-            bits,
-            n_ctx=None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
-            n_threads=self.settings.n_threads or default_thread_count(),
-            source_sha256=self._known_sha256(source),
+        options = {
+            "n_ctx": None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
+            "n_threads": self.settings.n_threads or default_thread_count(),
+            "source_sha256": self._known_sha256(source),
+        }
+        if self._switch_alongside(source, bits, options):
+            return
+        self.client.load(source, bits, **options)
+
+    def _switch_alongside(self, source: str, bits: int | None, options: dict) -> bool:
+        """Load another model in a second engine process while the current one keeps answering, when
+        free memory holds both (EngineClient.switch); False: the caller loads it the usual way."""
+        try:  # the new model's weights (≈ its source) plus a KV cache like the current one's
+            need = source_bytes(source) + (self.client.info.kv_cache_bytes if self.client.info else 0)
+        except OSError:
+            return False  # a missing file: the usual load reports it
+        if not self.client.switch(source, bits, **options, need_bytes=need, free_bytes=available_memory_bytes()):
+            return False
+        name = "the built-in model" if source == EMBEDDED_ID else Path(source).name
+        self.engine_banner.show_message(
+            "info",
+            f"Loading {name}; the current model keeps answering until it is ready.",
+            "Cancel",
+            self.client.cancel_load,
+            tag="switching",
+        )
+        return True
+
+    def _on_switch_failed(self, kind: str, text: str) -> None:
+        """The model loaded alongside did not load: the current one simply stays (nothing to reload)."""
+        failed, self._switch.pending = self._switch.pending, None
+        self.state_label.setText(STATE_TEXT[self.client.state])  # no longer "Loading the model…"
+        if kind == LOAD_CANCELLED:
+            self.engine_banner.hide()
+            self.statusBar().showMessage("Loading was cancelled; the current model stays.", 10000)
+            return
+        if failed is not None:
+            self._switch.failed_choice = failed
+            self.models_page.mark_load_failed(failed[0], kind, text)
+        if self.client.state == EngineState.DEAD:  # the current one died meanwhile: bring it back
+            self.restart_engine()
+            return
+        self.engine_banner.show_message(
+            "error", f"The model could not be loaded: {explain(kind, text).text} The current model stays loaded."
         )
 
     def _known_sha256(self, source: str) -> str | None:
@@ -465,9 +505,12 @@ class MainWindow(QMainWindow):
     def _on_client_progress(self, status) -> None:  # app.workers.protocol.Progress
         self.progress.setValue(int(status.fraction * 1000))
         self.state_label.setText(f"Loading the model: {status.stage}…")
-        self.chat_view.show_load_status(status)
+        if not self.client.switching:  # a switch loads alongside: the chat stays usable, no loading card
+            self.chat_view.show_load_status(status)
 
     def _on_client_loaded(self, info) -> None:
+        if self.engine_banner.tag == "switching":
+            self.engine_banner.hide()
         self._remember_loaded(info)
         self.perf_panel.set_engine_info(info)
         self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
@@ -511,6 +554,13 @@ class MainWindow(QMainWindow):
             )
 
     def _on_client_died(self, reason: str) -> None:
+        if self.client.switching:  # the model being loaded alongside takes over when ready (or restart then)
+            self.engine_banner.show_message(
+                "error",
+                "The engine stopped unexpectedly; the model being loaded takes over when it is ready.",
+                details=reason,
+            )
+            return
         if self._switch.pending is not None and self._fall_back("engine_died", reason):
             return  # it died loading a new model (out of memory, killed): the last good one is back
         # the plain sentence up front; the signal or exit code behind Details (for a bug report)

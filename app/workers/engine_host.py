@@ -109,6 +109,17 @@ def choose_n_ctx(n_ctx_train: int, kv_bytes_per_token: int, free_bytes: int | No
     return max(min(ceiling, 512), chosen)  # below 512 tokens no chat fits; the load then fails plainly
 
 
+def source_bytes(source: str) -> int:
+    """Bytes of a model's source ("default": the embedded file; a folder: its files together): about what
+    its weights take loaded (the repacked matrices are at most the source's bits, usually fewer)."""
+    from tmac_core.engine import default_model_path
+
+    path = default_model_path() if source == "default" else source
+    if os.path.isdir(path):
+        return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+    return os.path.getsize(path)
+
+
 def automatic_n_ctx(source: str) -> int:
     """choose_n_ctx for a model file ("default": the embedded model), read from its header only."""
     from tmac_core.config import inspect_model
@@ -119,9 +130,7 @@ def automatic_n_ctx(source: str) -> int:
     config = inspect_model(path).config
     free = available_memory_bytes()
     if free is not None:
-        # the weights are not loaded yet; they will need about this (a model folder: its files together)
-        size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) if os.path.isdir(path) else 0
-        free = max(0, free - (size or os.path.getsize(path)))
+        free = max(0, free - source_bytes(source))  # the weights are not loaded yet; they will need about this
     return choose_n_ctx(config.n_ctx_train, kv_cache_bytes(config, 1), free)
 
 

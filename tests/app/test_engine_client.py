@@ -305,3 +305,43 @@ def test_a_damaged_cache_file_found_after_loading_is_reloaded_repacked(qtbot, cl
         assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
     finally:
         other.shutdown()
+
+
+def test_a_switch_loads_alongside_and_takes_over_when_ready(qtbot, client):
+    """switch(): the current model answers while the next one loads in a second process; the next one
+    takes over only once loaded and the answer in progress has ended."""
+    first = load(qtbot, client)
+    old_pid = client.pid
+    loads = []
+    client.loaded.connect(loads.append)
+    assert not client.switch("default", 2, n_ctx=512, need_bytes=1 << 40, free_bytes=1 << 30)  # no room
+    assert client.switch("default", 2, n_ctx=512, need_bytes=100 << 20, free_bytes=1 << 30)
+    assert client.switching and client.state == EngineState.READY and client.pid == old_pid
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    chunks = wait_finished(qtbot, log, request_id)  # answered by the current model meanwhile
+    assert chunks[-1].finish_reason in ("stop", "length")
+    qtbot.waitUntil(lambda: bool(loads), timeout=LOAD_TIMEOUT_MS)
+    assert (first.bits, loads[0].bits) == (4, 2) and client.info.bits == 2 and not client.switching
+    assert client.pid != old_pid and client.state == EngineState.READY
+    request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
+
+
+def test_a_switch_that_fails_keeps_the_current_model(qtbot, client, tmp_path):
+    load(qtbot, client)
+    old_pid = client.pid
+    failures = []
+    client.switchFailed.connect(lambda kind, text: failures.append((kind, text)))
+    missing = tmp_path / "missing.gguf"
+    assert client.switch(str(missing), 4, n_ctx=512, need_bytes=1, free_bytes=1 << 30)
+    qtbot.waitUntil(lambda: bool(failures), timeout=LOAD_TIMEOUT_MS)
+    assert failures[0][0] == ModelLoadError.kind and not client.switching
+    assert client.state == EngineState.READY and client.pid == old_pid and client.info.bits == 4
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
+    # cancelled: the same, at once
+    assert client.switch("default", 2, n_ctx=512, need_bytes=1, free_bytes=1 << 30) and client.cancel_load()
+    qtbot.waitUntil(lambda: len(failures) == 2, timeout=5000)
+    assert failures[1][0] == "load_cancelled" and client.pid == old_pid and client.state == EngineState.READY
