@@ -416,30 +416,35 @@ class MainWindow(QMainWindow):
     def _load(self, source: str, bits: int | None) -> None:
         self._auto_restart.stop()
         self.engine_banner.hide()
-        options = {
-            "n_ctx": None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
-            "n_threads": self.settings.n_threads or default_thread_count(),
-            "source_sha256": self._known_sha256(source),
-        }
-        if self._switch_alongside(source, bits, options):
+        n_ctx = None if context_is_automatic(self.settings) else self.settings.n_ctx  # None: the engine chooses
+        n_threads = self.settings.n_threads or default_thread_count()
+        sha256 = self._known_sha256(source)
+        if self._switch_alongside(source, bits, n_ctx, n_threads, sha256):
             return
-        self.client.load(source, bits, **options)
+        self.client.load(source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256)
 
-    def _switch_alongside(self, source: str, bits: int | None, options: dict) -> bool:
+    def _switch_alongside(
+        self, source: str, bits: int | None, n_ctx: int | None, n_threads: int, sha256: str | None
+    ) -> bool:
         """Load another model in a second engine process while the current one keeps answering, when
         free memory holds both (EngineClient.switch); False: the caller loads it the usual way."""
         try:  # the new model's weights (≈ its source) plus a KV cache like the current one's
             need = source_bytes(source) + (self.client.info.kv_cache_bytes if self.client.info else 0)
         except OSError:
             return False  # a missing file: the usual load reports it
-        if not self.client.switch(source, bits, **options, need_bytes=need, free_bytes=available_memory_bytes()):
+        free = available_memory_bytes()
+        if not self.client.switch(source, bits, n_ctx, n_threads, sha256, need_bytes=need, free_bytes=free):
             return False
         name = "the built-in model" if source == EMBEDDED_ID else Path(source).name
+
+        def cancel() -> None:
+            self.client.cancel_load()
+
         self.engine_banner.show_message(
             "info",
             f"Loading {name}; the current model keeps answering until it is ready.",
             "Cancel",
-            self.client.cancel_load,
+            cancel,
             tag="switching",
         )
         return True
