@@ -268,43 +268,48 @@ def test_the_watchdog_reports_a_load_that_makes_no_progress(qtbot, client):
         pass
 
 
-def test_a_damaged_cache_file_found_after_loading_is_reloaded_repacked(qtbot, client, engine_cache_dir, tmp_path):  # noqa: F811
+def test_a_damaged_cache_file_found_after_loading_is_reloaded_repacked(qtbot, tmp_path):
     """The engine reports Loaded before the cache file's data checksums are checked; a flipped bit found
     after is CacheDamaged, and the client loads the model again, repacked, from a rewritten file."""
     import json
-    import shutil
 
+    from tests.runtime.model_mutations import write_tiny_synth
     from tmac_core.loading import cache
 
-    info = load(qtbot, client)  # the shared cache file exists now
-    client.shutdown()
-    from tmac_core.engine import default_model_path
-
-    source = cache.cache_path(engine_cache_dir, cache.cache_key(cache.source_hash(default_model_path()), 4))
-    assert source.is_file() and info.bits == 4
-    damaged = tmp_path / source.name
-    shutil.copyfile(source, damaged)
-    data = bytearray(damaged.read_bytes())
+    model = tmp_path / "tiny.gguf"
+    write_tiny_synth(model, n_ctx_train=512)
+    first = EngineClient(cache_dir=tmp_path / "cache")
+    try:
+        with qtbot.waitSignal(first.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+            first.load(str(model), 4, n_ctx=512)
+        assert not blocker.args[0].cache_hit
+    finally:
+        first.shutdown()
+    (file,) = (tmp_path / "cache").glob("*.tmacw")
+    intact = file.read_bytes()
+    data = bytearray(intact)
     header = json.loads(data[int.from_bytes(data[8:16], "little") :])
     planes = next(e for e in header["entries"] if e["kind"] == "packed")["planes"]
-    data[cache.DATA_START + planes["offset"] + 100] ^= 0x10
-    damaged.write_bytes(bytes(data))
+    data[cache.DATA_START + planes["offset"] + 10] ^= 0x10
+    file.write_bytes(bytes(data))
 
-    other = EngineClient(cache_dir=tmp_path)
+    client = EngineClient(cache_dir=tmp_path / "cache")
     try:
         loads, notices = [], []
-        other.loaded.connect(loads.append)
-        other.cacheDamaged.connect(notices.append)
-        other.load("default", 4, n_ctx=512)
+        client.loaded.connect(loads.append)
+        client.cacheDamaged.connect(notices.append)
+        client.load(str(model), 4, n_ctx=512)
         qtbot.waitUntil(lambda: len(loads) == 2, timeout=2 * LOAD_TIMEOUT_MS)
         assert loads[0].cache_hit and not loads[1].cache_hit  # ready at once, then repacked
         assert len(notices) == 1 and "checksum" in notices[0]
-        assert damaged.read_bytes() == source.read_bytes()  # rewritten intact
-        log = ChunkLog().attach(other)
-        request_id = other.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+        assert file.read_bytes() == intact  # rewritten intact
+        log = ChunkLog().attach(client)
+        request_id = client.generate(
+            [{"role": "user", "content": "hello"}], SamplingParams(temperature=0, max_tokens=4)
+        )
         assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
     finally:
-        other.shutdown()
+        client.shutdown()
 
 
 def test_a_switch_loads_alongside_and_takes_over_when_ready(qtbot, client):
