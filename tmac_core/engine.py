@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import numpy as np
@@ -204,6 +205,7 @@ class Engine:
         self._cache_hit = cache_hit
         self._load_s = 0.0
         self._info: EngineInfo | None = None
+        self._pending_cache_check: tuple[Callable[[], None], Path] | None = None
 
     # -- loading -------------------------------------------------------------------
 
@@ -221,6 +223,7 @@ class Engine:
         cancel: Cancel | None = None,
         status: Callable[[LoadStatus], None] | None = None,
         exact_activations: bool | None = None,
+        defer_cache_check: bool = False,
     ) -> Engine:
         """Load a model: a GGUF file, a Hugging Face folder (config.json, safetensors,
         tokenizer files; tmac_core/loading/hf.py), or "default" for the embedded SmolLM2.
@@ -238,6 +241,8 @@ class Engine:
         "int8_token": the BitNet b1.58 family): True computes every BitLinear's integer dot
         products exactly as trained (W1.58A8), False runs its int8 input through the
         ordinary activation tables; None takes models/bitnet.py's measured default.
+        `defer_cache_check`: a model read from the cache is ready before
+        the cache file's data checksums are checked; call check_cache() after (cache.load_deferred).
 
         Raises:
             ModelLoadError / ModelFormatError: missing or corrupt file.
@@ -297,6 +302,7 @@ class Engine:
 
         weights: Weights | None = None
         cache_hit = False
+        pending_check: tuple[Callable[[], None], Path] | None = None  # the deferred data check, the file
         folder = None if not use_cache else (cache.default_cache_dir() if cache_dir is None else cache_dir)
         if folder is not None:
             report(0.0, "checking the repacked-model cache")
@@ -313,7 +319,12 @@ class Engine:
             file = cache.cache_path(folder, key)
             expected = cache.expected_entries(cfg, bits, source_types)
             try:
-                weights, cache_hit = cache.load(file, key, expected), True
+                if defer_cache_check:
+                    weights, data_check = cache.load_deferred(file, key, expected)
+                    pending_check = (data_check, file)
+                else:
+                    weights = cache.load(file, key, expected)
+                cache_hit = True
             except cache.CacheMiss:
                 cache.discard(file)  # stale or damaged: rebuilt below (a directory or FIFO stays, unused)
             if weights is None:
@@ -332,11 +343,28 @@ class Engine:
         threads = n_threads or kernels.get_num_threads()
         engine = cls(path, gguf, cfg, tokenizer, weights, runtime, n_ctx, bits, threads, cache_hit)
         engine.exact_activations = exact
+        engine._pending_cache_check = pending_check
         engine.set_threads(threads)
         engine._apply_threads()
         engine._load_s = time.perf_counter() - t0
         report(1.0, "ready")
         return engine
+
+    def check_cache(self) -> str | None:
+        """Run the cache data check that load(defer_cache_check=True) left out; None when the data is
+        intact or there was nothing to check. Otherwise the file is discarded (the next load repacks)
+        and the reason returned: this engine runs on damaged weights and should be loaded again.
+        Safe from another thread while the engine answers (it only reads the mapped file)."""
+        pending, self._pending_cache_check = self._pending_cache_check, None
+        if pending is None:
+            return None
+        data_check, file = pending
+        try:
+            data_check()
+        except cache.CacheMiss as error:
+            cache.discard(file)
+            return str(error)
+        return None
 
     # -- state ---------------------------------------------------------------------
 
@@ -633,9 +661,11 @@ class Engine:
 
         n_prompt = len(ids)
         generated, ttft, t_first, prompt_tok_s = 0, 0.0, 0.0, 0.0
+        # Process CPU time, not thread time: the kernels run on the native pool's threads too.
+        prompt_cpu: float | None = None  # at the first token (prompt → decode)
 
         def chunk(text: str, token: int | None, finish: str | None = None) -> Chunk:
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time() - cpu0
             decode = (generated - 1) / (now - t_first) if generated > 1 and now > t_first else 0.0
             return Chunk(
                 text=text,
@@ -647,10 +677,11 @@ class Engine:
                 decode_tok_s=decode,
                 ttft_s=ttft,
                 elapsed_s=now - t0,
-                cpu_s=time.process_time() - cpu0,
+                cpu_s=cpu,
                 threads=self._threads,
                 finish_reason=finish,
                 notice=notice if (generated <= 1 or finish) else None,
+                prompt_cpu_s=cpu if prompt_cpu is None else prompt_cpu,
             )
 
         cached, logits = self._prefill(ids, cancelled)
@@ -669,10 +700,10 @@ class Engine:
                 break
             if generated == 0:
                 t_first = time.perf_counter()
-                ttft = t_first - t0
+                ttft, prompt_cpu = t_first - t0, time.process_time() - cpu0
             generated += 1
             yield chunk(detok.add(token), token)
         if generated == 0:  # the first sampled token was a stop token
             t_first = time.perf_counter()
-            ttft = t_first - t0
+            ttft, prompt_cpu = t_first - t0, time.process_time() - cpu0
         yield chunk(detok.finalize(), None, finish)

@@ -41,6 +41,9 @@ class Chunk:
     threads: int  # kernel threads used for the latest token
     finish_reason: str | None = None  # one of FINISH_REASONS on the final chunk
     notice: str | None = None  # a sentence for the user (template fallback), first chunk only
+    # CPU seconds (this process, all threads) until the first generated token: the prompt step.
+    # cpu_s - prompt_cpu_s is decoding, the tokens after the first (as decode_tok_s counts them).
+    prompt_cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -77,14 +77,13 @@ from app.catalog.errors import (
 )
 from app.catalog.filelock import LockBusy, TargetLock, is_locked
 from app.catalog.installed import (
-    DISK_MARGIN_BYTES,
     MANIFEST_SUFFIX,
     PARTIAL_DIR_NAME,
     PICKLE_SUFFIXES,
     InstalledModel,
     _model_from_manifest,
     allowed_folder_file,
-    free_disk_bytes,
+    ensure_disk_room,
     installed_file_path,
     manifest_path_for,
     repo_folder,
@@ -368,15 +367,9 @@ def download_model_folder(
         safe_folder(models_dir, PARTIAL_DIR_NAME, create=True)
         with _download_locks(models_dir, final_path, part_key, folder_name):
             staging = safe_folder(models_dir, final_path.parent.name, staging_name, create=True)
-            sidecar = _sidecar_path(part_key)
-            clear_leftover(sidecar)
             note = {"repo_id": repo_id, "filename": folder_name, "commit": commit, "size": total, "sha256": key}
-            atomic_write_bytes(sidecar, json.dumps({**note, "folder": staging_name}).encode())
-            have = sum(_present_size(staging, f) for f in files)
-            needed = total - have + DISK_MARGIN_BYTES
-            free = free_disk_bytes(models_dir)
-            if needed > free:
-                raise DiskFullError(models_dir, needed, free)
+            sidecar = _write_partial_note(part_key, {**note, "folder": staging_name})
+            ensure_disk_room(models_dir, total - sum(_present_size(staging, f) for f in files))
             hashes: dict[str, str] = {}
             done_before = 0
             for file in files:
@@ -414,6 +407,25 @@ def download_model_folder(
                 repo_id=repo_id,
                 commit=commit,
             )
+
+
+def _write_partial_note(part: Path, note: dict[str, object]) -> Path:
+    """Write what `part` is a partial download of (its note in .partial, which list_partial_downloads
+    reads so the card can show, resume or discard it); returns the note's path."""
+    sidecar = _sidecar_path(part)
+    clear_leftover(sidecar)
+    atomic_write_bytes(sidecar, json.dumps(note).encode())
+    return sidecar
+
+
+def _check_digest(part: Path, name: str, expected: str, actual: str, also_remove: Path | None = None) -> None:
+    """ChecksumMismatchError, the downloaded `part` (and `also_remove`, its note) deleted, unless the digests match."""
+    if actual == expected:
+        return
+    part.unlink(missing_ok=True)
+    if also_remove is not None:
+        also_remove.unlink(missing_ok=True)
+    raise ChecksumMismatchError(name, expected, actual)
 
 
 def _present_size(staging: Path, file: RemoteFolderFile) -> int:
@@ -460,13 +472,10 @@ def _fetch_folder_file(
             progress(DownloadProgress(done_before + update.bytes_done, total, update.bytes_per_s, eta))
 
     digest = _fetch_into(part, info, token, hub_endpoint(endpoint), report, cancel, retries, timeout)
-    if file.sha256 is not None and digest != file.sha256:
-        part.unlink(missing_ok=True)
-        raise ChecksumMismatchError(file.name, file.sha256, digest)
-    if file.git_sha1 is not None and _git_blob_sha1(part) != file.git_sha1:
-        actual = _git_blob_sha1(part)
-        part.unlink(missing_ok=True)
-        raise ChecksumMismatchError(file.name, file.git_sha1, actual)
+    if file.sha256 is not None:
+        _check_digest(part, file.name, file.sha256, digest)
+    if file.git_sha1 is not None:
+        _check_digest(part, file.name, file.git_sha1, _git_blob_sha1(part))
     os.replace(part, target)
     return digest
 
@@ -712,21 +721,13 @@ def _download_locked(
     already = _already_installed(models_dir, final_path, info)  # another window may have just finished it
     if already is not None:
         return already
-    sidecar = _sidecar_path(part)
     clear_leftover(part)  # a link, FIFO or empty folder left at our path: removed, never opened
-    clear_leftover(sidecar)
     note = {"repo_id": info.repo_id, "filename": info.filename, "commit": info.commit, "size": info.size}
-    atomic_write_bytes(sidecar, json.dumps({**note, "sha256": info.sha256}).encode())
+    sidecar = _write_partial_note(part, {**note, "sha256": info.sha256})
     offset = os.lstat(part).st_size if os.path.lexists(part) else 0
-    needed = info.size - min(offset, info.size) + DISK_MARGIN_BYTES
-    free = free_disk_bytes(models_dir)
-    if needed > free:
-        raise DiskFullError(models_dir, needed, free)
+    ensure_disk_room(models_dir, info.size - min(offset, info.size))
     digest = _fetch_into(part, info, token, hub_endpoint(endpoint), progress, cancel, retries, timeout)
-    if digest != info.sha256:
-        part.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
-        raise ChecksumMismatchError(info.filename, info.sha256, digest)
+    _check_digest(part, info.filename, info.sha256, digest, also_remove=sidecar)
     safe_folder(models_dir, final_path.parent.name, create=True)
     check_inside(models_dir, final_path)
     if os.path.isdir(final_path) and not os.path.islink(final_path):

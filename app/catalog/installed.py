@@ -143,6 +143,14 @@ def free_disk_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+def ensure_disk_room(folder: Path, missing_bytes: int) -> None:
+    """DiskFullError unless the volume of `folder` has `missing_bytes` free plus DISK_MARGIN_BYTES."""
+    needed = missing_bytes + DISK_MARGIN_BYTES
+    free = free_disk_bytes(folder)
+    if needed > free:
+        raise DiskFullError(folder, needed, free)
+
+
 def sha256_of_file(path: Path, *, cancel: threading.Event | None = None) -> str:
     """Hex sha256 of a file; DownloadCancelledError when `cancel` is set mid-way."""
     try:
@@ -180,8 +188,7 @@ def _model_from_manifest(manifest_file: Path, models_dir: Path) -> InstalledMode
         repo_id, commit = data.get("repo_id"), data.get("commit")
         if source not in _SOURCES or not isinstance(stored, str):
             raise ValueError(f"source {source!r} / file {stored!r}")
-        if type(size) is not int or size < 0 or not isinstance(sha256, str) or not _SHA256.match(sha256):
-            raise ValueError("size or sha256")
+        size, sha256 = _size_and_sha256(size, sha256, "")
         if not isinstance(commit, (str, type(None))) or not isinstance(data.get("installed_at", 0.0), (int, float)):
             raise ValueError("commit or installed_at")
         files = _manifest_files(data.get("files"), size, sha256)
@@ -245,12 +252,17 @@ def _manifest_files(raw: object, size: int, sha256: str) -> dict[str, tuple[int,
         if not allowed_folder_file(name) or not isinstance(entry, dict):
             raise ValueError(f"file {name!r} is not one a model folder may hold")
         file_size, file_sha = entry.get("size"), entry.get("sha256")
-        if type(file_size) is not int or file_size < 0 or not isinstance(file_sha, str) or not _SHA256.match(file_sha):
-            raise ValueError(f"file {name!r}: size or sha256")
-        files[name] = (file_size, file_sha)
+        files[name] = _size_and_sha256(file_size, file_sha, f"file {name!r}: ")
     if sum(s for s, _ in files.values()) != size or folder_digest({n: h for n, (_, h) in files.items()}) != sha256:
         raise ValueError("the files do not add up to the folder's size and sha256")
     return files
+
+
+def _size_and_sha256(size: object, sha256: object, what: str) -> tuple[int, str]:
+    """A manifest's size (an int ≥ 0, not a bool) and sha256 (64 lowercase hex digits); ValueError naming `what`."""
+    if type(size) is not int or size < 0 or not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise ValueError(f"{what}size or sha256")
+    return size, sha256
 
 
 def _folder_matches(folder: Path, files: dict[str, tuple[int, str]], *, follow: bool) -> bool:
@@ -368,9 +380,7 @@ def import_local_gguf(
     local_dir = safe_folder(Path(models_dir), LOCAL_DIR_NAME, create=True)
     name = _unique_local_name(local_dir, _import_name(source.name))
     if copy:
-        free = free_disk_bytes(local_dir)
-        if size + DISK_MARGIN_BYTES > free:
-            raise DiskFullError(local_dir, size + DISK_MARGIN_BYTES, free)
+        ensure_disk_room(local_dir, size)
         target = local_dir / name
         temp = local_dir / f".{name}.importing"
         try:
@@ -468,9 +478,7 @@ def import_local_folder(
     hashes: dict[str, str] = {}
     should_stop = cancel.is_set if cancel is not None else None
     if copy:
-        free = free_disk_bytes(local_dir)
-        if total + DISK_MARGIN_BYTES > free:
-            raise DiskFullError(local_dir, total + DISK_MARGIN_BYTES, free)
+        ensure_disk_room(local_dir, total)
         temp = local_dir / f".{name}.importing"
         if os.path.lexists(temp):
             raise UnsafePathError(temp, "a leftover of an earlier import is in the way")

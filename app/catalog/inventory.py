@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.catalog.catalog import DEFAULT_CONTEXT, CatalogModel, ModelVariant, estimate_variant, find_model
-from app.catalog.errors import CatalogError
+from app.catalog.catalog import DEFAULT_CONTEXT, CatalogModel, ModelVariant, estimate_variant
 from app.catalog.installed import InstalledModel
 
 if TYPE_CHECKING:  # download.py imports huggingface_hub, which only a download needs
     from app.catalog.download import PartialDownload
 
 EMBEDDED_ID = "default"  # the card id, and what "Use" emits as the source
-EMBEDDED_CATALOG_ID = "smollm2-135m-instruct"  # same shapes as the embedded file, for estimates
 EMBEDDED, CATALOG, LOCAL = "embedded", "catalog", "local"
 # Below this the 2-bit preset (~3.1 bits/weight) ruins a model: SmolLM2-135M's perplexity on English text goes
 # from 19.3 at 4 bits to ~670 at 2 bits (docs/BENCHMARKS.md), while ~1B-parameter models hold up far better.
@@ -91,6 +89,7 @@ class CardState:
     download_bytes: int | None = None  # what the download / import occupies on disk
     partial: PartialDownload | None = None  # a resumable download of this catalog model
     unavailable: str = ""  # what the runtime lacks to load this catalog model (app.catalog.support); "" if none
+    file: Path | None = None  # the file or folder the page reads for shapes (built-in and local cards)
 
 
 @dataclass(frozen=True)
@@ -107,12 +106,13 @@ class CardActions:
     in_use: bool  # the chat engine has this model loaded
 
 
-def embedded_state(catalog: list[CatalogModel], path: Path | None) -> CardState:
-    """The built-in model; `path` is the embedded file (None or missing: the install is broken)."""
-    try:
-        model = find_model(catalog, EMBEDDED_CATALOG_ID)
-    except CatalogError:
-        model = None
+def embedded_state(path: Path | None) -> CardState:
+    """The built-in model; `path` is the embedded file (None or missing: the install is broken).
+
+    Its shapes and type mix come from reading that file (the page inspects it like an import):
+    no catalog entry describes it, the catalog's SmolLM2-135M is a Q8_0 Hub file and the
+    embedded one is mostly Q4_1, so borrowing the entry's estimates would misstate both.
+    """
     # Where the file sits inside the install is no business of the user's (it is a venv path in a checkout).
     size = path.stat().st_size if path and path.exists() else None
     # Only a broken install names the path, for whoever has to find out why it is gone.
@@ -125,10 +125,11 @@ def embedded_state(catalog: list[CatalogModel], path: Path | None) -> CardState:
         EMBEDDED,
         "SmolLM2 135M Instruct (built in)",
         where,
-        model,
+        None,
         None,
         EMBEDDED_ID,
         size,
+        file=path if size is not None else None,
     )
 
 
@@ -164,7 +165,7 @@ def merge_inventory(
     `partials` maps (repo_id, filename) to a resumable download (app.workers.download_worker.pending_downloads).
     `missing_support(model)` says what the runtime lacks to load a catalog model (app.catalog.support).
     """
-    states = [embedded_state(catalog, embedded_path)]
+    states = [embedded_state(embedded_path)]
     remaining = {entry.key: entry for entry in installed}
     for model in catalog:
         entry = remaining.pop(f"{model.repo_id}/{model.filename}", None)
@@ -188,7 +189,17 @@ def merge_inventory(
     for key, entry in sorted(remaining.items()):
         origin = _IMPORT_ORIGINS.get(entry.source, f"from {entry.repo_id}")
         states.append(
-            CardState(key, LOCAL, entry.filename, f"{origin} · {entry.path}", None, entry, str(entry.path), entry.size)
+            CardState(
+                key,
+                LOCAL,
+                entry.filename,
+                f"{origin} · {entry.path}",
+                None,
+                entry,
+                str(entry.path),
+                entry.size,
+                file=entry.path,
+            )
         )
     return states
 

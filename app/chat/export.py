@@ -28,6 +28,7 @@ def _iso(timestamp: float) -> str:
 
 _STATS_FORMATS = (
     ("generated_tokens", "{} tokens"),
+    ("earlier_tokens", "continued after {} tokens"),
     ("decode_tok_s", "{:.1f} tok/s"),
     ("ttft_s", "TTFT {:.2f} s"),
     ("prompt_tok_s", "prompt {:.1f} tok/s"),

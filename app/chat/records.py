@@ -36,6 +36,10 @@ class AnswerStats:
     cached_tokens: int | None = None  # of the prompt, reused from the previous turn's KV cache
     threads: int | None = None  # kernel threads of the last token
     cpu_s: float | None = None  # CPU seconds of the engine process for this answer
+    # cpu_s split at the first generated token: reading the prompt (and the first token's forward
+    # pass) vs decoding the tokens after it. Dividing cpu_s by the generated tokens mixed the two.
+    prompt_cpu_s: float | None = None
+    decode_cpu_s: float | None = None
     elapsed_s: float | None = None
     finish_reason: str | None = None  # tmac_core.types.FINISH_REASONS
     bits: int | None = None
@@ -43,6 +47,8 @@ class AnswerStats:
     model: str | None = None
     error: str | None = None  # why the answer failed or was cut short
     trimmed_messages: int | None = None  # older messages the model did not see
+    # Continue after max tokens: the answer's tokens before this generation; the counters above are its own
+    earlier_tokens: int | None = None
 
     @classmethod
     def from_chunk(cls, chunk: Any, info: Any = None) -> AnswerStats:
@@ -58,12 +64,33 @@ class AnswerStats:
             cached_tokens=chunk.cached_tokens,
             threads=chunk.threads,
             cpu_s=round(chunk.cpu_s, 3),
+            prompt_cpu_s=round(chunk.prompt_cpu_s, 4),
+            decode_cpu_s=round(max(0.0, chunk.cpu_s - chunk.prompt_cpu_s), 4),
             elapsed_s=round(chunk.elapsed_s, 3),
             finish_reason=chunk.finish_reason or None,
             bits=info.bits if info is not None else None,
             tier=info.tier if info is not None else None,
             model=info.name if info is not None else None,
         )
+
+    @property
+    def prompt_tokens_read(self) -> int | None:
+        """Prompt tokens the engine processed (the rest came from the KV cache)."""
+        if self.prompt_tokens is None:
+            return None
+        return max(0, self.prompt_tokens - (self.cached_tokens or 0))
+
+    @property
+    def prompt_cpu_s_per_token(self) -> float | None:
+        """CPU seconds per prompt token read; None when unknown or the whole prompt was cached."""
+        read = self.prompt_tokens_read
+        return self.prompt_cpu_s / read if self.prompt_cpu_s is not None and read else None
+
+    @property
+    def decode_cpu_s_per_token(self) -> float | None:
+        """CPU seconds per generated token after the first (the tokens decode_tok_s counts)."""
+        decoded = (self.generated_tokens or 0) - 1
+        return self.decode_cpu_s / decoded if self.decode_cpu_s is not None and decoded > 0 else None
 
     def to_json(self) -> dict[str, Any]:
         return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}

@@ -657,6 +657,22 @@ class ChatStore:
         self._pending[message_id] = _PendingText(last_flush=time.monotonic())
         return message_id
 
+    def resume_assistant_message(self, message_id: int) -> Message:
+        """Put a finished answer back in state "streaming" so that more text is appended to it
+        (Continue after max tokens); finish_message ends it again. Its text stays as it is."""
+        with self._lock:
+            if message_id in self._pending:
+                raise MessageStateError(f"Message {message_id} is still being written.")
+            with self._transaction():
+                row = self._db.execute("SELECT role, state FROM messages WHERE id = ?", (message_id,)).fetchone()
+                if row is None:
+                    raise MessageNotFoundError(message_id)
+                if row["role"] != "assistant" or row["state"] == STREAMING:
+                    raise MessageStateError(f"Message {message_id} is not a finished answer.")
+                self._db.execute("UPDATE messages SET state = ? WHERE id = ?", (STREAMING, message_id))
+            self._pending[message_id] = _PendingText(last_flush=time.monotonic())
+        return self.get_message(message_id)
+
     @_locked
     def answer_versions(self, message_id: int) -> list[int]:
         """The ids of every version of this message's turn, oldest first (just itself for most)."""

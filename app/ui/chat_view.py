@@ -232,6 +232,15 @@ class ChatView(QScrollArea):
             widget.set_message(message)
         self._after_change()
 
+    def resume_message(self, message: Message) -> None:
+        """`message` streams again (Continue): its widget drops the max-tokens note, the new text is appended."""
+        self._pending.pop(message.id, None)
+        widget = self.widgets.get(message.id)
+        if widget is not None:
+            widget.set_message(message)
+        self._after_change()
+        self._follow = True
+
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
         self._after_change()

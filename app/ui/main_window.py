@@ -63,6 +63,7 @@ from app.ui.server_panel import ServerDialog
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
+from app.workers.engine_host import available_memory_bytes, source_bytes
 from app.workers.protocol import LOAD_CANCELLED, EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400
@@ -71,7 +72,6 @@ PURGE_DELETED_AFTER_S = 7 * 86400
 AUTO_HIDE_SIDE_BELOW = 1000
 AUTO_HIDE_CHATS_BELOW = 760
 AUTO_RESTART_DELAY_MS = 1500  # after a crash: time to read the banner before the engine comes back
-CONTINUE_PROMPT = "Continue."
 ZOOM_STEP = 0.1  # View → Zoom in / out: 10% of the normal text size per step
 STATE_TEXT = {
     EngineState.STOPPED: "Engine stopped",
@@ -369,6 +369,7 @@ class MainWindow(QMainWindow):
         session.answerChunk.connect(self.perf_panel.show_chunk)
         session.answerChunk.connect(self._on_answer_chunk)
         session.answerFinished.connect(self.chat_view.finish_message)
+        session.answerResumed.connect(self.chat_view.resume_message)
         session.busyChanged.connect(self._on_session_busy)
         session.notice.connect(self._on_session_notice)
         client.stateChanged.connect(self._on_client_state)
@@ -379,6 +380,12 @@ class MainWindow(QMainWindow):
         client.died.connect(self._on_client_died)
         client.stalled.connect(self._on_client_stalled)
         client.resumed.connect(self._on_client_resumed)
+        client.switchFailed.connect(self._on_switch_failed)
+        client.cacheDamaged.connect(
+            lambda _detail: self.notice_banner.show_message(
+                "error", "The model's prepared copy on disk was damaged, so it is being prepared again."
+            )
+        )
         session.answerFinished.connect(self._on_answer_finished)
         self.chat_view.continueRequested.connect(self.continue_answer)
         self.composer.sendRequested.connect(self._on_composer_send)
@@ -417,12 +424,55 @@ class MainWindow(QMainWindow):
     def _load(self, source: str, bits: int | None) -> None:
         self._auto_restart.stop()
         self.engine_banner.hide()
-        self.client.load(
-            source,
-            bits,
-            n_ctx=None if context_is_automatic(self.settings) else self.settings.n_ctx,  # None: the engine chooses
-            n_threads=self.settings.n_threads or default_thread_count(),
-            source_sha256=self._known_sha256(source),
+        n_ctx = None if context_is_automatic(self.settings) else self.settings.n_ctx  # None: the engine chooses
+        n_threads = self.settings.n_threads or default_thread_count()
+        sha256 = self._known_sha256(source)
+        if self._switch_alongside(source, bits, n_ctx, n_threads, sha256):
+            return
+        self.client.load(source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256)
+
+    def _switch_alongside(
+        self, source: str, bits: int | None, n_ctx: int | None, n_threads: int, sha256: str | None
+    ) -> bool:
+        """Load another model in a second engine process while the current one keeps answering, when
+        free memory holds both (EngineClient.switch); False: the caller loads it the usual way."""
+        try:  # the new model's weights (≈ its source) plus a KV cache like the current one's
+            need = source_bytes(source) + (self.client.info.kv_cache_bytes if self.client.info else 0)
+        except OSError:
+            return False  # a missing file: the usual load reports it
+        free = available_memory_bytes()
+        if not self.client.switch(source, bits, n_ctx, n_threads, sha256, need_bytes=need, free_bytes=free):
+            return False
+        name = "the built-in model" if source == EMBEDDED_ID else Path(source).name
+
+        def cancel() -> None:
+            self.client.cancel_load()
+
+        self.engine_banner.show_message(
+            "info",
+            f"Loading {name}; the current model keeps answering until it is ready.",
+            "Cancel",
+            cancel,
+            tag="switching",
+        )
+        return True
+
+    def _on_switch_failed(self, kind: str, text: str) -> None:
+        """The model loaded alongside did not load: the current one simply stays (nothing to reload)."""
+        failed, self._switch.pending = self._switch.pending, None
+        self.state_label.setText(STATE_TEXT[self.client.state])  # no longer "Loading the model…"
+        if kind == LOAD_CANCELLED:
+            self.engine_banner.hide()
+            self.statusBar().showMessage("Loading was cancelled; the current model stays.", 10000)
+            return
+        if failed is not None:
+            self._switch.failed_choice = failed
+            self.models_page.mark_load_failed(failed[0], kind, text)
+        if self.client.state == EngineState.DEAD:  # the current one died meanwhile: bring it back
+            self.restart_engine()
+            return
+        self.engine_banner.show_message(
+            "error", f"The model could not be loaded: {explain(kind, text).text} The current model stays loaded."
         )
 
     def _known_sha256(self, source: str) -> str | None:
@@ -468,9 +518,12 @@ class MainWindow(QMainWindow):
     def _on_client_progress(self, status) -> None:  # app.workers.protocol.Progress
         self.progress.setValue(int(status.fraction * 1000))
         self.state_label.setText(f"Loading the model: {status.stage}…")
-        self.chat_view.show_load_status(status)
+        if not self.client.switching:  # a switch loads alongside: the chat stays usable, no loading card
+            self.chat_view.show_load_status(status)
 
     def _on_client_loaded(self, info) -> None:
+        if self.engine_banner.tag == "switching":
+            self.engine_banner.hide()
         self._remember_loaded(info)
         self.perf_panel.set_engine_info(info)
         self.sampling_panel.mark_context_loaded(info.n_ctx, automatic=context_is_automatic(self.settings))
@@ -514,6 +567,13 @@ class MainWindow(QMainWindow):
             )
 
     def _on_client_died(self, reason: str) -> None:
+        if self.client.switching:  # the model being loaded alongside takes over when ready (or restart then)
+            self.engine_banner.show_message(
+                "error",
+                "The engine stopped unexpectedly; the model being loaded takes over when it is ready.",
+                details=reason,
+            )
+            return
         if self._switch.pending is not None and self._fall_back("engine_died", reason):
             return  # it died loading a new model (out of memory, killed): the last good one is back
         # the plain sentence up front; the signal or exit code behind Details (for a bug report)
@@ -583,11 +643,9 @@ class MainWindow(QMainWindow):
         if message.state == "complete":
             self._auto_restart_used = False  # the engine works again: a later crash may restart it once more
 
-    def continue_answer(self, _message_id: int = 0) -> None:
-        """After an answer cut at max tokens: ask the model to go on (a short user turn, so the
-        draft in the message box stays as it is)."""
-        if not self.session.busy:
-            self.session.send(CONTINUE_PROMPT)
+    def continue_answer(self, message_id: int) -> None:
+        """After an answer cut at max tokens: the model goes on, appending to that answer (the draft stays)."""
+        self.session.continue_answer(message_id)
 
     # ---- chat ---------------------------------------------------------------------------------
 

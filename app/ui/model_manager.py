@@ -568,7 +568,7 @@ class ModelManagerPage(QWidget):
         for state in states:
             card = self.cards[state.card_id]
             self._update_card(card)
-            if state.kind == LOCAL:
+            if state.kind in (LOCAL, EMBEDDED):
                 self._inspect_local(card)
         self._update_estimates()
 
@@ -755,9 +755,10 @@ class ModelManagerPage(QWidget):
         return f"{label}: {bpw} · {disk} · {ram} · {speed}"
 
     def _inspect_local(self, card: ModelCard) -> None:
-        if card.state.source is None:
+        """Read the card's file (an import, or the built-in model) for its shapes and type mix, in the background."""
+        if card.state.file is None:
             return
-        path = Path(card.state.source)
+        path = card.state.file
         try:
             stat = path.stat()
         except OSError as error:
@@ -791,6 +792,14 @@ class ModelManagerPage(QWidget):
             return
         assert isinstance(summary, ModelSummary)
         card.state.model = CatalogModel.from_summary(summary, card.state.card_id)
+        card.use_button.setEnabled(True)
+        if card.state.kind == EMBEDDED:  # keeps its own title; where its file sits is not the user's business
+            self._update_card(card)
+            card.subtitle_label.setText(
+                f"{card.state.subtitle} · {format_parameters(summary.n_params)} parameters · {summary.arch} · "
+                f"{summary.config.n_ctx_train:,}-token context"
+            )
+            return
         filename = card.state.installed.filename if card.state.installed is not None else Path(summary.path).name
         card.title_label.setText(f"<b>{summary.name}</b> — {filename}")
         self._update_card(card)  # what it offers now that its variants are known (Compare needs 4 and 2)
@@ -799,7 +808,6 @@ class ModelManagerPage(QWidget):
             f"{summary.config.n_ctx_train:,}-token context · {summary.file_type} source · "
             f"{card.state.subtitle}"
         )
-        card.use_button.setEnabled(True)
 
     # ---- downloads ---------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Decode tok/s (the answer's average and the rolling rate of the last tokens, with
 a small chart), time to first token and prompt tok/s come from the engine's
 chunks. CPU time is split into the prompt's (per prompt token read) and decoding's
-(per generated token), see app.ui.rate_chart.AnswerRates; CPU use comes from
+(per generated token after the first), as the engine measured them at the first token
+(Chunk.prompt_cpu_s; the arithmetic is app.chat.records.AnswerStats'); CPU use comes from
 Chunk.cpu_s and elapsed_s (the engine process's own CPU time, all threads). Watts and joules per token
 come from app.power.PowerMeter (RAPL or a discharging battery), which measures
 the whole CPU package or system, not just this app: the label says which. With
@@ -15,8 +16,8 @@ store when another window changes it; the "now using" figure is Chunk.threads,
 i.e. what the engine actually applied.
 
 The panel follows the selected chat: while no answer runs it shows the selected
-chat's last answer (show_conversation), with the split CPU figures when that answer
-was written in this session.
+chat's last answer (show_conversation) from its stored AnswerStats, the split CPU
+figures included; the rolling rate and chart only for answers written in this session.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from app.catalog.catalog import bits_label
+from app.chat.records import AnswerStats
 from app.power.readers import NO_SENSOR_REASON, PowerMeter, PowerReading
 from app.settings import AppSettings
 from app.settings_store import SettingsStore
@@ -215,6 +217,7 @@ class PerfPanel(QWidget):
             self.prompt_speed.setText(f"{chunk.prompt_tokens} tokens{cached}")
         self.tokens.setText(str(chunk.generated_tokens))
         self._render_rates(self.rates)
+        self._render_cpu(AnswerStats.from_chunk(chunk))
         if chunk.elapsed_s > 0:
             self._show_cpu_use(chunk.cpu_s / chunk.elapsed_s)
         self.threads_used.setText(str(chunk.threads))
@@ -224,12 +227,15 @@ class PerfPanel(QWidget):
     def _render_rates(self, rates: AnswerRates | None) -> None:
         rolling = rates.rolling_tok_s if rates is not None else None
         self.speed_now.setText("–" if rolling is None else f"now {rolling:.1f} tok/s (last {ROLLING_TOKENS} tokens)")
-        prompt = rates.prompt_cpu_s_per_token if rates is not None else None
-        if rates is not None and rates.prompt_cpu_s is not None and prompt is None:
+
+    def _render_cpu(self, stats: AnswerStats | None) -> None:
+        """Prompt CPU per prompt token read, decode CPU per generated token: never one mixed figure."""
+        prompt = stats.prompt_cpu_s_per_token if stats is not None else None
+        if stats is not None and stats.prompt_cpu_s is not None and stats.prompt_tokens_read == 0:
             self.prompt_cpu.setText("all cached")
         else:
             self.prompt_cpu.setText("–" if prompt is None else format_cpu_ms_per_token(prompt))
-        decode = rates.decode_cpu_s_per_token if rates is not None else None
+        decode = stats.decode_cpu_s_per_token if stats is not None else None
         self.cpu_per_token.setText("–" if decode is None else format_cpu_ms_per_token(decode))
 
     def _show_cpu_use(self, cores: float) -> None:
@@ -248,6 +254,7 @@ class PerfPanel(QWidget):
             for label in (self.speed, self.speed_now, self.ttft, self.prompt_speed, self.tokens, self.cpu_use):
                 label.setText("–")
             self._render_rates(None)
+            self._render_cpu(None)
             return
 
         def shown(value, text) -> str:
@@ -263,6 +270,7 @@ class PerfPanel(QWidget):
             self.prompt_speed.setText(shown(stats.prompt_tokens, f"{stats.prompt_tokens} tokens{cached}"))
         self.tokens.setText(shown(stats.generated_tokens, str(stats.generated_tokens)))
         self._render_rates(rates)
+        self._render_cpu(stats)
         if stats.cpu_s is not None and stats.elapsed_s:
             self._show_cpu_use(stats.cpu_s / stats.elapsed_s)
         else:

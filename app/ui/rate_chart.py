@@ -1,9 +1,6 @@
-"""The live numbers of one answer (AnswerRates) and a small chart of its speed (RateChart).
+"""The live speed of one answer (AnswerRates) and a small chart of it (RateChart).
 
-AnswerRates splits the engine's cumulative Chunk.cpu_s at the first generated token: the
-CPU spent until then is the prompt's (reading it, and the first token's forward pass, which
-is part of the prompt step), the rest is decoding. Dividing all of it by the generated
-tokens (what the panel did) showed 56 ms per token where decoding cost ~7 ms. The rolling
+The prompt / decode CPU split is the engine's (Chunk.prompt_cpu_s, app.chat.records.AnswerStats). The rolling
 rate is over the last ROLLING_TOKENS tokens, so moving the thread slider mid-answer shows
 at once instead of being averaged away. RateChart draws that rolling rate per token with a
 dashed mark where the thread count changed. Pure arithmetic in AnswerRates (no Qt).
@@ -29,13 +26,9 @@ class ThreadMark:
 
 
 class AnswerRates:
-    """Fed every chunk of one answer (Chunk: elapsed_s, cpu_s, generated_tokens, threads, …)."""
+    """Fed every chunk of one answer (Chunk: elapsed_s, generated_tokens, threads, …)."""
 
     def __init__(self) -> None:
-        self.prompt_cpu_s: float | None = None  # CPU until the first token
-        self.prompt_tokens_read = 0  # prompt tokens processed (not taken from the KV cache)
-        self.decode_cpu_s = 0.0
-        self.decoded_tokens = 0  # after the first
         self.rolling_tok_s: float | None = None
         self.points: list[tuple[int, float]] = []  # (token, rolling tok/s)
         self.marks: list[ThreadMark] = []
@@ -44,12 +37,6 @@ class AnswerRates:
 
     def add(self, chunk) -> None:
         tokens = chunk.generated_tokens
-        if tokens >= 1 and self.prompt_cpu_s is None:
-            self.prompt_cpu_s = chunk.cpu_s
-            self.prompt_tokens_read = max(0, chunk.prompt_tokens - chunk.cached_tokens)
-        if self.prompt_cpu_s is not None and tokens >= 1:
-            self.decode_cpu_s = max(0.0, chunk.cpu_s - self.prompt_cpu_s)
-            self.decoded_tokens = tokens - 1
         if tokens >= 1 and chunk.token_id is not None:
             if self._threads is not None and chunk.threads != self._threads:
                 self.marks.append(ThreadMark(tokens, chunk.threads))
@@ -62,16 +49,6 @@ class AnswerRates:
                 self.points.append((tokens, self.rolling_tok_s))
                 if len(self.points) > MAX_POINTS:
                     del self.points[: len(self.points) - MAX_POINTS]
-
-    @property
-    def prompt_cpu_s_per_token(self) -> float | None:
-        if self.prompt_cpu_s is None or self.prompt_tokens_read == 0:
-            return None
-        return self.prompt_cpu_s / self.prompt_tokens_read
-
-    @property
-    def decode_cpu_s_per_token(self) -> float | None:
-        return self.decode_cpu_s / self.decoded_tokens if self.decoded_tokens else None
 
 
 class RateChart(QWidget):

@@ -14,6 +14,11 @@ store's memory, the final commit is retried with a growing pause (and once
 more at close), and `notice("history", …)` says what happened; when a retry
 succeeds, `notice("saved", …)` says so.
 
+Continue (an answer that stopped at max_tokens) appends to that same answer: the message goes
+back to "streaming", the engine goes on from the answer's own tokens (app.workers.engine_host),
+and `answerResumed` tells the view; the stats are then those of the continuation, with the
+answer's earlier tokens in AnswerStats.earlier_tokens.
+
 Nothing is removed without saying so: Regenerate adds a version of the answer
 (the earlier ones stay, `show_version` switches), and an edit-and-resend hides
 the later messages and offers an undo (`undoOffered`) until the chat moves on
@@ -82,6 +87,7 @@ class ChatSession(QObject):
     answerText = Signal(int, str)  # message id, text delta
     answerChunk = Signal(object)  # tmac_core Chunk of the current answer (for the perf panel)
     answerFinished = Signal(object)  # the final Message
+    answerResumed = Signal(object)  # the Message (streaming again) a Continue appends to
     busyChanged = Signal(bool)
     # kind ("trimmed" | "template" | "error" | "overflow" | "history" | "saved"), text; "history": the chat
     # history could not be written (the text says what is kept), "saved": what could not be written now is
@@ -101,6 +107,7 @@ class ChatSession(QObject):
         self.answer_id: int | None = None
         self._last_chunk: Any = None
         self._trimmed = 0
+        self._earlier_tokens: int | None = None  # a continued answer's tokens before this generation
         self._answer_conversation = 0
         self._answer_text: list[str] = []  # the streamed answer as shown, whatever the store managed to write
         self._store_warned = False  # one "history" notice per answer for failed streaming writes
@@ -192,6 +199,22 @@ class ChatSession(QObject):
             return False
         self.finalize_edit()
         self._ask(replacing=answer)
+        return True
+
+    def continue_answer(self, answer_id: int) -> bool:
+        """Go on with the answer `answer_id` where max_tokens cut it: the new text is appended to it.
+        False when busy, or it is not an answer that stopped at max_tokens, or the store failed."""
+        if self.busy:
+            return False
+        try:
+            answer = self.store.get_message(answer_id)
+        except ChatStoreError as error:
+            self._store_failed(error, "The answer was not continued")
+            return False
+        if answer.role != "assistant" or answer.state != COMPLETE or answer.stats.finish_reason != "length":
+            return False
+        self.finalize_edit()
+        self._ask(resuming=answer)
         return True
 
     def show_version(self, answer_id: int, step: int) -> bool:
@@ -311,9 +334,10 @@ class ChatSession(QObject):
     def _store_failed(self, error: ChatStoreError, consequence: str) -> None:
         self.notice.emit("history", f"{error} {consequence}.")
 
-    def _ask(self, replacing: Message | None = None) -> None:
+    def _ask(self, replacing: Message | None = None, resuming: Message | None = None) -> None:
         """Start an answer: to the whole chat, or (`replacing`) a new version of that answer, made
-        from the history before its turn."""
+        from the history before its turn, or (`resuming`) more of that answer, appended to it."""
+        before = replacing or resuming
         try:
             # The conversation row is the truth for its system prompt and sampling; the global settings fill the rest.
             conversation = self.store.get_conversation(self.conversation_id)
@@ -322,28 +346,38 @@ class ChatSession(QObject):
             history = [
                 m
                 for m in self.store.list_messages(self.conversation_id)
-                if not (m.role == "assistant" and not m.content)
-                and (replacing is None or m.turn_id < replacing.turn_id)
+                if not (m.role == "assistant" and not m.content) and (before is None or m.turn_id < before.turn_id)
             ]
             self.store.update_conversation(self.conversation_id, **self._conversation_fields(settings))
-            answer_id = self.store.begin_assistant_message(
-                self.conversation_id, version_of=replacing.id if replacing is not None else None
-            )
-            answer = self.store.get_message(answer_id)
+            if resuming is not None:
+                answer = self.store.resume_assistant_message(resuming.id)
+            else:
+                answer_id = self.store.begin_assistant_message(
+                    self.conversation_id, version_of=replacing.id if replacing is not None else None
+                )
+                answer = self.store.get_message(answer_id)
         except ChatStoreError as error:
             self._store_failed(error, "No answer was requested; send the message again when it can be saved")
             return
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         messages += [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
-        self.answer_id = answer_id
+        self.answer_id = answer.id
         self._answer_conversation = self.conversation_id
-        self._answer_text = []
+        self._answer_text = [answer.content]  # what is shown already ("" for a new answer)
         self._store_warned = False
         self._last_chunk = None
         self._trimmed = 0
-        self.messageAdded.emit(answer)
+        self._earlier_tokens = None
+        if resuming is not None:
+            earlier = resuming.stats
+            self._earlier_tokens = (earlier.generated_tokens or 0) + (earlier.earlier_tokens or 0)
+            self.answerResumed.emit(answer)
+        else:
+            self.messageAdded.emit(answer)
         self.busyChanged.emit(True)
-        self.request_id = self.client.generate(messages, sampling_params_from(settings))
+        self.request_id = self.client.generate(
+            messages, sampling_params_from(settings), continue_text=answer.content if resuming is not None else ""
+        )
 
     # ---- engine events -----------------------------------------------------------------------
 
@@ -399,6 +433,8 @@ class ChatSession(QObject):
         assert answer_id is not None, "_finish is called only while an answer streams"
         if self._trimmed:
             stats = dataclasses.replace(stats, trimmed_messages=self._trimmed)
+        if self._earlier_tokens:
+            stats = dataclasses.replace(stats, earlier_tokens=self._earlier_tokens)
         failed: ChatStoreError | None = None
         try:
             message = self.store.finish_message(answer_id, stats, state)

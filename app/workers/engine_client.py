@@ -19,7 +19,11 @@ Stop sets a shared Event that the engine checks between tokens; no pipe
 round-trip. cancel_load() sends CancelLoad: the engine stops between slabs of the
 repack and answers LoadFailed("load_cancelled"), its partial cache file deleted.
 Every load starts a fresh process (the old one is retired), so "load another
-model" and restart() share one path and memory is really freed.
+model" and restart() share one path and memory is really freed. switch() is the
+other way to load another model: when free memory holds both, the new model loads
+in a second process while the current one keeps answering, and takes over only
+once it is ready (after the answer in progress); if it fails or is cancelled, the
+current one simply stays (`switchFailed`), nothing is reloaded.
 The messages are app.workers.protocol's typed records, sent as JSON; a reply
 that does not decode is logged and skipped, so a confused engine process cannot
 run code here or take the window down.
@@ -46,9 +50,11 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.workers.engine_host import engine_host_main
 from app.workers.protocol import (
+    LOAD_CANCELLED,
     NOT_READY,
     RESTARTED,
     SUPERSEDED,
+    CacheDamaged,
     CancelLoad,
     ChatLine,
     ChunkMsg,
@@ -77,7 +83,20 @@ IDLE_POLL_MS = 100
 RETIRE_GRACE_S = 5.0  # a retired process gets this long to exit by itself before it is killed
 STALL_S = 60.0  # silence while loading or generating after which the engine counts as hung
 
+SWITCH_MEMORY_FACTOR = 1.5  # free memory wanted for a switch alongside: this × the new model's estimate
+
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """A second engine process loading the model a switch() asked for, while the current one serves."""
+
+    process: SpawnProcess
+    conn: Connection
+    cancel: SyncEvent
+    load: Load
+    info: EngineInfo | None = None  # Loaded: waits for the answer in progress to end
 
 
 def default_thread_count() -> int:
@@ -152,6 +171,8 @@ class EngineClient(QObject):
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
     stalled = Signal(float)  # seconds the engine has been silent while it should be loading or answering
     resumed = Signal()  # it spoke again after `stalled`
+    cacheDamaged = Signal(str)  # the repacked copy the model came from was damaged: reloading it, repacked
+    switchFailed = Signal(str, str)  # kind, message: the model switch() loaded alongside failed; the current stays
 
     def __init__(self, parent: QObject | None = None, cache_dir: str | os.PathLike | None = None) -> None:
         super().__init__(parent)
@@ -168,6 +189,7 @@ class EngineClient(QObject):
         self._next_request = 1
         self._queued: Generate | None = None  # waits for the running answer to end
         self._retired: list[tuple[Any, float]] = []
+        self._candidate: _Candidate | None = None
         self.stall_s = STALL_S
         self._last_heard = time.monotonic()
         self._stall_reported = False
@@ -200,6 +222,7 @@ class EngineClient(QObject):
         `source_sha256`: the file's digest when the caller knows it (a download manifest), so
         the engine does not re-read the file to find its repacked copy in the cache.
         """
+        self._drop_candidate()  # a switch still loading is superseded
         if n_threads is not None:
             self._threads = n_threads
         self._last_load = Load(
@@ -212,23 +235,72 @@ class EngineClient(QObject):
         )
         self._start_process()
 
+    def switch(
+        self,
+        source: str,
+        bits: int | None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        source_sha256: str | None = None,
+        *,
+        need_bytes: int,
+        free_bytes: int | None,
+    ) -> bool:
+        """Load `source` in a second process while the current model keeps answering; it takes over
+        when it is ready (`loaded`, after the answer in progress). False, and nothing started, when
+        no model is running or free memory does not hold SWITCH_MEMORY_FACTOR × `need_bytes` (the new
+        model's estimate) besides it: then load() (the current model goes first) is the way."""
+        if self.state not in (READY, GENERATING) or self._conn is None or self._candidate is not None:
+            return False
+        if free_bytes is None or free_bytes < SWITCH_MEMORY_FACTOR * need_bytes:
+            return False
+        if n_threads is not None:
+            self._threads = n_threads
+        load = Load(
+            source=str(source),
+            bits=None if bits is None else int(bits),
+            n_ctx=n_ctx,
+            n_threads=self._threads,
+            cache_dir=self.cache_dir,
+            source_sha256=source_sha256,
+        )
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        cancel = self._context.Event()
+        process = self._context.Process(
+            target=engine_host_main, args=(child_end, cancel), name="tmac-engine-next", daemon=True
+        )
+        process.start()
+        child_end.close()
+        parent_end.send_bytes(encode(load))
+        self._candidate = _Candidate(process, parent_end, cancel, load)
+        return True
+
+    @property
+    def switching(self) -> bool:
+        """A switch() is loading its model alongside the current one."""
+        return self._candidate is not None
+
     def restart(self) -> None:
         """New process, same model (after a crash, or to apply a new context length)."""
         if self._last_load is None:
             raise RuntimeError("restart() before any load()")
+        self._drop_candidate()
         self._start_process()
 
-    def generate(self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True) -> int:
+    def generate(
+        self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True, continue_text: str = ""
+    ) -> int:
         """Ask for an answer; chunks arrive on `chunk` with the returned id.
 
         If an answer is still running it is stopped first and this one starts when it
         has ended. With fit_to_context the oldest turns are dropped (and `trimmed`
-        emitted) when the history would not leave room for the answer.
+        emitted) when the history would not leave room for the answer. `continue_text`:
+        the answer to `messages` so far, to go on from (the chunks carry the new text only).
         """
         request_id = self._next_request
         self._next_request += 1
         lines = tuple(ChatLine(str(m["role"]), str(m["content"])) for m in messages)
-        request = Generate(request_id, lines, params, bool(fit_to_context))
+        request = Generate(request_id, lines, params, bool(fit_to_context), str(continue_text))
         if self.state == GENERATING:
             if self._queued is not None:  # superseded before it started
                 self._emit_later(
@@ -251,8 +323,12 @@ class EngineClient(QObject):
 
     def cancel_load(self) -> bool:
         """Ask the loading engine to stop (it does between slabs of the repack, and deletes its
-        partial cache file); `loadFailed` then comes with kind "load_cancelled". False when
-        nothing is loading."""
+        partial cache file); `loadFailed` then comes with kind "load_cancelled" (`switchFailed`
+        for a switch(): the current model stays). False when nothing is loading."""
+        if self._candidate is not None:
+            self._drop_candidate()
+            self._emit_later(self.switchFailed.emit, LOAD_CANCELLED, "Loading the other model was cancelled.")
+            return True
         if self.state not in (STARTING, LOADING):
             return False
         return self._safe_send(CancelLoad())
@@ -267,6 +343,7 @@ class EngineClient(QObject):
     def shutdown(self) -> None:
         """Stop the process (at app exit). Waits at most ~1 s, then kills it."""
         self._timer.stop()
+        self._drop_candidate()
         process = self._detach_process()
         for old, _ in self._retired:
             if old.is_alive():
@@ -280,6 +357,74 @@ class EngineClient(QObject):
         self._set_state(STOPPED)
 
     # ---- process lifecycle -------------------------------------------------------------------
+
+    def _drop_candidate(self) -> None:
+        """Stop a switch's process (its model is not wanted, or failed): retired like any other."""
+        candidate, self._candidate = self._candidate, None
+        if candidate is None:
+            return
+        candidate.cancel.set()
+        try:
+            candidate.conn.send_bytes(encode(CancelLoad()))
+            candidate.conn.send_bytes(encode(Shutdown()))
+        except (OSError, ValueError):
+            pass
+        candidate.conn.close()
+        self._retired.append((candidate.process, time.monotonic()))
+
+    def _poll_candidate(self) -> None:
+        """Read the switch's process: progress, then Loaded (take over) or a failure (drop it)."""
+        candidate = self._candidate
+        if candidate is None:
+            return
+        try:
+            while whole_frame_waiting(candidate.conn):
+                try:
+                    reply = decode_reply(candidate.conn.recv_bytes())
+                except ProtocolError as error:
+                    log.warning("skipped a malformed message from the next engine process: %s", error)
+                    continue
+                if isinstance(reply, Progress):
+                    self.loadProgress.emit(reply.fraction, reply.stage)
+                    self.loadStatus.emit(reply)
+                elif isinstance(reply, Loaded):
+                    candidate.info = reply.info
+                    break
+                elif isinstance(reply, LoadFailed):
+                    self._drop_candidate()
+                    self.switchFailed.emit(reply.kind, reply.message)
+                    return
+                else:
+                    log.warning("skipped %s from the next engine process while it loads", type(reply).__name__)
+        except (EOFError, OSError):
+            pass
+        if candidate.info is None and not candidate.process.is_alive():
+            candidate.process.join(0.05)
+            self._drop_candidate()
+            self.switchFailed.emit("engine_died", describe_exit(candidate.process.exitcode))
+        elif candidate.info is not None and self.state in (READY, DEAD):  # DEAD: the old one crashed meanwhile
+            self._take_over()
+
+    def _take_over(self) -> None:
+        """The switch's model is ready and no answer runs: it becomes the engine, the old one retires."""
+        candidate, self._candidate = self._candidate, None
+        assert candidate is not None and candidate.info is not None
+        self._retire_current()
+        self._process, self._conn, self._cancel = candidate.process, candidate.conn, candidate.cancel
+        self._last_load = dataclasses.replace(candidate.load, n_threads=None)
+        info = candidate.info
+        if self._threads is not None and info.n_threads != self._threads:
+            if not self._safe_send(SetThreads(self._threads)):
+                return
+            info = dataclasses.replace(info, n_threads=self._threads)
+        self.info = info
+        self._heard()
+        if self.state == READY:
+            self.stateChanged.emit(READY)  # the same state, another model: listeners refresh
+        else:
+            self._set_state(READY)
+        self._timer.start(IDLE_POLL_MS)
+        self.loaded.emit(info)
 
     def _start_process(self) -> None:
         load = self._last_load
@@ -341,8 +486,10 @@ class EngineClient(QObject):
     def _poll(self) -> None:
         if self._retired:
             self._reap_retired()
+        if self._candidate is not None:
+            self._poll_candidate()
         if self._conn is None:
-            if not self._retired:
+            if not self._retired and self._candidate is None:
                 self._timer.stop()
             return
         self._drain()
@@ -400,6 +547,10 @@ class EngineClient(QObject):
         elif isinstance(reply, Failed):
             self.failed.emit(reply.request_id, reply.kind, reply.message)
             self._request_ended(reply.request_id)
+        elif isinstance(reply, CacheDamaged):
+            log.warning("the repacked-model cache file was damaged (%s): loading the model again", reply.message)
+            self.cacheDamaged.emit(reply.message)
+            self.restart()  # the engine discarded the file: this load repacks
 
     def _request_ended(self, request_id: int) -> None:
         if request_id != self.active_request:

@@ -16,17 +16,30 @@ pickle; bytes that do not decode are logged and skipped. Stop does not travel
 over the pipe: the GUI sets the shared `cancel` Event, which the engine checks
 between tokens. The client clears it before each Generate.
 
+A Generate with `continue_text` goes on with an answer cut at max_tokens: the prompt is the
+answer's own prompt followed by its tokens, as generated when the host still has them (the
+last answer it streamed, `last_answer`), so at temperature 0 the continuation is the text a
+larger max_tokens would have given, and the KV cache already holds all but the last of those
+tokens; otherwise (another model since, a restart) the text is tokenized again.
+
+A model read from the repacked-model cache is reported Loaded before the cache file's data
+checksums are checked (they cost ~0.6 s of a ~1.8 s load and first token on a 1.17B model); a
+thread checks them after, and a mismatch is reported as CacheDamaged (the file discarded) so
+the window loads the model again, repacked.
+
 No Qt here: this module is imported in the child, which must stay lean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +48,7 @@ if TYPE_CHECKING:  # the engine is imported inside load(): importing the kernels
 
 from app.workers.protocol import (
     NOT_READY,
+    CacheDamaged,
     CancelLoad,
     ChatLine,
     ChunkMsg,
@@ -95,6 +109,17 @@ def choose_n_ctx(n_ctx_train: int, kv_bytes_per_token: int, free_bytes: int | No
     return max(min(ceiling, 512), chosen)  # below 512 tokens no chat fits; the load then fails plainly
 
 
+def source_bytes(source: str) -> int:
+    """Bytes of a model's source ("default": the embedded file; a folder: its files together): about what
+    its weights take loaded (the repacked matrices are at most the source's bits, usually fewer)."""
+    from tmac_core.engine import default_model_path
+
+    path = default_model_path() if source == "default" else source
+    if os.path.isdir(path):
+        return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+    return os.path.getsize(path)
+
+
 def automatic_n_ctx(source: str) -> int:
     """choose_n_ctx for a model file ("default": the embedded model), read from its header only."""
     from tmac_core.config import inspect_model
@@ -105,9 +130,7 @@ def automatic_n_ctx(source: str) -> int:
     config = inspect_model(path).config
     free = available_memory_bytes()
     if free is not None:
-        # the weights are not loaded yet; they will need about this (a model folder: its files together)
-        size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) if os.path.isdir(path) else 0
-        free = max(0, free - (size or os.path.getsize(path)))
+        free = max(0, free - source_bytes(source))  # the weights are not loaded yet; they will need about this
     return choose_n_ctx(config.n_ctx_train, kv_cache_bytes(config, 1), free)
 
 
@@ -159,6 +182,22 @@ def _as_dicts(messages) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
+@dataclass(frozen=True)
+class CacheChecked:
+    """Queued by the cache-check thread for the main thread, the pipe's only sender."""
+
+    problem: str | None  # None: the data is intact
+
+
+@dataclass(frozen=True)
+class LastAnswer:
+    """The answer the host streamed last, as the engine generated it (for a Continue)."""
+
+    prompt: tuple[int, ...]  # the prompt ids it answered
+    ids: tuple[int, ...]  # its token ids, not a re-tokenization of its text
+    text: str  # its text as sent
+
+
 class EngineHost:
     """The child's main thread: executes queued requests and reports over the pipe."""
 
@@ -166,11 +205,12 @@ class EngineHost:
         self.conn = conn
         self.cancel = cancel
         self.engine: Engine | None = None  # set by the main thread once loaded; the reader only reads it
-        self.requests: queue.Queue[Request] = queue.Queue()
+        self.requests: queue.Queue[Request | CacheChecked] = queue.Queue()
         self.load_cancel = threading.Event()  # set by CancelLoad; one process serves one load
         # Where the last trimmed prompt started: (messages dropped, the first kept message). A
         # later history that still has that message there is the same chat, grown.
         self.trim_anchor: tuple[int, ChatLine] | None = None
+        self.last_answer: LastAnswer | None = None
 
     def send(self, reply: Reply) -> None:
         self.conn.send_bytes(encode(reply))
@@ -187,6 +227,8 @@ class EngineHost:
                     self.load(request)
                 elif isinstance(request, Generate):
                     self.generate(request)
+                elif isinstance(request, CacheChecked) and request.problem is not None:
+                    self.send(CacheDamaged(request.problem))
         except (BrokenPipeError, EOFError, OSError):
             pass  # the GUI went away mid-send; nothing left to report to
         finally:
@@ -276,14 +318,19 @@ class EngineHost:
                 source_sha256=request.source_sha256,
                 cancel=self.load_cancel,
                 status=status,
+                defer_cache_check=True,
             )
         except (BrokenPipeError, EOFError):
             raise
         except Exception as error:  # noqa: BLE001 (every load failure is reported, typed, to the user)
             self.send(LoadFailed(error_kind(error), str(error)))
             return
-        self.engine = engine
+        self.engine, self.last_answer = engine, None
         self.send(Loaded(engine.info))
+        checker = threading.Thread(
+            target=lambda: self.requests.put(CacheChecked(engine.check_cache())), name="cache-check", daemon=True
+        )
+        checker.start()
 
     def generate(self, request: Generate) -> None:
         from tmac_core.errors import ContextOverflowError
@@ -292,10 +339,15 @@ class EngineHost:
         if engine is None:
             self.send(Failed(request_id, NOT_READY, "No model is loaded in the engine process."))
             return
+        self.last_answer, earlier = None, request.continue_text
         try:
+            earlier_tokens = len(engine.tokenizer.encode(earlier, allow_special=False)) if earlier else 0
             if request.fit:
                 fitted = fit_to_context(
-                    engine, request.messages, request.params.max_tokens, self._keep_from(request.messages)
+                    engine,
+                    request.messages,
+                    request.params.max_tokens + earlier_tokens,
+                    self._keep_from(request.messages),
                 )
                 ids, notice = fitted.prompt
                 self._remember_trim(request.messages, len(fitted.dropped))
@@ -303,8 +355,7 @@ class EngineHost:
                     self.send(Trimmed(request_id, len(fitted.dropped), fitted.tokens, engine.n_ctx))
             else:
                 ids, notice = engine.render(_as_dicts(request.messages))
-            for chunk in engine.stream_tokens(ids, request.params, cancel=self.cancel, notice=notice):
-                self.send(ChunkMsg(request_id, chunk))
+            self.last_answer = self._stream(engine, request_id, ids, notice, request.params, earlier)
         except ContextOverflowError as error:
             self.send(
                 Failed(
@@ -319,6 +370,36 @@ class EngineHost:
             raise
         except Exception as error:  # noqa: BLE001 (any failure of one answer is reported; the engine goes on)
             self.send(Failed(request_id, error_kind(error), str(error)))
+
+    def _stream(self, engine, request_id: int, ids: list[int], notice: str | None, params, earlier: str) -> LastAnswer:
+        """Stream the answer to `ids` after `earlier` (the answer so far, "" for a new one); the answer streamed."""
+        from tmac_core.tokenizer.detok import StreamingDetokenizer
+
+        prompt = tuple(ids)
+        answer = _answer_ids(engine, self.last_answer, prompt, earlier) if earlier else ()
+        # A continuation's text is decoded after the answer so far: a SentencePiece word keeps its leading space.
+        detok = None
+        if earlier:
+            detok = StreamingDetokenizer(engine.tokenizer)
+            for token in answer:
+                detok.add(token)
+        new_ids, texts = list(answer), [earlier]
+        for chunk in engine.stream_tokens(list(prompt + answer), params, cancel=self.cancel, notice=notice):
+            if detok is not None:
+                text = detok.add(chunk.token_id) if chunk.token_id is not None else detok.finalize()
+                chunk = dataclasses.replace(chunk, text=text)
+            if chunk.token_id is not None:
+                new_ids.append(chunk.token_id)
+            texts.append(chunk.text)
+            self.send(ChunkMsg(request_id, chunk))
+        return LastAnswer(prompt, tuple(new_ids), "".join(texts))
+
+
+def _answer_ids(engine, last: LastAnswer | None, prompt: tuple[int, ...], text: str) -> tuple[int, ...]:
+    """The token ids of `text`, an answer to `prompt`: as generated when it is the last answer, else tokenized."""
+    if last is not None and last.prompt == prompt and last.text == text:
+        return last.ids
+    return tuple(engine.tokenizer.encode(text, allow_special=False))
 
 
 def _kept_start(messages: tuple[ChatLine, ...], dropped: int) -> int:

@@ -4,7 +4,7 @@ EngineClient (in the window's process) sends requests; EngineHost (in the engine
 process) answers with replies. Each message is a frozen dataclass:
 
     requests (window → engine):  Load · CancelLoad · Generate · SetThreads · Shutdown
-    replies  (engine → window):  Progress · Loaded · LoadFailed · ChunkMsg · Trimmed · Failed
+    replies  (engine → window):  Progress · Loaded · LoadFailed · ChunkMsg · Trimmed · Failed · CacheDamaged
 
 On the pipe a message is one UTF-8 JSON object, {"type": <tag>, <field>: <value>, ...},
 sent with Connection.send_bytes. Never a pickle: unpickling runs whatever code the
@@ -110,12 +110,16 @@ class CancelLoad:
 @dataclass(frozen=True)
 class Generate:
     """Answer `messages`. Answered by ChunkMsgs (the last has a finish_reason) or Failed;
-    with `fit`, by a Trimmed first when the oldest turns had to be dropped."""
+    with `fit`, by a Trimmed first when the oldest turns had to be dropped.
+
+    `continue_text`: the answer so far to `messages` (one cut at max_tokens) to go on from;
+    the chunks then carry only the new text. "" for a new answer."""
 
     request_id: int
     messages: tuple[ChatLine, ...]
     params: SamplingParams
     fit: bool
+    continue_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,14 @@ class Trimmed:
 
 
 @dataclass(frozen=True)
+class CacheDamaged:
+    """The model came from the repacked-model cache and the file's data checksums, checked after
+    Loaded (Engine.check_cache), did not match: the file is discarded and the model should be loaded again."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Failed:
     request_id: int
     kind: str
@@ -175,7 +187,7 @@ class Failed:
 
 
 Request = Load | CancelLoad | Generate | SetThreads | Shutdown
-Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed
+Reply = Progress | Loaded | LoadFailed | ChunkMsg | Trimmed | Failed | CacheDamaged
 
 REQUEST_TYPES: dict[str, type] = {
     "load": Load,
@@ -191,6 +203,7 @@ REPLY_TYPES: dict[str, type] = {
     "chunk": ChunkMsg,
     "trimmed": Trimmed,
     "failed": Failed,
+    "cache_damaged": CacheDamaged,
 }
 _TAGS = {cls: tag for tag, cls in (REQUEST_TYPES | REPLY_TYPES).items()}
 

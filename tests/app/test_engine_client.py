@@ -266,3 +266,87 @@ def test_the_watchdog_reports_a_load_that_makes_no_progress(qtbot, client):
         os.kill(pid, signal.SIGCONT)
     with qtbot.waitSignal(client.loaded, timeout=LOAD_TIMEOUT_MS):
         pass
+
+
+def test_a_damaged_cache_file_found_after_loading_is_reloaded_repacked(qtbot, tmp_path):
+    """The engine reports Loaded before the cache file's data checksums are checked; a flipped bit found
+    after is CacheDamaged, and the client loads the model again, repacked, from a rewritten file."""
+    import json
+
+    from tests.runtime.model_mutations import write_tiny_synth
+    from tmac_core.loading import cache
+
+    model = tmp_path / "tiny.gguf"
+    write_tiny_synth(model, n_ctx_train=512)
+    first = EngineClient(cache_dir=tmp_path / "cache")
+    try:
+        with qtbot.waitSignal(first.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+            first.load(str(model), 4, n_ctx=512)
+        assert not blocker.args[0].cache_hit
+    finally:
+        first.shutdown()
+    (file,) = (tmp_path / "cache").glob("*.tmacw")
+    intact = file.read_bytes()
+    data = bytearray(intact)
+    header = json.loads(data[int.from_bytes(data[8:16], "little") :])
+    planes = next(e for e in header["entries"] if e["kind"] == "packed")["planes"]
+    data[cache.DATA_START + planes["offset"] + 10] ^= 0x10
+    file.write_bytes(bytes(data))
+
+    client = EngineClient(cache_dir=tmp_path / "cache")
+    try:
+        loads, notices = [], []
+        client.loaded.connect(loads.append)
+        client.cacheDamaged.connect(notices.append)
+        client.load(str(model), 4, n_ctx=512)
+        qtbot.waitUntil(lambda: len(loads) == 2, timeout=2 * LOAD_TIMEOUT_MS)
+        assert loads[0].cache_hit and not loads[1].cache_hit  # ready at once, then repacked
+        assert len(notices) == 1 and "checksum" in notices[0]
+        assert file.read_bytes() == intact  # rewritten intact
+        log = ChunkLog().attach(client)
+        request_id = client.generate(
+            [{"role": "user", "content": "hello"}], SamplingParams(temperature=0, max_tokens=4)
+        )
+        assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
+    finally:
+        client.shutdown()
+
+
+def test_a_switch_loads_alongside_and_takes_over_when_ready(qtbot, client):
+    """switch(): the current model answers while the next one loads in a second process; the next one
+    takes over only once loaded and the answer in progress has ended."""
+    first = load(qtbot, client)
+    old_pid = client.pid
+    loads = []
+    client.loaded.connect(loads.append)
+    assert not client.switch("default", 2, n_ctx=512, need_bytes=1 << 40, free_bytes=1 << 30)  # no room
+    assert client.switch("default", 2, n_ctx=512, need_bytes=100 << 20, free_bytes=1 << 30)
+    assert client.switching and client.state == EngineState.READY and client.pid == old_pid
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    chunks = wait_finished(qtbot, log, request_id)  # answered by the current model meanwhile
+    assert chunks[-1].finish_reason in ("stop", "length")
+    qtbot.waitUntil(lambda: bool(loads), timeout=LOAD_TIMEOUT_MS)
+    assert (first.bits, loads[0].bits) == (4, 2) and client.info.bits == 2 and not client.switching
+    assert client.pid != old_pid and client.state == EngineState.READY
+    request_id = client.generate([{"role": "user", "content": "What is the capital of France?"}], GREEDY)
+    assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
+
+
+def test_a_switch_that_fails_keeps_the_current_model(qtbot, client, tmp_path):
+    load(qtbot, client)
+    old_pid = client.pid
+    failures = []
+    client.switchFailed.connect(lambda kind, text: failures.append((kind, text)))
+    missing = tmp_path / "missing.gguf"
+    assert client.switch(str(missing), 4, n_ctx=512, need_bytes=1, free_bytes=1 << 30)
+    qtbot.waitUntil(lambda: bool(failures), timeout=LOAD_TIMEOUT_MS)
+    assert failures[0][0] == ModelLoadError.kind and not client.switching
+    assert client.state == EngineState.READY and client.pid == old_pid and client.info.bits == 4
+    log = ChunkLog().attach(client)
+    request_id = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    assert wait_finished(qtbot, log, request_id)[-1].finish_reason in ("stop", "length")
+    # cancelled: the same, at once
+    assert client.switch("default", 2, n_ctx=512, need_bytes=1, free_bytes=1 << 30) and client.cancel_load()
+    qtbot.waitUntil(lambda: len(failures) == 2, timeout=5000)
+    assert failures[1][0] == "load_cancelled" and client.pid == old_pid and client.state == EngineState.READY

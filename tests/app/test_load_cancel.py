@@ -63,12 +63,18 @@ def test_the_loading_card_shows_bytes_and_time_left_and_cancels_once(qtbot):
 
 
 @pytest.mark.engine
-def test_cancelling_a_model_switch_brings_the_previous_model_back(qtbot, engine_cache_dir):  # noqa: F811
+@pytest.mark.parametrize("alongside", [False, True], ids=["in-place", "alongside"])
+def test_cancelling_a_model_switch_brings_the_previous_model_back(qtbot, engine_cache_dir, monkeypatch, alongside):  # noqa: F811
+    """In place (memory for one model only): the previous model is loaded again from its cache file.
+    Alongside (a second engine process): it never went away."""
     from app.chat.store import ChatStore
     from app.paths import app_paths
     from app.settings import AppSettings
     from app.settings_store import SettingsStore
+    from app.ui import main_window
     from app.ui.main_window import MainWindow
+
+    monkeypatch.setattr(main_window, "available_memory_bytes", lambda: 1 << 40 if alongside else 0)
 
     for old in engine_cache_dir.glob("*-b2-*.tmacw"):  # the 2-bit model must repack, so there is time to cancel
         old.unlink()
@@ -81,18 +87,29 @@ def test_cancelling_a_model_switch_brings_the_previous_model_back(qtbot, engine_
         with qtbot.waitSignal(window.client.loaded, timeout=LOAD_TIMEOUT_MS):
             window.start_engine()
         card = window.chat_view.loading_card
-        loads = []
+        banner = window.engine_banner
+        loads, switch_failures = [], []
         window.client.loaded.connect(loads.append)
+        window.client.switchFailed.connect(lambda kind, _text: switch_failures.append(kind))
+        old_pid = window.client.pid
 
         def cancel_once_repacking(status):
-            if status.bytes_total and card.cancel_button.isEnabled():
-                card.cancel_button.click()  # what the user does
+            if alongside and status.bytes_total and banner.tag == "switching":
+                assert not card.isVisible() and window.composer.send_button.isEnabled()  # the chat stays usable
+                banner.action_button.click()  # what the user does: "Cancel" on the banner
+            elif not alongside and status.bytes_total and card.cancel_button.isEnabled():
+                card.cancel_button.click()  # ...on the loading card
 
         window.client.loadStatus.connect(cancel_once_repacking)
         window.models_page.modelChosen.emit("default", 2)
-        qtbot.waitUntil(lambda: bool(loads), timeout=LOAD_TIMEOUT_MS)
-        # the model loaded at start (as in the file, the default) again, from its cache file
-        assert (loads[0].bits, loads[0].cache_hit) == (None, True)
+        if alongside:
+            qtbot.waitUntil(lambda: bool(switch_failures), timeout=LOAD_TIMEOUT_MS)
+            assert switch_failures == [LOAD_CANCELLED] and not loads and window.client.pid == old_pid
+            qtbot.waitUntil(lambda: not window.client._retired, timeout=10_000)  # the second process is gone
+        else:
+            qtbot.waitUntil(lambda: bool(loads), timeout=LOAD_TIMEOUT_MS)
+            # the model loaded at start (as in the file, the default) again, from its cache file
+            assert (loads[0].bits, loads[0].cache_hit) == (None, True)
         assert not list(engine_cache_dir.glob("*-b2-*.tmacw")) and not list(engine_cache_dir.glob(".partial-*"))
         assert not window.engine_banner.isVisible() or window.engine_banner.kind != "error"
         assert "as in the file" in window.model_label.text()

@@ -617,6 +617,8 @@ def test_a_hung_engine_offers_a_restart(open_window, qtbot):
 
 
 def test_continue_after_an_answer_cut_at_max_tokens(open_window, qtbot):
+    """Continue appends to the same answer, and at temperature 0 the result is the answer a larger
+    max_tokens gives: the engine goes on from the answer's own tokens, not from a new user turn."""
     h = open_window(max_tokens=8)
     h.start_engine()
     h.send(LONG_PROMPT)
@@ -624,11 +626,24 @@ def test_continue_after_an_answer_cut_at_max_tokens(open_window, qtbot):
     assert first.stats.finish_reason == "length"
     widget = h.window.chat_view.message_widget(first.id)
     assert widget.continue_button.isVisible() and widget.continue_button.isEnabled()
+    assert "max-tokens" in widget.note_label.text()
     h.window.composer.prompt.setPlainText("a draft that must stay")
     qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
-    second = h.wait_answer()
-    messages = h.messages()
-    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
-    assert messages[2].content == "Continue." and messages[3].id == second.id and second.content
-    assert not widget.continue_button.isVisible()  # only the last answer offers it
+    assert h.window.session.busy and not widget.note_label.isVisible()  # streaming again, in the same widget
+    continued = h.wait_answer()
+    user, answer = h.messages()
+    assert (user.content, answer.id, continued.id) == (LONG_PROMPT, first.id, first.id)
+    assert answer.content == continued.content and answer.content.startswith(first.content)
+    assert len(answer.content) > len(first.content) and answer.stats.finish_reason == "length"
+    assert (answer.stats.earlier_tokens, answer.stats.generated_tokens) == (8, 8)  # the stats are the continuation's
+    assert widget.stats_label.text().startswith("8 tokens · continued after 8 tokens")
+    assert widget.text == answer.content and widget.continue_button.isVisible()  # cut again: can go on
     assert h.window.composer.prompt.toPlainText() == "a draft that must stay"
+    # the same question with room for 16 tokens at once, in a new chat
+    h.window.settings_store.update(max_tokens=16)
+    h.window.new_chat()
+    h.window.composer.prompt.clear()
+    h.send(LONG_PROMPT)
+    reference = h.wait_answer()
+    assert reference.stats.generated_tokens == 16 and reference.stats.finish_reason == "length"
+    assert answer.content == reference.content

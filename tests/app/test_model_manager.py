@@ -310,6 +310,7 @@ def test_embedded_model_is_always_there_and_used_as_default(qtbot, make_page):
 def test_two_bit_on_a_small_model_warns_on_its_card_but_is_allowed(qtbot, make_page):
     page = make_page()
     card = page.card("default")  # the embedded SmolLM2-135M: perplexity ~670 at 2 bits
+    qtbot.waitUntil(lambda: card.state.model is not None, timeout=TIMEOUT_MS)  # its file read
     warning = card.bits_warning_label
     assert card.bits is None and not warning.isVisibleTo(page)  # as in the file, the default
     card.bits_buttons[2].click()

@@ -10,6 +10,7 @@ pytest.importorskip("pytestqt")
 
 from app.catalog.installed import import_local_gguf  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from app.ui import main_window  # noqa: E402
 from tests.app.live_engine import LOAD_TIMEOUT_MS  # noqa: E402
 from tests.app.test_main_window import engine_cache_dir, open_window  # noqa: E402, F401 (fixtures)
 from tests.app.test_model_manager import write_tiny_gguf  # noqa: E402
@@ -31,7 +32,9 @@ def test_a_model_that_fails_to_load_keeps_the_last_good_one_at_start_up_and_when
     open_window,  # noqa: F811 (fixture)
     qtbot,
     tmp_path,
+    monkeypatch,
 ):
+    monkeypatch.setattr(main_window, "available_memory_bytes", lambda: 0)  # one model at a time: in place
     h = open_window(default_bits=2)
     window = h.window
     entry = broken_install(window, tmp_path)
@@ -62,3 +65,37 @@ def test_a_model_that_fails_to_load_keeps_the_last_good_one_at_start_up_and_when
     assert window.models_page.card("default").bits == 4 and window.models_page.active_source == "default"
     h.send("Say hi.")
     assert h.wait_answer().stats.bits == 4  # the chat works on the model it fell back to
+
+
+def test_with_memory_for_both_a_switch_loads_alongside_and_a_failure_changes_nothing(
+    open_window,  # noqa: F811 (fixture)
+    qtbot,
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setattr(main_window, "available_memory_bytes", lambda: 1 << 40)
+    h = open_window()
+    window = h.window
+    h.start_engine()
+    pid = window.client.pid
+    entry = broken_install(window, tmp_path)
+    failures = []
+    window.client.switchFailed.connect(lambda kind, _text: failures.append(kind))
+    window.models_page.modelChosen.emit(str(entry.path), 4)
+    assert window.client.switching and window.composer.send_button.isEnabled()  # the chat stays usable
+    qtbot.waitUntil(lambda: bool(failures), timeout=LOAD_TIMEOUT_MS)
+    assert failures == ["model_format"] and window.client.pid == pid and window.client.info.bits is None
+    assert window.engine_banner.kind == "error" and "current model stays loaded" in window.engine_banner.label.text()
+    assert window.state_label.text() == "Ready"
+    card = window.models_page.card(entry.key)
+    assert card.message.level == "error" and "not a model this app can read" in card.message_label.text()
+    window.settings_store.flush()
+    assert load_settings(window.paths.settings_file).settings.model_source == "default"
+    # a model that loads takes over once ready, and is saved as the default
+    with qtbot.waitSignal(window.client.loaded, timeout=LOAD_TIMEOUT_MS) as blocker:
+        window.models_page.modelChosen.emit("default", 4)
+        h.send("Say hi.")  # answered by the current model while the other one loads
+    assert blocker.args[0].bits == 4 and window.client.pid != pid
+    window.settings_store.flush()
+    assert load_settings(window.paths.settings_file).settings.default_bits == 4
+    assert not window.engine_banner.isVisible() or window.engine_banner.tag != "switching"

@@ -15,6 +15,7 @@ from app.catalog.installed import import_local_gguf, list_installed
 from app.settings import AppSettings
 from app.ui import model_manager
 from app.ui.download_indicator import DownloadIndicator
+from tests.app.test_built_in_card import wait_built_in
 from tests.app.test_model_choice import MemoryKeyring
 from tests.app.test_model_manager import LLAMA_FILE, LLAMA_ID, LLAMA_REPO, SMOL_ID, TIMEOUT_MS, write_tiny_gguf
 
@@ -26,9 +27,9 @@ def paths(models_page_paths):
     return models_page_paths
 
 
-def test_built_in_card_says_built_in_and_every_variant_has_a_quality_hint(make_page):
+def test_built_in_card_says_built_in_and_every_variant_has_a_quality_hint(make_page, qtbot):
     page = make_page()
-    built_in = page.card("default")
+    built_in = wait_built_in(qtbot, page)
     assert built_in.subtitle_label.text().startswith("Built into the app")
     assert ".venv" not in built_in.subtitle_label.text() and ".gguf" not in built_in.subtitle_label.text()
     for card_id in ("default", SMOL_ID, "qwen2.5-0.5b-instruct"):  # under 1B: 2-bit marked

@@ -33,29 +33,57 @@ def chunks(
         threads = 2 if token <= 32 else 4
         cpu = prompt_cpu + decode_cpu * (token - 1)
         decode_tok_s = (token - 1) / (elapsed - 0.4) if token > 1 else 0.0
-        out.append(Chunk("x", 7, prompt_tokens, cached, token, 250.0, decode_tok_s, 0.4, elapsed, cpu, threads))
+        out.append(
+            Chunk(
+                "x",
+                7,
+                prompt_tokens,
+                cached,
+                token,
+                250.0,
+                decode_tok_s,
+                0.4,
+                elapsed,
+                cpu,
+                threads,
+                prompt_cpu_s=prompt_cpu,
+            )
+        )
     last = out[-1]
     out.append(
-        Chunk("", None, prompt_tokens, cached, n, 250.0, last.decode_tok_s, 0.4, elapsed, last.cpu_s, 4, "length")
+        Chunk(
+            "",
+            None,
+            prompt_tokens,
+            cached,
+            n,
+            250.0,
+            last.decode_tok_s,
+            0.4,
+            elapsed,
+            last.cpu_s,
+            4,
+            "length",
+            prompt_cpu_s=prompt_cpu,
+        )
     )
     return out
 
 
 def test_prompt_and_decode_cpu_are_reported_apart():
-    rates = AnswerRates()
-    for chunk in chunks(48):
-        rates.add(chunk)
-    assert rates.prompt_cpu_s_per_token == pytest.approx(0.5 / 100)
-    assert rates.decode_cpu_s_per_token == pytest.approx(0.007)
+    stats = AnswerStats.from_chunk(chunks(48)[-1])
+    assert (stats.prompt_cpu_s, stats.decode_cpu_s) == (pytest.approx(0.5), pytest.approx(0.007 * 47))
+    assert stats.prompt_cpu_s_per_token == pytest.approx(0.5 / 100)
+    assert stats.decode_cpu_s_per_token == pytest.approx(0.007)
     # What the panel showed before: all CPU over generated tokens, ~17 ms where decoding costs 7.
-    assert (0.5 + 0.007 * 47) / 48 > 2 * rates.decode_cpu_s_per_token
+    assert (0.5 + 0.007 * 47) / 48 > 2 * stats.decode_cpu_s_per_token
+    # kept with the message: the split survives the store's JSON
+    assert AnswerStats.from_json(stats.to_json()) == stats
 
 
 def test_a_fully_cached_prompt_has_no_per_token_prompt_cost():
-    rates = AnswerRates()
-    for chunk in chunks(5, cached=100):
-        rates.add(chunk)
-    assert rates.prompt_cpu_s is not None and rates.prompt_cpu_s_per_token is None
+    stats = AnswerStats.from_chunk(chunks(5, cached=100)[-1])
+    assert stats.prompt_cpu_s is not None and stats.prompt_tokens_read == 0 and stats.prompt_cpu_s_per_token is None
 
 
 def test_the_rolling_rate_shows_a_thread_change_that_the_average_hides():
@@ -99,7 +127,15 @@ def test_the_panel_follows_the_selected_chat(qtbot):
         fast = store.create_conversation("fast")
         store.add_message(fast.id, "user", "hi")
         fast_stats = AnswerStats(
-            generated_tokens=40, decode_tok_s=31.5, ttft_s=0.2, prompt_tokens=20, threads=3, cpu_s=2.0, elapsed_s=1.5
+            generated_tokens=41,
+            decode_tok_s=31.5,
+            ttft_s=0.2,
+            prompt_tokens=20,
+            threads=3,
+            cpu_s=2.0,
+            elapsed_s=1.5,
+            prompt_cpu_s=0.4,
+            decode_cpu_s=1.6,
         )
         store.add_message(fast.id, "assistant", "hello", stats=fast_stats)
         slow = store.create_conversation("slow")
@@ -112,10 +148,13 @@ def test_the_panel_follows_the_selected_chat(qtbot):
         qtbot.addWidget(window)
         perf = window.perf_panel
         window.session.open_conversation(fast.id)
-        assert perf.speed.text() == "31.5" and perf.tokens.text() == "40" and perf.threads_used.text() == "3"
+        assert perf.speed.text() == "31.5" and perf.tokens.text() == "41" and perf.threads_used.text() == "3"
+        # the stored split, also for an answer written before this session
+        assert perf.prompt_cpu.text() == "20.0 ms CPU / token" and perf.cpu_per_token.text() == "40.0 ms CPU / token"
         window.session.open_conversation(slow.id)
         assert perf.speed.text() == "4.2" or perf.speed.text() == "4.3"
         assert perf.tokens.text() == "9"
+        assert perf.prompt_cpu.text() == "–" and perf.cpu_per_token.text() == "–"  # a row without the split
         window.session.open_conversation(empty.id)
         assert perf.speed.text() == "–" and perf.tokens.text() == "–"
         window.close()

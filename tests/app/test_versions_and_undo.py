@@ -38,9 +38,9 @@ def window(qtbot):
     prompts: list[list[str]] = []
     generate = win.client.generate
 
-    def recording_generate(messages, params, fit_to_context=True):  # the real generate, with its prompt noted
+    def recording_generate(messages, params, fit_to_context=True, continue_text=""):  # the real one, prompt noted
         prompts.append([m["content"] for m in messages])
-        return generate(messages, params, fit_to_context)
+        return generate(messages, params, fit_to_context, continue_text)
 
     win.client.generate = recording_generate  # type: ignore[method-assign]
     yield win, prompts

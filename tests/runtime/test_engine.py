@@ -118,6 +118,20 @@ def test_stream_text_and_counters_are_consistent(engine):
     assert final.cpu_s > 0 and final.threads >= 1
 
 
+def test_prompt_and_decode_cpu_are_measured_apart(engine):
+    """Chunk.prompt_cpu_s is the process CPU (kernel pool threads included) until the first token;
+    decoding's CPU per token is far below the old figure, all CPU over the generated tokens."""
+    engine.reset()
+    long_question = [{"role": "user", "content": "Summarise this. " + "The river runs to the sea. " * 30}]
+    _, chunks = answer(engine, long_question, SamplingParams(temperature=0, max_tokens=16))
+    final = chunks[-1]
+    assert final.generated_tokens >= 4 and final.prompt_tokens - final.cached_tokens > 100
+    assert len({c.prompt_cpu_s for c in chunks}) == 1  # fixed at the first token
+    assert 0 < final.prompt_cpu_s < final.cpu_s
+    decode_per_token = (final.cpu_s - final.prompt_cpu_s) / (final.generated_tokens - 1)
+    assert 0 < decode_per_token < final.cpu_s / final.generated_tokens
+
+
 def test_greedy_is_deterministic_and_kv_reuse_changes_nothing(engine):
     engine.reset()
     first, _ = answer(engine)

@@ -259,3 +259,33 @@ def test_a_fifo_at_the_cache_path_never_blocks(model, built):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
     assert file.is_fifo()  # not replaced: the cache is simply not used
+
+
+def test_a_deferred_data_check_finds_a_flipped_bit_after_the_load(model, reference, built):
+    """Engine.load(defer_cache_check=True) is ready without the crc32s; check_cache() runs them on
+    the mapping the weights use, then discards the damaged file, so the next load repacks."""
+    folder, file = built
+    data = file.read_bytes()
+    key = file.name[: -len(".tmacw")]
+    weights, check = cache.load_deferred(file, key)
+    check()  # intact: nothing raised
+    del weights
+    file.write_bytes(_flip_data_byte(data))
+    engine = Engine.load(model, bits=4, n_ctx=32, cache_dir=folder, defer_cache_check=True)
+    try:
+        assert engine.info.cache_hit  # ready on the damaged file; every structural check passed
+        assert "checksum" in engine.check_cache()
+        assert not file.exists() and engine.check_cache() is None  # discarded; checked once
+    finally:
+        engine.close()
+    hit, logits = load(model, folder)
+    assert not hit and file.read_bytes() == data
+    np.testing.assert_array_equal(logits, reference)
+    engine = Engine.load(model, bits=4, n_ctx=32, cache_dir=folder, defer_cache_check=True)
+    try:
+        assert engine.info.cache_hit and engine.check_cache() is None  # an intact file passes
+    finally:
+        engine.close()
+    with pytest.raises(cache.CacheMiss):  # a structural problem is still found at load time
+        file.write_bytes(RAW_DAMAGE["header-sha"](data))
+        cache.load_deferred(file, key)
