@@ -24,9 +24,9 @@ from tmac_core.limits import (
     MAX_VOCAB,
     MIN_SEQ_LEN,
 )
-from tmac_core.loading.gguf import GGUFFile, ValueType
+from tmac_core.loading.gguf import GGMLType, GGUFFile, ValueType
 from tmac_core.models import architecture
-from tmac_core.plan import ModelConfig, RopeScaling
+from tmac_core.plan import MATRIX_ROLES, ModelConfig, RopeScaling
 from tmac_core.types import ModelSummary
 
 __all__ = ["ModelConfig", "RopeScaling", "config_from_gguf", "inspect_model"]
@@ -42,10 +42,10 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
     """
     gguf_arch = gguf.architecture
     try:
-        arch = architecture(gguf_arch)
+        arch = architecture(_registry_name(gguf))
     except UnsupportedModelError as error:
         raise UnsupportedModelError(f"{gguf.path}: {error}") from None
-    p = gguf_arch + "."
+    p = gguf_arch + "."  # the file's key prefix ("llama." for a llama-bitnet file too)
     dim = gguf.get_int(p + "embedding_length", min_value=1, max_value=MAX_DIM)
     n_heads = gguf.get_int(p + "attention.head_count", min_value=1, max_value=MAX_HEADS)
     n_kv_heads = gguf.get_int(p + "attention.head_count_kv", n_heads, min_value=1, max_value=MAX_HEADS)
@@ -128,6 +128,32 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelSummary:
             tensor_types=tensor_types,
             gguf_version=gguf.version,
         )
+
+
+def _registry_name(gguf: GGUFFile) -> str:
+    """The architecture a file runs as: its `general.architecture`, except that a
+    "llama" file whose every block projection is I2_S is a BitNet-trained Llama
+    (bitnet.cpp's Falcon3-*-1.58bit and Falcon-E GGUFs) and runs as "llama-bitnet",
+    so its int8 activations can be computed exactly.
+
+    Only I2_S says "trained ternary": bitnet.cpp writes it, and only from ternary
+    checkpoints (its converter unpacks a BitNet-packed folder, llama-quantize I2_S 1).
+    TQ1_0/TQ2_0 say nothing of the training: upstream llama.cpp writes them from any
+    float Llama (`llama-quantize ... TQ2_0`, `convert_hf_to_gguf --outtype tq2_0`),
+    which was never trained with int8 activations, so a "llama" TQ file stays "llama"
+    (the same tables as every other quantized Llama). The weights and the layer graph
+    of both names are the same (no sub-norms, interleaved RoPE; bitnet.py)."""
+    name = gguf.architecture
+    if name != "llama":
+        return name
+    projections = []  # blk.N.<role>.weight for the seven block matrices
+    for tensor, info in gguf.tensors.items():
+        parts = tensor.split(".")
+        if len(parts) == 4 and parts[0] == "blk" and parts[2] in MATRIX_ROLES and parts[3] == "weight":
+            projections.append(info.ggml_type)
+    if projections and all(t is GGMLType.I2_S for t in projections):
+        return "llama-bitnet"
+    return name
 
 
 def _fail(gguf: GGUFFile, key: str, reason: str) -> NoReturn:

@@ -42,7 +42,7 @@ from tmac_core.loading import cache
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.hf import HFModel, is_model_folder
 from tmac_core.models import get_architecture
-from tmac_core.models.bitnet import EXACT_ACTIVATIONS_DEFAULT
+from tmac_core.models.bitnet import EXACT_ACTIVATIONS_DEFAULT, runtime_config
 from tmac_core.sampling import Sampler, SamplingParams
 from tmac_core.tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
 from tmac_core.tokenizer.chat_template import PromptTooLongError
@@ -339,7 +339,8 @@ class Engine:
                 ),
             )
         report(0.95, "allocating the context")
-        runtime = arch.build_runtime(cfg, weights, n_ctx, max_batch=PROMPT_CHUNK, exact_activations=exact)
+        run_cfg = runtime_config(cfg, exact, folder_source)
+        runtime = arch.build_runtime(run_cfg, weights, n_ctx, max_batch=PROMPT_CHUNK, exact_activations=exact)
         threads = n_threads or kernels.get_num_threads()
         engine = cls(path, gguf, cfg, tokenizer, weights, runtime, n_ctx, bits, threads, cache_hit)
         engine.exact_activations = exact

@@ -18,7 +18,10 @@ Three variants, told apart by the GGUF `general.architecture` (or the HF folder)
     feed-forward, no sub-norms, GQA, the lm_head untouched (modules_to_not_convert). Its
     RoPE rotates pairs (2i, 2i+1) as llama's does, the folder's q/k rows permuted at load
     like any Llama folder's (loading/hf.py), so bitnet.cpp's conversion of the same
-    weights (arch "llama", rows permuted) runs the same. No GGUF names this architecture.
+    weights (arch "llama", rows permuted) runs the same. No GGUF names this architecture:
+    tmac_core.config maps a "llama" GGUF whose block projections are all I2_S (bitnet.cpp's
+    Falcon3/Falcon-E files) to it, and leaves TQ1_0/TQ2_0 "llama" files, which llama.cpp
+    writes from any float Llama, as "llama" (config._registry_name says why).
 Tied embeddings, GQA and θ come from the file, as for every architecture.
 
 Activations (models/_llama.pyx, LlamaRuntime's exact_activations): by default each
@@ -40,7 +43,9 @@ Falcon3-1.58bit-style folder (tests/runtime/test_falcon_folder.py) exact mode is
 tables 1.6-1.7 % of the logit range from transformers, so the default stays the tables.
 """
 
-from tmac_core.plan import Architecture
+import dataclasses
+
+from tmac_core.plan import Architecture, ModelConfig
 
 B158 = Architecture("bitnet-b1.58", rope_style="neox", ffn_act="relu2", sub_norms=True, act_quant="int8_token")
 ONEBITLLM = Architecture("bitnet", rope_style="neox", ffn_act="silu", sub_norms=True, act_quant="int8_token")
@@ -48,3 +53,16 @@ LLAMA_BITNET = Architecture("llama-bitnet", rope_style="interleaved", act_quant=
 # Engine.load's exact_activations when the caller does not choose (the measurements above):
 # exact mode is slower on this machine class, so the table mode is the default.
 EXACT_ACTIVATIONS_DEFAULT = False
+
+
+def runtime_config(cfg: ModelConfig, exact: bool, from_folder: bool) -> ModelConfig:
+    """The ModelConfig the forward pass runs for a model loaded from a folder or a file.
+
+    A "llama-bitnet" GGUF (bitnet.cpp's I2_S Falcon files) in table mode runs the plain
+    Llama graph, no int8 step before the tables: the tables round the input anyway, and
+    this is the arithmetic such files have run with since they first loaded as "llama"
+    (tests/runtime/test_bitnet.py checks the logits are identical). Only exact mode adds
+    the trained int8 arithmetic. Folders keep their measured int8-then-tables path."""
+    if cfg.arch == LLAMA_BITNET.name and not exact and not from_folder:
+        return dataclasses.replace(cfg, act_quant="none")
+    return cfg
