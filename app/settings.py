@@ -25,8 +25,9 @@ from typing import Any
 from app.paths import atomic_write_bytes
 from tmac_core.types import MAX_THREADS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 ZOOM_MIN, ZOOM_MAX = 0.5, 3.0
+MAX_MODEL_OPTIONS = 10_000  # entries of a per-model list setting (a bound on a hand-edited file)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class AppSettings:
     server_port: int = 8080  # 0: any free port (the status line says which)
     server_api_key: str | None = None  # None: no key asked (loopback makes that safe by default)
     server_lan: bool = False  # listen on every interface: other computers on the network may connect
+    # Model sources (paths, "default") loaded with exact int8 activations (Engine.load's
+    # exact_activations): only models trained with them offer it (act_quant "int8_token")
+    exact_activation_models: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> AppSettings:
         return dataclasses.replace(self, **changes)
@@ -103,8 +107,19 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
         v is None or (isinstance(v, str) and 0 < len(v) <= 256 and v.isprintable() and not any(c.isspace() for c in v))
     ),
     "server_lan": lambda v: isinstance(v, bool),
+    "exact_activation_models": lambda v: (
+        isinstance(v, (list, tuple)) and len(v) <= MAX_MODEL_OPTIONS and all(isinstance(s, str) and s for s in v)
+    ),
 }
 _FLOAT_FIELDS = {"temperature", "top_p", "min_p", "repeat_penalty", "memory_bandwidth", "zoom"}
+_TUPLE_FIELDS = {"exact_activation_models"}  # JSON arrays, kept as tuples (AppSettings is frozen)
+
+
+def _checked(name: str, value: Any) -> Any:
+    """A value that passed its check, in the type AppSettings holds."""
+    if name in _FLOAT_FIELDS and value is not None:
+        return float(value)
+    return tuple(value) if name in _TUPLE_FIELDS else value
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +162,12 @@ def _migrate_5_to_6(data: dict[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
+def _migrate_6_to_7(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 7 adds exact_activation_models; a version-6 file has none: every model keeps the
+    # engine's default (table) activations.
+    return dict(data)
+
+
 # MIGRATIONS[v] turns a version-v dict into a version-(v+1) dict; applied in order.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _migrate_1_to_2,
@@ -154,6 +175,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
     5: _migrate_5_to_6,
+    6: _migrate_6_to_7,
 }
 
 # Per conversation, with a global default (the common expectation in chat apps): a chat keeps the system
@@ -186,7 +208,7 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"There is no setting called {name!r}.")
         if not check(value):
             raise ValueError(f"Setting {name!r} cannot be {value!r} (its default is {getattr(AppSettings(), name)!r}).")
-        values[name] = float(value) if name in _FLOAT_FIELDS and value is not None else value
+        values[name] = _checked(name, value)
     return values
 
 
@@ -229,7 +251,7 @@ def settings_from_dict(data: dict[str, Any]) -> SettingsLoadResult:
             continue
         value = data[name]
         if check(value):
-            values[name] = float(value) if name in _FLOAT_FIELDS and value is not None else value
+            values[name] = _checked(name, value)
         else:
             problems.append(f"Setting {name!r} had an invalid value {value!r}; using {getattr(defaults, name)!r}.")
     unknown = sorted(set(data) - set(_CHECKS) - {"schema_version"})

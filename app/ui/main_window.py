@@ -427,12 +427,15 @@ class MainWindow(QMainWindow):
         n_ctx = None if context_is_automatic(self.settings) else self.settings.n_ctx  # None: the engine chooses
         n_threads = self.settings.n_threads or default_thread_count()
         sha256 = self._known_sha256(source)
-        if self._switch_alongside(source, bits, n_ctx, n_threads, sha256):
+        exact = source in self.settings.exact_activation_models  # the model card's option
+        if self._switch_alongside(source, bits, n_ctx, n_threads, sha256, exact):
             return
-        self.client.load(source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256)
+        self.client.load(
+            source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256, exact_activations=exact
+        )
 
     def _switch_alongside(
-        self, source: str, bits: int | None, n_ctx: int | None, n_threads: int, sha256: str | None
+        self, source: str, bits: int | None, n_ctx: int | None, n_threads: int, sha256: str | None, exact: bool
     ) -> bool:
         """Load another model in a second engine process while the current one keeps answering, when
         free memory holds both (EngineClient.switch); False: the caller loads it the usual way."""
@@ -441,7 +444,9 @@ class MainWindow(QMainWindow):
         except OSError:
             return False  # a missing file: the usual load reports it
         free = available_memory_bytes()
-        if not self.client.switch(source, bits, n_ctx, n_threads, sha256, need_bytes=need, free_bytes=free):
+        if not self.client.switch(
+            source, bits, n_ctx, n_threads, sha256, need_bytes=need, free_bytes=free, exact_activations=exact
+        ):
             return False
         name = "the built-in model" if source == EMBEDDED_ID else Path(source).name
 

@@ -18,7 +18,9 @@ is marked "not recommended" and warns on its card (two_bit_warning),
 naming a native low-bit model with a button that shows its card, but is still allowed. Each
 card shows the source's type mix and bits per weight per variant, and says before loading
 when "as in the file" requantizes some matrices (IQ* types: tmac_core.plan.source_summary).
-The top of the page recommends a first download for this computer.
+The top of the page recommends a first download for this computer. A model trained with int8
+activations (ModelConfig.act_quant) offers "Exact int8 arithmetic", saved per model source in
+settings (exact_activation_models) and passed to Engine.load when it is next loaded.
 
 Cards keep their place (catalog order, then "My models": imports and Hub files the catalog lacks).
 Errors show as a plain sentence (app.catalog.messages) with the technical text behind "Details".
@@ -135,6 +137,16 @@ def source_text(model: CatalogModel) -> str:
     return text
 
 
+EXACT_ACTIVATIONS_LABEL = "Exact int8 arithmetic (as trained; slower)"
+
+
+def offers_exact_activations(state: CardState) -> bool:
+    """Whether the card offers exact activations: a model the user has (a source to load) that
+    was trained with per-token int8 activations (ModelConfig.act_quant, Engine.load's option)."""
+    model = state.model
+    return state.source is not None and model is not None and model.config.act_quant == "int8_token"
+
+
 class ModelCard(QFrame):
     """One model: title, bit choice, per-variant estimates, status, progress, actions."""
 
@@ -226,6 +238,16 @@ class ModelCard(QFrame):
         layout.addWidget(self.alternative_button)
         self.bits_group.idToggled.connect(lambda _id, _on: self.update_bits_warning())
         self.update_bits_warning()
+        # models trained with int8 activations only (offers_exact_activations); saved per model
+        self.exact_check = QCheckBox(EXACT_ACTIVATIONS_LABEL)
+        self.exact_check.setObjectName("exactActivations")
+        self.exact_check.setToolTip(
+            "Computes each layer's int8 inputs exactly as the model was trained. The default "
+            "arithmetic is faster and differs by about 2 % of the scores. Applies the next time "
+            "the model is loaded."
+        )
+        self.exact_check.setVisible(False)
+        layout.addWidget(self.exact_check)
 
         self.status_label = QLabel()
         self.status_label.setObjectName("status")
@@ -586,7 +608,22 @@ class ModelManagerPage(QWidget):
         card.compare_button.clicked.connect(lambda: self._open_compare(card_id))
         card.save_token_button.clicked.connect(lambda: self._save_token_and_retry(card_id))
         card.token_edit.returnPressed.connect(lambda: self._save_token_and_retry(card_id))
+        card.exact_check.toggled.connect(lambda on: self._set_exact_activations(card_id, on))
         return card
+
+    def _set_exact_activations(self, card_id: str, on: bool) -> None:
+        """Save the card's exact-activations choice under its source (read when the model loads)."""
+        source = self.cards[card_id].state.source if card_id in self.cards else None
+        if source is None:
+            return
+        chosen = self.settings.exact_activation_models
+        wanted = tuple(s for s in chosen if s != source) + ((source,) if on else ())
+        if wanted == chosen:
+            return
+        try:
+            self._save(exact_activation_models=wanted)
+        except (OSError, ValueError) as error:
+            self._notice(f"Could not save settings: {error}")
 
     def _update_card(self, card: ModelCard) -> None:
         state = card.state
@@ -605,6 +642,12 @@ class ModelManagerPage(QWidget):
         card.compare_button.setVisible(actions.use and both)
         card.delete_button.setVisible(actions.delete)
         card.delete_button.setEnabled(actions.delete_allowed)
+        card.exact_check.setVisible(offers_exact_activations(state))
+        checked = state.source is not None and state.source in self.settings.exact_activation_models
+        if card.exact_check.isChecked() != checked:
+            card.exact_check.blockSignals(True)  # showing the saved choice is not a new choice
+            card.exact_check.setChecked(checked)
+            card.exact_check.blockSignals(False)
         in_use = actions.in_use
         card.delete_button.setToolTip("The chat is using this model; choose another one first." if in_use else "")
         if in_use:  # the active model's card shows the variant it runs at (None: as in the file)

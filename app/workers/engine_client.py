@@ -215,12 +215,14 @@ class EngineClient(QObject):
         n_ctx: int | None = None,
         n_threads: int | None = None,
         source_sha256: str | None = None,
+        exact_activations: bool = False,
     ) -> None:
         """Start a fresh engine process and load `source` ("default" or a .gguf path) at `bits`
         (None: as in the file).
 
         `source_sha256`: the file's digest when the caller knows it (a download manifest), so
         the engine does not re-read the file to find its repacked copy in the cache.
+        `exact_activations`: Engine.load's option (a model trained with int8 activations only).
         """
         self._drop_candidate()  # a switch still loading is superseded
         if n_threads is not None:
@@ -232,6 +234,7 @@ class EngineClient(QObject):
             n_threads=None,
             cache_dir=self.cache_dir,
             source_sha256=source_sha256,
+            exact_activations=exact_activations,
         )
         self._start_process()
 
@@ -245,6 +248,7 @@ class EngineClient(QObject):
         *,
         need_bytes: int,
         free_bytes: int | None,
+        exact_activations: bool = False,
     ) -> bool:
         """Load `source` in a second process while the current model keeps answering; it takes over
         when it is ready (`loaded`, after the answer in progress). False, and nothing started, when
@@ -263,6 +267,7 @@ class EngineClient(QObject):
             n_threads=self._threads,
             cache_dir=self.cache_dir,
             source_sha256=source_sha256,
+            exact_activations=exact_activations,
         )
         parent_end, child_end = self._context.Pipe(duplex=True)
         cancel = self._context.Event()

@@ -316,6 +316,7 @@ class EngineHost:
                 n_ctx=n_ctx,
                 cache_dir=request.cache_dir,
                 source_sha256=request.source_sha256,
+                exact_activations=True if request.exact_activations else None,  # None: the engine's default
                 cancel=self.load_cancel,
                 status=status,
                 defer_cache_check=True,

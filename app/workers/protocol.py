@@ -99,6 +99,7 @@ class Load:
     n_threads: int | None
     cache_dir: str | None  # None: the engine's default repacked-model cache
     source_sha256: str | None  # the file's sha256 when the app knows it (skips a re-hash)
+    exact_activations: bool = False  # exact int8 activations (models trained with them); False: the default
 
 
 @dataclass(frozen=True)
