@@ -9,7 +9,7 @@ finished download made useless. The page (app.ui.model_manager) only draws these
 
 Also here: the rule that 2-bit ruins small models (TWO_BIT_MIN_PARAMETERS, two_bit_warning),
 shared by the Models page and the chat window, and the native low-bit model it points to
-instead (native_alternative: a model trained at low bits, which 2-bit does not ruin).
+instead (native_alternative: the best model trained at low bits that fits this machine).
 Pure Python: must not import PySide6.
 """
 
@@ -64,15 +64,49 @@ def two_bit_warning(parameters: int | None, alternative: CatalogModel | None = N
 
 
 def native_alternative(
-    catalog: list[CatalogModel], missing_support: Callable[[CatalogModel], str] | None = None
+    catalog: list[CatalogModel],
+    missing_support: Callable[[CatalogModel], str] | None = None,
+    *,
+    total_ram: int | None = None,
+    bandwidth_bytes_per_s: float | None = None,
 ) -> CatalogModel | None:
     """The native low-bit model to suggest instead of 2-bit on a small model: ternary first, then
-    2-bit, the smallest of those this runtime loads (`missing_support` says "" for those)."""
+    2-bit, among those this runtime loads (`missing_support` says "" for those); of these, the best
+    that fits this machine, else the smallest.
+
+    Best: the most parameters at the same trained width. Microsoft's BitNet b1.58 2B-4T (2.4 B
+    parameters, 4 T training tokens; its report puts it on par with full-precision models of its
+    size) answers better than Falcon3-1B-Instruct-1.58bit (1.7 B). Fits: like recommend_download,
+    at most RECOMMEND_RAM_SHARE of the RAM and RECOMMEND_MIN_TOK_S decode, each checked when known.
+    """
     order = {"ternary": 0, "2-bit": 1}
     candidates = [
         m for m in catalog if m.native in order and not m.gated and (missing_support is None or not missing_support(m))
     ]
-    return min(candidates, key=lambda m: (order[m.native or ""], m.parameters), default=None)
+    if not candidates:
+        return None
+    best_width = min(order[m.native or ""] for m in candidates)
+    same_width = [m for m in candidates if order[m.native or ""] == best_width]
+    fitting = [m for m in same_width if _fits(m, total_ram, bandwidth_bytes_per_s)]
+    if fitting:
+        return max(fitting, key=lambda m: m.parameters)
+    return min(same_width, key=lambda m: m.parameters)
+
+
+def _fits(model: CatalogModel, total_ram: int | None, bandwidth_bytes_per_s: float | None) -> bool:
+    """Whether `model` as in the file needs at most RECOMMEND_RAM_SHARE of `total_ram` and decodes at
+    RECOMMEND_MIN_TOK_S at `bandwidth_bytes_per_s` (an unknown figure does not rule it out)."""
+    if total_ram is None and bandwidth_bytes_per_s is None:
+        return True
+    variant = ModelVariant(model, model.bits[0])
+    estimate = (
+        estimate_variant(variant)
+        if bandwidth_bytes_per_s is None
+        else estimate_variant(variant, bandwidth_bytes_per_s=bandwidth_bytes_per_s)
+    )
+    if total_ram is not None and estimate.ram_bytes > RECOMMEND_RAM_SHARE * total_ram:
+        return False
+    return bandwidth_bytes_per_s is None or estimate.decode_tokens_per_s >= RECOMMEND_MIN_TOK_S
 
 
 @dataclass

@@ -387,7 +387,14 @@ class ModelManagerPage(QWidget):
         self._total_ram = hardware.total_memory_bytes()
         # what the runtime lacks per catalog model, and the native model the 2-bit warning names
         self._missing = {model.id: missing_support(model) for model in self.catalog}
-        self.alternative = native_alternative(self.catalog, lambda m: self._missing.get(m.id, ""))
+        settings = self.settings  # the measured bandwidth, when it was measured on this CPU
+        bandwidth = settings.memory_bandwidth if settings.memory_bandwidth_cpu == hardware.cpu_model_name() else None
+        self.alternative = native_alternative(
+            self.catalog,
+            lambda m: self._missing.get(m.id, ""),
+            total_ram=self._total_ram,
+            bandwidth_bytes_per_s=bandwidth,
+        )
         self._build(catalog_problem)
         self._importProgress.connect(self._on_import_progress, Qt.ConnectionType.QueuedConnection)
         self._load_bandwidth()

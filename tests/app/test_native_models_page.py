@@ -119,11 +119,30 @@ def test_support_is_decided_by_the_runtime():
 def test_two_bit_warning_names_a_native_model():
     catalog = load_catalog()
     alternative = native_alternative(catalog, missing_support)
-    # the smallest native ternary model the runtime loads: Falcon3 1B (1.7 B parameters) before 2B-4T
-    assert alternative is not None and alternative.id == FALCON
+    # the best native ternary model the runtime loads: BitNet b1.58 2B-4T (2.4 B parameters) over Falcon3 1B
+    assert alternative is not None and alternative.id == BITNET
     warning = two_bit_warning(134_515_008, alternative)
-    assert "Use 4-bit" in warning and "Falcon3 1B Instruct 1.58-bit" in warning and "native ternary" in warning
+    assert "Use 4-bit" in warning and "BitNet b1.58 2B4T" in warning and "native ternary" in warning
     assert two_bit_warning(2_000_000_000, alternative) == ""
+
+
+def test_the_suggested_native_model_is_the_best_that_fits_the_machine():
+    catalog = load_catalog()
+
+    def pick(**machine):
+        chosen = native_alternative(catalog, missing_support, **machine)
+        return chosen.id if chosen is not None else None
+
+    # 2B-4T as in the file needs ~1.33 GB, Falcon3 1B ~1.14 GB (estimate_variant); at most half the RAM
+    assert pick(total_ram=8 << 30, bandwidth_bytes_per_s=20e9) == BITNET
+    assert pick(total_ram=int(2.5e9), bandwidth_bytes_per_s=20e9) == FALCON  # only the smaller one fits
+    # 20 GB/s: 2B-4T ~14 tok/s, Falcon3 1B ~21; at 10 GB/s only Falcon3 reaches reading speed (8 tok/s)
+    assert pick(total_ram=8 << 30, bandwidth_bytes_per_s=10e9) == FALCON
+    assert pick(total_ram=1 << 30) == FALCON  # nothing fits: the smallest
+    # a model the runtime cannot load is never suggested
+    assert pick(total_ram=8 << 30) == BITNET
+    no_bitnet = native_alternative(catalog, lambda m: "not yet" if m.id == BITNET else "", total_ram=8 << 30)
+    assert no_bitnet is not None and no_bitnet.id == FALCON
 
 
 def test_native_ternary_card_has_one_labelled_choice_and_unloadable_cards_say_why(make_page):
@@ -162,11 +181,13 @@ def test_two_bit_on_a_small_model_points_to_the_native_card(qtbot, make_page):
     page = make_page()
     card = page.card(SMOL)
     card.bits_buttons[2].click()
-    assert "Falcon3 1B Instruct 1.58-bit" in card.bits_warning_label.text()
-    assert not card.alternative_button.isHidden() and "Falcon3" in card.alternative_button.text()
+    alternative = page.alternative  # this machine's best fit (test above): 2B-4T here, Falcon3 1B on 2 GB
+    assert alternative is not None and alternative.id in (BITNET, FALCON)
+    assert alternative.name in card.bits_warning_label.text()
+    assert not card.alternative_button.isHidden() and alternative.name in card.alternative_button.text()
     with qtbot.waitSignal(card.showCard) as shown:
         card.alternative_button.click()
-    assert shown.args == [FALCON]
+    assert shown.args == [alternative.id]
     card.bits_buttons[4].click()
     assert card.alternative_button.isHidden()
 
