@@ -8,8 +8,12 @@ joules per token. The best trade-off rule (`best_tradeoff`):
     the lowest cost per token, where cost is joules per token if every such run has an energy
     reading and CPU-seconds per token otherwise; on a tie, fewer threads.
 
-CPU-seconds per token is what the threads burn, so it stands in for energy when no sensor is
-readable. Records are JSON, one file per (model, bits, machine) under
+CPU-seconds per token is what the threads burn while decoding, so it stands in for energy when
+no sensor is readable. It is the decode CPU (the run's CPU after its first token, Chunk.prompt_cpu_s
+splits it there) over the tokens after the first, as the perf panel's figure
+(app.chat.records.AnswerStats.decode_cpu_s_per_token): all the CPU over the generated tokens
+counted reading the prompt as decoding. Energy has no such split (the sensor is read around the
+whole run), so joules per token still spans the prompt. Records are JSON, one file per (model, bits, machine) under
 `<data_dir>/measurements/`. Pure Python: must not import PySide6.
 """
 
@@ -44,10 +48,23 @@ class SweepPoint:
     generated_tokens: int
     cpu_s: float  # CPU seconds of the engine process over the run (all threads)
     joules: float | None  # energy over the run, None without a sensor
+    # of cpu_s, up to the first generated token (reading the prompt); None in records written before
+    # the engine reported it
+    prompt_cpu_s: float | None = None
+
+    @property
+    def decode_cpu_s(self) -> float | None:
+        """CPU seconds after the first generated token; None when the split is not known."""
+        return None if self.prompt_cpu_s is None else max(0.0, self.cpu_s - self.prompt_cpu_s)
 
     @property
     def cpu_s_per_token(self) -> float:
-        return self.cpu_s / self.generated_tokens if self.generated_tokens else math.inf
+        """Decode CPU-seconds per token after the first (the tokens decode_tok_s counts); an older
+        record without the split: all its CPU over the generated tokens."""
+        decode = self.decode_cpu_s
+        if decode is None:
+            return self.cpu_s / self.generated_tokens if self.generated_tokens else math.inf
+        return decode / (self.generated_tokens - 1) if self.generated_tokens > 1 else math.inf
 
     @property
     def joules_per_token(self) -> float | None:
@@ -74,6 +91,7 @@ def point_from_chunk(bits: int, threads: int, chunk: Any, joules: float | None =
         generated_tokens=int(chunk.generated_tokens),
         cpu_s=float(chunk.cpu_s),
         joules=None if joules is None else float(joules),
+        prompt_cpu_s=float(chunk.prompt_cpu_s),
     )
 
 
@@ -184,7 +202,7 @@ def save_record(folder: Path, record: dict[str, Any]) -> Path:
 
 
 def points_from_record(record: dict[str, Any]) -> list[SweepPoint]:
-    names = {"bits", "threads", "decode_tok_s", "prompt_tok_s", "generated_tokens", "cpu_s", "joules"}
+    names = {"bits", "threads", "decode_tok_s", "prompt_tok_s", "generated_tokens", "cpu_s", "joules", "prompt_cpu_s"}
     return [SweepPoint(**{k: v for k, v in p.items() if k in names}) for p in record["points"]]
 
 

@@ -15,7 +15,15 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app import hardware
-from app.perf.sweep import SWEEP_PROMPT, SWEEP_TOKENS, SweepPoint, make_record, model_key_for, save_record
+from app.perf.sweep import (
+    SWEEP_PROMPT,
+    SWEEP_TOKENS,
+    SweepPoint,
+    make_record,
+    model_key_for,
+    point_from_chunk,
+    save_record,
+)
 from app.power.readers import PowerMeter, PowerReading
 from app.workers.engine_client import EngineClient
 
@@ -145,15 +153,7 @@ class SweepRunner(QObject):
             self._next_run()
             return
         joules = self.power.joules_between(self._power_start, self.power.read())
-        point = SweepPoint(
-            bits=self._bits,
-            threads=chunk.threads or self._threads,
-            decode_tok_s=float(chunk.decode_tok_s),
-            prompt_tok_s=float(chunk.prompt_tok_s),
-            generated_tokens=int(chunk.generated_tokens),
-            cpu_s=float(chunk.cpu_s),
-            joules=joules,
-        )
+        point = point_from_chunk(self._bits, chunk.threads or self._threads, chunk, joules)
         self.points.append(point)
         self.pointMeasured.emit(point)
         self._next_run()

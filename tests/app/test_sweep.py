@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -85,9 +86,33 @@ def test_per_token_figures():
 
 
 def test_point_from_final_chunk():
-    chunk = SimpleNamespace(decode_tok_s=31.5, prompt_tok_s=200.0, generated_tokens=48, cpu_s=3.0)
+    chunk = SimpleNamespace(decode_tok_s=31.5, prompt_tok_s=200.0, generated_tokens=48, cpu_s=3.0, prompt_cpu_s=0.18)
     p = point_from_chunk(2, 4, chunk, joules=1.5)
-    assert (p.bits, p.threads, p.decode_tok_s, p.cpu_s, p.joules) == (2, 4, 31.5, 3.0, 1.5)
+    assert (p.bits, p.threads, p.decode_tok_s, p.cpu_s, p.joules, p.prompt_cpu_s) == (2, 4, 31.5, 3.0, 1.5, 0.18)
+
+
+def test_cpu_per_token_is_the_decode_cpu_as_the_perf_panel_shows_it():
+    """The issue's case: a long prompt's CPU divided by the generated tokens showed 56 ms where
+    decoding costs ~7 ms. The sweep's figure is the perf panel's (AnswerStats), not the mix."""
+    from app.chat.records import AnswerStats
+
+    chunk = SimpleNamespace(
+        decode_tok_s=30.0, prompt_tok_s=120.0, generated_tokens=48, cpu_s=2.688, prompt_cpu_s=2.359,
+        ttft_s=1.2, prompt_tokens=300, cached_tokens=0, threads=2, elapsed_s=2.8, finish_reason="length",
+    )  # fmt: skip
+    p = point_from_chunk(4, 2, chunk)
+    assert p.decode_cpu_s == pytest.approx(0.329)
+    assert p.cpu_s_per_token == pytest.approx(0.329 / 47)  # ~7 ms, the 47 tokens after the first
+    assert p.cpu_s_per_token == pytest.approx(AnswerStats.from_chunk(chunk, None).decode_cpu_s_per_token)
+    assert 2.688 / 48 > 7 * p.cpu_s_per_token  # what it showed before
+    assert dataclasses.replace(p, generated_tokens=1).cpu_s_per_token == math.inf  # no token after the first
+    # a record written before the split keeps its old figure (all CPU over the generated tokens)
+    assert dataclasses.replace(p, prompt_cpu_s=None).cpu_s_per_token == pytest.approx(2.688 / 48)
+    [saved] = points_from_record({"points": [dataclasses.asdict(p)]})
+    assert saved == p
+    # the cheapest run is the one that decodes cheapest, whatever its prompt cost
+    costly_prompt = dataclasses.replace(p, threads=4, cpu_s=4.0, prompt_cpu_s=3.8)  # decode 0.2 CPU-s
+    assert best_tradeoff([p, costly_prompt]).best.threads == 4
 
 
 def _record(bits=4, machine="Test CPU 9000 (8 threads)", created_at=1000.0, points=None):
