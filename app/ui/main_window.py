@@ -430,9 +430,7 @@ class MainWindow(QMainWindow):
         exact = source in self.settings.exact_activation_models  # the model card's option
         if self._switch_alongside(source, bits, n_ctx, n_threads, sha256, exact):
             return
-        self.client.load(
-            source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256, exact_activations=exact
-        )
+        self.client.load(source, bits, n_ctx=n_ctx, n_threads=n_threads, source_sha256=sha256, exact_activations=exact)
 
     def _switch_alongside(
         self, source: str, bits: int | None, n_ctx: int | None, n_threads: int, sha256: str | None, exact: bool
