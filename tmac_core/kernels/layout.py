@@ -11,7 +11,7 @@ per group, w = d*sc*(q - z0) - dmin*mn, and the kernel derives (sh, c) from them
 exactly (super_coeffs; LAYOUT.md gives the identities).
 
 pack_arrays and pack_super_arrays hand the bit planes and scale tiles to the C packer
-(loading/fastquant.py, pack.c) unless native=False: the numpy functions here stay the
+(loading/packer.py, pack.c) unless native=False: the numpy functions here stay the
 spec, and the tests compare the two byte for byte.
 """
 
@@ -207,7 +207,7 @@ def _pack_native(
     tensor_scale: float | None,
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint16], int, int, float]:
     """pack_arrays' result from the C packer: the same checks, the same float64 arithmetic."""
-    from tmac_core.loading import fastquant
+    from tmac_core.loading import packer as fastquant
 
     m = codes.shape[0]
     s, z = np.asarray(scales), None if zeros is None else np.asarray(zeros)
@@ -287,7 +287,7 @@ def pack_super_arrays(
         raise ValueError(f"code_offset must be finite, got {code_offset}")
     n_super, n_groups = k // super_size, k // group_size
     if native:
-        from tmac_core.loading import fastquant
+        from tmac_core.loading import packer as fastquant
 
         d16, dmin16 = _exact_fp16("d", d, (m, n_super)), _exact_fp16("dmin", dmin, (m, n_super))
         sc8, mn8 = _int8_sub("sc", sc, (m, n_groups)), _int8_sub("mn", mn, (m, n_groups))

@@ -10,11 +10,8 @@ releases the GIL, so a thread pool runs blocks in parallel. A block depends on i
 only: the result is the same for any thread count. A float16 or bfloat16 matrix (an
 mmapped tensor, say) is read in place, never copied to float32 as a whole.
 
-The packer (pack.c): kernels/layout.py's pack_arrays and pack_super_arrays route their bit
-planes and scale tiles here, byte for byte what layout.py's numpy spec writes (the tests
-compare them over a sweep); `residual` is the output layer's residual pass of
-models/loader.py without its float64 matrix. The planes, the bulk of a load's packing,
-are split by 64-row tiles over Python threads, each C call with the GIL released.
+The packer (pack.c) is loading/packer.py's, re-exported here; `residual` is the output
+layer's residual pass of models/loader.py without its float64 matrix.
 Imports numpy and the kernels' thread setting: no Qt.
 """
 
@@ -28,12 +25,16 @@ from numpy.typing import NDArray
 
 from tmac_core.kernels import PackedWeight, dequantize, get_num_threads
 from tmac_core.kernels.layout import SCALES_F16
-from tmac_core.loading import _fastquant
+from tmac_core.loading import _fastquant, packer
+from tmac_core.loading.packer import PACK_SPLIT_BYTES as PACK_SPLIT_BYTES
+from tmac_core.loading.packer import TILE_ROWS as TILE_ROWS
+from tmac_core.loading.packer import f16_peak as f16_peak
+from tmac_core.loading.packer import f16_scales as f16_scales
+from tmac_core.loading.packer import pack_planes as pack_planes
+from tmac_core.loading.packer import pair_tiles as pair_tiles
 
 CLIP_GRID = np.linspace(1.0, 0.55, 10, dtype=np.float32)  # shrink factors tried per group
 BLOCK_VALUES = 1 << 18  # values per C call: ~10 ms of work, small enough to balance threads
-TILE_ROWS = _fastquant.TILE_ROWS
-PACK_SPLIT_BYTES = 1 << 20  # plane bytes below which one thread packs: a thread costs more than it saves
 
 Quantized = tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]
 # one of _fastquant's quantize_f32 / _f16 / _bf16: (w, bits, group_size, clip grid, codes, scales, zeros) -> bad
@@ -112,92 +113,6 @@ def _quantize(w: np.ndarray, kernel: _Kernel, bits: int, group_size: int, thread
     return codes, scales, zeros
 
 
-def _threads(threads: int | None) -> int:
-    n = get_num_threads() if threads is None else threads
-    if n < 1:
-        raise ValueError(f"threads={n} must be at least 1")
-    return n
-
-
-def _spans(n: int, parts: int) -> list[tuple[int, int]]:
-    """[0, n) in `parts` contiguous spans of near-equal size (no empty one)."""
-    parts = max(1, min(parts, n))
-    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
-
-
-def pack_planes(codes: NDArray[np.uint8], bits: int, k_pad: int, *, threads: int | None = None) -> NDArray[np.uint8]:
-    """layout._pack_planes in C: the bit planes of uint8 codes (M, K), flat uint8
-    (ceil(M / 64), k_pad / 8, bits, 64), rows past M and columns past K zero.
-
-    threads: default the kernels' thread count; tiles are split between them.
-    Raises ValueError on a code >= 2**bits (layout's message) or bad sizes.
-    """
-    if codes.dtype != np.uint8 or codes.ndim != 2:
-        raise ValueError(f"codes must be uint8 (M, K), got {codes.dtype} {codes.shape}")
-    codes = np.ascontiguousarray(codes)
-    m = codes.shape[0]
-    tiles = -(-m // TILE_ROWS)
-    per_tile = k_pad // 8 * bits * TILE_ROWS
-    out = np.empty(tiles * per_tile, np.uint8)
-    parts = _threads(threads) if out.nbytes >= PACK_SPLIT_BYTES else 1
-
-    def run(span: tuple[int, int]) -> int:
-        t0, t1 = span
-        return int(_fastquant.pack_planes(codes, bits, k_pad, t0, t1, out[t0 * per_tile : t1 * per_tile]))
-
-    spans = _spans(tiles, parts)
-    if len(spans) == 1:
-        found = [run(spans[0])]
-    else:
-        with ThreadPoolExecutor(len(spans), thread_name_prefix="pack") as pool:
-            found = list(pool.map(run, spans))
-    if any(i >= 0 for i in found):
-        raise ValueError(f"codes must lie in [0, {1 << bits}) for {bits}-bit weights")
-    return out
-
-
-def _real_pair(s: np.ndarray, z: np.ndarray | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Scales and zeros broadcast to `shape`, both float32 if both are, else both float64
-    (as layout.py converts them: exact either way)."""
-    dtype = np.float32 if s.dtype == np.float32 and (z is None or z.dtype == np.float32) else np.float64
-    sb = np.broadcast_to(np.asarray(s, dtype=dtype), shape)
-    return sb, sb if z is None else np.broadcast_to(np.asarray(z, dtype=dtype), shape)
-
-
-def f16_peak(scales: np.ndarray, zeros: np.ndarray | None, shape: tuple[int, int], bits: int) -> float:
-    """max |s / 2|, |s * ((2**bits - 1) / 2 - z)| in float64 (layout.pack_arrays' peak).
-    Raises ValueError if a scale or zero is not finite."""
-    s, z = _real_pair(scales, zeros, shape)
-    return float(_fastquant.f16_peak(s, z, zeros is not None, bits))
-
-
-def f16_scales(
-    scales: np.ndarray, zeros: np.ndarray | None, shape: tuple[int, int], bits: int, tensor_scale: float
-) -> NDArray[np.uint16]:
-    """layout.pack_arrays' F16 scale pairs as fp16 bits, flat uint16 (ceil(M / 64), n, 2, 64)."""
-    s, z = _real_pair(scales, zeros, shape)
-    out = np.empty(-(-shape[0] // TILE_ROWS) * shape[1] * 2 * TILE_ROWS, np.uint16)
-    _fastquant.f16_scales(s, z, zeros is not None, bits, tensor_scale, out)
-    return out
-
-
-def pair_tiles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a, b), both (M, n) float16 or int8, as flat (ceil(M / 64), n, 2, 64): layout._to_tiles
-    of their stack (SUPER's (d, dmin) and (sc, mn))."""
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    m, n = a.shape
-    size = -(-m // TILE_ROWS) * n * 2 * TILE_ROWS
-    if a.dtype == np.float16 and b.dtype == np.float16:
-        out16 = np.empty(size, np.uint16)
-        _fastquant.pair_tiles_u16(a.view(np.uint16), b.view(np.uint16), out16)
-        return out16
-    if a.dtype == np.int8 and b.dtype == np.int8:
-        out8 = np.empty(size, np.int8)
-        _fastquant.pair_tiles_i8(a, b, out8)
-        return out8
-    raise ValueError(f"pairs of float16 or int8, got {a.dtype} and {b.dtype}")
-
-
 def residual(w: NDArray[np.float32], packed: PackedWeight, *, threads: int | None = None) -> np.ndarray:
     """w - dequantize(packed) for w float32 (M, K): float32, the very values the float64
     difference rounds to, computed row by row in C for an F16-format matrix; float64 as
@@ -213,7 +128,7 @@ def residual(w: NDArray[np.float32], packed: PackedWeight, *, threads: int | Non
     def run(span: tuple[int, int]) -> None:
         _fastquant.residual_f16(w, planes, scales, *args, span[0], span[1], out)
 
-    spans = _spans(w.shape[0], _threads(threads) if w.size >= BLOCK_VALUES else 1)
+    spans = packer.spans(w.shape[0], packer.threads_or_default(threads) if w.size >= BLOCK_VALUES else 1)
     if len(spans) == 1:
         run(spans[0])
     else:
