@@ -30,6 +30,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX2].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
         g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
+        g_tables[TMAC_ISA_AVX2].gemm_tile = tmac_gemm_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX2].swiglu = tmac_swiglu_avx2;
         g_available[TMAC_ISA_AVX2] = 1;
@@ -51,6 +52,7 @@ static void fill_tables(void) {
     g_tables[TMAC_ISA_NEON].lut_entries = tmac_lut_entries_neon;
     g_tables[TMAC_ISA_NEON].gemv_tile = tmac_gemv_tile_neon;
     g_tables[TMAC_ISA_NEON].gemv2_tile = tmac_gemv2_tile_neon;
+    g_tables[TMAC_ISA_NEON].gemm_tile = tmac_gemm_tile_neon;
     g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
     g_tables[TMAC_ISA_NEON].swiglu = tmac_swiglu_neon;
     g_available[TMAC_ISA_NEON] = 1;

@@ -250,7 +250,10 @@ void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
  * epilogue32, so each token's 64 outputs equal gemv_tile bit for bit. An odd
  * last plane pairs with a zero block weighted 0. */
 
-#define GEMM_BLOCK 4               /* tokens per pass: 4 x (2 tables + 2 or 4 sums) zmm + 4 index zmm fit 32 */
+#ifndef GEMM_BLOCK
+#define GEMM_BLOCK 4
+#endif
+/* GEMM_BLOCK: tokens per pass: 4 x (2 tables + 2 or 4 sums) zmm + 4 index zmm fit 32 */
 
 /* (2^(2j mod 4), 2^(2j+1 mod 4)) per 16-bit word; 0 for a missing plane 2j+1 */
 TMAC_INLINE __m512i pair_weight(int j, const int bits) {
@@ -351,7 +354,13 @@ void tmac_gemm_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *luts, int n
         case 1: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 1); break;
         case 2: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 2); break;
         case 3: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 3); break;
-        default: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 4); break;
+#if GEMM_BLOCK > 4
+        case 4: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 4); break;
+        case 5: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 5); break;
+        case 6: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 6); break;
+        case 7: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 7); break;
+#endif
+        default: tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, GEMM_BLOCK); break;
         }
         t += T;
     }
