@@ -49,17 +49,17 @@ def cross_cases(rng):
     and layout v2's 5..8-bit planes, 16/256-wide groups, 16-wide tables and SUPER scales."""
     for m, k, gs in SHAPES:
         for bits in BITS:
-            for n in (1, 3, 9):  # 9: the threaded GEMM forms token pairs
+            for n in (1, 3, 9):  # 9: the threaded GEMM forms token pairs; 2..8-token gemm tiles
                 p = make_case(rng, m, k, gs, bits).pack()
                 yield p, p.act_group, n
     for m, k, gs in SHAPES_V2:
         for bits in (5, 8):
             p = make_case(rng, m, k, gs, bits).pack()
-            yield p, p.act_group, 3
+            yield p, p.act_group, 5
     for m, k, gs, ss in SUPER_SHAPES:
         for kind, bits in (("kquant", 4), ("signed", 6)):
             p = make_super_case(rng, m, k, gs, ss, bits, kind).pack()
-            yield p, p.act_group, 3
+            yield p, p.act_group, 5
     p = make_case(rng, 70, 256, 64, 4).pack()
     yield p, 16, 3  # a v1 weight read by 16-wide tables
 

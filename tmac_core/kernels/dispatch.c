@@ -21,6 +21,7 @@ static int g_initialized;
 static void fill_tables(void) {
     g_tables[TMAC_ISA_GENERIC].lut_entries = tmac_lut_entries_generic;
     g_tables[TMAC_ISA_GENERIC].gemv_tile = tmac_gemv_tile_generic;
+    g_tables[TMAC_ISA_GENERIC].gemm_tile = tmac_gemm_tile_generic;
     g_tables[TMAC_ISA_GENERIC].attn_block = tmac_attn_block_generic;
     g_tables[TMAC_ISA_GENERIC].swiglu = tmac_swiglu_generic;
     g_available[TMAC_ISA_GENERIC] = 1;
@@ -29,6 +30,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX2].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX2].gemv_tile = tmac_gemv_tile_avx2;
         g_tables[TMAC_ISA_AVX2].gemv2_tile = tmac_gemv2_tile_avx2;
+        g_tables[TMAC_ISA_AVX2].gemm_tile = tmac_gemm_tile_avx2;
         g_tables[TMAC_ISA_AVX2].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX2].swiglu = tmac_swiglu_avx2;
         g_available[TMAC_ISA_AVX2] = 1;
@@ -40,6 +42,7 @@ static void fill_tables(void) {
         g_tables[TMAC_ISA_AVX512].lut_entries = tmac_lut_entries_avx2;
         g_tables[TMAC_ISA_AVX512].gemv_tile = tmac_gemv_tile_avx512;
         g_tables[TMAC_ISA_AVX512].gemv2_tile = tmac_gemv2_tile_avx512;
+        g_tables[TMAC_ISA_AVX512].gemm_tile = tmac_gemm_tile_avx512;
         g_tables[TMAC_ISA_AVX512].attn_block = tmac_attn_block_avx2;
         g_tables[TMAC_ISA_AVX512].swiglu = tmac_swiglu_avx2;
         g_available[TMAC_ISA_AVX512] = 1;
@@ -49,6 +52,7 @@ static void fill_tables(void) {
     g_tables[TMAC_ISA_NEON].lut_entries = tmac_lut_entries_neon;
     g_tables[TMAC_ISA_NEON].gemv_tile = tmac_gemv_tile_neon;
     g_tables[TMAC_ISA_NEON].gemv2_tile = tmac_gemv2_tile_neon;
+    g_tables[TMAC_ISA_NEON].gemm_tile = tmac_gemm_tile_neon;
     g_tables[TMAC_ISA_NEON].attn_block = tmac_attn_block_neon;
     g_tables[TMAC_ISA_NEON].swiglu = tmac_swiglu_neon;
     g_available[TMAC_ISA_NEON] = 1;
@@ -196,6 +200,7 @@ int tmac_lut_build(tmac_isa_t isa, const float *x, int n, int k_pad, int act_gro
 typedef struct {
     tmac_gemv_tile_fn gemv_tile;
     tmac_gemv2_tile_fn gemv2_tile;             /* NULL: pairs of tokens loop gemv_tile */
+    tmac_gemm_tile_fn gemm_tile;               /* NULL: gemv2_tile / gemv_tile */
     const tmac_weight_t *w;
     const int8_t *entries;
     const float *scales, *sums;
@@ -212,13 +217,30 @@ static void gemm_task(void *ctx, int item, int thread) {
     const int rows = j->w->m - tile * TMAC_TILE_ROWS < TMAC_TILE_ROWS ? j->w->m - tile * TMAC_TILE_ROWS
                                                                        : TMAC_TILE_ROWS;   /* m <= TMAC_MAX_DIM */
     const int n_groups = j->k_pad / j->act_group;
+    const size_t lut_stride = (size_t)(j->k_pad / 4) * 16;
+    if (j->gemm_tile != NULL && t1 - t0 > 1) {
+        /* prompt chunks: up to TMAC_GEMM_TILE_TOKENS tokens per call share the index loads;
+         * the tile's weights stay in L1/L2 across the calls of this item */
+        TMAC_ALIGN(64) float yn[TMAC_GEMM_TILE_TOKENS][TMAC_TILE_ROWS];
+        tmac_lut_t luts[TMAC_GEMM_TILE_TOKENS];
+        for (int t = t0; t < t1;) {
+            const int cnt = t1 - t < TMAC_GEMM_TILE_TOKENS ? t1 - t : TMAC_GEMM_TILE_TOKENS;
+            for (int u = 0; u < cnt; u++)
+                luts[u] = (tmac_lut_t){j->entries + (size_t)(t + u) * lut_stride, j->scales + (size_t)(t + u) * n_groups,
+                                       j->sums + (size_t)(t + u) * n_groups, j->k_pad, j->act_group};
+            j->gemm_tile(j->w, luts, cnt, tile, &yn[0][0]);
+            for (int u = 0; u < cnt; u++, t++)
+                memcpy(j->y + (size_t)t * j->ldy + (size_t)tile * TMAC_TILE_ROWS, yn[u], sizeof(float) * (size_t)rows);
+        }
+        return;
+    }
     TMAC_ALIGN(64) float y64[2][TMAC_TILE_ROWS];
     /* the tile's weights stay in L1/L2 across the tokens of this item */
     for (int t = t0; t < t1;) {
         tmac_lut_t lut[2];
         const int pair = j->gemv2_tile != NULL && t + 1 < t1;
         for (int u = 0; u <= pair; u++) {
-            lut[u] = (tmac_lut_t){j->entries + (size_t)(t + u) * (j->k_pad / 4) * 16,
+            lut[u] = (tmac_lut_t){j->entries + (size_t)(t + u) * lut_stride,
                                   j->scales + (size_t)(t + u) * n_groups, j->sums + (size_t)(t + u) * n_groups,
                                   j->k_pad, j->act_group};
         }
@@ -275,7 +297,7 @@ int tmac_gemm_multi(tmac_isa_t isa, int n_w, const tmac_weight_t *const *w, cons
         /* a tier still at layout v1 hands what it cannot do to the generic tile */
         const int routed = tmac_gemv_v1_only(isa) && !is_v1_weight(w[i], act_group);
         const tmac_kernel_table_t *wkt = routed ? &g_tables[TMAC_ISA_GENERIC] : kt;
-        gemm_job_t j = {wkt->gemv_tile, wkt->gemv2_tile, w[i], entries, scales, sums,
+        gemm_job_t j = {wkt->gemv_tile, wkt->gemv2_tile, wkt->gemm_tile, w[i], entries, scales, sums,
                         n, k_pad, act_group, per_item, n_chunks, ldy[i], y[i]};
         mj.jobs[i] = j;
         n_items += (int64_t)(w[i]->m_pad / TMAC_TILE_ROWS) * n_chunks;

@@ -19,12 +19,14 @@
 #  define TIER_ISA TMAC_ISA_NEON
 #  define TIER_TILE tmac_gemv_tile_neon
 #  define TIER_TILE2 tmac_gemv2_tile_neon
+#  define TIER_GEMM tmac_gemm_tile_neon
 #  define TIER_ENTRIES tmac_lut_entries_neon
 #elif defined(DRIVER_AVX512)
 #  define TIER_NAME "avx512"
 #  define TIER_ISA TMAC_ISA_AVX512
 #  define TIER_TILE tmac_gemv_tile_avx512
 #  define TIER_TILE2 tmac_gemv2_tile_avx512     /* two-token tile (optional per tier) */
+#  define TIER_GEMM tmac_gemm_tile_avx512       /* multi-token tile (optional per tier) */
 #  define TIER_ENTRIES tmac_lut_entries_avx2
 #elif defined(DRIVER_DISPATCH)
 #  define DRIVER_THREADED 1
@@ -36,6 +38,7 @@ static const tmac_kernel_table_t *g_kt;
 #  define TIER_TILE2 g_kt->gemv2_tile
 #  define HAS_TIER_TILE2 (g_kt->gemv2_tile != NULL)
 #  define TIER_ENTRIES g_kt->lut_entries
+#  define TIER_GEMM g_kt->gemm_tile
 #else
 #  error "define DRIVER_NEON, DRIVER_AVX512 or DRIVER_DISPATCH"
 #endif
@@ -144,6 +147,22 @@ int main(int argc, char **argv) {
             }
         }
 #endif
+#if defined(TIER_GEMM)
+        /* the multi-token tile for every token count 2..min(n, TMAC_GEMM_TILE_TOKENS) from token 0 */
+        for (int cnt = 2; own_tiles && cnt <= n && cnt <= TMAC_GEMM_TILE_TOKENS; cnt++) {
+            tmac_lut_t luts[TMAC_GEMM_TILE_TOKENS];
+            float yn[TMAC_GEMM_TILE_TOKENS * 64];
+            for (int u = 0; u < cnt; u++)
+                luts[u] = (tmac_lut_t){entries + (size_t)u * k_pad * 4, ls + u * n_ag, xs + u * n_ag, k_pad, ag};
+            for (int tile = 0; tile < tiles; tile++) {
+                for (int r = 0; r < TMAC_GEMM_TILE_TOKENS * 64; r++) yn[r] = 0.0f / 0.0f;     /* poison */
+                TIER_GEMM(&w, luts, cnt, tile, yn);
+                int rows = m - tile * 64 < 64 ? m - tile * 64 : 64;
+                for (int u = 0; u < cnt; u++)
+                    if (memcmp(yn + u * 64, y_expect + (size_t)u * m + tile * 64, (size_t)rows * 4)) bad |= 32;
+            }
+        }
+#endif
 #if defined(DRIVER_THREADED)
         /* the threaded driver on the pool, through dispatch */
         for (int i = 0; i < n * m; i++) y[i] = 0.0f / 0.0f;
@@ -158,6 +177,7 @@ int main(int argc, char **argv) {
         if (bad & 4) printf(" [tile differs from the extension's generic]");
         if (bad & 8) printf(" [threaded gemm differs]");
         if (bad & 16) printf(" [two-token tile differs]");
+        if (bad & 32) printf(" [multi-token tile differs]");
         printf("\n");
         failures += bad != 0;
         free(planes); free(scales); free(sub); free(x); free(y_expect); free(e_expect);

@@ -56,3 +56,11 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
     }
     for (int r = 0; r < 64; r++) y64[r] = y[r] * w->tensor_scale;
 }
+
+/* The spec of every tier's gemm_tile: n tokens through the same tile are n
+ * one-token tiles (a tier may share index loads between the tokens and add
+ * the integer lookups in another order, never change a result bit). */
+void tmac_gemm_tile_generic(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64) {
+    assert(n >= 1 && n <= TMAC_GEMM_TILE_TOKENS);
+    for (int t = 0; t < n; t++) tmac_gemv_tile_generic(w, &luts[t], tile, y64 + (size_t)t * TMAC_TILE_ROWS);
+}

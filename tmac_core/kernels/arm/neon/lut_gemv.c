@@ -253,4 +253,114 @@ void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const 
         else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, 0);
     }
 }
+/* ---- gemm_tile: two tokens per pass, lookups widened by vaddl ----
+ *
+ * A row's low- and high-nibble lookups sit at the same byte of the two vqtbl1q
+ * results, and vaddl_s8 / vaddl_high_s8 add them straight into int16 (rows
+ * 8L.. from bytes 0-7, 32+8L.. from bytes 8-15: the rows of vzip1 / vzip2 in
+ * pass2): per token, lane and plane two lookups, two widening adds and two
+ * multiply-accumulates instead of also two zips and two pairwise adds. The
+ * index loads and nibble splits are shared by the tokens. Same int16 sums,
+ * same epilogue8: bit-identical to gemv_tile per token (the spec,
+ * generic/lut_gemv.c tmac_gemm_tile_generic). */
+
+/* pass2 with vaddl for T (1 or 2) tokens; acc as in pass2 (token 1 in acc[4..7]) */
+TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const int n, int pairs,
+                       const int8_t *tables0, const int8_t *tables1, const int T, int16x8_t acc[8]) {
+    const uint8x16_t nibble = vdupq_n_u8(0x0F);
+    int16x8_t a0 = vdupq_n_s16(0), a1 = vdupq_n_s16(0), a2 = vdupq_n_s16(0), a3 = vdupq_n_s16(0);
+    int16x8_t b0 = vdupq_n_s16(0), b1 = vdupq_n_s16(0), b2 = vdupq_n_s16(0), b3 = vdupq_n_s16(0);
+    block += (size_t)p0 * 64;
+    for (int kp = 0; kp < pairs; kp++, tables0 += 32, tables1 += 32, block += (size_t)(bits - n) * 64) {
+        const int8x16_t t0_lo = vld1q_s8(tables0), t0_hi = vld1q_s8(tables0 + 16);
+        const int8x16_t t1_lo = T == 2 ? vld1q_s8(tables1) : t0_lo, t1_hi = T == 2 ? vld1q_s8(tables1 + 16) : t0_hi;
+        for (int i = 0; i < n; i++, block += 64) {
+            const int16_t weight = (int16_t)(1 << i);
+            const uint8x16_t v0 = vld1q_u8(block), v1 = vld1q_u8(block + 16);
+            const uint8x16_t lo0 = vandq_u8(v0, nibble), hi0 = vshrq_n_u8(v0, 4);
+            const uint8x16_t lo1 = vandq_u8(v1, nibble), hi1 = vshrq_n_u8(v1, 4);
+            int8x16_t l = vqtbl1q_s8(t0_lo, lo0), h = vqtbl1q_s8(t0_hi, hi0);
+            a0 = vmlaq_n_s16(a0, vaddl_s8(vget_low_s8(l), vget_low_s8(h)), weight);
+            a2 = vmlaq_n_s16(a2, vaddl_high_s8(l, h), weight);
+            l = vqtbl1q_s8(t0_lo, lo1);
+            h = vqtbl1q_s8(t0_hi, hi1);
+            a1 = vmlaq_n_s16(a1, vaddl_s8(vget_low_s8(l), vget_low_s8(h)), weight);
+            a3 = vmlaq_n_s16(a3, vaddl_high_s8(l, h), weight);
+            if (T == 2) {
+                l = vqtbl1q_s8(t1_lo, lo0);
+                h = vqtbl1q_s8(t1_hi, hi0);
+                b0 = vmlaq_n_s16(b0, vaddl_s8(vget_low_s8(l), vget_low_s8(h)), weight);
+                b2 = vmlaq_n_s16(b2, vaddl_high_s8(l, h), weight);
+                l = vqtbl1q_s8(t1_lo, lo1);
+                h = vqtbl1q_s8(t1_hi, hi1);
+                b1 = vmlaq_n_s16(b1, vaddl_s8(vget_low_s8(l), vget_low_s8(h)), weight);
+                b3 = vmlaq_n_s16(b3, vaddl_high_s8(l, h), weight);
+            }
+        }
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+    acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+}
+
+/* tile2's structure for T (1 or 2) tokens; T, has_hi and super constant */
+TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *TMAC_RESTRICT y64,
+                       const int T, const int has_hi, const int super) {
+    const int bits = w->bits;
+    const int kpairs = w->k_pad / TMAC_KPAIR;
+    const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
+    const int n_act_groups = w->k_pad / luts[0].act_group;
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    float y[2][64];
+    for (int r = 0; r < 64; r++) y[0][r] = y[1][r] = 0.0f;
+
+    for (int a = 0; a < n_act_groups; a++) {
+        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, super);
+        const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
+        const size_t tab = (size_t)a * pairs_per_group * 32;
+        const int8_t *tables0 = luts[0].entries + tab, *tables1 = T == 2 ? luts[1].entries + tab : tables0;
+        for (int half = 0; half < 2; half++) {
+            int16x8_t lo[8], hi[8];          /* as pass2's acc */
+            if (has_hi) {
+                passN(block + 32 * half, bits, 0, TMAC_PLANES_PER_ACC, pairs_per_group, tables0, tables1, T, lo);
+                passN(block + 32 * half, bits, TMAC_PLANES_PER_ACC, bits - TMAC_PLANES_PER_ACC, pairs_per_group,
+                      tables0, tables1, T, hi);
+            } else {
+                passN(block + 32 * half, bits, 0, bits, pairs_per_group, tables0, tables1, T, lo);
+                for (int j = 0; j < 8; j++) hi[j] = vdupq_n_s16(0);
+            }
+            /* lane L = 2*half + {0,1}: bytes 0-7 rows 8L.., bytes 8-15 rows 32+8L.. */
+            for (int j = 0; j < 4; j++) {
+                const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
+                float32x4_t sh[2], c[2];
+                coeffs8(&gs, row, super, sh, c);
+                for (int t = 0; t < T; t++) {
+                    const float32x4_t ls = vdupq_n_f32(luts[t].scales[a]), xs = vdupq_n_f32(luts[t].sums[a]);
+                    epilogue8(lo[4 * t + j], hi[4 * t + j], has_hi, ls, xs, sh, c, y[t] + row);
+                }
+            }
+        }
+    }
+    const float32x4_t ts = vdupq_n_f32(w->tensor_scale);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < 64; r += 4) vst1q_f32(y64 + (size_t)t * 64 + r, vmulq_f32(vld1q_f32(y[t] + r), ts));
+}
+
+TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, 1);
+        else tileN(w, luts, tile, y64, T, 0, 1);
+    } else {
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, 0);
+        else tileN(w, luts, tile, y64, T, 0, 0);
+    }
+}
+
+void tmac_gemm_tile_neon(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64) {
+    int t = 0;
+    for (; t + 2 <= n; t += 2) tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 2);
+    if (t < n) tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 1);
+}
 #endif

@@ -38,6 +38,15 @@ typedef void (*tmac_gemv_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut,
  * Optional: NULL in a tier's table means GEMM loops gemv_tile. */
 typedef void (*tmac_gemv2_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1,
                                    int tile, float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
+/* gemm_tile: gemv_tile for n (1..TMAC_GEMM_TILE_TOKENS) activation vectors
+ * luts[0..n-1] at once, y64 (n, 64); bit-identical to n gemv_tile calls.
+ * The prompt path: each index load serves several tokens and the two planes
+ * of a row are paired once per load instead of once per token and lookup
+ * (generic/lut_gemm.c). Optional: NULL in a tier's table means GEMM uses
+ * gemv2_tile / gemv_tile. Decode (one token) never calls it. */
+#define TMAC_GEMM_TILE_TOKENS 8
+typedef void (*tmac_gemm_tile_fn)(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile,
+                                  float *TMAC_RESTRICT y64);
 
 /* Attention over an fp16 KV cache is cut into blocks of TMAC_ATTN_BLOCK key
  * positions counted from position 0. attn_block computes one block of one KV
@@ -64,6 +73,7 @@ typedef struct {
     tmac_lut_entries_fn lut_entries;
     tmac_gemv_tile_fn gemv_tile;
     tmac_gemv2_tile_fn gemv2_tile;
+    tmac_gemm_tile_fn gemm_tile;
     tmac_attn_block_fn attn_block;
     tmac_swiglu_fn swiglu;
 } tmac_kernel_table_t;
@@ -76,6 +86,7 @@ void tmac_swiglu_generic(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT u
 void tmac_lut_entries_generic(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                               int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
 void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemm_tile_generic(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64);
 #if TMAC_ARCH_X86_64
 void tmac_lut_entries_avx2(const float *TMAC_RESTRICT x, const float *TMAC_RESTRICT inv_scales,
                            int act_group, int g0, int g1, int8_t *TMAC_RESTRICT entries);
@@ -85,6 +96,8 @@ void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const 
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
 void tmac_gemv2_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                             float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
+void tmac_gemm_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64);
+void tmac_gemm_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64);
 void tmac_swiglu_avx2(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
 void tmac_attn_block_avx2(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,
@@ -96,6 +109,7 @@ void tmac_lut_entries_neon(const float *TMAC_RESTRICT x, const float *TMAC_RESTR
 void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64);
 void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                           float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64);
+void tmac_gemm_tile_neon(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64);
 void tmac_swiglu_neon(float *TMAC_RESTRICT gate, const float *TMAC_RESTRICT up, int n);
 void tmac_attn_block_neon(const float *TMAC_RESTRICT q, int G, int hd, float scale,
                           const uint16_t *TMAC_RESTRICT k, const uint16_t *TMAC_RESTRICT v, int n_pos,

@@ -294,3 +294,113 @@ void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile
     if (w->scale_format == TMAC_SCALES_SUPER) tile_switch(w, lut, tile, y64, 1);
     else tile_switch(w, lut, tile, y64, 0);
 }
+
+/* ---- gemm_tile: two tokens per pass, bit planes paired on the indices ----
+ *
+ * As in the AVX-512 tier (x86/avx512/lut_gemv.c, gemm_tile): vpunpck{l,h}bw
+ * of the 32-byte halves of planes p and p+1 puts one row's two planes side
+ * by side (unpacklo: rows 16h..16h+15, unpackhi: 32+16h.., natural order, the
+ * rows epilogue16 expects), once per load for both tokens; per token and
+ * half block two vpshufb and two vpmaddubsw by (2^(p mod 4), 2^(p+1 mod 4))
+ * instead of two vpshufb, two vpunpck and two vpmaddubsw per plane. Same
+ * int16 sums (other order, no saturation: each vpmaddubsw result is at most
+ * 127 * 12), same epilogue: bit-identical to gemv_tile per token. */
+
+/* planes p0..p0+np-1 of one half block for T (1 or 2) tokens into
+ * acc[2t] (unpacklo rows) and acc[2t+1] (unpackhi rows) */
+TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const int np, int pairs,
+                       const int8_t *tables0, const int8_t *tables1, const int T, __m256i acc[4]) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i b0 = _mm256_setzero_si256(), b1 = _mm256_setzero_si256();
+    for (int kp = 0; kp < pairs; kp++, block += (size_t)bits * 64, tables0 += 32, tables1 += 32) {
+        const __m256i t0_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables0));
+        const __m256i t0_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables0 + 16)));
+        __m256i t1_lo = t0_lo, t1_hi = t0_hi;
+        if (T == 2) {
+            t1_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables1));
+            t1_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables1 + 16)));
+        }
+        for (int j = 0; j < np; j += 2) {
+            const int second = j + 1 < np;
+            const __m256i pa = _mm256_loadu_si256((const __m256i *)(block + (size_t)(p0 + j) * 64));
+            const __m256i pb = second ? _mm256_loadu_si256((const __m256i *)(block + (size_t)(p0 + j + 1) * 64))
+                                      : _mm256_setzero_si256();
+            const __m256i u0 = _mm256_unpacklo_epi8(pa, pb), u1 = _mm256_unpackhi_epi8(pa, pb);
+            const __m256i l0 = _mm256_and_si256(u0, nibble), h0 = _mm256_and_si256(_mm256_srli_epi16(u0, 4), nibble);
+            const __m256i l1 = _mm256_and_si256(u1, nibble), h1 = _mm256_and_si256(_mm256_srli_epi16(u1, 4), nibble);
+            /* (2^(j mod 4), 2^(j+1 mod 4)) per word, 0 for a missing plane p0+j+1 (p0 is 0 or 4) */
+            const __m256i weight = _mm256_set1_epi16(
+                (short)((1 << (j % TMAC_PLANES_PER_ACC)) | ((second ? 1 << ((j + 1) % TMAC_PLANES_PER_ACC) : 0) << 8)));
+            a0 = _mm256_add_epi16(a0, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_lo, l0)),
+                                                       _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_hi, h0))));
+            a1 = _mm256_add_epi16(a1, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_lo, l1)),
+                                                       _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_hi, h1))));
+            if (T == 2) {
+                b0 = _mm256_add_epi16(b0, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_lo, l0)),
+                                                           _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_hi, h0))));
+                b1 = _mm256_add_epi16(b1, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_lo, l1)),
+                                                           _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_hi, h1))));
+            }
+        }
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = b0; acc[3] = b1;
+}
+
+/* bits stays a run-time value (see tile2_bits); T, has_hi and super are constants */
+TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
+                            const int has_hi, const int super) {
+    const int bits = w->bits;
+    const int kpairs = w->k_pad / TMAC_KPAIR;
+    const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
+    const int n_act_groups = w->k_pad / luts[0].act_group;
+    const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits;
+    const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
+    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
+    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    TMAC_ALIGN(32) float y[2][64];
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < 64; r += 8) _mm256_store_ps(y[t] + r, _mm256_setzero_ps());
+
+    for (int a = 0; a < n_act_groups; a++) {
+        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, super);
+        const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
+        const size_t tab = (size_t)a * pairs_per_group * 32;
+        const int8_t *tables0 = luts[0].entries + tab, *tables1 = T == 2 ? luts[1].entries + tab : tables0;
+        for (int half = 0; half < 2; half++) {
+            __m256i lo[4], hi[4];               /* [token 0 lo/hi rows, token 1 lo/hi rows] */
+            passN(block + 32 * half, bits, 0, n_lo, pairs_per_group, tables0, tables1, T, lo);
+            if (has_hi)
+                passN(block + 32 * half, bits, TMAC_PLANES_PER_ACC, bits - TMAC_PLANES_PER_ACC, pairs_per_group,
+                      tables0, tables1, T, hi);
+            else
+                hi[0] = hi[1] = hi[2] = hi[3] = _mm256_setzero_si256();
+            for (int t = 0; t < T; t++) {
+                const __m256 ls = _mm256_set1_ps(luts[t].scales[a]), xs = _mm256_set1_ps(luts[t].sums[a]);
+                epilogue16(lo[2 * t], hi[2 * t], has_hi, ls, xs, &gs, 16 * half, super, y[t], 1);
+                epilogue16(lo[2 * t + 1], hi[2 * t + 1], has_hi, ls, xs, &gs, 32 + 16 * half, super, y[t], 1);
+            }
+        }
+    }
+    const __m256 ts = _mm256_set1_ps(w->tensor_scale);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < 64; r += 8)
+            _mm256_storeu_ps(y64 + (size_t)t * 64 + r, _mm256_mul_ps(_mm256_load_ps(y[t] + r), ts));
+}
+
+TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
+    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
+    if (w->scale_format == TMAC_SCALES_SUPER) {
+        if (has_hi) tileN_bits(w, luts, tile, y64, T, 1, 1);
+        else tileN_bits(w, luts, tile, y64, T, 0, 1);
+    } else {
+        if (has_hi) tileN_bits(w, luts, tile, y64, T, 1, 0);
+        else tileN_bits(w, luts, tile, y64, T, 0, 0);
+    }
+}
+
+void tmac_gemm_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64) {
+    int t = 0;
+    for (; t + 2 <= n; t += 2) tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 2);
+    if (t < n) tileN_fmt(w, luts + t, tile, y64 + (size_t)t * 64, 1);
+}
