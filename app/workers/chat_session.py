@@ -25,6 +25,10 @@ the later messages and offers an undo (`undoOffered`) until the chat moves on
 (the next send, edit or regenerate, another chat, closing) or UNDO_WINDOW_S
 passes; only then are they deleted.
 
+An answer asked for while the local server answers another program waits for that answer
+to end (EngineClient runs them in arrival order and never stops the other program's):
+`waitingChanged` and a "waiting" notice say so, and Stop withdraws it.
+
 QtCore only: widgets listen to the signals and never touch the store while an
 answer streams.
 """
