@@ -2,11 +2,13 @@
 
 tmac_core.server calls this Backend from its event-loop thread; every call hops to the
 GUI thread with a queued signal, where the window's EngineClient lives, so nothing here
-blocks the GUI and nothing touches the client from another thread. Requests wait their
-turn with the window's chats: one is sent only while the engine is idle (READY), so a
-server request never interrupts the person at the keyboard. A chat the person starts
-while a server answer runs does stop that answer (EngineClient supersedes it, as it does
-its own chats): the server's client then gets an error saying so.
+blocks the GUI and nothing touches the client from another thread. Requests are the
+client's "background" requests: they and the window's chats run one at a time in arrival
+order (EngineClient's queue), a server request never interrupts the person at the keyboard,
+and a chat the person starts while a server answer runs waits for that answer to end
+(ChatSession shows it waiting). The person's Stop button stops the window's answer only.
+Chats (/v1/chat/completions) and plain completions (/v1/completions, the prompt continued
+with no chat template) both run on the window's engine.
 
 The served model is the one the window has loaded; a request naming another model is
 refused by the server (404) before it gets here. The engine process dying, restarting or
@@ -16,14 +18,13 @@ answered again once the window's engine has loaded a model.
 
 from __future__ import annotations
 
-import collections
 import os
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 
 from app.workers.engine_client import EngineClient
-from app.workers.protocol import EngineState
+from app.workers.protocol import CANCELLED, EngineState
 from tmac_core.server.backend import (
     AnswerInterruptedError,
     BackendError,
@@ -32,15 +33,9 @@ from tmac_core.server.backend import (
     NotReadyError,
     PromptTooLongError,
     Sink,
-    UnsupportedError,
     model_id,
 )
 from tmac_core.types import Chunk, EngineInfo
-
-CHAT_ONLY = (
-    "The app's server answers chat completions (/v1/chat/completions); plain completions are"
-    " served by `python -m tmac_core serve`."
-)
 
 
 def card_from(info: EngineInfo) -> ModelCard:
@@ -66,6 +61,8 @@ def _failure(kind: str, message: str) -> BackendError:
         error: BackendError = BackendError(message)
         error.status, error.code = PromptTooLongError.status, PromptTooLongError.code
         return error
+    if kind == CANCELLED:
+        return BackendError("cancelled before it started")
     if kind in ("not_ready", "restarted", "superseded", "engine_busy"):
         return NotReadyError(f"The app's engine could not answer: {message}")
     error = BackendError(message)
@@ -86,7 +83,7 @@ class WindowBackend(QObject):
         self._card: ModelCard | None = None
         if client.info is not None and client.state in (EngineState.READY, EngineState.GENERATING):
             self._card = card_from(client.info)
-        self._waiting: collections.deque[tuple[Job, Sink]] = collections.deque()
+        # the job the scheduler started (it starts one at a time): waiting in the client's queue or running
         self._running: tuple[int, Job, Sink] | None = None  # (request id, job, sink)
         client.loaded.connect(self._on_loaded)
         client.stateChanged.connect(self._on_state)
@@ -114,39 +111,38 @@ class WindowBackend(QObject):
     # ---- on the GUI thread ---------------------------------------------------------------------
 
     def _submit(self, job: Job, sink: Sink) -> None:
-        if job.messages is None:
-            sink.fail(UnsupportedError(CHAT_ONLY))
-        elif self._card is None or self._card.id != job.model:
+        if (
+            self._card is None
+            or self._card.id != job.model
+            or self.client.state
+            not in (
+                EngineState.READY,
+                EngineState.GENERATING,
+            )
+        ):
             sink.fail(NotReadyError("The app's model changed or is not loaded; list /v1/models and retry."))
+            return
+        if job.messages is None:
+            request_id = self.client.complete(job.prompt or "", job.params, background=True)
         else:
-            self._waiting.append((job, sink))
-            self._dispatch()
+            messages = [dict(m) for m in job.messages]
+            # fit_to_context off: an API client sends the history it wants; too long is its 400
+            request_id = self.client.generate(messages, job.params, fit_to_context=False, background=True)
+        self._running = (request_id, job, sink)
 
     def _cancel(self, job: Job) -> None:
         if self._running is not None and self._running[1] is job:
-            self.client.stop()  # the engine stops within one token; its final chunk ends the job
-            return
-        for item in list(self._waiting):
-            if item[0] is job:
-                self._waiting.remove(item)
-                item[1].fail(BackendError("cancelled before it started"))
+            # running: the engine stops within one token and its final chunk ends the job;
+            # still queued behind a window chat: withdrawn, and its failure ends the job
+            self.client.stop(self._running[0])
 
     def abandon(self) -> None:
         """On the GUI thread, as the server stops: end every request now (the GUI thread is about
         to wait for the server's thread, so a final chunk could not reach it), and stop the
         engine if the answer it is writing is the server's."""
         if self._running is not None:
-            self.client.stop()
+            self.client.stop(self._running[0])
         self._fail_all(AnswerInterruptedError("The app's local server was switched off."))
-
-    def _dispatch(self) -> None:
-        if self._running is not None or not self._waiting or self.client.state != EngineState.READY:
-            return
-        job, sink = self._waiting.popleft()
-        messages = [dict(m) for m in job.messages or ()]
-        # fit_to_context off: an API client sends the history it wants; too long is its 400
-        request_id = self.client.generate(messages, job.params, fit_to_context=False)
-        self._running = (request_id, job, sink)
 
     def _on_chunk(self, request_id: int, chunk: Any) -> None:
         running = self._running
@@ -156,7 +152,7 @@ class WindowBackend(QObject):
         if chunk.finish_reason is not None:
             self._running = None
         elif running[1].cancel.is_set():
-            self.client.stop()
+            self.client.stop(running[0])
 
     def _on_failed(self, request_id: int, kind: str, message: str) -> None:
         running = self._running
@@ -169,9 +165,7 @@ class WindowBackend(QObject):
             self._card = card_from(info)
 
     def _on_state(self, state: EngineState) -> None:
-        if state == EngineState.READY:
-            self._dispatch()
-        elif state in (EngineState.STARTING, EngineState.LOADING, EngineState.STOPPED, EngineState.DEAD):
+        if state in (EngineState.STARTING, EngineState.LOADING, EngineState.STOPPED, EngineState.DEAD):
             self._card = None
             self._fail_all(NotReadyError("The app's engine is restarting or loading a model; retry shortly."))
 
@@ -183,5 +177,3 @@ class WindowBackend(QObject):
         running, self._running = self._running, None
         if running is not None:
             running[2].fail(error)
-        while self._waiting:
-            self._waiting.popleft()[1].fail(error)

@@ -731,7 +731,9 @@ class MainWindow(QMainWindow):
             self.perf_panel.answer_started(self.session.conversation_id)
 
     def _on_session_notice(self, kind: str, text: str) -> None:
-        self.notice_banner.show_message("info" if kind in ("trimmed", "template", "saved") else "error", text)
+        self.notice_banner.show_message(
+            "info" if kind in ("trimmed", "template", "saved", "waiting") else "error", text
+        )
 
     def _on_composer_send(self, text: str) -> None:
         self.sampling_panel.save_now()  # a system prompt still being typed applies to this message

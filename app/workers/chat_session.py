@@ -25,6 +25,10 @@ the later messages and offers an undo (`undoOffered`) until the chat moves on
 (the next send, edit or regenerate, another chat, closing) or UNDO_WINDOW_S
 passes; only then are they deleted.
 
+An answer asked for while the local server answers another program waits for that answer
+to end (EngineClient runs them in arrival order and never stops the other program's):
+`waitingChanged` and a "waiting" notice say so, and Stop withdraws it.
+
 QtCore only: widgets listen to the signals and never touch the store while an
 answer streams.
 """
@@ -42,6 +46,7 @@ from app.chat.records import COMPLETE, ERROR, PARTIAL, AnswerStats, EditUndo, Me
 from app.chat.store import STREAM_WAIT_S, ChatStore
 from app.settings import AppSettings, conversation_sampling, for_conversation
 from app.workers.engine_client import EngineClient
+from app.workers.protocol import CANCELLED
 from tmac_core.errors import ContextOverflowError
 
 NEW_CHAT_TITLE = "New chat"
@@ -89,7 +94,10 @@ class ChatSession(QObject):
     answerFinished = Signal(object)  # the final Message
     answerResumed = Signal(object)  # the Message (streaming again) a Continue appends to
     busyChanged = Signal(bool)
-    # kind ("trimmed" | "template" | "error" | "overflow" | "history" | "saved"), text; "history": the chat
+    # the answer asked for waits for another program's answer (the local server's) to end: True
+    # when it starts waiting, False when the engine takes it (or it ends without starting)
+    waitingChanged = Signal(bool)
+    # kind ("trimmed" | "template" | "error" | "overflow" | "history" | "saved" | "waiting"), text; "history": the chat
     # history could not be written (the text says what is kept), "saved": what could not be written now is
     notice = Signal(str, str)
     undoOffered = Signal(str)  # what an edit removed, with an Undo offer ("": the offer ended)
@@ -125,6 +133,8 @@ class ChatSession(QObject):
         client.failed.connect(self._on_client_failed)
         client.died.connect(self._on_client_died)
         client.trimmed.connect(self._on_client_trimmed)
+        client.requestStarted.connect(self._on_client_started)
+        self._waiting = False
 
     @property
     def busy(self) -> bool:
@@ -261,7 +271,7 @@ class ChatSession(QObject):
         if undo is None:
             return False
         if self.busy:
-            self.client.stop()
+            self.client.stop(self.request_id)
             self._finish(PARTIAL, self._stats_so_far())
         try:
             deleted = self.store.undo_edit(undo)
@@ -290,13 +300,13 @@ class ChatSession(QObject):
 
     def stop(self) -> None:
         if self.busy:
-            self.client.stop()
+            self.client.stop(self.request_id)
 
     def close(self) -> None:
         """The window is closing: keep the answer in progress as a partial one, now, and try once
         more to save what could not be saved (what still fails, ChatStore.close reports)."""
         if self.busy:
-            self.client.stop()
+            self.client.stop(self.request_id)
             self._finish(PARTIAL, self._stats_so_far())
         self._retry.stop()
         self.finalize_edit()
@@ -378,6 +388,21 @@ class ChatSession(QObject):
         self.request_id = self.client.generate(
             messages, sampling_params_from(settings), continue_text=answer.content if resuming is not None else ""
         )
+        if self.client.is_waiting(self.request_id):
+            # the local server is answering another program: this answer runs next, never stopping it
+            self._set_waiting(True)
+            self.notice.emit(
+                "waiting", "The local server is answering another program; your answer starts when it finishes."
+            )
+
+    def _set_waiting(self, waiting: bool) -> None:
+        if waiting != self._waiting:
+            self._waiting = waiting
+            self.waitingChanged.emit(waiting)
+
+    def _on_client_started(self, request_id: int) -> None:
+        if request_id == self.request_id:
+            self._set_waiting(False)
 
     # ---- engine events -----------------------------------------------------------------------
 
@@ -415,6 +440,9 @@ class ChatSession(QObject):
     def _on_client_failed(self, request_id: int, kind: str, text: str) -> None:
         if request_id != self.request_id or self.answer_id is None:
             return
+        if kind == CANCELLED:  # stopped while it waited its turn: an answer stopped before its first token
+            self._finish(PARTIAL, self._stats_so_far())
+            return
         stats = dataclasses.replace(self._stats_so_far(), error=f"{kind}: {text}")
         has_text = any(self._answer_text)
         self._finish(PARTIAL if has_text else ERROR, stats)
@@ -448,6 +476,7 @@ class ChatSession(QObject):
             message = dataclasses.replace(message, content=shown)
         self.answer_id = None
         self.request_id = None
+        self._set_waiting(False)
         self.answerFinished.emit(message)
         self.busyChanged.emit(False)
         if failed is not None:

@@ -32,6 +32,7 @@ run code here or take the window down.
 from __future__ import annotations
 
 import array
+import collections
 import dataclasses
 import logging
 import multiprocessing
@@ -50,6 +51,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.workers.engine_host import engine_host_main
 from app.workers.protocol import (
+    CANCELLED,
     LOAD_CANCELLED,
     NOT_READY,
     RESTARTED,
@@ -168,6 +170,7 @@ class EngineClient(QObject):
     chunk = Signal(int, object)  # request id, tmac_core.types.Chunk
     failed = Signal(int, str, str)  # request id, error kind (protocol.py, tmac_core.errors), message for the user
     died = Signal(str)  # the process ended unexpectedly: reason
+    requestStarted = Signal(int)  # request id: sent to the engine (a request that waited its turn starts now)
     trimmed = Signal(int, int, int, int)  # request id, dropped messages, prompt tokens kept, n_ctx
     stalled = Signal(float)  # seconds the engine has been silent while it should be loading or answering
     resumed = Signal()  # it spoke again after `stalled`
@@ -187,7 +190,9 @@ class EngineClient(QObject):
         self._last_load: Load | None = None
         self._threads: int | None = None
         self._next_request = 1
-        self._queued: Generate | None = None  # waits for the running answer to end
+        # Requests waiting for the running answer to end, in arrival order (see generate)
+        self._queued: collections.deque[Generate] = collections.deque()
+        self._background: set[int] = set()  # ids of the queued or running background requests
         self._retired: list[tuple[Any, float]] = []
         self._candidate: _Candidate | None = None
         self.stall_s = STALL_S
@@ -293,27 +298,56 @@ class EngineClient(QObject):
         self._start_process()
 
     def generate(
-        self, messages: Sequence[Mapping[str, str]], params, fit_to_context: bool = True, continue_text: str = ""
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params,
+        fit_to_context: bool = True,
+        continue_text: str = "",
+        *,
+        background: bool = False,
     ) -> int:
         """Ask for an answer; chunks arrive on `chunk` with the returned id.
 
-        If an answer is still running it is stopped first and this one starts when it
-        has ended. With fit_to_context the oldest turns are dropped (and `trimmed`
-        emitted) when the history would not leave room for the answer. `continue_text`:
-        the answer to `messages` so far, to go on from (the chunks carry the new text only).
+        If the window's own answer is still running it is stopped first and this one starts
+        when it has ended (a newer one replaces it). A `background` request (the local
+        server's, for another program) is never stopped for another: a request made while one
+        runs waits its turn behind it (`requestStarted` says when it is sent), and a background
+        request itself always waits its turn. With fit_to_context the oldest turns are dropped
+        (and `trimmed` emitted) when the history would not leave room for the answer.
+        `continue_text`: the answer to `messages` so far, to go on from (the chunks carry the
+        new text only).
         """
-        request_id = self._next_request
-        self._next_request += 1
         lines = tuple(ChatLine(str(m["role"]), str(m["content"])) for m in messages)
+        request_id = self._next_request
         request = Generate(request_id, lines, params, bool(fit_to_context), str(continue_text))
+        return self._submit(request, background)
+
+    def complete(self, prompt: str, params, *, background: bool = False) -> int:
+        """Continue `prompt` as is, with no chat template (a plain completion); like generate()."""
+        request = Generate(self._next_request, (), params, False, prompt=str(prompt))
+        return self._submit(request, background)
+
+    def is_waiting(self, request_id: int) -> bool:
+        """The request is queued behind another's answer (not yet sent to the engine)."""
+        return any(queued.request_id == request_id for queued in self._queued)
+
+    def _submit(self, request: Generate, background: bool) -> int:
+        request_id = request.request_id
+        self._next_request += 1
         if self.state == GENERATING:
-            if self._queued is not None:  # superseded before it started
-                self._emit_later(
-                    self.failed.emit, self._queued.request_id, SUPERSEDED, "A newer request replaced this one."
-                )
-            self._queued = request
-            self.stop()
+            if background:
+                self._background.add(request_id)
+            else:
+                # the window's own requests: a newer one replaces the one still waiting
+                for old in [q for q in self._queued if q.request_id not in self._background]:
+                    self._queued.remove(old)
+                    self._emit_later(self.failed.emit, old.request_id, SUPERSEDED, "A newer request replaced this one.")
+                if self.active_request not in self._background:
+                    self.stop()  # the window's own answer gives way; another program's runs to its end
+            self._queued.append(request)
         elif self.state == READY:
+            if background:
+                self._background.add(request_id)
             self._send_generate(request)
         else:
             reason = (
@@ -322,7 +356,17 @@ class EngineClient(QObject):
             self._emit_later(self.failed.emit, request_id, NOT_READY, reason)
         return request_id
 
-    def stop(self) -> None:
+    def stop(self, request_id: int | None = None) -> None:
+        """Stop the running answer, within one token; with `request_id`, only that request:
+        the running one is stopped, a waiting one is withdrawn (`failed` with kind "cancelled"),
+        anything else is left alone (the Stop button never stops another program's answer)."""
+        if request_id is not None and request_id != self.active_request:
+            for queued in list(self._queued):
+                if queued.request_id == request_id:
+                    self._queued.remove(queued)
+                    self._background.discard(request_id)
+                    self._emit_later(self.failed.emit, request_id, CANCELLED, "Stopped before it started.")
+            return
         if self._cancel is not None:
             self._cancel.set()
 
@@ -457,7 +501,8 @@ class EngineClient(QObject):
         if self._cancel is not None:
             self._cancel.set()
         self._cancel = None
-        self._queued = None
+        self._queued.clear()
+        self._background.clear()
         self.active_request = None
         if conn is not None:
             try:
@@ -469,9 +514,12 @@ class EngineClient(QObject):
 
     def _retire_current(self) -> None:
         interrupted = self.active_request
+        waiting = [queued.request_id for queued in self._queued]
         process = self._detach_process()
         if interrupted is not None:
             self.failed.emit(interrupted, RESTARTED, "The engine was restarted before the answer finished.")
+        for request_id in waiting:
+            self.failed.emit(request_id, RESTARTED, "The engine was restarted before the answer started.")
         if process is not None:
             self._retired.append((process, time.monotonic()))
 
@@ -561,9 +609,9 @@ class EngineClient(QObject):
         if request_id != self.active_request:
             return
         self.active_request = None
-        queued, self._queued = self._queued, None
-        if queued is not None and self._conn is not None:
-            self._send_generate(queued)
+        self._background.discard(request_id)
+        if self._queued and self._conn is not None:
+            self._send_generate(self._queued.popleft())
         else:
             self._set_state(READY)
 
@@ -575,6 +623,7 @@ class EngineClient(QObject):
         if not self._safe_send(request):
             return
         self._timer.start(BUSY_POLL_MS)
+        self.requestStarted.emit(request.request_id)
 
     def _safe_send(self, request: Request) -> bool:
         if self._conn is None:

@@ -22,6 +22,9 @@ last answer it streamed, `last_answer`), so at temperature 0 the continuation is
 larger max_tokens would have given, and the KV cache already holds all but the last of those
 tokens; otherwise (another model since, a restart) the text is tokenized again.
 
+A Generate with `prompt` is a plain completion: that text, tokenized as is (no chat template),
+streamed with Engine.stream_tokens, as the command line's server does.
+
 A model read from the repacked-model cache is reported Loaded before the cache file's data
 checksums are checked (they cost ~0.6 s of a ~1.8 s load and first token on a 1.17B model); a
 thread checks them after, and a mismatch is reported as CacheDamaged (the file discarded) so
@@ -342,6 +345,12 @@ class EngineHost:
             return
         self.last_answer, earlier = None, request.continue_text
         try:
+            if request.prompt is not None:
+                # a plain completion (the local server's /v1/completions): the text as is, BOS first,
+                # no chat template, exactly as `python -m tmac_core serve` runs it (EngineBackend)
+                ids = engine.tokenizer.encode(request.prompt, allow_special=False, add_special=True)
+                self.last_answer = self._stream(engine, request_id, ids, None, request.params, "")
+                return
             earlier_tokens = len(engine.tokenizer.encode(earlier, allow_special=False)) if earlier else 0
             if request.fit:
                 fitted = fit_to_context(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 NOT_READY = "not_ready"  # no model is loaded (yet, or any more)
 SUPERSEDED = "superseded"  # a newer request replaced this one before it started
 RESTARTED = "restarted"  # the engine process was replaced mid-answer
+CANCELLED = "cancelled"  # stopped while it waited its turn, before the engine saw it
 INVALID_ARGUMENT = "invalid_argument"  # a ValueError: a setting out of range
 OUT_OF_MEMORY = "out_of_memory"
 OS_ERROR = "os_error"
@@ -114,13 +115,21 @@ class Generate:
     with `fit`, by a Trimmed first when the oldest turns had to be dropped.
 
     `continue_text`: the answer so far to `messages` (one cut at max_tokens) to go on from;
-    the chunks then carry only the new text. "" for a new answer."""
+    the chunks then carry only the new text. "" for a new answer.
+
+    `prompt`: a plain completion instead of a chat (the local server's /v1/completions): this
+    text is continued as is, with no chat template (`messages` is then empty and `fit` False)."""
 
     request_id: int
     messages: tuple[ChatLine, ...]
     params: SamplingParams
     fit: bool
     continue_text: str = ""
+    prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt is not None and (self.messages or self.fit or self.continue_text):
+            raise ValueError("a plain completion (prompt) has no messages, fit or continue_text")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Covers: load + streamed answer, stop mid-answer, set_threads mid-answer (the
 engine's Chunk.threads changes), SIGKILL mid-answer → died + restart, load
-failure, context overflow with counts, and trimming a long history by whole turns.
+failure, context overflow with counts, trimming a long history by whole turns, and the
+local server's background requests (never stopped for the window; stop(id) per request).
 """
 
 from __future__ import annotations
@@ -216,6 +217,29 @@ def test_a_second_request_while_busy_waits_for_the_first_to_stop(qtbot, client):
     wait_finished(qtbot, log, second)
     assert log.of(first)[-1].finish_reason == "cancelled"
     assert log.text(second).strip() and time.monotonic() - t0 < 30
+
+
+def test_a_background_answer_is_never_stopped_for_the_window_and_stop_is_per_request(qtbot, client):
+    """The local server's requests (background): a window request waits behind one instead of stopping
+    it, a newer window request replaces the waiting one, and stop(id) touches that request only."""
+    load(qtbot, client)
+    log = ChunkLog().attach(client)
+    started: list[int] = []
+    client.requestStarted.connect(started.append)
+    background = client.generate(
+        [{"role": "user", "content": LONG_PROMPT}], SamplingParams(temperature=0.0, max_tokens=24), background=True
+    )
+    qtbot.waitUntil(lambda: len(log.of(background)) >= 2, timeout=ANSWER_TIMEOUT_MS)
+    first = client.generate([{"role": "user", "content": "Say hi."}], GREEDY)
+    second = client.generate([{"role": "user", "content": "Say hello."}], GREEDY)
+    assert not client.is_waiting(first) and client.is_waiting(second)
+    withdrawn = client.generate([{"role": "user", "content": "Say bye."}], GREEDY, background=True)
+    client.stop(withdrawn)  # waiting: withdrawn, the running answer goes on
+    qtbot.waitUntil(lambda: log.finished(second), timeout=ANSWER_TIMEOUT_MS)
+    assert [f[:2] for f in log.failures] == [(first, "superseded"), (withdrawn, "cancelled")]
+    assert log.of(background)[-1].finish_reason == "length"  # all 24 tokens: never stopped
+    assert started == [background, second] and log.text(second).strip()
+    assert client.state == EngineState.READY
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signal")

@@ -83,6 +83,7 @@ REQUESTS = [
         True,
     ),
     Generate(8, (), SamplingParams(), False),
+    Generate(9, (), SamplingParams(max_tokens=4), False, prompt="Once upon a time"),
     SetThreads(3),
     CancelLoad(),
     Shutdown(),
@@ -169,6 +170,19 @@ def test_sampling_params_are_rebuilt_through_their_checks():
     document = json.loads(encode(good))
     document["messages"] = [{"role": "user", "content": 5}]
     with pytest.raises(ProtocolError, match="content"):
+        decode_request(json.dumps(document).encode())
+
+
+def test_a_plain_completion_prompt_is_type_checked():
+    good = Generate(2, (), SamplingParams(), False, prompt="The sky is")
+    document = json.loads(encode(good))
+    assert document["prompt"] == "The sky is"
+    document["prompt"] = ["The sky is"]
+    with pytest.raises(ProtocolError, match="prompt"):
+        decode_request(json.dumps(document).encode())
+    # a completion is never also a chat: messages with a prompt are refused
+    document = dict(json.loads(encode(good)), messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(ProtocolError, match="plain completion"):
         decode_request(json.dumps(document).encode())
 
 

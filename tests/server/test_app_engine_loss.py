@@ -42,18 +42,24 @@ def test_engine_killed_mid_request_gives_503_then_recovers(qtbot, window, pool):
     assert status == 200 and "Paris" in answer["choices"][0]["message"]["content"]
 
 
-def test_a_window_chat_started_mid_answer_interrupts_the_server_answer(qtbot, window, pool):
+def test_a_window_chat_started_mid_answer_waits_for_the_server_answer(qtbot, window, pool):
     client, store, server = window
     store.update(server_enabled=True)
     chunks = []
     client.chunk.connect(lambda rid, chunk: chunks.append((rid, chunk)))
-    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 400}
+    body = {**FRANCE, "messages": [{"role": "user", "content": LONG_PROMPT}], "temperature": 0, "max_tokens": 40}
     future = pool.submit(post, server.server_thread.port, CHAT, body)
     qtbot.waitUntil(lambda: len(chunks) >= 3, timeout=ANSWER_TIMEOUT_MS)
+    server_id = chunks[0][0]
     chat_id = client.generate([{"role": "user", "content": "Hi"}], SamplingParams(temperature=0, max_tokens=4))
+    assert client.is_waiting(chat_id) and client.active_request == server_id
     status, _, answer = result(qtbot, future)
-    assert status == 503 and answer["error"]["code"] == "interrupted", answer
+    assert status == 200 and answer["choices"][0]["finish_reason"] == "length", answer
+    assert answer["usage"]["completion_tokens"] == 40  # the whole answer: nothing stopped it
     qtbot.waitUntil(lambda: any(rid == chat_id and c.finish_reason for rid, c in chunks), timeout=ANSWER_TIMEOUT_MS)
+    finished = [rid for rid, c in chunks if c.finish_reason]
+    assert finished == [server_id, chat_id]  # arrival order, one at a time
+    assert next(c for rid, c in chunks if rid == chat_id and c.finish_reason).finish_reason == "length"
 
 
 def test_switching_off_mid_answer_ends_it_at_once(qtbot, window, pool):
