@@ -126,7 +126,7 @@ class _Answer:
             if chunk.finish_reason is not None:
                 if chunk.finish_reason == "cancelled":  # not by us: we return before it on a stop or a disconnect
                     raise AnswerInterruptedError(
-                        "The answer was interrupted (the app's user started a chat, or the server is stopping)."
+                        "The answer was interrupted (the server is stopping)."
                     )
                 yield text + stops.flush(), chunk, chunk.generated_tokens
                 return

@@ -60,8 +60,8 @@ class PromptTooLongError(BackendError):
 
 
 class AnswerInterruptedError(BackendError):
-    """The engine stopped the answer for someone else: the app's user started a chat, or the
-    server is stopping."""
+    """The engine stopped the answer before it ended: the server is stopping (in the app, the
+    Local server switch turned off)."""
 
     status = 503
     code = "interrupted"
