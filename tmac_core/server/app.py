@@ -125,9 +125,7 @@ class _Answer:
                 return
             if chunk.finish_reason is not None:
                 if chunk.finish_reason == "cancelled":  # not by us: we return before it on a stop or a disconnect
-                    raise AnswerInterruptedError(
-                        "The answer was interrupted (the server is stopping)."
-                    )
+                    raise AnswerInterruptedError("The answer was interrupted (the server is stopping).")
                 yield text + stops.flush(), chunk, chunk.generated_tokens
                 return
             yield text, None, chunk.generated_tokens
