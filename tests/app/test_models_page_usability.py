@@ -155,7 +155,10 @@ def test_the_status_bar_indicator_follows_downloads(make_page, qtbot, fake_hub):
     assert shown == [True]
 
 
-def test_clear_cache_deletes_the_repacked_files_and_says_how_much_it_freed(make_page, qtbot, paths):
+def test_clear_cache_deletes_the_repacked_files_and_says_how_much_it_freed(make_page, qtbot, paths, monkeypatch):
+    # a folder of this test's own: a live-engine fixture earlier in the session may point
+    # TMAC_CACHE_DIR at the cache the other tests share
+    monkeypatch.setenv("TMAC_CACHE_DIR", str(paths.cache_dir / "repacked-clear-test"))
     folder = paths.engine_cache_dir
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "abc.tmacw").write_bytes(b"x" * 2_500_000)

@@ -81,7 +81,8 @@ def test_architecture_missing_or_unknown(tiny_llama_writer):
         _config(tiny_llama_writer(skip_keys=("general.architecture",)))
     with pytest.raises(
         UnsupportedModelError,
-        match=r"unsupported architecture 'foo' \(supported: bitnet, bitnet-25, bitnet-b1.58, llama, llama-bitnet, mistral, qwen2\)",
+        match=r"unsupported architecture 'foo' \(supported: bitnet, bitnet-25, bitnet-b1.58, llama, llama-bitnet, "
+        r"mistral, qwen2\)",
     ):
         _config(tiny_llama_writer(arch="foo"))
 
