@@ -31,16 +31,28 @@ FFN_ACTIVATIONS = ("silu", "relu2")  # gated FFN: down(act(gate) * up); relu2 = 
 ACT_QUANTS = ("none", "int8_token")
 
 # Source types with more than ~5 bits per weight: their output layer would lose
-# precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so the 4-bit
-# plan adds a second 4-bit pass on its residual (models/loader.py:output_residual).
+# precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so "as in the file"
+# adds a second 4-bit pass on its residual (models/loader.py:output_residual) and the
+# 4-bit preset runs it at PRESET_OUTPUT_BITS.
 PRECISE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1"})
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits
 # Source types the bits=2/4 presets repack without requantizing (loading/repack.py): Q4_0/Q4_1
-# at 4 bits keep their 32-wide groups, TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
+# at 4 bits keep their 32-wide groups (Q4_1's scales as int8 sub-scales: PRESET_SUPER_MAX),
+# TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
 EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128, (2, "I2_S"): 128}
 RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
+# The 4-bit preset runs such a precise output matrix at 6 bits in one pass instead: 6.5 bits per
+# weight against 9.5 for 4 bits plus the residual pass. SmolLM2 (Alice ch. I-II): perplexity
+# 19.357 against 19.300 with the residual pass (float 19.302); 5 bits would give 19.969.
+PRESET_OUTPUT_BITS = 6
 FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
 SCALES_F16, SCALES_SUPER = 0, 1  # the kernels' two scale formats (kernels/LAYOUT.md, layout.py)
+# The 4-bit preset's Q4_1 in the SUPER format: the file's fp16 (d, m) per 32 become int8 (sc, mn)
+# under one fp16 (d, dmin) per super-block, 4 + 16/32 + 32/S bits per weight instead of 4 + 32/32.
+# S: the largest multiple of 32 up to PRESET_SUPER_MAX dividing the row (192 for SmolLM2's 576-wide
+# rows, 256 for its 1536-wide ones). SmolLM2 with the 6-bit output: perplexity 19.344 at 5.04 bits
+# per weight; with S the whole row 19.469 at 4.96 (float 19.302).
+PRESET_SUPER_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -235,7 +247,8 @@ class TensorSpec:
     act_group: int  # activation-table group it reads (PackedWeight.act_group)
     layer: int = -1  # block index, -1 outside the blocks
     super_size: int = 0  # SUPER scale format: weights per super-block along K; 0: the F16 format
-    source_type: str | None = None  # the GGML type it is repacked exactly from; None: requantized
+    source_type: str | None = None  # the GGML type whose blocks it keeps (exactly, but for the 4-bit
+    # preset's Q4_1: int8 sub-scales, codes re-rounded to them); None: requantized
     input_perm: bool = False  # reads its input gathered by Weights[input_perm_name(name)] (act-order GPTQ)
 
     @property
@@ -275,6 +288,13 @@ def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
     if exact is not None:
         return exact
     return 64 if cols % 64 == 0 else 32
+
+
+def preset_super_size(bits: int, cols: int, source_type: str | None) -> int:
+    """The super-block the bits=2/4 presets give a matrix (see PRESET_SUPER_MAX); 0: the F16 format."""
+    if (bits, source_type) != (4, "Q4_1") or cols % 32:
+        return 0
+    return max(s for s in range(32, min(cols, PRESET_SUPER_MAX) + 1, 32) if cols % s == 0)
 
 
 def gptq_type(bits: int, group_size: int, act_order: bool) -> str:
@@ -373,7 +393,8 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
 
     bits: None for "as in the file" (each exact type at its own bits and scale format,
         EXACT_SOURCES, and GPTQ layers in gptq_format; the rest at 4 bits by our quantizer),
-        or the 4 / 2 presets (our quantizer, Q4_0/Q4_1 at 4 and TQ1_0/TQ2_0 at 2 keep their codes).
+        or the 4 / 2 presets (our quantizer; Q4_0 at 4 and TQ1_0/TQ2_0 at 2 keep their codes,
+        Q4_1 at 4 its 32-wide blocks in the SUPER format, preset_super_size).
     source: the GGML type name of the file's matrices ("Q8_0"), one per tensor name
         (ModelSummary.tensor_types), or None when unknown (then: our quantizer's groups,
         no residual pass). It decides the exact-repack formats and the residual pass.
@@ -405,11 +426,24 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
             )
         else:
             b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
+            if bits == 4 and name == output_source(cfg) and t in PRECISE_TYPES:
+                b = PRESET_OUTPUT_BITS
             if native and role == "token_embd" and t in FLOAT_TYPES:
                 b = NATIVE_EMBEDDING_BITS
             group = group_size_for(b, cols, t)
             kept = t if t is not None and EXACT_GROUPS.get((b, t)) == group else None
-            spec = TensorSpec(name, rows, cols, role, b, group, act_group_for(group), layer, source_type=kept)
+            spec = TensorSpec(
+                name,
+                rows,
+                cols,
+                role,
+                b,
+                group,
+                act_group_for(group),
+                layer,
+                preset_super_size(b, cols, kept),
+                source_type=kept,
+            )
         plan.append(spec)
     out = next(spec for spec in plan if spec.name == output_source(cfg))
     # a requantized output matrix from a precise source gets a second 4-bit pass (the 2-bit preset stays small)
@@ -580,6 +614,7 @@ __all__ = [
     "gptq_type",
     "input_perm_name",
     "parse_gptq_type",
+    "preset_super_size",
     "group_size_for",
     "is_quantized",
     "kv_cache_bytes",

@@ -271,8 +271,8 @@ def card_actions(state: CardState, *, downloading: bool, active_source: str | No
 # The only model measured so far; hints for other sizes say what was not measured rather than guess.
 MEASURED_MODEL = "SmolLM2-135M"
 PERPLEXITY_FLOAT = 19.302
-PERPLEXITY_4BIT = 19.300
-PERPLEXITY_2BIT = 663.569
+PERPLEXITY_4BIT = 19.344
+PERPLEXITY_2BIT = 671.727
 
 
 def two_bit_recommended(parameters: int | None) -> bool:

@@ -28,6 +28,7 @@ from tmac_core.plan import (
     is_quantized,
     matrix_bytes,
     packed_bytes,
+    preset_super_size,
     source_summary,
     tensor_plan,
 )
@@ -116,7 +117,12 @@ def test_exact_types_plan_their_own_format():
             if s.role != "output_residual"
         )
         assert any(s.role == "output_residual" for s in plan) == (source != "IQ4_XS")
-    assert tensor_plan(cfg, None, "F16") == tensor_plan(cfg, 4, "F16")
+    # the 4-bit preset differs only in the output layer: one 6-bit pass instead of 4 bits and the residual
+    file_plan, preset = tensor_plan(cfg, None, "F16"), tensor_plan(cfg, 4, "F16")
+    assert [s for s in file_plan if s.role not in ("output", "output_residual")] == [
+        s for s in preset if s.role != "output"
+    ]
+    assert [(s.role, s.bits) for s in preset if s.role.startswith("output")] == [("output", 6)]
     assert (
         not is_quantized("F16")
         and not is_quantized({"a": "F32", "b": "BF16"})
@@ -130,12 +136,20 @@ def test_the_presets_are_unchanged_by_the_file_mode():
     )
     for source in ("Q4_K", "Q6_K", "Q8_0"):
         four = tensor_plan(cfg, 4, source)
-        assert all((s.bits, s.super_size) == (4, 0) for s in four if s.role != "output_residual")
-        assert any(s.role == "output_residual" for s in four) == (source != "Q4_K")
+        # a precise output matrix at 6 bits in one pass (no residual), the rest at 4
+        out_bits = 4 if source == "Q4_K" else 6
+        assert all((s.bits, s.super_size) == (out_bits if s.role == "output" else 4, 0) for s in four)
+        assert not any(s.role == "output_residual" for s in four)
         two = tensor_plan(cfg, 2, source)
         assert {s.bits for s in two} == {2, 4} and not any(s.role == "output_residual" for s in two)
     q4_0 = tensor_plan(cfg, 4, "Q4_0")
     assert all(s.group_size == 32 and s.source_type == "Q4_0" for s in q4_0)
+    # Q4_1 at 4 bits: its 32-blocks with int8 sub-scales under super-blocks of up to 256 along the row
+    q4_1 = tensor_plan(cfg, 4, "Q4_1")
+    assert all((s.group_size, s.super_size, s.source_type) == (32, 256, "Q4_1") for s in q4_1)
+    assert bits_per_weight(cfg, 4, "Q4_1") == pytest.approx(4 + 16 / 32 + 32 / 256)
+    assert [preset_super_size(4, cols, "Q4_1") for cols in (576, 1536, 96, 800)] == [192, 256, 96, 160]
+    assert preset_super_size(4, 576, "Q4_0") == preset_super_size(2, 576, "Q4_1") == 0
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 256), (65, 512), (200, 768)])
