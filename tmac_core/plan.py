@@ -41,8 +41,10 @@ FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the fil
 # TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
 EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128, (2, "I2_S"): 128}
 RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
-# The 4-bit preset runs such a precise output matrix at 6 bits in one pass instead: 6.5 bits per
-# weight against 9.5 for 4 bits plus the residual pass. SmolLM2 (Alice ch. I-II): perplexity
+# The 4-bit preset runs such a precise quantized output matrix (Q8_0, Q6_K, ...) at 6 bits in one
+# pass instead: 6.5 bits per weight against 9.5 for 4 bits plus the residual pass. A float one (F16,
+# an HF folder's lm_head) keeps the residual pass: its values are not on any 6-bit grid, and the
+# float models' tests hold its output to what 4 + 4 bits give. SmolLM2 (Alice ch. I-II): perplexity
 # 19.357 against 19.300 with the residual pass (float 19.302); 5 bits would give 19.969.
 PRESET_OUTPUT_BITS = 6
 FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
@@ -426,7 +428,7 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
             )
         else:
             b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
-            if bits == 4 and name == output_source(cfg) and t in PRECISE_TYPES:
+            if bits == 4 and name == output_source(cfg) and t in PRECISE_TYPES - FLOAT_TYPES:
                 b = PRESET_OUTPUT_BITS
             if native and role == "token_embd" and t in FLOAT_TYPES:
                 b = NATIVE_EMBEDDING_BITS

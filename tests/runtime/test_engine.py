@@ -151,9 +151,11 @@ def test_max_tokens_gives_length(engine):
 
 
 def test_end_of_turn_gives_stop(engine):
+    # a question a 135M model answers in one short sentence on every tier (the tiers' attention
+    # and SwiGLU round differently, so a rambling answer may end at different lengths)
     _, chunks = answer(
         engine,
-        [{"role": "user", "content": "Reply with just the word yes."}],
+        [{"role": "user", "content": "What is the capital of France?"}],
         SamplingParams(temperature=0, max_tokens=64),
     )
     assert chunks[-1].finish_reason == "stop" and chunks[-1].generated_tokens < 64

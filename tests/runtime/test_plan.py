@@ -62,12 +62,13 @@ def test_the_plan_is_what_the_loader_packs(tiny_llama_writer, bits, weight_type,
         ), spec
         assert matrix_bytes(spec) == w.nbytes, spec
     assert packed_bytes(plan) == sum(w.nbytes for w in packed.values())
-    # the residual pass exactly when "as in the file" requantizes a float source to 4 bits; the 4-bit
-    # preset runs a precise output matrix at 6 bits in one pass instead; the exact Q4 repack keeps 32-wide groups
-    assert ("output.residual" in packed) == (bits is None and weight_type is GGMLType.F16)
+    # the residual pass exactly when a float source's output is requantized to 4 bits (as in the file
+    # or the 4-bit preset); the 4-bit preset runs a precise quantized output matrix (Q8_0) at 6 bits
+    # in one pass instead; the exact Q4 repack keeps 32-wide groups
+    assert ("output.residual" in packed) == (bits in (None, 4) and weight_type is GGMLType.F16)
     out = "token_embd.weight" if tied else "output.weight"
     if bits == 4:
-        assert packed[out].bits == (6 if weight_type in (GGMLType.Q8_0, GGMLType.F16) else 4)
+        assert packed[out].bits == (6 if weight_type is GGMLType.Q8_0 else 4)
     if bits in (None, 4) and weight_type in (GGMLType.Q4_0, GGMLType.Q4_1):
         assert packed["blk.1.attn_q.weight"].group_size == 32
     if bits is None:  # each matrix at its source's bits: Q8_0 at 8, float at 4 by our quantizer

@@ -117,12 +117,12 @@ def test_exact_types_plan_their_own_format():
             if s.role != "output_residual"
         )
         assert any(s.role == "output_residual" for s in plan) == (source != "IQ4_XS")
-    # the 4-bit preset differs only in the output layer: one 6-bit pass instead of 4 bits and the residual
-    file_plan, preset = tensor_plan(cfg, None, "F16"), tensor_plan(cfg, 4, "F16")
-    assert [s for s in file_plan if s.role not in ("output", "output_residual")] == [
-        s for s in preset if s.role != "output"
-    ]
-    assert [(s.role, s.bits) for s in preset if s.role.startswith("output")] == [("output", 6)]
+    # from a float source the 4-bit preset is the file mode's plan (4 bits and the residual pass);
+    # from a quantized precise one (Q8_0) its output runs at 6 bits in one pass instead
+    assert tensor_plan(cfg, None, "F16") == tensor_plan(cfg, 4, "F16")
+    q8_file, q8_preset = tensor_plan(cfg, None, "Q8_0"), tensor_plan(cfg, 4, "Q8_0")
+    assert [(s.role, s.bits) for s in q8_preset if s.role.startswith("output")] == [("output", 6)]
+    assert not any(s.role == "output_residual" for s in q8_file)  # Q8_0 runs exactly at 8 bits
     assert (
         not is_quantized("F16")
         and not is_quantized({"a": "F32", "b": "BF16"})
