@@ -120,7 +120,7 @@ def test_a_client_that_leaves_frees_the_engine_within_one_token(serve, engine_ba
 def test_a_queued_client_that_leaves_is_withdrawn(serve):
     port = serve().port
     long_one = threading.Thread(
-        target=post, args=(port, CHAT, chat_body("Write a long story.", max_tokens=60, temperature=0))
+        target=post, args=(port, CHAT, chat_body("Write a long story.", max_tokens=400, temperature=0))
     )
     long_one.start()
     time.sleep(0.3)
