@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -72,6 +72,10 @@ class ServerDialog(QDialog):
         self.example = QPlainTextEdit()
         self.example.setReadOnly(True)
         self.example.setMinimumHeight(140)
+        # code keeps its lines (a wrapped curl command reads as two commands); monospace like a terminal
+        self.example.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.example.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.example.setMinimumWidth(560)
         copy = QPushButton("Copy example")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.example.toPlainText()))
 
