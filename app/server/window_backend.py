@@ -18,7 +18,6 @@ answered again once the window's engine has loaded a model.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -33,26 +32,9 @@ from tmac_core.server.backend import (
     NotReadyError,
     PromptTooLongError,
     Sink,
-    model_id,
+    card_from,
 )
 from tmac_core.types import Chunk, EngineInfo
-
-
-def card_from(info: EngineInfo) -> ModelCard:
-    try:
-        created = int(os.path.getmtime(info.source))
-    except OSError:
-        created = 0
-    return ModelCard(
-        id=model_id(info.source),
-        name=info.name,
-        n_ctx=info.n_ctx,
-        bits=info.bits,
-        bits_per_weight=info.bits_per_weight,
-        tier=info.tier,
-        threads=info.n_threads,
-        created=created,
-    )
 
 
 def _failure(kind: str, message: str) -> BackendError:

@@ -837,8 +837,8 @@ def files_checks(speed: dict, quality: dict, files: dict) -> list[tuple[str, str
 
 def _bw_share(nbytes: int | None, r: dict | None, bw: float | None) -> str:
     """Percent of the measured DRAM bandwidth that nbytes per decoded token takes at r's decode speed."""
-    tok_s = _get(r, "decode_tok_s")
-    return _num(100 * nbytes * tok_s / (bw * 1e9), ".0f") + "%" if nbytes and bw and tok_s else "—"
+    share = bw_fraction(nbytes / 1e6 if nbytes else None, r, bw)
+    return _num(100 * share, ".0f") + "%" if share else "—"
 
 
 def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file_repeats: int) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from tmac_core.errors import ContextOverflowError, TmacError
-from tmac_core.types import Chunk
+from tmac_core.types import Chunk, EngineInfo
 
 if TYPE_CHECKING:  # annotations only: the engine loads with a model
     from tmac_core.engine import Engine
@@ -94,6 +94,24 @@ def model_id(source: str) -> str:
     return base[: -len(".gguf")] if base.lower().endswith(".gguf") else base
 
 
+def card_from(info: EngineInfo) -> ModelCard:
+    """The ModelCard of a loaded model, from the engine's own description of it."""
+    try:
+        created = int(os.path.getmtime(info.source))
+    except OSError:
+        created = 0
+    return ModelCard(
+        id=model_id(info.source),
+        name=info.name,
+        n_ctx=info.n_ctx,
+        bits=info.bits,
+        bits_per_weight=info.bits_per_weight,
+        tier=info.tier,
+        threads=info.n_threads,
+        created=created,
+    )
+
+
 class Sink(Protocol):
     """Where a backend reports a job's progress; callable from any thread."""
 
@@ -136,21 +154,7 @@ class EngineBackend:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        info = engine.info
-        try:
-            created = int(os.path.getmtime(info.source))
-        except OSError:
-            created = 0
-        self._card = ModelCard(
-            id=model_id(info.source),
-            name=info.name,
-            n_ctx=info.n_ctx,
-            bits=info.bits,
-            bits_per_weight=info.bits_per_weight,
-            tier=info.tier,
-            threads=info.n_threads,
-            created=created,
-        )
+        self._card = card_from(engine.info)
         self._jobs: queue.SimpleQueue[tuple[Job, Sink] | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run, name="tmac-server-engine", daemon=True)
         self._worker.start()
