@@ -60,32 +60,77 @@ def physical_cores() -> int | None:
     return None
 
 
+def _windows_memory_status():  # MEMORYSTATUSEX, or None
+    import ctypes
+
+    class MemoryStatus(ctypes.Structure):
+        _fields_ = [
+            ("dwLength", ctypes.c_ulong),
+            ("dwMemoryLoad", ctypes.c_ulong),
+            ("ullTotalPhys", ctypes.c_ulonglong),
+            ("ullAvailPhys", ctypes.c_ulonglong),
+            ("ullTotalPageFile", ctypes.c_ulonglong),
+            ("ullAvailPageFile", ctypes.c_ulonglong),
+            ("ullTotalVirtual", ctypes.c_ulonglong),
+            ("ullAvailVirtual", ctypes.c_ulonglong),
+            ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+        ]
+
+    status = MemoryStatus()
+    status.dwLength = ctypes.sizeof(MemoryStatus)
+    if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+        return status
+    return None
+
+
+def _macos_sysctl_int(name: str) -> int | None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    value = ctypes.c_uint64(0)
+    size = ctypes.c_size_t(ctypes.sizeof(value))
+    if libc.sysctlbyname(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        return None
+    return int(value.value) if size.value in (4, 8) else None  # little-endian: a 4-byte int reads right too
+
+
 def total_memory_bytes() -> int | None:
     """Physical RAM, or None if the OS does not say."""
     try:
         if sys.platform == "win32":
-            import ctypes
-
-            class MemoryStatus(ctypes.Structure):
-                _fields_ = [
-                    ("dwLength", ctypes.c_ulong),
-                    ("dwMemoryLoad", ctypes.c_ulong),
-                    ("ullTotalPhys", ctypes.c_ulonglong),
-                    ("ullAvailPhys", ctypes.c_ulonglong),
-                    ("ullTotalPageFile", ctypes.c_ulonglong),
-                    ("ullAvailPageFile", ctypes.c_ulonglong),
-                    ("ullTotalVirtual", ctypes.c_ulonglong),
-                    ("ullAvailVirtual", ctypes.c_ulonglong),
-                    ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
-                ]
-
-            status = MemoryStatus()
-            status.dwLength = ctypes.sizeof(MemoryStatus)
-            if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
-                return int(status.ullTotalPhys)
-            return None
+            status = _windows_memory_status()
+            return int(status.ullTotalPhys) if status is not None else None
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (OSError, ValueError, AttributeError):
+        return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give a process without swapping, or None if the OS does not say.
+
+    Linux: MemAvailable (free plus what the kernel can reclaim). Windows: the available physical
+    memory of GlobalMemoryStatusEx. macOS: free plus speculative pages (sysctl vm.page_free_count,
+    vm.page_speculative_count): inactive pages are reclaimable too but not counted, so the figure
+    errs low, which only makes the automatic context and a side-by-side model switch more careful.
+    """
+    try:
+        if sys.platform == "win32":
+            status = _windows_memory_status()
+            return int(status.ullAvailPhys) if status is not None else None
+        if sys.platform == "darwin":
+            free = _macos_sysctl_int("vm.page_free_count")
+            speculative = _macos_sysctl_int("vm.page_speculative_count") or 0
+            return None if free is None else (free + speculative) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
         return None
 
 

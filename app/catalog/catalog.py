@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.catalog.context import choose_n_ctx
 from app.catalog.errors import CatalogError
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.models import architecture
@@ -388,12 +389,18 @@ def estimate_variant(
     variant: ModelVariant,
     *,
     bandwidth_bytes_per_s: float = DEFAULT_BANDWIDTH_BYTES_PER_S,
-    context: int = DEFAULT_CONTEXT,
+    context: int | None = DEFAULT_CONTEXT,
+    free_bytes: int | None = None,
 ) -> VariantEstimate:
+    """context None: the context the engine picks by itself (app.catalog.context) with free_bytes of
+    memory free before the model loads (None: the OS does not say)."""
     model, bits = variant.model, variant.bits
-    context = min(context, model.config.n_ctx_train)
     plan = variant_plan(model, bits)
     packed = packed_bytes(plan)
+    if context is None:
+        free_after_weights = None if free_bytes is None else free_bytes - packed
+        context = choose_n_ctx(model.config.n_ctx_train, kv_cache_bytes(model.config, 1), free_after_weights)
+    context = min(context, model.config.n_ctx_train)
     kv = kv_cache_bytes(model.config, context)
     n_weights = sum(spec.rows * spec.cols for spec in plan if spec.role != "output_residual")
     return VariantEstimate(

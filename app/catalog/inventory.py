@@ -329,7 +329,8 @@ def recommend_download(
     *,
     total_ram: int | None,
     bandwidth_bytes_per_s: float,
-    context: int = DEFAULT_CONTEXT,
+    context: int | None = DEFAULT_CONTEXT,
+    free_bytes: int | None = None,
 ) -> Recommendation | None:
     """The largest catalog model that, at 4-bit, needs at most half the RAM and decodes at reading speed.
 
@@ -342,7 +343,7 @@ def recommend_download(
     scored = []
     for model in candidates:
         estimate = estimate_variant(
-            ModelVariant(model, 4), bandwidth_bytes_per_s=bandwidth_bytes_per_s, context=context
+            ModelVariant(model, 4), bandwidth_bytes_per_s=bandwidth_bytes_per_s, context=context, free_bytes=free_bytes
         )
         fits = (total_ram is None or estimate.ram_bytes <= RECOMMEND_RAM_SHARE * total_ram) and (
             estimate.decode_tokens_per_s >= RECOMMEND_MIN_TOK_S

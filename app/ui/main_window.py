@@ -42,6 +42,7 @@ from app.catalog.inventory import EMBEDDED_ID, ModelSwitch, two_bit_warning
 from app.catalog.messages import explain
 from app.chat.errors import ConversationNotFoundError
 from app.chat.store import ChatStore
+from app.hardware import available_memory_bytes
 from app.paths import AppPaths
 from app.power.readers import PowerMeter
 from app.server.controller import LocalServer
@@ -63,7 +64,7 @@ from app.ui.server_panel import ServerDialog
 from app.ui.theme import apply_theme, resolve_theme
 from app.workers.chat_session import ChatSession
 from app.workers.engine_client import EngineClient, default_thread_count
-from app.workers.engine_host import available_memory_bytes, source_bytes
+from app.workers.engine_host import source_bytes
 from app.workers.protocol import LOAD_CANCELLED, EngineState
 
 PURGE_DELETED_AFTER_S = 7 * 86400

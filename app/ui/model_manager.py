@@ -64,7 +64,6 @@ from PySide6.QtWidgets import (
 from app import hardware
 from app.catalog.catalog import (
     DEFAULT_BANDWIDTH_BYTES_PER_S,
-    DEFAULT_CONTEXT,
     CatalogModel,
     ModelVariant,
     VariantEstimate,
@@ -73,6 +72,7 @@ from app.catalog.catalog import (
     load_catalog,
     model_source_summary,
 )
+from app.catalog.context import AUTO_CTX_MAX, AUTO_CTX_MIN
 from app.catalog.download import discard_partial_download, list_partial_downloads, remove_stale_partials
 from app.catalog.errors import CatalogError, DownloadError, ModelFileError
 from app.catalog.installed import (
@@ -744,7 +744,8 @@ class ModelManagerPage(QWidget):
             self.catalog,
             total_ram=self._total_ram,
             bandwidth_bytes_per_s=bandwidth,
-            context=self.settings.n_ctx or DEFAULT_CONTEXT,
+            context=self.settings.n_ctx,  # None: the automatic context, as on the cards
+            free_bytes=hardware.available_memory_bytes(),
         )
         if pick is None:
             self.recommendation_label.setVisible(False)
@@ -775,9 +776,9 @@ class ModelManagerPage(QWidget):
             self.bandwidth_label.setText(
                 f"Speeds are estimates: bytes read per token ÷ this computer's measured memory bandwidth "
                 f"({format_bandwidth(bandwidth)}, multi-threaded copy), at about 70 % efficiency. RAM includes the "
-                f"KV cache for a {self.settings.n_ctx or DEFAULT_CONTEXT:,}-token context. "
-                "Measure speed… gives real figures."
+                f"KV cache for {self._context_phrase()}. Measure speed… gives real figures."
             )
+        free = hardware.available_memory_bytes()
         for card in self.cards.values():
             model = card.state.model
             card.update_bits_warning()
@@ -787,15 +788,24 @@ class ModelManagerPage(QWidget):
                     continue
                 estimate = estimate_variant(
                     ModelVariant(model, bits),
-                    context=self.settings.n_ctx or DEFAULT_CONTEXT,
+                    context=self.settings.n_ctx,  # None: the context the engine will pick, as it will
+                    free_bytes=free,
                     bandwidth_bytes_per_s=bandwidth or DEFAULT_BANDWIDTH_BYTES_PER_S,
                 )
                 text = self._estimate_text(card.state, bits, estimate, bandwidth is not None)
                 label.setText(f"<b>{text}</b>" if bits == card.bits else text)
 
+    def _context_phrase(self) -> str:
+        if self.settings.n_ctx:
+            return f"a {self.settings.n_ctx:,}-token context (Settings)"
+        return (
+            "the context each model gets automatically: the most of its own that a quarter of the free "
+            f"memory holds, {AUTO_CTX_MIN:,} to {AUTO_CTX_MAX:,} tokens, shown on each line"
+        )
+
     def _estimate_text(self, state: CardState, bits: int | None, e: VariantEstimate, measured: bool) -> str:
         disk = f"{format_bytes(state.download_bytes)} file + {format_bytes(e.packed_bytes)} repacked cache"
-        ram = f"needs ≈ {format_bytes(e.ram_bytes)} RAM"
+        ram = f"needs ≈ {format_bytes(e.ram_bytes)} RAM ({e.context:,}-token context)"
         if self._total_ram and e.ram_bytes > 0.8 * self._total_ram:
             ram += f" <span style='color:#c0392b'>(this computer has {format_bytes(self._total_ram)})</span>"
         speed = f"≈ {format_tok_s(e.decode_tokens_per_s, digits=0)} (estimate)" if measured else "speed: measuring…"

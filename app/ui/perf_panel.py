@@ -6,7 +6,7 @@ chunks. CPU time is split into the prompt's (per prompt token read) and decoding
 (per generated token after the first), as the engine measured them at the first token
 (Chunk.prompt_cpu_s; the arithmetic is app.chat.records.AnswerStats'); CPU use comes from
 Chunk.cpu_s and elapsed_s (the engine process's own CPU time, all threads). Watts and joules per token
-come from app.power.PowerMeter (RAPL or a discharging battery), which measures
+come from app.power.PowerMeter (RAPL, Windows' EMI, macOS' IOReport or SMC, or a discharging battery), which measures
 the whole CPU package or system, not just this app: the label says which. With
 no sensor the panel says so plainly instead of showing a made-up number.
 

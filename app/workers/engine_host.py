@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the engine is imported inside load(): importing the kernels can itself fail
     from tmac_core import Engine
 
+from app.catalog.context import choose_n_ctx
+from app.hardware import available_memory_bytes
 from app.workers.protocol import (
     NOT_READY,
     CacheDamaged,
@@ -75,41 +77,7 @@ from app.workers.protocol import (
 TRIM_FREES = 4  # trimming frees this fraction (1/4) of the context, so the next turns keep the cached prefix
 PROGRESS_INTERVAL_S = 0.05  # the repacker reports hundreds of steps; the GUI needs ~20 a second
 
-# The context chosen when the user has not chosen one (Load.n_ctx None): as much of the model's
-# trained context as a quarter of the free memory holds in KV cache, at most AUTO_CTX_MAX (longer
-# prompts take long to read on a CPU) and, where the model allows it, at least AUTO_CTX_MIN.
-AUTO_CTX_MAX = 8192
-AUTO_CTX_MIN = 2048
-AUTO_CTX_STEP = 256
-KV_SHARE_OF_FREE_MEMORY = 0.25
-
 log = logging.getLogger(__name__)
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can give this process without swapping (Linux MemAvailable), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def choose_n_ctx(n_ctx_train: int, kv_bytes_per_token: int, free_bytes: int | None) -> int:
-    """The context for a model when the user has not chosen one (see AUTO_CTX_MAX)."""
-    ceiling = max(16, min(n_ctx_train, AUTO_CTX_MAX))
-    floor = min(ceiling, AUTO_CTX_MIN)
-    if free_bytes is None:
-        return floor
-    affordable = int(free_bytes * KV_SHARE_OF_FREE_MEMORY) // max(kv_bytes_per_token, 1)
-    chosen = min(ceiling, affordable) // AUTO_CTX_STEP * AUTO_CTX_STEP
-    return max(min(ceiling, 512), chosen)  # below 512 tokens no chat fits; the load then fails plainly
 
 
 def source_bytes(source: str) -> int:

@@ -529,7 +529,8 @@ def test_a_message_sent_while_loading_is_queued_and_the_header_shows_the_context
     Enter queues the message (it was silently ignored), and it is answered once the model is ready.
     With the context left at its default the engine chooses it from the model and free memory, and
     the header shows the last prompt and answer against it."""
-    from app.workers.engine_host import available_memory_bytes, choose_n_ctx
+    from app.catalog.context import choose_n_ctx
+    from app.hardware import available_memory_bytes
 
     h = open_window(n_ctx=AppSettings().n_ctx)
     card = h.window.chat_view.loading_card
