@@ -1,7 +1,9 @@
-"""A second, independent reference for the 1bitLLM graph: llama.cpp (the llama_cpp peer, when
-importable) runs the same tiny TQ2_0 GGUF of arch "bitnet" (tmac_core.synth: SiLU FFN,
-sub-norms, neox RoPE, tied F16 embedding) and its logits must agree with ours within the
-measured arithmetic differences; a wrong graph must not.
+"""Our own TQ2_0 writer against llama.cpp: llama.cpp (the llama_cpp peer, when importable) runs
+a tiny GGUF of arch "bitnet" written by tmac_core.synth (SiLU FFN, sub-norms, neox RoPE, tied
+F16 embedding), so the file is only as independent as our writer; its logits must agree with
+ours within the measured arithmetic differences, and a wrong graph must not. The file written
+by llama.cpp's own converter, with llama.cpp's logits recorded so CI checks it without the
+peer, is test_bitnet_llamacpp_converter.py.
 
 What separates the two runtimes on this file, measured over seeds 0-2: llama.cpp quantizes
 activations per 256-block (Q8_K) where the trained arithmetic is per token (the float64
