@@ -1,7 +1,8 @@
 """`python -m tests.bench [kernels|e2e|server|all] [e2e options]`: runs the benchmarks and
-prints them. `kernels` (the default) appends a dated section to docs/BENCHMARKS.md;
-`e2e` (tests/bench/e2e.py, our runtime against llama.cpp) rewrites its own section
-between the e2e markers; `all` runs both, kernels first."""
+prints them. `kernels` (the default) rewrites its dated section of docs/BENCHMARKS.md
+(between the kernels markers, above the end-to-end one); `e2e` (tests/bench/e2e.py, our
+runtime against llama.cpp) rewrites its own section between the e2e markers; `all` runs
+both, kernels first. The doc holds the newest run of each: git keeps the older ones."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from tests.bench import e2e, kernels, server
 from tests.bench.machine import machine_line, read_bandwidth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
+KERNELS_START, KERNELS_END = "<!-- kernels:start -->", "<!-- kernels:end -->"
 HEADER = """# Benchmarks
 
-Written by `python build.py bench` (one dated section per run, newest last).
+Written by `python build.py bench`: the newest dated run of each benchmark (git history keeps the older ones).
 Medians of repeated runs; the machines are shared and noisy, so compare the
 ratios measured in the same run rather than absolute numbers across runs.
 Peer numbers not measured in the run (llama.cpp's tq2_0 GEMV time, from an earlier
@@ -99,14 +101,20 @@ def run_kernels() -> int:
         ]
     )
     print(section)
-    text = DOC.read_text() if DOC.exists() else HEADER
-    if e2e.START in text:  # kernel sections stay together, above the end-to-end one
-        at = text.index(e2e.START)
-        DOC.write_text(text[:at].rstrip("\n") + "\n" + section + "\n" + text[at:])
-    else:
-        DOC.write_text(text.rstrip("\n") + "\n" + section)
-    print(f"added to {DOC}")
+    DOC.write_text(with_kernel_section(DOC.read_text() if DOC.exists() else HEADER, section))
+    print(f"written between the kernels markers of {DOC}")
     return 0
+
+
+def with_kernel_section(text: str, section: str) -> str:
+    """text with its kernels block replaced by section (placed above the end-to-end block if new)."""
+    block = f"{KERNELS_START}\n{section.strip()}\n{KERNELS_END}\n"
+    if KERNELS_START in text and KERNELS_END in text:
+        return text[: text.index(KERNELS_START)] + block + text[text.index(KERNELS_END) + len(KERNELS_END) + 1 :]
+    if e2e.START in text:
+        at = text.index(e2e.START)
+        return text[:at].rstrip("\n") + "\n\n" + block + "\n" + text[at:]
+    return text.rstrip("\n") + "\n\n" + block
 
 
 if __name__ == "__main__":
