@@ -38,9 +38,7 @@ def sym_case(bits: int, group_size: int, zero: int) -> K.PackedWeight:
     return K.pack(codes, scales, np.full_like(scales, zero), bits=bits, group_size=group_size, symmetric=True)
 
 
-def super_case(
-    bits: int, group_size: int, super_size: int, z0: int, signed: bool, mins: bool = True
-) -> K.PackedWeight:
+def super_case(bits: int, group_size: int, super_size: int, z0: int, signed: bool, mins: bool = True) -> K.PackedWeight:
     """Readable SUPER input: d, dmin powers of two over 2^-10, sub-scales cycle (70 x 512)."""
     m, k = 70, 512
     i = np.arange(m * k, dtype=np.int64).reshape(m, k)

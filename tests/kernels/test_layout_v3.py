@@ -137,7 +137,10 @@ def test_pickle_keeps_the_format(rng):
 
 def sym_parts(m=64, k=128, group_size=32, bits=4, zero=8):
     planes, sh, k_pad, group, ts, zero_mult = layout.pack_sym_arrays(
-        np.zeros((m, k), np.uint8), np.full((m, k // group_size), 0.5, np.float32), zero, bits=bits,
+        np.zeros((m, k), np.uint8),
+        np.full((m, k // group_size), 0.5, np.float32),
+        zero,
+        bits=bits,
         group_size=group_size,
     )
     return (planes, sh, m, k, k_pad, bits, group, ts), dict(scale_format=layout.SCALES_F16_SYM, zero_mult=zero_mult)

@@ -235,8 +235,13 @@ def pack_sym_arrays(
     zero = (((1 << bits) - 1) - zero_mult) // 2
     m = np.shape(codes)[0]
     planes, pairs, k_pad, eff_group, ts = pack_arrays(
-        codes, scales, np.full((1, 1), zero, np.float32), bits=bits, group_size=group_size,
-        tensor_scale=tensor_scale, native=native,
+        codes,
+        scales,
+        np.full((1, 1), zero, np.float32),
+        bits=bits,
+        group_size=group_size,
+        tensor_scale=tensor_scale,
+        native=native,
     )
     tiles = _round_up(m, TILE_ROWS) // TILE_ROWS
     sh = np.ascontiguousarray(pairs.reshape(tiles, k_pad // eff_group, 2, TILE_ROWS)[:, :, :1, :]).reshape(-1)
@@ -352,7 +357,7 @@ def pack_super_arrays(
         d16 = _exact_fp16("d", d, (m, n_super))[:, :, None]
         sc8 = _int8_sub("sc", sc, (m, n_groups))[:, :, None]
         planes = fastquant_planes(codes, bits, k) if native else _pack_planes(codes, bits, k)
-        return planes, _to_tiles(d16, m).view(np.uint16).reshape(-1), _to_tiles(sc8, m).reshape(-1), k
+        return planes, _to_tiles(d16, m).view(np.uint16).reshape(-1), _to_tiles(sc8, m).view(np.int8).reshape(-1), k
     if native:
         from tmac_core.loading import packer as fastquant
 
