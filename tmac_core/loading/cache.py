@@ -65,6 +65,7 @@ from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
 from tmac_core.plan import TILE_ROWS, ModelConfig, input_perm_name, tensor_plan, vector_plan
 
 MAGIC = b"TMACW\0\0\3"  # 2: header sha256, record crc32s; 3: header at the end (streamed writes), layout v2 fields
+# (layout v3's zero_mult is one more entry field; the key's layout version keeps v2 files from matching)
 ALIGN = 64
 DATA_START = 64  # magic, header_offset, header_len, header sha256, padding
 _PREAMBLE = 8 + 8 + 8 + 32
