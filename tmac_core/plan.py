@@ -48,7 +48,9 @@ RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
 # 19.357 against 19.300 with the residual pass (float 19.302); 5 bits would give 19.969.
 PRESET_OUTPUT_BITS = 6
 FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
-SCALES_F16, SCALES_SUPER = 0, 1  # the kernels' two scale formats (kernels/LAYOUT.md, layout.py)
+# the kernels' scale formats (kernels/LAYOUT.md, layout.py): F16 (sh, c) and SUPER (d, dmin, sc, mn);
+# F16_SYM and SUPER_NOMIN are the same without the zero / min records, for symmetric sources
+SCALES_F16, SCALES_SUPER, SCALES_F16_SYM, SCALES_SUPER_NOMIN = 0, 1, 2, 3
 # The 4-bit preset's Q4_1 in the SUPER format: the file's fp16 (d, m) per 32 become int8 (sc, mn)
 # under one fp16 (d, dmin) per super-block, 4 + 16/32 + 32/S bits per weight instead of 4 + 32/32.
 # S: the largest multiple of 32 up to PRESET_SUPER_MAX dividing the row (192 for SmolLM2's 576-wide
@@ -63,36 +65,46 @@ class SourceFormat:
     (sub-)scale per `group_size` weights along K, and either the F16 scale format
     (super_size 0: per-group fp16 scale and offset, exact for these types) or the SUPER
     format (per `super_size` weights the file's fp16 d/dmin, per group its integer scale/min).
+    symmetric: one zero code for every group (Q4_0, Q8_0, ternary) or no mins (Q6_K, Q3_K):
+    the F16_SYM / SUPER_NOMIN formats, which store no offset or min records.
     """
 
     bits: int
     group_size: int
     super_size: int = 0
+    symmetric: bool = False
 
     @property
     def scale_format(self) -> int:
-        return SCALES_SUPER if self.super_size else SCALES_F16
+        return scale_format_of(self.super_size, self.symmetric)
+
+
+def scale_format_of(super_size: int, symmetric: bool) -> int:
+    """The kernels' scale format of a matrix with these super-blocks (0: none) and symmetry."""
+    if super_size:
+        return SCALES_SUPER_NOMIN if symmetric else SCALES_SUPER
+    return SCALES_F16_SYM if symmetric else SCALES_F16
 
 
 # Every GGML type whose weights are exactly the kernels' weight model ("as in the file"
 # mode: loading/exact.py decomposes them; kernels/LAYOUT.md "Source mappings").
 EXACT_SOURCES: dict[str, SourceFormat] = {
     "Q2_K": SourceFormat(2, 16, 256),
-    "Q3_K": SourceFormat(3, 16, 256),
+    "Q3_K": SourceFormat(3, 16, 256, symmetric=True),
     "Q4_K": SourceFormat(4, 32, 256),
     "Q5_K": SourceFormat(5, 32, 256),
-    "Q6_K": SourceFormat(6, 16, 256),
+    "Q6_K": SourceFormat(6, 16, 256, symmetric=True),
     "Q4_1": SourceFormat(4, 32, 32),
     "Q5_1": SourceFormat(5, 32, 32),
-    "Q4_0": SourceFormat(4, 32),
-    "Q5_0": SourceFormat(5, 32),
-    "Q8_0": SourceFormat(8, 32),
-    "TQ1_0": SourceFormat(2, 128),
-    "TQ2_0": SourceFormat(2, 128),
+    "Q4_0": SourceFormat(4, 32, symmetric=True),
+    "Q5_0": SourceFormat(5, 32, symmetric=True),
+    "Q8_0": SourceFormat(8, 32, symmetric=True),
+    "TQ1_0": SourceFormat(2, 128, symmetric=True),
+    "TQ2_0": SourceFormat(2, 128, symmetric=True),
 }
 # Ternary with one fp32 scale per tensor (BitNet's I2_S): exact too, its scale carried by the
 # kernels' fp32 tensor_scale (loading/repack.py:_exact_ternary), not by loading/exact.py's blocks.
-PER_TENSOR_TERNARY: dict[str, SourceFormat] = {"I2_S": SourceFormat(2, 128)}
+PER_TENSOR_TERNARY: dict[str, SourceFormat] = {"I2_S": SourceFormat(2, 128, symmetric=True)}
 # GPTQ / EfficientQAT layers of a Hugging Face folder (loading/gptq.py) carry a source type
 # name of our own, "GPTQ_W{bits}G{group}" (group -1: per output channel) plus "_ACT" when the
 # checkpoint is act-order (desc_act): such a layer's kernel columns are its input channels
@@ -252,10 +264,11 @@ class TensorSpec:
     source_type: str | None = None  # the GGML type whose blocks it keeps (exactly, but for the 4-bit
     # preset's Q4_1: int8 sub-scales, codes re-rounded to them); None: requantized
     input_perm: bool = False  # reads its input gathered by Weights[input_perm_name(name)] (act-order GPTQ)
+    symmetric: bool = False  # the F16_SYM / SUPER_NOMIN scale formats (SourceFormat.symmetric)
 
     @property
     def scale_format(self) -> int:
-        return SCALES_SUPER if self.super_size else SCALES_F16
+        return scale_format_of(self.super_size, self.symmetric)
 
     @property
     def exact(self) -> bool:
@@ -290,6 +303,14 @@ def group_size_for(bits: int, cols: int, source_type: str | None) -> int:
     if exact is not None:
         return exact
     return 64 if cols % 64 == 0 else 32
+
+
+def kept_symmetric(source_type: str | None) -> bool:
+    """A source type whose kept codes run in a symmetric scale format (SourceFormat.symmetric)."""
+    if source_type is None:
+        return False
+    fmt = EXACT_SOURCES.get(source_type) or PER_TENSOR_TERNARY.get(source_type)
+    return fmt is not None and fmt.symmetric
 
 
 def preset_super_size(bits: int, cols: int, source_type: str | None) -> int:
@@ -425,6 +446,7 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
                 fmt.super_size,
                 t,
                 input_perm=(parse_gptq_type(t) or (0, 0, False))[2],
+                symmetric=fmt.symmetric,
             )
         else:
             b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
@@ -445,6 +467,7 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
                 layer,
                 preset_super_size(b, cols, kept),
                 source_type=kept,
+                symmetric=kept_symmetric(kept),
             )
         plan.append(spec)
     out = next(spec for spec in plan if spec.name == output_source(cfg))
@@ -526,15 +549,17 @@ def matrix_bytes(spec: TensorSpec) -> int:
     """Bytes of one PackedWeight as kernels/LAYOUT.md §Weights lays it out: planes
     (m_pad/64, k_pad/8, bits, 64) uint8, then for the F16 format scales (m_pad/64,
     n_groups, 2, 64) fp16; for SUPER scales (m_pad/64, n_super, 2, 64) fp16 (d, dmin)
-    and sub (m_pad/64, n_groups, 2, 64) int8 (sc, mn)."""
+    and sub (m_pad/64, n_groups, 2, 64) int8 (sc, mn); the symmetric formats (F16_SYM,
+    SUPER_NOMIN) one record where these have 2."""
     tiles = -(-spec.rows // TILE_ROWS)
     # grouped scales keep k_pad = K; one scale per row pads K to a multiple of 64
     k_pad = spec.cols if spec.cols % spec.group_size == 0 else -(-spec.cols // 64) * 64
     n_groups = k_pad // spec.group_size
     planes = tiles * (k_pad // 8) * spec.bits * 64
+    records = 1 if spec.symmetric else 2
     if spec.super_size:
-        return planes + tiles * (k_pad // spec.super_size) * 2 * 64 * 2 + tiles * n_groups * 2 * 64
-    return planes + tiles * n_groups * 2 * 64 * 2
+        return planes + tiles * (k_pad // spec.super_size) * records * 64 * 2 + tiles * n_groups * records * 64
+    return planes + tiles * n_groups * records * 64 * 2
 
 
 def packed_bytes(plan: list[TensorSpec]) -> int:
@@ -616,7 +641,9 @@ __all__ = [
     "gptq_type",
     "input_perm_name",
     "parse_gptq_type",
+    "kept_symmetric",
     "preset_super_size",
+    "scale_format_of",
     "group_size_for",
     "is_quantized",
     "kv_cache_bytes",

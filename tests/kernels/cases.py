@@ -37,6 +37,10 @@ SHAPES_V2 = [
 # SUPER cases: (m, k, group_size, super_size) as the K-quants and GPTQ use them, ragged M
 SUPER_SHAPES = [(1, 256, 16, 256), (63, 512, 32, 256), (70, 256, 16, 256), (130, 96, 32, 32), (65, 384, 128, 128)]
 SUPER_KINDS = ["kquant", "signed", "gptq"]
+# layout v3 F16_SYM cases: (bits, zero code) as the symmetric GGUF types have them (zero_mult -1:
+# Q4_0, Q5_0, Q8_0, and 3 bits; +1: ternary), and wider multipliers the format allows (4 bits z = 0:
+# +15; 8 bits z = 0: +255, the largest; 8 bits z = 255: -255)
+SYM_ZEROS = [(4, 8), (5, 16), (8, 128), (2, 1), (3, 4), (4, 0), (8, 0), (8, 255), (1, 0)]
 
 
 @dataclasses.dataclass
@@ -46,9 +50,11 @@ class Case:
     zeros: np.ndarray | None
     bits: int
     group_size: int
+    symmetric: bool = False  # one zero code: the F16_SYM format (layout v3)
 
-    def pack(self) -> K.PackedWeight:
-        return K.pack(self.codes, self.scales, self.zeros, bits=self.bits, group_size=self.group_size)
+    def pack(self, symmetric: bool | None = None) -> K.PackedWeight:
+        sym = self.symmetric if symmetric is None else symmetric
+        return K.pack(self.codes, self.scales, self.zeros, bits=self.bits, group_size=self.group_size, symmetric=sym)
 
     def weights(self) -> np.ndarray:
         """The float64 (M, K) weights the codes mean, before any rounding of ours."""
@@ -78,6 +84,16 @@ def make_case(rng, m, k, group_size, bits, *, zeros=True, codes="random", per_te
     return Case(q, s, z, b, group_size)
 
 
+def make_sym_case(rng, m, k, group_size, bits, zero) -> Case:
+    """F16_SYM: one zero code for the tensor, fp16 scales of both signs (Q4_0's d may be
+    negative), some groups all zero (d = 0)."""
+    q = rng.integers(0, 1 << bits, (m, k), dtype=np.uint8)
+    ng = k // group_size if k % group_size == 0 else 1
+    s = (rng.uniform(0.002, 0.05, (m, ng)) * rng.choice([-1, 1], (m, ng))).astype(np.float16).astype(np.float32)
+    s[rng.random((m, ng)) < 0.05] = 0.0
+    return Case(q, s, np.full_like(s, zero), bits, group_size, symmetric=True)
+
+
 @dataclasses.dataclass
 class SuperCase:
     """w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g] (LAYOUT.md §Scales SUPER)."""
@@ -91,18 +107,20 @@ class SuperCase:
     group_size: int
     super_size: int
     z0: int
+    mins: bool = True  # False: the SUPER_NOMIN format (layout v3), dmin and mn all zero
 
     @property
     def code_offset(self) -> float:
         return ((1 << self.bits) - 1) / 2 - self.z0
 
-    def pack(self) -> K.PackedWeight:
+    def pack(self, mins: bool | None = None) -> K.PackedWeight:
+        keep = self.mins if mins is None else mins
         return K.pack_super(
             self.codes,
             self.d,
-            self.dmin,
+            self.dmin if keep else None,
             self.sc,
-            self.mn,
+            self.mn if keep else None,
             bits=self.bits,
             group_size=self.group_size,
             super_size=self.super_size,

@@ -28,7 +28,17 @@ def f16_case(bits: int, group_size: int) -> K.PackedWeight:
     return K.pack(codes, scales, zeros, bits=bits, group_size=group_size)
 
 
-def super_case(bits: int, group_size: int, super_size: int, z0: int, signed: bool) -> K.PackedWeight:
+def sym_case(bits: int, group_size: int, zero: int) -> K.PackedWeight:
+    """Readable F16_SYM input (layout v3): f16_case's codes and scales, one zero code."""
+    m, k = 70, 128
+    i = np.arange(m * k, dtype=np.int64).reshape(m, k)
+    codes = ((i * 7 + i // 13) % (1 << bits)).astype(np.uint8)
+    j = np.arange(m * (k // group_size)).reshape(m, -1)
+    scales = ((j % 5) + 1).astype(np.float32) / 64
+    return K.pack(codes, scales, np.full_like(scales, zero), bits=bits, group_size=group_size, symmetric=True)
+
+
+def super_case(bits: int, group_size: int, super_size: int, z0: int, signed: bool, mins: bool = True) -> K.PackedWeight:
     """Readable SUPER input: d, dmin powers of two over 2^-10, sub-scales cycle (70 x 512)."""
     m, k = 70, 512
     i = np.arange(m * k, dtype=np.int64).reshape(m, k)
@@ -42,9 +52,9 @@ def super_case(bits: int, group_size: int, super_size: int, z0: int, signed: boo
     return K.pack_super(
         codes,
         d,
-        dmin,
+        dmin if mins else None,
         sc,
-        mn,
+        mn if mins else None,
         bits=bits,
         group_size=group_size,
         super_size=super_size,
@@ -58,6 +68,9 @@ def cases() -> dict[str, K.PackedWeight]:
     out["bits8_g128"] = f16_case(8, 128)
     out["super_q4k"] = super_case(4, 32, 256, 0, signed=False)  # Q4_K's shape
     out["super_q6k"] = super_case(6, 16, 256, 32, signed=True)  # Q6_K's shape
+    out["sym_q4_0"] = sym_case(4, 32, 8)  # v3: Q4_0's F16_SYM (zero_mult -1)
+    out["sym_ternary"] = sym_case(2, 128, 1)  # v3: TQ2_0's F16_SYM (zero_mult +1)
+    out["nomin_q6k"] = super_case(6, 16, 256, 32, signed=True, mins=False)  # v3: Q6_K's SUPER_NOMIN
     return out
 
 
@@ -70,6 +83,9 @@ def digest(packed: K.PackedWeight) -> dict[str, object]:
     }
     if packed.sub is not None:
         entry["sub_sha256"] = hashlib.sha256(packed.sub.tobytes()).hexdigest()
+    if packed.scale_format in (K.layout.SCALES_F16_SYM, K.layout.SCALES_SUPER_NOMIN):
+        entry["scale_format"] = packed.scale_format
+        entry["zero_mult"] = packed.zero_mult
     return entry
 
 

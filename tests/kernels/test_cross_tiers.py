@@ -22,9 +22,11 @@ from tests.kernels.cases import (
     SHAPES,
     SHAPES_V2,
     SUPER_SHAPES,
+    SYM_ZEROS,
     make_activations,
     make_case,
     make_super_case,
+    make_sym_case,
 )
 from tmac_core.kernels import sources
 
@@ -62,6 +64,16 @@ def cross_cases(rng):
             yield p, p.act_group, 5
     p = make_case(rng, 70, 256, 64, 4).pack()
     yield p, 16, 3  # a v1 weight read by 16-wide tables
+    # layout v3: F16_SYM (one zero code) and SUPER_NOMIN (no mins)
+    for (m, k, gs), (bits, zero) in zip(SHAPES[:7] + SHAPES_V2[:2], SYM_ZEROS):
+        p = make_sym_case(rng, m, k, gs, bits, zero).pack()
+        yield p, p.act_group, 9
+    for m, k, gs, ss in SUPER_SHAPES[:3]:
+        for bits in (3, 6):
+            c = make_super_case(rng, m, k, gs, ss, bits, "signed")
+            c.mins = False
+            p = c.pack()
+            yield p, p.act_group, 5
 
 
 def write_cases(path: Path, rng) -> int:
@@ -72,7 +84,7 @@ def write_cases(path: Path, rng) -> int:
         tables = K.activation_tables(x, act_group=act_group, tier="generic")
         y = K.gemm_tables(p, tables, "generic")
         header = struct.pack(
-            "<10i2f",
+            "<11i2f",
             p.m,
             p.k,
             p.k_pad,
@@ -83,6 +95,7 @@ def write_cases(path: Path, rng) -> int:
             p.m_pad,
             p.scale_format,
             p.super_size,
+            p.zero_mult,
             p.tensor_scale,
             p.code_offset,
         )

@@ -1,6 +1,6 @@
 """The multi-token GEMM tile (gemm_tile, the prompt path) of every tier this
 machine runs against its spec, one generic GEMV per token, bit for bit: bit
-widths 1..8, F16 and SUPER scales, grouped, per-row and 16-wide groups, and
+widths 1..8, F16, SUPER and layout v3's F16_SYM and SUPER_NOMIN scales, grouped, per-row and 16-wide groups, and
 token counts that are not a multiple of the tiers' token blocks (4 on AVX-512,
 2 on AVX2 and NEON) or of the 8 tokens a gemm_tile call takes. Outputs are
 NaN-poisoned, so a path that skips a token or a row cannot pass. NEON and
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tmac_core.kernels as K
-from tests.kernels.cases import make_activations, make_case, make_super_case
+from tests.kernels.cases import SYM_ZEROS, make_activations, make_case, make_super_case, make_sym_case
 
 TIERS = K.available_tiers()
 TOKENS = [2, 3, 5, 8, 9, 13, 17]
@@ -64,3 +64,21 @@ def test_gemm_tile_ternary_per_row(tier, rng):
     packed = make_case(rng, 320, 512, 512, "ternary").pack()
     for n in (2, 7, 12):
         check(packed, 512, n, tier, rng)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("bits,zero", SYM_ZEROS)
+@pytest.mark.parametrize("m,k,group_size", F16_SHAPES)
+def test_gemm_tile_sym_matches_gemv(tier, bits, zero, m, k, group_size, rng):
+    packed = make_sym_case(rng, m, k, group_size, bits, zero).pack()
+    for n in (3, 8, 13):
+        check(packed, k, n, tier, rng)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("bits", [3, 6, 8])
+@pytest.mark.parametrize("m,k,group_size,super_size", SUPER_SHAPES)
+def test_gemm_tile_nomin_matches_gemv(tier, bits, m, k, group_size, super_size, rng):
+    packed = make_super_case(rng, m, k, group_size, super_size, bits, "signed").pack(mins=False)
+    for n in (3, 9, 17):
+        check(packed, k, n, tier, rng)

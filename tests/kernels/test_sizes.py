@@ -292,7 +292,7 @@ class Weight(ctypes.Structure):
     _fields_ = [("planes", c_void_p), ("scales", c_void_p), ("m", c_int32), ("k", c_int32), ("m_pad", c_int32),
                 ("k_pad", c_int32), ("bits", c_int32), ("group_size", c_int32), ("n_groups", c_int32),
                 ("tensor_scale", c_float), ("scale_format", c_int32), ("super_size", c_int32),
-                ("n_super", c_int32), ("code_offset", c_float), ("sub", c_void_p)]
+                ("n_super", c_int32), ("code_offset", c_float), ("sub", c_void_p), ("zero_mult", c_int32)]
 
 buf = ctypes.create_string_buffer(1 << 16)        # every pointer below points into 64 KiB
 p = ctypes.cast(buf, c_void_p)
@@ -303,12 +303,12 @@ def expect(name, got, want):
         failed.append(f"{name}: {got} != {want}")
 
 def weight(m, k, k_pad, bits, group_size, m_pad=None, n_groups=None, fmt=0, super_size=0, n_super=None,
-           code_offset=0.0, sub=None):
+           code_offset=0.0, sub=None, zero_mult=0):
     m_pad = (m + 63) // 64 * 64 if m_pad is None else m_pad
     n_groups = k_pad // group_size if n_groups is None else n_groups
     n_super = (k_pad // super_size if super_size else 0) if n_super is None else n_super
     return Weight(p, p, m, k, m_pad, k_pad, bits, group_size, n_groups, 1.0, fmt, super_size, n_super, code_offset,
-                  sub)
+                  sub, zero_mult)
 
 I32 = 2**31 - 1
 for name, w, ag, want in [
@@ -338,7 +338,27 @@ for name, w, ag, want in [
     ("F16 with a sub pointer", weight(64, 64, 64, 2, 64, sub=p), 64, E_SHAPE),
     ("F16 with a super_size", weight(64, 64, 64, 2, 64, super_size=64, n_super=1), 64, E_SHAPE),
     ("F16 with a code_offset", weight(64, 64, 64, 2, 64, code_offset=0.5), 64, E_SHAPE),
-    ("scale_format 2", weight(64, 64, 64, 2, 64, fmt=2), 64, E_SHAPE),
+    ("scale_format 4", weight(64, 64, 64, 2, 64, fmt=4), 64, E_SHAPE),
+    ("scale_format -1", weight(64, 64, 64, 2, 64, fmt=-1), 64, E_SHAPE),
+    ("F16 with a zero_mult", weight(64, 64, 64, 4, 32, zero_mult=-1), 32, E_SHAPE),
+    ("F16_SYM", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=-1), 32, OK),
+    ("F16_SYM 2^18 x 2^18", weight(2**18, 2**18, 2**18, 8, 32, fmt=2, zero_mult=255), 32, OK),
+    ("F16_SYM zero_mult 0", weight(64, 64, 64, 4, 32, fmt=2), 32, E_SHAPE),
+    ("F16_SYM zero_mult even", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=2), 32, E_SHAPE),
+    ("F16_SYM zero_mult 257", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=257), 32, E_SHAPE),
+    ("F16_SYM zero_mult -257", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=-257), 32, E_SHAPE),
+    ("F16_SYM zero_mult INT_MIN", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=-(2**31)), 32, E_SHAPE),
+    ("F16_SYM with a sub pointer", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=1, sub=p), 32, E_SHAPE),
+    ("F16_SYM with a super_size", weight(64, 64, 64, 4, 32, fmt=2, zero_mult=1, super_size=64, n_super=1), 32,
+     E_SHAPE),
+    ("SUPER_NOMIN", weight(64, 256, 256, 6, 16, fmt=3, super_size=256, code_offset=-0.5, sub=p), 16, OK),
+    ("SUPER_NOMIN without sub", weight(64, 256, 256, 6, 16, fmt=3, super_size=256), 16, E_SHAPE),
+    ("SUPER_NOMIN n_super lies", weight(64, 256, 256, 6, 16, fmt=3, super_size=128, n_super=1, sub=p), 16,
+     E_SHAPE),
+    ("SUPER_NOMIN with a zero_mult", weight(64, 256, 256, 6, 16, fmt=3, super_size=256, sub=p, zero_mult=1), 16,
+     E_SHAPE),
+    ("SUPER with a zero_mult", weight(64, 256, 256, 6, 16, fmt=1, super_size=256, sub=p, zero_mult=-1), 16,
+     E_SHAPE),
     ("SUPER", weight(64, 256, 256, 6, 16, fmt=1, super_size=256, code_offset=-0.5, sub=p), 16, OK),
     ("SUPER 2^18 x 2^18", weight(2**18, 2**18, 2**18, 8, 16, fmt=1, super_size=256, sub=p), 16, OK),
     ("SUPER without sub", weight(64, 256, 256, 6, 16, fmt=1, super_size=256), 16, E_SHAPE),

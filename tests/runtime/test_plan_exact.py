@@ -46,20 +46,21 @@ MIX = {
     "ffn_up": ("Q4_1", "Q6_K"),
     "ffn_down": ("Q5_0", "F16"),
 }
-# bits per weight of one exact matrix (rows a multiple of 64): planes plus the scale format's bytes
+# bits per weight of one exact matrix (rows a multiple of 64): planes plus the scale format's bytes;
+# the symmetric types (layout v3's F16_SYM and SUPER_NOMIN) store one record where the others store two
 BITS_PER_WEIGHT = {
     "Q2_K": 2 + (32 + 16 * 16) / 256,
-    "Q3_K": 3 + (32 + 16 * 16) / 256,
+    "Q3_K": 3 + (16 + 16 * 8) / 256,
     "Q4_K": 4 + (32 + 8 * 16) / 256,
     "Q5_K": 5 + (32 + 8 * 16) / 256,
-    "Q6_K": 6 + (32 + 16 * 16) / 256,
+    "Q6_K": 6 + (16 + 16 * 8) / 256,
     "Q4_1": 4 + 48 / 32,
     "Q5_1": 5 + 48 / 32,
-    "Q4_0": 4 + 32 / 32,
-    "Q5_0": 5 + 32 / 32,
-    "Q8_0": 8 + 32 / 32,
-    "TQ1_0": 2 + 32 / 128,
-    "TQ2_0": 2 + 32 / 128,
+    "Q4_0": 4 + 16 / 32,
+    "Q5_0": 5 + 16 / 32,
+    "Q8_0": 8 + 16 / 32,
+    "TQ1_0": 2 + 16 / 128,
+    "TQ2_0": 2 + 16 / 128,
 }
 
 

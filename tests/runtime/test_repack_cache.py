@@ -134,6 +134,11 @@ HEADER_EDITS = {
     "planes-overlap": _overlap,
     "planes-crc": _set((Q, "planes", "crc32"), 12345),
     "scales-missing": lambda h: entry(h, Q).pop("scales"),
+    "scale_format-past-the-last": _set((Q, "scale_format"), 4),
+    "scale_format-sym-without-zero_mult": _set((Q, "scale_format"), 2),
+    "zero_mult-on-f16": _set((Q, "zero_mult"), 1),
+    "zero_mult-float": _set((Q, "zero_mult"), 1.0),
+    "zero_mult-missing": lambda h: entry(h, Q).pop("zero_mult"),
     "norm-shape": _set(("output_norm.weight", "data", "shape"), [65]),
     "norm-dtype": _set(("output_norm.weight", "data", "dtype"), "float16"),
     "rope-shape": _set(("rope.inv_freq", "data", "shape"), [1 << 20]),
@@ -289,3 +294,46 @@ def test_a_deferred_data_check_finds_a_flipped_bit_after_the_load(model, referen
     with pytest.raises(cache.CacheMiss):  # a structural problem is still found at load time
         file.write_bytes(RAW_DAMAGE["header-sha"](data))
         cache.load_deferred(file, key)
+
+
+def test_symmetric_formats_round_trip_and_are_checked(tmp_path):
+    """Layout v3's F16_SYM (zero_mult) and SUPER_NOMIN (one record) entries load back as
+    written, and a header that lies about their format, multiplier or sizes is a miss."""
+    import tmac_core.kernels as K
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 16, (70, 256), dtype=np.uint8)
+    scales = rng.uniform(-0.05, 0.05, (70, 8)).astype(np.float16).astype(np.float32)
+    sym = K.pack(codes, scales, np.full_like(scales, 8), bits=4, group_size=32, symmetric=True)
+    nomin = K.pack_super(
+        (codes & 7).astype(np.uint8),
+        rng.uniform(1e-4, 2e-3, (70, 1)).astype(np.float16),
+        None,
+        rng.integers(-32, 32, (70, 16)),
+        None,
+        bits=3,
+        group_size=16,
+        super_size=256,
+        code_offset=-0.5,
+    )
+    path, key = tmp_path / "sym.tmacw", "k" * 40
+    cache.save(path, key, {"sym": sym, "nomin": nomin})
+    back = cache.load(path, key)
+    for name, p in (("sym", sym), ("nomin", nomin)):
+        q = back[name]
+        assert (q.scale_format, q.zero_mult, q.super_size) == (p.scale_format, p.zero_mult, p.super_size)
+        np.testing.assert_array_equal(K.dequantize(q), K.dequantize(p))
+    data = path.read_bytes()
+    for edit in (
+        _set(("sym", "zero_mult"), 2),
+        _set(("sym", "zero_mult"), 0),
+        _set(("sym", "zero_mult"), 257),
+        _set(("sym", "zero_mult"), "-1"),
+        _set(("sym", "scale_format"), 0),  # F16 would read two records per group
+        _set(("nomin", "scale_format"), 1),  # SUPER would read two records
+        _set(("nomin", "zero_mult"), -1),
+        _set(("sym", "scales", "nbytes"), 64),
+    ):
+        path.write_bytes(with_header(data, edit))
+        with pytest.raises(cache.CacheMiss):
+            cache.load(path, key)

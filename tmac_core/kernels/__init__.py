@@ -53,9 +53,20 @@ __all__ = [
 ]
 
 assert LAYOUT_VERSION == layout.LAYOUT_VERSION, "layout.py and layout.h disagree"
-assert (_kernels.SCALES_F16, _kernels.SCALES_SUPER, _kernels.MAX_BITS, _kernels.GROUP_SIZES) == (
+assert (
+    _kernels.SCALES_F16,
+    _kernels.SCALES_SUPER,
+    _kernels.SCALES_F16_SYM,
+    _kernels.SCALES_SUPER_NOMIN,
+    _kernels.MAX_ZERO_MULT,
+    _kernels.MAX_BITS,
+    _kernels.GROUP_SIZES,
+) == (
     layout.SCALES_F16,
     layout.SCALES_SUPER,
+    layout.SCALES_F16_SYM,
+    layout.SCALES_SUPER_NOMIN,
+    layout.MAX_ZERO_MULT,
     layout.MAX_BITS,
     layout.GROUP_SIZES,
 ), "layout.py and layout.h disagree"
@@ -70,8 +81,9 @@ def pack(
     bits: int,
     group_size: int,
     tensor_scale: float | None = None,
+    symmetric: bool = False,
 ) -> PackedWeight:
-    """Packs b-bit codes into the kernel layout with F16 scales.
+    """Packs b-bit codes into the kernel layout with F16 scales (F16_SYM if symmetric).
 
     Args:
         codes: uint8 (M, K) in [0, 2**bits).
@@ -83,32 +95,56 @@ def pack(
         tensor_scale: None derives it from the largest scale; a streaming loader that packs
             one matrix in row chunks passes one shared power of two (ValueError if it is
             not one, or if it pushes an fp16 scale out of range).
+        symmetric: every group has the same integer zero code z (Q4_0, Q8_0, ternary): store
+            only s/2 per group and the per-tensor zero_mult = 2**bits - 1 - 2z, from which the
+            kernel derives the offset exactly (LAYOUT.md §Scales F16_SYM); the same outputs,
+            bit for bit, as the F16 format whenever its fp16 offset is exact (|zero_mult| = 1).
     """
+    m, k = np.shape(codes)
+    if symmetric:
+        if zeros is None:
+            zeros = np.full((1, 1), 1 << (bits - 1), np.float32)
+        planes, sh_bits, k_pad, eff_group, ts, zero_mult = layout.pack_sym_arrays(
+            codes, scales, zeros, bits=bits, group_size=group_size, tensor_scale=tensor_scale
+        )
+        return PackedWeight(
+            planes,
+            sh_bits,
+            m,
+            k,
+            k_pad,
+            bits,
+            eff_group,
+            ts,
+            scale_format=layout.SCALES_F16_SYM,
+            zero_mult=zero_mult,
+        )
     planes, scale_bits, k_pad, eff_group, ts = layout.pack_arrays(
         codes, scales, zeros, bits=bits, group_size=group_size, tensor_scale=tensor_scale
     )
-    m, k = np.shape(codes)
     return PackedWeight(planes, scale_bits, m, k, k_pad, bits, eff_group, ts)
 
 
 def pack_super(
     codes: ArrayLike,
     d: ArrayLike,
-    dmin: ArrayLike,
+    dmin: ArrayLike | None,
     sc: ArrayLike,
-    mn: ArrayLike,
+    mn: ArrayLike | None,
     *,
     bits: int,
     group_size: int,
     super_size: int,
     code_offset: float,
 ) -> PackedWeight:
-    """Packs b-bit codes with SUPER (K-quant style) scales: w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g].
+    """Packs b-bit codes with SUPER (K-quant style) scales: w = d[u]*sc[g]*(q - z0) - dmin[u]*mn[g];
+    with dmin and mn None, SUPER_NOMIN scales (Q6_K, Q3_K): w = d[u]*sc[g]*(q - z0), the same
+    outputs bit for bit as SUPER with zero mins, without storing them.
 
     Args:
         codes: uint8 (M, K) in [0, 2**bits).
-        d, dmin: float32 or float16 (M, K // super_size), each exactly an fp16 value.
-        sc, mn: integers (M, K // group_size) in [-128, 127].
+        d, dmin: float32 or float16 (M, K // super_size), each exactly an fp16 value (dmin: or None).
+        sc, mn: integers (M, K // group_size) in [-128, 127] (mn: None exactly when dmin is).
         bits: 1..8.
         group_size: 16, 32, 64, 128 or 256 along K.
         super_size: weights per super-block, a multiple of group_size dividing K.
@@ -127,7 +163,7 @@ def pack_super(
         bits,
         group_size,
         1.0,
-        scale_format=layout.SCALES_SUPER,
+        scale_format=layout.SCALES_SUPER if dmin is not None else layout.SCALES_SUPER_NOMIN,
         sub=subs,
         super_size=super_size,
         code_offset=code_offset,
@@ -149,6 +185,7 @@ def dequantize(packed: PackedWeight) -> NDArray[np.float64]:
         sub=packed.sub,
         super_size=packed.super_size,
         code_offset=packed.code_offset,
+        zero_mult=packed.zero_mult,
     )
 
 

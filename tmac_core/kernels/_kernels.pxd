@@ -7,6 +7,9 @@ cdef extern from "tmac/kernels.h" nogil:
     int TMAC_MAX_BITS
     int TMAC_SCALES_F16
     int TMAC_SCALES_SUPER
+    int TMAC_SCALES_F16_SYM
+    int TMAC_SCALES_SUPER_NOMIN
+    int TMAC_MAX_ZERO_MULT
     int TMAC_TILE_ROWS
     int TMAC_OK
     int TMAC_E_SHAPE
@@ -27,6 +30,7 @@ cdef extern from "tmac/kernels.h" nogil:
         int32_t scale_format, super_size, n_super
         float code_offset
         const int8_t *sub
+        int32_t zero_mult
 
     ctypedef struct tmac_cpu_features_t:
         int is_x86_64, is_arm64
@@ -72,8 +76,10 @@ cdef class PackedWeight:
     cdef tmac_weight_t c
     cdef readonly object planes        # uint8 (m_pad/64, k_pad/8, bits, 64), flattened
     cdef readonly object scales        # uint16 fp16 bits, flattened: F16 (m_pad/64, n_groups, 2, 64) (sh, c);
-                                       # SUPER (m_pad/64, n_super, 2, 64) (d, dmin)
-    cdef readonly object sub           # SUPER: int8 (m_pad/64, n_groups, 2, 64) (sc, mn), flattened; F16: None
+                                       # F16_SYM (m_pad/64, n_groups, 1, 64) sh;
+                                       # SUPER (m_pad/64, n_super, 2, 64) (d, dmin); SUPER_NOMIN (.., 1, 64) d
+    cdef readonly object sub           # SUPER: int8 (m_pad/64, n_groups, 2, 64) (sc, mn), flattened;
+                                       # SUPER_NOMIN (m_pad/64, n_groups, 1, 64) sc; F16(_SYM): None
 
 
 cdef class ActivationTables:

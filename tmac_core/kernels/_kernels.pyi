@@ -19,6 +19,9 @@ ATTN_BLOCK: int
 MAX_BITS: int
 SCALES_F16: int
 SCALES_SUPER: int
+SCALES_F16_SYM: int
+SCALES_SUPER_NOMIN: int
+MAX_ZERO_MULT: int
 GROUP_SIZES: tuple[int, ...]
 
 def cpu_features() -> dict[str, Any]: ...
@@ -31,9 +34,10 @@ class PackedWeight:
     @property
     def planes(self) -> NDArray[np.uint8]: ...  # (m_pad/64, k_pad/8, bits, 64), flattened
     @property
-    def scales(self) -> NDArray[np.uint16]: ...  # fp16 bits: F16 (m_pad/64, n_groups, 2, 64), SUPER n_super
+    def scales(self) -> NDArray[np.uint16]: ...  # fp16 bits: F16 (m_pad/64, n_groups, 2, 64), SUPER n_super;
+    # F16_SYM / SUPER_NOMIN: one record (.., 1, 64) instead of two
     @property
-    def sub(self) -> NDArray[np.int8] | None: ...  # SUPER: (m_pad/64, n_groups, 2, 64), flattened
+    def sub(self) -> NDArray[np.int8] | None: ...  # SUPER: (m_pad/64, n_groups, 2, 64), NOMIN (.., 1, 64), flattened
     def __init__(
         self,
         planes: ArrayLike,
@@ -49,6 +53,7 @@ class PackedWeight:
         sub: ArrayLike | None = None,
         super_size: int = 0,
         code_offset: float = 0.0,
+        zero_mult: int = 0,
     ) -> None: ...
     @property
     def shape(self) -> tuple[int, int]: ...
@@ -76,6 +81,8 @@ class PackedWeight:
     def n_super(self) -> int: ...
     @property
     def code_offset(self) -> float: ...
+    @property
+    def zero_mult(self) -> int: ...
     @property
     def act_group(self) -> int: ...
     @property

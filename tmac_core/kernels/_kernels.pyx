@@ -98,6 +98,9 @@ def get_num_threads():
 GROUP_SIZES = (16, 32, 64, 128, 256)   # besides one group per row (group_size == k_pad, k_pad % 64 == 0)
 SCALES_F16 = TMAC_SCALES_F16
 SCALES_SUPER = TMAC_SCALES_SUPER
+SCALES_F16_SYM = TMAC_SCALES_F16_SYM
+SCALES_SUPER_NOMIN = TMAC_SCALES_SUPER_NOMIN
+MAX_ZERO_MULT = TMAC_MAX_ZERO_MULT
 MAX_BITS = TMAC_MAX_BITS
 
 
@@ -121,17 +124,23 @@ def _float32_finite(name, value):
 
 cdef class PackedWeight:
     """A weight matrix in the kernel layout (LAYOUT.md §Weights). Built by
-    tmac_core.kernels.pack() (F16 scales) or pack_super() (SUPER scales); holds
-    the numpy buffers the struct points into."""
+    tmac_core.kernels.pack() (F16 or, symmetric, F16_SYM scales) or pack_super() (SUPER
+    or, without mins, SUPER_NOMIN scales); holds the numpy buffers the struct points into."""
 
     def __cinit__(self, planes, scales, m, k, k_pad, bits, group_size, tensor_scale, *,
-                  scale_format=TMAC_SCALES_F16, sub=None, super_size=0, code_offset=0.0):
+                  scale_format=TMAC_SCALES_F16, sub=None, super_size=0, code_offset=0.0, zero_mult=0):
         m = _size("m", m, 1, TMAC_MAX_DIM)
         k_pad = _size("k_pad", k_pad, 1, TMAC_MAX_DIM)
         k = _size("k", k, 1, k_pad)
         bits = _size("bits", bits, 1, TMAC_MAX_BITS)
         group_size = _size("group_size", group_size, 16, k_pad)
-        scale_format = _size("scale_format", scale_format, TMAC_SCALES_F16, TMAC_SCALES_SUPER)
+        scale_format = _size("scale_format", scale_format, TMAC_SCALES_F16, TMAC_SCALES_SUPER_NOMIN)
+        zero_mult = _size("zero_mult", zero_mult, -TMAC_MAX_ZERO_MULT, TMAC_MAX_ZERO_MULT)
+        is_super = scale_format in (TMAC_SCALES_SUPER, TMAC_SCALES_SUPER_NOMIN)
+        records = 2 if scale_format in (TMAC_SCALES_F16, TMAC_SCALES_SUPER) else 1
+        if (scale_format == TMAC_SCALES_F16_SYM) != (zero_mult % 2 == 1):
+            raise ValueError(f"zero_mult={zero_mult}: F16_SYM scales need an odd one (2^bits - 1 - 2z), "
+                             f"the other formats 0")
         per_row = group_size == k_pad and k_pad % 64 == 0
         if group_size not in GROUP_SIZES and not per_row or k_pad % group_size:
             raise ValueError(f"inconsistent packed weight: m={m} k={k} k_pad={k_pad} bits={bits} "
@@ -143,7 +152,7 @@ cdef class PackedWeight:
                              f"{TMAC_MAX_ELEMS} elements")
         n_groups = k_pad // group_size
         n_super = 0
-        if scale_format == TMAC_SCALES_F16:
+        if not is_super:
             if sub is not None or super_size != 0 or code_offset != 0:
                 raise ValueError("F16 scales take no sub, super_size or code_offset (those are SUPER's)")
             co = 0.0
@@ -159,8 +168,8 @@ cdef class PackedWeight:
         tiles = m_pad // TMAC_TILE_ROWS
         # Python ints: these products must not wrap, whatever the shape claims
         expect_planes = tiles * (k_pad // 8) * bits * 64
-        expect_scales = tiles * (n_super if scale_format == TMAC_SCALES_SUPER else n_groups) * 2 * 64
-        expect_sub = tiles * n_groups * 2 * 64
+        expect_scales = tiles * (n_super if is_super else n_groups) * records * 64
+        expect_sub = tiles * n_groups * records * 64
         # sizes before the contiguous copies, so a wrong claim is refused before anything is allocated
         if np.size(planes) != expect_planes or np.size(scales) != expect_scales:
             raise ValueError(f"packed buffers have {np.size(planes)} / {np.size(scales)} elements, "
@@ -196,6 +205,7 @@ cdef class PackedWeight:
         self.c.tensor_scale = ts
         self.c.scale_format, self.c.super_size, self.c.n_super = scale_format, super_size, n_super
         self.c.code_offset = co
+        self.c.zero_mult = zero_mult
         # the C check every kernel call makes, once here: a weight that exists is usable
         if tmac_check_shapes(&self.c, k_pad, _act_group_of(group_size)) != TMAC_OK:
             raise ValueError(f"packed weight m={m} k={k} k_pad={k_pad} bits={bits} group_size={group_size} "
@@ -229,6 +239,8 @@ cdef class PackedWeight:
     def n_super(self): return self.c.n_super
     @property
     def code_offset(self): return self.c.code_offset
+    @property
+    def zero_mult(self): return self.c.zero_mult
 
     @property
     def act_group(self):
@@ -242,19 +254,24 @@ cdef class PackedWeight:
     def __reduce__(self):
         return (_rebuild_packed_weight, (self.planes, self.scales, self.c.m, self.c.k, self.c.k_pad, self.c.bits,
                                          self.c.group_size, self.c.tensor_scale, self.c.scale_format, self.sub,
-                                         self.c.super_size, self.c.code_offset))
+                                         self.c.super_size, self.c.code_offset, self.c.zero_mult))
 
     def __repr__(self):
-        fmt = f", super_size={self.c.super_size}" if self.c.scale_format == TMAC_SCALES_SUPER else ""
+        fmt = (f", super_size={self.c.super_size}"
+               if self.c.scale_format in (TMAC_SCALES_SUPER, TMAC_SCALES_SUPER_NOMIN) else "")
+        if self.c.scale_format == TMAC_SCALES_F16_SYM:
+            fmt += f", symmetric (zero_mult={self.c.zero_mult})"
+        elif self.c.scale_format == TMAC_SCALES_SUPER_NOMIN:
+            fmt += ", no mins"
         return (f"PackedWeight(m={self.c.m}, k={self.c.k}, bits={self.c.bits}, "
                 f"group_size={self.c.group_size}{fmt}, {self.nbytes} bytes)")
 
 
 def _rebuild_packed_weight(planes, scales, m, k, k_pad, bits, group_size, tensor_scale, scale_format, sub,
-                           super_size, code_offset):
+                           super_size, code_offset, zero_mult=0):
     """Unpickling: PackedWeight with its keyword-only arguments."""
     return PackedWeight(planes, scales, m, k, k_pad, bits, group_size, tensor_scale, scale_format=scale_format,
-                        sub=sub, super_size=super_size, code_offset=code_offset)
+                        sub=sub, super_size=super_size, code_offset=code_offset, zero_mult=zero_mult)
 
 
 cdef class ActivationTables:

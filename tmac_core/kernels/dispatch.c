@@ -123,24 +123,32 @@ int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group) {
     if (k_pad % w->group_size || w->n_groups != k_pad / w->group_size) return TMAC_E_SHAPE;
     if (!(w->tensor_scale > 0.0f) || isinf(w->tensor_scale)) return TMAC_E_SHAPE;
     if ((int64_t)w->m_pad * w->k_pad > TMAC_MAX_ELEMS) return TMAC_E_SHAPE;
-    uint64_t scale_blocks;     /* fp16 (.., 2, 64) blocks per tile */
-    if (w->scale_format == TMAC_SCALES_F16) {
+    const int fmt = w->scale_format;
+    if (fmt < 0 || fmt >= TMAC_SCALES_FORMATS) return TMAC_E_SHAPE;
+    if (fmt == TMAC_SCALES_F16_SYM) {
+        /* c = zero_mult * sh must stay exact in fp32 (layout.h tmac_sym_offset); 2^b - 1 - 2z is odd */
+        if (w->zero_mult < -TMAC_MAX_ZERO_MULT || w->zero_mult > TMAC_MAX_ZERO_MULT || w->zero_mult % 2 == 0)
+            return TMAC_E_SHAPE;
+    } else if (w->zero_mult != 0) {
+        return TMAC_E_SHAPE;
+    }
+    uint64_t scale_blocks;     /* fp16 (.., records, 64) blocks per tile */
+    if (!tmac_fmt_super(fmt)) {
         if (w->sub || w->super_size != 0 || w->n_super != 0 || w->code_offset != 0.0f) return TMAC_E_SHAPE;
         scale_blocks = (uint64_t)w->n_groups;
-    } else if (w->scale_format == TMAC_SCALES_SUPER) {
+    } else {
         if (!w->sub || !isfinite(w->code_offset)) return TMAC_E_SHAPE;
         if (w->super_size < w->group_size || w->super_size > k_pad) return TMAC_E_SHAPE;
         if (w->super_size % w->group_size || k_pad % w->super_size) return TMAC_E_SHAPE;
         if (w->n_super != k_pad / w->super_size) return TMAC_E_SHAPE;
         scale_blocks = (uint64_t)w->n_super;
-    } else {
-        return TMAC_E_SHAPE;
     }
     /* the buffers' sizes must be addressable (a 32-bit build) */
+    const uint64_t records = (uint64_t)tmac_fmt_records(fmt);
     const uint64_t tiles = (uint64_t)w->m_pad / TMAC_TILE_ROWS;
     const uint64_t plane_bytes = tiles * ((uint64_t)w->k_pad / TMAC_KPAIR) * (uint64_t)w->bits * 64;
-    const uint64_t scale_bytes = tiles * scale_blocks * 2 * 64 * sizeof(uint16_t);
-    const uint64_t sub_bytes = tiles * (uint64_t)w->n_groups * 2 * 64;
+    const uint64_t scale_bytes = tiles * scale_blocks * records * 64 * sizeof(uint16_t);
+    const uint64_t sub_bytes = tiles * (uint64_t)w->n_groups * records * 64;
     if (plane_bytes > (uint64_t)PTRDIFF_MAX || scale_bytes > (uint64_t)PTRDIFF_MAX) return TMAC_E_SHAPE;
     if (sub_bytes > (uint64_t)PTRDIFF_MAX) return TMAC_E_SHAPE;
     return TMAC_OK;

@@ -17,7 +17,7 @@ The header comes last because the records' offsets and crc32s are known only onc
 data is written; the preamble is written last of all, so a file whose write stopped
 anywhere has no magic. An entry is {"name", "kind": "packed" | "array"} with, for
 packed matrices, the PackedWeight fields (layout v2: scale_format, super_size,
-code_offset too) and the records of its planes, scales and, for the SUPER scale
+code_offset too; v3: zero_mult) and the records of its planes, scales and, for the SUPER scale
 format, sub-scales; for arrays the record "data". A record is {"offset", "nbytes",
 "dtype", "shape", "crc32"}.
 
@@ -65,13 +65,18 @@ from tmac_core.kernels import LAYOUT_VERSION, PackedWeight
 from tmac_core.plan import TILE_ROWS, ModelConfig, input_perm_name, tensor_plan, vector_plan
 
 MAGIC = b"TMACW\0\0\3"  # 2: header sha256, record crc32s; 3: header at the end (streamed writes), layout v2 fields
+# (layout v3's zero_mult is one more entry field; the key's layout version keeps v2 files from matching)
 ALIGN = 64
 DATA_START = 64  # magic, header_offset, header_len, header sha256, padding
 _PREAMBLE = 8 + 8 + 8 + 32
 MAX_HEADER_BYTES = 64 << 20  # a 1000-layer model's header is ~2 MB
 CRC_CHUNK = 16 << 20  # bytes per crc32 job: small enough to spread over threads
 PARTIAL_PREFIX = ".partial-"
-SCALES_F16, SCALES_SUPER = 0, 1  # PackedWeight.scale_format (kernels/LAYOUT.md v2)
+# PackedWeight.scale_format (kernels/LAYOUT.md v3): F16_SYM / SUPER_NOMIN store one record
+# where F16 / SUPER store two, and F16_SYM a per-tensor zero_mult
+SCALES_F16, SCALES_SUPER, SCALES_F16_SYM, SCALES_SUPER_NOMIN = 0, 1, 2, 3
+SUPER_FORMATS = (SCALES_SUPER, SCALES_SUPER_NOMIN)
+MAX_ZERO_MULT = 255
 # Bump when repack.py or the bits presets change what a cached file holds.
 QUANTIZER_VERSION = 3  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output
 
@@ -107,17 +112,21 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _buffer_sizes(m: int, k_pad: int, bits: int, group_size: int, super_size: int) -> tuple[int, int, int]:
-    """Elements of planes (uint8), scales (uint16) and sub (int8; 0 for the F16 format) of a
+def _buffer_sizes(
+    m: int, k_pad: int, bits: int, group_size: int, super_size: int, scale_format: int
+) -> tuple[int, int, int]:
+    """Elements of planes (uint8), scales (uint16) and sub (int8; 0 for the F16 formats) of a
     packed matrix, as kernels/LAYOUT.md lays them out, all tile-major:
-    planes (m_pad/64, k_pad/8, bits, 64); F16 scales (m_pad/64, n_groups, 2, 64);
-    SUPER scales (m_pad/64, n_super, 2, 64) and sub (m_pad/64, n_groups, 2, 64)."""
+    planes (m_pad/64, k_pad/8, bits, 64); F16 scales (m_pad/64, n_groups, R, 64);
+    SUPER scales (m_pad/64, n_super, R, 64) and sub (m_pad/64, n_groups, R, 64), with R
+    records: 2, or 1 for F16_SYM and SUPER_NOMIN."""
     tiles = -(-m // TILE_ROWS)
     n_groups = k_pad // group_size
     planes = tiles * (k_pad // 8) * bits * 64
+    records = 2 if scale_format in (SCALES_F16, SCALES_SUPER) else 1
     if super_size:
-        return planes, tiles * (k_pad // super_size) * 2 * 64, tiles * n_groups * 2 * 64
-    return planes, tiles * n_groups * 2 * 64, 0
+        return planes, tiles * (k_pad // super_size) * records * 64, tiles * n_groups * records * 64
+    return planes, tiles * n_groups * records * 64, 0
 
 
 # -- what the plan says the file holds --------------------------------------------------
@@ -161,7 +170,9 @@ def expected_entries(
         # as plan.matrix_bytes: grouped scales keep k_pad = K, else K pads to 64
         k_pad = spec.cols if spec.cols % spec.group_size == 0 else -(-spec.cols // 64) * 64
         super_size = spec.super_size
-        n_planes, n_scales, n_sub = _buffer_sizes(spec.rows, k_pad, spec.bits, spec.group_size, super_size)
+        n_planes, n_scales, n_sub = _buffer_sizes(
+            spec.rows, k_pad, spec.bits, spec.group_size, super_size, spec.scale_format
+        )
         out[spec.name] = Expected(
             "packed",
             m=spec.rows,
@@ -171,7 +182,7 @@ def expected_entries(
             group_size=spec.group_size,
             n_planes=n_planes,
             n_scales=n_scales,
-            scale_format=SCALES_SUPER if super_size else SCALES_F16,
+            scale_format=spec.scale_format,
             super_size=super_size,
             n_sub=n_sub,
         )
@@ -333,13 +344,13 @@ class CacheWriter:
             planes_n += chunk.planes.nbytes
             scales.append(np.array(chunk.scales, np.uint16).reshape(-1))
             scale_of.append(float(chunk.tensor_scale))
-            if chunk.scale_format == SCALES_SUPER:
+            if chunk.scale_format in SUPER_FORMATS:
                 subs.append(np.array(chunk.sub, np.int8).reshape(-1))
             m += chunk.m
         if first is None:
             raise ValueError(f"{name}: no rows")
         tensor_scale, all_scales = _common_scale(name, scales, scale_of)
-        _, k, k_pad, bits, group_size, scale_format, super_size, code_offset = _fields(first)
+        _, k, k_pad, bits, group_size, scale_format, super_size, code_offset, zero_mult = _fields(first)
         entry = {
             "name": name,
             "kind": "packed",
@@ -352,10 +363,11 @@ class CacheWriter:
             "scale_format": scale_format,
             "super_size": super_size,
             "code_offset": code_offset,
+            "zero_mult": zero_mult,
             "planes": _record_of(planes_at, planes_n, np.dtype(np.uint8), (planes_n,), planes_crc),
             "scales": self._record(all_scales),
         }
-        if scale_format == SCALES_SUPER:
+        if scale_format in SUPER_FORMATS:
             entry["sub"] = self._record(np.concatenate(subs))
         self._add(entry)
 
@@ -378,16 +390,7 @@ class CacheWriter:
             return np.frombuffer(data, np.dtype(rec["dtype"]))
 
         args = (part("planes"), part("scales"), r1 - r0, e["k"], e["k_pad"], e["bits"], e["group_size"])
-        if e["scale_format"] == SCALES_SUPER:
-            return PackedWeight(
-                *args,
-                e["tensor_scale"],
-                scale_format=SCALES_SUPER,
-                sub=part("sub"),
-                super_size=e["super_size"],
-                code_offset=e["code_offset"],
-            )
-        return PackedWeight(*args, e["tensor_scale"])
+        return _packed(args, e, part("sub") if e["scale_format"] in SUPER_FORMATS else None)
 
     # - finishing -
 
@@ -433,8 +436,8 @@ def _record_of(offset: int, nbytes: int, dtype: np.dtype[Any], shape: tuple[int,
     return {"offset": offset, "nbytes": int(nbytes), "dtype": str(dtype), "shape": list(shape), "crc32": crc}
 
 
-def _fields(w: PackedWeight) -> tuple[int, int, int, int, int, int, int, float]:
-    """(m, k, k_pad, bits, group_size, scale_format, super_size, code_offset) of a PackedWeight."""
+def _fields(w: PackedWeight) -> tuple[int, int, int, int, int, int, int, float, int]:
+    """(m, k, k_pad, bits, group_size, scale_format, super_size, code_offset, zero_mult) of a PackedWeight."""
     return (
         w.m,
         w.k,
@@ -444,7 +447,25 @@ def _fields(w: PackedWeight) -> tuple[int, int, int, int, int, int, int, float]:
         w.scale_format,
         w.super_size,
         float(w.code_offset),
+        w.zero_mult,
     )
+
+
+def _packed(
+    args: tuple[np.ndarray, np.ndarray, int, int, int, int, int], entry: dict[str, Any], sub: np.ndarray | None
+) -> PackedWeight:
+    """A PackedWeight of a checked entry: args = (planes, scales, m, k, k_pad, bits, group_size)."""
+    fmt = entry["scale_format"]
+    if fmt in SUPER_FORMATS:
+        return PackedWeight(
+            *args,
+            float(entry["tensor_scale"]),
+            scale_format=fmt,
+            sub=sub,
+            super_size=entry["super_size"],
+            code_offset=float(entry["code_offset"]),
+        )
+    return PackedWeight(*args, float(entry["tensor_scale"]), scale_format=fmt, zero_mult=entry["zero_mult"])
 
 
 def _common_scale(name: str, scales: list[np.ndarray], scale_of: list[float]) -> tuple[float, np.ndarray]:
@@ -578,7 +599,7 @@ def _check_entries(header: Any, key: str, expected: Mapping[str, Expected] | Non
             raise CacheMiss(f"{name}: kind {kind!r}")
         if kind == "packed":
             fields = {f: _int(e.get(f), 1, 1 << 31, f"{name}.{f}") for f in ("m", "k", "k_pad", "bits", "group_size")}
-            fields["scale_format"] = _int(e.get("scale_format"), SCALES_F16, SCALES_SUPER, f"{name}.scale_format")
+            fields["scale_format"] = _int(e.get("scale_format"), SCALES_F16, SCALES_SUPER_NOMIN, f"{name}.scale_format")
             fields["super_size"] = _int(e.get("super_size"), 0, 1 << 31, f"{name}.super_size")
             if want is not None:
                 plan = {
@@ -593,13 +614,16 @@ def _check_entries(header: Any, key: str, expected: Mapping[str, Expected] | Non
                 if fields != plan:
                     raise CacheMiss(f"{name}: packed as {fields}, the plan says {plan}")
             super_size = fields["super_size"]
-            if (fields["scale_format"] == SCALES_SUPER) != (super_size > 0) or (
+            zero_mult = _int(e.get("zero_mult"), -MAX_ZERO_MULT, MAX_ZERO_MULT, f"{name}.zero_mult")
+            if (fields["scale_format"] == SCALES_F16_SYM) != (zero_mult % 2 == 1):
+                raise CacheMiss(f"{name}: zero_mult {zero_mult} for scale format {fields['scale_format']}")
+            if (fields["scale_format"] in SUPER_FORMATS) != (super_size > 0) or (
                 super_size and (super_size % fields["group_size"] or fields["k_pad"] % super_size)
             ):
                 raise CacheMiss(f"{name}: scale format {fields['scale_format']} with super blocks of {super_size}")
             # the buffer sizes follow from the fields (kernels/LAYOUT.md §Weights)
             n_planes, n_scales, n_sub = _buffer_sizes(
-                fields["m"], fields["k_pad"], fields["bits"], fields["group_size"], super_size
+                fields["m"], fields["k_pad"], fields["bits"], fields["group_size"], super_size, fields["scale_format"]
             )
             scale = e.get("tensor_scale")
             if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < float("inf"):
@@ -746,20 +770,16 @@ def _read(
     try:
         for name, entry, records in checked:
             if entry["kind"] == "packed":
-                args = (view(records[0]), view(records[1]), entry["m"], entry["k"], entry["k_pad"], entry["bits"])
-                scale = float(entry["tensor_scale"])
-                if entry["scale_format"] == SCALES_SUPER:
-                    weights[name] = PackedWeight(
-                        *args,
-                        entry["group_size"],
-                        scale,
-                        scale_format=SCALES_SUPER,
-                        sub=view(records[2]),
-                        super_size=entry["super_size"],
-                        code_offset=float(entry["code_offset"]),
-                    )
-                else:
-                    weights[name] = PackedWeight(*args, entry["group_size"], scale)
+                args = (
+                    view(records[0]),
+                    view(records[1]),
+                    entry["m"],
+                    entry["k"],
+                    entry["k_pad"],
+                    entry["bits"],
+                    entry["group_size"],
+                )
+                weights[name] = _packed(args, entry, view(records[2]) if len(records) > 2 else None)
             else:
                 weights[name] = view(records[0]).copy()  # small vectors; the runtime wants them writable
     except (KeyError, TypeError, ValueError, OverflowError) as err:

@@ -10,8 +10,10 @@ codes bit for bit and hands the block's scale fields over unchanged:
   them. The kernel derives its per-group (s/2, offset) from them in fp32 with one
   rounding (the offset only), so a weight is ggml's within a stated bound
   (tests/runtime/test_exact_repack.py says which are bit for bit).
-- F16 format (Q4_0, Q5_0, Q8_0, TQ1_0, TQ2_0): one scale d per block and a fixed
-  zero code, w = d*(q - z); the packer's fp16 (d/2, -d/2 or d/2) are d's own bits.
+  Q6_K and Q3_K have no mins (symmetric): the SUPER_NOMIN format stores d and sc alone.
+- F16_SYM format (Q4_0, Q5_0, Q8_0, TQ1_0, TQ2_0): one scale d per block and a fixed
+  zero code, w = d*(q - z); the packer's fp16 d/2 is d's own bits, and the kernel's
+  offset zero_mult*d/2 (zero_mult = 2^b - 1 - 2z = -1 or +1) is exact in fp32.
 
 Rows are independent (a GGUF row is whole blocks), so `decompose_tensor` takes a row
 range: a streaming loader repacks a big matrix piece by piece. Block layouts are
@@ -57,6 +59,7 @@ class ExactF16:
     group_size: int
     scales: NDArray[np.float32]  # (M, K // group_size)
     zeros: NDArray[np.float32]  # (M, K // group_size): the type's fixed zero code
+    symmetric: bool = False  # one zero code for every group: the F16_SYM format
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class ExactSuper:
     dmin: NDArray[np.float16]  # (M, K // super_size)
     sc: NDArray[np.int8]  # (M, K // group_size)
     mn: NDArray[np.int8]  # (M, K // group_size)
+    symmetric: bool = False  # the type has no mins (dmin, mn all zero): the SUPER_NOMIN format
 
 
 Exact = ExactF16 | ExactSuper
@@ -214,8 +218,9 @@ def decompose(raw: U8 | bytes, ggml_type: GGMLType, k: int) -> Exact:
     codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(m, k)
     if not fmt.super_size:  # F16 format: one scale per block, repeated over groups wider than a block
         scales = np.repeat(d.astype(np.float32).reshape(m, k // block), block // fmt.group_size, axis=1)
-        return ExactF16(codes, fmt.bits, fmt.group_size, scales, np.full_like(scales, z0))
+        return ExactF16(codes, fmt.bits, fmt.group_size, scales, np.full_like(scales, z0), fmt.symmetric)
     assert dmin is not None and sc is not None  # every SUPER unpacker returns them
+    assert not fmt.symmetric or (mn is None and not dmin.any())  # Q6_K, Q3_K: no mins
     n_groups = k // fmt.group_size
     return ExactSuper(
         codes,
@@ -229,6 +234,7 @@ def decompose(raw: U8 | bytes, ggml_type: GGMLType, k: int) -> Exact:
         np.zeros((m, n_groups), np.int8)
         if mn is None
         else np.ascontiguousarray(mn, dtype=np.int8).reshape(m, n_groups),
+        fmt.symmetric,
     )
 
 

@@ -25,7 +25,7 @@ from tmac_core.loading.exact import Exact, ExactF16, decompose_tensor
 from tmac_core.loading.fastquant import Quantized, quantize_bf16
 from tmac_core.loading.fastquant import quantize as quantize
 from tmac_core.loading.gguf import GGMLType, GGUFFile
-from tmac_core.plan import FALLBACK_BITS, exact_format, preset_super_size
+from tmac_core.plan import EXACT_GROUPS, FALLBACK_BITS, exact_format, kept_symmetric, preset_super_size
 
 
 def pack_exact(ex: Exact, tensor_scale: float | None = None) -> PackedWeight:
@@ -33,15 +33,24 @@ def pack_exact(ex: Exact, tensor_scale: float | None = None) -> PackedWeight:
 
     tensor_scale: for the F16 format of a matrix packed in row ranges, the whole matrix's
         (exact.f16_tensor_scale); None derives it from these rows. SUPER ignores it (1).
+    A symmetric decomposition (one zero code, or no mins) packs to F16_SYM / SUPER_NOMIN.
     """
     if isinstance(ex, ExactF16):
-        return pack(ex.codes, ex.scales, ex.zeros, bits=ex.bits, group_size=ex.group_size, tensor_scale=tensor_scale)
+        return pack(
+            ex.codes,
+            ex.scales,
+            ex.zeros,
+            bits=ex.bits,
+            group_size=ex.group_size,
+            tensor_scale=tensor_scale,
+            symmetric=ex.symmetric,
+        )
     return pack_super(
         ex.codes,
         ex.d,
-        ex.dmin,
+        None if ex.symmetric else ex.dmin,
         ex.sc,
-        ex.mn,
+        None if ex.symmetric else ex.mn,
         bits=ex.bits,
         group_size=ex.group_size,
         super_size=ex.super_size,
@@ -86,7 +95,7 @@ def _q4_1_at_4_bits(gguf: GGUFFile, name: str) -> PackedWeight:
 TERNARY_TYPES = (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S)
 
 
-def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int) -> PackedWeight:
+def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int, symmetric: bool) -> PackedWeight:
     """Ternary weights t·s (t in {−1, 0, 1}) with the source's scale s: TQ's per
     256-block (so group_size must divide 256), I2_S's one per tensor (any group).
 
@@ -95,7 +104,8 @@ def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int) -> Pac
     exact in fp16 as s/2 itself (z = 1 at 4 bits would give 6.5·s, which rounds). TQ's
     s is fp16 already. I2_S's fp32 γ would round to fp16 in the scales: its codes are
     packed with s = 1 and γ goes into tensor_scale, the fp32 multiplier the kernel
-    applies once at the end (kernels/LAYOUT.md §Epilogue), so γ stays fp32."""
+    applies once at the end (kernels/LAYOUT.md §Epilogue), so γ stays fp32. symmetric: the
+    F16_SYM format (one zero code, zero_mult = +1), as the plan says (plan.kept_symmetric)."""
     info = gguf.tensors[name]
     k, m_rows = info.shape[0], int(np.prod(info.shape[1:]))
     offset = (1 << (bits - 1)) - 2  # 0 at 2 bits, 6 at 4 bits
@@ -114,11 +124,24 @@ def _exact_ternary(gguf: GGUFFile, name: str, bits: int, group_size: int) -> Pac
         codes = (np.rint(w / np.where(d == 0, 1, d)[:, :, None]).astype(np.int8) + 1).reshape(m_rows, k)
         scales = np.repeat(d, 256 // group_size, axis=1)  # 256-blocks split into the plan's groups
     zeros = np.full_like(scales, 1 + offset)
-    packed = pack((codes + offset).astype(np.uint8), scales, zeros, bits=bits, group_size=group_size)
+    packed = pack(
+        (codes + offset).astype(np.uint8), scales, zeros, bits=bits, group_size=group_size, symmetric=symmetric
+    )
     if gamma is None or not gamma > 0:
         return packed
     p = packed
-    return PackedWeight(p.planes, p.scales, p.m, p.k, p.k_pad, p.bits, p.group_size, p.tensor_scale * gamma)
+    return PackedWeight(
+        p.planes,
+        p.scales,
+        p.m,
+        p.k,
+        p.k_pad,
+        p.bits,
+        p.group_size,
+        p.tensor_scale * gamma,
+        scale_format=p.scale_format,
+        zero_mult=p.zero_mult,
+    )
 
 
 def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) -> PackedWeight:
@@ -132,7 +155,7 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
     t = info.ggml_type
     if bits is None:
         if t is GGMLType.I2_S:  # one fp32 scale per tensor: kept exact by tensor_scale, not by exact.py
-            return _exact_ternary(gguf, name, 2, group_size)
+            return _exact_ternary(gguf, name, 2, group_size, kept_symmetric(t.name))
         if exact_format(t.name, info.shape[0]) is not None:
             return pack_exact(decompose_tensor(gguf, name))
         bits = FALLBACK_BITS
@@ -141,7 +164,9 @@ def repack(gguf: GGUFFile, name: str, bits: int | None, group_size: int = 64) ->
     if bits == 4 and t is GGMLType.Q4_1:
         return _q4_1_at_4_bits(gguf, name)
     if bits >= 2 and t in TERNARY_TYPES and 256 % group_size == 0:
-        return _exact_ternary(gguf, name, bits, group_size)
+        # the plan keeps the ternary codes' format only where it keeps their groups (EXACT_GROUPS)
+        kept = EXACT_GROUPS.get((bits, t.name)) == group_size
+        return _exact_ternary(gguf, name, bits, group_size, kept and kept_symmetric(t.name))
     k = info.shape[0]
     gs = group_size if k % group_size == 0 else 32
     codes, scales, zeros = _quantize_source(gguf, name, bits, gs)

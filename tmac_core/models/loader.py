@@ -90,11 +90,11 @@ def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: Tenso
 
 def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> PackedWeight:
     """The repacker and the plan must agree, or the app's size estimates drift from the runtime."""
-    got = (packed.shape, packed.bits, packed.group_size, packed.super_size)
-    if got != ((spec.rows, spec.cols), spec.bits, spec.group_size, spec.super_size):
+    got = (packed.shape, packed.bits, packed.group_size, packed.super_size, packed.scale_format)
+    if got != ((spec.rows, spec.cols), spec.bits, spec.group_size, spec.super_size, spec.scale_format):
         raise UnsupportedModelError(
             f"{gguf.path}: {spec.name} packed as {packed!r}, the plan says"
-            f" {spec.bits} bits in groups of {spec.group_size}"
+            f" {spec.bits} bits in groups of {spec.group_size}, scale format {spec.scale_format}"
         )
     return packed
 

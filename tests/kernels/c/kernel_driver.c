@@ -87,23 +87,24 @@ int main(int argc, char **argv) {
         if (fseek(f, 4, SEEK_SET) != 0) return 2;
 #endif
     for (int c = 0; c < n_cases; c++) {
-        /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad, scale_format, super_size */
-        int32_t h[10];
+        /* m, k, k_pad, bits, group_size, act_group, n_tokens, m_pad, scale_format, super_size, zero_mult */
+        int32_t h[11];
         float tensor_scale, code_offset;
-        if (fread(h, 4, 10, f) != 10 || fread(&tensor_scale, 4, 1, f) != 1 || fread(&code_offset, 4, 1, f) != 1)
+        if (fread(h, 4, 11, f) != 11 || fread(&tensor_scale, 4, 1, f) != 1 || fread(&code_offset, 4, 1, f) != 1)
             return 2;
         const int m = h[0], k = h[1], k_pad = h[2], bits = h[3], gs = h[4], ag = h[5], n = h[6], m_pad = h[7];
-        const int fmt = h[8], super_size = h[9];
+        const int fmt = h[8], super_size = h[9], zero_mult = h[10];
         const int tiles = m_pad / 64, n_groups = k_pad / gs, n_ag = k_pad / ag;
-        const int n_super = fmt == TMAC_SCALES_SUPER ? k_pad / super_size : 0;
+        const int super = tmac_fmt_super(fmt), rec = tmac_fmt_records(fmt);
+        const int n_super = super ? k_pad / super_size : 0;
         uint8_t *planes = read_exact(f, (size_t)tiles * (k_pad / 8) * bits * 64);
-        uint16_t *scales = read_exact(f, (size_t)tiles * (fmt == TMAC_SCALES_SUPER ? n_super : n_groups) * 128 * 2);
-        int8_t *sub = fmt == TMAC_SCALES_SUPER ? read_exact(f, (size_t)tiles * n_groups * 128) : NULL;
+        uint16_t *scales = read_exact(f, (size_t)tiles * (super ? n_super : n_groups) * 64 * rec * 2);
+        int8_t *sub = super ? read_exact(f, (size_t)tiles * n_groups * 64 * rec) : NULL;
         float *x = read_exact(f, (size_t)n * k_pad * 4);
         float *y_expect = read_exact(f, (size_t)n * m * 4);
         int8_t *e_expect = read_exact(f, (size_t)n * k_pad * 4);
         tmac_weight_t w = {planes, scales, m, k, m_pad, k_pad, bits, gs, n_groups, tensor_scale,
-                           fmt, super_size, n_super, code_offset, sub};
+                           fmt, super_size, n_super, code_offset, sub, zero_mult};
         if (tmac_check_shapes(&w, k_pad, ag) != TMAC_OK) { printf("FAIL case %d: bad shapes\n", c); return 2; }
         const int v2_case = bits > 4 || fmt != TMAC_SCALES_F16 || ag < 32;
         const int own_tiles = !(v2_case && tmac_gemv_v1_only(TIER_ISA));   /* else dispatch runs generic */

@@ -10,11 +10,11 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
-    const int super = w->scale_format == TMAC_SCALES_SUPER;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;   /* (kpairs, bits, 64) */
-    /* F16: (n_groups, 2, 64) fp16 (sh, c); SUPER: (n_super, 2, 64) fp16 (d, dmin) */
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;  /* (n_groups, 2, 64) */
+    /* F16: (n_groups, 2, 64) fp16 (sh, c); F16_SYM: (n_groups, 1, 64) sh; SUPER: (n_super, 2, 64)
+     * (d, dmin) and sub (n_groups, 2, 64) (sc, mn); SUPER_NOMIN: (n_super, 1, 64) d, sub (n_groups, 1, 64) sc */
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
@@ -35,20 +35,12 @@ void tmac_gemv_tile_generic(const tmac_weight_t *w, const tmac_lut_t *lut, int t
             }
         }
         const float ls = lut->scales[a], xs = lut->sums[a];
-        const int g = (int)((int64_t)a * lut->act_group / w->group_size);
+        const int64_t k0 = (int64_t)a * lut->act_group;       /* the group's first activation */
         for (int r = 0; r < 64; r++) {
             assert(acc_lo[r] >= -32768 && acc_lo[r] <= 32767 && acc_hi[r] >= -32768 && acc_hi[r] <= 32767);
             const int32_t acc = acc_lo[r] + 16 * acc_hi[r];      /* |acc| < 2^24: exact in fp32 */
             float sh, c;
-            if (super) {
-                const uint16_t *su = scales + (size_t)((int64_t)a * lut->act_group / w->super_size) * 2 * 64;
-                const int8_t *sg = sub + (size_t)g * 2 * 64;
-                tmac_super_coeffs(su[r], su[64 + r], sg[r], sg[64 + r], w->code_offset, &sh, &c);
-            } else {
-                const uint16_t *sg = scales + (size_t)g * 2 * 64;
-                sh = tmac_fp16_to_fp32(sg[r]);
-                c = tmac_fp16_to_fp32(sg[64 + r]);
-            }
+            tmac_coeffs_at(w, scales, sub, k0, r, &sh, &c);
             float t = (float)acc * ls;
             y[r] = fmaf(t, sh, y[r]);
             y[r] = fmaf(xs, c, y[r]);

@@ -6,59 +6,77 @@
  * for planes 4-7 of 5..8-bit weights, weighted 2^(i-4) and joined as int32
  * lo + 16 * hi, LAYOUT.md §Accumulation); they are flushed once per
  * activation group into the fp32 epilogue with fused multiply-adds in the
- * generic order, SUPER scales (§Scales SUPER) deriving sh and c there.
+ * generic order, F16_SYM scales deriving c = zero_mult * sh and SUPER(_NOMIN)
+ * scales (§Scales SUPER) deriving sh and c there.
  * Intrinsics only (MSVC ARM64, clang).
  * AArch64 baseline NEON: no dotprod needed. */
 #include "tmac/kernels.h"
 #if TMAC_ARCH_ARM64
 #include <arm_neon.h>
 
-/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
- * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+/* One act group's scales: F16(_SYM) s = its (sh, c) / (sh) block, sub unused; SUPER(_NOMIN)
+ * s = its super-block's (d, dmin) / (d) block, sub = its group's (sc, mn) / (sc) block; 64 rows each. */
 typedef struct {
     const uint16_t *s;
     const int8_t *sub;
-    float32x4_t kb;            /* SUPER: code_offset */
+    float32x4_t kb;            /* SUPER(_NOMIN): code_offset */
+    float32x4_t zm;            /* F16_SYM: zero_mult */
 } group_scales_t;
 
 TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
-                                        int a, int act_group, const int super) {
+                                        int a, int act_group, const int fmt) {
     const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    const int super = tmac_fmt_super(fmt), rec = tmac_fmt_records(fmt);
     group_scales_t gs;
-    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
-    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * rec * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * rec * 64 : NULL;
     gs.kb = vdupq_n_f32(w->code_offset);
+    gs.zm = vdupq_n_f32((float)w->zero_mult);
     return gs;
 }
 
-/* sh, c of rows r..r+3. SUPER: sh = (0.5 * D) * sf and c = -(Dm * mf - kb * D * sf)
- * with one rounding (vfmsq), which equals the spec's fmaf(kb * D, sf, -(Dm * mf)):
- * round to nearest is symmetric. sf, mf: the rows' sub-scales as float. */
-TMAC_INLINE void coeffs4(const group_scales_t *gs, int r, float32x4_t sf, float32x4_t mf, const int super,
+/* sh, c of rows r..r+3 (layout.h tmac_coeffs_at). F16_SYM: c = zero_mult * sh. SUPER:
+ * sh = (0.5 * D) * sf and c = -(Dm * mf - kb * D * sf) with one rounding (vfmsq), which
+ * equals the spec's fmaf(kb * D, sf, -(Dm * mf)): round to nearest is symmetric.
+ * SUPER_NOMIN: c = -0 + kb * D * sf with one rounding (vfmaq), the spec's fmaf(kb * D, sf, -0).
+ * sf, mf: the rows' sub-scales as float. */
+TMAC_INLINE void coeffs4(const group_scales_t *gs, int r, float32x4_t sf, float32x4_t mf, const int fmt,
                          float32x4_t *sh, float32x4_t *c) {
     const float32x4_t v0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + r)));
-    const float32x4_t v1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + 64 + r)));
-    if (!super) {
+    if (fmt == TMAC_SCALES_F16) {
         *sh = v0;
-        *c = v1;
+        *c = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + 64 + r)));
+        return;
+    }
+    if (fmt == TMAC_SCALES_F16_SYM) {
+        *sh = v0;
+        *c = vmulq_f32(gs->zm, v0);
         return;
     }
     *sh = vmulq_f32(vmulq_f32(vdupq_n_f32(0.5f), v0), sf);
-    *c = vnegq_f32(vfmsq_f32(vmulq_f32(v1, mf), vmulq_f32(gs->kb, v0), sf));
+    if (fmt == TMAC_SCALES_SUPER) {
+        const float32x4_t v1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(gs->s + 64 + r)));
+        *c = vnegq_f32(vfmsq_f32(vmulq_f32(v1, mf), vmulq_f32(gs->kb, v0), sf));
+    } else {
+        *c = vfmaq_f32(vdupq_n_f32(-0.0f), vmulq_f32(gs->kb, v0), sf);
+    }
 }
 
 /* sh, c of rows r..r+7, 4 per vector (the two-token tile computes them once for both tokens) */
-TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int super, float32x4_t sh[2], float32x4_t c[2]) {
+TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int fmt, float32x4_t sh[2], float32x4_t c[2]) {
     float32x4_t sf_lo = vdupq_n_f32(0.0f), sf_hi = sf_lo, mf_lo = sf_lo, mf_hi = sf_lo;
-    if (super) {
-        const int16x8_t sc = vmovl_s8(vld1_s8(gs->sub + r)), mn = vmovl_s8(vld1_s8(gs->sub + 64 + r));
+    if (tmac_fmt_super(fmt)) {
+        const int16x8_t sc = vmovl_s8(vld1_s8(gs->sub + r));
         sf_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(sc)));
         sf_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(sc)));
+    }
+    if (fmt == TMAC_SCALES_SUPER) {
+        const int16x8_t mn = vmovl_s8(vld1_s8(gs->sub + 64 + r));
         mf_lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(mn)));
         mf_hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(mn)));
     }
-    coeffs4(gs, r, sf_lo, mf_lo, super, &sh[0], &c[0]);
-    coeffs4(gs, r + 4, sf_hi, mf_hi, super, &sh[1], &c[1]);
+    coeffs4(gs, r, sf_lo, mf_lo, fmt, &sh[0], &c[0]);
+    coeffs4(gs, r + 4, sf_hi, mf_hi, fmt, &sh[1], &c[1]);
 }
 
 /* (float)(lo + 16 * hi) of 4 int16 rows; (float)lo when the weight has no planes 4-7 */
@@ -98,18 +116,19 @@ TMAC_INLINE void step(int8x16_t t_lo, int8x16_t t_hi, const uint8_t *block, int1
 
 /* bits stays a run-time value (the plane loop rolled, as today); has_hi
  * (bits > 4: planes 4-7 in 8 more accumulators, 32 q registers hold them) and
- * super are constants. */
+ * fmt are constants. */
 TMAC_INLINE void tile1(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64,
-                      const int has_hi, const int super) {
+                      const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits, n_hi = bits - n_lo;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
-    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    /* F16: (n_groups, 2, 64) sh, c; F16_SYM (n_groups, 1, 64) sh; SUPER: (n_super, 2, 64) d, dmin and sub
+     * (n_groups, 2, 64) sc, mn; SUPER_NOMIN (n_super, 1, 64) d and (n_groups, 1, 64) sc */
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     float y[64];
     for (int r = 0; r < 64; r++) y[r] = 0.0f;
 
@@ -125,10 +144,10 @@ TMAC_INLINE void tile1(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, 
                 for (int i = 0; i < n_hi; i++, block += 64) step(t_lo, t_hi, block, (int16_t)(1 << i), acc_hi);
         }
         const float32x4_t ls = vdupq_n_f32(lut->scales[a]), xs = vdupq_n_f32(lut->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, fmt);
         for (int j = 0; j < 8; j++) {
             float32x4_t sh[2], c[2];
-            coeffs8(&gs, 8 * j, super, sh, c);
+            coeffs8(&gs, 8 * j, fmt, sh, c);
             epilogue8(acc[j], acc_hi[j], has_hi, ls, xs, sh, c, y + 8 * j);
         }
     }
@@ -138,12 +157,23 @@ TMAC_INLINE void tile1(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, 
 
 void tmac_gemv_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut, int t, float *TMAC_RESTRICT y64) {
     const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tile1(w, lut, t, y64, 1, 1);
-        else tile1(w, lut, t, y64, 0, 1);
-    } else {
-        if (has_hi) tile1(w, lut, t, y64, 1, 0);
-        else tile1(w, lut, t, y64, 0, 0);
+    switch (w->scale_format) {      /* tmac_check_shapes admitted only these four */
+    case TMAC_SCALES_F16:
+        if (has_hi) tile1(w, lut, t, y64, 1, TMAC_SCALES_F16);
+        else tile1(w, lut, t, y64, 0, TMAC_SCALES_F16);
+        break;
+    case TMAC_SCALES_F16_SYM:
+        if (has_hi) tile1(w, lut, t, y64, 1, TMAC_SCALES_F16_SYM);
+        else tile1(w, lut, t, y64, 0, TMAC_SCALES_F16_SYM);
+        break;
+    case TMAC_SCALES_SUPER:
+        if (has_hi) tile1(w, lut, t, y64, 1, TMAC_SCALES_SUPER);
+        else tile1(w, lut, t, y64, 0, TMAC_SCALES_SUPER);
+        break;
+    default:
+        if (has_hi) tile1(w, lut, t, y64, 1, TMAC_SCALES_SUPER_NOMIN);
+        else tile1(w, lut, t, y64, 0, TMAC_SCALES_SUPER_NOMIN);
+        break;
     }
 }
 
@@ -197,21 +227,21 @@ TMAC_INLINE void pass2(const uint8_t *block, const int bits, const int p0, const
  * plane loop spilled. int16 sums are exact in any order and each token runs
  * the one-token epilogue8, so y0/y1 equal two gemv_tile calls bit for bit. */
 TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                       float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64, const int has_hi, const int super) {
+                       float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64, const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     float y0[64], y1[64];
     for (int r = 0; r < 64; r++) y0[r] = y1[r] = 0.0f;
 
     for (int a = 0; a < n_act_groups; a++) {
         const float32x4_t ls0 = vdupq_n_f32(lut0->scales[a]), xs0 = vdupq_n_f32(lut0->sums[a]);
         const float32x4_t ls1 = vdupq_n_f32(lut1->scales[a]), xs1 = vdupq_n_f32(lut1->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, fmt);
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
         const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
@@ -229,7 +259,7 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
             for (int j = 0; j < 4; j++) {
                 const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
                 float32x4_t sh[2], c[2];
-                coeffs8(&gs, row, super, sh, c);
+                coeffs8(&gs, row, fmt, sh, c);
                 epilogue8(lo[j], hi[j], has_hi, ls0, xs0, sh, c, y0 + row);
                 epilogue8(lo[4 + j], hi[4 + j], has_hi, ls1, xs1, sh, c, y1 + row);
             }
@@ -245,12 +275,23 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
 void tmac_gemv2_tile_neon(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int t,
                           float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
     const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, 1);
-        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, 1);
-    } else {
-        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, 0);
-        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, 0);
+    switch (w->scale_format) {      /* tmac_check_shapes admitted only these four */
+    case TMAC_SCALES_F16:
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, TMAC_SCALES_F16);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, TMAC_SCALES_F16);
+        break;
+    case TMAC_SCALES_F16_SYM:
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, TMAC_SCALES_F16_SYM);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, TMAC_SCALES_F16_SYM);
+        break;
+    case TMAC_SCALES_SUPER:
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, TMAC_SCALES_SUPER);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, TMAC_SCALES_SUPER);
+        break;
+    default:
+        if (has_hi) tile2(w, lut0, lut1, t, y0_64, y1_64, 1, TMAC_SCALES_SUPER_NOMIN);
+        else tile2(w, lut0, lut1, t, y0_64, y1_64, 0, TMAC_SCALES_SUPER_NOMIN);
+        break;
     }
 }
 /* ---- gemm_tile: two tokens per pass, lookups widened by vaddl ----
@@ -302,21 +343,21 @@ TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const
     acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
 }
 
-/* tile2's structure for T (1 or 2) tokens; T, has_hi and super constant */
+/* tile2's structure for T (1 or 2) tokens; T, has_hi and fmt constant */
 TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *TMAC_RESTRICT y64,
-                       const int T, const int has_hi, const int super) {
+                       const int T, const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / luts[0].act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     float y[2][64];
     for (int r = 0; r < 64; r++) y[0][r] = y[1][r] = 0.0f;
 
     for (int a = 0; a < n_act_groups; a++) {
-        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, fmt);
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const size_t tab = (size_t)a * pairs_per_group * 32;
         const int8_t *tables0 = luts[0].entries + tab, *tables1 = T == 2 ? luts[1].entries + tab : tables0;
@@ -334,7 +375,7 @@ TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile,
             for (int j = 0; j < 4; j++) {
                 const int row = (j & 2 ? 32 : 0) + 8 * (2 * half + (j & 1));
                 float32x4_t sh[2], c[2];
-                coeffs8(&gs, row, super, sh, c);
+                coeffs8(&gs, row, fmt, sh, c);
                 for (int t = 0; t < T; t++) {
                     const float32x4_t ls = vdupq_n_f32(luts[t].scales[a]), xs = vdupq_n_f32(luts[t].sums[a]);
                     epilogue8(lo[4 * t + j], hi[4 * t + j], has_hi, ls, xs, sh, c, y[t] + row);
@@ -349,12 +390,23 @@ TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile,
 
 TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
     const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tileN(w, luts, tile, y64, T, 1, 1);
-        else tileN(w, luts, tile, y64, T, 0, 1);
-    } else {
-        if (has_hi) tileN(w, luts, tile, y64, T, 1, 0);
-        else tileN(w, luts, tile, y64, T, 0, 0);
+    switch (w->scale_format) {      /* tmac_check_shapes admitted only these four */
+    case TMAC_SCALES_F16:
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, TMAC_SCALES_F16);
+        else tileN(w, luts, tile, y64, T, 0, TMAC_SCALES_F16);
+        break;
+    case TMAC_SCALES_F16_SYM:
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, TMAC_SCALES_F16_SYM);
+        else tileN(w, luts, tile, y64, T, 0, TMAC_SCALES_F16_SYM);
+        break;
+    case TMAC_SCALES_SUPER:
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, TMAC_SCALES_SUPER);
+        else tileN(w, luts, tile, y64, T, 0, TMAC_SCALES_SUPER);
+        break;
+    default:
+        if (has_hi) tileN(w, luts, tile, y64, T, 1, TMAC_SCALES_SUPER_NOMIN);
+        else tileN(w, luts, tile, y64, T, 0, TMAC_SCALES_SUPER_NOMIN);
+        break;
     }
 }
 

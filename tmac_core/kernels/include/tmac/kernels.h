@@ -137,9 +137,11 @@ int tmac_gemv_v1_only(tmac_isa_t isa);
 
 /* Checks a weight against a table set, every field and the size limits above
  * included (its buffers must hold m_pad/64 * k_pad/8 * bits * 64 plane bytes,
- * m_pad/64 * n_groups * 128 fp16 values for F16 scales, or m_pad/64 * n_super *
- * 128 fp16 values and m_pad/64 * n_groups * 128 sub bytes for SUPER: the
- * caller's part); TMAC_OK or TMAC_E_SHAPE. */
+ * m_pad/64 * n_groups * 64 * R fp16 values for F16 scales, or m_pad/64 * n_super *
+ * 64 * R fp16 values and m_pad/64 * n_groups * 64 * R sub bytes for SUPER, with
+ * R = tmac_fmt_records: 2, or 1 for F16_SYM and SUPER_NOMIN: the caller's part;
+ * F16_SYM's zero_mult odd and within TMAC_MAX_ZERO_MULT, 0 for the other formats);
+ * TMAC_OK or TMAC_E_SHAPE. */
 int tmac_check_shapes(const tmac_weight_t *w, int k_pad, int act_group);
 
 /* Builds n tables (x: (n, k_pad) -> entries (n, k_pad/4, 16), scales/sums

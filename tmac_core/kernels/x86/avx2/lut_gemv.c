@@ -6,44 +6,60 @@
  * instruction. Planes 0-3 and planes 4-7 (bits 5..8) go to separate int16
  * accumulators, each plane weighted 2^(i mod 4), joined as int32 lo + 16 * hi
  * (LAYOUT.md §Accumulation); they are flushed to the fp32 epilogue once per
- * activation group (bound: layout.h TMAC_MAX_ACT_GROUP). SUPER scales
- * (§Scales SUPER) derive sh and c in the epilogue, c by one vfmsub.
+ * activation group (bound: layout.h TMAC_MAX_ACT_GROUP). F16_SYM scales derive
+ * c = zero_mult * sh by one vmulps; SUPER scales (§Scales SUPER) derive sh and c
+ * in the epilogue, c by one vfmsub (SUPER_NOMIN: vfmsub of 0). The scale format
+ * is a compile-time constant of every tile function (fmt).
  * Compiled with -mavx2 -mfma -mf16c; called only when dispatch saw AVX2+FMA+F16C. */
 #include "tmac/kernels.h"
 #include "tmac/x86_simd.h"
 
-/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
- * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+/* One act group's scales: F16(_SYM) s = its (sh, c) / (sh) block, sub unused; SUPER(_NOMIN)
+ * s = its super-block's (d, dmin) / (d) block, sub = its group's (sc, mn) / (sc) block; 64 rows each. */
 typedef struct {
     const uint16_t *s;
     const int8_t *sub;
-    __m256 kb;                 /* SUPER: code_offset */
+    __m256 kb;                 /* SUPER(_NOMIN): code_offset */
+    __m256 zm;                 /* F16_SYM: zero_mult */
 } group_scales_t;
 
 TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
-                                        int a, int act_group, const int super) {
+                                        int a, int act_group, const int fmt) {
     const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    const int super = tmac_fmt_super(fmt), rec = tmac_fmt_records(fmt);
     group_scales_t gs;
-    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
-    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * rec * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * rec * 64 : NULL;
     gs.kb = _mm256_set1_ps(w->code_offset);
+    gs.zm = _mm256_set1_ps((float)w->zero_mult);
     return gs;
 }
 
-/* sh, c of rows r..r+7. SUPER: sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf),
- * exactly the spec's fp32 operations. */
-TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int super, __m256 *sh, __m256 *c) {
+/* sh, c of rows r..r+7, exactly the spec's fp32 operations (layout.h tmac_coeffs_at):
+ * F16_SYM c = zero_mult * sh; SUPER sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf);
+ * SUPER_NOMIN the same with Dm * mf = 0 (fmsub(a, b, +0) = fmaf(a, b, -0)). */
+TMAC_INLINE void coeffs8(const group_scales_t *gs, int r, const int fmt, __m256 *sh, __m256 *c) {
     const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + r)));
-    const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + 64 + r)));
-    if (!super) {
+    if (fmt == TMAC_SCALES_F16) {
         *sh = v0;
-        *c = v1;
+        *c = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + 64 + r)));
+        return;
+    }
+    if (fmt == TMAC_SCALES_F16_SYM) {
+        *sh = v0;
+        *c = _mm256_mul_ps(gs->zm, v0);
         return;
     }
     const __m256 sf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs->sub + r))));
-    const __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs->sub + 64 + r))));
+    __m256 min_term = _mm256_setzero_ps();
+    if (fmt == TMAC_SCALES_SUPER) {
+        const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs->s + 64 + r)));
+        const __m256 mf =
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs->sub + 64 + r))));
+        min_term = _mm256_mul_ps(v1, mf);
+    }
     *sh = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v0), sf);
-    *c = _mm256_fmsub_ps(_mm256_mul_ps(gs->kb, v0), sf, _mm256_mul_ps(v1, mf));
+    *c = _mm256_fmsub_ps(_mm256_mul_ps(gs->kb, v0), sf, min_term);
 }
 
 /* (float)(lo + 16 * hi) of 8 int16 rows; (float)lo when the weight has no planes 4-7 */
@@ -59,18 +75,18 @@ TMAC_INLINE __m256 acc_f32(__m128i lo, __m128i hi, const int has_hi) {
  * v1 did; 2% on the 4-bit GEMV) and the two-token tile with them read first
  * (6% on its 2-bit case). */
 TMAC_INLINE void epilogue16(__m256i lo, __m256i hi, const int has_hi, __m256 ls, __m256 xs,
-                            const group_scales_t *gs, int r, const int super, float *y, const int scales_first) {
+                            const group_scales_t *gs, int r, const int fmt, float *y, const int scales_first) {
     __m256 sh0, c0, sh1, c1;
     if (scales_first) {
-        coeffs8(gs, r, super, &sh0, &c0);
-        coeffs8(gs, r + 8, super, &sh1, &c1);
+        coeffs8(gs, r, fmt, &sh0, &c0);
+        coeffs8(gs, r + 8, fmt, &sh1, &c1);
     }
     const __m256 a0 = acc_f32(_mm256_castsi256_si128(lo), _mm256_castsi256_si128(hi), has_hi);
     const __m256 a1 = acc_f32(_mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1), has_hi);
     __m256 y0 = _mm256_loadu_ps(y + r), y1 = _mm256_loadu_ps(y + r + 8);
     if (!scales_first) {
-        coeffs8(gs, r, super, &sh0, &c0);
-        coeffs8(gs, r + 8, super, &sh1, &c1);
+        coeffs8(gs, r, fmt, &sh0, &c0);
+        coeffs8(gs, r + 8, fmt, &sh1, &c1);
     }
     y0 = _mm256_fmadd_ps(_mm256_mul_ps(a0, ls), sh0, y0);
     y1 = _mm256_fmadd_ps(_mm256_mul_ps(a1, ls), sh1, y1);
@@ -96,19 +112,20 @@ TMAC_INLINE void step_half(__m256i t_lo, __m256i t_hi, const uint8_t *block, __m
  * than the 16 ymm registers hold beside tables and temporaries, so each half
  * of the block is its own pass over the group (4 accumulators). */
 TMAC_INLINE void tile_hi_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
-                              const int super) {
+                              const int fmt) {
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
-    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    /* F16: (n_groups, 2, 64) sh, c; F16_SYM (n_groups, 1, 64) sh; SUPER: (n_super, 2, 64) d, dmin and sub
+     * (n_groups, 2, 64) sc, mn; SUPER_NOMIN (n_super, 1, 64) d and (n_groups, 1, 64) sc */
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     TMAC_ALIGN(32) float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
         const __m256 ls = _mm256_set1_ps(lut->scales[a]), xs = _mm256_set1_ps(lut->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, fmt);
         for (int half = 0; half < 2; half++) {
             /* [planes 0-3, planes 4-7] x [unpacklo rows, unpackhi rows] */
             __m256i lo0 = _mm256_setzero_si256(), lo1 = _mm256_setzero_si256();
@@ -124,8 +141,8 @@ TMAC_INLINE void tile_hi_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int
                     else step_half(t_lo, t_hi, block, weight, &hi0, &hi1);
                 }
             }
-            epilogue16(lo0, hi0, 1, ls, xs, &gs, 16 * half, super, y, 0);
-            epilogue16(lo1, hi1, 1, ls, xs, &gs, 32 + 16 * half, super, y, 0);
+            epilogue16(lo0, hi0, 1, ls, xs, &gs, 16 * half, fmt, y, 0);
+            epilogue16(lo1, hi1, 1, ls, xs, &gs, 32 + 16 * half, fmt, y, 0);
         }
     }
     const __m256 ts = _mm256_set1_ps(w->tensor_scale);
@@ -134,13 +151,13 @@ TMAC_INLINE void tile_hi_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int
 
 /* bits 1..4: one pass over whole blocks, 4 accumulators. */
 TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
-                           const int super) {
+                           const int fmt) {
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256i zero = _mm256_setzero_si256();
     TMAC_ALIGN(32) float y[64] = {0};
@@ -169,11 +186,11 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             }
         }
         const __m256 ls = _mm256_set1_ps(lut->scales[a]), xs = _mm256_set1_ps(lut->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
-        epilogue16(acc0, zero, 0, ls, xs, &gs, 0, super, y, 0);
-        epilogue16(acc2, zero, 0, ls, xs, &gs, 16, super, y, 0);
-        epilogue16(acc1, zero, 0, ls, xs, &gs, 32, super, y, 0);
-        epilogue16(acc3, zero, 0, ls, xs, &gs, 48, super, y, 0);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, fmt);
+        epilogue16(acc0, zero, 0, ls, xs, &gs, 0, fmt, y, 0);
+        epilogue16(acc2, zero, 0, ls, xs, &gs, 16, fmt, y, 0);
+        epilogue16(acc1, zero, 0, ls, xs, &gs, 32, fmt, y, 0);
+        epilogue16(acc3, zero, 0, ls, xs, &gs, 48, fmt, y, 0);
     }
     const __m256 ts = _mm256_set1_ps(w->tensor_scale);
     for (int r = 0; r < 64; r += 8) _mm256_storeu_ps(y64 + r, _mm256_mul_ps(_mm256_load_ps(y + r), ts));
@@ -220,24 +237,24 @@ TMAC_INLINE void pass2(const uint8_t *block, const int bits, const int p0, const
  * weight doubles in a register: with bits constant GCC unrolls the planes,
  * interleaves them and spills accumulators to the stack (9% slower at 4 bits).
  * Integer sums are exact in any order and the epilogue is the one-token one,
- * so y0/y1 equal two gemv_tile calls bit for bit. has_hi (bits > 4) and super
+ * so y0/y1 equal two gemv_tile calls bit for bit. has_hi (bits > 4) and fmt
  * are constants. */
 TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                            float *y0_64, float *y1_64, const int has_hi, const int super) {
+                            float *y0_64, float *y1_64, const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     TMAC_ALIGN(32) float y0[64] = {0};
     TMAC_ALIGN(32) float y1[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
         const __m256 ls0 = _mm256_set1_ps(lut0->scales[a]), xs0 = _mm256_set1_ps(lut0->sums[a]);
         const __m256 ls1 = _mm256_set1_ps(lut1->scales[a]), xs1 = _mm256_set1_ps(lut1->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, fmt);
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const int8_t *tables0 = lut0->entries + (size_t)a * pairs_per_group * 32;
         const int8_t *tables1 = lut1->entries + (size_t)a * pairs_per_group * 32;
@@ -251,10 +268,10 @@ TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, cons
                 pass2(block + 32 * half, bits, 0, bits, pairs_per_group, tables0, tables1, lo);
                 hi[0] = hi[1] = hi[2] = hi[3] = _mm256_setzero_si256();
             }
-            epilogue16(lo[0], hi[0], has_hi, ls0, xs0, &gs, 16 * half, super, y0, 1);
-            epilogue16(lo[1], hi[1], has_hi, ls0, xs0, &gs, 32 + 16 * half, super, y0, 1);
-            epilogue16(lo[2], hi[2], has_hi, ls1, xs1, &gs, 16 * half, super, y1, 1);
-            epilogue16(lo[3], hi[3], has_hi, ls1, xs1, &gs, 32 + 16 * half, super, y1, 1);
+            epilogue16(lo[0], hi[0], has_hi, ls0, xs0, &gs, 16 * half, fmt, y0, 1);
+            epilogue16(lo[1], hi[1], has_hi, ls0, xs0, &gs, 32 + 16 * half, fmt, y0, 1);
+            epilogue16(lo[2], hi[2], has_hi, ls1, xs1, &gs, 16 * half, fmt, y1, 1);
+            epilogue16(lo[3], hi[3], has_hi, ls1, xs1, &gs, 32 + 16 * half, fmt, y1, 1);
         }
     }
     const __m256 ts = _mm256_set1_ps(w->tensor_scale);
@@ -264,35 +281,43 @@ TMAC_INLINE void tile2_bits(const tmac_weight_t *w, const tmac_lut_t *lut0, cons
     }
 }
 
+TMAC_INLINE void tile2_fmt(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
+                           float *y0_64, float *y1_64, const int fmt) {
+    if (w->bits > TMAC_PLANES_PER_ACC) tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 1, fmt);
+    else tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 0, fmt);
+}
+
 void tmac_gemv2_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                           float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
-    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 1, 1);
-        else tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 0, 1);
-    } else {
-        if (has_hi) tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 1, 0);
-        else tile2_bits(w, lut0, lut1, tile, y0_64, y1_64, 0, 0);
+    switch (w->scale_format) {
+    case TMAC_SCALES_F16: tile2_fmt(w, lut0, lut1, tile, y0_64, y1_64, TMAC_SCALES_F16); break;
+    case TMAC_SCALES_F16_SYM: tile2_fmt(w, lut0, lut1, tile, y0_64, y1_64, TMAC_SCALES_F16_SYM); break;
+    case TMAC_SCALES_SUPER: tile2_fmt(w, lut0, lut1, tile, y0_64, y1_64, TMAC_SCALES_SUPER); break;
+    default: tile2_fmt(w, lut0, lut1, tile, y0_64, y1_64, TMAC_SCALES_SUPER_NOMIN); break;
     }
 }
 
 /* constant bits per instance: the plane loop unrolls */
-TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int super) {
+TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int fmt) {
     switch (w->bits) {
-    case 1: tile_bits(w, lut, tile, y64, 1, super); break;
-    case 2: tile_bits(w, lut, tile, y64, 2, super); break;
-    case 3: tile_bits(w, lut, tile, y64, 3, super); break;
-    case 4: tile_bits(w, lut, tile, y64, 4, super); break;
-    case 5: tile_hi_bits(w, lut, tile, y64, 5, super); break;
-    case 6: tile_hi_bits(w, lut, tile, y64, 6, super); break;
-    case 7: tile_hi_bits(w, lut, tile, y64, 7, super); break;
-    default: tile_hi_bits(w, lut, tile, y64, 8, super); break;
+    case 1: tile_bits(w, lut, tile, y64, 1, fmt); break;
+    case 2: tile_bits(w, lut, tile, y64, 2, fmt); break;
+    case 3: tile_bits(w, lut, tile, y64, 3, fmt); break;
+    case 4: tile_bits(w, lut, tile, y64, 4, fmt); break;
+    case 5: tile_hi_bits(w, lut, tile, y64, 5, fmt); break;
+    case 6: tile_hi_bits(w, lut, tile, y64, 6, fmt); break;
+    case 7: tile_hi_bits(w, lut, tile, y64, 7, fmt); break;
+    default: tile_hi_bits(w, lut, tile, y64, 8, fmt); break;
     }
 }
 
 void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64) {
-    if (w->scale_format == TMAC_SCALES_SUPER) tile_switch(w, lut, tile, y64, 1);
-    else tile_switch(w, lut, tile, y64, 0);
+    switch (w->scale_format) {      /* tmac_check_shapes admitted only these four */
+    case TMAC_SCALES_F16: tile_switch(w, lut, tile, y64, TMAC_SCALES_F16); break;
+    case TMAC_SCALES_F16_SYM: tile_switch(w, lut, tile, y64, TMAC_SCALES_F16_SYM); break;
+    case TMAC_SCALES_SUPER: tile_switch(w, lut, tile, y64, TMAC_SCALES_SUPER); break;
+    default: tile_switch(w, lut, tile, y64, TMAC_SCALES_SUPER_NOMIN); break;
+    }
 }
 
 /* ---- gemm_tile: two tokens per pass, bit planes paired on the indices ----
@@ -347,23 +372,23 @@ TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const
     acc[0] = a0; acc[1] = a1; acc[2] = b0; acc[3] = b1;
 }
 
-/* bits stays a run-time value (see tile2_bits); T, has_hi and super are constants */
+/* bits stays a run-time value (see tile2_bits); T, has_hi and fmt are constants */
 TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
-                            const int has_hi, const int super) {
+                            const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / luts[0].act_group;
     const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     TMAC_ALIGN(32) float y[2][64];
     for (int t = 0; t < T; t++)
         for (int r = 0; r < 64; r += 8) _mm256_store_ps(y[t] + r, _mm256_setzero_ps());
 
     for (int a = 0; a < n_act_groups; a++) {
-        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, fmt);
         const uint8_t *block = planes + (size_t)a * pairs_per_group * bits * 64;
         const size_t tab = (size_t)a * pairs_per_group * 32;
         const int8_t *tables0 = luts[0].entries + tab, *tables1 = T == 2 ? luts[1].entries + tab : tables0;
@@ -377,8 +402,8 @@ TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int 
                 hi[0] = hi[1] = hi[2] = hi[3] = _mm256_setzero_si256();
             for (int t = 0; t < T; t++) {
                 const __m256 ls = _mm256_set1_ps(luts[t].scales[a]), xs = _mm256_set1_ps(luts[t].sums[a]);
-                epilogue16(lo[2 * t], hi[2 * t], has_hi, ls, xs, &gs, 16 * half, super, y[t], 1);
-                epilogue16(lo[2 * t + 1], hi[2 * t + 1], has_hi, ls, xs, &gs, 32 + 16 * half, super, y[t], 1);
+                epilogue16(lo[2 * t], hi[2 * t], has_hi, ls, xs, &gs, 16 * half, fmt, y[t], 1);
+                epilogue16(lo[2 * t + 1], hi[2 * t + 1], has_hi, ls, xs, &gs, 32 + 16 * half, fmt, y[t], 1);
             }
         }
     }
@@ -388,14 +413,18 @@ TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int 
             _mm256_storeu_ps(y64 + (size_t)t * 64 + r, _mm256_mul_ps(_mm256_load_ps(y[t] + r), ts));
 }
 
+TMAC_INLINE void tileN_hi(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
+                          const int fmt) {
+    if (w->bits > TMAC_PLANES_PER_ACC) tileN_bits(w, luts, tile, y64, T, 1, fmt);
+    else tileN_bits(w, luts, tile, y64, T, 0, fmt);
+}
+
 TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
-    const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tileN_bits(w, luts, tile, y64, T, 1, 1);
-        else tileN_bits(w, luts, tile, y64, T, 0, 1);
-    } else {
-        if (has_hi) tileN_bits(w, luts, tile, y64, T, 1, 0);
-        else tileN_bits(w, luts, tile, y64, T, 0, 0);
+    switch (w->scale_format) {
+    case TMAC_SCALES_F16: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_F16); break;
+    case TMAC_SCALES_F16_SYM: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_F16_SYM); break;
+    case TMAC_SCALES_SUPER: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_SUPER); break;
+    default: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_SUPER_NOMIN); break;
     }
 }
 

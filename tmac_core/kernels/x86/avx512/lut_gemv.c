@@ -4,49 +4,62 @@
  * step covers the tile's 64 rows for one bit plane and two kgroups.
  * Planes 0-3 and planes 4-7 (bits 5..8) go to separate int16 accumulators,
  * each plane weighted 2^(i mod 4), joined as int32 lo + 16 * hi before the
- * float conversion (§Accumulation). SUPER scales (§Scales SUPER) derive sh
- * and c in the epilogue with the spec's operations, c by one vfmsub.
+ * float conversion (§Accumulation). F16_SYM scales derive c = zero_mult * sh
+ * by one vmulps; SUPER scales (§Scales SUPER) derive sh and c in the epilogue
+ * with the spec's operations, c by one vfmsub (SUPER_NOMIN: vfmsub of 0).
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c;
  * called only when dispatch saw those and XCR0 enables ZMM state. */
 #include "tmac/kernels.h"
 #include "tmac/x86_simd.h"
 
-/* One act group's scales: F16 s = its (sh, c) block, sub unused; SUPER s = its
- * super-block's (d, dmin) block, sub = its group's (sc, mn) block; 64 rows each. */
+/* One act group's scales: F16(_SYM) s = its (sh, c) / (sh) block, sub unused; SUPER(_NOMIN)
+ * s = its super-block's (d, dmin) / (d) block, sub = its group's (sc, mn) / (sc) block; 64 rows each. */
 typedef struct {
     const uint16_t *s;
     const int8_t *sub;
-    __m512 kb;                 /* SUPER: code_offset */
+    __m512 kb;                 /* SUPER(_NOMIN): code_offset */
+    __m512 zm;                 /* F16_SYM: zero_mult */
 } group_scales_t;
 
 TMAC_INLINE group_scales_t group_scales(const tmac_weight_t *w, const uint16_t *scales, const int8_t *sub,
-                                        int a, int act_group, const int super) {
+                                        int a, int act_group, const int fmt) {
     const size_t k0 = (size_t)a * act_group;     /* first activation of the group */
+    const int super = tmac_fmt_super(fmt), rec = tmac_fmt_records(fmt);
     group_scales_t gs;
-    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * 2 * 64;
-    gs.sub = super ? sub + k0 / (size_t)w->group_size * 2 * 64 : NULL;
+    gs.s = scales + k0 / (size_t)(super ? w->super_size : w->group_size) * rec * 64;
+    gs.sub = super ? sub + k0 / (size_t)w->group_size * rec * 64 : NULL;
     gs.kb = _mm512_set1_ps(w->code_offset);
+    gs.zm = _mm512_set1_ps((float)w->zero_mult);
     return gs;
 }
 
-/* sh, c of rows r..r+15. SUPER: sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf),
- * exactly the spec's fp32 operations. int8 -> int32 goes through int16 because
- * SIMDe's AVX-512 (the emulated test build) lacks vpmovsxbd; one extra
- * instruction per 16 rows and act group. */
-TMAC_INLINE void coeffs16(const group_scales_t *gs, int r, const int super, __m512 *sh, __m512 *c) {
+/* sh, c of rows r..r+15, exactly the spec's fp32 operations (layout.h tmac_coeffs_at):
+ * F16_SYM c = zero_mult * sh; SUPER sh = (0.5 * D) * sf, c = fmsub(kb * D, sf, Dm * mf);
+ * SUPER_NOMIN the same with Dm * mf = 0 (fmsub(a, b, +0) = fmaf(a, b, -0)). int8 -> int32
+ * goes through int16 because SIMDe's AVX-512 (the emulated test build) lacks vpmovsxbd;
+ * one extra instruction per 16 rows and act group. */
+TMAC_INLINE void coeffs16(const group_scales_t *gs, int r, const int fmt, __m512 *sh, __m512 *c) {
     const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + r)));
-    const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + 64 + r)));
-    if (!super) {
+    if (fmt == TMAC_SCALES_F16) {
         *sh = v0;
-        *c = v1;
+        *c = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + 64 + r)));
+        return;
+    }
+    if (fmt == TMAC_SCALES_F16_SYM) {
+        *sh = v0;
+        *c = _mm512_mul_ps(gs->zm, v0);
         return;
     }
     const __m128i sc = _mm_loadu_si128((const __m128i *)(gs->sub + r));
-    const __m128i mn = _mm_loadu_si128((const __m128i *)(gs->sub + 64 + r));
     const __m512 sf = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_cvtepi8_epi16(sc)));
-    const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_cvtepi8_epi16(mn)));
+    __m512 min_term = _mm512_setzero_ps();
+    if (fmt == TMAC_SCALES_SUPER) {
+        const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs->s + 64 + r)));
+        const __m128i mn = _mm_loadu_si128((const __m128i *)(gs->sub + 64 + r));
+        min_term = _mm512_mul_ps(v1, _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_cvtepi8_epi16(mn))));
+    }
     *sh = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v0), sf);
-    *c = _mm512_fmsub_ps(_mm512_mul_ps(gs->kb, v0), sf, _mm512_mul_ps(v1, mf));
+    *c = _mm512_fmsub_ps(_mm512_mul_ps(gs->kb, v0), sf, min_term);
 }
 
 /* (float)(lo + 16 * hi) of 16 int16 rows; (float)lo when the weight has no planes 4-7 */
@@ -58,8 +71,8 @@ TMAC_INLINE __m512 acc_f32(__m256i lo, __m256i hi, const int has_hi) {
 
 /* sh, c of the tile's 64 rows, 16 per vector: computed once per act group and
  * shared by the tokens of gemv2_tile. */
-TMAC_INLINE void coeffs64(const group_scales_t *gs, const int super, __m512 sh[4], __m512 c[4]) {
-    for (int q = 0; q < 4; q++) coeffs16(gs, 16 * q, super, &sh[q], &c[q]);
+TMAC_INLINE void coeffs64(const group_scales_t *gs, const int fmt, __m512 sh[4], __m512 c[4]) {
+    for (int q = 0; q < 4; q++) coeffs16(gs, 16 * q, fmt, &sh[q], &c[q]);
 }
 
 /* y[0..31] = fma(xs, c, fma(acc * ls, sh, y)), exactly the generic order; lo
@@ -87,18 +100,19 @@ TMAC_INLINE void step(__m512i t_lo, __m512i t_hi, const uint8_t *block, __m512i 
     *r1 = _mm512_add_epi16(*r1, _mm512_maddubs_epi16(weight, _mm512_unpackhi_epi8(l, h)));
 }
 
-/* bits and super are compile-time constants at every call: the plane loop
+/* bits and fmt are compile-time constants at every call: the plane loop
  * unrolls and the other format's code disappears. */
 TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int bits,
-                           const int super) {
+                           const int fmt) {
     const int has_hi = bits > TMAC_PLANES_PER_ACC;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
-    /* F16: (n_groups, 2, 64) sh, c; SUPER: (n_super, 2, 64) d, dmin and sub (n_groups, 2, 64) sc, mn */
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    /* F16: (n_groups, 2, 64) sh, c; F16_SYM (n_groups, 1, 64) sh; SUPER: (n_super, 2, 64) d, dmin and sub
+     * (n_groups, 2, 64) sc, mn; SUPER_NOMIN (n_super, 1, 64) d and (n_groups, 1, 64) sc */
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     TMAC_ALIGN(64) float y[64] = {0};
 
     for (int a = 0; a < n_act_groups; a++) {
@@ -117,9 +131,9 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             }
         }
         const __m512 ls = _mm512_set1_ps(lut->scales[a]), xs = _mm512_set1_ps(lut->sums[a]);
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut->act_group, fmt);
         __m512 sh[4], c[4];
-        coeffs64(&gs, super, sh, c);
+        coeffs64(&gs, fmt, sh, c);
         epilogue32(lo0, hi0, has_hi, ls, xs, sh, c, y);
         epilogue32(lo1, hi1, has_hi, ls, xs, sh + 2, c + 2, y + 32);
     }
@@ -147,17 +161,17 @@ TMAC_INLINE void step2(__m512i t0_lo, __m512i t0_hi, __m512i t1_lo, __m512i t1_h
 /* The same tile for two activation vectors (the AVX2 tier's tile2_bits, one
  * 64-byte block per step). bits stays a run-time value so the compiler keeps
  * the plane loop rolled instead of interleaving unrolled planes; has_hi
- * (bits > 4) and super are constants. Bit-identical to two gemv_tile calls. */
+ * (bits > 4) is a constant, fmt a run-time value. Bit-identical to two gemv_tile calls. */
 TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
-                       float *y0_64, float *y1_64, const int has_hi, const int super) {
+                       float *y0_64, float *y1_64, const int has_hi, const int fmt) {
     const int bits = w->bits;
     const int n_lo = has_hi ? TMAC_PLANES_PER_ACC : bits, n_hi = bits - n_lo;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = lut0->act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / lut0->act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     TMAC_ALIGN(64) float y0[64] = {0};
     TMAC_ALIGN(64) float y1[64] = {0};
 
@@ -184,9 +198,9 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
                     step2(t0_lo, t0_hi, t1_lo, t1_hi, block, weight, &a_hi0, &a_hi1, &b_hi0, &b_hi1);
             }
         }
-        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, lut0->act_group, fmt);
         __m512 sh[4], c[4];
-        coeffs64(&gs, super, sh, c);
+        coeffs64(&gs, fmt, sh, c);
         __m512 ls = _mm512_set1_ps(lut0->scales[a]), xs = _mm512_set1_ps(lut0->sums[a]);
         epilogue32(a_lo0, a_hi0, has_hi, ls, xs, sh, c, y0);
         epilogue32(a_lo1, a_hi1, has_hi, ls, xs, sh + 2, c + 2, y0 + 32);
@@ -205,32 +219,32 @@ TMAC_INLINE void tile2(const tmac_weight_t *w, const tmac_lut_t *lut0, const tma
 void tmac_gemv2_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut0, const tmac_lut_t *lut1, int tile,
                             float *TMAC_RESTRICT y0_64, float *TMAC_RESTRICT y1_64) {
     const int has_hi = w->bits > TMAC_PLANES_PER_ACC;
-    if (w->scale_format == TMAC_SCALES_SUPER) {
-        if (has_hi) tile2(w, lut0, lut1, tile, y0_64, y1_64, 1, 1);
-        else tile2(w, lut0, lut1, tile, y0_64, y1_64, 0, 1);
-    } else {
-        if (has_hi) tile2(w, lut0, lut1, tile, y0_64, y1_64, 1, 0);
-        else tile2(w, lut0, lut1, tile, y0_64, y1_64, 0, 0);
-    }
+    /* the format is a run-time value here: its branch runs once per act group for both tokens */
+    if (has_hi) tile2(w, lut0, lut1, tile, y0_64, y1_64, 1, w->scale_format);
+    else tile2(w, lut0, lut1, tile, y0_64, y1_64, 0, w->scale_format);
 }
 
 /* constant bits per instance: the plane loop unrolls */
-TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int super) {
+TMAC_INLINE void tile_switch(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *y64, const int fmt) {
     switch (w->bits) {
-    case 1: tile_bits(w, lut, tile, y64, 1, super); break;
-    case 2: tile_bits(w, lut, tile, y64, 2, super); break;
-    case 3: tile_bits(w, lut, tile, y64, 3, super); break;
-    case 4: tile_bits(w, lut, tile, y64, 4, super); break;
-    case 5: tile_bits(w, lut, tile, y64, 5, super); break;
-    case 6: tile_bits(w, lut, tile, y64, 6, super); break;
-    case 7: tile_bits(w, lut, tile, y64, 7, super); break;
-    default: tile_bits(w, lut, tile, y64, 8, super); break;
+    case 1: tile_bits(w, lut, tile, y64, 1, fmt); break;
+    case 2: tile_bits(w, lut, tile, y64, 2, fmt); break;
+    case 3: tile_bits(w, lut, tile, y64, 3, fmt); break;
+    case 4: tile_bits(w, lut, tile, y64, 4, fmt); break;
+    case 5: tile_bits(w, lut, tile, y64, 5, fmt); break;
+    case 6: tile_bits(w, lut, tile, y64, 6, fmt); break;
+    case 7: tile_bits(w, lut, tile, y64, 7, fmt); break;
+    default: tile_bits(w, lut, tile, y64, 8, fmt); break;
     }
 }
 
 void tmac_gemv_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *lut, int tile, float *TMAC_RESTRICT y64) {
-    if (w->scale_format == TMAC_SCALES_SUPER) tile_switch(w, lut, tile, y64, 1);
-    else tile_switch(w, lut, tile, y64, 0);
+    switch (w->scale_format) {      /* tmac_check_shapes admitted only these four */
+    case TMAC_SCALES_F16: tile_switch(w, lut, tile, y64, TMAC_SCALES_F16); break;
+    case TMAC_SCALES_F16_SYM: tile_switch(w, lut, tile, y64, TMAC_SCALES_F16_SYM); break;
+    case TMAC_SCALES_SUPER: tile_switch(w, lut, tile, y64, TMAC_SCALES_SUPER); break;
+    default: tile_switch(w, lut, tile, y64, TMAC_SCALES_SUPER_NOMIN); break;
+    }
 }
 
 /* ---- gemm_tile: up to 4 tokens per pass over the index bytes ----
@@ -266,15 +280,15 @@ TMAC_INLINE __m512i pair_weight(int j, const int bits) {
 }
 
 TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
-                       const int bits, const int super) {
+                       const int bits, const int fmt) {
     const int has_hi = bits > TMAC_PLANES_PER_ACC;
     const int n_pairs = (bits + 1) / 2;
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / luts[0].act_group;
     const uint8_t *planes = w->planes + (size_t)tile * kpairs * bits * 64;            /* (kpairs, bits, 64) */
-    const uint16_t *scales = w->scales + (size_t)tile * (super ? w->n_super : w->n_groups) * 2 * 64;
-    const int8_t *sub = super ? w->sub + (size_t)tile * w->n_groups * 2 * 64 : NULL;
+    const uint16_t *scales = tmac_tile_scales(w, tile);
+    const int8_t *sub = tmac_tile_sub(w, tile);
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     TMAC_ALIGN(64) float y[GEMM_BLOCK][64];
     for (int t = 0; t < T; t++)
@@ -315,9 +329,9 @@ TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile,
                 }
             }
         }
-        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, super);
+        const group_scales_t gs = group_scales(w, scales, sub, a, luts[0].act_group, fmt);
         __m512 sh[4], c[4];
-        coeffs64(&gs, super, sh, c);
+        coeffs64(&gs, fmt, sh, c);
         for (int t = 0; t < T; t++) {
             const __m512 ls = _mm512_set1_ps(luts[t].scales[a]), xs = _mm512_set1_ps(luts[t].sums[a]);
             epilogue32(lo[t][0], hi[t][0], has_hi, ls, xs, sh, c, y[t]);
@@ -330,24 +344,24 @@ TMAC_INLINE void tileN(const tmac_weight_t *w, const tmac_lut_t *luts, int tile,
             _mm512_storeu_ps(y64 + (size_t)t * 64 + r, _mm512_mul_ps(_mm512_load_ps(y[t] + r), ts));
 }
 
-/* T, bits and super constant per instance: the token and plane loops unroll */
+/* T and bits constant per instance (fmt a run-time value): the token and plane loops unroll */
 TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
-                            const int super) {
+                            const int fmt) {
     switch (w->bits) {
-    case 1: tileN(w, luts, tile, y64, T, 1, super); break;
-    case 2: tileN(w, luts, tile, y64, T, 2, super); break;
-    case 3: tileN(w, luts, tile, y64, T, 3, super); break;
-    case 4: tileN(w, luts, tile, y64, T, 4, super); break;
-    case 5: tileN(w, luts, tile, y64, T, 5, super); break;
-    case 6: tileN(w, luts, tile, y64, T, 6, super); break;
-    case 7: tileN(w, luts, tile, y64, T, 7, super); break;
-    default: tileN(w, luts, tile, y64, T, 8, super); break;
+    case 1: tileN(w, luts, tile, y64, T, 1, fmt); break;
+    case 2: tileN(w, luts, tile, y64, T, 2, fmt); break;
+    case 3: tileN(w, luts, tile, y64, T, 3, fmt); break;
+    case 4: tileN(w, luts, tile, y64, T, 4, fmt); break;
+    case 5: tileN(w, luts, tile, y64, T, 5, fmt); break;
+    case 6: tileN(w, luts, tile, y64, T, 6, fmt); break;
+    case 7: tileN(w, luts, tile, y64, T, 7, fmt); break;
+    default: tileN(w, luts, tile, y64, T, 8, fmt); break;
     }
 }
 
 TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
-    if (w->scale_format == TMAC_SCALES_SUPER) tileN_bits(w, luts, tile, y64, T, 1);
-    else tileN_bits(w, luts, tile, y64, T, 0);
+    /* the format is a run-time value here: its branch runs once per act group for all T tokens */
+    tileN_bits(w, luts, tile, y64, T, w->scale_format);
 }
 
 void tmac_gemm_tile_avx512(const tmac_weight_t *w, const tmac_lut_t *luts, int n, int tile, float *TMAC_RESTRICT y64) {
