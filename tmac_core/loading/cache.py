@@ -73,7 +73,8 @@ CRC_CHUNK = 16 << 20  # bytes per crc32 job: small enough to spread over threads
 PARTIAL_PREFIX = ".partial-"
 SCALES_F16, SCALES_SUPER = 0, 1  # PackedWeight.scale_format (kernels/LAYOUT.md v2)
 # Bump when repack.py or the bits presets change what a cached file holds.
-QUANTIZER_VERSION = 3  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output
+QUANTIZER_VERSION = 4  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output;
+# 4: the 2-bit preset calibrated on assets/calibration (a new text or method bumps it too)
 
 Weights = dict[str, "PackedWeight | np.ndarray"]
 
