@@ -115,7 +115,8 @@ def test_token_budget_scales_with_the_model():
     assert calibrate.n_tokens_for(small, 10_000) > calibrate.n_tokens_for(big, 10_000) >= calibrate.MIN_TOKENS
     assert calibrate.n_tokens_for(small, 100) == 100  # never more than the text has
     seqs = calibrate.sequences(list(range(2000)), 1, 1500)
-    assert seqs.shape == (2, calibrate.SEQ_LEN) and (seqs[:, 0] == 1).all()
+    assert seqs.shape == (3, 501) and (seqs[:, 0] == 1).all()  # 3 rows of 500 tokens after BOS
+    assert seqs[1, 1] == 500 and seqs[2, -1] == 1499
 
 
 def logits(engine):

@@ -38,10 +38,10 @@ from tmac_core.perplexity import tokenize
 from tmac_core.plan import ModelConfig, TensorSpec
 from tmac_core.tokenizer import Tokenizer
 
-# Tokens of calibration text per model: CALIBRATION_WORK matrix multiply-adds in all, so a
-# 135M model sees the whole text and a 1.17B one a fraction of it (the first load's time
-# limit, tests/loading/test_calibrate.py), never fewer than MIN_TOKENS or more than MAX_TOKENS.
-CALIBRATION_WORK = 2.0e11
+# Tokens of calibration text per model: CALIBRATION_WORK block multiply-adds in all (the pass's
+# cost), so SmolLM2-135M sees ~940 tokens and a 1.17B model MIN_TOKENS (its first load stays
+# near the plain quantizer's), never more than MAX_TOKENS.
+CALIBRATION_WORK = 1.0e11
 MIN_TOKENS, MAX_TOKENS = 128, 4096
 SEQ_LEN = 512  # tokens per calibration sequence (the perplexity benchmark's context), BOS first
 TEXT_NAME = "us-founding-documents.txt"
@@ -78,17 +78,15 @@ def n_tokens_for(cfg: ModelConfig, available: int) -> int:
 
 
 def sequences(tokens: list[int], bos_id: int | None, n_tokens: int) -> NDArray[np.int64]:
-    """(n_seq, len) token ids: the first n_tokens of the text cut into SEQ_LEN-long rows, each
-    starting with BOS when the model has one (as the perplexity chunks do); a short tail is dropped
-    unless it is the only row."""
+    """(n_seq, len) token ids: the first n_tokens of the text cut into as few equal rows of at most
+    SEQ_LEN tokens as hold them, each starting with BOS when the model has one (as the perplexity
+    chunks do); the remainder of the division is left out."""
     body = SEQ_LEN - (bos_id is not None)
     ids = tokens[:n_tokens]
-    rows = [ids[i : i + body] for i in range(0, len(ids), body)]
-    if len(rows) > 1 and len(rows[-1]) < len(rows[0]):
-        rows.pop()
-    width = len(rows[0])
+    n_rows = -(-len(ids) // body)
+    width = len(ids) // n_rows
     prefix = [] if bos_id is None else [bos_id]
-    return np.array([prefix + r[:width] for r in rows], np.int64)
+    return np.array([prefix + ids[r * width : (r + 1) * width] for r in range(n_rows)], np.int64)
 
 
 @dataclass
@@ -162,6 +160,9 @@ class Calibrator:
         self.x = self._embed()  # (n_seq, len, dim) the residual stream entering block self.next_layer
         self.next_layer = 0
         self._stats: LayerStats | None = None
+        # the current block's float32 matrices by tensor name, as its pass read them (the
+        # quantizer reuses them); one block's worth, dropped when the pass moves on
+        self.weights: dict[str, F32] = {}
 
     @property
     def n_tokens(self) -> int:
@@ -199,6 +200,7 @@ class Calibrator:
             return self._stats
         if layer != self.next_layer:
             raise ValueError(f"calibration is at block {self.next_layer}; block {layer} was asked")
+        self.weights = {}
         self._stats, self._float_out = self._block(layer, {})
         return self._stats
 
@@ -213,6 +215,7 @@ class Calibrator:
         self.x = self._float_out
         self.next_layer += 1
         self._stats = None
+        self.weights = {}
 
     def _block(self, layer: int, replace: dict[str, F32]) -> tuple[LayerStats, F32]:
         cfg, x = self.cfg, self.x
@@ -222,7 +225,10 @@ class Calibrator:
 
         def w(role: str, cols: int) -> F32:
             name = p + role + ".weight"
-            return replace[name] if name in replace else self._matrix(name, cols)
+            if name in replace:
+                return replace[name]
+            self.weights[name] = self._matrix(name, cols)
+            return self.weights[name]
 
         s, n, _ = x.shape
 
@@ -311,7 +317,9 @@ class AwareQuantizer:
         while cal.next_layer < spec.layer:
             cal.advance()
         imp = cal.layer(spec.layer).importance(spec.role)
-        w = dequantize_tensor(self.source, spec.name).reshape(spec.rows, spec.cols)
+        w = cal.weights.get(spec.name)
+        if w is None:
+            w = dequantize_tensor(self.source, spec.name).reshape(spec.rows, spec.cols)
         return quantize_weighted(w, _floored(imp), spec.bits, spec.group_size)
 
 
