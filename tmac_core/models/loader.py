@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from tmac_core.errors import UnsupportedModelError
+from tmac_core.errors import TokenizerError, UnsupportedModelError
 from tmac_core.kernels import PackedWeight, get_num_threads, pack, pack_super
 from tmac_core.loading.calibrate import AwareQuantizer, aware_matrix
 from tmac_core.loading.dequant import dequantize_tensor
@@ -189,10 +189,13 @@ def _aware(gguf: GGUFFile, cfg: ModelConfig, plan: list[TensorSpec]) -> AwareQua
     matrices for it: it runs the model over the calibration text once, block by block."""
     if not any(aware_matrix(spec) for spec in plan):
         return None
-    if hasattr(gguf, "folder"):  # a Hugging Face folder (loading/hf.py)
-        tokenizer = tokenizer_from_folder(gguf.folder, cfg.vocab_size)
-    else:
-        tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
+    try:
+        if hasattr(gguf, "folder"):  # a Hugging Face folder (loading/hf.py)
+            tokenizer = tokenizer_from_folder(gguf.folder, cfg.vocab_size)
+        else:
+            tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
+    except TokenizerError:  # no text can be run: the plain quantizer (Engine.load refuses such a file
+        return None  # before it gets here; this is a weights-only load of it)
     return AwareQuantizer(gguf, cfg, tokenizer, inv_frequencies(cfg, gguf))
 
 
