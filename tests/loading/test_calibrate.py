@@ -198,3 +198,23 @@ def test_a_missing_text_is_a_typed_error(model, tmp_path, monkeypatch):
 def test_the_text_is_not_the_held_out_one():
     text = calibrate.calibration_text()
     assert "We the People" in text and "Alice" not in text
+
+
+def test_advancing_on_given_weights(model):
+    """advance(quantized) runs the block on the matrices given (the sequential alternative): the
+    float weights themselves give the plain advance's stream, other weights another one."""
+    with GGUFFile.open(model) as g:
+        from tmac_core.config import config_from_gguf
+
+        cfg = config_from_gguf(g)
+        seqs = np.array([[1, 5, 40, 300, 7, 99]])
+        plain = calibrate.Calibrator(g, cfg, seqs, inv_frequencies(cfg, g))
+        plain.layer(0)
+        same = {name: w.copy() for name, w in plain.weights.items()}
+        plain.advance()
+        given = calibrate.Calibrator(g, cfg, seqs, inv_frequencies(cfg, g))
+        given.advance(same)
+        assert given.next_layer == 1 and np.array_equal(given.x, plain.x)
+        other = calibrate.Calibrator(g, cfg, seqs, inv_frequencies(cfg, g))
+        other.advance({"blk.0.ffn_down.weight": same["blk.0.ffn_down.weight"] * 2})
+        assert not np.allclose(other.x, plain.x)
