@@ -288,7 +288,8 @@ class VectorSpec:
 
 def layer_bits(cfg: ModelConfig, role: str, layer: int, bits: int) -> int:
     """The bits=2 preset keeps the most sensitive tensors at 4 bits: the
-    embedding/output table, attn_v, and the first and last layers."""
+    embedding/output table, attn_v, and the first and last layers. Its 2-bit block matrices
+    are requantized activation-aware, calibrated on a shipped text (loading/calibrate.py)."""
     if bits != 2:
         return bits
     if role in ("token_embd", "output", "attn_v") or layer in (0, cfg.n_layers - 1):

@@ -268,8 +268,8 @@ int main(int argc, char **argv) {
     if (fread(alphas, 4, (size_t)h[5], f) != (size_t)h[5] || fread(w, isz, n, f) != n) return 2;
     fclose(f);
     int64_t bad;
-    int rc = tmac_quantize_rows(w, (int)h[0], h[2], h[1], h[2], (int)h[3], h[4], alphas, (int)h[5], codes, scales,
-                                zeros, &bad);
+    int rc = tmac_quantize_rows(w, (int)h[0], h[2], h[1], h[2], (int)h[3], h[4], alphas, (int)h[5], NULL, codes,
+                                scales, zeros, &bad);
     FILE *o = fopen(argv[2], "wb");
     fwrite(&rc, 4, 1, o);
     fwrite(&bad, 8, 1, o);

@@ -21,6 +21,16 @@ def quantize_f32(
     scales: NDArray[np.float32],
     zeros: NDArray[np.float32],
 ) -> int: ...
+def quantize_f32_weighted(
+    w: NDArray[np.float32],
+    bits: int,
+    group_size: int,
+    alphas: NDArray[np.float32],
+    col_imp: NDArray[np.float32],
+    codes: NDArray[np.uint8],
+    scales: NDArray[np.float32],
+    zeros: NDArray[np.float32],
+) -> int: ...
 def quantize_f16(
     w: NDArray[np.uint16],
     bits: int,

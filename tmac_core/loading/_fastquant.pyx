@@ -10,8 +10,8 @@ cdef extern from "quantize.h" nogil:
     int TMAC_Q_OK, TMAC_Q_E_NOMEM, TMAC_Q_E_NONFINITE
     int TMAC_Q_MAX_BITS, TMAC_Q_MAX_ALPHAS, TMAC_Q_MAX_K
     int tmac_quantize_rows(const void *w, int src_type, int64_t row_stride, int64_t rows, int64_t k, int bits,
-                           int64_t group_size, const float *alphas, int n_alphas, uint8_t *codes, float *scales,
-                           float *zeros, int64_t *bad)
+                           int64_t group_size, const float *alphas, int n_alphas, const float *col_imp,
+                           uint8_t *codes, float *scales, float *zeros, int64_t *bad)
 
 MAX_BITS = TMAC_Q_MAX_BITS
 MAX_K = TMAC_Q_MAX_K
@@ -19,7 +19,7 @@ MAX_K = TMAC_Q_MAX_K
 
 cdef Py_ssize_t _run(const void *src, int src_type, Py_ssize_t row_stride, Py_ssize_t rows, Py_ssize_t k, int bits,
           Py_ssize_t group_size, const float[::1] alphas, uint8_t[:, ::1] codes, float[:, ::1] scales,
-          float[:, ::1] zeros):
+          float[:, ::1] zeros, const float *col_imp=NULL):
     if not 1 <= bits <= TMAC_Q_MAX_BITS:
         raise ValueError(f"bits={bits} is outside [1, {TMAC_Q_MAX_BITS}]")
     if not 1 <= k <= TMAC_Q_MAX_K:
@@ -42,7 +42,7 @@ cdef Py_ssize_t _run(const void *src, int src_type, Py_ssize_t row_stride, Py_ss
     cdef int rc
     with nogil:
         rc = tmac_quantize_rows(src, src_type, row_stride, rows, k, bits, group_size, &alphas[0],
-                                <int>alphas.shape[0], &codes[0, 0], &scales[0, 0], &zeros[0, 0], &bad)
+                                <int>alphas.shape[0], col_imp, &codes[0, 0], &scales[0, 0], &zeros[0, 0], &bad)
     if rc == TMAC_Q_E_NONFINITE:
         return bad
     if rc == TMAC_Q_E_NOMEM:
@@ -81,6 +81,22 @@ def quantize_bf16(const uint16_t[:, ::1] w, int bits, Py_ssize_t group_size, con
     return _run(&w[0, 0] if w.shape[0] and w.shape[1] else NULL, TMAC_Q_BF16,
                 _row_stride(w.shape[0], w.shape[1], w.strides[0], 2), w.shape[0], w.shape[1], bits,
                 group_size, alphas, codes, scales, zeros)
+
+
+def quantize_f32_weighted(const float[:, ::1] w, int bits, Py_ssize_t group_size, const float[::1] alphas,
+                          const float[::1] col_imp, uint8_t[:, ::1] codes, float[:, ::1] scales, float[:, ::1] zeros):
+    """As quantize_f32 with each column's error weighed by col_imp (K,) (E[x_k^2] of the layer's
+    input) instead of the weights' own magnitudes. col_imp: finite, >= 0, some weight > 0 in
+    every group (ValueError otherwise)."""
+    if col_imp.shape[0] != w.shape[1]:
+        raise ValueError(f"{col_imp.shape[0]} column importances for K={w.shape[1]}")
+    for g0 in range(0, col_imp.shape[0], max(group_size, 1)):
+        part = col_imp[g0 : g0 + group_size]
+        if not all(0.0 <= v <= 3.4e38 for v in part) or not max(part) > 0.0:
+            raise ValueError(f"column importances must be finite and >= 0, some > 0 in each group (at {g0})")
+    return _run(&w[0, 0] if w.shape[0] and w.shape[1] else NULL, TMAC_Q_F32,
+                _row_stride(w.shape[0], w.shape[1], w.strides[0], 4), w.shape[0], w.shape[1], bits,
+                group_size, alphas, codes, scales, zeros, &col_imp[0] if col_imp.shape[0] else NULL)
 
 
 # - the kernel weight layout (pack.c): layout.py's packing, byte for byte -

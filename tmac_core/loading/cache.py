@@ -78,7 +78,8 @@ SCALES_F16, SCALES_SUPER, SCALES_F16_SYM, SCALES_SUPER_NOMIN = 0, 1, 2, 3
 SUPER_FORMATS = (SCALES_SUPER, SCALES_SUPER_NOMIN)
 MAX_ZERO_MULT = 255
 # Bump when repack.py or the bits presets change what a cached file holds.
-QUANTIZER_VERSION = 3  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output
+QUANTIZER_VERSION = 4  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output;
+# 4: the 2-bit preset calibrated on assets/calibration (a new text or method bumps it too)
 
 Weights = dict[str, "PackedWeight | np.ndarray"]
 

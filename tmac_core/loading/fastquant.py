@@ -66,6 +66,38 @@ def quantize_bf16(raw: np.ndarray, bits: int, group_size: int, *, threads: int |
     return _quantize(raw, _fastquant.quantize_bf16, bits, group_size, threads)
 
 
+def quantize_weighted(
+    w: np.ndarray, importance: NDArray[np.float32], bits: int, group_size: int, *, threads: int | None = None
+) -> Quantized:
+    """quantize() with each column's error weighed by importance (K,) instead of the weights'
+    own magnitudes: the activation-aware search (importance = E[x_k^2] of the layer's input,
+    loading/calibrate.py). w: any float (M, K), converted to float32 a block at a time.
+    Raises ValueError for importances that are not finite and >= 0 with one > 0 in each group."""
+    if not np.issubdtype(w.dtype, np.floating) or w.ndim != 2:
+        raise ValueError(f"weights must be a 2-D float (M, K) matrix, got {w.dtype} {w.shape}")
+    imp = np.ascontiguousarray(importance, dtype=np.float32)
+    if imp.shape != (w.shape[-1],):
+        raise ValueError(f"importance has shape {imp.shape}, expected ({w.shape[-1]},)")
+
+    def kernel(
+        block: np.ndarray,
+        bits: int,
+        group_size: int,
+        alphas: NDArray[np.float32],
+        codes: np.ndarray,
+        scales: np.ndarray,
+        zeros: np.ndarray,
+    ) -> int:
+        rows = np.ascontiguousarray(block, dtype=np.float32)
+        return _fastquant.quantize_f32_weighted(rows, bits, group_size, alphas, imp, codes, scales, zeros)
+
+    if group_size >= 1 and imp.size % group_size == 0:  # else _quantize names the bad group size
+        groups = imp.reshape(-1, group_size)
+        if not (np.isfinite(imp).all() and (imp >= 0).all() and (groups.max(axis=1) > 0).all()):
+            raise ValueError("importance must be finite and >= 0, with a positive value in every group")
+    return _quantize(w, kernel, bits, group_size, threads)
+
+
 def _f32_blocks(
     w: np.ndarray,
     bits: int,

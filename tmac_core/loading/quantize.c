@@ -23,6 +23,11 @@
  * numpy's, and the test that compares our runtime with the numpy reference on a 2-bit
  * SmolLM2 agrees on the same tokens.
  *
+ * col_imp (optional, K values >= 0 per row position): the error weights of an activation-aware
+ * caller, imp = col_imp / max(col_imp over the group) in place of w^2 + mean(w^2): with
+ * col_imp = E[x_k^2] of the layer's input (loading/calibrate.py) the search minimises the
+ * group's share of the output error rather than the weights' error.
+ *
  * The hot passes (quantize_search.h) run on 8 lanes: two 4-wide vectors of the baseline
  * ISA, SSE2 on x86-64 and NEON on ARMv8 (no ISA flags, no -march=native), a scalar twin
  * elsewhere, and on x86-64 one AVX vector when the CPU has AVX (a function compiled for
@@ -282,7 +287,7 @@ static int cpu_has_avx(void) {
 
 /* Scale and zero for the scaled group in t->g (n real values, max |g| in [1, 2)). */
 static void fit_group(const scratch_t *t, int64_t n, float lo, float hi, float qmax, const float *alphas,
-                      int n_alphas, float *s_out, float *z_out) {
+                      int n_alphas, const float *col_imp, float *s_out, float *z_out) {
     int64_t n_pad = (n + LANES - 1) / LANES * LANES;
     const float *g = t->g;
     float *imp = t->imp;
@@ -294,9 +299,15 @@ static void fit_group(const scratch_t *t, int64_t n, float lo, float hi, float q
     }
     v4 mean_sq = V_SET(lanes_sum(acc0, acc1) / (float)n);
     v4 sw0 = V_SET(0.0f), sw1 = sw0, swg0 = sw0, swg1 = sw0;
-    for (int64_t i = 0; i < n_pad; i += 4) {
-        v4 gv = V_LOAD(g + i);
-        V_STORE(imp + i, V_ADD(V_ADD(V_MUL(gv, gv), mean_sq), V_SET(TINY)));
+    if (col_imp) {  /* the caller's importance, scaled so its largest is 1 (sums stay in range) */
+        float peak = 0.0f;
+        for (int64_t i = 0; i < n; i++) peak = col_imp[i] > peak ? col_imp[i] : peak;
+        for (int64_t i = 0; i < n; i++) imp[i] = col_imp[i] / peak + TINY;
+    } else {
+        for (int64_t i = 0; i < n_pad; i += 4) {
+            v4 gv = V_LOAD(g + i);
+            V_STORE(imp + i, V_ADD(V_ADD(V_MUL(gv, gv), mean_sq), V_SET(TINY)));
+        }
     }
     for (int64_t i = n; i < n_pad; i++) imp[i] = 0.0f;  /* the padding weighs nothing */
     for (int64_t i = 0; i < n_pad; i += LANES) {
@@ -325,7 +336,8 @@ static void fit_group(const scratch_t *t, int64_t n, float lo, float hi, float q
 
 /* One group: its codes, scale and zero. Returns the index of a non-finite value, or -1. */
 static int64_t quantize_group(const void *w, int src_type, int64_t at, int64_t n, float qmax, const float *alphas,
-                              int n_alphas, const scratch_t *t, uint8_t *codes, float *scale, float *zero) {
+                              int n_alphas, const float *col_imp, const scratch_t *t, uint8_t *codes, float *scale,
+                              float *zero) {
     float *g = t->g;  /* a local copy: stores to codes (uint8) may alias anything, t->g included */
     int64_t bad = load_group(w, src_type, at, n, g);
     if (bad >= 0) return bad;
@@ -364,7 +376,7 @@ static int64_t quantize_group(const void *w, int src_type, int64_t at, int64_t n
     float up = ldexpf(1.0f, 1 - e), down = ldexpf(1.0f, e - 1);  /* exact powers of two */
     for (int64_t i = 0; i < n; i++) g[i] *= up;
     float s, z;
-    fit_group(t, n, lo * up, hi * up, qmax, alphas, n_alphas, &s, &z);
+    fit_group(t, n, lo * up, hi * up, qmax, alphas, n_alphas, col_imp, &s, &z);
     for (int64_t i = 0; i < n; i++) codes[i] = (uint8_t)round_clamped(g[i] / s + z, qmax);
     *scale = s * down;
     *zero = z;
@@ -372,8 +384,8 @@ static int64_t quantize_group(const void *w, int src_type, int64_t at, int64_t n
 }
 
 int tmac_quantize_rows(const void *w, int src_type, int64_t row_stride, int64_t rows, int64_t k, int bits,
-                       int64_t group_size, const float *alphas, int n_alphas, uint8_t *codes, float *scales,
-                       float *zeros, int64_t *bad) {
+                       int64_t group_size, const float *alphas, int n_alphas, const float *col_imp, uint8_t *codes,
+                       float *scales, float *zeros, int64_t *bad) {
     if (!w || !alphas || !codes || !scales || !zeros || !bad) return TMAC_Q_E_ARGS;
     if (src_type < TMAC_Q_F32 || src_type > TMAC_Q_BF16 || bits < 1 || bits > TMAC_Q_MAX_BITS) return TMAC_Q_E_ARGS;
     if (rows < 0 || k < 1 || k > TMAC_Q_MAX_K || group_size < 1 || k % group_size || row_stride < k)
@@ -381,6 +393,15 @@ int tmac_quantize_rows(const void *w, int src_type, int64_t row_stride, int64_t 
     if (n_alphas < 1 || n_alphas > TMAC_Q_MAX_ALPHAS) return TMAC_Q_E_ARGS;
     for (int c = 0; c < n_alphas; c++)
         if (!(alphas[c] > 0.0f && alphas[c] <= 1.0f)) return TMAC_Q_E_ARGS;
+    if (col_imp)  /* finite, >= 0, and some weight in every group */
+        for (int64_t g0 = 0; g0 < k; g0 += group_size) {
+            float peak = 0.0f;
+            for (int64_t i = g0; i < g0 + group_size; i++) {
+                if (!(col_imp[i] >= 0.0f && col_imp[i] <= 3.4e38f)) return TMAC_Q_E_ARGS;
+                peak = col_imp[i] > peak ? col_imp[i] : peak;
+            }
+            if (!(peak > 0.0f)) return TMAC_Q_E_ARGS;
+        }
     *bad = -1;
     if (rows == 0) return TMAC_Q_OK;
     int64_t n_pad = (group_size + LANES - 1) / LANES * LANES;
@@ -398,7 +419,8 @@ int tmac_quantize_rows(const void *w, int src_type, int64_t row_stride, int64_t 
     for (int64_t r = 0; r < rows && rc == TMAC_Q_OK; r++)
         for (int64_t gi = 0; gi < n_groups; gi++) {
             int64_t col = gi * group_size;
-            int64_t at = quantize_group(w, src_type, r * row_stride + col, group_size, qmax, alphas, n_alphas, &t,
+            int64_t at = quantize_group(w, src_type, r * row_stride + col, group_size, qmax, alphas, n_alphas,
+                                        col_imp ? col_imp + col : NULL, &t,
                                         codes + r * k + col, scales + r * n_groups + gi, zeros + r * n_groups + gi);
             if (at >= 0) {
                 *bad = r * k + col + at;

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from tmac_core.errors import UnsupportedModelError
+from tmac_core.errors import TokenizerError, UnsupportedModelError
 from tmac_core.kernels import PackedWeight, get_num_threads, pack, pack_super
+from tmac_core.loading.calibrate import AwareQuantizer, aware_matrix
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.fastquant import residual as weight_residual
 from tmac_core.loading.gguf import GGUFFile
@@ -41,6 +42,8 @@ from tmac_core.plan import (
     tensor_plan,
     vector_plan,
 )
+from tmac_core.tokenizer import tokenizer_from_gguf
+from tmac_core.tokenizer.hf_files import tokenizer_from_folder
 
 if TYPE_CHECKING:
     from tmac_core.loading.cache import CacheWriter
@@ -154,10 +157,13 @@ def load_weights(
     from_file = [spec for spec in plan if spec.role != "output_residual"]
     packed: dict[str, PackedWeight] = {}
     perms: dict[str, NDArray[np.int32]] = {}
+    aware = _aware(gguf, cfg, plan)
     for i, spec in enumerate(from_file):
         mode = None if bits is None and spec.exact else spec.bits  # None: the file's own codes
         gptq = gptq_weight(gguf, spec, bits)
-        if gptq is not None:
+        if aware is not None and aware_matrix(spec):
+            packed[spec.name] = _check_packed(gguf, spec, _aware_packed(aware, spec))
+        elif gptq is not None:
             packed[spec.name] = _check_packed(gguf, spec, gptq[0])
             if gptq[1] is not None:
                 perms[input_perm_name(spec.name)] = gptq[1]
@@ -176,6 +182,26 @@ def load_weights(
             weights[vec.name] = dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1)
     weights["rope.inv_freq"] = inv_frequencies(cfg, gguf)
     return weights
+
+
+def _aware(gguf: GGUFFile, cfg: ModelConfig, plan: list[TensorSpec]) -> AwareQuantizer | None:
+    """The 2-bit preset's activation-aware quantizer (loading/calibrate.py), when the plan has
+    matrices for it: it runs the model over the calibration text once, block by block."""
+    if not any(aware_matrix(spec) for spec in plan):
+        return None
+    try:
+        if hasattr(gguf, "folder"):  # a Hugging Face folder (loading/hf.py)
+            tokenizer = tokenizer_from_folder(gguf.folder, cfg.vocab_size)
+        else:
+            tokenizer = tokenizer_from_gguf(gguf.metadata, gguf.path)
+    except TokenizerError:  # no text can be run: the plain quantizer (Engine.load refuses such a file
+        return None  # before it gets here; this is a weights-only load of it)
+    return AwareQuantizer(gguf, cfg, tokenizer, inv_frequencies(cfg, gguf))
+
+
+def _aware_packed(aware: AwareQuantizer, spec: TensorSpec) -> PackedWeight:
+    codes, scales, zeros = aware.quantize(spec)
+    return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
 
 
 def row_chunks(rows: int, cols: int) -> list[tuple[int, int]]:
@@ -201,8 +227,14 @@ def write_weights(
     repacked: the same weights load_weights returns, one row slab at a time."""
     report = done or (lambda n: None)
     plan = tensor_plan(cfg, bits, {name: info.ggml_type.name for name, info in gguf.tensors.items()})
+    aware = _aware(gguf, cfg, plan)
     for spec in plan:
         if spec.role == "output_residual":
+            continue
+        if aware is not None and aware_matrix(spec):  # the 2-bit preset's calibrated matrices, whole
+            writer.add_packed(spec.name, [_check_packed(gguf, spec, _aware_packed(aware, spec))])
+            report(gguf.tensors[spec.name].nbytes)
+            _release(gguf, spec.name)
             continue
         gptq = gptq_weight(gguf, spec, bits)
         if gptq is not None:  # a GPTQ layer of a folder: its own arrays, whole
