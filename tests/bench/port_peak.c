@@ -13,7 +13,8 @@
  *          once (and, srl, and) for 4 tokens; per 32 MACs and token vpmaddubsw, vpmaddwd,
  *          vcvtdq2ps, vfmadd (the block's scale)
  *
- * port_peak_seconds(mix, iters) runs `iters` iterations of a mix; port_peak_ops(mix) is
+ * port_peak_seconds(mix, iters) runs `iters` iterations of a mix (CPU seconds of the calling
+ * thread); port_peak_ops(mix) is
  * the vector ALU ops of one iteration (loads not counted: they go to the load ports);
  * port_peak_work(mix) the work of one iteration: weight x token products for the LUT and
  * int8 mixes (a LUT mix's bits are in its weights), ops for mixes 0-2.
@@ -29,9 +30,11 @@ static uint8_t g_buf[BUF] __attribute__((aligned(64)));
 static int8_t g_act[BUF] __attribute__((aligned(64)));
 volatile uint64_t port_peak_sink; /* every result ends here: nothing is dead code */
 
+/* this thread's CPU time: on a shared machine the time other processes hold the core is
+ * not counted (a sibling hyperthread's load still is) */
 static double now_s(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -209,7 +212,7 @@ double port_peak_work(int mix) {
     }
 }
 
-/* wall seconds of `iters` iterations of `mix`; -1 for an unknown mix or iters < 1 */
+/* CPU seconds of `iters` iterations of `mix`; -1 for an unknown mix or iters < 1 */
 double port_peak_seconds(int mix, long iters) {
     if (mix < 0 || mix > 6 || iters < 1) return -1.0;
     fill();
