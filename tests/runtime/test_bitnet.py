@@ -281,3 +281,29 @@ def test_synth_cli_writes_a_bitnet_model_the_engine_runs(tmp_path):
         assert logits.shape == (300,) and np.isfinite(logits).all() and np.ptp(logits) > 0
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("bits", [None, 2])
+@pytest.mark.parametrize("arch", ["bitnet-b1.58", "bitnet"])
+def test_an_i2_s_file_loads_through_the_engine_and_its_cache(tiny_files, arch, bits, tmp_path):
+    """Engine.load streams matrices in row slabs; an I2_S tensor keeps its fp32 scale after its
+    last block, so it is read whole (a slab lost the scale: 'cannot reshape'). The miss and the
+    cache hit give the logits of the in-memory loader, bit for bit."""
+    path = tiny_files[arch, "i2_s"]
+    with GGUFFile.open(path) as f:
+        cfg = config_from_gguf(f)
+        rt = loader.build_runtime(cfg, loader.load_weights(f, cfg, bits), 64, 32, exact_activations=True)
+    prompt = [1, 7, 42, 99, 5]
+    expected = np.asarray(rt.forward(prompt, 0))
+    for _ in ("miss", "hit"):
+        engine = Engine.load(str(path), bits=bits, cache_dir=tmp_path, exact_activations=True, n_ctx=64)
+        try:
+            np.testing.assert_array_equal(engine.forward(prompt, 0), expected)
+        finally:
+            engine.close()
+    with GGUFFile.open(path) as f:
+        name = next(n for n, t in f.tensors.items() if t.ggml_type is GGMLType.I2_S)
+        rows = f.tensors[name].n_elements // f.tensors[name].shape[0]
+        assert f.rows(name, 0, rows).tensors[name] == f.tensors[name]
+        with pytest.raises(ValueError, match="I2_S is read whole"):
+            f.rows(name, 0, rows // 2)

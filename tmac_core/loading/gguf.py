@@ -674,10 +674,17 @@ class GGUFFile:
         n_rows = info.n_elements // info.shape[0] if info.shape else 0
         if len(info.shape) != 2 or not 0 <= r0 < r1 <= n_rows:
             raise ValueError(f"rows {r0}..{r1} of {name!r}, shape {info.shape}")
-        row_bytes = info.nbytes // n_rows
         part = object.__new__(GGUFFile)  # no second parse: the header was read once
         part.__dict__.update(self.__dict__)
         part._mmap = None
+        if info.ggml_type is GGMLType.I2_S:
+            # one stream of 128-element blocks with the tensor's fp32 scale after the last one
+            # (dequant.i2_s_codes): a slab of rows would lose the scale, so only the whole matrix
+            if (r0, r1) != (0, n_rows):
+                raise ValueError(f"rows {r0}..{r1} of the I2_S tensor {name!r}: I2_S is read whole")
+            part.tensors = {name: info}
+            return part
+        row_bytes = info.nbytes // n_rows
         part.tensors = {
             name: TensorInfo(
                 name, info.ggml_type, (info.shape[0], r1 - r0), info.offset + r0 * row_bytes, (r1 - r0) * row_bytes

@@ -29,7 +29,7 @@ from tmac_core.kernels import PackedWeight, get_num_threads, pack, pack_super
 from tmac_core.loading.calibrate import AwareQuantizer, aware_matrix
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.fastquant import residual as weight_residual
-from tmac_core.loading.gguf import GGUFFile
+from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
 from tmac_core.models._llama import LlamaRuntime
@@ -256,8 +256,12 @@ def write_weights(
 
 
 def _slabs(gguf: GGUFFile, spec: TensorSpec) -> list[tuple[int, int]]:
-    """Row slabs of a matrix, or the whole matrix for a source that cannot cut one (a folder)."""
-    return row_chunks(spec.rows, spec.cols) if hasattr(gguf, "rows") else [(0, spec.rows)]
+    """Row slabs of a matrix, or the whole matrix for a source that cannot cut one (a folder, or
+    an I2_S tensor: its scale follows its last block; at 2 bits a whole matrix is small)."""
+    source = gguf.tensors.get(spec.name)  # None: a derived matrix (the output layer's residual)
+    if not hasattr(gguf, "rows") or (source is not None and source.ggml_type is GGMLType.I2_S):
+        return [(0, spec.rows)]
+    return row_chunks(spec.rows, spec.cols)
 
 
 def _slab(gguf: GGUFFile, name: str, r0: int, r1: int, rows: int) -> GGUFFile:
