@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tmac_core.kernels as K
-from tmac_core.kernels import _kernels
 from tests.reference import llama_numpy
 from tmac_core.config import config_from_gguf
+from tmac_core.kernels import _kernels
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.repack import bits_per_weight, quantize, repack
