@@ -43,6 +43,41 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the extension does not export its C symbols on Windows")
+def test_every_item_runs_once_in_every_job_at_any_size():
+    # thousands of jobs through the C entry point, 0 to 40 items each, the pool resized
+    # between some of them: each job's items are seen exactly once, by valid thread indices
+    r = isolated(
+        """
+import ctypes, random
+import tmac_core.kernels._kernels as mod
+lib = ctypes.CDLL(mod.__file__)
+TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+lib.tmac_parallel_for.argtypes = [ctypes.c_int, TASK, ctypes.c_void_p]
+seen, threads = [], set()
+
+def item(ctx, i, thread):
+    seen.append(i)
+    threads.add(thread)
+
+task = TASK(item)
+rnd = random.Random(3)
+size = 2
+for job in range(3000):
+    if job % 500 == 0:
+        size = rnd.choice([1, 2, 3, 5])
+        assert lib.tmac_pool_set_threads(size) == 0
+    n = rnd.randrange(41)
+    seen.clear()
+    assert lib.tmac_parallel_for(n, task, None) == 0
+    assert sorted(seen) == list(range(n)), (job, n, sorted(seen))
+assert threads <= set(range(5)), threads
+print("ok")
+"""
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
     reason="pins threads to two CPUs of their own (Linux thread ids)",

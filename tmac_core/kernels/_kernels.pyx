@@ -97,10 +97,10 @@ def get_num_threads():
 
 def pool_stats():
     """The thread pool's counters since it started (kernels.h tmac_pool_stats_t): calls,
-    jobs (calls shared with the workers), worker_items, caller_sleeps, caller_wait_seconds."""
+    jobs (calls shared with the workers), worker_items, wakeups, caller_sleeps, caller_wait_seconds."""
     cdef tmac_pool_stats_t s
     tmac_pool_stats(&s)
-    return {"calls": s.calls, "jobs": s.jobs, "worker_items": s.worker_items,
+    return {"calls": s.calls, "jobs": s.jobs, "worker_items": s.worker_items, "wakeups": s.wakeups,
             "caller_sleeps": s.caller_sleeps, "caller_wait_seconds": s.caller_wait_seconds}
 
 

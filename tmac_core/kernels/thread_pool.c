@@ -183,12 +183,13 @@ static int wait_until(pool_t *p, int (*done)(pool_t *, uint64_t), uint64_t arg, 
     return 1;
 }
 
-static void broadcast_if(pool_t *p, cond_t *cv, long *sleeping) {
-    if (ATOMIC_LOAD(sleeping) > 0) {
-        MUTEX_LOCK(&p->sleep_lock);
-        COND_BROADCAST(cv);
-        MUTEX_UNLOCK(&p->sleep_lock);
-    }
+/* Returns 1 if it woke anyone. */
+static int broadcast_if(pool_t *p, cond_t *cv, long *sleeping) {
+    if (ATOMIC_LOAD(sleeping) == 0) return 0;
+    MUTEX_LOCK(&p->sleep_lock);
+    COND_BROADCAST(cv);
+    MUTEX_UNLOCK(&p->sleep_lock);
+    return 1;
 }
 
 static int new_generation(pool_t *p, uint64_t seen) {
@@ -378,7 +379,7 @@ int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx) {
             ATOMIC_STORE(&p->ranges[t].next, (long)((int64_t)n_items * t / p->n_threads));
         }
         ATOMIC_STORE64(&p->job, (ATOMIC_LOAD64(&p->job) & ~BUSY_MASK) + GEN_ONE + (uint64_t)n_items);
-        broadcast_if(p, &p->work_cv, &p->n_sleeping);
+        p->stats.wakeups += broadcast_if(p, &p->work_cv, &p->n_sleeping);
         const long ran = run_items(p, 0);
         ATOMIC_ADD64(&p->job, (uint64_t)0 - (uint64_t)ran);
         p->stats.jobs++;
