@@ -8,7 +8,7 @@
  * worker that the OS has descheduled (2 threads on a shared 2-core machine)
  * simply misses the jobs posted while it is away: the caller and the other
  * workers run its share (the job word below). Waiting threads spin briefly,
- * then yield the core, then sleep on a condition variable.
+ * then yield the core a few times, then sleep on a condition variable.
  *
  * The size can be changed at any moment; the change is applied, under the job
  * mutex, at the start of the next call. Tasks must not call tmac_parallel_for
@@ -80,13 +80,15 @@ static inline int atomic_cas64(uint64_t *p, uint64_t expect, uint64_t desired) {
 #endif
 
 #define MAX_THREADS TMAC_MAX_THREADS
-/* How a thread waits (for a job, or for the last items of its own): SPIN_ROUNDS
+/* How a thread waits (for a job, or for the last items of a job): SPIN_ROUNDS
  * pauses (~25-65 ns each: 50-130 us, longer than the serial work between two
- * jobs of a decode step), with a yield every YIELD_EVERY of them so that a
- * waiting thread hands its core to a runnable one when threads outnumber free
- * cores; then it sleeps until woken. */
+ * jobs of a decode step), then YIELD_ROUNDS yields of its core to whatever else
+ * is runnable (when threads outnumber free cores a spinning worker would delay
+ * the very thread it waits for), then it sleeps until woken. No yield while
+ * spinning: on a busy machine a yield hands the core away for a whole time
+ * slice, and the next job would start without this thread. */
 #define SPIN_ROUNDS 2048
-#define YIELD_EVERY 128
+#define YIELD_ROUNDS 16
 
 /* The job word: | generation (24 bits) | threads inside (9) | items not yet reported done (31) |.
  * The caller publishes a job by storing a new generation with all its items;
@@ -170,10 +172,13 @@ static long run_items(pool_t *p, int thread) {
  * sleeper, which re-checks done() after announcing itself under the lock, is
  * never missed. Returns 1 if it slept. */
 static int wait_until(pool_t *p, int (*done)(pool_t *, uint64_t), uint64_t arg, cond_t *cv, long *sleeping) {
-    for (int s = 1; s <= SPIN_ROUNDS; s++) {
+    for (int s = 0; s < SPIN_ROUNDS; s++) {
         if (done(p, arg)) return 0;
         CPU_RELAX();
-        if (s % YIELD_EVERY == 0) YIELD();
+    }
+    for (int s = 0; s < YIELD_ROUNDS; s++) {
+        if (done(p, arg)) return 0;
+        YIELD();
     }
     MUTEX_LOCK(&p->sleep_lock);
     ATOMIC_ADD(sleeping, 1);
