@@ -8,6 +8,7 @@ import pytest
 import tmac_core.kernels as K
 from tests.reference import llama_numpy
 from tmac_core.config import config_from_gguf
+from tmac_core.kernels import _kernels
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
 from tmac_core.loading.repack import bits_per_weight, quantize, repack
@@ -119,6 +120,40 @@ def test_thread_count_does_not_change_logits(model, weights4):
         np.testing.assert_array_equal(run_chunks(cfg, weights4, tokens[:16], chunk=8), one)
     finally:
         K.set_num_threads(saved)
+
+
+def test_decode_logits_are_identical_at_1_and_2_threads(model, weights4):
+    # decode is where the pool runs ~150 small jobs per token, each split differently at 2 threads
+    _, cfg, tokens = model
+    saved = K.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 1, 2):
+            K.set_num_threads(threads)
+            rt = loader.build_runtime(cfg, weights4, n_ctx=64)
+            runs.append(np.stack([np.array(rt.forward(tokens[i : i + 1], i)) for i in range(24)]))
+    finally:
+        K.set_num_threads(saved)
+    for got in runs[1:]:
+        np.testing.assert_array_equal(got, runs[0])
+
+
+def test_decode_step_pool_jobs(model, weights4):
+    # per layer: the Q/K/V matrices, attention, the output projection, gate/up and down; then
+    # the output layer. The table builds at SmolLM2's K are one item each and run inline.
+    _, cfg, tokens = model
+    saved = K.get_num_threads()
+    try:
+        K.set_num_threads(2)
+        rt = loader.build_runtime(cfg, weights4, n_ctx=64)
+        rt.forward(tokens[:8], 0)
+        before = _kernels.pool_stats()
+        for i in range(8, 12):
+            rt.forward(tokens[i : i + 1], i)
+        after = _kernels.pool_stats()
+    finally:
+        K.set_num_threads(saved)
+    assert (after["jobs"] - before["jobs"]) / 4 == 5 * cfg.n_layers + 1
 
 
 def test_forward_refuses_bad_input(model, weights4):

@@ -70,6 +70,10 @@ cdef extern from "tmac/kernels.h" nogil:
     int tmac_swiglu(tmac_isa_t isa, float *gate, const float *up, int n)
     int tmac_pool_set_threads(int n)
     int tmac_pool_get_threads()
+    ctypedef struct tmac_pool_stats_t:
+        int64_t calls, jobs, worker_items, wakeups, caller_sleeps
+        double caller_wait_seconds
+    void tmac_pool_stats(tmac_pool_stats_t *out)
 
 
 cdef class PackedWeight:

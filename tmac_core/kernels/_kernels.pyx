@@ -95,6 +95,15 @@ def get_num_threads():
     return tmac_pool_get_threads()
 
 
+def pool_stats():
+    """The thread pool's counters since it started (kernels.h tmac_pool_stats_t): calls,
+    jobs (calls shared with the workers), worker_items, wakeups, caller_sleeps, caller_wait_seconds."""
+    cdef tmac_pool_stats_t s
+    tmac_pool_stats(&s)
+    return {"calls": s.calls, "jobs": s.jobs, "worker_items": s.worker_items, "wakeups": s.wakeups,
+            "caller_sleeps": s.caller_sleeps, "caller_wait_seconds": s.caller_wait_seconds}
+
+
 GROUP_SIZES = (16, 32, 64, 128, 256)   # besides one group per row (group_size == k_pad, k_pad % 64 == 0)
 SCALES_F16 = TMAC_SCALES_F16
 SCALES_SUPER = TMAC_SCALES_SUPER

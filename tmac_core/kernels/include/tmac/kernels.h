@@ -188,5 +188,17 @@ int tmac_pool_get_threads(void);
  * TMAC_E_SHAPE unless 0 <= n_items <= TMAC_MAX_ITEMS. The pool survives fork():
  * the child starts its own threads at its first parallel call (POSIX). */
 int tmac_parallel_for(int n_items, tmac_task_fn fn, void *ctx);
+/* What the pool has done since it started (counts never reset): calls of
+ * tmac_parallel_for; jobs, those of them shared with the workers (the others,
+ * 0 or 1 item or a 1-thread pool, ran on the caller alone); worker_items, the
+ * items of those jobs that workers ran; wakeups, the jobs that found workers
+ * asleep and woke them (a system call); caller_sleeps and caller_wait_seconds,
+ * how often and how long the caller, its own items done, waited for a worker's
+ * last item. For benchmarks and tests. */
+typedef struct {
+    int64_t calls, jobs, worker_items, wakeups, caller_sleeps;
+    double caller_wait_seconds;
+} tmac_pool_stats_t;
+void tmac_pool_stats(tmac_pool_stats_t *out);
 
 #endif
