@@ -389,8 +389,8 @@ class GPTQSynthSpec:
             p = f"model.layers.{i}."
             out[p + "input_layernorm.weight"] = ("F16", (c.dim,))
             out[p + "post_attention_layernorm.weight"] = ("F16", (c.dim,))
-            for proj, rows, k in _LLAMA_PROJECTIONS:
-                n, k = self.layer_shape(rows, k)
+            for proj, rows_field, k_field in _LLAMA_PROJECTIONS:
+                n, k = self.layer_shape(rows_field, k_field)
                 out[f"{p}{proj}.qweight"] = ("I32", (k * self.bits // 32, n))
                 out[f"{p}{proj}.qzeros"] = ("I32", (k // self.group_size, n * self.bits // 32))
                 out[f"{p}{proj}.scales"] = ("F16", (k // self.group_size, n))
@@ -508,12 +508,12 @@ def _tokenizer_files(spec: GPTQSynthSpec) -> dict[str, object]:
     and generation_config.json."""
     tokens, _types, merges = vocabulary(spec.config.vocab_size)
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    added = [
+    added: list[dict[str, object]] = [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
         | {"special": True}
         for i, t in enumerate(SPECIALS)
     ]
-    model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None}
+    model: dict[str, object] = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None}
     model |= {"end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
     model |= {"vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges}
     return {
