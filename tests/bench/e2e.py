@@ -791,6 +791,31 @@ def render(
     return "\n".join(lines)
 
 
+def render_big(machine: str, peer: str | None, bandwidth: dict, big_run: tuple[dict, dict, dict]) -> str:
+    """The e2e section of a `--only big` run: the real-shape group's Targets lines and tables."""
+    from tests.bench import big
+
+    verdict = {True: "yes", False: "no", None: "not measured"}
+    lines = [
+        f"## End to end (real shapes only) — {machine}",
+        "",
+        "Ours: `python -m tmac_core bench`; llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch "
+        "512, weights loaded without mmap. "
+        + ("Peer: llama-cpp-python " + _peer_version(peer) + "." if peer else "**No peer numbers in this run.**")
+        + f" Streaming-read bandwidth: {_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2.",
+        "",
+        busy_note({k: v for k, v in big_run[0].items() if len(k) == 4}),
+        "",
+        "### Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in big.checks(big_run[0])]
+    lines += ["", *big.section(big_run[0], big_run[1], bandwidth, big_run[2])]
+    return "\n".join(lines)
+
+
 def _mix_text(inspect: dict | None) -> str:
     """'Q5_0 61%, Q8_0 21%, ...' by weights, from `inspect --json`."""
     mix = _get(inspect, "type_mix")
@@ -990,7 +1015,12 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         big_run = (big.measure(big_files, peer), big_files, big_made)
         print(f"real-shape group measured in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    section = render(machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth, big_run)
+    if only_big and big_run is not None:
+        section = render_big(machine, peer, bandwidth, big_run)
+    else:
+        section = render(
+            machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth, big_run
+        )
     print("\n" + section)
     if not a.no_doc:
         write_doc(section)

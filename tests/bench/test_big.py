@@ -107,3 +107,16 @@ def test_targets_are_the_ratios_against_llama_cpp_and_the_8b_load_bounds():
     assert {n: ok for n, _s, ok in big.checks(results)}[name] is False
     results[("load", "l8_q4_k_m")]["cache_hit"] = True  # a warm cache says nothing about the first load
     assert {n: ok for n, _s, ok in big.checks(results)}[name] is None
+
+
+def test_only_big_runs_the_group_alone_and_prints_its_section_and_targets(tiny_group, monkeypatch, capsys):
+    import tests.bench.machine
+
+    monkeypatch.setattr(tests.bench.machine, "read_bandwidth", lambda threads: (30.0 * threads, "stub"))
+    monkeypatch.setattr(e2e, "peer_python", lambda: None)
+    monkeypatch.setattr(e2e, "prepare_models", lambda peer: pytest.fail("--only big made the other groups' files"))
+    assert e2e.main(["--only", "big", "--no-doc", "--quiet-wait", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "### Real shapes: BitNet b1.58 2B-4T and Llama-3-8B (synthetic weights)" in out
+    assert "| 2B-4T ternary decode ≥ 1.5× llama.cpp TQ2_0, 1 thread | not measured | not measured |" in out
+    assert "| 2B-4T shape, ternary TQ2_0 |" in out and "real-shape group measured in" in out
