@@ -132,3 +132,25 @@ def _shape() -> dict:
     return dict(
         dim=256, hidden_dim=384, n_layers=1, n_heads=4, n_kv_heads=2, head_dim=64, vocab_size=300, n_ctx_train=64
     )
+
+
+def test_the_synth_command_writes_a_gptq_folder(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "w4"
+    shape = ["--dim", "256", "--ffn", "384", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--vocab", "300"]
+    args = ["synth", out, *shape, "--type", "gptq", "--gptq-bits", "4", "--group-size", "64", "--json"]
+    proc = subprocess.run([sys.executable, "-m", "tmac_core", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["type"] == "gptq w4g64" and record["bytes"] == (out / "model.safetensors").stat().st_size
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (qc["bits"], qc["group_size"]) == (4, 64)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tmac_core", "synth", str(tmp_path / "bad"), *shape, "--type", "gptq"]
+        + ["--group-size", "100", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "group_size 100" in bad.stdout and not (tmp_path / "bad").exists()
