@@ -15,8 +15,11 @@ the full run): synthetic models with the shapes of the native low-bit models use
     -GPTQ export format) against llama.cpp Q2_K and Q4_0; and the issue-16 row, a Q4_K_M file
     loaded by ours from a cold repack cache (time, peak RSS) and then run by both.
     The Q4_0 file is written by synth directly; Q2_K and Q4_K_M are llama_model_quantize
-    requantizations of it (allow_requantize), not of an F16 file (see PEER_KQUANT_SOURCE);
-    the source only matters for the peer's file, whose layout and speed do not depend on it.
+    requantizations of it (allow_requantize), not of an F16 file (PEER_KQUANT_SOURCE): the
+    Q4_0 file exists anyway for its own row, while the F16 route first writes 16 GB (a
+    4-layer slice of the shape, 3.85 GB of F16, took 8 min to write on the shared 2-core
+    machine, the whole 8B Q4_0 10 min). The source only matters for the peer's file: its
+    types, layout and speed do not depend on it.
     8B rows run a short prompt and decode (PROMPT_8B, GEN_8B) so the group stays ~25 min.
 
 Files are made once in build/bench-models and reused; each generation prints its time.
