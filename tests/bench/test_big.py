@@ -120,3 +120,22 @@ def test_only_big_runs_the_group_alone_and_prints_its_section_and_targets(tiny_g
     assert "### Real shapes: BitNet b1.58 2B-4T and Llama-3-8B (synthetic weights)" in out
     assert "| 2B-4T ternary decode ≥ 1.5× llama.cpp TQ2_0, 1 thread | not measured | not measured |" in out
     assert "| 2B-4T shape, ternary TQ2_0 |" in out and "real-shape group measured in" in out
+
+
+def test_with_llama_cpp_every_row_and_target_is_measured(tiny_group):
+    peer = e2e.peer_python()
+    if peer is None:
+        pytest.skip("llama-cpp-python is not installed (python build.py bench installs it)")
+    files, _made = big.prepare(peer)
+    assert set(files) == set(big.model_paths()) - {"b2_tq2_0_f16embd"}
+    assert not (e2e.MODELS / big.model_paths()["b2_tq2_0_f16embd"]).exists()  # the intermediate is gone
+    assert e2e.tensor_mix(files["b2_tq2_0"])[1].startswith("TQ2_0")
+    results = big.measure(files, peer)
+    for group, label, _engine, _key in big.CONFIGS:
+        for threads in e2e.THREADS:
+            assert results[(group, label, threads, "")]["decode_tok_s"] > 0, (label, threads)
+    load = results[("load", "l8_q4_k_m")]
+    assert load["cache_hit"] is False and load["rss_peak_bytes"] > 0  # emptied first, every run
+    assert all(met is not None for _name, _shown, met in big.checks(results))
+    table = big.speed_table(results, files, {1: 30.0, 2: 60.0})
+    assert table.count("| llama.cpp Q4_K_M |") == 2 and table.count("| llama.cpp TQ1_0 (llama graph) |") == 2
