@@ -643,7 +643,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from tmac_core.models import ARCHITECTURES
-    from tmac_core.synth import SynthSpec, write_synthetic
+    from tmac_core.synth import GPTQSynthSpec, SynthSpec, write_gptq_folder, write_synthetic
 
     config = ARCHITECTURES[args.arch].config(
         dim=args.dim,
@@ -657,19 +657,26 @@ def cmd_synth(args: argparse.Namespace) -> int:
         rope_theta=args.rope_theta,
         tie_embeddings=args.tie_embeddings,
     )
-    spec = SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)
+    spec: SynthSpec | GPTQSynthSpec = (
+        GPTQSynthSpec(config, bits=args.gptq_bits, group_size=args.group_size, add_bos=args.add_bos, seed=args.seed)
+        if args.type == "gptq"
+        else SynthSpec(config, weight_type=args.type, add_bos=args.add_bos, seed=args.seed)
+    )
     try:
         spec.check()
     except ValueError as e:
         raise CliError(str(e)) from None
     progress = _status_line(f"writing {args.out}:") if not args.json and sys.stderr.isatty() else None
     t0 = time.perf_counter()
-    size = write_synthetic(args.out, spec, progress)
+    if isinstance(spec, GPTQSynthSpec):
+        size = write_gptq_folder(args.out, spec, progress)
+    else:
+        size = write_synthetic(args.out, spec, progress)
     out: SynthRecord = {
         "path": os.path.abspath(args.out),
         "bytes": size,
         "n_params": spec.n_params,
-        "type": args.type,
+        "type": args.type if args.type != "gptq" else f"gptq w{args.gptq_bits}g{args.group_size}",
         "seconds": time.perf_counter() - t0,
     }
     if args.json:
@@ -790,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", help="a browser origin allowed to call (repeatable)")
     p.add_argument("--log-prompts", action="store_true", help="log prompts and answers (off: never logged)")
     p = command("synth", cmd_synth, "write a random-weight Llama GGUF for benchmarks", model=False)
-    p.add_argument("out", help="output .gguf path")
+    p.add_argument("out", help="output .gguf path (a folder for --type gptq)")
     p.add_argument("--dim", type=_positive, default=2048)
     p.add_argument("--ffn", type=_positive, default=5632)
     p.add_argument("--layers", type=_positive, default=22)
@@ -801,9 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--type",
         default="q4_0",
-        choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "tq1_0", "tq2_0", "i2_s"),
-        help="weight type; tq1_0, tq2_0 and i2_s write ternary (BitNet b1.58) weights and an F16 embedding",
+        choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "tq1_0", "tq2_0", "i2_s", "gptq"),
+        help="weight type; tq1_0, tq2_0 and i2_s write ternary (BitNet b1.58) weights and an F16 embedding;"
+        " gptq writes a safetensors folder in EfficientQAT's -GPTQ export format (random codes)",
     )
+    p.add_argument("--gptq-bits", type=int, choices=(2, 3, 4), default=2, help="--type gptq: bits per code")
+    p.add_argument("--group-size", type=_positive, default=128, help="--type gptq: codes per scale along K")
     p.add_argument(
         "--arch",
         default="llama",

@@ -331,3 +331,248 @@ def write_synthetic(
             os.unlink(tmp)
         raise
     return size
+
+
+# -- GPTQ folders (EfficientQAT's -GPTQ exports) ------------------------------------------
+
+GPTQ_BITS = (2, 3, 4)
+# fp16 GPTQ scales drawn uniformly from these ranges: s·(q − z) then spreads about like
+# N(0, STD) weights for uniform codes and zero points
+GPTQ_SCALES = {2: (0.008, 0.016), 3: (0.004, 0.008), 4: (0.002, 0.004)}
+_LLAMA_PROJECTIONS = (
+    ("self_attn.q_proj", "dim", "dim"),  # (name, output rows, input length) as ModelConfig fields
+    ("self_attn.k_proj", "kv_dim", "dim"),
+    ("self_attn.v_proj", "kv_dim", "dim"),
+    ("self_attn.o_proj", "dim", "dim"),
+    ("mlp.gate_proj", "hidden_dim", "dim"),
+    ("mlp.up_proj", "hidden_dim", "dim"),
+    ("mlp.down_proj", "dim", "hidden_dim"),
+)
+
+
+@dataclass(frozen=True)
+class GPTQSynthSpec:
+    """A Llama checkpoint folder in EfficientQAT's `-GPTQ` export format (GPTQModel,
+    `checkpoint_format` gptq_v2, asymmetric, desc_act false): every projection as qweight /
+    qzeros / scales / g_idx, fp16 embeddings, norms and lm_head, config.json with its
+    quantization_config, and a byte-level BPE tokenizer.json (the synthetic vocabulary)."""
+
+    config: ModelConfig = BENCH_CONFIG
+    bits: int = 2
+    group_size: int = 128
+    add_bos: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        c = self.config
+        if c.arch != "llama":
+            raise ValueError(f"GPTQ folders are written for the llama architecture, not {c.arch!r}")
+        if self.bits not in GPTQ_BITS:
+            raise ValueError(f"GPTQ bits must be one of {GPTQ_BITS}, got {self.bits}")
+        SynthSpec(c, weight_type="f16").check()  # the same shape rules as a GGUF file's
+        for size in (c.dim, c.hidden_dim):
+            if size % self.group_size:
+                raise ValueError(f"group_size {self.group_size} does not divide {size}")
+        if (c.n_kv_heads * c.head_dim) % 32:
+            raise ValueError("the key/value width must be a multiple of 32 (qzeros packs 32 bits along it)")
+
+    def layer_shape(self, field_out: str, field_in: str) -> tuple[int, int]:
+        c = self.config
+        width = {"dim": c.dim, "kv_dim": c.n_kv_heads * c.head_dim, "hidden_dim": c.hidden_dim}
+        return width[field_out], width[field_in]
+
+    def tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Hugging Face tensor name -> (safetensors dtype, shape), in file order."""
+        c = self.config
+        out: dict[str, tuple[str, tuple[int, ...]]] = {"model.embed_tokens.weight": ("F16", (c.vocab_size, c.dim))}
+        for i in range(c.n_layers):
+            p = f"model.layers.{i}."
+            out[p + "input_layernorm.weight"] = ("F16", (c.dim,))
+            out[p + "post_attention_layernorm.weight"] = ("F16", (c.dim,))
+            for proj, rows_field, k_field in _LLAMA_PROJECTIONS:
+                n, k = self.layer_shape(rows_field, k_field)
+                out[f"{p}{proj}.qweight"] = ("I32", (k * self.bits // 32, n))
+                out[f"{p}{proj}.qzeros"] = ("I32", (k // self.group_size, n * self.bits // 32))
+                out[f"{p}{proj}.scales"] = ("F16", (k // self.group_size, n))
+                out[f"{p}{proj}.g_idx"] = ("I32", (k,))
+        out["model.norm.weight"] = ("F16", (c.dim,))
+        if not c.tie_embeddings:
+            out["lm_head.weight"] = ("F16", (c.vocab_size, c.dim))
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return n_params(self.config)
+
+    def quantization_config(self) -> dict[str, object]:
+        """What GPTQModel's save_quantized writes for EfficientQAT's transfer script
+        (QuantizeConfig(bits, group_size, sym=False, desc_act=False, format='gptq_v2'))."""
+        return {
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "desc_act": False,
+            "sym": False,
+            "lm_head": False,
+            "quant_method": "gptq",
+            "checkpoint_format": "gptq_v2",
+            "format": "gptq_v2",
+            "pack_dtype": "int32",
+            "damp_percent": 0.01,
+            "static_groups": False,
+            "true_sequential": True,
+            "meta": {"quantizer": ["gptqmodel:synthetic"]},
+        }
+
+
+def gptq_tensor(spec: GPTQSynthSpec, index: int, name: str, shape: tuple[int, ...], r0: int, r1: int) -> np.ndarray:
+    """Rows r0..r1 of tensor `name` (position `index` in spec.tensors()): the same values
+    whatever the slab, so a test regenerates what the writer wrote. qweight and qzeros are
+    uniform random int32 words (every packed field a uniform code or zero point), scales
+    uniform in GPTQ_SCALES, g_idx k // group_size, norms 1, embeddings N(0, STD)."""
+    part = name.rpartition(".")[2]
+    if part == "g_idx":
+        return (np.arange(r0, r1, dtype=np.int32) // spec.group_size).astype("<i4")
+    if len(shape) == 1:
+        return np.ones(r1 - r0, "<f2")
+    width = shape[1]
+    rng = np.random.default_rng([spec.seed, index, r0])  # one stream per slab start: slabs fixed below
+    if part in ("qweight", "qzeros"):
+        return np.frombuffer(rng.bytes(4 * (r1 - r0) * width), "<i4").reshape(r1 - r0, width)
+    if part == "scales":
+        lo, hi = GPTQ_SCALES[spec.bits]
+        return rng.uniform(lo, hi, (r1 - r0, width)).astype("<f2")
+    return (rng.standard_normal((r1 - r0, width), dtype=np.float32) * np.float32(STD)).astype("<f2")
+
+
+def gptq_tensor_values(spec: GPTQSynthSpec, name: str) -> np.ndarray:
+    """The whole of tensor `name` as write_gptq_folder writes it (tests; small models)."""
+    tensors = spec.tensors()
+    index = list(tensors).index(name)
+    shape = tensors[name][1]
+    return np.concatenate([gptq_tensor(spec, index, name, shape, r0, r1) for r0, r1 in _slabs(shape)])
+
+
+def _slabs(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Row ranges a tensor is generated in: ~SLAB_ELEMENTS each (fixed: they seed the values)."""
+    rows = shape[0]
+    step = max(1, SLAB_ELEMENTS // (shape[1] if len(shape) > 1 else rows))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+def _safetensors_header(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> bytes:
+    """u64 length + JSON header (padded with spaces to 8 bytes, as the safetensors package
+    writes it), tensors contiguous in the given order."""
+    import json
+
+    item = {"F16": 2, "I32": 4}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        nbytes = item[dtype] * int(np.prod(shape))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def _hf_config(spec: GPTQSynthSpec) -> dict[str, object]:
+    c = spec.config
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": c.dim,
+        "intermediate_size": c.hidden_dim,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab_size,
+        "max_position_embeddings": c.n_ctx_train,
+        "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": c.tie_embeddings,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "float16",
+        "quantization_config": spec.quantization_config(),
+    }
+
+
+def _tokenizer_files(spec: GPTQSynthSpec) -> dict[str, object]:
+    """tokenizer.json (byte-level BPE: the GGUF files' synthetic vocabulary), tokenizer_config.json
+    and generation_config.json."""
+    tokens, _types, merges = vocabulary(spec.config.vocab_size)
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    added: list[dict[str, object]] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+        | {"special": True}
+        for i, t in enumerate(SPECIALS)
+    ]
+    model: dict[str, object] = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None}
+    model |= {"end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
+    model |= {"vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges}
+    return {
+        "tokenizer.json": {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": added,
+            "normalizer": None,
+            "pre_tokenizer": byte_level,
+            "post_processor": None,
+            "decoder": byte_level,
+            "model": model,
+        },
+        "tokenizer_config.json": {
+            "bos_token": SPECIALS[1],
+            "eos_token": SPECIALS[2],
+            "add_bos_token": spec.add_bos,
+            "chat_template": CHATML,
+        },
+        "generation_config.json": {"bos_token_id": 1, "eos_token_id": 2},
+    }
+
+
+def write_gptq_folder(
+    folder: str | os.PathLike[str], spec: GPTQSynthSpec, progress: Callable[[float], None] | None = None
+) -> int:
+    """Write the checkpoint folder (model.safetensors streamed a slab at a time, so an 8B model
+    needs memory for one slab; the folder appears under its name only when complete).
+    Returns model.safetensors' size."""
+    import json
+    import shutil
+
+    spec.check()
+    tensors = spec.tensors()
+    folder = os.fspath(folder)
+    tmp = f"{folder}.tmp{os.getpid()}"
+    total = sum(int(np.prod(shape)) for _, shape in tensors.values())
+    done = 0
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        with open(os.path.join(tmp, "model.safetensors"), "wb") as f:
+            f.write(_safetensors_header(tensors))
+            for index, (name, (_dtype, shape)) in enumerate(tensors.items()):
+                for r0, r1 in _slabs(shape):
+                    f.write(gptq_tensor(spec, index, name, shape, r0, r1).tobytes())
+                done += int(np.prod(shape))
+                if progress:
+                    progress(done / total)
+            size = f.tell()
+        files = {"config.json": _hf_config(spec), **_tokenizer_files(spec)}
+        for name, value in files.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as out:
+                json.dump(value, out, ensure_ascii=False)
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return size

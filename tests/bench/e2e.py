@@ -22,6 +22,9 @@ tests/bench/float_gguf.py), ours as in the file (`--bits file`, exact repack) ag
 llama.cpp on the same file: perplexity, speed, bytes per decoded token; the same for
 the synthetic 1.17B at Q4_K_M. First loads: our cold-cache loads (repack + cache
 write) with their peak resident set (VmHWM of the bench process).
+Real shapes (tests/bench/big.py, `--only big`): BitNet b1.58 2B-4T's shape against llama.cpp
+TQ2_0 / TQ1_0, Llama-3-8B's shape as EfficientQAT w2g128 / w4g128 GPTQ folders against Q2_K /
+Q4_0, and an 8B Q4_K_M first load with its peak memory.
 
 Writes its section of docs/BENCHMARKS.md between the e2e markers.
 """
@@ -686,9 +689,16 @@ def render(
     repeats: int,
     file_repeats: int = 3,
     bandwidth: dict | None = None,
+    big_run: tuple[dict, dict, dict] | None = None,
 ) -> str:
+    """The e2e section; big_run is (results, files, seconds each file took to make) of
+    tests/bench/big.py's group, when it ran."""
+    from tests.bench import big
+
     bandwidth = bandwidth or {}
     checks = targets(speed, quality, files, bandwidth) + files_checks(speed, quality, files)
+    if big_run is not None:
+        checks += big.checks(big_run[0])
     load_rows, load_checks = first_load_section(first_load)
     checks += load_checks
     mem_table, mem_checks = memory_rows(speed, files)
@@ -732,6 +742,8 @@ def render(
         long_prompt_table(speed),
         "",
     ]
+    if big_run is not None:
+        lines += big.section(big_run[0], big_run[1], bandwidth, big_run[2])
     lines += files_section(speed, quality, files, bandwidth, file_repeats)
     lines += [
         "llama.cpp tensor types: "
@@ -776,6 +788,31 @@ def render(
         mem_table,
         "",
     ]
+    return "\n".join(lines)
+
+
+def render_big(machine: str, peer: str | None, bandwidth: dict, big_run: tuple[dict, dict, dict]) -> str:
+    """The e2e section of a `--only big` run: the real-shape group's Targets lines and tables."""
+    from tests.bench import big
+
+    verdict = {True: "yes", False: "no", None: "not measured"}
+    lines = [
+        f"## End to end (real shapes only) — {machine}",
+        "",
+        "Ours: `python -m tmac_core bench`; llama.cpp: llama-cpp-python's C API (`tests/bench/peer.py`), n_batch "
+        "512, weights loaded without mmap. "
+        + ("Peer: llama-cpp-python " + _peer_version(peer) + "." if peer else "**No peer numbers in this run.**")
+        + f" Streaming-read bandwidth: {_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2.",
+        "",
+        busy_note({k: v for k, v in big_run[0].items() if len(k) == 4}),
+        "",
+        "### Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in big.checks(big_run[0])]
+    lines += ["", *big.section(big_run[0], big_run[1], bandwidth, big_run[2])]
     return "\n".join(lines)
 
 
@@ -942,7 +979,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--file-repeats", type=int, default=3, help="repeats of the SmolLM2 files-as-downloaded rows")
     p.add_argument("--quiet-wait", type=float, default=180.0, help="longest wait for an idle machine (s)")
     p.add_argument("--no-f16-load", action="store_true", help="skip the 1.17B f16 → 4-bit first load")
-    p.add_argument("--only", choices=("smollm2", "files", "synth"), default=None, help="one model group (development)")
+    p.add_argument(
+        "--only", choices=("smollm2", "files", "synth", "big"), default=None, help="one model group (development)"
+    )
     p.add_argument("--no-long", action="store_true", help="skip the long-prompt and time-to-first-token rows")
     p.add_argument("--long-repeats", type=int, default=3, help="repeats of the long-prompt rows")
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity runs (development)")
@@ -955,8 +994,12 @@ def main(argv: list[str]) -> int:
     if peer is None:
         print("llama-cpp-python is not importable here (nor from $TMAC_BENCH_PEER_PYTHON): ours only", flush=True)
     QUIET_WAIT[0] = a.quiet_wait
-    files = prepare_models(peer)
-    groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}}.get(
+    from tests.bench import big
+
+    only_big = a.only == "big"
+    files = {} if only_big else prepare_models(peer)
+    big_files, big_made = big.prepare(peer) if a.only in (None, "big") else ({}, {})
+    groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}, "big": set()}.get(
         a.only, {"SmolLM2-135M", FILES_GROUP, "synthetic 1.17B"}
     )
     from tests.bench.machine import read_bandwidth
@@ -966,8 +1009,18 @@ def main(argv: list[str]) -> int:
     speed, first_load = measure_speed(files, peer, a.repeats, groups, a.file_repeats, not a.no_f16_load)
     if not a.no_long:
         speed.update(measure_long_prompts(files, peer, a.long_repeats, groups))
-    quality = {} if a.no_quality else measure_quality(files, peer, a.chunks)
-    section = render(machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth)
+    quality = {} if a.no_quality or only_big else measure_quality(files, peer, a.chunks)
+    big_run = None
+    if a.only in (None, "big"):
+        t0 = time.perf_counter()
+        big_run = (big.measure(big_files, peer), big_files, big_made)
+        print(f"real-shape group measured in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    if only_big and big_run is not None:
+        section = render_big(machine, peer, bandwidth, big_run)
+    else:
+        section = render(
+            machine, peer, speed, first_load, quality, files, a.repeats, a.file_repeats, bandwidth, big_run
+        )
     print("\n" + section)
     if not a.no_doc:
         write_doc(section)
