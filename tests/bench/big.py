@@ -2,14 +2,12 @@
 the full run): synthetic models with the shapes of the native low-bit models users run.
 
   * BitNet b1.58 2B-4T's shape (dim 2560, ffn 6912, 30 layers, 20/5 heads, vocab 128256,
-    tied): ours on a TQ2_0 file of its own graph (bitnet-b1.58: sub-norms, relu²) against
-    llama.cpp TQ2_0 and TQ1_0 on a llama-graph file of the same shapes (llama.cpp cannot run
-    2B-4T's graph). Not I2_S, 2B-4T's own GGUF type: our cached first load of an I2_S file
-    fails in the repack's slab reader ("cannot reshape array of size 65408 into shape
-    (256,256)"); TQ2_0 holds the same 2-bit codes and is repacked exactly too. The llama
-    file is written by tmac_core.synth as TQ2_0 with an F16 embedding and requantized by
-    llama_model_quantize to TQ2_0 and TQ1_0, which gives the tied embedding the Q6_K
-    llama.cpp's own quantizer gives it. Decode, prompt 128 and 512.
+    tied): ours on an I2_S file of its own graph (bitnet-b1.58: sub-norms, relu²; I2_S is
+    the type of 2B-4T's own GGUF, one fp32 scale per tensor) against llama.cpp TQ2_0 and
+    TQ1_0 on a llama-graph file of the same shapes (llama.cpp cannot run 2B-4T's graph, nor
+    I2_S, which is bitnet.cpp's). The llama file is written by tmac_core.synth as TQ2_0
+    with an F16 embedding and requantized by llama_model_quantize to TQ2_0 and TQ1_0, which
+    gives the tied embedding the Q6_K llama.cpp's own quantizer gives it. Decode, prompt 128 and 512.
   * Llama-3-8B's shape (dim 4096, ffn 14336, 32 layers, 32/8 heads, vocab 128256): ours on
     EfficientQAT w2g128 and w4g128 GPTQ folders (tmac_core.synth.write_gptq_folder, the
     -GPTQ export format) against llama.cpp Q2_K and Q4_0; and the issue-16 row, a Q4_K_M file
@@ -78,7 +76,7 @@ def model_paths() -> dict[str, str]:
     m = e2e.MODELS
     s2, s8 = _stem(LLAMA_2B_CONFIG), _stem(LLAMA_8B_CONFIG)
     return {
-        "b2_ternary": str(m / f"{_stem(BITNET_2B4T_CONFIG)}-tq2_0.gguf"),
+        "b2_ternary": str(m / f"{_stem(BITNET_2B4T_CONFIG)}-i2_s.gguf"),
         "b2_tq2_0_f16embd": str(m / f"{s2}-tq2_0-f16embd.gguf"),  # intermediate: the peer's source
         "b2_tq2_0": str(m / f"{s2}-tq2_0.gguf"),
         "b2_tq1_0": str(m / f"{s2}-tq1_0.gguf"),
@@ -109,7 +107,7 @@ def prepare(peer: str | None) -> tuple[dict[str, str], dict[str, float]]:
     made: dict[str, float | None] = {}
     e2e.MODELS.mkdir(parents=True, exist_ok=True)
     writers = {
-        "b2_ternary": lambda p: write_synthetic(p, SynthSpec(BITNET_2B4T_CONFIG, weight_type="tq2_0", add_bos=True)),
+        "b2_ternary": lambda p: write_synthetic(p, SynthSpec(BITNET_2B4T_CONFIG, weight_type="i2_s", add_bos=True)),
         "l8_w2g128": lambda p: write_gptq_folder(p, GPTQSynthSpec(LLAMA_8B_CONFIG, bits=2, add_bos=True)),
         "l8_w4g128": lambda p: write_gptq_folder(p, GPTQSynthSpec(LLAMA_8B_CONFIG, bits=4, add_bos=True)),
         "l8_q4_0": lambda p: write_synthetic(p, SynthSpec(LLAMA_8B_CONFIG, weight_type="q4_0", add_bos=True)),
@@ -143,7 +141,7 @@ def prepare(peer: str | None) -> tuple[dict[str, str], dict[str, float]]:
 
 # (group, label, engine, file key): ours runs every file as in the file (--bits file)
 CONFIGS = (
-    (GROUP_2B, "ours ternary (TQ2_0, 2B-4T graph)", "ours", "b2_ternary"),
+    (GROUP_2B, "ours ternary (I2_S, 2B-4T graph)", "ours", "b2_ternary"),
     (GROUP_2B, "llama.cpp TQ2_0 (llama graph)", "peer", "b2_tq2_0"),
     (GROUP_2B, "llama.cpp TQ1_0 (llama graph)", "peer", "b2_tq1_0"),
     (GROUP_8B, "ours EfficientQAT w2g128 (GPTQ folder)", "ours", "l8_w2g128"),
@@ -157,7 +155,7 @@ CONFIGS = (
 # emptied first every run: an 8B GPTQ folder's first load takes minutes on 2 busy cores, so
 # theirs is measured when the cache is new (the table says hit or miss).
 FIRST_LOADS = {
-    "b2_ternary": "2B-4T shape, ternary TQ2_0",
+    "b2_ternary": "2B-4T shape, ternary I2_S",
     "l8_w2g128": "8B shape, EfficientQAT w2g128",
     "l8_w4g128": "8B shape, EfficientQAT w4g128",
     "l8_q4_k_m": "8B shape, Q4_K_M",
@@ -238,7 +236,7 @@ def _ratio_row(results: dict, name: str, group: str, ours: str, peer: str, metri
 
 def checks(results: dict) -> list[tuple[str, str, bool | None]]:
     """The group's Targets lines (issue 11's ratios, issue 16's 8B first load)."""
-    tern, tq2 = "ours ternary (TQ2_0, 2B-4T graph)", "llama.cpp TQ2_0 (llama graph)"
+    tern, tq2 = "ours ternary (I2_S, 2B-4T graph)", "llama.cpp TQ2_0 (llama graph)"
     w2, w4 = "ours EfficientQAT w2g128 (GPTQ folder)", "ours EfficientQAT w4g128 (GPTQ folder)"
     thr = {t: f"{t} thread{'s' * (t > 1)}" for t in e2e.THREADS}
     wanted = []  # (target, group, ours, llama.cpp, metric, threads, run, ratio needed)

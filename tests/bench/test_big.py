@@ -50,12 +50,12 @@ def test_ours_files_are_made_once_measured_and_reported(tiny_group, capsys):
         assert load["cache_hit"] is False and load["rss_peak_bytes"] > 0 and load["packed_bytes"] > 0
     for threads in e2e.THREADS:
         for label, run in [
-            ("ours ternary (TQ2_0, 2B-4T graph)", ""),
-            ("ours ternary (TQ2_0, 2B-4T graph)", "pp512"),
+            ("ours ternary (I2_S, 2B-4T graph)", ""),
+            ("ours ternary (I2_S, 2B-4T graph)", "pp512"),
             ("ours EfficientQAT w2g128 (GPTQ folder)", ""),
             ("ours EfficientQAT w4g128 (GPTQ folder)", ""),
         ]:
-            group = big.GROUP_2B if "TQ2_0" in label else big.GROUP_8B
+            group = big.GROUP_2B if "2B-4T" in label else big.GROUP_8B
             r = results[(group, label, threads, run)]
             assert r["cache_hit"] is True and r["decode_tok_s"] > 0 and r["threads"] == threads
     w2 = results[(big.GROUP_8B, "ours EfficientQAT w2g128 (GPTQ folder)", 1, "")]
@@ -75,7 +75,7 @@ def _row(decode=None, prompt=None, **extra) -> dict:
 
 
 def test_targets_are_the_ratios_against_llama_cpp_and_the_8b_load_bounds():
-    tern, tq2 = "ours ternary (TQ2_0, 2B-4T graph)", "llama.cpp TQ2_0 (llama graph)"
+    tern, tq2 = "ours ternary (I2_S, 2B-4T graph)", "llama.cpp TQ2_0 (llama graph)"
     w2, w4 = "ours EfficientQAT w2g128 (GPTQ folder)", "ours EfficientQAT w4g128 (GPTQ folder)"
     g2, g8 = big.GROUP_2B, big.GROUP_8B
     results = {
@@ -119,7 +119,7 @@ def test_only_big_runs_the_group_alone_and_prints_its_section_and_targets(tiny_g
     out = capsys.readouterr().out
     assert "### Real shapes: BitNet b1.58 2B-4T and Llama-3-8B (synthetic weights)" in out
     assert "| 2B-4T ternary decode ≥ 1.5× llama.cpp TQ2_0, 1 thread | not measured | not measured |" in out
-    assert "| 2B-4T shape, ternary TQ2_0 |" in out and "real-shape group measured in" in out
+    assert "| 2B-4T shape, ternary I2_S |" in out and "real-shape group measured in" in out
 
 
 def test_with_llama_cpp_every_row_and_target_is_measured(tiny_group):
