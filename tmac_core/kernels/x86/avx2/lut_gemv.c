@@ -331,6 +331,26 @@ void tmac_gemv_tile_avx2(const tmac_weight_t *w, const tmac_lut_t *lut, int tile
  * int16 sums (other order, no saturation: each vpmaddubsw result is at most
  * 127 * 12), same epilogue: bit-identical to gemv_tile per token. */
 
+/* IN_REGISTER(v): an empty asm that needs v in a register at this point, so
+ * each accumulator update stays where the source puts it. Without it GCC reassociates
+ * the unrolled planes' vpaddw into a tree, keeps every partial product live
+ * and spills accumulators to the stack. The int16 adds wrap and so commute:
+ * their order leaves the sums unchanged. */
+#if defined(__GNUC__) && !defined(TMAC_EMULATE_X86)
+#  define IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#  define IN_REGISTER(v) ((void)0)
+#endif
+
+/* acc += the weighted lookups of one token's tables t_lo, t_hi at nibbles l, h */
+TMAC_INLINE __m256i lookup_add(__m256i acc, __m256i weight, __m256i t_lo, __m256i t_hi, __m256i l, __m256i h) {
+    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t_lo, l)));
+    IN_REGISTER(acc);
+    acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t_hi, h)));
+    IN_REGISTER(acc);
+    return acc;
+}
+
 /* planes p0..p0+np-1 of one half block for T (1 or 2) tokens into
  * acc[2t] (unpacklo rows) and acc[2t+1] (unpackhi rows) */
 TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const int np, int pairs,
@@ -351,31 +371,28 @@ TMAC_INLINE void passN(const uint8_t *block, const int bits, const int p0, const
             const __m256i pa = _mm256_loadu_si256((const __m256i *)(block + (size_t)(p0 + j) * 64));
             const __m256i pb = second ? _mm256_loadu_si256((const __m256i *)(block + (size_t)(p0 + j + 1) * 64))
                                       : _mm256_setzero_si256();
-            const __m256i u0 = _mm256_unpacklo_epi8(pa, pb), u1 = _mm256_unpackhi_epi8(pa, pb);
-            const __m256i l0 = _mm256_and_si256(u0, nibble), h0 = _mm256_and_si256(_mm256_srli_epi16(u0, 4), nibble);
-            const __m256i l1 = _mm256_and_si256(u1, nibble), h1 = _mm256_and_si256(_mm256_srli_epi16(u1, 4), nibble);
             /* (2^(j mod 4), 2^(j+1 mod 4)) per word, 0 for a missing plane p0+j+1 (p0 is 0 or 4) */
             const __m256i weight = _mm256_set1_epi16(
                 (short)((1 << (j % TMAC_PLANES_PER_ACC)) | ((second ? 1 << ((j + 1) % TMAC_PLANES_PER_ACC) : 0) << 8)));
-            a0 = _mm256_add_epi16(a0, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_lo, l0)),
-                                                       _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_hi, h0))));
-            a1 = _mm256_add_epi16(a1, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_lo, l1)),
-                                                       _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t0_hi, h1))));
-            if (T == 2) {
-                b0 = _mm256_add_epi16(b0, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_lo, l0)),
-                                                           _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_hi, h0))));
-                b1 = _mm256_add_epi16(b1, _mm256_add_epi16(_mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_lo, l1)),
-                                                           _mm256_maddubs_epi16(weight, _mm256_shuffle_epi8(t1_hi, h1))));
-            }
+            const __m256i u0 = _mm256_unpacklo_epi8(pa, pb), u1 = _mm256_unpackhi_epi8(pa, pb);
+            const __m256i l0 = _mm256_and_si256(u0, nibble), h0 = _mm256_and_si256(_mm256_srli_epi16(u0, 4), nibble);
+            a0 = lookup_add(a0, weight, t0_lo, t0_hi, l0, h0);
+            if (T == 2) b0 = lookup_add(b0, weight, t1_lo, t1_hi, l0, h0);
+            const __m256i l1 = _mm256_and_si256(u1, nibble), h1 = _mm256_and_si256(_mm256_srli_epi16(u1, 4), nibble);
+            a1 = lookup_add(a1, weight, t0_lo, t0_hi, l1, h1);
+            if (T == 2) b1 = lookup_add(b1, weight, t1_lo, t1_hi, l1, h1);
         }
     }
     acc[0] = a0; acc[1] = a1; acc[2] = b0; acc[3] = b1;
 }
 
-/* bits stays a run-time value (see tile2_bits); T, has_hi and fmt are constants */
+/* T, has_hi and fmt are constants, and so is bits for bits 1..4: the plane
+ * loop unrolls without branches and the four accumulators stay in registers
+ * (with bits a run-time value GCC spilled one to the stack and branched on the
+ * plane count every kpair). bits 5..8 keep it a run-time value: their two
+ * passes per half need no more registers than that. */
 TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
-                            const int has_hi, const int fmt) {
-    const int bits = w->bits;
+                            const int bits, const int has_hi, const int fmt) {
     const int kpairs = w->k_pad / TMAC_KPAIR;
     const int pairs_per_group = luts[0].act_group / TMAC_KPAIR;
     const int n_act_groups = w->k_pad / luts[0].act_group;
@@ -413,18 +430,23 @@ TMAC_INLINE void tileN_bits(const tmac_weight_t *w, const tmac_lut_t *luts, int 
             _mm256_storeu_ps(y64 + (size_t)t * 64 + r, _mm256_mul_ps(_mm256_load_ps(y[t] + r), ts));
 }
 
-TMAC_INLINE void tileN_hi(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
-                          const int fmt) {
-    if (w->bits > TMAC_PLANES_PER_ACC) tileN_bits(w, luts, tile, y64, T, 1, fmt);
-    else tileN_bits(w, luts, tile, y64, T, 0, fmt);
+TMAC_INLINE void tileN_switch(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T,
+                              const int fmt) {
+    switch (w->bits) {
+    case 1: tileN_bits(w, luts, tile, y64, T, 1, 0, fmt); break;
+    case 2: tileN_bits(w, luts, tile, y64, T, 2, 0, fmt); break;
+    case 3: tileN_bits(w, luts, tile, y64, T, 3, 0, fmt); break;
+    case 4: tileN_bits(w, luts, tile, y64, T, 4, 0, fmt); break;
+    default: tileN_bits(w, luts, tile, y64, T, w->bits, 1, fmt); break;
+    }
 }
 
 TMAC_INLINE void tileN_fmt(const tmac_weight_t *w, const tmac_lut_t *luts, int tile, float *y64, const int T) {
     switch (w->scale_format) {
-    case TMAC_SCALES_F16: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_F16); break;
-    case TMAC_SCALES_F16_SYM: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_F16_SYM); break;
-    case TMAC_SCALES_SUPER: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_SUPER); break;
-    default: tileN_hi(w, luts, tile, y64, T, TMAC_SCALES_SUPER_NOMIN); break;
+    case TMAC_SCALES_F16: tileN_switch(w, luts, tile, y64, T, TMAC_SCALES_F16); break;
+    case TMAC_SCALES_F16_SYM: tileN_switch(w, luts, tile, y64, T, TMAC_SCALES_F16_SYM); break;
+    case TMAC_SCALES_SUPER: tileN_switch(w, luts, tile, y64, T, TMAC_SCALES_SUPER); break;
+    default: tileN_switch(w, luts, tile, y64, T, TMAC_SCALES_SUPER_NOMIN); break;
     }
 }
 
