@@ -7,7 +7,10 @@ allocation."""
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +214,40 @@ def test_random_byte_mutations_give_a_typed_error_or_a_valid_file(tmp_path):
         except (ModelFormatError, UnsupportedModelError):
             outcomes["error"] += 1
     assert outcomes["error"] > 200  # nearly every change is caught; the rest are harmless (a digit of a name)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * mmap.PAGESIZE
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED") or not os.path.exists("/proc/self/statm"), reason="Linux")
+def test_release_drops_a_read_tensors_pages_and_it_reads_back_the_same(tmp_path):
+    """A first load reads each tensor once; release gives its pages back so the mapped shards
+    do not count against the load's memory bound (an 8B GPTQ folder's 5 GB)."""
+    big = np.random.default_rng(1).integers(0, 255, 64 << 20, dtype=np.uint8)
+    with open_bytes(tmp_path, st_bytes({"big": big, "small": np.ones(3, "<f4")})) as f:
+        before = _rss_bytes()
+        assert int(f.tensor_bytes("big").sum(dtype=np.int64)) == int(big.sum(dtype=np.int64))  # faulted in
+        touched = _rss_bytes()
+        f.release("big")
+        released = _rss_bytes()
+        assert touched - before > 48 << 20 and touched - released > 48 << 20
+        np.testing.assert_array_equal(f.tensor_bytes("big"), big)  # faults back from the file
+        f.release("small")  # a tensor smaller than a page: nothing to drop, no error
+
+
+def test_a_gptq_folders_release_covers_every_part_of_the_layer(monkeypatch):
+    from tmac_core.loading.hf import HFModel
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "gptq" / "models" / "llama_w4g32_v1_act"
+    released: list[str] = []
+    with HFModel.open(folder) as model:
+        for shard in model._shards:
+            monkeypatch.setattr(shard, "release", released.append)
+        layer = next(name for name in model.tensors if name.endswith("attn_q.weight"))
+        model.release(layer)
+        assert {n.rsplit(".", 1)[-1] for n in released} == {"qweight", "qzeros", "scales", "g_idx"}
+        released.clear()
+        model.release("token_embd.weight")
+        assert released == ["model.embed_tokens.weight"]

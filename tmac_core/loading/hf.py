@@ -669,6 +669,16 @@ class HFModel:
         for shard in self._shards:
             shard.close()
 
+    def release(self, name: str) -> None:
+        """Drop the pages of the source tensors behind `name` (a GPTQ layer's or a packed BitNet
+        projection's parts included) from resident memory, as GGUFFile.release does."""
+        sources = [(shard, info.name) for shard, info in self._gptq_parts.get(name, {}).values()]
+        sources += [(shard, info.name) for shard, info in self._bitnet_parts.get(name, {}).values()]
+        if name in self._where:
+            sources.append(self._where[name])
+        for shard, hf_name in sources:
+            shard.release(hf_name)
+
     def tensor_bytes(self, name: str) -> np.ndarray:
         """One tensor's bytes under its GGUF name, Llama's q/k rows already permuted (KeyError if absent)."""
         info = self.tensors[name]

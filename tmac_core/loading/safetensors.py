@@ -248,6 +248,20 @@ class SafetensorsFile:
                 pass  # numpy views still export it; it is unmapped when the last one dies
             self._mmap = None
 
+    def release(self, name: str) -> None:
+        """Drop one tensor's pages from this process's resident memory. They stay in the OS
+        page cache and fault back in if read again (the mapping is read-only); a first load
+        reads each tensor once, so without this the mapped shards would count against its
+        memory bound (an 8B GPTQ folder: its whole 5 GB on top of the packed weights)."""
+        mapping = self._mmap
+        if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):  # Windows: nothing to drop
+            return
+        info = self.tensors[name]
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(info.offset + info.nbytes, self.file_size)
+        if end > start:
+            mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def tensor_bytes(self, name: str) -> np.ndarray:
         """Zero-copy, read-only uint8 view of one tensor's bytes (KeyError if absent)."""
         info = self.tensors[name]

@@ -242,6 +242,7 @@ def write_weights(
             if gptq[1] is not None:
                 writer.add_array(input_perm_name(spec.name), gptq[1])
             report(gguf.tensors[spec.name].nbytes)
+            _release(gguf, spec.name)
             continue
         writer.add_packed(spec.name, _repacked_rows(gguf, spec, bits, report))
         _release(gguf, spec.name)
