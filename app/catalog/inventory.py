@@ -272,7 +272,7 @@ def card_actions(state: CardState, *, downloading: bool, active_source: str | No
 MEASURED_MODEL = "SmolLM2-135M"
 PERPLEXITY_FLOAT = 19.302
 PERPLEXITY_4BIT = 19.344
-PERPLEXITY_2BIT = 671.727
+PERPLEXITY_2BIT = 127.981
 
 
 def two_bit_recommended(parameters: int | None) -> bool:

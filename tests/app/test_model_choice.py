@@ -62,7 +62,7 @@ def test_quality_figures_are_the_measured_ones_in_benchmarks_md():
 def test_each_variant_has_a_quality_hint_and_2_bit_is_not_recommended_below_a_billion():
     assert quality_hint(4, 135_000_000).startswith("4-bit: close to the original") and "+0.22%" in quality_hint(4, None)
     small = quality_hint(2, 494_000_000)
-    assert small.startswith("2-bit: much worse below ~1B") and "672" in small and "not recommended" in small
+    assert small.startswith("2-bit: much worse below ~1B") and "128" in small and "not recommended" in small
     large = quality_hint(2, TWO_BIT_MIN_PARAMETERS)
     assert "not measured" in large and "not recommended" not in large  # no invented figure for big models
     assert not two_bit_recommended(999_999_999) and two_bit_recommended(TWO_BIT_MIN_PARAMETERS)

@@ -318,7 +318,8 @@ def section(results: dict, files: dict, bandwidth: dict, made: dict) -> list[str
     lines = [
         "### Real shapes: BitNet b1.58 2B-4T and Llama-3-8B (synthetic weights)",
         "",
-        f"{GROUP_2B}: ours on a TQ2_0 file in 2B-4T's own graph (ternary, repacked exactly); llama.cpp on "
+        f"{GROUP_2B}: ours on an I2_S file (2B-4T's own GGUF type) in 2B-4T's graph (ternary, repacked "
+        "exactly); llama.cpp on "
         "TQ2_0 / TQ1_0 files of a llama graph with the same shapes (its quantizer gives the tied embedding "
         f"Q6_K). Prompt {e2e.PROMPT} + decode "
         f"{e2e.GEN}, median of 3; prompt 512 (one generated token), median of 2. {GROUP_8B}: ours on EfficientQAT "
