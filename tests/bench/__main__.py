@@ -9,7 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.bench import e2e, kernels, server
+from tests.bench import (
+    big,  # noqa: F401  (importing it registers the real-shape group with e2e)
+    e2e,
+    kernels,
+    server,
+)
 from tests.bench.machine import machine_line, read_bandwidth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"

@@ -343,3 +343,6 @@ def section(results: dict, files: dict, bandwidth: dict, made: dict) -> list[str
         "",
     ]
     return lines
+
+
+e2e.REAL_SHAPES[:] = [sys.modules[__name__]]  # e2e runs this group without importing it

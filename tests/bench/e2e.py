@@ -95,6 +95,19 @@ def busy_cores(window: float = 0.5) -> float:
 QUIET_WAIT = [180.0]  # seconds; --quiet-wait
 
 
+# The real-shape group (tests/bench/big.py) builds on this module's helpers, so it registers itself
+# here when imported rather than being imported by this module (no import cycle); tests/bench/__main__.py
+# imports it.
+REAL_SHAPES: list = []
+
+
+def real_shapes():
+    """The registered real-shape group module (tests.bench.big)."""
+    if not REAL_SHAPES:
+        raise RuntimeError("the real-shape group (tests.bench.big) is not imported: run python -m tests.bench e2e")
+    return REAL_SHAPES[0]
+
+
 def wait_for_quiet(max_wait: float | None = None) -> float:
     """Wait (up to max_wait s) until other work uses < 0.25 core: a 2-core machine shared
     with other jobs otherwise halves one side's numbers at random. Returns the load
@@ -693,7 +706,7 @@ def render(
 ) -> str:
     """The e2e section; big_run is (results, files, seconds each file took to make) of
     tests/bench/big.py's group, when it ran."""
-    from tests.bench import big
+    big = real_shapes()
 
     bandwidth = bandwidth or {}
     checks = targets(speed, quality, files, bandwidth) + files_checks(speed, quality, files)
@@ -793,7 +806,7 @@ def render(
 
 def render_big(machine: str, peer: str | None, bandwidth: dict, big_run: tuple[dict, dict, dict]) -> str:
     """The e2e section of a `--only big` run: the real-shape group's Targets lines and tables."""
-    from tests.bench import big
+    big = real_shapes()
 
     verdict = {True: "yes", False: "no", None: "not measured"}
     lines = [
@@ -994,7 +1007,7 @@ def main(argv: list[str]) -> int:
     if peer is None:
         print("llama-cpp-python is not importable here (nor from $TMAC_BENCH_PEER_PYTHON): ours only", flush=True)
     QUIET_WAIT[0] = a.quiet_wait
-    from tests.bench import big
+    big = real_shapes()
 
     only_big = a.only == "big"
     files = {} if only_big else prepare_models(peer)

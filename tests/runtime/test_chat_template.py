@@ -103,7 +103,7 @@ def test_format_tricks_are_harmless():
         "{{ (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) * (2 ** 1000) }}",
         "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('ab') }}",
         "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
-        "{% for i in range(100000) %}{{ 'x' * 20 }}{% endfor %}",
+        "{% for i in range(10000000) %}{{ 'x' * 20 }}{% endfor %}",  # uncapped: minutes; capped: < 1 s
         "{{ 'x' * 1000000 + 'y' * 1000000 }}",
         "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join }}",
         "{% set b = 'x' * 1000000 %}{{ ([b] * 1000000) | join(',') }}",
@@ -116,7 +116,7 @@ def test_resource_abuse_stops_fast(payload):
     start = time.monotonic()
     with pytest.raises(ChatTemplateError):
         render_template(payload, USER)
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 1.5  # each payload would run for minutes or exhaust memory uncapped
 
 
 def test_render_time_is_enforced():
