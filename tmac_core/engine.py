@@ -410,12 +410,7 @@ class Engine:
         if self._info is None:
             cfg = self.config
             packed = [w for w in self._weights.values() if isinstance(w, kernels.PackedWeight)]
-            # a residual pass adds bytes, not parameters
-            n_matrix = sum(
-                w.m * w.k
-                for k, w in self._weights.items()
-                if isinstance(w, kernels.PackedWeight) and not k.endswith(".residual")
-            )
+            n_matrix = sum(w.m * w.k for w in packed)
             n_other = sum(
                 np.asarray(w).size
                 for k, w in self._weights.items()

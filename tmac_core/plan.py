@@ -31,21 +31,21 @@ FFN_ACTIVATIONS = ("silu", "relu2")  # gated FFN: down(act(gate) * up); relu2 = 
 ACT_QUANTS = ("none", "int8_token")
 
 # Source types with more than ~5 bits per weight: their output layer would lose
-# precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so "as in the file"
-# adds a second 4-bit pass on its residual (models/loader.py:output_residual) and the
-# 4-bit preset runs it at PRESET_OUTPUT_BITS.
+# precision at 4 bits (SmolLM2's tied Q8_0 table: perplexity +10%), so where it is
+# requantized ("as in the file" for a float one, the 4-bit preset for any) it runs at
+# PRESET_OUTPUT_BITS.
 PRECISE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1"})
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits
 # Source types the bits=2/4 presets repack without requantizing (loading/repack.py): Q4_0/Q4_1
 # at 4 bits keep their 32-wide groups (Q4_1's scales as int8 sub-scales: PRESET_SUPER_MAX),
 # TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
 EXACT_GROUPS = {(4, "Q4_0"): 32, (4, "Q4_1"): 32, (2, "TQ1_0"): 128, (2, "TQ2_0"): 128, (2, "I2_S"): 128}
-RESIDUAL_BITS, RESIDUAL_GROUP = 4, 32
-# The 4-bit preset runs such a precise quantized output matrix (Q8_0, Q6_K, ...) at 6 bits in one
-# pass instead: 6.5 bits per weight against 9.5 for 4 bits plus the residual pass. A float one (F16,
-# an HF folder's lm_head) keeps the residual pass: its values are not on any 6-bit grid, and the
-# float models' tests hold its output to what 4 + 4 bits give. SmolLM2 (Alice ch. I-II): perplexity
-# 19.357 against 19.300 with the residual pass (float 19.302); 5 bits would give 19.969.
+# Such an output matrix runs at 6 bits in one pass: 6.5 bits per weight, where a second 4-bit pass
+# on the 4-bit matrix's residual (quantizer versions 2-4) cost 9.5-10 for one more table pass. It is
+# read whole every token: on BitNet b1.58 2B-4T's tied F16 table, 39% of the bytes per token with the
+# two passes. SmolLM2, Alice ch. I-II, ctx 512: tied Q8_0 table at 4-bit preset 19.357 against 19.300
+# with the residual pass (float 19.302); its F16 file "as in the file" 22.276 at 4.92 bits per weight
+# against 22.259 at 5.55 (the body at 4 bits off its Q4_1 grid); 5 bits would give 19.969.
 PRESET_OUTPUT_BITS = 6
 FALLBACK_BITS = 4  # what "as in the file" runs a float or non-linear (IQ*) tensor at, by our quantizer
 # the kernels' scale formats (kernels/LAYOUT.md, layout.py): F16 (sh, c) and SUPER (d, dmin, sc, mn);
@@ -252,10 +252,10 @@ class Architecture:
 class TensorSpec:
     """One packed matrix the runtime holds: y (rows,) = W (rows, cols) @ x (cols,)."""
 
-    name: str  # GGUF tensor name ("output.residual" is ours: no GGUF tensor)
+    name: str  # GGUF tensor name
     rows: int
     cols: int
-    role: str  # "token_embd", "output", "output_residual" or one of MATRIX_ROLES
+    role: str  # "token_embd", "output" or one of MATRIX_ROLES
     bits: int  # 1..8
     group_size: int  # scale group along K (PackedWeight.group_size)
     act_group: int  # activation-table group it reads (PackedWeight.act_group)
@@ -413,7 +413,7 @@ def output_source(cfg: ModelConfig) -> str:
 
 
 def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, str] | None = None) -> list[TensorSpec]:
-    """Every matrix the runtime packs for `cfg`, residual pass included.
+    """Every matrix the runtime packs for `cfg`.
 
     bits: None for "as in the file" (each exact type at its own bits and scale format,
         EXACT_SOURCES, and GPTQ layers in gptq_format; the rest at 4 bits by our quantizer),
@@ -421,7 +421,7 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
         Q4_1 at 4 its 32-wide blocks in the SUPER format, preset_super_size).
     source: the GGML type name of the file's matrices ("Q8_0"), one per tensor name
         (ModelSummary.tensor_types), or None when unknown (then: our quantizer's groups,
-        no residual pass). It decides the exact-repack formats and the residual pass.
+        output layer at 4 bits). It decides the exact-repack formats and the output layer's bits.
     """
 
     def type_of(name: str) -> str | None:
@@ -451,7 +451,7 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
             )
         else:
             b = FALLBACK_BITS if bits is None else layer_bits(cfg, role, layer, bits)
-            if bits == 4 and name == output_source(cfg) and t in PRECISE_TYPES - FLOAT_TYPES:
+            if bits in (None, 4) and name == output_source(cfg) and t in PRECISE_TYPES:
                 b = PRESET_OUTPUT_BITS
             if native and role == "token_embd" and t in FLOAT_TYPES:
                 b = NATIVE_EMBEDDING_BITS
@@ -471,20 +471,6 @@ def tensor_plan(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, s
                 symmetric=kept_symmetric(kept),
             )
         plan.append(spec)
-    out = next(spec for spec in plan if spec.name == output_source(cfg))
-    # a requantized output matrix from a precise source gets a second 4-bit pass (the 2-bit preset stays small)
-    if bits != 2 and not out.exact and out.bits <= RESIDUAL_BITS and type_of(out.name) in PRECISE_TYPES:
-        plan.append(
-            TensorSpec(
-                "output.residual",
-                cfg.vocab_size,
-                cfg.dim,
-                "output_residual",
-                RESIDUAL_BITS,
-                RESIDUAL_GROUP,
-                act_group_for(RESIDUAL_GROUP),
-            )
-        )
     return plan
 
 
@@ -569,10 +555,10 @@ def packed_bytes(plan: list[TensorSpec]) -> int:
 
 
 def bits_per_weight(cfg: ModelConfig, bits: int | None, source: str | Mapping[str, str] | None = None) -> float:
-    """Bits per weight that will run: packed bytes (residual pass included) over the
+    """Bits per weight that will run: packed bytes over the
     matrices' weights, as EngineInfo.bits_per_weight measures it after loading."""
     plan = tensor_plan(cfg, bits, source)
-    weights = sum(spec.rows * spec.cols for spec in plan if spec.role != "output_residual")
+    weights = sum(spec.rows * spec.cols for spec in plan)
     return 8.0 * packed_bytes(plan) / max(weights, 1)
 
 
@@ -592,8 +578,6 @@ def source_summary(cfg: ModelConfig, source: Mapping[str, str]) -> SourceSummary
     mix: dict[str, int] = {}
     requantized = set()
     for spec in tensor_plan(cfg, None, source):
-        if spec.role == "output_residual":
-            continue
         t = source.get(spec.name, "?")
         mix[t] = mix.get(t, 0) + spec.rows * spec.cols
         if not spec.exact:

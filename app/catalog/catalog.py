@@ -353,7 +353,7 @@ def model_source_summary(model: CatalogModel) -> SourceSummary:
     """tmac_core.plan.source_summary for a model (type mix, what "as in the file" requantizes)."""
     types = source_types(model)
     if isinstance(types, str):
-        types = {spec.name: types for spec in tensor_plan(model.config, 4, None) if spec.role != "output_residual"}
+        types = {spec.name: types for spec in tensor_plan(model.config, 4, None)}
     return source_summary(model.config, types)
 
 
@@ -402,7 +402,7 @@ def estimate_variant(
         context = choose_n_ctx(model.config.n_ctx_train, kv_cache_bytes(model.config, 1), free_after_weights)
     context = min(context, model.config.n_ctx_train)
     kv = kv_cache_bytes(model.config, context)
-    n_weights = sum(spec.rows * spec.cols for spec in plan if spec.role != "output_residual")
+    n_weights = sum(spec.rows * spec.cols for spec in plan)
     return VariantEstimate(
         packed_bytes=packed,
         kv_cache_bytes=kv,

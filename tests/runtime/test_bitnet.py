@@ -75,8 +75,6 @@ def dense_weights(cfg, weights):
         for k, v in weights.items()
         if k != "rope.inv_freq"
     }
-    if "output.residual" in dense:  # the F16 embedding's second 4-bit pass (bits=4)
-        dense["token_embd.weight"] = dense["token_embd.weight"] + dense.pop("output.residual")
     return dense
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tmac_core.kernels as K
+from tests.reference.grid import steps_off
 from tests.runtime.hf_folder import st_bytes
 from tmac_core.config import config_from_gguf
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
@@ -83,10 +84,13 @@ def test_the_folder_loads_bit_identically_to_its_gguf_and_matches_transformers(b
             else:
                 np.testing.assert_array_equal(w, theirs[name], name)
         span = np.ptp(REF["logits"])
-        for exact, bound in ((False, 0.04), (True, 0.02)):
+        # measured, "as in the file" (the tied F16 embedding as a 6-bit output layer): table mode
+        # 3.87 %, exact mode 2.48 % of the logit range; at bits=2 (its 4-bit output layer is exact on
+        # the fixture's 4-bit grid) 1.80-1.88 % and 0.92 %
+        table_bound, exact_bound = (0.045, 0.03) if bits is None else (0.04, 0.02)
+        for exact, bound in ((False, table_bound), (True, exact_bound)):
             a, b = logits(folder, cfg, bits, exact), logits(gguf, config_from_gguf(gguf), bits, exact)
             np.testing.assert_array_equal(a, b)
-            # measured: table mode 1.80-1.88 %, exact mode 0.92 % of the logit range
             assert np.abs(a - REF["logits"]).max() <= bound * span
             assert (a.argmax(1) == REF["logits"].argmax(1)).all()
 
@@ -314,7 +318,10 @@ def test_a_1bitllm_float_folder_is_ternarized_at_load_with_the_absmean_scale(tmp
         np.array(loader.build_runtime(cfg, weights, 32, 32, exact_activations=e).forward(tokens, 0, all_logits=True))
         for e in (True, False)
     )
-    np.testing.assert_array_equal(dense["token_embd.weight"], t["model.embed_tokens.weight"])
+    # the tied output layer is the embedding at 6 bits: within half a step of each 64-wide group's range
+    # (measured 0.504: the fp16 scale's rounding)
+    assert weights["token_embd.weight"].bits == 6
+    assert steps_off(dense["token_embd.weight"], t["model.embed_tokens.weight"], 6) <= 0.51
     # measured: exact mode 2.4e-5, table mode 2.1 % of the logit range; the same greedy tokens
     assert np.abs(exact - ref).max() <= 1e-4 * span
     assert np.abs(table - ref).max() <= 0.04 * span

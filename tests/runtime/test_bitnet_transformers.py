@@ -10,6 +10,7 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.reference import llama_numpy, make_bitnet_transformers
+from tests.reference.grid import steps_off
 from tmac_core.config import config_from_gguf
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.gguf import GGUFFile
@@ -60,15 +61,24 @@ def test_our_runtime_matches_transformers(model, bits):
         np.array(loader.build_runtime(cfg, weights, 32, 32, exact_activations=e).forward(tokens, 0, all_logits=True))
         for e in (True, False)
     )
-    # the weights pack exactly (ternary codes; the embedding sits on a 4-bit grid)
+    # the weights pack exactly (ternary codes; the embedding sits on a 4-bit grid), but for the tied
+    # table at bits=4, a 6-bit output layer (plan.PRESET_OUTPUT_BITS): within half a 6-bit step of
+    # each 64-wide group's range (measured 0.508: the fp16 scale's rounding)
     dense = {k: K.dequantize(v) if isinstance(v, K.PackedWeight) else v for k, v in weights.items()}
-    np.testing.assert_array_equal(dense["token_embd.weight"], dequantize_tensor(f, "token_embd.weight"))
+    table_bits = weights["token_embd.weight"].bits
+    source = dequantize_tensor(f, "token_embd.weight").reshape(dense["token_embd.weight"].shape)
+    assert table_bits == (4 if bits == 2 else 6)
+    assert steps_off(dense["token_embd.weight"], source, table_bits) <= 0.51
+    if bits == 2:
+        np.testing.assert_array_equal(dense["token_embd.weight"], source)
     # exact mode is the W1.58A8 arithmetic with an fp16 KV cache: measured 1.2e-5 of the
     # range from the reference doing the same
     kv16 = llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"], np.float16)
     assert np.abs(exact - kv16).max() <= 1e-4 * span
     # transformers keeps K and V in fp32: fp16 rounding of v moves int8 roundings of
-    # the next BitLinear inputs. Measured: exact mode 0.9 %, table mode 1.8-1.9 % of the range
-    assert np.abs(exact - logits).max() <= 0.02 * span
-    assert np.abs(table - logits).max() <= 0.04 * span
+    # the next BitLinear inputs. Measured: exact mode 0.92 %, table mode 1.80 % of the range at
+    # bits=2; with the 6-bit output layer at bits=4, 2.48 % and 3.87 %
+    exact_bound, table_bound = (0.02, 0.04) if bits == 2 else (0.03, 0.045)
+    assert np.abs(exact - logits).max() <= exact_bound * span
+    assert np.abs(table - logits).max() <= table_bound * span
     assert (exact.argmax(1) == logits.argmax(1)).all() and (table.argmax(1) == logits.argmax(1)).all()

@@ -16,6 +16,7 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.reference import llama_numpy, make_falcon_transformers
+from tests.reference.grid import steps_off
 from tests.runtime.hf_folder import st_bytes
 from tmac_core.errors import ModelFormatError, UnsupportedModelError
 from tmac_core.loading.hf import HFModel, unpack_bitnet
@@ -89,7 +90,10 @@ def test_the_folder_runs_as_llama_bitnet_and_the_numpy_reference_is_transformers
         assert (cfg.head_dim, cfg.n_kv_heads, cfg.rope_theta, cfg.norm_eps) == (128, 1, 1000042.0, 1e-6)
         assert {m.tensors[f"blk.0.{p}.weight"].ggml_type.name for p in ("attn_q", "ffn_down")} == {"I2_S"}
         _, weights = run(m)
-    ref = llama_numpy.forward(cfg, dense(weights), REF["tokens"], weights["rope.inv_freq"])
+    # the packed blocks and embedding, and the head as the checkpoint holds it (the runtime's is
+    # 6-bit, plan.PRESET_OUTPUT_BITS): the graph is compared here, not the head's rounding
+    w = dense(weights) | {"output.weight": make_falcon_transformers.weights()[0]["lm_head.weight"]}
+    ref = llama_numpy.forward(cfg, w, REF["tokens"], weights["rope.inv_freq"])
     assert np.abs(ref - REF["logits"]).max() <= 1e-6 * SPAN  # measured 2.1e-7
 
 
@@ -99,15 +103,19 @@ def test_our_runtime_matches_transformers(bits):
         exact, weights = run(m, bits, exact=True)
         table, _ = run(m, bits)
         w = dense(weights)
-        # the untied head and the embedding pack exactly (bf16 values on a 4-bit grid)
-        np.testing.assert_array_equal(w["output.weight"], make_falcon_transformers.weights()[0]["lm_head.weight"])
+        # the untied head (bf16 values on a 4-bit grid) packs exactly at bits=2 (4 bits); "as in the
+        # file" it runs at 6 bits, within half a 6-bit step of each 64-wide group's range (measured 0.509)
+        head, head_bits = make_falcon_transformers.weights()[0]["lm_head.weight"], weights["output.weight"].bits
+        assert head_bits == (6 if bits is None else 4)
+        assert steps_off(w["output.weight"], head, head_bits) <= 0.51
         # exact mode is the W1.58A8 arithmetic with an fp16 KV cache (as the numpy reference
         # rounds it): measured 3.3e-5 of the range
         kv16 = llama_numpy.forward(m.config, w, REF["tokens"], weights["rope.inv_freq"], np.float16)
     assert np.abs(exact - kv16).max() <= 1e-4 * SPAN
     # transformers keeps K and V in fp32, and fp16 rounding of k/v moves int8 roundings of the
     # next BitLinear inputs; table mode also rounds each 4-term sum of the int8 input.
-    # Measured: exact mode 1.4 %, table mode 1.6-1.7 % of the range
+    # Measured: exact mode 1.41 %, table mode 1.66 % of the range (bits=2); "as in the file", with
+    # the 6-bit head, 1.49 % and 1.76 %
     assert np.abs(exact - REF["logits"]).max() <= 0.02 * SPAN
     assert np.abs(table - REF["logits"]).max() <= 0.04 * SPAN
     assert (exact.argmax(1) == REF["logits"].argmax(1)).all() and (table.argmax(1) == REF["logits"].argmax(1)).all()

@@ -174,7 +174,7 @@ def test_same_bits_for_any_thread_count_and_block_split(monkeypatch):
 
 def test_float64_is_quantized_as_its_float32_values(monkeypatch):
     rng = np.random.default_rng(8)
-    w = rng.standard_normal((9, 128)) * 0.02  # float64, like the output layer's residual
+    w = rng.standard_normal((9, 128)) * 0.02  # float64
     monkeypatch.setattr(fastquant, "BLOCK_VALUES", 2 * 128)  # converted block by block
     for got, want in zip(quantize(w, 4, 32, threads=2), quantize(w.astype(np.float32), 4, 32, threads=1)):
         np.testing.assert_array_equal(got, want)

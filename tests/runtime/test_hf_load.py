@@ -18,12 +18,14 @@ import pytest
 
 import tmac_core.kernels as K
 from tests.reference import llama_numpy
+from tests.reference.grid import steps_off
 from tests.runtime.hf_folder import DATA, copy_model, read_json, write_json
 from tmac_core import Engine, inspect_model
 from tmac_core.errors import UnsupportedModelError
 from tmac_core.loading.dequant import dequantize_tensor
 from tmac_core.loading.hf import HFModel, config_from_hf
 from tmac_core.models import loader
+from tmac_core.plan import output_source
 from tmac_core.sampling import SamplingParams
 from tmac_core.tokenizer.hf_files import tokenizer_from_folder
 
@@ -61,19 +63,22 @@ def dense_weights(cfg, weights):
         for k, v in weights.items()
         if k != "rope.inv_freq"
     }
-    if "output.residual" in dense:
-        out = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
-        dense[out] = dense[out] + dense.pop("output.residual")
     return dense
 
 
 def test_packed_weights_equal_the_checkpoint(loaded):
     _, bits, model, weights = loaded
+    out = output_source(model.config)
     worst = 0.0
     for name, w in weights.items():
-        if isinstance(w, K.PackedWeight) and not name.endswith(".residual"):
+        if isinstance(w, K.PackedWeight):
             exact = dequantize_tensor(model, name).reshape(w.m, w.k)  # type: ignore[arg-type]
-            worst = max(worst, float(np.abs(K.dequantize(w) - exact).max()))
+            if name != out or bits == 2:
+                worst = max(worst, float(np.abs(K.dequantize(w) - exact).max()))
+                continue
+            # the output layer at 4 bits runs at 6 (plan.PRESET_OUTPUT_BITS): within about half a
+            # 6-bit step of each 64-wide group's range (measured 0.504, 0.530 tied: fp16 scales)
+            assert w.bits == 6 and steps_off(K.dequantize(w), exact, 6) <= 0.55
     # 2 bits: every tensor packs exactly. 4 bits: the tensors on the 2-bit grid get a scale of
     # s/5, rounded to fp16 (measured 2.3e-5 on weights up to ~1).
     assert worst <= (0.0 if bits == 2 else 5e-5)
@@ -81,12 +86,15 @@ def test_packed_weights_equal_the_checkpoint(loaded):
 
 def test_mapping_matches_transformers(loaded):
     """numpy reference on our packed weights vs transformers: measured max |Δ| 1.3e-4 (llama)
-    and 1.1e-4 (qwen2) at 4 bits, 5e-5 and 1.2e-5 at 2 bits, on logits up to 14 and 9.7."""
+    and 1.1e-4 (qwen2) at 4 bits, 5e-5 and 1.2e-5 at 2 bits, on logits up to 14 and 9.7. The
+    output layer is the checkpoint's (at 4 bits ours is 6-bit, checked above): the mapping is
+    what is compared here."""
     name, _, model, weights = loaded
     ref = reference(name)
-    got = llama_numpy.forward(
-        model.config, dense_weights(model.config, weights), ref["prompt_ids"], weights["rope.inv_freq"]
-    )
+    out = output_source(model.config)
+    dense = dense_weights(model.config, weights)
+    dense[out] = dequantize_tensor(model, out).reshape(dense[out].shape).astype(np.float64)  # type: ignore[arg-type]
+    got = llama_numpy.forward(model.config, dense, ref["prompt_ids"], weights["rope.inv_freq"])
     assert np.abs(got - ref["logits"]).max() <= 1e-3
 
 
@@ -109,20 +117,22 @@ def runtime_logits(cfg, weights, tokens):
 
 
 def test_runtime_logits_match_transformers(loaded):
-    """The LUT runtime vs transformers. Measured (every tier gives the same bits): max |Δ| 1.04 /
-    1.01 (llama 4 / 2 bits, logits up to 14.0), 0.66 / 0.67 (qwen2, up to 9.7); per-position
-    cosine min 0.9902 / 0.9908 / 0.9934 / 0.9933, mean 0.9998; top-1 agreement 98.4-100%. That
-    error is the runtime's int8 activation tables and fp16 KV cache: the numpy reference on the
-    same packed weights is within 1.3e-4 of transformers (test_mapping_matches_transformers)."""
-    name, _, model, weights = loaded
+    """The LUT runtime vs transformers. Measured (every tier gives the same bits), llama / qwen2,
+    logits up to 14.0 / 9.7: at 2 bits (weights exact) max |Δ| 7.2 / 7.0 % of the largest logit,
+    per-position cosine min 0.9908 / 0.9933, mean 0.9998, top-1 agreement 100 / 98.4 %: the
+    runtime's int8 activation tables and fp16 KV cache (the numpy reference on the same packed
+    weights is within 1.3e-4 of transformers, test_mapping_matches_transformers). At 4 bits the
+    6-bit output layer adds its rounding (qwen2's is also its tied input embedding): 6.9 / 12.0 %,
+    cosine min 0.9903 / 0.9748, mean 0.9997 / 0.9992, agreement 94.2 / 95.3 %."""
+    name, bits, model, weights = loaded
     ref = reference(name)
     got = runtime_logits(model.config, weights, ref["prompt_ids"].astype(np.int32))
     want = ref["logits"]
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cos.min() >= 0.985 and cos.mean() >= 0.999
-    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+    assert cos.min() >= (0.985 if bits == 2 else 0.97) and cos.mean() >= 0.999
+    assert np.abs(got - want).max() <= (0.1 if bits == 2 else 0.13) * np.abs(want).max()
     agree = got.argmax(1) == want.argmax(1)
-    assert agree.mean() >= 0.95
+    assert agree.mean() >= (0.95 if bits == 2 else 0.93)
     # where the top pick differs, transformers ranks ours within a near-tie of its own
     rows = np.flatnonzero(~agree)
     assert (want[rows, want.argmax(1)[rows]] - want[rows, got.argmax(1)[rows]] <= 0.5).all()

@@ -62,13 +62,11 @@ def test_the_plan_is_what_the_loader_packs(tiny_llama_writer, bits, weight_type,
         ), spec
         assert matrix_bytes(spec) == w.nbytes, spec
     assert packed_bytes(plan) == sum(w.nbytes for w in packed.values())
-    # the residual pass exactly when a float source's output is requantized to 4 bits (as in the file
-    # or the 4-bit preset); the 4-bit preset runs a precise quantized output matrix (Q8_0) at 6 bits
-    # in one pass instead; the exact Q4 repack keeps 32-wide groups
-    assert ("output.residual" in packed) == (bits in (None, 4) and weight_type is GGMLType.F16)
+    # a precise output matrix that is requantized (a float one as in the file or at the 4-bit preset,
+    # Q8_0 at the preset) runs at 6 bits in one pass; the exact Q4 repack keeps 32-wide groups
     out = "token_embd.weight" if tied else "output.weight"
-    if bits == 4:
-        assert packed[out].bits == (6 if weight_type is GGMLType.Q8_0 else 4)
+    if bits == 4 or (bits is None and weight_type is GGMLType.F16):
+        assert packed[out].bits == (6 if weight_type in (GGMLType.Q8_0, GGMLType.F16) else 4)
     if bits in (None, 4) and weight_type in (GGMLType.Q4_0, GGMLType.Q4_1):
         assert packed["blk.1.attn_q.weight"].group_size == 32
     if bits is None:  # each matrix at its source's bits: Q8_0 at 8, float at 4 by our quantizer
@@ -186,7 +184,7 @@ def test_every_registered_architecture_loads_and_runs(tiny_llama_writer, gguf_ar
         for k, v in weights.items()
         if k != "rope.inv_freq"
     }
-    assert weights["token_embd.weight"].bits == 6  # tied Q8_0 table at 4 bits: one 6-bit pass, no residual
+    assert weights["token_embd.weight"].bits == 6  # tied Q8_0 table at 4 bits: one 6-bit pass
     ref = llama_numpy.forward(cfg, dense, tokens, weights["rope.inv_freq"], np.float16 if int8 else np.float64)
     cos = (logits * ref).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.999, cos

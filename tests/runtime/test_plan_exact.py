@@ -107,23 +107,21 @@ def test_exact_types_plan_their_own_format():
             for s in plan
         )
         assert all(s.act_group == min(64, s.group_size) for s in plan)
-        assert not any(s.role == "output_residual" for s in plan)  # an exact output needs no second pass
         assert bits_per_weight(cfg, None, type_name) == pytest.approx(BITS_PER_WEIGHT[type_name])
-    # float and unknown sources: our 4-bit quantizer, the residual pass for a precise output
+    # float and unknown sources: our 4-bit quantizer; a float output layer at 6 bits in one pass
     for source in ("F16", "BF16", "IQ4_XS"):
         plan = tensor_plan(cfg, None, source)
+        out_bits = 4 if source == "IQ4_XS" else 6
         assert all(
-            (s.bits, s.group_size, s.super_size, s.exact) == (4, 64, 0, False)
+            (s.bits, s.group_size, s.super_size, s.exact) == (out_bits if s.role == "output" else 4, 64, 0, False)
             for s in plan
-            if s.role != "output_residual"
         )
-        assert any(s.role == "output_residual" for s in plan) == (source != "IQ4_XS")
-    # from a float source the 4-bit preset is the file mode's plan (4 bits and the residual pass);
-    # from a quantized precise one (Q8_0) its output runs at 6 bits in one pass instead
+    # from a float source the 4-bit preset is the file mode's plan; from a quantized precise one
+    # (Q8_0) the file mode runs it exactly at 8 bits, the preset's output at 6 bits
     assert tensor_plan(cfg, None, "F16") == tensor_plan(cfg, 4, "F16")
     q8_file, q8_preset = tensor_plan(cfg, None, "Q8_0"), tensor_plan(cfg, 4, "Q8_0")
-    assert [(s.role, s.bits) for s in q8_preset if s.role.startswith("output")] == [("output", 6)]
-    assert not any(s.role == "output_residual" for s in q8_file)  # Q8_0 runs exactly at 8 bits
+    assert [(s.role, s.bits) for s in q8_preset if s.role == "output"] == [("output", 6)]
+    assert [(s.role, s.bits) for s in q8_file if s.role == "output"] == [("output", 8)]
     assert (
         not is_quantized("F16")
         and not is_quantized({"a": "F32", "b": "BF16"})
@@ -137,12 +135,11 @@ def test_the_presets_are_unchanged_by_the_file_mode():
     )
     for source in ("Q4_K", "Q6_K", "Q8_0"):
         four = tensor_plan(cfg, 4, source)
-        # a precise output matrix at 6 bits in one pass (no residual), the rest at 4
+        # a precise output matrix at 6 bits in one pass, the rest at 4
         out_bits = 4 if source == "Q4_K" else 6
         assert all((s.bits, s.super_size) == (out_bits if s.role == "output" else 4, 0) for s in four)
-        assert not any(s.role == "output_residual" for s in four)
         two = tensor_plan(cfg, 2, source)
-        assert {s.bits for s in two} == {2, 4} and not any(s.role == "output_residual" for s in two)
+        assert {s.bits for s in two} == {2, 4}
     q4_0 = tensor_plan(cfg, 4, "Q4_0")
     assert all(s.group_size == 32 and s.source_type == "Q4_0" for s in q4_0)
     # Q4_1 at 4 bits: its 32-blocks with int8 sub-scales under super-blocks of up to 256 along the row
@@ -192,7 +189,7 @@ def test_the_loader_packs_the_plan_and_computes_with_ggml_weights(mixed):
         weights = loader.load_weights(f, cfg, None)
         plan = tensor_plan(cfg, None, types)
         packed = {n: w for n, w in weights.items() if isinstance(w, K.PackedWeight)}
-        assert sorted(packed) == sorted(s.name for s in plan)  # no residual: the output is exact Q6_K
+        assert sorted(packed) == sorted(s.name for s in plan)  # the output is exact Q6_K
         for spec in plan:
             w = packed[spec.name]
             assert (w.m, w.k, w.bits, w.group_size, w.act_group, w.super_size, w.scale_format) == (

@@ -35,7 +35,7 @@ SLAB = 64 * 64  # CHUNK_ELEMENTS for the tiny model: every matrix in 64-row slab
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("streammodel") / "tiny.gguf"
-    write_tiny_synth(path)  # Q8_0: requantized, with the output residual pass
+    write_tiny_synth(path)  # Q8_0
     return path
 
 
@@ -271,8 +271,6 @@ def test_a_super_weight_written_in_row_chunks_keeps_every_field(tmp_path, bits, 
     path = tmp_path / "s.tmacw"
     with cache.CacheWriter(path, "key") as writer:
         writer.add_packed("w", [packed(0, 64), packed(64, 128), packed(128, m)])
-        back = writer.read_rows("w", 64, 128)  # what the residual pass reads back
-        np.testing.assert_array_equal(dequantize(back), dequantize(packed(64, 128)))
         writer.commit()
     n_planes, n_scales, n_sub = whole.planes.size, whole.scales.size, whole.sub.size
     plan = {

@@ -58,15 +58,3 @@ def f16_scales(
 ) -> None: ...
 def pair_tiles_u16(a: NDArray[np.uint16], b: NDArray[np.uint16], out: NDArray[np.uint16]) -> None: ...
 def pair_tiles_i8(a: NDArray[np.int8], b: NDArray[np.int8], out: NDArray[np.int8]) -> None: ...
-def residual_f16(
-    w: NDArray[np.float32],
-    planes: NDArray[np.uint8],
-    scales: NDArray[np.uint16],
-    k_pad: int,
-    bits: int,
-    group_size: int,
-    tensor_scale: float,
-    r0: int,
-    r1: int,
-    out: NDArray[np.float32],
-) -> None: ...

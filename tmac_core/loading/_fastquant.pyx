@@ -115,9 +115,6 @@ cdef extern from "pack.h" nogil:
                              uint16_t *out, int64_t out_len, int64_t *bad)
     int tmac_pack_pairs(const void *a, const void *b, int64_t row_stride, int elem_size, int64_t m, int64_t n,
                         int64_t t0, int64_t t1, void *out, int64_t out_len)
-    int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64_t planes_len,
-                          const uint16_t *scales, int64_t scales_len, int64_t m, int64_t k, int64_t k_pad, int bits,
-                          int64_t group_size, double tensor_scale, int64_t r0, int64_t r1, float *out, int64_t out_rs)
 
 TILE_ROWS = TMAC_P_TILE_ROWS
 
@@ -240,28 +237,3 @@ def pair_tiles_i8(const int8_t[:, ::1] a, const int8_t[:, ::1] b, int8_t[::1] ou
     """As pair_tiles_u16 for int8 (SUPER's sc, mn)."""
     _pairs(&a[0, 0], &b[0, 0], a.strides[0], b.strides[0], a.shape[0], a.shape[1], b.shape[0], b.shape[1], 1,
            &out[0], out.shape[0])
-
-
-def residual_f16(const float[:, ::1] w, const uint8_t[::1] planes, const uint16_t[::1] scales, Py_ssize_t k_pad,
-                 int bits, Py_ssize_t group_size, double tensor_scale, Py_ssize_t r0, Py_ssize_t r1,
-                 float[:, ::1] out):
-    """out[r] = float32(w[r] - layout.dequantize(...)[r]) for rows [r0, r1) of an F16-format packed
-    matrix of w's shape (M, K): the output layer's residual without a float64 matrix."""
-    cdef Py_ssize_t m = w.shape[0], k = w.shape[1]
-    if (out.shape[0], out.shape[1]) != (m, k) or m < 1 or not 1 <= k <= TMAC_P_MAX_K:
-        raise ValueError(f"w {(m, k)} and out {(out.shape[0], out.shape[1])} must be one non-empty shape")
-    if not 1 <= bits <= TMAC_Q_MAX_BITS or k_pad < k or k_pad % 8 or group_size < 1 or k_pad % group_size:
-        raise ValueError(f"bits={bits}, K={k}, k_pad={k_pad}, group_size={group_size} do not fit")
-    if not 0 <= r0 <= r1 <= m:
-        raise ValueError(f"rows {r0}..{r1} of {m}")
-    if planes.shape[0] != _tiles(m) * (k_pad // 8) * bits * TMAC_P_TILE_ROWS:
-        raise ValueError(f"{planes.shape[0]} plane bytes do not fit {m} rows of {k_pad} {bits}-bit codes")
-    if scales.shape[0] != _tiles(m) * (k_pad // group_size) * 2 * TMAC_P_TILE_ROWS:
-        raise ValueError(f"{scales.shape[0]} scale values do not fit {m} rows of {k_pad // group_size} groups")
-    cdef int rc
-    cdef Py_ssize_t w_stride = _row_stride(m, k, w.strides[0], 4), out_stride = _row_stride(m, k, out.strides[0], 4)
-    with nogil:
-        rc = tmac_residual_f16(&w[0, 0], w_stride, &planes[0], planes.shape[0], &scales[0], scales.shape[0], m, k,
-                               k_pad, bits, group_size, tensor_scale, r0, r1, &out[0, 0], out_stride)
-    if rc != TMAC_P_OK:
-        raise ValueError(f"the residual pass refused its arguments (code {rc})")

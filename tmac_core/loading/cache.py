@@ -78,8 +78,9 @@ SCALES_F16, SCALES_SUPER, SCALES_F16_SYM, SCALES_SUPER_NOMIN = 0, 1, 2, 3
 SUPER_FORMATS = (SCALES_SUPER, SCALES_SUPER_NOMIN)
 MAX_ZERO_MULT = 255
 # Bump when repack.py or the bits presets change what a cached file holds.
-QUANTIZER_VERSION = 4  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output;
-# 4: the 2-bit preset calibrated on assets/calibration (a new text or method bumps it too)
+QUANTIZER_VERSION = 5  # 2: output-layer residual pass; 3: 4-bit Q4_1 sub-scales, 6-bit output;
+# 4: the 2-bit preset calibrated on assets/calibration (a new text or method bumps it too);
+# 5: float output layers at 6 bits in one pass (plan.PRESET_OUTPUT_BITS), no residual pass
 
 Weights = dict[str, "PackedWeight | np.ndarray"]
 
@@ -164,7 +165,7 @@ def expected_entries(
     (tmac_core.plan: the matrices, the vectors, and the loader's RoPE frequencies).
 
     source_types: the GGML type name of each source tensor (ModelSummary.tensor_types),
-        which decides the exact-repack groups and the residual pass, as in tensor_plan.
+        which decides the exact-repack groups and the output layer's bits, as in tensor_plan.
     """
     out: dict[str, Expected] = {}
     for spec in tensor_plan(cfg, bits, source_types):
@@ -371,27 +372,6 @@ class CacheWriter:
         if scale_format in SUPER_FORMATS:
             entry["sub"] = self._record(np.concatenate(subs))
         self._add(entry)
-
-    def read_rows(self, name: str, r0: int, r1: int) -> PackedWeight:
-        """Rows r0..r1 (r0 a multiple of 64) of a matrix already written, read back from
-        the file: what the runtime will compute with (the output residual pass needs it)."""
-        fd = self._fd
-        if fd is None:
-            raise OSError("the cache file was already committed or abandoned")
-        e = self._by_name[name]
-        if r0 % TILE_ROWS or not 0 <= r0 < r1 <= e["m"]:
-            raise ValueError(f"rows {r0}..{r1} of {name} ({e['m']} rows)")
-        t0, t1 = r0 // TILE_ROWS, -(-r1 // TILE_ROWS)
-        tiles = -(-e["m"] // TILE_ROWS)
-
-        def part(field: str) -> np.ndarray:
-            rec = e[field]
-            per_tile = rec["nbytes"] // tiles
-            data = os.pread(fd, (t1 - t0) * per_tile, DATA_START + rec["offset"] + t0 * per_tile)
-            return np.frombuffer(data, np.dtype(rec["dtype"]))
-
-        args = (part("planes"), part("scales"), r1 - r0, e["k"], e["k_pad"], e["bits"], e["group_size"])
-        return _packed(args, e, part("sub") if e["scale_format"] in SUPER_FORMATS else None)
 
     # - finishing -
 

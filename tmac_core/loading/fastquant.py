@@ -10,8 +10,7 @@ releases the GIL, so a thread pool runs blocks in parallel. A block depends on i
 only: the result is the same for any thread count. A float16 or bfloat16 matrix (an
 mmapped tensor, say) is read in place, never copied to float32 as a whole.
 
-The packer (pack.c) is loading/packer.py's, re-exported here; `residual` is the output
-layer's residual pass of models/loader.py without its float64 matrix.
+The packer (pack.c) is loading/packer.py's, re-exported here.
 Imports numpy and the kernels' thread setting: no Qt.
 """
 
@@ -23,9 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
-from tmac_core.kernels import PackedWeight, dequantize, get_num_threads
-from tmac_core.kernels.layout import SCALES_F16
-from tmac_core.loading import _fastquant, packer
+from tmac_core.kernels import get_num_threads
+from tmac_core.loading import _fastquant
 from tmac_core.loading.packer import PACK_SPLIT_BYTES as PACK_SPLIT_BYTES
 from tmac_core.loading.packer import TILE_ROWS as TILE_ROWS
 from tmac_core.loading.packer import f16_peak as f16_peak
@@ -54,7 +52,7 @@ def quantize(w: np.ndarray, bits: int, group_size: int, *, threads: int | None =
         return _quantize(w, _fastquant.quantize_f32, bits, group_size, threads)
     if w.dtype == np.float16:
         return _quantize(w.view(np.uint16), _fastquant.quantize_f16, bits, group_size, threads)
-    if np.issubdtype(w.dtype, np.floating):  # float64: the output layer's residual
+    if np.issubdtype(w.dtype, np.floating):  # float64: converted a block at a time
         return _quantize(w, _f32_blocks, bits, group_size, threads)
     raise ValueError(f"weights must be floats, got {w.dtype} (bfloat16 bits: quantize_bf16)")
 
@@ -143,27 +141,3 @@ def _quantize(w: np.ndarray, kernel: _Kernel, bits: int, group_size: int, thread
         row, col = divmod(bad, k)
         raise ValueError(f"weight [{row}, {col}] is NaN or infinite: weights must be finite")
     return codes, scales, zeros
-
-
-def residual(w: NDArray[np.float32], packed: PackedWeight, *, threads: int | None = None) -> np.ndarray:
-    """w - dequantize(packed) for w float32 (M, K): float32, the very values the float64
-    difference rounds to, computed row by row in C for an F16-format matrix; float64 as
-    layout.dequantize gives it for SUPER (whose fp32 epilogue the C pass does not model)."""
-    if packed.scale_format != SCALES_F16 or w.dtype != np.float32 or w.shape != packed.shape:
-        return w - dequantize(packed)
-    w = np.ascontiguousarray(w)
-    out = np.empty(w.shape, np.float32)
-    planes = np.asarray(packed.planes, np.uint8).reshape(-1)
-    scales = np.asarray(packed.scales, np.uint16).reshape(-1)
-    args = (packed.k_pad, packed.bits, packed.group_size, float(packed.tensor_scale))
-
-    def run(span: tuple[int, int]) -> None:
-        _fastquant.residual_f16(w, planes, scales, *args, span[0], span[1], out)
-
-    spans = packer.spans(w.shape[0], packer.threads_or_default(threads) if w.size >= BLOCK_VALUES else 1)
-    if len(spans) == 1:
-        run(spans[0])
-    else:
-        with ThreadPoolExecutor(len(spans), thread_name_prefix="residual") as pool:
-            list(pool.map(run, spans))
-    return out

@@ -1,7 +1,6 @@
 /* The kernel weight layout written in C (pack.c): the bit planes, the F16 scale pairs and the
  * tile-major (value pair, 64 rows) blocks of kernels/LAYOUT.md §Weights, byte for byte what
- * tmac_core/kernels/layout.py (the spec) writes; and the float64 output-residual pass of
- * models/loader.py. fastquant.py is the Python face; every function works on a range of
+ * tmac_core/kernels/layout.py (the spec) writes. fastquant.py is the Python face; every function works on a range of
  * 64-row tiles [t0, t1), so threads split a matrix by tiles, and none keeps state. */
 #ifndef TMAC_PACK_H
 #define TMAC_PACK_H
@@ -45,12 +44,5 @@ int tmac_pack_f16_scales(const void *s, int64_t s_rs, int64_t s_cs, const void *
 int tmac_pack_pairs(const void *a, const void *b, int64_t row_stride, int elem_size, int64_t m, int64_t n,
                     int64_t t0, int64_t t1, void *out, int64_t out_len);
 
-/* out[r, c] = (float)((double)w[r, c] - deq[r, c]) for the rows [r0, r1), deq the float64
- * weight layout.dequantize computes from F16-format packed rows (m, k): planes (tiles,
- * k_pad / 8, bits, 64), scales (tiles, k_pad / group_size, 2, 64) fp16 bits, tensor_scale.
- * w and out: float32 (m, k) with row strides w_rs, out_rs. */
-int tmac_residual_f16(const float *w, int64_t w_rs, const uint8_t *planes, int64_t planes_len,
-                      const uint16_t *scales, int64_t scales_len, int64_t m, int64_t k, int64_t k_pad, int bits,
-                      int64_t group_size, double tensor_scale, int64_t r0, int64_t r1, float *out, int64_t out_rs);
 
 #endif

@@ -66,7 +66,7 @@ def checked_sizes(cfg, n_ctx, max_batch):
         # exact mode: each token's int8 input as two rows of exact tables (_exact_tables)
         sizes["the activation tables"] *= 2
         sizes["the split outputs"] = 2 * max_batch * max(q_dim + 2 * kv_dim, 2 * cfg.hidden_dim, cfg.dim)
-        sizes["the output layer's split outputs"] = 3 * 2 * cfg.vocab_size  # precise_head: 3 rows, 2 matrices
+        sizes["the output layer's split outputs"] = 3 * cfg.vocab_size  # precise_head: 3 rows
     for name, n in sizes.items():
         limit = _MAX_ELEMS if name.startswith("the KV cache") else INT_MAX
         if n > limit:
@@ -231,9 +231,6 @@ cdef class LlamaRuntime:
     cdef Layer *layers
     cdef const tmac_weight_t *embedding
     cdef const tmac_weight_t *output
-    cdef const tmac_weight_t *output_residual   # second 4-bit pass of the output layer, or NULL
-    cdef const tmac_weight_t *embedding_residual  # the same matrix when embeddings are tied, or NULL
-    cdef float *logits_residual                  # (max_batch, vocab) scratch for that pass
     cdef const float *output_norm
     cdef float *rope_cos
     cdef float *rope_sin
@@ -259,7 +256,7 @@ cdef class LlamaRuntime:
     cdef float *act_s               # (max_batch,) their per-token scales s (x ≈ q / s)
     cdef float *y_split             # (2·max_batch, sum of a shared matmul's rows) exact mode's outputs
     cdef float *act_r               # (k_max,) precise_head: one token's input minus its int8 part
-    cdef float *y_head              # (3, 2·vocab_size) precise_head: the three rows' outputs
+    cdef float *y_head              # (3, vocab_size) precise_head: the three rows' outputs
     cdef object _keep
     cdef object _layers_buf
     cdef readonly object logits_array
@@ -319,7 +316,6 @@ cdef class LlamaRuntime:
             L.attn_sub_norm = L.ffn_sub_norm = NULL
         # Names and shapes from the plan; the bits and groups each matrix was packed with
         # are the loader's (checked against the plan there) and travel in its PackedWeight.
-        # The residual pass is the loader's choice too: present or not.
         matrices = {}
         for spec in tensor_plan(cfg, 4):
             if spec.layer < 0:
@@ -369,17 +365,6 @@ cdef class LlamaRuntime:
         emb = matrices["token_embd"]
         out = emb if cfg.tie_embeddings else matrices["output"]
         self.embedding, self.output, self.act_group_out = k_weight(emb), k_weight(out), out.act_group
-        self.output_residual = self.embedding_residual = NULL
-        if "output.residual" in weights:
-            # output = out + residual, each 4-bit: ~8-bit logits for one more table pass
-            res = weights["output.residual"]
-            if not isinstance(res, PackedWeight) or res.shape != out.shape or res.k_pad != out.k:
-                raise ModelLoadError(f"output.residual: expected a packed {out.shape} matrix, got {res!r}")
-            keep.append(res)
-            self.output_residual = k_weight(res)
-            self.act_group_out = min(out.act_group, res.act_group)
-            if cfg.tie_embeddings:
-                self.embedding_residual = self.output_residual
 
         # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied);
         # forward_chunk reads row pos of it for every position < n_ctx
@@ -433,8 +418,6 @@ cdef class LlamaRuntime:
         fv = buf(B * self.hidden_dim); self.hb2 = &fv[0]
         fv = buf(B * k_max); self.x_perm = &fv[0]
         self.logits_array = buf(B, self.vocab_size)
-        if self.output_residual != NULL:
-            fv = buf(B * self.vocab_size); self.logits_residual = &fv[0]
         fv = self.logits_array.reshape(-1); self.logits = &fv[0]
         T = max(2 * B, 3) if self.act_int8 else B   # exact mode: two table rows per token
         cdef int8_t[::1] ev = buf(T * (k_max // 4) * 16, dtype=np.int8)
@@ -449,7 +432,7 @@ cdef class LlamaRuntime:
             fv = buf(2 * B * max(self.q_dim + 2 * self.kv_dim, 2 * self.hidden_dim, self.dim))
             self.y_split = &fv[0]
             fv = buf(k_max); self.act_r = &fv[0]
-            fv = buf(3 * 2 * self.vocab_size); self.y_head = &fv[0]
+            fv = buf(3 * self.vocab_size); self.y_head = &fv[0]
         self._keep = keep
 
     def _set_input_perms(self, cfg, weights, keep):
@@ -471,10 +454,8 @@ cdef class LlamaRuntime:
         if token < 0 or token >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
         out = np.empty(self.dim, dtype=np.float32)
-        scratch = np.empty(self.dim, dtype=np.float32)
         cdef float[::1] ov = out
-        cdef float[::1] sv = scratch
-        self.embed(token, &ov[0], &sv[0])
+        self.embed(token, &ov[0])
         return out
 
     def block_matmul(self, int layer, str role, x):
@@ -507,15 +488,9 @@ cdef class LlamaRuntime:
             raise KernelError(f"matmul failed (code {rc})")
         return out
 
-    cdef void embed(self, int token, float *out, float *scratch) noexcept nogil:
-        """out (dim,) = the token's embedding row (plus its residual row when the
-        tied output layer carries one); scratch (dim,) may not alias out."""
-        cdef int i
+    cdef void embed(self, int token, float *out) noexcept nogil:
+        """out (dim,) = the token's embedding row."""
         tmac_weight_row_f32(self.embedding, token, out)
-        if self.embedding_residual != NULL:
-            tmac_weight_row_f32(self.embedding_residual, token, scratch)
-            for i in range(self.dim):
-                out[i] = out[i] + scratch[i]
 
     cdef int matmul(self, const tmac_weight_t *w, const float *x, int n, int k, int ag, float *y,
                     bint bitlinear) noexcept nogil:
@@ -577,19 +552,19 @@ cdef class LlamaRuntime:
                     y[j] = (32.0 * yh[j] + yl[j]) / self.act_s[t]
         return rc
 
-    cdef int precise_head(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys, const float *x,
-                          int n, int k, int ag) noexcept nogil:
-        """ys[i] (n, ws[i].m) = x (n, k) @ ws[i].T for the output layer in exact mode: each
-        token's float x = q/s + r with q its absmax int8 (exact tables, two rows) and r
-        the remainder (|r| <= max|x|/254: ordinary tables, one row), so the table
-        rounding applies to r only. One token at a time (3 rows, n_w <= 2 matrices)."""
+    cdef int precise_head(self, const tmac_weight_t *w, float *y, const float *x, int n, int k,
+                          int ag) noexcept nogil:
+        """y (n, w.m) = x (n, k) @ w.T for the output layer in exact mode: each token's
+        float x = q/s + r with q its absmax int8 (exact tables, two rows) and r the
+        remainder (|r| <= max|x|/254: ordinary tables, one row), so the table rounding
+        applies to r only. One token at a time (3 rows)."""
         cdef int tier = k_active_isa()
-        cdef int rc = 0, t, i, j, m, off
+        cdef int rc = 0, t, j
+        cdef int m = w.m
         cdef size_t groups = <size_t>(k // ag), kq = <size_t>(k // 4) * 16
         cdef float s
-        cdef float *y
-        cdef float *split_ys[3]
-        cdef int split_ld[3]
+        cdef float *yt
+        cdef float *split = self.y_head    # (3, m): the two exact rows and the remainder's
         for t in range(n):
             s = absmax_int8(x + <size_t>t * k, k, self.act_q)
             for j in range(k):
@@ -598,18 +573,11 @@ cdef class LlamaRuntime:
                          self.lut_entries + kq, self.lut_scales + groups, self.lut_sums + groups)
             rc |= k_lut_build(tier, self.act_r, 1, k, ag, self.lut_entries + 2 * kq, self.lut_scales + 2 * groups,
                               self.lut_sums + 2 * groups)
-            off = 0
-            for i in range(n_w):
-                split_ys[i] = self.y_head + off
-                split_ld[i] = ws[i].m
-                off += 3 * ws[i].m
-            rc |= k_gemm_multi(tier, n_w, ws, self.lut_entries, self.lut_scales, self.lut_sums, 3, k, ag,
-                               split_ys, split_ld)
-            for i in range(n_w):
-                m = ws[i].m
-                y = ys[i] + <size_t>t * ldys[i]
-                for j in range(m):
-                    y[j] = (32.0 * split_ys[i][j] + split_ys[i][m + j]) / s + split_ys[i][2 * m + j]
+            rc |= k_gemm_multi(tier, 1, &w, self.lut_entries, self.lut_scales, self.lut_sums, 3, k, ag,
+                               &split, &m)
+            yt = y + <size_t>t * m
+            for j in range(m):
+                yt[j] = (32.0 * split[j] + split[m + j]) / s + split[2 * m + j]
         return rc
 
     cdef int matmul_perm(self, int n_w, const tmac_weight_t **ws, float **ys, int *ldys,
@@ -663,7 +631,7 @@ cdef class LlamaRuntime:
         cdef InputPerms *P
         # 1. embedding rows into the residual stream x
         for t in range(n):
-            self.embed(tokens[t], self.x + <size_t>t * D, self.xb)
+            self.embed(tokens[t], self.x + <size_t>t * D)
         for l in range(self.n_layers):
             L = &self.layers[l]
             P = &self.perms[l]
@@ -724,21 +692,15 @@ cdef class LlamaRuntime:
             rc |= self.matmul_p(L.w_down, P.down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2, True)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
-        # 6. final RMSNorm and the output layer (plus its residual pass), for the last or every token
+        # 6. final RMSNorm and the output layer, for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>(t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
-        ws[0], ws[1] = self.output, self.output_residual
-        ys[0], ys[1] = self.logits, self.logits_residual
-        ldys[0], ldys[1] = self.vocab_size, self.vocab_size
-        cdef int n_w = 1 if self.output_residual == NULL else 2
         if self.exact:
-            rc |= self.precise_head(n_w, ws, ys, ldys, self.xb, n_out, D, self.act_group_out)
+            rc |= self.precise_head(self.output, self.logits, self.xb, n_out, D, self.act_group_out)
         else:
-            rc |= self.matmul_shared(n_w, ws, ys, ldys, self.xb, n_out, D, self.act_group_out, False)
-        if self.output_residual != NULL:
-            for i in range(<Py_ssize_t>n_out * self.vocab_size):
-                self.logits[i] = self.logits[i] + self.logits_residual[i]
+            ws[0], ys[0], ldys[0] = self.output, self.logits, self.vocab_size
+            rc |= self.matmul_shared(1, ws, ys, ldys, self.xb, n_out, D, self.act_group_out, False)
         return rc
 
     def forward(self, tokens, pos, bint all_logits=False):

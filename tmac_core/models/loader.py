@@ -28,7 +28,6 @@ from tmac_core.errors import TokenizerError, UnsupportedModelError
 from tmac_core.kernels import PackedWeight, get_num_threads, pack, pack_super
 from tmac_core.loading.calibrate import AwareQuantizer, aware_matrix
 from tmac_core.loading.dequant import dequantize_tensor
-from tmac_core.loading.fastquant import residual as weight_residual
 from tmac_core.loading.gguf import GGMLType, GGUFFile
 from tmac_core.loading.gptq import GPTQLinear
 from tmac_core.loading.repack import quantize, repack
@@ -38,7 +37,6 @@ from tmac_core.plan import (
     ModelConfig,
     TensorSpec,
     input_perm_name,
-    output_source,
     tensor_plan,
     vector_plan,
 )
@@ -78,17 +76,6 @@ def inv_frequencies(cfg: ModelConfig, gguf: GGUFFile | None = None) -> NDArray[n
     if cfg.rope_freqs and gguf is not None:  # ggml divides each angle by its factor
         inv = inv / dequantize_tensor(gguf, "rope_freqs.weight").astype(np.float64).reshape(-1)[:half]
     return inv
-
-
-def output_residual(gguf: GGUFFile, name: str, packed: PackedWeight, spec: TensorSpec) -> PackedWeight:
-    """The output layer's error after 4-bit packing, itself packed at 4 bits in
-    32-wide groups: logits = W4·x + R4·x carry ~8-bit weights. This is where
-    the logits' precision is decided, and one extra pass over one matrix costs
-    what llama.cpp pays for keeping that matrix at Q6_K/Q8_0."""
-    w = dequantize_tensor(gguf, name).reshape(packed.m, packed.k)
-    residual = weight_residual(w, packed)  # float32 for the F16 format: w - dequantize(packed), rounded
-    codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
-    return pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
 
 
 def _check_packed(gguf: GGUFFile, spec: TensorSpec, packed: PackedWeight) -> PackedWeight:
@@ -154,11 +141,10 @@ def load_weights(
     """Every tensor the runtime needs: PackedWeight matrices, float32 vectors."""
     source = {name: info.ggml_type.name for name, info in gguf.tensors.items()}
     plan = tensor_plan(cfg, bits, source)
-    from_file = [spec for spec in plan if spec.role != "output_residual"]
     packed: dict[str, PackedWeight] = {}
     perms: dict[str, NDArray[np.int32]] = {}
     aware = _aware(gguf, cfg, plan)
-    for i, spec in enumerate(from_file):
+    for i, spec in enumerate(plan):
         mode = None if bits is None and spec.exact else spec.bits  # None: the file's own codes
         gptq = gptq_weight(gguf, spec, bits)
         if aware is not None and aware_matrix(spec):
@@ -170,11 +156,7 @@ def load_weights(
         else:
             packed[spec.name] = _check_packed(gguf, spec, repack(gguf, spec.name, mode, spec.group_size))
         if progress:
-            progress((i + 1) / len(from_file))
-    for spec in plan:
-        if spec.role == "output_residual":
-            out = output_source(cfg)
-            packed[spec.name] = _check_packed(gguf, spec, output_residual(gguf, out, packed[out], spec))
+            progress((i + 1) / len(plan))
     weights: Weights = dict(packed)
     weights.update(perms)
     for vec in vector_plan(cfg):
@@ -211,13 +193,9 @@ def row_chunks(rows: int, cols: int) -> list[tuple[int, int]]:
 
 
 def work_bytes(gguf: GGUFFile, cfg: ModelConfig, bits: int | None) -> int:
-    """Source bytes write_weights reads: every matrix once, the output matrix again for
-    its residual pass (the unit of its progress and ETA)."""
+    """Source bytes write_weights reads: every matrix once (the unit of its progress and ETA)."""
     plan = tensor_plan(cfg, bits, {name: info.ggml_type.name for name, info in gguf.tensors.items()})
-    total = sum(gguf.tensors[spec.name].nbytes for spec in plan if spec.role != "output_residual")
-    if any(spec.role == "output_residual" for spec in plan):
-        total += gguf.tensors[output_source(cfg)].nbytes
-    return total
+    return sum(gguf.tensors[spec.name].nbytes for spec in plan)
 
 
 def write_weights(
@@ -229,8 +207,6 @@ def write_weights(
     plan = tensor_plan(cfg, bits, {name: info.ggml_type.name for name, info in gguf.tensors.items()})
     aware = _aware(gguf, cfg, plan)
     for spec in plan:
-        if spec.role == "output_residual":
-            continue
         if aware is not None and aware_matrix(spec):  # the 2-bit preset's calibrated matrices, whole
             writer.add_packed(spec.name, [_check_packed(gguf, spec, _aware_packed(aware, spec))])
             report(gguf.tensors[spec.name].nbytes)
@@ -246,10 +222,6 @@ def write_weights(
             continue
         writer.add_packed(spec.name, _repacked_rows(gguf, spec, bits, report))
         _release(gguf, spec.name)
-    for spec in plan:
-        if spec.role == "output_residual":
-            writer.add_packed(spec.name, _residual_rows(gguf, output_source(cfg), spec, writer, report))
-            _release(gguf, output_source(cfg))
     for vec in vector_plan(cfg):
         if vec.role != "rope_freqs":  # folded into rope.inv_freq below
             writer.add_array(vec.name, dequantize_tensor(gguf, vec.name).astype(np.float32).reshape(-1))
@@ -259,7 +231,7 @@ def write_weights(
 def _slabs(gguf: GGUFFile, spec: TensorSpec) -> list[tuple[int, int]]:
     """Row slabs of a matrix, or the whole matrix for a source that cannot cut one (a folder, or
     an I2_S tensor: its scale follows its last block; at 2 bits a whole matrix is small)."""
-    source = gguf.tensors.get(spec.name)  # None: a derived matrix (the output layer's residual)
+    source = gguf.tensors.get(spec.name)
     if not hasattr(gguf, "rows") or (source is not None and source.ggml_type is GGMLType.I2_S):
         return [(0, spec.rows)]
     return row_chunks(spec.rows, spec.cols)
@@ -303,20 +275,6 @@ def _repacked_rows(gguf: GGUFFile, spec: TensorSpec, bits: int | None, done: Don
 
     for (r0, r1), packed in zip(slabs, _in_order(repacked, slabs)):
         yield packed
-        done(nbytes * (r1 - r0) // spec.rows)
-
-
-def _residual_rows(
-    gguf: GGUFFile, out: str, spec: TensorSpec, writer: CacheWriter, done: Done
-) -> Iterator[PackedWeight]:
-    """output_residual, a row slab at a time, against the output matrix as written."""
-    nbytes = gguf.tensors[out].nbytes
-    for r0, r1 in _slabs(gguf, spec):
-        w = dequantize_tensor(_slab(gguf, out, r0, r1, spec.rows), out).reshape(r1 - r0, spec.cols)
-        residual = weight_residual(w, writer.read_rows(out, r0, r1))
-        codes, scales, zeros = quantize(residual, spec.bits, spec.group_size)
-        packed = pack(codes, scales, zeros, bits=spec.bits, group_size=spec.group_size)
-        yield _check_packed(gguf, dataclasses.replace(spec, rows=r1 - r0), packed)
         done(nbytes * (r1 - r0) // spec.rows)
 
 
