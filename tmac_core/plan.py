@@ -35,7 +35,7 @@ ACT_QUANTS = ("none", "int8_token")
 # requantized ("as in the file" for a float one, the 4-bit preset for any) it runs at
 # PRESET_OUTPUT_BITS.
 PRECISE_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1"})
-FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits
+FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})  # not quantized: "as in the file" means 4 bits (output layer 6)
 # Source types the bits=2/4 presets repack without requantizing (loading/repack.py): Q4_0/Q4_1
 # at 4 bits keep their 32-wide groups (Q4_1's scales as int8 sub-scales: PRESET_SUPER_MAX),
 # TQ1_0/TQ2_0 at 2 bits their ternary codes in 128-wide groups.
