@@ -25,4 +25,17 @@ static inline __m512 tmac_emu_cvtph_ps(__m256i a) {
 #else
 #  include <immintrin.h>
 #endif
+#include <stdint.h>
+
+/* Bytes ahead of the index block being read that a weight tile prefetches
+ * into L1, one cache line per 64-byte block read. The hardware prefetcher
+ * alone left the AVX2 decode GEMV at 60-70% of the streaming-read bandwidth
+ * on Zen 3 (2560 x 6912 ternary and 4-bit tiles); a software prefetch 2-16 KB
+ * ahead made it 20-25% faster, with no clear winner inside that range
+ * (docs/BENCHMARKS.md). The address is computed as an integer: past the end
+ * of the buffer it is a hint that cannot fault, and no out-of-bounds pointer
+ * is ever formed. */
+#define TMAC_PREFETCH_AHEAD 8192
+#define TMAC_PREFETCH_AHEAD_OF(p) \
+    _mm_prefetch((const char *)((uintptr_t)(p) + TMAC_PREFETCH_AHEAD), _MM_HINT_T0)
 #endif

@@ -136,6 +136,7 @@ TMAC_INLINE void tile_hi_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int
                 const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables));
                 const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables + 16)));
                 for (int i = 0; i < bits; i++, block += 64) {
+                    if (half == 0) TMAC_PREFETCH_AHEAD_OF(block);     /* half 1 reads the same lines */
                     const __m256i weight = _mm256_set1_epi8((char)(1 << (i % TMAC_PLANES_PER_ACC)));
                     if (i < TMAC_PLANES_PER_ACC) step_half(t_lo, t_hi, block, weight, &lo0, &lo1);
                     else step_half(t_lo, t_hi, block, weight, &hi0, &hi1);
@@ -172,6 +173,7 @@ TMAC_INLINE void tile_bits(const tmac_weight_t *w, const tmac_lut_t *lut, int ti
             const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tables));
             const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables + 16)));
             for (int i = 0; i < bits; i++, block += 64) {
+                TMAC_PREFETCH_AHEAD_OF(block);
                 const __m256i weight = _mm256_set1_epi8((char)(1 << i));
                 __m256i v0 = _mm256_loadu_si256((const __m256i *)block);
                 __m256i v1 = _mm256_loadu_si256((const __m256i *)(block + 32));
