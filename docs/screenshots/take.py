@@ -5,8 +5,9 @@
 Opens MainWindow on the xcb platform (Xvfb: the real platform plugin, fonts and theme the
 Linux desktop gets) with a throwaway home folder, loads the built-in model in its engine
 process, sends two messages whose answers users have seen go wrong (HTML tags in the text,
-line breaks in a poem) at temperature 0, and grabs the chat page at 1280×800 and 900×600, the
-Models page, and the Local server dialog. Run it after a change to what these views show and
+line breaks in a poem) at temperature 0, and grabs the chat page and the Models page at 1280×800
+and 900×600, the Models page scrolled to a native low-bit model's card, and the Local server
+dialog. Run it after a change to what these views show and
 look at every picture before committing them.
 """
 
@@ -22,6 +23,7 @@ MESSAGES = (
     "What is the difference between <div> and <span> in HTML? One sentence.",
     "Write a four-line poem about the sea.",
 )
+NATIVE_CARD = "bitnet-b1.58-2b-4t"  # assets/catalog.json id of the card the native-model picture shows
 MAX_TOKENS = 48
 TIMEOUT_MS = 420_000
 SETTLE_MS = 800
@@ -79,6 +81,13 @@ class Tour:
         self.grab("chat-900x600.png", 900, 600)
         w.tabs.setCurrentWidget(w.models_tab)
         self.grab("models-1280x800.png", 1280, 800)
+        # a native low-bit model's card (ternary weights, its own bits/weight and RAM figures),
+        # scrolled to at the size it is grabbed at: the cards' positions depend on the width
+        cards = w.models_page.cards_scroll.verticalScrollBar()
+        cards.setValue(w.models_page.card(NATIVE_CARD).y() - 8)
+        self.grab("models-native-1280x800.png", 1280, 800)
+        cards.setValue(0)
+        self.grab("models-900x600.png", 900, 600)
         w.tabs.setCurrentIndex(0)
         dialog = ServerDialog(w.local_server, w.settings_store, w)
         dialog.show()
