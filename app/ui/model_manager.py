@@ -358,6 +358,30 @@ class ModelCard(QFrame):
         self.message.show_error(error)
 
 
+class FillingColumnLayout(QVBoxLayout):
+    """The Models page's column. It sits in a scroll area (main_window.py) for the width only: with
+    word-wrapped labels a layout reports its preferred height for a width, and a scroll area takes
+    that as the page's least height, so the page came out a few pixels taller than the window at
+    900×600 and the page scrolled around the card list's own scroll bar. Reporting the least height
+    instead lets the card list give up its height and scroll by itself; the page scrolls only when
+    even that does not fit."""
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt's name)
+        # QLayoutItem.minimumHeightForWidth calls back into this method, so the sum is made here:
+        # each shown row at its height for the width (wrapped text) or its least height (the list).
+        margins = self.contentsMargins()
+        inner = width - margins.left() - margins.right()
+        heights = []
+        for index in range(self.count()):
+            item = self.itemAt(index)
+            if item is None or item.isEmpty():
+                continue
+            least = item.minimumSize().height()
+            heights.append(max(least, item.heightForWidth(inner)) if item.hasHeightForWidth() else least)
+        gaps = max(0, len(heights) - 1) * max(0, self.spacing())
+        return margins.top() + margins.bottom() + sum(heights) + gaps
+
+
 class ModelManagerPage(QWidget):
     modelChosen = Signal(str, object)  # source (a .gguf path or "default"), bits (None: as in the file, 2, 4)
     downloadsChanged = Signal(int, object, object)  # running downloads, bytes done, bytes total (all of them)
@@ -411,7 +435,7 @@ class ModelManagerPage(QWidget):
     # ---- layout ------------------------------------------------------------------------------
 
     def _build(self, catalog_problem: str) -> None:
-        outer = QVBoxLayout(self)
+        outer = FillingColumnLayout(self)
         header = QLabel("<h2>Models</h2>")
         outer.addWidget(header)
         self.recommendation_label = QLabel()

@@ -365,3 +365,26 @@ def test_zoomed_sheet_scales_every_pixel_font_size():
     sheet = "QLabel { font-size: 14px; } QPushButton { font-size: 11px; padding: 7px; }"
     assert zoomed_sheet(sheet, 1.5) == "QLabel { font-size: 21px; } QPushButton { font-size: 16px; padding: 7px; }"
     assert zoomed_sheet(sheet, 1.0) == sheet
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (900, 600)])
+def test_the_models_page_scrolls_only_its_card_list(qtbot, window, size):
+    """At a normal and a small window the page fits the tab and only the card list scrolls: at
+    900x600 the page was 3 px taller than the tab, and two nested scroll bars showed."""
+    show(qtbot, window, *size)
+    window.tabs.setCurrentWidget(window.models_tab)
+    qtbot.wait(100)
+    page, tab = window.models_page, window.models_tab
+    assert not tab.verticalScrollBar().isVisible(), "the page scrolls around the card list's own scroll bar"
+    assert page.height() == tab.viewport().height()
+    assert page.cards_scroll.height() >= 300, "the card list gets the height the page does not need"
+
+
+def test_a_very_short_window_scrolls_the_models_page(qtbot, window):
+    """Too short for the header rows and a usable card list, the page itself scrolls: nothing is cut off."""
+    show(qtbot, window, 900, 330)
+    window.tabs.setCurrentWidget(window.models_tab)
+    qtbot.wait(100)
+    tab = window.models_tab
+    assert tab.verticalScrollBar().isVisible()
+    assert window.models_page.height() > tab.viewport().height()
