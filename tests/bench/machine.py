@@ -33,6 +33,20 @@ BUILD = Path(__file__).resolve().parents[2] / "build" / "bench-tools"
 READ_BYTES = 1 << 30  # 1 GiB: far past any last-level cache
 
 
+def _compile(cc: str, flags: list[str], lib: Path) -> bool:
+    """Build stream_read.c into `lib` with `flags`; False when the compiler is missing or refuses."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        proc = subprocess.run([cc, *flags, str(STREAM_READ_C), "-o", str(tmp)], capture_output=True)
+    except OSError:
+        return False
+    if proc.returncode != 0:
+        return False
+    os.replace(tmp, lib)
+    return True
+
+
 def _stream_reader():
     """tests/bench/stream_read.c compiled for this machine (cached under build/, keyed by the
     source's and the flags' hash), or None when there is no C compiler."""
@@ -41,20 +55,12 @@ def _stream_reader():
     # baseline SSE2 loads it read 15-16 GB/s on one Zen 3 thread where 256-bit loads read
     # 18-19.6 (and the AVX2 GEMV tile 16.7-17.7): a read ceiling must use the widest loads the
     # CPU has. The baseline build is the fallback for a compiler without -march=native.
-    for flags in (["-O3", "-march=native"], ["-O3"]):
-        flags = [*flags, "-shared", "-fPIC", "-pthread"]
+    cc = os.environ.get("CC", "cc")
+    common = ["-shared", "-fPIC", "-pthread"]
+    for tuning in (["-O3", "-march=native"], ["-O3"]):
+        flags = [*tuning, *common]
         lib = BUILD / f"stream_read-{hashlib.sha256(source + ' '.join(flags).encode()).hexdigest()[:12]}.so"
-        if lib.exists():
-            break
-        BUILD.mkdir(parents=True, exist_ok=True)
-        cc = os.environ.get("CC", "cc")
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            proc = subprocess.run([cc, *flags, str(STREAM_READ_C), "-o", str(tmp)], capture_output=True)
-        except OSError:
-            return None
-        if proc.returncode == 0:
-            os.replace(tmp, lib)
+        if lib.exists() or _compile(cc, flags, lib):
             break
     else:
         return None
