@@ -217,7 +217,7 @@ def measure(files: dict, peer: str | None) -> dict:
                     else:
                         cmd = peer_cmd(peer, files, key, *common)  # type: ignore[arg-type]
                     out[(group, label, threads, name)] = e2e.attempt(
-                        f"{label} {name}".rstrip(), lambda cmd=cmd: e2e.run_json(cmd), quiet=True
+                        f"{label} {name}".rstrip(), e2e.speed_run(cmd, threads), quiet=True
                     )
         out[("seconds", group)] = time.perf_counter() - t0
     return out
@@ -288,7 +288,7 @@ def speed_table(results: dict, files: dict, bandwidth: dict) -> str:
             rows.append(
                 f"| {group} | {label} | {e2e._num(bpw, '.2f')} | {t} | {e2e._num(e2e._get(r, 'decode_tok_s'), '.2f')} "
                 f"| {e2e._num(e2e._get(r, 'prompt_tok_s'), '.2f')} | {e2e._num(e2e._get(long, 'prompt_tok_s'), '.2f')} "
-                f"| {e2e._num(mb)} | {e2e._num(share * bandwidth[t] if share else None)} "
+                f"| {e2e._num(mb)} | {e2e._num(e2e.read_gbs(mb, r))} "
                 f"| {e2e._num(100 * share if share else None, '.0f')} |"
             )
     return "\n".join(rows)
@@ -326,7 +326,9 @@ def section(results: dict, files: dict, bandwidth: dict, made: dict) -> list[str
         "w2g128 / w4g128 GPTQ folders (gptq_v2, asymmetric) and a Q4_K_M file; llama.cpp on Q2_K / Q4_0 / Q4_K_M "
         f"files of the same shapes (Q2_K and Q4_K_M requantized from the Q4_0); prompt {PROMPT_8B} + decode "
         f"{GEN_8B}, median of {REPEATS_8B}, n_ctx {CTX_8B}. Ours runs every file as in the file, from a warm "
-        "repack cache; MB/token, GB/s and % BW as above.",
+        "repack cache; MB/token, GB/s and % BW as above (the readings beside these rows: "
+        f"{e2e.reader_span(results, 1, bandwidth.get(1))} on 1 thread, "
+        f"{e2e.reader_span(results, 2, bandwidth.get(2))} on 2).",
         "",
         speed_table(results, files, bandwidth),
         "",

@@ -120,6 +120,24 @@ def wait_for_quiet(max_wait: float | None = None) -> float:
     return load
 
 
+READER = "reader_gbs"  # a speed result's streaming-read bandwidth, read just before it (GB/s)
+
+
+def speed_run(cmd: list, threads: int):
+    """One speed measurement with the streaming-read bandwidth on `threads` threads read just
+    before it (r[READER]), so its % BW is a share of the machine's rate of that minute: on this
+    shared host a single reading at the start went stale, rows measured an hour later read
+    105-129% of it (2026-12-07)."""
+
+    def run() -> dict:
+        from tests.bench.machine import read_bandwidth
+
+        gbs = read_bandwidth(threads)[0]
+        return {**run_json(cmd), READER: gbs}
+
+    return run
+
+
 def attempt(label: str, fn, quiet: bool = False):
     """Run one measurement; a failure is recorded and reported, not fatal for the rest."""
     load = wait_for_quiet() if quiet else None
@@ -346,7 +364,7 @@ def measure_speed(
                     if engine == "ours"
                     else [peer, "-m", "tests.bench.peer", "bench", files[key], *common]
                 )
-                speed[(group, label, threads)] = attempt(label, lambda cmd=cmd: run_json(cmd), quiet=True)
+                speed[(group, label, threads)] = attempt(label, speed_run(cmd, threads), quiet=True)
     return speed, first_load
 
 
@@ -466,9 +484,28 @@ def decode_mb(engine: str, r: dict | None, path: str) -> float | None:
 
 
 def bw_fraction(mb: float | None, r: dict | None, bw: float | None) -> float | None:
-    """Share of the measured streaming-read bandwidth that mb per token at r's decode speed is."""
-    tok_s = _get(r, "decode_tok_s")
+    """Share of the streaming-read bandwidth that mb per token at r's decode speed is: of the reading
+    taken just before r (r[READER]) where there is one, else of bw (the run's first reading)."""
+    tok_s, bw = _get(r, "decode_tok_s"), _get(r, READER) or bw
     return mb * 1e6 * tok_s / (bw * 1e9) if mb and bw and tok_s else None
+
+
+def read_gbs(mb: float | None, r: dict | None) -> float | None:
+    """GB/s of weights that mb per token at r's decode speed reads."""
+    tok_s = _get(r, "decode_tok_s")
+    return mb * tok_s / 1e3 if mb and tok_s else None
+
+
+def reader_span(results: dict, threads: int, fallback: float | None) -> str:
+    """The streaming-read readings taken beside the speed rows on `threads` threads, as "a–b GB/s"
+    (the run's first reading when no row has its own)."""
+    seen = sorted(
+        r[READER] for k, r in results.items() if isinstance(r, dict) and READER in r and len(k) >= 3 and k[2] == threads
+    )
+    if not seen:
+        return f"{_num(fallback)} GB/s"
+    low, high = _num(seen[0]), _num(seen[-1])
+    return f"{low} GB/s" if low == high else f"{low}–{high} GB/s"
 
 
 def speed_table(speed: dict, files: dict, bandwidth: dict) -> str:
@@ -491,7 +528,7 @@ def speed_table(speed: dict, files: dict, bandwidth: dict) -> str:
         cells.append(_num(mb))
         for t, r in ((1, one), (2, two)):
             share = bw_fraction(mb, r, bandwidth.get(t))
-            cells += [_num(share * bandwidth[t] if share else None), _num(100 * share if share else None, ".0f")]
+            cells += [_num(read_gbs(mb, r)), _num(100 * share if share else None, ".0f")]
         rows.append(f"| {group} | {label} | {_num(bpw, '.2f')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -575,7 +612,9 @@ def targets(speed: dict, quality: dict, files: dict, bandwidth: dict) -> list[tu
                 (
                     f"1.17B {label.removeprefix('ours ')} decode ≥ {need:.0%} of the streaming-read bandwidth, "
                     f"{t} thread{'s' * (t > 1)}",
-                    f"{_num(100 * share, '.0f')}% of {_num(bandwidth.get(t))} GB/s" if share else "not measured",
+                    f"{_num(100 * share, '.0f')}% of {_num(_get(r, READER) or bandwidth.get(t))} GB/s"
+                    if share
+                    else "not measured",
                     None if share is None else share >= need,
                 )
             )
@@ -743,8 +782,9 @@ def render(
     lines += [
         f"MB/token: the matrices read per decoded token (ours: the packed weights; llama.cpp: the file's "
         "2-D tensors but the token embedding unless it is tied). GB/s: MB/token × decode tok/s; % BW: of "
-        f"the streaming-read bandwidth measured in this run ({_num(bandwidth.get(1))} GB/s on 1 thread, "
-        f"{_num(bandwidth.get(2))} GB/s on 2; `tests/bench/stream_read.c`).",
+        "the streaming-read bandwidth read just before each row's runs (`tests/bench/stream_read.c`; "
+        f"{reader_span(speed, 1, bandwidth.get(1))} on 1 thread, {reader_span(speed, 2, bandwidth.get(2))} on 2 "
+        f"over these rows; {_num(bandwidth.get(1))} and {_num(bandwidth.get(2))} at the start of the run).",
         "",
         "### Long prompts and time to first token",
         "",
@@ -929,8 +969,9 @@ def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file
         f"Speed: the procedure above, median of {file_repeats} runs for the SmolLM2 files (of the "
         "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token (ours: the "
         "packed weights; llama.cpp: the file's 2-D tensors but the token embedding unless it is tied); "
-        f"% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth measured in this run "
-        f"({_num(bandwidth.get(1))} GB/s on 1 thread, {_num(bandwidth.get(2))} GB/s on 2, a C streaming read).",
+        "% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth read just before each row's runs "
+        f"(a C streaming read; {reader_span(speed, 1, bandwidth.get(1))} on 1 thread, "
+        f"{reader_span(speed, 2, bandwidth.get(2))} on 2 over these rows).",
         "",
         "| model | file | threads | decode ours | decode llama.cpp | × | prompt ours | prompt llama.cpp | × "
         "| MB/token ours | MB/token llama.cpp | % BW ours | % BW llama.cpp |",
