@@ -4,6 +4,7 @@ read in C, since numpy reductions stay well under what the memory delivers on on
 
 import ctypes
 import datetime
+import functools
 import hashlib
 import os
 import platform
@@ -47,6 +48,7 @@ def _compile(cc: str, flags: list[str], lib: Path) -> bool:
     return True
 
 
+@functools.cache  # every speed row reads the bandwidth: build, hash and load the library once
 def _stream_reader():
     """tests/bench/stream_read.c compiled for this machine (cached under build/, keyed by the
     source's and the flags' hash), or None when there is no C compiler."""
