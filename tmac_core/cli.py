@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TypedDict
 from tmac_core.errors import TmacError
 
 if TYPE_CHECKING:  # annotations only: the commands import the runtime when they run
+    import numpy as np
+    from numpy.typing import NDArray
+
     from tmac_core.engine import Engine
     from tmac_core.sampling import SamplingParams
     from tmac_core.types import Chunk
@@ -124,7 +127,15 @@ class PerplexityRecord(TypedDict):
     tier: str
 
 
-class BenchRecord(TypedDict):
+class PhaseRecord(TypedDict):
+    phase: str  # a LlamaRuntime PHASES name, or "outside" (Python and argmax between the steps)
+    ms_per_token: float
+    share: float  # of the profiled decode's wall time
+    mb_per_token: float  # matrices the phase reads per token (0: none)
+    gb_s: float | None  # mb_per_token / its time; None where it reads no matrix
+
+
+class _BenchRun(TypedDict):
     model: str
     source: str
     n_params: int
@@ -148,6 +159,11 @@ class BenchRecord(TypedDict):
     decode_tok_s_runs: list[float]
     load_s: float
     cache_hit: bool
+
+
+class BenchRecord(_BenchRun, total=False):
+    decode_phases: list[PhaseRecord]  # --profile only: one more run, its decode steps timed per phase
+    decode_phases_tok_s: float  # that run's decode speed (with the phase clocks on)
 
 
 class ServeRecord(TypedDict):
@@ -520,6 +536,40 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_phases(engine: Engine, prompt: NDArray[np.int32], n_g: int) -> tuple[list[PhaseRecord], float]:
+    """One more prompt + decode run with the runtime's phase clocks on for the decode steps:
+    ([a record per phase, then "outside" the forward pass], that decode's tokens/s)."""
+    import numpy as np
+
+    runtime = engine.runtime
+    if runtime is None:
+        raise CliError("the engine was closed before the profiled run")
+    n_p = len(prompt)
+    token = int(np.argmax(engine.forward(prompt, 0)))
+    runtime.set_profiling(True)
+    t0 = time.perf_counter()
+    try:
+        for i in range(n_g):
+            token = int(np.argmax(engine.forward([token], n_p + i)))
+        wall = time.perf_counter() - t0
+        seconds, nbytes, tokens = runtime.phase_profile()
+    finally:
+        runtime.set_profiling(False)
+    records: list[PhaseRecord] = []
+    for name, s in [*seconds.items(), ("outside", max(wall - sum(seconds.values()), 0.0))]:
+        b = nbytes.get(name, 0)
+        records.append(
+            {
+                "phase": name,
+                "ms_per_token": 1e3 * s / max(tokens if name != "outside" else n_g, 1),
+                "share": s / max(wall, 1e-9),
+                "mb_per_token": b / 1e6,
+                "gb_s": b * tokens / s / 1e9 if b and s > 0 else None,
+            }
+        )
+    return records, n_g / max(wall, 1e-9)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -557,6 +607,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return float(np.median(xs)) if xs else None
 
     prompt_tok_s, decode_tok_s = median([r[0] for r in runs]), median([r[1] for r in runs])
+    phases = _decode_phases(engine, prompt, n_g) if args.profile else None
     out: BenchRecord = {
         "model": info.name,
         "source": info.source,
@@ -582,6 +633,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "load_s": info.load_s,
         "cache_hit": info.cache_hit,
     }
+    if phases is not None:
+        out["decode_phases"], out["decode_phases_tok_s"] = phases
     if args.json:
         _emit(out)
     else:
@@ -599,6 +652,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"resident memory after load: {rss / 2**20:.0f} MiB{after} (interpreter before load:"
             f" {baseline / 2**20:.0f} MiB; KV cache budget {info.kv_cache_bytes / 2**20:.0f} MiB)"
         )
+        if phases is not None:
+            records, tok_s = phases
+            print(f"decode by phase ({n_g} tokens, one more run with the phase clocks on: {tok_s:.1f} tok/s):")
+            print(f"  {'phase':<12} {'ms/token':>9} {'share':>7} {'MB/token':>9} {'GB/s':>6}")
+            for r in records:
+                gbs = f"{r['gb_s']:.1f}" if r["gb_s"] is not None else "-"
+                print(
+                    f"  {r['phase']:<12} {r['ms_per_token']:9.3f} {100 * r['share']:6.1f}%"
+                    f" {r['mb_per_token']:9.1f} {gbs:>6}"
+                )
     return 0
 
 
@@ -788,6 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-tokens", type=_positive, default=64)
     p.add_argument("--repeats", type=_count, default=3, help="measured runs after one warm-up (0: load only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
+    p.add_argument("--profile", action="store_true", help="then one more run, its decode steps timed per phase")
     p = command("serve", cmd_serve, "an OpenAI-compatible HTTP server over the model (Ctrl+C stops)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this computer only)")
     p.add_argument("--port", type=_count, default=8080, help="TCP port (0: any free port)")

@@ -328,6 +328,26 @@ def test_bench_reports_speeds_and_memory(cli_json, tiny):
     assert b["n_params"] == out["n_params"] and b["rss_after_run_bytes"] >= b["rss_bytes"] >= b["rss_baseline_bytes"]
 
 
+def test_bench_profile_splits_the_decode_by_phase(cli, cli_json, tiny):
+    from tmac_core.models._llama import PHASES
+
+    path, _ = tiny
+    code, b = cli_json("bench", path, "--threads", 1, "--prompt-tokens", 8, "--gen-tokens", 6, "--profile")
+    assert code == 0, b
+    phases = b["decode_phases"]
+    assert [r["phase"] for r in phases] == [*PHASES, "outside"] and b["decode_phases_tok_s"] > 0
+    assert all(r["ms_per_token"] >= 0 and r["share"] >= 0 for r in phases)
+    assert sum(r["share"] for r in phases) == pytest.approx(1.0, abs=1e-6)
+    reads = {r["phase"]: r for r in phases if r["mb_per_token"] > 0}
+    assert set(reads) == {"qkv", "attn_output", "gate_up", "down", "output"}
+    assert all(r["gb_s"] > 0 for r in reads.values())
+    # the synthetic model's embedding is its own matrix, read one row per token: not counted
+    assert 1e6 * sum(r["mb_per_token"] for r in reads.values()) < b["packed_bytes"]
+    human = cli("bench", path, "--prompt-tokens", 8, "--gen-tokens", 2, "--repeats", 0, "--profile")
+    assert human.returncode == 0, human.stderr
+    assert "decode by phase (2 tokens" in human.stdout and "gate_up" in human.stdout
+
+
 def test_bench_refuses_more_tokens_than_the_context(cli_json, tiny):
     path, _ = tiny
     code, out = cli_json("bench", path, "--ctx", 64, "--prompt-tokens", 60, "--gen-tokens", 8)
@@ -366,8 +386,13 @@ def test_every_json_record_has_exactly_its_documented_keys(cli, cli_json, tiny):
     }
     chat = cli("chat", path, "--json", "--max-tokens", 2, input="hello\n")
     records["chat"] = (json.loads(chat.stdout.splitlines()[0]), tmac_cli.ChatRecord)
+    records["bench --profile"] = (
+        cli_json("bench", path, "--prompt-tokens", 4, "--gen-tokens", 2, "--repeats", 0, "--profile")[1],
+        tmac_cli.BenchRecord,
+    )
     for command, (out, record) in records.items():
-        assert set(out) == keys(record), command
+        assert set(out) == keys(record) - (set() if "--profile" in command else record.__optional_keys__), command
+    assert all(set(r) == keys(tmac_cli.PhaseRecord) for r in records["bench --profile"][0]["decode_phases"])
     assert records["bench"][0]["prompt_tok_s"] is None and records["bench"][0]["rss_after_run_bytes"] is None
 
 

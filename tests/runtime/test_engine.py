@@ -5,6 +5,7 @@ generate_tokens); the cache parameters on a tiny synthetic model."""
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,6 +131,40 @@ def test_prompt_and_decode_cpu_are_measured_apart(engine):
     assert 0 < final.prompt_cpu_s < final.cpu_s
     decode_per_token = (final.cpu_s - final.prompt_cpu_s) / (final.generated_tokens - 1)
     assert 0 < decode_per_token < final.cpu_s / final.generated_tokens
+
+
+def test_phase_profile_times_each_phase_and_changes_no_logit(engine):
+    """LlamaRuntime.set_profiling: the decode steps' time per phase, the bytes each phase's
+    matrices hold, and the same logits as without the clocks."""
+    from tmac_core.models._llama import PHASES
+
+    runtime = engine.runtime
+    prompt = np.arange(1, 17, dtype=np.int32)
+
+    def decode(steps: int) -> list[np.ndarray]:
+        out = [engine.forward(prompt, 0)]
+        for i in range(steps):
+            out.append(engine.forward([int(np.argmax(out[-1]))], len(prompt) + i))
+        return out
+
+    plain = decode(4)
+    engine.forward(prompt, 0)
+    runtime.set_profiling(True)
+    t0 = time.perf_counter()
+    profiled = [engine.forward(prompt, 0)]
+    for i in range(4):
+        profiled.append(engine.forward([int(np.argmax(profiled[-1]))], len(prompt) + i))
+    wall = time.perf_counter() - t0
+    runtime.set_profiling(False)
+    seconds, nbytes, tokens = runtime.phase_profile()
+    assert all(np.array_equal(a, b) for a, b in zip(plain, profiled, strict=True))
+    assert tuple(seconds) == PHASES == tuple(nbytes) and tokens == len(prompt) + 4
+    assert all(s > 0 for s in seconds.values()) and sum(seconds.values()) <= wall
+    # SmolLM2 ties its embedding to the output layer: every packed matrix is read once per token
+    assert sum(nbytes.values()) == engine.info.packed_bytes
+    assert nbytes["attention"] == nbytes["other"] == 0 and nbytes["gate_up"] > nbytes["down"] > 0
+    decode(1)  # off: the counts stay as they were
+    assert runtime.phase_profile() == (seconds, nbytes, tokens)
 
 
 def test_greedy_is_deterministic_and_kv_reuse_changes_nothing(engine):

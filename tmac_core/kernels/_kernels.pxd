@@ -107,3 +107,4 @@ cdef int k_attention(int isa, const float *q, int n, int pos, int n_heads, int n
 cdef void k_fp32_to_fp16_row(const float *x, uint16_t *out, int n) noexcept nogil
 cdef int k_swiglu(int isa, float *gate, const float *up, int n) noexcept nogil
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept
+cdef double k_now() noexcept nogil   # monotonic seconds (tmac_now_seconds)

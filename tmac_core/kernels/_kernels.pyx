@@ -491,3 +491,7 @@ cdef int k_swiglu(int tier, float *gate, const float *up, int n) noexcept nogil:
 
 cdef const tmac_weight_t *k_weight(PackedWeight w) noexcept:
     return &w.c
+
+
+cdef double k_now() noexcept nogil:
+    return tmac_now_seconds()

@@ -13,6 +13,7 @@ from tmac_core.kernels._kernels import PackedWeight
 
 INT_MAX: int
 MAX_BATCH: int
+PHASES: tuple[str, ...]  # the forward pass's phases, as set_profiling times them
 
 def checked_sizes(cfg: ModelConfig, n_ctx: int, max_batch: int) -> dict[str, int]: ...
 def input_perms(
@@ -33,5 +34,7 @@ class LlamaRuntime:
     ) -> None: ...
     def block_matmul(self, layer: int, role: str, x: ArrayLike) -> NDArray[np.float32]: ...  # (n, rows)
     def embedding_row(self, token: int) -> NDArray[np.float32]: ...  # (dim,)
+    def set_profiling(self, on: bool) -> None: ...
+    def phase_profile(self) -> tuple[dict[str, float], dict[str, int], int]: ...  # seconds, bytes/token, tokens
     def forward(self, tokens: ArrayLike, pos: int, all_logits: bool = False) -> NDArray[np.float32]:
         """(vocab,) logits of the last token, or (n, vocab) with all_logits: a view, valid until the next call."""

@@ -22,8 +22,8 @@ import numpy as np
 
 from tmac_core.errors import KernelError, ModelLoadError, UnsupportedModelError
 from tmac_core.kernels._kernels cimport (
-    PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_swiglu, k_weight,
-    tmac_weight_row_f32, tmac_weight_t,
+    PackedWeight, k_active_isa, k_attention, k_fp32_to_fp16_row, k_gemm_multi, k_lut_build, k_now, k_swiglu,
+    k_weight, tmac_weight_row_f32, tmac_weight_t,
 )
 from tmac_core.kernels._kernels import MAX_DIM as _MAX_DIM, MAX_ELEMS as _MAX_ELEMS
 from tmac_core.plan import input_perm_name, tensor_plan, vector_plan
@@ -31,6 +31,13 @@ from tmac_core.plan import input_perm_name, tensor_plan, vector_plan
 INT_MAX = 2**31 - 1  # forward_chunk's loops index the scratch buffers with C int
 MAX_BATCH = 4096     # tokens per forward call (the engine uses 32)
 _DIMS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size")
+# The forward pass's phases as set_profiling times them, in the order a layer runs them. A
+# matmul phase holds its matrices' table builds, kernel calls (the pool's included) and, for
+# BitLinear inputs, the int8 step; "attention" RoPE, the KV cache writes and tmac_attention;
+# "other" the embedding row, norms, residual adds and the feed-forward activation.
+PHASES = ("qkv", "attention", "attn_output", "gate_up", "down", "output", "other")
+cdef enum:                          # indices into LlamaRuntime.phase_s, as in PHASES
+    PH_QKV, PH_ATTN, PH_O, PH_GATE_UP, PH_DOWN, PH_OUT, PH_OTHER, N_PHASES
 
 
 def checked_sizes(cfg, n_ctx, max_batch):
@@ -258,6 +265,10 @@ cdef class LlamaRuntime:
     cdef float *act_r               # (k_max,) precise_head: one token's input minus its int8 part
     cdef float *y_head              # (3, vocab_size) precise_head: the three rows' outputs
     cdef object _keep
+    cdef bint profiling             # set_profiling: forward_chunk adds each phase's time to phase_s
+    cdef double phase_s[N_PHASES]   # seconds per PHASES entry since profiling was switched on
+    cdef long long profiled_tokens  # tokens forward_chunk ran while profiling
+    cdef object _phase_bytes        # {phase: bytes of the matrices it reads per token}
     cdef object _layers_buf
     cdef readonly object logits_array
 
@@ -365,6 +376,12 @@ cdef class LlamaRuntime:
         emb = matrices["token_embd"]
         out = emb if cfg.tie_embeddings else matrices["output"]
         self.embedding, self.output, self.act_group_out = k_weight(emb), k_weight(out), out.act_group
+        roles = {"qkv": ("attn_q", "attn_k", "attn_v"), "attn_output": ("attn_output",),
+                 "gate_up": ("ffn_gate", "ffn_up"), "down": ("ffn_down",)}
+        self._phase_bytes = {ph: sum(matrices[r, l].nbytes for r in rs for l in range(self.n_layers))
+                             for ph, rs in roles.items()}
+        self._phase_bytes["output"] = out.nbytes   # a tied embedding is read once per token, here
+        self.profiling, self.profiled_tokens = False, 0
 
         # RoPE table (n_ctx, head_dim/2) from the inverse frequencies (scaling already applied);
         # forward_chunk reads row pos of it for every position < n_ctx
@@ -487,6 +504,34 @@ cdef class LlamaRuntime:
         if rc != 0:
             raise KernelError(f"matmul failed (code {rc})")
         return out
+
+    def set_profiling(self, bint on):
+        """Time every phase of the forward pass (PHASES) from the next call on, from zero
+        (on), or stop (off: the counts stay readable). Two clock reads per phase and layer;
+        the arithmetic, and so every logit, is the same either way."""
+        cdef int i
+        if on:
+            for i in range(N_PHASES):
+                self.phase_s[i] = 0.0
+            self.profiled_tokens = 0
+        self.profiling = on
+
+    def phase_profile(self):
+        """(seconds per phase, bytes of the matrices each phase reads per token, tokens run)
+        since set_profiling(True); phases as in PHASES."""
+        seconds = {name: self.phase_s[i] for i, name in enumerate(PHASES)}
+        return seconds, {name: self._phase_bytes.get(name, 0) for name in PHASES}, self.profiled_tokens
+
+    cdef double mark(self, double since, int phase) noexcept nogil:
+        """Profiling: add now - since to `phase` (phase < 0: start only) and return now;
+        not profiling: 0.0, no clock read."""
+        cdef double now
+        if not self.profiling:
+            return 0.0
+        now = k_now()
+        if phase >= 0:
+            self.phase_s[phase] += now - since
+        return now
 
     cdef void embed(self, int token, float *out) noexcept nogil:
         """out (dim,) = the token's embedding row."""
@@ -629,6 +674,9 @@ cdef class LlamaRuntime:
         cdef int ldys[3]
         cdef const int32_t *pp[3]
         cdef InputPerms *P
+        cdef double tp = self.mark(0.0, -1)  # profiling: when the current phase began
+        if self.profiling:
+            self.profiled_tokens += n
         # 1. embedding rows into the residual stream x
         for t in range(n):
             self.embed(tokens[t], self.x + <size_t>t * D)
@@ -640,11 +688,13 @@ cdef class LlamaRuntime:
             # 2. attention: RMSNorm, then q, k, v from one shared table
             for t in range(n):
                 rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>t * D, L.attn_norm, D, self.eps)
+            tp = self.mark(tp, PH_OTHER)
             ws[0], ws[1], ws[2] = L.wq, L.wk, L.wv
             ys[0], ys[1], ys[2] = self.q, self.k, self.v
             ldys[0], ldys[1], ldys[2] = self.q_dim, self.kv_dim, self.kv_dim
             pp[0], pp[1], pp[2] = P.q, P.k, P.v
             rc |= self.matmul_perm(3, ws, ys, ldys, pp, self.xb, n, D, L.act_group_in, True)
+            tp = self.mark(tp, PH_QKV)
             # 3. biases (qkv_bias), RoPE, and k, v into the fp16 cache at positions pos..pos+n-1
             for t in range(n):
                 if L.bq != NULL:
@@ -666,21 +716,26 @@ cdef class LlamaRuntime:
             # 4. grouped-query attention over the cache, output projection, residual add
             rc |= k_attention(k_active_isa(), self.q, n, pos, self.n_heads, self.n_kv_heads, HD, kc, vc,
                               self.n_ctx, 1.0 / sqrtf(HD), self.attn_out)
+            tp = self.mark(tp, PH_ATTN)
             if L.attn_sub_norm != NULL:
                 for t in range(n):
                     rmsnorm(self.attn_out + <size_t>t * self.q_dim, self.attn_out + <size_t>t * self.q_dim,
                             L.attn_sub_norm, self.q_dim, self.eps)
+            tp = self.mark(tp, PH_OTHER)
             rc |= self.matmul_p(L.wo, P.o, self.attn_out, n, self.q_dim, L.act_group_o, self.xb2, True)
+            tp = self.mark(tp, PH_O)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
             # 5. feed-forward: RMSNorm, gate and up from one table, SwiGLU, down, residual add
             for t in range(n):
                 rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>t * D, L.ffn_norm, D, self.eps)
+            tp = self.mark(tp, PH_OTHER)
             ws[0], ws[1] = L.w_gate, L.w_up
             ys[0], ys[1] = self.hb, self.hb2
             ldys[0], ldys[1] = self.hidden_dim, self.hidden_dim
             pp[0], pp[1] = P.gate, P.up
             rc |= self.matmul_perm(2, ws, ys, ldys, pp, self.xb, n, D, L.act_group_in, True)
+            tp = self.mark(tp, PH_GATE_UP)
             if self.relu2:
                 relu2_glu(self.hb, self.hb2, <Py_ssize_t>n * self.hidden_dim)
             else:
@@ -689,18 +744,22 @@ cdef class LlamaRuntime:
                 for t in range(n):
                     rmsnorm(self.hb + <size_t>t * self.hidden_dim, self.hb + <size_t>t * self.hidden_dim,
                             L.ffn_sub_norm, self.hidden_dim, self.eps)
+            tp = self.mark(tp, PH_OTHER)
             rc |= self.matmul_p(L.w_down, P.down, self.hb, n, self.hidden_dim, L.act_group_down, self.xb2, True)
+            tp = self.mark(tp, PH_DOWN)
             for i in range(<Py_ssize_t>n * D):
                 self.x[i] += self.xb2[i]
         # 6. final RMSNorm and the output layer, for the last or every token
         cdef int n_out = n if all_logits else 1
         for t in range(n_out):
             rmsnorm(self.xb + <size_t>t * D, self.x + <size_t>(t if all_logits else n - 1) * D, self.output_norm, D, self.eps)
+        tp = self.mark(tp, PH_OTHER)
         if self.exact:
             rc |= self.precise_head(self.output, self.logits, self.xb, n_out, D, self.act_group_out)
         else:
             ws[0], ys[0], ldys[0] = self.output, self.logits, self.vocab_size
             rc |= self.matmul_shared(1, ws, ys, ldys, self.xb, n_out, D, self.act_group_out, False)
+        self.mark(tp, PH_OUT)
         return rc
 
     def forward(self, tokens, pos, bint all_logits=False):
