@@ -142,6 +142,7 @@ class _BenchRun(TypedDict):
     bits: int | None
     bits_per_weight: float
     packed_bytes: int
+    decode_bytes: int  # the matrices one decoded token reads: packed_bytes but an untied embedding's
     kv_cache_bytes: int
     n_ctx: int
     rss_bytes: int
@@ -536,6 +537,15 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_bytes(engine: Engine) -> int:
+    """Bytes of the matrices one decoded token reads (the runtime's phases): of an untied
+    token embedding only a row is read, so it does not count."""
+    runtime = engine.runtime
+    if runtime is None:
+        raise CliError("the engine was closed before it was measured")
+    return sum(runtime.phase_profile()[1].values())
+
+
 def _decode_phases(engine: Engine, prompt: NDArray[np.int32], n_g: int) -> tuple[list[PhaseRecord], float]:
     """One more prompt + decode run with the runtime's phase clocks on for the decode steps:
     ([a record per phase, then "outside" the forward pass], that decode's tokens/s)."""
@@ -615,6 +625,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "bits": info.bits,
         "bits_per_weight": info.bits_per_weight,
         "packed_bytes": info.packed_bytes,
+        "decode_bytes": _decode_bytes(engine),
         "kv_cache_bytes": info.kv_cache_bytes,
         "n_ctx": info.n_ctx,
         "rss_bytes": rss,

@@ -477,9 +477,10 @@ def _get(d: dict | None, key: str):
 
 
 def decode_mb(engine: str, r: dict | None, path: str) -> float | None:
-    """MB read per decoded token: ours, the packed weights it reports; llama.cpp, the file's
-    matrices (decode_bytes)."""
-    nbytes = _get(r, "packed_bytes") if engine == "ours" else decode_bytes(path)
+    """MB read per decoded token: ours, the matrices its runtime reads per token (the packed
+    weights but an untied token embedding, as it reports them); llama.cpp, the file's matrices
+    (decode_bytes)."""
+    nbytes = _get(r, "decode_bytes") if engine == "ours" else decode_bytes(path)
     return nbytes / 1e6 if nbytes else None
 
 
@@ -780,8 +781,9 @@ def render(
     lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
     lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files, bandwidth), ""]
     lines += [
-        f"MB/token: the matrices read per decoded token (ours: the packed weights; llama.cpp: the file's "
-        "2-D tensors but the token embedding unless it is tied). GB/s: MB/token × decode tok/s; % BW: of "
+        f"MB/token: the matrices read per decoded token, of an untied token embedding one row (ours: "
+        "the packed matrices; llama.cpp: the file's 2-D tensors), on both sides counted alike. "
+        "GB/s: MB/token × decode tok/s; % BW: of "
         "the streaming-read bandwidth read just before each row's runs (`tests/bench/stream_read.c`; "
         f"{reader_span(speed, 1, bandwidth.get(1))} on 1 thread, {reader_span(speed, 2, bandwidth.get(2))} on 2 "
         f"over these rows; {_num(bandwidth.get(1))} and {_num(bandwidth.get(2))} at the start of the run).",
@@ -967,8 +969,8 @@ def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file
     lines += [
         "",
         f"Speed: the procedure above, median of {file_repeats} runs for the SmolLM2 files (of the "
-        "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token (ours: the "
-        "packed weights; llama.cpp: the file's 2-D tensors but the token embedding unless it is tied); "
+        "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token, of an untied "
+        "token embedding one row (ours: the packed matrices; llama.cpp: the file's 2-D tensors); "
         "% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth read just before each row's runs "
         f"(a C streaming read; {reader_span(speed, 1, bandwidth.get(1))} on 1 thread, "
         f"{reader_span(speed, 2, bandwidth.get(2))} on 2 over these rows).",
@@ -987,7 +989,7 @@ def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file
             for metric in ("decode_tok_s", "prompt_tok_s"):
                 a, b = _get(o, metric), _get(p, metric)
                 cells += [_num(a), _num(b), _num(a / b if a and b else None, ".2f")]
-            ob = _get(o, "packed_bytes")
+            ob = _get(o, "decode_bytes")
             bw = bandwidth.get(threads)
             cells += [
                 _num(ob / 1e6 if ob else None),
@@ -1036,6 +1038,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--only", choices=("smollm2", "files", "synth", "big"), default=None, help="one model group (development)"
     )
+    p.add_argument("--no-big", action="store_true", help="skip the real-shape group (2B-4T, 8B)")
     p.add_argument("--no-long", action="store_true", help="skip the long-prompt and time-to-first-token rows")
     p.add_argument("--long-repeats", type=int, default=3, help="repeats of the long-prompt rows")
     p.add_argument("--no-quality", action="store_true", help="skip the perplexity runs (development)")
@@ -1052,7 +1055,8 @@ def main(argv: list[str]) -> int:
 
     only_big = a.only == "big"
     files = {} if only_big else prepare_models(peer)
-    big_files, big_made = big.prepare(peer) if a.only in (None, "big") else ({}, {})
+    with_big = a.only == "big" or (a.only is None and not a.no_big)
+    big_files, big_made = big.prepare(peer) if with_big else ({}, {})
     groups = {"smollm2": {"SmolLM2-135M"}, "files": {FILES_GROUP}, "synth": {"synthetic 1.17B"}, "big": set()}.get(
         a.only, {"SmolLM2-135M", FILES_GROUP, "synthetic 1.17B"}
     )
@@ -1065,7 +1069,7 @@ def main(argv: list[str]) -> int:
         speed.update(measure_long_prompts(files, peer, a.long_repeats, groups))
     quality = {} if a.no_quality or only_big else measure_quality(files, peer, a.chunks)
     big_run = None
-    if a.only in (None, "big"):
+    if with_big:
         t0 = time.perf_counter()
         big_run = (big.measure(big_files, peer), big_files, big_made)
         print(f"real-shape group measured in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)

@@ -37,3 +37,11 @@ def test_the_footnote_gives_the_span_of_the_readings_per_thread_count():
     assert e2e.reader_span(speed, 1, 9.9) == "14.6–18.2 GB/s"
     assert e2e.reader_span(speed, 2, 9.9) == "25.0 GB/s"
     assert e2e.reader_span({}, 2, 21.9) == "21.9 GB/s"
+
+
+def test_our_bytes_per_token_leave_out_an_untied_embedding(tmp_path):
+    """Ours' MB/token is what its runtime reads per token (bench's decode_bytes), not the packed
+    total: of an untied token embedding one row is read, as on llama.cpp's side (decode_bytes)."""
+    row = {"decode_tok_s": 20.0, "packed_bytes": 683_000_000, "decode_bytes": 620_000_000}
+    assert e2e.decode_mb("ours", row, str(tmp_path / "unused.gguf")) == 620.0
+    assert e2e.decode_mb("ours", {"packed_bytes": 683_000_000}, str(tmp_path / "unused.gguf")) is None

@@ -328,7 +328,7 @@ def test_bench_reports_speeds_and_memory(cli_json, tiny):
     assert b["n_params"] == out["n_params"] and b["rss_after_run_bytes"] >= b["rss_bytes"] >= b["rss_baseline_bytes"]
 
 
-def test_bench_profile_splits_the_decode_by_phase(cli, cli_json, tiny):
+def test_bench_profile_splits_the_decode_by_phase(cli, cli_json, tiny, cache_dir):
     from tmac_core.models._llama import PHASES
 
     path, _ = tiny
@@ -342,7 +342,15 @@ def test_bench_profile_splits_the_decode_by_phase(cli, cli_json, tiny):
     assert set(reads) == {"qkv", "attn_output", "gate_up", "down", "output"}
     assert all(r["gb_s"] > 0 for r in reads.values())
     # the synthetic model's embedding is its own matrix, read one row per token: not counted
-    assert 1e6 * sum(r["mb_per_token"] for r in reads.values()) < b["packed_bytes"]
+    assert 1e6 * sum(r["mb_per_token"] for r in reads.values()) == pytest.approx(b["decode_bytes"])
+    from tmac_core import Engine
+
+    engine = Engine.load(path, cache_dir=cache_dir)
+    try:
+        embedding = engine._weights["token_embd.weight"].nbytes
+    finally:
+        engine.close()
+    assert b["decode_bytes"] == b["packed_bytes"] - embedding
     human = cli("bench", path, "--prompt-tokens", 8, "--gen-tokens", 2, "--repeats", 0, "--profile")
     assert human.returncode == 0, human.stderr
     assert "decode by phase (2 tokens" in human.stdout and "gate_up" in human.stdout
