@@ -497,11 +497,17 @@ def read_gbs(mb: float | None, r: dict | None) -> float | None:
     return mb * tok_s / 1e3 if mb and tok_s else None
 
 
-def reader_span(results: dict, threads: int, fallback: float | None) -> str:
-    """The streaming-read readings taken beside the speed rows on `threads` threads, as "a–b GB/s"
-    (the run's first reading when no row has its own)."""
+def reader_span(results: dict, threads: int, fallback: float | None, groups: set[str] | None = None) -> str:
+    """The streaming-read readings taken beside the speed rows on `threads` threads (of `groups`, or
+    every group), as "a–b GB/s" (the run's first reading when no row has its own)."""
     seen = sorted(
-        r[READER] for k, r in results.items() if isinstance(r, dict) and READER in r and len(k) >= 3 and k[2] == threads
+        r[READER]
+        for k, r in results.items()
+        if isinstance(r, dict)
+        and READER in r
+        and len(k) >= 3
+        and k[2] == threads
+        and (groups is None or k[0] in groups)
     )
     if not seen:
         return f"{_num(fallback)} GB/s"
@@ -780,12 +786,14 @@ def render(
     ]
     lines += [f"| {name} | {shown} | {verdict[met]} |" for name, shown, met in checks]
     lines += ["", "### Speed (tokens per second)", "", speed_table(speed, files, bandwidth), ""]
+    table_groups = {k[0] for k in speed if isinstance(k, tuple) and len(k) >= 3 and k[0] != FILES_GROUP}
     lines += [
         f"MB/token: the matrices read per decoded token, of an untied token embedding one row (ours: "
         "the packed matrices; llama.cpp: the file's 2-D tensors), on both sides counted alike. "
         "GB/s: MB/token × decode tok/s; % BW: of "
         "the streaming-read bandwidth read just before each row's runs (`tests/bench/stream_read.c`; "
-        f"{reader_span(speed, 1, bandwidth.get(1))} on 1 thread, {reader_span(speed, 2, bandwidth.get(2))} on 2 "
+        f"{reader_span(speed, 1, bandwidth.get(1), table_groups)} on 1 thread, "
+        f"{reader_span(speed, 2, bandwidth.get(2), table_groups)} on 2 "
         f"over these rows; {_num(bandwidth.get(1))} and {_num(bandwidth.get(2))} at the start of the run).",
         "",
         "### Long prompts and time to first token",
@@ -972,8 +980,9 @@ def files_section(speed: dict, quality: dict, files: dict, bandwidth: dict, file
         "synthetic model's repeats for its Q4_K_M). MB/token: the matrices read per decoded token, of an untied "
         "token embedding one row (ours: the packed matrices; llama.cpp: the file's 2-D tensors); "
         "% BW: MB/token × decode tok/s ÷ the DRAM read bandwidth read just before each row's runs "
-        f"(a C streaming read; {reader_span(speed, 1, bandwidth.get(1))} on 1 thread, "
-        f"{reader_span(speed, 2, bandwidth.get(2))} on 2 over these rows).",
+        f"(a C streaming read; {reader_span(speed, 1, bandwidth.get(1), {FILES_GROUP})} on 1 thread, "
+        f"{reader_span(speed, 2, bandwidth.get(2), {FILES_GROUP})} on 2 over the SmolLM2 files' rows; the "
+        "synthetic model's as in its speed table).",
         "",
         "| model | file | threads | decode ours | decode llama.cpp | × | prompt ours | prompt llama.cpp | × "
         "| MB/token ours | MB/token llama.cpp | % BW ours | % BW llama.cpp |",

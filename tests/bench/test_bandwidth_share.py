@@ -37,6 +37,10 @@ def test_the_footnote_gives_the_span_of_the_readings_per_thread_count():
     assert e2e.reader_span(speed, 1, 9.9) == "14.6–18.2 GB/s"
     assert e2e.reader_span(speed, 2, 9.9) == "25.0 GB/s"
     assert e2e.reader_span({}, 2, 21.9) == "21.9 GB/s"
+    speed[("files", "a", 1)] = {e2e.READER: 11.0}  # another table's row: in its own span only
+    assert e2e.reader_span(speed, 1, 9.9, {"g"}) == "14.6–18.2 GB/s"
+    assert e2e.reader_span(speed, 1, 9.9, {"files"}) == "11.0 GB/s"
+    assert e2e.reader_span(speed, 1, 9.9) == "11.0–18.2 GB/s"
 
 
 def test_our_bytes_per_token_leave_out_an_untied_embedding(tmp_path):
