@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # annotations only: the commands import the runtime when they
     from numpy.typing import NDArray
 
     from tmac_core.engine import Engine
+    from tmac_core.models._llama import LlamaRuntime
     from tmac_core.sampling import SamplingParams
     from tmac_core.types import Chunk
 
@@ -537,13 +538,16 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime(engine: Engine) -> LlamaRuntime:
+    if engine.runtime is None:
+        raise CliError("the engine was closed before it was measured")
+    return engine.runtime
+
+
 def _decode_bytes(engine: Engine) -> int:
     """Bytes of the matrices one decoded token reads (the runtime's phases): of an untied
     token embedding only a row is read, so it does not count."""
-    runtime = engine.runtime
-    if runtime is None:
-        raise CliError("the engine was closed before it was measured")
-    return sum(runtime.phase_profile()[1].values())
+    return sum(_runtime(engine).phase_profile()[1].values())
 
 
 def _decode_phases(engine: Engine, prompt: NDArray[np.int32], n_g: int) -> tuple[list[PhaseRecord], float]:
@@ -551,9 +555,7 @@ def _decode_phases(engine: Engine, prompt: NDArray[np.int32], n_g: int) -> tuple
     ([a record per phase, then "outside" the forward pass], that decode's tokens/s)."""
     import numpy as np
 
-    runtime = engine.runtime
-    if runtime is None:
-        raise CliError("the engine was closed before the profiled run")
+    runtime = _runtime(engine)
     n_p = len(prompt)
     token = int(np.argmax(engine.forward(prompt, 0)))
     runtime.set_profiling(True)
